@@ -1,0 +1,331 @@
+/* core/compile.c — order the nodes, check the device runs them, plan memory.
+ *
+ * Nodes are created after their sources, so creation order is topological.
+ * Every node nobody consumes is an output (it would be dead otherwise), as is
+ * every node marked with kiln_output. Leaves get storage of their own that
+ * persists across runs. Intermediates share one arena: walking the nodes in
+ * order, a node's storage is taken from the free list (best fit) just before it
+ * runs and returned right after its last consumer, so tensors whose lifetimes
+ * do not overlap share bytes. Views (reshape) use their source's storage and
+ * extend its lifetime. Everything is allocated here, so a graph that does not
+ * fit fails at compile, not in the middle of a run.
+ */
+#include "kiln-impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LIVE_FOREVER SIZE_MAX
+
+static size_t align_up(size_t n)
+{
+    return (n + KILN__ALIGN - 1) / KILN__ALIGN * KILN__ALIGN;
+}
+
+/* ---- a best-fit allocator of offsets in an arena that grows at the top ---- */
+
+typedef struct block {
+    size_t offset, size;
+} block;
+
+typedef struct arena {
+    block *free;
+    size_t n_free, cap_free;
+    size_t top;
+} arena;
+
+static bool arena_alloc(arena *a, size_t size, size_t *offset)
+{
+    size_t best = SIZE_MAX;
+    for (size_t i = 0; i < a->n_free; i++)
+        if (a->free[i].size >= size && (best == SIZE_MAX || a->free[i].size < a->free[best].size))
+            best = i;
+    if (best != SIZE_MAX) {
+        *offset = a->free[best].offset;
+        a->free[best].offset += size;
+        a->free[best].size -= size;
+        if (a->free[best].size == 0)
+            a->free[best] = a->free[--a->n_free];
+        return true;
+    }
+    /* A free block that ends at the top can be grown instead of starting anew. */
+    for (size_t i = 0; i < a->n_free; i++) {
+        if (a->free[i].offset + a->free[i].size == a->top) {
+            *offset = a->free[i].offset;
+            a->top  = a->free[i].offset + size;
+            a->free[i] = a->free[--a->n_free];
+            return true;
+        }
+    }
+    *offset = a->top;
+    a->top += size;
+    return true;
+}
+
+static bool arena_release(arena *a, size_t offset, size_t size)
+{
+    /* Merge with neighbours so fragments do not accumulate. */
+    for (size_t i = 0; i < a->n_free;) {
+        block *b = &a->free[i];
+        if (b->offset + b->size == offset || offset + size == b->offset) {
+            size_t lo = b->offset < offset ? b->offset : offset;
+            size    += b->size;
+            offset   = lo;
+            *b       = a->free[--a->n_free];
+            continue;
+        }
+        i++;
+    }
+    if (a->n_free == a->cap_free) {
+        size_t cap   = a->cap_free ? 2 * a->cap_free : 16;
+        block *grown = realloc(a->free, cap * sizeof *grown);
+        if (!grown)
+            return false;
+        a->free     = grown;
+        a->cap_free = cap;
+    }
+    a->free[a->n_free++] = (block){ offset, size };
+    return true;
+}
+
+/* ---- the plan ----------------------------------------------------------------- */
+
+typedef struct planner {
+    kiln_graph *g;
+    size_t     *last_use; /* per node id: index of the last consumer          */
+    size_t     *offset;   /* per node id: offset in leaves or arena           */
+    bool       *consumed;
+} planner;
+
+static bool is_leaf(const kiln_tensor *t)
+{
+    return (t->flags & KILN__LEAF) != 0;
+}
+
+static kiln_tensor *src_tensor(const kiln_tensor *t, int i)
+{
+    return (kiln_tensor *)t->node.src[i]; /* node is the first member */
+}
+
+static void compute_lifetimes(planner *p)
+{
+    kiln_graph *g = p->g;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        kiln_tensor *t = g->nodes[i];
+        for (int s = 0; s < KILN_MAX_SRC; s++) {
+            if (!t->node.src[s])
+                continue;
+            kiln_tensor *src  = src_tensor(t, s);
+            kiln_tensor *root = kiln__storage(src);
+            p->consumed[src->id] = true;
+            if (p->last_use[root->id] != LIVE_FOREVER)
+                p->last_use[root->id] = i;
+        }
+    }
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        kiln_tensor *t = g->nodes[i];
+        if (!is_leaf(t) && !p->consumed[i])
+            t->flags |= KILN__OUTPUT;
+    }
+    /* Outputs (and the storage of outputs that are views) live forever. */
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        kiln_tensor *t = g->nodes[i];
+        if (is_leaf(t) || (t->flags & KILN__OUTPUT))
+            p->last_use[kiln__storage(t)->id] = LIVE_FOREVER;
+    }
+}
+
+static kiln_status check_support(kiln_graph *g)
+{
+    const kiln_device *dev = &g->ctx->device;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        const kiln_tensor *t = g->nodes[i];
+        if (is_leaf(t) || t->view_src)
+            continue;
+        if (!dev->iface->supports_op(dev->context, &t->node)) {
+            char s[KILN__SHAPE_STR];
+            kiln__graph_fail(g, KILN_ERR_BACKEND, "node %zu (%s %s) is not supported by "
+                             "%s; choose another backend with KILN_BACKEND", i,
+                             kiln__op_name(t->node.op),
+                             kiln__shape_str(s, t->node.ndim, t->node.dims),
+                             kiln_context_device(g->ctx));
+            return KILN_ERR_BACKEND;
+        }
+    }
+    return KILN_OK;
+}
+
+/* Assigns offsets: leaves packed one after another, intermediates in the arena. */
+static kiln_status assign_offsets(planner *p)
+{
+    kiln_graph *g = p->g;
+    arena       a = { 0 };
+    size_t      leaves = 0, unshared = 0;
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        kiln_tensor *t    = g->nodes[i];
+        size_t       size = align_up(kiln__tensor_bytes(t));
+        if (is_leaf(t)) {
+            p->offset[i] = leaves;
+            leaves += size;
+            continue;
+        }
+        if (t->view_src)
+            continue;
+        unshared += size;
+        arena_alloc(&a, size, &p->offset[i]);
+        for (int s = 0; s < KILN_MAX_SRC; s++) {
+            if (!t->node.src[s])
+                continue;
+            kiln_tensor *root = kiln__storage(src_tensor(t, s));
+            /* A node that reads the same source twice frees it once. */
+            bool seen = false;
+            for (int r = 0; r < s; r++)
+                seen |= t->node.src[r] && kiln__storage(src_tensor(t, r)) == root;
+            if (seen || is_leaf(root) || p->last_use[root->id] != i)
+                continue;
+            if (!arena_release(&a, p->offset[root->id],
+                               align_up(kiln__tensor_bytes(root)))) {
+                kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "compile: out of memory while "
+                                 "planning");
+                st = KILN_ERR_NO_MEMORY;
+            }
+        }
+    }
+    free(a.free);
+    g->plan.leaves_size = leaves;
+    g->plan.arena_size  = a.top;
+    g->plan.unshared    = unshared;
+    return st;
+}
+
+static kiln_status alloc_buffers(kiln_graph *g)
+{
+    const kiln_device *dev  = &g->ctx->device;
+    kiln__plan        *plan = &g->plan;
+    kiln_status st = dev->iface->buffer_alloc(dev->context, plan->leaves_size, &plan->leaves);
+    if (st == KILN_OK)
+        st = dev->iface->buffer_alloc(dev->context, plan->arena_size, &plan->arena);
+    if (st != KILN_OK) {
+        kiln__graph_fail(g, st, "compile: cannot reserve %zu bytes for parameters and "
+                         "inputs and %zu for intermediates on %s: %s", plan->leaves_size,
+                         plan->arena_size, kiln_context_device(g->ctx), kiln_last_error());
+        return st;
+    }
+    return KILN_OK;
+}
+
+/* Points every node at its storage and uploads the leaves written so far. */
+static kiln_status bind_and_upload(planner *p)
+{
+    kiln_graph        *g   = p->g;
+    const kiln_device *dev = &g->ctx->device;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        kiln_tensor *t    = g->nodes[i];
+        kiln_tensor *root = kiln__storage(t);
+        t->node.buffer    = is_leaf(root) ? g->plan.leaves : g->plan.arena;
+        t->node.offset    = p->offset[root->id];
+        if (!is_leaf(t) || !t->staged)
+            continue;
+        kiln_status st = dev->iface->buffer_write(dev->context, t->node.buffer,
+                                                  t->node.offset, t->staged,
+                                                  kiln__tensor_bytes(t));
+        if (st != KILN_OK) {
+            kiln__graph_fail(g, st, "compile: cannot upload %s to %s: %s",
+                             t->name ? t->name : "a constant",
+                             kiln_context_device(g->ctx), kiln_last_error());
+            return st;
+        }
+        free(t->staged);
+        t->staged = NULL;
+    }
+    return KILN_OK;
+}
+
+static kiln_status build_exec(kiln_graph *g)
+{
+    kiln__plan *plan = &g->plan;
+    plan->exec = kiln__calloc(g->n_nodes, sizeof *plan->exec, "the execution list");
+    if (!plan->exec) {
+        kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "compile: out of memory");
+        return KILN_ERR_NO_MEMORY;
+    }
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        const kiln_tensor *t = g->nodes[i];
+        if (!is_leaf(t) && !t->view_src)
+            plan->exec[plan->n_exec++] = &t->node;
+    }
+    return KILN_OK;
+}
+
+void kiln__plan_free(kiln_graph *g)
+{
+    kiln__plan        *plan = &g->plan;
+    const kiln_device *dev  = &g->ctx->device;
+    if (plan->leaves)
+        dev->iface->buffer_free(dev->context, plan->leaves);
+    if (plan->arena)
+        dev->iface->buffer_free(dev->context, plan->arena);
+    free(plan->exec);
+    memset(plan, 0, sizeof *plan);
+}
+
+KILN_API kiln_status kiln_graph_compile(kiln_graph *g)
+{
+    if (!g)
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_graph_compile: graph is NULL");
+    if (g->status != KILN_OK)
+        return kiln__error(g->status, "kiln_graph_compile: the graph has an error: %s",
+                           g->error ? g->error : "out of memory");
+    if (g->compiled)
+        return kiln__error(KILN_ERR_STATE, "kiln_graph_compile: already compiled");
+    planner p = {
+        .g        = g,
+        .last_use = kiln__calloc(g->n_nodes, sizeof(size_t), "memory planning"),
+        .offset   = kiln__calloc(g->n_nodes, sizeof(size_t), "memory planning"),
+        .consumed = kiln__calloc(g->n_nodes, sizeof(bool), "memory planning"),
+    };
+    kiln_status st = KILN_ERR_NO_MEMORY;
+    if (p.last_use && p.offset && p.consumed) {
+        compute_lifetimes(&p);
+        st = check_support(g);
+        if (st == KILN_OK)
+            st = assign_offsets(&p);
+        if (st == KILN_OK)
+            st = alloc_buffers(g);
+        if (st == KILN_OK)
+            st = bind_and_upload(&p);
+        if (st == KILN_OK)
+            st = build_exec(g);
+    } else {
+        kiln__graph_fail(g, st, "compile: out of memory for %zu nodes", g->n_nodes);
+    }
+    free(p.last_use);
+    free(p.offset);
+    free(p.consumed);
+    if (st != KILN_OK) {
+        kiln__plan_free(g);
+        return kiln__error(st, "%s", g->error ? g->error : "compile failed");
+    }
+    g->compiled = true;
+    kiln__log(KILN_LOG_DEBUG, "compiled %zu nodes (%zu run) on %s: %zu bytes of leaves, "
+              "%zu of intermediates (%zu unshared)", g->n_nodes, g->plan.n_exec,
+              kiln_context_device(g->ctx), g->plan.leaves_size, g->plan.arena_size,
+              g->plan.unshared);
+    return KILN_OK;
+}
+
+KILN_API kiln_status kiln_graph_memory(const kiln_graph *g, size_t *planned,
+                                       size_t *unshared)
+{
+    if (!g || !g->compiled)
+        return kiln__error(g ? KILN_ERR_STATE : KILN_ERR_INVALID_ARG,
+                           "kiln_graph_memory: %s", g ? "compile the graph first"
+                                                      : "graph is NULL");
+    if (planned)
+        *planned = g->plan.arena_size;
+    if (unshared)
+        *unshared = g->plan.unshared;
+    return KILN_OK;
+}

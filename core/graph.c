@@ -1,0 +1,296 @@
+/* core/graph.c — graphs, nodes, leaves and the sticky construction error. */
+#include "kiln-impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void tensor_free(kiln_tensor *t)
+{
+    if (!t)
+        return;
+    free(t->staged);
+    free(t->name);
+    free(t);
+}
+
+KILN_API kiln_graph *kiln_graph_new(kiln_context *ctx)
+{
+    if (!ctx) {
+        kiln__error(KILN_ERR_INVALID_ARG, "kiln_graph_new: ctx is NULL");
+        return NULL;
+    }
+    kiln_graph *g = kiln__calloc(1, sizeof *g, "a graph");
+    if (!g)
+        return NULL;
+    g->ctx    = ctx;
+    g->poison = kiln__calloc(1, sizeof *g->poison, "a graph");
+    if (!g->poison) {
+        free(g);
+        return NULL;
+    }
+    g->poison->graph = g;
+    g->poison->flags = KILN__POISON;
+    return g;
+}
+
+KILN_API void kiln_graph_free(kiln_graph *g)
+{
+    if (!g)
+        return;
+    kiln__plan_free(g);
+    for (size_t i = 0; i < g->n_nodes; i++)
+        tensor_free(g->nodes[i]);
+    free(g->nodes);
+    tensor_free(g->poison);
+    free(g->error);
+    free(g);
+}
+
+KILN_API const char *kiln_graph_error(const kiln_graph *g)
+{
+    if (!g)
+        return "graph is NULL";
+    return g->status == KILN_OK ? NULL : (g->error ? g->error : "out of memory");
+}
+
+KILN_API kiln_status kiln_graph_status(const kiln_graph *g)
+{
+    return g ? g->status : KILN_ERR_INVALID_ARG;
+}
+
+kiln_tensor *kiln__graph_fail(kiln_graph *g, kiln_status status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    kiln__verror(status, fmt, ap);
+    va_end(ap);
+    if (g->status == KILN_OK) {
+        g->status = status;
+        g->error  = kiln__strdup(kiln_last_error(), "a graph error");
+    }
+    return g->poison;
+}
+
+const char *kiln__op_name(kiln_op op)
+{
+    static const char *const names[KILN_OP_COUNT] = {
+        [KILN_OP_LEAF] = "leaf",           [KILN_OP_RESHAPE] = "reshape",
+        [KILN_OP_ADD] = "add",             [KILN_OP_SUB] = "sub",
+        [KILN_OP_MUL] = "mul",             [KILN_OP_DIV] = "div",
+        [KILN_OP_NEG] = "neg",             [KILN_OP_EXP] = "exp",
+        [KILN_OP_LOG] = "log",             [KILN_OP_SQRT] = "sqrt",
+        [KILN_OP_RELU] = "relu",           [KILN_OP_SIGMOID] = "sigmoid",
+        [KILN_OP_TANH] = "tanh",           [KILN_OP_SCALE] = "scale",
+        [KILN_OP_MATMUL] = "matmul",       [KILN_OP_SUM] = "sum",
+        [KILN_OP_MEAN] = "mean",           [KILN_OP_MAX] = "max",
+        [KILN_OP_ARGMAX] = "argmax",       [KILN_OP_SOFTMAX] = "softmax",
+        [KILN_OP_LOG_SOFTMAX] = "log_softmax",
+        [KILN_OP_TRANSPOSE] = "transpose", [KILN_OP_CONV2D] = "conv2d",
+        [KILN_OP_MAX_POOL2D] = "max_pool2d",
+        [KILN_OP_MSE_LOSS] = "mse_loss",   [KILN_OP_CROSS_ENTROPY] = "cross_entropy",
+    };
+    return (unsigned)op < KILN_OP_COUNT && names[op] ? names[op] : "unknown op";
+}
+
+int64_t kiln__numel(int ndim, const int64_t *dims)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= dims[i];
+    return n;
+}
+
+size_t kiln__dtype_size(kiln_dtype dtype)
+{
+    (void)dtype; /* f32 and i32 are both 4 bytes */
+    return 4;
+}
+
+size_t kiln__tensor_bytes(const kiln_tensor *t)
+{
+    return (size_t)t->node.numel * kiln__dtype_size(t->node.dtype);
+}
+
+kiln_tensor *kiln__storage(kiln_tensor *t)
+{
+    while (t->view_src)
+        t = t->view_src;
+    return t;
+}
+
+bool kiln__check_operands(kiln_graph *g, const char *op, kiln_tensor *const *t, int n)
+{
+    if (!g) {
+        kiln__error(KILN_ERR_INVALID_ARG, "kiln_%s: graph is NULL", op);
+        return false;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!t[i]) {
+            kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "%s: operand %d is NULL", op, i + 1);
+            return false;
+        }
+        if (t[i]->graph != g) {
+            kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "%s: operand %d belongs to "
+                             "another graph", op, i + 1);
+            return false;
+        }
+        if (t[i]->flags & KILN__POISON)
+            return false; /* the first error is already recorded */
+    }
+    if (g->compiled) {
+        kiln__graph_fail(g, KILN_ERR_STATE, "%s: the graph is already compiled; "
+                         "build every op before kiln_graph_compile", op);
+        return false;
+    }
+    return true;
+}
+
+bool kiln__check_f32(kiln_graph *g, const char *op, const char *which, const kiln_tensor *t)
+{
+    if (t->node.dtype == KILN_F32)
+        return true;
+    char s[KILN__SHAPE_STR];
+    kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %s %s is i32, expected f32", op, which,
+                     kiln__shape_str(s, t->node.ndim, t->node.dims));
+    return false;
+}
+
+static bool check_dims(kiln_graph *g, const char *op, int ndim, const int64_t *dims)
+{
+    if (ndim < 0 || ndim > KILN_MAX_DIMS) {
+        kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %d dimensions, expected 0 to %d", op,
+                         ndim, KILN_MAX_DIMS);
+        return false;
+    }
+    if (ndim > 0 && !dims) {
+        kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "%s: dims is NULL for %d dimensions",
+                         op, ndim);
+        return false;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        char s[KILN__SHAPE_STR];
+        if (dims[i] < 0) {
+            kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: shape %s has a negative dimension",
+                             op, kiln__shape_str(s, ndim, dims));
+            return false;
+        }
+        if (dims[i] && n > ((int64_t)1 << 40) / dims[i]) {
+            kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: shape %s has more than 2^40 "
+                             "elements", op, kiln__shape_str(s, ndim, dims));
+            return false;
+        }
+        n *= dims[i];
+    }
+    return true;
+}
+
+static bool graph_push(kiln_graph *g, kiln_tensor *t)
+{
+    if (g->n_nodes == g->cap_nodes) {
+        size_t        cap   = g->cap_nodes ? 2 * g->cap_nodes : 64;
+        kiln_tensor **grown = realloc(g->nodes, cap * sizeof *grown);
+        if (!grown)
+            return false;
+        g->nodes     = grown;
+        g->cap_nodes = cap;
+    }
+    t->id                 = g->n_nodes;
+    g->nodes[g->n_nodes++] = t;
+    return true;
+}
+
+kiln_tensor *kiln__node_new(kiln_graph *g, kiln_op op, kiln_dtype dtype, int ndim,
+                            const int64_t *dims, kiln_tensor *const *src, int n_src)
+{
+    const char *name = kiln__op_name(op);
+    if (!check_dims(g, name, ndim, dims))
+        return g->poison;
+    kiln_tensor *t = calloc(1, sizeof *t);
+    if (!t || !graph_push(g, t)) {
+        free(t);
+        return kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "%s: out of memory for a node",
+                                name);
+    }
+    t->graph      = g;
+    t->node.op    = op;
+    t->node.dtype = dtype;
+    t->node.ndim  = ndim;
+    for (int i = 0; i < ndim; i++)
+        t->node.dims[i] = dims[i];
+    t->node.numel = kiln__numel(ndim, dims);
+    for (int i = 0; i < n_src && i < KILN_MAX_SRC; i++)
+        t->node.src[i] = src[i] ? &src[i]->node : NULL;
+    return t;
+}
+
+/* ---- leaves ---------------------------------------------------------------- */
+
+static kiln_tensor *leaf_new(kiln_graph *g, const char *what, unsigned flags,
+                             const char *name, kiln_dtype dtype, int ndim,
+                             const int64_t *dims)
+{
+    if (!kiln__check_operands(g, what, NULL, 0))
+        return g ? g->poison : NULL;
+    if (dtype != KILN_F32 && dtype != KILN_I32)
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "%s: dtype %d, expected "
+                                "KILN_F32 or KILN_I32", what, (int)dtype);
+    if (!check_dims(g, what, ndim, dims))
+        return g->poison;
+    kiln_tensor *t = kiln__node_new(g, KILN_OP_LEAF, dtype, ndim, dims, NULL, 0);
+    if (t == g->poison)
+        return t;
+    t->flags = flags;
+    if (name) {
+        t->name = kiln__strdup(name, "a tensor name");
+        if (!t->name)
+            return kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "%s: out of memory", what);
+        t->node.name = t->name;
+    }
+    return t;
+}
+
+KILN_API kiln_tensor *kiln_input(kiln_graph *g, const char *name, kiln_dtype dtype,
+                                 int ndim, const int64_t *dims)
+{
+    return leaf_new(g, "input", KILN__INPUT, name, dtype, ndim, dims);
+}
+
+KILN_API kiln_tensor *kiln_param(kiln_graph *g, const char *name, int ndim,
+                                 const int64_t *dims)
+{
+    return leaf_new(g, "param", KILN__PARAM, name, KILN_F32, ndim, dims);
+}
+
+KILN_API kiln_tensor *kiln_const(kiln_graph *g, kiln_dtype dtype, int ndim,
+                                 const int64_t *dims, const void *data)
+{
+    if (g && !data)
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "const: data is NULL");
+    kiln_tensor *t = leaf_new(g, "const", KILN__CONST, NULL, dtype, ndim, dims);
+    if (!t || (t->flags & KILN__POISON))
+        return t;
+    t->staged = kiln__malloc(kiln__tensor_bytes(t), "a constant");
+    if (!t->staged)
+        return kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "const: out of memory for "
+                                "%zu bytes", kiln__tensor_bytes(t));
+    memcpy(t->staged, data, kiln__tensor_bytes(t));
+    t->written = true;
+    return t;
+}
+
+KILN_API kiln_tensor *kiln_scalar(kiln_graph *g, float value)
+{
+    return kiln_const(g, KILN_F32, 0, NULL, &value);
+}
+
+KILN_API kiln_status kiln_output(kiln_graph *g, kiln_tensor *t)
+{
+    if (!g)
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_output: graph is NULL");
+    if (!kiln__check_operands(g, "output", &t, 1))
+        return g->status != KILN_OK ? g->status : KILN_ERR_INVALID_ARG;
+    t->flags |= KILN__OUTPUT;
+    return KILN_OK;
+}

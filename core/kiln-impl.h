@@ -1,0 +1,147 @@
+/* core/kiln-impl.h — libkiln internals shared by the files of core/.
+ * Users never see this header; backends never include it. */
+#ifndef KILN_IMPL_H
+#define KILN_IMPL_H
+
+#include <kiln/backend.h>
+#include <kiln/kiln.h>
+
+#include <stdarg.h>
+
+#define KILN__ALIGN 64
+
+/* ---- errors and logging (error.c, log.c) --------------------------------- */
+
+/* Sets kiln_last_error() for this thread and returns status. */
+kiln_status kiln__error(kiln_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+kiln_status kiln__verror(kiln_status status, const char *fmt, va_list ap);
+
+void kiln__log(kiln_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void kiln__vlog(kiln_log_level level, const char *fmt, va_list ap);
+bool kiln__log_enabled(kiln_log_level level);
+
+/* "[3, 4]" into buf (at least KILN__SHAPE_STR bytes). */
+#define KILN__SHAPE_STR 96
+const char *kiln__shape_str(char *buf, int ndim, const int64_t *dims);
+
+/* Allocation that records KILN_ERR_NO_MEMORY with `what` on failure. */
+void *kiln__malloc(size_t size, const char *what);
+void *kiln__calloc(size_t n, size_t size, const char *what);
+char *kiln__strdup(const char *s, const char *what);
+
+/* ---- plugin registry (registry.c, select.c) ------------------------------- */
+
+typedef struct kiln__plugin {
+    char              *path;
+    void              *handle;  /* dlopen handle, NULL if refused before it  */
+    const kiln_plugin *table;   /* NULL if refused                           */
+    char              *name;
+    char              *reason;  /* NULL if usable                            */
+    int                score;
+    int                n_devices;
+} kiln__plugin;
+
+typedef struct kiln__registry {
+    kiln__plugin       *plugins;
+    size_t              n_plugins;
+    kiln_plugin_report *reports;
+    kiln_device_report *devices;
+    size_t              n_devices;
+    size_t             *device_plugin; /* plugin index of each device      */
+    kiln_device_desc   *descs;
+} kiln__registry;
+
+/* The registry, loaded on first use (thread-safe); NULL if loading failed. */
+const kiln__registry *kiln__registry_get(void);
+
+/* The host table given to plugins. */
+extern const kiln_host kiln__host;
+
+/* ---- context ------------------------------------------------------------ */
+
+struct kiln_context {
+    const kiln_plugin *plugin;
+    int                index;   /* device index within the plugin           */
+    kiln_device        device;
+    char               label[320];
+};
+
+/* ---- tensors and graphs -------------------------------------------------- */
+
+enum {
+    KILN__INPUT  = 1u << 0,
+    KILN__PARAM  = 1u << 1,
+    KILN__CONST  = 1u << 2,
+    KILN__OUTPUT = 1u << 3,
+    KILN__POISON = 1u << 4,
+};
+
+#define KILN__LEAF (KILN__INPUT | KILN__PARAM | KILN__CONST)
+
+struct kiln_tensor {
+    kiln_node    node;       /* first member: what backends see            */
+    kiln_graph  *graph;
+    size_t       id;         /* position in graph->nodes: creation order   */
+    unsigned     flags;
+    bool         written;    /* a leaf that holds a value                  */
+    kiln_tensor *view_src;   /* storage owner for views (reshape), or NULL */
+    kiln_tensor *grad;       /* reserved for reverse-mode autodiff         */
+    void        *staged;     /* host copy of a leaf written before compile */
+    char        *name;
+};
+
+/* A compiled graph: what runs, and where everything lives. */
+typedef struct kiln__plan {
+    const kiln_node **exec;      /* nodes dispatched, in order              */
+    size_t            n_exec;
+    void             *leaves;    /* device buffer for leaves (persistent)   */
+    size_t            leaves_size;
+    void             *arena;     /* device buffer shared by intermediates   */
+    size_t            arena_size;
+    size_t            unshared;  /* what the arena would be without sharing */
+} kiln__plan;
+
+struct kiln_graph {
+    kiln_context  *ctx;
+    kiln_tensor  **nodes;
+    size_t         n_nodes, cap_nodes;
+    kiln_status    status;       /* first construction error, sticky        */
+    char          *error;
+    kiln_tensor   *poison;
+    bool           compiled;
+    bool           ran;
+    kiln__plan     plan;
+};
+
+/* Records the graph's first error (later ones are dropped) and returns the
+ * poison tensor; also sets kiln_last_error(). */
+kiln_tensor *kiln__graph_fail(kiln_graph *g, kiln_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A new node of op with its shape; sources NULL-terminated in src (up to
+ * KILN_MAX_SRC). Returns the poison tensor on failure. */
+kiln_tensor *kiln__node_new(kiln_graph *g, kiln_op op, kiln_dtype dtype, int ndim,
+                            const int64_t *dims, kiln_tensor *const *src, int n_src);
+
+/* Checks that an op's operands are usable: non-NULL, of graph g, not poisoned.
+ * Returns false (after recording the error, unless a poisoned operand carries
+ * an earlier one) when the op must return the poison tensor. */
+bool kiln__check_operands(kiln_graph *g, const char *op, kiln_tensor *const *t, int n);
+
+/* f32 operand check with a message naming the op. */
+bool kiln__check_f32(kiln_graph *g, const char *op, const char *which, const kiln_tensor *t);
+
+int64_t kiln__numel(int ndim, const int64_t *dims);
+size_t  kiln__dtype_size(kiln_dtype dtype);
+size_t  kiln__tensor_bytes(const kiln_tensor *t);
+const char *kiln__op_name(kiln_op op);
+
+/* The tensor whose storage t uses (itself unless t is a view). */
+kiln_tensor *kiln__storage(kiln_tensor *t);
+
+/* compile.c / run.c */
+void kiln__plan_free(kiln_graph *g);
+
+#endif /* KILN_IMPL_H */

@@ -1,0 +1,125 @@
+/* core/ops_reduce.c — sum, mean, max, argmax, softmax and log_softmax. */
+#include "kiln-impl.h"
+
+static kiln_tensor *reduce_all(kiln_graph *g, kiln_op op, kiln_tensor *a)
+{
+    const char *name = kiln__op_name(op);
+    if (!kiln__check_operands(g, name, &a, 1))
+        return g ? g->poison : NULL;
+    if (!kiln__check_f32(g, name, "input", a))
+        return g->poison;
+    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, 0, NULL, &a, 1);
+    if (!(t->flags & KILN__POISON))
+        t->node.iparam[0] = -1;
+    return t;
+}
+
+static kiln_tensor *reduce_axis(kiln_graph *g, kiln_op op, kiln_tensor *a, int axis,
+                                bool keepdim)
+{
+    const char *name = kiln__op_name(op);
+    if (!kiln__check_operands(g, name, &a, 1))
+        return g ? g->poison : NULL;
+    if (!kiln__check_f32(g, name, "input", a))
+        return g->poison;
+    int nd = a->node.ndim;
+    if (axis < -nd || axis >= nd) {
+        char s[KILN__SHAPE_STR];
+        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: axis %d is out of range for %s: "
+                                "expected %d to %d", name, axis,
+                                kiln__shape_str(s, nd, a->node.dims), -nd, nd - 1);
+    }
+    if (axis < 0)
+        axis += nd;
+    int64_t dims[KILN_MAX_DIMS];
+    int     n = 0;
+    for (int i = 0; i < nd; i++) {
+        if (i != axis)
+            dims[n++] = a->node.dims[i];
+        else if (keepdim)
+            dims[n++] = 1;
+    }
+    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, n, dims, &a, 1);
+    if (!(t->flags & KILN__POISON))
+        t->node.iparam[0] = axis;
+    return t;
+}
+
+KILN_API kiln_tensor *kiln_sum(kiln_graph *g, kiln_tensor *a)
+{
+    return reduce_all(g, KILN_OP_SUM, a);
+}
+
+KILN_API kiln_tensor *kiln_mean(kiln_graph *g, kiln_tensor *a)
+{
+    return reduce_all(g, KILN_OP_MEAN, a);
+}
+
+KILN_API kiln_tensor *kiln_sum_axis(kiln_graph *g, kiln_tensor *a, int axis, bool keepdim)
+{
+    return reduce_axis(g, KILN_OP_SUM, a, axis, keepdim);
+}
+
+KILN_API kiln_tensor *kiln_mean_axis(kiln_graph *g, kiln_tensor *a, int axis, bool keepdim)
+{
+    return reduce_axis(g, KILN_OP_MEAN, a, axis, keepdim);
+}
+
+/* Ops along the last axis: it must exist and, for those that pick an element
+ * of it, must not be empty. */
+static bool check_last_axis(kiln_graph *g, const char *name, kiln_tensor *a,
+                            bool need_elements)
+{
+    if (!kiln__check_operands(g, name, &a, 1))
+        return false;
+    if (!kiln__check_f32(g, name, "input", a))
+        return false;
+    char s[KILN__SHAPE_STR];
+    int  nd = a->node.ndim;
+    if (nd == 0) {
+        kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: input %s is a scalar, expected at "
+                         "least 1 dimension", name, kiln__shape_str(s, 0, NULL));
+        return false;
+    }
+    if (need_elements && a->node.dims[nd - 1] == 0) {
+        kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: input %s has an empty last axis, "
+                         "expected at least one element to pick", name,
+                         kiln__shape_str(s, nd, a->node.dims));
+        return false;
+    }
+    return true;
+}
+
+static kiln_tensor *pick_last(kiln_graph *g, kiln_op op, kiln_dtype dtype, kiln_tensor *a)
+{
+    if (!check_last_axis(g, kiln__op_name(op), a, true))
+        return g ? g->poison : NULL;
+    return kiln__node_new(g, op, dtype, a->node.ndim - 1, a->node.dims, &a, 1);
+}
+
+KILN_API kiln_tensor *kiln_max(kiln_graph *g, kiln_tensor *a)
+{
+    return pick_last(g, KILN_OP_MAX, KILN_F32, a);
+}
+
+KILN_API kiln_tensor *kiln_argmax(kiln_graph *g, kiln_tensor *a)
+{
+    return pick_last(g, KILN_OP_ARGMAX, KILN_I32, a);
+}
+
+static kiln_tensor *normalise_last(kiln_graph *g, kiln_op op, kiln_tensor *a)
+{
+    if (!check_last_axis(g, kiln__op_name(op), a, false))
+        return g ? g->poison : NULL;
+    return kiln__node_new(g, op, KILN_F32, a->node.ndim, a->node.dims, &a, 1);
+}
+
+KILN_API kiln_tensor *kiln_softmax(kiln_graph *g, kiln_tensor *a)
+{
+    return normalise_last(g, KILN_OP_SOFTMAX, a);
+}
+
+KILN_API kiln_tensor *kiln_log_softmax(kiln_graph *g, kiln_tensor *a)
+{
+    return normalise_last(g, KILN_OP_LOG_SOFTMAX, a);
+}

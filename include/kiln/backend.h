@@ -1,0 +1,181 @@
+/* kiln/backend.h — the plugin ABI: what a backend implements.
+ *
+ * A backend is a shared object that exports exactly one symbol,
+ * KILN_BACKEND_ENTRY_SYMBOL, a function returning a const kiln_plugin table.
+ * The table starts with abi_version; the loader refuses any other number.
+ *
+ * Object model (after ggml-backend): plugin -> device -> buffer. A device is a
+ * table of function pointers plus an opaque context; a buffer is an opaque
+ * handle the device allocated. An entry marked (optional) may be NULL, and
+ * NULL means "not supported". A backend sees this header and kiln.h, nothing
+ * of kiln's core.
+ *
+ * Threading: kiln calls a device from one thread at a time.
+ */
+#ifndef KILN_BACKEND_H
+#define KILN_BACKEND_H
+
+#include <kiln/kiln.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped on any change to the structs or enums below. */
+#define KILN_BACKEND_ABI_VERSION 1
+
+#define KILN_BACKEND_ENTRY_SYMBOL "kiln_backend_entry"
+
+#define KILN_MAX_SRC    4
+#define KILN_MAX_IPARAM 8
+#define KILN_MAX_FPARAM 4
+
+/* What a node computes. Parameters live in kiln_node.iparam / fparam. */
+typedef enum kiln_op {
+    KILN_OP_LEAF = 0,      /* input, param or constant: never dispatched       */
+    KILN_OP_RESHAPE,       /* a view of src[0]'s storage: never dispatched     */
+
+    /* binary, f32: out[i] = a[i % numel(a)] OP b[i % numel(b)]; the output has
+     * the shape of the larger operand and the smaller one's numel divides it */
+    KILN_OP_ADD,
+    KILN_OP_SUB,
+    KILN_OP_MUL,
+    KILN_OP_DIV,
+
+    /* unary, f32, same shape */
+    KILN_OP_NEG,
+    KILN_OP_EXP,
+    KILN_OP_LOG,
+    KILN_OP_SQRT,
+    KILN_OP_RELU,
+    KILN_OP_SIGMOID,
+    KILN_OP_TANH,
+    KILN_OP_SCALE,         /* fparam[0]: the factor                            */
+
+    KILN_OP_MATMUL,        /* iparam[0]: transpose a, iparam[1]: transpose b   */
+
+    /* iparam[0]: axis, or -1 for every element; the output shape says keepdim */
+    KILN_OP_SUM,
+    KILN_OP_MEAN,
+
+    /* along the last axis of src[0] */
+    KILN_OP_MAX,
+    KILN_OP_ARGMAX,        /* output i32                                       */
+    KILN_OP_SOFTMAX,
+    KILN_OP_LOG_SOFTMAX,
+
+    KILN_OP_TRANSPOSE,     /* 2-D                                              */
+
+    /* src: x [N,C,H,W], w [O,C,KH,KW], bias [O] or NULL;
+     * iparam: stride_h, stride_w, pad_h, pad_w                                */
+    KILN_OP_CONV2D,
+    /* iparam: kernel_h, kernel_w, stride_h, stride_w                          */
+    KILN_OP_MAX_POOL2D,
+
+    KILN_OP_MSE_LOSS,      /* mean((pred - target)^2), a scalar                */
+    KILN_OP_CROSS_ENTROPY, /* src: logits [N,C] f32, labels [N] i32; a scalar  */
+
+    KILN_OP_COUNT
+} kiln_op;
+
+/* One tensor of a compiled graph, as a backend sees it. Data lives at `offset`
+ * bytes into `buffer`, a handle the device's buffer_alloc returned; the extent
+ * is contiguous, row-major, numel * 4 bytes. Every element of the output must
+ * be written: buffers are not zeroed, and storage is reused between nodes. */
+typedef struct kiln_node {
+    kiln_op                 op;
+    kiln_dtype              dtype;
+    int32_t                 ndim;
+    int64_t                 dims[KILN_MAX_DIMS];
+    int64_t                 numel;
+    const struct kiln_node *src[KILN_MAX_SRC];      /* unused ones are NULL */
+    int32_t                 iparam[KILN_MAX_IPARAM];
+    float                   fparam[KILN_MAX_FPARAM];
+    void                   *buffer;
+    size_t                  offset;
+    const char             *name;                   /* may be NULL          */
+} kiln_node;
+
+/* What kiln offers a plugin; valid from init to shutdown. */
+typedef struct kiln_host {
+    uint32_t abi_version;
+    /* a message at a level; nothing is printed above the KILN_LOG level */
+    void (*log)(kiln_log_level level, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+    /* sets kiln_last_error() for the call that is failing; returns the status
+     * so a backend can write `return host->error(KILN_ERR_BACKEND, ...)` */
+    kiln_status (*error)(kiln_status status, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+} kiln_host;
+
+/* A device: what runs a graph. Every entry gets the device's context. */
+typedef struct kiln_device_iface {
+    /* allocate size bytes (size may be 0); the handle is stored in nodes     */
+    kiln_status (*buffer_alloc)(void *dev, size_t size, void **buffer);
+    void        (*buffer_free) (void *dev, void *buffer);
+    /* copy between host memory and [offset, offset + size) of a buffer      */
+    kiln_status (*buffer_write)(void *dev, void *buffer, size_t offset,
+                                const void *src, size_t size);
+    kiln_status (*buffer_read) (void *dev, void *buffer, size_t offset,
+                                void *dst, size_t size);
+    /* whether the device runs this node with these shapes and dtypes        */
+    bool        (*supports_op) (void *dev, const kiln_node *node);
+    /* run the nodes in order; each one's sources are complete before it     */
+    kiln_status (*graph_compute)(void *dev, const kiln_node *const *nodes,
+                                 size_t n_nodes);
+    /* (optional) wait until everything queued has finished                 */
+    kiln_status (*synchronize)(void *dev);
+    void        (*free)(void *dev);
+} kiln_device_iface;
+
+typedef struct kiln_device {
+    const kiln_device_iface *iface;
+    void                    *context;
+} kiln_device;
+
+/* What a device is, for listings and selection. */
+typedef struct kiln_device_desc {
+    char             name[128];        /* "AVX-512 CPU"                      */
+    char             description[256]; /* platform, version, threads ...     */
+    kiln_device_type type;
+    uint64_t         memory;           /* bytes, 0 if unknown                */
+    int              compute_units;
+    /* empty if kiln can use the device, else why not                        */
+    char             unusable[256];
+} kiln_device_desc;
+
+typedef struct kiln_plugin {
+    uint32_t    abi_version;   /* KILN_BACKEND_ABI_VERSION                    */
+    const char *name;          /* "cpu": what KILN_BACKEND names              */
+    const char *description;
+    /* 0: cannot run on this machine; otherwise higher is preferred (a GPU
+     * above kiln's CPU backend above an OpenCL CPU device). Cheap, no state. */
+    int         (*probe)(const kiln_host *host);
+    /* called once after a non-zero probe, before anything below             */
+    kiln_status (*init)(const kiln_host *host);
+    /* (optional) release what init acquired                                 */
+    void        (*shutdown)(void);
+    int         (*device_count)(void);
+    kiln_status (*device_desc)(int index, kiln_device_desc *desc);
+    kiln_status (*device_open)(int index, kiln_device *device);
+} kiln_plugin;
+
+typedef const kiln_plugin *(*kiln_backend_entry_fn)(void);
+
+/* The one symbol a plugin exports; define it with KILN_BACKEND_ENTRY. */
+const kiln_plugin *kiln_backend_entry(void);
+
+/* A plugin defines its entry with this, so the one exported symbol is right:
+ *   KILN_BACKEND_ENTRY { return &my_plugin; }                                 */
+#ifdef __GNUC__
+#define KILN_BACKEND_ENTRY                                                      \
+    __attribute__((visibility("default"))) const kiln_plugin *kiln_backend_entry(void)
+#else
+#define KILN_BACKEND_ENTRY const kiln_plugin *kiln_backend_entry(void)
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_BACKEND_H */

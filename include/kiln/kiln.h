@@ -1,0 +1,256 @@
+/* kiln — a cross-vendor compute library.
+ *
+ * A program builds a graph of tensor operations once, compiles it, and runs it
+ * as often as it likes on the backend selected at run time (KILN_BACKEND).
+ *
+ *   kiln_context *ctx = kiln_context_new();
+ *   kiln_graph   *g   = kiln_graph_new(ctx);
+ *   kiln_tensor  *x   = kiln_input(g, "x", KILN_F32, KILN_SHAPE(4, 3));
+ *   kiln_tensor  *w   = kiln_param(g, "w", KILN_SHAPE(3, 2));
+ *   kiln_tensor  *y   = kiln_relu(g, kiln_matmul(g, x, w));
+ *   kiln_output(g, y);
+ *   if (kiln_graph_compile(g) != KILN_OK) puts(kiln_graph_error(g));
+ *   kiln_tensor_write(x, xs, sizeof xs); kiln_tensor_write(w, ws, sizeof ws);
+ *   kiln_graph_run(g);
+ *   kiln_tensor_read(y, ys, sizeof ys);
+ *
+ * Errors: every fallible call returns kiln_status (or NULL) and leaves a message
+ * in kiln_last_error() (per thread). Op constructors never fail loudly: a bad
+ * call records a sticky error on the graph, naming the op, the shapes and what
+ * was expected, and returns a poisoned tensor, so calls can be chained and the
+ * graph checked once (kiln_graph_error, or the status of kiln_graph_compile).
+ */
+#ifndef KILN_KILN_H
+#define KILN_KILN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(KILN_BUILDING_LIBRARY) && defined(__GNUC__)
+#define KILN_API __attribute__((visibility("default")))
+#else
+#define KILN_API
+#endif
+
+/* Tensors have at most this many dimensions; 0 dimensions is a scalar. */
+#define KILN_MAX_DIMS 4
+
+/* KILN_SHAPE(64, 784) expands to the (ndim, dims) pair the constructors take. */
+#define KILN_SHAPE(...)                                                        \
+    (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),           \
+        (const int64_t[]){__VA_ARGS__}
+
+/* ---- status and errors -------------------------------------------------- */
+
+typedef enum kiln_status {
+    KILN_OK = 0,
+    KILN_ERR_INVALID_ARG, /* a value outside what the call accepts          */
+    KILN_ERR_SHAPE,       /* shapes or dtypes that do not fit the op         */
+    KILN_ERR_STATE,       /* call out of order (e.g. run before compile)     */
+    KILN_ERR_NO_MEMORY,   /* host or device allocation failed                */
+    KILN_ERR_BACKEND,     /* a backend or device reported a failure          */
+    KILN_ERR_NOT_FOUND,   /* no plugin or device matches what was asked for  */
+    KILN_ERR_IO,          /* a file could not be read or written             */
+} kiln_status;
+
+/* The name of a status code, e.g. "KILN_ERR_SHAPE". */
+KILN_API const char *kiln_status_name(kiln_status status);
+
+/* The message of the last failed call on this thread ("" if none). */
+KILN_API const char *kiln_last_error(void);
+
+typedef enum kiln_log_level {
+    KILN_LOG_ERROR = 0,
+    KILN_LOG_WARN,
+    KILN_LOG_INFO,
+    KILN_LOG_DEBUG,
+} kiln_log_level;
+
+/* ---- plugins and devices ------------------------------------------------ */
+
+typedef enum kiln_device_type {
+    KILN_DEVICE_CPU = 0,
+    KILN_DEVICE_GPU,
+    KILN_DEVICE_ACCELERATOR,
+} kiln_device_type;
+
+/* One attempt of the loader to use a file it found. */
+typedef struct kiln_plugin_report {
+    const char *path;      /* the file                                       */
+    const char *name;      /* backend name ("cpu"), NULL if never read       */
+    const char *reason;    /* why it was refused; NULL if usable             */
+    int         score;     /* probe score, 0 if refused                      */
+    int         n_devices; /* devices it offers                              */
+} kiln_plugin_report;
+
+/* A device of a usable plugin. */
+typedef struct kiln_device_report {
+    const char      *backend;     /* plugin name                             */
+    int              index;       /* index within that plugin                */
+    const char      *name;        /* e.g. "AVX-512 CPU"                      */
+    const char      *description; /* one line of details                     */
+    kiln_device_type type;
+    uint64_t         memory;      /* bytes, 0 if unknown                     */
+    int              compute_units;
+    const char      *unusable;    /* NULL if kiln can use it, else why not   */
+} kiln_device_report;
+
+/* Loads the plugins (once per process) and lists every attempt, usable or
+ * refused, in discovery order. The array lives until the process ends. */
+KILN_API size_t kiln_plugins(const kiln_plugin_report **reports);
+
+/* Lists the devices of every usable plugin. The array lives as above. */
+KILN_API size_t kiln_devices(const kiln_device_report **devices);
+
+/* Resolves a selection string in KILN_BACKEND syntax ("cpu", "opencl:1",
+ * "opencl:nvidia", "opencl,cpu"); NULL or "" means the highest probe score.
+ * On success *device is an index into kiln_devices(). On failure the message
+ * lists what is available. */
+KILN_API kiln_status kiln_select(const char *spec, size_t *device);
+
+/* ---- context ------------------------------------------------------------ */
+
+typedef struct kiln_context kiln_context;
+
+/* A context on the device KILN_BACKEND selects (see kiln_select). */
+KILN_API kiln_context *kiln_context_new(void);
+
+/* A context on the device `spec` selects, ignoring KILN_BACKEND. */
+KILN_API kiln_context *kiln_context_new_for(const char *spec);
+
+KILN_API void kiln_context_free(kiln_context *ctx);
+
+/* "cpu:0 (scalar CPU, 1 thread)" — which backend and device the context runs. */
+KILN_API const char *kiln_context_device(const kiln_context *ctx);
+
+/* ---- tensors and graphs ------------------------------------------------- */
+
+typedef enum kiln_dtype {
+    KILN_F32 = 0,
+    KILN_I32 = 1,
+} kiln_dtype;
+
+typedef struct kiln_graph  kiln_graph;
+typedef struct kiln_tensor kiln_tensor;
+
+KILN_API kiln_graph *kiln_graph_new(kiln_context *ctx);
+KILN_API void        kiln_graph_free(kiln_graph *g);
+
+/* The first error recorded while building or compiling, or NULL. */
+KILN_API const char *kiln_graph_error(const kiln_graph *g);
+KILN_API kiln_status kiln_graph_status(const kiln_graph *g);
+
+/* Leaves. Shapes are given as (ndim, dims); KILN_SHAPE(...) writes both. */
+KILN_API kiln_tensor *kiln_input(kiln_graph *g, const char *name, kiln_dtype dtype,
+                                 int ndim, const int64_t *dims);
+/* A trainable f32 parameter; its value persists across runs. */
+KILN_API kiln_tensor *kiln_param(kiln_graph *g, const char *name, int ndim,
+                                 const int64_t *dims);
+/* A constant; `data` (numel elements of dtype) is copied. */
+KILN_API kiln_tensor *kiln_const(kiln_graph *g, kiln_dtype dtype, int ndim,
+                                 const int64_t *dims, const void *data);
+KILN_API kiln_tensor *kiln_scalar(kiln_graph *g, float value);
+
+/* Elementwise binary ops. Shapes must be equal, or one side must broadcast:
+ * after dropping its leading 1s, its shape equals the trailing dimensions of
+ * the other (a bias [N] on [M, N]; a scalar on anything). */
+KILN_API kiln_tensor *kiln_add(kiln_graph *g, kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_sub(kiln_graph *g, kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_mul(kiln_graph *g, kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_div(kiln_graph *g, kiln_tensor *a, kiln_tensor *b);
+
+/* Elementwise unary ops (f32). */
+KILN_API kiln_tensor *kiln_neg(kiln_graph *g, kiln_tensor *a);
+KILN_API kiln_tensor *kiln_exp(kiln_graph *g, kiln_tensor *a);
+KILN_API kiln_tensor *kiln_log(kiln_graph *g, kiln_tensor *a);
+KILN_API kiln_tensor *kiln_sqrt(kiln_graph *g, kiln_tensor *a);
+KILN_API kiln_tensor *kiln_relu(kiln_graph *g, kiln_tensor *a);
+KILN_API kiln_tensor *kiln_sigmoid(kiln_graph *g, kiln_tensor *a);
+KILN_API kiln_tensor *kiln_tanh(kiln_graph *g, kiln_tensor *a);
+KILN_API kiln_tensor *kiln_scale(kiln_graph *g, kiln_tensor *a, float s);
+
+/* 2-D matrix product a @ b, [M, K] @ [K, N] -> [M, N]. */
+KILN_API kiln_tensor *kiln_matmul(kiln_graph *g, kiln_tensor *a, kiln_tensor *b);
+/* As kiln_matmul, with a and/or b read transposed. */
+KILN_API kiln_tensor *kiln_matmul_t(kiln_graph *g, kiln_tensor *a, kiln_tensor *b,
+                                    bool transpose_a, bool transpose_b);
+
+/* Reductions. Without an axis, over every element to a scalar (0-d tensor).
+ * With one, over that axis (negative counts from the end); keepdim leaves it
+ * in the shape with size 1. The mean of nothing is NaN, the sum 0. */
+KILN_API kiln_tensor *kiln_sum(kiln_graph *g, kiln_tensor *a);
+KILN_API kiln_tensor *kiln_mean(kiln_graph *g, kiln_tensor *a);
+KILN_API kiln_tensor *kiln_sum_axis(kiln_graph *g, kiln_tensor *a, int axis,
+                                    bool keepdim);
+KILN_API kiln_tensor *kiln_mean_axis(kiln_graph *g, kiln_tensor *a, int axis,
+                                     bool keepdim);
+/* Along the last axis, which is dropped from the shape. argmax gives i32, the
+ * first index of the maximum. The last axis must not be empty. */
+KILN_API kiln_tensor *kiln_max(kiln_graph *g, kiln_tensor *a);
+KILN_API kiln_tensor *kiln_argmax(kiln_graph *g, kiln_tensor *a);
+/* Along the last axis, numerically stable (the row maximum is subtracted). */
+KILN_API kiln_tensor *kiln_softmax(kiln_graph *g, kiln_tensor *a);
+KILN_API kiln_tensor *kiln_log_softmax(kiln_graph *g, kiln_tensor *a);
+
+/* Shape ops. reshape takes one -1 to be inferred; flatten keeps dimension 0
+ * and merges the rest ([N, C, H, W] -> [N, C*H*W], as torch.nn.Flatten).
+ * reshape and flatten share the storage of their input. transpose is 2-D. */
+KILN_API kiln_tensor *kiln_reshape(kiln_graph *g, kiln_tensor *a, int ndim,
+                                   const int64_t *dims);
+KILN_API kiln_tensor *kiln_flatten(kiln_graph *g, kiln_tensor *a);
+KILN_API kiln_tensor *kiln_transpose(kiln_graph *g, kiln_tensor *a);
+
+/* 2-D convolution (cross-correlation, as PyTorch), NCHW.
+ * x [N, C, H, W], w [O, C, KH, KW], bias [O] or NULL -> [N, O, OH, OW] with
+ * OH = (H + 2*padding - KH) / stride + 1; zero padding on every side. */
+KILN_API kiln_tensor *kiln_conv2d(kiln_graph *g, kiln_tensor *x, kiln_tensor *w,
+                                  kiln_tensor *bias, int stride, int padding);
+/* Max pooling over kernel x kernel windows, no padding; windows that do not fit
+ * are dropped: OH = (H - kernel) / stride + 1. */
+KILN_API kiln_tensor *kiln_max_pool2d(kiln_graph *g, kiln_tensor *x, int kernel,
+                                      int stride);
+
+/* Losses, reduced by the mean to a scalar. */
+KILN_API kiln_tensor *kiln_mse_loss(kiln_graph *g, kiln_tensor *pred,
+                                    kiln_tensor *target);
+/* logits [N, C] f32, labels [N] i32 in [0, C): mean of -log_softmax[label]. */
+KILN_API kiln_tensor *kiln_cross_entropy(kiln_graph *g, kiln_tensor *logits,
+                                         kiln_tensor *labels);
+
+/* Marks a tensor whose value must be readable after a run. Leaves always are;
+ * other tensors not marked may share storage with later ones. Before compile. */
+KILN_API kiln_status kiln_output(kiln_graph *g, kiln_tensor *t);
+
+/* Orders the nodes, plans memory by liveness and reserves it on the device.
+ * Fails on any recorded construction error, or when memory runs out. */
+KILN_API kiln_status kiln_graph_compile(kiln_graph *g);
+KILN_API kiln_status kiln_graph_run(kiln_graph *g);
+
+/* Bytes of device memory the compiled graph holds for non-leaf tensors, and
+ * what it would hold if none shared storage. */
+KILN_API kiln_status kiln_graph_memory(const kiln_graph *g, size_t *planned,
+                                       size_t *unshared);
+
+/* Tensor data. nbytes must equal the tensor's size. Writes go to leaves
+ * (inputs, params) and may come before compile; reads need a compiled graph
+ * (leaves may be read at any time) and a tensor that is a leaf or an output. */
+KILN_API kiln_status kiln_tensor_write(kiln_tensor *t, const void *data, size_t nbytes);
+KILN_API kiln_status kiln_tensor_read(const kiln_tensor *t, void *data, size_t nbytes);
+
+KILN_API kiln_dtype     kiln_tensor_dtype(const kiln_tensor *t);
+KILN_API int            kiln_tensor_ndim(const kiln_tensor *t);
+KILN_API int64_t        kiln_tensor_dim(const kiln_tensor *t, int axis);
+KILN_API int64_t        kiln_tensor_numel(const kiln_tensor *t);
+KILN_API size_t         kiln_tensor_nbytes(const kiln_tensor *t);
+KILN_API const char    *kiln_tensor_name(const kiln_tensor *t);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_KILN_H */
