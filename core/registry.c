@@ -352,3 +352,8 @@ KILN_API size_t kiln_devices(const kiln_device_report **devices)
         *devices = r ? r->devices : NULL;
     return r ? r->n_devices : 0;
 }
+
+KILN_API const char *kiln_plugin_dir(void)
+{
+    return KILN_PLUGIN_DIR;
+}

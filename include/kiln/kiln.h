@@ -58,6 +58,12 @@ typedef enum kiln_status {
     KILN_ERR_IO,          /* a file could not be read or written             */
 } kiln_status;
 
+/* The library's version, "MAJOR.MINOR.PATCH". */
+KILN_API const char *kiln_version(void);
+
+/* The directory searched for plugins after KILN_PLUGIN_PATH. */
+KILN_API const char *kiln_plugin_dir(void);
+
 /* The name of a status code, e.g. "KILN_ERR_SHAPE". */
 KILN_API const char *kiln_status_name(kiln_status status);
 
