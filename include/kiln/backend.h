@@ -54,11 +54,13 @@ typedef enum kiln_op {
 
     KILN_OP_MATMUL,        /* iparam[0]: transpose a, iparam[1]: transpose b   */
 
-    /* iparam[0]: axis, or -1 for every element; the output shape says keepdim */
+    /* iparam[0]: an axis in [0, ndim) of src[0], or -1 for every element;
+     * the output shape says whether the axis is kept with size 1            */
     KILN_OP_SUM,
     KILN_OP_MEAN,
 
-    /* along the last axis of src[0] */
+    /* along the last axis of src[0]; a NaN in a row wins (max and argmax
+     * give the first NaN, as NumPy and PyTorch do)                           */
     KILN_OP_MAX,
     KILN_OP_ARGMAX,        /* output i32                                       */
     KILN_OP_SOFTMAX,
@@ -72,7 +74,7 @@ typedef enum kiln_op {
     /* iparam: kernel_h, kernel_w, stride_h, stride_w                          */
     KILN_OP_MAX_POOL2D,
 
-    KILN_OP_MSE_LOSS,      /* mean((pred - target)^2), a scalar                */
+    KILN_OP_MSE_LOSS,      /* mean((pred - target)^2), equal shapes; a scalar  */
     KILN_OP_CROSS_ENTROPY, /* src: logits [N,C] f32, labels [N] i32; a scalar  */
 
     KILN_OP_COUNT
@@ -80,8 +82,9 @@ typedef enum kiln_op {
 
 /* One tensor of a compiled graph, as a backend sees it. Data lives at `offset`
  * bytes into `buffer`, a handle the device's buffer_alloc returned; the extent
- * is contiguous, row-major, numel * 4 bytes. Every element of the output must
- * be written: buffers are not zeroed, and storage is reused between nodes. */
+ * is contiguous, row-major, numel elements of 4 bytes (f32 and i32). Every
+ * element of the output must be written: buffers are not zeroed, and storage
+ * is reused between nodes. A node's output never overlaps its sources. */
 typedef struct kiln_node {
     kiln_op                 op;
     kiln_dtype              dtype;

@@ -1,0 +1,70 @@
+/* ops_loss.c — MSE_LOSS and CROSS_ENTROPY, each reduced by the mean to a
+ * scalar. Both accumulate in double; the mean over no elements (or no rows) is
+ * NaN, as torch's is. */
+#include <math.h>
+
+#include "cpu-impl.h"
+
+const char *cpu_check_mse_loss(const kiln_node *node)
+{
+    if (node->src[0]->numel != node->src[1]->numel)
+        return "pred and target differ in number of elements";
+    if (node->numel != 1)
+        return "the output is not a scalar";
+    return NULL;
+}
+
+kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node)
+{
+    (void)dev;
+    int64_t n = node->src[0]->numel;
+    const float *pred = cpu_cf32(node->src[0]), *target = cpu_cf32(node->src[1]);
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)pred[i] - (double)target[i];
+        s += d * d;
+    }
+    *cpu_f32(node) = n > 0 ? (float)(s / (double)n) : NAN;
+    return KILN_OK;
+}
+
+const char *cpu_check_cross_entropy(const kiln_node *node)
+{
+    const kiln_node *logits = node->src[0], *labels = node->src[1];
+    if (logits->ndim != 2 || labels->ndim != 1)
+        return "cross_entropy takes logits [N,C] and labels [N]";
+    if (labels->dims[0] != logits->dims[0])
+        return "logits and labels differ in N";
+    if (node->numel != 1)
+        return "the output is not a scalar";
+    return NULL;
+}
+
+/* log(sum(exp(x))) of one row of n > 0, with the row max taken out first. */
+static double cpu_logsumexp(const cpu_device *dev, const float *x, size_t n)
+{
+    double m = dev->k.max(x, n), s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += exp((double)x[i] - m);
+    return m + log(s);
+}
+
+kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node)
+{
+    const kiln_node *logits = node->src[0];
+    int64_t N = logits->dims[0], C = logits->dims[1];
+    const float *x = cpu_cf32(logits);
+    const int32_t *labels = cpu_data(node->src[1]);
+    double s = 0.0;
+    for (int64_t i = 0; i < N; i++) {
+        int32_t label = labels[i];
+        if (label < 0 || label >= C)
+            return dev->host->error(KILN_ERR_INVALID_ARG,
+                                    "cross_entropy: label %d at row %lld is outside "
+                                    "[0, %lld)", (int)label, (long long)i, (long long)C);
+        const float *row = x + i * C;
+        s += cpu_logsumexp(dev, row, (size_t)C) - (double)row[label];
+    }
+    *cpu_f32(node) = N > 0 ? (float)(s / (double)N) : NAN;
+    return KILN_OK;
+}

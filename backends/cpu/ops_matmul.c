@@ -1,0 +1,115 @@
+/* ops_matmul.c — MATMUL, and the portable sgemm every GEMM-shaped op uses.
+ *
+ * The portable sgemm keeps the innermost loop on contiguous memory: with b
+ * stored [K,N] it runs i-k-j (row i of c accumulates row k of b scaled by
+ * a(i,k)); with b stored transposed, [N,K], it runs i-j-k (a dot product of a
+ * row of b with row or column i of a). The packed, blocked GEMM of an ISA
+ * replaces it through cpu_kernels.sgemm. */
+#include "cpu-impl.h"
+
+/* a(i,k) whether a is stored [M,K] or, transposed, [K,M]. */
+static inline float cpu_a_at(const float *a, size_t lda, bool ta, size_t i, size_t k)
+{
+    return ta ? a[k * lda + i] : a[i * lda + k];
+}
+
+/* b stored [K,N]: c[i,:] = sum over k of a(i,k) * b[k,:] */
+static void cpu_sgemm_ikj(size_t M, size_t N, size_t K,
+                          const float *a, size_t lda, bool ta,
+                          const float *b, size_t ldb, float *c, size_t ldc)
+{
+    for (size_t i = 0; i < M; i++) {
+        float *ci = c + i * ldc;
+        for (size_t j = 0; j < N; j++)
+            ci[j] = 0.0f;
+        for (size_t k = 0; k < K; k++) {
+            float aik = cpu_a_at(a, lda, ta, i, k);
+            const float *bk = b + k * ldb;
+            for (size_t j = 0; j < N; j++)
+                ci[j] += aik * bk[j];
+        }
+    }
+}
+
+/* b stored [N,K]: c[i,j] = a(i,:) . b[j,:] */
+static void cpu_sgemm_dot(size_t M, size_t N, size_t K,
+                          const float *a, size_t lda, bool ta,
+                          const float *b, size_t ldb, float *c, size_t ldc)
+{
+    for (size_t i = 0; i < M; i++) {
+        for (size_t j = 0; j < N; j++) {
+            const float *bj = b + j * ldb;
+            float acc = 0.0f;
+            for (size_t k = 0; k < K; k++)
+                acc += cpu_a_at(a, lda, ta, i, k) * bj[k];
+            c[i * ldc + j] = acc;
+        }
+    }
+}
+
+static void cpu_sgemm_scalar(size_t M, size_t N, size_t K,
+                             const float *a, size_t lda, bool ta,
+                             const float *b, size_t ldb, bool tb,
+                             float *c, size_t ldc)
+{
+    if (K == 0) {   /* a and b may have no storage at all */
+        for (size_t i = 0; i < M; i++)
+            for (size_t j = 0; j < N; j++)
+                c[i * ldc + j] = 0.0f;
+    } else if (tb) {
+        cpu_sgemm_dot(M, N, K, a, lda, ta, b, ldb, c, ldc);
+    } else {
+        cpu_sgemm_ikj(M, N, K, a, lda, ta, b, ldb, c, ldc);
+    }
+}
+
+void cpu_matmul_kernels_scalar(cpu_kernels *k)
+{
+    k->sgemm = cpu_sgemm_scalar;
+}
+
+/* ---- MATMUL --------------------------------------------------------------- */
+
+/* M, K of op(a) and K, N of op(b), from the stored shapes and the flags. */
+typedef struct cpu_mm_shape {
+    int64_t M, N, Ka, Kb;
+    bool    ta, tb;
+} cpu_mm_shape;
+
+static cpu_mm_shape cpu_mm_shape_of(const kiln_node *node)
+{
+    const kiln_node *a = node->src[0], *b = node->src[1];
+    cpu_mm_shape s;
+    s.ta = node->iparam[0] != 0;
+    s.tb = node->iparam[1] != 0;
+    s.M  = a->dims[s.ta ? 1 : 0];
+    s.Ka = a->dims[s.ta ? 0 : 1];
+    s.Kb = b->dims[s.tb ? 1 : 0];
+    s.N  = b->dims[s.tb ? 0 : 1];
+    return s;
+}
+
+const char *cpu_check_matmul(const kiln_node *node)
+{
+    if (node->src[0]->ndim != 2 || node->src[1]->ndim != 2 || node->ndim != 2)
+        return "matmul takes and gives 2-D tensors";
+    cpu_mm_shape s = cpu_mm_shape_of(node);
+    if (s.Ka != s.Kb)
+        return "the inner dimensions of a and b differ";
+    if (node->dims[0] != s.M || node->dims[1] != s.N)
+        return "the output is not [M, N]";
+    return NULL;
+}
+
+kiln_status cpu_op_matmul(const cpu_device *dev, const kiln_node *node)
+{
+    const kiln_node *a = node->src[0], *b = node->src[1];
+    cpu_mm_shape s = cpu_mm_shape_of(node);
+    if (s.M == 0 || s.N == 0)
+        return KILN_OK;
+    dev->k.sgemm((size_t)s.M, (size_t)s.N, (size_t)s.Ka,
+                 cpu_cf32(a), (size_t)a->dims[1], s.ta,
+                 cpu_cf32(b), (size_t)b->dims[1], s.tb,
+                 cpu_f32(node), (size_t)s.N);
+    return KILN_OK;
+}

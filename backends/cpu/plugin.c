@@ -1,0 +1,408 @@
+/* plugin.c — the kiln-cpu plugin: its table, its one device, buffers, and the
+ * dispatch of graph nodes to ops.
+ *
+ * Every node is checked before it runs (dtypes, shapes, data inside its
+ * buffer), by the same code supports_op uses, so the ops can trust the node
+ * and a bad graph is an error with a message, never a stray read. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cpu-impl.h"
+
+#define CPU_ALIGN 64
+
+/* What init was given; valid until shutdown. */
+static const kiln_host *cpu_host;
+
+_Static_assert(KILN_OP_SUB - KILN_OP_ADD == CPU_SUB &&
+               KILN_OP_MUL - KILN_OP_ADD == CPU_MUL &&
+               KILN_OP_DIV - KILN_OP_ADD == CPU_DIV,
+               "cpu_binary_op must follow kiln_op's order");
+_Static_assert(KILN_OP_SCALE - KILN_OP_NEG == CPU_SCALE &&
+               KILN_OP_TANH - KILN_OP_NEG == CPU_TANH &&
+               KILN_OP_SIGMOID - KILN_OP_NEG == CPU_SIGMOID &&
+               KILN_OP_RELU - KILN_OP_NEG == CPU_RELU &&
+               KILN_OP_SQRT - KILN_OP_NEG == CPU_SQRT &&
+               KILN_OP_LOG - KILN_OP_NEG == CPU_LOG &&
+               KILN_OP_EXP - KILN_OP_NEG == CPU_EXP,
+               "cpu_unary_op must follow kiln_op's order");
+
+/* ---- the op table --------------------------------------------------------- */
+
+/* How to check and run one kiln_op. Dtypes left out are KILN_F32 (0). */
+typedef struct cpu_op_desc {
+    const char  *name;
+    int          n_src;                  /* sources that must be present     */
+    int          n_opt;                  /* optional sources after them      */
+    kiln_dtype   out_dtype;
+    kiln_dtype   src_dtype[KILN_MAX_SRC];
+    cpu_check_fn check;
+    cpu_op_fn    run;                    /* NULL: never dispatched           */
+} cpu_op_desc;
+
+#define CPU_BINARY(n) { n, 2, 0, KILN_F32, {0}, cpu_check_binary, cpu_op_binary }
+#define CPU_UNARY(n)  { n, 1, 0, KILN_F32, {0}, cpu_check_unary, cpu_op_unary }
+
+static const cpu_op_desc cpu_ops[KILN_OP_COUNT] = {
+    [KILN_OP_LEAF]        = { "leaf", 0, 0, KILN_F32, {0}, NULL, NULL },
+    [KILN_OP_RESHAPE]     = { "reshape", 0, 0, KILN_F32, {0}, NULL, NULL },
+    [KILN_OP_ADD]         = CPU_BINARY("add"),
+    [KILN_OP_SUB]         = CPU_BINARY("sub"),
+    [KILN_OP_MUL]         = CPU_BINARY("mul"),
+    [KILN_OP_DIV]         = CPU_BINARY("div"),
+    [KILN_OP_NEG]         = CPU_UNARY("neg"),
+    [KILN_OP_EXP]         = CPU_UNARY("exp"),
+    [KILN_OP_LOG]         = CPU_UNARY("log"),
+    [KILN_OP_SQRT]        = CPU_UNARY("sqrt"),
+    [KILN_OP_RELU]        = CPU_UNARY("relu"),
+    [KILN_OP_SIGMOID]     = CPU_UNARY("sigmoid"),
+    [KILN_OP_TANH]        = CPU_UNARY("tanh"),
+    [KILN_OP_SCALE]       = CPU_UNARY("scale"),
+    [KILN_OP_MATMUL]      = { "matmul", 2, 0, KILN_F32, {0},
+                              cpu_check_matmul, cpu_op_matmul },
+    [KILN_OP_SUM]         = { "sum", 1, 0, KILN_F32, {0},
+                              cpu_check_reduce_axis, cpu_op_sum_mean },
+    [KILN_OP_MEAN]        = { "mean", 1, 0, KILN_F32, {0},
+                              cpu_check_reduce_axis, cpu_op_sum_mean },
+    [KILN_OP_MAX]         = { "max", 1, 0, KILN_F32, {0},
+                              cpu_check_reduce_last, cpu_op_max },
+    [KILN_OP_ARGMAX]      = { "argmax", 1, 0, KILN_I32, {0},
+                              cpu_check_reduce_last, cpu_op_argmax },
+    [KILN_OP_SOFTMAX]     = { "softmax", 1, 0, KILN_F32, {0},
+                              cpu_check_softmax, cpu_op_softmax },
+    [KILN_OP_LOG_SOFTMAX] = { "log_softmax", 1, 0, KILN_F32, {0},
+                              cpu_check_softmax, cpu_op_softmax },
+    [KILN_OP_TRANSPOSE]   = { "transpose", 1, 0, KILN_F32, {0},
+                              cpu_check_transpose, cpu_op_transpose },
+    [KILN_OP_CONV2D]      = { "conv2d", 2, 1, KILN_F32, {0},
+                              cpu_check_conv2d, cpu_op_conv2d },
+    [KILN_OP_MAX_POOL2D]  = { "max_pool2d", 1, 0, KILN_F32, {0},
+                              cpu_check_max_pool2d, cpu_op_max_pool2d },
+    [KILN_OP_MSE_LOSS]    = { "mse_loss", 2, 0, KILN_F32, {0},
+                              cpu_check_mse_loss, cpu_op_mse_loss },
+    [KILN_OP_CROSS_ENTROPY] = { "cross_entropy", 2, 0, KILN_F32,
+                                { KILN_F32, KILN_I32 },
+                                cpu_check_cross_entropy, cpu_op_cross_entropy },
+};
+
+static const cpu_op_desc *cpu_op_lookup(kiln_op op)
+{
+    if ((unsigned)op >= KILN_OP_COUNT || !cpu_ops[op].run)
+        return NULL;
+    return &cpu_ops[op];
+}
+
+/* ---- node checks ---------------------------------------------------------- */
+
+/* ndim in range, no negative dimension, numel their product. */
+static bool cpu_shape_ok(const kiln_node *t)
+{
+    if (t->ndim < 0 || t->ndim > KILN_MAX_DIMS)
+        return false;
+    int64_t p = 1;
+    for (int i = 0; i < t->ndim; i++) {
+        if (t->dims[i] < 0 || __builtin_mul_overflow(p, t->dims[i], &p))
+            return false;
+    }
+    return p == t->numel;
+}
+
+/* numel * 4 bytes at offset lie inside the buffer (or there are none). */
+static bool cpu_extent_ok(const kiln_node *t)
+{
+    const cpu_buffer *b = t->buffer;
+    if (!b)
+        return t->numel == 0;
+    if (t->offset > b->size)
+        return false;
+    return (uint64_t)t->numel <= (b->size - t->offset) / 4;
+}
+
+/* The extent is checked only when the node is about to run: supports_op is
+ * asked at compile, before storage is assigned. */
+static const char *cpu_check_tensor(const kiln_node *t, kiln_dtype dtype,
+                                    bool check_extent)
+{
+    if (t->dtype != dtype)
+        return dtype == KILN_F32 ? "a tensor is not f32" : "a tensor is not i32";
+    if (!cpu_shape_ok(t))
+        return "a tensor's ndim, dims and numel disagree";
+    if (check_extent && !cpu_extent_ok(t))
+        return "a tensor's data lies outside its buffer";
+    return NULL;
+}
+
+/* Why this device cannot run the node, or NULL if it can. */
+static const char *cpu_check_node(const cpu_op_desc *d, const kiln_node *node,
+                                  bool check_extent)
+{
+    const char *why = cpu_check_tensor(node, d->out_dtype, check_extent);
+    for (int s = 0; !why && s < d->n_src + d->n_opt; s++) {
+        const kiln_node *src = node->src[s];
+        if (!src && s < d->n_src)
+            why = "a source is missing";
+        else if (src)
+            why = cpu_check_tensor(src, d->src_dtype[s], check_extent);
+    }
+    return why ? why : d->check(node);
+}
+
+/* "[2,3]" into buf. */
+static void cpu_format_dims(char *buf, size_t len, const kiln_node *t)
+{
+    size_t used = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < t->ndim && i < KILN_MAX_DIMS && used < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%" PRId64,
+                                 i ? "," : "", t->dims[i]);
+    if (used < len)
+        snprintf(buf + used, len - used, "]");
+}
+
+static kiln_status cpu_refuse(const cpu_device *dev, size_t i,
+                              const cpu_op_desc *d, const kiln_node *node,
+                              const char *why)
+{
+    char out[64], a[64] = "-", b[64] = "-";
+    cpu_format_dims(out, sizeof out, node);
+    if (node->src[0])
+        cpu_format_dims(a, sizeof a, node->src[0]);
+    if (node->src[1])
+        cpu_format_dims(b, sizeof b, node->src[1]);
+    return dev->host->error(KILN_ERR_SHAPE,
+                            "cpu: node %zu (%s '%s') cannot run: %s "
+                            "(output %s, sources %s %s)", i, d->name,
+                            node->name ? node->name : "", why, out, a, b);
+}
+
+/* A node whose op never reaches a backend (leaf, reshape) or is unknown. */
+static kiln_status cpu_refuse_op(const cpu_device *dev, size_t i, const kiln_node *node)
+{
+    bool known = (unsigned)node->op < KILN_OP_COUNT;
+    return dev->host->error(KILN_ERR_INVALID_ARG,
+                            "cpu: node %zu ('%s') has op %d (%s), which is never "
+                            "dispatched to a backend", i, node->name ? node->name : "",
+                            (int)node->op, known ? cpu_ops[node->op].name : "unknown");
+}
+
+/* ---- buffers -------------------------------------------------------------- */
+
+static kiln_status cpu_buffer_alloc(void *ctx, size_t size, void **buffer)
+{
+    cpu_device *dev = ctx;
+    cpu_buffer *b = malloc(sizeof *b);
+    size_t bytes = size < CPU_ALIGN ? CPU_ALIGN : size;
+    void *data = NULL;
+    if (bytes <= SIZE_MAX - (CPU_ALIGN - 1))
+        data = aligned_alloc(CPU_ALIGN, (bytes + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1));
+    if (!b || !data) {
+        free(b);
+        free(data);
+        return dev->host->error(KILN_ERR_NO_MEMORY,
+                                "cpu: cannot allocate %zu bytes for a buffer", size);
+    }
+    b->data = data;
+    b->size = size;
+    *buffer = b;
+    return KILN_OK;
+}
+
+static void cpu_buffer_free(void *ctx, void *buffer)
+{
+    cpu_buffer *b = buffer;
+    (void)ctx;
+    if (b)
+        free(b->data);
+    free(b);
+}
+
+/* Whether [offset, offset + size) lies in b, without overflow. */
+static kiln_status cpu_buffer_range(const cpu_device *dev, const char *what,
+                                    const cpu_buffer *b, size_t offset, size_t size)
+{
+    if (!b)
+        return dev->host->error(KILN_ERR_INVALID_ARG, "cpu: %s on a NULL buffer", what);
+    if (offset > b->size || size > b->size - offset)
+        return dev->host->error(KILN_ERR_INVALID_ARG,
+                                "cpu: %s of %zu bytes at offset %zu is outside "
+                                "a buffer of %zu bytes", what, size, offset, b->size);
+    return KILN_OK;
+}
+
+static kiln_status cpu_buffer_write(void *ctx, void *buffer, size_t offset,
+                                    const void *src, size_t size)
+{
+    cpu_buffer *b = buffer;
+    kiln_status st = cpu_buffer_range(ctx, "buffer_write", b, offset, size);
+    if (st == KILN_OK && size > 0)
+        memcpy((char *)b->data + offset, src, size);
+    return st;
+}
+
+static kiln_status cpu_buffer_read(void *ctx, void *buffer, size_t offset,
+                                   void *dst, size_t size)
+{
+    const cpu_buffer *b = buffer;
+    kiln_status st = cpu_buffer_range(ctx, "buffer_read", b, offset, size);
+    if (st == KILN_OK && size > 0)
+        memcpy(dst, (const char *)b->data + offset, size);
+    return st;
+}
+
+/* ---- running graphs ------------------------------------------------------- */
+
+static bool cpu_supports_op(void *ctx, const kiln_node *node)
+{
+    (void)ctx;
+    const cpu_op_desc *d = node ? cpu_op_lookup(node->op) : NULL;
+    return d && !cpu_check_node(d, node, false);
+}
+
+static kiln_status cpu_graph_compute(void *ctx, const kiln_node *const *nodes,
+                                     size_t n_nodes)
+{
+    const cpu_device *dev = ctx;
+    for (size_t i = 0; i < n_nodes; i++) {
+        const kiln_node *node = nodes[i];
+        if (!node)
+            return dev->host->error(KILN_ERR_INVALID_ARG, "cpu: node %zu is NULL", i);
+        const cpu_op_desc *d = cpu_op_lookup(node->op);
+        if (!d)
+            return cpu_refuse_op(dev, i, node);
+        const char *why = cpu_check_node(d, node, true);
+        if (why)
+            return cpu_refuse(dev, i, d, node, why);
+        kiln_status st = d->run(dev, node);
+        if (st != KILN_OK)
+            return st;
+    }
+    return KILN_OK;
+}
+
+/* Everything ran in graph_compute: nothing is ever queued. */
+static kiln_status cpu_synchronize(void *ctx)
+{
+    (void)ctx;
+    return KILN_OK;
+}
+
+static void cpu_device_free(void *ctx)
+{
+    free(ctx);
+}
+
+static const kiln_device_iface cpu_device_iface = {
+    .buffer_alloc  = cpu_buffer_alloc,
+    .buffer_free   = cpu_buffer_free,
+    .buffer_write  = cpu_buffer_write,
+    .buffer_read   = cpu_buffer_read,
+    .supports_op   = cpu_supports_op,
+    .graph_compute = cpu_graph_compute,
+    .synchronize   = cpu_synchronize,
+    .free          = cpu_device_free,
+};
+
+/* ---- the plugin ----------------------------------------------------------- */
+
+/* The kernels this machine runs. Only the portable ones exist so far; a faster
+ * ISA's families would overwrite their entries here, after checking the CPU
+ * (and the KILN_CPU_ISA cap). */
+static void cpu_kernels_select(cpu_kernels *k)
+{
+    k->isa = "scalar";
+    cpu_elementwise_kernels_scalar(k);
+    cpu_reduce_kernels_scalar(k);
+    cpu_softmax_kernels_scalar(k);
+    cpu_matmul_kernels_scalar(k);
+}
+
+static int cpu_probe(const kiln_host *host)
+{
+    (void)host;
+    return 50;   /* always runnable; a GPU backend scores 100 */
+}
+
+static kiln_status cpu_init(const kiln_host *host)
+{
+    cpu_host = host;
+    return KILN_OK;
+}
+
+static void cpu_shutdown(void)
+{
+    cpu_host = NULL;
+}
+
+static int cpu_device_count(void)
+{
+    return 1;
+}
+
+static kiln_status cpu_bad_index(int index)
+{
+    if (!cpu_host)
+        return KILN_ERR_STATE;
+    return cpu_host->error(KILN_ERR_NOT_FOUND,
+                           "cpu: no device %d (the cpu backend has device 0 only)",
+                           index);
+}
+
+static kiln_status cpu_device_desc(int index, kiln_device_desc *desc)
+{
+    if (index != 0)
+        return cpu_bad_index(index);
+    cpu_kernels k;
+    cpu_kernels_select(&k);
+    long pages = sysconf(_SC_PHYS_PAGES);
+    long page_size = sysconf(_SC_PAGESIZE);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+    memset(desc, 0, sizeof *desc);
+    snprintf(desc->name, sizeof desc->name, "CPU (portable C)");
+    snprintf(desc->description, sizeof desc->description,
+             "kiln cpu backend, ISA %s, 1 thread", k.isa);
+    desc->type = KILN_DEVICE_CPU;
+    desc->memory = pages > 0 && page_size > 0
+                 ? (uint64_t)pages * (uint64_t)page_size : 0;
+    desc->compute_units = cores > 0 && cores <= INT32_MAX ? (int)cores : 1;
+    desc->unusable[0] = '\0';
+    return KILN_OK;
+}
+
+static kiln_status cpu_device_open(int index, kiln_device *device)
+{
+    if (!cpu_host)
+        return KILN_ERR_STATE;   /* init never ran: no one to tell */
+    if (index != 0)
+        return cpu_bad_index(index);
+    cpu_device *dev = calloc(1, sizeof *dev);
+    if (!dev)
+        return cpu_host->error(KILN_ERR_NO_MEMORY,
+                               "cpu: cannot allocate %zu bytes for a device",
+                               sizeof *dev);
+    dev->host = cpu_host;
+    cpu_kernels_select(&dev->k);
+    cpu_host->log(KILN_LOG_DEBUG, "cpu: device 0 open, kernels '%s'", dev->k.isa);
+    device->iface = &cpu_device_iface;
+    device->context = dev;
+    return KILN_OK;
+}
+
+static const kiln_plugin cpu_plugin = {
+    .abi_version  = KILN_BACKEND_ABI_VERSION,
+    .name         = "cpu",
+    .description  = "kiln's CPU backend (portable C kernels)",
+    .probe        = cpu_probe,
+    .init         = cpu_init,
+    .shutdown     = cpu_shutdown,
+    .device_count = cpu_device_count,
+    .device_desc  = cpu_device_desc,
+    .device_open  = cpu_device_open,
+};
+
+KILN_BACKEND_ENTRY
+{
+    return &cpu_plugin;
+}
