@@ -172,9 +172,11 @@ static kiln_status assign_offsets(planner *p)
             continue;
         }
         if (t->view_src)
-            continue;
-        unshared += size;
-        arena_alloc(&a, size, &p->offset[i]);
+            continue; /* not run: it only names its source's storage */
+        if (!t->inplace) {
+            unshared += size;
+            arena_alloc(&a, size, &p->offset[i]);
+        }
         for (int s = 0; s < KILN_MAX_SRC; s++) {
             if (!t->node.src[s])
                 continue;

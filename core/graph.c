@@ -114,8 +114,8 @@ size_t kiln__tensor_bytes(const kiln_tensor *t)
 
 kiln_tensor *kiln__storage(kiln_tensor *t)
 {
-    while (t->view_src)
-        t = t->view_src;
+    while (t->view_src || t->inplace)
+        t = t->view_src ? t->view_src : t->inplace;
     return t;
 }
 

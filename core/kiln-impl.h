@@ -87,7 +87,12 @@ struct kiln_tensor {
     unsigned     flags;
     bool         written;    /* a leaf that holds a value                  */
     kiln_tensor *view_src;   /* storage owner for views (reshape), or NULL */
-    kiln_tensor *grad;       /* reserved for reverse-mode autodiff         */
+    /* A node that runs and writes into this tensor's storage instead of its
+     * own (in-place optimiser updates of parameters), or NULL. */
+    kiln_tensor *inplace;
+    /* The gradient of the loss with respect to this tensor, once
+     * kiln_backward has appended it; gradients of several consumers add up. */
+    kiln_tensor *grad;
     void        *staged;     /* host copy of a leaf written before compile */
     char        *name;
 };
@@ -138,7 +143,8 @@ size_t  kiln__dtype_size(kiln_dtype dtype);
 size_t  kiln__tensor_bytes(const kiln_tensor *t);
 const char *kiln__op_name(kiln_op op);
 
-/* The tensor whose storage t uses (itself unless t is a view). */
+/* The tensor whose storage t uses (itself unless t is a view or writes in
+ * place). */
 kiln_tensor *kiln__storage(kiln_tensor *t);
 
 /* compile.c / run.c */
