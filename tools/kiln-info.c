@@ -22,9 +22,10 @@ static void print_plugins(void)
     const kiln_plugin_report *p;
     size_t n = kiln_plugins(&p), refused = 0;
     const char *path = getenv("KILN_PLUGIN_PATH");
-    printf("plugin search: %s%s%s\n", path && *path ? "KILN_PLUGIN_PATH=" : "",
-           path && *path ? path : "", path && *path ? ", then " : "");
-    printf("               %s\n\nplugins:\n", kiln_plugin_dir());
+    printf("plugin search path:\n");
+    if (path && *path)
+        printf("  KILN_PLUGIN_PATH  %s\n", path);
+    printf("  installed         %s\n\nplugins:\n", kiln_plugin_dir());
     for (size_t i = 0; i < n; i++) {
         if (p[i].reason) {
             refused++;
