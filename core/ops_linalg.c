@@ -61,10 +61,12 @@ KILN_API kiln_tensor *kiln_reshape(kiln_graph *g, kiln_tensor *a, int ndim,
     if (!kiln__check_operands(g, "reshape", &a, 1))
         return g ? g->poison : NULL;
     char sa[KILN__SHAPE_STR], sb[KILN__SHAPE_STR];
-    if (ndim < 0 || ndim > KILN_MAX_DIMS || (ndim > 0 && !dims))
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "reshape: %d dimensions%s, expected "
-                                "0 to %d", ndim, ndim > 0 && !dims ? " with dims NULL" : "",
-                                KILN_MAX_DIMS);
+    if (ndim > 0 && !dims)
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "reshape: dims is NULL for %d "
+                                "dimensions", ndim);
+    if (ndim < 0 || ndim > KILN_MAX_DIMS)
+        return kiln__graph_fail(g, KILN_ERR_SHAPE, "reshape: %d dimensions, expected "
+                                "0 to %d", ndim, KILN_MAX_DIMS);
     int64_t out[KILN_MAX_DIMS];
     int64_t known = 1;
     int     infer = -1;

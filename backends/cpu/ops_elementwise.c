@@ -83,7 +83,8 @@ const char *cpu_check_binary(const kiln_node *node)
     int64_t small = na < nb ? na : nb;
     if (na != n && nb != n)
         return "neither operand has the output's number of elements";
-    if (na > n || nb > n)
+    /* An empty output may broadcast a non-empty operand ([0, 7] + [7]). */
+    if (n > 0 && (na > n || nb > n))
         return "an operand has more elements than the output";
     if (n > 0 && (small == 0 || n % small != 0))
         return "the smaller operand's number of elements does not divide the output's";

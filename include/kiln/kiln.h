@@ -151,7 +151,8 @@ KILN_API void        kiln_graph_free(kiln_graph *g);
 KILN_API const char *kiln_graph_error(const kiln_graph *g);
 KILN_API kiln_status kiln_graph_status(const kiln_graph *g);
 
-/* Leaves. Shapes are given as (ndim, dims); KILN_SHAPE(...) writes both. */
+/* Leaves. Shapes are given as (ndim, dims); KILN_SHAPE(...) writes both for
+ * 1 to 4 dimensions, and a scalar is (0, NULL). Names may be NULL. */
 KILN_API kiln_tensor *kiln_input(kiln_graph *g, const char *name, kiln_dtype dtype,
                                  int ndim, const int64_t *dims);
 /* A trainable f32 parameter; its value persists across runs. */

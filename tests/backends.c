@@ -1,0 +1,94 @@
+/* tests/backends.c — which devices the tests run on. */
+#include "backends.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Plugins that exist only to test the loader; they compute nothing real. */
+static bool is_test_plugin(const char *name)
+{
+    return strcmp(name, "good") == 0 || strcmp(name, "example") == 0;
+}
+
+size_t test_backend_list(test_backend *out, size_t cap)
+{
+    const kiln_device_report *devices = NULL;
+    size_t n = kiln_devices(&devices);
+    size_t count = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        const kiln_device_report *d = &devices[i];
+        if (d->unusable != NULL || d->backend == NULL || is_test_plugin(d->backend))
+            continue;
+        if (count < cap)
+            snprintf(out[count].spec, sizeof out[count].spec, "%s:%d", d->backend,
+                     d->index);
+        count++;
+    }
+    return count;
+}
+
+static void free_backend_params(struct criterion_test_params *params)
+{
+    cr_free(params->params);
+}
+
+/* Runs in Criterion's runner, before any test, where asserting is not allowed:
+ * problems are printed, and the tests themselves fail (see test_context). */
+struct criterion_test_params test_backend_params(void)
+{
+    size_t n = test_backend_list(NULL, 0);
+    size_t len = n ? n : 1;
+    test_backend *params = cr_malloc(len * sizeof *params);
+    if (params == NULL) {
+        fprintf(stderr, "kiln tests: cr_malloc of %zu backend parameters failed\n", len);
+        abort();
+    }
+    memset(params, 0, len * sizeof *params);
+    test_backend_list(params, n);
+    if (n == 0)
+        fprintf(stderr, "kiln tests: no usable device (KILN_PLUGIN_PATH=%s); "
+                "every backend test will fail\n",
+                getenv("KILN_PLUGIN_PATH") ? getenv("KILN_PLUGIN_PATH") : "(unset)");
+    return cr_make_param_array(test_backend, params, len, free_backend_params);
+}
+
+/* "path (name): reason; ..." for every plugin the loader tried. */
+static const char *describe_plugins(void)
+{
+    static char buf[2048];
+    const kiln_plugin_report *reports = NULL;
+    size_t n = kiln_plugins(&reports);
+    size_t used = (size_t)snprintf(buf, sizeof buf, "%zu plugin file(s) tried", n);
+
+    for (size_t i = 0; i < n && used < sizeof buf; i++)
+        used += (size_t)snprintf(buf + used, sizeof buf - used, "; %s (%s): %s",
+                                 reports[i].path ? reports[i].path : "?",
+                                 reports[i].name ? reports[i].name : "unnamed",
+                                 reports[i].reason ? reports[i].reason : "usable");
+    return buf;
+}
+
+kiln_context *test_context(const char *spec)
+{
+    cr_assert(spec != NULL && spec[0] != '\0',
+              "no usable kiln device to test (KILN_PLUGIN_PATH=%s): %s",
+              getenv("KILN_PLUGIN_PATH") ? getenv("KILN_PLUGIN_PATH") : "(unset)",
+              describe_plugins());
+    kiln_context *ctx = kiln_context_new_for(spec);
+    cr_assert_not_null(ctx, "kiln_context_new_for(\"%s\") failed: %s", spec,
+                       kiln_last_error());
+    return ctx;
+}
+
+const char *test_first_spec(void)
+{
+    static test_backend first;
+    size_t n = test_backend_list(&first, 1);
+    cr_assert(n > 0, "no usable kiln device to test (KILN_PLUGIN_PATH=%s): %s",
+              getenv("KILN_PLUGIN_PATH") ? getenv("KILN_PLUGIN_PATH") : "(unset)",
+              describe_plugins());
+    return first.spec;
+}

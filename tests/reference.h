@@ -1,0 +1,157 @@
+/* tests/reference.h — a plain reference for every kiln op, for the op tests.
+ *
+ * Written from the semantics in kiln.h, not from any backend: naive loops,
+ * double accumulation, explicit multi-index broadcasting. Inputs and outputs
+ * are f32 (what a backend reads and writes); every sum is taken in double, so
+ * the only rounding left is the final one to f32. Tensors are contiguous and
+ * row-major, as everywhere in kiln.
+ */
+#ifndef KILN_TESTS_REFERENCE_H
+#define KILN_TESTS_REFERENCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define REF_MAX_DIMS 4
+
+/* A shape: 0 dimensions is a scalar with one element. */
+typedef struct ref_shape {
+    int     ndim;
+    int64_t dims[REF_MAX_DIMS];
+} ref_shape;
+
+/* ref_shape_of(KILN_SHAPE(3, 4)) */
+ref_shape ref_shape_of(int ndim, const int64_t *dims);
+size_t    ref_numel(ref_shape s);
+bool      ref_shape_eq(ref_shape a, ref_shape b);
+/* "[3, 4]", "[]" for a scalar; returns buf. */
+char     *ref_shape_str(ref_shape s, char *buf, size_t size);
+
+/* ---- data ---------------------------------------------------------------- */
+
+/* xorshift64*: the same seed gives the same numbers on every machine. */
+typedef struct ref_rng {
+    uint64_t state;
+} ref_rng;
+
+void     ref_rng_seed(ref_rng *rng, uint64_t seed);
+uint64_t ref_rng_next(ref_rng *rng);
+/* uniform in [lo, hi] */
+float    ref_rng_uniform(ref_rng *rng, float lo, float hi);
+
+/* uniform in [-2, 2] */
+void ref_fill(float *x, size_t n, uint64_t seed);
+/* uniform in [0.1, 2]: for log and sqrt */
+void ref_fill_positive(float *x, size_t n, uint64_t seed);
+/* magnitude in [0.5, 2], either sign: for divisors */
+void ref_fill_nonzero(float *x, size_t n, uint64_t seed);
+/* integers in {-2, ..., 2}, so that maxima tie often */
+void ref_fill_ties(float *x, size_t n, uint64_t seed);
+/* center + uniform in [-2, 2] */
+void ref_fill_around(float *x, size_t n, uint64_t seed, float center);
+/* integers in [0, classes) */
+void ref_fill_labels(int32_t *x, size_t n, int32_t classes, uint64_t seed);
+
+/* ---- comparison ---------------------------------------------------------- */
+
+typedef struct ref_tol {
+    double abs; /* an element passes when |got - want| <= abs + rel * |want| */
+    double rel;
+} ref_tol;
+
+/* Asserts (Criterion) that every element of `got` is within tolerance of
+ * `want`; NaN matches NaN and an infinity matches itself. On failure the
+ * message names `what`, the first bad multi-index, got and expected, and the
+ * largest absolute and relative errors over the whole tensor. */
+void ref_expect_close(const char *what, const float *got, const float *want,
+                      ref_shape shape, ref_tol tol);
+/* Exact comparison for i32 tensors (argmax), reported as above. */
+void ref_expect_equal_i32(const char *what, const int32_t *got,
+                          const int32_t *want, ref_shape shape);
+/* Asserts that every element is finite, naming the first that is not. */
+void ref_expect_finite(const char *what, const float *got, ref_shape shape);
+
+/* ---- elementwise ---------------------------------------------------------- */
+
+typedef enum ref_binop { REF_ADD, REF_SUB, REF_MUL, REF_DIV } ref_binop;
+
+/* kiln's rule: equal shapes, or the smaller one, after dropping its leading
+ * 1s, equals the trailing dimensions of the larger. Sets *out to the larger
+ * shape; false if the shapes do not broadcast. */
+bool ref_broadcast_shape(ref_shape a, ref_shape b, ref_shape *out);
+/* out[idx] = a[idx'] op b[idx''], where idx' and idx'' are idx aligned to the
+ * right with size-1 dimensions pinned to 0. `out` has shape `so`. */
+void ref_binary(ref_binop op, const float *a, ref_shape sa, const float *b,
+                ref_shape sb, float *out, ref_shape so);
+
+typedef enum ref_unop {
+    REF_NEG,
+    REF_EXP,
+    REF_LOG,
+    REF_SQRT,
+    REF_RELU,
+    REF_SIGMOID,
+    REF_TANH,
+    REF_SCALE, /* uses `factor` */
+} ref_unop;
+
+void ref_unary(ref_unop op, const float *a, size_t n, float factor, float *out);
+
+/* ---- linear algebra and shapes ------------------------------------------- */
+
+/* out [M, N] = op(a) @ op(b); a is stored [M, K], or [K, M] if transpose_a;
+ * b is stored [K, N], or [N, K] if transpose_b. K = 0 gives zeros. */
+void ref_matmul(const float *a, const float *b, int64_t m, int64_t k, int64_t n,
+                bool transpose_a, bool transpose_b, float *out);
+/* out [cols, rows] = a [rows, cols] transposed */
+void ref_transpose(const float *a, int64_t rows, int64_t cols, float *out);
+/* reshape and flatten keep the row-major order: the data is copied as is. */
+void ref_reshape(const float *a, size_t n, float *out);
+/* [N, d1, ...] -> [N, d1 * ...]; a 1-D shape stays as it is */
+ref_shape ref_flatten_shape(ref_shape s);
+
+/* ---- reductions ------------------------------------------------------------ */
+
+float ref_sum_all(const float *a, size_t n);
+float ref_mean_all(const float *a, size_t n); /* NaN for n = 0 */
+/* The shape a reduction over `axis` (negative counts from the end) leaves. */
+ref_shape ref_reduce_shape(ref_shape s, int axis, bool keepdim);
+/* Over one axis; `out` is laid out as ref_reduce_shape (keepdim or not, the
+ * order of elements is the same). */
+void ref_sum_axis(const float *a, ref_shape s, int axis, float *out);
+void ref_mean_axis(const float *a, ref_shape s, int axis, float *out);
+
+/* Along the last axis of [rows, cols], cols >= 1 for max and argmax. */
+void ref_max_last(const float *a, int64_t rows, int64_t cols, float *out);
+void ref_argmax_last(const float *a, int64_t rows, int64_t cols, int32_t *out);
+void ref_softmax_last(const float *a, int64_t rows, int64_t cols, float *out);
+void ref_log_softmax_last(const float *a, int64_t rows, int64_t cols, float *out);
+
+/* ---- convolution and pooling ----------------------------------------------- */
+
+typedef struct ref_conv2d_shape {
+    int64_t n, c, h, w; /* input x [n, c, h, w]          */
+    int64_t o, kh, kw;  /* weights [o, c, kh, kw]         */
+    int     stride;
+    int     padding;
+} ref_conv2d_shape;
+
+/* (size + 2 * padding - kernel) / stride + 1 */
+int64_t ref_conv_out_size(int64_t size, int64_t kernel, int stride, int padding);
+/* out [n, o, oh, ow]; bias [o] or NULL. Cross-correlation, zero padding. */
+void ref_conv2d(const float *x, const float *w, const float *bias,
+                ref_conv2d_shape cs, float *out);
+/* x [n, c, h, w] -> out [n, c, (h - k) / s + 1, (w - k) / s + 1] */
+void ref_max_pool2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                    int kernel, int stride, float *out);
+
+/* ---- losses ------------------------------------------------------------------ */
+
+/* mean((pred - target)^2) over n elements */
+float ref_mse_loss(const float *pred, const float *target, size_t n);
+/* mean over rows of logsumexp(logits[r]) - logits[r][labels[r]] */
+float ref_cross_entropy(const float *logits, const int32_t *labels, int64_t rows,
+                        int64_t classes);
+
+#endif /* KILN_TESTS_REFERENCE_H */

@@ -1,0 +1,1223 @@
+/* tests/test_ops.c — every op against the reference, on every usable device.
+ *
+ * Each test is a ParameterizedTest over test_backend_params(), so a backend
+ * that loads is tested by this suite without a change here. A test builds
+ * small one-op graphs through the op_case helpers below, on odd and edge
+ * shapes, and runs each graph twice: the second run rewrites only the first
+ * leaf, so it proves both that runs repeat and that the other leaves keep
+ * their values between runs.
+ */
+#include "backends.h"
+#include "reference.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How many times each graph runs, with new data in the first leaf each time. */
+#define RUNS 2
+
+#define BACKEND_TEST(suite, name)                                              \
+    ParameterizedTestParameters(suite, name) { return test_backend_params(); } \
+    ParameterizedTest(test_backend *backend, suite, name)
+
+static const ref_tol TOL_EXACT      = {0.0, 0.0};
+static const ref_tol TOL_ROUNDING   = {1e-7, 1e-6}; /* one rounding, or a reciprocal */
+static const ref_tol TOL_TRANSCEND  = {1e-6, 1e-5}; /* exp, log, tanh ... in f32   */
+
+/* A sum of `terms` products of values in [-2, 2], accumulated in f32. */
+static ref_tol tol_for_sum(int64_t terms)
+{
+    ref_tol t = {2e-6 * (double)(terms + 1), 1e-5};
+    return t;
+}
+
+/* "[3, 4]" in one of a few rotating buffers, for labels. */
+static const char *shp(ref_shape s)
+{
+    static char bufs[8][96];
+    static int next;
+    char *buf = bufs[next++ % 8];
+    return ref_shape_str(s, buf, sizeof bufs[0]);
+}
+
+static ref_shape scalar_shape(void)
+{
+    ref_shape s;
+    memset(&s, 0, sizeof s);
+    return s;
+}
+
+static ref_shape shape2(int64_t d0, int64_t d1)
+{
+    return ref_shape_of(KILN_SHAPE(d0, d1));
+}
+
+/* ---- one-op graphs --------------------------------------------------------- */
+
+typedef enum fill_kind {
+    FILL_ANY,        /* [-2, 2]                       */
+    FILL_POSITIVE,   /* [0.1, 2]: log, sqrt           */
+    FILL_NONZERO,    /* |x| in [0.5, 2]: divisors     */
+    FILL_TIES,       /* integers in [-2, 2]: max ties */
+    FILL_NEAR_PLUS_1000,
+    FILL_NEAR_MINUS_1000,
+    FILL_PLUS_MINUS_1000,
+    FILL_LABELS,     /* i32 in [0, classes)           */
+} fill_kind;
+
+static const char *const fill_names[] = {
+    "in [-2, 2]", "positive", "nonzero", "with ties", "near +1000", "near -1000",
+    "near +-1000", "labels",
+};
+
+/* Inputs near +-1000 carry an absolute rounding error of about 3e-5 into any
+ * result computed through a logsumexp of that size. */
+static bool fill_is_huge(fill_kind fill)
+{
+    return fill == FILL_NEAR_PLUS_1000 || fill == FILL_NEAR_MINUS_1000 ||
+           fill == FILL_PLUS_MINUS_1000;
+}
+
+typedef struct leaf {
+    kiln_tensor *t;
+    ref_shape    shape;
+    size_t       n;
+    fill_kind    fill;
+    int32_t      classes;
+    float       *f; /* f32 data; NULL for labels */
+    int32_t     *i; /* i32 data; labels only     */
+} leaf;
+
+#define MAX_LEAVES  6
+#define MAX_SCRATCH 16
+
+typedef struct op_case {
+    const char *spec;
+    kiln_graph *g;
+    char        label[256];
+    uint64_t    seed;
+    int         round;
+    int         n_leaves;
+    leaf        leaves[MAX_LEAVES];
+    int         n_scratch;
+    void       *scratch[MAX_SCRATCH];
+} op_case;
+
+static uint64_t hash_label(const char *s)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static void *alloc_or_fail(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size); /* never 0 bytes: reads of empty tensors */
+    cr_assert_not_null(p, "out of memory for %zu elements", n);
+    return p;
+}
+
+/* Starts a graph on ctx. The label names the case in every failure and seeds
+ * its data, so each case gets its own numbers. */
+__attribute__((format(printf, 4, 5)))
+static void case_begin(op_case *c, kiln_context *ctx, const char *spec,
+                       const char *fmt, ...)
+{
+    memset(c, 0, sizeof *c);
+    c->spec = spec;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->label, sizeof c->label, fmt, ap);
+    va_end(ap);
+    c->seed = hash_label(c->label);
+    c->g = kiln_graph_new(ctx);
+    cr_assert_not_null(c->g, "%s on %s: kiln_graph_new failed: %s", c->label, spec,
+                       kiln_last_error());
+}
+
+static void *case_scratch(op_case *c, size_t n, size_t size)
+{
+    cr_assert(c->n_scratch < MAX_SCRATCH, "test bug: too many scratch buffers");
+    return c->scratch[c->n_scratch++] = alloc_or_fail(n, size);
+}
+
+static const char *graph_error(const kiln_graph *g)
+{
+    const char *e = kiln_graph_error(g);
+    return e ? e : "(no graph error)";
+}
+
+static leaf *case_leaf(op_case *c, kiln_tensor *t, ref_shape s, fill_kind fill)
+{
+    cr_assert(c->n_leaves < MAX_LEAVES, "test bug: too many leaves");
+    cr_assert_not_null(t, "%s on %s: making a %s leaf returned NULL: %s", c->label,
+                       c->spec, shp(s), kiln_last_error());
+    cr_assert_eq(kiln_graph_status(c->g), KILN_OK, "%s on %s: leaf %s: %s",
+                 c->label, c->spec, shp(s), graph_error(c->g));
+    leaf *l = &c->leaves[c->n_leaves++];
+    l->t = t;
+    l->shape = s;
+    l->n = ref_numel(s);
+    l->fill = fill;
+    if (fill == FILL_LABELS)
+        l->i = case_scratch(c, l->n, sizeof *l->i);
+    else
+        l->f = case_scratch(c, l->n, sizeof *l->f);
+    return l;
+}
+
+static leaf *case_input(op_case *c, const char *name, ref_shape s, fill_kind fill)
+{
+    return case_leaf(c, kiln_input(c->g, name, KILN_F32, s.ndim, s.dims), s, fill);
+}
+
+static leaf *case_param(op_case *c, const char *name, ref_shape s, fill_kind fill)
+{
+    return case_leaf(c, kiln_param(c->g, name, s.ndim, s.dims), s, fill);
+}
+
+static leaf *case_labels(op_case *c, const char *name, int64_t rows, int32_t classes)
+{
+    ref_shape s = ref_shape_of(KILN_SHAPE(rows));
+    leaf *l = case_leaf(c, kiln_input(c->g, name, KILN_I32, s.ndim, s.dims), s,
+                        FILL_LABELS);
+    l->classes = classes;
+    return l;
+}
+
+/* Marks an output, checking first that building the graph went well. */
+static void case_output(op_case *c, kiln_tensor *t)
+{
+    cr_assert_eq(kiln_graph_status(c->g), KILN_OK, "%s on %s: building failed: %s",
+                 c->label, c->spec, graph_error(c->g));
+    cr_assert_not_null(t, "%s on %s: the op returned NULL: %s", c->label, c->spec,
+                       kiln_last_error());
+    kiln_status st = kiln_output(c->g, t);
+    cr_assert_eq(st, KILN_OK, "%s on %s: kiln_output: %s: %s", c->label, c->spec,
+                 kiln_status_name(st), kiln_last_error());
+}
+
+static void case_compile(op_case *c, kiln_tensor *out)
+{
+    case_output(c, out);
+    kiln_status st = kiln_graph_compile(c->g);
+    cr_assert_eq(st, KILN_OK, "%s on %s: kiln_graph_compile: %s: %s", c->label,
+                 c->spec, kiln_status_name(st), graph_error(c->g));
+}
+
+static void fill_plus_minus_1000(float *x, size_t n, uint64_t seed)
+{
+    ref_rng rng;
+    ref_rng_seed(&rng, seed);
+    for (size_t i = 0; i < n; i++) {
+        float center = (ref_rng_next(&rng) >> 63) ? -1000.0f : 1000.0f;
+        x[i] = center + ref_rng_uniform(&rng, -2.0f, 2.0f);
+    }
+}
+
+static void fill_leaf(leaf *l, uint64_t seed)
+{
+    switch (l->fill) {
+    case FILL_ANY:             ref_fill(l->f, l->n, seed); break;
+    case FILL_POSITIVE:        ref_fill_positive(l->f, l->n, seed); break;
+    case FILL_NONZERO:         ref_fill_nonzero(l->f, l->n, seed); break;
+    case FILL_TIES:            ref_fill_ties(l->f, l->n, seed); break;
+    case FILL_NEAR_PLUS_1000:  ref_fill_around(l->f, l->n, seed, 1000.0f); break;
+    case FILL_NEAR_MINUS_1000: ref_fill_around(l->f, l->n, seed, -1000.0f); break;
+    case FILL_PLUS_MINUS_1000: fill_plus_minus_1000(l->f, l->n, seed); break;
+    case FILL_LABELS:          ref_fill_labels(l->i, l->n, l->classes, seed); break;
+    }
+}
+
+/* The first run writes every leaf; later runs write new data to the first
+ * leaf only, so the others must have kept their values. */
+static void case_run(op_case *c)
+{
+    int count = c->round == 0 ? c->n_leaves : 1;
+    for (int k = 0; k < count; k++) {
+        leaf *l = &c->leaves[k];
+        fill_leaf(l, c->seed + 7919u * (uint64_t)k + 104729u * (uint64_t)c->round);
+        const void *data = l->f ? (const void *)l->f : (const void *)l->i;
+        kiln_status st = kiln_tensor_write(l->t, data, l->n * 4);
+        cr_assert_eq(st, KILN_OK, "%s on %s: writing leaf %d (%s, %zu bytes): %s: %s",
+                     c->label, c->spec, k, shp(l->shape), l->n * 4,
+                     kiln_status_name(st), kiln_last_error());
+    }
+    kiln_status st = kiln_graph_run(c->g);
+    cr_assert_eq(st, KILN_OK, "%s on %s: kiln_graph_run (run %d): %s: %s", c->label,
+                 c->spec, c->round + 1, kiln_status_name(st), kiln_last_error());
+    c->round++;
+}
+
+static ref_shape shape_of_tensor(const op_case *c, const kiln_tensor *t)
+{
+    int ndim = kiln_tensor_ndim(t);
+    cr_assert(ndim >= 0 && ndim <= REF_MAX_DIMS, "%s on %s: output has ndim %d",
+              c->label, c->spec, ndim);
+    ref_shape s = scalar_shape();
+    s.ndim = ndim;
+    for (int d = 0; d < ndim; d++)
+        s.dims[d] = kiln_tensor_dim(t, d);
+    return s;
+}
+
+static void expect_meta(const op_case *c, const kiln_tensor *t, ref_shape want,
+                        kiln_dtype dtype)
+{
+    ref_shape got = shape_of_tensor(c, t);
+    cr_assert(ref_shape_eq(got, want), "%s on %s: output shape %s, expected %s",
+              c->label, c->spec, shp(got), shp(want));
+    cr_assert_eq(kiln_tensor_dtype(t), dtype, "%s on %s: output dtype %d, expected %d",
+                 c->label, c->spec, (int)kiln_tensor_dtype(t), (int)dtype);
+}
+
+static void read_output(const op_case *c, const kiln_tensor *t, void *buf, size_t n)
+{
+    kiln_status st = kiln_tensor_read(t, buf, n * 4);
+    cr_assert_eq(st, KILN_OK, "%s on %s: kiln_tensor_read of %zu bytes: %s: %s",
+                 c->label, c->spec, n * 4, kiln_status_name(st), kiln_last_error());
+}
+
+/* Checks the shape and dtype of t, reads it and compares with want. */
+static void case_expect(op_case *c, const kiln_tensor *t, const float *want,
+                        ref_shape shape, ref_tol tol)
+{
+    expect_meta(c, t, shape, KILN_F32);
+    size_t n = ref_numel(shape);
+    float *got = alloc_or_fail(n, sizeof *got);
+    read_output(c, t, got, n);
+    char what[400];
+    snprintf(what, sizeof what, "%s on %s, run %d", c->label, c->spec, c->round);
+    ref_expect_close(what, got, want, shape, tol);
+    free(got);
+}
+
+static void case_expect_i32(op_case *c, const kiln_tensor *t, const int32_t *want,
+                            ref_shape shape)
+{
+    expect_meta(c, t, shape, KILN_I32);
+    size_t n = ref_numel(shape);
+    int32_t *got = alloc_or_fail(n, sizeof *got);
+    read_output(c, t, got, n);
+    char what[400];
+    snprintf(what, sizeof what, "%s on %s, run %d", c->label, c->spec, c->round);
+    ref_expect_equal_i32(what, got, want, shape);
+    free(got);
+}
+
+static void case_end(op_case *c)
+{
+    kiln_graph_free(c->g);
+    for (int k = 0; k < c->n_scratch; k++)
+        free(c->scratch[k]);
+    memset(c, 0, sizeof *c);
+}
+
+/* ---- elementwise ------------------------------------------------------------ */
+
+/* Odd and edge shapes for elementwise ops: a scalar, size 1, primes,
+ * non-square, one big enough for vector loops with tails, and empty ones. */
+static const ref_shape elementwise_shapes[] = {
+    {0, {0}},          {1, {1}},       {1, {7}},         {2, {13, 31}},
+    {3, {3, 5, 7}},    {4, {2, 3, 5, 7}}, {2, {67, 129}}, {2, {0, 7}},
+    {1, {0}},
+};
+#define N_ELEMENTWISE_SHAPES (sizeof elementwise_shapes / sizeof elementwise_shapes[0])
+
+typedef struct unary_op {
+    const char *name;
+    kiln_tensor *(*build)(kiln_graph *, kiln_tensor *); /* NULL: kiln_scale */
+    ref_unop    ref;
+    float       factor;
+    fill_kind   fill;
+    ref_tol     tol;
+} unary_op;
+
+static const unary_op unary_ops[] = {
+    {"neg",        kiln_neg,     REF_NEG,     0.0f,  FILL_ANY,      {0.0, 0.0}},
+    {"exp",        kiln_exp,     REF_EXP,     0.0f,  FILL_ANY,      {1e-6, 1e-5}},
+    {"log",        kiln_log,     REF_LOG,     0.0f,  FILL_POSITIVE, {1e-6, 1e-5}},
+    {"sqrt",       kiln_sqrt,    REF_SQRT,    0.0f,  FILL_POSITIVE, {1e-6, 1e-5}},
+    {"relu",       kiln_relu,    REF_RELU,    0.0f,  FILL_ANY,      {0.0, 0.0}},
+    {"sigmoid",    kiln_sigmoid, REF_SIGMOID, 0.0f,  FILL_ANY,      {1e-6, 1e-5}},
+    {"tanh",       kiln_tanh,    REF_TANH,    0.0f,  FILL_ANY,      {1e-6, 1e-5}},
+    {"scale -0.5", NULL,         REF_SCALE,  -0.5f,  FILL_ANY,      {1e-7, 1e-6}},
+    {"scale 3",    NULL,         REF_SCALE,   3.0f,  FILL_ANY,      {1e-7, 1e-6}},
+    {"scale 0",    NULL,         REF_SCALE,   0.0f,  FILL_ANY,      {0.0, 0.0}},
+};
+
+static void check_unary(kiln_context *ctx, const char *spec, const unary_op *op,
+                        ref_shape s)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "%s of %s", op->name, shp(s));
+    leaf *x = case_input(&c, "x", s, op->fill);
+    kiln_tensor *y = op->build ? op->build(c.g, x->t)
+                               : kiln_scale(c.g, x->t, op->factor);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, x->n, sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_unary(op->ref, x->f, x->n, op->factor, want);
+        case_expect(&c, y, want, s, op->tol);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(unary, matches_reference_on_odd_and_empty_shapes)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t o = 0; o < sizeof unary_ops / sizeof unary_ops[0]; o++)
+        for (size_t s = 0; s < N_ELEMENTWISE_SHAPES; s++)
+            check_unary(ctx, backend->spec, &unary_ops[o], elementwise_shapes[s]);
+    kiln_context_free(ctx);
+}
+
+typedef struct binary_op {
+    const char *name;
+    kiln_tensor *(*build)(kiln_graph *, kiln_tensor *, kiln_tensor *);
+    ref_binop   ref;
+} binary_op;
+
+static const binary_op binary_ops[] = {
+    {"add", kiln_add, REF_ADD},
+    {"sub", kiln_sub, REF_SUB},
+    {"mul", kiln_mul, REF_MUL},
+    {"div", kiln_div, REF_DIV},
+};
+#define N_BINARY_OPS (sizeof binary_ops / sizeof binary_ops[0])
+
+/* The divisor is kept away from 0 so that f32 and double agree closely. */
+static fill_kind second_operand_fill(const binary_op *op)
+{
+    return op->ref == REF_DIV ? FILL_NONZERO : FILL_ANY;
+}
+
+static void check_binary(kiln_context *ctx, const char *spec, const binary_op *op,
+                         ref_shape sa, ref_shape sb)
+{
+    ref_shape so;
+    cr_assert(ref_broadcast_shape(sa, sb, &so), "test bug: %s and %s do not broadcast",
+              shp(sa), shp(sb));
+    op_case c;
+    case_begin(&c, ctx, spec, "%s of %s and %s", op->name, shp(sa), shp(sb));
+    leaf *a = case_input(&c, "a", sa, FILL_ANY);
+    leaf *b = case_input(&c, "b", sb, second_operand_fill(op));
+    kiln_tensor *y = op->build(c.g, a->t, b->t);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, ref_numel(so), sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_binary(op->ref, a->f, sa, b->f, sb, want, so);
+        case_expect(&c, y, want, so, TOL_ROUNDING);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(binary, matches_reference_on_equal_shapes)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t o = 0; o < N_BINARY_OPS; o++)
+        for (size_t s = 0; s < N_ELEMENTWISE_SHAPES; s++)
+            check_binary(ctx, backend->spec, &binary_ops[o], elementwise_shapes[s],
+                         elementwise_shapes[s]);
+    kiln_context_free(ctx);
+}
+
+/* Pairs that broadcast by the suffix rule, in both orders. */
+static const ref_shape broadcast_pairs[][2] = {
+    {{2, {13, 31}}, {1, {31}}},          /* a bias [N] on [M, N]          */
+    {{2, {1, 7}}, {1, {7}}},             /* M = 1                         */
+    {{2, {13, 31}}, {2, {1, 31}}},       /* [1, N] on [M, N]              */
+    {{2, {67, 129}}, {1, {129}}},        /* long rows with vector tails   */
+    {{4, {2, 3, 5, 7}}, {2, {5, 7}}},    /* a trailing block of a 4-D     */
+    {{4, {2, 3, 5, 7}}, {3, {3, 5, 7}}},
+    {{4, {2, 3, 5, 7}}, {4, {1, 1, 5, 7}}},
+    {{3, {3, 5, 1}}, {2, {5, 1}}},       /* trailing 1s are not dropped   */
+    {{3, {3, 5, 7}}, {2, {1, 1}}},       /* only 1s: broadcasts as a scalar */
+    {{2, {13, 31}}, {1, {1}}},
+    {{2, {0, 7}}, {1, {7}}},             /* empty                         */
+};
+
+BACKEND_TEST(binary, broadcasts_a_trailing_suffix_in_either_order)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t o = 0; o < N_BINARY_OPS; o++) {
+        for (size_t p = 0; p < sizeof broadcast_pairs / sizeof broadcast_pairs[0]; p++) {
+            check_binary(ctx, backend->spec, &binary_ops[o], broadcast_pairs[p][0],
+                         broadcast_pairs[p][1]);
+            check_binary(ctx, backend->spec, &binary_ops[o], broadcast_pairs[p][1],
+                         broadcast_pairs[p][0]);
+        }
+    }
+    kiln_context_free(ctx);
+}
+
+/* x op s and s op x, with s a 0-d input or a kiln_scalar constant. */
+static void check_binary_scalar(kiln_context *ctx, const char *spec,
+                                const binary_op *op, ref_shape sx,
+                                bool scalar_first, bool constant)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "%s of %s%s%s", op->name,
+               scalar_first ? (constant ? "kiln_scalar and " : "0-d input and ") : "",
+               shp(sx),
+               scalar_first ? "" : (constant ? " and kiln_scalar" : " and 0-d input"));
+    /* x first: it is the leaf the second run rewrites */
+    leaf *x = case_input(&c, "x", sx, scalar_first ? second_operand_fill(op) : FILL_ANY);
+    fill_kind sfill = scalar_first ? FILL_ANY : second_operand_fill(op);
+    float value = 0.0f;
+    kiln_tensor *s;
+    const float *sdata = &value;
+    if (constant) {
+        ref_fill(&value, 1, c.seed);
+        if (sfill == FILL_NONZERO)
+            ref_fill_nonzero(&value, 1, c.seed);
+        s = kiln_scalar(c.g, value);
+    } else {
+        leaf *ls = case_input(&c, "s", scalar_shape(), sfill);
+        s = ls->t;
+        sdata = ls->f;
+    }
+    kiln_tensor *y = scalar_first ? op->build(c.g, s, x->t) : op->build(c.g, x->t, s);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, x->n, sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        if (scalar_first)
+            ref_binary(op->ref, sdata, scalar_shape(), x->f, sx, want, sx);
+        else
+            ref_binary(op->ref, x->f, sx, sdata, scalar_shape(), want, sx);
+        case_expect(&c, y, want, sx, TOL_ROUNDING);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(binary, broadcasts_a_scalar_on_either_side)
+{
+    static const ref_shape shapes[] = {
+        {0, {0}}, {1, {1}}, {1, {7}}, {2, {13, 31}}, {4, {2, 3, 5, 7}}, {2, {0, 7}},
+    };
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t o = 0; o < N_BINARY_OPS; o++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int order = 0; order < 2; order++)
+                for (int constant = 0; constant < 2; constant++)
+                    check_binary_scalar(ctx, backend->spec, &binary_ops[o], shapes[s],
+                                        order == 1, constant == 1);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(binary, reads_a_constant_operand)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    op_case c;
+    case_begin(&c, ctx, backend->spec, "add of [13, 31] and a kiln_const [31]");
+    ref_shape sx = shape2(13, 31), sb = ref_shape_of(KILN_SHAPE(31));
+    float bias[31], scribbled[31];
+    ref_fill(bias, 31, c.seed);
+    memcpy(scribbled, bias, sizeof bias);
+    leaf *x = case_input(&c, "x", sx, FILL_ANY);
+    kiln_tensor *b = kiln_const(c.g, KILN_F32, sb.ndim, sb.dims, scribbled);
+    /* kiln_const copies: changing the caller's array afterwards changes nothing */
+    for (int i = 0; i < 31; i++)
+        scribbled[i] += 100.0f;
+    kiln_tensor *y = kiln_add(c.g, x->t, b);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, x->n, sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_binary(REF_ADD, x->f, sx, bias, sb, want, sx);
+        case_expect(&c, y, want, sx, TOL_ROUNDING);
+    }
+    case_end(&c);
+    kiln_context_free(ctx);
+}
+
+/* Pairs that only numpy would broadcast, or not even numpy. */
+static const ref_shape rejected_pairs[][2] = {
+    {{2, {13, 31}}, {2, {13, 1}}}, /* [M, 1] on [M, N]: broadcast from the left */
+    {{2, {13, 31}}, {1, {13}}},    /* [M] on [M, N]                             */
+    {{2, {13, 31}}, {1, {32}}},
+    {{3, {3, 5, 7}}, {2, {3, 7}}},
+    {{3, {3, 5, 7}}, {3, {3, 1, 7}}},
+    {{2, {4, 5}}, {2, {5, 4}}},
+};
+
+BACKEND_TEST(binary, rejects_shapes_that_do_not_broadcast_as_a_suffix)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t o = 0; o < N_BINARY_OPS; o++) {
+        for (size_t p = 0; p < sizeof rejected_pairs / sizeof rejected_pairs[0]; p++) {
+            for (int order = 0; order < 2; order++) {
+                ref_shape sa = rejected_pairs[p][order], sb = rejected_pairs[p][1 - order];
+                kiln_graph *g = kiln_graph_new(ctx);
+                cr_assert_not_null(g, "kiln_graph_new: %s", kiln_last_error());
+                kiln_tensor *a = kiln_input(g, "a", KILN_F32, sa.ndim, sa.dims);
+                kiln_tensor *b = kiln_input(g, "b", KILN_F32, sb.ndim, sb.dims);
+                kiln_tensor *y = binary_ops[o].build(g, a, b);
+                cr_assert_not_null(y, "%s of %s and %s: expected a poisoned tensor, got NULL",
+                                   binary_ops[o].name, shp(sa), shp(sb));
+                cr_assert_eq(kiln_graph_status(g), KILN_ERR_SHAPE,
+                             "%s of %s and %s on %s: graph status %s, expected KILN_ERR_SHAPE",
+                             binary_ops[o].name, shp(sa), shp(sb), backend->spec,
+                             kiln_status_name(kiln_graph_status(g)));
+                kiln_output(g, y);
+                kiln_status st = kiln_graph_compile(g);
+                cr_assert_eq(st, KILN_ERR_SHAPE, "%s of %s and %s: compile gave %s",
+                             binary_ops[o].name, shp(sa), shp(sb), kiln_status_name(st));
+                kiln_graph_free(g);
+            }
+        }
+    }
+    kiln_context_free(ctx);
+}
+
+/* ---- matmul ------------------------------------------------------------------- */
+
+static void check_matmul(kiln_context *ctx, const char *spec, int64_t m, int64_t k,
+                         int64_t n, bool ta, bool tb, bool via_matmul_t)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "%s M=%lld K=%lld N=%lld%s%s",
+               via_matmul_t ? "matmul_t" : "matmul", (long long)m, (long long)k,
+               (long long)n, ta ? " a^T" : "", tb ? " b^T" : "");
+    ref_shape sa = ta ? shape2(k, m) : shape2(m, k);
+    ref_shape sb = tb ? shape2(n, k) : shape2(k, n);
+    ref_shape so = shape2(m, n);
+    leaf *a = case_input(&c, "a", sa, FILL_ANY);
+    leaf *b = case_param(&c, "b", sb, FILL_ANY);
+    kiln_tensor *y = via_matmul_t ? kiln_matmul_t(c.g, a->t, b->t, ta, tb)
+                                  : kiln_matmul(c.g, a->t, b->t);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, ref_numel(so), sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_matmul(a->f, b->f, m, k, n, ta, tb, want);
+        case_expect(&c, y, want, so, tol_for_sum(k));
+    }
+    case_end(&c);
+}
+
+typedef struct mnk {
+    int64_t m, k, n;
+} mnk;
+
+static const mnk odd_matmul_shapes[] = {
+    {1, 1, 1},  {1, 7, 1},   {7, 1, 13}, {7, 13, 31}, {31, 13, 7}, {13, 31, 1},
+    {1, 31, 7}, {2, 3, 4},   {16, 16, 16}, {17, 17, 17}, {33, 5, 65},
+};
+
+static const mnk large_matmul_shapes[] = {
+    {67, 129, 33},
+    {128, 64, 200},
+    {200, 128, 64},
+    {65, 257, 97},
+};
+
+BACKEND_TEST(matmul, matches_reference_for_odd_shapes)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t i = 0; i < sizeof odd_matmul_shapes / sizeof odd_matmul_shapes[0]; i++) {
+        const mnk *s = &odd_matmul_shapes[i];
+        check_matmul(ctx, backend->spec, s->m, s->k, s->n, false, false, false);
+    }
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(matmul, matches_reference_for_every_transpose_combination)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t i = 0; i < sizeof odd_matmul_shapes / sizeof odd_matmul_shapes[0]; i++)
+        for (int t = 0; t < 4; t++) {
+            const mnk *s = &odd_matmul_shapes[i];
+            check_matmul(ctx, backend->spec, s->m, s->k, s->n, t & 1, t & 2, true);
+        }
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(matmul, matches_reference_for_large_shapes_with_partial_tiles)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t i = 0; i < sizeof large_matmul_shapes / sizeof large_matmul_shapes[0]; i++)
+        for (int t = 0; t < 4; t++) {
+            const mnk *s = &large_matmul_shapes[i];
+            check_matmul(ctx, backend->spec, s->m, s->k, s->n, t & 1, t & 2, t != 0);
+        }
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(matmul, gives_zeros_for_k_0_and_empty_results_for_m_or_n_0)
+{
+    static const mnk shapes[] = {
+        {7, 0, 13}, {64, 0, 65}, {0, 5, 7}, {7, 5, 0}, {0, 0, 0}, {0, 13, 1},
+    };
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int t = 0; t < 4; t++) {
+            const mnk *s = &shapes[i];
+            check_matmul(ctx, backend->spec, s->m, s->k, s->n, t & 1, t & 2, t != 0);
+        }
+    kiln_context_free(ctx);
+}
+
+/* ---- reductions --------------------------------------------------------------- */
+
+static void check_reduce_all(kiln_context *ctx, const char *spec, bool mean,
+                             ref_shape s)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "%s of all of %s", mean ? "mean" : "sum", shp(s));
+    leaf *x = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *y = mean ? kiln_mean(c.g, x->t) : kiln_sum(c.g, x->t);
+    case_compile(&c, y);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        float want = mean ? ref_mean_all(x->f, x->n) : ref_sum_all(x->f, x->n);
+        case_expect(&c, y, &want, scalar_shape(), tol_for_sum((int64_t)x->n));
+    }
+    case_end(&c);
+}
+
+/* Includes empty tensors: their sum is 0 and their mean NaN (kiln.h). */
+static const ref_shape reduce_all_shapes[] = {
+    {0, {0}},        {1, {1}},     {1, {7}},          {2, {13, 31}},
+    {3, {31, 1, 13}}, {4, {2, 3, 5, 7}}, {2, {257, 129}}, {2, {0, 5}},
+    {1, {0}},
+};
+
+BACKEND_TEST(sum, matches_reference_over_all_elements_and_is_0_when_empty)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t s = 0; s < sizeof reduce_all_shapes / sizeof reduce_all_shapes[0]; s++)
+        check_reduce_all(ctx, backend->spec, false, reduce_all_shapes[s]);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(mean, matches_reference_over_all_elements_and_is_nan_when_empty)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t s = 0; s < sizeof reduce_all_shapes / sizeof reduce_all_shapes[0]; s++)
+        check_reduce_all(ctx, backend->spec, true, reduce_all_shapes[s]);
+    kiln_context_free(ctx);
+}
+
+static void check_reduce_axis(kiln_context *ctx, const char *spec, bool mean,
+                              ref_shape s, int axis, bool keepdim)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "%s of %s over axis %d%s", mean ? "mean" : "sum",
+               shp(s), axis, keepdim ? " keepdim" : "");
+    ref_shape so = ref_reduce_shape(s, axis, keepdim);
+    leaf *x = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *y = mean ? kiln_mean_axis(c.g, x->t, axis, keepdim)
+                          : kiln_sum_axis(c.g, x->t, axis, keepdim);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, ref_numel(so), sizeof *want);
+    int ax = axis < 0 ? axis + s.ndim : axis;
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        if (mean)
+            ref_mean_axis(x->f, s, axis, want);
+        else
+            ref_sum_axis(x->f, s, axis, want);
+        case_expect(&c, y, want, so, tol_for_sum(s.dims[ax]));
+    }
+    case_end(&c);
+}
+
+static void check_every_axis(kiln_context *ctx, const char *spec, bool mean)
+{
+    static const ref_shape shapes[] = {
+        {1, {7}}, {1, {1}}, {2, {13, 31}}, {2, {1, 31}}, {3, {3, 5, 7}},
+        {4, {2, 3, 5, 7}}, {2, {129, 67}}, {2, {3, 0}}, {3, {0, 4, 5}},
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int axis = -shapes[s].ndim; axis < shapes[s].ndim; axis++)
+            for (int keep = 0; keep < 2; keep++)
+                check_reduce_axis(ctx, spec, mean, shapes[s], axis, keep == 1);
+}
+
+BACKEND_TEST(sum_axis, matches_reference_for_every_axis_with_and_without_keepdim)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    check_every_axis(ctx, backend->spec, false);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(mean_axis, matches_reference_for_every_axis_with_and_without_keepdim)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    check_every_axis(ctx, backend->spec, true);
+    kiln_context_free(ctx);
+}
+
+/* ---- along the last axis -------------------------------------------------------- */
+
+typedef enum last_axis_op { LAST_MAX, LAST_ARGMAX, LAST_SOFTMAX, LAST_LOG_SOFTMAX } last_axis_op;
+
+static const char *const last_axis_names[] = {"max", "argmax", "softmax", "log_softmax"};
+
+static void check_last_axis(kiln_context *ctx, const char *spec, last_axis_op op,
+                            ref_shape s, fill_kind fill)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "%s of %s %s", last_axis_names[op], shp(s),
+               fill_names[fill]);
+    int64_t cols = s.dims[s.ndim - 1];
+    int64_t rows = (int64_t)ref_numel(s) / cols;
+    ref_shape so = s;
+    if (op == LAST_MAX || op == LAST_ARGMAX)
+        so.ndim--; /* the last axis is dropped */
+    leaf *x = case_input(&c, "x", s, fill);
+    kiln_tensor *y = NULL;
+    switch (op) {
+    case LAST_MAX:         y = kiln_max(c.g, x->t); break;
+    case LAST_ARGMAX:      y = kiln_argmax(c.g, x->t); break;
+    case LAST_SOFTMAX:     y = kiln_softmax(c.g, x->t); break;
+    case LAST_LOG_SOFTMAX: y = kiln_log_softmax(c.g, x->t); break;
+    }
+    case_compile(&c, y);
+    float *want = case_scratch(&c, ref_numel(so), sizeof *want);
+    int32_t *want_i = case_scratch(&c, ref_numel(so), sizeof *want_i);
+    float *got = case_scratch(&c, ref_numel(so), sizeof *got);
+    ref_tol tol = {1e-6, 1e-5};
+    if (fill_is_huge(fill))
+        tol = (ref_tol){2e-4, 2e-4};
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        switch (op) {
+        case LAST_MAX:
+            ref_max_last(x->f, rows, cols, want);
+            case_expect(&c, y, want, so, TOL_EXACT);
+            break;
+        case LAST_ARGMAX:
+            ref_argmax_last(x->f, rows, cols, want_i);
+            case_expect_i32(&c, y, want_i, so);
+            break;
+        case LAST_SOFTMAX:
+            ref_softmax_last(x->f, rows, cols, want);
+            case_expect(&c, y, want, so, tol);
+            break;
+        case LAST_LOG_SOFTMAX:
+            ref_log_softmax_last(x->f, rows, cols, want);
+            case_expect(&c, y, want, so, tol);
+            break;
+        }
+        if (op == LAST_SOFTMAX || op == LAST_LOG_SOFTMAX) {
+            read_output(&c, y, got, ref_numel(so));
+            ref_expect_finite(c.label, got, so);
+        }
+    }
+    case_end(&c);
+}
+
+static const ref_shape last_axis_shapes[] = {
+    {1, {1}}, {1, {7}}, {2, {1, 1}}, {2, {31, 1}}, {2, {13, 31}}, {3, {3, 5, 7}},
+    {4, {2, 3, 5, 7}}, {2, {3, 129}}, {2, {0, 7}},
+};
+#define N_LAST_AXIS_SHAPES (sizeof last_axis_shapes / sizeof last_axis_shapes[0])
+
+BACKEND_TEST(max, matches_reference_along_the_last_axis)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t s = 0; s < N_LAST_AXIS_SHAPES; s++) {
+        check_last_axis(ctx, backend->spec, LAST_MAX, last_axis_shapes[s], FILL_ANY);
+        check_last_axis(ctx, backend->spec, LAST_MAX, last_axis_shapes[s], FILL_TIES);
+    }
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(argmax, returns_the_first_index_of_the_maximum_as_i32)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t s = 0; s < N_LAST_AXIS_SHAPES; s++) {
+        check_last_axis(ctx, backend->spec, LAST_ARGMAX, last_axis_shapes[s], FILL_ANY);
+        check_last_axis(ctx, backend->spec, LAST_ARGMAX, last_axis_shapes[s], FILL_TIES);
+    }
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(softmax, matches_reference_along_the_last_axis)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t s = 0; s < N_LAST_AXIS_SHAPES; s++)
+        check_last_axis(ctx, backend->spec, LAST_SOFTMAX, last_axis_shapes[s], FILL_ANY);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(log_softmax, matches_reference_along_the_last_axis)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t s = 0; s < N_LAST_AXIS_SHAPES; s++)
+        check_last_axis(ctx, backend->spec, LAST_LOG_SOFTMAX, last_axis_shapes[s],
+                        FILL_ANY);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(softmax, stays_finite_for_inputs_around_plus_and_minus_1000)
+{
+    static const ref_shape shapes[] = {{2, {4, 13}}, {1, {1}}, {2, {3, 129}}};
+    static const fill_kind fills[] = {
+        FILL_NEAR_PLUS_1000, FILL_NEAR_MINUS_1000, FILL_PLUS_MINUS_1000,
+    };
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t f = 0; f < sizeof fills / sizeof fills[0]; f++) {
+            check_last_axis(ctx, backend->spec, LAST_SOFTMAX, shapes[s], fills[f]);
+            check_last_axis(ctx, backend->spec, LAST_LOG_SOFTMAX, shapes[s], fills[f]);
+        }
+    kiln_context_free(ctx);
+}
+
+/* ---- shape ops ---------------------------------------------------------------------- */
+
+/* reshape(x, target) as an output, and reshape(exp(x), target) feeding neg:
+ * a view of a leaf and a view of a computed tensor. */
+static void check_reshape(kiln_context *ctx, const char *spec, ref_shape s,
+                          ref_shape target, ref_shape want_shape)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "reshape of %s to %s", shp(s), shp(target));
+    leaf *x = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *view = kiln_reshape(c.g, x->t, target.ndim, target.dims);
+    kiln_tensor *chained = kiln_neg(c.g, kiln_reshape(c.g, kiln_exp(c.g, x->t),
+                                                       target.ndim, target.dims));
+    case_output(&c, view);
+    case_compile(&c, chained);
+    float *want = case_scratch(&c, x->n, sizeof *want);
+    float *tmp = case_scratch(&c, x->n, sizeof *tmp);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_reshape(x->f, x->n, want);
+        case_expect(&c, view, want, want_shape, TOL_EXACT);
+        ref_unary(REF_EXP, x->f, x->n, 0.0f, tmp);
+        ref_reshape(tmp, x->n, want);
+        ref_unary(REF_NEG, want, x->n, 0.0f, want);
+        case_expect(&c, chained, want, want_shape, TOL_TRANSCEND);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(reshape, keeps_row_major_order_and_infers_minus_1)
+{
+    static const struct {
+        ref_shape from, to, want;
+    } cases[] = {
+        {{2, {6, 35}}, {3, {5, -1, 7}}, {3, {5, 6, 7}}},
+        {{4, {2, 3, 5, 7}}, {1, {210}}, {1, {210}}},
+        {{4, {2, 3, 5, 7}}, {1, {-1}}, {1, {210}}},
+        {{1, {13}}, {2, {13, 1}}, {2, {13, 1}}},
+        {{2, {13, 31}}, {2, {31, -1}}, {2, {31, 13}}},
+        {{1, {1}}, {0, {0}}, {0, {0}}},
+        {{0, {0}}, {3, {1, 1, -1}}, {3, {1, 1, 1}}},
+        {{2, {0, 7}}, {3, {7, 0, 1}}, {3, {7, 0, 1}}},
+    };
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_reshape(ctx, backend->spec, cases[i].from, cases[i].to, cases[i].want);
+    kiln_context_free(ctx);
+}
+
+static void check_flatten(kiln_context *ctx, const char *spec, ref_shape s)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "flatten of %s", shp(s));
+    ref_shape so = ref_flatten_shape(s);
+    leaf *x = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *view = kiln_flatten(c.g, x->t);
+    kiln_tensor *chained = kiln_scale(c.g, kiln_flatten(c.g, kiln_relu(c.g, x->t)), 2.0f);
+    case_output(&c, view);
+    case_compile(&c, chained);
+    float *want = case_scratch(&c, x->n, sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_reshape(x->f, x->n, want);
+        case_expect(&c, view, want, so, TOL_EXACT);
+        ref_unary(REF_RELU, x->f, x->n, 0.0f, want);
+        ref_unary(REF_SCALE, want, x->n, 2.0f, want);
+        case_expect(&c, chained, want, so, TOL_EXACT);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(flatten, merges_every_dimension_after_the_first)
+{
+    static const ref_shape shapes[] = {
+        {4, {3, 2, 5, 7}}, {4, {1, 3, 4, 4}}, {2, {4, 13}}, {3, {5, 1, 1}},
+        {3, {7, 1, 13}}, {4, {0, 3, 2, 2}},
+    };
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        check_flatten(ctx, backend->spec, shapes[s]);
+    kiln_context_free(ctx);
+}
+
+static void check_transpose(kiln_context *ctx, const char *spec, int64_t rows,
+                            int64_t cols)
+{
+    op_case c;
+    ref_shape s = shape2(rows, cols), so = shape2(cols, rows);
+    case_begin(&c, ctx, spec, "transpose of %s", shp(s));
+    leaf *x = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *y = kiln_transpose(c.g, x->t);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, x->n, sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_transpose(x->f, rows, cols, want);
+        case_expect(&c, y, want, so, TOL_EXACT);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(transpose, matches_reference_for_odd_shapes)
+{
+    static const int64_t shapes[][2] = {
+        {1, 1}, {1, 7}, {7, 1}, {13, 31}, {31, 13}, {16, 16}, {67, 129}, {0, 5}, {5, 0},
+    };
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        check_transpose(ctx, backend->spec, shapes[s][0], shapes[s][1]);
+    kiln_context_free(ctx);
+}
+
+/* ---- convolution and pooling ------------------------------------------------------------ */
+
+typedef struct conv_case {
+    ref_conv2d_shape cs;
+    bool             bias;
+} conv_case;
+
+static void check_conv2d(kiln_context *ctx, const char *spec, const conv_case *cc)
+{
+    const ref_conv2d_shape *cs = &cc->cs;
+    int64_t oh = ref_conv_out_size(cs->h, cs->kh, cs->stride, cs->padding);
+    int64_t ow = ref_conv_out_size(cs->w, cs->kw, cs->stride, cs->padding);
+    ref_shape sx = ref_shape_of(KILN_SHAPE(cs->n, cs->c, cs->h, cs->w));
+    ref_shape sw = ref_shape_of(KILN_SHAPE(cs->o, cs->c, cs->kh, cs->kw));
+    ref_shape sb = ref_shape_of(KILN_SHAPE(cs->o));
+    ref_shape so = ref_shape_of(KILN_SHAPE(cs->n, cs->o, oh, ow));
+
+    op_case c;
+    case_begin(&c, ctx, spec, "conv2d of x %s, w %s, stride %d, padding %d, %s",
+               shp(sx), shp(sw), cs->stride, cs->padding, cc->bias ? "bias" : "no bias");
+    leaf *x = case_input(&c, "x", sx, FILL_ANY);
+    leaf *w = case_param(&c, "w", sw, FILL_ANY);
+    leaf *b = cc->bias ? case_param(&c, "b", sb, FILL_ANY) : NULL;
+    kiln_tensor *y = kiln_conv2d(c.g, x->t, w->t, b ? b->t : NULL, cs->stride,
+                                 cs->padding);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, ref_numel(so), sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_conv2d(x->f, w->f, b ? b->f : NULL, *cs, want);
+        case_expect(&c, y, want, so, tol_for_sum(cs->c * cs->kh * cs->kw + 1));
+    }
+    case_end(&c);
+}
+
+/* {n, c, h, w, o, kh, kw, stride, padding}, bias */
+static const conv_case conv_cases[] = {
+    {{1, 1, 5, 5, 1, 1, 1, 1, 0}, false},    /* 1x1, the smallest             */
+    {{1, 1, 7, 7, 1, 3, 3, 1, 0}, true},
+    {{1, 3, 7, 9, 5, 3, 3, 1, 1}, true},     /* non-square image, "same"      */
+    {{3, 3, 13, 11, 5, 5, 5, 2, 2}, true},   /* batch 3, 5x5, stride 2        */
+    {{1, 3, 8, 7, 5, 3, 2, 1, 0}, false},    /* non-square kernel             */
+    {{3, 1, 11, 13, 1, 3, 2, 3, 1}, true},   /* stride 3                      */
+    {{1, 3, 5, 5, 5, 5, 5, 1, 0}, true},     /* kernel covers the image       */
+    {{3, 3, 31, 17, 5, 3, 3, 2, 1}, false},
+    {{1, 3, 6, 6, 5, 1, 1, 2, 0}, true},     /* 1x1 with stride: skips pixels */
+    {{3, 1, 4, 4, 5, 3, 3, 3, 2}, false},    /* stride 3 with padding 2       */
+    {{1, 1, 7, 7, 1, 5, 5, 3, 2}, true},
+    {{1, 3, 5, 4, 5, 1, 1, 1, 2}, true},     /* windows of padding only       */
+    {{1, 3, 9, 10, 5, 3, 2, 2, 1}, true},
+    {{3, 3, 7, 9, 1, 5, 5, 1, 2}, false},
+};
+
+BACKEND_TEST(conv2d, matches_reference_for_kernels_strides_padding_and_bias)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
+        check_conv2d(ctx, backend->spec, &conv_cases[i]);
+    kiln_context_free(ctx);
+}
+
+static void check_max_pool2d(kiln_context *ctx, const char *spec, ref_shape sx,
+                             int kernel, int stride)
+{
+    int64_t oh = (sx.dims[2] - kernel) / stride + 1;
+    int64_t ow = (sx.dims[3] - kernel) / stride + 1;
+    ref_shape so = ref_shape_of(KILN_SHAPE(sx.dims[0], sx.dims[1], oh, ow));
+    op_case c;
+    case_begin(&c, ctx, spec, "max_pool2d of %s, kernel %d, stride %d", shp(sx),
+               kernel, stride);
+    leaf *x = case_input(&c, "x", sx, FILL_ANY);
+    kiln_tensor *y = kiln_max_pool2d(c.g, x->t, kernel, stride);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, ref_numel(so), sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_max_pool2d(x->f, sx.dims[0], sx.dims[1], sx.dims[2], sx.dims[3], kernel,
+                       stride, want);
+        case_expect(&c, y, want, so, TOL_EXACT);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(max_pool2d, matches_reference_and_drops_windows_that_do_not_fit)
+{
+    static const struct {
+        ref_shape x;
+        int       kernel, stride;
+    } cases[] = {
+        {{4, {1, 1, 2, 2}}, 2, 2},  {{4, {1, 1, 8, 6}}, 2, 2},
+        {{4, {3, 3, 7, 7}}, 2, 2},  {{4, {1, 5, 13, 9}}, 2, 2},
+        {{4, {1, 1, 7, 9}}, 3, 2},  {{4, {2, 3, 13, 13}}, 3, 2},
+        {{4, {3, 2, 8, 11}}, 3, 2}, {{4, {1, 1, 5, 5}}, 2, 1},
+        {{4, {1, 2, 6, 7}}, 3, 3},  {{4, {1, 1, 3, 3}}, 3, 2},
+    };
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_max_pool2d(ctx, backend->spec, cases[i].x, cases[i].kernel,
+                         cases[i].stride);
+    kiln_context_free(ctx);
+}
+
+/* ---- losses -------------------------------------------------------------------------------- */
+
+static void check_mse_loss(kiln_context *ctx, const char *spec, ref_shape s)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "mse_loss of %s", shp(s));
+    leaf *pred = case_input(&c, "pred", s, FILL_ANY);
+    leaf *target = case_input(&c, "target", s, FILL_ANY);
+    kiln_tensor *y = kiln_mse_loss(c.g, pred->t, target->t);
+    case_compile(&c, y);
+    ref_tol tol = {1e-6, 1e-4};
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        float want = ref_mse_loss(pred->f, target->f, pred->n);
+        case_expect(&c, y, &want, scalar_shape(), tol);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(mse_loss, matches_reference_mean_of_squared_errors)
+{
+    static const ref_shape shapes[] = {
+        {0, {0}}, {1, {1}}, {1, {7}}, {2, {13, 31}}, {3, {3, 5, 7}}, {2, {128, 200}},
+    };
+    kiln_context *ctx = test_context(backend->spec);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        check_mse_loss(ctx, backend->spec, shapes[s]);
+    kiln_context_free(ctx);
+}
+
+static void check_cross_entropy(kiln_context *ctx, const char *spec, int64_t rows,
+                                int32_t classes, fill_kind fill)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "cross_entropy of N=%lld C=%d, logits %s",
+               (long long)rows, (int)classes, fill_names[fill]);
+    leaf *logits = case_input(&c, "logits", shape2(rows, classes), fill);
+    leaf *labels = case_labels(&c, "labels", rows, classes);
+    kiln_tensor *y = kiln_cross_entropy(c.g, logits->t, labels->t);
+    case_compile(&c, y);
+    ref_tol tol = {fill_is_huge(fill) ? 2e-4 : 1e-5, 1e-5};
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        float want = ref_cross_entropy(logits->f, labels->i, rows, classes);
+        case_expect(&c, y, &want, scalar_shape(), tol);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(cross_entropy, matches_reference_for_one_and_many_rows)
+{
+    kiln_context *ctx = test_context(backend->spec);
+    check_cross_entropy(ctx, backend->spec, 1, 10, FILL_ANY);
+    check_cross_entropy(ctx, backend->spec, 17, 10, FILL_ANY);
+    check_cross_entropy(ctx, backend->spec, 13, 1, FILL_ANY); /* always 0 */
+    check_cross_entropy(ctx, backend->spec, 64, 31, FILL_ANY);
+    check_cross_entropy(ctx, backend->spec, 3, 129, FILL_ANY);
+    check_cross_entropy(ctx, backend->spec, 5, 7, FILL_NEAR_PLUS_1000);
+    check_cross_entropy(ctx, backend->spec, 5, 7, FILL_PLUS_MINUS_1000);
+    kiln_context_free(ctx);
+}
+
+/* ---- chains ------------------------------------------------------------------------------------ */
+
+BACKEND_TEST(chain, mlp_forward_matches_reference)
+{
+    enum { N = 17, D = 13, H = 31, C = 10 };
+    kiln_context *ctx = test_context(backend->spec);
+    op_case c;
+    case_begin(&c, ctx, backend->spec, "mlp log_softmax(relu(x @ w1 + b1) @ w2)");
+    leaf *x = case_input(&c, "x", shape2(N, D), FILL_ANY);
+    leaf *w1 = case_param(&c, "w1", shape2(D, H), FILL_ANY);
+    leaf *b1 = case_param(&c, "b1", ref_shape_of(KILN_SHAPE(H)), FILL_ANY);
+    leaf *w2 = case_param(&c, "w2", shape2(H, C), FILL_ANY);
+    kiln_tensor *h = kiln_relu(c.g, kiln_add(c.g, kiln_matmul(c.g, x->t, w1->t), b1->t));
+    kiln_tensor *y = kiln_log_softmax(c.g, kiln_matmul(c.g, h, w2->t));
+    case_compile(&c, y);
+
+    float *xw = case_scratch(&c, N * H, sizeof(float));
+    float *hw = case_scratch(&c, N * H, sizeof(float));
+    float *logits = case_scratch(&c, N * C, sizeof(float));
+    float *want = case_scratch(&c, N * C, sizeof(float));
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_matmul(x->f, w1->f, N, D, H, false, false, xw);
+        ref_binary(REF_ADD, xw, shape2(N, H), b1->f, b1->shape, hw, shape2(N, H));
+        ref_unary(REF_RELU, hw, N * H, 0.0f, hw);
+        ref_matmul(hw, w2->f, N, H, C, false, false, logits);
+        ref_log_softmax_last(logits, N, C, want);
+        case_expect(&c, y, want, shape2(N, C), tol_for_sum(H * D));
+    }
+    case_end(&c);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(chain, cnn_forward_and_loss_match_reference)
+{
+    enum { N = 3, C = 2, HW = 9, O = 5, P = 4, CLASSES = 10 };
+    const ref_conv2d_shape cs = {N, C, HW, HW, O, 3, 3, 1, 1};
+    kiln_context *ctx = test_context(backend->spec);
+    op_case c;
+    case_begin(&c, ctx, backend->spec,
+               "cnn cross_entropy(flatten(max_pool(relu(conv2d(x)))) @ w, labels)");
+    leaf *x = case_input(&c, "x", ref_shape_of(KILN_SHAPE(N, C, HW, HW)), FILL_ANY);
+    leaf *k = case_param(&c, "k", ref_shape_of(KILN_SHAPE(O, C, 3, 3)), FILL_ANY);
+    leaf *kb = case_param(&c, "kb", ref_shape_of(KILN_SHAPE(O)), FILL_ANY);
+    leaf *w = case_param(&c, "w", shape2(O * P * P, CLASSES), FILL_ANY);
+    leaf *labels = case_labels(&c, "labels", N, CLASSES);
+    kiln_tensor *conv = kiln_relu(c.g, kiln_conv2d(c.g, x->t, k->t, kb->t, 1, 1));
+    kiln_tensor *feat = kiln_flatten(c.g, kiln_max_pool2d(c.g, conv, 2, 2));
+    kiln_tensor *logits = kiln_scale(c.g, kiln_matmul(c.g, feat, w->t), 0.1f);
+    kiln_tensor *loss = kiln_cross_entropy(c.g, logits, labels->t);
+    case_output(&c, logits);
+    case_compile(&c, loss);
+
+    float *conv_ref = case_scratch(&c, N * O * HW * HW, sizeof(float));
+    float *pool_ref = case_scratch(&c, N * O * P * P, sizeof(float));
+    float *logits_ref = case_scratch(&c, N * CLASSES, sizeof(float));
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_conv2d(x->f, k->f, kb->f, cs, conv_ref);
+        ref_unary(REF_RELU, conv_ref, N * O * HW * HW, 0.0f, conv_ref);
+        ref_max_pool2d(conv_ref, N, O, HW, HW, 2, 2, pool_ref);
+        ref_matmul(pool_ref, w->f, N, O * P * P, CLASSES, false, false, logits_ref);
+        ref_unary(REF_SCALE, logits_ref, N * CLASSES, 0.1f, logits_ref);
+        float want_loss = ref_cross_entropy(logits_ref, labels->i, N, CLASSES);
+        case_expect(&c, logits, logits_ref, shape2(N, CLASSES),
+                    tol_for_sum(C * 9 * O * P * P));
+        case_expect(&c, loss, &want_loss, scalar_shape(), tol_for_sum(C * 9 * O));
+    }
+    case_end(&c);
+    kiln_context_free(ctx);
+}
