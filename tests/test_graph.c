@@ -7,6 +7,7 @@
 #include "backends.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -706,4 +707,65 @@ Test(status, every_code_has_its_enum_name)
     };
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         cr_assert_str_eq(kiln_status_name(codes[i].status), codes[i].name);
+}
+
+/* ---- independence of contexts ------------------------------------------------ */
+
+/* Each thread builds and runs y = sum(x * k) with its own context and graph;
+ * x is 1..n, so y is k * n(n+1)/2, which each thread checks itself. */
+typedef struct thread_job {
+    const char *spec;
+    float       k;
+    int         n, runs;
+    char        failure[256];
+} thread_job;
+
+static void *run_job(void *arg)
+{
+    thread_job   *job = arg;
+    kiln_context *ctx = kiln_context_new_for(job->spec);
+    kiln_graph   *g   = ctx ? kiln_graph_new(ctx) : NULL;
+    kiln_tensor  *x   = kiln_input(g, "x", KILN_F32, KILN_SHAPE(job->n));
+    kiln_tensor  *y   = kiln_sum(g, kiln_scale(g, x, job->k));
+    float        *xs  = malloc((size_t)job->n * sizeof *xs);
+    if (!g || !xs || kiln_graph_compile(g) != KILN_OK) {
+        snprintf(job->failure, sizeof job->failure, "setup: %s", kiln_last_error());
+        goto out;
+    }
+    for (int i = 0; i < job->n; i++)
+        xs[i] = (float)(i + 1);
+    for (int r = 0; r < job->runs; r++) {
+        float got;
+        if (kiln_tensor_write(x, xs, (size_t)job->n * sizeof *xs) != KILN_OK ||
+            kiln_graph_run(g) != KILN_OK || kiln_tensor_read(y, &got, sizeof got) != KILN_OK) {
+            snprintf(job->failure, sizeof job->failure, "run %d: %s", r, kiln_last_error());
+            break;
+        }
+        double want = job->k * job->n * (job->n + 1) / 2.0;
+        if (fabs(got - want) > 1e-5 * fabs(want)) {
+            snprintf(job->failure, sizeof job->failure, "run %d: got %g, want %g", r,
+                     got, want);
+            break;
+        }
+    }
+out:
+    free(xs);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+    return NULL;
+}
+
+Test(context, two_contexts_on_two_threads_run_independently)
+{
+    thread_job jobs[2] = {
+        { .spec = test_first_spec(), .k = 2.0f, .n = 1000, .runs = 200 },
+        { .spec = test_first_spec(), .k = -3.0f, .n = 777, .runs = 200 },
+    };
+    pthread_t threads[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&threads[i], NULL, run_job, &jobs[i]), 0);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_join(threads[i], NULL), 0);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(jobs[i].failure[0], '\0', "thread %d: %s", i, jobs[i].failure);
 }
