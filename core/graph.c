@@ -89,6 +89,15 @@ const char *kiln__op_name(kiln_op op)
         [KILN_OP_TRANSPOSE] = "transpose", [KILN_OP_CONV2D] = "conv2d",
         [KILN_OP_MAX_POOL2D] = "max_pool2d",
         [KILN_OP_MSE_LOSS] = "mse_loss",   [KILN_OP_CROSS_ENTROPY] = "cross_entropy",
+        [KILN_OP_SUM_TO] = "sum_to",       [KILN_OP_EXPAND] = "expand",
+        [KILN_OP_RELU_GRAD] = "relu_grad", [KILN_OP_MAX_GRAD] = "max_grad",
+        [KILN_OP_SOFTMAX_GRAD] = "softmax_grad",
+        [KILN_OP_LOG_SOFTMAX_GRAD] = "log_softmax_grad",
+        [KILN_OP_CONV2D_GRAD_INPUT] = "conv2d_grad_input",
+        [KILN_OP_CONV2D_GRAD_WEIGHT] = "conv2d_grad_weight",
+        [KILN_OP_MAX_POOL2D_GRAD] = "max_pool2d_grad",
+        [KILN_OP_CROSS_ENTROPY_GRAD] = "cross_entropy_grad",
+        [KILN_OP_SGD_STEP] = "sgd_step",   [KILN_OP_ADAM_STEP] = "adam_step",
     };
     return (unsigned)op < KILN_OP_COUNT && names[op] ? names[op] : "unknown op";
 }
@@ -293,4 +302,33 @@ KILN_API kiln_status kiln_output(kiln_graph *g, kiln_tensor *t)
         return g->status != KILN_OK ? g->status : KILN_ERR_INVALID_ARG;
     t->flags |= KILN__OUTPUT;
     return KILN_OK;
+}
+
+KILN_API size_t kiln_graph_param_count(const kiln_graph *g)
+{
+    size_t n = 0;
+    for (size_t i = 0; g && i < g->n_nodes; i++)
+        n += (g->nodes[i]->flags & KILN__PARAM) != 0;
+    return n;
+}
+
+KILN_API kiln_tensor *kiln_graph_param(const kiln_graph *g, size_t index)
+{
+    size_t seen = 0;
+    for (size_t i = 0; g && i < g->n_nodes; i++)
+        if ((g->nodes[i]->flags & KILN__PARAM) && seen++ == index)
+            return g->nodes[i];
+    kiln__error(KILN_ERR_INVALID_ARG, "kiln_graph_param: index %zu is past the last "
+                "parameter (%zu)", index, kiln_graph_param_count(g));
+    return NULL;
+}
+
+KILN_API kiln_tensor *kiln_graph_find(const kiln_graph *g, const char *name)
+{
+    for (size_t i = 0; g && name && i < g->n_nodes; i++)
+        if (g->nodes[i]->name && strcmp(g->nodes[i]->name, name) == 0)
+            return g->nodes[i];
+    kiln__error(KILN_ERR_NOT_FOUND, "kiln_graph_find: no tensor is named \"%s\"",
+                name ? name : "(NULL)");
+    return NULL;
 }

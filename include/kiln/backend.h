@@ -22,11 +22,11 @@ extern "C" {
 #endif
 
 /* Bumped on any change to the structs or enums below. */
-#define KILN_BACKEND_ABI_VERSION 1
+#define KILN_BACKEND_ABI_VERSION 2
 
 #define KILN_BACKEND_ENTRY_SYMBOL "kiln_backend_entry"
 
-#define KILN_MAX_SRC    4
+#define KILN_MAX_SRC    6
 #define KILN_MAX_IPARAM 8
 #define KILN_MAX_FPARAM 4
 
@@ -77,6 +77,53 @@ typedef enum kiln_op {
     KILN_OP_MSE_LOSS,      /* mean((pred - target)^2), equal shapes; a scalar  */
     KILN_OP_CROSS_ENTROPY, /* src: logits [N,C] f32, labels [N] i32; a scalar  */
 
+    /* ---- gradients (appended by kiln_backward) ---------------------------- */
+
+    /* out[j] = sum of src[0][i] over every i with i % numel(out) == j: the
+     * gradient of an operand that a binary op broadcast                     */
+    KILN_OP_SUM_TO,
+    /* the inverse of a reduction: iparam[0] is an axis of the output, or -1;
+     * src[0] has the output's shape without that axis (or with it of size 1)
+     * and is repeated along it; with -1 src[0] is one element, repeated     */
+    KILN_OP_EXPAND,
+    KILN_OP_RELU_GRAD,     /* src: g, x: g where x > 0, else 0                 */
+    /* src: g [R], x [R, C] (R = numel / C rows of the last axis): out has x's
+     * shape, g[r] at the first maximum of row r (a NaN counts as the
+     * maximum, as in MAX), 0 elsewhere                                      */
+    KILN_OP_MAX_GRAD,
+    KILN_OP_SOFTMAX_GRAD,  /* src: g, y = softmax(x): y * (g - sum(g * y))     */
+    KILN_OP_LOG_SOFTMAX_GRAD, /* src: g, y = log_softmax(x): g - exp(y) * sum(g)
+                            * (sums along the last axis, per row)            */
+    /* src: gy [N,O,OH,OW], w [O,C,KH,KW]; out: the gradient for x, whose
+     * dims are node->dims; iparam as CONV2D                                 */
+    KILN_OP_CONV2D_GRAD_INPUT,
+    /* src: gy [N,O,OH,OW], x [N,C,H,W]; out: the gradient for w, dims
+     * node->dims; iparam as CONV2D                                          */
+    KILN_OP_CONV2D_GRAD_WEIGHT,
+    /* src: gy [N,C,OH,OW], x [N,C,H,W]; out has x's shape: each gy goes to
+     * the first maximum of its window; overlapping windows add up; iparam
+     * as MAX_POOL2D                                                         */
+    KILN_OP_MAX_POOL2D_GRAD,
+    /* src: g (one element), logits [N,C], labels [N] i32:
+     * g * (softmax(logits) - one_hot(labels)) / N; labels checked as in
+     * CROSS_ENTROPY                                                         */
+    KILN_OP_CROSS_ENTROPY_GRAD,
+
+    /* ---- optimiser steps: in place, the output IS src[0] (same buffer and
+     * offset); they may also update the state tensors named below -------- */
+
+    /* src: param, grad, velocity (param's shape), hp f32 [4] =
+     * {lr, momentum, weight_decay, 0}:
+     *   d = grad + weight_decay * param;  velocity = momentum * velocity + d;
+     *   param -= lr * velocity                   (PyTorch SGD, dampening 0) */
+    KILN_OP_SGD_STEP,
+    /* src: param, grad, m, v (param's shape), hp f32 [8] =
+     * {lr, beta1, beta2, eps, weight_decay, 1/(1-beta1^t), 1/(1-beta2^t), 0}:
+     *   d = grad + weight_decay * param;
+     *   m = beta1 * m + (1 - beta1) * d;  v = beta2 * v + (1 - beta2) * d^2;
+     *   param -= lr * (m * hp[5]) / (sqrt(v * hp[6]) + eps)   (PyTorch Adam) */
+    KILN_OP_ADAM_STEP,
+
     KILN_OP_COUNT
 } kiln_op;
 
@@ -84,7 +131,8 @@ typedef enum kiln_op {
  * bytes into `buffer`, a handle the device's buffer_alloc returned; the extent
  * is contiguous, row-major, numel elements of 4 bytes (f32 and i32). Every
  * element of the output must be written: buffers are not zeroed, and storage
- * is reused between nodes. A node's output never overlaps its sources. */
+ * is reused between nodes. A node's output never overlaps its sources,
+ * except that an optimiser step's output is its src[0]. */
 typedef struct kiln_node {
     kiln_op                 op;
     kiln_dtype              dtype;

@@ -243,6 +243,16 @@ KILN_API kiln_status kiln_graph_run(kiln_graph *g);
 KILN_API kiln_status kiln_graph_memory(const kiln_graph *g, size_t *planned,
                                        size_t *unshared);
 
+/* Runs only the nodes `t` depends on (no gradients, no optimiser steps): the
+ * forward pass of a training graph, for evaluation. t must be readable after
+ * it (a leaf or an output). */
+KILN_API kiln_status kiln_graph_eval(kiln_graph *g, kiln_tensor *t);
+
+/* The graph's parameters, in creation order, and one by name (NULL if none). */
+KILN_API size_t       kiln_graph_param_count(const kiln_graph *g);
+KILN_API kiln_tensor *kiln_graph_param(const kiln_graph *g, size_t index);
+KILN_API kiln_tensor *kiln_graph_find(const kiln_graph *g, const char *name);
+
 /* Tensor data. nbytes must equal the tensor's size. Writes go to leaves
  * (inputs, params) and may come before compile; reads need a compiled graph
  * (leaves may be read at any time) and a tensor that is a leaf or an output. */
@@ -255,6 +265,87 @@ KILN_API int64_t        kiln_tensor_dim(const kiln_tensor *t, int axis);
 KILN_API int64_t        kiln_tensor_numel(const kiln_tensor *t);
 KILN_API size_t         kiln_tensor_nbytes(const kiln_tensor *t);
 KILN_API const char    *kiln_tensor_name(const kiln_tensor *t);
+
+/* ---- training ------------------------------------------------------------ */
+
+/* Appends to g the nodes that compute the gradient of `loss` (a scalar) with
+ * respect to every parameter it depends on, in reverse mode; the gradients
+ * run on the backend like any node. A tensor that feeds several ops gets the
+ * sum of their contributions. Once per graph, before compile. */
+KILN_API kiln_status kiln_backward(kiln_graph *g, kiln_tensor *loss);
+
+/* The gradient of the loss with respect to t after kiln_backward, an output
+ * of the graph; NULL (with a message) if the loss does not depend on t. */
+KILN_API kiln_tensor *kiln_grad(kiln_graph *g, kiln_tensor *t);
+
+typedef struct kiln_optimizer kiln_optimizer;
+
+/* Optimisers append in-place update nodes for every parameter that has a
+ * gradient (call after kiln_backward, before compile); each kiln_graph_run
+ * then takes one step. The graph owns the optimiser. Semantics follow
+ * PyTorch's torch.optim.SGD (dampening 0, not Nesterov) and torch.optim.Adam
+ * (weight decay added to the gradient). */
+KILN_API kiln_optimizer *kiln_sgd(kiln_graph *g, float lr, float momentum,
+                                  float weight_decay);
+KILN_API kiln_optimizer *kiln_adam(kiln_graph *g, float lr, float beta1, float beta2,
+                                   float eps, float weight_decay);
+/* Takes effect from the next run. */
+KILN_API kiln_status kiln_optimizer_set_lr(kiln_optimizer *opt, float lr);
+/* Zeroes the momentum / moment estimates and the step count. */
+KILN_API kiln_status kiln_optimizer_reset(kiln_optimizer *opt);
+
+/* Parameter initialisers: values drawn on the host from a generator seeded
+ * with `seed` (the same seed gives the same values on every backend) and
+ * written to the parameter. fan_in / fan_out: [in, out] for a dense weight
+ * (x @ w), [O, C, KH, KW] for a conv weight (C*KH*KW in, O*KH*KW out). */
+KILN_API kiln_status kiln_init_constant(kiln_tensor *p, float value);
+KILN_API kiln_status kiln_init_uniform(kiln_tensor *p, float lo, float hi, uint64_t seed);
+KILN_API kiln_status kiln_init_normal(kiln_tensor *p, float mean, float stddev,
+                                      uint64_t seed);
+/* Glorot/Xavier uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)). */
+KILN_API kiln_status kiln_init_xavier(kiln_tensor *p, uint64_t seed);
+/* He/Kaiming normal: N(0, 2 / fan_in). */
+KILN_API kiln_status kiln_init_he(kiln_tensor *p, uint64_t seed);
+
+/* ---- layers: a model in a few lines --------------------------------------- */
+
+/* Layers create their parameters ("<name>.weight", "<name>.bias"),
+ * initialised from the graph's seed (kiln_graph_seed; each layer draws from
+ * the next value of that sequence): weights He-normal, biases zero. */
+KILN_API void kiln_graph_seed(kiln_graph *g, uint64_t seed);
+/* x [N, in] -> x @ weight [in, out] + bias [out] */
+KILN_API kiln_tensor *kiln_dense(kiln_graph *g, kiln_tensor *x, int64_t out,
+                                 const char *name);
+/* x [N, C, H, W] -> conv2d with weight [out, C, k, k] and bias [out] */
+KILN_API kiln_tensor *kiln_conv2d_layer(kiln_graph *g, kiln_tensor *x,
+                                        int64_t out_channels, int kernel, int stride,
+                                        int padding, const char *name);
+
+/* ---- weights on disk: safetensors ------------------------------------------ */
+
+/* Saves every parameter of g under its name (F32, little-endian). */
+KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path);
+/* Loads every parameter of g from a file; a parameter missing from the file,
+ * a shape or dtype mismatch, or a malformed file is an error naming it.
+ * Tensors in the file that g lacks are ignored. */
+KILN_API kiln_status kiln_load(kiln_graph *g, const char *path);
+
+/* ---- data: IDX files (MNIST, Fashion-MNIST), gzipped or not ---------------- */
+
+typedef struct kiln_idx {
+    uint8_t type;                /* 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32,
+                                  * 0x0D f32, 0x0E f64                      */
+    int     ndim;
+    int64_t dims[KILN_MAX_DIMS];
+    int64_t count;               /* elements                                */
+    void   *data;                /* count elements of type, host byte order */
+} kiln_idx;
+
+/* Reads an IDX file (".gz" or not, detected by content). A bad magic number,
+ * a truncated file or more than KILN_MAX_DIMS dimensions is an error naming
+ * the file and what was found. */
+KILN_API kiln_status kiln_idx_read(const char *path, kiln_idx *out);
+KILN_API void        kiln_idx_free(kiln_idx *idx);
 
 #ifdef __cplusplus
 }
