@@ -1,6 +1,7 @@
 /* core/compile.c — order the nodes, check the device runs them, plan memory.
  *
  * Nodes are created after their sources, so creation order is topological.
+ * Which device runs each node is decided in schedule.c.
  * Every node nobody consumes is an output (it would be dead otherwise), as is
  * every node marked with kiln_output. Leaves get storage of their own that
  * persists across runs. Intermediates share one arena: walking the nodes in
@@ -136,26 +137,6 @@ static void compute_lifetimes(planner *p)
     }
 }
 
-static kiln_status check_support(kiln_graph *g)
-{
-    const kiln_device *dev = &g->ctx->device;
-    for (size_t i = 0; i < g->n_nodes; i++) {
-        const kiln_tensor *t = g->nodes[i];
-        if (is_leaf(t) || t->view_src)
-            continue;
-        if (!dev->iface->supports_op(dev->context, &t->node)) {
-            char s[KILN__SHAPE_STR];
-            kiln__graph_fail(g, KILN_ERR_BACKEND, "node %zu (%s %s) is not supported by "
-                             "%s; choose another backend with KILN_BACKEND", i,
-                             kiln__op_name(t->node.op),
-                             kiln__shape_str(s, t->node.ndim, t->node.dims),
-                             kiln_context_device(g->ctx));
-            return KILN_ERR_BACKEND;
-        }
-    }
-    return KILN_OK;
-}
-
 /* Assigns offsets: leaves packed one after another, intermediates in the arena. */
 static kiln_status assign_offsets(planner *p)
 {
@@ -269,6 +250,7 @@ void kiln__plan_free(kiln_graph *g)
         dev->iface->buffer_free(dev->context, plan->leaves);
     if (plan->arena)
         dev->iface->buffer_free(dev->context, plan->arena);
+    kiln__schedule_free(g);
     free(plan->exec);
     memset(plan, 0, sizeof *plan);
 }
@@ -291,15 +273,15 @@ KILN_API kiln_status kiln_graph_compile(kiln_graph *g)
     kiln_status st = KILN_ERR_NO_MEMORY;
     if (p.last_use && p.offset && p.consumed) {
         compute_lifetimes(&p);
-        st = check_support(g);
-        if (st == KILN_OK)
-            st = assign_offsets(&p);
+        st = assign_offsets(&p);
         if (st == KILN_OK)
             st = alloc_buffers(g);
         if (st == KILN_OK)
             st = bind_and_upload(&p);
         if (st == KILN_OK)
             st = build_exec(g);
+        if (st == KILN_OK && (st = kiln__schedule(g)) != KILN_OK)
+            kiln__graph_fail(g, st, "compile: %s", kiln_last_error());
     } else {
         kiln__graph_fail(g, st, "compile: out of memory for %zu nodes", g->n_nodes);
     }

@@ -56,6 +56,7 @@ KILN_API void kiln_context_free(kiln_context *ctx)
 {
     if (!ctx)
         return;
+    kiln__context_close_fallback(ctx);
     ctx->device.iface->free(ctx->device.context);
     free(ctx);
 }

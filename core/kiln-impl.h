@@ -66,6 +66,10 @@ struct kiln_context {
     int                index;   /* device index within the plugin           */
     kiln_device        device;
     char               label[320];
+    /* The cpu backend's device, opened on first need, that runs the nodes
+     * the selected device does not support (see schedule.c). */
+    kiln_device        fallback;
+    char               fallback_label[320];
 };
 
 /* ---- tensors and graphs -------------------------------------------------- */
@@ -98,9 +102,22 @@ struct kiln_tensor {
 };
 
 /* A compiled graph: what runs, and where everything lives. */
+/* A node the selected device cannot run, as the fallback device runs it:
+ * its sources are copied into `buffer` before, its result copied back after. */
+typedef struct kiln__fallback {
+    kiln_node  node;              /* the node, its storage in `buffer`      */
+    kiln_node  src[KILN_MAX_SRC]; /* copies of its sources, in `buffer`     */
+    void      *buffer;            /* on ctx->fallback                       */
+} kiln__fallback;
+
 typedef struct kiln__plan {
     const kiln_node **exec;      /* nodes dispatched, in order              */
     size_t            n_exec;
+    kiln__fallback  **fallback;  /* per exec entry: NULL on the selected
+                                  * device, else how the fallback runs it   */
+    const kiln_node **batch;     /* scratch: consecutive nodes of one device */
+    void             *staging;   /* host memory for the fallback's copies   */
+    size_t            staging_size;
     void             *leaves;    /* device buffer for leaves (persistent)   */
     size_t            leaves_size;
     void             *arena;     /* device buffer shared by intermediates   */
@@ -149,5 +166,12 @@ kiln_tensor *kiln__storage(kiln_tensor *t);
 
 /* compile.c / run.c */
 void kiln__plan_free(kiln_graph *g);
+
+/* schedule.c: decides which device runs each node of plan.exec and prepares
+ * the fallback's buffers and copies; runs one fallback node. */
+kiln_status kiln__schedule(kiln_graph *g);
+void        kiln__schedule_free(kiln_graph *g);
+kiln_status kiln__fallback_run(kiln_graph *g, kiln__fallback *fb, const kiln_node *node);
+void        kiln__context_close_fallback(kiln_context *ctx);
 
 #endif /* KILN_IMPL_H */

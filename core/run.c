@@ -21,13 +21,29 @@ static kiln_status check_leaves_written(const kiln_graph *g)
     return KILN_OK;
 }
 
-static kiln_status run_nodes(kiln_graph *g, const kiln_node *const *exec, size_t n)
+/* Runs the plan's nodes for which run[i] is true (all when run is NULL):
+ * consecutive nodes of the selected device go to it in one call, and each
+ * fallback node runs between them with its copies. */
+static kiln_status run_plan(kiln_graph *g, const bool *run)
 {
-    kiln_status st = check_leaves_written(g);
-    if (st != KILN_OK)
-        return st;
-    const kiln_device *dev = &g->ctx->device;
-    st = dev->iface->graph_compute(dev->context, exec, n);
+    const kiln__plan  *plan = &g->plan;
+    const kiln_device *dev  = &g->ctx->device;
+    kiln_status        st   = check_leaves_written(g);
+    size_t             n    = 0;
+    for (size_t i = 0; i <= plan->n_exec && st == KILN_OK; i++) {
+        bool end = i == plan->n_exec;
+        if (!end && run && !run[i])
+            continue;
+        if (!end && !plan->fallback[i]) {
+            plan->batch[n++] = plan->exec[i];
+            continue;
+        }
+        if (n)
+            st = dev->iface->graph_compute(dev->context, plan->batch, n);
+        n = 0;
+        if (st == KILN_OK && !end)
+            st = kiln__fallback_run(g, plan->fallback[i], plan->exec[i]);
+    }
     if (st == KILN_OK && dev->iface->synchronize)
         st = dev->iface->synchronize(dev->context);
     if (st != KILN_OK)
@@ -45,7 +61,7 @@ KILN_API kiln_status kiln_graph_run(kiln_graph *g)
         return kiln__error(g->status != KILN_OK ? g->status : KILN_ERR_STATE,
                            "kiln_graph_run: %s", g->status != KILN_OK ? kiln_graph_error(g)
                            : "the graph is not compiled; call kiln_graph_compile first");
-    return run_nodes(g, g->plan.exec, g->plan.n_exec);
+    return run_plan(g, NULL);
 }
 
 KILN_API kiln_status kiln_graph_eval(kiln_graph *g, kiln_tensor *t)
@@ -62,9 +78,9 @@ KILN_API kiln_status kiln_graph_eval(kiln_graph *g, kiln_tensor *t)
     /* Mark t's ancestors, then run the marked nodes in the compiled order: a
      * subset of a valid schedule keeps every lifetime the plan assumed. */
     bool *need = kiln__calloc(g->n_nodes, sizeof *need, "kiln_graph_eval");
-    const kiln_node **exec = kiln__calloc(g->plan.n_exec, sizeof *exec, "kiln_graph_eval");
+    bool *run  = kiln__calloc(g->plan.n_exec, sizeof *run, "kiln_graph_eval");
     kiln_status st = KILN_ERR_NO_MEMORY;
-    if (need && exec) {
+    if (need && run) {
         need[t->id] = true;
         for (size_t i = t->id + 1; i-- > 0;) {
             if (!need[i])
@@ -73,13 +89,11 @@ KILN_API kiln_status kiln_graph_eval(kiln_graph *g, kiln_tensor *t)
                 if (g->nodes[i]->node.src[s])
                     need[((const kiln_tensor *)g->nodes[i]->node.src[s])->id] = true;
         }
-        size_t n = 0;
         for (size_t i = 0; i < g->plan.n_exec; i++)
-            if (need[((const kiln_tensor *)g->plan.exec[i])->id])
-                exec[n++] = g->plan.exec[i];
-        st = run_nodes(g, exec, n);
+            run[i] = need[((const kiln_tensor *)g->plan.exec[i])->id];
+        st = run_plan(g, run);
     }
     free(need);
-    free(exec);
+    free(run);
     return st;
 }

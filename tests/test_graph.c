@@ -769,3 +769,55 @@ Test(context, two_contexts_on_two_threads_run_independently)
     for (int i = 0; i < 2; i++)
         cr_assert_eq(jobs[i].failure[0], '\0', "thread %d: %s", i, jobs[i].failure);
 }
+
+/* ---- the CPU fallback ---------------------------------------------------------- */
+
+/* logits = conv -> pool -> flatten -> matmul; loss = cross_entropy. Built the
+ * same way twice; inputs are a fixed pattern. */
+static kiln_graph *small_cnn(kiln_context *ctx, kiln_tensor **logits, kiln_tensor **loss)
+{
+    kiln_graph  *g = new_graph(ctx);
+    static float xs[72], ws[4 * 9], fs[4 * 4 * 5];
+    for (int i = 0; i < 72; i++)
+        xs[i] = (float)((i * 37) % 11) / 5.0f - 1.0f;
+    for (int i = 0; i < 36; i++)
+        ws[i] = (float)((i * 13) % 7) / 7.0f - 0.5f;
+    for (int i = 0; i < 80; i++)
+        fs[i] = (float)((i * 29) % 9) / 9.0f - 0.4f;
+    int32_t      ys[2] = { 3, 1 };
+    kiln_tensor *in  = kiln_const(g, KILN_F32, KILN_SHAPE(2, 1, 6, 6), xs);
+    kiln_tensor *w   = kiln_const(g, KILN_F32, KILN_SHAPE(4, 1, 3, 3), ws);
+    kiln_tensor *f   = kiln_const(g, KILN_F32, KILN_SHAPE(16, 5), fs);
+    kiln_tensor *lab = kiln_const(g, KILN_I32, KILN_SHAPE(2), ys);
+    kiln_tensor *h   = kiln_relu(g, kiln_conv2d(g, in, w, NULL, 1, 1));
+    kiln_tensor *p   = kiln_flatten(g, kiln_max_pool2d(g, h, 3, 3));
+    *logits = kiln_softmax(g, kiln_matmul(g, p, f));
+    *loss   = kiln_cross_entropy(g, kiln_matmul(g, p, f), lab);
+    expect_ok(kiln_output(g, *logits), "kiln_output");
+    expect_ok(kiln_graph_compile(g), "compile");
+    expect_ok(kiln_graph_run(g), "run");
+    return g;
+}
+
+Test(fallback, refused_ops_run_on_the_cpu_backend_with_equal_results)
+{
+    kiln_context *ctx = open_context();
+    kiln_tensor  *logits0, *loss0, *logits1, *loss1;
+    kiln_graph   *g0 = small_cnn(ctx, &logits0, &loss0);
+    cr_assert_eq(setenv("KILN_DEBUG_REFUSE", "matmul,conv2d,softmax,cross_entropy", 1), 0);
+    kiln_graph *g1 = small_cnn(ctx, &logits1, &loss1);
+    unsetenv("KILN_DEBUG_REFUSE");
+    float a[10], b[10], la, lb;
+    expect_ok(kiln_tensor_read(logits0, a, sizeof a), "read");
+    expect_ok(kiln_tensor_read(logits1, b, sizeof b), "read");
+    expect_ok(kiln_tensor_read(loss0, &la, sizeof la), "read");
+    expect_ok(kiln_tensor_read(loss1, &lb, sizeof lb), "read");
+    for (int i = 0; i < 10; i++)
+        cr_assert_float_eq(a[i], b[i], 1e-6f, "logits[%d]: %g with fallback, %g without",
+                           i, b[i], a[i]);
+    cr_assert_float_eq(la, lb, 1e-6f, "loss %g with fallback, %g without", lb, la);
+    cr_assert(isfinite(la) && la > 0.0f, "loss %g", la);
+    kiln_graph_free(g0);
+    kiln_graph_free(g1);
+    kiln_context_free(ctx);
+}
