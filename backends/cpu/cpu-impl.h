@@ -115,6 +115,28 @@ kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node);
 
+/* gradients (ops_grad.c) and optimiser steps (ops_optim.c) */
+const char *cpu_check_sum_to(const kiln_node *node);
+const char *cpu_check_expand(const kiln_node *node);
+const char *cpu_check_relu_grad(const kiln_node *node);
+const char *cpu_check_max_grad(const kiln_node *node);
+const char *cpu_check_softmax_grad(const kiln_node *node);
+const char *cpu_check_conv2d_grad(const kiln_node *node);
+const char *cpu_check_max_pool2d_grad(const kiln_node *node);
+const char *cpu_check_cross_entropy_grad(const kiln_node *node);
+const char *cpu_check_step(const kiln_node *node);
+
+kiln_status cpu_op_sum_to(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_relu_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_max_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_cross_entropy_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_sgd_step(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_adam_step(const cpu_device *dev, const kiln_node *node);
+
 /* ---- node helpers --------------------------------------------------------- */
 
 /* The node's data. A node of no elements may have no buffer: NULL then. */
