@@ -85,14 +85,6 @@ typedef struct gcheck {
     kiln_tensor *loss;
 } gcheck;
 
-static uint64_t hash_label(const char *s)
-{
-    uint64_t h = 14695981039346656037ull; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 __attribute__((format(printf, 4, 5)))
 static void gc_begin(gcheck *gc, kiln_context *ctx, const char *spec, const char *fmt, ...)
 {
@@ -102,7 +94,7 @@ static void gc_begin(gcheck *gc, kiln_context *ctx, const char *spec, const char
     va_start(ap, fmt);
     vsnprintf(gc->label, sizeof gc->label, fmt, ap);
     va_end(ap);
-    gc->seed = hash_label(gc->label);
+    gc->seed = ref_hash_str(gc->label);
     gc->g = kiln_graph_new(ctx);
     cr_assert_not_null(gc->g, "%s: kiln_graph_new: %s", gc->label, kiln_last_error());
 }

@@ -157,42 +157,12 @@ kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node)
 
 /* ---- CONV2D_GRAD_INPUT, CONV2D_GRAD_WEIGHT ------------------------------------- */
 
-/* The sizes of the convolution a gradient node belongs to. */
-typedef struct cpu_gconv {
-    size_t N, C, H, W;          /* x                                   */
-    size_t O, KH, KW;           /* w                                   */
-    size_t OH, OW;              /* gy                                  */
-    size_t sh, sw, ph, pw;      /* stride, padding                     */
-} cpu_gconv;
-
 /* x's and w's dims: one of them is the node's own, the other its src[1]. */
-static void cpu_gconv_dims(const kiln_node *node, const int64_t **x, const int64_t **w)
+static void cpu_conv_grad_dims(const kiln_node *node, const int64_t **x, const int64_t **w)
 {
     bool input = node->op == KILN_OP_CONV2D_GRAD_INPUT;
     *x = input ? node->dims : node->src[1]->dims;
     *w = input ? node->src[1]->dims : node->dims;
-}
-
-static cpu_gconv cpu_gconv_of(const kiln_node *node)
-{
-    const int64_t *x, *w, *gy = node->src[0]->dims;
-    cpu_gconv_dims(node, &x, &w);
-    cpu_gconv cv = {
-        .N = (size_t)x[0], .C = (size_t)x[1], .H = (size_t)x[2], .W = (size_t)x[3],
-        .O = (size_t)w[0], .KH = (size_t)w[2], .KW = (size_t)w[3],
-        .OH = (size_t)gy[2], .OW = (size_t)gy[3],
-        .sh = (size_t)node->iparam[0], .sw = (size_t)node->iparam[1],
-        .ph = (size_t)node->iparam[2], .pw = (size_t)node->iparam[3],
-    };
-    return cv;
-}
-
-/* The output size of a window of k over n (padded by pad on both sides), or
- * -1 when it does not fit. */
-static int64_t cpu_window_count(int64_t n, int64_t k, int64_t stride, int64_t pad)
-{
-    int64_t span = n + 2 * pad - k;
-    return span < 0 ? -1 : span / stride + 1;
 }
 
 const char *cpu_check_conv2d_grad(const kiln_node *node)
@@ -204,7 +174,7 @@ const char *cpu_check_conv2d_grad(const kiln_node *node)
         return "conv2d gradients take and give 4-D tensors";
     if (p[0] < 1 || p[1] < 1 || p[2] < 0 || p[3] < 0)
         return "strides must be at least 1 and padding at least 0";
-    cpu_gconv_dims(node, &x, &w);
+    cpu_conv_grad_dims(node, &x, &w);
     if (w[1] != x[1])
         return "w's channels differ from x's";
     if (w[2] < 1 || w[3] < 1)
@@ -222,7 +192,7 @@ const char *cpu_check_conv2d_grad(const kiln_node *node)
  * it is gathered from x_in (im2col, transposed); with x_in NULL every entry
  * of rows is added to the pixel of x_out it came from, so that overlapping
  * windows add up (col2im). */
-static void cpu_patches(const cpu_gconv *cv, const float *x_in, float *x_out,
+static void cpu_patches(const cpu_conv2d_geom *cv, const float *x_in, float *x_out,
                         float *rows)
 {
     float *at_row = rows;
@@ -259,7 +229,7 @@ static float *cpu_scratch(const cpu_device *dev, const char *op, size_t a, size_
 
 /* dx[n] = col2im(gy[n]^T @ w): each output pixel's gradient spread over its
  * window through the weights. */
-static void cpu_conv_grad_input(const cpu_device *dev, const cpu_gconv *cv,
+static void cpu_conv_grad_input(const cpu_device *dev, const cpu_conv2d_geom *cv,
                                 const float *gy, const float *w, float *dx, float *rows)
 {
     size_t spatial = cv->OH * cv->OW, ckk = cv->C * cv->KH * cv->KW;
@@ -274,7 +244,7 @@ static void cpu_conv_grad_input(const cpu_device *dev, const cpu_gconv *cv,
 }
 
 /* dw = sum over n of gy[n] @ patches(x[n]); tmp holds one image's term. */
-static void cpu_conv_grad_weight(const cpu_device *dev, const cpu_gconv *cv,
+static void cpu_conv_grad_weight(const cpu_device *dev, const cpu_conv2d_geom *cv,
                                  const float *gy, const float *x, float *dw,
                                  float *rows, float *tmp)
 {
@@ -298,7 +268,9 @@ kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node)
     if (node->numel == 0)
         return KILN_OK;
     /* Not empty, so C, KH, KW >= 1 and the checked gy has OH, OW >= 1. */
-    cpu_gconv cv = cpu_gconv_of(node);
+    const int64_t *x, *w;
+    cpu_conv_grad_dims(node, &x, &w);
+    cpu_conv2d_geom cv = cpu_conv2d_geom_of(x, w, node->src[0]->dims, node->iparam);
     size_t ckk = cv.C * cv.KH * cv.KW;
     float *rows = cpu_scratch(dev, name, cv.OH * cv.OW, ckk);
     float *tmp = !input && cv.N > 1 ? cpu_scratch(dev, name, cv.O, ckk) : NULL;
