@@ -120,8 +120,10 @@ static void compute_lifetimes(planner *p)
             kiln_tensor *src  = src_tensor(t, s);
             kiln_tensor *root = kiln__storage(src);
             p->consumed[src->id] = true;
+            /* An in-place node runs last (build_exec), later than its index
+             * says, so what it reads must not be released at its index. */
             if (p->last_use[root->id] != LIVE_FOREVER)
-                p->last_use[root->id] = i;
+                p->last_use[root->id] = t->inplace ? LIVE_FOREVER : i;
         }
     }
     for (size_t i = 0; i < g->n_nodes; i++) {
@@ -156,7 +158,15 @@ static kiln_status assign_offsets(planner *p)
             continue; /* not run: it only names its source's storage */
         if (!t->inplace) {
             unshared += size;
-            arena_alloc(&a, size, &p->offset[i]);
+            /* Storage read after a run (outputs, and what output views show)
+             * takes fresh bytes: kiln_graph_eval reruns some earlier nodes
+             * alone, and one that had used these bytes would overwrite them. */
+            if (p->last_use[i] == LIVE_FOREVER) {
+                p->offset[i] = a.top;
+                a.top += size;
+            } else {
+                arena_alloc(&a, size, &p->offset[i]);
+            }
         }
         for (int s = 0; s < KILN_MAX_SRC; s++) {
             if (!t->node.src[s])
@@ -234,10 +244,14 @@ static kiln_status build_exec(kiln_graph *g)
         kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "compile: out of memory");
         return KILN_ERR_NO_MEMORY;
     }
-    for (size_t i = 0; i < g->n_nodes; i++) {
-        const kiln_tensor *t = g->nodes[i];
-        if (!is_leaf(t) && !t->view_src)
-            plan->exec[plan->n_exec++] = &t->node;
+    /* In-place updates (optimiser steps) go last, so that every reader of the
+     * tensor they overwrite has run, even one created after them. */
+    for (int inplace = 0; inplace <= 1; inplace++) {
+        for (size_t i = 0; i < g->n_nodes; i++) {
+            const kiln_tensor *t = g->nodes[i];
+            if (!is_leaf(t) && !t->view_src && (t->inplace != NULL) == inplace)
+                plan->exec[plan->n_exec++] = &t->node;
+        }
     }
     return KILN_OK;
 }

@@ -39,6 +39,7 @@ KILN_API void kiln_graph_free(kiln_graph *g)
     if (!g)
         return;
     kiln__plan_free(g);
+    kiln__optim_free(g);
     for (size_t i = 0; i < g->n_nodes; i++)
         tensor_free(g->nodes[i]);
     free(g->nodes);

@@ -135,6 +135,8 @@ struct kiln_graph {
     bool           compiled;
     bool           ran;
     kiln__plan     plan;
+    kiln_tensor   *loss;         /* set by kiln_backward, once              */
+    kiln_optimizer *optimizers;  /* owned, freed with the graph (optim.c)   */
 };
 
 /* Records the graph's first error (later ones are dropped) and returns the
@@ -173,5 +175,30 @@ kiln_status kiln__schedule(kiln_graph *g);
 void        kiln__schedule_free(kiln_graph *g);
 kiln_status kiln__fallback_run(kiln_graph *g, kiln__fallback *fb, const kiln_node *node);
 void        kiln__context_close_fallback(kiln_context *ctx);
+
+/* ---- training (ops_grad.c, autodiff.c, optim.c) ------------------------------ */
+
+/* Constructors of the gradient ops (backend.h) that kiln_backward appends.
+ * Shape-checked like the public ones: a mismatch is a sticky graph error. */
+kiln_tensor *kiln__sum_to(kiln_graph *g, kiln_tensor *a, int ndim, const int64_t *dims);
+/* a repeated along `axis` of dims (-1: a is one element, repeated everywhere) */
+kiln_tensor *kiln__expand(kiln_graph *g, kiln_tensor *a, int axis, int ndim,
+                          const int64_t *dims);
+kiln_tensor *kiln__relu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x);
+kiln_tensor *kiln__max_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x);
+/* op: KILN_OP_SOFTMAX_GRAD or KILN_OP_LOG_SOFTMAX_GRAD; y is the forward output */
+kiln_tensor *kiln__softmax_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
+                                kiln_tensor *y);
+/* The gradients of a conv2d, max_pool2d or cross_entropy node `fwd`, given
+ * gy, the gradient of its output; op picks CONV2D_GRAD_INPUT or _WEIGHT. */
+kiln_tensor *kiln__conv2d_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
+                               kiln_tensor *fwd);
+kiln_tensor *kiln__max_pool2d_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
+kiln_tensor *kiln__cross_entropy_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
+
+/* Refreshes every optimiser's hyper-parameters on the device and counts the
+ * step; kiln_graph_run calls it before each run (kiln_graph_eval does not). */
+kiln_status kiln__optim_before_run(kiln_graph *g);
+void        kiln__optim_free(kiln_graph *g);
 
 #endif /* KILN_IMPL_H */

@@ -61,6 +61,9 @@ KILN_API kiln_status kiln_graph_run(kiln_graph *g)
         return kiln__error(g->status != KILN_OK ? g->status : KILN_ERR_STATE,
                            "kiln_graph_run: %s", g->status != KILN_OK ? kiln_graph_error(g)
                            : "the graph is not compiled; call kiln_graph_compile first");
+    kiln_status st = kiln__optim_before_run(g); /* one optimiser step per run */
+    if (st != KILN_OK)
+        return st;
     return run_plan(g, NULL);
 }
 

@@ -75,6 +75,14 @@ void ref_rng_seed(ref_rng *rng, uint64_t seed)
         rng->state = 0x2545F4914F6CDD1Dull;
 }
 
+uint64_t ref_hash_str(const char *s)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
 uint64_t ref_rng_next(ref_rng *rng)
 {
     uint64_t x = rng->state;

@@ -36,6 +36,9 @@ typedef struct ref_rng {
 } ref_rng;
 
 void     ref_rng_seed(ref_rng *rng, uint64_t seed);
+/* A seed from a string (FNV-1a), e.g. a test case's label, so that each
+ * case gets its own numbers and the same ones on every run. */
+uint64_t ref_hash_str(const char *s);
 uint64_t ref_rng_next(ref_rng *rng);
 /* uniform in [lo, hi] */
 float    ref_rng_uniform(ref_rng *rng, float lo, float hi);

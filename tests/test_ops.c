@@ -106,14 +106,6 @@ typedef struct op_case {
     void       *scratch[MAX_SCRATCH];
 } op_case;
 
-static uint64_t hash_label(const char *s)
-{
-    uint64_t h = 14695981039346656037ull; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 static void *alloc_or_fail(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size); /* never 0 bytes: reads of empty tensors */
@@ -133,7 +125,7 @@ static void case_begin(op_case *c, kiln_context *ctx, const char *spec,
     va_start(ap, fmt);
     vsnprintf(c->label, sizeof c->label, fmt, ap);
     va_end(ap);
-    c->seed = hash_label(c->label);
+    c->seed = ref_hash_str(c->label);
     c->g = kiln_graph_new(ctx);
     cr_assert_not_null(c->g, "%s on %s: kiln_graph_new failed: %s", c->label, spec,
                        kiln_last_error());

@@ -115,6 +115,59 @@ kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node);
 
+/* gradients (ops_grad.c) and optimiser steps (ops_optim.c) */
+const char *cpu_check_sum_to(const kiln_node *node);
+const char *cpu_check_expand(const kiln_node *node);
+const char *cpu_check_relu_grad(const kiln_node *node);
+const char *cpu_check_max_grad(const kiln_node *node);
+const char *cpu_check_softmax_grad(const kiln_node *node);
+const char *cpu_check_conv2d_grad(const kiln_node *node);
+const char *cpu_check_max_pool2d_grad(const kiln_node *node);
+const char *cpu_check_cross_entropy_grad(const kiln_node *node);
+const char *cpu_check_step(const kiln_node *node);
+
+kiln_status cpu_op_sum_to(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_relu_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_max_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_cross_entropy_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_sgd_step(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_adam_step(const cpu_device *dev, const kiln_node *node);
+
+/* ---- convolution geometry -------------------------------------------------- */
+
+/* The sizes of one 2-D convolution, as size_t once checked. */
+typedef struct cpu_conv2d_geom {
+    size_t N, C, H, W;          /* x [N,C,H,W]                         */
+    size_t O, KH, KW;           /* w [O,C,KH,KW]                       */
+    size_t OH, OW;              /* y [N,O,OH,OW]                       */
+    size_t sh, sw, ph, pw;      /* stride, padding (CONV2D's iparam)   */
+} cpu_conv2d_geom;
+
+static inline cpu_conv2d_geom cpu_conv2d_geom_of(const int64_t *x, const int64_t *w,
+                                                 const int64_t *y, const int32_t *iparam)
+{
+    cpu_conv2d_geom g = {
+        .N = (size_t)x[0], .C = (size_t)x[1], .H = (size_t)x[2], .W = (size_t)x[3],
+        .O = (size_t)w[0], .KH = (size_t)w[2], .KW = (size_t)w[3],
+        .OH = (size_t)y[2], .OW = (size_t)y[3],
+        .sh = (size_t)iparam[0], .sw = (size_t)iparam[1],
+        .ph = (size_t)iparam[2], .pw = (size_t)iparam[3],
+    };
+    return g;
+}
+
+/* Windows of k, stride apart, over n padded by pad on both sides:
+ * (n + 2 * pad - k) / stride + 1, or -1 when not even one fits. */
+static inline int64_t cpu_window_count(int64_t n, int64_t k, int64_t stride, int64_t pad)
+{
+    int64_t span = n + 2 * pad - k;
+    return span < 0 ? -1 : span / stride + 1;
+}
+
 /* ---- node helpers --------------------------------------------------------- */
 
 /* The node's data. A node of no elements may have no buffer: NULL then. */

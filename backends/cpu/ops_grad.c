@@ -1,0 +1,392 @@
+/* ops_grad.c — the gradient ops kiln_backward appends: SUM_TO, EXPAND,
+ * RELU_GRAD, MAX_GRAD, SOFTMAX_GRAD and LOG_SOFTMAX_GRAD, CONV2D_GRAD_INPUT
+ * and CONV2D_GRAD_WEIGHT, MAX_POOL2D_GRAD, CROSS_ENTROPY_GRAD.
+ *
+ * Their semantics are backend.h's. Ties and NaN pick the same element the
+ * forward op picked (the first maximum, a NaN counting as one), so a gradient
+ * goes where the value came from. Sums accumulate in double, as in the
+ * forward reductions. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu-impl.h"
+
+/* ---- SUM_TO, EXPAND --------------------------------------------------------- */
+
+const char *cpu_check_sum_to(const kiln_node *node)
+{
+    int64_t n = node->numel, in = node->src[0]->numel;
+    if (n == 0 ? in != 0 : in % n != 0)
+        return "the output's number of elements does not divide the input's";
+    return NULL;
+}
+
+kiln_status cpu_op_sum_to(const cpu_device *dev, const kiln_node *node)
+{
+    size_t n = (size_t)node->numel, repeats = n ? (size_t)node->src[0]->numel / n : 0;
+    const float *x = cpu_cf32(node->src[0]);
+    float *out = cpu_f32(node);
+    for (size_t j = 0; j < n; j++)
+        out[j] = repeats ? (float)dev->k.sum(x + j, repeats, n) : 0.0f;
+    return KILN_OK;
+}
+
+/* The output seen as [outer, r, inner] around the axis (-1: [1, numel, 1]). */
+static void cpu_expand_extent(const kiln_node *node, int64_t *outer, int64_t *r,
+                              int64_t *inner)
+{
+    int axis = node->iparam[0];
+    if (axis == -1) {
+        *outer = 1;
+        *r = node->numel;
+        *inner = 1;
+        return;
+    }
+    *outer = cpu_dims_product(node, 0, axis);
+    *r = node->dims[axis];
+    *inner = cpu_dims_product(node, axis + 1, node->ndim);
+}
+
+const char *cpu_check_expand(const kiln_node *node)
+{
+    int axis = node->iparam[0];
+    int64_t outer, r, inner;
+    if (axis != -1 && (axis < 0 || axis >= node->ndim))
+        return "the axis (iparam[0]) is neither -1 nor an axis of the output";
+    cpu_expand_extent(node, &outer, &r, &inner);
+    if (node->src[0]->numel != (axis == -1 ? 1 : outer * inner))
+        return "the input's number of elements is not the output's without the axis";
+    return NULL;
+}
+
+kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node)
+{
+    (void)dev;
+    int64_t outer, r, inner;
+    cpu_expand_extent(node, &outer, &r, &inner);
+    const float *x = cpu_cf32(node->src[0]);
+    float *out = cpu_f32(node);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t k = 0; k < r; k++)
+            for (int64_t j = 0; j < inner; j++)
+                out[(o * r + k) * inner + j] = x[o * inner + j];
+    return KILN_OK;
+}
+
+/* ---- RELU_GRAD, MAX_GRAD ------------------------------------------------------ */
+
+const char *cpu_check_relu_grad(const kiln_node *node)
+{
+    if (node->src[0]->numel != node->numel || node->src[1]->numel != node->numel)
+        return "the gradient, x and the output differ in number of elements";
+    return NULL;
+}
+
+kiln_status cpu_op_relu_grad(const cpu_device *dev, const kiln_node *node)
+{
+    (void)dev;
+    const float *g = cpu_cf32(node->src[0]), *x = cpu_cf32(node->src[1]);
+    float *out = cpu_f32(node);
+    for (int64_t i = 0; i < node->numel; i++)
+        out[i] = x[i] > 0.0f ? g[i] : 0.0f;
+    return KILN_OK;
+}
+
+const char *cpu_check_max_grad(const kiln_node *node)
+{
+    const kiln_node *g = node->src[0], *x = node->src[1];
+    int64_t rows = cpu_rows(x);
+    if (g->numel != rows || node->numel != x->numel)
+        return "the gradient is not one element per row of x, or the output not x's size";
+    if (rows > 0 && cpu_last_dim(x) == 0)
+        return "the last axis is empty";
+    return NULL;
+}
+
+kiln_status cpu_op_max_grad(const cpu_device *dev, const kiln_node *node)
+{
+    const kiln_node *src = node->src[1];
+    size_t rows = (size_t)cpu_rows(src), cols = (size_t)cpu_last_dim(src);
+    const float *g = cpu_cf32(node->src[0]), *x = cpu_cf32(src);
+    float *out = cpu_f32(node);
+    for (size_t r = 0; r < rows; r++) {
+        float *row = out + r * cols;
+        memset(row, 0, cols * sizeof *row);
+        row[dev->k.argmax(x + r * cols, cols)] = g[r];
+    }
+    return KILN_OK;
+}
+
+/* ---- SOFTMAX_GRAD, LOG_SOFTMAX_GRAD ---------------------------------------------- */
+
+const char *cpu_check_softmax_grad(const kiln_node *node)
+{
+    if (node->src[0]->numel != node->numel || node->src[1]->numel != node->numel)
+        return "the gradient, y and the output differ in number of elements";
+    return NULL;
+}
+
+/* softmax: y * (g - sum(g * y)); log_softmax: g - exp(y) * sum(g), per row. */
+kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node)
+{
+    bool as_log = node->op == KILN_OP_LOG_SOFTMAX_GRAD;
+    const kiln_node *ynode = node->src[1];
+    int64_t rows = cpu_rows(ynode), cols = cpu_last_dim(ynode);
+    const float *g = cpu_cf32(node->src[0]), *y = cpu_cf32(ynode);
+    float *out = cpu_f32(node);
+    if (cols == 0)
+        return KILN_OK;   /* no elements at all */
+    for (int64_t r = 0; r < rows; r++) {
+        const float *gr = g + r * cols, *yr = y + r * cols;
+        float *o = out + r * cols;
+        double s = 0.0;
+        if (as_log) {
+            s = dev->k.sum(gr, (size_t)cols, 1);
+            for (int64_t i = 0; i < cols; i++)
+                o[i] = gr[i] - expf(yr[i]) * (float)s;
+            continue;
+        }
+        for (int64_t i = 0; i < cols; i++)
+            s += (double)gr[i] * (double)yr[i];
+        for (int64_t i = 0; i < cols; i++)
+            o[i] = yr[i] * (gr[i] - (float)s);
+    }
+    return KILN_OK;
+}
+
+/* ---- CONV2D_GRAD_INPUT, CONV2D_GRAD_WEIGHT ------------------------------------- */
+
+/* x's and w's dims: one of them is the node's own, the other its src[1]. */
+static void cpu_conv_grad_dims(const kiln_node *node, const int64_t **x, const int64_t **w)
+{
+    bool input = node->op == KILN_OP_CONV2D_GRAD_INPUT;
+    *x = input ? node->dims : node->src[1]->dims;
+    *w = input ? node->src[1]->dims : node->dims;
+}
+
+const char *cpu_check_conv2d_grad(const kiln_node *node)
+{
+    const kiln_node *gy = node->src[0];
+    const int32_t *p = node->iparam;
+    const int64_t *x, *w;
+    if (gy->ndim != 4 || node->src[1]->ndim != 4 || node->ndim != 4)
+        return "conv2d gradients take and give 4-D tensors";
+    if (p[0] < 1 || p[1] < 1 || p[2] < 0 || p[3] < 0)
+        return "strides must be at least 1 and padding at least 0";
+    cpu_conv_grad_dims(node, &x, &w);
+    if (w[1] != x[1])
+        return "w's channels differ from x's";
+    if (w[2] < 1 || w[3] < 1)
+        return "the kernel is empty";
+    if (gy->dims[0] != x[0] || gy->dims[1] != w[0] ||
+        gy->dims[2] != cpu_window_count(x[2], w[2], p[0], p[2]) ||
+        gy->dims[3] != cpu_window_count(x[3], w[3], p[1], p[3]))
+        return "the gradient is not [N, O, (H+2*pad_h-KH)/stride_h+1, "
+               "(W+2*pad_w-KW)/stride_w+1]";
+    return NULL;
+}
+
+/* The patch matrix of one image x [C,H,W] is rows [OH*OW, C*KH*KW]: row p is
+ * the window under output pixel p, zero where it covers padding. With x_in
+ * it is gathered from x_in (im2col, transposed); with x_in NULL every entry
+ * of rows is added to the pixel of x_out it came from, so that overlapping
+ * windows add up (col2im). */
+static void cpu_patches(const cpu_conv2d_geom *cv, const float *x_in, float *x_out,
+                        float *rows)
+{
+    float *at_row = rows;
+    for (size_t oh = 0; oh < cv->OH; oh++)
+    for (size_t ow = 0; ow < cv->OW; ow++)
+    for (size_t c = 0; c < cv->C; c++)
+    for (size_t kh = 0; kh < cv->KH; kh++) {
+        /* ih, iw as unsigned: "negative" (in the padding) wraps above H */
+        size_t ih = oh * cv->sh + kh - cv->ph;
+        for (size_t kw = 0; kw < cv->KW; kw++, at_row++) {
+            size_t iw = ow * cv->sw + kw - cv->pw;
+            bool inside = ih < cv->H && iw < cv->W;
+            size_t at = (c * cv->H + ih) * cv->W + iw;
+            if (x_in)
+                *at_row = inside ? x_in[at] : 0.0f;
+            else if (inside)
+                x_out[at] += *at_row;
+        }
+    }
+}
+
+/* n floats, or NULL (with the error set) when they cannot be had. */
+static float *cpu_scratch(const cpu_device *dev, const char *op, size_t a, size_t b)
+{
+    size_t n;
+    float *p = NULL;
+    if (!__builtin_mul_overflow(a, b, &n) && n <= SIZE_MAX / sizeof(float))
+        p = malloc(n ? n * sizeof(float) : 1);
+    if (!p)
+        dev->host->error(KILN_ERR_NO_MEMORY, "%s: cannot allocate %zu x %zu floats "
+                         "of scratch", op, a, b);
+    return p;
+}
+
+/* dx[n] = col2im(gy[n]^T @ w): each output pixel's gradient spread over its
+ * window through the weights. */
+static void cpu_conv_grad_input(const cpu_device *dev, const cpu_conv2d_geom *cv,
+                                const float *gy, const float *w, float *dx, float *rows)
+{
+    size_t spatial = cv->OH * cv->OW, ckk = cv->C * cv->KH * cv->KW;
+    size_t image = cv->C * cv->H * cv->W;
+    for (size_t n = 0; n < cv->N; n++) {
+        /* O = 0 (K = 0): sgemm writes zeros */
+        dev->k.sgemm(spatial, ckk, cv->O, gy + n * cv->O * spatial, spatial, true,
+                     w, ckk, false, rows, ckk);
+        memset(dx + n * image, 0, image * sizeof *dx);
+        cpu_patches(cv, NULL, dx + n * image, rows);
+    }
+}
+
+/* dw = sum over n of gy[n] @ patches(x[n]); tmp holds one image's term. */
+static void cpu_conv_grad_weight(const cpu_device *dev, const cpu_conv2d_geom *cv,
+                                 const float *gy, const float *x, float *dw,
+                                 float *rows, float *tmp)
+{
+    size_t spatial = cv->OH * cv->OW, ckk = cv->C * cv->KH * cv->KW;
+    size_t image = cv->C * cv->H * cv->W;
+    if (cv->N == 0)
+        memset(dw, 0, cv->O * ckk * sizeof *dw);
+    for (size_t n = 0; n < cv->N; n++) {
+        cpu_patches(cv, x + n * image, NULL, rows);
+        dev->k.sgemm(cv->O, ckk, spatial, gy + n * cv->O * spatial, spatial, false,
+                     rows, ckk, false, n == 0 ? dw : tmp, ckk);
+        if (n > 0)
+            dev->k.binary[CPU_ADD](dw, dw, 1, tmp, 1, cv->O * ckk);
+    }
+}
+
+kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node)
+{
+    bool input = node->op == KILN_OP_CONV2D_GRAD_INPUT;
+    const char *name = input ? "conv2d_grad_input" : "conv2d_grad_weight";
+    if (node->numel == 0)
+        return KILN_OK;
+    /* Not empty, so C, KH, KW >= 1 and the checked gy has OH, OW >= 1. */
+    const int64_t *x, *w;
+    cpu_conv_grad_dims(node, &x, &w);
+    cpu_conv2d_geom cv = cpu_conv2d_geom_of(x, w, node->src[0]->dims, node->iparam);
+    size_t ckk = cv.C * cv.KH * cv.KW;
+    float *rows = cpu_scratch(dev, name, cv.OH * cv.OW, ckk);
+    float *tmp = !input && cv.N > 1 ? cpu_scratch(dev, name, cv.O, ckk) : NULL;
+    if (!rows || (!input && cv.N > 1 && !tmp)) {
+        free(rows);
+        free(tmp);
+        return KILN_ERR_NO_MEMORY;
+    }
+    const float *gy = cpu_cf32(node->src[0]), *other = cpu_cf32(node->src[1]);
+    if (input)
+        cpu_conv_grad_input(dev, &cv, gy, other, cpu_f32(node), rows);
+    else
+        cpu_conv_grad_weight(dev, &cv, gy, other, cpu_f32(node), rows, tmp);
+    free(rows);
+    free(tmp);
+    return KILN_OK;
+}
+
+/* ---- MAX_POOL2D_GRAD ----------------------------------------------------------- */
+
+const char *cpu_check_max_pool2d_grad(const kiln_node *node)
+{
+    const kiln_node *gy = node->src[0], *x = node->src[1];
+    const int32_t *p = node->iparam;
+    if (gy->ndim != 4 || x->ndim != 4 || node->ndim != 4)
+        return "max_pool2d_grad takes gy [N,C,OH,OW] and x [N,C,H,W]";
+    if (p[0] < 1 || p[1] < 1 || p[2] < 1 || p[3] < 1)
+        return "kernel sizes and strides must be at least 1";
+    if (memcmp(node->dims, x->dims, sizeof node->dims) != 0)
+        return "the output is not x's shape";
+    if (gy->dims[0] != x->dims[0] || gy->dims[1] != x->dims[1] ||
+        gy->dims[2] != cpu_window_count(x->dims[2], p[0], p[2], 0) ||
+        gy->dims[3] != cpu_window_count(x->dims[3], p[1], p[3], 0))
+        return "the gradient is not [N, C, (H-kernel_h)/stride_h+1, "
+               "(W-kernel_w)/stride_w+1]";
+    return NULL;
+}
+
+/* Where in a kh x kw window (row stride W) the forward max came from: the
+ * first maximum, or the first NaN. */
+static size_t cpu_window_argmax(const float *x, size_t W, size_t kh, size_t kw)
+{
+    size_t best = 0;
+    for (size_t i = 0; i < kh; i++) {
+        for (size_t j = 0; j < kw; j++) {
+            float v = x[i * W + j], m = x[best];
+            if (m != m)
+                return best;
+            if (v > m || v != v)
+                best = i * W + j;
+        }
+    }
+    return best;
+}
+
+kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
+{
+    (void)dev;
+    const kiln_node *src = node->src[1];
+    size_t planes = (size_t)(src->dims[0] * src->dims[1]);
+    size_t H = (size_t)src->dims[2], W = (size_t)src->dims[3];
+    size_t OH = (size_t)node->src[0]->dims[2], OW = (size_t)node->src[0]->dims[3];
+    size_t kh = (size_t)node->iparam[0], kw = (size_t)node->iparam[1];
+    size_t sh = (size_t)node->iparam[2], sw = (size_t)node->iparam[3];
+    const float *gy = cpu_cf32(node->src[0]), *x = cpu_cf32(src);
+    float *out = cpu_f32(node);
+    if (node->numel == 0)
+        return KILN_OK;
+    memset(out, 0, (size_t)node->numel * sizeof *out);
+    for (size_t p = 0; p < planes; p++) {
+        for (size_t oh = 0; oh < OH; oh++) {
+            for (size_t ow = 0; ow < OW; ow++) {
+                size_t corner = p * H * W + oh * sh * W + ow * sw;
+                out[corner + cpu_window_argmax(x + corner, W, kh, kw)] +=
+                    gy[(p * OH + oh) * OW + ow];
+            }
+        }
+    }
+    return KILN_OK;
+}
+
+/* ---- CROSS_ENTROPY_GRAD --------------------------------------------------------- */
+
+const char *cpu_check_cross_entropy_grad(const kiln_node *node)
+{
+    const kiln_node *logits = node->src[1], *labels = node->src[2];
+    if (node->src[0]->numel != 1)
+        return "the gradient is not one element";
+    if (logits->ndim != 2 || labels->ndim != 1 || labels->dims[0] != logits->dims[0])
+        return "cross_entropy_grad takes logits [N,C] and labels [N]";
+    if (node->ndim != 2 || memcmp(node->dims, logits->dims, 2 * sizeof node->dims[0]))
+        return "the output is not the logits' shape";
+    return NULL;
+}
+
+/* g * (softmax(logits) - one_hot(labels)) / N */
+kiln_status cpu_op_cross_entropy_grad(const cpu_device *dev, const kiln_node *node)
+{
+    const kiln_node *logits = node->src[1];
+    int64_t N = logits->dims[0], C = logits->dims[1];
+    const float *x = cpu_cf32(logits);
+    const int32_t *labels = cpu_data(node->src[2]);
+    float *out = cpu_f32(node);
+    float scale = N > 0 ? (float)((double)*cpu_cf32(node->src[0]) / (double)N) : 0.0f;
+    for (int64_t i = 0; i < N; i++) {
+        int32_t label = labels[i];
+        if (label < 0 || label >= C)
+            return dev->host->error(KILN_ERR_INVALID_ARG,
+                                    "cross_entropy_grad: label %d at row %lld is "
+                                    "outside [0, %lld)", (int)label, (long long)i,
+                                    (long long)C);
+        float *row = out + i * C;
+        dev->k.softmax_row(row, x + i * C, (size_t)C, false);
+        row[label] -= 1.0f;
+        for (int64_t j = 0; j < C; j++)
+            row[j] *= scale;
+    }
+    return KILN_OK;
+}

@@ -1,0 +1,326 @@
+/* core/autodiff.c — kiln_backward and kiln_grad: reverse mode, appended to
+ * the graph as ordinary nodes, so gradients run on the backend like the rest.
+ *
+ * Creation order is topological, so walking from the loss down to the first
+ * node visits every consumer of a tensor before the tensor itself: when a node
+ * is reached its gradient is complete (the sum of what each consumer gave)
+ * and can be pushed on to its sources. Only f32 tensors that depend on a
+ * parameter get a gradient; inputs, constants, whatever is computed from them
+ * alone, and i32 tensors (argmax, labels) are skipped, so no node is spent on
+ * a gradient nobody reads.
+ */
+#include "kiln-impl.h"
+
+#include <stdlib.h>
+
+typedef struct backward {
+    kiln_graph  *g;
+    bool        *wants; /* per node id: f32 and computed from a parameter   */
+    kiln_tensor *one;   /* the constant 1, made when a rule first needs it  */
+} backward;
+
+static kiln_tensor *src_of(const kiln_tensor *t, int i)
+{
+    return (kiln_tensor *)t->node.src[i]; /* node is the first member */
+}
+
+static bool wants(const backward *bw, const kiln_tensor *t)
+{
+    return t && bw->wants[t->id];
+}
+
+static kiln_tensor *one(backward *bw)
+{
+    if (!bw->one)
+        bw->one = kiln_scalar(bw->g, 1.0f);
+    return bw->one;
+}
+
+/* Adds a consumer's contribution to src's gradient. */
+static void accumulate(backward *bw, kiln_tensor *src, kiln_tensor *contribution)
+{
+    src->grad = src->grad ? kiln_add(bw->g, src->grad, contribution) : contribution;
+}
+
+/* gy, the gradient of a binary op's output, brought to the shape of an
+ * operand that the op may have broadcast: summed over the repeats. */
+static kiln_tensor *reduce_to(kiln_graph *g, kiln_tensor *gy, const kiln_tensor *like)
+{
+    const kiln_node *l = &like->node;
+    bool same = gy->node.ndim == l->ndim;
+    for (int i = 0; same && i < l->ndim; i++)
+        same = gy->node.dims[i] == l->dims[i];
+    if (same)
+        return gy;
+    if (gy->node.numel == l->numel) /* they differ by leading 1s only */
+        return kiln_reshape(g, gy, l->ndim, l->dims);
+    return kiln__sum_to(g, gy, l->ndim, l->dims);
+}
+
+static void backward_binary(backward *bw, kiln_tensor *t, kiln_tensor *gy)
+{
+    kiln_graph  *g = bw->g;
+    kiln_tensor *a = src_of(t, 0), *b = src_of(t, 1);
+    switch (t->node.op) {
+    case KILN_OP_ADD:
+    case KILN_OP_SUB:
+        if (wants(bw, a))
+            accumulate(bw, a, reduce_to(g, gy, a));
+        if (wants(bw, b)) {
+            kiln_tensor *gb = reduce_to(g, gy, b);
+            accumulate(bw, b, t->node.op == KILN_OP_SUB ? kiln_neg(g, gb) : gb);
+        }
+        break;
+    case KILN_OP_MUL:
+        if (wants(bw, a))
+            accumulate(bw, a, reduce_to(g, kiln_mul(g, gy, b), a));
+        if (wants(bw, b))
+            accumulate(bw, b, reduce_to(g, kiln_mul(g, gy, a), b));
+        break;
+    default: /* DIV: y = a / b, dy/db = -a / b^2 = -y / b */
+        if (wants(bw, a))
+            accumulate(bw, a, reduce_to(g, kiln_div(g, gy, b), a));
+        if (wants(bw, b))
+            accumulate(bw, b, kiln_neg(g, reduce_to(g, kiln_mul(g, gy, kiln_div(g, t, b)),
+                                                    b)));
+        break;
+    }
+}
+
+/* The gradient of the one source of an elementwise unary op; y is its output. */
+static kiln_tensor *unary_grad(backward *bw, kiln_tensor *y, kiln_tensor *gy)
+{
+    kiln_graph  *g = bw->g;
+    kiln_tensor *x = src_of(y, 0);
+    switch (y->node.op) {
+    case KILN_OP_NEG:     return kiln_neg(g, gy);
+    case KILN_OP_EXP:     return kiln_mul(g, gy, y);
+    case KILN_OP_LOG:     return kiln_div(g, gy, x);
+    case KILN_OP_SQRT:    return kiln_div(g, gy, kiln_scale(g, y, 2.0f));
+    case KILN_OP_RELU:    return kiln__relu_grad(g, gy, x);
+    case KILN_OP_SIGMOID: return kiln_mul(g, gy, kiln_mul(g, y, kiln_sub(g, one(bw), y)));
+    case KILN_OP_TANH:    return kiln_mul(g, gy, kiln_sub(g, one(bw), kiln_mul(g, y, y)));
+    default:              return kiln_scale(g, gy, y->node.fparam[0]); /* SCALE */
+    }
+}
+
+/* C = op(A) op(B): d op(A) = gy op(B)^T and d op(B) = op(A)^T gy, each
+ * transposed back when the operand was read transposed; matmul_t's flags
+ * express every case without a transpose node. */
+static void backward_matmul(backward *bw, kiln_tensor *t, kiln_tensor *gy)
+{
+    kiln_graph  *g  = bw->g;
+    kiln_tensor *a  = src_of(t, 0), *b = src_of(t, 1);
+    bool         ta = t->node.iparam[0] != 0, tb = t->node.iparam[1] != 0;
+    if (wants(bw, a))
+        accumulate(bw, a, ta ? kiln_matmul_t(g, b, gy, tb, true)
+                             : kiln_matmul_t(g, gy, b, false, !tb));
+    if (wants(bw, b))
+        accumulate(bw, b, tb ? kiln_matmul_t(g, gy, a, true, ta)
+                             : kiln_matmul_t(g, a, gy, !ta, false));
+}
+
+/* SUM and MEAN, over everything (axis -1) or one axis, keepdim or not: the
+ * gradient is gy repeated along what was reduced (divided by its length for
+ * the mean). */
+static kiln_tensor *reduce_grad(backward *bw, kiln_tensor *t, kiln_tensor *gy)
+{
+    kiln_tensor *a    = src_of(t, 0);
+    int          axis = t->node.iparam[0];
+    if (t->node.op == KILN_OP_MEAN) {
+        int64_t r = axis < 0 ? a->node.numel : a->node.dims[axis];
+        /* the mean of nothing has no elements to send a gradient to */
+        gy = kiln_scale(bw->g, gy, r > 0 ? (float)(1.0 / (double)r) : 0.0f);
+    }
+    return kiln__expand(bw->g, gy, axis, a->node.ndim, a->node.dims);
+}
+
+/* conv2d: x and w through their gradient ops; the bias gets gy summed over
+ * N, OH and OW ([N, O, OH*OW] -> [N, O] -> [O]). */
+static void backward_conv2d(backward *bw, kiln_tensor *t, kiln_tensor *gy)
+{
+    kiln_graph  *g = bw->g;
+    kiln_tensor *x = src_of(t, 0), *w = src_of(t, 1), *bias = src_of(t, 2);
+    if (wants(bw, x))
+        accumulate(bw, x, kiln__conv2d_grad(g, KILN_OP_CONV2D_GRAD_INPUT, gy, t));
+    if (wants(bw, w))
+        accumulate(bw, w, kiln__conv2d_grad(g, KILN_OP_CONV2D_GRAD_WEIGHT, gy, t));
+    if (wants(bw, bias)) {
+        const int64_t *d    = t->node.dims;
+        kiln_tensor   *rows = kiln_reshape(g, gy, KILN_SHAPE(d[0], d[1], d[2] * d[3]));
+        kiln_tensor   *per_image = kiln_sum_axis(g, rows, 2, false);
+        accumulate(bw, bias, kiln_sum_axis(g, per_image, 0, false));
+    }
+}
+
+/* mean((p - q)^2): dp = 2 (p - q) gy / n, dq = -dp. */
+static void backward_mse(backward *bw, kiln_tensor *t, kiln_tensor *gy)
+{
+    kiln_graph  *g = bw->g;
+    kiln_tensor *p = src_of(t, 0), *q = src_of(t, 1);
+    int64_t      n = p->node.numel;
+    kiln_tensor *dp = kiln_scale(g, kiln_mul(g, kiln_sub(g, p, q), gy),
+                                 n > 0 ? (float)(2.0 / (double)n) : 0.0f);
+    if (wants(bw, p))
+        accumulate(bw, p, dp);
+    if (wants(bw, q))
+        accumulate(bw, q, kiln_neg(g, dp));
+}
+
+/* Pushes t's gradient on to those of its sources that want one. */
+static void backward_node(backward *bw, kiln_tensor *t)
+{
+    kiln_graph  *g  = bw->g;
+    kiln_tensor *gy = t->grad, *a = src_of(t, 0);
+    switch (t->node.op) {
+    case KILN_OP_ADD: case KILN_OP_SUB: case KILN_OP_MUL: case KILN_OP_DIV:
+        backward_binary(bw, t, gy);
+        return;
+    case KILN_OP_MATMUL:     backward_matmul(bw, t, gy); return;
+    case KILN_OP_CONV2D:     backward_conv2d(bw, t, gy); return;
+    case KILN_OP_MSE_LOSS:   backward_mse(bw, t, gy);    return;
+    default:                 break;
+    }
+    if (!wants(bw, a))
+        return; /* the remaining ops differentiate only their first source */
+    kiln_tensor *ga;
+    switch (t->node.op) {
+    case KILN_OP_NEG: case KILN_OP_EXP: case KILN_OP_LOG: case KILN_OP_SQRT:
+    case KILN_OP_RELU: case KILN_OP_SIGMOID: case KILN_OP_TANH: case KILN_OP_SCALE:
+        ga = unary_grad(bw, t, gy);
+        break;
+    case KILN_OP_SUM: case KILN_OP_MEAN:
+        ga = reduce_grad(bw, t, gy);
+        break;
+    case KILN_OP_MAX:         ga = kiln__max_grad(g, gy, a); break;
+    case KILN_OP_SOFTMAX:     ga = kiln__softmax_grad(g, KILN_OP_SOFTMAX_GRAD, gy, t); break;
+    case KILN_OP_LOG_SOFTMAX:
+        ga = kiln__softmax_grad(g, KILN_OP_LOG_SOFTMAX_GRAD, gy, t);
+        break;
+    case KILN_OP_RESHAPE:     ga = kiln_reshape(g, gy, a->node.ndim, a->node.dims); break;
+    case KILN_OP_TRANSPOSE:   ga = kiln_transpose(g, gy); break;
+    case KILN_OP_MAX_POOL2D:  ga = kiln__max_pool2d_grad(g, gy, t); break;
+    case KILN_OP_CROSS_ENTROPY: ga = kiln__cross_entropy_grad(g, gy, t); break;
+    default: {
+        char s[KILN__SHAPE_STR];
+        kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "backward: %s %s has no gradient",
+                         kiln__op_name(t->node.op),
+                         kiln__shape_str(s, t->node.ndim, t->node.dims));
+        return;
+    }
+    }
+    accumulate(bw, a, ga);
+}
+
+/* Marks the f32 nodes up to `last` that are computed from a parameter. */
+static void mark_wanted(backward *bw, size_t last)
+{
+    for (size_t i = 0; i <= last; i++) {
+        const kiln_tensor *t = bw->g->nodes[i];
+        if (t->node.dtype != KILN_F32)
+            continue;
+        bool w = (t->flags & KILN__PARAM) != 0;
+        for (int s = 0; !w && !(t->flags & KILN__LEAF) && s < KILN_MAX_SRC; s++)
+            w = t->node.src[s] && bw->wants[src_of(t, s)->id];
+        bw->wants[i] = w;
+    }
+}
+
+/* Why kiln_backward cannot start, or KILN_OK. Nothing has been appended when
+ * these fail, so they are not recorded on the graph: the caller may fix the
+ * call and try again. */
+static kiln_status check_backward(kiln_graph *g, const kiln_tensor *loss)
+{
+    if (!g || !loss)
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_backward: %s is NULL",
+                           g ? "loss" : "graph");
+    if (g->status != KILN_OK)
+        return kiln__error(g->status, "kiln_backward: the graph has an error: %s",
+                           kiln_graph_error(g));
+    if (loss->graph != g)
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_backward: the loss belongs to "
+                           "another graph");
+    if (g->compiled)
+        return kiln__error(KILN_ERR_STATE, "kiln_backward: the graph is already "
+                           "compiled; call kiln_backward before kiln_graph_compile");
+    if (g->loss)
+        return kiln__error(KILN_ERR_STATE, "kiln_backward: already called on this "
+                           "graph; it may be called once");
+    char s[KILN__SHAPE_STR];
+    kiln__shape_str(s, loss->node.ndim, loss->node.dims);
+    if (loss->node.numel != 1 || loss->node.dtype != KILN_F32)
+        return kiln__error(KILN_ERR_SHAPE, "kiln_backward: the loss %s %s is not a "
+                           "scalar: expected one f32 element (reduce it with kiln_sum "
+                           "or kiln_mean)", loss->node.dtype == KILN_F32 ? "f32" : "i32",
+                           s);
+    return KILN_OK;
+}
+
+KILN_API kiln_status kiln_backward(kiln_graph *g, kiln_tensor *loss)
+{
+    kiln_status st = check_backward(g, loss);
+    if (st != KILN_OK)
+        return st;
+    backward bw = { .g = g, .wants = kiln__calloc(g->n_nodes, sizeof(bool),
+                                                  "kiln_backward") };
+    if (!bw.wants)
+        return KILN_ERR_NO_MEMORY;
+    mark_wanted(&bw, loss->id);
+    if (!bw.wants[loss->id]) {
+        free(bw.wants);
+        char s[KILN__SHAPE_STR];
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_backward: the loss %s depends "
+                           "on no parameter (kiln_param), so there is nothing to "
+                           "differentiate", kiln__shape_str(s, loss->node.ndim,
+                                                            loss->node.dims));
+    }
+    g->loss = loss;
+    float seed = 1.0f;
+    loss->grad = kiln_const(g, KILN_F32, loss->node.ndim, loss->node.dims, &seed);
+    /* New nodes are appended above the loss, so the walk never meets them;
+     * g->nodes may move as it grows, so it is indexed afresh each time. */
+    for (size_t i = loss->id + 1; i-- > 0 && g->status == KILN_OK;) {
+        kiln_tensor *t = g->nodes[i];
+        if (t->grad && !(t->flags & KILN__LEAF))
+            backward_node(&bw, t);
+    }
+    for (size_t i = 0; i <= loss->id && g->status == KILN_OK; i++) {
+        kiln_tensor *t = g->nodes[i];
+        if ((t->flags & KILN__PARAM) && t->grad)
+            kiln_output(g, t->grad);
+    }
+    free(bw.wants);
+    if (g->status != KILN_OK)
+        return kiln__error(g->status, "kiln_backward: %s", kiln_graph_error(g));
+    return KILN_OK;
+}
+
+KILN_API kiln_tensor *kiln_grad(kiln_graph *g, kiln_tensor *t)
+{
+    if (!g || !t) {
+        kiln__error(KILN_ERR_INVALID_ARG, "kiln_grad: %s is NULL", g ? "tensor" : "graph");
+        return NULL;
+    }
+    char s[KILN__SHAPE_STR];
+    kiln__shape_str(s, t->node.ndim, t->node.dims);
+    const char *name = t->name ? t->name : kiln__op_name(t->node.op);
+    if (t->graph != g || !g->loss || !t->grad) {
+        kiln__error(KILN_ERR_INVALID_ARG, "kiln_grad: '%s' %s has no gradient: %s", name,
+                    s, t->graph != g ? "it belongs to another graph"
+                    : !g->loss       ? "call kiln_backward first"
+                                     : "the loss does not depend on it through a "
+                                       "parameter (inputs, constants, i32 tensors and "
+                                       "what is computed from them alone get none)");
+        return NULL;
+    }
+    if (!(t->grad->flags & (KILN__OUTPUT | KILN__LEAF))) {
+        if (g->compiled) {
+            kiln__error(KILN_ERR_STATE, "kiln_grad: the gradient of '%s' %s is an "
+                        "intermediate whose storage is reused; ask for it with "
+                        "kiln_grad before kiln_graph_compile", name, s);
+            return NULL;
+        }
+        kiln_output(g, t->grad);
+    }
+    return t->grad;
+}

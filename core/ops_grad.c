@@ -1,0 +1,193 @@
+/* core/ops_grad.c — constructors of the gradient ops kiln_backward appends
+ * (backend.h: SUM_TO .. CROSS_ENTROPY_GRAD).
+ *
+ * Only autodiff.c calls these, with shapes it derived itself. They check
+ * anyway, as every constructor does, so that a wrong backward rule is a graph
+ * error naming the op and the shapes, not a backend reading past a buffer. */
+#include "kiln-impl.h"
+
+static bool same_shape(const kiln_node *a, const kiln_node *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->dims[i] != b->dims[i])
+            return false;
+    return true;
+}
+
+/* Records "<op>: <what_a> [..] and <what_b> [..]: expected <expected>". */
+static kiln_tensor *mismatch(kiln_graph *g, kiln_op op, const char *what_a,
+                             const kiln_node *a, const char *what_b, const kiln_node *b,
+                             const char *expected)
+{
+    char sa[KILN__SHAPE_STR], sb[KILN__SHAPE_STR];
+    return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %s %s and %s %s: expected %s",
+                            kiln__op_name(op), what_a,
+                            kiln__shape_str(sa, a->ndim, a->dims), what_b,
+                            kiln__shape_str(sb, b->ndim, b->dims), expected);
+}
+
+/* The first n operands usable and f32. */
+static bool check_f32_operands(kiln_graph *g, kiln_op op, kiln_tensor *const *src, int n)
+{
+    const char *name = kiln__op_name(op);
+    if (!kiln__check_operands(g, name, src, n))
+        return false;
+    for (int i = 0; i < n; i++)
+        if (!kiln__check_f32(g, name, i == 0 ? "the gradient" : "an operand", src[i]))
+            return false;
+    return true;
+}
+
+kiln_tensor *kiln__sum_to(kiln_graph *g, kiln_tensor *a, int ndim, const int64_t *dims)
+{
+    if (!check_f32_operands(g, KILN_OP_SUM_TO, &a, 1))
+        return g ? g->poison : NULL;
+    if (ndim < 0 || ndim > KILN_MAX_DIMS || (ndim > 0 && !dims))
+        return kiln__graph_fail(g, KILN_ERR_SHAPE, "sum_to: %d dimensions, expected 0 "
+                                "to %d", ndim, KILN_MAX_DIMS);
+    int64_t n = kiln__numel(ndim, dims);
+    if (n == 0 ? a->node.numel != 0 : a->node.numel % n != 0) {
+        kiln_node target = { .ndim = ndim };
+        for (int i = 0; i < ndim; i++)
+            target.dims[i] = dims[i];
+        return mismatch(g, KILN_OP_SUM_TO, "input", &a->node, "target", &target,
+                        "a target whose element count divides the input's");
+    }
+    return kiln__node_new(g, KILN_OP_SUM_TO, KILN_F32, ndim, dims, &a, 1);
+}
+
+kiln_tensor *kiln__expand(kiln_graph *g, kiln_tensor *a, int axis, int ndim,
+                          const int64_t *dims)
+{
+    if (!check_f32_operands(g, KILN_OP_EXPAND, &a, 1))
+        return g ? g->poison : NULL;
+    if (ndim < 0 || ndim > KILN_MAX_DIMS || (ndim > 0 && !dims) || axis < -1 ||
+        axis >= ndim)
+        return kiln__graph_fail(g, KILN_ERR_SHAPE, "expand: axis %d of %d dimensions, "
+                                "expected -1 or an axis of at most %d dimensions",
+                                axis, ndim, KILN_MAX_DIMS);
+    kiln_node target = { .ndim = ndim };
+    int64_t   rest   = 1; /* the target's element count without the axis */
+    for (int i = 0; i < ndim; i++) {
+        target.dims[i] = dims[i];
+        rest *= i == axis ? 1 : dims[i];
+    }
+    if (a->node.numel != (axis < 0 ? 1 : rest))
+        return mismatch(g, KILN_OP_EXPAND, "input", &a->node, "target", &target,
+                        axis < 0 ? "one element" : "the target's shape without the "
+                        "axis, or with it of size 1");
+    kiln_tensor *t = kiln__node_new(g, KILN_OP_EXPAND, KILN_F32, ndim, dims, &a, 1);
+    if (!(t->flags & KILN__POISON))
+        t->node.iparam[0] = axis;
+    return t;
+}
+
+kiln_tensor *kiln__relu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
+{
+    kiln_tensor *src[] = { gy, x };
+    if (!check_f32_operands(g, KILN_OP_RELU_GRAD, src, 2))
+        return g ? g->poison : NULL;
+    if (!same_shape(&gy->node, &x->node))
+        return mismatch(g, KILN_OP_RELU_GRAD, "gradient", &gy->node, "x", &x->node,
+                        "equal shapes");
+    return kiln__node_new(g, KILN_OP_RELU_GRAD, KILN_F32, x->node.ndim, x->node.dims,
+                          src, 2);
+}
+
+kiln_tensor *kiln__max_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
+{
+    kiln_tensor *src[] = { gy, x };
+    if (!check_f32_operands(g, KILN_OP_MAX_GRAD, src, 2))
+        return g ? g->poison : NULL;
+    const kiln_node *xn = &x->node;
+    if (xn->ndim < 1 || gy->node.ndim != xn->ndim - 1 ||
+        kiln__numel(xn->ndim - 1, xn->dims) != gy->node.numel ||
+        (xn->numel == 0 && gy->node.numel != 0))
+        return mismatch(g, KILN_OP_MAX_GRAD, "gradient", &gy->node, "x", xn,
+                        "x of at least 1 dimension, with a non-empty last axis, and "
+                        "a gradient of x's shape without its last axis");
+    return kiln__node_new(g, KILN_OP_MAX_GRAD, KILN_F32, xn->ndim, xn->dims, src, 2);
+}
+
+kiln_tensor *kiln__softmax_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy, kiln_tensor *y)
+{
+    kiln_tensor *src[] = { gy, y };
+    if (op != KILN_OP_SOFTMAX_GRAD && op != KILN_OP_LOG_SOFTMAX_GRAD)
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "softmax_grad: op %s, expected "
+                                "softmax_grad or log_softmax_grad", kiln__op_name(op));
+    if (!check_f32_operands(g, op, src, 2))
+        return g ? g->poison : NULL;
+    if (y->node.ndim < 1 || !same_shape(&gy->node, &y->node))
+        return mismatch(g, op, "gradient", &gy->node, "y", &y->node,
+                        "equal shapes of at least 1 dimension");
+    return kiln__node_new(g, op, KILN_F32, y->node.ndim, y->node.dims, src, 2);
+}
+
+/* gy must be the gradient of fwd's output, and fwd a node of op `want`. */
+static bool check_fwd(kiln_graph *g, kiln_op op, kiln_tensor *gy, kiln_tensor *fwd,
+                      kiln_op want)
+{
+    kiln_tensor *src[] = { gy, fwd };
+    if (!check_f32_operands(g, op, src, 2))
+        return false;
+    if (fwd->node.op != want) {
+        kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "%s: the forward node is %s, "
+                         "expected %s", kiln__op_name(op), kiln__op_name(fwd->node.op),
+                         kiln__op_name(want));
+        return false;
+    }
+    if (!same_shape(&gy->node, &fwd->node)) {
+        mismatch(g, op, "gradient", &gy->node, "forward output", &fwd->node,
+                 "equal shapes");
+        return false;
+    }
+    return true;
+}
+
+/* A node of op with sources {gy, others...}, the shape of `like` and the
+ * forward node's integer parameters. */
+static kiln_tensor *grad_node(kiln_graph *g, kiln_op op, kiln_tensor *const *src, int n,
+                              const kiln_tensor *like, const kiln_tensor *fwd)
+{
+    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, like->node.ndim, like->node.dims,
+                                    src, n);
+    if (!(t->flags & KILN__POISON))
+        for (int i = 0; i < KILN_MAX_IPARAM; i++)
+            t->node.iparam[i] = fwd->node.iparam[i];
+    return t;
+}
+
+kiln_tensor *kiln__conv2d_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
+                               kiln_tensor *fwd)
+{
+    if (op != KILN_OP_CONV2D_GRAD_INPUT && op != KILN_OP_CONV2D_GRAD_WEIGHT)
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "conv2d_grad: op %s, expected "
+                                "conv2d_grad_input or conv2d_grad_weight",
+                                kiln__op_name(op));
+    if (!check_fwd(g, op, gy, fwd, KILN_OP_CONV2D))
+        return g ? g->poison : NULL;
+    kiln_tensor *x = (kiln_tensor *)fwd->node.src[0], *w = (kiln_tensor *)fwd->node.src[1];
+    bool         input = op == KILN_OP_CONV2D_GRAD_INPUT;
+    kiln_tensor *src[] = { gy, input ? w : x };
+    return grad_node(g, op, src, 2, input ? x : w, fwd);
+}
+
+kiln_tensor *kiln__max_pool2d_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd)
+{
+    if (!check_fwd(g, KILN_OP_MAX_POOL2D_GRAD, gy, fwd, KILN_OP_MAX_POOL2D))
+        return g ? g->poison : NULL;
+    kiln_tensor *x     = (kiln_tensor *)fwd->node.src[0];
+    kiln_tensor *src[] = { gy, x };
+    return grad_node(g, KILN_OP_MAX_POOL2D_GRAD, src, 2, x, fwd);
+}
+
+kiln_tensor *kiln__cross_entropy_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd)
+{
+    if (!check_fwd(g, KILN_OP_CROSS_ENTROPY_GRAD, gy, fwd, KILN_OP_CROSS_ENTROPY))
+        return g ? g->poison : NULL;
+    kiln_tensor *logits = (kiln_tensor *)fwd->node.src[0];
+    kiln_tensor *src[]  = { gy, logits, (kiln_tensor *)fwd->node.src[1] };
+    return grad_node(g, KILN_OP_CROSS_ENTROPY_GRAD, src, 3, logits, fwd);
+}

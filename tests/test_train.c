@@ -1,0 +1,166 @@
+/* tests/test_train.c — small models learn on every usable device.
+ *
+ * End to end: forward, kiln_backward, an optimiser, compile, and many runs,
+ * each of which takes one step. Initial values come from a fixed-seed
+ * generator here (the library's initialisers are tested on their own), so a
+ * failure repeats exactly.
+ */
+#include "backends.h"
+#include "reference.h"
+
+#include <math.h>
+#include <string.h>
+
+#define BACKEND_TEST(suite, name)                                              \
+    ParameterizedTestParameters(suite, name) { return test_backend_params(); } \
+    ParameterizedTest(test_backend *backend, suite, name)
+
+static void write_or_fail(kiln_tensor *t, const void *data, size_t nbytes)
+{
+    kiln_status st = kiln_tensor_write(t, data, nbytes);
+    cr_assert_eq(st, KILN_OK, "writing '%s': %s", kiln_tensor_name(t), kiln_last_error());
+}
+
+static void read_or_fail(const kiln_tensor *t, void *data, size_t nbytes)
+{
+    kiln_status st = kiln_tensor_read(t, data, nbytes);
+    cr_assert_eq(st, KILN_OK, "reading '%s': %s", kiln_tensor_name(t), kiln_last_error());
+}
+
+static void uniform(float *x, size_t n, float lo, float hi, uint64_t seed)
+{
+    ref_rng rng;
+    ref_rng_seed(&rng, seed);
+    for (size_t i = 0; i < n; i++)
+        x[i] = ref_rng_uniform(&rng, lo, hi);
+}
+
+/* Differentiates, adds the optimiser, compiles; fails the test on any error. */
+static void prepare(kiln_graph *g, kiln_tensor *loss, kiln_optimizer *(*make)(kiln_graph *))
+{
+    cr_assert_eq(kiln_graph_status(g), KILN_OK, "building: %s", kiln_graph_error(g));
+    cr_assert_eq(kiln_output(g, loss), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_backward(g, loss), KILN_OK, "kiln_backward: %s", kiln_last_error());
+    cr_assert_not_null(make(g), "optimiser: %s", kiln_last_error());
+    cr_assert_eq(kiln_graph_compile(g), KILN_OK, "compile: %s", kiln_last_error());
+}
+
+static void train(kiln_graph *g, int steps, const char *spec)
+{
+    for (int s = 0; s < steps; s++) {
+        kiln_status st = kiln_graph_run(g);
+        cr_assert_eq(st, KILN_OK, "on %s, step %d: %s", spec, s, kiln_last_error());
+    }
+}
+
+/* ---- linear regression ------------------------------------------------------------------- */
+
+enum { LR_N = 32, LR_D = 3 };
+
+static kiln_optimizer *linear_sgd(kiln_graph *g)
+{
+    return kiln_sgd(g, 0.1f, 0.5f, 0.0f);
+}
+
+BACKEND_TEST(train, linear_regression_recovers_the_coefficients_with_sgd_and_mse)
+{
+    static const float w_true[LR_D] = {1.5f, -2.0f, 0.5f}, b_true = 0.3f;
+    float xs[LR_N * LR_D], ys[LR_N], w0[LR_D] = {0}, b0 = 0.0f;
+    uniform(xs, LR_N * LR_D, -1.0f, 1.0f, 2024);
+    for (int i = 0; i < LR_N; i++) {
+        double y = b_true;
+        for (int j = 0; j < LR_D; j++)
+            y += (double)xs[i * LR_D + j] * w_true[j];
+        ys[i] = (float)y;
+    }
+
+    kiln_context *ctx = test_context(backend->spec);
+    kiln_graph *g = kiln_graph_new(ctx);
+    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(LR_N, LR_D));
+    kiln_tensor *y = kiln_input(g, "y", KILN_F32, KILN_SHAPE(LR_N, 1));
+    kiln_tensor *w = kiln_param(g, "w", KILN_SHAPE(LR_D, 1));
+    kiln_tensor *b = kiln_param(g, "b", KILN_SHAPE(1));
+    kiln_tensor *loss = kiln_mse_loss(g, kiln_add(g, kiln_matmul(g, x, w), b), y);
+    prepare(g, loss, linear_sgd);
+    write_or_fail(x, xs, sizeof xs);
+    write_or_fail(y, ys, sizeof ys);
+    write_or_fail(w, w0, sizeof w0);
+    write_or_fail(b, &b0, sizeof b0);
+
+    float first, last;
+    train(g, 1, backend->spec);
+    read_or_fail(loss, &first, sizeof first);
+    train(g, 299, backend->spec);
+    read_or_fail(loss, &last, sizeof last);
+    float w_got[LR_D], b_got;
+    read_or_fail(w, w_got, sizeof w_got);
+    read_or_fail(b, &b_got, sizeof b_got);
+    for (int j = 0; j < LR_D; j++)
+        cr_expect(fabsf(w_got[j] - w_true[j]) < 1e-3f, "on %s: w[%d] = %g, expected %g "
+                  "(loss %g after the first step, %g after the last)", backend->spec, j,
+                  (double)w_got[j], (double)w_true[j], (double)first, (double)last);
+    cr_expect(fabsf(b_got - b_true) < 1e-3f, "on %s: b = %g, expected %g", backend->spec,
+              (double)b_got, (double)b_true);
+    cr_expect(last < 1e-6f, "on %s: the loss went from %g to %g only", backend->spec,
+              (double)first, (double)last);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
+
+/* ---- XOR ------------------------------------------------------------------------------------- */
+
+enum { XOR_HIDDEN = 8 };
+
+static kiln_optimizer *xor_adam(kiln_graph *g)
+{
+    return kiln_adam(g, 0.05f, 0.9f, 0.999f, 1e-8f, 0.0f);
+}
+
+BACKEND_TEST(train, mlp_learns_xor_with_adam_and_cross_entropy)
+{
+    static const float xs[4 * 2] = {0, 0, 0, 1, 1, 0, 1, 1};
+    static const int32_t labels[4] = {0, 1, 1, 0};
+    float w1[2 * XOR_HIDDEN], w2[XOR_HIDDEN * 2], b1[XOR_HIDDEN] = {0}, b2[2] = {0};
+    uniform(w1, 2 * XOR_HIDDEN, -1.0f, 1.0f, 7);
+    uniform(w2, XOR_HIDDEN * 2, -1.0f, 1.0f, 8);
+
+    kiln_context *ctx = test_context(backend->spec);
+    kiln_graph *g = kiln_graph_new(ctx);
+    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(4, 2));
+    kiln_tensor *y = kiln_input(g, "y", KILN_I32, KILN_SHAPE(4));
+    kiln_tensor *pw1 = kiln_param(g, "w1", KILN_SHAPE(2, XOR_HIDDEN));
+    kiln_tensor *pb1 = kiln_param(g, "b1", KILN_SHAPE(XOR_HIDDEN));
+    kiln_tensor *pw2 = kiln_param(g, "w2", KILN_SHAPE(XOR_HIDDEN, 2));
+    kiln_tensor *pb2 = kiln_param(g, "b2", KILN_SHAPE(2));
+    kiln_tensor *h = kiln_tanh(g, kiln_add(g, kiln_matmul(g, x, pw1), pb1));
+    kiln_tensor *logits = kiln_add(g, kiln_matmul(g, h, pw2), pb2);
+    kiln_tensor *pred = kiln_argmax(g, logits);
+    kiln_output(g, pred);
+    kiln_tensor *loss = kiln_cross_entropy(g, logits, y);
+    prepare(g, loss, xor_adam);
+    write_or_fail(x, xs, sizeof xs);
+    write_or_fail(y, labels, sizeof labels);
+    write_or_fail(pw1, w1, sizeof w1);
+    write_or_fail(pb1, b1, sizeof b1);
+    write_or_fail(pw2, w2, sizeof w2);
+    write_or_fail(pb2, b2, sizeof b2);
+
+    float first, last;
+    train(g, 1, backend->spec);
+    read_or_fail(loss, &first, sizeof first);
+    train(g, 299, backend->spec);
+    /* the loss and predictions of the trained parameters, without a step */
+    cr_assert_eq(kiln_graph_eval(g, loss), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_eval(g, pred), KILN_OK, "%s", kiln_last_error());
+    read_or_fail(loss, &last, sizeof last);
+    int32_t got[4];
+    read_or_fail(pred, got, sizeof got);
+    cr_expect(last < 0.05f, "on %s: the loss went from %g to %g only", backend->spec,
+              (double)first, (double)last);
+    for (int i = 0; i < 4; i++)
+        cr_expect_eq(got[i], labels[i], "on %s: XOR(%g, %g) predicted %d (loss %g)",
+                     backend->spec, (double)xs[2 * i], (double)xs[2 * i + 1], got[i],
+                     (double)last);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
