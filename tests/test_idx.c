@@ -184,7 +184,7 @@ Test(idx, reads_an_empty_tensor)
     unsigned char buf[64];
     char          p[128];
     write_file(path_of("empty", p, sizeof p), buf,
-               idx_bytes(buf, 0x08, 2, (const uint32_t[]){ 0, 28 }, NULL, 0), false);
+               idx_bytes(buf, 0x08, 2, (const uint32_t[]){ 0, 28 }, "", 0), false);
     kiln_idx idx;
     cr_assert_eq(kiln_idx_read(p, &idx), KILN_OK, "%s", kiln_last_error());
     cr_assert_eq(idx.count, 0);

@@ -365,6 +365,14 @@ static void report(progress *p, int64_t done, double loss)
 
 /* ---- training and evaluation ---------------------------------------------------- */
 
+/* Host buffers of one batch. */
+typedef struct batch {
+    float   *x;    /* [batch, 784] */
+    int32_t *y;    /* labels        */
+    int64_t *idx;  /* sample indices */
+    int32_t *pred; /* predictions   */
+} batch;
+
 static void check(kiln_status st, const char *what)
 {
     if (st != KILN_OK)
@@ -372,43 +380,38 @@ static void check(kiln_status st, const char *what)
 }
 
 /* Correct predictions over the whole test set. */
-static int64_t evaluate(const model *m, const dataset *test, float *x, int32_t *y,
-                        int64_t *idx)
+static int64_t evaluate(const model *m, const dataset *test, batch *b)
 {
-    int64_t  correct = 0;
-    int32_t *pred    = malloc((size_t)m->batch * sizeof *pred);
-    if (!pred)
-        die(1, "out of memory for %d predictions", m->batch);
+    int64_t correct = 0;
     for (int64_t start = 0; start < test->n; start += m->batch) {
         int rows = test->n - start < m->batch ? (int)(test->n - start) : m->batch;
         for (int r = 0; r < rows; r++)
-            idx[r] = start + r;
-        gather(test, idx, rows, m->batch, x, y);
-        check(kiln_tensor_write(m->x, x, (size_t)m->batch * PIXELS * sizeof *x), "x");
+            b->idx[r] = start + r;
+        gather(test, b->idx, rows, m->batch, b->x, b->y);
+        check(kiln_tensor_write(m->x, b->x, (size_t)m->batch * PIXELS * sizeof *b->x), "x");
         check(kiln_graph_eval(m->g, m->pred), "kiln_graph_eval");
-        check(kiln_tensor_read(m->pred, pred, (size_t)m->batch * sizeof *pred),
+        check(kiln_tensor_read(m->pred, b->pred, (size_t)m->batch * sizeof *b->pred),
               "predictions");
         for (int r = 0; r < rows; r++) /* padding rows are not counted */
-            correct += pred[r] == y[r];
+            correct += b->pred[r] == b->y[r];
     }
-    free(pred);
     return correct;
 }
 
 /* One pass over the shuffled training set; the mean loss of its steps. */
-static double train_epoch(const model *m, const dataset *train, progress *p, float *x,
-                          int32_t *y, int64_t *order, uint64_t *rng)
+static double train_epoch(const model *m, const dataset *set, progress *p, batch *b,
+                          int64_t *order, uint64_t *rng)
 {
-    int64_t steps = train->n / m->batch;
+    int64_t steps = set->n / m->batch;
     double  sum   = 0;
-    shuffle(order, train->n, rng);
+    shuffle(order, set->n, rng);
     p->total   = steps * m->batch;
     p->start   = now();
     p->quarter = 0;
     for (int64_t s = 0; s < steps; s++) {
-        gather(train, order + s * m->batch, m->batch, m->batch, x, y);
-        check(kiln_tensor_write(m->x, x, (size_t)m->batch * PIXELS * sizeof *x), "x");
-        check(kiln_tensor_write(m->labels, y, (size_t)m->batch * sizeof *y), "labels");
+        gather(set, order + s * m->batch, m->batch, m->batch, b->x, b->y);
+        check(kiln_tensor_write(m->x, b->x, (size_t)m->batch * PIXELS * sizeof *b->x), "x");
+        check(kiln_tensor_write(m->labels, b->y, (size_t)m->batch * sizeof *b->y), "labels");
         check(kiln_graph_run(m->g), "kiln_graph_run");
         float loss;
         check(kiln_tensor_read(m->loss, &loss, sizeof loss), "loss");
@@ -432,6 +435,51 @@ static void print_accuracy(const char *label, int64_t correct, int64_t n)
            (long long)correct, (long long)n);
 }
 
+static void dataset_free(dataset *d)
+{
+    kiln_idx_free(&d->images);
+    kiln_idx_free(&d->labels);
+}
+
+/* Trains for o->epochs, reporting each; the correct test predictions of the
+ * last epoch. */
+static int64_t train(const options *o, const model *m, const dataset *test, batch *b)
+{
+    dataset  set   = load_set(o->data, "train");
+    int64_t *order = malloc((size_t)set.n * sizeof *order);
+    if (!order)
+        die(1, "out of memory for %lld indices", (long long)set.n);
+    for (int64_t i = 0; i < set.n; i++)
+        order[i] = i;
+    if (set.n < o->batch)
+        die(2, "--batch %d is larger than the %lld training images", o->batch,
+            (long long)set.n);
+    printf("model %s (%lld parameters), %s lr %g, batch %d, %d epoch%s, seed %llu\n",
+           o->model, param_count(m->g), o->optimizer, o->lr, o->batch, o->epochs,
+           o->epochs == 1 ? "" : "s", (unsigned long long)o->seed);
+    printf("data: %s (%lld training, %lld test images)\n", o->data, (long long)set.n,
+           (long long)test->n);
+    fflush(stdout);
+
+    uint64_t rng     = o->seed;
+    progress p       = { .tty = isatty(STDOUT_FILENO), .epochs = o->epochs };
+    int64_t  correct = 0;
+    for (p.epoch = 1; p.epoch <= o->epochs; p.epoch++) {
+        double t0   = now();
+        double loss = train_epoch(m, &set, &p, b, order, &rng);
+        double t1   = now();
+        correct     = evaluate(m, test, b);
+        printf("epoch %d/%d  loss %.4f  time %.2f s  %.0f samples/s  test accuracy "
+               "%.2f%%  (eval %.2f s)\n", p.epoch, o->epochs, loss, t1 - t0,
+               (double)p.total / (t1 - t0), 100.0 * (double)correct / (double)test->n,
+               now() - t1);
+        fflush(stdout);
+    }
+    free(order);
+    dataset_free(&set);
+    return correct;
+}
+
 int main(int argc, char **argv)
 {
     options o = parse_args(argc, argv);
@@ -442,10 +490,11 @@ int main(int argc, char **argv)
     printf("backend: %s\n", kiln_context_device(ctx));
     dataset test = load_set(o.data, "t10k");
     model   m    = build(ctx, &o, !o.eval);
-    float   *x   = malloc((size_t)o.batch * PIXELS * sizeof *x);
-    int32_t *y   = malloc((size_t)o.batch * sizeof *y);
-    int64_t *idx = malloc((size_t)o.batch * sizeof *idx);
-    if (!x || !y || !idx)
+    batch   b    = { malloc((size_t)o.batch * PIXELS * sizeof *b.x),
+                     malloc((size_t)o.batch * sizeof *b.y),
+                     malloc((size_t)o.batch * sizeof *b.idx),
+                     malloc((size_t)o.batch * sizeof *b.pred) };
+    if (!b.x || !b.y || !b.idx || !b.pred)
         die(1, "out of memory for a batch of %d", o.batch);
 
     if (o.eval) {
@@ -453,54 +502,20 @@ int main(int argc, char **argv)
             die(1, "--eval: %s (the weights must come from kiln-train --model %s)",
                 kiln_last_error(), o.model);
         printf("model %s (%lld parameters) from %s\n", o.model, param_count(m.g), o.eval);
-        print_accuracy("test accuracy:", evaluate(&m, &test, x, y, idx), test.n);
-        return 0;
-    }
-
-    dataset  train = load_set(o.data, "train");
-    int64_t *order = malloc((size_t)train.n * sizeof *order);
-    if (!order)
-        die(1, "out of memory for %lld indices", (long long)train.n);
-    for (int64_t i = 0; i < train.n; i++)
-        order[i] = i;
-    if (train.n < o.batch)
-        die(2, "--batch %d is larger than the %lld training images", o.batch,
-            (long long)train.n);
-    printf("model %s (%lld parameters), %s lr %g, batch %d, %d epoch%s, seed %llu\n",
-           o.model, param_count(m.g), o.optimizer, o.lr, o.batch, o.epochs,
-           o.epochs == 1 ? "" : "s", (unsigned long long)o.seed);
-    printf("data: %s (%lld training, %lld test images)\n", o.data, (long long)train.n,
-           (long long)test.n);
-    fflush(stdout);
-
-    uint64_t rng      = o.seed;
-    progress p        = { .tty = isatty(STDOUT_FILENO), .epochs = o.epochs };
-    int64_t  correct  = 0;
-    for (p.epoch = 1; p.epoch <= o.epochs; p.epoch++) {
-        double t0   = now();
-        double loss = train_epoch(&m, &train, &p, x, y, order, &rng);
-        double t1   = now();
-        correct     = evaluate(&m, &test, x, y, idx);
-        printf("epoch %d/%d  loss %.4f  time %.2f s  %.0f samples/s  test accuracy "
-               "%.2f%%  (eval %.2f s)\n", p.epoch, o.epochs, loss, t1 - t0,
-               (double)p.total / (t1 - t0), 100.0 * (double)correct / (double)test.n,
-               now() - t1);
-        fflush(stdout);
-    }
-    print_accuracy("final test accuracy:", correct, test.n);
-    if (o.save) {
-        check(kiln_save(m.g, o.save), "--save");
-        printf("weights saved to %s\n", o.save);
+        print_accuracy("test accuracy:", evaluate(&m, &test, &b), test.n);
+    } else {
+        print_accuracy("final test accuracy:", train(&o, &m, &test, &b), test.n);
+        if (o.save) {
+            check(kiln_save(m.g, o.save), "--save");
+            printf("weights saved to %s\n", o.save);
+        }
     }
     kiln_graph_free(m.g);
     kiln_context_free(ctx);
-    kiln_idx_free(&test.images);
-    kiln_idx_free(&test.labels);
-    kiln_idx_free(&train.images);
-    kiln_idx_free(&train.labels);
-    free(order);
-    free(x);
-    free(y);
-    free(idx);
+    dataset_free(&test);
+    free(b.x);
+    free(b.y);
+    free(b.idx);
+    free(b.pred);
     return 0;
 }
