@@ -194,12 +194,18 @@ static kiln_status fans(const char *call, const kiln_tensor *p, double *in, doub
                        p->node.ndim, p->node.ndim == 1 ? "" : "s");
 }
 
+/* A parameter with a dense or conv weight's shape, and its fans. */
+static kiln_status check_weight(const char *call, const kiln_tensor *p, double *in,
+                                double *out)
+{
+    kiln_status st = check_param(call, p);
+    return st != KILN_OK ? st : fans(call, p, in, out);
+}
+
 KILN_API kiln_status kiln_init_xavier(kiln_tensor *p, uint64_t seed)
 {
     double      in, out;
-    kiln_status st = check_param("kiln_init_xavier", p);
-    if (st == KILN_OK)
-        st = fans("kiln_init_xavier", p, &in, &out);
+    kiln_status st = check_weight("kiln_init_xavier", p, &in, &out);
     if (st != KILN_OK)
         return st;
     /* An empty weight has no fans and no values to draw. */
@@ -210,9 +216,7 @@ KILN_API kiln_status kiln_init_xavier(kiln_tensor *p, uint64_t seed)
 KILN_API kiln_status kiln_init_he(kiln_tensor *p, uint64_t seed)
 {
     double      in, out;
-    kiln_status st = check_param("kiln_init_he", p);
-    if (st == KILN_OK)
-        st = fans("kiln_init_he", p, &in, &out);
+    kiln_status st = check_weight("kiln_init_he", p, &in, &out);
     if (st != KILN_OK)
         return st;
     return fill_and_write(p, FILL_NORMAL, 0.0, in > 0 ? sqrt(2.0 / in) : 0.0, seed);

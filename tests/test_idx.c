@@ -72,6 +72,18 @@ static size_t idx_bytes(unsigned char *out, unsigned type, int ndim, const uint3
     return n + data_len;
 }
 
+/* dir/name holding an IDX file of `type` and dims with `data` (big-endian). */
+static const char *write_idx(const char *name, bool gzip, unsigned type, int ndim,
+                             const uint32_t *dims, const void *data, size_t data_len)
+{
+    static char   path[128];
+    unsigned char buf[4096];
+    cr_assert_leq(4 + 4 * (size_t)ndim + data_len, sizeof buf);
+    write_file(path_of(name, path, sizeof path), buf,
+               idx_bytes(buf, type, ndim, dims, data, data_len), gzip);
+    return path;
+}
+
 static void expect_read_error(const char *path, const char *a, const char *b)
 {
     kiln_idx    idx;
@@ -104,39 +116,29 @@ static void expect_u8_images(const char *path)
     cr_assert_null(idx.data, "kiln_idx_free leaves data");
 }
 
-static size_t u8_images(unsigned char *buf)
+/* Images [2, 3, 4] of u8 0, 10, 20, ... */
+static const char *write_u8_images(const char *name, bool gzip)
 {
     uint8_t data[24];
     for (int i = 0; i < 24; i++)
         data[i] = (uint8_t)(10 * i);
-    return idx_bytes(buf, 0x08, 3, (const uint32_t[]){ 2, 3, 4 }, data, sizeof data);
+    return write_idx(name, gzip, 0x08, 3, (const uint32_t[]){ 2, 3, 4 }, data, sizeof data);
 }
 
 Test(idx, reads_u8_images_with_their_dimensions)
 {
-    unsigned char buf[64];
-    char          p[128];
-    write_file(path_of("images", p, sizeof p), buf, u8_images(buf), false);
-    expect_u8_images(p);
+    expect_u8_images(write_u8_images("images", false));
 }
 
 Test(idx, reads_a_gzipped_file_like_a_plain_one)
 {
-    unsigned char buf[64];
-    char          p[128];
-    write_file(path_of("images.gz", p, sizeof p), buf, u8_images(buf), true);
-    expect_u8_images(p);
+    expect_u8_images(write_u8_images("images.gz", true));
 }
 
 Test(idx, detects_gzip_by_content_not_by_name)
 {
-    unsigned char buf[64];
-    char          p[128];
-    size_t        n = u8_images(buf);
-    write_file(path_of("gzipped-without-suffix", p, sizeof p), buf, n, true);
-    expect_u8_images(p);
-    write_file(path_of("plain-with-suffix.gz", p, sizeof p), buf, n, false);
-    expect_u8_images(p);
+    expect_u8_images(write_u8_images("gzipped-without-suffix", true));
+    expect_u8_images(write_u8_images("plain-with-suffix.gz", false));
 }
 
 /* One element of each type, big-endian in the file, native after reading. */
@@ -155,14 +157,13 @@ Test(idx, converts_every_type_to_host_byte_order)
         { 0x0E, { 0x40, 0x09, 0x21, 0xFB, 0x54, 0x44, 0x2D, 0x18 }, 8 }, /* pi */
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        unsigned char buf[64], twice[16];
-        char          p[128], name[32];
+        unsigned char twice[16];
+        char          name[32];
         memcpy(twice, cases[c].be, cases[c].size);
         memcpy(twice + cases[c].size, cases[c].be, cases[c].size);
         snprintf(name, sizeof name, "type-%02x", cases[c].type);
-        write_file(path_of(name, p, sizeof p), buf,
-                   idx_bytes(buf, cases[c].type, 1, (const uint32_t[]){ 2 }, twice,
-                             2 * cases[c].size), c % 2 == 1);
+        const char *p = write_idx(name, c % 2 == 1, cases[c].type, 1,
+                                  (const uint32_t[]){ 2 }, twice, 2 * cases[c].size);
         kiln_idx idx;
         cr_assert_eq(kiln_idx_read(p, &idx), KILN_OK, "%s", kiln_last_error());
         cr_assert_eq(idx.type, cases[c].type);
@@ -181,11 +182,8 @@ Test(idx, converts_every_type_to_host_byte_order)
 
 Test(idx, reads_an_empty_tensor)
 {
-    unsigned char buf[64];
-    char          p[128];
-    write_file(path_of("empty", p, sizeof p), buf,
-               idx_bytes(buf, 0x08, 2, (const uint32_t[]){ 0, 28 }, "", 0), false);
-    kiln_idx idx;
+    const char *p = write_idx("empty", false, 0x08, 2, (const uint32_t[]){ 0, 28 }, "", 0);
+    kiln_idx    idx;
     cr_assert_eq(kiln_idx_read(p, &idx), KILN_OK, "%s", kiln_last_error());
     cr_assert_eq(idx.count, 0);
     cr_assert_eq(idx.dims[1], 28);
@@ -201,33 +199,26 @@ Test(idx, bad_magic_shows_the_bytes_found)
 
 Test(idx, unknown_type_code_is_named)
 {
-    unsigned char buf[64];
-    char          p[128];
-    write_file(path_of("type-0a", p, sizeof p), buf,
-               idx_bytes(buf, 0x0A, 1, (const uint32_t[]){ 1 }, "x", 1), false);
-    expect_read_error(p, "unknown type code 0x0a", NULL);
+    expect_read_error(write_idx("type-0a", false, 0x0A, 1, (const uint32_t[]){ 1 }, "x", 1),
+                      "unknown type code 0x0a", NULL);
 }
 
 Test(idx, truncated_data_says_expected_and_got)
 {
-    unsigned char buf[64];
-    char          p[128];
-    write_file(path_of("short", p, sizeof p), buf,
-               idx_bytes(buf, 0x0C, 2, (const uint32_t[]){ 2, 5 }, "0123456789abc", 13),
-               false);
-    expect_read_error(p, "truncated", "announces 40 bytes of data, the file has 13");
+    expect_read_error(write_idx("short", false, 0x0C, 2, (const uint32_t[]){ 2, 5 },
+                                "0123456789abc", 13),
+                      "truncated", "announces 40 bytes of data, the file has 13");
 }
 
 Test(idx, truncated_gzip_stream_is_truncated)
 {
-    unsigned char buf[4096], packed[4096];
+    unsigned char packed[4096];
     char          p[128];
     uint8_t       data[2000];
     for (size_t i = 0; i < sizeof data; i++)
         data[i] = (uint8_t)(i * 7919 % 251);
-    size_t n = idx_bytes(buf, 0x08, 1, (const uint32_t[]){ 2000 }, data, sizeof data);
-    write_file(path_of("whole.gz", p, sizeof p), buf, n, true);
-    FILE *f = fopen(p, "rb");
+    FILE *f = fopen(write_idx("whole.gz", true, 0x08, 1, (const uint32_t[]){ 2000 }, data,
+                              sizeof data), "rb");
     cr_assert_not_null(f);
     size_t packed_len = fread(packed, 1, sizeof packed, f);
     fclose(f);
@@ -246,43 +237,30 @@ Test(idx, truncated_header_says_expected_and_got)
 
 Test(idx, more_dimensions_than_kiln_has_is_an_error)
 {
-    unsigned char buf[64];
-    char          p[128];
-    write_file(path_of("five-dims", p, sizeof p), buf,
-               idx_bytes(buf, 0x08, 5, (const uint32_t[]){ 1, 1, 1, 1, 1 }, "x", 1),
-               false);
-    expect_read_error(p, "has 5 dimensions", "at most 4");
+    expect_read_error(write_idx("five-dims", false, 0x08, 5,
+                                (const uint32_t[]){ 1, 1, 1, 1, 1 }, "x", 1),
+                      "has 5 dimensions", "at most 4");
 }
 
 Test(idx, dimensions_that_overflow_are_an_error)
 {
-    unsigned char buf[64];
-    char          p[128];
-    write_file(path_of("huge", p, sizeof p), buf,
-               idx_bytes(buf, 0x0E, 4,
-                         (const uint32_t[]){ 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 2 }, "x",
-                         1),
-               false);
-    expect_read_error(p, "overflow", "[4294967295, 4294967295");
+    expect_read_error(write_idx("huge", false, 0x0E, 4,
+                                (const uint32_t[]){ 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 2 },
+                                "x", 1),
+                      "overflow", "[4294967295, 4294967295, 4294967295, 2]");
 }
 
 Test(idx, a_huge_claim_in_a_small_file_is_truncated_not_out_of_memory)
 {
-    unsigned char buf[64];
-    char          p[128];
-    write_file(path_of("claims-16-GiB", p, sizeof p), buf,
-               idx_bytes(buf, 0x0E, 2, (const uint32_t[]){ 0x40000000, 2 }, "12345678", 8),
-               false);
-    expect_read_error(p, "truncated", "the file has 8");
+    expect_read_error(write_idx("claims-16-GiB", false, 0x0E, 2,
+                                (const uint32_t[]){ 0x40000000, 2 }, "12345678", 8),
+                      "truncated", "the file has 8");
 }
 
 Test(idx, data_after_the_elements_is_an_error)
 {
-    unsigned char buf[64];
-    char          p[128];
-    write_file(path_of("long", p, sizeof p), buf,
-               idx_bytes(buf, 0x08, 1, (const uint32_t[]){ 3 }, "abcd", 4), false);
-    expect_read_error(p, "more data than its header announces", NULL);
+    expect_read_error(write_idx("long", false, 0x08, 1, (const uint32_t[]){ 3 }, "abcd", 4),
+                      "more data than its header announces", NULL);
 }
 
 Test(idx, a_missing_file_names_the_path_and_the_reason)

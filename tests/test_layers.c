@@ -10,6 +10,7 @@
  *   normal:  Box-Muller on u1 = 1 - unit(), u2 = unit(); cos then sin
  */
 #include "backends.h"
+#include "expect.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -34,20 +35,6 @@ static void teardown(void)
 
 TestSuite(init, .init = setup, .fini = teardown);
 TestSuite(layers, .init = setup, .fini = teardown);
-
-static void expect_ok(kiln_status st, const char *what)
-{
-    cr_assert_eq(st, KILN_OK, "%s: %s: %s", what, kiln_status_name(st), kiln_last_error());
-}
-
-static void expect_error(kiln_status st, kiln_status want, const char *a, const char *b)
-{
-    const char *e = kiln_last_error();
-    cr_assert_eq(st, want, "gave %s, expected %s (%s)", kiln_status_name(st),
-                 kiln_status_name(want), e);
-    cr_assert(strstr(e, a), "error \"%s\" does not mention \"%s\"", e, a);
-    cr_assert(!b || strstr(e, b), "error \"%s\" does not mention \"%s\"", e, b);
-}
 
 static void expect_graph_error(const char *a, const char *b)
 {

@@ -7,6 +7,7 @@
  * Every malformed file kiln_load must refuse is written byte by byte here.
  */
 #include "backends.h"
+#include "expect.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -55,20 +56,6 @@ static const char *reference_file(void)
     const char *src = getenv("KILN_TEST_SRCDIR");
     snprintf(p, sizeof p, "%s/data/reference.safetensors", src ? src : "tests");
     return p;
-}
-
-static void expect_ok(kiln_status st, const char *what)
-{
-    cr_assert_eq(st, KILN_OK, "%s: %s: %s", what, kiln_status_name(st), kiln_last_error());
-}
-
-static void expect_error(kiln_status st, kiln_status want, const char *a, const char *b)
-{
-    const char *e = kiln_last_error();
-    cr_assert_eq(st, want, "gave %s, expected %s (%s)", kiln_status_name(st),
-                 kiln_status_name(want), e);
-    cr_assert(strstr(e, a), "error \"%s\" does not mention \"%s\"", e, a);
-    cr_assert(!b || strstr(e, b), "error \"%s\" does not mention \"%s\"", e, b);
 }
 
 static kiln_tensor *param(kiln_graph *in, const char *name, int ndim, const int64_t *dims,
