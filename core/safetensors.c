@@ -187,7 +187,8 @@ static FILE *open_temp(const char *path, char *tmp, size_t tmp_len)
         errno = e;
         break;
     }
-    kiln__error(KILN_ERR_IO, "kiln_save: cannot create %s: %s", tmp, strerror(errno));
+    kiln__error(KILN_ERR_IO, "kiln_save: cannot write %s: creating %s beside it: %s",
+                path, tmp, strerror(errno));
     return NULL;
 }
 

@@ -171,7 +171,8 @@ static void read_idx(const char *dir, const char *name, kiln_idx *out)
         snprintf(path, sizeof path, "%s/%s", dir, name);
     if (access(path, F_OK) != 0)
         die(1, "%s has neither %s.gz nor %s: expected the four IDX files of "
-            "Fashion-MNIST or MNIST there", dir, name, name);
+            "Fashion-MNIST or MNIST there (the Debian package dataset-fashion-mnist "
+            "installs them in " DEFAULT_DATA ")", dir, name, name);
     if (kiln_idx_read(path, out) != KILN_OK)
         die(1, "%s", kiln_last_error());
 }
@@ -498,9 +499,11 @@ int main(int argc, char **argv)
         die(1, "out of memory for a batch of %d", o.batch);
 
     if (o.eval) {
-        if (kiln_load(m.g, o.eval) != KILN_OK)
-            die(1, "--eval: %s (the weights must come from kiln-train --model %s)",
-                kiln_last_error(), o.model);
+        kiln_status st = kiln_load(m.g, o.eval);
+        if (st != KILN_OK)
+            die(1, "--eval: %s%s%s%s", kiln_last_error(),
+                st == KILN_ERR_IO ? "" : " (the weights must come from kiln-train --model ",
+                st == KILN_ERR_IO ? "" : o.model, st == KILN_ERR_IO ? "" : ")");
         printf("model %s (%lld parameters) from %s\n", o.model, param_count(m.g), o.eval);
         print_accuracy("test accuracy:", evaluate(&m, &test, &b), test.n);
     } else {
