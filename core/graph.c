@@ -267,9 +267,28 @@ KILN_API kiln_tensor *kiln_input(kiln_graph *g, const char *name, kiln_dtype dty
     return leaf_new(g, "input", KILN__INPUT, name, dtype, ndim, dims);
 }
 
+/* Weight files identify parameters by name, so two of one name would make a
+ * saved file ambiguous. */
+static const kiln_tensor *find_param(const kiln_graph *g, const char *name)
+{
+    for (size_t i = 0; name && i < g->n_nodes; i++)
+        if ((g->nodes[i]->flags & KILN__PARAM) && g->nodes[i]->name &&
+            strcmp(g->nodes[i]->name, name) == 0)
+            return g->nodes[i];
+    return NULL;
+}
+
 KILN_API kiln_tensor *kiln_param(kiln_graph *g, const char *name, int ndim,
                                  const int64_t *dims)
 {
+    const kiln_tensor *p = g ? find_param(g, name) : NULL;
+    if (p) {
+        char s[KILN__SHAPE_STR];
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "param: the graph already has "
+                                "a parameter named \"%s\" (%s); parameter names must "
+                                "be unique, since weight files identify tensors by name",
+                                name, kiln__shape_str(s, p->node.ndim, p->node.dims));
+    }
     return leaf_new(g, "param", KILN__PARAM, name, KILN_F32, ndim, dims);
 }
 

@@ -40,7 +40,7 @@ KILN_API const char *kiln_tensor_name(const kiln_tensor *t)
 }
 
 /* "tensor 'x' [64, 784]" or "matmul [64, 10]" for messages. */
-static const char *describe(char *buf, size_t len, const kiln_tensor *t)
+const char *kiln__describe(char *buf, size_t len, const kiln_tensor *t)
 {
     char s[KILN__SHAPE_STR];
     kiln__shape_str(s, t->node.ndim, t->node.dims);
@@ -62,7 +62,7 @@ static kiln_status check_io(const kiln_tensor *t, const void *data, size_t nbyte
     char d[160];
     if (nbytes != kiln__tensor_bytes(t))
         return kiln__error(KILN_ERR_INVALID_ARG, "%s: %zu bytes given for %s, which "
-                           "holds %zu", call, nbytes, describe(d, sizeof d, t),
+                           "holds %zu", call, nbytes, kiln__describe(d, sizeof d, t),
                            kiln__tensor_bytes(t));
     if (!data && nbytes)
         return kiln__error(KILN_ERR_INVALID_ARG, "%s: data is NULL", call);
@@ -77,7 +77,7 @@ KILN_API kiln_status kiln_tensor_write(kiln_tensor *t, const void *data, size_t 
     char d[160];
     if (!(t->flags & (KILN__INPUT | KILN__PARAM)))
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_tensor_write: %s is not an input "
-                           "or a parameter", describe(d, sizeof d, t));
+                           "or a parameter", kiln__describe(d, sizeof d, t));
     t->written = true;
     if (nbytes == 0)
         return KILN_OK;
@@ -87,7 +87,7 @@ KILN_API kiln_status kiln_tensor_write(kiln_tensor *t, const void *data, size_t 
         st = dev->iface->buffer_write(dev->context, t->node.buffer, t->node.offset, data,
                                       nbytes);
         if (st != KILN_OK)
-            return kiln__error(st, "kiln_tensor_write: %s: %s", describe(d, sizeof d, t),
+            return kiln__error(st, "kiln_tensor_write: %s: %s", kiln__describe(d, sizeof d, t),
                                kiln_last_error());
         return KILN_OK;
     }
@@ -112,10 +112,10 @@ KILN_API kiln_status kiln_tensor_read(const kiln_tensor *t, void *data, size_t n
         if (!leaf)
             return kiln__error(KILN_ERR_STATE, "kiln_tensor_read: %s has no value: "
                                "compile and run the graph first",
-                               describe(d, sizeof d, t));
+                               kiln__describe(d, sizeof d, t));
         if (!t->written)
             return kiln__error(KILN_ERR_STATE, "kiln_tensor_read: %s has not been "
-                               "written yet", describe(d, sizeof d, t));
+                               "written yet", kiln__describe(d, sizeof d, t));
         if (nbytes)
             memcpy(data, t->staged, nbytes);
         return KILN_OK;
@@ -123,20 +123,20 @@ KILN_API kiln_status kiln_tensor_read(const kiln_tensor *t, void *data, size_t n
     if (!leaf && !(t->flags & KILN__OUTPUT))
         return kiln__error(KILN_ERR_STATE, "kiln_tensor_read: %s is an intermediate "
                            "whose storage is reused; mark it with kiln_output before "
-                           "kiln_graph_compile", describe(d, sizeof d, t));
+                           "kiln_graph_compile", kiln__describe(d, sizeof d, t));
     if (!leaf && !g->ran)
         return kiln__error(KILN_ERR_STATE, "kiln_tensor_read: %s has no value until "
-                           "kiln_graph_run", describe(d, sizeof d, t));
+                           "kiln_graph_run", kiln__describe(d, sizeof d, t));
     if (leaf && !t->written)
         return kiln__error(KILN_ERR_STATE, "kiln_tensor_read: %s has not been "
-                           "written yet", describe(d, sizeof d, t));
+                           "written yet", kiln__describe(d, sizeof d, t));
     if (nbytes == 0)
         return KILN_OK;
     const kiln_device *dev = &g->ctx->device;
     st = dev->iface->buffer_read(dev->context, t->node.buffer, t->node.offset, data,
                                  nbytes);
     if (st != KILN_OK)
-        return kiln__error(st, "kiln_tensor_read: %s: %s", describe(d, sizeof d, t),
+        return kiln__error(st, "kiln_tensor_read: %s: %s", kiln__describe(d, sizeof d, t),
                            kiln_last_error());
     return KILN_OK;
 }

@@ -4,7 +4,7 @@
 # something is missing (as root, or through sudo).
 KILN_DEBS="gcc make autoconf automake libtool pkg-config libc6-dev
   libcriterion-dev ocl-icd-opencl-dev opencl-headers libclblast-dev
-  pocl-opencl-icd zlib1g-dev"
+  pocl-opencl-icd zlib1g-dev dataset-fashion-mnist"
 
 kiln_install_deps() {
     missing=

@@ -155,7 +155,8 @@ KILN_API kiln_status kiln_graph_status(const kiln_graph *g);
  * 1 to 4 dimensions, and a scalar is (0, NULL). Names may be NULL. */
 KILN_API kiln_tensor *kiln_input(kiln_graph *g, const char *name, kiln_dtype dtype,
                                  int ndim, const int64_t *dims);
-/* A trainable f32 parameter; its value persists across runs. */
+/* A trainable f32 parameter; its value persists across runs. Parameter names
+ * must be unique within a graph: weight files identify tensors by name. */
 KILN_API kiln_tensor *kiln_param(kiln_graph *g, const char *name, int ndim,
                                  const int64_t *dims);
 /* A constant; `data` (numel elements of dtype) is copied. */
@@ -297,7 +298,12 @@ KILN_API kiln_status kiln_optimizer_reset(kiln_optimizer *opt);
 /* Parameter initialisers: values drawn on the host from a generator seeded
  * with `seed` (the same seed gives the same values on every backend) and
  * written to the parameter. fan_in / fan_out: [in, out] for a dense weight
- * (x @ w), [O, C, KH, KW] for a conv weight (C*KH*KW in, O*KH*KW out). */
+ * (x @ w), [O, C, KH, KW] for a conv weight (C*KH*KW in, O*KH*KW out).
+ * The generator is xoshiro256** seeded by splitmix64; uniform values lie in
+ * [lo, hi), normal ones come from Box-Muller (core/init.c). They work before
+ * and after compile. p must be a parameter (KILN_ERR_INVALID_ARG otherwise,
+ * as for lo > hi, stddev < 0 or a bound that is not finite); xavier and he
+ * need a 2-D or 4-D weight (KILN_ERR_SHAPE). */
 KILN_API kiln_status kiln_init_constant(kiln_tensor *p, float value);
 KILN_API kiln_status kiln_init_uniform(kiln_tensor *p, float lo, float hi, uint64_t seed);
 KILN_API kiln_status kiln_init_normal(kiln_tensor *p, float mean, float stddev,
@@ -311,7 +317,11 @@ KILN_API kiln_status kiln_init_he(kiln_tensor *p, uint64_t seed);
 
 /* Layers create their parameters ("<name>.weight", "<name>.bias"),
  * initialised from the graph's seed (kiln_graph_seed; each layer draws from
- * the next value of that sequence): weights He-normal, biases zero. */
+ * the next value of that sequence): weights He-normal, biases zero.
+ * The sequence is splitmix64 from the seed, 0 until kiln_graph_seed is
+ * called. A NULL name becomes the kind and the layer's index in the graph,
+ * counted over all layers: "dense0", "conv1", ... Errors are recorded on the
+ * graph like an op's, and a poisoned tensor returned. */
 KILN_API void kiln_graph_seed(kiln_graph *g, uint64_t seed);
 /* x [N, in] -> x @ weight [in, out] + bias [out] */
 KILN_API kiln_tensor *kiln_dense(kiln_graph *g, kiln_tensor *x, int64_t out,
@@ -323,11 +333,17 @@ KILN_API kiln_tensor *kiln_conv2d_layer(kiln_graph *g, kiln_tensor *x,
 
 /* ---- weights on disk: safetensors ------------------------------------------ */
 
-/* Saves every parameter of g under its name (F32, little-endian). */
+/* Saves every parameter of g under its name (F32, little-endian), to a
+ * temporary file beside path that is then renamed over it. Every parameter
+ * needs a name and a value. */
 KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path);
 /* Loads every parameter of g from a file; a parameter missing from the file,
  * a shape or dtype mismatch, or a malformed file is an error naming it.
- * Tensors in the file that g lacks are ignored. */
+ * Tensors in the file that g lacks are ignored. Works before and after
+ * compile. Statuses: KILN_ERR_IO for a file that cannot be read or is not
+ * valid safetensors, KILN_ERR_NOT_FOUND for a missing parameter,
+ * KILN_ERR_SHAPE for a shape or dtype mismatch. A failed load changes no
+ * parameter. */
 KILN_API kiln_status kiln_load(kiln_graph *g, const char *path);
 
 /* ---- data: IDX files (MNIST, Fashion-MNIST), gzipped or not ---------------- */
@@ -343,7 +359,9 @@ typedef struct kiln_idx {
 
 /* Reads an IDX file (".gz" or not, detected by content). A bad magic number,
  * a truncated file or more than KILN_MAX_DIMS dimensions is an error naming
- * the file and what was found. */
+ * the file and what was found (KILN_ERR_IO), as are an unknown type code,
+ * dimensions whose product overflows, and bytes after the data. On failure
+ * *out is zeroed; kiln_idx_free releases the data of a successful read. */
 KILN_API kiln_status kiln_idx_read(const char *path, kiln_idx *out);
 KILN_API void        kiln_idx_free(kiln_idx *idx);
 

@@ -1,0 +1,604 @@
+/* core/safetensors.c — a graph's parameters on disk, in the safetensors format.
+ *
+ * A file is an 8-byte little-endian header length N, N bytes of JSON
+ *
+ *   {"__metadata__": {"producer": "kiln 0.1.0"},
+ *    "fc.weight": {"dtype": "F32", "shape": [784, 10], "data_offsets": [0, 31360]},
+ *    ...}
+ *
+ * padded with spaces so the data starts 8-byte aligned, as the reference
+ * writer does, then the tensors' bytes, little-endian, offsets counted from
+ * the end of the header. Readers must find the tensors packed: in offset order
+ * each starts where the one before it ends, and the last ends at the end of
+ * the file. kiln_load checks all of that, and every graph parameter against
+ * the file, before it writes any parameter, so a failed load changes nothing.
+ *
+ * Bytes are assembled with shifts, never by reinterpreting memory, so the
+ * files are little-endian on every host.
+ */
+#include "kiln-impl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The reference reader's limit on the header. */
+#define HEADER_MAX 100000000u
+
+static void put_u64le(unsigned char *b, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_u64le(const unsigned char *b)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)b[i] << (8 * i);
+    return v;
+}
+
+/* n floats to little-endian bytes; out and in may be the same memory. */
+static void f32_to_le(void *out, const float *in, size_t n)
+{
+    unsigned char *b = out;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &in[i], 4);
+        for (int k = 0; k < 4; k++)
+            b[4 * i + (size_t)k] = (unsigned char)(u >> (8 * k));
+    }
+}
+
+/* n little-endian floats to host floats, in place. */
+static void f32_from_le(float *v, size_t n)
+{
+    const unsigned char *b = (const unsigned char *)v;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = 0;
+        for (int k = 0; k < 4; k++)
+            u |= (uint32_t)b[4 * i + (size_t)k] << (8 * k);
+        memcpy(&v[i], &u, 4);
+    }
+}
+
+/* ---- saving ------------------------------------------------------------------ */
+
+typedef struct text {
+    char  *data;
+    size_t len, cap;
+    bool   failed;
+} text;
+
+/* Room for n more bytes and a NUL. */
+static bool text_reserve(text *t, size_t n)
+{
+    if (t->failed || t->len + n + 1 <= t->cap)
+        return !t->failed;
+    size_t cap = t->cap ? t->cap : 256;
+    while (cap < t->len + n + 1)
+        cap *= 2;
+    char *grown = realloc(t->data, cap);
+    if (!grown)
+        return !(t->failed = true);
+    t->data = grown;
+    t->cap  = cap;
+    return true;
+}
+
+static void text_put(text *t, const char *s, size_t n)
+{
+    if (!text_reserve(t, n))
+        return;
+    memcpy(t->data + t->len, s, n);
+    t->len += n;
+    t->data[t->len] = '\0';
+}
+
+static void text_printf(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_printf(text *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !text_reserve(t, (size_t)n)) {
+        t->failed = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(t->data + t->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    t->len += (size_t)n;
+}
+
+/* A JSON string: quotes, backslashes and control characters escaped; other
+ * bytes (UTF-8) as they are. */
+static void text_json_string(text *t, const char *s)
+{
+    text_put(t, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            text_printf(t, "\\%c", c);
+        else if (c < 0x20)
+            text_printf(t, "\\u%04x", c);
+        else
+            text_put(t, s, 1);
+    }
+    text_put(t, "\"", 1);
+}
+
+/* The header of g's parameters, in creation order, padded to a multiple of 8. */
+static kiln_status build_header(const kiln_graph *g, text *h)
+{
+    text_printf(h, "{\"__metadata__\":{\"producer\":\"kiln %s\"}", kiln_version());
+    uint64_t offset = 0;
+    size_t   index  = 0;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        const kiln_tensor *t = g->nodes[i];
+        if (!(t->flags & KILN__PARAM))
+            continue;
+        if (!t->name) {
+            char s[KILN__SHAPE_STR];
+            return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: parameter %zu %s has "
+                               "no name; weight files identify tensors by name", index,
+                               kiln__shape_str(s, t->node.ndim, t->node.dims));
+        }
+        text_put(h, ",", 1);
+        text_json_string(h, t->name);
+        text_printf(h, ":{\"dtype\":\"F32\",\"shape\":[");
+        for (int d = 0; d < t->node.ndim; d++)
+            text_printf(h, "%s%lld", d ? "," : "", (long long)t->node.dims[d]);
+        uint64_t size = kiln__tensor_bytes(t);
+        text_printf(h, "],\"data_offsets\":[%llu,", (unsigned long long)offset);
+        text_printf(h, "%llu]}", (unsigned long long)(offset + size));
+        offset += size;
+        index++;
+    }
+    text_put(h, "}", 1);
+    while (!h->failed && h->len % 8)
+        text_put(h, " ", 1);
+    return h->failed ? kiln__error(KILN_ERR_NO_MEMORY, "kiln_save: out of memory for "
+                                   "the header") : KILN_OK;
+}
+
+/* A new file beside path, created with the umask's permissions. */
+static FILE *open_temp(const char *path, char *tmp, size_t tmp_len)
+{
+    for (unsigned attempt = 0; attempt < 100; attempt++) {
+        snprintf(tmp, tmp_len, "%s.tmp-%ld-%u", path, (long)getpid(), attempt);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno == EEXIST)
+            continue;
+        if (fd < 0)
+            break;
+        FILE *f = fdopen(fd, "wb");
+        if (f)
+            return f;
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        errno = e;
+        break;
+    }
+    kiln__error(KILN_ERR_IO, "kiln_save: cannot write %s: creating %s beside it: %s",
+                path, tmp, strerror(errno));
+    return NULL;
+}
+
+/* Every parameter's value, little-endian, in creation order. */
+static kiln_status write_data(const kiln_graph *g, FILE *f, const char *tmp)
+{
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        const kiln_tensor *t = g->nodes[i];
+        if (!(t->flags & KILN__PARAM))
+            continue;
+        size_t n = kiln__tensor_bytes(t);
+        float *v = kiln__malloc(n, "a parameter's value");
+        if (!v)
+            return KILN_ERR_NO_MEMORY;
+        kiln_status st = kiln_tensor_read(t, v, n);
+        if (st == KILN_OK) {
+            f32_to_le(v, v, n / 4);
+            if (fwrite(v, 1, n, f) != n)
+                st = kiln__error(KILN_ERR_IO, "kiln_save: writing %s: %s", tmp,
+                                 strerror(errno));
+        } else {
+            st = kiln__error(st, "kiln_save: %s", kiln_last_error());
+        }
+        free(v);
+        if (st != KILN_OK)
+            return st;
+    }
+    return KILN_OK;
+}
+
+KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
+{
+    if (!g || !path)
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: %s is NULL",
+                           g ? "path" : "graph");
+    text        h  = { 0 };
+    kiln_status st = build_header(g, &h);
+    size_t      tmp_len = strlen(path) + 48;
+    char       *tmp = st == KILN_OK ? kiln__malloc(tmp_len, "a file name") : NULL;
+    FILE       *f   = tmp ? open_temp(path, tmp, tmp_len) : NULL;
+    if (!f) {
+        free(h.data);
+        free(tmp);
+        return st != KILN_OK ? st : tmp ? KILN_ERR_IO : KILN_ERR_NO_MEMORY;
+    }
+    unsigned char len[8];
+    put_u64le(len, h.len);
+    if (fwrite(len, 1, 8, f) != 8 || fwrite(h.data, 1, h.len, f) != h.len)
+        st = kiln__error(KILN_ERR_IO, "kiln_save: writing %s: %s", tmp, strerror(errno));
+    if (st == KILN_OK)
+        st = write_data(g, f, tmp);
+    /* The data reaches the disk before the rename makes it the file. */
+    if (st == KILN_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
+        st = kiln__error(KILN_ERR_IO, "kiln_save: writing %s: %s", tmp, strerror(errno));
+    if (fclose(f) != 0 && st == KILN_OK)
+        st = kiln__error(KILN_ERR_IO, "kiln_save: closing %s: %s", tmp, strerror(errno));
+    if (st == KILN_OK && rename(tmp, path) != 0)
+        st = kiln__error(KILN_ERR_IO, "kiln_save: renaming %s to %s: %s", tmp, path,
+                         strerror(errno));
+    if (st != KILN_OK)
+        unlink(tmp);
+    free(tmp);
+    free(h.data);
+    return st;
+}
+
+/* ---- loading: the header ------------------------------------------------------ */
+
+/* A tensor the header describes. */
+typedef struct entry {
+    const char       *name;   /* in the JSON tree */
+    const char       *dtype;
+    const kiln__json *shape;  /* an array of integers >= 0 */
+    uint64_t          begin, end;
+} entry;
+
+typedef struct file {
+    const char *path;
+    FILE       *f;
+    uint64_t    header_len, data_len;
+    kiln__json *header;
+    entry      *entries;
+    size_t      n_entries;
+} file;
+
+static kiln_status malformed(const file *fl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static kiln_status malformed(const file *fl, const char *fmt, ...)
+{
+    char    what[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return kiln__error(KILN_ERR_IO, "kiln_load: %s is not a valid safetensors file: %s",
+                       fl->path, what);
+}
+
+static size_t dtype_size(const char *dtype)
+{
+    static const struct {
+        const char *name;
+        size_t      size;
+    } dtypes[] = {
+        { "BOOL", 1 }, { "U8", 1 },  { "I8", 1 },  { "F8_E5M2", 1 }, { "F8_E4M3", 1 },
+        { "I16", 2 },  { "U16", 2 }, { "F16", 2 }, { "BF16", 2 },    { "I32", 4 },
+        { "U32", 4 },  { "F32", 4 }, { "I64", 8 }, { "U64", 8 },     { "F64", 8 },
+    };
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (strcmp(dtype, dtypes[i].name) == 0)
+            return dtypes[i].size;
+    return 0;
+}
+
+/* "[2, 3]" for a shape array of the header. */
+static const char *json_shape_str(char *buf, const kiln__json *shape)
+{
+    int64_t dims[16];
+    if (shape->n_items > 16) {
+        snprintf(buf, KILN__SHAPE_STR, "(%zu dimensions)", shape->n_items);
+        return buf;
+    }
+    for (size_t i = 0; i < shape->n_items; i++)
+        dims[i] = shape->items[i].integer;
+    return kiln__shape_str(buf, (int)shape->n_items, dims);
+}
+
+/* A member of a tensor's entry, of the given type. */
+static const kiln__json *member(const file *fl, const kiln__json *e, const char *key,
+                                kiln__json_type type, kiln_status *st)
+{
+    const kiln__json *m = kiln__json_get(e, key);
+    if (!m)
+        *st = malformed(fl, "tensor \"%s\" (header byte %zu) has no \"%s\"", e->key,
+                        e->offset, key);
+    else if (m->type != type)
+        *st = malformed(fl, "tensor \"%s\": \"%s\" at header byte %zu is %s, expected "
+                        "%s", e->key, key, m->offset, kiln__json_type_name(m->type),
+                        kiln__json_type_name(type));
+    return *st == KILN_OK ? m : NULL;
+}
+
+/* Fills en from a member of the header, checking it is self-consistent. */
+static kiln_status parse_entry(const file *fl, const kiln__json *e, entry *en)
+{
+    kiln_status st = KILN_OK;
+    if (e->type != KILN__JSON_OBJECT)
+        return malformed(fl, "tensor \"%s\" at header byte %zu is %s, expected an "
+                         "object", e->key, e->offset, kiln__json_type_name(e->type));
+    const kiln__json *dtype = member(fl, e, "dtype", KILN__JSON_STRING, &st);
+    const kiln__json *shape = dtype ? member(fl, e, "shape", KILN__JSON_ARRAY, &st) : NULL;
+    const kiln__json *offs  = shape ? member(fl, e, "data_offsets", KILN__JSON_ARRAY, &st)
+                                    : NULL;
+    if (st != KILN_OK)
+        return st;
+    for (size_t i = 0; i < e->n_items; i++)
+        if (strcmp(e->items[i].key, "dtype") && strcmp(e->items[i].key, "shape") &&
+            strcmp(e->items[i].key, "data_offsets"))
+            return malformed(fl, "tensor \"%s\" has an unknown member \"%s\" at header "
+                             "byte %zu", e->key, e->items[i].key, e->items[i].key_offset);
+    size_t size = dtype_size(dtype->string);
+    if (!size)
+        return malformed(fl, "tensor \"%s\" has an unknown dtype \"%s\"", e->key,
+                         dtype->string);
+    uint64_t numel = 1;
+    for (size_t i = 0; i < shape->n_items; i++) {
+        const kiln__json *d = &shape->items[i];
+        if (d->type != KILN__JSON_INTEGER || d->integer < 0)
+            return malformed(fl, "tensor \"%s\": shape element %zu at header byte %zu "
+                             "is not an integer >= 0", e->key, i, d->offset);
+        if (d->integer && numel > fl->data_len / (uint64_t)d->integer)
+            return malformed(fl, "tensor \"%s\": its shape holds more elements than the "
+                             "file has bytes", e->key);
+        numel *= (uint64_t)d->integer;
+    }
+    if (offs->n_items != 2 || offs->items[0].type != KILN__JSON_INTEGER ||
+        offs->items[1].type != KILN__JSON_INTEGER)
+        return malformed(fl, "tensor \"%s\": data_offsets at header byte %zu is not "
+                         "[begin, end]", e->key, offs->offset);
+    int64_t begin = offs->items[0].integer, end = offs->items[1].integer;
+    if (begin < 0 || end < begin || (uint64_t)end > fl->data_len)
+        return malformed(fl, "tensor \"%s\": data_offsets [%lld, %lld] outside the "
+                         "%llu bytes of data", e->key, (long long)begin, (long long)end,
+                         (unsigned long long)fl->data_len);
+    char s[KILN__SHAPE_STR];
+    if ((uint64_t)(end - begin) != numel * size)
+        return malformed(fl, "tensor \"%s\": data_offsets [%lld, %lld] hold %lld bytes, "
+                         "but %s %s takes %llu", e->key, (long long)begin, (long long)end,
+                         (long long)(end - begin), dtype->string, json_shape_str(s, shape),
+                         (unsigned long long)(numel * size));
+    *en = (entry){ e->key, dtype->string, shape, (uint64_t)begin, (uint64_t)end };
+    return KILN_OK;
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    const entry *x = a, *y = b;
+    if (x->begin != y->begin)
+        return x->begin < y->begin ? -1 : 1;
+    return (x->end > y->end) - (x->end < y->end);
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
+}
+
+/* The tensors must tile the data exactly, and have different names. Leaves
+ * the entries sorted by name. */
+static kiln_status check_layout(const file *fl)
+{
+    qsort(fl->entries, fl->n_entries, sizeof *fl->entries, by_offset);
+    uint64_t at = 0;
+    for (size_t i = 0; i < fl->n_entries; i++) {
+        const entry *e = &fl->entries[i];
+        if (e->begin != at)
+            return malformed(fl, "tensor \"%s\" starts at data byte %llu, but the "
+                             "tensors before it end at %llu (they must be packed)",
+                             e->name, (unsigned long long)e->begin, (unsigned long long)at);
+        at = e->end;
+    }
+    if (at != fl->data_len)
+        return malformed(fl, "the tensors end at data byte %llu, but the file has %llu "
+                         "bytes of data", (unsigned long long)at,
+                         (unsigned long long)fl->data_len);
+    qsort(fl->entries, fl->n_entries, sizeof *fl->entries, by_name);
+    for (size_t i = 1; i < fl->n_entries; i++)
+        if (strcmp(fl->entries[i - 1].name, fl->entries[i].name) == 0)
+            return malformed(fl, "the header names tensor \"%s\" twice",
+                             fl->entries[i].name);
+    return KILN_OK;
+}
+
+static kiln_status check_metadata(const file *fl, const kiln__json *m)
+{
+    if (m->type != KILN__JSON_OBJECT)
+        return malformed(fl, "__metadata__ at header byte %zu is %s, expected an object",
+                         m->offset, kiln__json_type_name(m->type));
+    for (size_t i = 0; i < m->n_items; i++)
+        if (m->items[i].type != KILN__JSON_STRING)
+            return malformed(fl, "__metadata__ \"%s\" at header byte %zu is %s, "
+                             "expected a string", m->items[i].key, m->items[i].offset,
+                             kiln__json_type_name(m->items[i].type));
+    return KILN_OK;
+}
+
+static kiln_status parse_header(file *fl, const char *json)
+{
+    char err[256];
+    fl->header = kiln__json_parse(json, (size_t)fl->header_len, err, sizeof err);
+    if (!fl->header)
+        return malformed(fl, "header %s", err);
+    const kiln__json *root = fl->header;
+    if (root->type != KILN__JSON_OBJECT)
+        return malformed(fl, "the header is %s, expected an object",
+                         kiln__json_type_name(root->type));
+    fl->entries = kiln__calloc(root->n_items, sizeof *fl->entries, "safetensors entries");
+    if (!fl->entries)
+        return KILN_ERR_NO_MEMORY;
+    for (size_t i = 0; i < root->n_items; i++) {
+        kiln_status st = strcmp(root->items[i].key, "__metadata__") == 0
+                             ? check_metadata(fl, &root->items[i])
+                             : parse_entry(fl, &root->items[i],
+                                           &fl->entries[fl->n_entries++]);
+        if (st != KILN_OK)
+            return st;
+    }
+    return check_layout(fl);
+}
+
+static kiln_status read_at(const file *fl, uint64_t offset, void *buf, size_t n)
+{
+    if (fseeko(fl->f, (off_t)offset, SEEK_SET) != 0)
+        return kiln__error(KILN_ERR_IO, "kiln_load: seeking in %s: %s", fl->path,
+                           strerror(errno));
+    size_t got = fread(buf, 1, n, fl->f);
+    if (got == n)
+        return KILN_OK;
+    if (ferror(fl->f))
+        return kiln__error(KILN_ERR_IO, "kiln_load: reading %s: %s", fl->path,
+                           strerror(errno));
+    return kiln__error(KILN_ERR_IO, "kiln_load: %s ended after %llu bytes; expected %zu "
+                       "more from byte %llu (was it changed while being read?)", fl->path,
+                       (unsigned long long)(offset + got), n - got,
+                       (unsigned long long)offset);
+}
+
+static kiln_status open_file(file *fl)
+{
+    fl->f = fopen(fl->path, "rb");
+    if (!fl->f)
+        return kiln__error(KILN_ERR_IO, "kiln_load: cannot open %s: %s", fl->path,
+                           strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(fl->f), &sb) != 0)
+        return kiln__error(KILN_ERR_IO, "kiln_load: %s: %s", fl->path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return kiln__error(KILN_ERR_IO, "kiln_load: %s is not a regular file", fl->path);
+    uint64_t      size = (uint64_t)sb.st_size;
+    unsigned char len[8];
+    if (size < 8)
+        return malformed(fl, "it has %llu bytes; the file starts with an 8-byte header "
+                         "length", (unsigned long long)size);
+    kiln_status st = read_at(fl, 0, len, 8);
+    if (st != KILN_OK)
+        return st;
+    fl->header_len = get_u64le(len);
+    if (fl->header_len < 2 || fl->header_len > HEADER_MAX || fl->header_len > size - 8)
+        return malformed(fl, "the header length is %llu, but it must be 2 to %u and the "
+                         "file has %llu bytes after the length",
+                         (unsigned long long)fl->header_len, HEADER_MAX,
+                         (unsigned long long)(size - 8));
+    fl->data_len = size - 8 - fl->header_len;
+    char *json = kiln__malloc((size_t)fl->header_len, "a safetensors header");
+    if (!json)
+        return KILN_ERR_NO_MEMORY;
+    st = read_at(fl, 8, json, (size_t)fl->header_len);
+    if (st == KILN_OK)
+        st = parse_header(fl, json);
+    free(json);
+    return st;
+}
+
+/* ---- loading: the parameters ---------------------------------------------------- */
+
+/* The entry for parameter t, which must exist as F32 of t's shape. */
+static kiln_status match_param(const file *fl, const kiln_tensor *t, const entry **found)
+{
+    char s[KILN__SHAPE_STR], fs[KILN__SHAPE_STR];
+    kiln__shape_str(s, t->node.ndim, t->node.dims);
+    if (!t->name)
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_load: a parameter %s has no "
+                           "name; weight files identify tensors by name", s);
+    entry        key = { .name = t->name };
+    const entry *e = bsearch(&key, fl->entries, fl->n_entries, sizeof *fl->entries,
+                             by_name);
+    if (!e)
+        return kiln__error(KILN_ERR_NOT_FOUND, "kiln_load: %s has no tensor \"%s\" for "
+                           "parameter %s %s (the file holds %zu tensors)", fl->path,
+                           t->name, t->name, s, fl->n_entries);
+    if (strcmp(e->dtype, "F32") != 0)
+        return kiln__error(KILN_ERR_SHAPE, "kiln_load: %s: tensor \"%s\" is %s; kiln "
+                           "parameters are F32 (convert the file, e.g. with "
+                           "tensor.float() in PyTorch)", fl->path, t->name, e->dtype);
+    bool same = e->shape->n_items == (size_t)t->node.ndim;
+    for (int d = 0; same && d < t->node.ndim; d++)
+        same = e->shape->items[d].integer == t->node.dims[d];
+    if (!same)
+        return kiln__error(KILN_ERR_SHAPE, "kiln_load: %s: tensor \"%s\" is %s in the "
+                           "file but %s in the graph", fl->path, t->name,
+                           json_shape_str(fs, e->shape), s);
+    *found = e;
+    return KILN_OK;
+}
+
+/* Checks every parameter against the file and reads them all, before any is
+ * written, so that a failed load leaves the graph as it was. */
+static kiln_status load_params(kiln_graph *g, const file *fl)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        const entry *e;
+        if (!(g->nodes[i]->flags & KILN__PARAM))
+            continue;
+        kiln_status st = match_param(fl, g->nodes[i], &e);
+        if (st != KILN_OK)
+            return st;
+        total += kiln__tensor_bytes(g->nodes[i]);
+    }
+    float *values = kiln__malloc(total, "parameter values");
+    if (!values)
+        return KILN_ERR_NO_MEMORY;
+    kiln_status st  = KILN_OK;
+    size_t      pos = 0;
+    for (size_t i = 0; st == KILN_OK && i < g->n_nodes; i++) {
+        const entry *e;
+        if (!(g->nodes[i]->flags & KILN__PARAM))
+            continue;
+        size_t n = kiln__tensor_bytes(g->nodes[i]);
+        st = match_param(fl, g->nodes[i], &e);
+        if (st == KILN_OK)
+            st = read_at(fl, 8 + fl->header_len + e->begin, (char *)values + pos, n);
+        pos += n;
+    }
+    if (st == KILN_OK)
+        f32_from_le(values, total / 4);
+    pos = 0;
+    for (size_t i = 0; st == KILN_OK && i < g->n_nodes; i++) {
+        if (!(g->nodes[i]->flags & KILN__PARAM))
+            continue;
+        size_t n = kiln__tensor_bytes(g->nodes[i]);
+        st = kiln_tensor_write(g->nodes[i], (char *)values + pos, n);
+        pos += n;
+    }
+    free(values);
+    return st;
+}
+
+KILN_API kiln_status kiln_load(kiln_graph *g, const char *path)
+{
+    if (!g || !path)
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_load: %s is NULL",
+                           g ? "path" : "graph");
+    file        fl = { .path = path };
+    kiln_status st = open_file(&fl);
+    if (st == KILN_OK)
+        st = load_params(g, &fl);
+    if (fl.f)
+        fclose(fl.f);
+    kiln__json_free(fl.header);
+    free(fl.entries);
+    return st;
+}

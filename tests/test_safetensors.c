@@ -1,0 +1,446 @@
+/* tests/test_safetensors.c — kiln_save and kiln_load.
+ *
+ * Interoperability is checked both ways against code that is not kiln's:
+ * tests/data/reference.safetensors was written by tests/data/make_safetensors.py
+ * (Python's struct and json only), and kiln's own files are decoded here with
+ * plain byte arithmetic, and, when python3 is installed, by that script too.
+ * Every malformed file kiln_load must refuse is written byte by byte here.
+ */
+#include "backends.h"
+#include "expect.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static kiln_context *ctx;
+static kiln_graph   *g;
+static char          dir[64];
+
+static void setup(void)
+{
+    ctx = test_context(test_first_spec());
+    g   = kiln_graph_new(ctx);
+    cr_assert_not_null(g, "kiln_graph_new: %s", kiln_last_error());
+    snprintf(dir, sizeof dir, "/tmp/kiln-st-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp failed");
+}
+
+static void teardown(void)
+{
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
+TestSuite(safetensors, .init = setup, .fini = teardown);
+
+static const char *in_dir(const char *name)
+{
+    static char buf[4][160];
+    static int  next;
+    char       *p = buf[next++ % 4];
+    snprintf(p, sizeof buf[0], "%s/%s", dir, name);
+    return p;
+}
+
+static const char *reference_file(void)
+{
+    static char p[512];
+    const char *src = getenv("KILN_TEST_SRCDIR");
+    snprintf(p, sizeof p, "%s/data/reference.safetensors", src ? src : "tests");
+    return p;
+}
+
+static kiln_tensor *param(kiln_graph *in, const char *name, int ndim, const int64_t *dims,
+                          const float *value)
+{
+    kiln_tensor *p = kiln_param(in, name, ndim, dims);
+    cr_assert_eq(kiln_graph_status(in), KILN_OK, "%s", kiln_graph_error(in));
+    if (value)
+        expect_ok(kiln_tensor_write(p, value, kiln_tensor_nbytes(p)), name);
+    return p;
+}
+
+static void expect_values(const kiln_tensor *t, const float *want, size_t n)
+{
+    float got[16];
+    cr_assert(n <= 16);
+    expect_ok(kiln_tensor_read(t, got, n * sizeof *got), kiln_tensor_name(t));
+    for (size_t i = 0; i < n; i++)
+        cr_assert(memcmp(&got[i], &want[i], sizeof *got) == 0, "%s[%zu] is %.9g, expected "
+                  "%.9g", kiln_tensor_name(t), i, (double)got[i], (double)want[i]);
+}
+
+static const float W[] = { 0.5f, -1.25f, 3.0f, 1e-3f, -0.0f, 65504.0f };
+static const float B[] = { 1.0f, 2.0f, 3.5f };
+
+/* ---- files from an independent writer ------------------------------------------ */
+
+Test(safetensors, loads_the_file_of_an_independent_writer)
+{
+    kiln_tensor *w = param(g, "dense.weight", KILN_SHAPE(2, 3), NULL);
+    kiln_tensor *b = param(g, "dense.bias", KILN_SHAPE(3), NULL);
+    kiln_tensor *s = param(g, "scalar", 0, NULL, NULL);
+    kiln_tensor *u = param(g, "unicod\xc3\xa9.w", KILN_SHAPE(1), NULL);
+    expect_ok(kiln_load(g, reference_file()), "kiln_load");
+    expect_values(w, W, 6);
+    expect_values(b, B, 3);
+    expect_values(s, (const float[]){ 42.0f }, 1);
+    expect_values(u, (const float[]){ 2.5f }, 1);
+}
+
+Test(safetensors, loads_into_a_compiled_graph_and_the_values_reach_the_device)
+{
+    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(1, 2));
+    kiln_tensor *w = param(g, "dense.weight", KILN_SHAPE(2, 3), NULL);
+    kiln_tensor *b = param(g, "dense.bias", KILN_SHAPE(3), NULL);
+    kiln_tensor *y = kiln_add(g, kiln_matmul(g, x, w), b);
+    expect_ok(kiln_graph_compile(g), "compile");
+    expect_ok(kiln_load(g, reference_file()), "kiln_load after compile");
+    expect_ok(kiln_tensor_write(x, (const float[]){ 1, 2 }, 8), "write x");
+    expect_ok(kiln_graph_run(g), "run");
+    float want[3];
+    for (int j = 0; j < 3; j++)
+        want[j] = W[j] + 2 * W[3 + j] + B[j];
+    float got[3];
+    expect_ok(kiln_tensor_read(y, got, sizeof got), "read y");
+    for (int j = 0; j < 3; j++)
+        cr_assert_float_eq(got[j], want[j], 1e-3f, "y[%d] %g, expected %g", j,
+                           (double)got[j], (double)want[j]);
+}
+
+/* ---- kiln's files, read without kiln --------------------------------------------- */
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "cannot open %s", path);
+    unsigned char *buf = malloc(1 << 16);
+    cr_assert_not_null(buf);
+    *len = fread(buf, 1, 1 << 16, f);
+    fclose(f);
+    return buf;
+}
+
+static float le_float(const unsigned char *b)
+{
+    uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+                 (uint32_t)b[3] << 24;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+Test(safetensors, saves_the_format_an_independent_reader_expects)
+{
+    param(g, "dense.weight", KILN_SHAPE(2, 3), W);
+    param(g, "dense.bias", KILN_SHAPE(3), B);
+    kiln_input(g, "x", KILN_F32, KILN_SHAPE(1, 2)); /* inputs are not saved */
+    const char *path = in_dir("model.safetensors");
+    expect_ok(kiln_save(g, path), "kiln_save");
+
+    size_t         len;
+    unsigned char *f = slurp(path, &len);
+    uint64_t       n = 0;
+    for (int i = 0; i < 8; i++)
+        n |= (uint64_t)f[i] << (8 * i);
+    cr_assert_eq(n % 8, 0, "header length %llu is not a multiple of 8", (unsigned long long)n);
+    cr_assert_eq(len, 8 + n + 36, "file of %zu bytes, header %llu", len,
+                 (unsigned long long)n);
+    char header[512];
+    cr_assert_lt(n, sizeof header);
+    memcpy(header, f + 8, n);
+    header[n] = '\0';
+    char want[512];
+    snprintf(want, sizeof want, "{\"__metadata__\":{\"producer\":\"kiln %s\"},"
+             "\"dense.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+             "\"dense.bias\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[24,36]}}",
+             kiln_version());
+    cr_assert(strncmp(header, want, strlen(want)) == 0, "header\n%s\nexpected\n%s", header,
+              want);
+    for (size_t i = strlen(want); i < n; i++)
+        cr_assert_eq(header[i], ' ', "header byte %zu is 0x%02x, expected space padding",
+                     i, (unsigned char)header[i]);
+    for (int i = 0; i < 6; i++)
+        cr_assert_eq(le_float(f + 8 + n + 4 * i), W[i], "weight %d", i);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(le_float(f + 8 + n + 24 + 4 * i), B[i], "bias %d", i);
+    free(f);
+}
+
+Test(safetensors, the_independent_python_reader_reads_kilns_file)
+{
+    if (system("command -v python3 >/dev/null 2>&1") != 0)
+        cr_skip_test("python3 is not installed");
+    param(g, "dense.weight", KILN_SHAPE(2, 3), W);
+    param(g, "dense.bias", KILN_SHAPE(3), B);
+    param(g, "odd \"name\"\\", KILN_SHAPE(1), (const float[]){ -7.5f });
+    const char *path = in_dir("for-python.safetensors");
+    expect_ok(kiln_save(g, path), "kiln_save");
+    char cmd[1024];
+    const char *src = getenv("KILN_TEST_SRCDIR");
+    snprintf(cmd, sizeof cmd, "python3 '%s/data/make_safetensors.py' --dump '%s'",
+             src ? src : "tests", path);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p, "popen %s", cmd);
+    char out[1024] = "";
+    size_t got = fread(out, 1, sizeof out - 1, p);
+    out[got] = '\0';
+    int status = pclose(p);
+    cr_assert_eq(status, 0, "%s failed (%d): %s", cmd, status, out);
+    cr_assert_str_eq(out, "dense.bias F32 [3] 1 2 3.5\n"
+                          "dense.weight F32 [2, 3] 0.5 -1.25 3 0.00100000005 -0 65504\n"
+                          "odd \"name\"\\ F32 [1] -7.5\n");
+}
+
+/* ---- round trips ---------------------------------------------------------------- */
+
+Test(safetensors, save_then_load_gives_the_same_values_before_and_after_compile)
+{
+    kiln_graph_seed(g, 9);
+    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(2, 1, 6, 6));
+    kiln_dense(g, kiln_flatten(g, kiln_conv2d_layer(g, x, 3, 3, 1, 1, NULL)), 4, NULL);
+    const char *path = in_dir("round.safetensors");
+    expect_ok(kiln_save(g, path), "kiln_save");
+    for (int compiled = 0; compiled < 2; compiled++) {
+        kiln_graph  *h = kiln_graph_new(ctx);
+        kiln_tensor *hx = kiln_input(h, "x", KILN_F32, KILN_SHAPE(2, 1, 6, 6));
+        kiln_graph_seed(h, 10); /* other initial values, replaced by the load */
+        kiln_dense(h, kiln_flatten(h, kiln_conv2d_layer(h, hx, 3, 3, 1, 1, NULL)), 4, NULL);
+        if (compiled)
+            expect_ok(kiln_graph_compile(h), "compile");
+        expect_ok(kiln_load(h, path), "kiln_load");
+        cr_assert_eq(kiln_graph_param_count(h), 4);
+        for (size_t i = 0; i < 4; i++) {
+            kiln_tensor *a = kiln_graph_param(g, i), *b = kiln_graph_param(h, i);
+            size_t       n = kiln_tensor_nbytes(a);
+            float        va[512], vb[512];
+            cr_assert_leq(n, sizeof va);
+            expect_ok(kiln_tensor_read(a, va, n), "read saved");
+            expect_ok(kiln_tensor_read(b, vb, n), "read loaded");
+            cr_assert(memcmp(va, vb, n) == 0, "%s differs after the round trip (compiled "
+                      "%d)", kiln_tensor_name(a), compiled);
+        }
+        kiln_graph_free(h);
+    }
+}
+
+Test(safetensors, save_replaces_a_file_and_leaves_no_temporary_behind)
+{
+    param(g, "p", KILN_SHAPE(2), (const float[]){ 1, 2 });
+    const char *path = in_dir("w.safetensors");
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("old contents", f);
+    fclose(f);
+    expect_ok(kiln_save(g, path), "kiln_save over a file");
+    kiln_graph  *h = kiln_graph_new(ctx);
+    kiln_tensor *p = param(h, "p", KILN_SHAPE(2), NULL);
+    expect_ok(kiln_load(h, path), "kiln_load");
+    expect_values(p, (const float[]){ 1, 2 }, 2);
+    kiln_graph_free(h);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "test \"$(ls '%s' | wc -l)\" -eq 1", dir);
+    cr_assert_eq(system(cmd), 0, "the directory holds more than the saved file");
+}
+
+/* ---- errors: the graph against the file ----------------------------------------- */
+
+Test(safetensors, a_parameter_missing_from_the_file_is_named)
+{
+    param(g, "dense.weight", KILN_SHAPE(2, 3), NULL);
+    param(g, "head.bias", KILN_SHAPE(10), NULL);
+    expect_error(kiln_load(g, reference_file()), KILN_ERR_NOT_FOUND, "\"head.bias\"",
+                 "reference.safetensors");
+}
+
+Test(safetensors, a_shape_mismatch_names_the_tensor_and_both_shapes)
+{
+    param(g, "dense.weight", KILN_SHAPE(3, 2), NULL);
+    expect_error(kiln_load(g, reference_file()), KILN_ERR_SHAPE, "\"dense.weight\" is "
+                 "[2, 3] in the file", "[3, 2] in the graph");
+}
+
+Test(safetensors, a_dtype_other_than_f32_is_named)
+{
+    param(g, "note", KILN_SHAPE(2), NULL);
+    expect_error(kiln_load(g, reference_file()), KILN_ERR_SHAPE, "\"note\" is I32", "F32");
+}
+
+Test(safetensors, a_failed_load_changes_no_parameter)
+{
+    kiln_tensor *w = param(g, "dense.weight", KILN_SHAPE(2, 3), (const float[6]){ 0 });
+    param(g, "missing", KILN_SHAPE(1), NULL);
+    cr_assert_neq(kiln_load(g, reference_file()), KILN_OK);
+    expect_values(w, (const float[6]){ 0 }, 6);
+}
+
+Test(safetensors, a_missing_file_is_an_io_error_naming_it)
+{
+    param(g, "p", KILN_SHAPE(1), NULL);
+    expect_error(kiln_load(g, in_dir("nothing-here")), KILN_ERR_IO, "nothing-here",
+                 "No such file");
+}
+
+Test(safetensors, save_needs_names_and_values)
+{
+    kiln_param(g, NULL, KILN_SHAPE(3));
+    expect_error(kiln_save(g, in_dir("a")), KILN_ERR_INVALID_ARG, "parameter 0 [3] has no "
+                 "name", NULL);
+    kiln_graph *h = kiln_graph_new(ctx);
+    kiln_param(h, "unset", KILN_SHAPE(2));
+    expect_error(kiln_save(h, in_dir("b")), KILN_ERR_STATE, "'unset'", "not been written");
+    kiln_graph_free(h);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", dir);
+    cr_assert_eq(system(cmd), 0, "a failed save left a file behind");
+}
+
+Test(safetensors, save_to_a_missing_directory_is_an_io_error)
+{
+    param(g, "p", KILN_SHAPE(1), (const float[]){ 1 });
+    expect_error(kiln_save(g, in_dir("no/such/dir/w.safetensors")), KILN_ERR_IO,
+                 "no/such/dir", "No such file");
+}
+
+/* ---- errors: malformed files ---------------------------------------------------- */
+
+/* A file of the 8-byte length of `header`, the header, then data_len bytes. */
+static const char *write_raw(const char *header, size_t data_len)
+{
+    const char *path = in_dir("bad.safetensors");
+    FILE       *f    = fopen(path, "wb");
+    cr_assert_not_null(f);
+    size_t n = strlen(header);
+    for (int i = 0; i < 8; i++)
+        fputc((int)((uint64_t)n >> (8 * i)) & 0xFF, f);
+    fwrite(header, 1, n, f);
+    for (size_t i = 0; i < data_len; i++)
+        fputc(0, f);
+    fclose(f);
+    return path;
+}
+
+static void expect_malformed(const char *header, size_t data_len, const char *a,
+                             const char *b)
+{
+    kiln_graph *h = kiln_graph_new(ctx);
+    kiln_param(h, "t", KILN_SHAPE(2));
+    const char *path = write_raw(header, data_len);
+    kiln_status st   = kiln_load(h, path);
+    kiln_graph_free(h);
+    cr_assert_eq(st, KILN_ERR_IO, "header %s: gave %s, expected KILN_ERR_IO (%s)", header,
+                 kiln_status_name(st), kiln_last_error());
+    const char *e = kiln_last_error();
+    cr_assert(strstr(e, "bad.safetensors"), "error \"%s\" does not name the file", e);
+    cr_assert(strstr(e, a), "header %s: error \"%s\" does not mention \"%s\"", header, e, a);
+    cr_assert(!b || strstr(e, b), "header %s: error \"%s\" does not mention \"%s\"", header,
+              e, b);
+}
+
+#define T(s) "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}" s
+
+Test(safetensors, a_well_formed_header_loads)
+{
+    kiln_tensor *t = param(g, "t", KILN_SHAPE(2), NULL);
+    const char *path = write_raw(" \t\n" T(",\"__metadata__\":{\"k\":\"v\\u00e9\\ud83d\\ude00\"}}  "), 8);
+    expect_ok(kiln_load(g, path), "kiln_load");
+    expect_values(t, (const float[]){ 0, 0 }, 2);
+}
+
+Test(safetensors, json_syntax_errors_name_the_offset)
+{
+    expect_malformed(T(",}"), 8, "at byte 54", "expected a string");
+    expect_malformed("{\"t\" {}}", 8, "at byte 5", "expected ':'");
+    expect_malformed(T(""), 8, "at byte 53", "expected ',' or '}'");
+    expect_malformed("{\"t\":[1,2,]}", 8, "at byte 10", "expected an object, an array");
+    expect_malformed("{\"t\\q\":1}", 8, "at byte 4", "unknown escape");
+    expect_malformed("{\"t\":\"a\x01\"}", 8, "at byte 7", "control character");
+    expect_malformed("{\"t\":\"abc", 8, "at byte 9", "close the string");
+    expect_malformed("{\"t\":1.5}", 8, "at byte 6", "not an integer");
+    expect_malformed("{\"t\":1e3}", 8, "not an integer", NULL);
+    expect_malformed("{\"t\":true}", 8, "at byte 5", "expected an object, an array");
+    expect_malformed("{\"t\":012}", 8, "leading zero", NULL);
+    expect_malformed("{\"t\":99999999999999999999}", 8, "64-bit range", NULL);
+    expect_malformed("{\"t\":\"\\u12\"}", 8, "four hex digits", NULL);
+    expect_malformed("{\"t\":\"\\ud800x\"}", 8, "low surrogate", NULL);
+    expect_malformed("{\"t\":\"\\u0000\"}", 8, "\\u0000", NULL);
+    expect_malformed(T("} x"), 8, "expected the end of the text", NULL);
+    expect_malformed("{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+                     8, "nesting deeper", NULL);
+}
+
+Test(safetensors, header_structure_errors_name_the_tensor)
+{
+    expect_malformed("[1, 2]", 8, "the header is an array", "expected an object");
+    expect_malformed("{\"t\":[]}", 8, "tensor \"t\"", "is an array, expected an object");
+    expect_malformed("{\"t\":{\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "no \"dtype\"",
+                     NULL);
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":2,\"data_offsets\":[0,8]}}", 8,
+                     "\"shape\"", "is an integer, expected an array");
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],"
+                     "\"extra\":1}}", 8, "unknown member \"extra\"", NULL);
+    expect_malformed("{\"t\":{\"dtype\":\"Q7\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+                     "unknown dtype \"Q7\"", NULL);
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8,
+                     "shape element 0", "not an integer >= 0");
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 8,
+                     "not [begin, end]", NULL);
+    expect_malformed(T(",\"__metadata__\":{\"k\":1}}"), 8, "__metadata__ \"k\"",
+                     "expected a string");
+    expect_malformed(T(",\"__metadata__\":[]}"), 8, "__metadata__", "expected an object");
+}
+
+Test(safetensors, offsets_must_be_in_range_and_match_the_shape)
+{
+    expect_malformed(T("}"), 4, "data_offsets [0, 8] outside the 4 bytes", NULL);
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8,
+                     "hold 8 bytes", "F32 [3] takes 12");
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,4]}}", 8,
+                     "data_offsets [8, 4]", NULL);
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],"
+                     "\"data_offsets\":[0,8]}}", 8, "more elements than the file has bytes",
+                     NULL);
+}
+
+Test(safetensors, tensors_must_be_packed_without_holes_or_overlaps)
+{
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12,
+                     "starts at data byte 4", "end at 0");
+    expect_malformed(T("}"), 12, "the tensors end at data byte 8", "12 bytes of data");
+    expect_malformed(T(",\"u\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}"),
+                     12, "tensor \"u\" starts at data byte 4", NULL);
+    expect_malformed(T(",\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}"),
+                     16, "names tensor \"t\" twice", NULL);
+}
+
+Test(safetensors, length_prefix_errors)
+{
+    const char *path = in_dir("short.safetensors");
+    FILE *f = fopen(path, "wb");
+    fwrite("\x05\0\0", 1, 3, f);
+    fclose(f);
+    param(g, "t", KILN_SHAPE(2), NULL);
+    expect_error(kiln_load(g, path), KILN_ERR_IO, "it has 3 bytes", "8-byte header length");
+    f = fopen(path, "wb");
+    fwrite("\xff\xff\0\0\0\0\0\0{}", 1, 10, f);
+    fclose(f);
+    expect_error(kiln_load(g, path), KILN_ERR_IO, "header length is 65535",
+                 "file has 2 bytes after");
+    expect_malformed("", 0, "header length is 0", NULL);
+}
+
+Test(safetensors, null_arguments_are_refused)
+{
+    expect_error(kiln_save(NULL, "x"), KILN_ERR_INVALID_ARG, "graph is NULL", NULL);
+    expect_error(kiln_save(g, NULL), KILN_ERR_INVALID_ARG, "path is NULL", NULL);
+    expect_error(kiln_load(NULL, "x"), KILN_ERR_INVALID_ARG, "graph is NULL", NULL);
+    expect_error(kiln_load(g, NULL), KILN_ERR_INVALID_ARG, "path is NULL", NULL);
+}

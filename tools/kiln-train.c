@@ -1,0 +1,524 @@
+/* kiln-train — trains a small classifier on Fashion-MNIST (or MNIST) with kiln
+ * and reports its accuracy on the test set.
+ *
+ * One graph does everything: the forward pass, kiln_backward and the
+ * optimiser's update nodes, compiled once for a fixed batch. Each run takes
+ * one step; kiln_graph_eval runs only the forward pass for evaluation. The
+ * test set's last partial batch is padded with zeros and the padding's
+ * predictions ignored; in training, the last partial batch of each epoch is
+ * dropped (the order is reshuffled every epoch, so no sample is always left
+ * out).
+ *
+ * Exit status: 0 done, 1 a failure (data, kiln), 2 a bad command line.
+ */
+#include <kiln/kiln.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
+#define PIXELS       784
+#define CLASSES      10
+
+typedef struct options {
+    const char *model;     /* mlp, cnn, linear                          */
+    const char *optimizer; /* sgd, adam                                 */
+    int         epochs, batch;
+    double      lr;        /* 0: the optimiser's default                */
+    uint64_t    seed;
+    const char *data, *save, *eval;
+} options;
+
+static const char usage[] =
+    "Usage: kiln-train [OPTION]...\n"
+    "Trains a small classifier on Fashion-MNIST (or MNIST) with kiln and reports\n"
+    "its accuracy on the test set. KILN_BACKEND chooses the backend (kiln-info).\n"
+    "\n"
+    "  --model mlp|cnn|linear  mlp: 784-256-128-10 with relu (default)\n"
+    "                          cnn: conv 3x3x32 (padding 1), relu, max-pool 2,\n"
+    "                               dense 128 relu, dense 10\n"
+    "                          linear: softmax regression 784-10\n"
+    "  --epochs N              passes over the training set (default 5)\n"
+    "  --batch N               samples per step (default 64); each epoch drops\n"
+    "                          its last partial batch\n"
+    "  --lr X                  learning rate (default 0.01 for sgd, 0.001 for adam)\n"
+    "  --optimizer sgd|adam    sgd with momentum 0.9 (default), or adam with\n"
+    "                          betas 0.9 and 0.999\n"
+    "  --seed N                initial weights and shuffling (default 1)\n"
+    "  --data DIR              the four IDX files, gzipped or not (default\n"
+    "                          " DEFAULT_DATA ",\n"
+    "                          from the Debian package dataset-fashion-mnist)\n"
+    "  --save FILE             write the trained weights to FILE (safetensors)\n"
+    "  --eval FILE             train nothing: load weights from FILE and report\n"
+    "                          the test accuracy of the --model they fit\n"
+    "  --help                  print this and exit\n";
+
+static void die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void die(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("kiln-train: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(status);
+}
+
+/* ---- the command line ----------------------------------------------------------- */
+
+static long long parse_int(const char *opt, const char *text, long long min, long long max)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || end == text || *end || v < min || v > max)
+        die(2, "%s '%s': expected a whole number from %lld to %lld", opt, text, min, max);
+    return v;
+}
+
+static const char *parse_choice(const char *opt, const char *text, const char *a,
+                                const char *b, const char *c)
+{
+    const char *choices[] = { a, b, c };
+    for (int i = 0; i < 3; i++)
+        if (choices[i] && strcmp(text, choices[i]) == 0)
+            return choices[i];
+    die(2, "%s '%s': expected %s%s%s or %s", opt, text, a, c ? ", " : "", c ? b : "",
+        c ? c : b);
+}
+
+/* The value of option `name` at argv[*i] ("--name value" or "--name=value"),
+ * or NULL if argv[*i] is another option. */
+static const char *option(int argc, char **argv, int *i, const char *name)
+{
+    size_t len = strlen(name);
+    if (strncmp(argv[*i], name, len) != 0)
+        return NULL;
+    if (argv[*i][len] == '=')
+        return argv[*i] + len + 1;
+    if (argv[*i][len] != '\0')
+        return NULL;
+    if (*i + 1 >= argc)
+        die(2, "%s needs a value; see kiln-train --help", name);
+    return argv[++*i];
+}
+
+static options parse_args(int argc, char **argv)
+{
+    options o = { .model = "mlp", .optimizer = "sgd", .epochs = 5, .batch = 64, .seed = 1,
+                  .data = DEFAULT_DATA };
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            exit(0);
+        } else if ((v = option(argc, argv, &i, "--model"))) {
+            o.model = parse_choice("--model", v, "mlp", "cnn", "linear");
+        } else if ((v = option(argc, argv, &i, "--optimizer"))) {
+            o.optimizer = parse_choice("--optimizer", v, "sgd", "adam", NULL);
+        } else if ((v = option(argc, argv, &i, "--epochs"))) {
+            o.epochs = (int)parse_int("--epochs", v, 1, 100000);
+        } else if ((v = option(argc, argv, &i, "--batch"))) {
+            o.batch = (int)parse_int("--batch", v, 1, 60000);
+        } else if ((v = option(argc, argv, &i, "--seed"))) {
+            o.seed = (uint64_t)parse_int("--seed", v, 0, INT64_MAX);
+        } else if ((v = option(argc, argv, &i, "--lr"))) {
+            char *end;
+            errno = 0;
+            o.lr = strtod(v, &end);
+            if (errno || end == v || *end || !(o.lr > 0) || !isfinite(o.lr))
+                die(2, "--lr '%s': expected a number greater than 0, e.g. 0.01", v);
+        } else if ((v = option(argc, argv, &i, "--data"))) {
+            o.data = v;
+        } else if ((v = option(argc, argv, &i, "--save"))) {
+            o.save = v;
+        } else if ((v = option(argc, argv, &i, "--eval"))) {
+            o.eval = v;
+        } else {
+            die(2, "%s '%s'; see kiln-train --help", argv[i][0] == '-' ?
+                "unknown option" : "unexpected argument", argv[i]);
+        }
+    }
+    if (o.eval && o.save)
+        die(2, "--eval and --save together: --eval trains nothing, so there is nothing "
+            "to save");
+    if (o.lr == 0)
+        o.lr = strcmp(o.optimizer, "adam") == 0 ? 0.001 : 0.01;
+    return o;
+}
+
+/* ---- data --------------------------------------------------------------------- */
+
+typedef struct dataset {
+    kiln_idx images; /* u8 [n, 28, 28] */
+    kiln_idx labels; /* u8 [n], 0 to 9 */
+    int64_t  n;
+} dataset;
+
+static void read_idx(const char *dir, const char *name, kiln_idx *out)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.gz", dir, name);
+    if (access(path, F_OK) != 0)
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (access(path, F_OK) != 0)
+        die(1, "%s has neither %s.gz nor %s: expected the four IDX files of "
+            "Fashion-MNIST or MNIST there (the Debian package dataset-fashion-mnist "
+            "installs them in " DEFAULT_DATA ")", dir, name, name);
+    if (kiln_idx_read(path, out) != KILN_OK)
+        die(1, "%s", kiln_last_error());
+}
+
+static dataset load_set(const char *dir, const char *split)
+{
+    dataset d;
+    char    name[64];
+    snprintf(name, sizeof name, "%s-images-idx3-ubyte", split);
+    read_idx(dir, name, &d.images);
+    snprintf(name, sizeof name, "%s-labels-idx1-ubyte", split);
+    read_idx(dir, name, &d.labels);
+    const kiln_idx *im = &d.images, *lb = &d.labels;
+    if (im->type != 0x08 || im->ndim != 3 || im->dims[1] != 28 || im->dims[2] != 28)
+        die(1, "%s/%s-images: expected u8 images [N, 28, 28]", dir, split);
+    if (lb->type != 0x08 || lb->ndim != 1 || lb->dims[0] != im->dims[0])
+        die(1, "%s/%s-labels: expected %lld u8 labels, one per image", dir, split,
+            (long long)im->dims[0]);
+    const uint8_t *l = lb->data;
+    for (int64_t i = 0; i < lb->count; i++)
+        if (l[i] >= CLASSES)
+            die(1, "%s/%s-labels: label %lld is %d, expected 0 to 9", dir, split,
+                (long long)i, l[i]);
+    d.n = im->dims[0];
+    return d;
+}
+
+static void check_data_dir(const char *dir)
+{
+    struct stat sb;
+    int         found = stat(dir, &sb) == 0;
+    if (found && S_ISDIR(sb.st_mode))
+        return;
+    die(1, "no data directory %s (%s): install the Debian package "
+        "dataset-fashion-mnist (apt-get install dataset-fashion-mnist), which puts "
+        "Fashion-MNIST in " DEFAULT_DATA ", or pass --data DIR with the IDX files of "
+        "Fashion-MNIST or MNIST", dir, found ? "not a directory" : strerror(errno));
+}
+
+/* Rows `idx[0..rows)` of d as floats in [0, 1], and their labels; the rest of
+ * the batch is zero. */
+static void gather(const dataset *d, const int64_t *idx, int rows, int batch, float *x,
+                   int32_t *y)
+{
+    const uint8_t *px = d->images.data, *lb = d->labels.data;
+    for (int r = 0; r < rows; r++) {
+        const uint8_t *src = px + idx[r] * PIXELS;
+        for (int k = 0; k < PIXELS; k++)
+            x[(size_t)r * PIXELS + (size_t)k] = (float)src[k] * (1.0f / 255.0f);
+        y[r] = lb[idx[r]];
+    }
+    memset(x + (size_t)rows * PIXELS, 0, (size_t)(batch - rows) * PIXELS * sizeof *x);
+    memset(y + rows, 0, (size_t)(batch - rows) * sizeof *y);
+}
+
+/* splitmix64: the shuffling sequence of --seed. */
+static uint64_t next_random(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15u);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    return z ^ (z >> 31);
+}
+
+static void shuffle(int64_t *idx, int64_t n, uint64_t *state)
+{
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(next_random(state) % (uint64_t)(i + 1));
+        int64_t t = idx[i];
+        idx[i]    = idx[j];
+        idx[j]    = t;
+    }
+}
+
+/* ---- the model ----------------------------------------------------------------- */
+
+typedef struct model {
+    kiln_graph  *g;
+    kiln_tensor *x, *labels, *loss, *pred;
+    int          batch;
+} model;
+
+static kiln_tensor *logits_of(kiln_graph *g, const char *name, kiln_tensor *x)
+{
+    if (strcmp(name, "linear") == 0)
+        return kiln_dense(g, x, CLASSES, "fc");
+    if (strcmp(name, "mlp") == 0) {
+        kiln_tensor *h = kiln_relu(g, kiln_dense(g, x, 256, "fc1"));
+        h = kiln_relu(g, kiln_dense(g, h, 128, "fc2"));
+        return kiln_dense(g, h, CLASSES, "fc3");
+    }
+    kiln_tensor *h = kiln_relu(g, kiln_conv2d_layer(g, x, 32, 3, 1, 1, "conv1"));
+    h = kiln_flatten(g, kiln_max_pool2d(g, h, 2, 2));
+    h = kiln_relu(g, kiln_dense(g, h, 128, "fc1"));
+    return kiln_dense(g, h, CLASSES, "fc2");
+}
+
+static void fail_kiln(const char *what, const kiln_graph *g)
+{
+    const char *e = g ? kiln_graph_error(g) : NULL;
+    die(1, "%s: %s", what, e ? e : kiln_last_error());
+}
+
+
+/* The forward graph, plus the loss, its gradients and the optimiser's steps
+ * when training. */
+static model build(kiln_context *ctx, const options *o, bool train)
+{
+    model m = { .g = kiln_graph_new(ctx), .batch = o->batch };
+    if (!m.g)
+        fail_kiln("kiln_graph_new", NULL);
+    kiln_graph *g = m.g;
+    kiln_graph_seed(g, o->seed);
+    m.x = strcmp(o->model, "cnn") == 0
+              ? kiln_input(g, "x", KILN_F32, KILN_SHAPE(o->batch, 1, 28, 28))
+              : kiln_input(g, "x", KILN_F32, KILN_SHAPE(o->batch, PIXELS));
+    kiln_tensor *logits = logits_of(g, o->model, m.x);
+    m.pred = kiln_argmax(g, logits);
+    kiln_output(g, m.pred);
+    if (train) {
+        m.labels = kiln_input(g, "labels", KILN_I32, KILN_SHAPE(o->batch));
+        m.loss   = kiln_cross_entropy(g, logits, m.labels);
+        kiln_output(g, m.loss);
+        if (kiln_graph_status(g) != KILN_OK)
+            fail_kiln("building the model", g);
+        if (kiln_backward(g, m.loss) != KILN_OK)
+            die(1, "%s", kiln_last_error());
+        kiln_optimizer *opt = strcmp(o->optimizer, "adam") == 0
+                                  ? kiln_adam(g, (float)o->lr, 0.9f, 0.999f, 1e-8f, 0.0f)
+                                  : kiln_sgd(g, (float)o->lr, 0.9f, 0.0f);
+        if (!opt)
+            die(1, "%s", kiln_last_error());
+    }
+    if (kiln_graph_compile(g) != KILN_OK)
+        fail_kiln("kiln_graph_compile", g);
+    return m;
+}
+
+static long long param_count(const kiln_graph *g)
+{
+    long long n = 0;
+    for (size_t i = 0; i < kiln_graph_param_count(g); i++)
+        n += kiln_tensor_numel(kiln_graph_param(g, i));
+    return n;
+}
+
+/* ---- progress --------------------------------------------------------------- */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct progress {
+    bool    tty;
+    int     epoch, epochs;
+    int64_t total;      /* samples in this epoch */
+    double  start, last_draw;
+    int     quarter;    /* plain lines printed so far this epoch */
+} progress;
+
+/* A bar redrawn in place on a terminal; a line at each quarter otherwise. */
+static void report(progress *p, int64_t done, double loss)
+{
+    double t = now(), rate = done / (t - p->start + 1e-9);
+    if (!p->tty) {
+        if (done * 4 < (int64_t)(p->quarter + 1) * p->total || p->quarter >= 3)
+            return;
+        p->quarter++;
+        printf("epoch %d/%d  %3d%%  loss %.4f  %.0f samples/s\n", p->epoch, p->epochs,
+               25 * p->quarter, loss, rate);
+        fflush(stdout);
+        return;
+    }
+    if (t - p->last_draw < 0.1 && done < p->total)
+        return;
+    p->last_draw = t;
+    char bar[25];
+    int  fill = (int)(24 * done / p->total);
+    for (int i = 0; i < 24; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[24]    = '\0';
+    double eta = (p->total - done) / (rate + 1e-9);
+    printf("\r\033[Kepoch %d/%d [%s] %3d%%  loss %.4f  %.0f samples/s  ETA %d:%02d",
+           p->epoch, p->epochs, bar, (int)(100 * done / p->total), loss, rate,
+           (int)eta / 60, (int)eta % 60);
+    fflush(stdout);
+}
+
+/* ---- training and evaluation ---------------------------------------------------- */
+
+/* Host buffers of one batch. */
+typedef struct batch {
+    float   *x;    /* [batch, 784] */
+    int32_t *y;    /* labels        */
+    int64_t *idx;  /* sample indices */
+    int32_t *pred; /* predictions   */
+} batch;
+
+static void check(kiln_status st, const char *what)
+{
+    if (st != KILN_OK)
+        die(1, "%s: %s", what, kiln_last_error());
+}
+
+/* Correct predictions over the whole test set. */
+static int64_t evaluate(const model *m, const dataset *test, batch *b)
+{
+    int64_t correct = 0;
+    for (int64_t start = 0; start < test->n; start += m->batch) {
+        int rows = test->n - start < m->batch ? (int)(test->n - start) : m->batch;
+        for (int r = 0; r < rows; r++)
+            b->idx[r] = start + r;
+        gather(test, b->idx, rows, m->batch, b->x, b->y);
+        check(kiln_tensor_write(m->x, b->x, (size_t)m->batch * PIXELS * sizeof *b->x), "x");
+        check(kiln_graph_eval(m->g, m->pred), "kiln_graph_eval");
+        check(kiln_tensor_read(m->pred, b->pred, (size_t)m->batch * sizeof *b->pred),
+              "predictions");
+        for (int r = 0; r < rows; r++) /* padding rows are not counted */
+            correct += b->pred[r] == b->y[r];
+    }
+    return correct;
+}
+
+/* One pass over the shuffled training set; the mean loss of its steps. */
+static double train_epoch(const model *m, const dataset *set, progress *p, batch *b,
+                          int64_t *order, uint64_t *rng)
+{
+    int64_t steps = set->n / m->batch;
+    double  sum   = 0;
+    shuffle(order, set->n, rng);
+    p->total   = steps * m->batch;
+    p->start   = now();
+    p->quarter = 0;
+    for (int64_t s = 0; s < steps; s++) {
+        gather(set, order + s * m->batch, m->batch, m->batch, b->x, b->y);
+        check(kiln_tensor_write(m->x, b->x, (size_t)m->batch * PIXELS * sizeof *b->x), "x");
+        check(kiln_tensor_write(m->labels, b->y, (size_t)m->batch * sizeof *b->y), "labels");
+        check(kiln_graph_run(m->g), "kiln_graph_run");
+        float loss;
+        check(kiln_tensor_read(m->loss, &loss, sizeof loss), "loss");
+        if (!isfinite(loss)) {
+            if (p->tty)
+                putchar('\n');
+            die(1, "the loss is %g at epoch %d, step %lld: training diverged; try a "
+                "smaller --lr", (double)loss, p->epoch, (long long)s + 1);
+        }
+        sum += loss;
+        report(p, (s + 1) * m->batch, sum / (double)(s + 1));
+    }
+    if (p->tty)
+        printf("\r\033[K");
+    return steps ? sum / (double)steps : NAN;
+}
+
+static void print_accuracy(const char *label, int64_t correct, int64_t n)
+{
+    printf("%s %.2f%% (%lld of %lld)\n", label, 100.0 * (double)correct / (double)n,
+           (long long)correct, (long long)n);
+}
+
+static void dataset_free(dataset *d)
+{
+    kiln_idx_free(&d->images);
+    kiln_idx_free(&d->labels);
+}
+
+/* Trains for o->epochs, reporting each; the correct test predictions of the
+ * last epoch. */
+static int64_t train(const options *o, const model *m, const dataset *test, batch *b)
+{
+    dataset  set   = load_set(o->data, "train");
+    int64_t *order = malloc((size_t)set.n * sizeof *order);
+    if (!order)
+        die(1, "out of memory for %lld indices", (long long)set.n);
+    for (int64_t i = 0; i < set.n; i++)
+        order[i] = i;
+    if (set.n < o->batch)
+        die(2, "--batch %d is larger than the %lld training images", o->batch,
+            (long long)set.n);
+    printf("model %s (%lld parameters), %s lr %g, batch %d, %d epoch%s, seed %llu\n",
+           o->model, param_count(m->g), o->optimizer, o->lr, o->batch, o->epochs,
+           o->epochs == 1 ? "" : "s", (unsigned long long)o->seed);
+    printf("data: %s (%lld training, %lld test images)\n", o->data, (long long)set.n,
+           (long long)test->n);
+    fflush(stdout);
+
+    uint64_t rng     = o->seed;
+    progress p       = { .tty = isatty(STDOUT_FILENO), .epochs = o->epochs };
+    int64_t  correct = 0;
+    for (p.epoch = 1; p.epoch <= o->epochs; p.epoch++) {
+        double t0   = now();
+        double loss = train_epoch(m, &set, &p, b, order, &rng);
+        double t1   = now();
+        correct     = evaluate(m, test, b);
+        printf("epoch %d/%d  loss %.4f  time %.2f s  %.0f samples/s  test accuracy "
+               "%.2f%%  (eval %.2f s)\n", p.epoch, o->epochs, loss, t1 - t0,
+               (double)p.total / (t1 - t0), 100.0 * (double)correct / (double)test->n,
+               now() - t1);
+        fflush(stdout);
+    }
+    free(order);
+    dataset_free(&set);
+    return correct;
+}
+
+int main(int argc, char **argv)
+{
+    options o = parse_args(argc, argv);
+    check_data_dir(o.data);
+    kiln_context *ctx = kiln_context_new();
+    if (!ctx)
+        die(1, "%s", kiln_last_error());
+    printf("backend: %s\n", kiln_context_device(ctx));
+    dataset test = load_set(o.data, "t10k");
+    model   m    = build(ctx, &o, !o.eval);
+    batch   b    = { malloc((size_t)o.batch * PIXELS * sizeof *b.x),
+                     malloc((size_t)o.batch * sizeof *b.y),
+                     malloc((size_t)o.batch * sizeof *b.idx),
+                     malloc((size_t)o.batch * sizeof *b.pred) };
+    if (!b.x || !b.y || !b.idx || !b.pred)
+        die(1, "out of memory for a batch of %d", o.batch);
+
+    if (o.eval) {
+        kiln_status st = kiln_load(m.g, o.eval);
+        if (st != KILN_OK)
+            die(1, "--eval: %s%s%s%s", kiln_last_error(),
+                st == KILN_ERR_IO ? "" : " (the weights must come from kiln-train --model ",
+                st == KILN_ERR_IO ? "" : o.model, st == KILN_ERR_IO ? "" : ")");
+        printf("model %s (%lld parameters) from %s\n", o.model, param_count(m.g), o.eval);
+        print_accuracy("test accuracy:", evaluate(&m, &test, &b), test.n);
+    } else {
+        print_accuracy("final test accuracy:", train(&o, &m, &test, &b), test.n);
+        if (o.save) {
+            check(kiln_save(m.g, o.save), "--save");
+            printf("weights saved to %s\n", o.save);
+        }
+    }
+    kiln_graph_free(m.g);
+    kiln_context_free(ctx);
+    dataset_free(&test);
+    free(b.x);
+    free(b.y);
+    free(b.idx);
+    free(b.pred);
+    return 0;
+}
