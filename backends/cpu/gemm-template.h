@@ -1,0 +1,147 @@
+/* gemm-template.h — the register micro-kernel and the packing of the packed
+ * GEMM, written once and compiled for each ISA.
+ *
+ * The file that includes this defines, for its ISA:
+ *   CPU_V            the vector type, CPU_VL floats
+ *   CPU_VZERO()      a vector of zeros
+ *   CPU_VLOADU(p)    CPU_VSTOREU(p, v)   unaligned load and store
+ *   CPU_VBCAST(x)    x in every lane
+ *   CPU_VFMA(a,b,c)  a * b + c
+ *   CPU_VADD(a,b)
+ *   CPU_MR, CPU_NRV  the register tile: CPU_MR rows of CPU_NRV vectors
+ *   CPU_MC, CPU_KC, CPU_NC   the cache blocks
+ *   CPU_GEMM_NAME    the name of the cpu_gemm_ukernel it defines
+ * and gets cpu_gemm_ukernel CPU_GEMM_NAME. The tile is CPU_MR x CPU_NRV
+ * accumulators held in registers for the whole k loop; each step loads one
+ * row of the B panel (CPU_NRV vectors) and broadcasts CPU_MR values of A.
+ */
+#define CPU_NR (CPU_NRV * CPU_VL)
+
+#define CPU_GT_CAT2(a, b) a##b
+#define CPU_GT_CAT(a, b)  CPU_GT_CAT2(a, b)
+#define CPU_GT(name)      CPU_GT_CAT(CPU_GEMM_NAME, _##name)
+
+static void CPU_GT(kernel)(size_t kc, const float *restrict a,
+                           const float *restrict b, float *restrict c,
+                           size_t ldc, bool accumulate)
+{
+    CPU_V acc[CPU_MR][CPU_NRV];
+#pragma GCC unroll 16
+    for (int i = 0; i < CPU_MR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < CPU_NRV; j++)
+            acc[i][j] = CPU_VZERO();
+
+    for (size_t k = 0; k < kc; k++) {
+        CPU_V bv[CPU_NRV];
+#pragma GCC unroll 4
+        for (int j = 0; j < CPU_NRV; j++)
+            bv[j] = CPU_VLOADU(b + j * CPU_VL);
+#pragma GCC unroll 16
+        for (int i = 0; i < CPU_MR; i++) {
+            CPU_V av = CPU_VBCAST(a[i]);
+#pragma GCC unroll 4
+            for (int j = 0; j < CPU_NRV; j++)
+                acc[i][j] = CPU_VFMA(av, bv[j], acc[i][j]);
+        }
+        a += CPU_MR;
+        b += CPU_NR;
+    }
+
+#pragma GCC unroll 16
+    for (int i = 0; i < CPU_MR; i++) {
+        float *ci = c + (size_t)i * ldc;
+#pragma GCC unroll 4
+        for (int j = 0; j < CPU_NRV; j++) {
+            CPU_V v = acc[i][j];
+            if (accumulate)
+                v = CPU_VADD(v, CPU_VLOADU(ci + j * CPU_VL));
+            CPU_VSTOREU(ci + j * CPU_VL, v);
+        }
+    }
+}
+
+/* Panels of CPU_MR rows of op(a): dst[p][k][i] = op(a)(i0 + p*MR + i, k0 + k),
+ * zero for rows past m. */
+static void CPU_GT(pack_a)(float *restrict dst, const float *restrict a, size_t lda,
+                           bool ta, size_t i0, size_t k0, size_t m, size_t kc)
+{
+    for (size_t p = 0; p < m; p += CPU_MR, dst += kc * CPU_MR) {
+        size_t rows = m - p < CPU_MR ? m - p : CPU_MR;
+        if (ta) {   /* stored [K,M]: each k is a contiguous run of rows */
+            const float *src = a + k0 * lda + i0 + p;
+            for (size_t k = 0; k < kc; k++, src += lda) {
+                float *d = dst + k * CPU_MR;
+                if (rows == CPU_MR) {
+#pragma GCC unroll 16
+                    for (int i = 0; i < CPU_MR; i++)
+                        d[i] = src[i];
+                } else {
+                    for (size_t i = 0; i < CPU_MR; i++)
+                        d[i] = i < rows ? src[i] : 0.0f;
+                }
+            }
+        } else if (rows == CPU_MR) {   /* stored [M,K]: gather MR rows */
+            const float *src = a + (i0 + p) * lda + k0;
+            for (size_t k = 0; k < kc; k++) {
+                float *d = dst + k * CPU_MR;
+#pragma GCC unroll 16
+                for (int i = 0; i < CPU_MR; i++)
+                    d[i] = src[(size_t)i * lda + k];
+            }
+        } else {
+            const float *src = a + (i0 + p) * lda + k0;
+            for (size_t k = 0; k < kc; k++) {
+                float *d = dst + k * CPU_MR;
+                for (size_t i = 0; i < CPU_MR; i++)
+                    d[i] = i < rows ? src[i * lda + k] : 0.0f;
+            }
+        }
+    }
+}
+
+/* Panels of CPU_NR columns of op(b): dst[p][k][j] = op(b)(k0 + k, j0 + p*NR + j),
+ * zero for columns past n. */
+static void CPU_GT(pack_b)(float *restrict dst, const float *restrict b, size_t ldb,
+                           bool tb, size_t k0, size_t j0, size_t kc, size_t n)
+{
+    for (size_t p = 0; p < n; p += CPU_NR, dst += kc * CPU_NR) {
+        size_t cols = n - p < CPU_NR ? n - p : CPU_NR;
+        if (!tb && cols == CPU_NR) {   /* stored [K,N]: copy rows of NR */
+            const float *src = b + k0 * ldb + j0 + p;
+            for (size_t k = 0; k < kc; k++, src += ldb)
+#pragma GCC unroll 4
+                for (int j = 0; j < CPU_NRV; j++)
+                    CPU_VSTOREU(dst + k * CPU_NR + j * CPU_VL,
+                                CPU_VLOADU(src + j * CPU_VL));
+        } else if (!tb) {
+            const float *src = b + k0 * ldb + j0 + p;
+            for (size_t k = 0; k < kc; k++, src += ldb)
+                for (size_t j = 0; j < CPU_NR; j++)
+                    dst[k * CPU_NR + j] = j < cols ? src[j] : 0.0f;
+        } else {   /* stored [N,K]: column j of op(b) is row j of b */
+            const float *src = b + (j0 + p) * ldb + k0;
+            for (size_t j = 0; j < CPU_NR; j++, src += ldb) {
+                if (j < cols)
+                    for (size_t k = 0; k < kc; k++)
+                        dst[k * CPU_NR + j] = src[k];
+                else
+                    for (size_t k = 0; k < kc; k++)
+                        dst[k * CPU_NR + j] = 0.0f;
+            }
+        }
+    }
+}
+
+const cpu_gemm_ukernel CPU_GEMM_NAME = {
+    .mr = CPU_MR, .nr = CPU_NR,
+    .mc = CPU_MC, .kc = CPU_KC, .nc = CPU_NC,
+    .kernel = CPU_GT(kernel),
+    .pack_a = CPU_GT(pack_a),
+    .pack_b = CPU_GT(pack_b),
+};
+
+#undef CPU_GT
+#undef CPU_GT_CAT
+#undef CPU_GT_CAT2
+#undef CPU_NR
