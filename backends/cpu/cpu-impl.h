@@ -221,7 +221,9 @@ typedef struct cpu_gemm_args {
     const float *b;  size_t ldb; bool tb;   /* ignored when im2col is set */
     const cpu_im2col *im2col;
     float       *c;  size_t ldc;
-    const float *row_bias;                  /* NULL, or c[i,:] += bias[i] */
+    bool         c_trans;                   /* c is stored [N,M] (ldc)    */
+    const float *row_bias;                  /* NULL, or c[i,:] += bias[i];
+                                             * not with c_trans           */
 } cpu_gemm_args;
 
 /* The packed GEMM on the device's threads (on the calling thread alone

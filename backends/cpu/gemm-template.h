@@ -120,13 +120,17 @@ static void CPU_GT(pack_b)(float *restrict dst, const float *restrict b, size_t 
                 for (size_t j = 0; j < CPU_NR; j++)
                     dst[k * CPU_NR + j] = j < cols ? src[j] : 0.0f;
         } else {   /* stored [N,K]: column j of op(b) is row j of b */
+            /* in blocks of 16 k, so that the 16 rows of dst written stay in L1 */
             const float *src = b + (j0 + p) * ldb + k0;
-            for (size_t j = 0; j < CPU_NR; j++, src += ldb) {
-                if (j < cols)
-                    for (size_t k = 0; k < kc; k++)
-                        dst[k * CPU_NR + j] = src[k];
-                else
-                    for (size_t k = 0; k < kc; k++)
+            for (size_t kb = 0; kb < kc; kb += 16) {
+                size_t ke = kc - kb < 16 ? kc : kb + 16;
+                for (size_t j = 0; j < cols; j++) {
+                    const float *sj = src + j * ldb;
+                    for (size_t k = kb; k < ke; k++)
+                        dst[k * CPU_NR + j] = sj[k];
+                }
+                for (size_t j = cols; j < CPU_NR; j++)
+                    for (size_t k = kb; k < ke; k++)
                         dst[k * CPU_NR + j] = 0.0f;
             }
         }

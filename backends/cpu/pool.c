@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "cpu-impl.h"
 
@@ -25,6 +26,8 @@
 
 /* How long the caller spins for the workers before it sleeps (pause loops). */
 #define CPU_POOL_SPIN 4000
+/* How long a worker watches for the next job before it sleeps. */
+#define CPU_POOL_LINGER_NS 100000L
 
 struct cpu_pool {
     int                n;          /* threads, the caller included           */
@@ -34,7 +37,7 @@ struct cpu_pool {
     pthread_mutex_t    mu;
     pthread_cond_t     wake;       /* workers wait here for a job            */
     pthread_cond_t     done;       /* the caller waits here for the workers  */
-    unsigned long      gen;        /* bumped for each job (under mu)         */
+    atomic_ulong       gen;        /* bumped for each job (under mu)         */
     bool               stop;
     cpu_task_fn        fn;
     void              *arg;
@@ -58,6 +61,28 @@ static void cpu_worker_finish(cpu_pool *p)
     }
 }
 
+static long cpu_elapsed_ns(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t0->tv_sec) * 1000000000L + (t.tv_nsec - t0->tv_nsec);
+}
+
+/* Spins until the pool's generation moves past seen, for at most
+ * CPU_POOL_LINGER_NS; the worker then takes the lock either way. */
+static void cpu_worker_linger(cpu_pool *p, unsigned long seen)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 1;; i++) {
+        if (atomic_load_explicit(&p->gen, memory_order_acquire) != seen)
+            return;
+        cpu_relax();
+        if (i % 64 == 0 && cpu_elapsed_ns(&t0) > CPU_POOL_LINGER_NS)
+            return;
+    }
+}
+
 static void *cpu_worker(void *varg)
 {
     cpu_worker_arg *wa = varg;
@@ -71,11 +96,11 @@ static void *cpu_worker(void *varg)
 
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->gen == seen)
+        while (!p->stop && atomic_load(&p->gen) == seen)
             pthread_cond_wait(&p->wake, &p->mu);
         if (p->stop)
             break;
-        seen = p->gen;
+        seen = atomic_load(&p->gen);
         if (tid >= p->want)
             continue;   /* not needed this time: back to sleep */
         cpu_task_fn fn = p->fn;
@@ -84,6 +109,7 @@ static void *cpu_worker(void *varg)
         pthread_mutex_unlock(&p->mu);
         fn(arg, tid, want);
         cpu_worker_finish(p);
+        cpu_worker_linger(p, seen);
         pthread_mutex_lock(&p->mu);
     }
     pthread_mutex_unlock(&p->mu);
@@ -108,6 +134,7 @@ cpu_pool *cpu_pool_new(const cpu_device *dev, int n)
     p->n = n;
     p->dev = dev;
     atomic_init(&p->remaining, 0);
+    atomic_init(&p->gen, 0);
     p->threads = calloc((size_t)(n > 1 ? n - 1 : 1), sizeof *p->threads);
     if (!p->threads || pthread_mutex_init(&p->mu, NULL) != 0) {
         free(p->threads);
@@ -167,7 +194,7 @@ void cpu_pool_run(cpu_pool *p, int n, cpu_task_fn fn, void *arg)
     p->arg = arg;
     p->want = n;
     atomic_store_explicit(&p->remaining, n - 1, memory_order_relaxed);
-    p->gen++;
+    atomic_fetch_add(&p->gen, 1);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
 
