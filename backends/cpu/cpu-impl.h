@@ -110,6 +110,10 @@ typedef struct cpu_kernels {
     float       (*max)(const float *x, size_t n);
     /* the first index of max(x, n), n > 0 (of the first NaN, if any)       */
     size_t      (*argmax)(const float *x, size_t n);
+    /* one output row of a max pool: out[j] = the max of x[r*W + j*sw + c]
+     * over r < kh, c < kw, j < n; NaN if any of them is                     */
+    void        (*pool_max_row)(float *out, const float *x, size_t W, size_t n,
+                                size_t kh, size_t kw, size_t sw);
     /* softmax (or log_softmax when as_log) of one row of n; out may be x    */
     void        (*softmax_row)(float *out, const float *x, size_t n, bool as_log);
 } cpu_kernels;
@@ -119,6 +123,7 @@ void cpu_elementwise_kernels_scalar(cpu_kernels *k);
 void cpu_reduce_kernels_scalar(cpu_kernels *k);
 void cpu_softmax_kernels_scalar(cpu_kernels *k);
 void cpu_matmul_kernels_scalar(cpu_kernels *k);
+void cpu_conv_kernels_scalar(cpu_kernels *k);
 #if defined(__x86_64__)
 /* An ISA's file overwrites the entries it vectorises. */
 void cpu_kernels_avx2(cpu_kernels *k);
@@ -326,10 +331,12 @@ static inline int64_t cpu_rows(const kiln_node *node)
 }
 
 /* The larger of m and x, NaN if either is: once NaN, a running max stays NaN
- * (fmaxf would drop it). */
+ * (fmaxf would drop it). Written to compile without branches, which random
+ * data would mispredict half the time. */
 static inline float cpu_max2(float m, float x)
 {
-    return x > m || x != x ? x : m;
+    float r = x > m ? x : m;
+    return x != x ? x : r;
 }
 
 /* The largest of x[0..n), n > 0, NaN if any element is. */

@@ -140,39 +140,48 @@ const char *cpu_check_max_pool2d(const kiln_node *node)
     return NULL;
 }
 
+static void cpu_pool_max_row_scalar(float *out, const float *x, size_t W, size_t n,
+                                    size_t kh, size_t kw, size_t sw)
+{
+    for (size_t j = 0; j < n; j++)
+        out[j] = x[j * sw];
+    for (size_t r = 0; r < kh; r++)
+        for (size_t c = 0; c < kw; c++) {
+            const float *row = x + r * W + c;
+            for (size_t j = 0; j < n; j++)
+                out[j] = cpu_max2(out[j], row[j * sw]);
+        }
+}
+
+void cpu_conv_kernels_scalar(cpu_kernels *k)
+{
+    k->pool_max_row = cpu_pool_max_row_scalar;
+}
+
 typedef struct cpu_pool_job {
-    const kiln_node *node;
+    const cpu_device *dev;
+    const kiln_node  *node;
     size_t H, W, OH, OW, kh, kw, sh, sw;
 } cpu_pool_job;
 
-/* Planes [lo, hi): each output row is the running max, over the window's
- * rows and columns, of strided rows of x. NaN propagates, as in PyTorch. */
+/* Planes [lo, hi), an output row at a time. NaN propagates, as in PyTorch. */
 static void cpu_max_pool_range(void *arg, size_t lo, size_t hi)
 {
     const cpu_pool_job *j = arg;
     const float *x = cpu_cf32(j->node->src[0]);
     float *out = cpu_f32(j->node);
-    for (size_t p = lo; p < hi; p++) {
-        for (size_t oh = 0; oh < j->OH; oh++) {
-            float *o = out + (p * j->OH + oh) * j->OW;
-            const float *top = x + p * j->H * j->W + oh * j->sh * j->W;
-            for (size_t ow = 0; ow < j->OW; ow++)
-                o[ow] = top[ow * j->sw];
-            for (size_t r = 0; r < j->kh; r++)
-                for (size_t c = 0; c < j->kw; c++) {
-                    const float *row = top + r * j->W + c;
-                    for (size_t ow = 0; ow < j->OW; ow++)
-                        o[ow] = cpu_max2(o[ow], row[ow * j->sw]);
-                }
-        }
-    }
+    for (size_t p = lo; p < hi; p++)
+        for (size_t oh = 0; oh < j->OH; oh++)
+            j->dev->k.pool_max_row(out + (p * j->OH + oh) * j->OW,
+                                   x + p * j->H * j->W + oh * j->sh * j->W, j->W,
+                                   j->OW, j->kh, j->kw, j->sw);
 }
 
 kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *src = node->src[0];
     cpu_pool_job job = {
-        .node = node,
+        .dev = dev, .node = node,
         .H = (size_t)src->dims[2], .W = (size_t)src->dims[3],
         .OH = (size_t)node->dims[2], .OW = (size_t)node->dims[3],
         .kh = (size_t)node->iparam[0], .kw = (size_t)node->iparam[1],

@@ -350,6 +350,43 @@ static size_t CPU_SN(argmax)(const float *x, size_t n)
     return top == -INFINITY ? cpu_row_argmax(x, n) : arg;
 }
 
+/* ---- pooling ------------------------------------------------------------------ */
+
+/* The window's columns for CPU_VL outputs at a time: x[j*sw] gathered (or
+ * loaded, when sw is 1), with the max kept NaN-sticky: maxps gives its
+ * second operand when either is NaN, so a NaN already in m stays, and a NaN
+ * in v is selected in. */
+static void CPU_SN(pool_max_row)(float *out, const float *x, size_t W, size_t n,
+                                 size_t kh, size_t kw, size_t sw)
+{
+    int32_t lane[CPU_VL];
+    if (sw * CPU_VL >= INT32_MAX / 4) {   /* indices would not fit: no gathers */
+        for (size_t j = 0; j < n; j++) {
+            float m = x[j * sw];
+            for (size_t r = 0; r < kh; r++)
+                for (size_t c = 0; c < kw; c++)
+                    m = cpu_max2(m, x[r * W + j * sw + c]);
+            out[j] = m;
+        }
+        return;
+    }
+    for (int l = 0; l < CPU_VL; l++)
+        lane[l] = (int32_t)((size_t)l * sw);
+    cpu_vi idx = CPU_V_AS_I(CPU_VLOADU((const float *)lane));
+    for (size_t j = 0; j < n; j += CPU_VL) {
+        size_t k = n - j < CPU_VL ? n - j : CPU_VL;
+        const float *base = x + j * sw;
+        cpu_vf m = CPU_VBCAST(-INFINITY);
+        for (size_t r = 0; r < kh; r++)
+            for (size_t c = 0; c < kw; c++) {
+                const float *p = base + r * W + c;
+                cpu_vf v = sw == 1 ? cpu_vload_part(p, k) : cpu_vgather_part(p, idx, k);
+                m = CPU_VSELECT(CPU_VCMP_NAN(v), v, CPU_VMAX(v, m));
+            }
+        cpu_vstore_part(out + j, m, k);
+    }
+}
+
 /* ---- softmax -------------------------------------------------------------------- */
 
 static void CPU_SN(softmax_row)(float *out, const float *x, size_t n, bool as_log)
@@ -405,6 +442,7 @@ void CPU_SN(simd_kernels)(cpu_kernels *k)
     k->max                = CPU_SN(max);
     k->argmax             = CPU_SN(argmax);
     k->softmax_row        = CPU_SN(softmax_row);
+    k->pool_max_row       = CPU_SN(pool_max_row);
 }
 
 #undef CPU_SIMD_BINARY

@@ -74,6 +74,11 @@ static inline cpu_vf cpu_vload_fill(const float *p, size_t n, float fill)
     return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), cpu_vmask_first(n), p);
 }
 #define CPU_VI_SELECT(m, a, b) _mm512_mask_blend_epi32(m, b, a)
+/* x[idx[l]] for the first n lanes, 0 in the others (not read) */
+static inline cpu_vf cpu_vgather_part(const float *x, cpu_vi idx, size_t n)
+{
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), cpu_vmask_first(n), idx, x, 4);
+}
 /* v with the lanes from n on set to 0 */
 static inline cpu_vf cpu_vkeep_first(cpu_vf v, size_t n)
 {
@@ -160,6 +165,11 @@ static inline cpu_vf cpu_vload_fill(const float *p, size_t n, float fill)
 static inline cpu_vf cpu_vkeep_first(cpu_vf v, size_t n)
 {
     return _mm256_and_ps(v, _mm256_castsi256_ps(cpu_vmask_first(n)));
+}
+static inline cpu_vf cpu_vgather_part(const float *x, cpu_vi idx, size_t n)
+{
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x, idx,
+                                    _mm256_castsi256_ps(cpu_vmask_first(n)), 4);
 }
 #define CPU_VI_SELECT(m, a, b) \
     _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(b), _mm256_castsi256_ps(a), m))
