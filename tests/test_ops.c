@@ -378,6 +378,35 @@ BACKEND_TEST(unary, matches_reference_on_odd_and_empty_shapes)
     kiln_context_free(ctx);
 }
 
+/* 4.2 M elements (17 MB): split across threads, each part large enough for
+ * the stores that bypass the caches; the 3-element node computed first makes
+ * an output offset that is not a multiple of 64 bytes likely. */
+BACKEND_TEST(unary, matches_reference_on_tensors_larger_than_the_caches)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    ref_shape s = shape2(4100, 1025);
+    op_case c;
+    case_begin(&c, ctx, backend->label, "relu, add, tanh of %s", shp(s));
+    leaf *x = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *odd = kiln_neg(c.g, case_input(&c, "pad", ref_shape_of(KILN_SHAPE(3)),
+                                                FILL_ANY)->t);
+    kiln_tensor *r = kiln_relu(c.g, x->t);
+    kiln_tensor *y = kiln_tanh(c.g, kiln_add(c.g, r, x->t));
+    case_output(&c, odd);
+    case_output(&c, r);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, x->n, sizeof *want);
+    float *tmp = case_scratch(&c, x->n, sizeof *tmp);
+    case_run(&c);
+    ref_unary(REF_RELU, x->f, x->n, 0.0f, tmp);
+    case_expect(&c, r, tmp, s, TOL_EXACT);
+    ref_binary(REF_ADD, tmp, s, x->f, s, want, s);
+    ref_unary(REF_TANH, want, x->n, 0.0f, want);
+    case_expect(&c, y, want, s, TOL_TRANSCEND);
+    case_end(&c);
+    kiln_context_free(ctx);
+}
+
 typedef struct binary_op {
     const char *name;
     kiln_tensor *(*build)(kiln_graph *, kiln_tensor *, kiln_tensor *);
@@ -442,6 +471,7 @@ static const ref_shape broadcast_pairs[][2] = {
     {{3, {3, 5, 7}}, {2, {1, 1}}},       /* only 1s: broadcasts as a scalar */
     {{2, {13, 31}}, {1, {1}}},
     {{2, {0, 7}}, {1, {7}}},             /* empty                         */
+    {{2, {600, 129}}, {1, {129}}},       /* split across threads mid-row  */
 };
 
 BACKEND_TEST(binary, broadcasts_a_trailing_suffix_in_either_order)
@@ -736,6 +766,7 @@ static void check_every_axis(kiln_context *ctx, const char *spec, bool mean)
     static const ref_shape shapes[] = {
         {1, {7}}, {1, {1}}, {2, {13, 31}}, {2, {1, 31}}, {3, {3, 5, 7}},
         {4, {2, 3, 5, 7}}, {2, {129, 67}}, {2, {3, 0}}, {3, {0, 4, 5}},
+        {2, {600, 129}},   /* enough rows to be split across threads */
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int axis = -shapes[s].ndim; axis < shapes[s].ndim; axis++)

@@ -76,6 +76,7 @@ typedef struct cpu_reduce_job {
     float            *out;
     size_t            outer, r, inner, chunks;   /* chunks of columns per outer */
     bool              mean;
+    double           *cols;                      /* nt x inner, see below        */
     double            partial[CPU_MAX_THREADS];  /* one reduction over everything */
 } cpu_reduce_job;
 
@@ -120,6 +121,42 @@ static void cpu_reduce_all_task(void *arg, int tid, int nt)
     j->partial[tid] = lo < hi ? j->dev->k.sum(j->x + lo, hi - lo, 1) : 0.0;
 }
 
+/* One output row over a long axis (outer = 1, as a sum over axis 0 of
+ * [R, C]): each thread sums its share of the R rows into cols + tid * inner,
+ * whole rows at a time, and the shares are added after. Cutting the columns
+ * instead would leave one or two pieces for all the threads. */
+static void cpu_reduce_cols_task(void *arg, int tid, int nt)
+{
+    cpu_reduce_job *j = arg;
+    size_t lo, hi;
+    double *acc = j->cols + (size_t)tid * j->inner;
+    cpu_split(j->r, 1, tid, nt, &lo, &hi);
+    for (size_t c = 0; c < j->inner; c++)
+        acc[c] = 0.0;
+    for (size_t i = lo; i < hi; i++)
+        j->dev->k.sum_rows(acc, j->x + i * j->inner, j->inner);
+}
+
+static bool cpu_reduce_by_rows(const cpu_device *dev, cpu_reduce_job *j)
+{
+    int nt = cpu_pool_size(dev->pool);
+    if (nt < 2 || j->outer != 1 || j->inner < 2 || j->inner > ((size_t)1 << 16) ||
+        j->r < (size_t)nt || j->r * j->inner < 2 * CPU_ELEMENTWISE_GRAIN)
+        return false;
+    j->cols = malloc((size_t)nt * j->inner * sizeof *j->cols);
+    if (!j->cols)
+        return false;   /* the column-chunk way needs no memory */
+    cpu_pool_run(dev->pool, nt, cpu_reduce_cols_task, j);
+    for (size_t c = 0; c < j->inner; c++) {
+        double s = 0.0;
+        for (int t = 0; t < nt; t++)
+            s += j->cols[(size_t)t * j->inner + c];
+        j->out[c] = cpu_reduce_result(j, s);
+    }
+    free(j->cols);
+    return true;
+}
+
 kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node)
 {
     int64_t outer, r, inner;
@@ -147,7 +184,7 @@ kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node)
         for (int t = 0; t < nt; t++)
             s += job->partial[t];
         job->out[0] = cpu_reduce_result(job, s);
-    } else if (outer > 0 && inner > 0) {
+    } else if (outer > 0 && inner > 0 && !cpu_reduce_by_rows(dev, job)) {
         size_t per_unit = job->r * (job->inner < CPU_SUM_COLS ? job->inner : CPU_SUM_COLS);
         size_t grain = per_unit >= CPU_ELEMENTWISE_GRAIN ? 1
                      : CPU_ELEMENTWISE_GRAIN / (per_unit ? per_unit : 1);

@@ -86,8 +86,17 @@ CPU_INLINE cpu_vf CPU_SN(vlog)(cpu_vf x)
     return CPU_VSELECT(bad, CPU_VBCAST(NAN), r);
 }
 
+/* 1 / d for d in [1, 2^127]: the hardware estimate (12 or 14 bits) and one
+ * Newton step, a few ulp; a division would cost several times more. */
+CPU_INLINE cpu_vf CPU_SN(vrcp)(cpu_vf d)
+{
+    cpu_vf r = CPU_VRCP_APPROX(d);
+    return CPU_VFMA(r, CPU_VFNMA(d, r, CPU_VBCAST(1.0f)), r);
+}
+
 /* sign(x) * (1 - 2 / (e^2|x| + 1)), with a polynomial near 0 where that
- * formula would cancel (Cephes tanhf). */
+ * formula would cancel (Cephes tanhf). 2|x| is capped at 88, where tanh is 1
+ * in f32, so that e stays finite (min keeps a NaN: it is the second operand). */
 CPU_INLINE cpu_vf CPU_SN(vtanh)(cpu_vf x)
 {
     const cpu_vf sign = CPU_VBCAST(-0.0f);
@@ -99,17 +108,19 @@ CPU_INLINE cpu_vf CPU_SN(vtanh)(cpu_vf x)
     p = CPU_VFMA(p, z, CPU_VBCAST(1.33314422036e-1f));
     p = CPU_VFMA(p, z, CPU_VBCAST(-3.33332819422e-1f));
     cpu_vf small = CPU_VFMA(CPU_VMUL(p, z), x, x);
-    cpu_vf e = CPU_SN(vexp)(CPU_VADD(ax, ax));
-    cpu_vf big = CPU_VSUB(CPU_VBCAST(1.0f),
-                          CPU_VDIV(CPU_VBCAST(2.0f), CPU_VADD(e, CPU_VBCAST(1.0f))));
+    cpu_vf e = CPU_SN(vexp)(CPU_VMIN(CPU_VBCAST(88.0f), CPU_VADD(ax, ax)));
+    cpu_vf big = CPU_VFNMA(CPU_VBCAST(2.0f), CPU_SN(vrcp)(CPU_VADD(e, CPU_VBCAST(1.0f))),
+                           CPU_VBCAST(1.0f));
     big = CPU_VXOR(big, CPU_VAND(x, sign));
     return CPU_VSELECT(CPU_VCMP_LT(ax, CPU_VBCAST(0.625f)), small, big);
 }
 
+/* 1 / (1 + e^-x), with -x capped at 88 (sigmoid(-88) is 6e-39: 0 within
+ * any tolerance) so that the reciprocal's argument stays finite. */
 CPU_INLINE cpu_vf CPU_SN(vsigmoid)(cpu_vf x)
 {
-    cpu_vf e = CPU_SN(vexp)(CPU_VXOR(x, CPU_VBCAST(-0.0f)));
-    return CPU_VDIV(CPU_VBCAST(1.0f), CPU_VADD(CPU_VBCAST(1.0f), e));
+    cpu_vf e = CPU_SN(vexp)(CPU_VMIN(CPU_VBCAST(88.0f), CPU_VXOR(x, CPU_VBCAST(-0.0f))));
+    return CPU_SN(vrcp)(CPU_VADD(CPU_VBCAST(1.0f), e));
 }
 
 /* ---- elementwise loops ---------------------------------------------------- */

@@ -27,6 +27,7 @@ typedef __mmask16 cpu_vmask;   /* a lane mask */
 #define CPU_VMUL(a, b)       _mm512_mul_ps(a, b)
 #define CPU_VDIV(a, b)       _mm512_div_ps(a, b)
 #define CPU_VSQRT(a)         _mm512_sqrt_ps(a)
+#define CPU_VRCP_APPROX(a)   _mm512_rcp14_ps(a)
 /* max/min: the second operand when either is NaN (as maxps does)          */
 #define CPU_VMAX(a, b)       _mm512_max_ps(a, b)
 #define CPU_VMIN(a, b)       _mm512_min_ps(a, b)
@@ -117,6 +118,7 @@ typedef __m256 cpu_vmask;   /* all-ones lanes */
 #define CPU_VMUL(a, b)       _mm256_mul_ps(a, b)
 #define CPU_VDIV(a, b)       _mm256_div_ps(a, b)
 #define CPU_VSQRT(a)         _mm256_sqrt_ps(a)
+#define CPU_VRCP_APPROX(a)   _mm256_rcp_ps(a)
 #define CPU_VMAX(a, b)       _mm256_max_ps(a, b)
 #define CPU_VMIN(a, b)       _mm256_min_ps(a, b)
 #define CPU_VROUND(a)        _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
