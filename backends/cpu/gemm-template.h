@@ -33,6 +33,15 @@ static void CPU_GT(kernel)(size_t kc, const float *restrict a,
             acc[i][j] = CPU_VZERO();
 
     for (size_t k = 0; k < kc; k++) {
+        /* C's rows are often 4 KB apart (a power-of-two N), all in one L1
+         * set: fetch them while the last steps compute, not after */
+        if (k + 8 == kc || (kc < 8 && k == 0)) {
+#pragma GCC unroll 16
+            for (int i = 0; i < CPU_MR; i++) {
+                __builtin_prefetch(c + (size_t)i * ldc, 1, 3);
+                __builtin_prefetch(c + (size_t)i * ldc + CPU_NR - 1, 1, 3);
+            }
+        }
         CPU_V bv[CPU_NRV];
 #pragma GCC unroll 4
         for (int j = 0; j < CPU_NRV; j++)
