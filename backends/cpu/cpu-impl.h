@@ -59,6 +59,9 @@ typedef struct cpu_gemm_ukernel {
     /* c[mr x nr] (row stride ldc) = (accumulate ? c : 0) + A panel @ B panel */
     void (*kernel)(size_t kc, const float *a, const float *b, float *c,
                    size_t ldc, bool accumulate);
+    /* the same for the first rows < mr rows of the tile only               */
+    void (*kernel_part)(size_t rows, size_t kc, const float *a, const float *b,
+                        float *c, size_t ldc, bool accumulate);
     /* packs rows [i0, i0+m) and columns [k0, k0+k) of op(a), where a is
      * stored [M,K] (lda), or [K,M] when ta; m <= mc, k <= kc               */
     void (*pack_a)(float *dst, const float *a, size_t lda, bool ta,

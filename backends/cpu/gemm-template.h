@@ -21,13 +21,16 @@
 #define CPU_GT_CAT(a, b)  CPU_GT_CAT2(a, b)
 #define CPU_GT(name)      CPU_GT_CAT(CPU_GEMM_NAME, _##name)
 
-static void CPU_GT(kernel)(size_t kc, const float *restrict a,
-                           const float *restrict b, float *restrict c,
-                           size_t ldc, bool accumulate)
+/* The first `rows` rows of the tile; rows is a constant wherever this is
+ * inlined, so each row count gets its own fully unrolled kernel. */
+static inline __attribute__((always_inline)) void
+CPU_GT(kernel_rows)(const int rows, size_t kc, const float *restrict a,
+                    const float *restrict b, float *restrict c, size_t ldc,
+                    bool accumulate)
 {
     CPU_V acc[CPU_MR][CPU_NRV];
 #pragma GCC unroll 16
-    for (int i = 0; i < CPU_MR; i++)
+    for (int i = 0; i < rows; i++)
 #pragma GCC unroll 4
         for (int j = 0; j < CPU_NRV; j++)
             acc[i][j] = CPU_VZERO();
@@ -37,7 +40,7 @@ static void CPU_GT(kernel)(size_t kc, const float *restrict a,
          * set: fetch them while the last steps compute, not after */
         if (k + 8 == kc || (kc < 8 && k == 0)) {
 #pragma GCC unroll 16
-            for (int i = 0; i < CPU_MR; i++) {
+            for (int i = 0; i < rows; i++) {
                 __builtin_prefetch(c + (size_t)i * ldc, 1, 3);
                 __builtin_prefetch(c + (size_t)i * ldc + CPU_NR - 1, 1, 3);
             }
@@ -47,7 +50,7 @@ static void CPU_GT(kernel)(size_t kc, const float *restrict a,
         for (int j = 0; j < CPU_NRV; j++)
             bv[j] = CPU_VLOADU(b + j * CPU_VL);
 #pragma GCC unroll 16
-        for (int i = 0; i < CPU_MR; i++) {
+        for (int i = 0; i < rows; i++) {
             CPU_V av = CPU_VBCAST(a[i]);
 #pragma GCC unroll 4
             for (int j = 0; j < CPU_NRV; j++)
@@ -58,7 +61,7 @@ static void CPU_GT(kernel)(size_t kc, const float *restrict a,
     }
 
 #pragma GCC unroll 16
-    for (int i = 0; i < CPU_MR; i++) {
+    for (int i = 0; i < rows; i++) {
         float *ci = c + (size_t)i * ldc;
 #pragma GCC unroll 4
         for (int j = 0; j < CPU_NRV; j++) {
@@ -68,6 +71,39 @@ static void CPU_GT(kernel)(size_t kc, const float *restrict a,
             CPU_VSTOREU(ci + j * CPU_VL, v);
         }
     }
+}
+
+static void CPU_GT(kernel)(size_t kc, const float *restrict a,
+                           const float *restrict b, float *restrict c,
+                           size_t ldc, bool accumulate)
+{
+    CPU_GT(kernel_rows)(CPU_MR, kc, a, b, c, ldc, accumulate);
+}
+
+/* An edge panel of rows < CPU_MR rows (the A panel is still CPU_MR wide,
+ * zero-padded): only those rows are computed and written. */
+static void CPU_GT(kernel_part)(size_t rows, size_t kc, const float *restrict a,
+                                const float *restrict b, float *restrict c,
+                                size_t ldc, bool accumulate)
+{
+#if CPU_MR > 14
+#error "kernel_part has cases for CPU_MR up to 14"
+#endif
+#define CPU_GT_CASE(n) \
+    case n: CPU_GT(kernel_rows)(n, kc, a, b, c, ldc, accumulate); return;
+    switch (rows) {
+    CPU_GT_CASE(1) CPU_GT_CASE(2) CPU_GT_CASE(3)
+#if CPU_MR > 4
+    CPU_GT_CASE(4) CPU_GT_CASE(5)
+#endif
+#if CPU_MR > 6
+    CPU_GT_CASE(6) CPU_GT_CASE(7) CPU_GT_CASE(8) CPU_GT_CASE(9) CPU_GT_CASE(10)
+    CPU_GT_CASE(11) CPU_GT_CASE(12) CPU_GT_CASE(13)
+#endif
+    default:
+        CPU_GT(kernel_rows)(CPU_MR, kc, a, b, c, ldc, accumulate);
+    }
+#undef CPU_GT_CASE
 }
 
 /* Panels of CPU_MR rows of op(a): dst[p][k][i] = op(a)(i0 + p*MR + i, k0 + k),
@@ -150,6 +186,7 @@ const cpu_gemm_ukernel CPU_GEMM_NAME = {
     .mr = CPU_MR, .nr = CPU_NR,
     .mc = CPU_MC, .kc = CPU_KC, .nc = CPU_NC,
     .kernel = CPU_GT(kernel),
+    .kernel_part = CPU_GT(kernel_part),
     .pack_a = CPU_GT(pack_a),
     .pack_b = CPU_GT(pack_b),
 };

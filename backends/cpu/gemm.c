@@ -6,9 +6,10 @@
  *   ic  over M in steps of mc   A block [mc x kc] packed, lives in L2
  *   jr  over the B panel by nr  one B micro-panel [kc x nr], kept in L1
  *   ir  over the A block by mr  the register kernel: an mr x nr tile of C
- * The packing pads with zeros to whole tiles, so every tile runs the same
- * register kernel; a tile that sticks out of C is computed into a local tile
- * and its valid part copied (the only edge handling there is).
+ * The packing pads with zeros to whole tiles, so every tile runs a register
+ * kernel: one unrolled for each row count of an edge panel, so that rows past
+ * M cost nothing; a tile that sticks out of C on the right is computed into a
+ * local tile and its valid part copied.
  *
  * Threads split C into a grid of blocks, each thread packing what it reads:
  * no barrier between them, at the price of packing the shared operand once
@@ -130,10 +131,13 @@ static void cpu_gemm_macro(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
             size_t mm = CPU_MIN(mr, mcur - ir);
             float *c = g->c_trans ? g->c + (jc + jr) * g->ldc + ic + ir
                                   : g->c + (ic + ir) * g->ldc + jc + jr;
-            if (mm == mr && nn == nr && !g->c_trans) {
-                uk->kernel(kcur, ap, bp, c, g->ldc, accumulate);
+            if (nn == nr && !g->c_trans) {   /* rows past mm are not computed */
+                if (mm == mr)
+                    uk->kernel(kcur, ap, bp, c, g->ldc, accumulate);
+                else
+                    uk->kernel_part(mm, kcur, ap, bp, c, g->ldc, accumulate);
             } else {
-                uk->kernel(kcur, ap, bp, tile, nr, false);
+                uk->kernel_part(mm, kcur, ap, bp, tile, nr, false);
                 cpu_tile_store(c, g->ldc, g->c_trans, tile, nr, mm, nn, accumulate);
             }
             if (last && g->row_bias)
