@@ -12,6 +12,7 @@
  * serially, see gemm.c).
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -69,7 +70,9 @@ static long cpu_elapsed_ns(const struct timespec *t0)
 }
 
 /* Spins until the pool's generation moves past seen, for at most
- * CPU_POOL_LINGER_NS; the worker then takes the lock either way. */
+ * CPU_POOL_LINGER_NS; the worker then takes the lock either way. It yields
+ * now and then: when the machine is busier than the pool is wide, the thread
+ * it waits for may be queued on this very CPU. */
 static void cpu_worker_linger(cpu_pool *p, unsigned long seen)
 {
     struct timespec t0;
@@ -78,8 +81,11 @@ static void cpu_worker_linger(cpu_pool *p, unsigned long seen)
         if (atomic_load_explicit(&p->gen, memory_order_acquire) != seen)
             return;
         cpu_relax();
-        if (i % 64 == 0 && cpu_elapsed_ns(&t0) > CPU_POOL_LINGER_NS)
-            return;
+        if (i % 64 == 0) {
+            if (cpu_elapsed_ns(&t0) > CPU_POOL_LINGER_NS)
+                return;
+            sched_yield();
+        }
     }
 }
 
@@ -204,10 +210,12 @@ void cpu_pool_run(cpu_pool *p, int n, cpu_task_fn fn, void *arg)
     fn(arg, 0, n);
     cpu_tls = saved;
 
-    for (int i = 0; i < CPU_POOL_SPIN; i++) {
+    for (int i = 1; i <= CPU_POOL_SPIN; i++) {
         if (atomic_load_explicit(&p->remaining, memory_order_acquire) == 0)
             return;
         cpu_relax();
+        if (i % 64 == 0)
+            sched_yield();   /* a worker may be waiting for this CPU */
     }
     pthread_mutex_lock(&p->mu);
     while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0)
