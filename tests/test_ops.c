@@ -696,6 +696,86 @@ BACKEND_TEST(matmul, gives_zeros_for_k_0_and_empty_results_for_m_or_n_0)
     kiln_context_free(ctx);
 }
 
+/* Sizes on each side of every register tile and cache block of the cpu
+ * backend's packed GEMM, for each of its ISAs: tiles of MR x NR = 4 x 8
+ * (portable), 6 x 16 (AVX2), 14 x 32 (AVX-512), with a kernel for each row
+ * count of an edge panel and one-vector kernels for narrow edges; MC = 128,
+ * 144, 168; KC = 256 (K is cut into equal blocks, so 257 and 513 give uneven
+ * ones); NC = 2048 and 4096. Each is run with every transpose. */
+static const mnk gemm_edge_shapes[] = {
+    /* M around MR, N around NR and the vector width */
+    {3, 9, 7},     {4, 9, 8},     {5, 9, 9},     {5, 17, 15},  {6, 17, 16},
+    {7, 17, 17},   {13, 5, 31},   {14, 5, 32},   {15, 5, 33},  {27, 3, 63},
+    {28, 3, 64},   {29, 3, 65},   {64, 40, 10},  {100, 13, 3}, {97, 70, 16},
+    {70, 33, 1},
+    /* K around KC */
+    {9, 255, 17},  {9, 256, 17},  {9, 257, 17},  {15, 511, 33}, {15, 513, 33},
+    /* M around MC */
+    {127, 19, 9},  {128, 19, 9},  {129, 19, 9},  {143, 7, 17},  {144, 7, 17},
+    {145, 7, 17},  {167, 11, 33}, {168, 11, 33}, {169, 11, 33},
+    /* N around NC */
+    {3, 5, 2047},  {3, 5, 2049},  {2, 3, 4097},
+    /* big enough to be split across threads, with edges on every side */
+    {171, 259, 97},
+};
+
+BACKEND_TEST(matmul, matches_reference_around_every_tile_and_block_edge)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof gemm_edge_shapes / sizeof gemm_edge_shapes[0]; i++)
+        for (int t = 0; t < 4; t++) {
+            const mnk *s = &gemm_edge_shapes[i];
+            check_matmul(ctx, backend->label, s->m, s->k, s->n, t & 1, t & 2, true);
+        }
+    kiln_context_free(ctx);
+}
+
+/* relu(a + b): the backend may run both nodes in one pass; both results must
+ * be right whether the sum is read afterwards (an output) or its storage is
+ * free for the relu (not an output), and whether b is a bias or full-size. */
+static void check_add_relu(kiln_context *ctx, const char *spec, ref_shape sa,
+                           ref_shape sb, bool sum_is_output)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "relu(add) of %s and %s, sum %s", shp(sa), shp(sb),
+               sum_is_output ? "read" : "not kept");
+    leaf *a = case_input(&c, "a", sa, FILL_ANY);
+    leaf *b = case_input(&c, "b", sb, FILL_ANY);
+    /* scale(a) first, so that the sum's operand is itself computed storage */
+    kiln_tensor *sum = kiln_add(c.g, kiln_scale(c.g, a->t, 2.0f), b->t);
+    kiln_tensor *y = kiln_relu(c.g, sum);
+    if (sum_is_output)
+        case_output(&c, sum);
+    case_compile(&c, y);
+    float *want_sum = case_scratch(&c, a->n, sizeof *want_sum);
+    float *want = case_scratch(&c, a->n, sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_unary(REF_SCALE, a->f, a->n, 2.0f, want);
+        ref_binary(REF_ADD, want, sa, b->f, sb, want_sum, sa);
+        ref_unary(REF_RELU, want_sum, a->n, 0.0f, want);
+        case_expect(&c, y, want, sa, TOL_ROUNDING);
+        if (sum_is_output)
+            case_expect(&c, sum, want_sum, sa, TOL_ROUNDING);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(fusion, add_then_relu_gives_both_results)
+{
+    static const ref_shape pairs[][2] = {
+        {{2, {13, 31}}, {1, {31}}},
+        {{2, {13, 31}}, {2, {13, 31}}},
+        {{2, {600, 129}}, {1, {129}}},   /* split across threads */
+        {{2, {7, 5}}, {0, {0}}},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++)
+        for (int keep = 0; keep < 2; keep++)
+            check_add_relu(ctx, backend->label, pairs[p][0], pairs[p][1], keep == 1);
+    kiln_context_free(ctx);
+}
+
 /* ---- reductions --------------------------------------------------------------- */
 
 static void check_reduce_all(kiln_context *ctx, const char *spec, bool mean,

@@ -59,9 +59,10 @@ typedef struct cpu_gemm_ukernel {
     /* c[mr x nr] (row stride ldc) = (accumulate ? c : 0) + A panel @ B panel */
     void (*kernel)(size_t kc, const float *a, const float *b, float *c,
                    size_t ldc, bool accumulate);
-    /* the same for the first rows < mr rows of the tile only               */
-    void (*kernel_part)(size_t rows, size_t kc, const float *a, const float *b,
-                        float *c, size_t ldc, bool accumulate);
+    /* the same for an edge tile of rows <= mr rows and cols <= nr columns:
+     * those rows, and whole vectors of columns covering cols, are written   */
+    void (*kernel_part)(size_t rows, size_t cols, size_t kc, const float *a,
+                        const float *b, float *c, size_t ldc, bool accumulate);
     /* packs rows [i0, i0+m) and columns [k0, k0+k) of op(a), where a is
      * stored [M,K] (lda), or [K,M] when ta; m <= mc, k <= kc               */
     void (*pack_a)(float *dst, const float *a, size_t lda, bool ta,
@@ -229,9 +230,7 @@ typedef struct cpu_gemm_args {
     const float *b;  size_t ldb; bool tb;   /* ignored when im2col is set */
     const cpu_im2col *im2col;
     float       *c;  size_t ldc;
-    bool         c_trans;                   /* c is stored [N,M] (ldc)    */
-    const float *row_bias;                  /* NULL, or c[i,:] += bias[i];
-                                             * not with c_trans           */
+    const float *row_bias;                  /* NULL, or c[i,:] += bias[i] */
 } cpu_gemm_args;
 
 /* The packed GEMM on the device's threads (on the calling thread alone

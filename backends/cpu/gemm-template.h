@@ -21,10 +21,11 @@
 #define CPU_GT_CAT(a, b)  CPU_GT_CAT2(a, b)
 #define CPU_GT(name)      CPU_GT_CAT(CPU_GEMM_NAME, _##name)
 
-/* The first `rows` rows of the tile; rows is a constant wherever this is
- * inlined, so each row count gets its own fully unrolled kernel. */
+/* The first `rows` rows and `nrv` vectors of columns of the tile; both are
+ * constants wherever this is inlined, so each edge shape gets its own fully
+ * unrolled kernel. The B panel is CPU_NR wide whatever nrv is. */
 static inline __attribute__((always_inline)) void
-CPU_GT(kernel_rows)(const int rows, size_t kc, const float *restrict a,
+CPU_GT(kernel_rows)(const int rows, const int nrv, size_t kc, const float *restrict a,
                     const float *restrict b, float *restrict c, size_t ldc,
                     bool accumulate)
 {
@@ -32,7 +33,7 @@ CPU_GT(kernel_rows)(const int rows, size_t kc, const float *restrict a,
 #pragma GCC unroll 16
     for (int i = 0; i < rows; i++)
 #pragma GCC unroll 4
-        for (int j = 0; j < CPU_NRV; j++)
+        for (int j = 0; j < nrv; j++)
             acc[i][j] = CPU_VZERO();
 
     for (size_t k = 0; k < kc; k++) {
@@ -42,18 +43,18 @@ CPU_GT(kernel_rows)(const int rows, size_t kc, const float *restrict a,
 #pragma GCC unroll 16
             for (int i = 0; i < rows; i++) {
                 __builtin_prefetch(c + (size_t)i * ldc, 1, 3);
-                __builtin_prefetch(c + (size_t)i * ldc + CPU_NR - 1, 1, 3);
+                __builtin_prefetch(c + (size_t)i * ldc + nrv * CPU_VL - 1, 1, 3);
             }
         }
         CPU_V bv[CPU_NRV];
 #pragma GCC unroll 4
-        for (int j = 0; j < CPU_NRV; j++)
+        for (int j = 0; j < nrv; j++)
             bv[j] = CPU_VLOADU(b + j * CPU_VL);
 #pragma GCC unroll 16
         for (int i = 0; i < rows; i++) {
             CPU_V av = CPU_VBCAST(a[i]);
 #pragma GCC unroll 4
-            for (int j = 0; j < CPU_NRV; j++)
+            for (int j = 0; j < nrv; j++)
                 acc[i][j] = CPU_VFMA(av, bv[j], acc[i][j]);
         }
         a += CPU_MR;
@@ -64,7 +65,7 @@ CPU_GT(kernel_rows)(const int rows, size_t kc, const float *restrict a,
     for (int i = 0; i < rows; i++) {
         float *ci = c + (size_t)i * ldc;
 #pragma GCC unroll 4
-        for (int j = 0; j < CPU_NRV; j++) {
+        for (int j = 0; j < nrv; j++) {
             CPU_V v = acc[i][j];
             if (accumulate)
                 v = CPU_VADD(v, CPU_VLOADU(ci + j * CPU_VL));
@@ -77,20 +78,28 @@ static void CPU_GT(kernel)(size_t kc, const float *restrict a,
                            const float *restrict b, float *restrict c,
                            size_t ldc, bool accumulate)
 {
-    CPU_GT(kernel_rows)(CPU_MR, kc, a, b, c, ldc, accumulate);
+    CPU_GT(kernel_rows)(CPU_MR, CPU_NRV, kc, a, b, c, ldc, accumulate);
 }
 
-/* An edge panel of rows < CPU_MR rows (the A panel is still CPU_MR wide,
- * zero-padded): only those rows are computed and written. */
-static void CPU_GT(kernel_part)(size_t rows, size_t kc, const float *restrict a,
-                                const float *restrict b, float *restrict c,
-                                size_t ldc, bool accumulate)
+/* An edge tile: `rows` <= CPU_MR rows (the A panel is still CPU_MR wide,
+ * zero-padded), and `cols` columns, of which whole vectors are computed and
+ * written: one vector when cols fits in it (N under a vector, as a layer of
+ * 10 classes), else all CPU_NRV. */
+static void CPU_GT(kernel_part)(size_t rows, size_t cols, size_t kc,
+                                const float *restrict a, const float *restrict b,
+                                float *restrict c, size_t ldc, bool accumulate)
 {
 #if CPU_MR > 14
 #error "kernel_part has cases for CPU_MR up to 14"
 #endif
-#define CPU_GT_CASE(n) \
-    case n: CPU_GT(kernel_rows)(n, kc, a, b, c, ldc, accumulate); return;
+    bool narrow = cols <= CPU_VL;
+#define CPU_GT_CASE(n)                                                          \
+    case n:                                                                     \
+        if (narrow)                                                             \
+            CPU_GT(kernel_rows)(n, 1, kc, a, b, c, ldc, accumulate);            \
+        else                                                                    \
+            CPU_GT(kernel_rows)(n, CPU_NRV, kc, a, b, c, ldc, accumulate);      \
+        return;
     switch (rows) {
     CPU_GT_CASE(1) CPU_GT_CASE(2) CPU_GT_CASE(3)
 #if CPU_MR > 4
@@ -101,7 +110,7 @@ static void CPU_GT(kernel_part)(size_t rows, size_t kc, const float *restrict a,
     CPU_GT_CASE(11) CPU_GT_CASE(12) CPU_GT_CASE(13)
 #endif
     default:
-        CPU_GT(kernel_rows)(CPU_MR, kc, a, b, c, ldc, accumulate);
+        CPU_GT_CASE(CPU_MR)
     }
 #undef CPU_GT_CASE
 }

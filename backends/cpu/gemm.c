@@ -8,8 +8,9 @@
  *   ir  over the A block by mr  the register kernel: an mr x nr tile of C
  * The packing pads with zeros to whole tiles, so every tile runs a register
  * kernel: one unrolled for each row count of an edge panel, so that rows past
- * M cost nothing; a tile that sticks out of C on the right is computed into a
- * local tile and its valid part copied.
+ * M cost nothing, and with one vector of columns when N's edge fits in one;
+ * a tile that sticks out of C on the right is computed into a local tile and
+ * its valid part copied.
  *
  * Threads split C into a grid of blocks, each thread packing what it reads:
  * no barrier between them, at the price of packing the shared operand once
@@ -75,17 +76,10 @@ static void cpu_pack_b_im2col(float *dst, const cpu_im2col *cv, size_t nr,
 
 /* ---- one thread's block --------------------------------------------------------- */
 
-/* c[0..m, 0..n) (ldc) = tile (ld nr), or += when accumulate; with trans, c
- * is stored transposed: c[j * ldc + i]. */
-static void cpu_tile_store(float *c, size_t ldc, bool trans, const float *tile,
-                           size_t nr, size_t m, size_t n, bool accumulate)
+/* c[0..m, 0..n) (ldc) = tile (ld nr), or += when accumulate. */
+static void cpu_tile_store(float *c, size_t ldc, const float *tile, size_t nr,
+                           size_t m, size_t n, bool accumulate)
 {
-    if (trans) {
-        for (size_t j = 0; j < n; j++)
-            for (size_t i = 0; i < m; i++)
-                c[j * ldc + i] = tile[i * nr + j] + (accumulate ? c[j * ldc + i] : 0.0f);
-        return;
-    }
     for (size_t i = 0; i < m; i++) {
         float *ci = c + i * ldc;
         const float *ti = tile + i * nr;
@@ -111,7 +105,7 @@ static void cpu_gemm_fill(const cpu_gemm_args *g, size_t m0, size_t m1, size_t n
     for (size_t i = m0; i < m1; i++) {
         float v = g->row_bias ? g->row_bias[i] : 0.0f;
         for (size_t j = n0; j < n1; j++)
-            g->c[g->c_trans ? j * g->ldc + i : i * g->ldc + j] = v;
+            g->c[i * g->ldc + j] = v;
     }
 }
 
@@ -129,16 +123,14 @@ static void cpu_gemm_macro(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
         for (size_t ir = 0; ir < mcur; ir += mr) {
             const float *ap = ws->a + ir * kcur;
             size_t mm = CPU_MIN(mr, mcur - ir);
-            float *c = g->c_trans ? g->c + (jc + jr) * g->ldc + ic + ir
-                                  : g->c + (ic + ir) * g->ldc + jc + jr;
-            if (nn == nr && !g->c_trans) {   /* rows past mm are not computed */
-                if (mm == mr)
-                    uk->kernel(kcur, ap, bp, c, g->ldc, accumulate);
-                else
-                    uk->kernel_part(mm, kcur, ap, bp, c, g->ldc, accumulate);
+            float *c = g->c + (ic + ir) * g->ldc + jc + jr;
+            if (mm == mr && nn == nr) {
+                uk->kernel(kcur, ap, bp, c, g->ldc, accumulate);
+            } else if (nn == nr) {   /* rows past mm are neither computed nor written */
+                uk->kernel_part(mm, nn, kcur, ap, bp, c, g->ldc, accumulate);
             } else {
-                uk->kernel_part(mm, kcur, ap, bp, tile, nr, false);
-                cpu_tile_store(c, g->ldc, g->c_trans, tile, nr, mm, nn, accumulate);
+                uk->kernel_part(mm, nn, kcur, ap, bp, tile, nr, false);
+                cpu_tile_store(c, g->ldc, tile, nr, mm, nn, accumulate);
             }
             if (last && g->row_bias)
                 cpu_tile_bias(c, g->ldc, g->row_bias + ic + ir, mm, nn);
@@ -222,30 +214,10 @@ static void cpu_gemm_grid(const cpu_gemm_ukernel *uk, const cpu_gemm_args *g,
     }
 }
 
-/* C = op(A) op(B) as C^T = op(B)^T op(A)^T, C written transposed: when N is
- * well under a register tile's width and M is not, most of every tile
- * would be padding, and the swap puts the long side along the vectors. */
-static bool cpu_gemm_swap(const cpu_gemm_ukernel *uk, const cpu_gemm_args *g,
-                          cpu_gemm_args *t)
-{
-    if (g->im2col || g->row_bias || g->c_trans || g->N * 2 > uk->nr || g->M < 2 * g->N)
-        return false;
-    *t = (cpu_gemm_args){
-        .M = g->N, .N = g->M, .K = g->K,
-        .a = g->b, .lda = g->ldb, .ta = !g->tb,
-        .b = g->a, .ldb = g->lda, .tb = !g->ta,
-        .c = g->c, .ldc = g->ldc, .c_trans = true,
-    };
-    return true;
-}
-
 void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
 {
-    cpu_gemm_args swapped;
     if (g->M == 0 || g->N == 0)
         return;
-    if (cpu_gemm_swap(dev->k.gemm, g, &swapped))
-        g = &swapped;
     int nt = cpu_pool_size(dev->pool);
     double flops = 2.0 * (double)g->M * (double)g->N * (double)(g->K ? g->K : 1);
     if (flops / CPU_GEMM_FLOPS_PER_THREAD < nt)
