@@ -18,7 +18,8 @@
 
 #include "cpu-impl.h"
 
-#if defined(__x86_64__) || defined(__i386__)
+/* The AVX kernels are built for x86-64 only (configure.ac). */
+#if defined(__x86_64__)
 #include <cpuid.h>
 
 /* XCR0 bits: SSE and AVX state (1, 2); opmask, ZMM0-15 upper, ZMM16-31 (5-7). */
@@ -68,7 +69,7 @@ static bool cpu_isa_probe(cpu_isa isa, const char **why)
 #else
 static bool cpu_isa_probe(cpu_isa isa, const char **why)
 {
-    *why = isa == CPU_ISA_SCALAR ? NULL : "not an x86-64 CPU";
+    *why = isa == CPU_ISA_SCALAR ? NULL : "not an x86-64 build";
     return isa == CPU_ISA_SCALAR;
 }
 #endif
