@@ -251,6 +251,15 @@ static int parse_gemm_sizes(const char *list, gemm_shape *out, int cap)
     return n;
 }
 
+/* The reference --compare names, or NULL for none or an unknown one. */
+static const bench_reference *find_reference(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof references / sizeof references[0]; i++)
+        if (strcmp(references[i]->name, name) == 0)
+            return references[i];
+    return NULL;
+}
+
 static int bench_gemm(const options *o, kiln_context *ctx, const machine *mach)
 {
     gemm_shape shapes[64];
@@ -259,17 +268,9 @@ static int bench_gemm(const options *o, kiln_context *ctx, const machine *mach)
     if (o->sizes && (n = parse_gemm_sizes(o->sizes, shapes, 64)) < 0)
         return 2;
 
-    const bench_reference *ref = NULL;
+    const bench_reference *ref = find_reference(o->compare);
     char why[256] = "";
-    if (o->compare) {
-        for (size_t i = 0; i < sizeof references / sizeof references[0]; i++)
-            if (strcmp(references[i]->name, o->compare) == 0)
-                ref = references[i];
-        if (!ref) {
-            fprintf(stderr, "kiln-bench: unknown --compare '%s' (known: openblas)\n",
-                    o->compare);
-            return 2;
-        }
+    if (ref) {
         bench_reference_threads = mach->threads;
         if (!ref->open(why, sizeof why)) {
             fprintf(o->json ? stderr : stdout, "%s: not found, no comparison: %s\n",
@@ -553,7 +554,7 @@ static const char usage[] =
     "Times kiln graphs on the backend KILN_BACKEND selects (min/median/max of\n"
     "repeated runs after a warm-up).\n"
     "  gemm   matmul: square 128..2048 and the shapes of a batch-64 MLP, in\n"
-    "         GFLOP/s and %% of the FMA peak measured on this machine\n"
+    "         GFLOP/s and % of the FMA peak measured on this machine\n"
     "  conv   conv2d (implicit GEMM) and max_pool2d\n"
     "  ops    elementwise, reductions and softmax in GB/s, next to memcpy\n"
     "options:\n"
@@ -599,6 +600,13 @@ static int parse_args(int argc, char **argv, options *o)
     }
     if (!o->what) {
         fputs(usage, stderr);
+        return 2;
+    }
+    if (o->compare && !find_reference(o->compare)) {
+        fprintf(stderr, "kiln-bench: unknown --compare '%s' (known:", o->compare);
+        for (size_t i = 0; i < sizeof references / sizeof references[0]; i++)
+            fprintf(stderr, " %s", references[i]->name);
+        fprintf(stderr, ")\n");
         return 2;
     }
     return 0;
