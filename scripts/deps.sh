@@ -2,9 +2,10 @@
 # Installs the Debian packages kiln needs that are not installed yet.
 # Sourced by scripts/quickstart and scripts/check; runs apt-get only when
 # something is missing (as root, or through sudo).
+# libopenblas0-pthread is only for `kiln-bench gemm --compare openblas`.
 KILN_DEBS="gcc make autoconf automake libtool pkg-config libc6-dev
   libcriterion-dev ocl-icd-opencl-dev opencl-headers libclblast-dev
-  pocl-opencl-icd zlib1g-dev dataset-fashion-mnist"
+  pocl-opencl-icd zlib1g-dev dataset-fashion-mnist libopenblas0-pthread"
 
 kiln_install_deps() {
     missing=

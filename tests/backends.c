@@ -12,20 +12,54 @@ static bool is_test_plugin(const char *name)
     return strcmp(name, "good") == 0 || strcmp(name, "example") == 0;
 }
 
+size_t test_cpu_isas(const char *isas[3])
+{
+    size_t n = 0;
+    isas[n++] = "scalar";
+#if defined(__x86_64__)
+    /* libgcc checks XCR0 too: a feature the OS does not enable is not listed */
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        isas[n++] = "avx2";
+    if (__builtin_cpu_supports("avx512f"))
+        isas[n++] = "avx512";
+#endif
+    return n;
+}
+
+static void add_backend(test_backend *out, size_t cap, size_t *count,
+                        const kiln_device_report *d, const char *isa)
+{
+    if (*count < cap) {
+        test_backend *b = &out[*count];
+        snprintf(b->spec, sizeof b->spec, "%s:%d", d->backend, d->index);
+        snprintf(b->isa, sizeof b->isa, "%s", isa ? isa : "");
+        if (isa)
+            snprintf(b->label, sizeof b->label, "%s (KILN_CPU_ISA=%s)", b->spec, isa);
+        else
+            snprintf(b->label, sizeof b->label, "%s", b->spec);
+    }
+    (*count)++;
+}
+
 size_t test_backend_list(test_backend *out, size_t cap)
 {
     const kiln_device_report *devices = NULL;
     size_t n = kiln_devices(&devices);
     size_t count = 0;
+    const char *isas[3];
+    size_t n_isas = test_cpu_isas(isas);
 
     for (size_t i = 0; i < n; i++) {
         const kiln_device_report *d = &devices[i];
         if (d->unusable != NULL || d->backend == NULL || is_test_plugin(d->backend))
             continue;
-        if (count < cap)
-            snprintf(out[count].spec, sizeof out[count].spec, "%s:%d", d->backend,
-                     d->index);
-        count++;
+        if (strcmp(d->backend, "cpu") != 0) {
+            add_backend(out, cap, &count, d, NULL);
+            continue;
+        }
+        for (size_t k = 0; k < n_isas; k++)
+            add_backend(out, cap, &count, d, isas[k]);
     }
     return count;
 }
@@ -81,6 +115,13 @@ kiln_context *test_context(const char *spec)
     cr_assert_not_null(ctx, "kiln_context_new_for(\"%s\") failed: %s", spec,
                        kiln_last_error());
     return ctx;
+}
+
+kiln_context *test_backend_context(const test_backend *b)
+{
+    if (b->isa[0] != '\0')
+        cr_assert_eq(setenv("KILN_CPU_ISA", b->isa, 1), 0, "setenv KILN_CPU_ISA=%s", b->isa);
+    return test_context(b->spec);
 }
 
 const char *test_first_spec(void)

@@ -1,7 +1,8 @@
 /* tests/test_ops.c — every op against the reference, on every usable device.
  *
  * Each test is a ParameterizedTest over test_backend_params(), so a backend
- * that loads is tested by this suite without a change here. A test builds
+ * that loads is tested by this suite without a change here, and the cpu
+ * backend is tested once per kernel ISA the machine runs. A test builds
  * small one-op graphs through the op_case helpers below, on odd and edge
  * shapes, and runs each graph twice: the second run rewrites only the first
  * leaf, so it proves both that runs repeat and that the other leaves keep
@@ -362,10 +363,39 @@ static void check_unary(kiln_context *ctx, const char *spec, const unary_op *op,
 
 BACKEND_TEST(unary, matches_reference_on_odd_and_empty_shapes)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t o = 0; o < sizeof unary_ops / sizeof unary_ops[0]; o++)
         for (size_t s = 0; s < N_ELEMENTWISE_SHAPES; s++)
-            check_unary(ctx, backend->spec, &unary_ops[o], elementwise_shapes[s]);
+            check_unary(ctx, backend->label, &unary_ops[o], elementwise_shapes[s]);
+    kiln_context_free(ctx);
+}
+
+/* 4.2 M elements (17 MB): split across threads, each part large enough for
+ * the stores that bypass the caches; the 3-element node computed first makes
+ * an output offset that is not a multiple of 64 bytes likely. */
+BACKEND_TEST(unary, matches_reference_on_tensors_larger_than_the_caches)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    ref_shape s = shape2(4100, 1025);
+    op_case c;
+    case_begin(&c, ctx, backend->label, "relu, add, tanh of %s", shp(s));
+    leaf *x = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *odd = kiln_neg(c.g, case_input(&c, "pad", ref_shape_of(KILN_SHAPE(3)),
+                                                FILL_ANY)->t);
+    kiln_tensor *r = kiln_relu(c.g, x->t);
+    kiln_tensor *y = kiln_tanh(c.g, kiln_add(c.g, r, x->t));
+    case_output(&c, odd);
+    case_output(&c, r);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, x->n, sizeof *want);
+    float *tmp = case_scratch(&c, x->n, sizeof *tmp);
+    case_run(&c);
+    ref_unary(REF_RELU, x->f, x->n, 0.0f, tmp);
+    case_expect(&c, r, tmp, s, TOL_EXACT);
+    ref_binary(REF_ADD, tmp, s, x->f, s, want, s);
+    ref_unary(REF_TANH, want, x->n, 0.0f, want);
+    case_expect(&c, y, want, s, TOL_TRANSCEND);
+    case_end(&c);
     kiln_context_free(ctx);
 }
 
@@ -412,10 +442,10 @@ static void check_binary(kiln_context *ctx, const char *spec, const binary_op *o
 
 BACKEND_TEST(binary, matches_reference_on_equal_shapes)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t o = 0; o < N_BINARY_OPS; o++)
         for (size_t s = 0; s < N_ELEMENTWISE_SHAPES; s++)
-            check_binary(ctx, backend->spec, &binary_ops[o], elementwise_shapes[s],
+            check_binary(ctx, backend->label, &binary_ops[o], elementwise_shapes[s],
                          elementwise_shapes[s]);
     kiln_context_free(ctx);
 }
@@ -433,16 +463,17 @@ static const ref_shape broadcast_pairs[][2] = {
     {{3, {3, 5, 7}}, {2, {1, 1}}},       /* only 1s: broadcasts as a scalar */
     {{2, {13, 31}}, {1, {1}}},
     {{2, {0, 7}}, {1, {7}}},             /* empty                         */
+    {{2, {600, 129}}, {1, {129}}},       /* split across threads mid-row  */
 };
 
 BACKEND_TEST(binary, broadcasts_a_trailing_suffix_in_either_order)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t o = 0; o < N_BINARY_OPS; o++) {
         for (size_t p = 0; p < sizeof broadcast_pairs / sizeof broadcast_pairs[0]; p++) {
-            check_binary(ctx, backend->spec, &binary_ops[o], broadcast_pairs[p][0],
+            check_binary(ctx, backend->label, &binary_ops[o], broadcast_pairs[p][0],
                          broadcast_pairs[p][1]);
-            check_binary(ctx, backend->spec, &binary_ops[o], broadcast_pairs[p][1],
+            check_binary(ctx, backend->label, &binary_ops[o], broadcast_pairs[p][1],
                          broadcast_pairs[p][0]);
         }
     }
@@ -494,21 +525,21 @@ BACKEND_TEST(binary, broadcasts_a_scalar_on_either_side)
     static const ref_shape shapes[] = {
         {0, {0}}, {1, {1}}, {1, {7}}, {2, {13, 31}}, {4, {2, 3, 5, 7}}, {2, {0, 7}},
     };
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t o = 0; o < N_BINARY_OPS; o++)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (int order = 0; order < 2; order++)
                 for (int constant = 0; constant < 2; constant++)
-                    check_binary_scalar(ctx, backend->spec, &binary_ops[o], shapes[s],
+                    check_binary_scalar(ctx, backend->label, &binary_ops[o], shapes[s],
                                         order == 1, constant == 1);
     kiln_context_free(ctx);
 }
 
 BACKEND_TEST(binary, reads_a_constant_operand)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     op_case c;
-    case_begin(&c, ctx, backend->spec, "add of [13, 31] and a kiln_const [31]");
+    case_begin(&c, ctx, backend->label, "add of [13, 31] and a kiln_const [31]");
     ref_shape sx = shape2(13, 31), sb = ref_shape_of(KILN_SHAPE(31));
     float bias[31], scribbled[31];
     ref_fill(bias, 31, c.seed);
@@ -542,7 +573,7 @@ static const ref_shape rejected_pairs[][2] = {
 
 BACKEND_TEST(binary, rejects_shapes_that_do_not_broadcast_as_a_suffix)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t o = 0; o < N_BINARY_OPS; o++) {
         for (size_t p = 0; p < sizeof rejected_pairs / sizeof rejected_pairs[0]; p++) {
             for (int order = 0; order < 2; order++) {
@@ -556,7 +587,7 @@ BACKEND_TEST(binary, rejects_shapes_that_do_not_broadcast_as_a_suffix)
                                    binary_ops[o].name, shp(sa), shp(sb));
                 cr_assert_eq(kiln_graph_status(g), KILN_ERR_SHAPE,
                              "%s of %s and %s on %s: graph status %s, expected KILN_ERR_SHAPE",
-                             binary_ops[o].name, shp(sa), shp(sb), backend->spec,
+                             binary_ops[o].name, shp(sa), shp(sb), backend->label,
                              kiln_status_name(kiln_graph_status(g)));
                 kiln_output(g, y);
                 kiln_status st = kiln_graph_compile(g);
@@ -613,32 +644,32 @@ static const mnk large_matmul_shapes[] = {
 
 BACKEND_TEST(matmul, matches_reference_for_odd_shapes)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof odd_matmul_shapes / sizeof odd_matmul_shapes[0]; i++) {
         const mnk *s = &odd_matmul_shapes[i];
-        check_matmul(ctx, backend->spec, s->m, s->k, s->n, false, false, false);
+        check_matmul(ctx, backend->label, s->m, s->k, s->n, false, false, false);
     }
     kiln_context_free(ctx);
 }
 
 BACKEND_TEST(matmul, matches_reference_for_every_transpose_combination)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof odd_matmul_shapes / sizeof odd_matmul_shapes[0]; i++)
         for (int t = 0; t < 4; t++) {
             const mnk *s = &odd_matmul_shapes[i];
-            check_matmul(ctx, backend->spec, s->m, s->k, s->n, t & 1, t & 2, true);
+            check_matmul(ctx, backend->label, s->m, s->k, s->n, t & 1, t & 2, true);
         }
     kiln_context_free(ctx);
 }
 
 BACKEND_TEST(matmul, matches_reference_for_large_shapes_with_partial_tiles)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof large_matmul_shapes / sizeof large_matmul_shapes[0]; i++)
         for (int t = 0; t < 4; t++) {
             const mnk *s = &large_matmul_shapes[i];
-            check_matmul(ctx, backend->spec, s->m, s->k, s->n, t & 1, t & 2, t != 0);
+            check_matmul(ctx, backend->label, s->m, s->k, s->n, t & 1, t & 2, t != 0);
         }
     kiln_context_free(ctx);
 }
@@ -648,12 +679,92 @@ BACKEND_TEST(matmul, gives_zeros_for_k_0_and_empty_results_for_m_or_n_0)
     static const mnk shapes[] = {
         {7, 0, 13}, {64, 0, 65}, {0, 5, 7}, {7, 5, 0}, {0, 0, 0}, {0, 13, 1},
     };
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         for (int t = 0; t < 4; t++) {
             const mnk *s = &shapes[i];
-            check_matmul(ctx, backend->spec, s->m, s->k, s->n, t & 1, t & 2, t != 0);
+            check_matmul(ctx, backend->label, s->m, s->k, s->n, t & 1, t & 2, t != 0);
         }
+    kiln_context_free(ctx);
+}
+
+/* Sizes on each side of every register tile and cache block of the cpu
+ * backend's packed GEMM, for each of its ISAs: tiles of MR x NR = 4 x 8
+ * (portable), 6 x 16 (AVX2), 14 x 32 (AVX-512), with a kernel for each row
+ * count of an edge panel and one-vector kernels for narrow edges; MC = 128,
+ * 144, 168; KC = 256 (K is cut into equal blocks, so 257 and 513 give uneven
+ * ones); NC = 2048 and 4096. Each is run with every transpose. */
+static const mnk gemm_edge_shapes[] = {
+    /* M around MR, N around NR and the vector width */
+    {3, 9, 7},     {4, 9, 8},     {5, 9, 9},     {5, 17, 15},  {6, 17, 16},
+    {7, 17, 17},   {13, 5, 31},   {14, 5, 32},   {15, 5, 33},  {27, 3, 63},
+    {28, 3, 64},   {29, 3, 65},   {64, 40, 10},  {100, 13, 3}, {97, 70, 16},
+    {70, 33, 1},
+    /* K around KC */
+    {9, 255, 17},  {9, 256, 17},  {9, 257, 17},  {15, 511, 33}, {15, 513, 33},
+    /* M around MC */
+    {127, 19, 9},  {128, 19, 9},  {129, 19, 9},  {143, 7, 17},  {144, 7, 17},
+    {145, 7, 17},  {167, 11, 33}, {168, 11, 33}, {169, 11, 33},
+    /* N around NC */
+    {3, 5, 2047},  {3, 5, 2049},  {2, 3, 4097},
+    /* big enough to be split across threads, with edges on every side */
+    {171, 259, 97},
+};
+
+BACKEND_TEST(matmul, matches_reference_around_every_tile_and_block_edge)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof gemm_edge_shapes / sizeof gemm_edge_shapes[0]; i++)
+        for (int t = 0; t < 4; t++) {
+            const mnk *s = &gemm_edge_shapes[i];
+            check_matmul(ctx, backend->label, s->m, s->k, s->n, t & 1, t & 2, true);
+        }
+    kiln_context_free(ctx);
+}
+
+/* relu(a + b): the backend may run both nodes in one pass; both results must
+ * be right whether the sum is read afterwards (an output) or its storage is
+ * free for the relu (not an output), and whether b is a bias or full-size. */
+static void check_add_relu(kiln_context *ctx, const char *spec, ref_shape sa,
+                           ref_shape sb, bool sum_is_output)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "relu(add) of %s and %s, sum %s", shp(sa), shp(sb),
+               sum_is_output ? "read" : "not kept");
+    leaf *a = case_input(&c, "a", sa, FILL_ANY);
+    leaf *b = case_input(&c, "b", sb, FILL_ANY);
+    /* scale(a) first, so that the sum's operand is itself computed storage */
+    kiln_tensor *sum = kiln_add(c.g, kiln_scale(c.g, a->t, 2.0f), b->t);
+    kiln_tensor *y = kiln_relu(c.g, sum);
+    if (sum_is_output)
+        case_output(&c, sum);
+    case_compile(&c, y);
+    float *want_sum = case_scratch(&c, a->n, sizeof *want_sum);
+    float *want = case_scratch(&c, a->n, sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_unary(REF_SCALE, a->f, a->n, 2.0f, want);
+        ref_binary(REF_ADD, want, sa, b->f, sb, want_sum, sa);
+        ref_unary(REF_RELU, want_sum, a->n, 0.0f, want);
+        case_expect(&c, y, want, sa, TOL_ROUNDING);
+        if (sum_is_output)
+            case_expect(&c, sum, want_sum, sa, TOL_ROUNDING);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(fusion, add_then_relu_gives_both_results)
+{
+    static const ref_shape pairs[][2] = {
+        {{2, {13, 31}}, {1, {31}}},
+        {{2, {13, 31}}, {2, {13, 31}}},
+        {{2, {600, 129}}, {1, {129}}},   /* split across threads */
+        {{2, {7, 5}}, {0, {0}}},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++)
+        for (int keep = 0; keep < 2; keep++)
+            check_add_relu(ctx, backend->label, pairs[p][0], pairs[p][1], keep == 1);
     kiln_context_free(ctx);
 }
 
@@ -684,17 +795,17 @@ static const ref_shape reduce_all_shapes[] = {
 
 BACKEND_TEST(sum, matches_reference_over_all_elements_and_is_0_when_empty)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < sizeof reduce_all_shapes / sizeof reduce_all_shapes[0]; s++)
-        check_reduce_all(ctx, backend->spec, false, reduce_all_shapes[s]);
+        check_reduce_all(ctx, backend->label, false, reduce_all_shapes[s]);
     kiln_context_free(ctx);
 }
 
 BACKEND_TEST(mean, matches_reference_over_all_elements_and_is_nan_when_empty)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < sizeof reduce_all_shapes / sizeof reduce_all_shapes[0]; s++)
-        check_reduce_all(ctx, backend->spec, true, reduce_all_shapes[s]);
+        check_reduce_all(ctx, backend->label, true, reduce_all_shapes[s]);
     kiln_context_free(ctx);
 }
 
@@ -727,6 +838,7 @@ static void check_every_axis(kiln_context *ctx, const char *spec, bool mean)
     static const ref_shape shapes[] = {
         {1, {7}}, {1, {1}}, {2, {13, 31}}, {2, {1, 31}}, {3, {3, 5, 7}},
         {4, {2, 3, 5, 7}}, {2, {129, 67}}, {2, {3, 0}}, {3, {0, 4, 5}},
+        {2, {600, 129}},   /* enough rows to be split across threads */
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int axis = -shapes[s].ndim; axis < shapes[s].ndim; axis++)
@@ -736,15 +848,15 @@ static void check_every_axis(kiln_context *ctx, const char *spec, bool mean)
 
 BACKEND_TEST(sum_axis, matches_reference_for_every_axis_with_and_without_keepdim)
 {
-    kiln_context *ctx = test_context(backend->spec);
-    check_every_axis(ctx, backend->spec, false);
+    kiln_context *ctx = test_backend_context(backend);
+    check_every_axis(ctx, backend->label, false);
     kiln_context_free(ctx);
 }
 
 BACKEND_TEST(mean_axis, matches_reference_for_every_axis_with_and_without_keepdim)
 {
-    kiln_context *ctx = test_context(backend->spec);
-    check_every_axis(ctx, backend->spec, true);
+    kiln_context *ctx = test_backend_context(backend);
+    check_every_axis(ctx, backend->label, true);
     kiln_context_free(ctx);
 }
 
@@ -816,37 +928,37 @@ static const ref_shape last_axis_shapes[] = {
 
 BACKEND_TEST(max, matches_reference_along_the_last_axis)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < N_LAST_AXIS_SHAPES; s++) {
-        check_last_axis(ctx, backend->spec, LAST_MAX, last_axis_shapes[s], FILL_ANY);
-        check_last_axis(ctx, backend->spec, LAST_MAX, last_axis_shapes[s], FILL_TIES);
+        check_last_axis(ctx, backend->label, LAST_MAX, last_axis_shapes[s], FILL_ANY);
+        check_last_axis(ctx, backend->label, LAST_MAX, last_axis_shapes[s], FILL_TIES);
     }
     kiln_context_free(ctx);
 }
 
 BACKEND_TEST(argmax, returns_the_first_index_of_the_maximum_as_i32)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < N_LAST_AXIS_SHAPES; s++) {
-        check_last_axis(ctx, backend->spec, LAST_ARGMAX, last_axis_shapes[s], FILL_ANY);
-        check_last_axis(ctx, backend->spec, LAST_ARGMAX, last_axis_shapes[s], FILL_TIES);
+        check_last_axis(ctx, backend->label, LAST_ARGMAX, last_axis_shapes[s], FILL_ANY);
+        check_last_axis(ctx, backend->label, LAST_ARGMAX, last_axis_shapes[s], FILL_TIES);
     }
     kiln_context_free(ctx);
 }
 
 BACKEND_TEST(softmax, matches_reference_along_the_last_axis)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < N_LAST_AXIS_SHAPES; s++)
-        check_last_axis(ctx, backend->spec, LAST_SOFTMAX, last_axis_shapes[s], FILL_ANY);
+        check_last_axis(ctx, backend->label, LAST_SOFTMAX, last_axis_shapes[s], FILL_ANY);
     kiln_context_free(ctx);
 }
 
 BACKEND_TEST(log_softmax, matches_reference_along_the_last_axis)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < N_LAST_AXIS_SHAPES; s++)
-        check_last_axis(ctx, backend->spec, LAST_LOG_SOFTMAX, last_axis_shapes[s],
+        check_last_axis(ctx, backend->label, LAST_LOG_SOFTMAX, last_axis_shapes[s],
                         FILL_ANY);
     kiln_context_free(ctx);
 }
@@ -857,11 +969,11 @@ BACKEND_TEST(softmax, stays_finite_for_inputs_around_plus_and_minus_1000)
     static const fill_kind fills[] = {
         FILL_NEAR_PLUS_1000, FILL_NEAR_MINUS_1000, FILL_PLUS_MINUS_1000,
     };
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (size_t f = 0; f < sizeof fills / sizeof fills[0]; f++) {
-            check_last_axis(ctx, backend->spec, LAST_SOFTMAX, shapes[s], fills[f]);
-            check_last_axis(ctx, backend->spec, LAST_LOG_SOFTMAX, shapes[s], fills[f]);
+            check_last_axis(ctx, backend->label, LAST_SOFTMAX, shapes[s], fills[f]);
+            check_last_axis(ctx, backend->label, LAST_LOG_SOFTMAX, shapes[s], fills[f]);
         }
     kiln_context_free(ctx);
 }
@@ -909,9 +1021,9 @@ BACKEND_TEST(reshape, keeps_row_major_order_and_infers_minus_1)
         {{0, {0}}, {3, {1, 1, -1}}, {3, {1, 1, 1}}},
         {{2, {0, 7}}, {3, {7, 0, 1}}, {3, {7, 0, 1}}},
     };
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        check_reshape(ctx, backend->spec, cases[i].from, cases[i].to, cases[i].want);
+        check_reshape(ctx, backend->label, cases[i].from, cases[i].to, cases[i].want);
     kiln_context_free(ctx);
 }
 
@@ -943,9 +1055,9 @@ BACKEND_TEST(flatten, merges_every_dimension_after_the_first)
         {4, {3, 2, 5, 7}}, {4, {1, 3, 4, 4}}, {2, {4, 13}}, {3, {5, 1, 1}},
         {3, {7, 1, 13}}, {4, {0, 3, 2, 2}},
     };
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        check_flatten(ctx, backend->spec, shapes[s]);
+        check_flatten(ctx, backend->label, shapes[s]);
     kiln_context_free(ctx);
 }
 
@@ -972,9 +1084,9 @@ BACKEND_TEST(transpose, matches_reference_for_odd_shapes)
     static const int64_t shapes[][2] = {
         {1, 1}, {1, 7}, {7, 1}, {13, 31}, {31, 13}, {16, 16}, {67, 129}, {0, 5}, {5, 0},
     };
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        check_transpose(ctx, backend->spec, shapes[s][0], shapes[s][1]);
+        check_transpose(ctx, backend->label, shapes[s][0], shapes[s][1]);
     kiln_context_free(ctx);
 }
 
@@ -1033,9 +1145,9 @@ static const conv_case conv_cases[] = {
 
 BACKEND_TEST(conv2d, matches_reference_for_kernels_strides_padding_and_bias)
 {
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
-        check_conv2d(ctx, backend->spec, &conv_cases[i]);
+        check_conv2d(ctx, backend->label, &conv_cases[i]);
     kiln_context_free(ctx);
 }
 
@@ -1073,9 +1185,9 @@ BACKEND_TEST(max_pool2d, matches_reference_and_drops_windows_that_do_not_fit)
         {{4, {3, 2, 8, 11}}, 3, 2}, {{4, {1, 1, 5, 5}}, 2, 1},
         {{4, {1, 2, 6, 7}}, 3, 3},  {{4, {1, 1, 3, 3}}, 3, 2},
     };
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        check_max_pool2d(ctx, backend->spec, cases[i].x, cases[i].kernel,
+        check_max_pool2d(ctx, backend->label, cases[i].x, cases[i].kernel,
                          cases[i].stride);
     kiln_context_free(ctx);
 }
@@ -1104,9 +1216,9 @@ BACKEND_TEST(mse_loss, matches_reference_mean_of_squared_errors)
     static const ref_shape shapes[] = {
         {0, {0}}, {1, {1}}, {1, {7}}, {2, {13, 31}}, {3, {3, 5, 7}}, {2, {128, 200}},
     };
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        check_mse_loss(ctx, backend->spec, shapes[s]);
+        check_mse_loss(ctx, backend->label, shapes[s]);
     kiln_context_free(ctx);
 }
 
@@ -1131,14 +1243,14 @@ static void check_cross_entropy(kiln_context *ctx, const char *spec, int64_t row
 
 BACKEND_TEST(cross_entropy, matches_reference_for_one_and_many_rows)
 {
-    kiln_context *ctx = test_context(backend->spec);
-    check_cross_entropy(ctx, backend->spec, 1, 10, FILL_ANY);
-    check_cross_entropy(ctx, backend->spec, 17, 10, FILL_ANY);
-    check_cross_entropy(ctx, backend->spec, 13, 1, FILL_ANY); /* always 0 */
-    check_cross_entropy(ctx, backend->spec, 64, 31, FILL_ANY);
-    check_cross_entropy(ctx, backend->spec, 3, 129, FILL_ANY);
-    check_cross_entropy(ctx, backend->spec, 5, 7, FILL_NEAR_PLUS_1000);
-    check_cross_entropy(ctx, backend->spec, 5, 7, FILL_PLUS_MINUS_1000);
+    kiln_context *ctx = test_backend_context(backend);
+    check_cross_entropy(ctx, backend->label, 1, 10, FILL_ANY);
+    check_cross_entropy(ctx, backend->label, 17, 10, FILL_ANY);
+    check_cross_entropy(ctx, backend->label, 13, 1, FILL_ANY); /* always 0 */
+    check_cross_entropy(ctx, backend->label, 64, 31, FILL_ANY);
+    check_cross_entropy(ctx, backend->label, 3, 129, FILL_ANY);
+    check_cross_entropy(ctx, backend->label, 5, 7, FILL_NEAR_PLUS_1000);
+    check_cross_entropy(ctx, backend->label, 5, 7, FILL_PLUS_MINUS_1000);
     kiln_context_free(ctx);
 }
 
@@ -1147,9 +1259,9 @@ BACKEND_TEST(cross_entropy, matches_reference_for_one_and_many_rows)
 BACKEND_TEST(chain, mlp_forward_matches_reference)
 {
     enum { N = 17, D = 13, H = 31, C = 10 };
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     op_case c;
-    case_begin(&c, ctx, backend->spec, "mlp log_softmax(relu(x @ w1 + b1) @ w2)");
+    case_begin(&c, ctx, backend->label, "mlp log_softmax(relu(x @ w1 + b1) @ w2)");
     leaf *x = case_input(&c, "x", shape2(N, D), FILL_ANY);
     leaf *w1 = case_param(&c, "w1", shape2(D, H), FILL_ANY);
     leaf *b1 = case_param(&c, "b1", ref_shape_of(KILN_SHAPE(H)), FILL_ANY);
@@ -1179,9 +1291,9 @@ BACKEND_TEST(chain, cnn_forward_and_loss_match_reference)
 {
     enum { N = 3, C = 2, HW = 9, O = 5, P = 4, CLASSES = 10 };
     const ref_conv2d_shape cs = {N, C, HW, HW, O, 3, 3, 1, 1};
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     op_case c;
-    case_begin(&c, ctx, backend->spec,
+    case_begin(&c, ctx, backend->label,
                "cnn cross_entropy(flatten(max_pool(relu(conv2d(x)))) @ w, labels)");
     leaf *x = case_input(&c, "x", ref_shape_of(KILN_SHAPE(N, C, HW, HW)), FILL_ANY);
     leaf *k = case_param(&c, "k", ref_shape_of(KILN_SHAPE(O, C, 3, 3)), FILL_ANY);

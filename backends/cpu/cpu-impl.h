@@ -46,25 +46,78 @@ typedef void (*cpu_binary_fn)(float *out, const float *a, size_t a_step,
  * out may be x. */
 typedef void (*cpu_unary_fn)(float *out, const float *x, size_t n, float p);
 
+/* ---- GEMM ----------------------------------------------------------------- */
+
+/* A register micro-kernel and the packing it reads, after Goto and BLIS.
+ * op(A) is packed in panels of mr rows, each kc columns deep, stored k-major
+ * (a[k * mr + i]); op(B) in panels of nr columns, b[k * nr + j]. Panels are
+ * zero-padded to whole tiles, so the kernel always computes a full mr x nr
+ * tile; the driver (gemm.c) copies out the valid part of an edge tile. */
+typedef struct cpu_gemm_ukernel {
+    size_t mr, nr;        /* register tile                                   */
+    size_t mc, kc, nc;    /* cache blocks: A block in L2, B panel in L3      */
+    /* c[mr x nr] (row stride ldc) = (accumulate ? c : 0) + A panel @ B panel */
+    void (*kernel)(size_t kc, const float *a, const float *b, float *c,
+                   size_t ldc, bool accumulate);
+    /* the same for an edge tile of rows <= mr rows and cols <= nr columns:
+     * those rows, and whole vectors of columns covering cols, are written   */
+    void (*kernel_part)(size_t rows, size_t cols, size_t kc, const float *a,
+                        const float *b, float *c, size_t ldc, bool accumulate);
+    /* packs rows [i0, i0+m) and columns [k0, k0+k) of op(a), where a is
+     * stored [M,K] (lda), or [K,M] when ta; m <= mc, k <= kc               */
+    void (*pack_a)(float *dst, const float *a, size_t lda, bool ta,
+                   size_t i0, size_t k0, size_t m, size_t k);
+    /* packs rows [k0, k0+k) and columns [j0, j0+n) of op(b), where b is
+     * stored [K,N] (ldb), or [N,K] when tb; k <= kc, n <= nc               */
+    void (*pack_b)(float *dst, const float *b, size_t ldb, bool tb,
+                   size_t k0, size_t j0, size_t k, size_t n);
+} cpu_gemm_ukernel;
+
+/* The kernels of one ISA for the packed GEMM. */
+extern const cpu_gemm_ukernel cpu_gemm_portable;
+#if defined(__x86_64__)
+extern const cpu_gemm_ukernel cpu_gemm_avx2;
+extern const cpu_gemm_ukernel cpu_gemm_avx512;
+#endif
+
+/* ---- kernels -------------------------------------------------------------- */
+
+/* sum[i] = a[i * a_step] + b[i * b_step] and relu[i] = max(sum[i], 0) in one
+ * pass (an ADD that a RELU reads next, see fuse.c); sum and relu do not
+ * overlap, and each is either a or b exactly or does not overlap it. */
+typedef void (*cpu_add_relu_fn)(float *sum, float *relu, const float *a,
+                                size_t a_step, const float *b, size_t b_step,
+                                size_t n);
+
 /* The inner loops an ISA may replace. One table per device, filled once. */
 typedef struct cpu_kernels {
     /* "scalar", "avx2", ...: what kiln-info and the device description say */
     const char   *isa;
     cpu_binary_fn binary[CPU_BINARY_COUNT];
     cpu_unary_fn  unary[CPU_UNARY_COUNT];
+    cpu_add_relu_fn add_relu;
     /* c[M,N] = op(a)[M,K] @ op(b)[K,N], c overwritten (K = 0 writes zeros).
      * a is stored [M,K] (row stride lda), or [K,M] when ta; b is stored
-     * [K,N] (ldb), or [N,K] when tb. c must not overlap a or b.            */
+     * [K,N] (ldb), or [N,K] when tb. c must not overlap a or b. Inside
+     * graph_compute this is the packed GEMM, on the device's threads.      */
     void        (*sgemm)(size_t M, size_t N, size_t K,
                          const float *a, size_t lda, bool ta,
                          const float *b, size_t ldb, bool tb,
                          float *c, size_t ldc);
+    /* the register kernels and packing of the packed GEMM                  */
+    const cpu_gemm_ukernel *gemm;
     /* x[0] + x[stride] + ... (n terms), accumulated in double               */
     double      (*sum)(const float *x, size_t n, size_t stride);
+    /* acc[j] += x[j], j < n: one row of a reduction over a leading axis     */
+    void        (*sum_rows)(double *acc, const float *x, size_t n);
     /* the largest of x[0..n), n > 0; NaN if any element is NaN              */
     float       (*max)(const float *x, size_t n);
     /* the first index of max(x, n), n > 0 (of the first NaN, if any)       */
     size_t      (*argmax)(const float *x, size_t n);
+    /* one output row of a max pool: out[j] = the max of x[r*W + j*sw + c]
+     * over r < kh, c < kw, j < n; NaN if any of them is                     */
+    void        (*pool_max_row)(float *out, const float *x, size_t W, size_t n,
+                                size_t kh, size_t kw, size_t sw);
     /* softmax (or log_softmax when as_log) of one row of n; out may be x    */
     void        (*softmax_row)(float *out, const float *x, size_t n, bool as_log);
 } cpu_kernels;
@@ -74,13 +127,128 @@ void cpu_elementwise_kernels_scalar(cpu_kernels *k);
 void cpu_reduce_kernels_scalar(cpu_kernels *k);
 void cpu_softmax_kernels_scalar(cpu_kernels *k);
 void cpu_matmul_kernels_scalar(cpu_kernels *k);
+void cpu_conv_kernels_scalar(cpu_kernels *k);
+#if defined(__x86_64__)
+/* An ISA's file overwrites the entries it vectorises. */
+void cpu_kernels_avx2(cpu_kernels *k);
+void cpu_kernels_avx512(cpu_kernels *k);
+#endif
+
+/* ---- ISA and threads (isa.c) ---------------------------------------------- */
+
+typedef enum cpu_isa {
+    CPU_ISA_SCALAR = 0, CPU_ISA_AVX2, CPU_ISA_AVX512, CPU_ISA_COUNT
+} cpu_isa;
+
+#define CPU_MAX_THREADS 256
+
+typedef struct cpu_isa_choice {
+    cpu_isa isa;        /* what runs                                        */
+    cpu_isa best;       /* the best the CPU and the OS support              */
+    bool    bad_env;    /* KILN_CPU_ISA was set to something unknown        */
+    char    why[160];   /* why isa: "capped by KILN_CPU_ISA=avx2; ..."      */
+} cpu_isa_choice;
+
+typedef struct cpu_threads_choice {
+    int  n;
+    bool bad_env;       /* KILN_NUM_THREADS was not a count                 */
+    char why[96];
+} cpu_threads_choice;
+
+const char *cpu_isa_name(cpu_isa isa);    /* "avx2": KILN_CPU_ISA's spelling */
+const char *cpu_isa_label(cpu_isa isa);   /* "AVX2+FMA": for people          */
+bool        cpu_isa_supported(cpu_isa isa);
+void        cpu_isa_choose(cpu_isa_choice *choice);
+void        cpu_threads_choose(cpu_threads_choice *choice);
+
+/* ---- thread pool (pool.c) ------------------------------------------------- */
+
+typedef struct cpu_pool   cpu_pool;
+typedef struct cpu_device cpu_device;
+
+/* One thread's share of a job: tid in [0, nthreads). */
+typedef void (*cpu_task_fn)(void *arg, int tid, int nthreads);
+/* [lo, hi) of a parallel loop. */
+typedef void (*cpu_range_fn)(void *arg, size_t lo, size_t hi);
+
+/* n threads in all: n - 1 workers and the caller. NULL if out of resources. */
+cpu_pool *cpu_pool_new(const cpu_device *dev, int n);
+void      cpu_pool_free(cpu_pool *pool);
+int       cpu_pool_size(const cpu_pool *pool);   /* 1 for NULL */
+/* Runs fn on min(n, size) threads, the caller as tid 0, and waits for all.
+ * Inside a job it runs fn on the calling thread alone (tid 0 of 1). */
+void      cpu_pool_run(cpu_pool *pool, int n, cpu_task_fn fn, void *arg);
+/* Thread tid's part of [0, n) split in nt, in whole units of align. */
+void      cpu_split(size_t n, size_t align, int tid, int nt, size_t *lo, size_t *hi);
+/* fn over [0, n) on up to one thread per `grain` elements, cut at multiples
+ * of align. */
+void      cpu_parallel_for(const cpu_device *dev, size_t n, size_t align,
+                           size_t grain, cpu_range_fn fn, void *arg);
+
+/* Which device's graph_compute runs on this thread, which thread of its pool
+ * this is, and whether it is inside a pool job. Set by graph_compute and the
+ * workers; it is how the sgemm entry (whose signature has no device) finds
+ * its threads and packing buffers. */
+typedef struct cpu_thread_state {
+    const cpu_device *dev;
+    int               tid;
+    bool              in_job;
+} cpu_thread_state;
+
+extern _Thread_local cpu_thread_state cpu_tls;
 
 /* ---- device --------------------------------------------------------------- */
 
-typedef struct cpu_device {
-    const kiln_host *host;   /* for errors and logging */
+/* One thread's packing buffers, allocated at device open and reused. */
+typedef struct cpu_pack {
+    float *a;   /* mc x kc of op(A)  */
+    float *b;   /* kc x nc of op(B)  */
+} cpu_pack;
+
+struct cpu_device {
+    const kiln_host *host;     /* for errors and logging */
     cpu_kernels      k;
-} cpu_device;
+    cpu_isa_choice   isa;
+    cpu_threads_choice threads;
+    cpu_pool        *pool;     /* NULL with one thread   */
+    cpu_pack        *pack;     /* one per thread         */
+};
+
+/* ---- GEMM driver (gemm.c) ------------------------------------------------- */
+
+/* The geometry of a convolution, for packing op(B) straight from an image:
+ * B[(c*KH + kh)*KW + kw, oh*OW + ow] = x[c, oh*sh - ph + kh, ow*sw - pw + kw],
+ * zero outside x (implicit im2col). */
+typedef struct cpu_im2col {
+    const float *x;            /* one image [C,H,W] */
+    size_t C, H, W, KH, KW, OH, OW, sh, sw, ph, pw;
+} cpu_im2col;
+
+typedef struct cpu_gemm_args {
+    size_t       M, N, K;
+    const float *a;  size_t lda; bool ta;
+    const float *b;  size_t ldb; bool tb;   /* ignored when im2col is set */
+    const cpu_im2col *im2col;
+    float       *c;  size_t ldc;
+    const float *row_bias;                  /* NULL, or c[i,:] += bias[i] */
+} cpu_gemm_args;
+
+/* The packed GEMM on the device's threads (on the calling thread alone
+ * inside a job, with that thread's buffers). */
+void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g);
+/* The packed GEMM on the calling thread, with the buffers of thread tid. */
+void cpu_gemm_serial(const cpu_device *dev, int tid, const cpu_gemm_args *g);
+/* Allocates dev->pack for the pool's threads and dev->k.gemm's blocks. */
+kiln_status cpu_gemm_buffers_alloc(cpu_device *dev);
+void        cpu_gemm_buffers_free(cpu_device *dev);
+
+/* Fusion of back-to-back nodes (fuse.c): runs nodes[i] together with the
+ * nodes after it that it can fuse, and returns how many it ran, or 0 when
+ * there is nothing to fuse (the caller runs nodes[i] alone). nodes[i] has
+ * been checked; `checked` says whether a later node passes the same checks. */
+typedef bool (*cpu_node_ok_fn)(const kiln_node *node);
+size_t cpu_fuse(const cpu_device *dev, const kiln_node *const *nodes, size_t i,
+                size_t n, cpu_node_ok_fn checked, kiln_status *status);
 
 /* ---- ops ------------------------------------------------------------------ */
 
@@ -104,6 +272,9 @@ const char *cpu_check_cross_entropy(const kiln_node *node);
 
 kiln_status cpu_op_binary(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_unary(const cpu_device *dev, const kiln_node *node);
+/* An ADD and the RELU of its result, both written, in one pass (fuse.c). */
+kiln_status cpu_op_add_relu(const cpu_device *dev, const kiln_node *add,
+                            const kiln_node *relu);
 kiln_status cpu_op_matmul(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max(const cpu_device *dev, const kiln_node *node);
@@ -168,6 +339,13 @@ static inline int64_t cpu_window_count(int64_t n, int64_t k, int64_t stride, int
     return span < 0 ? -1 : span / stride + 1;
 }
 
+/* Elements per thread below which an elementwise op stays on fewer threads:
+ * waking a worker costs about what 32 K elements of arithmetic do. */
+#define CPU_ELEMENTWISE_GRAIN ((size_t)32768)
+
+/* Rows of `cols` elements per thread, for ops that work row by row. */
+size_t cpu_row_grain(size_t cols);
+
 /* ---- node helpers --------------------------------------------------------- */
 
 /* The node's data. A node of no elements may have no buffer: NULL then. */
@@ -208,10 +386,12 @@ static inline int64_t cpu_rows(const kiln_node *node)
 }
 
 /* The larger of m and x, NaN if either is: once NaN, a running max stays NaN
- * (fmaxf would drop it). */
+ * (fmaxf would drop it). Written to compile without branches, which random
+ * data would mispredict half the time. */
 static inline float cpu_max2(float m, float x)
 {
-    return x > m || x != x ? x : m;
+    float r = x > m ? x : m;
+    return x != x ? x : r;
 }
 
 /* The largest of x[0..n), n > 0, NaN if any element is. */
@@ -221,6 +401,19 @@ static inline float cpu_row_max(const float *x, size_t n)
     for (size_t i = 1; i < n; i++)
         m = cpu_max2(m, x[i]);
     return m;
+}
+
+/* The first index of the largest of x[0..n), n > 0; of the first NaN if any. */
+static inline size_t cpu_row_argmax(const float *x, size_t n)
+{
+    size_t best = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (x[i] != x[i])
+            return i;
+        if (x[i] > x[best])
+            best = i;
+    }
+    return best;
 }
 
 #endif /* KILN_CPU_IMPL_H */

@@ -1,10 +1,12 @@
 /* ops_conv.c — CONV2D (NCHW cross-correlation, zero padding) and MAX_POOL2D.
  *
- * Convolution is im2col + sgemm, one image at a time: the patches of image n
- * are laid out as col [C*KH*KW, OH*OW], so that out[n] = w [O, C*KH*KW] @ col.
- * All the arithmetic is then in the GEMM, which is where an ISA's fast kernel
- * goes. The col scratch is allocated per call; it may later come from memory
- * planned at compile time. */
+ * Convolution is an implicit GEMM, one image at a time: out[n] = w [O, C*KH*KW]
+ * @ col, where col [C*KH*KW, OH*OW] holds the patches of image n. col is never
+ * stored: the GEMM packs its panels straight from the image (gemm.c,
+ * cpu_im2col), and adds the bias as it writes each tile. A 1x1 convolution
+ * with stride 1 and no padding is a plain GEMM on the image. Images go to
+ * different threads when there are enough of them; otherwise each GEMM is
+ * split across the threads. */
 #include <stdlib.h>
 
 #include "cpu-impl.h"
@@ -58,79 +60,65 @@ const char *cpu_check_conv2d(const kiln_node *node)
     return NULL;
 }
 
-/* col[(c*KH + kh)*KW + kw, oh*OW + ow] = x[c, oh*sh - ph + kh, ow*sw - pw + kw],
- * zero outside x. x is one image, [C,H,W]. */
-static void cpu_im2col(const cpu_conv *cv, const float *x, float *col)
+/* The GEMM of image n: out[n] [O, OH*OW] = w @ im2col(x[n]) + bias. */
+static void cpu_conv_gemm_args(const cpu_conv *cv, const kiln_node *node, size_t n,
+                               cpu_im2col *im, cpu_gemm_args *g)
 {
-    size_t spatial = cv->OH * cv->OW;
-    for (size_t c = 0; c < cv->C; c++)
-    for (size_t kh = 0; kh < cv->KH; kh++)
-    for (size_t kw = 0; kw < cv->KW; kw++) {
-        float *row = col + ((c * cv->KH + kh) * cv->KW + kw) * spatial;
-        const float *xc = x + c * cv->H * cv->W;
-        for (size_t oh = 0; oh < cv->OH; oh++) {
-            /* ih, iw as unsigned: "negative" (in the padding) wraps above H */
-            size_t ih = oh * cv->sh + kh - cv->ph;
-            for (size_t ow = 0; ow < cv->OW; ow++) {
-                size_t iw = ow * cv->sw + kw - cv->pw;
-                row[oh * cv->OW + ow] = ih < cv->H && iw < cv->W
-                                      ? xc[ih * cv->W + iw] : 0.0f;
-            }
-        }
+    const float *x = cpu_cf32(node->src[0]) + n * cv->C * cv->H * cv->W;
+    size_t spatial = cv->OH * cv->OW, ckk = cv->C * cv->KH * cv->KW;
+    *im = (cpu_im2col){
+        .x = x, .C = cv->C, .H = cv->H, .W = cv->W, .KH = cv->KH, .KW = cv->KW,
+        .OH = cv->OH, .OW = cv->OW, .sh = cv->sh, .sw = cv->sw, .ph = cv->ph,
+        .pw = cv->pw,
+    };
+    bool pointwise = cv->KH == 1 && cv->KW == 1 && cv->sh == 1 && cv->sw == 1 &&
+                     cv->ph == 0 && cv->pw == 0;
+    *g = (cpu_gemm_args){
+        .M = cv->O, .N = spatial, .K = ckk,
+        .a = cpu_cf32(node->src[1]), .lda = ckk,
+        .b = x, .ldb = spatial, .im2col = pointwise ? NULL : im,
+        .c = cpu_f32(node) + n * cv->O * spatial, .ldc = spatial,
+        .row_bias = node->src[2] ? cpu_cf32(node->src[2]) : NULL,
+    };
+}
+
+typedef struct cpu_conv_job {
+    const cpu_device *dev;
+    const kiln_node  *node;
+    cpu_conv          cv;
+} cpu_conv_job;
+
+/* Images [lo, hi), each a GEMM on this thread alone. */
+static void cpu_conv_images_task(void *arg, int tid, int nt)
+{
+    const cpu_conv_job *job = arg;
+    size_t lo, hi;
+    cpu_split(job->cv.N, 1, tid, nt, &lo, &hi);
+    for (size_t n = lo; n < hi; n++) {
+        cpu_im2col im;
+        cpu_gemm_args g;
+        cpu_conv_gemm_args(&job->cv, job->node, n, &im, &g);
+        cpu_gemm_serial(job->dev, tid, &g);
     }
-}
-
-/* Bytes of the col scratch, or 0 on overflow (never 0 otherwise: the caller
- * has ruled out empty shapes). */
-static size_t cpu_col_bytes(const cpu_conv *cv)
-{
-    size_t n = cv->C;
-    if (__builtin_mul_overflow(n, cv->KH, &n) || __builtin_mul_overflow(n, cv->KW, &n) ||
-        __builtin_mul_overflow(n, cv->OH, &n) || __builtin_mul_overflow(n, cv->OW, &n) ||
-        __builtin_mul_overflow(n, sizeof(float), &n))
-        return 0;
-    return n;
-}
-
-/* out[o, :] += bias[o] for one image's [O, spatial] output. */
-static void cpu_add_bias(const cpu_device *dev, float *out, const float *bias,
-                         size_t O, size_t spatial)
-{
-    for (size_t o = 0; o < O; o++)
-        dev->k.binary[CPU_ADD](out + o * spatial, out + o * spatial, 1,
-                               bias + o, 0, spatial);
 }
 
 kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node)
 {
-    cpu_conv cv = cpu_conv_of(node);
-    const float *x = cpu_cf32(node->src[0]), *w = cpu_cf32(node->src[1]);
-    const float *bias = node->src[2] ? cpu_cf32(node->src[2]) : NULL;
-    float *out = cpu_f32(node);
-    size_t spatial = cv.OH * cv.OW, ckk = cv.C * cv.KH * cv.KW;
+    cpu_conv_job job = { dev, node, cpu_conv_of(node) };
     if (node->numel == 0)
         return KILN_OK;
-
-    float *col = NULL;
-    if (ckk > 0) {
-        size_t bytes = cpu_col_bytes(&cv);
-        col = bytes ? malloc(bytes) : NULL;
-        if (!col)
-            return dev->host->error(KILN_ERR_NO_MEMORY,
-                                    "conv2d: cannot allocate %zu x %zu floats "
-                                    "for the im2col scratch", ckk, spatial);
+    int nt = cpu_pool_size(dev->pool);
+    /* whole images per thread when that splits evenly enough */
+    if (nt > 1 && (job.cv.N % (size_t)nt == 0 || job.cv.N >= 4 * (size_t)nt)) {
+        cpu_pool_run(dev->pool, nt, cpu_conv_images_task, &job);
+        return KILN_OK;
     }
-    for (size_t n = 0; n < cv.N; n++) {
-        float *y = out + n * cv.O * spatial;
-        if (col)
-            cpu_im2col(&cv, x + n * cv.C * cv.H * cv.W, col);
-        /* ckk = 0 (no input channels): sgemm with K = 0 writes zeros */
-        dev->k.sgemm(cv.O, spatial, ckk, w, ckk, false, col, spatial, false,
-                     y, spatial);
-        if (bias)
-            cpu_add_bias(dev, y, bias, cv.O, spatial);
+    for (size_t n = 0; n < job.cv.N; n++) {
+        cpu_im2col im;
+        cpu_gemm_args g;
+        cpu_conv_gemm_args(&job.cv, node, n, &im, &g);
+        cpu_gemm(dev, &g);
     }
-    free(col);
     return KILN_OK;
 }
 
@@ -152,32 +140,55 @@ const char *cpu_check_max_pool2d(const kiln_node *node)
     return NULL;
 }
 
-/* The max of one kh x kw window at the top-left corner x of a [H,W] plane
- * with row stride W. NaN propagates, as in PyTorch. */
-static float cpu_window_max(const float *x, size_t W, size_t kh, size_t kw)
+static void cpu_pool_max_row_scalar(float *out, const float *x, size_t W, size_t n,
+                                    size_t kh, size_t kw, size_t sw)
 {
-    float m = x[0];
-    for (size_t i = 0; i < kh; i++)
-        for (size_t j = 0; j < kw; j++)
-            m = cpu_max2(m, x[i * W + j]);
-    return m;
+    for (size_t j = 0; j < n; j++)
+        out[j] = x[j * sw];
+    for (size_t r = 0; r < kh; r++)
+        for (size_t c = 0; c < kw; c++) {
+            const float *row = x + r * W + c;
+            for (size_t j = 0; j < n; j++)
+                out[j] = cpu_max2(out[j], row[j * sw]);
+        }
+}
+
+void cpu_conv_kernels_scalar(cpu_kernels *k)
+{
+    k->pool_max_row = cpu_pool_max_row_scalar;
+}
+
+typedef struct cpu_pool_job {
+    const cpu_device *dev;
+    const kiln_node  *node;
+    size_t H, W, OH, OW, kh, kw, sh, sw;
+} cpu_pool_job;
+
+/* Planes [lo, hi), an output row at a time. NaN propagates, as in PyTorch. */
+static void cpu_max_pool_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_pool_job *j = arg;
+    const float *x = cpu_cf32(j->node->src[0]);
+    float *out = cpu_f32(j->node);
+    for (size_t p = lo; p < hi; p++)
+        for (size_t oh = 0; oh < j->OH; oh++)
+            j->dev->k.pool_max_row(out + (p * j->OH + oh) * j->OW,
+                                   x + p * j->H * j->W + oh * j->sh * j->W, j->W,
+                                   j->OW, j->kh, j->kw, j->sw);
 }
 
 kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node)
 {
-    (void)dev;
     const kiln_node *src = node->src[0];
+    cpu_pool_job job = {
+        .dev = dev, .node = node,
+        .H = (size_t)src->dims[2], .W = (size_t)src->dims[3],
+        .OH = (size_t)node->dims[2], .OW = (size_t)node->dims[3],
+        .kh = (size_t)node->iparam[0], .kw = (size_t)node->iparam[1],
+        .sh = (size_t)node->iparam[2], .sw = (size_t)node->iparam[3],
+    };
     size_t planes = (size_t)(src->dims[0] * src->dims[1]);
-    size_t H = (size_t)src->dims[2], W = (size_t)src->dims[3];
-    size_t OH = (size_t)node->dims[2], OW = (size_t)node->dims[3];
-    size_t kh = (size_t)node->iparam[0], kw = (size_t)node->iparam[1];
-    size_t sh = (size_t)node->iparam[2], sw = (size_t)node->iparam[3];
-    const float *x = cpu_cf32(src);
-    float *out = cpu_f32(node);
-    for (size_t p = 0; p < planes; p++)
-        for (size_t oh = 0; oh < OH; oh++)
-            for (size_t ow = 0; ow < OW; ow++)
-                out[(p * OH + oh) * OW + ow] =
-                    cpu_window_max(x + p * H * W + oh * sh * W + ow * sw, W, kh, kw);
+    cpu_parallel_for(dev, planes, 1, cpu_row_grain(job.H * job.W), cpu_max_pool_range,
+                     &job);
     return KILN_OK;
 }

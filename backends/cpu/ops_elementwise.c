@@ -3,7 +3,9 @@
  * Broadcasting (backend.h): out[i] = a[i % na] OP b[i % nb], where one operand
  * has the output's numel n and the other's divides it. The op cuts that into
  * kernel calls on contiguous runs: one call with a step of 0 when the smaller
- * side is a single element, else one call per repeat of the smaller side. */
+ * side is a single element, else one call per repeat of the smaller side.
+ * Large tensors are split across the device's threads, at multiples of 16
+ * elements (64 bytes) so that no two threads write one cache line. */
 #include <math.h>
 
 #include "cpu-impl.h"
@@ -59,8 +61,20 @@ CPU_UNARY_KERNEL(cpu_sigmoid_scalar, cpu_sigmoid1(x))
 CPU_UNARY_KERNEL(cpu_tanh_scalar, tanhf(x))
 CPU_UNARY_KERNEL(cpu_scale_scalar, x * p)
 
+static void cpu_add_relu_scalar(float *sum, float *relu, const float *a,
+                                size_t a_step, const float *b, size_t b_step,
+                                size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float s = a[i * a_step] + b[i * b_step];
+        sum[i] = s;
+        relu[i] = cpu_relu1(s);
+    }
+}
+
 void cpu_elementwise_kernels_scalar(cpu_kernels *k)
 {
+    k->add_relu            = cpu_add_relu_scalar;
     k->binary[CPU_ADD]     = cpu_add_scalar;
     k->binary[CPU_SUB]     = cpu_sub_scalar;
     k->binary[CPU_MUL]     = cpu_mul_scalar;
@@ -91,29 +105,72 @@ const char *cpu_check_binary(const kiln_node *node)
     return NULL;
 }
 
-kiln_status cpu_op_binary(const cpu_device *dev, const kiln_node *node)
+/* One thread's part [lo, hi) of a binary op: whole kernel calls on runs that
+ * do not cross a repeat of the smaller operand. */
+typedef struct cpu_binary_job {
+    cpu_binary_fn fn;
+    cpu_add_relu_fn add_relu;   /* with relu: out = a + b, relu = max(out, 0) */
+    float        *out, *relu;
+    const float  *a, *b;
+    size_t        block;    /* numel of the smaller operand */
+    bool          a_full;   /* a has the output's numel     */
+} cpu_binary_job;
+
+static void cpu_binary_run(const cpu_binary_job *j, size_t off, size_t ia,
+                           size_t a_step, size_t ib, size_t b_step, size_t len)
 {
-    cpu_binary_fn fn = dev->k.binary[node->op - KILN_OP_ADD];
+    if (j->relu)
+        j->add_relu(j->out + off, j->relu + off, j->a + ia, a_step, j->b + ib, b_step,
+                    len);
+    else
+        j->fn(j->out + off, j->a + ia, a_step, j->b + ib, b_step, len);
+}
+
+static void cpu_binary_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_binary_job *j = arg;
+    if (j->block == 1) {
+        cpu_binary_run(j, lo, j->a_full ? lo : 0, j->a_full ? 1 : 0,
+                       j->a_full ? 0 : lo, j->a_full ? 0 : 1, hi - lo);
+        return;
+    }
+    for (size_t off = lo; off < hi;) {
+        size_t within = off % j->block;
+        size_t len = j->block - within < hi - off ? j->block - within : hi - off;
+        cpu_binary_run(j, off, j->a_full ? off : within, 1, j->a_full ? within : off,
+                       1, len);
+        off += len;
+    }
+}
+
+/* node, and relu (a RELU of node, or NULL) in the same pass. */
+static kiln_status cpu_binary_with(const cpu_device *dev, const kiln_node *node,
+                                   const kiln_node *relu)
+{
     const kiln_node *a = node->src[0], *b = node->src[1];
     size_t n = (size_t)node->numel;
-    const float *pa = cpu_cf32(a), *pb = cpu_cf32(b);
-    float *out = cpu_f32(node);
     if (n == 0)
         return KILN_OK;
-
     bool a_full = (size_t)a->numel == n;
-    size_t block = (size_t)(a_full ? b->numel : a->numel);
-    if (block == 1) {
-        fn(out, pa, a_full ? 1 : 0, pb, a_full ? 0 : 1, n);
-        return KILN_OK;
-    }
-    for (size_t off = 0; off < n; off += block) {
-        if (a_full)
-            fn(out + off, pa + off, 1, pb, 1, block);
-        else
-            fn(out + off, pa, 1, pb + off, 1, block);
-    }
+    cpu_binary_job job = {
+        .fn = dev->k.binary[node->op - KILN_OP_ADD], .add_relu = dev->k.add_relu,
+        .out = cpu_f32(node), .relu = relu ? cpu_f32(relu) : NULL,
+        .a = cpu_cf32(a), .b = cpu_cf32(b),
+        .block = (size_t)(a_full ? b->numel : a->numel), .a_full = a_full,
+    };
+    cpu_parallel_for(dev, n, 16, CPU_ELEMENTWISE_GRAIN, cpu_binary_range, &job);
     return KILN_OK;
+}
+
+kiln_status cpu_op_binary(const cpu_device *dev, const kiln_node *node)
+{
+    return cpu_binary_with(dev, node, NULL);
+}
+
+kiln_status cpu_op_add_relu(const cpu_device *dev, const kiln_node *add,
+                            const kiln_node *relu)
+{
+    return cpu_binary_with(dev, add, relu);
 }
 
 const char *cpu_check_unary(const kiln_node *node)
@@ -123,11 +180,26 @@ const char *cpu_check_unary(const kiln_node *node)
     return NULL;
 }
 
+typedef struct cpu_unary_job {
+    cpu_unary_fn fn;
+    float       *out;
+    const float *x;
+    float        p;
+} cpu_unary_job;
+
+static void cpu_unary_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_unary_job *j = arg;
+    j->fn(j->out + lo, j->x + lo, hi - lo, j->p);
+}
+
 kiln_status cpu_op_unary(const cpu_device *dev, const kiln_node *node)
 {
-    cpu_unary_fn fn = dev->k.unary[node->op - KILN_OP_NEG];
-    if (node->numel > 0)
-        fn(cpu_f32(node), cpu_cf32(node->src[0]), (size_t)node->numel,
-           node->fparam[0]);
+    cpu_unary_job job = {
+        dev->k.unary[node->op - KILN_OP_NEG], cpu_f32(node),
+        cpu_cf32(node->src[0]), node->fparam[0],
+    };
+    cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN,
+                     cpu_unary_range, &job);
     return KILN_OK;
 }

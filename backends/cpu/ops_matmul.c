@@ -1,10 +1,11 @@
-/* ops_matmul.c — MATMUL, and the portable sgemm every GEMM-shaped op uses.
+/* ops_matmul.c — MATMUL, and the sgemm entry every GEMM-shaped op uses.
  *
- * The portable sgemm keeps the innermost loop on contiguous memory: with b
- * stored [K,N] it runs i-k-j (row i of c accumulates row k of b scaled by
- * a(i,k)); with b stored transposed, [N,K], it runs i-j-k (a dot product of a
- * row of b with row or column i of a). The packed, blocked GEMM of an ISA
- * replaces it through cpu_kernels.sgemm. */
+ * cpu_kernels.sgemm is the packed GEMM of gemm.c on the device's threads,
+ * found through the thread's state (cpu_tls), which graph_compute sets. Called
+ * with no device there (never, in kiln), it falls back to plain loops that
+ * keep the innermost loop on contiguous memory: with b stored [K,N] i-k-j
+ * (row i of c accumulates row k of b scaled by a(i,k)); with b stored [N,K]
+ * i-j-k (a dot product of a row of b with row or column i of a). */
 #include "cpu-impl.h"
 
 /* a(i,k) whether a is stored [M,K] or, transposed, [K,M]. */
@@ -47,7 +48,7 @@ static void cpu_sgemm_dot(size_t M, size_t N, size_t K,
     }
 }
 
-static void cpu_sgemm_scalar(size_t M, size_t N, size_t K,
+static void cpu_sgemm_loops(size_t M, size_t N, size_t K,
                              const float *a, size_t lda, bool ta,
                              const float *b, size_t ldb, bool tb,
                              float *c, size_t ldc)
@@ -63,9 +64,27 @@ static void cpu_sgemm_scalar(size_t M, size_t N, size_t K,
     }
 }
 
+static void cpu_sgemm_entry(size_t M, size_t N, size_t K,
+                            const float *a, size_t lda, bool ta,
+                            const float *b, size_t ldb, bool tb,
+                            float *c, size_t ldc)
+{
+    const cpu_device *dev = cpu_tls.dev;
+    if (!dev) {
+        cpu_sgemm_loops(M, N, K, a, lda, ta, b, ldb, tb, c, ldc);
+        return;
+    }
+    cpu_gemm_args g = {
+        .M = M, .N = N, .K = K, .a = a, .lda = lda, .ta = ta,
+        .b = b, .ldb = ldb, .tb = tb, .c = c, .ldc = ldc,
+    };
+    cpu_gemm(dev, &g);
+}
+
 void cpu_matmul_kernels_scalar(cpu_kernels *k)
 {
-    k->sgemm = cpu_sgemm_scalar;
+    k->sgemm = cpu_sgemm_entry;
+    k->gemm  = &cpu_gemm_portable;
 }
 
 /* ---- MATMUL --------------------------------------------------------------- */
@@ -107,9 +126,12 @@ kiln_status cpu_op_matmul(const cpu_device *dev, const kiln_node *node)
     cpu_mm_shape s = cpu_mm_shape_of(node);
     if (s.M == 0 || s.N == 0)
         return KILN_OK;
-    dev->k.sgemm((size_t)s.M, (size_t)s.N, (size_t)s.Ka,
-                 cpu_cf32(a), (size_t)a->dims[1], s.ta,
-                 cpu_cf32(b), (size_t)b->dims[1], s.tb,
-                 cpu_f32(node), (size_t)s.N);
+    cpu_gemm_args g = {
+        .M = (size_t)s.M, .N = (size_t)s.N, .K = (size_t)s.Ka,
+        .a = cpu_cf32(a), .lda = (size_t)a->dims[1], .ta = s.ta,
+        .b = cpu_cf32(b), .ldb = (size_t)b->dims[1], .tb = s.tb,
+        .c = cpu_f32(node), .ldc = (size_t)s.N,
+    };
+    cpu_gemm(dev, &g);
     return KILN_OK;
 }

@@ -43,16 +43,32 @@ const char *cpu_check_softmax(const kiln_node *node)
     return NULL;
 }
 
+typedef struct cpu_softmax_job {
+    const cpu_device *dev;
+    const float      *x;
+    float            *out;
+    size_t            cols;
+    bool              as_log;
+} cpu_softmax_job;
+
+static void cpu_softmax_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_softmax_job *j = arg;
+    for (size_t i = lo; i < hi; i++)
+        j->dev->k.softmax_row(j->out + i * j->cols, j->x + i * j->cols, j->cols,
+                              j->as_log);
+}
+
 kiln_status cpu_op_softmax(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *src = node->src[0];
-    int64_t rows = cpu_rows(src), cols = cpu_last_dim(src);
-    bool as_log = node->op == KILN_OP_LOG_SOFTMAX;
-    const float *x = cpu_cf32(src);
-    float *out = cpu_f32(node);
-    if (cols == 0)
+    cpu_softmax_job job = {
+        dev, cpu_cf32(src), cpu_f32(node), (size_t)cpu_last_dim(src),
+        node->op == KILN_OP_LOG_SOFTMAX,
+    };
+    if (job.cols == 0)
         return KILN_OK;   /* no elements at all */
-    for (int64_t i = 0; i < rows; i++)
-        dev->k.softmax_row(out + i * cols, x + i * cols, (size_t)cols, as_log);
+    cpu_parallel_for(dev, (size_t)cpu_rows(src), 1, cpu_row_grain(job.cols),
+                     cpu_softmax_range, &job);
     return KILN_OK;
 }

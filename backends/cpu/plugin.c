@@ -1,6 +1,11 @@
 /* plugin.c — the kiln-cpu plugin: its table, its one device, buffers, and the
  * dispatch of graph nodes to ops.
  *
+ * At device open the device picks its kernels once (isa.c: the best ISA the
+ * CPU and the OS support, capped by KILN_CPU_ISA), starts its threads
+ * (KILN_NUM_THREADS, else one per core) and allocates each thread's GEMM
+ * packing buffers; the description says what it chose and why.
+ *
  * Every node is checked before it runs (dtypes, shapes, data inside its
  * buffer), by the same code supports_op uses, so the ops can trust the node
  * and a bad graph is an error with a message, never a stray read. */
@@ -286,10 +291,16 @@ static bool cpu_supports_op(void *ctx, const kiln_node *node)
     return d && !cpu_check_node(d, node, false);
 }
 
-static kiln_status cpu_graph_compute(void *ctx, const kiln_node *const *nodes,
-                                     size_t n_nodes)
+/* Whether a node would pass graph_compute's checks (for fusion). */
+static bool cpu_node_runnable(const kiln_node *node)
 {
-    const cpu_device *dev = ctx;
+    const cpu_op_desc *d = cpu_op_lookup(node->op);
+    return d && !cpu_check_node(d, node, true);
+}
+
+static kiln_status cpu_graph_run(const cpu_device *dev, const kiln_node *const *nodes,
+                                 size_t n_nodes)
+{
     for (size_t i = 0; i < n_nodes; i++) {
         const kiln_node *node = nodes[i];
         if (!node)
@@ -300,11 +311,29 @@ static kiln_status cpu_graph_compute(void *ctx, const kiln_node *const *nodes,
         const char *why = cpu_check_node(d, node, true);
         if (why)
             return cpu_refuse(dev, i, d, node, why);
-        kiln_status st = d->run(dev, node);
+        kiln_status st = KILN_OK;
+        size_t fused = cpu_fuse(dev, nodes, i, n_nodes, cpu_node_runnable, &st);
+        if (fused > 0)
+            i += fused - 1;
+        else
+            st = d->run(dev, node);
         if (st != KILN_OK)
             return st;
     }
     return KILN_OK;
+}
+
+/* The ops find the device's threads and buffers through cpu_tls while the
+ * graph runs (the sgemm entry of the kernel table has no device argument). */
+static kiln_status cpu_graph_compute(void *ctx, const kiln_node *const *nodes,
+                                     size_t n_nodes)
+{
+    const cpu_device *dev = ctx;
+    cpu_thread_state saved = cpu_tls;
+    cpu_tls = (cpu_thread_state){ .dev = dev, .tid = 0, .in_job = false };
+    kiln_status st = cpu_graph_run(dev, nodes, n_nodes);
+    cpu_tls = saved;
+    return st;
 }
 
 /* Everything ran in graph_compute: nothing is ever queued. */
@@ -316,7 +345,12 @@ static kiln_status cpu_synchronize(void *ctx)
 
 static void cpu_device_free(void *ctx)
 {
-    free(ctx);
+    cpu_device *dev = ctx;
+    if (!dev)
+        return;
+    cpu_gemm_buffers_free(dev);
+    cpu_pool_free(dev->pool);
+    free(dev);
 }
 
 static const kiln_device_iface cpu_device_iface = {
@@ -332,16 +366,42 @@ static const kiln_device_iface cpu_device_iface = {
 
 /* ---- the plugin ----------------------------------------------------------- */
 
-/* The kernels this machine runs. Only the portable ones exist so far; a faster
- * ISA's families would overwrite their entries here, after checking the CPU
- * (and the KILN_CPU_ISA cap). */
-static void cpu_kernels_select(cpu_kernels *k)
+/* The portable kernels, then those of the chosen ISA over them. */
+static void cpu_kernels_select(cpu_kernels *k, cpu_isa isa)
 {
     k->isa = "scalar";
     cpu_elementwise_kernels_scalar(k);
     cpu_reduce_kernels_scalar(k);
     cpu_softmax_kernels_scalar(k);
     cpu_matmul_kernels_scalar(k);
+    cpu_conv_kernels_scalar(k);
+#if defined(__x86_64__)
+    if (isa == CPU_ISA_AVX2)
+        cpu_kernels_avx2(k);
+    else if (isa == CPU_ISA_AVX512)
+        cpu_kernels_avx512(k);
+#else
+    (void)isa;
+#endif
+}
+
+/* "AVX-512 CPU, 2 threads" and why, into desc's name and description. */
+static void cpu_describe(const cpu_isa_choice *isa, const cpu_threads_choice *th,
+                         kiln_device_desc *desc)
+{
+    char has[64] = "";
+    size_t used = 0;
+    for (int i = CPU_ISA_COUNT - 1; i >= 0 && used < sizeof has; i--)
+        if (cpu_isa_supported((cpu_isa)i))
+            used += (size_t)snprintf(has + used, sizeof has - used, "%s%s",
+                                     used ? " " : "", cpu_isa_name((cpu_isa)i));
+    snprintf(desc->name, sizeof desc->name, "%s CPU, %d thread%s",
+             cpu_isa_label(isa->isa), th->n, th->n == 1 ? "" : "s");
+    /* the parts are bounded so that the whole fits (cpu-impl.h's sizes) */
+    snprintf(desc->description, sizeof desc->description,
+             "%s kernels (%.110s); %d thread%s (%.72s); ISAs here: %.24s",
+             cpu_isa_name(isa->isa), isa->why, th->n, th->n == 1 ? "" : "s", th->why,
+             has);
 }
 
 static int cpu_probe(const kiln_host *host)
@@ -379,16 +439,16 @@ static kiln_status cpu_device_desc(int index, kiln_device_desc *desc)
 {
     if (index != 0)
         return cpu_bad_index(index);
-    cpu_kernels k;
-    cpu_kernels_select(&k);
+    cpu_isa_choice isa;
+    cpu_threads_choice threads;
+    cpu_isa_choose(&isa);
+    cpu_threads_choose(&threads);
     long pages = sysconf(_SC_PHYS_PAGES);
     long page_size = sysconf(_SC_PAGESIZE);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
     memset(desc, 0, sizeof *desc);
-    snprintf(desc->name, sizeof desc->name, "CPU (portable C)");
-    snprintf(desc->description, sizeof desc->description,
-             "kiln cpu backend, ISA %s, 1 thread", k.isa);
+    cpu_describe(&isa, &threads, desc);
     desc->type = KILN_DEVICE_CPU;
     desc->memory = pages > 0 && page_size > 0
                  ? (uint64_t)pages * (uint64_t)page_size : 0;
@@ -409,8 +469,25 @@ static kiln_status cpu_device_open(int index, kiln_device *device)
                                "cpu: cannot allocate %zu bytes for a device",
                                sizeof *dev);
     dev->host = cpu_host;
-    cpu_kernels_select(&dev->k);
-    cpu_host->log(KILN_LOG_DEBUG, "cpu: device 0 open, kernels '%s'", dev->k.isa);
+    cpu_isa_choose(&dev->isa);
+    cpu_threads_choose(&dev->threads);
+    if (dev->isa.bad_env)
+        cpu_host->log(KILN_LOG_WARN, "cpu: %s", dev->isa.why);
+    if (dev->threads.bad_env)
+        cpu_host->log(KILN_LOG_WARN, "cpu: %s", dev->threads.why);
+    cpu_kernels_select(&dev->k, dev->isa.isa);
+    int threads = dev->threads.n;
+    if (threads > 1 && !(dev->pool = cpu_pool_new(dev, threads))) {
+        free(dev);
+        return cpu_host->error(KILN_ERR_BACKEND, "cpu: cannot start %d threads", threads);
+    }
+    if (cpu_gemm_buffers_alloc(dev) != KILN_OK) {
+        cpu_device_free(dev);
+        return cpu_host->error(KILN_ERR_NO_MEMORY, "cpu: cannot allocate the GEMM "
+                               "packing buffers of %d threads", threads);
+    }
+    cpu_host->log(KILN_LOG_DEBUG, "cpu: device 0 open, %s kernels (%s), %d threads (%s)",
+                  dev->k.isa, dev->isa.why, dev->threads.n, dev->threads.why);
     device->iface = &cpu_device_iface;
     device->context = dev;
     return KILN_OK;
@@ -419,7 +496,8 @@ static kiln_status cpu_device_open(int index, kiln_device *device)
 static const kiln_plugin cpu_plugin = {
     .abi_version  = KILN_BACKEND_ABI_VERSION,
     .name         = "cpu",
-    .description  = "kiln's CPU backend (portable C kernels)",
+    .description  = "kiln's CPU backend (AVX-512, AVX2+FMA or portable kernels, "
+                    "threaded)",
     .probe        = cpu_probe,
     .init         = cpu_init,
     .shutdown     = cpu_shutdown,

@@ -1,0 +1,206 @@
+/* gemm-template.h — the register micro-kernel and the packing of the packed
+ * GEMM, written once and compiled for each ISA.
+ *
+ * The file that includes this defines, for its ISA:
+ *   CPU_V            the vector type, CPU_VL floats
+ *   CPU_VZERO()      a vector of zeros
+ *   CPU_VLOADU(p)    CPU_VSTOREU(p, v)   unaligned load and store
+ *   CPU_VBCAST(x)    x in every lane
+ *   CPU_VFMA(a,b,c)  a * b + c
+ *   CPU_VADD(a,b)
+ *   CPU_MR, CPU_NRV  the register tile: CPU_MR rows of CPU_NRV vectors
+ *   CPU_MC, CPU_KC, CPU_NC   the cache blocks
+ *   CPU_GEMM_NAME    the name of the cpu_gemm_ukernel it defines
+ * and gets cpu_gemm_ukernel CPU_GEMM_NAME. The tile is CPU_MR x CPU_NRV
+ * accumulators held in registers for the whole k loop; each step loads one
+ * row of the B panel (CPU_NRV vectors) and broadcasts CPU_MR values of A.
+ */
+#define CPU_NR (CPU_NRV * CPU_VL)
+
+#define CPU_GT_CAT2(a, b) a##b
+#define CPU_GT_CAT(a, b)  CPU_GT_CAT2(a, b)
+#define CPU_GT(name)      CPU_GT_CAT(CPU_GEMM_NAME, _##name)
+
+/* The first `rows` rows and `nrv` vectors of columns of the tile; both are
+ * constants wherever this is inlined, so each edge shape gets its own fully
+ * unrolled kernel. The B panel is CPU_NR wide whatever nrv is. */
+static inline __attribute__((always_inline)) void
+CPU_GT(kernel_rows)(const int rows, const int nrv, size_t kc, const float *restrict a,
+                    const float *restrict b, float *restrict c, size_t ldc,
+                    bool accumulate)
+{
+    CPU_V acc[CPU_MR][CPU_NRV];
+#pragma GCC unroll 16
+    for (int i = 0; i < rows; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nrv; j++)
+            acc[i][j] = CPU_VZERO();
+
+    for (size_t k = 0; k < kc; k++) {
+        /* C's rows are often 4 KB apart (a power-of-two N), all in one L1
+         * set: fetch them while the last steps compute, not after */
+        if (k + 8 == kc || (kc < 8 && k == 0)) {
+#pragma GCC unroll 16
+            for (int i = 0; i < rows; i++) {
+                __builtin_prefetch(c + (size_t)i * ldc, 1, 3);
+                __builtin_prefetch(c + (size_t)i * ldc + nrv * CPU_VL - 1, 1, 3);
+            }
+        }
+        CPU_V bv[CPU_NRV];
+#pragma GCC unroll 4
+        for (int j = 0; j < nrv; j++)
+            bv[j] = CPU_VLOADU(b + j * CPU_VL);
+#pragma GCC unroll 16
+        for (int i = 0; i < rows; i++) {
+            CPU_V av = CPU_VBCAST(a[i]);
+#pragma GCC unroll 4
+            for (int j = 0; j < nrv; j++)
+                acc[i][j] = CPU_VFMA(av, bv[j], acc[i][j]);
+        }
+        a += CPU_MR;
+        b += CPU_NR;
+    }
+
+#pragma GCC unroll 16
+    for (int i = 0; i < rows; i++) {
+        float *ci = c + (size_t)i * ldc;
+#pragma GCC unroll 4
+        for (int j = 0; j < nrv; j++) {
+            CPU_V v = acc[i][j];
+            if (accumulate)
+                v = CPU_VADD(v, CPU_VLOADU(ci + j * CPU_VL));
+            CPU_VSTOREU(ci + j * CPU_VL, v);
+        }
+    }
+}
+
+static void CPU_GT(kernel)(size_t kc, const float *restrict a,
+                           const float *restrict b, float *restrict c,
+                           size_t ldc, bool accumulate)
+{
+    CPU_GT(kernel_rows)(CPU_MR, CPU_NRV, kc, a, b, c, ldc, accumulate);
+}
+
+/* An edge tile: `rows` <= CPU_MR rows (the A panel is still CPU_MR wide,
+ * zero-padded), and `cols` columns, of which whole vectors are computed and
+ * written: one vector when cols fits in it (N under a vector, as a layer of
+ * 10 classes), else all CPU_NRV. */
+static void CPU_GT(kernel_part)(size_t rows, size_t cols, size_t kc,
+                                const float *restrict a, const float *restrict b,
+                                float *restrict c, size_t ldc, bool accumulate)
+{
+#if CPU_MR > 14
+#error "kernel_part has cases for CPU_MR up to 14"
+#endif
+    bool narrow = cols <= CPU_VL;
+#define CPU_GT_CASE(n)                                                          \
+    case n:                                                                     \
+        if (narrow)                                                             \
+            CPU_GT(kernel_rows)(n, 1, kc, a, b, c, ldc, accumulate);            \
+        else                                                                    \
+            CPU_GT(kernel_rows)(n, CPU_NRV, kc, a, b, c, ldc, accumulate);      \
+        return;
+    switch (rows) {
+    CPU_GT_CASE(1) CPU_GT_CASE(2) CPU_GT_CASE(3)
+#if CPU_MR > 4
+    CPU_GT_CASE(4) CPU_GT_CASE(5)
+#endif
+#if CPU_MR > 6
+    CPU_GT_CASE(6) CPU_GT_CASE(7) CPU_GT_CASE(8) CPU_GT_CASE(9) CPU_GT_CASE(10)
+    CPU_GT_CASE(11) CPU_GT_CASE(12) CPU_GT_CASE(13)
+#endif
+    default:
+        CPU_GT_CASE(CPU_MR)
+    }
+#undef CPU_GT_CASE
+}
+
+/* Panels of CPU_MR rows of op(a): dst[p][k][i] = op(a)(i0 + p*MR + i, k0 + k),
+ * zero for rows past m. */
+static void CPU_GT(pack_a)(float *restrict dst, const float *restrict a, size_t lda,
+                           bool ta, size_t i0, size_t k0, size_t m, size_t kc)
+{
+    for (size_t p = 0; p < m; p += CPU_MR, dst += kc * CPU_MR) {
+        size_t rows = m - p < CPU_MR ? m - p : CPU_MR;
+        if (ta) {   /* stored [K,M]: each k is a contiguous run of rows */
+            const float *src = a + k0 * lda + i0 + p;
+            for (size_t k = 0; k < kc; k++, src += lda) {
+                float *d = dst + k * CPU_MR;
+                if (rows == CPU_MR) {
+#pragma GCC unroll 16
+                    for (int i = 0; i < CPU_MR; i++)
+                        d[i] = src[i];
+                } else {
+                    for (size_t i = 0; i < CPU_MR; i++)
+                        d[i] = i < rows ? src[i] : 0.0f;
+                }
+            }
+        } else if (rows == CPU_MR) {   /* stored [M,K]: gather MR rows */
+            const float *src = a + (i0 + p) * lda + k0;
+            for (size_t k = 0; k < kc; k++) {
+                float *d = dst + k * CPU_MR;
+#pragma GCC unroll 16
+                for (int i = 0; i < CPU_MR; i++)
+                    d[i] = src[(size_t)i * lda + k];
+            }
+        } else {
+            const float *src = a + (i0 + p) * lda + k0;
+            for (size_t k = 0; k < kc; k++) {
+                float *d = dst + k * CPU_MR;
+                for (size_t i = 0; i < CPU_MR; i++)
+                    d[i] = i < rows ? src[i * lda + k] : 0.0f;
+            }
+        }
+    }
+}
+
+/* Panels of CPU_NR columns of op(b): dst[p][k][j] = op(b)(k0 + k, j0 + p*NR + j),
+ * zero for columns past n. */
+static void CPU_GT(pack_b)(float *restrict dst, const float *restrict b, size_t ldb,
+                           bool tb, size_t k0, size_t j0, size_t kc, size_t n)
+{
+    for (size_t p = 0; p < n; p += CPU_NR, dst += kc * CPU_NR) {
+        size_t cols = n - p < CPU_NR ? n - p : CPU_NR;
+        if (!tb && cols == CPU_NR) {   /* stored [K,N]: copy rows of NR */
+            const float *src = b + k0 * ldb + j0 + p;
+            for (size_t k = 0; k < kc; k++, src += ldb)
+#pragma GCC unroll 4
+                for (int j = 0; j < CPU_NRV; j++)
+                    CPU_VSTOREU(dst + k * CPU_NR + j * CPU_VL,
+                                CPU_VLOADU(src + j * CPU_VL));
+        } else if (!tb) {
+            const float *src = b + k0 * ldb + j0 + p;
+            for (size_t k = 0; k < kc; k++, src += ldb)
+                for (size_t j = 0; j < CPU_NR; j++)
+                    dst[k * CPU_NR + j] = j < cols ? src[j] : 0.0f;
+        } else {   /* stored [N,K]: column j of op(b) is row j of b */
+            /* in blocks of 16 k, so that the 16 rows of dst written stay in L1 */
+            const float *src = b + (j0 + p) * ldb + k0;
+            for (size_t kb = 0; kb < kc; kb += 16) {
+                size_t ke = kc - kb < 16 ? kc : kb + 16;
+                for (size_t j = 0; j < cols; j++) {
+                    const float *sj = src + j * ldb;
+                    for (size_t k = kb; k < ke; k++)
+                        dst[k * CPU_NR + j] = sj[k];
+                }
+                for (size_t j = cols; j < CPU_NR; j++)
+                    for (size_t k = kb; k < ke; k++)
+                        dst[k * CPU_NR + j] = 0.0f;
+            }
+        }
+    }
+}
+
+const cpu_gemm_ukernel CPU_GEMM_NAME = {
+    .mr = CPU_MR, .nr = CPU_NR,
+    .mc = CPU_MC, .kc = CPU_KC, .nc = CPU_NC,
+    .kernel = CPU_GT(kernel),
+    .kernel_part = CPU_GT(kernel_part),
+    .pack_a = CPU_GT(pack_a),
+    .pack_b = CPU_GT(pack_b),
+};
+
+#undef CPU_GT
+#undef CPU_GT_CAT
+#undef CPU_GT_CAT2
+#undef CPU_NR

@@ -1,0 +1,270 @@
+/* gemm.c — the packed GEMM driver, after Goto and BLIS, and its threads.
+ *
+ * Loops, outermost first, for one thread's block of C:
+ *   jc  over N in steps of nc   B panel [kc x nc] packed, lives in L3
+ *   pc  over K in steps of kc
+ *   ic  over M in steps of mc   A block [mc x kc] packed, lives in L2
+ *   jr  over the B panel by nr  one B micro-panel [kc x nr], kept in L1
+ *   ir  over the A block by mr  the register kernel: an mr x nr tile of C
+ * The packing pads with zeros to whole tiles, so every tile runs a register
+ * kernel: one unrolled for each row count of an edge panel, so that rows past
+ * M cost nothing, and with one vector of columns when N's edge fits in one;
+ * a tile that sticks out of C on the right is computed into a local tile and
+ * its valid part copied.
+ *
+ * Threads split C into a grid of blocks, each thread packing what it reads:
+ * no barrier between them, at the price of packing the shared operand once
+ * per thread, which is small next to the arithmetic (1/N_t or 1/M_t of it).
+ * Small products stay on one thread: waking another costs more than it saves.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu-impl.h"
+
+/* Below this many flops per thread a GEMM uses fewer threads. */
+#define CPU_GEMM_FLOPS_PER_THREAD 1500000.0
+
+/* The largest register tile of any ISA (for the local edge tile). */
+#define CPU_GEMM_MAX_TILE (16 * 64)
+
+#define CPU_MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* ---- implicit im2col ---------------------------------------------------------- */
+
+/* Row k of the im2col matrix, columns [j0, j0 + n): out[j] for j < n. */
+static void cpu_im2col_row(const cpu_im2col *cv, size_t k, size_t j0, size_t n,
+                           float *out, size_t out_step)
+{
+    size_t kw = k % cv->KW, kh = (k / cv->KW) % cv->KH, c = k / (cv->KW * cv->KH);
+    const float *xc = cv->x + c * cv->H * cv->W;
+    size_t oh = j0 / cv->OW, ow = j0 % cv->OW;
+    for (size_t j = 0; j < n;) {
+        /* one output row oh: ow .. OW-1, or fewer if n runs out */
+        size_t run = CPU_MIN(cv->OW - ow, n - j);
+        size_t ih = oh * cv->sh + kh - cv->ph;   /* wraps above H when negative */
+        if (ih >= cv->H) {
+            for (size_t r = 0; r < run; r++)
+                out[(j + r) * out_step] = 0.0f;
+        } else {
+            const float *xr = xc + ih * cv->W;
+            for (size_t r = 0; r < run; r++) {
+                size_t iw = (ow + r) * cv->sw + kw - cv->pw;
+                out[(j + r) * out_step] = iw < cv->W ? xr[iw] : 0.0f;
+            }
+        }
+        j += run;
+        ow = 0;
+        oh++;
+    }
+}
+
+/* As a cpu_gemm_ukernel's pack_b, from the image through the im2col map. */
+static void cpu_pack_b_im2col(float *dst, const cpu_im2col *cv, size_t nr,
+                              size_t k0, size_t j0, size_t kc, size_t n)
+{
+    for (size_t p = 0; p < n; p += nr, dst += kc * nr) {
+        size_t cols = CPU_MIN(nr, n - p);
+        for (size_t k = 0; k < kc; k++) {
+            float *d = dst + k * nr;
+            cpu_im2col_row(cv, k0 + k, j0 + p, cols, d, 1);
+            for (size_t j = cols; j < nr; j++)
+                d[j] = 0.0f;
+        }
+    }
+}
+
+/* ---- one thread's block --------------------------------------------------------- */
+
+/* c[0..m, 0..n) (ldc) = tile (ld nr), or += when accumulate. */
+static void cpu_tile_store(float *c, size_t ldc, const float *tile, size_t nr,
+                           size_t m, size_t n, bool accumulate)
+{
+    for (size_t i = 0; i < m; i++) {
+        float *ci = c + i * ldc;
+        const float *ti = tile + i * nr;
+        if (accumulate)
+            for (size_t j = 0; j < n; j++)
+                ci[j] += ti[j];
+        else
+            memcpy(ci, ti, n * sizeof *ci);
+    }
+}
+
+static void cpu_tile_bias(float *c, size_t ldc, const float *bias, size_t m, size_t n)
+{
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++)
+            c[i * ldc + j] += bias[i];
+}
+
+/* C rows [m0, m1) x columns [n0, n1) with K = 0: zeros, plus the bias. */
+static void cpu_gemm_fill(const cpu_gemm_args *g, size_t m0, size_t m1, size_t n0,
+                          size_t n1)
+{
+    for (size_t i = m0; i < m1; i++) {
+        float v = g->row_bias ? g->row_bias[i] : 0.0f;
+        for (size_t j = n0; j < n1; j++)
+            g->c[i * g->ldc + j] = v;
+    }
+}
+
+/* The jr and ir loops over one packed A block and B panel. */
+static void cpu_gemm_macro(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
+                           const cpu_gemm_args *g, size_t ic, size_t mcur,
+                           size_t jc, size_t ncur, size_t kcur, bool accumulate,
+                           bool last)
+{
+    float tile[CPU_GEMM_MAX_TILE] __attribute__((aligned(64)));
+    size_t mr = uk->mr, nr = uk->nr;
+    for (size_t jr = 0; jr < ncur; jr += nr) {
+        const float *bp = ws->b + jr * kcur;
+        size_t nn = CPU_MIN(nr, ncur - jr);
+        for (size_t ir = 0; ir < mcur; ir += mr) {
+            const float *ap = ws->a + ir * kcur;
+            size_t mm = CPU_MIN(mr, mcur - ir);
+            float *c = g->c + (ic + ir) * g->ldc + jc + jr;
+            if (mm == mr && nn == nr) {
+                uk->kernel(kcur, ap, bp, c, g->ldc, accumulate);
+            } else if (nn == nr) {   /* rows past mm are neither computed nor written */
+                uk->kernel_part(mm, nn, kcur, ap, bp, c, g->ldc, accumulate);
+            } else {
+                uk->kernel_part(mm, nn, kcur, ap, bp, tile, nr, false);
+                cpu_tile_store(c, g->ldc, tile, nr, mm, nn, accumulate);
+            }
+            if (last && g->row_bias)
+                cpu_tile_bias(c, g->ldc, g->row_bias + ic + ir, mm, nn);
+        }
+    }
+}
+
+static void cpu_gemm_block(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
+                           const cpu_gemm_args *g, size_t m0, size_t m1,
+                           size_t n0, size_t n1)
+{
+    if (m0 >= m1 || n0 >= n1)
+        return;
+    if (g->K == 0) {
+        cpu_gemm_fill(g, m0, m1, n0, n1);
+        return;
+    }
+    /* K in equal blocks of at most kc: no short last block */
+    size_t kc = (g->K + (g->K + uk->kc - 1) / uk->kc - 1) / ((g->K + uk->kc - 1) / uk->kc);
+    for (size_t jc = n0; jc < n1; jc += uk->nc) {
+        size_t ncur = CPU_MIN(uk->nc, n1 - jc);
+        for (size_t pc = 0; pc < g->K; pc += kc) {
+            size_t kcur = CPU_MIN(kc, g->K - pc);
+            if (g->im2col)
+                cpu_pack_b_im2col(ws->b, g->im2col, uk->nr, pc, jc, kcur, ncur);
+            else
+                uk->pack_b(ws->b, g->b, g->ldb, g->tb, pc, jc, kcur, ncur);
+            for (size_t ic = m0; ic < m1; ic += uk->mc) {
+                size_t mcur = CPU_MIN(uk->mc, m1 - ic);
+                uk->pack_a(ws->a, g->a, g->lda, g->ta, ic, pc, mcur, kcur);
+                cpu_gemm_macro(uk, ws, g, ic, mcur, jc, ncur, kcur, pc > 0,
+                               pc + kcur >= g->K);
+            }
+        }
+    }
+}
+
+void cpu_gemm_serial(const cpu_device *dev, int tid, const cpu_gemm_args *g)
+{
+    cpu_gemm_block(dev->k.gemm, &dev->pack[tid], g, 0, g->M, 0, g->N);
+}
+
+/* ---- threads -------------------------------------------------------------------- */
+
+typedef struct cpu_gemm_job {
+    const cpu_device    *dev;
+    const cpu_gemm_args *g;
+    int                  tm, tn;   /* the grid of blocks: tm x tn threads */
+} cpu_gemm_job;
+
+static void cpu_gemm_task(void *arg, int tid, int nt)
+{
+    const cpu_gemm_job *job = arg;
+    const cpu_gemm_ukernel *uk = job->dev->k.gemm;
+    size_t m0, m1, n0, n1;
+    (void)nt;
+    cpu_split(job->g->M, uk->mr, tid / job->tn, job->tm, &m0, &m1);
+    cpu_split(job->g->N, uk->nr, tid % job->tn, job->tn, &n0, &n1);
+    cpu_gemm_block(uk, &job->dev->pack[tid], job->g, m0, m1, n0, n1);
+}
+
+/* The tm x tn grid of nt threads whose largest block is smallest, counting
+ * the packing of the shared operands as well as the arithmetic. */
+static void cpu_gemm_grid(const cpu_gemm_ukernel *uk, const cpu_gemm_args *g,
+                          int nt, int *tm, int *tn)
+{
+    double best = -1.0;
+    size_t tiles_m = (g->M + uk->mr - 1) / uk->mr, tiles_n = (g->N + uk->nr - 1) / uk->nr;
+    for (int a = 1; a <= nt; a++) {
+        if (nt % a)
+            continue;
+        int b = nt / a;
+        double rows = (double)((tiles_m + (size_t)a - 1) / (size_t)a * uk->mr);
+        double cols = (double)((tiles_n + (size_t)b - 1) / (size_t)b * uk->nr);
+        double cost = rows * cols + 4.0 * (rows + cols);   /* per unit of K */
+        if (best < 0 || cost < best) {
+            best = cost;
+            *tm = a;
+            *tn = b;
+        }
+    }
+}
+
+void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
+{
+    if (g->M == 0 || g->N == 0)
+        return;
+    int nt = cpu_pool_size(dev->pool);
+    double flops = 2.0 * (double)g->M * (double)g->N * (double)(g->K ? g->K : 1);
+    if (flops / CPU_GEMM_FLOPS_PER_THREAD < nt)
+        nt = flops < CPU_GEMM_FLOPS_PER_THREAD ? 1 : (int)(flops / CPU_GEMM_FLOPS_PER_THREAD);
+    if (nt <= 1 || cpu_tls.in_job) {
+        cpu_gemm_serial(dev, cpu_tls.in_job ? cpu_tls.tid : 0, g);
+        return;
+    }
+    cpu_gemm_job job = { dev, g, 1, nt };
+    cpu_gemm_grid(dev->k.gemm, g, nt, &job.tm, &job.tn);
+    cpu_pool_run(dev->pool, nt, cpu_gemm_task, &job);
+}
+
+/* ---- buffers -------------------------------------------------------------------- */
+
+static float *cpu_pack_alloc(size_t floats)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, floats * sizeof(float)) != 0)
+        return NULL;
+    return p;
+}
+
+kiln_status cpu_gemm_buffers_alloc(cpu_device *dev)
+{
+    const cpu_gemm_ukernel *uk = dev->k.gemm;
+    int n = cpu_pool_size(dev->pool);
+    dev->pack = calloc((size_t)n, sizeof *dev->pack);
+    if (!dev->pack)
+        return KILN_ERR_NO_MEMORY;
+    for (int t = 0; t < n; t++) {
+        dev->pack[t].a = cpu_pack_alloc(uk->mc * uk->kc);
+        dev->pack[t].b = cpu_pack_alloc(uk->kc * uk->nc);
+        if (!dev->pack[t].a || !dev->pack[t].b)
+            return KILN_ERR_NO_MEMORY;   /* the caller frees what was made */
+    }
+    return KILN_OK;
+}
+
+void cpu_gemm_buffers_free(cpu_device *dev)
+{
+    if (!dev->pack)
+        return;
+    for (int t = 0; t < cpu_pool_size(dev->pool); t++) {
+        free(dev->pack[t].a);
+        free(dev->pack[t].b);
+    }
+    free(dev->pack);
+    dev->pack = NULL;
+}

@@ -1,0 +1,462 @@
+/* simd-template.h — elementwise, reduction and softmax kernels, written once
+ * over simd.h's vocabulary and compiled for each x86 ISA. The including file
+ * defines CPU_SIMD_NAME(name) (e.g. cpu_##name##_avx2) and gets
+ * CPU_SIMD_NAME(simd_kernels)(cpu_kernels *), which fills the table.
+ *
+ * exp and log are Cephes' single-precision polynomials (a few ulp, inside
+ * the op suite's tolerances); tanh and sigmoid are built on exp. Special
+ * values follow libm: exp(-inf) = 0, exp(+inf) = inf, log(0) = -inf, log of a
+ * negative = NaN, and NaN in gives NaN out. A row's tail is a masked vector,
+ * never a scalar loop. Outputs of more than CPU_STREAM_BYTES go around the
+ * caches (non-temporal stores): they would only evict the inputs.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#define CPU_STREAM_BYTES ((size_t)8 << 20)
+
+#define CPU_SN(name) CPU_SIMD_NAME(name)
+#define CPU_INLINE   static inline __attribute__((always_inline))
+
+/* ---- math ------------------------------------------------------------------ */
+
+/* 2^n for integer-valued n in [-150, 128], as two factors that are each a
+ * normal float, so results in the subnormal range and overflow to inf come
+ * out as a single multiplication would give them. */
+CPU_INLINE cpu_vf CPU_SN(exp_scale)(cpu_vf p, cpu_vf n)
+{
+    cpu_vi ni = CPU_VCVT_I(n);
+    cpu_vi n1 = CPU_VCVT_I(CPU_VMUL(n, CPU_VBCAST(0.5f)));   /* [-75, 64] */
+    cpu_vi n2 = CPU_VI_SUB(ni, n1);
+    cpu_vf s1 = CPU_I_AS_V(CPU_VI_SHL(CPU_VI_ADD(n1, CPU_VI_BCAST(127)), 23));
+    cpu_vf s2 = CPU_I_AS_V(CPU_VI_SHL(CPU_VI_ADD(n2, CPU_VI_BCAST(127)), 23));
+    return CPU_VMUL(CPU_VMUL(p, s1), s2);
+}
+
+CPU_INLINE cpu_vf CPU_SN(vexp)(cpu_vf x)
+{
+    cpu_vf t = CPU_VMIN(CPU_VMAX(x, CPU_VBCAST(-104.0f)), CPU_VBCAST(89.0f));
+    cpu_vf n = CPU_VROUND(CPU_VMUL(t, CPU_VBCAST(1.44269504088896341f)));
+    cpu_vf r = CPU_VFNMA(n, CPU_VBCAST(0.693359375f), t);
+    r = CPU_VFNMA(n, CPU_VBCAST(-2.12194440e-4f), r);
+    cpu_vf p = CPU_VBCAST(1.9875691500e-4f);
+    p = CPU_VFMA(p, r, CPU_VBCAST(1.3981999507e-3f));
+    p = CPU_VFMA(p, r, CPU_VBCAST(8.3334519073e-3f));
+    p = CPU_VFMA(p, r, CPU_VBCAST(4.1665795894e-2f));
+    p = CPU_VFMA(p, r, CPU_VBCAST(1.6666665459e-1f));
+    p = CPU_VFMA(p, r, CPU_VBCAST(5.0000001201e-1f));
+    p = CPU_VFMA(p, CPU_VMUL(r, r), CPU_VADD(r, CPU_VBCAST(1.0f)));
+    cpu_vf y = CPU_SN(exp_scale)(p, n);
+    return CPU_VSELECT(CPU_VCMP_NAN(x), x, y);
+}
+
+CPU_INLINE cpu_vf CPU_SN(vlog)(cpu_vf x)
+{
+    const cpu_vf one = CPU_VBCAST(1.0f);
+    /* subnormals: scale into the normal range first */
+    cpu_vmask tiny = CPU_VCMP_LT(x, CPU_VBCAST(1.17549435e-38f));
+    cpu_vf xs = CPU_VSELECT(tiny, CPU_VMUL(x, CPU_VBCAST(8388608.0f)), x);
+    cpu_vi bits = CPU_V_AS_I(xs);
+    cpu_vf e = CPU_VI_TO_F(CPU_VI_SUB(CPU_VI_SRL(bits, 23), CPU_VI_BCAST(126)));
+    e = CPU_VSUB(e, CPU_VSELECT(tiny, CPU_VBCAST(23.0f), CPU_VZERO()));
+    /* m in [0.5, 1) */
+    cpu_vf m = CPU_I_AS_V(CPU_VI_OR(CPU_VI_AND(bits, CPU_VI_BCAST(0x007fffff)),
+                                    CPU_VI_BCAST(0x3f000000)));
+    cpu_vmask small = CPU_VCMP_LT(m, CPU_VBCAST(0.707106781186547524f));
+    e = CPU_VSUB(e, CPU_VSELECT(small, one, CPU_VZERO()));
+    m = CPU_VSUB(CPU_VADD(m, CPU_VSELECT(small, m, CPU_VZERO())), one);
+    cpu_vf z = CPU_VMUL(m, m);
+    cpu_vf y = CPU_VBCAST(7.0376836292e-2f);
+    y = CPU_VFMA(y, m, CPU_VBCAST(-1.1514610310e-1f));
+    y = CPU_VFMA(y, m, CPU_VBCAST(1.1676998740e-1f));
+    y = CPU_VFMA(y, m, CPU_VBCAST(-1.2420140846e-1f));
+    y = CPU_VFMA(y, m, CPU_VBCAST(1.4249322787e-1f));
+    y = CPU_VFMA(y, m, CPU_VBCAST(-1.6668057665e-1f));
+    y = CPU_VFMA(y, m, CPU_VBCAST(2.0000714765e-1f));
+    y = CPU_VFMA(y, m, CPU_VBCAST(-2.4999993993e-1f));
+    y = CPU_VFMA(y, m, CPU_VBCAST(3.3333331174e-1f));
+    y = CPU_VMUL(CPU_VMUL(y, m), z);
+    y = CPU_VFMA(e, CPU_VBCAST(-2.12194440e-4f), y);
+    y = CPU_VFNMA(z, CPU_VBCAST(0.5f), y);
+    cpu_vf r = CPU_VFMA(e, CPU_VBCAST(0.693359375f), CPU_VADD(m, y));
+    /* x = 0: -inf; x < 0 or NaN: NaN; x = inf: inf */
+    r = CPU_VSELECT(CPU_VCMP_EQ(x, CPU_VZERO()), CPU_VBCAST(-INFINITY), r);
+    r = CPU_VSELECT(CPU_VCMP_EQ(x, CPU_VBCAST(INFINITY)), x, r);
+    cpu_vmask bad = CPU_VMASK_OR(CPU_VCMP_LT(x, CPU_VZERO()), CPU_VCMP_NAN(x));
+    return CPU_VSELECT(bad, CPU_VBCAST(NAN), r);
+}
+
+/* 1 / d for d in [1, 2^127]: the hardware estimate (12 or 14 bits) and one
+ * Newton step, a few ulp; a division would cost several times more. */
+CPU_INLINE cpu_vf CPU_SN(vrcp)(cpu_vf d)
+{
+    cpu_vf r = CPU_VRCP_APPROX(d);
+    return CPU_VFMA(r, CPU_VFNMA(d, r, CPU_VBCAST(1.0f)), r);
+}
+
+/* sign(x) * (1 - 2 / (e^2|x| + 1)), with a polynomial near 0 where that
+ * formula would cancel (Cephes tanhf). 2|x| is capped at 88, where tanh is 1
+ * in f32, so that e stays finite (min keeps a NaN: it is the second operand). */
+CPU_INLINE cpu_vf CPU_SN(vtanh)(cpu_vf x)
+{
+    const cpu_vf sign = CPU_VBCAST(-0.0f);
+    cpu_vf ax = CPU_VXOR(x, CPU_VAND(x, sign));
+    cpu_vf z = CPU_VMUL(x, x);
+    cpu_vf p = CPU_VBCAST(-5.70498872745e-3f);
+    p = CPU_VFMA(p, z, CPU_VBCAST(2.06390887954e-2f));
+    p = CPU_VFMA(p, z, CPU_VBCAST(-5.37397155531e-2f));
+    p = CPU_VFMA(p, z, CPU_VBCAST(1.33314422036e-1f));
+    p = CPU_VFMA(p, z, CPU_VBCAST(-3.33332819422e-1f));
+    cpu_vf small = CPU_VFMA(CPU_VMUL(p, z), x, x);
+    cpu_vf e = CPU_SN(vexp)(CPU_VMIN(CPU_VBCAST(88.0f), CPU_VADD(ax, ax)));
+    cpu_vf big = CPU_VFNMA(CPU_VBCAST(2.0f), CPU_SN(vrcp)(CPU_VADD(e, CPU_VBCAST(1.0f))),
+                           CPU_VBCAST(1.0f));
+    big = CPU_VXOR(big, CPU_VAND(x, sign));
+    return CPU_VSELECT(CPU_VCMP_LT(ax, CPU_VBCAST(0.625f)), small, big);
+}
+
+/* 1 / (1 + e^-x), with -x capped at 88 (sigmoid(-88) is 6e-39: 0 within
+ * any tolerance) so that the reciprocal's argument stays finite. */
+CPU_INLINE cpu_vf CPU_SN(vsigmoid)(cpu_vf x)
+{
+    cpu_vf e = CPU_SN(vexp)(CPU_VMIN(CPU_VBCAST(88.0f), CPU_VXOR(x, CPU_VBCAST(-0.0f))));
+    return CPU_SN(vrcp)(CPU_VADD(CPU_VBCAST(1.0f), e));
+}
+
+/* ---- elementwise loops ---------------------------------------------------- */
+
+typedef cpu_vf (*CPU_SN(vunary))(cpu_vf x, cpu_vf p);
+typedef cpu_vf (*CPU_SN(vbinary))(cpu_vf a, cpu_vf b);
+
+CPU_INLINE void CPU_SN(store)(float *p, cpu_vf v, bool stream)
+{
+    if (stream)
+        CPU_VSTREAM(p, v);
+    else
+        CPU_VSTOREU(p, v);
+}
+
+/* Elements before out + head are stored normally, so that the streaming
+ * stores after them are aligned; 0 when not streaming. */
+static inline size_t CPU_SN(stream_head)(const float *out, size_t n)
+{
+    if (n * sizeof(float) < CPU_STREAM_BYTES)
+        return SIZE_MAX;
+    size_t mis = ((uintptr_t)out & 63) / sizeof(float);
+    return mis ? 16 - mis : 0;
+}
+
+CPU_INLINE void CPU_SN(unary_loop)(float *out, const float *x, size_t n, float p,
+                                   CPU_SN(vunary) f)
+{
+    cpu_vf vp = CPU_VBCAST(p);
+    size_t i = 0, head = CPU_SN(stream_head)(out, n);
+    bool stream = head != SIZE_MAX;
+    if (stream) {
+        for (; i < head; i += CPU_VL) {
+            size_t k = head - i < CPU_VL ? head - i : CPU_VL;
+            cpu_vstore_part(out + i, f(cpu_vload_part(x + i, k), vp), k);
+        }
+        i = head;
+    }
+    for (; i + 2 * CPU_VL <= n; i += 2 * CPU_VL) {
+        cpu_vf a = f(CPU_VLOADU(x + i), vp), b = f(CPU_VLOADU(x + i + CPU_VL), vp);
+        CPU_SN(store)(out + i, a, stream);
+        CPU_SN(store)(out + i + CPU_VL, b, stream);
+    }
+    for (; i < n; i += CPU_VL) {
+        size_t k = n - i < CPU_VL ? n - i : CPU_VL;
+        cpu_vstore_part(out + i, f(cpu_vload_part(x + i, k), vp), k);
+    }
+    if (stream)
+        _mm_sfence();
+}
+
+/* a_step and b_step are 0 (one element, broadcast) or 1. */
+CPU_INLINE void CPU_SN(binary_loop)(float *out, const float *a, size_t a_step,
+                                    const float *b, size_t b_step, size_t n,
+                                    CPU_SN(vbinary) f)
+{
+    cpu_vf va = a_step ? CPU_VZERO() : CPU_VBCAST(a[0]);
+    cpu_vf vb = b_step ? CPU_VZERO() : CPU_VBCAST(b[0]);
+    size_t i = 0, head = CPU_SN(stream_head)(out, n);
+    bool stream = head != SIZE_MAX;
+    for (; stream && i < head; i += CPU_VL) {
+        size_t k = head - i < CPU_VL ? head - i : CPU_VL;
+        cpu_vf x = a_step ? cpu_vload_part(a + i, k) : va;
+        cpu_vf y = b_step ? cpu_vload_part(b + i, k) : vb;
+        cpu_vstore_part(out + i, f(x, y), k);
+    }
+    if (stream)
+        i = head;
+    for (; i + CPU_VL <= n; i += CPU_VL) {
+        cpu_vf x = a_step ? CPU_VLOADU(a + i) : va;
+        cpu_vf y = b_step ? CPU_VLOADU(b + i) : vb;
+        CPU_SN(store)(out + i, f(x, y), stream);
+    }
+    if (i < n) {
+        size_t k = n - i;
+        cpu_vf x = a_step ? cpu_vload_part(a + i, k) : va;
+        cpu_vf y = b_step ? cpu_vload_part(b + i, k) : vb;
+        cpu_vstore_part(out + i, f(x, y), k);
+    }
+    if (stream)
+        _mm_sfence();
+}
+
+CPU_INLINE cpu_vf CPU_SN(v_add)(cpu_vf a, cpu_vf b) { return CPU_VADD(a, b); }
+CPU_INLINE cpu_vf CPU_SN(v_sub)(cpu_vf a, cpu_vf b) { return CPU_VSUB(a, b); }
+CPU_INLINE cpu_vf CPU_SN(v_mul)(cpu_vf a, cpu_vf b) { return CPU_VMUL(a, b); }
+CPU_INLINE cpu_vf CPU_SN(v_div)(cpu_vf a, cpu_vf b) { return CPU_VDIV(a, b); }
+
+#define CPU_SIMD_BINARY(op)                                                    \
+    static void CPU_SN(op)(float *out, const float *a, size_t a_step,         \
+                           const float *b, size_t b_step, size_t n)           \
+    {                                                                          \
+        CPU_SN(binary_loop)(out, a, a_step, b, b_step, n, CPU_SN(v_##op));     \
+    }
+
+CPU_SIMD_BINARY(add)
+CPU_SIMD_BINARY(sub)
+CPU_SIMD_BINARY(mul)
+CPU_SIMD_BINARY(div)
+
+/* relu keeps NaN and -0.0 (as x < 0 ? 0 : x): maxps gives its second operand
+ * when either is NaN, and 0 > -0 is false. */
+CPU_INLINE cpu_vf CPU_SN(v_neg)(cpu_vf x, cpu_vf p) { (void)p; return CPU_VXOR(x, CPU_VBCAST(-0.0f)); }
+CPU_INLINE cpu_vf CPU_SN(v_exp)(cpu_vf x, cpu_vf p) { (void)p; return CPU_SN(vexp)(x); }
+CPU_INLINE cpu_vf CPU_SN(v_log)(cpu_vf x, cpu_vf p) { (void)p; return CPU_SN(vlog)(x); }
+CPU_INLINE cpu_vf CPU_SN(v_sqrt)(cpu_vf x, cpu_vf p) { (void)p; return CPU_VSQRT(x); }
+CPU_INLINE cpu_vf CPU_SN(v_relu)(cpu_vf x, cpu_vf p) { (void)p; return CPU_VMAX(CPU_VZERO(), x); }
+CPU_INLINE cpu_vf CPU_SN(v_sigmoid)(cpu_vf x, cpu_vf p) { (void)p; return CPU_SN(vsigmoid)(x); }
+CPU_INLINE cpu_vf CPU_SN(v_tanh)(cpu_vf x, cpu_vf p) { (void)p; return CPU_SN(vtanh)(x); }
+CPU_INLINE cpu_vf CPU_SN(v_scale)(cpu_vf x, cpu_vf p) { return CPU_VMUL(x, p); }
+
+#define CPU_SIMD_UNARY(op)                                                     \
+    static void CPU_SN(op)(float *out, const float *x, size_t n, float p)     \
+    {                                                                          \
+        CPU_SN(unary_loop)(out, x, n, p, CPU_SN(v_##op));                      \
+    }
+
+CPU_SIMD_UNARY(neg)
+CPU_SIMD_UNARY(exp)
+CPU_SIMD_UNARY(log)
+CPU_SIMD_UNARY(sqrt)
+CPU_SIMD_UNARY(relu)
+CPU_SIMD_UNARY(sigmoid)
+CPU_SIMD_UNARY(tanh)
+CPU_SIMD_UNARY(scale)
+
+static void CPU_SN(add_relu)(float *sum, float *relu, const float *a, size_t a_step,
+                             const float *b, size_t b_step, size_t n)
+{
+    cpu_vf va = a_step ? CPU_VZERO() : CPU_VBCAST(a[0]);
+    cpu_vf vb = b_step ? CPU_VZERO() : CPU_VBCAST(b[0]);
+    for (size_t i = 0; i < n; i += CPU_VL) {
+        size_t k = n - i < CPU_VL ? n - i : CPU_VL;
+        cpu_vf x = a_step ? cpu_vload_part(a + i, k) : va;
+        cpu_vf y = b_step ? cpu_vload_part(b + i, k) : vb;
+        cpu_vf s = CPU_VADD(x, y);
+        cpu_vstore_part(sum + i, s, k);
+        cpu_vstore_part(relu + i, CPU_VMAX(CPU_VZERO(), s), k);
+    }
+}
+
+/* ---- reductions ------------------------------------------------------------- */
+
+static double CPU_SN(sum)(const float *x, size_t n, size_t stride)
+{
+    if (stride != 1) {
+        double s = 0.0;
+        for (size_t i = 0; i < n; i++)
+            s += x[i * stride];
+        return s;
+    }
+    cpu_vd s0 = CPU_VD_ZERO(), s1 = CPU_VD_ZERO(), s2 = CPU_VD_ZERO(), s3 = CPU_VD_ZERO();
+    size_t i = 0;
+    for (; i + 2 * CPU_VL <= n; i += 2 * CPU_VL) {
+        cpu_vf a = CPU_VLOADU(x + i), b = CPU_VLOADU(x + i + CPU_VL);
+        s0 = CPU_VD_ADD(s0, CPU_VD_LO(a));
+        s1 = CPU_VD_ADD(s1, CPU_VD_HI(a));
+        s2 = CPU_VD_ADD(s2, CPU_VD_LO(b));
+        s3 = CPU_VD_ADD(s3, CPU_VD_HI(b));
+    }
+    for (; i < n; i += CPU_VL) {
+        cpu_vf a = cpu_vload_part(x + i, n - i < CPU_VL ? n - i : CPU_VL);
+        s0 = CPU_VD_ADD(s0, CPU_VD_LO(a));
+        s1 = CPU_VD_ADD(s1, CPU_VD_HI(a));
+    }
+    return CPU_VD_HSUM(CPU_VD_ADD(CPU_VD_ADD(s0, s1), CPU_VD_ADD(s2, s3)));
+}
+
+static void CPU_SN(sum_rows)(double *acc, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + CPU_VL <= n; i += CPU_VL) {
+        cpu_vf a = CPU_VLOADU(x + i);
+        CPU_VD_STOREU(acc + i, CPU_VD_ADD(CPU_VD_LOADU(acc + i), CPU_VD_LO(a)));
+        CPU_VD_STOREU(acc + i + CPU_VL / 2,
+                      CPU_VD_ADD(CPU_VD_LOADU(acc + i + CPU_VL / 2), CPU_VD_HI(a)));
+    }
+    for (; i < n; i++)
+        acc[i] += x[i];
+}
+
+/* The largest element; NaN (the scalar scan's) if any is NaN. */
+static float CPU_SN(max)(const float *x, size_t n)
+{
+    cpu_vf m = CPU_VBCAST(-INFINITY);
+    cpu_vmask nan = CPU_VMASK_NONE();
+    for (size_t i = 0; i < n; i += CPU_VL) {
+        cpu_vf v = cpu_vload_fill(x + i, n - i < CPU_VL ? n - i : CPU_VL, -INFINITY);
+        nan = CPU_VMASK_OR(nan, CPU_VCMP_NAN(v));
+        m = CPU_VMAX(m, v);
+    }
+    if (CPU_VMASK_ANY(nan))
+        return cpu_row_max(x, n);
+    float lanes[CPU_VL], best = -INFINITY;
+    CPU_VSTOREU(lanes, m);
+    for (int l = 0; l < CPU_VL; l++)
+        best = lanes[l] > best ? lanes[l] : best;
+    return best;
+}
+
+/* Per lane the largest value and the first index holding it; then the
+ * smallest index among the lanes that hold the overall largest. */
+static size_t CPU_SN(argmax)(const float *x, size_t n)
+{
+    cpu_vf best = CPU_VBCAST(-INFINITY);
+    cpu_vi idx = CPU_VI_BCAST(0), cur = CPU_VI_BCAST(0), step = CPU_VI_BCAST(CPU_VL);
+    cpu_vmask nan = CPU_VMASK_NONE();
+    if (n > INT32_MAX - CPU_VL)
+        return cpu_row_argmax(x, n);
+    {
+        int32_t lane[CPU_VL];
+        for (int l = 0; l < CPU_VL; l++)
+            lane[l] = l;
+        cur = CPU_V_AS_I(CPU_VLOADU((const float *)lane));
+    }
+    for (size_t i = 0; i < n; i += CPU_VL) {
+        cpu_vf v = cpu_vload_fill(x + i, n - i < CPU_VL ? n - i : CPU_VL, -INFINITY);
+        nan = CPU_VMASK_OR(nan, CPU_VCMP_NAN(v));
+        cpu_vmask gt = CPU_VCMP_GT(v, best);
+        best = CPU_VSELECT(gt, v, best);
+        idx = CPU_VI_SELECT(gt, cur, idx);
+        cur = CPU_VI_ADD(cur, step);
+    }
+    if (CPU_VMASK_ANY(nan))
+        return cpu_row_argmax(x, n);
+    float bv[CPU_VL];
+    int32_t bi[CPU_VL];
+    CPU_VSTOREU(bv, best);
+    CPU_VSTOREU((float *)bi, CPU_I_AS_V(idx));
+    size_t arg = 0;
+    float top = -INFINITY;
+    for (int l = 0; l < CPU_VL; l++) {
+        if (bv[l] > top || (bv[l] == top && (size_t)bi[l] < arg)) {
+            top = bv[l];
+            arg = (size_t)bi[l];
+        }
+    }
+    return top == -INFINITY ? cpu_row_argmax(x, n) : arg;
+}
+
+/* ---- pooling ------------------------------------------------------------------ */
+
+/* The window's columns for CPU_VL outputs at a time: x[j*sw] gathered (or
+ * loaded, when sw is 1), with the max kept NaN-sticky: maxps gives its
+ * second operand when either is NaN, so a NaN already in m stays, and a NaN
+ * in v is selected in. */
+static void CPU_SN(pool_max_row)(float *out, const float *x, size_t W, size_t n,
+                                 size_t kh, size_t kw, size_t sw)
+{
+    int32_t lane[CPU_VL];
+    if (sw * CPU_VL >= INT32_MAX / 4) {   /* indices would not fit: no gathers */
+        for (size_t j = 0; j < n; j++) {
+            float m = x[j * sw];
+            for (size_t r = 0; r < kh; r++)
+                for (size_t c = 0; c < kw; c++)
+                    m = cpu_max2(m, x[r * W + j * sw + c]);
+            out[j] = m;
+        }
+        return;
+    }
+    for (int l = 0; l < CPU_VL; l++)
+        lane[l] = (int32_t)((size_t)l * sw);
+    cpu_vi idx = CPU_V_AS_I(CPU_VLOADU((const float *)lane));
+    for (size_t j = 0; j < n; j += CPU_VL) {
+        size_t k = n - j < CPU_VL ? n - j : CPU_VL;
+        const float *base = x + j * sw;
+        cpu_vf m = CPU_VBCAST(-INFINITY);
+        for (size_t r = 0; r < kh; r++)
+            for (size_t c = 0; c < kw; c++) {
+                const float *p = base + r * W + c;
+                cpu_vf v = sw == 1 ? cpu_vload_part(p, k) : cpu_vgather_part(p, idx, k);
+                m = CPU_VSELECT(CPU_VCMP_NAN(v), v, CPU_VMAX(v, m));
+            }
+        cpu_vstore_part(out + j, m, k);
+    }
+}
+
+/* ---- softmax -------------------------------------------------------------------- */
+
+static void CPU_SN(softmax_row)(float *out, const float *x, size_t n, bool as_log)
+{
+    if (n == 0)
+        return;
+    cpu_vf m = CPU_VBCAST(CPU_SN(max)(x, n));
+    cpu_vd s0 = CPU_VD_ZERO(), s1 = CPU_VD_ZERO();
+    for (size_t i = 0; i < n; i += CPU_VL) {
+        size_t k = n - i < CPU_VL ? n - i : CPU_VL;
+        cpu_vf e = CPU_SN(vexp)(CPU_VSUB(cpu_vload_part(x + i, k), m));
+        if (k < CPU_VL)   /* lanes past the row must not count */
+            e = cpu_vkeep_first(e, k);
+        if (!as_log)
+            cpu_vstore_part(out + i, e, k);
+        s0 = CPU_VD_ADD(s0, CPU_VD_LO(e));
+        s1 = CPU_VD_ADD(s1, CPU_VD_HI(e));
+    }
+    double s = CPU_VD_HSUM(CPU_VD_ADD(s0, s1));
+    if (as_log) {
+        cpu_vf ls = CPU_VBCAST((float)log(s));
+        for (size_t i = 0; i < n; i += CPU_VL) {
+            size_t k = n - i < CPU_VL ? n - i : CPU_VL;
+            cpu_vf v = cpu_vload_part(x + i, k);
+            cpu_vstore_part(out + i, CPU_VSUB(CPU_VSUB(v, m), ls), k);
+        }
+        return;
+    }
+    cpu_vf inv = CPU_VBCAST((float)(1.0 / s));
+    for (size_t i = 0; i < n; i += CPU_VL) {
+        size_t k = n - i < CPU_VL ? n - i : CPU_VL;
+        cpu_vstore_part(out + i, CPU_VMUL(cpu_vload_part(out + i, k), inv), k);
+    }
+}
+
+void CPU_SN(simd_kernels)(cpu_kernels *k)
+{
+    k->binary[CPU_ADD]    = CPU_SN(add);
+    k->binary[CPU_SUB]    = CPU_SN(sub);
+    k->binary[CPU_MUL]    = CPU_SN(mul);
+    k->binary[CPU_DIV]    = CPU_SN(div);
+    k->unary[CPU_NEG]     = CPU_SN(neg);
+    k->unary[CPU_EXP]     = CPU_SN(exp);
+    k->unary[CPU_LOG]     = CPU_SN(log);
+    k->unary[CPU_SQRT]    = CPU_SN(sqrt);
+    k->unary[CPU_RELU]    = CPU_SN(relu);
+    k->unary[CPU_SIGMOID] = CPU_SN(sigmoid);
+    k->unary[CPU_TANH]    = CPU_SN(tanh);
+    k->unary[CPU_SCALE]   = CPU_SN(scale);
+    k->add_relu           = CPU_SN(add_relu);
+    k->sum                = CPU_SN(sum);
+    k->sum_rows           = CPU_SN(sum_rows);
+    k->max                = CPU_SN(max);
+    k->argmax             = CPU_SN(argmax);
+    k->softmax_row        = CPU_SN(softmax_row);
+    k->pool_max_row       = CPU_SN(pool_max_row);
+}
+
+#undef CPU_SIMD_BINARY
+#undef CPU_SIMD_UNARY
+#undef CPU_SN
+#undef CPU_INLINE
