@@ -651,7 +651,7 @@ static void check_steps(bool adam)
                 }
             }
             float got[P];
-            char what[200];
+            char what[256];
             snprintf(what, sizeof what, "%.40s on %.150s after step %d: param", c.label,
                      d->label, t);
             download(d, p, got);

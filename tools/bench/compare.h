@@ -1,0 +1,30 @@
+/* tools/bench/compare.h — another library's SGEMM, run by kiln-bench on the
+ * same shapes in the same run (--compare NAME), to print the ratio.
+ *
+ * A reference is a table of functions in its own file (compare_openblas.c);
+ * adding one is a new file and a line in kiln-bench.c's list. Matrices are
+ * row-major, as in kiln: C [M,N] = A [M,K] @ B [K,N].
+ */
+#ifndef KILN_BENCH_COMPARE_H
+#define KILN_BENCH_COMPARE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct bench_reference {
+    const char *name;                                   /* "openblas" */
+    bool   (*open)(char *why, size_t len);              /* false + reason if unavailable */
+    void  *(*setup)(int m, int n, int k, const float *a, const float *b); /* row-major C = A[MxK] @ B[KxN]; NULL on failure */
+    double (*run)(void *state);                          /* seconds for one complete sgemm, <0 on error */
+    bool   (*result)(void *state, float *c);             /* copies C out, for a correctness check */
+    void   (*teardown)(void *state);
+    void   (*close)(void);
+} bench_reference;
+
+/* The thread count the reference should use (kiln-bench sets it before open);
+ * 0 leaves the library's default. */
+extern int bench_reference_threads;
+
+extern const bench_reference bench_openblas;
+
+#endif /* KILN_BENCH_COMPARE_H */
