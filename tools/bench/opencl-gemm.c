@@ -2,7 +2,8 @@
  * direct CLBlast call on the same device, in the same process, with the same
  * CLBlast parameters: the figure is kiln's overhead.
  *
- *   opencl-gemm [N ...]          square sizes, 512 and 1024 by default
+ *   opencl-gemm [-r RUNS] [N ...]   square sizes, 512 and 1024 by default;
+ *                                   RUNS timed runs of each side (default 40)
  *
  * The device is the one KILN_BACKEND selects ("opencl" if unset); the
  * CLBlast side finds it as compare_clblast.c says. kiln's side is a
@@ -61,7 +62,9 @@ static bool kiln_setup(kiln_context *ctx, int n, const float *a, const float *b,
            kiln_graph_run(s->g) == KILN_OK;   /* warm-up */
 }
 
-static int compare_size(kiln_context *ctx, int n)
+enum { MAX_RUNS = 1000 };
+
+static int compare_size(kiln_context *ctx, int n, int runs)
 {
     size_t nn = (size_t)n * (size_t)n;
     float *a = malloc(nn * sizeof *a), *b = malloc(nn * sizeof *b);
@@ -79,10 +82,8 @@ static int compare_size(kiln_context *ctx, int n)
     if (!cs)
         return fprintf(stderr, "opencl-gemm: CLBlast setup failed at %d\n", n), 1;
 
-    enum { MAX_RUNS = 64 };
-    double tk[MAX_RUNS], tc[MAX_RUNS];
+    static double tk[MAX_RUNS], tc[MAX_RUNS];
     double flop = 2.0 * (double)n * (double)n * (double)n;
-    int runs = flop > 1e9 ? 12 : 30;
     for (int r = 0; r < runs; r++) {
         double t0 = now();
         if (kiln_graph_run(ks.g) != KILN_OK)
@@ -127,13 +128,19 @@ int main(int argc, char **argv)
         return fprintf(stderr, "opencl-gemm: clblast: %s\n", why), 1;
     printf("kiln on %s; CLBlast called directly on the same device\n",
            kiln_context_device(ctx));
-    int rc = 0;
-    if (argc < 2) {
-        rc |= compare_size(ctx, 512);
-        rc |= compare_size(ctx, 1024);
+    int rc = 0, runs = 40, first = 1;
+    if (argc > 2 && strcmp(argv[1], "-r") == 0) {
+        runs = atoi(argv[2]);
+        first = 3;
     }
-    for (int i = 1; i < argc; i++)
-        rc |= compare_size(ctx, atoi(argv[i]));
+    if (runs < 1 || runs > MAX_RUNS)
+        return fprintf(stderr, "opencl-gemm: RUNS must be 1 to %d\n", MAX_RUNS), 2;
+    if (argc <= first) {
+        rc |= compare_size(ctx, 512, runs);
+        rc |= compare_size(ctx, 1024, runs);
+    }
+    for (int i = first; i < argc; i++)
+        rc |= compare_size(ctx, atoi(argv[i]), runs);
     bench_clblast.close();
     kiln_context_free(ctx);
     return rc;
