@@ -170,6 +170,10 @@ typedef struct ocl_device {
 extern const char   ocl_kernel_source[];   /* kernels.c, generated */
 extern const size_t ocl_kernel_source_len;
 
+/* Whether the kernels sum in double: the device has fp64 and
+ * KILN_OPENCL_FP64 is not "off". */
+bool ocl_use_fp64(const ocl_info *info);
+
 /* Builds (or loads from the cache) the kernels and creates them. */
 kiln_status ocl_program_open(ocl_device *dev);
 void        ocl_program_close(ocl_device *dev);
@@ -200,6 +204,22 @@ kiln_status ocl_run(ocl_launch *l, uint64_t n);
 kiln_status ocl_run_groups(ocl_launch *l, uint64_t groups, size_t group);
 /* The work-group size for a reduction over n elements. */
 size_t ocl_group_for(const ocl_device *dev, uint64_t n);
+
+/* A kernel that takes one row per work-group: its arguments are each of
+ * `nodes` (buffer and offset), the row length, the flag when `flag` >= 0,
+ * then __local scratch of `each` bytes per work-item, and a second one of
+ * indices when `indices`. Runs `rows` work-groups. */
+typedef struct ocl_row_launch {
+    ocl_kernel_id    id;
+    const kiln_node *nodes[3];
+    int              n_nodes;
+    uint64_t         rows, cols;
+    int              flag;
+    size_t           each;
+    bool             indices;
+} ocl_row_launch;
+
+kiln_status ocl_run_rows(ocl_device *dev, const ocl_row_launch *r);
 
 /* The node's buffer (dev->dummy when it has no storage) and its offset in
  * elements. */

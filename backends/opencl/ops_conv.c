@@ -110,6 +110,57 @@ static kiln_status conv_cols(ocl_device *dev, const conv *c, cl_mem gyc, size_t 
     return ocl_run(&l, nc * c->O * c->S);
 }
 
+/* Images n0.. of out [N, O, S] from tmp [O, nc*S], plus bias (or none). */
+static kiln_status conv_out(ocl_device *dev, const conv *c, const kiln_node *out,
+                            cl_mem tmp, size_t to, const kiln_node *bias, size_t n0,
+                            size_t nc)
+{
+    ocl_launch l = ocl_begin(dev, OCL_K_CONV_OUT);
+    ocl_arg_node(&l, out);
+    ocl_arg_mem(&l, tmp);
+    ocl_arg_u64(&l, to);
+    ocl_arg_node(&l, bias ? bias : out);   /* any buffer when no bias */
+    ocl_arg_i32(&l, bias != NULL);
+    ocl_arg_u64(&l, c->O);
+    ocl_arg_u64(&l, c->S);
+    ocl_arg_u64(&l, n0);
+    ocl_arg_u64(&l, nc);
+    return ocl_run(&l, nc * c->O * c->S);
+}
+
+/* Images n0.. of gx [N, C, H, W], summed from col [CKK, nc*S]. */
+static kiln_status col2im(ocl_device *dev, const conv *c, const kiln_node *gx,
+                          cl_mem col, size_t co, size_t n0, size_t nc)
+{
+    ocl_launch l = ocl_begin(dev, OCL_K_COL2IM);
+    ocl_arg_node(&l, gx);
+    ocl_arg_mem(&l, col);
+    ocl_arg_u64(&l, co);
+    ocl_arg(&l, sizeof c->da, &c->da);
+    ocl_arg(&l, sizeof c->db, &c->db);
+    ocl_arg_u64(&l, n0);
+    ocl_arg_u64(&l, nc);
+    return ocl_run(&l, nc * c->C * c->H * c->W);
+}
+
+/* The images of the chunk starting at n0. */
+static size_t chunk_at(const conv *c, size_t n0, size_t chunk)
+{
+    return c->N - n0 < chunk ? c->N - n0 : chunk;
+}
+
+/* A GEMM whose a is a node and b and c parts of the scratch s. */
+static ocl_gemm node_by_scratch(ocl_device *dev, const kiln_node *a, bool ta,
+                                size_t m, size_t n, size_t k, cl_mem s, size_t co)
+{
+    ocl_gemm g = {
+        .ta = ta, .m = m, .n = n, .k = k, .alpha = 1.0f, .beta = 0.0f,
+        .a = ocl_mem(dev, a), .ao = ocl_elem_offset(a), .lda = ta ? m : k,
+        .b = s, .bo = 0, .ldb = n, .c = s, .co = co, .ldc = n,
+    };
+    return g;
+}
+
 kiln_status ocl_op_conv2d(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
@@ -119,30 +170,17 @@ kiln_status ocl_op_conv2d(ocl_device *dev, const kiln_node *node, size_t i)
     cl_mem s;
     if (node->numel == 0)
         return KILN_OK;
+    /* scratch: col [CKK, chunk*S], then tmp [O, chunk*S] */
     kiln_status st = conv_scratch(dev, &c, (c.CKK + c.O) * c.S, &chunk, &s);
+    size_t tmp = chunk * c.CKK * c.S;
     for (size_t n0 = 0; st == KILN_OK && n0 < c.N; n0 += chunk) {
-        size_t nc = c.N - n0 < chunk ? c.N - n0 : chunk, tmp = chunk * c.CKK * c.S;
+        size_t nc = chunk_at(&c, n0, chunk);
+        ocl_gemm g = node_by_scratch(dev, w, false, c.O, nc * c.S, c.CKK, s, tmp);
         st = im2col(dev, &c, s, 0, x, n0, nc);
-        ocl_gemm g = {
-            .m = c.O, .n = nc * c.S, .k = c.CKK, .alpha = 1.0f, .beta = 0.0f,
-            .a = ocl_mem(dev, w), .ao = ocl_elem_offset(w), .lda = c.CKK,
-            .b = s, .bo = 0, .ldb = nc * c.S,
-            .c = s, .co = tmp, .ldc = nc * c.S,
-        };
         if (st == KILN_OK)
             st = ocl_sgemm(dev, &g);
-        ocl_launch l = ocl_begin(dev, OCL_K_CONV_OUT);
-        ocl_arg_node(&l, node);
-        ocl_arg_mem(&l, s);
-        ocl_arg_u64(&l, tmp);
-        ocl_arg_node(&l, bias ? bias : node);   /* any buffer when no bias */
-        ocl_arg_i32(&l, bias != NULL);
-        ocl_arg_u64(&l, c.O);
-        ocl_arg_u64(&l, c.S);
-        ocl_arg_u64(&l, n0);
-        ocl_arg_u64(&l, nc);
         if (st == KILN_OK)
-            st = ocl_run(&l, nc * c.O * c.S);
+            st = conv_out(dev, &c, node, s, tmp, bias, n0, nc);
     }
     return st;
 }
@@ -157,33 +195,23 @@ kiln_status ocl_op_conv2d_grad_input(ocl_device *dev, const kiln_node *node, siz
     cl_mem s;
     if (node->numel == 0)
         return KILN_OK;
+    /* scratch: gyc [O, chunk*S], then col [CKK, chunk*S] */
     kiln_status st = conv_scratch(dev, &c, (c.O + c.CKK) * c.S, &chunk, &s);
+    size_t col = chunk * c.O * c.S;
     for (size_t n0 = 0; st == KILN_OK && n0 < c.N; n0 += chunk) {
-        size_t nc = c.N - n0 < chunk ? c.N - n0 : chunk, col = chunk * c.O * c.S;
+        size_t nc = chunk_at(&c, n0, chunk);
+        ocl_gemm g = node_by_scratch(dev, w, true, c.CKK, nc * c.S, c.O, s, col);
         st = conv_cols(dev, &c, s, 0, gy, n0, nc);
-        ocl_gemm g = {
-            .ta = true, .m = c.CKK, .n = nc * c.S, .k = c.O, .alpha = 1.0f, .beta = 0.0f,
-            .a = ocl_mem(dev, w), .ao = ocl_elem_offset(w), .lda = c.CKK,
-            .b = s, .bo = 0, .ldb = nc * c.S,
-            .c = s, .co = col, .ldc = nc * c.S,
-        };
         if (st == KILN_OK)
             st = ocl_sgemm(dev, &g);
-        ocl_launch l = ocl_begin(dev, OCL_K_COL2IM);
-        ocl_arg_node(&l, node);
-        ocl_arg_mem(&l, s);
-        ocl_arg_u64(&l, col);
-        ocl_arg(&l, sizeof c.da, &c.da);
-        ocl_arg(&l, sizeof c.db, &c.db);
-        ocl_arg_u64(&l, n0);
-        ocl_arg_u64(&l, nc);
         if (st == KILN_OK)
-            st = ocl_run(&l, nc * c.C * c.H * c.W);
+            st = col2im(dev, &c, node, s, col, n0, nc);
     }
     return st;
 }
 
-/* src: gy [N,O,OH,OW], x [N,C,H,W]; out: gw [O,C,KH,KW]. */
+/* src: gy [N,O,OH,OW], x [N,C,H,W]; out: gw [O,C,KH,KW], the sum over the
+ * chunks (beta 1 after the first). */
 kiln_status ocl_op_conv2d_grad_weight(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
@@ -197,18 +225,20 @@ kiln_status ocl_op_conv2d_grad_weight(ocl_device *dev, const kiln_node *node, si
         .tb = true, .m = c.O, .n = c.CKK, .alpha = 1.0f, .beta = 0.0f,
         .c = ocl_mem(dev, node), .co = ocl_elem_offset(node), .ldc = c.CKK,
     };
-    if (c.N * c.S == 0)   /* no products at all: zeros */
+    if (c.N * c.S == 0)   /* no products at all: K = 0 writes zeros */
         return ocl_sgemm(dev, &g);
+    /* scratch: gyc [O, chunk*S], then col [CKK, chunk*S] */
     kiln_status st = conv_scratch(dev, &c, (c.O + c.CKK) * c.S, &chunk, &s);
+    size_t col = chunk * c.O * c.S;
     for (size_t n0 = 0; st == KILN_OK && n0 < c.N; n0 += chunk) {
-        size_t nc = c.N - n0 < chunk ? c.N - n0 : chunk, col = chunk * c.O * c.S;
+        size_t nc = chunk_at(&c, n0, chunk);
+        g.k = nc * c.S;
+        g.a = s, g.ao = 0, g.lda = g.k;
+        g.b = s, g.bo = col, g.ldb = g.k;
+        g.beta = n0 == 0 ? 0.0f : 1.0f;
         st = conv_cols(dev, &c, s, 0, gy, n0, nc);
         if (st == KILN_OK)
             st = im2col(dev, &c, s, col, x, n0, nc);
-        g.k = nc * c.S;
-        g.a = s, g.ao = 0, g.lda = nc * c.S;
-        g.b = s, g.bo = col, g.ldb = nc * c.S;
-        g.beta = n0 == 0 ? 0.0f : 1.0f;   /* later chunks add to the first */
         if (st == KILN_OK)
             st = ocl_sgemm(dev, &g);
     }

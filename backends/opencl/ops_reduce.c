@@ -4,9 +4,8 @@
 #include "ocl-impl.h"
 
 /* Local memory per work-item: an acc_t (a double where the device has
- * one; 8 bytes covers both) or a float and an index. */
-#define ACC_BYTES   sizeof(cl_double)
-#define INDEX_BYTES sizeof(cl_ulong)
+ * one; 8 bytes covers both). */
+#define ACC_BYTES sizeof(cl_double)
 
 /* out[o, j] = sum (or mean) over k of x[o, k, j]. */
 static kiln_status sum_axis(ocl_device *dev, const kiln_node *out, const kiln_node *x,
@@ -49,32 +48,21 @@ kiln_status ocl_op_sum_to(ocl_device *dev, const kiln_node *node, size_t i)
 kiln_status ocl_op_max(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
-    uint64_t cols = (uint64_t)ocl_last_dim(node->src[0]);
-    if (node->numel == 0)
-        return KILN_OK;
-    size_t group = ocl_group_for(dev, cols);
-    ocl_launch l = ocl_begin(dev, OCL_K_MAX_LAST);
-    ocl_arg_node(&l, node);
-    ocl_arg_node(&l, node->src[0]);
-    ocl_arg_u64(&l, cols);
-    ocl_arg_local(&l, sizeof(cl_float), group);
-    return ocl_run_groups(&l, (uint64_t)node->numel, group);
+    const kiln_node *x = node->src[0];
+    ocl_row_launch rows = { .id = OCL_K_MAX_LAST, .nodes = { node, x }, .n_nodes = 2,
+                      .rows = (uint64_t)node->numel, .cols = (uint64_t)ocl_last_dim(x),
+                      .flag = -1, .each = sizeof(cl_float) };
+    return ocl_run_rows(dev, &rows);
 }
 
 kiln_status ocl_op_argmax(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
-    uint64_t cols = (uint64_t)ocl_last_dim(node->src[0]);
-    if (node->numel == 0)
-        return KILN_OK;
-    size_t group = ocl_group_for(dev, cols);
-    ocl_launch l = ocl_begin(dev, OCL_K_ARGMAX_LAST);
-    ocl_arg_node(&l, node);
-    ocl_arg_node(&l, node->src[0]);
-    ocl_arg_u64(&l, cols);
-    ocl_arg_local(&l, sizeof(cl_float), group);
-    ocl_arg_local(&l, INDEX_BYTES, group);
-    return ocl_run_groups(&l, (uint64_t)node->numel, group);
+    const kiln_node *x = node->src[0];
+    ocl_row_launch rows = { .id = OCL_K_ARGMAX_LAST, .nodes = { node, x }, .n_nodes = 2,
+                      .rows = (uint64_t)node->numel, .cols = (uint64_t)ocl_last_dim(x),
+                      .flag = -1, .each = sizeof(cl_float), .indices = true };
+    return ocl_run_rows(dev, &rows);
 }
 
 /* src: g [R], x [R, C]. */
@@ -82,16 +70,8 @@ kiln_status ocl_op_max_grad(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
     const kiln_node *g = node->src[0], *x = node->src[1];
-    uint64_t cols = (uint64_t)ocl_last_dim(x);
-    if (node->numel == 0)
-        return KILN_OK;
-    size_t group = ocl_group_for(dev, cols);
-    ocl_launch l = ocl_begin(dev, OCL_K_MAX_GRAD);
-    ocl_arg_node(&l, node);
-    ocl_arg_node(&l, g);
-    ocl_arg_node(&l, x);
-    ocl_arg_u64(&l, cols);
-    ocl_arg_local(&l, sizeof(cl_float), group);
-    ocl_arg_local(&l, INDEX_BYTES, group);
-    return ocl_run_groups(&l, (uint64_t)g->numel, group);
+    ocl_row_launch rows = { .id = OCL_K_MAX_GRAD, .nodes = { node, g, x }, .n_nodes = 3,
+                      .rows = (uint64_t)g->numel, .cols = (uint64_t)ocl_last_dim(x),
+                      .flag = -1, .each = sizeof(cl_float), .indices = true };
+    return ocl_run_rows(dev, &rows);
 }

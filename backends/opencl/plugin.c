@@ -356,7 +356,7 @@ static kiln_status ocl_device_open(int index, kiln_device *device)
     }
     ocl_host->log(KILN_LOG_DEBUG, "opencl: device %d open: %s, reductions in groups "
                   "of %zu, sums in %s", index, info->name, dev->group,
-                  info->fp64 ? "double" : "compensated float");
+                  ocl_use_fp64(info) ? "double" : "compensated float");
     device->iface = &ocl_device_iface;
     device->context = dev;
     return KILN_OK;

@@ -4,6 +4,8 @@
  * The build options depend on what the device can do, never on its vendor:
  * -DKILN_FP64 where it has cl_khr_fp64 (sums in double), and
  * -cl-fp32-correctly-rounded-divide-sqrt where it supports that.
+ * KILN_OPENCL_FP64=off builds as for a device without double precision, so
+ * that the tests cover that path on devices that all have it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,9 +35,15 @@ static size_t floor_pow2(size_t n)
     return p;
 }
 
+bool ocl_use_fp64(const ocl_info *info)
+{
+    const char *env = getenv("KILN_OPENCL_FP64");
+    return info->fp64 && !(env && strcmp(env, "off") == 0);
+}
+
 static void build_options(const ocl_info *info, char *buf, size_t len)
 {
-    snprintf(buf, len, "-cl-std=CL1.2%s%s", info->fp64 ? " -DKILN_FP64" : "",
+    snprintf(buf, len, "-cl-std=CL1.2%s%s", ocl_use_fp64(info) ? " -DKILN_FP64" : "",
              info->exact_div_sqrt ? " -cl-fp32-correctly-rounded-divide-sqrt" : "");
 }
 
@@ -298,6 +306,21 @@ size_t ocl_group_for(const ocl_device *dev, uint64_t n)
     while (g > 1 && g / 2 >= n)
         g /= 2;
     return g;
+}
+
+kiln_status ocl_run_rows(ocl_device *dev, const ocl_row_launch *r)
+{
+    size_t group = ocl_group_for(dev, r->cols);
+    ocl_launch l = ocl_begin(dev, r->id);
+    for (int k = 0; k < r->n_nodes; k++)
+        ocl_arg_node(&l, r->nodes[k]);
+    ocl_arg_u64(&l, r->cols);
+    if (r->flag >= 0)
+        ocl_arg_i32(&l, r->flag);
+    ocl_arg_local(&l, r->each, group);
+    if (r->indices)
+        ocl_arg_local(&l, sizeof(cl_ulong), group);
+    return r->rows ? ocl_run_groups(&l, r->rows, group) : KILN_OK;
 }
 
 static kiln_status enqueue(ocl_launch *l, size_t global, size_t local)

@@ -50,42 +50,47 @@ kiln_sum sum_add(kiln_sum a, acc_t x)
     return a;
 }
 
-/* The sum of v over the work-group, returned to every work-item. */
-acc_t group_sum(acc_t v, __local acc_t *scratch)
-{
-    size_t lid = get_local_id(0);
-    scratch[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (size_t s = get_local_size(0) / 2; s > 0; s >>= 1) {
-        if (lid < s)
-            scratch[lid] += scratch[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    acc_t r = scratch[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
-}
-
 /* The larger of m and x; once NaN, stays NaN (fmax would drop it). */
 float max_nan(float m, float x)
 {
     return (x > m || isnan(x)) ? x : m;
 }
 
-float group_max(float v, __local float *scratch)
+float add2(float a, float b)
 {
-    size_t lid = get_local_id(0);
-    scratch[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (size_t s = get_local_size(0) / 2; s > 0; s >>= 1) {
-        if (lid < s)
-            scratch[lid] = max_nan(scratch[lid], scratch[lid + s]);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    float r = scratch[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
+    return a + b;
 }
+
+#ifdef KILN_FP64
+double add2d(double a, double b)
+{
+    return a + b;
+}
+#define ACC_ADD add2d
+#else
+#define ACC_ADD add2
+#endif
+
+/* name(v, scratch): v combined over the work-group as a tree (the group
+ * size is a power of two), the result returned to every work-item. */
+#define KILN_GROUP_REDUCE(name, T, combine)                                    \
+T name(T v, __local T *scratch)                                                \
+{                                                                              \
+    size_t lid = get_local_id(0);                                              \
+    scratch[lid] = v;                                                          \
+    barrier(CLK_LOCAL_MEM_FENCE);                                              \
+    for (size_t s = get_local_size(0) / 2; s > 0; s >>= 1) {                   \
+        if (lid < s)                                                           \
+            scratch[lid] = combine(scratch[lid], scratch[lid + s]);            \
+        barrier(CLK_LOCAL_MEM_FENCE);                                          \
+    }                                                                          \
+    T r = scratch[0];                                                          \
+    barrier(CLK_LOCAL_MEM_FENCE);                                              \
+    return r;                                                                  \
+}
+
+KILN_GROUP_REDUCE(group_sum, acc_t, ACC_ADD)
+KILN_GROUP_REDUCE(group_max, float, max_nan)
 
 /* Whether (va, ia) comes before (vb, ib) as the argmax: the first NaN wins,
  * then the larger value, then the lower index (NumPy's rule). */
