@@ -303,6 +303,11 @@ kiln_status ocl_op_max_pool2d_grad(ocl_device *dev, const kiln_node *node,
 kiln_status ocl_op_sgd_step(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_adam_step(ocl_device *dev, const kiln_node *node, size_t i);
 
+/* out[o, j] = the sum (or mean) over k of x[o, k, j], x being [outer, r,
+ * inner] at element offset xo of a buffer (ops_reduce.c). */
+kiln_status ocl_sum_axis(ocl_device *dev, const kiln_node *out, cl_mem x, uint64_t xo,
+                         uint64_t outer, uint64_t r, uint64_t inner, bool mean);
+
 /* Reserves an error slot for a node whose labels a kernel will check
  * (plugin.c); the slot is reported at the next synchronize. */
 kiln_status ocl_label_slot(ocl_device *dev, const kiln_node *node, size_t i,

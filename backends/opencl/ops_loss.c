@@ -71,16 +71,7 @@ kiln_status ocl_op_cross_entropy(ocl_device *dev, const kiln_node *node, size_t 
         return st;
 
     /* the mean of the rows' losses */
-    group = ocl_group_for(dev, rows);
-    l = ocl_begin(dev, OCL_K_SUM_AXIS);
-    ocl_arg_node(&l, node);
-    ocl_arg_mem(&l, loss);
-    ocl_arg_u64(&l, 0);
-    ocl_arg_u64(&l, rows);
-    ocl_arg_u64(&l, 1);
-    ocl_arg_i32(&l, 1);
-    ocl_arg_local(&l, ACC_BYTES, group);
-    return ocl_run_groups(&l, 1, group);
+    return ocl_sum_axis(dev, node, loss, 0, 1, rows, 1, true);
 }
 
 /* src: g (one element), logits [N, C], labels [N]. */

@@ -7,21 +7,28 @@
  * one; 8 bytes covers both). */
 #define ACC_BYTES sizeof(cl_double)
 
-/* out[o, j] = sum (or mean) over k of x[o, k, j]. */
-static kiln_status sum_axis(ocl_device *dev, const kiln_node *out, const kiln_node *x,
-                            uint64_t outer, uint64_t r, uint64_t inner, bool mean)
+kiln_status ocl_sum_axis(ocl_device *dev, const kiln_node *out, cl_mem x, uint64_t xo,
+                         uint64_t outer, uint64_t r, uint64_t inner, bool mean)
 {
     if (outer * inner == 0)
         return KILN_OK;
     size_t group = ocl_group_for(dev, r);
     ocl_launch l = ocl_begin(dev, OCL_K_SUM_AXIS);
     ocl_arg_node(&l, out);
-    ocl_arg_node(&l, x);
+    ocl_arg_mem(&l, x);
+    ocl_arg_u64(&l, xo);
     ocl_arg_u64(&l, r);
     ocl_arg_u64(&l, inner);
     ocl_arg_i32(&l, mean);
     ocl_arg_local(&l, ACC_BYTES, group);
     return ocl_run_groups(&l, outer * inner, group);
+}
+
+static kiln_status sum_axis(ocl_device *dev, const kiln_node *out, const kiln_node *x,
+                            uint64_t outer, uint64_t r, uint64_t inner, bool mean)
+{
+    return ocl_sum_axis(dev, out, ocl_mem(dev, x), ocl_elem_offset(x), outer, r, inner,
+                        mean);
 }
 
 kiln_status ocl_op_sum_mean(ocl_device *dev, const kiln_node *node, size_t i)
