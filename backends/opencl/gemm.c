@@ -17,6 +17,10 @@
  *     product large enough for the indirect kernel. The first that passes
  *     stays, and products from OCL_CPU_MIN_INDIRECT^3 up use it. If none
  *     passes, every product uses the direct kernels checked in 1.
+ *  3. Elsewhere (GPUs, accelerators), CLBlast's database stays in charge;
+ *     one product large enough for its indirect kernel is run and checked
+ *     on a sample of rows, and if it fails, every product takes the direct
+ *     kernels.
  *
  * An override cannot be taken back (CLBlast keeps it per device for the
  * process), which is why a failed candidate leads to the direct kernels
@@ -103,6 +107,7 @@ kiln_status ocl_sgemm(ocl_device *dev, const ocl_gemm *g)
 typedef struct gemm_case {
     size_t m, n, k;
     bool   ta, tb;
+    size_t row_step;   /* compare every row_step-th row (and the last); 0: all */
 } gemm_case;
 
 /* Offsets of a, b and c in their buffers: CLBlast must honour them. */
@@ -119,10 +124,18 @@ static void fill_values(float *x, size_t n, uint32_t seed)
 
 /* The first element of got (m x n) that is not within rounding of
  * a op b, or -1: the bound grows with the sum of |products|. */
+static size_t next_row(const gemm_case *c, size_t i)
+{
+    size_t step = c->row_step ? c->row_step : 1;
+    if (i + 1 >= c->m)
+        return c->m;
+    return i + step < c->m ? i + step : c->m - 1;
+}
+
 static long first_wrong(const gemm_case *c, const float *a, const float *b,
                         const float *got)
 {
-    for (size_t i = 0; i < c->m; i++)
+    for (size_t i = 0; i < c->m; i = next_row(c, i))
         for (size_t j = 0; j < c->n; j++) {
             double want = 0.0, mag = 0.0;
             for (size_t p = 0; p < c->k; p++) {
@@ -289,8 +302,8 @@ static kiln_status set_min_indirect(ocl_device *dev, size_t size)
 /* Products that take the indirect kernel once the threshold is 64, with
  * partial tiles, and one of them transposed both ways. */
 static const gemm_case indirect_cases[] = {
-    { 130, 67, 75, false, false },
-    { 67, 130, 75, true, true },
+    { 130, 67, 75, false, false, 0 },
+    { 67, 130, 75, true, true, 0 },
 };
 
 /* Tries the CPU sets; leaves the first that verifies in place, or makes
@@ -339,9 +352,34 @@ static kiln_status tune_cpu(ocl_device *dev, char *note, size_t note_len)
 
 /* Small products for the direct kernels, every transpose. */
 static const gemm_case direct_cases[] = {
-    { 19, 23, 29, false, false }, { 19, 23, 29, true, false },
-    { 19, 23, 29, false, true },  { 19, 23, 29, true, true },
+    { 19, 23, 29, false, false, 0 }, { 19, 23, 29, true, false, 0 },
+    { 19, 23, 29, false, true, 0 },  { 19, 23, 29, true, true, 0 },
 };
+
+/* Above every XGEMM_MIN_INDIRECT_SIZE in CLBlast's database (at most 1984):
+ * a product that takes the indirect kernel wherever CLBlast's own
+ * parameters are in force, checked on every 97th row (and the last). */
+static const gemm_case large_case = { 2048, 2048, 2048, false, false, 97 };
+
+/* On devices other than CPUs: compiles CLBlast's indirect kernel now rather
+ * than in the first large product, and checks it. If it fails, every
+ * product takes the direct kernels, which were checked. A GPU does this
+ * product in milliseconds; a device with little memory skips it. */
+static kiln_status warm_indirect(ocl_device *dev, char *note, size_t note_len)
+{
+    size_t bytes = large_case.m * large_case.k * sizeof(float);
+    if (dev->info->max_alloc < bytes || dev->info->memory < 8 * bytes)
+        return KILN_OK;
+    char why[256] = "";
+    bool ok = false;
+    kiln_status st = gemm_check(dev, &large_case, &ok, why, sizeof why);
+    if (st != KILN_OK || ok)
+        return st;
+    dev->host->log(KILN_LOG_WARN, "opencl: CLBlast's indirect GEMM failed its check "
+                   "on %s (%s); using its direct kernels only", dev->info->name, why);
+    snprintf(note, note_len, "direct kernels only (the indirect one failed its check)");
+    return set_min_indirect(dev, OCL_DIRECT_ONLY);
+}
 
 static kiln_status gemm_decide(ocl_device *dev)
 {
@@ -363,6 +401,8 @@ static kiln_status gemm_decide(ocl_device *dev)
              tuning ? "" : " (KILN_OPENCL_TUNE=off)");
     if (tuning && (info->type & CL_DEVICE_TYPE_CPU))
         st = tune_cpu(dev, info->gemm_note, sizeof info->gemm_note);
+    else if (!(info->type & CL_DEVICE_TYPE_CPU))
+        st = warm_indirect(dev, info->gemm_note, sizeof info->gemm_note);
     if (st != KILN_OK)
         snprintf(info->gemm_note, sizeof info->gemm_note, "CLBlast's parameters could "
                  "not be set (CLBlastOverrideParameters failed)");
