@@ -235,17 +235,23 @@ static kiln_status ocl_graph_compute(void *ctx, const kiln_node *const *nodes,
                                      size_t n_nodes)
 {
     ocl_device *dev = ctx;
-    for (size_t i = 0; i < n_nodes; i++) {
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < n_nodes && st == KILN_OK; i++) {
         const kiln_node *node = nodes[i];
-        if (!node)
-            return dev->host->error(KILN_ERR_INVALID_ARG, "opencl: node %zu is NULL", i);
-        const ocl_op_desc *d = ocl_op_lookup(node->op);
+        const ocl_op_desc *d = node ? ocl_op_lookup(node->op) : NULL;
         const char *why = d ? ocl_refusal(dev, d, node, true) : "";
-        if (why)
-            return ocl_refuse(dev, i, node, why);
-        kiln_status st = d->run(dev, node, i);
-        if (st != KILN_OK)
-            return st;
+        if (!node)
+            st = dev->host->error(KILN_ERR_INVALID_ARG, "opencl: node %zu is NULL", i);
+        else if (why)
+            st = ocl_refuse(dev, i, node, why);
+        else
+            st = d->run(dev, node, i);
+    }
+    if (st != KILN_OK) {
+        /* the run is failing: its label checks must not outlive it */
+        dev->n_checks = 0;
+        dev->err_pending = false;
+        return st;
     }
     /* Start the queued work now; synchronize waits for it. */
     cl_int err = clFlush(dev->queue);
