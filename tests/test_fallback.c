@@ -24,6 +24,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The runs of the current test, freed by the suite's fini even when an
+ * assertion ends the test early. */
+static child_result want, got;
+
+static void free_runs(void)
+{
+    child_free(&want);
+    child_free(&got);
+}
+
+TestSuite(fallback, .fini = free_runs);
+
 /* A device to refuse ops on, and which. */
 typedef struct fallback_case {
     char spec[64];
@@ -98,12 +110,12 @@ ParameterizedTest(fallback_case *fc, fallback, runs_refused_ops_on_the_cpu_like_
     snprintf(refuse, sizeof refuse, "KILN_DEBUG_REFUSE=%s", fc->refuse);
 
     const char *cpu_env[] = { path, "KILN_BACKEND=cpu", "-KILN_DEBUG_REFUSE", NULL };
-    child_result want = child_run("graph_runner", cpu_env);
+    want = child_run("graph_runner", cpu_env);
     cr_assert_eq(want.status, 0, "the all-cpu run failed (%d):\n%s", want.status,
                  want.err);
 
     const char *env[] = { path, backend, refuse, "KILN_LOG=debug", NULL };
-    child_result got = child_run("graph_runner", env);
+    got = child_run("graph_runner", env);
     cr_assert_eq(got.status, 0, "the run on %s refusing %s failed (%d):\n%s", fc->spec,
                  fc->refuse, got.status, got.err);
     char what[200];
@@ -124,6 +136,4 @@ ParameterizedTest(fallback_case *fc, fallback, runs_refused_ops_on_the_cpu_like_
         cr_assert(!node_runs_on(got.err, op, device), "%s: a \"%s\" node ran on %s",
                   what, op, fc->spec);
     }
-    child_free(&want);
-    child_free(&got);
 }
