@@ -152,8 +152,8 @@ static kiln_status place(kiln_graph *g, size_t i, const char *refuse)
         return kiln__error(KILN_ERR_BACKEND, "node %zu (%s %s) is %s on %s, and the "
                            "fallback %s does not support it either", i, name, s, why,
                            g->ctx->label, g->ctx->fallback_label);
-    kiln__log(KILN_LOG_DEBUG, "node %zu (%s %s) runs on %s (fallback: %s on %s)", i,
-              name, s, g->ctx->fallback_label, why, g->ctx->label);
+    kiln__log(KILN_LOG_DEBUG, "node %zu (%s %s) runs on cpu:0 (fallback: %s on %s)",
+              i, name, s, why, g->ctx->label);
     return fallback_prepare(g, node, &g->plan.fallback[i]);
 }
 

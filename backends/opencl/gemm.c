@@ -1,0 +1,430 @@
+/* gemm.c — GEMM through CLBlast's C API on the device's own queue, and the
+ * once-per-process check that CLBlast computes the right thing here.
+ *
+ * CLBlast picks kernel parameters from its database by device name. On an
+ * OpenCL CPU device (POCL) its defaults are slow, and a parameter set that
+ * breaks CLBlast's own constraints computes garbage at a flattering speed
+ * (MWG=64 with MDIMC=16 and VWM=8 did here). So kiln tunes by capability
+ * and trusts nothing it has not checked:
+ *
+ *  1. The direct kernels (small products) are checked against a host
+ *     reference with CLBlast's own parameters, for all four transposes.
+ *     If they fail, GEMM is not used on the device: matmul and conv2d
+ *     report unsupported and kiln's scheduler runs them on the cpu backend.
+ *  2. On a CL_DEVICE_TYPE_CPU device (unless KILN_OPENCL_TUNE=off), each
+ *     candidate Xgemm set that meets CLBlast's constraints and the device's
+ *     limits is applied with CLBlastOverrideParameters and checked on a
+ *     product large enough for the indirect kernel. The first that passes
+ *     stays, and products from OCL_CPU_MIN_INDIRECT^3 up use it. If none
+ *     passes, every product uses the direct kernels checked in 1.
+ *  3. Elsewhere (GPUs, accelerators), CLBlast's database stays in charge;
+ *     one product large enough for its indirect kernel is run and checked
+ *     on a sample of rows, and if it fails, every product takes the direct
+ *     kernels.
+ *
+ * An override cannot be taken back (CLBlast keeps it per device for the
+ * process), which is why a failed candidate leads to the direct kernels
+ * rather than to CLBlast's unverified defaults. Running these checks also
+ * compiles CLBlast's kernels, so the first training step does not.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ocl-impl.h"
+
+#include <clblast_c.h>
+
+enum { GEMM_UNCHECKED = 0, GEMM_OK, GEMM_BROKEN };
+
+/* The indirect kernel takes over from products of this size cubed on CPU
+ * devices with a verified set: on POCL here the tuned indirect kernel beat
+ * the direct one from 128 up (19 against 5 GFLOP/s at 128^3) and they were
+ * even at 96. */
+#define OCL_CPU_MIN_INDIRECT 128
+/* A threshold no product reaches: direct kernels only. */
+#define OCL_DIRECT_ONLY      (1u << 20)
+
+static pthread_mutex_t gemm_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- GEMM ---------------------------------------------------------------------- */
+
+static CLBlastTranspose transpose(bool t)
+{
+    return t ? CLBlastTransposeYes : CLBlastTransposeNo;
+}
+
+/* C = beta * C for k = 0, where CLBlast refuses the dimension. kiln uses
+ * beta 0 (zeros) and 1 (nothing to do). */
+static kiln_status gemm_empty_k(ocl_device *dev, const ocl_gemm *g)
+{
+    if (g->beta == 1.0f)
+        return KILN_OK;
+    if (g->beta != 0.0f)
+        return dev->host->error(KILN_ERR_INVALID_ARG, "opencl: a GEMM with K = 0 and "
+                                "beta %g is not supported", (double)g->beta);
+    /* contiguous rows are one fill; others one fill a row */
+    size_t fills = g->ldc == g->n ? 1 : g->m, len = g->ldc == g->n ? g->m * g->n : g->n;
+    kiln_status st = KILN_OK;
+    for (size_t r = 0; r < fills && st == KILN_OK; r++) {
+        ocl_launch l = ocl_begin(dev, OCL_K_FILL);
+        ocl_arg_mem(&l, g->c);
+        ocl_arg_u64(&l, g->co + r * g->ldc);
+        ocl_arg_u64(&l, len);
+        ocl_arg_f32(&l, 0.0f);
+        st = ocl_run(&l, len);
+    }
+    return st;
+}
+
+/* CLBlastSgemm for m, n, k > 0. */
+static CLBlastStatusCode sgemm(ocl_device *dev, const ocl_gemm *g)
+{
+    return CLBlastSgemm(CLBlastLayoutRowMajor, transpose(g->ta), transpose(g->tb),
+                        g->m, g->n, g->k, g->alpha, g->a, g->ao, g->lda, g->b, g->bo,
+                        g->ldb, g->beta, g->c, g->co, g->ldc, &dev->queue, NULL);
+}
+
+kiln_status ocl_sgemm(ocl_device *dev, const ocl_gemm *g)
+{
+    if (g->m == 0 || g->n == 0)
+        return KILN_OK;
+    if (g->k == 0)
+        return gemm_empty_k(dev, g);
+    CLBlastStatusCode s = sgemm(dev, g);
+    if (s != CLBlastSuccess)
+        return ocl_clblast_fail(dev->host, "CLBlastSgemm", s,
+                                "M=%zu N=%zu K=%zu%s%s on %s", g->m, g->n, g->k,
+                                g->ta ? " a^T" : "", g->tb ? " b^T" : "",
+                                dev->info->name);
+    return KILN_OK;
+}
+
+/* ---- verification ------------------------------------------------------------ */
+
+typedef struct gemm_case {
+    size_t m, n, k;
+    bool   ta, tb;
+    size_t row_step;   /* compare every row_step-th row (and the last); 0: all */
+} gemm_case;
+
+/* Offsets of a, b and c in their buffers: CLBlast must honour them. */
+enum { CHECK_AO = 3, CHECK_BO = 5, CHECK_CO = 7 };
+
+/* Reproducible values in [-1, 1). */
+static void fill_values(float *x, size_t n, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (float)(seed >> 8) / 8388608.0f - 1.0f;
+    }
+}
+
+/* The first element of got (m x n) that is not within rounding of
+ * a op b, or -1: the bound grows with the sum of |products|. */
+static size_t next_row(const gemm_case *c, size_t i)
+{
+    size_t step = c->row_step ? c->row_step : 1;
+    if (i + 1 >= c->m)
+        return c->m;
+    return i + step < c->m ? i + step : c->m - 1;
+}
+
+static long first_wrong(const gemm_case *c, const float *a, const float *b,
+                        const float *got)
+{
+    for (size_t i = 0; i < c->m; i = next_row(c, i))
+        for (size_t j = 0; j < c->n; j++) {
+            double want = 0.0, mag = 0.0;
+            for (size_t p = 0; p < c->k; p++) {
+                double x = c->ta ? a[p * c->m + i] : a[i * c->k + p];
+                double y = c->tb ? b[j * c->k + p] : b[p * c->n + j];
+                want += x * y;
+                mag += fabs(x * y);
+            }
+            double g = got[i * c->n + j];
+            if (!(fabs(g - want) <= 1e-5 * mag + 1e-6))
+                return (long)(i * c->n + j);
+        }
+    return -1;
+}
+
+static cl_mem check_buffer(ocl_device *dev, const float *data, size_t n, cl_int *err)
+{
+    return clCreateBuffer(dev->ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                          n * sizeof(float), (void *)data, err);
+}
+
+/* Runs one product over C filled with NaN (beta 0 must overwrite it) and
+ * compares every element. *ok says whether it ran and matched, why what
+ * went wrong; an error status only when host memory runs out. */
+static kiln_status gemm_check(ocl_device *dev, const gemm_case *c, bool *ok,
+                              char *why, size_t why_len)
+{
+    size_t na = CHECK_AO + c->m * c->k, nb = CHECK_BO + c->k * c->n,
+           nc = CHECK_CO + c->m * c->n;
+    float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b),
+          *out = malloc(nc * sizeof *out);
+    cl_mem ma = NULL, mb = NULL, mc = NULL;
+    cl_int err = CL_SUCCESS;
+    const char *call = "clCreateBuffer";
+    *ok = false;
+    if (!a || !b || !out) {
+        free(a);
+        free(b);
+        free(out);
+        return dev->host->error(KILN_ERR_NO_MEMORY, "opencl: out of memory for the "
+                                "GEMM check");
+    }
+    fill_values(a, na, 1);
+    fill_values(b, nb, 2);
+    for (size_t i = 0; i < nc; i++)
+        out[i] = NAN;
+    ma = check_buffer(dev, a, na, &err);
+    if (err == CL_SUCCESS)
+        mb = check_buffer(dev, b, nb, &err);
+    if (err == CL_SUCCESS)
+        mc = check_buffer(dev, out, nc, &err);
+    ocl_gemm g = {
+        .ta = c->ta, .tb = c->tb, .m = c->m, .n = c->n, .k = c->k,
+        .alpha = 1.0f, .beta = 0.0f, .a = ma, .b = mb, .c = mc,
+        .ao = CHECK_AO, .bo = CHECK_BO, .co = CHECK_CO,
+        .lda = c->ta ? c->m : c->k, .ldb = c->tb ? c->k : c->n, .ldc = c->n,
+    };
+    if (err == CL_SUCCESS) {
+        call = "CLBlastSgemm";
+        err = (cl_int)sgemm(dev, &g);
+    }
+    if (err == CL_SUCCESS) {
+        call = "clEnqueueReadBuffer";
+        err = clEnqueueReadBuffer(dev->queue, mc, CL_TRUE, 0, nc * sizeof *out, out, 0,
+                                  NULL, NULL);
+    }
+    long bad = err == CL_SUCCESS ? first_wrong(c, a + CHECK_AO, b + CHECK_BO,
+                                               out + CHECK_CO) : -1;
+    *ok = err == CL_SUCCESS && bad < 0;
+    if (err != CL_SUCCESS)
+        snprintf(why, why_len, "%s failed: %s (%d)", call, ocl_clblast_name(err), err);
+    else if (bad >= 0)
+        snprintf(why, why_len, "M=%zu N=%zu K=%zu%s%s gave %g at [%ld, %ld]", c->m,
+                 c->n, c->k, c->ta ? " a^T" : "", c->tb ? " b^T" : "",
+                 (double)out[CHECK_CO + bad], bad / (long)c->n, bad % (long)c->n);
+    if (ma)
+        clReleaseMemObject(ma);
+    if (mb)
+        clReleaseMemObject(mb);
+    if (mc)
+        clReleaseMemObject(mc);
+    free(a);
+    free(b);
+    free(out);
+    return KILN_OK;
+}
+
+static kiln_status gemm_check_all(ocl_device *dev, const gemm_case *cases, int n,
+                                  bool *ok, char *why, size_t why_len)
+{
+    kiln_status st = KILN_OK;
+    *ok = true;
+    for (int i = 0; i < n && st == KILN_OK && *ok; i++)
+        st = gemm_check(dev, &cases[i], ok, why, why_len);
+    return st;
+}
+
+/* ---- CPU-device parameters --------------------------------------------------- */
+
+/* CLBlast 1.5's Xgemm parameters, in the order of xgemm_names. */
+enum { XGEMM_PARAMS = 16 };
+static const char *const xgemm_names[XGEMM_PARAMS] = {
+    "GEMMK", "KREG", "KWG", "KWI", "MDIMA", "MDIMC", "MWG", "NDIMB",
+    "NDIMC", "NWG", "SA", "SB", "STRM", "STRN", "VWM", "VWN",
+};
+enum { P_GEMMK, P_KREG, P_KWG, P_KWI, P_MDIMA, P_MDIMC, P_MWG, P_NDIMB,
+       P_NDIMC, P_NWG, P_SA, P_SB, P_STRM, P_STRN, P_VWM, P_VWN };
+
+/* Sets for CPU devices, best first: without local memory (a CPU's caches
+ * do that job) and with wide vectors. Measured at 1024^3 on POCL 3.1 on 2
+ * Zen 5 cores: about 55 and 50 GFLOP/s, against 14 for CLBlast's defaults. */
+static const struct {
+    const char *name;
+    size_t      v[XGEMM_PARAMS];
+} xgemm_cpu_sets[] = {
+    { "cpu-128x128-v8", { 0, 1, 32, 2, 16, 16, 128, 16, 16, 128, 0, 0, 0, 0, 8, 8 } },
+    { "cpu-64x64-v8",   { 0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 8, 8 } },
+};
+
+static bool multiple(size_t x, size_t of)
+{
+    return of != 0 && x % of == 0;
+}
+
+/* Why CLBlast's Xgemm kernel cannot run with set v on this device (its
+ * tuner's constraints, the device's work-group and local memory), or NULL. */
+static const char *xgemm_set_unfit(const size_t *v, const ocl_info *info)
+{
+    if (v[P_GEMMK] != 0)
+        return "only GEMMK=0 sets are checked here";
+    if (!multiple(v[P_KWG], v[P_KWI]))
+        return "KWG is not a multiple of KWI";
+    if (!multiple(v[P_MWG], v[P_MDIMC] * v[P_VWM]) ||
+        !multiple(v[P_NWG], v[P_NDIMC] * v[P_VWN]))
+        return "MWG (NWG) is not a multiple of MDIMC*VWM (NDIMC*VWN)";
+    if (!multiple(v[P_MWG], v[P_MDIMA] * v[P_VWM]) ||
+        !multiple(v[P_NWG], v[P_NDIMB] * v[P_VWN]))
+        return "MWG (NWG) is not a multiple of MDIMA*VWM (NDIMB*VWN)";
+    size_t threads = v[P_MDIMC] * v[P_NDIMC];
+    if (!multiple(threads, v[P_MDIMA]) || !multiple(threads, v[P_NDIMB]) ||
+        !multiple(v[P_KWG], threads / v[P_MDIMA]) ||
+        !multiple(v[P_KWG], threads / v[P_NDIMB]))
+        return "KWG does not divide among the work-items that load A and B";
+    if (threads > info->max_group)
+        return "its work-group is larger than the device allows";
+    size_t local = 4 * v[P_KWG] * (v[P_SA] * v[P_MWG] + v[P_SB] * v[P_NWG]);
+    if (local > info->local_mem)
+        return "it needs more local memory than the device has";
+    return NULL;
+}
+
+static kiln_status set_min_indirect(ocl_device *dev, size_t size)
+{
+    const char *name = "XGEMM_MIN_INDIRECT_SIZE";
+    CLBlastStatusCode s = CLBlastOverrideParameters(dev->info->id, "GemmRoutine",
+                                                    CLBlastPrecisionSingle, 1, &name,
+                                                    &size);
+    if (s != CLBlastSuccess)
+        return ocl_clblast_fail(dev->host, "CLBlastOverrideParameters", s,
+                                "GemmRoutine XGEMM_MIN_INDIRECT_SIZE=%zu", size);
+    return KILN_OK;
+}
+
+/* Products that take the indirect kernel once the threshold is 64, with
+ * partial tiles, and one of them transposed both ways. */
+static const gemm_case indirect_cases[] = {
+    { 130, 67, 75, false, false, 0 },
+    { 67, 130, 75, true, true, 0 },
+};
+
+/* Tries the CPU sets; leaves the first that verifies in place, or makes
+ * every product take the direct kernels. */
+static kiln_status tune_cpu(ocl_device *dev, char *note, size_t note_len)
+{
+    kiln_status st = set_min_indirect(dev, 64);
+    const char *chosen = NULL;
+    char why[256] = "";
+    for (size_t i = 0; st == KILN_OK && !chosen &&
+                       i < sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0]; i++) {
+        const char *name = xgemm_cpu_sets[i].name;
+        const char *unfit = xgemm_set_unfit(xgemm_cpu_sets[i].v, dev->info);
+        if (unfit) {
+            dev->host->log(KILN_LOG_DEBUG, "opencl: Xgemm set %s skipped: %s", name,
+                           unfit);
+            continue;
+        }
+        CLBlastStatusCode s = CLBlastOverrideParameters(
+            dev->info->id, "Xgemm", CLBlastPrecisionSingle, XGEMM_PARAMS,
+            (const char **)xgemm_names, xgemm_cpu_sets[i].v);
+        if (s != CLBlastSuccess) {
+            dev->host->log(KILN_LOG_DEBUG, "opencl: Xgemm set %s refused by CLBlast: "
+                           "%s (%d)", name, ocl_clblast_name(s), s);
+            continue;
+        }
+        bool ok = false;
+        st = gemm_check_all(dev, indirect_cases, 2, &ok, why, sizeof why);
+        if (st == KILN_OK && ok)
+            chosen = name;
+        else if (st == KILN_OK)
+            dev->host->log(KILN_LOG_WARN, "opencl: CLBlast Xgemm set %s failed its "
+                           "check on %s (%s); not used", name, dev->info->name, why);
+    }
+    if (st == KILN_OK)
+        st = set_min_indirect(dev, chosen ? OCL_CPU_MIN_INDIRECT : OCL_DIRECT_ONLY);
+    if (st != KILN_OK)
+        return st;
+    if (chosen)
+        snprintf(note, note_len, "Xgemm set %s verified, from %d^3", chosen,
+                 OCL_CPU_MIN_INDIRECT);
+    else
+        snprintf(note, note_len, "direct kernels only (no Xgemm set verified)");
+    return st;
+}
+
+/* Small products for the direct kernels, every transpose. */
+static const gemm_case direct_cases[] = {
+    { 19, 23, 29, false, false, 0 }, { 19, 23, 29, true, false, 0 },
+    { 19, 23, 29, false, true, 0 },  { 19, 23, 29, true, true, 0 },
+};
+
+/* Above every XGEMM_MIN_INDIRECT_SIZE in CLBlast's database (at most 1984):
+ * a product that takes the indirect kernel wherever CLBlast's own
+ * parameters are in force, checked on every 97th row (and the last). */
+static const gemm_case large_case = { 2048, 2048, 2048, false, false, 97 };
+
+/* On devices other than CPUs: compiles CLBlast's indirect kernel now rather
+ * than in the first large product, and checks it. If it fails, every
+ * product takes the direct kernels, which were checked. A GPU does this
+ * product in milliseconds; a device with little memory skips it. */
+static kiln_status warm_indirect(ocl_device *dev, char *note, size_t note_len)
+{
+    size_t bytes = large_case.m * large_case.k * sizeof(float);
+    if (dev->info->max_alloc < bytes || dev->info->memory < 8 * bytes)
+        return KILN_OK;
+    char why[256] = "";
+    bool ok = false;
+    kiln_status st = gemm_check(dev, &large_case, &ok, why, sizeof why);
+    if (st != KILN_OK || ok)
+        return st;
+    dev->host->log(KILN_LOG_WARN, "opencl: CLBlast's indirect GEMM failed its check "
+                   "on %s (%s); using its direct kernels only", dev->info->name, why);
+    snprintf(note, note_len, "direct kernels only (the indirect one failed its check)");
+    return set_min_indirect(dev, OCL_DIRECT_ONLY);
+}
+
+static kiln_status gemm_decide(ocl_device *dev)
+{
+    ocl_info *info = dev->info;
+    char why[256] = "";
+    bool ok = false;
+    kiln_status st = gemm_check_all(dev, direct_cases, 4, &ok, why, sizeof why);
+    if (st != KILN_OK)
+        return st;
+    if (!ok) {
+        info->gemm_state = GEMM_BROKEN;
+        snprintf(info->gemm_note, sizeof info->gemm_note, "CLBlast's GEMM failed its "
+                 "check: %s", why);
+        return KILN_OK;
+    }
+    const char *tune = getenv("KILN_OPENCL_TUNE");
+    bool tuning = !(tune && strcmp(tune, "off") == 0);
+    snprintf(info->gemm_note, sizeof info->gemm_note, "CLBlast's own parameters%s",
+             tuning ? "" : " (KILN_OPENCL_TUNE=off)");
+    if (tuning && (info->type & CL_DEVICE_TYPE_CPU))
+        st = tune_cpu(dev, info->gemm_note, sizeof info->gemm_note);
+    else if (!(info->type & CL_DEVICE_TYPE_CPU))
+        st = warm_indirect(dev, info->gemm_note, sizeof info->gemm_note);
+    if (st != KILN_OK)
+        snprintf(info->gemm_note, sizeof info->gemm_note, "CLBlast's parameters could "
+                 "not be set (CLBlastOverrideParameters failed)");
+    info->gemm_state = st == KILN_OK ? GEMM_OK : GEMM_BROKEN;
+    return st == KILN_ERR_NO_MEMORY ? st : KILN_OK;
+}
+
+kiln_status ocl_gemm_prepare(ocl_device *dev)
+{
+    pthread_mutex_lock(&gemm_lock);
+    kiln_status st = KILN_OK;
+    if (dev->info->gemm_state == GEMM_UNCHECKED)
+        st = gemm_decide(dev);
+    dev->gemm_ok = dev->info->gemm_state == GEMM_OK;
+    pthread_mutex_unlock(&gemm_lock);
+    if (st != KILN_OK)
+        return st;
+    if (dev->gemm_ok)
+        dev->host->log(KILN_LOG_DEBUG, "opencl: GEMM on %s: %s", dev->info->name,
+                       dev->info->gemm_note);
+    else
+        dev->host->log(KILN_LOG_WARN, "opencl: %s on %s; matmul and conv2d will run "
+                       "on the cpu backend", dev->info->gemm_note, dev->info->name);
+    return KILN_OK;
+}

@@ -1,0 +1,339 @@
+/* ocl-impl.h — internals of the kiln-opencl backend, shared by its files only.
+ *
+ * Rooms: discover.c finds platforms and devices and judges what each can do;
+ * errors.c turns OpenCL and CLBlast statuses into messages; cache.c keeps
+ * built programs on disk; program.c builds the embedded kernels and launches
+ * them; gemm.c is CLBlast; checks.c says which nodes fit which op; ops_*.c
+ * enqueue one node each; plugin.c is the plugin table, devices and buffers.
+ *
+ * Everything a device does goes onto its one in-order command queue, so a
+ * node's sources are complete before it runs without events; the host waits
+ * only in buffer_read, buffer_write and synchronize.
+ */
+#ifndef KILN_OCL_IMPL_H
+#define KILN_OCL_IMPL_H
+
+#define CL_TARGET_OPENCL_VERSION 120
+#include <CL/cl.h>
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <kiln/backend.h>
+
+/* ---- discovery (discover.c) ------------------------------------------------ */
+
+/* One OpenCL device as kiln sees it. Filled at init, read-only afterwards,
+ * except gemm_* (gemm.c, under its lock). */
+typedef struct ocl_info {
+    cl_platform_id platform;
+    cl_device_id   id;
+    cl_device_type type;
+    unsigned       platform_index, device_index;  /* as the driver lists them */
+    char           name[128];
+    char           platform_name[128];
+    char           platform_version[128];
+    char           version[128];          /* CL_DEVICE_VERSION          */
+    char           driver[128];           /* CL_DRIVER_VERSION          */
+    char           c_version[64];         /* CL_DEVICE_OPENCL_C_VERSION */
+    int            c_major, c_minor;
+    cl_ulong       memory, max_alloc, local_mem;
+    cl_uint        compute_units;
+    size_t         max_group;             /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
+    bool           fp16, fp64;
+    bool           exact_div_sqrt;        /* correctly rounded / and sqrt */
+    char           unusable[256];         /* empty if kiln can use it    */
+    /* CLBlast's state for this device in this process (gemm.c) */
+    int            gemm_state;
+    char           gemm_note[160];
+} ocl_info;
+
+/* Every device of every platform, in kiln's order: GPU, accelerator, CPU,
+ * then more memory first, then platform and device order. *infos is
+ * malloc'd (NULL when count is 0). Fails only when out of memory or when
+ * the OpenCL loader itself fails; no platform at all is a count of 0. */
+kiln_status ocl_discover(const kiln_host *host, ocl_info **infos, int *count);
+/* 100 for a usable GPU, 90 accelerator, 10 CPU: the best of them; 0 if none. */
+int ocl_score(const ocl_info *infos, int count);
+const char *ocl_type_name(cl_device_type type);
+
+/* ---- errors (errors.c) ------------------------------------------------------ */
+
+/* "CL_OUT_OF_RESOURCES"; "an unknown status" for codes OpenCL 1.2 lacks. */
+const char *ocl_cl_name(cl_int err);
+/* CLBlast's statuses: its own names, or the OpenCL name they share. */
+const char *ocl_clblast_name(int status);
+/* Records "opencl: <call> failed: <NAME> (<code>): <what>" and returns
+ * KILN_ERR_NO_MEMORY for allocation failures, else KILN_ERR_BACKEND. */
+kiln_status ocl_cl_fail(const kiln_host *host, const char *call, cl_int err,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+kiln_status ocl_clblast_fail(const kiln_host *host, const char *call, int status,
+                             const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Whether an OpenCL status means memory ran out. */
+bool ocl_is_alloc_failure(cl_int err);
+
+/* ---- program cache (cache.c) ---------------------------------------------- */
+
+/* 64-bit FNV-1a, continued from h (start with OCL_FNV_SEED). */
+#define OCL_FNV_SEED 14695981039346656037ull
+uint64_t ocl_fnv1a(uint64_t h, const void *data, size_t n);
+
+/* The cache folder into dir: KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else
+ * $HOME/.cache/kiln. False when the cache is off (KILN_CACHE_DIR=off) or no
+ * folder can be named. */
+bool ocl_cache_dir(char *dir, size_t len);
+
+typedef enum ocl_cache_result {
+    OCL_CACHE_MISS,   /* no entry                                        */
+    OCL_CACHE_HIT,    /* *data holds the stored binary (malloc'd)        */
+    OCL_CACHE_BAD,    /* an entry that is corrupt or for another key: it
+                       * has been deleted, and why says what was wrong   */
+} ocl_cache_result;
+
+ocl_cache_result ocl_cache_load(const char *path, const char *key,
+                                unsigned char **data, size_t *len,
+                                char *why, size_t why_len);
+/* Writes an entry by temp file + rename; false (with why) if it could not. */
+bool ocl_cache_store(const char *dir, const char *path, const char *key,
+                     const unsigned char *data, size_t len, char *why,
+                     size_t why_len);
+
+/* ---- the device ---------------------------------------------------------- */
+
+/* Every kernel of kernels/\*.cl: the enum name and the kernel's name. */
+#define OCL_KERNELS(X)                                                         \
+    X(ADD, "kiln_add") X(SUB, "kiln_sub") X(MUL, "kiln_mul") X(DIV, "kiln_div") \
+    X(NEG, "kiln_neg") X(EXP, "kiln_exp") X(LOG, "kiln_log")                   \
+    X(SQRT, "kiln_sqrt") X(RELU, "kiln_relu") X(SIGMOID, "kiln_sigmoid")       \
+    X(TANH, "kiln_tanh") X(SCALE, "kiln_scale") X(FILL, "kiln_fill")           \
+    X(RELU_GRAD, "kiln_relu_grad") X(EXPAND, "kiln_expand")                    \
+    X(SUM_AXIS, "kiln_sum_axis") X(MAX_LAST, "kiln_max_last")                  \
+    X(ARGMAX_LAST, "kiln_argmax_last") X(MAX_GRAD, "kiln_max_grad")            \
+    X(MSE_LOSS, "kiln_mse_loss") X(SOFTMAX, "kiln_softmax")                    \
+    X(SOFTMAX_GRAD, "kiln_softmax_grad")                                       \
+    X(CE_ROWS, "kiln_cross_entropy_rows")                                      \
+    X(CE_GRAD, "kiln_cross_entropy_grad") X(IM2COL, "kiln_im2col")             \
+    X(CONV_OUT, "kiln_conv_out") X(CONV_COLS, "kiln_conv_cols")                \
+    X(COL2IM, "kiln_col2im") X(MAX_POOL, "kiln_max_pool2d")                    \
+    X(MAX_POOL_GRAD, "kiln_max_pool2d_grad") X(TRANSPOSE, "kiln_transpose")    \
+    X(SGD_STEP, "kiln_sgd_step") X(ADAM_STEP, "kiln_adam_step")
+
+typedef enum ocl_kernel_id {
+#define OCL_KERNEL_ENUM(id, name) OCL_K_##id,
+    OCL_KERNELS(OCL_KERNEL_ENUM)
+#undef OCL_KERNEL_ENUM
+    OCL_K_COUNT
+} ocl_kernel_id;
+
+/* The handle buffer_alloc returns and kiln stores in kiln_node.buffer. */
+typedef struct ocl_buffer {
+    cl_mem mem;
+    size_t size;   /* bytes asked for */
+} ocl_buffer;
+
+/* Label checks a graph_compute enqueued: each has a slot of the error
+ * buffer, where kernels leave the lowest row whose label is out of range. */
+#define OCL_MAX_CHECKS 8
+
+typedef struct ocl_label_check {
+    const char *op;       /* kiln's op name, for the message   */
+    size_t      node;     /* its index in graph_compute's list */
+    cl_mem      labels;
+    size_t      offset;   /* of the labels, in elements        */
+    int64_t     classes;
+} ocl_label_check;
+
+typedef struct ocl_device {
+    const kiln_host *host;
+    ocl_info        *info;
+    int              index;
+    cl_context       ctx;
+    cl_command_queue queue;
+    cl_program       program;
+    cl_kernel        kernels[OCL_K_COUNT];
+    size_t           kernel_group[OCL_K_COUNT]; /* CL_KERNEL_WORK_GROUP_SIZE */
+    size_t           group;        /* reductions' work-group size, a power of 2 */
+    cl_mem           scratch;      /* grows on demand; see ocl_scratch  */
+    size_t           scratch_size;
+    cl_mem           dummy;        /* bound where a tensor has no storage */
+    cl_mem           err;          /* OCL_MAX_CHECKS ints               */
+    ocl_label_check  checks[OCL_MAX_CHECKS];
+    int              n_checks;
+    bool             err_pending;  /* label checks not yet read back    */
+    bool             gemm_ok;      /* CLBlast verified on this device   */
+} ocl_device;
+
+/* ---- programs and launches (program.c) -------------------------------------- */
+
+extern const char   ocl_kernel_source[];   /* kernels.c, generated */
+extern const size_t ocl_kernel_source_len;
+
+/* Whether the kernels sum in double: the device has fp64 and
+ * KILN_OPENCL_FP64 is not "off". */
+bool ocl_use_fp64(const ocl_info *info);
+
+/* Builds (or loads from the cache) the kernels and creates them. */
+kiln_status ocl_program_open(ocl_device *dev);
+void        ocl_program_close(ocl_device *dev);
+
+/* A kernel launch being prepared: arguments are set in order, and the first
+ * failure is kept and reported by ocl_run*. */
+typedef struct ocl_launch {
+    ocl_device   *dev;
+    ocl_kernel_id id;
+    cl_uint       next;
+    cl_int        err;
+    cl_uint       bad_arg;
+} ocl_launch;
+
+ocl_launch ocl_begin(ocl_device *dev, ocl_kernel_id id);
+void ocl_arg(ocl_launch *l, size_t size, const void *value);
+void ocl_arg_mem(ocl_launch *l, cl_mem mem);
+/* The tensor's buffer and its offset in elements: two arguments. */
+void ocl_arg_node(ocl_launch *l, const kiln_node *t);
+void ocl_arg_u64(ocl_launch *l, uint64_t v);
+void ocl_arg_i32(ocl_launch *l, int32_t v);
+void ocl_arg_f32(ocl_launch *l, float v);
+/* __local scratch of `each` bytes per work-item of a group of `group`. */
+void ocl_arg_local(ocl_launch *l, size_t each, size_t group);
+/* One work-item per element (n > 0), in groups the device likes. */
+kiln_status ocl_run(ocl_launch *l, uint64_t n);
+/* `groups` work-groups of `group` work-items each (from ocl_group_for). */
+kiln_status ocl_run_groups(ocl_launch *l, uint64_t groups, size_t group);
+/* The work-group size for a reduction over n elements. */
+size_t ocl_group_for(const ocl_device *dev, uint64_t n);
+
+/* A kernel that takes one row per work-group: its arguments are each of
+ * `nodes` (buffer and offset), the row length, the flag when `flag` >= 0,
+ * then __local scratch of `each` bytes per work-item, and a second one of
+ * indices when `indices`. Runs `rows` work-groups. */
+typedef struct ocl_row_launch {
+    ocl_kernel_id    id;
+    const kiln_node *nodes[3];
+    int              n_nodes;
+    uint64_t         rows, cols;
+    int              flag;
+    size_t           each;
+    bool             indices;
+} ocl_row_launch;
+
+kiln_status ocl_run_rows(ocl_device *dev, const ocl_row_launch *r);
+
+/* The node's buffer (dev->dummy when it has no storage) and its offset in
+ * elements. */
+cl_mem   ocl_mem(const ocl_device *dev, const kiln_node *t);
+uint64_t ocl_elem_offset(const kiln_node *t);
+
+/* A device buffer of at least `bytes` for the node being run, valid until
+ * the next call (an in-order queue keeps earlier users safe). */
+kiln_status ocl_scratch(ocl_device *dev, size_t bytes, cl_mem *mem);
+
+/* ---- GEMM through CLBlast (gemm.c) --------------------------------------- */
+
+/* c[m, n] = alpha * op(a) @ op(b) + beta * c, row-major; op(a) is [m, k]
+ * (a stored [k, m] when ta), op(b) is [k, n]. Offsets and leading
+ * dimensions in elements. k = 0 scales c by beta (writes zeros for 0). */
+typedef struct ocl_gemm {
+    bool   ta, tb;
+    size_t m, n, k;
+    float  alpha, beta;
+    cl_mem a, b, c;
+    size_t ao, bo, co;
+    size_t lda, ldb, ldc;
+} ocl_gemm;
+
+kiln_status ocl_sgemm(ocl_device *dev, const ocl_gemm *g);
+/* Once per process and device: checks CLBlast's GEMM against a host
+ * reference, choosing CPU-device parameters where they verify, and so
+ * compiles CLBlast's kernels before the first graph runs. Sets gemm_ok. */
+kiln_status ocl_gemm_prepare(ocl_device *dev);
+
+/* ---- ops (checks.c, ops_*.c) ------------------------------------------------ */
+
+/* Why the node does not fit the op (shapes, dtypes, parameters), or NULL. */
+typedef const char *(*ocl_check_fn)(const kiln_node *node);
+/* Enqueues one node; i is its index in graph_compute's list. */
+typedef kiln_status (*ocl_op_fn)(ocl_device *dev, const kiln_node *node, size_t i);
+
+typedef struct ocl_op_desc {
+    const char  *name;
+    int          n_src;      /* sources that must be present           */
+    int          n_opt;      /* optional ones after them               */
+    kiln_dtype   out_dtype;
+    kiln_dtype   src_dtype[KILN_MAX_SRC];
+    ocl_check_fn check;
+    ocl_op_fn    run;
+    bool         gemm;       /* needs CLBlast                          */
+} ocl_op_desc;
+
+/* The op's entry, or NULL for ops never dispatched (leaf, reshape). */
+const ocl_op_desc *ocl_op_lookup(kiln_op op);
+/* Why this node cannot run here; extents are checked only when running
+ * (supports_op is asked before storage is assigned). */
+const char *ocl_check_node(const ocl_op_desc *d, const kiln_node *node,
+                           bool check_extent);
+
+kiln_status ocl_op_binary(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_unary(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_relu_grad(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_expand(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_matmul(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_transpose(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_sum_mean(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_sum_to(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_max(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_argmax(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_max_grad(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_softmax(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_softmax_grad(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_mse_loss(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_cross_entropy(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_cross_entropy_grad(ocl_device *dev, const kiln_node *node,
+                                      size_t i);
+kiln_status ocl_op_conv2d(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_conv2d_grad_input(ocl_device *dev, const kiln_node *node,
+                                     size_t i);
+kiln_status ocl_op_conv2d_grad_weight(ocl_device *dev, const kiln_node *node,
+                                      size_t i);
+kiln_status ocl_op_max_pool2d(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_max_pool2d_grad(ocl_device *dev, const kiln_node *node,
+                                   size_t i);
+kiln_status ocl_op_sgd_step(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_adam_step(ocl_device *dev, const kiln_node *node, size_t i);
+
+/* out[o, j] = the sum (or mean) over k of x[o, k, j], x being [outer, r,
+ * inner] at element offset xo of a buffer (ops_reduce.c). */
+kiln_status ocl_sum_axis(ocl_device *dev, const kiln_node *out, cl_mem x, uint64_t xo,
+                         uint64_t outer, uint64_t r, uint64_t inner, bool mean);
+
+/* Reserves an error slot for a node whose labels a kernel will check
+ * (plugin.c); the slot is reported at the next synchronize. */
+kiln_status ocl_label_slot(ocl_device *dev, const kiln_node *node, size_t i,
+                           const kiln_node *labels, int64_t classes,
+                           cl_uint *slot);
+
+/* ---- node helpers --------------------------------------------------------- */
+
+/* The product of dims[from, to). */
+static inline int64_t ocl_dims_product(const kiln_node *t, int from, int to)
+{
+    int64_t p = 1;
+    for (int d = from; d < to; d++)
+        p *= t->dims[d];
+    return p;
+}
+
+/* The last axis's size (1 for a scalar) and the number of rows along it. */
+static inline int64_t ocl_last_dim(const kiln_node *t)
+{
+    return t->ndim > 0 ? t->dims[t->ndim - 1] : 1;
+}
+
+static inline int64_t ocl_rows(const kiln_node *t)
+{
+    return t->ndim > 0 ? ocl_dims_product(t, 0, t->ndim - 1) : 1;
+}
+
+#endif /* KILN_OCL_IMPL_H */

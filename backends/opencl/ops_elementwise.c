@@ -1,0 +1,91 @@
+/* ops_elementwise.c — binary ops with broadcasting, unary ops, RELU_GRAD,
+ * EXPAND and TRANSPOSE: one work-item per output element. */
+#include "ocl-impl.h"
+
+_Static_assert(OCL_K_SUB - OCL_K_ADD == KILN_OP_SUB - KILN_OP_ADD &&
+               OCL_K_MUL - OCL_K_ADD == KILN_OP_MUL - KILN_OP_ADD &&
+               OCL_K_DIV - OCL_K_ADD == KILN_OP_DIV - KILN_OP_ADD,
+               "binary kernels must follow kiln_op's order");
+_Static_assert(OCL_K_EXP - OCL_K_NEG == KILN_OP_EXP - KILN_OP_NEG &&
+               OCL_K_LOG - OCL_K_NEG == KILN_OP_LOG - KILN_OP_NEG &&
+               OCL_K_SQRT - OCL_K_NEG == KILN_OP_SQRT - KILN_OP_NEG &&
+               OCL_K_RELU - OCL_K_NEG == KILN_OP_RELU - KILN_OP_NEG &&
+               OCL_K_SIGMOID - OCL_K_NEG == KILN_OP_SIGMOID - KILN_OP_NEG &&
+               OCL_K_TANH - OCL_K_NEG == KILN_OP_TANH - KILN_OP_NEG &&
+               OCL_K_SCALE - OCL_K_NEG == KILN_OP_SCALE - KILN_OP_NEG,
+               "unary kernels must follow kiln_op's order");
+
+kiln_status ocl_op_binary(ocl_device *dev, const kiln_node *node, size_t i)
+{
+    (void)i;
+    const kiln_node *a = node->src[0], *b = node->src[1];
+    if (node->numel == 0)
+        return KILN_OK;
+    ocl_launch l = ocl_begin(dev, (ocl_kernel_id)(OCL_K_ADD + (node->op - KILN_OP_ADD)));
+    ocl_arg_node(&l, node);
+    ocl_arg_node(&l, a);
+    ocl_arg_u64(&l, (uint64_t)a->numel);
+    ocl_arg_node(&l, b);
+    ocl_arg_u64(&l, (uint64_t)b->numel);
+    ocl_arg_u64(&l, (uint64_t)node->numel);
+    return ocl_run(&l, (uint64_t)node->numel);
+}
+
+kiln_status ocl_op_unary(ocl_device *dev, const kiln_node *node, size_t i)
+{
+    (void)i;
+    if (node->numel == 0)
+        return KILN_OK;
+    ocl_launch l = ocl_begin(dev, (ocl_kernel_id)(OCL_K_NEG + (node->op - KILN_OP_NEG)));
+    ocl_arg_node(&l, node);
+    ocl_arg_node(&l, node->src[0]);
+    ocl_arg_u64(&l, (uint64_t)node->numel);
+    ocl_arg_f32(&l, node->fparam[0]);
+    return ocl_run(&l, (uint64_t)node->numel);
+}
+
+kiln_status ocl_op_relu_grad(ocl_device *dev, const kiln_node *node, size_t i)
+{
+    (void)i;
+    if (node->numel == 0)
+        return KILN_OK;
+    ocl_launch l = ocl_begin(dev, OCL_K_RELU_GRAD);
+    ocl_arg_node(&l, node);
+    ocl_arg_node(&l, node->src[0]);
+    ocl_arg_node(&l, node->src[1]);
+    ocl_arg_u64(&l, (uint64_t)node->numel);
+    return ocl_run(&l, (uint64_t)node->numel);
+}
+
+kiln_status ocl_op_expand(ocl_device *dev, const kiln_node *node, size_t i)
+{
+    (void)i;
+    int axis = node->iparam[0];
+    if (node->numel == 0)
+        return KILN_OK;
+    /* the output as [outer, r, inner]; everything (-1) is r = n, inner = 1 */
+    uint64_t r = axis == -1 ? (uint64_t)node->numel : (uint64_t)node->dims[axis];
+    uint64_t inner = axis == -1 ? 1 : (uint64_t)ocl_dims_product(node, axis + 1,
+                                                                 node->ndim);
+    ocl_launch l = ocl_begin(dev, OCL_K_EXPAND);
+    ocl_arg_node(&l, node);
+    ocl_arg_node(&l, node->src[0]);
+    ocl_arg_u64(&l, r);
+    ocl_arg_u64(&l, inner);
+    ocl_arg_u64(&l, (uint64_t)node->numel);
+    return ocl_run(&l, (uint64_t)node->numel);
+}
+
+kiln_status ocl_op_transpose(ocl_device *dev, const kiln_node *node, size_t i)
+{
+    (void)i;
+    const kiln_node *src = node->src[0];
+    if (node->numel == 0)
+        return KILN_OK;
+    ocl_launch l = ocl_begin(dev, OCL_K_TRANSPOSE);
+    ocl_arg_node(&l, node);
+    ocl_arg_node(&l, src);
+    ocl_arg_u64(&l, (uint64_t)src->dims[0]);
+    ocl_arg_u64(&l, (uint64_t)src->dims[1]);
+    return ocl_run(&l, (uint64_t)node->numel);
+}

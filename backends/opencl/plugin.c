@@ -1,0 +1,446 @@
+/* plugin.c — the kiln-opencl plugin: its table, its devices, their buffers,
+ * and the dispatch of graph nodes to ops.
+ *
+ * A device owns an OpenCL context and one in-order command queue; every
+ * kernel and every CLBlast call goes onto that queue, so nodes run in order
+ * without events and tensors stay resident on the device between runs. The
+ * host waits only where it must: buffer_read, buffer_write (their host
+ * memory is the caller's) and synchronize.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ocl-impl.h"
+
+#include <clblast_c.h>
+
+/* What init found; valid until shutdown. */
+static const kiln_host *ocl_host;
+static ocl_info        *ocl_infos;
+static int              ocl_count;
+
+/* ---- buffers -------------------------------------------------------------- */
+
+static kiln_status ocl_buffer_alloc(void *ctx, size_t size, void **buffer)
+{
+    ocl_device *dev = ctx;
+    size_t bytes = size < 64 ? 64 : size;   /* a zero-size cl_mem is invalid */
+    if (bytes > dev->info->max_alloc)
+        return dev->host->error(KILN_ERR_NO_MEMORY, "opencl: cannot allocate %zu bytes "
+                                "on %s: its largest allocation "
+                                "(CL_DEVICE_MAX_MEM_ALLOC_SIZE) is %llu bytes", size,
+                                dev->info->name,
+                                (unsigned long long)dev->info->max_alloc);
+    ocl_buffer *b = malloc(sizeof *b);
+    if (!b)
+        return dev->host->error(KILN_ERR_NO_MEMORY, "opencl: out of host memory for a "
+                                "buffer handle");
+    cl_int err;
+    b->mem = clCreateBuffer(dev->ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
+    b->size = size;
+    if (err != CL_SUCCESS) {
+        free(b);
+        kiln_status st = ocl_cl_fail(dev->host, "clCreateBuffer", err, "%zu bytes on %s",
+                                     size, dev->info->name);
+        return err == CL_INVALID_BUFFER_SIZE ? KILN_ERR_NO_MEMORY : st;
+    }
+    /* Drivers may allocate on first use; touching the last element now makes
+     * running out of memory show at compile, not in the middle of a run. */
+    cl_float zero = 0.0f;
+    err = clEnqueueWriteBuffer(dev->queue, b->mem, CL_TRUE, bytes - sizeof zero,
+                               sizeof zero, &zero, 0, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        clReleaseMemObject(b->mem);
+        free(b);
+        return ocl_cl_fail(dev->host, "clEnqueueWriteBuffer", err, "first touch of "
+                           "%zu bytes on %s", size, dev->info->name);
+    }
+    *buffer = b;
+    return KILN_OK;
+}
+
+static void ocl_buffer_free(void *ctx, void *buffer)
+{
+    ocl_buffer *b = buffer;
+    (void)ctx;
+    if (b)
+        clReleaseMemObject(b->mem);
+    free(b);
+}
+
+static kiln_status ocl_buffer_range(const ocl_device *dev, const char *what,
+                                    const ocl_buffer *b, size_t offset, size_t size)
+{
+    if (!b)
+        return dev->host->error(KILN_ERR_INVALID_ARG, "opencl: %s on a NULL buffer", what);
+    if (offset > b->size || size > b->size - offset)
+        return dev->host->error(KILN_ERR_INVALID_ARG,
+                                "opencl: %s of %zu bytes at offset %zu is outside "
+                                "a buffer of %zu bytes", what, size, offset, b->size);
+    return KILN_OK;
+}
+
+static kiln_status ocl_check_labels(ocl_device *dev);
+
+static kiln_status ocl_buffer_write(void *ctx, void *buffer, size_t offset,
+                                    const void *src, size_t size)
+{
+    ocl_device *dev = ctx;
+    ocl_buffer *b = buffer;
+    kiln_status st = ocl_buffer_range(dev, "buffer_write", b, offset, size);
+    if (st != KILN_OK || size == 0)
+        return st;
+    cl_int err = clEnqueueWriteBuffer(dev->queue, b->mem, CL_TRUE, offset, size, src, 0,
+                                      NULL, NULL);
+    if (err != CL_SUCCESS)
+        return ocl_cl_fail(dev->host, "clEnqueueWriteBuffer", err,
+                           "%zu bytes at offset %zu", size, offset);
+    return KILN_OK;
+}
+
+/* The read waits for every node queued before it; a label error found by
+ * one of them is reported here too, so a bad result is never read silently. */
+static kiln_status ocl_buffer_read(void *ctx, void *buffer, size_t offset,
+                                   void *dst, size_t size)
+{
+    ocl_device *dev = ctx;
+    const ocl_buffer *b = buffer;
+    kiln_status st = ocl_buffer_range(dev, "buffer_read", b, offset, size);
+    if (st != KILN_OK || size == 0)
+        return st;
+    cl_int err = clEnqueueReadBuffer(dev->queue, b->mem, CL_TRUE, offset, size, dst, 0,
+                                     NULL, NULL);
+    if (err != CL_SUCCESS)
+        return ocl_cl_fail(dev->host, "clEnqueueReadBuffer", err,
+                           "%zu bytes at offset %zu", size, offset);
+    return ocl_check_labels(dev);
+}
+
+/* ---- label checks ------------------------------------------------------------- */
+
+/* One int per slot; INT_MAX means "no bad row". Static: a non-blocking
+ * write reads it after the call returns. */
+static const cl_int ocl_no_bad_rows[OCL_MAX_CHECKS] = {
+    INT_MAX, INT_MAX, INT_MAX, INT_MAX, INT_MAX, INT_MAX, INT_MAX, INT_MAX,
+};
+
+kiln_status ocl_label_slot(ocl_device *dev, const kiln_node *node, size_t i,
+                           const kiln_node *labels, int64_t classes, cl_uint *slot)
+{
+    if (dev->n_checks == 0) {
+        cl_int err = clEnqueueWriteBuffer(dev->queue, dev->err, CL_FALSE, 0,
+                                          sizeof ocl_no_bad_rows, ocl_no_bad_rows, 0,
+                                          NULL, NULL);
+        if (err != CL_SUCCESS)
+            return ocl_cl_fail(dev->host, "clEnqueueWriteBuffer", err,
+                               "resetting the label-check buffer");
+    }
+    /* past the last slot, nodes share it: the row is still reported, with
+     * the name of the first node that used the slot */
+    bool fresh = dev->n_checks < OCL_MAX_CHECKS;
+    int k = fresh ? dev->n_checks++ : OCL_MAX_CHECKS - 1;
+    if (fresh)
+        dev->checks[k] = (ocl_label_check){
+            .op = ocl_op_lookup(node->op)->name, .node = i,
+            .labels = ocl_mem(dev, labels), .offset = ocl_elem_offset(labels),
+            .classes = classes,
+        };
+    dev->err_pending = true;
+    *slot = (cl_uint)k;
+    return KILN_OK;
+}
+
+/* Reads the label checks queued since the last read (blocking) and reports
+ * the first bad row with its label, as the cpu backend words it. */
+static kiln_status ocl_check_labels(ocl_device *dev)
+{
+    if (!dev->err_pending)
+        return KILN_OK;
+    cl_int rows[OCL_MAX_CHECKS];
+    int n = dev->n_checks;
+    dev->err_pending = false;
+    dev->n_checks = 0;
+    cl_int err = clEnqueueReadBuffer(dev->queue, dev->err, CL_TRUE, 0,
+                                     (size_t)n * sizeof *rows, rows, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return ocl_cl_fail(dev->host, "clEnqueueReadBuffer", err, "the label checks");
+    for (int k = 0; k < n; k++) {
+        if (rows[k] == INT_MAX)
+            continue;
+        const ocl_label_check *c = &dev->checks[k];
+        cl_int label = 0;
+        err = clEnqueueReadBuffer(dev->queue, c->labels, CL_TRUE,
+                                  (c->offset + (size_t)rows[k]) * sizeof label,
+                                  sizeof label, &label, 0, NULL, NULL);
+        if (err != CL_SUCCESS)
+            return ocl_cl_fail(dev->host, "clEnqueueReadBuffer", err, "a bad label");
+        return dev->host->error(KILN_ERR_INVALID_ARG, "%s (node %zu): label %d at row "
+                                "%d is outside [0, %lld)", c->op, c->node, (int)label,
+                                (int)rows[k], (long long)c->classes);
+    }
+    return KILN_OK;
+}
+
+/* ---- running graphs -------------------------------------------------------------- */
+
+/* "[2,3]" into buf. */
+static void ocl_format_dims(char *buf, size_t len, const kiln_node *t)
+{
+    size_t used = (size_t)snprintf(buf, len, "[");
+    for (int d = 0; d < t->ndim && d < KILN_MAX_DIMS && used < len; d++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%lld", d ? "," : "",
+                                 (long long)t->dims[d]);
+    if (used < len)
+        snprintf(buf + used, len - used, "]");
+}
+
+/* Why the device does not run the node now, or NULL. */
+static const char *ocl_refusal(const ocl_device *dev, const ocl_op_desc *d,
+                               const kiln_node *node, bool check_extent)
+{
+    if (d->gemm && !dev->gemm_ok)
+        return "CLBlast's GEMM did not pass its check on this device";
+    return ocl_check_node(d, node, check_extent);
+}
+
+static bool ocl_supports_op(void *ctx, const kiln_node *node)
+{
+    const ocl_device *dev = ctx;
+    const ocl_op_desc *d = node ? ocl_op_lookup(node->op) : NULL;
+    return d && !ocl_refusal(dev, d, node, false);
+}
+
+static kiln_status ocl_refuse(const ocl_device *dev, size_t i, const kiln_node *node,
+                              const char *why)
+{
+    const ocl_op_desc *d = ocl_op_lookup(node->op);
+    char out[64], a[64] = "-", b[64] = "-";
+    if (!d)
+        return dev->host->error(KILN_ERR_INVALID_ARG, "opencl: node %zu ('%s') has op %d, "
+                                "which is never dispatched to a backend", i,
+                                node->name ? node->name : "", (int)node->op);
+    ocl_format_dims(out, sizeof out, node);
+    if (node->src[0])
+        ocl_format_dims(a, sizeof a, node->src[0]);
+    if (node->src[1])
+        ocl_format_dims(b, sizeof b, node->src[1]);
+    return dev->host->error(KILN_ERR_SHAPE, "opencl: node %zu (%s '%s') cannot run: %s "
+                            "(output %s, sources %s %s)", i, d->name,
+                            node->name ? node->name : "", why, out, a, b);
+}
+
+static kiln_status ocl_graph_compute(void *ctx, const kiln_node *const *nodes,
+                                     size_t n_nodes)
+{
+    ocl_device *dev = ctx;
+    kiln_status st = KILN_OK;
+    for (size_t i = 0; i < n_nodes && st == KILN_OK; i++) {
+        const kiln_node *node = nodes[i];
+        const ocl_op_desc *d = node ? ocl_op_lookup(node->op) : NULL;
+        const char *why = d ? ocl_refusal(dev, d, node, true) : "";
+        if (!node)
+            st = dev->host->error(KILN_ERR_INVALID_ARG, "opencl: node %zu is NULL", i);
+        else if (why)
+            st = ocl_refuse(dev, i, node, why);
+        else
+            st = d->run(dev, node, i);
+    }
+    if (st != KILN_OK) {
+        /* the run is failing: its label checks must not outlive it */
+        dev->n_checks = 0;
+        dev->err_pending = false;
+        return st;
+    }
+    /* Start the queued work now; synchronize waits for it. */
+    cl_int err = clFlush(dev->queue);
+    return err == CL_SUCCESS ? KILN_OK : ocl_cl_fail(dev->host, "clFlush", err, NULL);
+}
+
+static kiln_status ocl_synchronize(void *ctx)
+{
+    ocl_device *dev = ctx;
+    cl_int err = clFinish(dev->queue);
+    if (err != CL_SUCCESS)
+        return ocl_cl_fail(dev->host, "clFinish", err, "on %s", dev->info->name);
+    return ocl_check_labels(dev);
+}
+
+static void ocl_device_free(void *ctx)
+{
+    ocl_device *dev = ctx;
+    if (!dev)
+        return;
+    if (dev->queue)
+        clFinish(dev->queue);
+    ocl_program_close(dev);
+    cl_mem mems[] = { dev->scratch, dev->dummy, dev->err };
+    for (size_t k = 0; k < sizeof mems / sizeof mems[0]; k++)
+        if (mems[k])
+            clReleaseMemObject(mems[k]);
+    if (dev->queue)
+        clReleaseCommandQueue(dev->queue);
+    if (dev->ctx)
+        clReleaseContext(dev->ctx);
+    free(dev);
+}
+
+static const kiln_device_iface ocl_device_iface = {
+    .buffer_alloc  = ocl_buffer_alloc,
+    .buffer_free   = ocl_buffer_free,
+    .buffer_write  = ocl_buffer_write,
+    .buffer_read   = ocl_buffer_read,
+    .supports_op   = ocl_supports_op,
+    .graph_compute = ocl_graph_compute,
+    .synchronize   = ocl_synchronize,
+    .free          = ocl_device_free,
+};
+
+/* ---- opening a device ----------------------------------------------------------- */
+
+static kiln_status ocl_small_buffer(ocl_device *dev, size_t size, cl_mem *mem)
+{
+    cl_int err;
+    *mem = clCreateBuffer(dev->ctx, CL_MEM_READ_WRITE, size, NULL, &err);
+    return err == CL_SUCCESS ? KILN_OK
+         : ocl_cl_fail(dev->host, "clCreateBuffer", err, "%zu bytes", size);
+}
+
+static kiln_status ocl_device_setup(ocl_device *dev)
+{
+    cl_context_properties props[] = {
+        CL_CONTEXT_PLATFORM, (cl_context_properties)dev->info->platform, 0,
+    };
+    cl_int err;
+    dev->ctx = clCreateContext(props, 1, &dev->info->id, NULL, NULL, &err);
+    if (err != CL_SUCCESS)
+        return ocl_cl_fail(dev->host, "clCreateContext", err, "for %s", dev->info->name);
+    dev->queue = clCreateCommandQueue(dev->ctx, dev->info->id, 0, &err);
+    if (err != CL_SUCCESS)
+        return ocl_cl_fail(dev->host, "clCreateCommandQueue", err, "for %s",
+                           dev->info->name);
+    kiln_status st = ocl_small_buffer(dev, 64, &dev->dummy);
+    if (st == KILN_OK)
+        st = ocl_small_buffer(dev, sizeof ocl_no_bad_rows, &dev->err);
+    if (st == KILN_OK)
+        st = ocl_program_open(dev);
+    if (st == KILN_OK)
+        st = ocl_gemm_prepare(dev);
+    return st;
+}
+
+static kiln_status ocl_bad_index(int index)
+{
+    if (!ocl_host)
+        return KILN_ERR_STATE;
+    return ocl_host->error(KILN_ERR_NOT_FOUND, "opencl: no device %d (there %s %d)",
+                           index, ocl_count == 1 ? "is" : "are", ocl_count);
+}
+
+static kiln_status ocl_device_open(int index, kiln_device *device)
+{
+    if (!ocl_host)
+        return KILN_ERR_STATE;   /* init never ran: no one to tell */
+    if (index < 0 || index >= ocl_count)
+        return ocl_bad_index(index);
+    ocl_info *info = &ocl_infos[index];
+    if (info->unusable[0])
+        return ocl_host->error(KILN_ERR_NOT_FOUND, "opencl: device %d (%s) is not "
+                               "usable: %s", index, info->name, info->unusable);
+    ocl_device *dev = calloc(1, sizeof *dev);
+    if (!dev)
+        return ocl_host->error(KILN_ERR_NO_MEMORY, "opencl: cannot allocate %zu bytes "
+                               "for a device", sizeof *dev);
+    dev->host = ocl_host;
+    dev->info = info;
+    dev->index = index;
+    kiln_status st = ocl_device_setup(dev);
+    if (st != KILN_OK) {
+        ocl_device_free(dev);
+        return st;
+    }
+    ocl_host->log(KILN_LOG_DEBUG, "opencl: device %d open: %s, reductions in groups "
+                  "of %zu, sums in %s", index, info->name, dev->group,
+                  ocl_use_fp64(info) ? "double" : "compensated float");
+    device->iface = &ocl_device_iface;
+    device->context = dev;
+    return KILN_OK;
+}
+
+/* ---- the plugin ---------------------------------------------------------------- */
+
+static int ocl_probe(const kiln_host *host)
+{
+    ocl_info *infos = NULL;
+    int count = 0;
+    if (ocl_discover(host, &infos, &count) != KILN_OK)
+        return 0;
+    int score = ocl_score(infos, count);
+    free(infos);
+    return score;
+}
+
+static kiln_status ocl_init(const kiln_host *host)
+{
+    kiln_status st = ocl_discover(host, &ocl_infos, &ocl_count);
+    if (st == KILN_OK)
+        ocl_host = host;
+    return st;
+}
+
+static void ocl_shutdown(void)
+{
+    /* CLBlast keeps programs of every context it has seen */
+    CLBlastClearCache();
+    free(ocl_infos);
+    ocl_infos = NULL;
+    ocl_count = 0;
+    ocl_host = NULL;
+}
+
+static int ocl_device_count(void)
+{
+    return ocl_count;
+}
+
+static kiln_status ocl_device_desc(int index, kiln_device_desc *desc)
+{
+    if (index < 0 || index >= ocl_count)
+        return ocl_bad_index(index);
+    const ocl_info *d = &ocl_infos[index];
+    memset(desc, 0, sizeof *desc);
+    snprintf(desc->name, sizeof desc->name, "%s", d->name);
+    /* long driver strings are cut, not an error */
+    int n = snprintf(desc->description, sizeof desc->description,
+                     "%s; %s; driver %s; %s; fp16 %s, fp64 %s; %zu work-items a group",
+                     d->platform_name, d->version, d->driver,
+                     d->c_version[0] ? d->c_version : "no OpenCL C version",
+                     d->fp16 ? "yes" : "no", d->fp64 ? "yes" : "no", d->max_group);
+    if (n >= (int)sizeof desc->description)
+        ocl_host->log(KILN_LOG_DEBUG, "opencl: device %d's description was cut", index);
+    desc->type = d->type & CL_DEVICE_TYPE_GPU ? KILN_DEVICE_GPU
+               : d->type & CL_DEVICE_TYPE_ACCELERATOR ? KILN_DEVICE_ACCELERATOR
+               : KILN_DEVICE_CPU;
+    desc->memory = d->memory;
+    desc->compute_units = d->compute_units <= INT_MAX ? (int)d->compute_units : INT_MAX;
+    snprintf(desc->unusable, sizeof desc->unusable, "%s", d->unusable);
+    return KILN_OK;
+}
+
+static const kiln_plugin ocl_plugin = {
+    .abi_version  = KILN_BACKEND_ABI_VERSION,
+    .name         = "opencl",
+    .description  = "kiln's OpenCL backend (CLBlast GEMM, embedded kernels)",
+    .probe        = ocl_probe,
+    .init         = ocl_init,
+    .shutdown     = ocl_shutdown,
+    .device_count = ocl_device_count,
+    .device_desc  = ocl_device_desc,
+    .device_open  = ocl_device_open,
+};
+
+KILN_BACKEND_ENTRY
+{
+    return &ocl_plugin;
+}

@@ -1,0 +1,392 @@
+/* program.c — the embedded kernels: building them (through the on-disk
+ * cache), creating them, and launching them with checked arguments.
+ *
+ * The build options depend on what the device can do, never on its vendor:
+ * -DKILN_FP64 where it has cl_khr_fp64 (sums in double), and
+ * -cl-fp32-correctly-rounded-divide-sqrt where it supports that.
+ * KILN_OPENCL_FP64=off builds as for a device without double precision, so
+ * that the tests cover that path on devices that all have it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ocl-impl.h"
+
+/* Bumped when the cache key or what a cached program must contain changes. */
+#define OCL_PROGRAM_FORMAT 1
+
+/* Elementwise kernels run in groups of this size (or the kernel's limit). */
+#define OCL_ELEMENTWISE_GROUP 64
+/* Reductions run in groups of up to this size. */
+#define OCL_REDUCE_GROUP 256
+
+static const char *const ocl_kernel_names[OCL_K_COUNT] = {
+#define OCL_KERNEL_NAME(id, name) name,
+    OCL_KERNELS(OCL_KERNEL_NAME)
+#undef OCL_KERNEL_NAME
+};
+
+static size_t floor_pow2(size_t n)
+{
+    size_t p = 1;
+    while (p * 2 <= n)
+        p *= 2;
+    return p;
+}
+
+bool ocl_use_fp64(const ocl_info *info)
+{
+    const char *env = getenv("KILN_OPENCL_FP64");
+    return info->fp64 && !(env && strcmp(env, "off") == 0);
+}
+
+static void build_options(const ocl_info *info, char *buf, size_t len)
+{
+    snprintf(buf, len, "-cl-std=CL1.2%s%s", ocl_use_fp64(info) ? " -DKILN_FP64" : "",
+             info->exact_div_sqrt ? " -cl-fp32-correctly-rounded-divide-sqrt" : "");
+}
+
+/* Everything a built program depends on. */
+static void cache_key(const ocl_info *info, const char *options, char *key, size_t len)
+{
+    uint64_t h = ocl_fnv1a(OCL_FNV_SEED, ocl_kernel_source, ocl_kernel_source_len);
+    snprintf(key, len,
+             "kiln-opencl program, format %d\n"
+             "source: %zu bytes, fnv1a %016llx\n"
+             "options: %s\n"
+             "device: %s | %s\n"
+             "driver: %s\n"
+             "platform: %s | %s\n",
+             OCL_PROGRAM_FORMAT, ocl_kernel_source_len, (unsigned long long)h, options,
+             info->name, info->version, info->driver, info->platform_name,
+             info->platform_version);
+}
+
+/* The first part of the build log, for an error message. */
+static void build_log(ocl_device *dev, cl_program program, char *buf, size_t len)
+{
+    size_t need = 0;
+    buf[0] = '\0';
+    if (clGetProgramBuildInfo(program, dev->info->id, CL_PROGRAM_BUILD_LOG, 0, NULL,
+                              &need) != CL_SUCCESS || need == 0)
+        return;
+    char *log = malloc(need);
+    if (log && clGetProgramBuildInfo(program, dev->info->id, CL_PROGRAM_BUILD_LOG,
+                                     need, log, NULL) == CL_SUCCESS)
+        snprintf(buf, len, "%.*s", (int)(need - 1), log);
+    free(log);
+}
+
+static kiln_status build_from_source(ocl_device *dev, const char *options)
+{
+    const char *src = ocl_kernel_source;
+    size_t len = ocl_kernel_source_len;
+    cl_int err;
+    dev->program = clCreateProgramWithSource(dev->ctx, 1, &src, &len, &err);
+    if (err != CL_SUCCESS)
+        return ocl_cl_fail(dev->host, "clCreateProgramWithSource", err,
+                           "%zu bytes of kernel source", len);
+    err = clBuildProgram(dev->program, 1, &dev->info->id, options, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        char log[768];
+        build_log(dev, dev->program, log, sizeof log);
+        return ocl_cl_fail(dev->host, "clBuildProgram", err, "options \"%s\" on %s; "
+                           "build log: %s", options, dev->info->name,
+                           log[0] ? log : "(empty)");
+    }
+    return KILN_OK;
+}
+
+/* Builds from a cached binary; false (program released) if the driver
+ * refuses it. */
+static bool build_from_binary(ocl_device *dev, const char *options,
+                              const unsigned char *bin, size_t len, char *why,
+                              size_t why_len)
+{
+    cl_int err, status = CL_SUCCESS;
+    dev->program = clCreateProgramWithBinary(dev->ctx, 1, &dev->info->id, &len, &bin,
+                                             &status, &err);
+    if (err == CL_SUCCESS && status == CL_SUCCESS)
+        err = clBuildProgram(dev->program, 1, &dev->info->id, options, NULL, NULL);
+    if (err == CL_SUCCESS && status == CL_SUCCESS)
+        return true;
+    snprintf(why, why_len, "the driver refused the binary: %s (%d)",
+             ocl_cl_name(err != CL_SUCCESS ? err : status),
+             err != CL_SUCCESS ? err : status);
+    if (dev->program)
+        clReleaseProgram(dev->program);
+    dev->program = NULL;
+    return false;
+}
+
+/* The built program's binary, malloc'd; NULL if the driver gives none. */
+static unsigned char *program_binary(ocl_device *dev, size_t *len)
+{
+    size_t size = 0;
+    if (clGetProgramInfo(dev->program, CL_PROGRAM_BINARY_SIZES, sizeof size, &size,
+                         NULL) != CL_SUCCESS || size == 0)
+        return NULL;
+    unsigned char *bin = malloc(size);
+    if (bin && clGetProgramInfo(dev->program, CL_PROGRAM_BINARIES, sizeof bin, &bin,
+                                NULL) != CL_SUCCESS) {
+        free(bin);
+        bin = NULL;
+    }
+    *len = size;
+    return bin;
+}
+
+static void cache_store(ocl_device *dev, const char *dir, const char *path,
+                        const char *key)
+{
+    size_t len = 0;
+    char why[512];
+    unsigned char *bin = program_binary(dev, &len);
+    if (!bin)
+        dev->host->log(KILN_LOG_INFO, "opencl: program cache: the driver gives no "
+                       "binary to store");
+    else if (ocl_cache_store(dir, path, key, bin, len, why, sizeof why))
+        dev->host->log(KILN_LOG_INFO, "opencl: program cache stored %s (%zu bytes)",
+                       path, len);
+    else
+        dev->host->log(KILN_LOG_WARN, "opencl: program cache: %s", why);
+    free(bin);
+}
+
+/* Builds dev->program, from the cache when it holds a good entry. */
+static kiln_status build_program(ocl_device *dev)
+{
+    char options[256], key[2048], dir[3072], path[4096], why[512] = "";
+    build_options(dev->info, options, sizeof options);
+    if (!ocl_cache_dir(dir, sizeof dir)) {
+        dev->host->log(KILN_LOG_INFO, "opencl: program cache off (KILN_CACHE_DIR=off, "
+                       "or no HOME); building from source");
+        return build_from_source(dev, options);
+    }
+    cache_key(dev->info, options, key, sizeof key);
+    snprintf(path, sizeof path, "%s/opencl-%016llx.bin", dir,
+             (unsigned long long)ocl_fnv1a(OCL_FNV_SEED, key, strlen(key)));
+
+    unsigned char *bin = NULL;
+    size_t len = 0;
+    ocl_cache_result r = ocl_cache_load(path, key, &bin, &len, why, sizeof why);
+    if (r == OCL_CACHE_HIT) {
+        bool ok = build_from_binary(dev, options, bin, len, why, sizeof why);
+        free(bin);
+        if (ok) {
+            dev->host->log(KILN_LOG_INFO, "opencl: program cache hit: %s", path);
+            return KILN_OK;
+        }
+        remove(path);
+        r = OCL_CACHE_BAD;
+    }
+    if (r == OCL_CACHE_BAD)
+        dev->host->log(KILN_LOG_INFO, "opencl: program cache entry %s was unusable "
+                       "(%s): deleted, rebuilding", path, why);
+    else
+        dev->host->log(KILN_LOG_INFO, "opencl: program cache miss: %s%s%s; building "
+                       "from source", path, why[0] ? ": " : "", why);
+    kiln_status st = build_from_source(dev, options);
+    if (st == KILN_OK)
+        cache_store(dev, dir, path, key);
+    return st;
+}
+
+static kiln_status create_kernels(ocl_device *dev)
+{
+    size_t group = OCL_REDUCE_GROUP < dev->info->max_group ? OCL_REDUCE_GROUP
+                                                          : dev->info->max_group;
+    for (int k = 0; k < OCL_K_COUNT; k++) {
+        cl_int err;
+        dev->kernels[k] = clCreateKernel(dev->program, ocl_kernel_names[k], &err);
+        if (err != CL_SUCCESS)
+            return ocl_cl_fail(dev->host, "clCreateKernel", err, "kernel %s",
+                               ocl_kernel_names[k]);
+        size_t kg = 0;
+        err = clGetKernelWorkGroupInfo(dev->kernels[k], dev->info->id,
+                                       CL_KERNEL_WORK_GROUP_SIZE, sizeof kg, &kg, NULL);
+        if (err != CL_SUCCESS)
+            return ocl_cl_fail(dev->host, "clGetKernelWorkGroupInfo", err,
+                               "CL_KERNEL_WORK_GROUP_SIZE of %s", ocl_kernel_names[k]);
+        dev->kernel_group[k] = kg ? kg : 1;
+        if (kg && kg < group)
+            group = kg;
+    }
+    /* an acc_t and an index of local memory per work-item */
+    while (group > 1 && group * 16 > dev->info->local_mem)
+        group /= 2;
+    dev->group = floor_pow2(group);
+    return KILN_OK;
+}
+
+kiln_status ocl_program_open(ocl_device *dev)
+{
+    kiln_status st = build_program(dev);
+    return st == KILN_OK ? create_kernels(dev) : st;
+}
+
+void ocl_program_close(ocl_device *dev)
+{
+    for (int k = 0; k < OCL_K_COUNT; k++)
+        if (dev->kernels[k])
+            clReleaseKernel(dev->kernels[k]);
+    if (dev->program)
+        clReleaseProgram(dev->program);
+    memset(dev->kernels, 0, sizeof dev->kernels);
+    dev->program = NULL;
+}
+
+/* ---- launches ------------------------------------------------------------ */
+
+ocl_launch ocl_begin(ocl_device *dev, ocl_kernel_id id)
+{
+    ocl_launch l = { .dev = dev, .id = id, .next = 0, .err = CL_SUCCESS };
+    return l;
+}
+
+void ocl_arg(ocl_launch *l, size_t size, const void *value)
+{
+    cl_int err = clSetKernelArg(l->dev->kernels[l->id], l->next, size, value);
+    if (err != CL_SUCCESS && l->err == CL_SUCCESS) {
+        l->err = err;
+        l->bad_arg = l->next;
+    }
+    l->next++;
+}
+
+void ocl_arg_mem(ocl_launch *l, cl_mem mem)
+{
+    ocl_arg(l, sizeof mem, &mem);
+}
+
+cl_mem ocl_mem(const ocl_device *dev, const kiln_node *t)
+{
+    const ocl_buffer *b = t->buffer;
+    return b ? b->mem : dev->dummy;
+}
+
+uint64_t ocl_elem_offset(const kiln_node *t)
+{
+    return t->offset / 4;
+}
+
+void ocl_arg_node(ocl_launch *l, const kiln_node *t)
+{
+    ocl_arg_mem(l, ocl_mem(l->dev, t));
+    ocl_arg_u64(l, ocl_elem_offset(t));
+}
+
+void ocl_arg_u64(ocl_launch *l, uint64_t v)
+{
+    cl_ulong u = v;
+    ocl_arg(l, sizeof u, &u);
+}
+
+void ocl_arg_i32(ocl_launch *l, int32_t v)
+{
+    cl_int i = v;
+    ocl_arg(l, sizeof i, &i);
+}
+
+void ocl_arg_f32(ocl_launch *l, float v)
+{
+    cl_float f = v;
+    ocl_arg(l, sizeof f, &f);
+}
+
+void ocl_arg_local(ocl_launch *l, size_t each, size_t group)
+{
+    ocl_arg(l, each * group, NULL);
+}
+
+size_t ocl_group_for(const ocl_device *dev, uint64_t n)
+{
+    size_t g = dev->group;
+    while (g > 1 && g / 2 >= n)
+        g /= 2;
+    return g;
+}
+
+kiln_status ocl_run_rows(ocl_device *dev, const ocl_row_launch *r)
+{
+    size_t group = ocl_group_for(dev, r->cols);
+    ocl_launch l = ocl_begin(dev, r->id);
+    for (int k = 0; k < r->n_nodes; k++)
+        ocl_arg_node(&l, r->nodes[k]);
+    ocl_arg_u64(&l, r->cols);
+    if (r->flag >= 0)
+        ocl_arg_i32(&l, r->flag);
+    ocl_arg_local(&l, r->each, group);
+    if (r->indices)
+        ocl_arg_local(&l, sizeof(cl_ulong), group);
+    return r->rows ? ocl_run_groups(&l, r->rows, group) : KILN_OK;
+}
+
+static kiln_status enqueue(ocl_launch *l, size_t global, size_t local)
+{
+    const char *name = ocl_kernel_names[l->id];
+    if (l->err != CL_SUCCESS)
+        return ocl_cl_fail(l->dev->host, "clSetKernelArg", l->err,
+                           "kernel %s, argument %u", name, (unsigned)l->bad_arg);
+    cl_int err = clEnqueueNDRangeKernel(l->dev->queue, l->dev->kernels[l->id], 1, NULL,
+                                        &global, &local, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return ocl_cl_fail(l->dev->host, "clEnqueueNDRangeKernel", err,
+                           "kernel %s, %zu work-items in groups of %zu", name, global,
+                           local);
+    return KILN_OK;
+}
+
+kiln_status ocl_run(ocl_launch *l, uint64_t n)
+{
+    size_t kg = l->dev->kernel_group[l->id];
+    size_t local = floor_pow2(kg < OCL_ELEMENTWISE_GROUP ? kg : OCL_ELEMENTWISE_GROUP);
+    if (n > SIZE_MAX - local)
+        return l->dev->host->error(KILN_ERR_INVALID_ARG, "opencl: %llu work-items do "
+                                   "not fit a size_t", (unsigned long long)n);
+    size_t global = ((size_t)n + local - 1) / local * local;
+    return enqueue(l, global, local);
+}
+
+kiln_status ocl_run_groups(ocl_launch *l, uint64_t groups, size_t group)
+{
+    if (groups > SIZE_MAX / group)
+        return l->dev->host->error(KILN_ERR_INVALID_ARG, "opencl: %llu work-groups of "
+                                   "%zu do not fit a size_t",
+                                   (unsigned long long)groups, group);
+    return enqueue(l, (size_t)groups * group, group);
+}
+
+/* ---- scratch ---------------------------------------------------------------- */
+
+kiln_status ocl_scratch(ocl_device *dev, size_t bytes, cl_mem *mem)
+{
+    if (bytes <= dev->scratch_size && dev->scratch) {
+        *mem = dev->scratch;
+        return KILN_OK;
+    }
+    /* Releasing is safe while queued kernels still use it: OpenCL frees
+     * the memory only once they are done. */
+    if (dev->scratch)
+        clReleaseMemObject(dev->scratch);
+    dev->scratch = NULL;
+    dev->scratch_size = 0;
+    size_t size = bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes;
+    if (size > dev->info->max_alloc)
+        size = bytes;
+    cl_int err;
+    dev->scratch = clCreateBuffer(dev->ctx, CL_MEM_READ_WRITE, size, NULL, &err);
+    if (err != CL_SUCCESS) {
+        if (err == CL_INVALID_BUFFER_SIZE)
+            return dev->host->error(KILN_ERR_NO_MEMORY, "opencl: clCreateBuffer failed: "
+                                    "CL_INVALID_BUFFER_SIZE (%d): %zu bytes of scratch "
+                                    "exceed the device's largest allocation (%llu)",
+                                    err, size,
+                                    (unsigned long long)dev->info->max_alloc);
+        return ocl_cl_fail(dev->host, "clCreateBuffer", err, "%zu bytes of scratch", size);
+    }
+    dev->scratch_size = size;
+    *mem = dev->scratch;
+    return KILN_OK;
+}

@@ -1,0 +1,106 @@
+/* tests/graph_runner.c — runs one fixed graph on the device KILN_BACKEND
+ * selects and prints its outputs, for tests that need a fresh process
+ * (a second process reusing a cache; environment knobs read once).
+ *
+ *   graph_runner           an MLP and a small CNN, forward: every output
+ *                          element as a C99 hex float, one per line, after a
+ *                          line "output NAME COUNT"
+ *
+ * The data is fixed (a seeded generator), so two runs on two devices print
+ * comparable numbers. Exit status 0, or 1 with kiln's message on stderr.
+ */
+#include <kiln/kiln.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+enum { N = 5, D = 13, H = 17, C = 7, IMG = 8, CH = 2, O = 3 };
+
+static float next_value(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)(*s >> 40) / (float)(1u << 24) * 2.0f - 1.0f;
+}
+
+static int fail(const char *what, const char *why)
+{
+    fprintf(stderr, "graph_runner: %s: %s\n", what, why ? why : "(no message)");
+    return 1;
+}
+
+static int write_leaf(kiln_tensor *t, uint64_t *seed)
+{
+    size_t n = (size_t)kiln_tensor_numel(t);
+    float *v = malloc(n * sizeof *v);
+    if (!v)
+        return fail("malloc", "out of memory");
+    for (size_t i = 0; i < n; i++)
+        v[i] = next_value(seed);
+    kiln_status st = kiln_tensor_write(t, v, n * sizeof *v);
+    free(v);
+    return st == KILN_OK ? 0 : fail("kiln_tensor_write", kiln_last_error());
+}
+
+static int print_output(const char *name, const kiln_tensor *t)
+{
+    size_t n = (size_t)kiln_tensor_numel(t);
+    float *v = malloc(n * sizeof *v);
+    if (!v)
+        return fail("malloc", "out of memory");
+    if (kiln_tensor_read(t, v, n * sizeof *v) != KILN_OK) {
+        free(v);
+        return fail("kiln_tensor_read", kiln_last_error());
+    }
+    printf("output %s %zu\n", name, n);
+    for (size_t i = 0; i < n; i++)
+        printf("%a\n", (double)v[i]);
+    free(v);
+    return 0;
+}
+
+int main(void)
+{
+    kiln_context *ctx = kiln_context_new();
+    if (!ctx)
+        return fail("kiln_context_new", kiln_last_error());
+    kiln_graph *g = kiln_graph_new(ctx);
+    if (!g)
+        return fail("kiln_graph_new", kiln_last_error());
+
+    /* MLP: softmax(relu(x @ w1 + b1) @ w2) */
+    kiln_tensor *leaves[8];
+    kiln_tensor *x  = leaves[0] = kiln_input(g, "x", KILN_F32, KILN_SHAPE(N, D));
+    kiln_tensor *w1 = leaves[1] = kiln_param(g, "w1", KILN_SHAPE(D, H));
+    kiln_tensor *b1 = leaves[2] = kiln_param(g, "b1", KILN_SHAPE(H));
+    kiln_tensor *w2 = leaves[3] = kiln_param(g, "w2", KILN_SHAPE(H, C));
+    kiln_tensor *hidden = kiln_relu(g, kiln_add(g, kiln_matmul(g, x, w1), b1));
+    kiln_tensor *probs = kiln_softmax(g, kiln_matmul(g, hidden, w2));
+
+    /* CNN: log_softmax(flatten(max_pool(relu(conv2d(img)))) @ wf) */
+    kiln_tensor *img = leaves[4] = kiln_input(g, "img", KILN_F32,
+                                              KILN_SHAPE(N, CH, IMG, IMG));
+    kiln_tensor *k   = leaves[5] = kiln_param(g, "k", KILN_SHAPE(O, CH, 3, 3));
+    kiln_tensor *kb  = leaves[6] = kiln_param(g, "kb", KILN_SHAPE(O));
+    kiln_tensor *wf  = leaves[7] = kiln_param(g, "wf",
+                                              KILN_SHAPE(O * (IMG / 2) * (IMG / 2), C));
+    kiln_tensor *feat = kiln_flatten(g, kiln_max_pool2d(g, kiln_relu(g,
+                                     kiln_conv2d(g, img, k, kb, 1, 1)), 2, 2));
+    kiln_tensor *logp = kiln_log_softmax(g, kiln_matmul(g, feat, wf));
+
+    kiln_output(g, probs);
+    kiln_output(g, logp);
+    if (kiln_graph_compile(g) != KILN_OK)
+        return fail("kiln_graph_compile", kiln_graph_error(g));
+    uint64_t seed = 42;
+    for (int i = 0; i < 8; i++)
+        if (write_leaf(leaves[i], &seed))
+            return 1;
+    if (kiln_graph_run(g) != KILN_OK)
+        return fail("kiln_graph_run", kiln_last_error());
+    printf("device %s\n", kiln_context_device(ctx));
+    int rc = print_output("mlp", probs) || print_output("cnn", logp);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+    return rc;
+}
