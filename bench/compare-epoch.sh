@@ -2,8 +2,9 @@
 # Times one training epoch of kiln-train and of PyTorch (bench/torch_epoch.py)
 # with the same settings, and prints both times and their ratio.
 #
-#   bench/compare-epoch.sh [--model mlp|cnn|linear] [--optimizer sgd|adam]
-#                          [--lr X] [--seed N] [--data DIR]
+#   bench/compare-epoch.sh [--model mlp|cnn|linear] [--optimizer adam|sgd]
+#                          [--schedule cosine|constant] [--lr X] [--seed N]
+#                          [--data DIR]
 #
 # Both run batch 64 and one epoch over the same IDX files; PyTorch uses two
 # threads. Run it after `make` from the source tree. PYTHON names the Python
@@ -63,4 +64,5 @@ if [ -z "$kiln_s" ] || [ -z "$torch_s" ]; then
 fi
 echo
 awk -v k="$kiln_s" -v t="$torch_s" 'BEGIN {
-    printf "epoch time: kiln %.2f s, PyTorch %.2f s; kiln / PyTorch = %.2f\n", k, t, k / t }'
+    printf "epoch time: kiln %.2f s, PyTorch %.2f s; kiln / PyTorch = %.2f " \
+           "(kiln %.2fx as fast)\n", k, t, k / t, t / k }'

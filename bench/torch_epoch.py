@@ -44,6 +44,7 @@ def read_idx(directory, name):
 
 def load(directory, split):
     images = read_idx(directory, split + "-images-idx3-ubyte").float().div_(255.0)
+    images = images.sub_(0.2860).div_(0.3530)  # as kiln-train: standardised
     labels = read_idx(directory, split + "-labels-idx1-ubyte").long()
     return images, labels
 
@@ -72,14 +73,15 @@ def main():
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="adam")
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    lr = a.lr if a.lr is not None else (0.001 if a.optimizer == "adam" else 0.01)
+    lr = a.lr if a.lr is not None else (0.001 if a.optimizer == "adam" else 0.02)
 
     train_x, train_y = load(a.data, "train")
     test_x, test_y = load(a.data, "t10k")
@@ -91,6 +93,9 @@ def main():
     print("torch %s, %d threads: model %s, %s lr %g, batch %d"
           % (torch.__version__, torch.get_num_threads(), a.model, a.optimizer, lr, a.batch))
     steps = len(train_x) // a.batch
+    # as kiln-train: the lr falls to 0 along a half cosine over all steps
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=a.epochs * steps)
+             if a.schedule == "cosine" else None)
     for epoch in range(1, a.epochs + 1):
         order = torch.randperm(len(train_x))
         total = 0.0
@@ -102,6 +107,8 @@ def main():
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched:
+                sched.step()
             total += loss.item()
         elapsed = time.perf_counter() - t0
         m.eval()

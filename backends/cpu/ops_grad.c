@@ -83,13 +83,24 @@ const char *cpu_check_relu_grad(const kiln_node *node)
     return NULL;
 }
 
+typedef struct cpu_relu_grad_job {
+    const float *g, *x;
+    float       *out;
+} cpu_relu_grad_job;
+
+static void cpu_relu_grad_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_relu_grad_job *j = arg;
+    for (size_t i = lo; i < hi; i++)
+        j->out[i] = j->x[i] > 0.0f ? j->g[i] : 0.0f;
+}
+
 kiln_status cpu_op_relu_grad(const cpu_device *dev, const kiln_node *node)
 {
-    (void)dev;
-    const float *g = cpu_cf32(node->src[0]), *x = cpu_cf32(node->src[1]);
-    float *out = cpu_f32(node);
-    for (int64_t i = 0; i < node->numel; i++)
-        out[i] = x[i] > 0.0f ? g[i] : 0.0f;
+    cpu_relu_grad_job job = { cpu_cf32(node->src[0]), cpu_cf32(node->src[1]),
+                              cpu_f32(node) };
+    cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN,
+                     cpu_relu_grad_range, &job);
     return KILN_OK;
 }
 
@@ -326,29 +337,44 @@ static size_t cpu_window_argmax(const float *x, size_t W, size_t kh, size_t kw)
     return best;
 }
 
-kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
+typedef struct cpu_pool_grad_job {
+    size_t       H, W, OH, OW, kh, kw, sh, sw;
+    const float *gy, *x;
+    float       *out;
+} cpu_pool_grad_job;
+
+/* Planes [lo, hi): each plane's windows add only into that plane, so planes
+ * split across threads without contention. */
+static void cpu_pool_grad_range(void *arg, size_t lo, size_t hi)
 {
-    (void)dev;
-    const kiln_node *src = node->src[1];
-    size_t planes = (size_t)(src->dims[0] * src->dims[1]);
-    size_t H = (size_t)src->dims[2], W = (size_t)src->dims[3];
-    size_t OH = (size_t)node->src[0]->dims[2], OW = (size_t)node->src[0]->dims[3];
-    size_t kh = (size_t)node->iparam[0], kw = (size_t)node->iparam[1];
-    size_t sh = (size_t)node->iparam[2], sw = (size_t)node->iparam[3];
-    const float *gy = cpu_cf32(node->src[0]), *x = cpu_cf32(src);
-    float *out = cpu_f32(node);
-    if (node->numel == 0)
-        return KILN_OK;
-    memset(out, 0, (size_t)node->numel * sizeof *out);
-    for (size_t p = 0; p < planes; p++) {
-        for (size_t oh = 0; oh < OH; oh++) {
-            for (size_t ow = 0; ow < OW; ow++) {
-                size_t corner = p * H * W + oh * sh * W + ow * sw;
-                out[corner + cpu_window_argmax(x + corner, W, kh, kw)] +=
-                    gy[(p * OH + oh) * OW + ow];
+    const cpu_pool_grad_job *j = arg;
+    memset(j->out + lo * j->H * j->W, 0, (hi - lo) * j->H * j->W * sizeof *j->out);
+    for (size_t p = lo; p < hi; p++) {
+        for (size_t oh = 0; oh < j->OH; oh++) {
+            for (size_t ow = 0; ow < j->OW; ow++) {
+                size_t corner = p * j->H * j->W + oh * j->sh * j->W + ow * j->sw;
+                j->out[corner + cpu_window_argmax(j->x + corner, j->W, j->kh, j->kw)] +=
+                    j->gy[(p * j->OH + oh) * j->OW + ow];
             }
         }
     }
+}
+
+kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
+{
+    const kiln_node *src = node->src[1];
+    size_t planes = (size_t)(src->dims[0] * src->dims[1]);
+    cpu_pool_grad_job job = {
+        .H = (size_t)src->dims[2], .W = (size_t)src->dims[3],
+        .OH = (size_t)node->src[0]->dims[2], .OW = (size_t)node->src[0]->dims[3],
+        .kh = (size_t)node->iparam[0], .kw = (size_t)node->iparam[1],
+        .sh = (size_t)node->iparam[2], .sw = (size_t)node->iparam[3],
+        .gy = cpu_cf32(node->src[0]), .x = cpu_cf32(src), .out = cpu_f32(node),
+    };
+    if (node->numel == 0)
+        return KILN_OK;
+    cpu_parallel_for(dev, planes, 1, cpu_row_grain(job.H * job.W), cpu_pool_grad_range,
+                     &job);
     return KILN_OK;
 }
 
