@@ -1,7 +1,7 @@
 /* kiln-bench — how fast kiln runs GEMM, convolution and elementwise graphs on
  * the backend KILN_BACKEND selects, through the public API only.
  *
- *   kiln-bench gemm [--compare openblas] [--threads N] [--repeat N] [--json]
+ *   kiln-bench gemm [--compare openblas|clblast] [--threads N] [--repeat N] [--json]
  *   kiln-bench conv [--threads N] [--repeat N] [--json]
  *   kiln-bench ops  [--threads N] [--repeat N] [--json]
  *
@@ -24,7 +24,12 @@
 int bench_reference_threads;
 
 /* Every reference kiln-bench knows, by --compare name. */
-static const bench_reference *const references[] = { &bench_openblas };
+static const bench_reference *const references[] = {
+    &bench_openblas,
+#ifdef KILN_BENCH_CLBLAST
+    &bench_clblast,
+#endif
+};
 
 typedef struct options {
     const char *what;       /* gemm, conv, ops */
@@ -560,6 +565,9 @@ static const char usage[] =
     "options:\n"
     "  --compare openblas   also run cblas_sgemm (libopenblas.so.0) on the same\n"
     "                       shapes, with as many threads, and print kiln/it\n"
+    "  --compare clblast    also run CLBlastSgemm directly on the OpenCL device\n"
+    "                       kiln uses (KILN_BACKEND=opencl...), data resident,\n"
+    "                       and print kiln/it: kiln's overhead\n"
     "  --threads N          sets KILN_NUM_THREADS (and the reference's threads)\n"
     "  --sizes LIST         gemm shapes: N (square) or MxKxN, comma-separated\n"
     "  --repeat N           repeats per figure (default 7, at most 64)\n"

@@ -26,5 +26,8 @@ typedef struct bench_reference {
 extern int bench_reference_threads;
 
 extern const bench_reference bench_openblas;
+#ifdef KILN_BENCH_CLBLAST
+extern const bench_reference bench_clblast; /* built with the OpenCL backend */
+#endif
 
 #endif /* KILN_BENCH_COMPARE_H */

@@ -29,8 +29,6 @@
 #include <strings.h>
 #include <time.h>
 
-extern const bench_reference bench_clblast;
-
 static cl_device_id     clblast_device;
 static cl_context       clblast_ctx;
 static cl_command_queue clblast_queue;
