@@ -191,6 +191,44 @@ static void CPU_GT(pack_b)(float *restrict dst, const float *restrict b, size_t 
     }
 }
 
+#if defined(CPU_SIMD_AVX512) || defined(CPU_SIMD_AVX2)
+/* Rows of C in blocks of 8: eight independent FMA chains cover the latency;
+ * each k broadcasts one value of each A row against one (partial) vector of
+ * the B row, read straight from B. */
+static void CPU_GT(small_n)(size_t M, size_t N, size_t K, const float *restrict a,
+                            size_t lda, const float *restrict b, size_t ldb,
+                            float *restrict c, size_t ldc)
+{
+    size_t i = 0;
+    for (; i + 8 <= M; i += 8) {
+        CPU_V acc[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++)
+            acc[r] = CPU_VZERO();
+        for (size_t k = 0; k < K; k++) {
+            CPU_V bv = cpu_vload_part(b + k * ldb, N);
+#pragma GCC unroll 8
+            for (int r = 0; r < 8; r++)
+                acc[r] = CPU_VFMA(CPU_VBCAST(a[(i + r) * lda + k]), bv, acc[r]);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++)
+            cpu_vstore_part(c + (i + r) * ldc, acc[r], N);
+    }
+    for (; i < M; i++) {
+        CPU_V acc = CPU_VZERO();
+        for (size_t k = 0; k < K; k++)
+            acc = CPU_VFMA(CPU_VBCAST(a[i * lda + k]), cpu_vload_part(b + k * ldb, N), acc);
+        cpu_vstore_part(c + i * ldc, acc, N);
+    }
+}
+#define CPU_GT_SMALL_N CPU_GT(small_n)
+#define CPU_GT_SMALL_N_MAX CPU_VL
+#else
+#define CPU_GT_SMALL_N NULL
+#define CPU_GT_SMALL_N_MAX 0
+#endif
+
 const cpu_gemm_ukernel CPU_GEMM_NAME = {
     .mr = CPU_MR, .nr = CPU_NR,
     .mc = CPU_MC, .kc = CPU_KC, .nc = CPU_NC,
@@ -198,7 +236,12 @@ const cpu_gemm_ukernel CPU_GEMM_NAME = {
     .kernel_part = CPU_GT(kernel_part),
     .pack_a = CPU_GT(pack_a),
     .pack_b = CPU_GT(pack_b),
+    .small_n = CPU_GT_SMALL_N,
+    .small_n_max = CPU_GT_SMALL_N_MAX,
 };
+
+#undef CPU_GT_SMALL_N
+#undef CPU_GT_SMALL_N_MAX
 
 #undef CPU_GT
 #undef CPU_GT_CAT

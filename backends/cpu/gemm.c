@@ -25,6 +25,10 @@
 /* Below this many flops per thread a GEMM uses fewer threads. */
 #define CPU_GEMM_FLOPS_PER_THREAD 1500000.0
 
+/* Up to this many rows, a product whose N fits one vector skips packing
+ * (small_n); past it the packed kernels and threads win. */
+#define CPU_GEMM_SMALL_N_ROWS 512
+
 /* The largest register tile of any ISA (for the local edge tile). */
 #define CPU_GEMM_MAX_TILE (16 * 64)
 
@@ -218,6 +222,12 @@ void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
 {
     if (g->M == 0 || g->N == 0)
         return;
+    const cpu_gemm_ukernel *uk = dev->k.gemm;
+    if (uk->small_n && g->N <= uk->small_n_max && g->N < uk->nr && !g->ta && !g->tb &&
+        !g->im2col && !g->row_bias && g->M <= CPU_GEMM_SMALL_N_ROWS) {
+        uk->small_n(g->M, g->N, g->K, g->a, g->lda, g->b, g->ldb, g->c, g->ldc);
+        return;
+    }
     int nt = cpu_pool_size(dev->pool);
     double flops = 2.0 * (double)g->M * (double)g->N * (double)(g->K ? g->K : 1);
     if (flops / CPU_GEMM_FLOPS_PER_THREAD < nt)
