@@ -19,11 +19,6 @@
 
 #define LIVE_FOREVER SIZE_MAX
 
-static size_t align_up(size_t n)
-{
-    return (n + KILN__ALIGN - 1) / KILN__ALIGN * KILN__ALIGN;
-}
-
 /* ---- a best-fit allocator of offsets in an arena that grows at the top ---- */
 
 typedef struct block {
@@ -148,7 +143,7 @@ static kiln_status assign_offsets(planner *p)
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < g->n_nodes && st == KILN_OK; i++) {
         kiln_tensor *t    = g->nodes[i];
-        size_t       size = align_up(kiln__tensor_bytes(t));
+        size_t       size = kiln__align_up(kiln__tensor_bytes(t));
         if (is_leaf(t)) {
             p->offset[i] = leaves;
             leaves += size;
@@ -179,7 +174,7 @@ static kiln_status assign_offsets(planner *p)
             if (seen || is_leaf(root) || p->last_use[root->id] != i)
                 continue;
             if (!arena_release(&a, p->offset[root->id],
-                               align_up(kiln__tensor_bytes(root)))) {
+                               kiln__align_up(kiln__tensor_bytes(root)))) {
                 kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "compile: out of memory while "
                                  "planning");
                 st = KILN_ERR_NO_MEMORY;

@@ -10,6 +10,13 @@
 
 #define KILN__ALIGN 64
 
+/* n rounded up to a whole number of KILN__ALIGN: the storage planned for a
+ * tensor of n bytes, so that every tensor starts on a cache line. */
+static inline size_t kiln__align_up(size_t n)
+{
+    return (n + KILN__ALIGN - 1) / KILN__ALIGN * KILN__ALIGN;
+}
+
 /* ---- errors and logging (error.c, log.c) --------------------------------- */
 
 /* Sets kiln_last_error() for this thread and returns status. */

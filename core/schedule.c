@@ -18,11 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static size_t align_up(size_t n)
-{
-    return (n + KILN__ALIGN - 1) / KILN__ALIGN * KILN__ALIGN;
-}
-
 static size_t node_bytes(const kiln_node *n)
 {
     return (size_t)n->numel * 4; /* f32 and i32 */
@@ -103,14 +98,14 @@ static kiln_status fallback_prepare(kiln_graph *g, const kiln_node *node,
         fb->src[s].offset = size;
         memset(fb->src[s].src, 0, sizeof fb->src[s].src);
         fb->node.src[s]   = &fb->src[s];
-        size += align_up(node_bytes(node->src[s]));
+        size += kiln__align_up(node_bytes(node->src[s]));
         if (node_bytes(node->src[s]) > largest)
             largest = node_bytes(node->src[s]);
     }
     /* An optimiser step writes its src[0] in place. */
     bool inplace = node->op == KILN_OP_SGD_STEP || node->op == KILN_OP_ADAM_STEP;
     fb->node.offset = inplace ? fb->src[0].offset : size;
-    size += inplace ? 0 : align_up(node_bytes(node));
+    size += inplace ? 0 : kiln__align_up(node_bytes(node));
     kiln_status st = cpu->iface->buffer_alloc(cpu->context, size, &fb->buffer);
     if (st != KILN_OK) {
         free(fb);
