@@ -370,6 +370,45 @@ BACKEND_TEST(unary, matches_reference_on_odd_and_empty_shapes)
     kiln_context_free(ctx);
 }
 
+/* NaN, infinities, signed zeros, subnormals, and the edges where exp
+ * overflows or its result goes subnormal, placed so that they fall both in
+ * whole vectors and in a row's tail: the special values follow libm. */
+BACKEND_TEST(unary, special_values_match_libm)
+{
+    static const float specials[] = {
+        NAN, -NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1e-40f, -1e-40f, 1e-30f,
+        -1e-30f, 88.7f, 89.0f, 100.0f, -87.5f, -100.0f, -104.0f, -110.0f, 0.625f,
+        -0.625f, 20.0f, -20.0f, 9.0f, -9.0f, 44.0f, -44.0f, 3.4e38f, -3.4e38f,
+    };
+    enum { N_SPECIAL = sizeof specials / sizeof specials[0], N = 37 };
+    static const ref_unop ops[] = { REF_EXP, REF_LOG, REF_TANH, REF_SIGMOID };
+    static const char *const names[] = { "exp", "log", "tanh", "sigmoid" };
+    kiln_tensor *(*const build[])(kiln_graph *, kiln_tensor *) = {
+        kiln_exp, kiln_log, kiln_tanh, kiln_sigmoid };
+    kiln_context *ctx = test_backend_context(backend);
+    ref_shape s = ref_shape_of(KILN_SHAPE(2, N));
+    for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+        op_case c;
+        case_begin(&c, ctx, backend->label, "%s of special values", names[o]);
+        kiln_tensor *x = kiln_input(c.g, "x", KILN_F32, s.ndim, s.dims);
+        kiln_tensor *y = build[o](c.g, x);
+        case_compile(&c, y);
+        float in[2 * N], want[2 * N];
+        for (size_t i = 0; i < 2 * N; i++)   /* row 1 is row 0 rotated by 11 */
+            in[i] = specials[(i % N + (i >= N ? 11 : 0)) % N_SPECIAL];
+        kiln_status st = kiln_tensor_write(x, in, sizeof in);
+        cr_assert_eq(st, KILN_OK, "%s on %s: kiln_tensor_write: %s", c.label, c.spec,
+                     kiln_last_error());
+        st = kiln_graph_run(c.g);
+        cr_assert_eq(st, KILN_OK, "%s on %s: kiln_graph_run: %s", c.label, c.spec,
+                     kiln_last_error());
+        ref_unary(ops[o], in, 2 * N, 0.0f, want);
+        case_expect(&c, y, want, s, TOL_TRANSCEND);
+        case_end(&c);
+    }
+    kiln_context_free(ctx);
+}
+
 /* 4.2 M elements (17 MB): split across threads, each part large enough for
  * the stores that bypass the caches; the 3-element node computed first makes
  * an output offset that is not a multiple of 64 bytes likely. */
