@@ -20,22 +20,30 @@
 
 /* ---- math ------------------------------------------------------------------ */
 
-/* 2^n for integer-valued n in [-150, 128], as two factors that are each a
- * normal float, so results in the subnormal range and overflow to inf come
- * out as a single multiplication would give them. */
+/* p * 2^n for integer-valued n in [-150, 128], so that results in the
+ * subnormal range and overflow to inf come out as a single multiplication
+ * would give them: AVX-512's scalef does it in one instruction; elsewhere 2^n
+ * is two factors that are each a normal float. */
 CPU_INLINE cpu_vf CPU_SN(exp_scale)(cpu_vf p, cpu_vf n)
 {
+#if defined(CPU_VSCALEF)
+    return CPU_VSCALEF(p, n);
+#else
     cpu_vi ni = CPU_VCVT_I(n);
     cpu_vi n1 = CPU_VCVT_I(CPU_VMUL(n, CPU_VBCAST(0.5f)));   /* [-75, 64] */
     cpu_vi n2 = CPU_VI_SUB(ni, n1);
     cpu_vf s1 = CPU_I_AS_V(CPU_VI_SHL(CPU_VI_ADD(n1, CPU_VI_BCAST(127)), 23));
     cpu_vf s2 = CPU_I_AS_V(CPU_VI_SHL(CPU_VI_ADD(n2, CPU_VI_BCAST(127)), 23));
     return CPU_VMUL(CPU_VMUL(p, s1), s2);
+#endif
 }
 
+/* The clamp keeps a NaN (max and min give their second operand when either
+ * is NaN), and scalef passes it on; the two-factor scale does not, so there a
+ * NaN is put back at the end. */
 CPU_INLINE cpu_vf CPU_SN(vexp)(cpu_vf x)
 {
-    cpu_vf t = CPU_VMIN(CPU_VMAX(x, CPU_VBCAST(-104.0f)), CPU_VBCAST(89.0f));
+    cpu_vf t = CPU_VMIN(CPU_VBCAST(89.0f), CPU_VMAX(CPU_VBCAST(-104.0f), x));
     cpu_vf n = CPU_VROUND(CPU_VMUL(t, CPU_VBCAST(1.44269504088896341f)));
     cpu_vf r = CPU_VFNMA(n, CPU_VBCAST(0.693359375f), t);
     r = CPU_VFNMA(n, CPU_VBCAST(-2.12194440e-4f), r);
@@ -46,8 +54,11 @@ CPU_INLINE cpu_vf CPU_SN(vexp)(cpu_vf x)
     p = CPU_VFMA(p, r, CPU_VBCAST(1.6666665459e-1f));
     p = CPU_VFMA(p, r, CPU_VBCAST(5.0000001201e-1f));
     p = CPU_VFMA(p, CPU_VMUL(r, r), CPU_VADD(r, CPU_VBCAST(1.0f)));
-    cpu_vf y = CPU_SN(exp_scale)(p, n);
-    return CPU_VSELECT(CPU_VCMP_NAN(x), x, y);
+#if defined(CPU_VSCALEF)
+    return CPU_SN(exp_scale)(p, n);
+#else
+    return CPU_VSELECT(CPU_VCMP_NAN(x), x, CPU_SN(exp_scale)(p, n));
+#endif
 }
 
 CPU_INLINE cpu_vf CPU_SN(vlog)(cpu_vf x)
@@ -302,20 +313,28 @@ static void CPU_SN(sum_rows)(double *acc, const float *x, size_t n)
         acc[i] += x[i];
 }
 
-/* The largest element; NaN (the scalar scan's) if any is NaN. */
+/* The largest element; NaN (the scalar scan's) if any is NaN. Two
+ * accumulators, so that the loop is not one chain of max latencies. */
 static float CPU_SN(max)(const float *x, size_t n)
 {
-    cpu_vf m = CPU_VBCAST(-INFINITY);
+    cpu_vf m0 = CPU_VBCAST(-INFINITY), m1 = m0;
     cpu_vmask nan = CPU_VMASK_NONE();
-    for (size_t i = 0; i < n; i += CPU_VL) {
+    size_t i = 0;
+    for (; i + 2 * CPU_VL <= n; i += 2 * CPU_VL) {
+        cpu_vf a = CPU_VLOADU(x + i), b = CPU_VLOADU(x + i + CPU_VL);
+        nan = CPU_VMASK_OR(nan, CPU_VCMP_NAN(CPU_VADD(a, b)));   /* inf - inf too: rare, still right */
+        m0 = CPU_VMAX(m0, a);
+        m1 = CPU_VMAX(m1, b);
+    }
+    for (; i < n; i += CPU_VL) {
         cpu_vf v = cpu_vload_fill(x + i, n - i < CPU_VL ? n - i : CPU_VL, -INFINITY);
         nan = CPU_VMASK_OR(nan, CPU_VCMP_NAN(v));
-        m = CPU_VMAX(m, v);
+        m0 = CPU_VMAX(m0, v);
     }
     if (CPU_VMASK_ANY(nan))
         return cpu_row_max(x, n);
     float lanes[CPU_VL], best = -INFINITY;
-    CPU_VSTOREU(lanes, m);
+    CPU_VSTOREU(lanes, CPU_VMAX(m0, m1));
     for (int l = 0; l < CPU_VL; l++)
         best = lanes[l] > best ? lanes[l] : best;
     return best;
@@ -400,17 +419,32 @@ static void CPU_SN(pool_max_row)(float *out, const float *x, size_t W, size_t n,
 
 /* ---- softmax -------------------------------------------------------------------- */
 
+/* e^(x - max) is at most 1, so eight vectors of it add up in float within
+ * a few ulp; each such group is then added in double, so that long rows keep
+ * the accuracy of a double sum at a quarter of the conversions. */
+#define CPU_SOFTMAX_GROUP 8
+
 static void CPU_SN(softmax_row)(float *out, const float *x, size_t n, bool as_log)
 {
     if (n == 0)
         return;
     cpu_vf m = CPU_VBCAST(CPU_SN(max)(x, n));
     cpu_vd s0 = CPU_VD_ZERO(), s1 = CPU_VD_ZERO();
-    for (size_t i = 0; i < n; i += CPU_VL) {
-        size_t k = n - i < CPU_VL ? n - i : CPU_VL;
-        cpu_vf e = CPU_SN(vexp)(CPU_VSUB(cpu_vload_part(x + i, k), m));
-        if (k < CPU_VL)   /* lanes past the row must not count */
-            e = cpu_vkeep_first(e, k);
+    size_t i = 0;
+    while (i + CPU_VL <= n) {
+        cpu_vf g = CPU_VZERO();
+        for (int v = 0; v < CPU_SOFTMAX_GROUP && i + CPU_VL <= n; v++, i += CPU_VL) {
+            cpu_vf e = CPU_SN(vexp)(CPU_VSUB(CPU_VLOADU(x + i), m));
+            if (!as_log)
+                CPU_VSTOREU(out + i, e);
+            g = CPU_VADD(g, e);
+        }
+        s0 = CPU_VD_ADD(s0, CPU_VD_LO(g));
+        s1 = CPU_VD_ADD(s1, CPU_VD_HI(g));
+    }
+    if (i < n) {   /* lanes past the row must not count */
+        size_t k = n - i;
+        cpu_vf e = cpu_vkeep_first(CPU_SN(vexp)(CPU_VSUB(cpu_vload_part(x + i, k), m)), k);
         if (!as_log)
             cpu_vstore_part(out + i, e, k);
         s0 = CPU_VD_ADD(s0, CPU_VD_LO(e));
@@ -419,7 +453,7 @@ static void CPU_SN(softmax_row)(float *out, const float *x, size_t n, bool as_lo
     double s = CPU_VD_HSUM(CPU_VD_ADD(s0, s1));
     if (as_log) {
         cpu_vf ls = CPU_VBCAST((float)log(s));
-        for (size_t i = 0; i < n; i += CPU_VL) {
+        for (i = 0; i < n; i += CPU_VL) {
             size_t k = n - i < CPU_VL ? n - i : CPU_VL;
             cpu_vf v = cpu_vload_part(x + i, k);
             cpu_vstore_part(out + i, CPU_VSUB(CPU_VSUB(v, m), ls), k);
@@ -427,10 +461,10 @@ static void CPU_SN(softmax_row)(float *out, const float *x, size_t n, bool as_lo
         return;
     }
     cpu_vf inv = CPU_VBCAST((float)(1.0 / s));
-    for (size_t i = 0; i < n; i += CPU_VL) {
-        size_t k = n - i < CPU_VL ? n - i : CPU_VL;
-        cpu_vstore_part(out + i, CPU_VMUL(cpu_vload_part(out + i, k), inv), k);
-    }
+    for (i = 0; i + CPU_VL <= n; i += CPU_VL)
+        CPU_VSTOREU(out + i, CPU_VMUL(CPU_VLOADU(out + i), inv));
+    if (i < n)
+        cpu_vstore_part(out + i, CPU_VMUL(cpu_vload_part(out + i, n - i), inv), n - i);
 }
 
 void CPU_SN(simd_kernels)(cpu_kernels *k)

@@ -32,6 +32,9 @@ typedef __mmask16 cpu_vmask;   /* a lane mask */
 #define CPU_VMAX(a, b)       _mm512_max_ps(a, b)
 #define CPU_VMIN(a, b)       _mm512_min_ps(a, b)
 #define CPU_VROUND(a)        _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+/* a * 2^n for integer-valued n, in one instruction: subnormal results,
+ * overflow to inf and NaN come out as IEEE says (AVX-512 only)            */
+#define CPU_VSCALEF(a, n)    _mm512_scalef_ps(a, n)
 #define CPU_VXOR(a, b)       _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)))
 #define CPU_VAND(a, b)       _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)))
 #define CPU_VCMP_LT(a, b)    _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
