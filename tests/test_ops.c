@@ -741,6 +741,8 @@ static const mnk gemm_edge_shapes[] = {
     {70, 33, 1},
     /* narrow N on each side of the cpu backend's unpacked path (M <= 512) */
     {512, 6, 10},  {513, 6, 10},
+    /* ... and big enough for it to be split across threads by rows */
+    {100, 131, 10}, {61, 257, 13}, {509, 64, 16},
     /* K around KC */
     {9, 255, 17},  {9, 256, 17},  {9, 257, 17},  {15, 511, 33}, {15, 513, 33},
     /* M around MC */

@@ -29,6 +29,11 @@
  * (small_n); past it the packed kernels and threads win. */
 #define CPU_GEMM_SMALL_N_ROWS 512
 
+/* A narrow product (small_n) is split over threads by rows when each gets at
+ * least this many flops: it has no packing to repeat, so it pays sooner than
+ * the packed path does (CPU_GEMM_FLOPS_PER_THREAD). */
+#define CPU_GEMM_SMALL_N_FLOPS_PER_THREAD 60000.0
+
 /* The largest register tile of any ISA (for the local edge tile). */
 #define CPU_GEMM_MAX_TILE (16 * 64)
 
@@ -218,6 +223,20 @@ static void cpu_gemm_grid(const cpu_gemm_ukernel *uk, const cpu_gemm_args *g,
     }
 }
 
+typedef struct cpu_small_n_job {
+    const cpu_gemm_ukernel *uk;
+    const cpu_gemm_args    *g;
+} cpu_small_n_job;
+
+/* Rows [lo, hi) of a narrow product. */
+static void cpu_gemm_small_n_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_small_n_job *j = arg;
+    const cpu_gemm_args *g = j->g;
+    j->uk->small_n(hi - lo, g->N, g->K, g->a + lo * g->lda, g->lda, g->b, g->ldb,
+                   g->c + lo * g->ldc, g->ldc);
+}
+
 void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
 {
     if (g->M == 0 || g->N == 0)
@@ -225,7 +244,16 @@ void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
     const cpu_gemm_ukernel *uk = dev->k.gemm;
     if (uk->small_n && g->N <= uk->small_n_max && g->N < uk->nr && !g->ta && !g->tb &&
         !g->im2col && !g->row_bias && g->M <= CPU_GEMM_SMALL_N_ROWS) {
-        uk->small_n(g->M, g->N, g->K, g->a, g->lda, g->b, g->ldb, g->c, g->ldc);
+        double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
+        if (cpu_tls.in_job || flops < 2.0 * CPU_GEMM_SMALL_N_FLOPS_PER_THREAD) {
+            uk->small_n(g->M, g->N, g->K, g->a, g->lda, g->b, g->ldb, g->c, g->ldc);
+            return;
+        }
+        /* flops >= 120000 implies K >= 1 */
+        size_t grain = (size_t)(CPU_GEMM_SMALL_N_FLOPS_PER_THREAD /
+                                (2.0 * (double)g->N * (double)g->K));
+        cpu_small_n_job job = { uk, g };
+        cpu_parallel_for(dev, g->M, 8, grain > 8 ? grain : 8, cpu_gemm_small_n_range, &job);
         return;
     }
     int nt = cpu_pool_size(dev->pool);
