@@ -126,12 +126,18 @@ typedef struct cpu_kernels {
                                 size_t kh, size_t kw, size_t sw);
     /* softmax (or log_softmax when as_log) of one row of n; out may be x    */
     void        (*softmax_row)(float *out, const float *x, size_t n, bool as_log);
+    /* log(sum(exp(x))) of n > 0 values, their max taken out first; NaN if
+     * any is NaN or +inf, or all are -inf (as the plain formula gives)      */
+    double      (*logsumexp)(const float *x, size_t n);
+    /* sum of (a[i] - b[i])^2 over n, accumulated in double                  */
+    double      (*sum_sq_diff)(const float *a, const float *b, size_t n);
 } cpu_kernels;
 
 /* Each family fills its part of the table with portable C. */
 void cpu_elementwise_kernels_scalar(cpu_kernels *k);
 void cpu_reduce_kernels_scalar(cpu_kernels *k);
 void cpu_softmax_kernels_scalar(cpu_kernels *k);
+void cpu_loss_kernels_scalar(cpu_kernels *k);
 void cpu_matmul_kernels_scalar(cpu_kernels *k);
 void cpu_conv_kernels_scalar(cpu_kernels *k);
 #if defined(__x86_64__)

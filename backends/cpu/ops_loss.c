@@ -5,6 +5,34 @@
 
 #include "cpu-impl.h"
 
+/* ---- the portable kernels ------------------------------------------------------ */
+
+static double cpu_logsumexp_scalar(const float *x, size_t n)
+{
+    double m = cpu_row_max(x, n), s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += exp((double)x[i] - m);
+    return m + log(s);
+}
+
+static double cpu_sum_sq_diff_scalar(const float *a, const float *b, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        s += d * d;
+    }
+    return s;
+}
+
+void cpu_loss_kernels_scalar(cpu_kernels *k)
+{
+    k->logsumexp = cpu_logsumexp_scalar;
+    k->sum_sq_diff = cpu_sum_sq_diff_scalar;
+}
+
+/* ---- the ops ----------------------------------------------------------------------- */
+
 const char *cpu_check_mse_loss(const kiln_node *node)
 {
     if (node->src[0]->numel != node->src[1]->numel)
@@ -16,14 +44,9 @@ const char *cpu_check_mse_loss(const kiln_node *node)
 
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node)
 {
-    (void)dev;
     int64_t n = node->src[0]->numel;
     const float *pred = cpu_cf32(node->src[0]), *target = cpu_cf32(node->src[1]);
-    double s = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = (double)pred[i] - (double)target[i];
-        s += d * d;
-    }
+    double s = n > 0 ? dev->k.sum_sq_diff(pred, target, (size_t)n) : 0.0;
     *cpu_f32(node) = n > 0 ? (float)(s / (double)n) : NAN;
     return KILN_OK;
 }
@@ -40,15 +63,6 @@ const char *cpu_check_cross_entropy(const kiln_node *node)
     return NULL;
 }
 
-/* log(sum(exp(x))) of one row of n > 0, with the row max taken out first. */
-static double cpu_logsumexp(const cpu_device *dev, const float *x, size_t n)
-{
-    double m = dev->k.max(x, n), s = 0.0;
-    for (size_t i = 0; i < n; i++)
-        s += exp((double)x[i] - m);
-    return m + log(s);
-}
-
 kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *logits = node->src[0];
@@ -63,7 +77,7 @@ kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node)
                                     "cross_entropy: label %d at row %lld is outside "
                                     "[0, %lld)", (int)label, (long long)i, (long long)C);
         const float *row = x + i * C;
-        s += cpu_logsumexp(dev, row, (size_t)C) - (double)row[label];
+        s += dev->k.logsumexp(row, (size_t)C) - (double)row[label];
     }
     *cpu_f32(node) = N > 0 ? (float)(s / (double)N) : NAN;
     return KILN_OK;

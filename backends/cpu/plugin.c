@@ -373,6 +373,7 @@ static void cpu_kernels_select(cpu_kernels *k, cpu_isa isa)
     cpu_elementwise_kernels_scalar(k);
     cpu_reduce_kernels_scalar(k);
     cpu_softmax_kernels_scalar(k);
+    cpu_loss_kernels_scalar(k);
     cpu_matmul_kernels_scalar(k);
     cpu_conv_kernels_scalar(k);
 #if defined(__x86_64__)

@@ -424,18 +424,17 @@ static void CPU_SN(pool_max_row)(float *out, const float *x, size_t W, size_t n,
  * the accuracy of a double sum at a quarter of the conversions. */
 #define CPU_SOFTMAX_GROUP 8
 
-static void CPU_SN(softmax_row)(float *out, const float *x, size_t n, bool as_log)
+/* sum(e^(x[i] - m)) over n, each term also stored to out unless out is NULL;
+ * m is at least every x[i]. */
+CPU_INLINE double CPU_SN(exp_sum)(float *out, const float *x, size_t n, cpu_vf m)
 {
-    if (n == 0)
-        return;
-    cpu_vf m = CPU_VBCAST(CPU_SN(max)(x, n));
     cpu_vd s0 = CPU_VD_ZERO(), s1 = CPU_VD_ZERO();
     size_t i = 0;
     while (i + CPU_VL <= n) {
         cpu_vf g = CPU_VZERO();
         for (int v = 0; v < CPU_SOFTMAX_GROUP && i + CPU_VL <= n; v++, i += CPU_VL) {
             cpu_vf e = CPU_SN(vexp)(CPU_VSUB(CPU_VLOADU(x + i), m));
-            if (!as_log)
+            if (out)
                 CPU_VSTOREU(out + i, e);
             g = CPU_VADD(g, e);
         }
@@ -445,12 +444,21 @@ static void CPU_SN(softmax_row)(float *out, const float *x, size_t n, bool as_lo
     if (i < n) {   /* lanes past the row must not count */
         size_t k = n - i;
         cpu_vf e = cpu_vkeep_first(CPU_SN(vexp)(CPU_VSUB(cpu_vload_part(x + i, k), m)), k);
-        if (!as_log)
+        if (out)
             cpu_vstore_part(out + i, e, k);
         s0 = CPU_VD_ADD(s0, CPU_VD_LO(e));
         s1 = CPU_VD_ADD(s1, CPU_VD_HI(e));
     }
-    double s = CPU_VD_HSUM(CPU_VD_ADD(s0, s1));
+    return CPU_VD_HSUM(CPU_VD_ADD(s0, s1));
+}
+
+static void CPU_SN(softmax_row)(float *out, const float *x, size_t n, bool as_log)
+{
+    if (n == 0)
+        return;
+    cpu_vf m = CPU_VBCAST(CPU_SN(max)(x, n));
+    double s = CPU_SN(exp_sum)(as_log ? NULL : out, x, n, m);
+    size_t i;
     if (as_log) {
         cpu_vf ls = CPU_VBCAST((float)log(s));
         for (i = 0; i < n; i += CPU_VL) {
@@ -465,6 +473,37 @@ static void CPU_SN(softmax_row)(float *out, const float *x, size_t n, bool as_lo
         CPU_VSTOREU(out + i, CPU_VMUL(CPU_VLOADU(out + i), inv));
     if (i < n)
         cpu_vstore_part(out + i, CPU_VMUL(cpu_vload_part(out + i, n - i), inv), n - i);
+}
+
+/* ---- losses ---------------------------------------------------------------------- */
+
+/* A max that is not finite (NaN, +inf, or all -inf) goes the plain way,
+ * which gives NaN for each of them. */
+static double CPU_SN(logsumexp)(const float *x, size_t n)
+{
+    float m = CPU_SN(max)(x, n);
+    if (!isfinite(m)) {
+        double s = 0.0;
+        for (size_t i = 0; i < n; i++)
+            s += exp((double)x[i] - (double)m);
+        return (double)m + log(s);
+    }
+    return (double)m + log(CPU_SN(exp_sum)(NULL, x, n, CPU_VBCAST(m)));
+}
+
+/* The difference in float (exact when a and b are within a factor of 2,
+ * else one rounding), squared and summed in double. */
+static double CPU_SN(sum_sq_diff)(const float *a, const float *b, size_t n)
+{
+    cpu_vd s0 = CPU_VD_ZERO(), s1 = CPU_VD_ZERO();
+    for (size_t i = 0; i < n; i += CPU_VL) {
+        size_t k = n - i < CPU_VL ? n - i : CPU_VL;
+        cpu_vf d = CPU_VSUB(cpu_vload_part(a + i, k), cpu_vload_part(b + i, k));
+        cpu_vd lo = CPU_VD_LO(d), hi = CPU_VD_HI(d);
+        s0 = CPU_VD_FMA(lo, lo, s0);
+        s1 = CPU_VD_FMA(hi, hi, s1);
+    }
+    return CPU_VD_HSUM(CPU_VD_ADD(s0, s1));
 }
 
 void CPU_SN(simd_kernels)(cpu_kernels *k)
@@ -487,6 +526,8 @@ void CPU_SN(simd_kernels)(cpu_kernels *k)
     k->max                = CPU_SN(max);
     k->argmax             = CPU_SN(argmax);
     k->softmax_row        = CPU_SN(softmax_row);
+    k->logsumexp          = CPU_SN(logsumexp);
+    k->sum_sq_diff        = CPU_SN(sum_sq_diff);
     k->pool_max_row       = CPU_SN(pool_max_row);
 }
 
