@@ -524,6 +524,11 @@ static void check_pool_grad(int64_t n, int64_t ch, int64_t h, int64_t w, int k, 
     tensor *x = input(&c, KILN_SHAPE(n, ch, h, w), 42);
     ref_fill_ties(x->f, (size_t)(n * ch * h * w), 42);   /* ties: first maximum */
     x->f[3] = NAN;
+    if (h * w > 2 * w + 2) {   /* two NaNs in one window, and a third below */
+        x->f[w + 1] = NAN;
+        x->f[w + 2] = NAN;
+        x->f[2 * w + 1] = NAN;
+    }
     tensor *out = out_node(KILN_OP_MAX_POOL2D_GRAD, KILN_SHAPE(n, ch, h, w), &c,
                            "max_pool2d_grad");
     int32_t params[4] = { k, k, s, s };
@@ -555,6 +560,9 @@ Test(grad_ops, max_pool2d_grad_goes_to_the_first_maximum_and_adds_up_overlaps)
     check_pool_grad(1, 1, 4, 4, 2, 2);
     check_pool_grad(2, 3, 9, 11, 3, 2);   /* overlapping windows */
     check_pool_grad(1, 2, 7, 7, 2, 3);    /* gaps between windows */
+    check_pool_grad(2, 2, 5, 300, 2, 1);  /* stride 1, rows of windows past 256 */
+    check_pool_grad(1, 3, 6, 613, 2, 2);  /* stride 2, 306 windows a row */
+    check_pool_grad(1, 2, 3, 37, 1, 1);   /* 1x1 windows: the gradient itself */
 }
 
 /* ---- CROSS_ENTROPY_GRAD ------------------------------------------------------------- */

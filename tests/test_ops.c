@@ -1227,6 +1227,9 @@ BACKEND_TEST(max_pool2d, matches_reference_and_drops_windows_that_do_not_fit)
         {{4, {1, 1, 7, 9}}, 3, 2},  {{4, {2, 3, 13, 13}}, 3, 2},
         {{4, {3, 2, 8, 11}}, 3, 2}, {{4, {1, 1, 5, 5}}, 2, 1},
         {{4, {1, 2, 6, 7}}, 3, 3},  {{4, {1, 1, 3, 3}}, 3, 2},
+        /* rows of windows that fill whole vectors and end in part of one */
+        {{4, {1, 2, 4, 70}}, 2, 2}, {{4, {1, 1, 3, 67}}, 3, 2},
+        {{4, {1, 1, 4, 40}}, 2, 1}, {{4, {1, 1, 4, 103}}, 2, 3},
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)

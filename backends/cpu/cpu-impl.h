@@ -124,6 +124,10 @@ typedef struct cpu_kernels {
      * over r < kh, c < kw, j < n; NaN if any of them is                     */
     void        (*pool_max_row)(float *out, const float *x, size_t W, size_t n,
                                 size_t kh, size_t kw, size_t sw);
+    /* where each of those windows' max came from: arg[j] = r*W + c of the
+     * first maximum, or of the first NaN (MAX_POOL2D_GRAD)                 */
+    void        (*pool_argmax_row)(int32_t *arg, const float *x, size_t W, size_t n,
+                                   size_t kh, size_t kw, size_t sw);
     /* softmax (or log_softmax when as_log) of one row of n; out may be x    */
     void        (*softmax_row)(float *out, const float *x, size_t n, bool as_log);
     /* log(sum(exp(x))) of n > 0 values, their max taken out first; NaN if
@@ -413,6 +417,20 @@ static inline float cpu_row_max(const float *x, size_t n)
     for (size_t i = 1; i < n; i++)
         m = cpu_max2(m, x[i]);
     return m;
+}
+
+/* Where in a kh x kw window (row stride W) the max came from: r * W + c of
+ * the first maximum, or of the first NaN. */
+static inline size_t cpu_window_argmax(const float *x, size_t W, size_t kh, size_t kw)
+{
+    size_t best = 0;
+    for (size_t r = 0; r < kh; r++)
+        for (size_t c = 0; c < kw; c++) {
+            float v = x[r * W + c], m = x[best];
+            if (v > m || (v != v && m == m))
+                best = r * W + c;
+        }
+    return best;
 }
 
 /* The first index of the largest of x[0..n), n > 0; of the first NaN if any. */

@@ -153,9 +153,17 @@ static void cpu_pool_max_row_scalar(float *out, const float *x, size_t W, size_t
         }
 }
 
+static void cpu_pool_argmax_row_scalar(int32_t *arg, const float *x, size_t W, size_t n,
+                                       size_t kh, size_t kw, size_t sw)
+{
+    for (size_t j = 0; j < n; j++)
+        arg[j] = (int32_t)cpu_window_argmax(x + j * sw, W, kh, kw);
+}
+
 void cpu_conv_kernels_scalar(cpu_kernels *k)
 {
     k->pool_max_row = cpu_pool_max_row_scalar;
+    k->pool_argmax_row = cpu_pool_argmax_row_scalar;
 }
 
 typedef struct cpu_pool_job {

@@ -320,41 +320,44 @@ const char *cpu_check_max_pool2d_grad(const kiln_node *node)
     return NULL;
 }
 
-/* Where in a kh x kw window (row stride W) the forward max came from: the
- * first maximum, or the first NaN. */
-static size_t cpu_window_argmax(const float *x, size_t W, size_t kh, size_t kw)
-{
-    size_t best = 0;
-    for (size_t i = 0; i < kh; i++) {
-        for (size_t j = 0; j < kw; j++) {
-            float v = x[i * W + j], m = x[best];
-            if (m != m)
-                return best;
-            if (v > m || v != v)
-                best = i * W + j;
-        }
-    }
-    return best;
-}
-
 typedef struct cpu_pool_grad_job {
-    size_t       H, W, OH, OW, kh, kw, sh, sw;
-    const float *gy, *x;
-    float       *out;
+    const cpu_device *dev;
+    size_t            H, W, OH, OW, kh, kw, sh, sw;
+    const float      *gy, *x;
+    float            *out;
 } cpu_pool_grad_job;
 
+/* Outputs per call of the kernel that finds where each window's max was. */
+#define CPU_POOL_GRAD_CHUNK 256
+
 /* Planes [lo, hi): each plane's windows add only into that plane, so planes
- * split across threads without contention. */
+ * split across threads without contention. The kernel table finds the
+ * winners a row of windows at a time (as int32 offsets, so planes too large
+ * for those go element by element); the adds stay in order, for windows
+ * that overlap. */
 static void cpu_pool_grad_range(void *arg, size_t lo, size_t hi)
 {
     const cpu_pool_grad_job *j = arg;
-    memset(j->out + lo * j->H * j->W, 0, (hi - lo) * j->H * j->W * sizeof *j->out);
+    size_t plane = j->H * j->W;
+    bool table = plane <= INT32_MAX / 4 && j->sw * 64 <= INT32_MAX / 4;
+    int32_t win[CPU_POOL_GRAD_CHUNK];
+    memset(j->out + lo * plane, 0, (hi - lo) * plane * sizeof *j->out);
     for (size_t p = lo; p < hi; p++) {
         for (size_t oh = 0; oh < j->OH; oh++) {
-            for (size_t ow = 0; ow < j->OW; ow++) {
-                size_t corner = p * j->H * j->W + oh * j->sh * j->W + ow * j->sw;
-                j->out[corner + cpu_window_argmax(j->x + corner, j->W, j->kh, j->kw)] +=
-                    j->gy[(p * j->OH + oh) * j->OW + ow];
+            size_t row = p * plane + oh * j->sh * j->W;
+            const float *gy = j->gy + (p * j->OH + oh) * j->OW;
+            for (size_t o0 = 0; o0 < j->OW; o0 += CPU_POOL_GRAD_CHUNK) {
+                size_t n = j->OW - o0 < CPU_POOL_GRAD_CHUNK ? j->OW - o0 : CPU_POOL_GRAD_CHUNK;
+                size_t corner = row + o0 * j->sw;
+                if (table)
+                    j->dev->k.pool_argmax_row(win, j->x + corner, j->W, n, j->kh, j->kw,
+                                              j->sw);
+                for (size_t ow = 0; ow < n; ow++) {
+                    size_t c = corner + ow * j->sw;
+                    size_t at = table ? (size_t)win[ow]
+                                      : cpu_window_argmax(j->x + c, j->W, j->kh, j->kw);
+                    j->out[c + at] += gy[o0 + ow];
+                }
             }
         }
     }
@@ -365,7 +368,7 @@ kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
     const kiln_node *src = node->src[1];
     size_t planes = (size_t)(src->dims[0] * src->dims[1]);
     cpu_pool_grad_job job = {
-        .H = (size_t)src->dims[2], .W = (size_t)src->dims[3],
+        .dev = dev, .H = (size_t)src->dims[2], .W = (size_t)src->dims[3],
         .OH = (size_t)node->src[0]->dims[2], .OW = (size_t)node->src[0]->dims[3],
         .kh = (size_t)node->iparam[0], .kw = (size_t)node->iparam[1],
         .sh = (size_t)node->iparam[2], .sw = (size_t)node->iparam[3],

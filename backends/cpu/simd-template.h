@@ -382,8 +382,19 @@ static size_t CPU_SN(argmax)(const float *x, size_t n)
 
 /* ---- pooling ------------------------------------------------------------------ */
 
-/* The window's columns for CPU_VL outputs at a time: x[j*sw] gathered (or
- * loaded, when sw is 1), with the max kept NaN-sticky: maxps gives its
+/* x[l * sw] for the first k lanes: a load when sw is 1, two loads and a
+ * permute when it is 2 (the usual pooling), else a gather of idx = l * sw. */
+CPU_INLINE cpu_vf CPU_SN(strided_part)(const float *x, size_t sw, cpu_vi idx, size_t k)
+{
+    if (sw == 1)
+        return cpu_vload_part(x, k);
+    if (sw == 2)
+        return cpu_vload_even_part(x, k);
+    return cpu_vgather_part(x, idx, k);
+}
+
+/* The window's columns for CPU_VL outputs at a time (strided_part), with the
+ * max kept NaN-sticky: maxps gives its
  * second operand when either is NaN, so a NaN already in m stays, and a NaN
  * in v is selected in. */
 static void CPU_SN(pool_max_row)(float *out, const float *x, size_t W, size_t n,
@@ -410,10 +421,38 @@ static void CPU_SN(pool_max_row)(float *out, const float *x, size_t W, size_t n,
         for (size_t r = 0; r < kh; r++)
             for (size_t c = 0; c < kw; c++) {
                 const float *p = base + r * W + c;
-                cpu_vf v = sw == 1 ? cpu_vload_part(p, k) : cpu_vgather_part(p, idx, k);
+                cpu_vf v = CPU_SN(strided_part)(p, sw, idx, k);
                 m = CPU_VSELECT(CPU_VCMP_NAN(v), v, CPU_VMAX(v, m));
             }
         cpu_vstore_part(out + j, m, k);
+    }
+}
+
+/* The window's elements in row-major order, CPU_VL outputs at a time: an
+ * element wins if it is larger than the best so far, or is the first NaN
+ * (once the best is NaN nothing replaces it). */
+static void CPU_SN(pool_argmax_row)(int32_t *arg, const float *x, size_t W, size_t n,
+                                    size_t kh, size_t kw, size_t sw)
+{
+    int32_t lane[CPU_VL];
+    for (int l = 0; l < CPU_VL; l++)
+        lane[l] = (int32_t)((size_t)l * sw);
+    cpu_vi idx = CPU_V_AS_I(CPU_VLOADU((const float *)lane));
+    for (size_t j = 0; j < n; j += CPU_VL) {
+        size_t k = n - j < CPU_VL ? n - j : CPU_VL;
+        const float *base = x + j * sw;
+        cpu_vf m = CPU_SN(strided_part)(base, sw, idx, k);
+        cpu_vi best = CPU_VI_BCAST(0);
+        for (size_t r = 0; r < kh; r++)
+            for (size_t c = r == 0 ? 1 : 0; c < kw; c++) {
+                const float *p = base + r * W + c;
+                cpu_vf v = CPU_SN(strided_part)(p, sw, idx, k);
+                cpu_vmask take = CPU_VMASK_OR(
+                    CPU_VCMP_GT(v, m), CPU_VMASK_ANDNOT(CPU_VCMP_NAN(v), CPU_VCMP_NAN(m)));
+                m = CPU_VSELECT(take, v, m);
+                best = CPU_VI_SELECT(take, CPU_VI_BCAST((int32_t)(r * W + c)), best);
+            }
+        cpu_vstore_part((float *)(arg + j), CPU_I_AS_V(best), k);
     }
 }
 
@@ -529,6 +568,7 @@ void CPU_SN(simd_kernels)(cpu_kernels *k)
     k->logsumexp          = CPU_SN(logsumexp);
     k->sum_sq_diff        = CPU_SN(sum_sq_diff);
     k->pool_max_row       = CPU_SN(pool_max_row);
+    k->pool_argmax_row    = CPU_SN(pool_argmax_row);
 }
 
 #undef CPU_SIMD_BINARY

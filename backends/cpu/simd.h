@@ -44,6 +44,7 @@ typedef __mmask16 cpu_vmask;   /* a lane mask */
 #define CPU_VSELECT(m, a, b) _mm512_mask_blend_ps(m, b, a)   /* m ? a : b */
 #define CPU_VMASK_ANY(m)     ((m) != 0)
 #define CPU_VMASK_OR(a, b)   ((cpu_vmask)((a) | (b)))
+#define CPU_VMASK_ANDNOT(a, b) ((cpu_vmask)((a) & ~(b)))   /* a and not b */
 #define CPU_VMASK_NONE()     ((cpu_vmask)0)
 #define CPU_VMASK_BITS(m)    ((unsigned)(m))
 /* float <-> int32 and 2^n from an integer-valued float n in [-126, 127]    */
@@ -87,6 +88,17 @@ static inline cpu_vf cpu_vgather_part(const float *x, cpu_vi idx, size_t n)
 static inline cpu_vf cpu_vkeep_first(cpu_vf v, size_t n)
 {
     return _mm512_maskz_mov_ps(cpu_vmask_first(n), v);
+}
+/* p[2l] for the first n (1..16) lanes: p[0 .. 2n-2] is read, nothing past
+ * it; the other lanes 0. A stride-2 gather in two loads and a permute. */
+static inline cpu_vf cpu_vload_even_part(const float *p, size_t n)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,
+                                           24, 26, 28, 30);
+    size_t m = 2 * n - 1;
+    __m512 a = _mm512_maskz_loadu_ps(cpu_vmask_first(m < 16 ? m : 16), p);
+    __m512 b = _mm512_maskz_loadu_ps(cpu_vmask_first(m > 16 ? m - 16 : 0), p + 16);
+    return _mm512_maskz_mov_ps(cpu_vmask_first(n), _mm512_permutex2var_ps(a, even, b));
 }
 static inline float cpu_vhsum(cpu_vf v)
 {
@@ -135,6 +147,7 @@ typedef __m256 cpu_vmask;   /* all-ones lanes */
 #define CPU_VSELECT(m, a, b) _mm256_blendv_ps(b, a, m)
 #define CPU_VMASK_ANY(m)     (_mm256_movemask_ps(m) != 0)
 #define CPU_VMASK_OR(a, b)   _mm256_or_ps(a, b)
+#define CPU_VMASK_ANDNOT(a, b) _mm256_andnot_ps(b, a)
 #define CPU_VMASK_NONE()     _mm256_setzero_ps()
 #define CPU_VMASK_BITS(m)    ((unsigned)_mm256_movemask_ps(m))
 #define CPU_VCVT_I(a)        _mm256_cvtps_epi32(a)
@@ -176,6 +189,15 @@ static inline cpu_vf cpu_vgather_part(const float *x, cpu_vi idx, size_t n)
 {
     return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x, idx,
                                     _mm256_castsi256_ps(cpu_vmask_first(n)), 4);
+}
+static inline cpu_vf cpu_vload_even_part(const float *p, size_t n)
+{
+    size_t m = 2 * n - 1;
+    __m256 a = _mm256_maskload_ps(p, cpu_vmask_first(m < 8 ? m : 8));
+    __m256 b = _mm256_maskload_ps(p + 8, cpu_vmask_first(m > 8 ? m - 8 : 0));
+    __m256 s = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)); /* a0 a2 b0 b2 a4 a6 b4 b6 */
+    s = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+    return cpu_vkeep_first(s, n);
 }
 #define CPU_VI_SELECT(m, a, b) \
     _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(b), _mm256_castsi256_ps(a), m))
