@@ -378,7 +378,7 @@ Test(grad_ops, sum_to_adds_up_every_repeat_of_a_broadcast_operand)
     check_sum_to(ref_shape_of(KILN_SHAPE(7)), ref_shape_of(KILN_SHAPE(7)));
 }
 
-static void check_expand(ref_shape so, int axis)
+static void check_expand(ref_shape so, int axis, size_t shift)
 {
     op_case c = {0};
     ref_shape s = so;
@@ -390,8 +390,13 @@ static void check_expand(ref_shape so, int axis)
         s.ndim--;
     }
     tensor *x = input(&c, s.ndim, s.dims, 2);
-    tensor *out = out_node(KILN_OP_EXPAND, so.ndim, so.dims, &c, "expand");
+    char label[96], shp[64];
+    snprintf(label, sizeof label, "expand to %s along %d, shifted %zu",
+             ref_shape_str(so, shp, sizeof shp), axis, shift);
+    tensor *out = out_node(KILN_OP_EXPAND, so.ndim, so.dims, &c, label);
     out->node.iparam[0] = axis;
+    misalign(x, shift);
+    misalign(out, shift ? shift + 1 : 0);
     size_t n = ref_numel(so), inner = 1, r = n;
     if (axis >= 0) {
         r = (size_t)so.dims[axis];
@@ -408,10 +413,31 @@ static void check_expand(ref_shape so, int axis)
 
 Test(grad_ops, expand_repeats_its_source_along_the_axis)
 {
-    check_expand(ref_shape_of(KILN_SHAPE(3, 4, 5)), 1);
-    check_expand(ref_shape_of(KILN_SHAPE(3, 4, 5)), 0);
-    check_expand(ref_shape_of(KILN_SHAPE(3, 4, 5)), 2);
-    check_expand(ref_shape_of(KILN_SHAPE(13, 31)), -1);
+    check_expand(ref_shape_of(KILN_SHAPE(3, 4, 5)), 1, 0);
+    check_expand(ref_shape_of(KILN_SHAPE(3, 4, 5)), 0, 0);
+    check_expand(ref_shape_of(KILN_SHAPE(3, 4, 5)), 2, 0);
+    check_expand(ref_shape_of(KILN_SHAPE(13, 31)), -1, 0);
+}
+
+/* A scalar broadcast at every size, repeats of one element (rows of 1),
+ * repeats of whole rows, and a repeat count of 1, each large enough for two
+ * threads to split somewhere inside a repeat. */
+Test(grad_ops, expand_is_exact_at_every_size_and_alignment)
+{
+    for (size_t k = 0; k < N_SIZES; k++) {
+        check_expand(ref_shape_of(KILN_SHAPE(SIZES[k])), -1, 0);
+        check_expand(ref_shape_of(KILN_SHAPE(SIZES[k])), -1, 3);
+    }
+    check_expand(ref_shape_of(KILN_SHAPE(3, 70001)), 1, 3);
+    check_expand(ref_shape_of(KILN_SHAPE(40, 50, 37)), 1, 3);
+    check_expand(ref_shape_of(KILN_SHAPE(3, 17, 1)), 0, 1);
+    check_expand(ref_shape_of(KILN_SHAPE(70001, 1, 3)), 1, 2);
+}
+
+/* Over 8 MiB a thread's share of a broadcast is stored around the caches. */
+Test(grad_ops, expand_is_exact_when_the_output_is_streamed)
+{
+    check_expand(ref_shape_of(KILN_SHAPE(((int64_t)1 << 22) + 4099)), -1, 5);
 }
 
 /* g and x of n elements, misaligned by shift floats, with the special x

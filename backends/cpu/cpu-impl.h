@@ -129,6 +129,8 @@ typedef struct cpu_kernels {
 
     /* -- gradients (ops_grad.c) and optimiser steps (ops_optim.c); out may
      *    be any of the inputs, element for element                          */
+    /* out[i] = v, i < n: EXPAND's broadcast of one element                 */
+    void        (*fill)(float *out, float v, size_t n);
     /* out[i] = x[i] > 0 ? g[i] : 0, i < n: 0 where x is NaN                 */
     void        (*relu_grad)(float *out, const float *g, const float *x, size_t n);
     /* one row of n of SOFTMAX_GRAD, out = y * (g - sum(g * y)), or with

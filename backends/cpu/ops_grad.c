@@ -5,9 +5,10 @@
  * Their semantics are backend.h's. Ties and NaN pick the same element the
  * forward op picked (the first maximum, a NaN counting as one), so a gradient
  * goes where the value came from. Sums accumulate in double, as in the
- * forward reductions. The elementwise and per-row loops of RELU_GRAD, the
- * softmax gradients and CROSS_ENTROPY_GRAD are the device's kernels
- * (cpu_kernels; the portable ones are here), which an ISA may replace. */
+ * forward reductions. The elementwise and per-row loops of EXPAND (its
+ * broadcast of one element), RELU_GRAD, the softmax gradients and
+ * CROSS_ENTROPY_GRAD are the device's kernels (cpu_kernels; the portable
+ * ones are here), which an ISA may replace. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,12 @@
 #include "cpu-impl.h"
 
 /* ---- portable kernels ---------------------------------------------------------- */
+
+static void cpu_fill_scalar(float *out, float v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = v;
+}
 
 /* NaN > 0 is false: a NaN x passes no gradient. */
 static void cpu_relu_grad_scalar(float *out, const float *g, const float *x, size_t n)
@@ -51,6 +58,7 @@ static void cpu_cross_entropy_grad_row_scalar(float *out, const float *x, size_t
 
 void cpu_grad_kernels_scalar(cpu_kernels *k)
 {
+    k->fill                   = cpu_fill_scalar;
     k->relu_grad              = cpu_relu_grad_scalar;
     k->softmax_grad_row       = cpu_softmax_grad_row_scalar;
     k->cross_entropy_grad_row = cpu_cross_entropy_grad_row_scalar;
@@ -104,17 +112,43 @@ const char *cpu_check_expand(const kiln_node *node)
     return NULL;
 }
 
+typedef struct cpu_expand_job {
+    const cpu_device *dev;
+    const float      *x;
+    float            *out;
+    size_t            r, inner;
+} cpu_expand_job;
+
+/* Elements [lo, hi) of the output [outer, r, inner], in runs: with r = 1 the
+ * output is x; with inner = 1 each x[o] fills r elements; else each row of
+ * inner elements is a copy of one of x's. */
+static void cpu_expand_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_expand_job *j = arg;
+    if (j->r == 1) {
+        memcpy(j->out + lo, j->x + lo, (hi - lo) * sizeof *j->out);
+        return;
+    }
+    for (size_t i = lo; i < hi;) {
+        size_t row = i / j->inner, at = i % j->inner;
+        size_t len = j->inner == 1 ? j->r - row % j->r : j->inner - at;
+        len = len < hi - i ? len : hi - i;
+        if (j->inner == 1)
+            j->dev->k.fill(j->out + i, j->x[row / j->r], len);
+        else
+            memcpy(j->out + i, j->x + row / j->r * j->inner + at, len * sizeof *j->out);
+        i += len;
+    }
+}
+
 kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node)
 {
-    (void)dev;
     int64_t outer, r, inner;
     cpu_expand_extent(node, &outer, &r, &inner);
-    const float *x = cpu_cf32(node->src[0]);
-    float *out = cpu_f32(node);
-    for (int64_t o = 0; o < outer; o++)
-        for (int64_t k = 0; k < r; k++)
-            for (int64_t j = 0; j < inner; j++)
-                out[(o * r + k) * inner + j] = x[o * inner + j];
+    cpu_expand_job job = { dev, cpu_cf32(node->src[0]), cpu_f32(node), (size_t)r,
+                           (size_t)inner };
+    cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN,
+                     cpu_expand_range, &job);
     return KILN_OK;
 }
 

@@ -37,29 +37,25 @@ CPU_INLINE cpu_vf CPU_SN(v_relu_grad)(cpu_vf g, cpu_vf x)
     return CPU_VSELECT(CPU_VCMP_GT(x, CPU_VZERO()), g, CPU_VZERO());
 }
 
-/* Large outputs go around the caches, as simd-template.h's unary loops do. */
+/* simd-template.h's binary loop: large outputs go around the caches. */
 static void CPU_SN(relu_grad)(float *out, const float *g, const float *x, size_t n)
 {
-    size_t i = 0, head = CPU_SN(stream_head)(out, n);
-    bool stream = head != SIZE_MAX;
-    if (stream) {
-        for (; i < head; i += CPU_VL) {
-            size_t k = head - i < CPU_VL ? head - i : CPU_VL;
-            cpu_vstore_part(out + i, CPU_SN(v_relu_grad)(cpu_vload_part(g + i, k),
-                                                         cpu_vload_part(x + i, k)), k);
-        }
-        i = head;
-    }
-    for (; i + CPU_VL <= n; i += CPU_VL)
-        CPU_SN(store)(out + i, CPU_SN(v_relu_grad)(CPU_VLOADU(g + i), CPU_VLOADU(x + i)),
-                      stream);
-    if (i < n) {
-        size_t k = n - i;
-        cpu_vstore_part(out + i, CPU_SN(v_relu_grad)(cpu_vload_part(g + i, k),
-                                                     cpu_vload_part(x + i, k)), k);
-    }
-    if (stream)
-        _mm_sfence();
+    CPU_SN(binary_loop)(out, g, 1, x, 1, n, CPU_SN(v_relu_grad));
+}
+
+/* ---- EXPAND ----------------------------------------------------------------------- */
+
+CPU_INLINE cpu_vf CPU_SN(v_first)(cpu_vf a, cpu_vf b)
+{
+    (void)b;
+    return a;
+}
+
+/* The binary loop with both operands v broadcast (steps 0, which the inlined
+ * loop folds away): only stores, streamed when large. */
+static void CPU_SN(fill)(float *out, float v, size_t n)
+{
+    CPU_SN(binary_loop)(out, &v, 0, &v, 0, n, CPU_SN(v_first));
 }
 
 /* ---- SOFTMAX_GRAD, LOG_SOFTMAX_GRAD ------------------------------------------------- */
@@ -209,6 +205,7 @@ static void CPU_SN(adam_step)(float *p, float *m, float *v, const float *g,
 void CPU_SN(simd_grad_kernels)(cpu_kernels *k)
 {
     k->relu_grad              = CPU_SN(relu_grad);
+    k->fill                   = CPU_SN(fill);
     k->softmax_grad_row       = CPU_SN(softmax_grad_row);
     k->cross_entropy_grad_row = CPU_SN(cross_entropy_grad_row);
     k->sgd_step               = CPU_SN(sgd_step);
