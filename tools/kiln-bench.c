@@ -631,31 +631,24 @@ static int bench_ops(const options *o, kiln_context *ctx, const machine *mach)
         printf("%-16s %-12s %8s %8s %8s %9s   (GB/s read + written, %d repeats)\n", "op",
                "rows x cols", "worst", "median", "best", "/memcpy", o->repeat);
     }
-    for (int op = 0; op < OP_COUNT; op++) {
+    /* the one-op graphs, then the training ops */
+    for (int row = 0; row < OP_COUNT + GRAD_COUNT; row++) {
+        bool grad = row >= OP_COUNT;
+        const char *name = grad ? grad_infos[row - OP_COUNT].name : op_infos[row].name;
         for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
             bench_stats st;
             char shape[32];
             snprintf(shape, sizeof shape, "%lldx%lld", (long long)sizes[s][0],
                      (long long)sizes[s][1]);
-            if (!bench_op(o, ctx, (op_kind)op, sizes[s][0], sizes[s][1], &st)) {
+            bool ok = grad ? bench_grad(o, ctx, (grad_kind)(row - OP_COUNT), sizes[s][0],
+                                        sizes[s][1], &st)
+                           : bench_op(o, ctx, (op_kind)row, sizes[s][0], sizes[s][1], &st);
+            if (!ok) {
                 status = 1;
                 continue;
             }
             /* memcpy's figure is for tensors beyond the caches only */
-            print_rate_row(o, op_infos[op].name, shape, &st, s == 2 ? copy : 0);
-        }
-    }
-    for (int kind = 0; kind < GRAD_COUNT; kind++) {
-        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
-            bench_stats st;
-            char shape[32];
-            snprintf(shape, sizeof shape, "%lldx%lld", (long long)sizes[s][0],
-                     (long long)sizes[s][1]);
-            if (!bench_grad(o, ctx, (grad_kind)kind, sizes[s][0], sizes[s][1], &st)) {
-                status = 1;
-                continue;
-            }
-            print_rate_row(o, grad_infos[kind].name, shape, &st, s == 2 ? copy : 0);
+            print_rate_row(o, name, shape, &st, s == 2 ? copy : 0);
         }
     }
     return status;
