@@ -6,7 +6,8 @@
  *   kiln-bench ops  [--threads N] [--repeat N] [--json]
  *
  * Each figure is one graph run (kiln_graph_run of a one-op graph), warmed up,
- * then repeated: min / median / max of the repeats. GEMM is printed next to
+ * then repeated: min / median / max of the repeats; a training op's figure is
+ * the time of its graph less that of the graph without it (bench_grad). GEMM is printed next to
  * the FMA peak measured on this machine, elementwise ops next to memcpy's
  * bandwidth; a --compare reference runs the same shapes in the same run,
  * interleaved with kiln's, and its result is checked against kiln's.
@@ -501,6 +502,117 @@ static bool bench_op(const options *o, kiln_context *ctx, op_kind op, int64_t ro
     return ok;
 }
 
+/* ---- gradient ops ----------------------------------------------------------------- */
+
+/* kiln_backward and the optimisers add their nodes to a graph that computes a
+ * loss, so a training op is never a one-op graph. Its figure is the time of a
+ * graph with it less that of the same work without it, the two timed in turn
+ * in each repeat, over the bytes the op alone reads and writes. */
+typedef enum grad_kind { GRAD_SUM, GRAD_RELU, GRAD_ADAM, GRAD_COUNT } grad_kind;
+
+static const op_info grad_infos[GRAD_COUNT] = {
+    /* sum(x) with its gradient, less the loss alone: the loss's gradient
+     * expanded to x's size (written), which relu backward includes */
+    [GRAD_SUM]  = {"sum backward", 1},
+    /* sum(relu(x)) with its gradient, less the loss alone: the loss's
+     * gradient expanded to x's size (written), then relu_grad (that and x
+     * read, x's gradient written) */
+    [GRAD_RELU] = {"relu backward", 4},
+    /* sum(p) with its gradient and an Adam step, less the same without the
+     * step: p, g, m and v read, p, m and v written */
+    [GRAD_ADAM] = {"adam step", 7},
+};
+
+typedef struct grad_graph {
+    kiln_graph  *g;
+    kiln_tensor *loss;
+} grad_graph;
+
+/* x [rows, cols], a parameter, and loss = sum(relu(x)) (GRAD_RELU) or sum(x),
+ * with its gradient, and an Adam step if `step`. NULL after a message. */
+static kiln_graph *build_grad(kiln_context *ctx, grad_kind kind, bool step,
+                              int64_t rows, int64_t cols, kiln_tensor **loss)
+{
+    kiln_graph *g = kiln_graph_new(ctx);
+    if (!g) {
+        fprintf(stderr, "kiln-bench: kiln_graph_new: %s\n", kiln_last_error());
+        return NULL;
+    }
+    kiln_tensor *x = kiln_param(g, "x", KILN_SHAPE(rows, cols));
+    *loss = kiln_sum(g, kind == GRAD_RELU ? kiln_relu(g, x) : x);
+    bool ok = kiln_output(g, *loss) == KILN_OK && kiln_backward(g, *loss) == KILN_OK &&
+              (!step || kiln_adam(g, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f)) &&
+              kiln_graph_compile(g) == KILN_OK;
+    if (!ok) {
+        fprintf(stderr, "kiln-bench: building the %s graph failed: %s\n",
+                grad_infos[kind].name,
+                kiln_graph_error(g) ? kiln_graph_error(g) : kiln_last_error());
+    } else if (fill_leaf(x, 1)) {
+        return g;
+    }
+    kiln_graph_free(g);
+    return NULL;
+}
+
+static bool eval_loss(void *arg)
+{
+    grad_graph *r = arg;
+    if (kiln_graph_eval(r->g, r->loss) != KILN_OK) {
+        fprintf(stderr, "kiln-bench: kiln_graph_eval: %s\n", kiln_last_error());
+        return false;
+    }
+    return true;
+}
+
+static bool bench_grad(const options *o, kiln_context *ctx, grad_kind kind, int64_t rows,
+                       int64_t cols, bench_stats *st)
+{
+    double secs[64];
+    grad_graph with = { NULL, NULL }, without = { NULL, NULL };
+    with.g = build_grad(ctx, kind, kind == GRAD_ADAM, rows, cols, &with.loss);
+    /* sum, relu: the loss alone is the same graph evaluated up to the loss */
+    without = with;
+    if (kind == GRAD_ADAM)
+        without.g = build_grad(ctx, kind, false, rows, cols, &without.loss);
+    bool ok = with.g && without.g;
+    for (int r = 0; ok && r < o->repeat; r++) {
+        double t_with, t_without;
+        graph_run run = { with.g }, base = { without.g };
+        ok = bench_time(run_graph, &run, 1, o->min_s, &t_with) &&
+             (kind == GRAD_ADAM ? bench_time(run_graph, &base, 1, o->min_s, &t_without)
+                                : bench_time(eval_loss, &without, 1, o->min_s, &t_without));
+        secs[r] = t_with - t_without;
+    }
+    if (ok)
+        *st = rate_stats(secs, o->repeat,
+                         4.0 * (double)rows * (double)cols * grad_infos[kind].streams);
+    kiln_graph_free(with.g);
+    if (without.g != with.g)
+        kiln_graph_free(without.g);
+    return ok;
+}
+
+/* One row of `ops`: GB/s, and the share of memcpy's for sizes beyond the caches. */
+static void print_rate_row(const options *o, const char *name, const char *shape,
+                           const bench_stats *st, double copy)
+{
+    if (o->json) {
+        json_row_start();
+        printf("\"op\":\"%s\",\"shape\":\"%s\",\"gbs\":{\"min\":%.2f,"
+               "\"median\":%.2f,\"max\":%.2f}", name, shape, st->min, st->median,
+               st->max);
+        if (copy > 0)
+            printf(",\"of_memcpy\":%.3f", st->median / copy);
+        printf("}");
+    } else {
+        printf("%-16s %-12s %8.1f %8.1f %8.1f", name, shape, st->min, st->median, st->max);
+        if (copy > 0)
+            printf(" %8.0f%%", 100.0 * st->median / copy);
+        printf("\n");
+    }
+    fflush(stdout);
+}
+
 static int bench_ops(const options *o, kiln_context *ctx, const machine *mach)
 {
     /* elements: in L2, in L3, and 4x the L3 of this machine (32 MiB) */
@@ -519,34 +631,24 @@ static int bench_ops(const options *o, kiln_context *ctx, const machine *mach)
         printf("%-16s %-12s %8s %8s %8s %9s   (GB/s read + written, %d repeats)\n", "op",
                "rows x cols", "worst", "median", "best", "/memcpy", o->repeat);
     }
-    for (int op = 0; op < OP_COUNT; op++) {
+    /* the one-op graphs, then the training ops */
+    for (int row = 0; row < OP_COUNT + GRAD_COUNT; row++) {
+        bool grad = row >= OP_COUNT;
+        const char *name = grad ? grad_infos[row - OP_COUNT].name : op_infos[row].name;
         for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
             bench_stats st;
             char shape[32];
             snprintf(shape, sizeof shape, "%lldx%lld", (long long)sizes[s][0],
                      (long long)sizes[s][1]);
-            if (!bench_op(o, ctx, (op_kind)op, sizes[s][0], sizes[s][1], &st)) {
+            bool ok = grad ? bench_grad(o, ctx, (grad_kind)(row - OP_COUNT), sizes[s][0],
+                                        sizes[s][1], &st)
+                           : bench_op(o, ctx, (op_kind)row, sizes[s][0], sizes[s][1], &st);
+            if (!ok) {
                 status = 1;
                 continue;
             }
             /* memcpy's figure is for tensors beyond the caches only */
-            bool beyond = s == 2;
-            if (o->json) {
-                json_row_start();
-                printf("\"op\":\"%s\",\"shape\":\"%s\",\"gbs\":{\"min\":%.2f,"
-                       "\"median\":%.2f,\"max\":%.2f}", op_infos[op].name, shape, st.min,
-                       st.median, st.max);
-                if (beyond && copy > 0)
-                    printf(",\"of_memcpy\":%.3f", st.median / copy);
-                printf("}");
-            } else {
-                printf("%-16s %-12s %8.1f %8.1f %8.1f", op_infos[op].name, shape, st.min,
-                       st.median, st.max);
-                if (beyond && copy > 0)
-                    printf(" %8.0f%%", 100.0 * st.median / copy);
-                printf("\n");
-            }
-            fflush(stdout);
+            print_rate_row(o, name, shape, &st, s == 2 ? copy : 0);
         }
     }
     return status;
@@ -561,7 +663,8 @@ static const char usage[] =
     "  gemm   matmul: square 128..2048 and the shapes of a batch-64 MLP, in\n"
     "         GFLOP/s and % of the FMA peak measured on this machine\n"
     "  conv   conv2d (implicit GEMM) and max_pool2d\n"
-    "  ops    elementwise, reductions and softmax in GB/s, next to memcpy\n"
+    "  ops    elementwise, reductions, softmax and training ops (the gradient\n"
+    "         of sum and relu, an Adam step) in GB/s, next to memcpy\n"
     "options:\n"
     "  --compare openblas   also run cblas_sgemm (libopenblas.so.0) on the same\n"
     "                       shapes, with as many threads, and print kiln/it\n"

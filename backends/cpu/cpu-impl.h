@@ -135,6 +135,27 @@ typedef struct cpu_kernels {
     double      (*logsumexp)(const float *x, size_t n);
     /* sum of (a[i] - b[i])^2 over n, accumulated in double                  */
     double      (*sum_sq_diff)(const float *a, const float *b, size_t n);
+
+    /* -- gradients (ops_grad.c) and optimiser steps (ops_optim.c); out may
+     *    be any of the inputs, element for element                          */
+    /* out[i] = v, i < n: EXPAND's broadcast of one element                 */
+    void        (*fill)(float *out, float v, size_t n);
+    /* out[i] = x[i] > 0 ? g[i] : 0, i < n: 0 where x is NaN                 */
+    void        (*relu_grad)(float *out, const float *g, const float *x, size_t n);
+    /* one row of n of SOFTMAX_GRAD, out = y * (g - sum(g * y)), or with
+     * as_log of LOG_SOFTMAX_GRAD, out = g - exp(y) * sum(g); sums in double */
+    void        (*softmax_grad_row)(float *out, const float *g, const float *y,
+                                    size_t n, bool as_log);
+    /* one row of n > 0 of CROSS_ENTROPY_GRAD: out = scale * (softmax(x) -
+     * one_hot(label)), label < n                                            */
+    void        (*cross_entropy_grad_row)(float *out, const float *x, size_t n,
+                                          size_t label, float scale);
+    /* n elements of an SGD step on p, velocity v; hp as in backend.h        */
+    void        (*sgd_step)(float *p, float *v, const float *g, const float *hp,
+                            size_t n);
+    /* n elements of an Adam step on p, moments m and v; hp as in backend.h  */
+    void        (*adam_step)(float *p, float *m, float *v, const float *g,
+                             const float *hp, size_t n);
 } cpu_kernels;
 
 /* Each family fills its part of the table with portable C. */
@@ -144,6 +165,10 @@ void cpu_softmax_kernels_scalar(cpu_kernels *k);
 void cpu_loss_kernels_scalar(cpu_kernels *k);
 void cpu_matmul_kernels_scalar(cpu_kernels *k);
 void cpu_conv_kernels_scalar(cpu_kernels *k);
+void cpu_grad_kernels_scalar(cpu_kernels *k);
+/* The portable softmax_row, which the portable cross_entropy_grad_row uses. */
+void cpu_softmax_row_scalar(float *out, const float *x, size_t n, bool as_log);
+void cpu_optim_kernels_scalar(cpu_kernels *k);
 #if defined(__x86_64__)
 /* An ISA's file overwrites the entries it vectorises. */
 void cpu_kernels_avx2(cpu_kernels *k);

@@ -20,10 +20,12 @@
 
 #define CPU_SIMD_NAME(name) cpu_##name##_avx2
 #include "simd-template.h"
+#include "simd-grad-template.h"
 
 void cpu_kernels_avx2(cpu_kernels *k)
 {
     k->isa = "avx2";
     k->gemm = &cpu_gemm_avx2;
     cpu_simd_kernels_avx2(k);
+    cpu_simd_grad_kernels_avx2(k);
 }

@@ -21,10 +21,12 @@
 
 #define CPU_SIMD_NAME(name) cpu_##name##_avx512
 #include "simd-template.h"
+#include "simd-grad-template.h"
 
 void cpu_kernels_avx512(cpu_kernels *k)
 {
     k->isa = "avx512";
     k->gemm = &cpu_gemm_avx512;
     cpu_simd_kernels_avx512(k);
+    cpu_simd_grad_kernels_avx512(k);
 }

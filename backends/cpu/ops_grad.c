@@ -5,12 +5,64 @@
  * Their semantics are backend.h's. Ties and NaN pick the same element the
  * forward op picked (the first maximum, a NaN counting as one), so a gradient
  * goes where the value came from. Sums accumulate in double, as in the
- * forward reductions. */
+ * forward reductions. The elementwise and per-row loops of EXPAND (its
+ * broadcast of one element), RELU_GRAD, the softmax gradients and
+ * CROSS_ENTROPY_GRAD are the device's kernels (cpu_kernels; the portable
+ * ones are here), which an ISA may replace. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu-impl.h"
+
+/* ---- portable kernels ---------------------------------------------------------- */
+
+static void cpu_fill_scalar(float *out, float v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = v;
+}
+
+/* NaN > 0 is false: a NaN x passes no gradient. */
+static void cpu_relu_grad_scalar(float *out, const float *g, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = x[i] > 0.0f ? g[i] : 0.0f;
+}
+
+static void cpu_softmax_grad_row_scalar(float *out, const float *g, const float *y,
+                                        size_t n, bool as_log)
+{
+    double s = 0.0;
+    if (as_log) {
+        for (size_t i = 0; i < n; i++)
+            s += g[i];
+        for (size_t i = 0; i < n; i++)
+            out[i] = g[i] - expf(y[i]) * (float)s;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        s += (double)g[i] * (double)y[i];
+    for (size_t i = 0; i < n; i++)
+        out[i] = y[i] * (g[i] - (float)s);
+}
+
+static void cpu_cross_entropy_grad_row_scalar(float *out, const float *x, size_t n,
+                                              size_t label, float scale)
+{
+    cpu_softmax_row_scalar(out, x, n, false);
+    out[label] -= 1.0f;
+    for (size_t j = 0; j < n; j++)
+        out[j] *= scale;
+}
+
+void cpu_grad_kernels_scalar(cpu_kernels *k)
+{
+    k->fill                   = cpu_fill_scalar;
+    k->relu_grad              = cpu_relu_grad_scalar;
+    k->softmax_grad_row       = cpu_softmax_grad_row_scalar;
+    k->cross_entropy_grad_row = cpu_cross_entropy_grad_row_scalar;
+}
 
 /* ---- SUM_TO, EXPAND --------------------------------------------------------- */
 
@@ -60,17 +112,43 @@ const char *cpu_check_expand(const kiln_node *node)
     return NULL;
 }
 
+typedef struct cpu_expand_job {
+    const cpu_device *dev;
+    const float      *x;
+    float            *out;
+    size_t            r, inner;
+} cpu_expand_job;
+
+/* Elements [lo, hi) of the output [outer, r, inner], in runs: with r = 1 the
+ * output is x; with inner = 1 each x[o] fills r elements; else each row of
+ * inner elements is a copy of one of x's. */
+static void cpu_expand_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_expand_job *j = arg;
+    if (j->r == 1) {
+        memcpy(j->out + lo, j->x + lo, (hi - lo) * sizeof *j->out);
+        return;
+    }
+    for (size_t i = lo; i < hi;) {
+        size_t row = i / j->inner, at = i % j->inner;
+        size_t len = j->inner == 1 ? j->r - row % j->r : j->inner - at;
+        len = len < hi - i ? len : hi - i;
+        if (j->inner == 1)
+            j->dev->k.fill(j->out + i, j->x[row / j->r], len);
+        else
+            memcpy(j->out + i, j->x + row / j->r * j->inner + at, len * sizeof *j->out);
+        i += len;
+    }
+}
+
 kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node)
 {
-    (void)dev;
     int64_t outer, r, inner;
     cpu_expand_extent(node, &outer, &r, &inner);
-    const float *x = cpu_cf32(node->src[0]);
-    float *out = cpu_f32(node);
-    for (int64_t o = 0; o < outer; o++)
-        for (int64_t k = 0; k < r; k++)
-            for (int64_t j = 0; j < inner; j++)
-                out[(o * r + k) * inner + j] = x[o * inner + j];
+    cpu_expand_job job = { dev, cpu_cf32(node->src[0]), cpu_f32(node), (size_t)r,
+                           (size_t)inner };
+    cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN,
+                     cpu_expand_range, &job);
     return KILN_OK;
 }
 
@@ -84,20 +162,20 @@ const char *cpu_check_relu_grad(const kiln_node *node)
 }
 
 typedef struct cpu_relu_grad_job {
-    const float *g, *x;
-    float       *out;
+    const cpu_device *dev;
+    const float      *g, *x;
+    float            *out;
 } cpu_relu_grad_job;
 
 static void cpu_relu_grad_range(void *arg, size_t lo, size_t hi)
 {
     const cpu_relu_grad_job *j = arg;
-    for (size_t i = lo; i < hi; i++)
-        j->out[i] = j->x[i] > 0.0f ? j->g[i] : 0.0f;
+    j->dev->k.relu_grad(j->out + lo, j->g + lo, j->x + lo, hi - lo);
 }
 
 kiln_status cpu_op_relu_grad(const cpu_device *dev, const kiln_node *node)
 {
-    cpu_relu_grad_job job = { cpu_cf32(node->src[0]), cpu_cf32(node->src[1]),
+    cpu_relu_grad_job job = { dev, cpu_cf32(node->src[0]), cpu_cf32(node->src[1]),
                               cpu_f32(node) };
     cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN,
                      cpu_relu_grad_range, &job);
@@ -138,31 +216,38 @@ const char *cpu_check_softmax_grad(const kiln_node *node)
     return NULL;
 }
 
-/* softmax: y * (g - sum(g * y)); log_softmax: g - exp(y) * sum(g), per row. */
+/* Rows of SOFTMAX_GRAD or LOG_SOFTMAX_GRAD, or of CROSS_ENTROPY_GRAD. */
+typedef struct cpu_grad_rows_job {
+    const cpu_device *dev;
+    const float      *g;          /* NULL for cross_entropy_grad     */
+    const float      *x;          /* the softmax's y, or the logits  */
+    const int32_t    *labels;     /* cross_entropy_grad: checked     */
+    float            *out;
+    size_t            cols;
+    float             scale;      /* cross_entropy_grad              */
+    bool              as_log;
+} cpu_grad_rows_job;
+
+static void cpu_softmax_grad_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_grad_rows_job *j = arg;
+    for (size_t r = lo; r < hi; r++)
+        j->dev->k.softmax_grad_row(j->out + r * j->cols, j->g + r * j->cols,
+                                   j->x + r * j->cols, j->cols, j->as_log);
+}
+
 kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node)
 {
-    bool as_log = node->op == KILN_OP_LOG_SOFTMAX_GRAD;
     const kiln_node *ynode = node->src[1];
-    int64_t rows = cpu_rows(ynode), cols = cpu_last_dim(ynode);
-    const float *g = cpu_cf32(node->src[0]), *y = cpu_cf32(ynode);
-    float *out = cpu_f32(node);
-    if (cols == 0)
+    cpu_grad_rows_job job = {
+        .dev = dev, .g = cpu_cf32(node->src[0]), .x = cpu_cf32(ynode),
+        .out = cpu_f32(node), .cols = (size_t)cpu_last_dim(ynode),
+        .as_log = node->op == KILN_OP_LOG_SOFTMAX_GRAD,
+    };
+    if (job.cols == 0)
         return KILN_OK;   /* no elements at all */
-    for (int64_t r = 0; r < rows; r++) {
-        const float *gr = g + r * cols, *yr = y + r * cols;
-        float *o = out + r * cols;
-        double s = 0.0;
-        if (as_log) {
-            s = dev->k.sum(gr, (size_t)cols, 1);
-            for (int64_t i = 0; i < cols; i++)
-                o[i] = gr[i] - expf(yr[i]) * (float)s;
-            continue;
-        }
-        for (int64_t i = 0; i < cols; i++)
-            s += (double)gr[i] * (double)yr[i];
-        for (int64_t i = 0; i < cols; i++)
-            o[i] = yr[i] * (gr[i] - (float)s);
-    }
+    cpu_parallel_for(dev, (size_t)cpu_rows(ynode), 1, cpu_row_grain(job.cols),
+                     cpu_softmax_grad_range, &job);
     return KILN_OK;
 }
 
@@ -395,27 +480,33 @@ const char *cpu_check_cross_entropy_grad(const kiln_node *node)
     return NULL;
 }
 
-/* g * (softmax(logits) - one_hot(labels)) / N */
+static void cpu_cross_entropy_grad_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_grad_rows_job *j = arg;
+    for (size_t r = lo; r < hi; r++)
+        j->dev->k.cross_entropy_grad_row(j->out + r * j->cols, j->x + r * j->cols,
+                                         j->cols, (size_t)j->labels[r], j->scale);
+}
+
+/* g * (softmax(logits) - one_hot(labels)) / N. Every label is checked before
+ * any row is written, so the rows can then go to threads. */
 kiln_status cpu_op_cross_entropy_grad(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *logits = node->src[1];
     int64_t N = logits->dims[0], C = logits->dims[1];
-    const float *x = cpu_cf32(logits);
     const int32_t *labels = cpu_data(node->src[2]);
-    float *out = cpu_f32(node);
-    float scale = N > 0 ? (float)((double)*cpu_cf32(node->src[0]) / (double)N) : 0.0f;
-    for (int64_t i = 0; i < N; i++) {
-        int32_t label = labels[i];
-        if (label < 0 || label >= C)
+    for (int64_t i = 0; i < N; i++)
+        if (labels[i] < 0 || labels[i] >= C)
             return dev->host->error(KILN_ERR_INVALID_ARG,
                                     "cross_entropy_grad: label %d at row %lld is "
-                                    "outside [0, %lld)", (int)label, (long long)i,
+                                    "outside [0, %lld)", (int)labels[i], (long long)i,
                                     (long long)C);
-        float *row = out + i * C;
-        dev->k.softmax_row(row, x + i * C, (size_t)C, false);
-        row[label] -= 1.0f;
-        for (int64_t j = 0; j < C; j++)
-            row[j] *= scale;
-    }
+    cpu_grad_rows_job job = {
+        .dev = dev, .x = cpu_cf32(logits), .labels = labels, .out = cpu_f32(node),
+        .cols = (size_t)C,
+        .scale = N > 0 ? (float)((double)*cpu_cf32(node->src[0]) / (double)N) : 0.0f,
+    };
+    cpu_parallel_for(dev, (size_t)N, 1, cpu_row_grain(job.cols),
+                     cpu_cross_entropy_grad_range, &job);
     return KILN_OK;
 }

@@ -4,7 +4,9 @@
  * parameter's storage. The state tensors (velocity; m and v) are updated in
  * their own storage, and the hyper-parameters come from a small f32 tensor,
  * so a step reads a new learning rate or bias correction without a change to
- * the node. The formulas are PyTorch's (backend.h). */
+ * the node. The formulas are PyTorch's (backend.h). The loops over a range of
+ * elements are the device's kernels (cpu_kernels; the portable ones are
+ * here), which an ISA may replace. */
 #include <math.h>
 
 #include "cpu-impl.h"
@@ -24,46 +26,27 @@ const char *cpu_check_step(const kiln_node *node)
 }
 
 /* d = g + wd * p;  v = momentum * v + d;  p -= lr * v */
-/* The tensors and hyper-parameters of one step; hp as in backend.h. */
-typedef struct cpu_step_job {
-    float       *p, *s1, *s2;  /* param; velocity, or Adam's m and v */
-    const float *g, *hp;
-} cpu_step_job;
-
-static void cpu_sgd_range(void *arg, size_t lo, size_t hi)
+static void cpu_sgd_step_scalar(float *p, float *v, const float *g, const float *hp,
+                                size_t n)
 {
-    const cpu_step_job *j = arg;
-    float lr = j->hp[0], momentum = j->hp[1], wd = j->hp[2];
-    float *p = j->p, *v = j->s1;
-    const float *g = j->g;
-    for (size_t i = lo; i < hi; i++) {
+    float lr = hp[0], momentum = hp[1], wd = hp[2];
+    for (size_t i = 0; i < n; i++) {
         float d = g[i] + wd * p[i];
         v[i] = momentum * v[i] + d;
         p[i] -= lr * v[i];
     }
 }
 
-kiln_status cpu_op_sgd_step(const cpu_device *dev, const kiln_node *node)
-{
-    cpu_step_job job = { cpu_f32(node), cpu_f32(node->src[2]), NULL,
-                         cpu_cf32(node->src[1]), cpu_cf32(node->src[3]) };
-    cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN, cpu_sgd_range,
-                     &job);
-    return KILN_OK;
-}
-
 /* d = g + wd * p;  m = b1 m + (1 - b1) d;  v = b2 v + (1 - b2) d^2;
  * p -= lr * (m * c1) / (sqrt(v * c2) + eps), c1 and c2 the bias corrections.
  * v * c2 is never negative, so __builtin_sqrtf needs no errno path and the
  * loop vectorises. */
-static void cpu_adam_range(void *arg, size_t lo, size_t hi)
+static void cpu_adam_step_scalar(float *p, float *m, float *v, const float *g,
+                                 const float *hp, size_t n)
 {
-    const cpu_step_job *j = arg;
-    float lr = j->hp[0], b1 = j->hp[1], b2 = j->hp[2], eps = j->hp[3], wd = j->hp[4];
-    float c1 = j->hp[5], c2 = j->hp[6];
-    float *p = j->p, *m = j->s1, *v = j->s2;
-    const float *g = j->g;
-    for (size_t i = lo; i < hi; i++) {
+    float lr = hp[0], b1 = hp[1], b2 = hp[2], eps = hp[3], wd = hp[4];
+    float c1 = hp[5], c2 = hp[6];
+    for (size_t i = 0; i < n; i++) {
         float d = g[i] + wd * p[i];
         m[i] = b1 * m[i] + (1.0f - b1) * d;
         v[i] = b2 * v[i] + (1.0f - b2) * d * d;
@@ -72,9 +55,43 @@ static void cpu_adam_range(void *arg, size_t lo, size_t hi)
     }
 }
 
+void cpu_optim_kernels_scalar(cpu_kernels *k)
+{
+    k->sgd_step  = cpu_sgd_step_scalar;
+    k->adam_step = cpu_adam_step_scalar;
+}
+
+/* The tensors and hyper-parameters of one step; hp as in backend.h. */
+typedef struct cpu_step_job {
+    const cpu_device *dev;
+    float            *p, *s1, *s2;  /* param; velocity, or Adam's m and v */
+    const float      *g, *hp;
+} cpu_step_job;
+
+static void cpu_sgd_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_step_job *j = arg;
+    j->dev->k.sgd_step(j->p + lo, j->s1 + lo, j->g + lo, j->hp, hi - lo);
+}
+
+kiln_status cpu_op_sgd_step(const cpu_device *dev, const kiln_node *node)
+{
+    cpu_step_job job = { dev, cpu_f32(node), cpu_f32(node->src[2]), NULL,
+                         cpu_cf32(node->src[1]), cpu_cf32(node->src[3]) };
+    cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN, cpu_sgd_range,
+                     &job);
+    return KILN_OK;
+}
+
+static void cpu_adam_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_step_job *j = arg;
+    j->dev->k.adam_step(j->p + lo, j->s1 + lo, j->s2 + lo, j->g + lo, j->hp, hi - lo);
+}
+
 kiln_status cpu_op_adam_step(const cpu_device *dev, const kiln_node *node)
 {
-    cpu_step_job job = { cpu_f32(node), cpu_f32(node->src[2]), cpu_f32(node->src[3]),
+    cpu_step_job job = { dev, cpu_f32(node), cpu_f32(node->src[2]), cpu_f32(node->src[3]),
                          cpu_cf32(node->src[1]), cpu_cf32(node->src[4]) };
     cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN, cpu_adam_range,
                      &job);

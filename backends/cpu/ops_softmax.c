@@ -7,7 +7,7 @@
 
 #include "cpu-impl.h"
 
-static void cpu_softmax_row_scalar(float *out, const float *x, size_t n, bool as_log)
+void cpu_softmax_row_scalar(float *out, const float *x, size_t n, bool as_log)
 {
     if (n == 0)
         return;

@@ -376,6 +376,8 @@ static void cpu_kernels_select(cpu_kernels *k, cpu_isa isa)
     cpu_loss_kernels_scalar(k);
     cpu_matmul_kernels_scalar(k);
     cpu_conv_kernels_scalar(k);
+    cpu_grad_kernels_scalar(k);
+    cpu_optim_kernels_scalar(k);
 #if defined(__x86_64__)
     if (isa == CPU_ISA_AVX2)
         cpu_kernels_avx2(k);
