@@ -38,53 +38,30 @@
 #define CPU_GEMM_MAX_TILE (16 * 64)
 
 #define CPU_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define CPU_MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* ---- implicit im2col ---------------------------------------------------------- */
 
-/* The output columns o whose input column o * sw + off lies in [0, W):
- * [*lo, *hi), empty when none. off = kw - pw may be negative. */
-static void cpu_im2col_cols(const cpu_im2col *cv, ptrdiff_t off, size_t *lo, size_t *hi)
-{
-    ptrdiff_t sw = (ptrdiff_t)cv->sw, W = (ptrdiff_t)cv->W;
-    *lo = off >= 0 ? 0 : (size_t)((-off + sw - 1) / sw);
-    *hi = W - off <= 0 ? 0 : (size_t)((W - off + sw - 1) / sw);
-    if (*hi > cv->OW)
-        *hi = cv->OW;
-    if (*lo > *hi)
-        *lo = *hi;
-}
-
-/* Row k of the im2col matrix, columns [j0, j0 + n): out[j] for j < n. Each
- * output row's run is zeros (padding), the input row (copied, or read with
- * the stride), zeros: no test per element. */
-static void cpu_im2col_row(const cpu_im2col *cv, size_t k, size_t j0, size_t n, float *out)
+/* Row k of the im2col matrix, columns [j0, j0 + n): out[j] for j < n. */
+static void cpu_im2col_row(const cpu_im2col *cv, size_t k, size_t j0, size_t n,
+                           float *out, size_t out_step)
 {
     size_t kw = k % cv->KW, kh = (k / cv->KW) % cv->KH, c = k / (cv->KW * cv->KH);
     const float *xc = cv->x + c * cv->H * cv->W;
-    size_t oh = j0 / cv->OW, ow = j0 % cv->OW, lo, hi;
-    ptrdiff_t off = (ptrdiff_t)kw - (ptrdiff_t)cv->pw;
-    cpu_im2col_cols(cv, off, &lo, &hi);
+    size_t oh = j0 / cv->OW, ow = j0 % cv->OW;
     for (size_t j = 0; j < n;) {
         /* one output row oh: ow .. OW-1, or fewer if n runs out */
-        size_t run = CPU_MIN(cv->OW - ow, n - j), end = ow + run;
+        size_t run = CPU_MIN(cv->OW - ow, n - j);
         size_t ih = oh * cv->sh + kh - cv->ph;   /* wraps above H when negative */
-        float *o = out + j;                      /* o[q - ow] for q in [ow, end) */
-        size_t a = ih >= cv->H ? end : CPU_MIN(CPU_MAX(lo, ow), end);
-        size_t b = ih >= cv->H ? end : CPU_MAX(CPU_MIN(hi, end), a);
-        for (size_t q = ow; q < a; q++)
-            o[q - ow] = 0.0f;
-        if (a < b) {
-            /* input column q * sw + off, at least 0 from a on */
-            const float *xr = xc + ih * cv->W + (size_t)((ptrdiff_t)(a * cv->sw) + off);
-            if (cv->sw == 1)
-                memcpy(o + (a - ow), xr, (b - a) * sizeof *o);
-            else
-                for (size_t q = a; q < b; q++)
-                    o[q - ow] = xr[(q - a) * cv->sw];
+        if (ih >= cv->H) {
+            for (size_t r = 0; r < run; r++)
+                out[(j + r) * out_step] = 0.0f;
+        } else {
+            const float *xr = xc + ih * cv->W;
+            for (size_t r = 0; r < run; r++) {
+                size_t iw = (ow + r) * cv->sw + kw - cv->pw;
+                out[(j + r) * out_step] = iw < cv->W ? xr[iw] : 0.0f;
+            }
         }
-        for (size_t q = b; q < end; q++)
-            o[q - ow] = 0.0f;
         j += run;
         ow = 0;
         oh++;
@@ -99,7 +76,7 @@ static void cpu_pack_b_im2col(float *dst, const cpu_im2col *cv, size_t nr,
         size_t cols = CPU_MIN(nr, n - p);
         for (size_t k = 0; k < kc; k++) {
             float *d = dst + k * nr;
-            cpu_im2col_row(cv, k0 + k, j0 + p, cols, d);
+            cpu_im2col_row(cv, k0 + k, j0 + p, cols, d, 1);
             for (size_t j = cols; j < nr; j++)
                 d[j] = 0.0f;
         }
