@@ -384,6 +384,15 @@ static size_t CPU_SN(argmax)(const float *x, size_t n)
 
 /* x[l * sw] for the first k lanes: a load when sw is 1, two loads and a
  * permute when it is 2 (the usual pooling), else a gather of idx = l * sw. */
+/* l * sw in lane l: the offsets of a stride-sw gather (sw * CPU_VL fits). */
+CPU_INLINE cpu_vi CPU_SN(lane_offsets)(size_t sw)
+{
+    int32_t lane[CPU_VL];
+    for (int l = 0; l < CPU_VL; l++)
+        lane[l] = (int32_t)((size_t)l * sw);
+    return CPU_V_AS_I(CPU_VLOADU((const float *)lane));
+}
+
 CPU_INLINE cpu_vf CPU_SN(strided_part)(const float *x, size_t sw, cpu_vi idx, size_t k)
 {
     if (sw == 1)
@@ -400,7 +409,6 @@ CPU_INLINE cpu_vf CPU_SN(strided_part)(const float *x, size_t sw, cpu_vi idx, si
 static void CPU_SN(pool_max_row)(float *out, const float *x, size_t W, size_t n,
                                  size_t kh, size_t kw, size_t sw)
 {
-    int32_t lane[CPU_VL];
     if (sw * CPU_VL >= INT32_MAX / 4) {   /* indices would not fit: no gathers */
         for (size_t j = 0; j < n; j++) {
             float m = x[j * sw];
@@ -411,9 +419,7 @@ static void CPU_SN(pool_max_row)(float *out, const float *x, size_t W, size_t n,
         }
         return;
     }
-    for (int l = 0; l < CPU_VL; l++)
-        lane[l] = (int32_t)((size_t)l * sw);
-    cpu_vi idx = CPU_V_AS_I(CPU_VLOADU((const float *)lane));
+    cpu_vi idx = CPU_SN(lane_offsets)(sw);
     for (size_t j = 0; j < n; j += CPU_VL) {
         size_t k = n - j < CPU_VL ? n - j : CPU_VL;
         const float *base = x + j * sw;
@@ -434,10 +440,7 @@ static void CPU_SN(pool_max_row)(float *out, const float *x, size_t W, size_t n,
 static void CPU_SN(pool_argmax_row)(int32_t *arg, const float *x, size_t W, size_t n,
                                     size_t kh, size_t kw, size_t sw)
 {
-    int32_t lane[CPU_VL];
-    for (int l = 0; l < CPU_VL; l++)
-        lane[l] = (int32_t)((size_t)l * sw);
-    cpu_vi idx = CPU_V_AS_I(CPU_VLOADU((const float *)lane));
+    cpu_vi idx = CPU_SN(lane_offsets)(sw);
     for (size_t j = 0; j < n; j += CPU_VL) {
         size_t k = n - j < CPU_VL ? n - j : CPU_VL;
         const float *base = x + j * sw;
