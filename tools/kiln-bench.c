@@ -117,17 +117,28 @@ static bool compile_graph(kiln_graph *g, kiln_tensor *out)
 
 /* ---- gemm ----------------------------------------------------------------------- */
 
+/* C [M,N] = op(A) [M,K] @ op(B) [K,N]; ta: A is stored [K,M] (read
+ * transposed), tb: B is stored [N,K]. */
 typedef struct gemm_shape {
-    int m, k, n;
+    int  m, k, n;
+    bool ta, tb;
 } gemm_shape;
 
-/* Square sizes, and the shapes of a batch-64 MLP 784-256-128-10: forward
- * (x @ w), and the two products of each layer's backward pass. */
+/* Square sizes, and the products of a batch-64 MLP 784-256-128-10 as
+ * training runs them: forward x @ w, then for each layer the weight's
+ * gradient x^T @ g and the input's g @ w^T (none for the first layer, whose
+ * input needs no gradient); then the CNN's dense layer 6272-128. */
 static const gemm_shape default_gemm_shapes[] = {
-    {128, 128, 128}, {256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024},
-    {2048, 2048, 2048},
-    {64, 784, 256}, {64, 256, 128}, {64, 128, 10},
-    {256, 64, 784}, {784, 64, 256}, {64, 256, 784}, {128, 64, 256},
+    {128, 128, 128, false, false},   {256, 256, 256, false, false},
+    {512, 512, 512, false, false},   {1024, 1024, 1024, false, false},
+    {2048, 2048, 2048, false, false},
+    {64, 784, 256, false, false},    {64, 256, 128, false, false},
+    {64, 128, 10, false, false},
+    {784, 64, 256, true, false},     {256, 64, 128, true, false},
+    {128, 64, 10, true, false},
+    {64, 128, 256, false, true},     {64, 10, 128, false, true},
+    {64, 6272, 128, false, false},   {6272, 64, 128, true, false},
+    {64, 128, 6272, false, true},
 };
 
 typedef struct ref_run {
@@ -173,7 +184,7 @@ static bool gemm_reference(const options *o, const bench_reference *ref,
                            const gemm_shape *s, const float *a, const float *b,
                            const float *c_kiln, gemm_result *res, double *secs)
 {
-    void *state = ref->setup(s->m, s->n, s->k, a, b);
+    void *state = ref->setup(s->m, s->n, s->k, s->ta, s->tb, a, b);
     if (!state) {
         fprintf(stderr, "kiln-bench: %s: setup failed for %dx%dx%d\n", ref->name, s->m,
                 s->k, s->n);
@@ -204,9 +215,11 @@ static bool bench_gemm_shape(const options *o, kiln_context *ctx,
     float *a = random_floats(na, 1), *b = random_floats(nb, 2);
     float *c = malloc((nc ? nc : 1) * sizeof *c);
     kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *ta = kiln_input(g, "a", KILN_F32, KILN_SHAPE(s->m, s->k));
-    kiln_tensor *tb = kiln_input(g, "b", KILN_F32, KILN_SHAPE(s->k, s->n));
-    kiln_tensor *tc = kiln_matmul(g, ta, tb);
+    kiln_tensor *ta = s->ta ? kiln_input(g, "a", KILN_F32, KILN_SHAPE(s->k, s->m))
+                            : kiln_input(g, "a", KILN_F32, KILN_SHAPE(s->m, s->k));
+    kiln_tensor *tb = s->tb ? kiln_input(g, "b", KILN_F32, KILN_SHAPE(s->n, s->k))
+                            : kiln_input(g, "b", KILN_F32, KILN_SHAPE(s->k, s->n));
+    kiln_tensor *tc = kiln_matmul_t(g, ta, tb, s->ta, s->tb);
     memset(res, 0, sizeof *res);
     if (!a || !b || !c || !g || !compile_graph(g, tc) ||
         kiln_tensor_write(ta, a, na * 4) != KILN_OK ||
@@ -235,20 +248,32 @@ out:
     return ok;
 }
 
-/* "1024" is square; "64x784x256" is M x K x N. */
+/* "1024" is square; "64x784x256" is M x K x N; a suffix ":tn", ":nt" or
+ * ":tt" reads A and/or B transposed (":nn" is the default). */
 static int parse_gemm_sizes(const char *list, gemm_shape *out, int cap)
 {
     int n = 0;
     char *copy = strdup(list), *save = NULL;
     for (char *tok = strtok_r(copy, ",", &save); tok && n < cap;
          tok = strtok_r(NULL, ",", &save)) {
-        int m, k, nn;
-        if (sscanf(tok, "%dx%dx%d", &m, &k, &nn) == 3 && m > 0 && k > 0 && nn > 0)
-            out[n++] = (gemm_shape){ m, k, nn };
-        else if (sscanf(tok, "%d", &m) == 1 && m > 0)
-            out[n++] = (gemm_shape){ m, m, m };
+        int m, k, nn, used = 0;
+        char *trans = strchr(tok, ':');
+        bool ta = false, tb = false, good = true;
+        if (trans) {
+            *trans++ = '\0';
+            good = strlen(trans) == 2 && strchr("nt", trans[0]) && strchr("nt", trans[1]);
+            ta = trans[0] == 't';
+            tb = trans[1] == 't';
+        }
+        if (good && sscanf(tok, "%dx%dx%d%n", &m, &k, &nn, &used) == 3 &&
+            tok[used] == '\0' && m > 0 && k > 0 && nn > 0)
+            out[n++] = (gemm_shape){ m, k, nn, ta, tb };
+        else if (good && sscanf(tok, "%d%n", &m, &used) == 1 && tok[used] == '\0' && m > 0)
+            out[n++] = (gemm_shape){ m, m, m, ta, tb };
         else {
-            fprintf(stderr, "kiln-bench: bad size '%s' (want N or MxKxN)\n", tok);
+            fprintf(stderr, "kiln-bench: bad size '%s%s%s' (want N or MxKxN, optionally "
+                    "followed by :nn, :tn, :nt or :tt)\n", tok, trans ? ":" : "",
+                    trans ? trans : "");
             n = -1;
             break;
         }
@@ -294,7 +319,9 @@ static int bench_gemm(const options *o, kiln_context *ctx, const machine *mach)
     for (int i = 0; i < n; i++) {
         gemm_result r;
         char label[48];
-        snprintf(label, sizeof label, "%dx%dx%d", shapes[i].m, shapes[i].k, shapes[i].n);
+        snprintf(label, sizeof label, "%dx%dx%d%s", shapes[i].m, shapes[i].k, shapes[i].n,
+                 shapes[i].ta ? (shapes[i].tb ? ":tt" : ":tn")
+                              : (shapes[i].tb ? ":nt" : ""));
         if (!bench_gemm_shape(o, ctx, ref, &shapes[i], &r)) {
             status = 1;
             continue;
@@ -302,10 +329,11 @@ static int bench_gemm(const options *o, kiln_context *ctx, const machine *mach)
         double pct = mach->peak_gflops > 0 ? 100.0 * r.kiln.median / mach->peak_gflops : 0;
         if (o->json) {
             json_row_start();
-            printf("\"shape\":\"%s\",\"m\":%d,\"k\":%d,\"n\":%d,\"gflops\":{\"min\":%.2f,"
-                   "\"median\":%.2f,\"max\":%.2f},\"percent_of_peak\":%.1f", label,
-                   shapes[i].m, shapes[i].k, shapes[i].n, r.kiln.min, r.kiln.median,
-                   r.kiln.max, pct);
+            printf("\"shape\":\"%s\",\"m\":%d,\"k\":%d,\"n\":%d,\"ta\":%s,\"tb\":%s,"
+                   "\"gflops\":{\"min\":%.2f,\"median\":%.2f,\"max\":%.2f},"
+                   "\"percent_of_peak\":%.1f", label, shapes[i].m, shapes[i].k, shapes[i].n,
+                   shapes[i].ta ? "true" : "false", shapes[i].tb ? "true" : "false",
+                   r.kiln.min, r.kiln.median, r.kiln.max, pct);
             if (r.have_ref)
                 printf(",\"reference\":{\"name\":\"%s\",\"gflops\":{\"min\":%.2f,"
                        "\"median\":%.2f,\"max\":%.2f},\"ratio\":%.3f,\"max_rel_error\":%.2e}",
@@ -672,7 +700,9 @@ static const char usage[] =
     "                       kiln uses (KILN_BACKEND=opencl...), data resident,\n"
     "                       and print kiln/it: kiln's overhead\n"
     "  --threads N          sets KILN_NUM_THREADS (and the reference's threads)\n"
-    "  --sizes LIST         gemm shapes: N (square) or MxKxN, comma-separated\n"
+    "  --sizes LIST         gemm shapes: N (square) or MxKxN, comma-separated;\n"
+    "                       :tn, :nt or :tt after one reads A, B or both\n"
+    "                       transposed (64x128x256:nt is g @ w^T)\n"
     "  --repeat N           repeats per figure (default 7, at most 64)\n"
     "  --json               one JSON object on stdout instead of the table\n";
 

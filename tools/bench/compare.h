@@ -3,7 +3,8 @@
  *
  * A reference is a table of functions in its own file (compare_openblas.c);
  * adding one is a new file and a line in kiln-bench.c's list. Matrices are
- * row-major, as in kiln: C [M,N] = A [M,K] @ B [K,N].
+ * row-major, as in kiln: C [M,N] = op(A) [M,K] @ op(B) [K,N], op a transpose
+ * or not.
  */
 #ifndef KILN_BENCH_COMPARE_H
 #define KILN_BENCH_COMPARE_H
@@ -14,7 +15,9 @@
 typedef struct bench_reference {
     const char *name;                                   /* "openblas" */
     bool   (*open)(char *why, size_t len);              /* false + reason if unavailable */
-    void  *(*setup)(int m, int n, int k, const float *a, const float *b); /* row-major C = A[MxK] @ B[KxN]; NULL on failure */
+    /* row-major C [MxN] = op(A) @ op(B): A stored [MxK], or [KxM] when ta;
+     * B stored [KxN], or [NxK] when tb. NULL on failure. */
+    void  *(*setup)(int m, int n, int k, bool ta, bool tb, const float *a, const float *b);
     double (*run)(void *state);                          /* seconds for one complete sgemm, <0 on error */
     bool   (*result)(void *state, float *c);             /* copies C out, for a correctness check */
     void   (*teardown)(void *state);

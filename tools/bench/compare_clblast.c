@@ -35,6 +35,7 @@ static cl_command_queue clblast_queue;
 
 typedef struct clblast_state {
     size_t m, n, k;
+    bool   ta, tb;
     cl_mem a, b, c;
 } clblast_state;
 
@@ -162,16 +163,18 @@ static double clblast_run(void *state)
 {
     clblast_state *s = state;
     double t0 = now();
-    CLBlastStatusCode st = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo,
-                                        CLBlastTransposeNo, s->m, s->n, s->k, 1.0f,
-                                        s->a, 0, s->k, s->b, 0, s->n, 0.0f, s->c, 0,
-                                        s->n, &clblast_queue, NULL);
+    CLBlastStatusCode st = CLBlastSgemm(
+        CLBlastLayoutRowMajor, s->ta ? CLBlastTransposeYes : CLBlastTransposeNo,
+        s->tb ? CLBlastTransposeYes : CLBlastTransposeNo, s->m, s->n, s->k, 1.0f, s->a, 0,
+        s->ta ? s->m : s->k, s->b, 0, s->tb ? s->k : s->n, 0.0f, s->c, 0, s->n,
+        &clblast_queue, NULL);
     if (st != CLBlastSuccess || clFinish(clblast_queue) != CL_SUCCESS)
         return -1.0;
     return now() - t0;
 }
 
-static void *clblast_setup(int m, int n, int k, const float *a, const float *b)
+static void *clblast_setup(int m, int n, int k, bool ta, bool tb, const float *a,
+                           const float *b)
 {
     clblast_state *s = calloc(1, sizeof *s);
     if (!s || m <= 0 || n <= 0 || k <= 0) {
@@ -181,6 +184,8 @@ static void *clblast_setup(int m, int n, int k, const float *a, const float *b)
     s->m = (size_t)m;
     s->n = (size_t)n;
     s->k = (size_t)k;
+    s->ta = ta;
+    s->tb = tb;
     s->a = buffer(s->m * s->k, a);
     s->b = buffer(s->k * s->n, b);
     s->c = buffer(s->m * s->n, NULL);

@@ -10,7 +10,7 @@
 #include <string.h>
 
 /* cblas.h's values, so that no header is needed */
-enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111 };
+enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
 
 typedef void (*cblas_sgemm_fn)(int order, int ta, int tb, int m, int n, int k,
                                float alpha, const float *a, int lda, const float *b,
@@ -22,6 +22,7 @@ static cblas_sgemm_fn openblas_sgemm;
 
 typedef struct openblas_state {
     int          m, n, k;
+    bool         ta, tb;
     const float *a, *b;
     float       *c;
 } openblas_state;
@@ -48,7 +49,8 @@ static bool openblas_open(char *why, size_t len)
     return true;
 }
 
-static void *openblas_setup(int m, int n, int k, const float *a, const float *b)
+static void *openblas_setup(int m, int n, int k, bool ta, bool tb, const float *a,
+                            const float *b)
 {
     openblas_state *s = calloc(1, sizeof *s);
     if (!s)
@@ -56,6 +58,8 @@ static void *openblas_setup(int m, int n, int k, const float *a, const float *b)
     s->m = m;
     s->n = n;
     s->k = k;
+    s->ta = ta;
+    s->tb = tb;
     s->a = a;
     s->b = b;
     s->c = malloc((size_t)m * (size_t)n * sizeof *s->c + 1);
@@ -70,9 +74,11 @@ static double openblas_run(void *state)
 {
     openblas_state *s = state;
     double t0 = bench_now();
-    openblas_sgemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, s->m, s->n, s->k,
-                   1.0f, s->a, s->k > 0 ? s->k : 1, s->b, s->n > 0 ? s->n : 1, 0.0f,
-                   s->c, s->n > 0 ? s->n : 1);
+    int lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
+    openblas_sgemm(CBLAS_ROW_MAJOR, s->ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
+                   s->tb ? CBLAS_TRANS : CBLAS_NO_TRANS, s->m, s->n, s->k, 1.0f, s->a,
+                   lda > 0 ? lda : 1, s->b, ldb > 0 ? ldb : 1, 0.0f, s->c,
+                   s->n > 0 ? s->n : 1);
     return bench_now() - t0;
 }
 

@@ -78,7 +78,7 @@ static int compare_size(kiln_context *ctx, int n, int runs)
     kiln_side ks;
     if (!kiln_setup(ctx, n, a, b, &ks))
         return fprintf(stderr, "opencl-gemm: kiln: %s\n", kiln_last_error()), 1;
-    void *cs = bench_clblast.setup(n, n, n, a, b);
+    void *cs = bench_clblast.setup(n, n, n, false, false, a, b);
     if (!cs)
         return fprintf(stderr, "opencl-gemm: CLBlast setup failed at %d\n", n), 1;
 
