@@ -115,6 +115,41 @@ static void CPU_GT(kernel_part)(size_t rows, size_t cols, size_t kc,
 #undef CPU_GT_CASE
 }
 
+#if defined(CPU_SIMD_AVX512) || defined(CPU_SIMD_AVX2)
+/* dst[k * ld + j] = src[j * lds + k] for j, k < 8: eight rows of eight read,
+ * transposed in registers (unpack, shuffle, swap halves), eight rows written.
+ * AVX alone, so it serves both ISAs. */
+static inline __attribute__((always_inline)) void
+CPU_GT(transpose8)(float *restrict dst, size_t ld, const float *restrict src, size_t lds)
+{
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds);
+    __m256 r2 = _mm256_loadu_ps(src + 2 * lds), r3 = _mm256_loadu_ps(src + 3 * lds);
+    __m256 r4 = _mm256_loadu_ps(src + 4 * lds), r5 = _mm256_loadu_ps(src + 5 * lds);
+    __m256 r6 = _mm256_loadu_ps(src + 6 * lds), r7 = _mm256_loadu_ps(src + 7 * lds);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(s0, s4, 0x20));
+    _mm256_storeu_ps(dst + ld, _mm256_permute2f128_ps(s1, s5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ld, _mm256_permute2f128_ps(s2, s6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ld, _mm256_permute2f128_ps(s3, s7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ld, _mm256_permute2f128_ps(s0, s4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ld, _mm256_permute2f128_ps(s1, s5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ld, _mm256_permute2f128_ps(s2, s6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ld, _mm256_permute2f128_ps(s3, s7, 0x31));
+}
+#define CPU_GT_TRANSPOSE8 1
+#endif
+
 /* Panels of CPU_MR rows of op(a): dst[p][k][i] = op(a)(i0 + p*MR + i, k0 + k),
  * zero for rows past m. */
 static void CPU_GT(pack_a)(float *restrict dst, const float *restrict a, size_t lda,
@@ -174,9 +209,18 @@ static void CPU_GT(pack_b)(float *restrict dst, const float *restrict b, size_t 
                 for (size_t j = 0; j < CPU_NR; j++)
                     dst[k * CPU_NR + j] = j < cols ? src[j] : 0.0f;
         } else {   /* stored [N,K]: column j of op(b) is row j of b */
-            /* in blocks of 16 k, so that the 16 rows of dst written stay in L1 */
             const float *src = b + (j0 + p) * ldb + k0;
-            for (size_t kb = 0; kb < kc; kb += 16) {
+            size_t kb = 0;
+#if defined(CPU_GT_TRANSPOSE8)
+            /* whole panels: blocks of 8 columns x 8 k transposed in registers */
+            if (cols == CPU_NR)
+                for (; kb + 8 <= kc; kb += 8)
+                    for (size_t j = 0; j < CPU_NR; j += 8)
+                        CPU_GT(transpose8)(dst + kb * CPU_NR + j, CPU_NR,
+                                           src + j * ldb + kb, ldb);
+#endif
+            /* the rest in blocks of 16 k, so that the rows of dst written stay in L1 */
+            for (; kb < kc; kb += 16) {
                 size_t ke = kc - kb < 16 ? kc : kb + 16;
                 for (size_t j = 0; j < cols; j++) {
                     const float *sj = src + j * ldb;
