@@ -58,11 +58,12 @@ typedef struct cpu_gemm_ukernel {
     size_t mc, kc, nc;    /* cache blocks: A block in L2, B panel in L3      */
     /* c[mr x nr] (row stride ldc) = (accumulate ? c : 0) + A panel @ B panel */
     void (*kernel)(size_t kc, const float *a, const float *b, float *c,
-                   size_t ldc, bool accumulate);
+                   size_t ldc, bool accumulate, const float *bias);
     /* the same for an edge tile of rows <= mr rows and cols <= nr columns:
      * those rows, and whole vectors of columns covering cols, are written   */
     void (*kernel_part)(size_t rows, size_t cols, size_t kc, const float *a,
-                        const float *b, float *c, size_t ldc, bool accumulate);
+                        const float *b, float *c, size_t ldc, bool accumulate,
+                        const float *bias);
     /* packs rows [i0, i0+m) and columns [k0, k0+k) of op(a), where a is
      * stored [M,K] (lda), or [K,M] when ta; m <= mc, k <= kc               */
     void (*pack_a)(float *dst, const float *a, size_t lda, bool ta,

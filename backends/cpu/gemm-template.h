@@ -27,7 +27,7 @@
 static inline __attribute__((always_inline)) void
 CPU_GT(kernel_rows)(const int rows, const int nrv, size_t kc, const float *restrict a,
                     const float *restrict b, float *restrict c, size_t ldc,
-                    bool accumulate)
+                    bool accumulate, const float *restrict bias)
 {
     CPU_V acc[CPU_MR][CPU_NRV];
 #pragma GCC unroll 16
@@ -69,6 +69,8 @@ CPU_GT(kernel_rows)(const int rows, const int nrv, size_t kc, const float *restr
             CPU_V v = acc[i][j];
             if (accumulate)
                 v = CPU_VADD(v, CPU_VLOADU(ci + j * CPU_VL));
+            if (bias)
+                v = CPU_VADD(v, CPU_VBCAST(bias[i]));
             CPU_VSTOREU(ci + j * CPU_VL, v);
         }
     }
@@ -76,9 +78,9 @@ CPU_GT(kernel_rows)(const int rows, const int nrv, size_t kc, const float *restr
 
 static void CPU_GT(kernel)(size_t kc, const float *restrict a,
                            const float *restrict b, float *restrict c,
-                           size_t ldc, bool accumulate)
+                           size_t ldc, bool accumulate, const float *restrict bias)
 {
-    CPU_GT(kernel_rows)(CPU_MR, CPU_NRV, kc, a, b, c, ldc, accumulate);
+    CPU_GT(kernel_rows)(CPU_MR, CPU_NRV, kc, a, b, c, ldc, accumulate, bias);
 }
 
 /* An edge tile: `rows` <= CPU_MR rows (the A panel is still CPU_MR wide,
@@ -87,7 +89,8 @@ static void CPU_GT(kernel)(size_t kc, const float *restrict a,
  * 10 classes), else all CPU_NRV. */
 static void CPU_GT(kernel_part)(size_t rows, size_t cols, size_t kc,
                                 const float *restrict a, const float *restrict b,
-                                float *restrict c, size_t ldc, bool accumulate)
+                                float *restrict c, size_t ldc, bool accumulate,
+                                const float *restrict bias)
 {
 #if CPU_MR > 14
 #error "kernel_part has cases for CPU_MR up to 14"
@@ -96,9 +99,9 @@ static void CPU_GT(kernel_part)(size_t rows, size_t cols, size_t kc,
 #define CPU_GT_CASE(n)                                                          \
     case n:                                                                     \
         if (narrow)                                                             \
-            CPU_GT(kernel_rows)(n, 1, kc, a, b, c, ldc, accumulate);            \
+            CPU_GT(kernel_rows)(n, 1, kc, a, b, c, ldc, accumulate, bias);      \
         else                                                                    \
-            CPU_GT(kernel_rows)(n, CPU_NRV, kc, a, b, c, ldc, accumulate);      \
+            CPU_GT(kernel_rows)(n, CPU_NRV, kc, a, b, c, ldc, accumulate, bias);\
         return;
     switch (rows) {
     CPU_GT_CASE(1) CPU_GT_CASE(2) CPU_GT_CASE(3)

@@ -100,13 +100,6 @@ static void cpu_tile_store(float *c, size_t ldc, const float *tile, size_t nr,
     }
 }
 
-static void cpu_tile_bias(float *c, size_t ldc, const float *bias, size_t m, size_t n)
-{
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < n; j++)
-            c[i * ldc + j] += bias[i];
-}
-
 /* C rows [m0, m1) x columns [n0, n1) with K = 0: zeros, plus the bias. */
 static void cpu_gemm_fill(const cpu_gemm_args *g, size_t m0, size_t m1, size_t n0,
                           size_t n1)
@@ -133,16 +126,16 @@ static void cpu_gemm_macro(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
             const float *ap = ws->a + ir * kcur;
             size_t mm = CPU_MIN(mr, mcur - ir);
             float *c = g->c + (ic + ir) * g->ldc + jc + jr;
+            /* the bias goes in as the last k block is stored */
+            const float *bias = last && g->row_bias ? g->row_bias + ic + ir : NULL;
             if (mm == mr && nn == nr) {
-                uk->kernel(kcur, ap, bp, c, g->ldc, accumulate);
+                uk->kernel(kcur, ap, bp, c, g->ldc, accumulate, bias);
             } else if (nn == nr) {   /* rows past mm are neither computed nor written */
-                uk->kernel_part(mm, nn, kcur, ap, bp, c, g->ldc, accumulate);
+                uk->kernel_part(mm, nn, kcur, ap, bp, c, g->ldc, accumulate, bias);
             } else {
-                uk->kernel_part(mm, nn, kcur, ap, bp, tile, nr, false);
+                uk->kernel_part(mm, nn, kcur, ap, bp, tile, nr, false, bias);
                 cpu_tile_store(c, g->ldc, tile, nr, mm, nn, accumulate);
             }
-            if (last && g->row_bias)
-                cpu_tile_bias(c, g->ldc, g->row_bias + ic + ir, mm, nn);
         }
     }
 }
