@@ -72,10 +72,11 @@ typedef struct cpu_gemm_ukernel {
      * stored [K,N] (ldb), or [N,K] when tb; k <= kc, n <= nc               */
     void (*pack_b)(float *dst, const float *b, size_t ldb, bool tb,
                    size_t k0, size_t j0, size_t k, size_t n);
-    /* (optional) c [M,N] = a [M,K] @ b [K,N], none transposed, N at most one
-     * vector, without packing: for the narrow products of a classifier's
-     * last layer packing costs more than the arithmetic                     */
-    void (*small_n)(size_t M, size_t N, size_t K, const float *a, size_t lda,
+    /* (optional) c [M,N] = op(a) [M,K] @ b [K,N], a stored [M,K], or [K,M]
+     * when ta; N at most one vector, without packing: for the narrow
+     * products of a classifier's last layer (forward, and the weight's
+     * gradient x^T @ g) packing costs more than the arithmetic              */
+    void (*small_n)(size_t M, size_t N, size_t K, const float *a, size_t lda, bool ta,
                     const float *b, size_t ldb, float *c, size_t ldc);
     size_t small_n_max;   /* the widest N small_n takes                      */
 } cpu_gemm_ukernel;

@@ -241,11 +241,15 @@ static void CPU_GT(pack_b)(float *restrict dst, const float *restrict b, size_t 
 #if defined(CPU_SIMD_AVX512) || defined(CPU_SIMD_AVX2)
 /* Rows of C in blocks of 8: eight independent FMA chains cover the latency;
  * each k broadcasts one value of each A row against one (partial) vector of
- * the B row, read straight from B. */
-static void CPU_GT(small_n)(size_t M, size_t N, size_t K, const float *restrict a,
-                            size_t lda, const float *restrict b, size_t ldb,
-                            float *restrict c, size_t ldc)
+ * the B row, read straight from B. A may be stored transposed (ta: [K,M]),
+ * as in a weight's gradient x^T @ g: then the eight values of a k are
+ * neighbours. Inlined once for each, so the indexing is fixed. */
+static inline __attribute__((always_inline)) void
+CPU_GT(small_n_rows)(size_t M, size_t N, size_t K, const float *restrict a, size_t lda,
+                     const bool ta, const float *restrict b, size_t ldb,
+                     float *restrict c, size_t ldc)
 {
+#define CPU_GT_A(i, k) (ta ? a[(k) * lda + (i)] : a[(i) * lda + (k)])
     size_t i = 0;
     for (; i + 8 <= M; i += 8) {
         CPU_V acc[8];
@@ -256,7 +260,7 @@ static void CPU_GT(small_n)(size_t M, size_t N, size_t K, const float *restrict 
             CPU_V bv = cpu_vload_part(b + k * ldb, N);
 #pragma GCC unroll 8
             for (int r = 0; r < 8; r++)
-                acc[r] = CPU_VFMA(CPU_VBCAST(a[(i + r) * lda + k]), bv, acc[r]);
+                acc[r] = CPU_VFMA(CPU_VBCAST(CPU_GT_A(i + r, k)), bv, acc[r]);
         }
 #pragma GCC unroll 8
         for (int r = 0; r < 8; r++)
@@ -265,9 +269,20 @@ static void CPU_GT(small_n)(size_t M, size_t N, size_t K, const float *restrict 
     for (; i < M; i++) {
         CPU_V acc = CPU_VZERO();
         for (size_t k = 0; k < K; k++)
-            acc = CPU_VFMA(CPU_VBCAST(a[i * lda + k]), cpu_vload_part(b + k * ldb, N), acc);
+            acc = CPU_VFMA(CPU_VBCAST(CPU_GT_A(i, k)), cpu_vload_part(b + k * ldb, N), acc);
         cpu_vstore_part(c + i * ldc, acc, N);
     }
+#undef CPU_GT_A
+}
+
+static void CPU_GT(small_n)(size_t M, size_t N, size_t K, const float *restrict a,
+                            size_t lda, bool ta, const float *restrict b, size_t ldb,
+                            float *restrict c, size_t ldc)
+{
+    if (ta)
+        CPU_GT(small_n_rows)(M, N, K, a, lda, true, b, ldb, c, ldc);
+    else
+        CPU_GT(small_n_rows)(M, N, K, a, lda, false, b, ldb, c, ldc);
 }
 #define CPU_GT_SMALL_N CPU_GT(small_n)
 #define CPU_GT_SMALL_N_MAX CPU_VL

@@ -25,8 +25,9 @@
 /* Below this many flops per thread a GEMM uses fewer threads. */
 #define CPU_GEMM_FLOPS_PER_THREAD 1500000.0
 
-/* Up to this many rows, a product whose N fits one vector skips packing
- * (small_n); past it the packed kernels and threads win. */
+/* Up to this many rows, a product whose N fits one vector and whose B is not
+ * transposed skips packing (small_n); past it the packed kernels and threads
+ * win. */
 #define CPU_GEMM_SMALL_N_ROWS 512
 
 /* A narrow product (small_n) is split over threads by rows when each gets at
@@ -226,8 +227,8 @@ static void cpu_gemm_small_n_range(void *arg, size_t lo, size_t hi)
 {
     const cpu_small_n_job *j = arg;
     const cpu_gemm_args *g = j->g;
-    j->uk->small_n(hi - lo, g->N, g->K, g->a + lo * g->lda, g->lda, g->b, g->ldb,
-                   g->c + lo * g->ldc, g->ldc);
+    j->uk->small_n(hi - lo, g->N, g->K, g->ta ? g->a + lo : g->a + lo * g->lda, g->lda,
+                   g->ta, g->b, g->ldb, g->c + lo * g->ldc, g->ldc);
 }
 
 void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
@@ -235,11 +236,11 @@ void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
     if (g->M == 0 || g->N == 0)
         return;
     const cpu_gemm_ukernel *uk = dev->k.gemm;
-    if (uk->small_n && g->N <= uk->small_n_max && g->N < uk->nr && !g->ta && !g->tb &&
+    if (uk->small_n && g->N <= uk->small_n_max && g->N < uk->nr && !g->tb &&
         !g->im2col && !g->row_bias && g->M <= CPU_GEMM_SMALL_N_ROWS) {
         double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
         if (cpu_tls.in_job || flops < 2.0 * CPU_GEMM_SMALL_N_FLOPS_PER_THREAD) {
-            uk->small_n(g->M, g->N, g->K, g->a, g->lda, g->b, g->ldb, g->c, g->ldc);
+            uk->small_n(g->M, g->N, g->K, g->a, g->lda, g->ta, g->b, g->ldb, g->c, g->ldc);
             return;
         }
         /* flops >= 120000 implies K >= 1 */
