@@ -275,14 +275,65 @@ CPU_GT(small_n_rows)(size_t M, size_t N, size_t K, const float *restrict a, size
 #undef CPU_GT_A
 }
 
+/* With A stored [K,M] the CPU_VL rows of a k are one vector: n accumulators,
+ * one per column of C, each FMA a whole vector of rows against one element
+ * of B broadcast, every lane used; the block is stored through a transposed
+ * tile. n is a constant wherever this is inlined. */
+static inline __attribute__((always_inline)) void
+CPU_GT(small_n_ta_cols)(const int n, size_t M, size_t K, const float *restrict a,
+                        size_t lda, const float *restrict b, size_t ldb, float *restrict c,
+                        size_t ldc)
+{
+    float tile[CPU_VL][CPU_VL];
+    for (size_t i = 0; i < M; i += CPU_VL) {
+        size_t rows = M - i < CPU_VL ? M - i : CPU_VL;
+        CPU_V acc[CPU_VL];
+#pragma GCC unroll 16
+        for (int j = 0; j < n; j++)
+            acc[j] = CPU_VZERO();
+        for (size_t k = 0; k < K; k++) {
+            const float *ak = a + k * lda + i, *bk = b + k * ldb;
+            /* the next block's rows of this k: lda apart, too far for the
+             * hardware to see the pattern when A is large */
+            __builtin_prefetch(ak + CPU_VL, 0, 3);
+            CPU_V av = rows == CPU_VL ? CPU_VLOADU(ak) : cpu_vload_part(ak, rows);
+#pragma GCC unroll 16
+            for (int j = 0; j < n; j++)
+                acc[j] = CPU_VFMA(av, CPU_VBCAST(bk[j]), acc[j]);
+        }
+#pragma GCC unroll 16
+        for (int j = 0; j < n; j++)
+            CPU_VSTOREU(tile[j], acc[j]);
+        for (size_t r = 0; r < rows; r++)
+#pragma GCC unroll 16
+            for (int j = 0; j < n; j++)
+                c[(i + r) * ldc + j] = tile[j][r];
+    }
+}
+
 static void CPU_GT(small_n)(size_t M, size_t N, size_t K, const float *restrict a,
                             size_t lda, bool ta, const float *restrict b, size_t ldb,
                             float *restrict c, size_t ldc)
 {
-    if (ta)
-        CPU_GT(small_n_rows)(M, N, K, a, lda, true, b, ldb, c, ldc);
-    else
+    if (!ta) {
         CPU_GT(small_n_rows)(M, N, K, a, lda, false, b, ldb, c, ldc);
+        return;
+    }
+#define CPU_GT_TA_CASE(n)                                                       \
+    case n:                                                                     \
+        CPU_GT(small_n_ta_cols)(n, M, K, a, lda, b, ldb, c, ldc);               \
+        return;
+    switch (N) {
+    CPU_GT_TA_CASE(1) CPU_GT_TA_CASE(2) CPU_GT_TA_CASE(3) CPU_GT_TA_CASE(4)
+    CPU_GT_TA_CASE(5) CPU_GT_TA_CASE(6) CPU_GT_TA_CASE(7) CPU_GT_TA_CASE(8)
+#if CPU_VL > 8
+    CPU_GT_TA_CASE(9) CPU_GT_TA_CASE(10) CPU_GT_TA_CASE(11) CPU_GT_TA_CASE(12)
+    CPU_GT_TA_CASE(13) CPU_GT_TA_CASE(14) CPU_GT_TA_CASE(15) CPU_GT_TA_CASE(16)
+#endif
+    default:   /* N is at most one vector: not reached */
+        CPU_GT(small_n_rows)(M, N, K, a, lda, true, b, ldb, c, ldc);
+    }
+#undef CPU_GT_TA_CASE
 }
 #define CPU_GT_SMALL_N CPU_GT(small_n)
 #define CPU_GT_SMALL_N_MAX CPU_VL

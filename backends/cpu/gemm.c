@@ -27,7 +27,7 @@
 
 /* Up to this many rows, a product whose N fits one vector and whose B is not
  * transposed skips packing (small_n); past it the packed kernels and threads
- * win. */
+ * win. With A transposed small_n uses every lane, and takes any M. */
 #define CPU_GEMM_SMALL_N_ROWS 512
 
 /* A narrow product (small_n) is split over threads by rows when each gets at
@@ -237,7 +237,7 @@ void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
         return;
     const cpu_gemm_ukernel *uk = dev->k.gemm;
     if (uk->small_n && g->N <= uk->small_n_max && g->N < uk->nr && !g->tb &&
-        !g->im2col && !g->row_bias && g->M <= CPU_GEMM_SMALL_N_ROWS) {
+        !g->im2col && !g->row_bias && (g->ta || g->M <= CPU_GEMM_SMALL_N_ROWS)) {
         double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
         if (cpu_tls.in_job || flops < 2.0 * CPU_GEMM_SMALL_N_FLOPS_PER_THREAD) {
             uk->small_n(g->M, g->N, g->K, g->a, g->lda, g->ta, g->b, g->ldb, g->c, g->ldc);
