@@ -948,3 +948,104 @@ Test(grad_ops, optimiser_steps_match_the_reference_at_every_size_and_alignment)
         }
     }
 }
+
+/* ---- shape rules ----------------------------------------------------------------- */
+
+/* A node of op over sources whose shapes are given as dims lists (-1 ends
+ * one; at most 4 dims, 5 sources), i32 for source `i32_src` (-1: none). */
+typedef struct rule_case {
+    const char *label;
+    kiln_op     op;
+    int32_t     iparam[4];
+    int64_t     out[5];
+    int64_t     src[5][5];
+    int         i32_src;
+} rule_case;
+
+static int dims_of(const int64_t *list, int64_t *dims)
+{
+    int n = 0;
+    while (n < 4 && list[n] >= 0) {
+        dims[n] = list[n];
+        n++;
+    }
+    return n;
+}
+
+/* Asks every device whether it takes the node; `want` is what each must say.
+ * Nodes have no storage yet, as when kiln asks at compile time. */
+static void expect_supported(const rule_case *rc, bool want)
+{
+    int64_t dims[4];
+    tensor *src[5] = {0};
+    int n_src = 0;
+    for (; n_src < 5 && rc->src[n_src][0] >= 0; n_src++) {
+        int nd = dims_of(rc->src[n_src], dims);
+        src[n_src] = tensor_new(n_src == rc->i32_src ? KILN_I32 : KILN_F32, nd, dims);
+    }
+    tensor *out = tensor_new(KILN_F32, dims_of(rc->out, dims), dims);
+    out->node.op = rc->op;
+    memcpy(out->node.iparam, rc->iparam, sizeof rc->iparam);
+    for (int s = 0; s < n_src; s++)
+        out->node.src[s] = &src[s]->node;
+    for (int k = 0; k < n_devices; k++) {
+        const device *d = &devices[k];
+        bool got = d->dev.iface->supports_op(d->dev.context, &out->node);
+        cr_assert_eq(got, want, "%s on %s: supports_op says %s, expected %s", rc->label,
+                     d->label, got ? "yes" : "no", want ? "yes" : "no");
+    }
+    for (int s = 0; s < n_src; s++)
+        tensor_free(src[s]);
+    tensor_free(out);
+}
+
+#define END -1
+#define NONE {END}
+
+/* Each pair: a node backend.h allows, then the same node with one shape or
+ * parameter broken. Every device of every plugin (the cpu one per ISA) must
+ * take the first and refuse the second. */
+Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
+{
+    static const rule_case cases[][2] = {
+        { { "add [6] + [3]", KILN_OP_ADD, {0}, {6, END}, {{6, END}, {3, END}, NONE}, -1 },
+          { "add [6] + [4]", KILN_OP_ADD, {0}, {6, END}, {{6, END}, {4, END}, NONE}, -1 } },
+        { { "matmul [2,3] @ [3,5]", KILN_OP_MATMUL, {0}, {2, 5, END},
+            {{2, 3, END}, {3, 5, END}, NONE}, -1 },
+          { "matmul [2,3] @ [4,5]", KILN_OP_MATMUL, {0}, {2, 5, END},
+            {{2, 3, END}, {4, 5, END}, NONE}, -1 } },
+        { { "transpose [2,3] -> [3,2]", KILN_OP_TRANSPOSE, {0}, {3, 2, END},
+            {{2, 3, END}, NONE}, -1 },
+          { "transpose [2,3] -> [2,3]", KILN_OP_TRANSPOSE, {0}, {2, 3, END},
+            {{2, 3, END}, NONE}, -1 } },
+        { { "sum axis 1 of [2,3]", KILN_OP_SUM, {1}, {2, END}, {{2, 3, END}, NONE}, -1 },
+          { "sum axis 2 of [2,3]", KILN_OP_SUM, {2}, {2, END}, {{2, 3, END}, NONE}, -1 } },
+        { { "sum_to [6] -> [3]", KILN_OP_SUM_TO, {0}, {3, END}, {{6, END}, NONE}, -1 },
+          { "sum_to [6] -> [4]", KILN_OP_SUM_TO, {0}, {4, END}, {{6, END}, NONE}, -1 } },
+        { { "conv2d 5x5 by 3x3 -> 3x3", KILN_OP_CONV2D, {1, 1, 0, 0}, {1, 2, 3, 3, END},
+            {{1, 1, 5, 5, END}, {2, 1, 3, 3, END}, NONE}, -1 },
+          { "conv2d 5x5 by 3x3 -> 4x4", KILN_OP_CONV2D, {1, 1, 0, 0}, {1, 2, 4, 4, END},
+            {{1, 1, 5, 5, END}, {2, 1, 3, 3, END}, NONE}, -1 } },
+        { { "max_pool2d 4x4, 2, 2 -> 2x2", KILN_OP_MAX_POOL2D, {2, 2, 2, 2},
+            {1, 1, 2, 2, END}, {{1, 1, 4, 4, END}, NONE}, -1 },
+          { "max_pool2d 4x4, 2, 2 -> 3x3", KILN_OP_MAX_POOL2D, {2, 2, 2, 2},
+            {1, 1, 3, 3, END}, {{1, 1, 4, 4, END}, NONE}, -1 } },
+        { { "max_pool2d_grad to x's shape", KILN_OP_MAX_POOL2D_GRAD, {2, 2, 2, 2},
+            {1, 1, 4, 4, END}, {{1, 1, 2, 2, END}, {1, 1, 4, 4, END}, NONE}, -1 },
+          { "max_pool2d_grad to another shape", KILN_OP_MAX_POOL2D_GRAD, {2, 2, 2, 2},
+            {1, 1, 2, 8, END}, {{1, 1, 2, 2, END}, {1, 1, 4, 4, END}, NONE}, -1 } },
+        { { "cross_entropy [3,4], labels [3]", KILN_OP_CROSS_ENTROPY, {0}, {END},
+            {{3, 4, END}, {3, END}, NONE}, 1 },
+          { "cross_entropy [3,4], labels [2]", KILN_OP_CROSS_ENTROPY, {0}, {END},
+            {{3, 4, END}, {2, END}, NONE}, 1 } },
+        { { "sgd_step, hp [4]", KILN_OP_SGD_STEP, {0}, {5, END},
+            {{5, END}, {5, END}, {5, END}, {4, END}, NONE}, -1 },
+          { "sgd_step, hp [3]", KILN_OP_SGD_STEP, {0}, {5, END},
+            {{5, END}, {5, END}, {5, END}, {3, END}, NONE}, -1 } },
+    };
+    cr_assert_gt(n_devices, 0, "no device to ask");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        expect_supported(&cases[i][0], true);
+        expect_supported(&cases[i][1], false);
+    }
+}

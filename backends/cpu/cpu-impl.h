@@ -17,6 +17,8 @@
 
 #include <kiln/backend.h>
 
+#include "../common/node-rules.h"
+
 /* ---- buffers -------------------------------------------------------------- */
 
 /* The handle buffer_alloc returns and kiln stores in kiln_node.buffer. */
@@ -295,23 +297,12 @@ size_t cpu_fuse(const cpu_device *dev, const kiln_node *const *nodes, size_t i,
 
 /* ---- ops ------------------------------------------------------------------ */
 
-/* Why the node's shapes do not fit the op, or NULL if they do. Dtypes, source
- * presence and buffer extents are checked before this, in plugin.c. */
+/* Why the node's shapes do not fit the op, or NULL if they do: node-rules.h's
+ * rules, shared with the OpenCL backend. Dtypes, source presence and buffer
+ * extents are checked before this, in plugin.c. */
 typedef const char *(*cpu_check_fn)(const kiln_node *node);
 /* Computes one node, writing every element of its output. */
 typedef kiln_status (*cpu_op_fn)(const cpu_device *dev, const kiln_node *node);
-
-const char *cpu_check_binary(const kiln_node *node);
-const char *cpu_check_unary(const kiln_node *node);
-const char *cpu_check_matmul(const kiln_node *node);
-const char *cpu_check_reduce_axis(const kiln_node *node);
-const char *cpu_check_reduce_last(const kiln_node *node);
-const char *cpu_check_softmax(const kiln_node *node);
-const char *cpu_check_transpose(const kiln_node *node);
-const char *cpu_check_conv2d(const kiln_node *node);
-const char *cpu_check_max_pool2d(const kiln_node *node);
-const char *cpu_check_mse_loss(const kiln_node *node);
-const char *cpu_check_cross_entropy(const kiln_node *node);
 
 kiln_status cpu_op_binary(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_unary(const cpu_device *dev, const kiln_node *node);
@@ -330,16 +321,6 @@ kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node);
 
 /* gradients (ops_grad.c) and optimiser steps (ops_optim.c) */
-const char *cpu_check_sum_to(const kiln_node *node);
-const char *cpu_check_expand(const kiln_node *node);
-const char *cpu_check_relu_grad(const kiln_node *node);
-const char *cpu_check_max_grad(const kiln_node *node);
-const char *cpu_check_softmax_grad(const kiln_node *node);
-const char *cpu_check_conv2d_grad(const kiln_node *node);
-const char *cpu_check_max_pool2d_grad(const kiln_node *node);
-const char *cpu_check_cross_entropy_grad(const kiln_node *node);
-const char *cpu_check_step(const kiln_node *node);
-
 kiln_status cpu_op_sum_to(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_relu_grad(const cpu_device *dev, const kiln_node *node);
@@ -374,14 +355,6 @@ static inline cpu_conv2d_geom cpu_conv2d_geom_of(const int64_t *x, const int64_t
     return g;
 }
 
-/* Windows of k, stride apart, over n padded by pad on both sides:
- * (n + 2 * pad - k) / stride + 1, or -1 when not even one fits. */
-static inline int64_t cpu_window_count(int64_t n, int64_t k, int64_t stride, int64_t pad)
-{
-    int64_t span = n + 2 * pad - k;
-    return span < 0 ? -1 : span / stride + 1;
-}
-
 /* Elements per thread below which an elementwise op stays on fewer threads:
  * waking a worker costs about what 32 K elements of arithmetic do. */
 #define CPU_ELEMENTWISE_GRAIN ((size_t)32768)
@@ -406,26 +379,6 @@ static inline float *cpu_f32(const kiln_node *node)
 static inline const float *cpu_cf32(const kiln_node *node)
 {
     return cpu_data(node);
-}
-
-/* The product of dims[from, to). */
-static inline int64_t cpu_dims_product(const kiln_node *node, int from, int to)
-{
-    int64_t p = 1;
-    for (int i = from; i < to; i++)
-        p *= node->dims[i];
-    return p;
-}
-
-/* The last axis's size (1 for a scalar) and the number of rows along it. */
-static inline int64_t cpu_last_dim(const kiln_node *node)
-{
-    return node->ndim > 0 ? node->dims[node->ndim - 1] : 1;
-}
-
-static inline int64_t cpu_rows(const kiln_node *node)
-{
-    return node->ndim > 0 ? cpu_dims_product(node, 0, node->ndim - 1) : 1;
 }
 
 /* The larger of m and x, NaN if either is: once NaN, a running max stays NaN

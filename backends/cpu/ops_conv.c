@@ -33,32 +33,6 @@ static cpu_conv cpu_conv_of(const kiln_node *node)
     return cv;
 }
 
-/* (in + 2 * pad - k) / stride + 1, or -1 when the window does not fit. */
-static int64_t cpu_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad)
-{
-    int64_t span = in + 2 * pad - k;
-    return span < 0 ? -1 : span / stride + 1;
-}
-
-const char *cpu_check_conv2d(const kiln_node *node)
-{
-    const kiln_node *x = node->src[0], *w = node->src[1], *bias = node->src[2];
-    const int32_t *p = node->iparam;
-    if (x->ndim != 4 || w->ndim != 4 || node->ndim != 4)
-        return "conv2d takes x [N,C,H,W], w [O,C,KH,KW] and gives [N,O,OH,OW]";
-    if (p[0] < 1 || p[1] < 1 || p[2] < 0 || p[3] < 0)
-        return "strides must be at least 1 and padding at least 0";
-    if (w->dims[1] != x->dims[1])
-        return "w's channels differ from x's";
-    if (bias && (bias->ndim != 1 || bias->dims[0] != w->dims[0]))
-        return "bias is not [O]";
-    if (node->dims[0] != x->dims[0] || node->dims[1] != w->dims[0] ||
-        node->dims[2] != cpu_out_size(x->dims[2], w->dims[2], p[0], p[2]) ||
-        node->dims[3] != cpu_out_size(x->dims[3], w->dims[3], p[1], p[3]))
-        return "the output is not [N, O, (H+2*pad_h-KH)/stride_h+1, "
-               "(W+2*pad_w-KW)/stride_w+1]";
-    return NULL;
-}
 
 /* The GEMM of image n: out[n] [O, OH*OW] = w @ im2col(x[n]) + bias. */
 static void cpu_conv_gemm_args(const cpu_conv *cv, const kiln_node *node, size_t n,
@@ -124,21 +98,6 @@ kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node)
 
 /* ---- MAX_POOL2D ----------------------------------------------------------- */
 
-const char *cpu_check_max_pool2d(const kiln_node *node)
-{
-    const kiln_node *x = node->src[0];
-    const int32_t *p = node->iparam;
-    if (x->ndim != 4 || node->ndim != 4)
-        return "max_pool2d takes x [N,C,H,W] and gives [N,C,OH,OW]";
-    if (p[0] < 1 || p[1] < 1 || p[2] < 1 || p[3] < 1)
-        return "kernel sizes and strides must be at least 1";
-    if (node->dims[0] != x->dims[0] || node->dims[1] != x->dims[1] ||
-        node->dims[2] != cpu_out_size(x->dims[2], p[0], p[2], 0) ||
-        node->dims[3] != cpu_out_size(x->dims[3], p[1], p[3], 0))
-        return "the output is not [N, C, (H-kernel_h)/stride_h+1, "
-               "(W-kernel_w)/stride_w+1]";
-    return NULL;
-}
 
 static void cpu_pool_max_row_scalar(float *out, const float *x, size_t W, size_t n,
                                     size_t kh, size_t kw, size_t sw)

@@ -91,19 +91,6 @@ void cpu_elementwise_kernels_scalar(cpu_kernels *k)
 
 /* ---- ops ------------------------------------------------------------------ */
 
-const char *cpu_check_binary(const kiln_node *node)
-{
-    int64_t n = node->numel, na = node->src[0]->numel, nb = node->src[1]->numel;
-    int64_t small = na < nb ? na : nb;
-    if (na != n && nb != n)
-        return "neither operand has the output's number of elements";
-    /* An empty output may broadcast a non-empty operand ([0, 7] + [7]). */
-    if (n > 0 && (na > n || nb > n))
-        return "an operand has more elements than the output";
-    if (n > 0 && (small == 0 || n % small != 0))
-        return "the smaller operand's number of elements does not divide the output's";
-    return NULL;
-}
 
 /* One thread's part [lo, hi) of a binary op: whole kernel calls on runs that
  * do not cross a repeat of the smaller operand. */
@@ -173,12 +160,6 @@ kiln_status cpu_op_add_relu(const cpu_device *dev, const kiln_node *add,
     return cpu_binary_with(dev, add, relu);
 }
 
-const char *cpu_check_unary(const kiln_node *node)
-{
-    if (node->numel != node->src[0]->numel)
-        return "the output and the input differ in number of elements";
-    return NULL;
-}
 
 typedef struct cpu_unary_job {
     cpu_unary_fn fn;

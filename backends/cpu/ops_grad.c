@@ -66,13 +66,6 @@ void cpu_grad_kernels_scalar(cpu_kernels *k)
 
 /* ---- SUM_TO, EXPAND --------------------------------------------------------- */
 
-const char *cpu_check_sum_to(const kiln_node *node)
-{
-    int64_t n = node->numel, in = node->src[0]->numel;
-    if (n == 0 ? in != 0 : in % n != 0)
-        return "the output's number of elements does not divide the input's";
-    return NULL;
-}
 
 kiln_status cpu_op_sum_to(const cpu_device *dev, const kiln_node *node)
 {
@@ -84,33 +77,6 @@ kiln_status cpu_op_sum_to(const cpu_device *dev, const kiln_node *node)
     return KILN_OK;
 }
 
-/* The output seen as [outer, r, inner] around the axis (-1: [1, numel, 1]). */
-static void cpu_expand_extent(const kiln_node *node, int64_t *outer, int64_t *r,
-                              int64_t *inner)
-{
-    int axis = node->iparam[0];
-    if (axis == -1) {
-        *outer = 1;
-        *r = node->numel;
-        *inner = 1;
-        return;
-    }
-    *outer = cpu_dims_product(node, 0, axis);
-    *r = node->dims[axis];
-    *inner = cpu_dims_product(node, axis + 1, node->ndim);
-}
-
-const char *cpu_check_expand(const kiln_node *node)
-{
-    int axis = node->iparam[0];
-    int64_t outer, r, inner;
-    if (axis != -1 && (axis < 0 || axis >= node->ndim))
-        return "the axis (iparam[0]) is neither -1 nor an axis of the output";
-    cpu_expand_extent(node, &outer, &r, &inner);
-    if (node->src[0]->numel != (axis == -1 ? 1 : outer * inner))
-        return "the input's number of elements is not the output's without the axis";
-    return NULL;
-}
 
 typedef struct cpu_expand_job {
     const cpu_device *dev;
@@ -144,7 +110,7 @@ static void cpu_expand_range(void *arg, size_t lo, size_t hi)
 kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node)
 {
     int64_t outer, r, inner;
-    cpu_expand_extent(node, &outer, &r, &inner);
+    kiln_rule_axis_extent(node, node->iparam[0], &outer, &r, &inner);
     cpu_expand_job job = { dev, cpu_cf32(node->src[0]), cpu_f32(node), (size_t)r,
                            (size_t)inner };
     cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN,
@@ -154,12 +120,6 @@ kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node)
 
 /* ---- RELU_GRAD, MAX_GRAD ------------------------------------------------------ */
 
-const char *cpu_check_relu_grad(const kiln_node *node)
-{
-    if (node->src[0]->numel != node->numel || node->src[1]->numel != node->numel)
-        return "the gradient, x and the output differ in number of elements";
-    return NULL;
-}
 
 typedef struct cpu_relu_grad_job {
     const cpu_device *dev;
@@ -182,21 +142,11 @@ kiln_status cpu_op_relu_grad(const cpu_device *dev, const kiln_node *node)
     return KILN_OK;
 }
 
-const char *cpu_check_max_grad(const kiln_node *node)
-{
-    const kiln_node *g = node->src[0], *x = node->src[1];
-    int64_t rows = cpu_rows(x);
-    if (g->numel != rows || node->numel != x->numel)
-        return "the gradient is not one element per row of x, or the output not x's size";
-    if (rows > 0 && cpu_last_dim(x) == 0)
-        return "the last axis is empty";
-    return NULL;
-}
 
 kiln_status cpu_op_max_grad(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *src = node->src[1];
-    size_t rows = (size_t)cpu_rows(src), cols = (size_t)cpu_last_dim(src);
+    size_t rows = (size_t)kiln_rule_rows(src), cols = (size_t)kiln_rule_last_dim(src);
     const float *g = cpu_cf32(node->src[0]), *x = cpu_cf32(src);
     float *out = cpu_f32(node);
     for (size_t r = 0; r < rows; r++) {
@@ -209,12 +159,6 @@ kiln_status cpu_op_max_grad(const cpu_device *dev, const kiln_node *node)
 
 /* ---- SOFTMAX_GRAD, LOG_SOFTMAX_GRAD ---------------------------------------------- */
 
-const char *cpu_check_softmax_grad(const kiln_node *node)
-{
-    if (node->src[0]->numel != node->numel || node->src[1]->numel != node->numel)
-        return "the gradient, y and the output differ in number of elements";
-    return NULL;
-}
 
 /* Rows of SOFTMAX_GRAD or LOG_SOFTMAX_GRAD, or of CROSS_ENTROPY_GRAD. */
 typedef struct cpu_grad_rows_job {
@@ -241,12 +185,12 @@ kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node)
     const kiln_node *ynode = node->src[1];
     cpu_grad_rows_job job = {
         .dev = dev, .g = cpu_cf32(node->src[0]), .x = cpu_cf32(ynode),
-        .out = cpu_f32(node), .cols = (size_t)cpu_last_dim(ynode),
+        .out = cpu_f32(node), .cols = (size_t)kiln_rule_last_dim(ynode),
         .as_log = node->op == KILN_OP_LOG_SOFTMAX_GRAD,
     };
     if (job.cols == 0)
         return KILN_OK;   /* no elements at all */
-    cpu_parallel_for(dev, (size_t)cpu_rows(ynode), 1, cpu_row_grain(job.cols),
+    cpu_parallel_for(dev, (size_t)kiln_rule_rows(ynode), 1, cpu_row_grain(job.cols),
                      cpu_softmax_grad_range, &job);
     return KILN_OK;
 }
@@ -261,27 +205,6 @@ static void cpu_conv_grad_dims(const kiln_node *node, const int64_t **x, const i
     *w = input ? node->src[1]->dims : node->dims;
 }
 
-const char *cpu_check_conv2d_grad(const kiln_node *node)
-{
-    const kiln_node *gy = node->src[0];
-    const int32_t *p = node->iparam;
-    const int64_t *x, *w;
-    if (gy->ndim != 4 || node->src[1]->ndim != 4 || node->ndim != 4)
-        return "conv2d gradients take and give 4-D tensors";
-    if (p[0] < 1 || p[1] < 1 || p[2] < 0 || p[3] < 0)
-        return "strides must be at least 1 and padding at least 0";
-    cpu_conv_grad_dims(node, &x, &w);
-    if (w[1] != x[1])
-        return "w's channels differ from x's";
-    if (w[2] < 1 || w[3] < 1)
-        return "the kernel is empty";
-    if (gy->dims[0] != x[0] || gy->dims[1] != w[0] ||
-        gy->dims[2] != cpu_window_count(x[2], w[2], p[0], p[2]) ||
-        gy->dims[3] != cpu_window_count(x[3], w[3], p[1], p[3]))
-        return "the gradient is not [N, O, (H+2*pad_h-KH)/stride_h+1, "
-               "(W+2*pad_w-KW)/stride_w+1]";
-    return NULL;
-}
 
 /* The patch matrix of one image x [C,H,W] is rows [OH*OW, C*KH*KW]: row p is
  * the window under output pixel p, zero where it covers padding. With x_in
@@ -387,23 +310,6 @@ kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node)
 
 /* ---- MAX_POOL2D_GRAD ----------------------------------------------------------- */
 
-const char *cpu_check_max_pool2d_grad(const kiln_node *node)
-{
-    const kiln_node *gy = node->src[0], *x = node->src[1];
-    const int32_t *p = node->iparam;
-    if (gy->ndim != 4 || x->ndim != 4 || node->ndim != 4)
-        return "max_pool2d_grad takes gy [N,C,OH,OW] and x [N,C,H,W]";
-    if (p[0] < 1 || p[1] < 1 || p[2] < 1 || p[3] < 1)
-        return "kernel sizes and strides must be at least 1";
-    if (memcmp(node->dims, x->dims, sizeof node->dims) != 0)
-        return "the output is not x's shape";
-    if (gy->dims[0] != x->dims[0] || gy->dims[1] != x->dims[1] ||
-        gy->dims[2] != cpu_window_count(x->dims[2], p[0], p[2], 0) ||
-        gy->dims[3] != cpu_window_count(x->dims[3], p[1], p[3], 0))
-        return "the gradient is not [N, C, (H-kernel_h)/stride_h+1, "
-               "(W-kernel_w)/stride_w+1]";
-    return NULL;
-}
 
 typedef struct cpu_pool_grad_job {
     const cpu_device *dev;
@@ -468,17 +374,6 @@ kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
 
 /* ---- CROSS_ENTROPY_GRAD --------------------------------------------------------- */
 
-const char *cpu_check_cross_entropy_grad(const kiln_node *node)
-{
-    const kiln_node *logits = node->src[1], *labels = node->src[2];
-    if (node->src[0]->numel != 1)
-        return "the gradient is not one element";
-    if (logits->ndim != 2 || labels->ndim != 1 || labels->dims[0] != logits->dims[0])
-        return "cross_entropy_grad takes logits [N,C] and labels [N]";
-    if (node->ndim != 2 || memcmp(node->dims, logits->dims, 2 * sizeof node->dims[0]))
-        return "the output is not the logits' shape";
-    return NULL;
-}
 
 static void cpu_cross_entropy_grad_range(void *arg, size_t lo, size_t hi)
 {

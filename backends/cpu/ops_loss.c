@@ -33,14 +33,6 @@ void cpu_loss_kernels_scalar(cpu_kernels *k)
 
 /* ---- the ops ----------------------------------------------------------------------- */
 
-const char *cpu_check_mse_loss(const kiln_node *node)
-{
-    if (node->src[0]->numel != node->src[1]->numel)
-        return "pred and target differ in number of elements";
-    if (node->numel != 1)
-        return "the output is not a scalar";
-    return NULL;
-}
 
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node)
 {
@@ -51,17 +43,6 @@ kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node)
     return KILN_OK;
 }
 
-const char *cpu_check_cross_entropy(const kiln_node *node)
-{
-    const kiln_node *logits = node->src[0], *labels = node->src[1];
-    if (logits->ndim != 2 || labels->ndim != 1)
-        return "cross_entropy takes logits [N,C] and labels [N]";
-    if (labels->dims[0] != logits->dims[0])
-        return "logits and labels differ in N";
-    if (node->numel != 1)
-        return "the output is not a scalar";
-    return NULL;
-}
 
 kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node)
 {

@@ -108,17 +108,6 @@ static cpu_mm_shape cpu_mm_shape_of(const kiln_node *node)
     return s;
 }
 
-const char *cpu_check_matmul(const kiln_node *node)
-{
-    if (node->src[0]->ndim != 2 || node->src[1]->ndim != 2 || node->ndim != 2)
-        return "matmul takes and gives 2-D tensors";
-    cpu_mm_shape s = cpu_mm_shape_of(node);
-    if (s.Ka != s.Kb)
-        return "the inner dimensions of a and b differ";
-    if (node->dims[0] != s.M || node->dims[1] != s.N)
-        return "the output is not [M, N]";
-    return NULL;
-}
 
 kiln_status cpu_op_matmul(const cpu_device *dev, const kiln_node *node)
 {

@@ -11,19 +11,6 @@
 
 #include "cpu-impl.h"
 
-const char *cpu_check_step(const kiln_node *node)
-{
-    int n_state = node->op == KILN_OP_SGD_STEP ? 1 : 2;
-    for (int s = 0; s < 2 + n_state; s++)
-        if (node->src[s]->numel != node->numel)
-            return "the parameter, its gradient and its state differ in number "
-                   "of elements";
-    if (node->src[2 + n_state]->numel != (n_state == 1 ? 4 : 8))
-        return "the hyper-parameters are not f32 [4] (SGD) or [8] (Adam)";
-    if (node->buffer != node->src[0]->buffer || node->offset != node->src[0]->offset)
-        return "the output is not the parameter (src[0]): a step updates it in place";
-    return NULL;
-}
 
 /* d = g + wd * p;  v = momentum * v + d;  p -= lr * v */
 static void cpu_sgd_step_scalar(float *p, float *v, const float *g, const float *hp,

@@ -37,34 +37,6 @@ void cpu_reduce_kernels_scalar(cpu_kernels *k)
 
 /* ---- SUM, MEAN ------------------------------------------------------------ */
 
-/* outer, r, inner of the reduction the node asks for (axis -1: everything). */
-static void cpu_reduce_extent(const kiln_node *node, int64_t *outer,
-                              int64_t *r, int64_t *inner)
-{
-    const kiln_node *src = node->src[0];
-    int axis = node->iparam[0];
-    if (axis == -1) {
-        *outer = 1;
-        *r = src->numel;
-        *inner = 1;
-        return;
-    }
-    *outer = cpu_dims_product(src, 0, axis);
-    *r = src->dims[axis];
-    *inner = cpu_dims_product(src, axis + 1, src->ndim);
-}
-
-const char *cpu_check_reduce_axis(const kiln_node *node)
-{
-    int axis = node->iparam[0];
-    int64_t outer, r, inner;
-    if (axis != -1 && (axis < 0 || axis >= node->src[0]->ndim))
-        return "the axis (iparam[0]) is neither -1 nor an axis of the input";
-    cpu_reduce_extent(node, &outer, &r, &inner);
-    if (node->numel != outer * inner)
-        return "the output's number of elements is not the input's with the axis removed";
-    return NULL;
-}
 
 /* Columns of a reduction over a leading axis summed at a time, in doubles
  * on the stack. */
@@ -160,7 +132,7 @@ static bool cpu_reduce_by_rows(const cpu_device *dev, cpu_reduce_job *j)
 kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node)
 {
     int64_t outer, r, inner;
-    cpu_reduce_extent(node, &outer, &r, &inner);
+    kiln_rule_axis_extent(node->src[0], node->iparam[0], &outer, &r, &inner);
     cpu_reduce_job *job = malloc(sizeof *job);
     if (!job)
         return dev->host->error(KILN_ERR_NO_MEMORY, "sum: cannot allocate %zu bytes",
@@ -196,18 +168,6 @@ kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node)
 
 /* ---- MAX, ARGMAX ---------------------------------------------------------- */
 
-const char *cpu_check_reduce_last(const kiln_node *node)
-{
-    const kiln_node *src = node->src[0];
-    int64_t rows = cpu_rows(src), cols = cpu_last_dim(src);
-    if (node->numel != rows)
-        return "the output's number of elements is not the input's rows";
-    if (rows > 0 && cols == 0)
-        return "the last axis is empty";
-    if (node->op == KILN_OP_ARGMAX && cols > INT32_MAX)
-        return "the last axis is too long for an i32 index";
-    return NULL;
-}
 
 /* Rows [lo, hi) of MAX or ARGMAX. */
 typedef struct cpu_rows_job {
@@ -240,9 +200,9 @@ size_t cpu_row_grain(size_t cols)
 kiln_status cpu_op_max(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *src = node->src[0];
-    cpu_rows_job job = { dev, node, (size_t)cpu_last_dim(src) };
+    cpu_rows_job job = { dev, node, (size_t)kiln_rule_last_dim(src) };
     if (job.cols > 0)
-        cpu_parallel_for(dev, (size_t)cpu_rows(src), 1, cpu_row_grain(job.cols),
+        cpu_parallel_for(dev, (size_t)kiln_rule_rows(src), 1, cpu_row_grain(job.cols),
                          cpu_max_range, &job);
     return KILN_OK;
 }

@@ -7,15 +7,6 @@
 
 #define CPU_TILE 32
 
-const char *cpu_check_transpose(const kiln_node *node)
-{
-    const kiln_node *src = node->src[0];
-    if (src->ndim != 2 || node->ndim != 2)
-        return "transpose takes and gives 2-D tensors";
-    if (node->dims[0] != src->dims[1] || node->dims[1] != src->dims[0])
-        return "the output is not [cols, rows] of the input";
-    return NULL;
-}
 
 /* out[c, r] = x[r, c] for r in [r0, r1), c in [c0, c1). */
 static void cpu_transpose_tile(float *out, const float *x, int64_t rows,

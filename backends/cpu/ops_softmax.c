@@ -36,12 +36,6 @@ void cpu_softmax_kernels_scalar(cpu_kernels *k)
     k->softmax_row = cpu_softmax_row_scalar;
 }
 
-const char *cpu_check_softmax(const kiln_node *node)
-{
-    if (node->numel != node->src[0]->numel)
-        return "the output and the input differ in number of elements";
-    return NULL;
-}
 
 typedef struct cpu_softmax_job {
     const cpu_device *dev;
@@ -63,12 +57,12 @@ kiln_status cpu_op_softmax(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *src = node->src[0];
     cpu_softmax_job job = {
-        dev, cpu_cf32(src), cpu_f32(node), (size_t)cpu_last_dim(src),
+        dev, cpu_cf32(src), cpu_f32(node), (size_t)kiln_rule_last_dim(src),
         node->op == KILN_OP_LOG_SOFTMAX,
     };
     if (job.cols == 0)
         return KILN_OK;   /* no elements at all */
-    cpu_parallel_for(dev, (size_t)cpu_rows(src), 1, cpu_row_grain(job.cols),
+    cpu_parallel_for(dev, (size_t)kiln_rule_rows(src), 1, cpu_row_grain(job.cols),
                      cpu_softmax_range, &job);
     return KILN_OK;
 }

@@ -37,6 +37,28 @@ _Static_assert(KILN_OP_SCALE - KILN_OP_NEG == CPU_SCALE &&
 
 /* ---- the op table --------------------------------------------------------- */
 
+/* ---- the cpu's own limits on top of node-rules.h ------------------------------- */
+
+/* ARGMAX's i32 result must hold a column index; MAX and MAX_GRAD keep size_t. */
+static const char *cpu_check_reduce_last(const kiln_node *node)
+{
+    return kiln_rule_last_axis(node->src[0], node->numel, node->op == KILN_OP_ARGMAX);
+}
+
+static const char *cpu_check_max_grad(const kiln_node *node)
+{
+    return kiln_rule_max_grad(node, false);
+}
+
+/* A step updates the parameter where it lies: the output is src[0]'s storage. */
+static const char *cpu_check_step(const kiln_node *node)
+{
+    const char *why = kiln_rule_step(node);
+    if (!why && (node->buffer != node->src[0]->buffer || node->offset != node->src[0]->offset))
+        why = "the output is not the parameter (src[0]): a step updates it in place";
+    return why;
+}
+
 /* How to check and run one kiln_op. Dtypes left out are KILN_F32 (0). */
 typedef struct cpu_op_desc {
     const char  *name;
@@ -48,8 +70,8 @@ typedef struct cpu_op_desc {
     cpu_op_fn    run;                    /* NULL: never dispatched           */
 } cpu_op_desc;
 
-#define CPU_BINARY(n) { n, 2, 0, KILN_F32, {0}, cpu_check_binary, cpu_op_binary }
-#define CPU_UNARY(n)  { n, 1, 0, KILN_F32, {0}, cpu_check_unary, cpu_op_unary }
+#define CPU_BINARY(n) { n, 2, 0, KILN_F32, {0}, kiln_rule_binary, cpu_op_binary }
+#define CPU_UNARY(n)  { n, 1, 0, KILN_F32, {0}, kiln_rule_same_numel, cpu_op_unary }
 
 static const cpu_op_desc cpu_ops[KILN_OP_COUNT] = {
     [KILN_OP_LEAF]        = { "leaf", 0, 0, KILN_F32, {0}, NULL, NULL },
@@ -67,51 +89,51 @@ static const cpu_op_desc cpu_ops[KILN_OP_COUNT] = {
     [KILN_OP_TANH]        = CPU_UNARY("tanh"),
     [KILN_OP_SCALE]       = CPU_UNARY("scale"),
     [KILN_OP_MATMUL]      = { "matmul", 2, 0, KILN_F32, {0},
-                              cpu_check_matmul, cpu_op_matmul },
+                              kiln_rule_matmul, cpu_op_matmul },
     [KILN_OP_SUM]         = { "sum", 1, 0, KILN_F32, {0},
-                              cpu_check_reduce_axis, cpu_op_sum_mean },
+                              kiln_rule_reduce_axis, cpu_op_sum_mean },
     [KILN_OP_MEAN]        = { "mean", 1, 0, KILN_F32, {0},
-                              cpu_check_reduce_axis, cpu_op_sum_mean },
+                              kiln_rule_reduce_axis, cpu_op_sum_mean },
     [KILN_OP_MAX]         = { "max", 1, 0, KILN_F32, {0},
                               cpu_check_reduce_last, cpu_op_max },
     [KILN_OP_ARGMAX]      = { "argmax", 1, 0, KILN_I32, {0},
                               cpu_check_reduce_last, cpu_op_argmax },
     [KILN_OP_SOFTMAX]     = { "softmax", 1, 0, KILN_F32, {0},
-                              cpu_check_softmax, cpu_op_softmax },
+                              kiln_rule_rows_alike, cpu_op_softmax },
     [KILN_OP_LOG_SOFTMAX] = { "log_softmax", 1, 0, KILN_F32, {0},
-                              cpu_check_softmax, cpu_op_softmax },
+                              kiln_rule_rows_alike, cpu_op_softmax },
     [KILN_OP_TRANSPOSE]   = { "transpose", 1, 0, KILN_F32, {0},
-                              cpu_check_transpose, cpu_op_transpose },
+                              kiln_rule_transpose, cpu_op_transpose },
     [KILN_OP_CONV2D]      = { "conv2d", 2, 1, KILN_F32, {0},
-                              cpu_check_conv2d, cpu_op_conv2d },
+                              kiln_rule_conv2d, cpu_op_conv2d },
     [KILN_OP_MAX_POOL2D]  = { "max_pool2d", 1, 0, KILN_F32, {0},
-                              cpu_check_max_pool2d, cpu_op_max_pool2d },
+                              kiln_rule_max_pool2d, cpu_op_max_pool2d },
     [KILN_OP_MSE_LOSS]    = { "mse_loss", 2, 0, KILN_F32, {0},
-                              cpu_check_mse_loss, cpu_op_mse_loss },
+                              kiln_rule_mse_loss, cpu_op_mse_loss },
     [KILN_OP_CROSS_ENTROPY] = { "cross_entropy", 2, 0, KILN_F32,
                                 { KILN_F32, KILN_I32 },
-                                cpu_check_cross_entropy, cpu_op_cross_entropy },
+                                kiln_rule_cross_entropy, cpu_op_cross_entropy },
     [KILN_OP_SUM_TO]      = { "sum_to", 1, 0, KILN_F32, {0},
-                              cpu_check_sum_to, cpu_op_sum_to },
+                              kiln_rule_sum_to, cpu_op_sum_to },
     [KILN_OP_EXPAND]      = { "expand", 1, 0, KILN_F32, {0},
-                              cpu_check_expand, cpu_op_expand },
+                              kiln_rule_expand, cpu_op_expand },
     [KILN_OP_RELU_GRAD]   = { "relu_grad", 2, 0, KILN_F32, {0},
-                              cpu_check_relu_grad, cpu_op_relu_grad },
+                              kiln_rule_same_numel, cpu_op_relu_grad },
     [KILN_OP_MAX_GRAD]    = { "max_grad", 2, 0, KILN_F32, {0},
                               cpu_check_max_grad, cpu_op_max_grad },
     [KILN_OP_SOFTMAX_GRAD] = { "softmax_grad", 2, 0, KILN_F32, {0},
-                               cpu_check_softmax_grad, cpu_op_softmax_grad },
+                               kiln_rule_rows_alike, cpu_op_softmax_grad },
     [KILN_OP_LOG_SOFTMAX_GRAD] = { "log_softmax_grad", 2, 0, KILN_F32, {0},
-                                   cpu_check_softmax_grad, cpu_op_softmax_grad },
+                                   kiln_rule_rows_alike, cpu_op_softmax_grad },
     [KILN_OP_CONV2D_GRAD_INPUT] = { "conv2d_grad_input", 2, 0, KILN_F32, {0},
-                                    cpu_check_conv2d_grad, cpu_op_conv2d_grad },
+                                    kiln_rule_conv2d_grad_input, cpu_op_conv2d_grad },
     [KILN_OP_CONV2D_GRAD_WEIGHT] = { "conv2d_grad_weight", 2, 0, KILN_F32, {0},
-                                     cpu_check_conv2d_grad, cpu_op_conv2d_grad },
+                                     kiln_rule_conv2d_grad_weight, cpu_op_conv2d_grad },
     [KILN_OP_MAX_POOL2D_GRAD] = { "max_pool2d_grad", 2, 0, KILN_F32, {0},
-                                  cpu_check_max_pool2d_grad, cpu_op_max_pool2d_grad },
+                                  kiln_rule_max_pool2d_grad, cpu_op_max_pool2d_grad },
     [KILN_OP_CROSS_ENTROPY_GRAD] = { "cross_entropy_grad", 3, 0, KILN_F32,
                                      { KILN_F32, KILN_F32, KILN_I32 },
-                                     cpu_check_cross_entropy_grad,
+                                     kiln_rule_cross_entropy_grad,
                                      cpu_op_cross_entropy_grad },
     [KILN_OP_SGD_STEP]    = { "sgd_step", 4, 0, KILN_F32, {0},
                               cpu_check_step, cpu_op_sgd_step },
@@ -127,19 +149,6 @@ static const cpu_op_desc *cpu_op_lookup(kiln_op op)
 }
 
 /* ---- node checks ---------------------------------------------------------- */
-
-/* ndim in range, no negative dimension, numel their product. */
-static bool cpu_shape_ok(const kiln_node *t)
-{
-    if (t->ndim < 0 || t->ndim > KILN_MAX_DIMS)
-        return false;
-    int64_t p = 1;
-    for (int i = 0; i < t->ndim; i++) {
-        if (t->dims[i] < 0 || __builtin_mul_overflow(p, t->dims[i], &p))
-            return false;
-    }
-    return p == t->numel;
-}
 
 /* numel * 4 bytes at offset lie inside the buffer (or there are none). */
 static bool cpu_extent_ok(const kiln_node *t)
@@ -159,7 +168,7 @@ static const char *cpu_check_tensor(const kiln_node *t, kiln_dtype dtype,
 {
     if (t->dtype != dtype)
         return dtype == KILN_F32 ? "a tensor is not f32" : "a tensor is not i32";
-    if (!cpu_shape_ok(t))
+    if (!kiln_rule_shape_ok(t))
         return "a tensor's ndim, dims and numel disagree";
     if (check_extent && !cpu_extent_ok(t))
         return "a tensor's data lies outside its buffer";

@@ -23,6 +23,8 @@
 
 #include <kiln/backend.h>
 
+#include "../common/node-rules.h"
+
 /* ---- discovery (discover.c) ------------------------------------------------ */
 
 /* One OpenCL device as kiln sees it. Filled at init, read-only afterwards,
@@ -313,27 +315,5 @@ kiln_status ocl_sum_axis(ocl_device *dev, const kiln_node *out, cl_mem x, uint64
 kiln_status ocl_label_slot(ocl_device *dev, const kiln_node *node, size_t i,
                            const kiln_node *labels, int64_t classes,
                            cl_uint *slot);
-
-/* ---- node helpers --------------------------------------------------------- */
-
-/* The product of dims[from, to). */
-static inline int64_t ocl_dims_product(const kiln_node *t, int from, int to)
-{
-    int64_t p = 1;
-    for (int d = from; d < to; d++)
-        p *= t->dims[d];
-    return p;
-}
-
-/* The last axis's size (1 for a scalar) and the number of rows along it. */
-static inline int64_t ocl_last_dim(const kiln_node *t)
-{
-    return t->ndim > 0 ? t->dims[t->ndim - 1] : 1;
-}
-
-static inline int64_t ocl_rows(const kiln_node *t)
-{
-    return t->ndim > 0 ? ocl_dims_product(t, 0, t->ndim - 1) : 1;
-}
 
 #endif /* KILN_OCL_IMPL_H */

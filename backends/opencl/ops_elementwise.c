@@ -65,7 +65,7 @@ kiln_status ocl_op_expand(ocl_device *dev, const kiln_node *node, size_t i)
         return KILN_OK;
     /* the output as [outer, r, inner]; everything (-1) is r = n, inner = 1 */
     uint64_t r = axis == -1 ? (uint64_t)node->numel : (uint64_t)node->dims[axis];
-    uint64_t inner = axis == -1 ? 1 : (uint64_t)ocl_dims_product(node, axis + 1,
+    uint64_t inner = axis == -1 ? 1 : (uint64_t)kiln_rule_dims_product(node, axis + 1,
                                                                  node->ndim);
     ocl_launch l = ocl_begin(dev, OCL_K_EXPAND);
     ocl_arg_node(&l, node);

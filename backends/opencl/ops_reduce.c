@@ -39,9 +39,9 @@ kiln_status ocl_op_sum_mean(ocl_device *dev, const kiln_node *node, size_t i)
     bool mean = node->op == KILN_OP_MEAN;
     if (axis == -1)
         return sum_axis(dev, node, src, 1, (uint64_t)src->numel, 1, mean);
-    return sum_axis(dev, node, src, (uint64_t)ocl_dims_product(src, 0, axis),
+    return sum_axis(dev, node, src, (uint64_t)kiln_rule_dims_product(src, 0, axis),
                     (uint64_t)src->dims[axis],
-                    (uint64_t)ocl_dims_product(src, axis + 1, src->ndim), mean);
+                    (uint64_t)kiln_rule_dims_product(src, axis + 1, src->ndim), mean);
 }
 
 /* out[j] = the sum of src[i] over i % m == j: src as [1, n / m, m]. */
@@ -57,7 +57,7 @@ kiln_status ocl_op_max(ocl_device *dev, const kiln_node *node, size_t i)
     (void)i;
     const kiln_node *x = node->src[0];
     ocl_row_launch rows = { .id = OCL_K_MAX_LAST, .nodes = { node, x }, .n_nodes = 2,
-                      .rows = (uint64_t)node->numel, .cols = (uint64_t)ocl_last_dim(x),
+                      .rows = (uint64_t)node->numel, .cols = (uint64_t)kiln_rule_last_dim(x),
                       .flag = -1, .each = sizeof(cl_float) };
     return ocl_run_rows(dev, &rows);
 }
@@ -67,7 +67,7 @@ kiln_status ocl_op_argmax(ocl_device *dev, const kiln_node *node, size_t i)
     (void)i;
     const kiln_node *x = node->src[0];
     ocl_row_launch rows = { .id = OCL_K_ARGMAX_LAST, .nodes = { node, x }, .n_nodes = 2,
-                      .rows = (uint64_t)node->numel, .cols = (uint64_t)ocl_last_dim(x),
+                      .rows = (uint64_t)node->numel, .cols = (uint64_t)kiln_rule_last_dim(x),
                       .flag = -1, .each = sizeof(cl_float), .indices = true };
     return ocl_run_rows(dev, &rows);
 }
@@ -78,7 +78,7 @@ kiln_status ocl_op_max_grad(ocl_device *dev, const kiln_node *node, size_t i)
     (void)i;
     const kiln_node *g = node->src[0], *x = node->src[1];
     ocl_row_launch rows = { .id = OCL_K_MAX_GRAD, .nodes = { node, g, x }, .n_nodes = 3,
-                      .rows = (uint64_t)g->numel, .cols = (uint64_t)ocl_last_dim(x),
+                      .rows = (uint64_t)g->numel, .cols = (uint64_t)kiln_rule_last_dim(x),
                       .flag = -1, .each = sizeof(cl_float), .indices = true };
     return ocl_run_rows(dev, &rows);
 }
