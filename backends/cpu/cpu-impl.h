@@ -129,7 +129,8 @@ typedef struct cpu_kernels {
     void        (*pool_max_row)(float *out, const float *x, size_t W, size_t n,
                                 size_t kh, size_t kw, size_t sw);
     /* where each of those windows' max came from: arg[j] = r*W + c of the
-     * first maximum, or of the first NaN (MAX_POOL2D_GRAD)                 */
+     * first maximum, or of the first NaN (MAX_POOL2D_GRAD); the caller sees
+     * that the plane and sw * 64 fit an int32 (gather offsets)            */
     void        (*pool_argmax_row)(int32_t *arg, const float *x, size_t W, size_t n,
                                    size_t kh, size_t kw, size_t sw);
     /* softmax (or log_softmax when as_log) of one row of n; out may be x    */
