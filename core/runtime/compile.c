@@ -1,4 +1,4 @@
-/* core/compile.c — order the nodes, check the device runs them, plan memory.
+/* core/runtime/compile.c — order the nodes, check the device runs them, plan memory.
  *
  * Nodes are created after their sources, so creation order is topological.
  * Which device runs each node is decided in schedule.c.
@@ -11,7 +11,7 @@
  * extend its lifetime. Everything is allocated here, so a graph that does not
  * fit fails at compile, not in the middle of a run.
  */
-#include "kiln-impl.h"
+#include "../kiln-impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* core/registry.c — finding, loading and vetting backend plugins.
+/* core/runtime/registry.c — finding, loading and vetting backend plugins.
  *
  * Search order: each entry of KILN_PLUGIN_PATH (a directory, or one .so file),
  * then KILN_PLUGIN_DIR (the installed plugin directory); never the current
@@ -6,7 +6,7 @@
  * the result does not depend on the file system. The registry is built once
  * per process and then only read, so readers need no lock.
  */
-#include "kiln-impl.h"
+#include "../kiln-impl.h"
 
 #include <dirent.h>
 #include <errno.h>

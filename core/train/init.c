@@ -1,4 +1,4 @@
-/* core/init.c — parameter initialisers: values drawn on the host, then written.
+/* core/train/init.c — parameter initialisers: values drawn on the host, then written.
  *
  * The generator is xoshiro256** (Blackman and Vigna), its state seeded by four
  * steps of splitmix64 from the 64-bit seed, as its authors recommend. Uniform
@@ -12,7 +12,7 @@
  * Values are written with kiln_tensor_write, so an initialiser works before
  * compile (the value is staged) and after it (it goes to the device).
  */
-#include "kiln-impl.h"
+#include "../kiln-impl.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
-/* core/tensor.c — tensor queries, and data in and out of the device. */
-#include "kiln-impl.h"
+/* core/graph/tensor.c — tensor queries, and data in and out of the device. */
+#include "../kiln-impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>

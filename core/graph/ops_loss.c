@@ -1,5 +1,5 @@
-/* core/ops_loss.c — mse_loss and softmax cross-entropy. */
-#include "kiln-impl.h"
+/* core/graph/ops_loss.c — mse_loss and softmax cross-entropy. */
+#include "../kiln-impl.h"
 
 KILN_API kiln_tensor *kiln_mse_loss(kiln_graph *g, kiln_tensor *pred, kiln_tensor *target)
 {

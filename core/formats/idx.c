@@ -1,4 +1,4 @@
-/* core/idx.c — IDX files, the format of MNIST and Fashion-MNIST.
+/* core/formats/idx.c — IDX files, the format of MNIST and Fashion-MNIST.
  *
  * A file is the magic 0x00 0x00 <type> <ndim>, ndim big-endian u32 sizes, then
  * the elements, big-endian, row-major. zlib reads it: gzopen recognises the
@@ -9,7 +9,7 @@
  * file with bytes left over after its elements is refused too: it was not
  * written as its header says.
  */
-#include "kiln-impl.h"
+#include "../kiln-impl.h"
 
 #include <errno.h>
 #include <fcntl.h>

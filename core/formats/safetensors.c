@@ -1,4 +1,4 @@
-/* core/safetensors.c — a graph's parameters on disk, in the safetensors format.
+/* core/formats/safetensors.c — a graph's parameters on disk, in the safetensors format.
  *
  * A file is an 8-byte little-endian header length N, N bytes of JSON
  *
@@ -16,7 +16,7 @@
  * Bytes are assembled with shifts, never by reinterpreting memory, so the
  * files are little-endian on every host.
  */
-#include "kiln-impl.h"
+#include "../kiln-impl.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-/* core/schedule.c — which device runs each node, and the CPU fallback.
+/* core/runtime/schedule.c — which device runs each node, and the CPU fallback.
  *
  * Every node runs on the context's device when that device supports it. A
  * node it does not support runs on the cpu backend instead (as ggml's
@@ -12,7 +12,7 @@
  * KILN_DEBUG_REFUSE=op,op (kiln's op names: "matmul", "conv2d", ...) makes the
  * selected device refuse those ops, which proves the fallback in tests.
  */
-#include "kiln-impl.h"
+#include "../kiln-impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>

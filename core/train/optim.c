@@ -1,4 +1,4 @@
-/* core/optim.c — SGD and Adam as in-place update nodes.
+/* core/train/optim.c — SGD and Adam as in-place update nodes.
  *
  * An optimiser appends, for every parameter with a gradient, one step node
  * (SGD_STEP or ADAM_STEP) whose `inplace` is the parameter: the planner gives
@@ -10,7 +10,7 @@
  * rate may change and Adam's bias corrections depend on the step count, and a
  * leaf keeps the step node itself the same from run to run.
  */
-#include "kiln-impl.h"
+#include "../kiln-impl.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
-/* core/context.c — a context owns one opened device of one plugin. */
-#include "kiln-impl.h"
+/* core/runtime/context.c — a context owns one opened device of one plugin. */
+#include "../kiln-impl.h"
 
 #include "config.h"
 

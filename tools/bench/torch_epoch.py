@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch's time for what kiln-train does, for comparison (bench/compare-epoch.sh).
+"""PyTorch's time for what kiln-train does, for comparison (tools/bench/compare-epoch.sh).
 
 The same models (mlp 784-256-128-10, cnn conv 3x3x32 pad 1 / relu / max-pool 2 /
 dense 128 / dense 10, linear 784-10), the same initialisation (He-normal

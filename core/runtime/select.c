@@ -1,11 +1,11 @@
-/* core/select.c — KILN_BACKEND: which device a selection string names.
+/* core/runtime/select.c — KILN_BACKEND: which device a selection string names.
  *
  * Forms: "name" (its device 0), "name:N" (device index), "name:text" (first
  * device whose name or description contains text, ignoring case), and a
  * comma-separated list of those (the first that resolves wins). An empty
  * string picks the device of the highest-scoring plugin.
  */
-#include "kiln-impl.h"
+#include "../kiln-impl.h"
 
 #include <ctype.h>
 #include <stdio.h>

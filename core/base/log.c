@@ -1,5 +1,5 @@
-/* core/log.c — KILN_LOG: messages to stderr at or below the chosen level. */
-#include "kiln-impl.h"
+/* core/base/log.c — KILN_LOG: messages to stderr at or below the chosen level. */
+#include "../kiln-impl.h"
 
 #include <pthread.h>
 #include <stdio.h>

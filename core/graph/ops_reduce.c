@@ -1,5 +1,5 @@
-/* core/ops_reduce.c — sum, mean, max, argmax, softmax and log_softmax. */
-#include "kiln-impl.h"
+/* core/graph/ops_reduce.c — sum, mean, max, argmax, softmax and log_softmax. */
+#include "../kiln-impl.h"
 
 static kiln_tensor *reduce_all(kiln_graph *g, kiln_op op, kiln_tensor *a)
 {

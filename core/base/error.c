@@ -1,5 +1,5 @@
-/* core/error.c — status names, the per-thread last error, checked allocation. */
-#include "kiln-impl.h"
+/* core/base/error.c — status names, the per-thread last error, checked allocation. */
+#include "../kiln-impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>

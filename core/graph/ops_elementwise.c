@@ -1,5 +1,5 @@
-/* core/ops_elementwise.c — add, sub, mul, div with broadcasting; unary ops. */
-#include "kiln-impl.h"
+/* core/graph/ops_elementwise.c — add, sub, mul, div with broadcasting; unary ops. */
+#include "../kiln-impl.h"
 
 /* The broadcast rule: equal shapes, or the smaller operand, with its leading
  * 1s dropped, equals the trailing dimensions of the larger. Backends then

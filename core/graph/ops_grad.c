@@ -1,10 +1,10 @@
-/* core/ops_grad.c — constructors of the gradient ops kiln_backward appends
+/* core/graph/ops_grad.c — constructors of the gradient ops kiln_backward appends
  * (backend.h: SUM_TO .. CROSS_ENTROPY_GRAD).
  *
  * Only autodiff.c calls these, with shapes it derived itself. They check
  * anyway, as every constructor does, so that a wrong backward rule is a graph
  * error naming the op and the shapes, not a backend reading past a buffer. */
-#include "kiln-impl.h"
+#include "../kiln-impl.h"
 
 static bool same_shape(const kiln_node *a, const kiln_node *b)
 {

@@ -1,8 +1,8 @@
 #!/bin/sh
-# Times one training epoch of kiln-train and of PyTorch (bench/torch_epoch.py)
+# Times one training epoch of kiln-train and of PyTorch (tools/bench/torch_epoch.py)
 # with the same settings, and prints both times and their ratio.
 #
-#   bench/compare-epoch.sh [--model mlp|cnn|linear] [--optimizer adam|sgd]
+#   tools/bench/compare-epoch.sh [--model mlp|cnn|linear] [--optimizer adam|sgd]
 #                          [--schedule cosine|constant] [--lr X] [--seed N]
 #                          [--data DIR]
 #
@@ -12,7 +12,7 @@
 # imports it; Debian's package is python3-torch). Exit status 1 when either
 # side fails, 2 on a bad argument.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 for arg in "$@"; do
     case $arg in
@@ -52,7 +52,7 @@ kiln_out=$(./tools/kiln-train --epochs 1 --batch 64 "$@") || {
     printf '%s\n' "$kiln_out"; echo "compare-epoch.sh: kiln-train failed" >&2; exit 1; }
 printf '%s\n' "$kiln_out"
 echo "== PyTorch ($PYTHON)"
-torch_out=$("$PYTHON" bench/torch_epoch.py --epochs 1 --batch 64 "$@") || {
+torch_out=$("$PYTHON" tools/bench/torch_epoch.py --epochs 1 --batch 64 "$@") || {
     printf '%s\n' "$torch_out"; echo "compare-epoch.sh: torch_epoch.py failed" >&2; exit 1; }
 printf '%s\n' "$torch_out"
 

@@ -1,5 +1,5 @@
-/* core/ops_conv.c — conv2d and max_pool2d (NCHW). */
-#include "kiln-impl.h"
+/* core/graph/ops_conv.c — conv2d and max_pool2d (NCHW). */
+#include "../kiln-impl.h"
 
 KILN_API kiln_tensor *kiln_conv2d(kiln_graph *g, kiln_tensor *x, kiln_tensor *w,
                                   kiln_tensor *bias, int stride, int padding)

@@ -1,5 +1,5 @@
-/* core/ops_linalg.c — matmul, transpose, and the views reshape and flatten. */
-#include "kiln-impl.h"
+/* core/graph/ops_linalg.c — matmul, transpose, and the views reshape and flatten. */
+#include "../kiln-impl.h"
 
 #include <stdio.h>
 

@@ -1,5 +1,5 @@
-/* core/graph.c — graphs, nodes, leaves and the sticky construction error. */
-#include "kiln-impl.h"
+/* core/graph/graph.c — graphs, nodes, leaves and the sticky construction error. */
+#include "../kiln-impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,11 +1,11 @@
-/* core/json.c — a strict parser for the JSON that safetensors headers use:
+/* core/formats/json.c — a strict parser for the JSON that safetensors headers use:
  * objects, arrays, strings (every escape, \u with surrogate pairs, to UTF-8)
  * and integers. Anything else (fractions, exponents, true/false/null, a
  * trailing comma, a raw control character, text after the value) is an error
  * naming the byte offset where it was found. Nesting is limited so that a
  * hostile header cannot exhaust the stack.
  */
-#include "kiln-impl.h"
+#include "../kiln-impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>

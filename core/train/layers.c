@@ -1,4 +1,4 @@
-/* core/layers.c — dense and conv layers: their parameters made, named and
+/* core/train/layers.c — dense and conv layers: their parameters made, named and
  * initialised, then the ops that use them.
  *
  * Each layer takes the next value of the graph's seed sequence (splitmix64
@@ -6,7 +6,7 @@
  * so a model built the same way from the same seed starts from the same
  * values on every backend.
  */
-#include "kiln-impl.h"
+#include "../kiln-impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* core/autodiff.c — kiln_backward and kiln_grad: reverse mode, appended to
+/* core/graph/autodiff.c — kiln_backward and kiln_grad: reverse mode, appended to
  * the graph as ordinary nodes, so gradients run on the backend like the rest.
  *
  * Creation order is topological, so walking from the loss down to the first
@@ -9,7 +9,7 @@
  * alone, and i32 tensors (argmax, labels) are skipped, so no node is spent on
  * a gradient nobody reads.
  */
-#include "kiln-impl.h"
+#include "../kiln-impl.h"
 
 #include <stdlib.h>
 

@@ -1,5 +1,5 @@
-/* core/run.c — running a compiled graph on its device. */
-#include "kiln-impl.h"
+/* core/runtime/run.c — running a compiled graph on its device. */
+#include "../kiln-impl.h"
 
 #include <stdlib.h>
 
