@@ -1,10 +1,17 @@
-/* core/kiln-impl.h — libkiln internals shared by the files of core/.
- * Users never see this header; backends never include it. */
+/* core/kiln-impl.h — libkiln internals shared by the folders of core/:
+ * base/ (errors, logging, allocation), graph/ (tensors, graphs, op
+ * constructors, autodiff), runtime/ (plugins, selection, contexts, compile,
+ * schedule, run), train/ (initialisers, layers, optimisers) and formats/
+ * (safetensors, IDX). The op table it includes is shared with the in-tree
+ * backends (backends/common/op-table.h). Users never see this header, and
+ * backends never include it. */
 #ifndef KILN_IMPL_H
 #define KILN_IMPL_H
 
 #include <kiln/backend.h>
 #include <kiln/kiln.h>
+
+#include "backends/common/op-table.h"
 
 #include <stdarg.h>
 
@@ -17,7 +24,7 @@ static inline size_t kiln__align_up(size_t n)
     return (n + KILN__ALIGN - 1) / KILN__ALIGN * KILN__ALIGN;
 }
 
-/* ---- errors and logging (error.c, log.c) --------------------------------- */
+/* ---- errors, logging, allocation (base/) ----------------------------------- */
 
 /* Sets kiln_last_error() for this thread and returns status. */
 kiln_status kiln__error(kiln_status status, const char *fmt, ...)
@@ -29,16 +36,12 @@ void kiln__log(kiln_log_level level, const char *fmt, ...)
 void kiln__vlog(kiln_log_level level, const char *fmt, va_list ap);
 bool kiln__log_enabled(kiln_log_level level);
 
-/* "[3, 4]" into buf (at least KILN__SHAPE_STR bytes). */
-#define KILN__SHAPE_STR 96
-const char *kiln__shape_str(char *buf, int ndim, const int64_t *dims);
-
 /* Allocation that records KILN_ERR_NO_MEMORY with `what` on failure. */
 void *kiln__malloc(size_t size, const char *what);
 void *kiln__calloc(size_t n, size_t size, const char *what);
 char *kiln__strdup(const char *s, const char *what);
 
-/* ---- plugin registry (registry.c, select.c) ------------------------------- */
+/* ---- plugin registry (runtime/registry.c, runtime/select.c) --------------- */
 
 typedef struct kiln__plugin {
     char              *path;
@@ -66,7 +69,7 @@ const kiln__registry *kiln__registry_get(void);
 /* The host table given to plugins. */
 extern const kiln_host kiln__host;
 
-/* ---- context ------------------------------------------------------------ */
+/* ---- context (runtime/context.c) ------------------------------------------ */
 
 struct kiln_context {
     const kiln_plugin *plugin;
@@ -74,12 +77,12 @@ struct kiln_context {
     kiln_device        device;
     char               label[320];
     /* The cpu backend's device, opened on first need, that runs the nodes
-     * the selected device does not support (see schedule.c). */
+     * the selected device does not support (see runtime/schedule.c). */
     kiln_device        fallback;
     char               fallback_label[320];
 };
 
-/* ---- tensors and graphs -------------------------------------------------- */
+/* ---- tensors and graphs (graph/), and a graph's compiled plan (runtime/) - */
 
 enum {
     KILN__INPUT  = 1u << 0,
@@ -108,7 +111,6 @@ struct kiln_tensor {
     char        *name;
 };
 
-/* A compiled graph: what runs, and where everything lives. */
 /* A node the selected device cannot run, as the fallback device runs it:
  * its sources are copied into `buffer` before, its result copied back after. */
 typedef struct kiln__fallback {
@@ -117,6 +119,7 @@ typedef struct kiln__fallback {
     void      *buffer;            /* on ctx->fallback                       */
 } kiln__fallback;
 
+/* A compiled graph: what runs, on which device, and where everything lives. */
 typedef struct kiln__plan {
     const kiln_node **exec;      /* nodes dispatched, in order              */
     size_t            n_exec;
@@ -132,6 +135,8 @@ typedef struct kiln__plan {
     size_t            unshared;  /* what the arena would be without sharing */
 } kiln__plan;
 
+#define KILN__GRAPH_RELEASE_MAX 4
+
 struct kiln_graph {
     kiln_context  *ctx;
     kiln_tensor  **nodes;
@@ -143,10 +148,19 @@ struct kiln_graph {
     bool           ran;
     kiln__plan     plan;
     kiln_tensor   *loss;         /* set by kiln_backward, once              */
-    kiln_optimizer *optimizers;  /* owned, freed with the graph (optim.c)   */
+    kiln_optimizer *optimizers;  /* owned, released by optim.c              */
     uint64_t       seed;         /* layer seed sequence (kiln_graph_seed)   */
     unsigned       n_layers;     /* layers made, for default layer names    */
+    /* What other modules attached (the plan, the optimisers): each registers
+     * its own release with kiln__graph_on_free, and kiln_graph_free calls
+     * them, last registered first, so graph.c needs none of them. */
+    void         (*release[KILN__GRAPH_RELEASE_MAX])(kiln_graph *g);
+    int            n_release;
 };
+
+/* Registers release to run when g is freed; registering it again does
+ * nothing. */
+void kiln__graph_on_free(kiln_graph *g, void (*release)(kiln_graph *g));
 
 /* Records the graph's first error (later ones are dropped) and returns the
  * poison tensor; also sets kiln_last_error(). */
@@ -166,10 +180,15 @@ bool kiln__check_operands(kiln_graph *g, const char *op, kiln_tensor *const *t, 
 /* f32 operand check with a message naming the op. */
 bool kiln__check_f32(kiln_graph *g, const char *op, const char *which, const kiln_tensor *t);
 
+/* The n operands of op usable (kiln__check_operands) and of the dtypes the
+ * op table gives its sources; else records "add: a [2] is i32, expected f32"
+ * and returns false. */
+bool kiln__check_sources(kiln_graph *g, kiln_op op, kiln_tensor *const *t, int n);
+
 int64_t kiln__numel(int ndim, const int64_t *dims);
 size_t  kiln__dtype_size(kiln_dtype dtype);
+const char *kiln__dtype_name(kiln_dtype dtype);   /* "f32", "i32" */
 size_t  kiln__tensor_bytes(const kiln_tensor *t);
-const char *kiln__op_name(kiln_op op);
 
 /* "tensor 'x' [64, 784]", or "matmul [64, 10]" for an unnamed node, into buf,
  * for messages. */
@@ -179,7 +198,7 @@ const char *kiln__describe(char *buf, size_t len, const kiln_tensor *t);
  * place). */
 kiln_tensor *kiln__storage(kiln_tensor *t);
 
-/* ---- initialisers and layers (init.c, layers.c) ------------------------- */
+/* ---- initialisers and layers (train/init.c, train/layers.c) --------------- */
 
 /* One step of splitmix64: advances *state and returns the next value. Seeds
  * the initialisers' generator and gives each layer its seed. */
@@ -215,17 +234,16 @@ const kiln__json *kiln__json_get(const kiln__json *object, const char *key);
 /* "an object", "an integer", ... for messages. */
 const char *kiln__json_type_name(kiln__json_type type);
 
-/* compile.c / run.c */
-void kiln__plan_free(kiln_graph *g);
+/* ---- the schedule (runtime/schedule.c) ------------------------------------ */
 
-/* schedule.c: decides which device runs each node of plan.exec and prepares
- * the fallback's buffers and copies; runs one fallback node. */
+/* Decides which device runs each node of plan.exec and prepares the
+ * fallback's buffers and copies; runs one fallback node. */
 kiln_status kiln__schedule(kiln_graph *g);
 void        kiln__schedule_free(kiln_graph *g);
 kiln_status kiln__fallback_run(kiln_graph *g, kiln__fallback *fb, const kiln_node *node);
 void        kiln__context_close_fallback(kiln_context *ctx);
 
-/* ---- training (ops_grad.c, autodiff.c, optim.c) ------------------------------ */
+/* ---- gradients (graph/ops_grad.c, graph/autodiff.c), optimisers (train/) - */
 
 /* Constructors of the gradient ops (backend.h) that kiln_backward appends.
  * Shape-checked like the public ones: a mismatch is a sticky graph error. */
@@ -248,6 +266,5 @@ kiln_tensor *kiln__cross_entropy_grad(kiln_graph *g, kiln_tensor *gy, kiln_tenso
 /* Refreshes every optimiser's hyper-parameters on the device and counts the
  * step; kiln_graph_run calls it before each run (kiln_graph_eval does not). */
 kiln_status kiln__optim_before_run(kiln_graph *g);
-void        kiln__optim_free(kiln_graph *g);
 
 #endif /* KILN_IMPL_H */

@@ -17,7 +17,7 @@
 
 #include <kiln/backend.h>
 
-#include "../common/node-rules.h"
+#include "../common/op-table.h"
 
 /* ---- buffers -------------------------------------------------------------- */
 
@@ -106,14 +106,6 @@ typedef struct cpu_kernels {
     cpu_binary_fn binary[CPU_BINARY_COUNT];
     cpu_unary_fn  unary[CPU_UNARY_COUNT];
     cpu_add_relu_fn add_relu;
-    /* c[M,N] = op(a)[M,K] @ op(b)[K,N], c overwritten (K = 0 writes zeros).
-     * a is stored [M,K] (row stride lda), or [K,M] when ta; b is stored
-     * [K,N] (ldb), or [N,K] when tb. c must not overlap a or b. Inside
-     * graph_compute this is the packed GEMM, on the device's threads.      */
-    void        (*sgemm)(size_t M, size_t N, size_t K,
-                         const float *a, size_t lda, bool ta,
-                         const float *b, size_t ldb, bool tb,
-                         float *c, size_t ldc);
     /* the register kernels and packing of the packed GEMM                  */
     const cpu_gemm_ukernel *gemm;
     /* x[0] + x[stride] + ... (n terms), accumulated in double               */
@@ -141,7 +133,8 @@ typedef struct cpu_kernels {
     /* sum of (a[i] - b[i])^2 over n, accumulated in double                  */
     double      (*sum_sq_diff)(const float *a, const float *b, size_t n);
 
-    /* -- gradients (ops_grad.c) and optimiser steps (ops_optim.c); out may
+    /* -- gradients (in their forward op's file) and optimiser steps
+     *    (ops_optim.c); out may
      *    be any of the inputs, element for element                          */
     /* out[i] = v, i < n: EXPAND's broadcast of one element                 */
     void        (*fill)(float *out, float v, size_t n);
@@ -170,7 +163,6 @@ void cpu_softmax_kernels_scalar(cpu_kernels *k);
 void cpu_loss_kernels_scalar(cpu_kernels *k);
 void cpu_matmul_kernels_scalar(cpu_kernels *k);
 void cpu_conv_kernels_scalar(cpu_kernels *k);
-void cpu_grad_kernels_scalar(cpu_kernels *k);
 /* The portable softmax_row, which the portable cross_entropy_grad_row uses. */
 void cpu_softmax_row_scalar(float *out, const float *x, size_t n, bool as_log);
 void cpu_optim_kernels_scalar(cpu_kernels *k);
@@ -218,7 +210,7 @@ typedef void (*cpu_task_fn)(void *arg, int tid, int nthreads);
 typedef void (*cpu_range_fn)(void *arg, size_t lo, size_t hi);
 
 /* n threads in all: n - 1 workers and the caller. NULL if out of resources. */
-cpu_pool *cpu_pool_new(const cpu_device *dev, int n);
+cpu_pool *cpu_pool_new(int n);
 void      cpu_pool_free(cpu_pool *pool);
 int       cpu_pool_size(const cpu_pool *pool);   /* 1 for NULL */
 /* Runs fn on min(n, size) threads, the caller as tid 0, and waits for all.
@@ -231,14 +223,13 @@ void      cpu_split(size_t n, size_t align, int tid, int nt, size_t *lo, size_t 
 void      cpu_parallel_for(const cpu_device *dev, size_t n, size_t align,
                            size_t grain, cpu_range_fn fn, void *arg);
 
-/* Which device's graph_compute runs on this thread, which thread of its pool
- * this is, and whether it is inside a pool job. Set by graph_compute and the
- * workers; it is how the sgemm entry (whose signature has no device) finds
- * its threads and packing buffers. */
+/* Which thread of its pool this is, and whether it is inside a pool job:
+ * set by the workers and by cpu_pool_run on the calling thread. A GEMM
+ * called inside a job runs on its thread alone, with that thread's packing
+ * buffers. */
 typedef struct cpu_thread_state {
-    const cpu_device *dev;
-    int               tid;
-    bool              in_job;
+    int  tid;
+    bool in_job;
 } cpu_thread_state;
 
 extern _Thread_local cpu_thread_state cpu_tls;
@@ -298,12 +289,18 @@ size_t cpu_fuse(const cpu_device *dev, const kiln_node *const *nodes, size_t i,
 
 /* ---- ops ------------------------------------------------------------------ */
 
-/* Why the node's shapes do not fit the op, or NULL if they do: node-rules.h's
- * rules, shared with the OpenCL backend. Dtypes, source presence and buffer
- * extents are checked before this, in plugin.c. */
-typedef const char *(*cpu_check_fn)(const kiln_node *node);
 /* Computes one node, writing every element of its output. */
 typedef kiln_status (*cpu_op_fn)(const cpu_device *dev, const kiln_node *node);
+
+/* Which ops run here (ops.c). Why the device cannot run the node, or NULL:
+ * the op table's checks, and with check_storage (a node about to run, not
+ * one asked about at compile) its data inside its buffers. */
+const char *cpu_check_node(const kiln_node *node, bool check_storage);
+/* Runs a node that passed cpu_check_node with its kernel. */
+kiln_status cpu_run_node(const cpu_device *dev, const kiln_node *node);
+/* Records why node i of a graph_compute cannot run, and returns the status. */
+kiln_status cpu_refuse(const cpu_device *dev, size_t i, const kiln_node *node,
+                       const char *why);
 
 kiln_status cpu_op_binary(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_unary(const cpu_device *dev, const kiln_node *node);
@@ -321,7 +318,7 @@ kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node);
 
-/* gradients (ops_grad.c) and optimiser steps (ops_optim.c) */
+/* gradients (each in its forward op's file) and optimiser steps (ops_optim.c) */
 kiln_status cpu_op_sum_to(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_relu_grad(const cpu_device *dev, const kiln_node *node);

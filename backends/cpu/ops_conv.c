@@ -1,4 +1,5 @@
-/* ops_conv.c — CONV2D (NCHW cross-correlation, zero padding) and MAX_POOL2D.
+/* ops_conv.c — CONV2D (NCHW cross-correlation, zero padding) and MAX_POOL2D,
+ * and their gradients CONV2D_GRAD_INPUT, CONV2D_GRAD_WEIGHT, MAX_POOL2D_GRAD.
  *
  * Convolution is an implicit GEMM, one image at a time: out[n] = w [O, C*KH*KW]
  * @ col, where col [C*KH*KW, OH*OW] holds the patches of image n. col is never
@@ -6,8 +7,13 @@
  * cpu_im2col), and adds the bias as it writes each tile. A 1x1 convolution
  * with stride 1 and no padding is a plain GEMM on the image. Images go to
  * different threads when there are enough of them; otherwise each GEMM is
- * split across the threads. */
+ * split across the threads.
+ *
+ * The gradients go through patch matrices (im2col and col2im) and the GEMM;
+ * a pooling window's gradient goes to the first maximum of the window, a NaN
+ * counting as one, where the forward op took its value from. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "cpu-impl.h"
 
@@ -156,6 +162,190 @@ kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node)
     };
     size_t planes = (size_t)(src->dims[0] * src->dims[1]);
     cpu_parallel_for(dev, planes, 1, cpu_row_grain(job.H * job.W), cpu_max_pool_range,
+                     &job);
+    return KILN_OK;
+}
+
+/* ---- CONV2D_GRAD_INPUT, CONV2D_GRAD_WEIGHT ------------------------------------- */
+
+/* x's and w's dims: one of them is the node's own, the other its src[1]. */
+static void cpu_conv_grad_dims(const kiln_node *node, const int64_t **x, const int64_t **w)
+{
+    bool input = node->op == KILN_OP_CONV2D_GRAD_INPUT;
+    *x = input ? node->dims : node->src[1]->dims;
+    *w = input ? node->src[1]->dims : node->dims;
+}
+
+
+/* The patch matrix of one image x [C,H,W] is rows [OH*OW, C*KH*KW]: row p is
+ * the window under output pixel p, zero where it covers padding. With x_in
+ * it is gathered from x_in (im2col, transposed); with x_in NULL every entry
+ * of rows is added to the pixel of x_out it came from, so that overlapping
+ * windows add up (col2im). */
+static void cpu_patches(const cpu_conv2d_geom *cv, const float *x_in, float *x_out,
+                        float *rows)
+{
+    float *at_row = rows;
+    for (size_t oh = 0; oh < cv->OH; oh++)
+    for (size_t ow = 0; ow < cv->OW; ow++)
+    for (size_t c = 0; c < cv->C; c++)
+    for (size_t kh = 0; kh < cv->KH; kh++) {
+        /* ih, iw as unsigned: "negative" (in the padding) wraps above H */
+        size_t ih = oh * cv->sh + kh - cv->ph;
+        for (size_t kw = 0; kw < cv->KW; kw++, at_row++) {
+            size_t iw = ow * cv->sw + kw - cv->pw;
+            bool inside = ih < cv->H && iw < cv->W;
+            size_t at = (c * cv->H + ih) * cv->W + iw;
+            if (x_in)
+                *at_row = inside ? x_in[at] : 0.0f;
+            else if (inside)
+                x_out[at] += *at_row;
+        }
+    }
+}
+
+/* n floats, or NULL (with the error set) when they cannot be had. */
+static float *cpu_scratch(const cpu_device *dev, const char *op, size_t a, size_t b)
+{
+    size_t n;
+    float *p = NULL;
+    if (!__builtin_mul_overflow(a, b, &n) && n <= SIZE_MAX / sizeof(float))
+        p = malloc(n ? n * sizeof(float) : 1);
+    if (!p)
+        dev->host->error(KILN_ERR_NO_MEMORY, "%s: cannot allocate %zu x %zu floats "
+                         "of scratch", op, a, b);
+    return p;
+}
+
+/* dx[n] = col2im(gy[n]^T @ w): each output pixel's gradient spread over its
+ * window through the weights. */
+static void cpu_conv_grad_input(const cpu_device *dev, const cpu_conv2d_geom *cv,
+                                const float *gy, const float *w, float *dx, float *rows)
+{
+    size_t spatial = cv->OH * cv->OW, ckk = cv->C * cv->KH * cv->KW;
+    size_t image = cv->C * cv->H * cv->W;
+    for (size_t n = 0; n < cv->N; n++) {
+        /* O = 0 (K = 0): the GEMM writes zeros */
+        cpu_gemm_args g = {
+            .M = spatial, .N = ckk, .K = cv->O,
+            .a = gy + n * cv->O * spatial, .lda = spatial, .ta = true,
+            .b = w, .ldb = ckk, .c = rows, .ldc = ckk,
+        };
+        cpu_gemm(dev, &g);
+        memset(dx + n * image, 0, image * sizeof *dx);
+        cpu_patches(cv, NULL, dx + n * image, rows);
+    }
+}
+
+/* dw = sum over n of gy[n] @ patches(x[n]); tmp holds one image's term. */
+static void cpu_conv_grad_weight(const cpu_device *dev, const cpu_conv2d_geom *cv,
+                                 const float *gy, const float *x, float *dw,
+                                 float *rows, float *tmp)
+{
+    size_t spatial = cv->OH * cv->OW, ckk = cv->C * cv->KH * cv->KW;
+    size_t image = cv->C * cv->H * cv->W;
+    if (cv->N == 0)
+        memset(dw, 0, cv->O * ckk * sizeof *dw);
+    for (size_t n = 0; n < cv->N; n++) {
+        cpu_patches(cv, x + n * image, NULL, rows);
+        cpu_gemm_args g = {
+            .M = cv->O, .N = ckk, .K = spatial,
+            .a = gy + n * cv->O * spatial, .lda = spatial,
+            .b = rows, .ldb = ckk, .c = n == 0 ? dw : tmp, .ldc = ckk,
+        };
+        cpu_gemm(dev, &g);
+        if (n > 0)
+            dev->k.binary[CPU_ADD](dw, dw, 1, tmp, 1, cv->O * ckk);
+    }
+}
+
+kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node)
+{
+    bool input = node->op == KILN_OP_CONV2D_GRAD_INPUT;
+    const char *name = kiln__op_name(node->op);
+    if (node->numel == 0)
+        return KILN_OK;
+    /* Not empty, so C, KH, KW >= 1 and the checked gy has OH, OW >= 1. */
+    const int64_t *x, *w;
+    cpu_conv_grad_dims(node, &x, &w);
+    cpu_conv2d_geom cv = cpu_conv2d_geom_of(x, w, node->src[0]->dims, node->iparam);
+    size_t ckk = cv.C * cv.KH * cv.KW;
+    float *rows = cpu_scratch(dev, name, cv.OH * cv.OW, ckk);
+    float *tmp = !input && cv.N > 1 ? cpu_scratch(dev, name, cv.O, ckk) : NULL;
+    if (!rows || (!input && cv.N > 1 && !tmp)) {
+        free(rows);
+        free(tmp);
+        return KILN_ERR_NO_MEMORY;
+    }
+    const float *gy = cpu_cf32(node->src[0]), *other = cpu_cf32(node->src[1]);
+    if (input)
+        cpu_conv_grad_input(dev, &cv, gy, other, cpu_f32(node), rows);
+    else
+        cpu_conv_grad_weight(dev, &cv, gy, other, cpu_f32(node), rows, tmp);
+    free(rows);
+    free(tmp);
+    return KILN_OK;
+}
+
+/* ---- MAX_POOL2D_GRAD ----------------------------------------------------------- */
+
+typedef struct cpu_pool_grad_job {
+    const cpu_device *dev;
+    size_t            H, W, OH, OW, kh, kw, sh, sw;
+    const float      *gy, *x;
+    float            *out;
+} cpu_pool_grad_job;
+
+/* Outputs per call of the kernel that finds where each window's max was. */
+#define CPU_POOL_GRAD_CHUNK 256
+
+/* Planes [lo, hi): each plane's windows add only into that plane, so planes
+ * split across threads without contention. The kernel table finds the
+ * winners a row of windows at a time (as int32 offsets, so planes too large
+ * for those go element by element); the adds stay in order, for windows
+ * that overlap. */
+static void cpu_pool_grad_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_pool_grad_job *j = arg;
+    size_t plane = j->H * j->W;
+    bool table = plane <= INT32_MAX / 4 && j->sw * 64 <= INT32_MAX / 4;
+    int32_t win[CPU_POOL_GRAD_CHUNK];
+    memset(j->out + lo * plane, 0, (hi - lo) * plane * sizeof *j->out);
+    for (size_t p = lo; p < hi; p++) {
+        for (size_t oh = 0; oh < j->OH; oh++) {
+            size_t row = p * plane + oh * j->sh * j->W;
+            const float *gy = j->gy + (p * j->OH + oh) * j->OW;
+            for (size_t o0 = 0; o0 < j->OW; o0 += CPU_POOL_GRAD_CHUNK) {
+                size_t n = j->OW - o0 < CPU_POOL_GRAD_CHUNK ? j->OW - o0 : CPU_POOL_GRAD_CHUNK;
+                size_t corner = row + o0 * j->sw;
+                if (table)
+                    j->dev->k.pool_argmax_row(win, j->x + corner, j->W, n, j->kh, j->kw,
+                                              j->sw);
+                for (size_t ow = 0; ow < n; ow++) {
+                    size_t c = corner + ow * j->sw;
+                    size_t at = table ? (size_t)win[ow]
+                                      : cpu_window_argmax(j->x + c, j->W, j->kh, j->kw);
+                    j->out[c + at] += gy[o0 + ow];
+                }
+            }
+        }
+    }
+}
+
+kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
+{
+    const kiln_node *src = node->src[1];
+    size_t planes = (size_t)(src->dims[0] * src->dims[1]);
+    cpu_pool_grad_job job = {
+        .dev = dev, .H = (size_t)src->dims[2], .W = (size_t)src->dims[3],
+        .OH = (size_t)node->src[0]->dims[2], .OW = (size_t)node->src[0]->dims[3],
+        .kh = (size_t)node->iparam[0], .kw = (size_t)node->iparam[1],
+        .sh = (size_t)node->iparam[2], .sw = (size_t)node->iparam[3],
+        .gy = cpu_cf32(node->src[0]), .x = cpu_cf32(src), .out = cpu_f32(node),
+    };
+    if (node->numel == 0)
+        return KILN_OK;
+    cpu_parallel_for(dev, planes, 1, cpu_row_grain(job.H * job.W), cpu_pool_grad_range,
                      &job);
     return KILN_OK;
 }

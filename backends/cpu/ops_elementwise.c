@@ -1,4 +1,4 @@
-/* ops_elementwise.c — binary ops with broadcasting, and unary ops.
+/* ops_elementwise.c — binary ops with broadcasting, unary ops, and RELU_GRAD.
  *
  * Broadcasting (backend.h): out[i] = a[i % na] OP b[i % nb], where one operand
  * has the output's numel n and the other's divides it. The op cuts that into
@@ -9,6 +9,20 @@
 #include <math.h>
 
 #include "cpu-impl.h"
+
+/* ops index the kernels by op - KILN_OP_ADD and op - KILN_OP_NEG */
+_Static_assert(KILN_OP_SUB - KILN_OP_ADD == CPU_SUB &&
+               KILN_OP_MUL - KILN_OP_ADD == CPU_MUL &&
+               KILN_OP_DIV - KILN_OP_ADD == CPU_DIV,
+               "cpu_binary_op must follow kiln_op's order");
+_Static_assert(KILN_OP_SCALE - KILN_OP_NEG == CPU_SCALE &&
+               KILN_OP_TANH - KILN_OP_NEG == CPU_TANH &&
+               KILN_OP_SIGMOID - KILN_OP_NEG == CPU_SIGMOID &&
+               KILN_OP_RELU - KILN_OP_NEG == CPU_RELU &&
+               KILN_OP_SQRT - KILN_OP_NEG == CPU_SQRT &&
+               KILN_OP_LOG - KILN_OP_NEG == CPU_LOG &&
+               KILN_OP_EXP - KILN_OP_NEG == CPU_EXP,
+               "cpu_unary_op must follow kiln_op's order");
 
 /* ---- scalar kernels ------------------------------------------------------- */
 
@@ -72,6 +86,13 @@ static void cpu_add_relu_scalar(float *sum, float *relu, const float *a,
     }
 }
 
+/* NaN > 0 is false: a NaN x passes no gradient. */
+static void cpu_relu_grad_scalar(float *out, const float *g, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = x[i] > 0.0f ? g[i] : 0.0f;
+}
+
 void cpu_elementwise_kernels_scalar(cpu_kernels *k)
 {
     k->add_relu            = cpu_add_relu_scalar;
@@ -87,6 +108,7 @@ void cpu_elementwise_kernels_scalar(cpu_kernels *k)
     k->unary[CPU_SIGMOID]  = cpu_sigmoid_scalar;
     k->unary[CPU_TANH]     = cpu_tanh_scalar;
     k->unary[CPU_SCALE]    = cpu_scale_scalar;
+    k->relu_grad = cpu_relu_grad_scalar;
 }
 
 /* ---- ops ------------------------------------------------------------------ */
@@ -182,5 +204,28 @@ kiln_status cpu_op_unary(const cpu_device *dev, const kiln_node *node)
     };
     cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN,
                      cpu_unary_range, &job);
+    return KILN_OK;
+}
+
+/* ---- RELU_GRAD ------------------------------------------------------------- */
+
+typedef struct cpu_relu_grad_job {
+    const cpu_device *dev;
+    const float      *g, *x;
+    float            *out;
+} cpu_relu_grad_job;
+
+static void cpu_relu_grad_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_relu_grad_job *j = arg;
+    j->dev->k.relu_grad(j->out + lo, j->g + lo, j->x + lo, hi - lo);
+}
+
+kiln_status cpu_op_relu_grad(const cpu_device *dev, const kiln_node *node)
+{
+    cpu_relu_grad_job job = { dev, cpu_cf32(node->src[0]), cpu_cf32(node->src[1]),
+                              cpu_f32(node) };
+    cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN,
+                     cpu_relu_grad_range, &job);
     return KILN_OK;
 }

@@ -1,6 +1,6 @@
 /* ops_loss.c — MSE_LOSS and CROSS_ENTROPY, each reduced by the mean to a
- * scalar. Both accumulate in double; the mean over no elements (or no rows) is
- * NaN, as torch's is. */
+ * scalar, and CROSS_ENTROPY_GRAD. Both accumulate in double; the mean over no
+ * elements (or no rows) is NaN, as torch's is. */
 #include <math.h>
 
 #include "cpu-impl.h"
@@ -25,10 +25,20 @@ static double cpu_sum_sq_diff_scalar(const float *a, const float *b, size_t n)
     return s;
 }
 
+static void cpu_cross_entropy_grad_row_scalar(float *out, const float *x, size_t n,
+                                              size_t label, float scale)
+{
+    cpu_softmax_row_scalar(out, x, n, false);
+    out[label] -= 1.0f;
+    for (size_t j = 0; j < n; j++)
+        out[j] *= scale;
+}
+
 void cpu_loss_kernels_scalar(cpu_kernels *k)
 {
     k->logsumexp = cpu_logsumexp_scalar;
     k->sum_sq_diff = cpu_sum_sq_diff_scalar;
+    k->cross_entropy_grad_row = cpu_cross_entropy_grad_row_scalar;
 }
 
 /* ---- the ops ----------------------------------------------------------------------- */
@@ -61,5 +71,48 @@ kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node)
         s += dev->k.logsumexp(row, (size_t)C) - (double)row[label];
     }
     *cpu_f32(node) = N > 0 ? (float)(s / (double)N) : NAN;
+    return KILN_OK;
+}
+
+/* ---- CROSS_ENTROPY_GRAD ------------------------------------------------------ */
+
+/* Rows of CROSS_ENTROPY_GRAD. */
+typedef struct cpu_ce_grad_job {
+    const cpu_device *dev;
+    const float      *x;          /* the logits                      */
+    const int32_t    *labels;     /* checked                         */
+    float            *out;
+    size_t            cols;
+    float             scale;
+} cpu_ce_grad_job;
+
+static void cpu_cross_entropy_grad_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_ce_grad_job *j = arg;
+    for (size_t r = lo; r < hi; r++)
+        j->dev->k.cross_entropy_grad_row(j->out + r * j->cols, j->x + r * j->cols,
+                                         j->cols, (size_t)j->labels[r], j->scale);
+}
+
+/* g * (softmax(logits) - one_hot(labels)) / N. Every label is checked before
+ * any row is written, so the rows can then go to threads. */
+kiln_status cpu_op_cross_entropy_grad(const cpu_device *dev, const kiln_node *node)
+{
+    const kiln_node *logits = node->src[1];
+    int64_t N = logits->dims[0], C = logits->dims[1];
+    const int32_t *labels = cpu_data(node->src[2]);
+    for (int64_t i = 0; i < N; i++)
+        if (labels[i] < 0 || labels[i] >= C)
+            return dev->host->error(KILN_ERR_INVALID_ARG,
+                                    "%s: label %d at row %lld is outside [0, %lld)",
+                                    kiln__op_name(node->op), (int)labels[i], (long long)i,
+                                    (long long)C);
+    cpu_ce_grad_job job = {
+        .dev = dev, .x = cpu_cf32(logits), .labels = labels, .out = cpu_f32(node),
+        .cols = (size_t)C,
+        .scale = N > 0 ? (float)((double)*cpu_cf32(node->src[0]) / (double)N) : 0.0f,
+    };
+    cpu_parallel_for(dev, (size_t)N, 1, cpu_row_grain(job.cols),
+                     cpu_cross_entropy_grad_range, &job);
     return KILN_OK;
 }

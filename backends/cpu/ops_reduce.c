@@ -1,5 +1,6 @@
 /* ops_reduce.c — SUM and MEAN over one axis or everything; MAX and ARGMAX
- * along the last axis.
+ * along the last axis; the gradients of reductions: SUM_TO (the sum over
+ * what a binary op broadcast), EXPAND (SUM's and MEAN's) and MAX_GRAD.
  *
  * A reduction over axis k of src[0] sees the data as [outer, r, inner], with
  * outer the product of the dims before k and inner of those after; the output
@@ -7,6 +8,7 @@
  * accumulate in double: a float sum of 10^6 terms loses digits. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cpu-impl.h"
 
@@ -27,12 +29,19 @@ static void cpu_sum_rows_scalar(double *acc, const float *x, size_t n)
         acc[j] += x[j];
 }
 
+static void cpu_fill_scalar(float *out, float v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = v;
+}
+
 void cpu_reduce_kernels_scalar(cpu_kernels *k)
 {
     k->sum      = cpu_sum_scalar;
     k->sum_rows = cpu_sum_rows_scalar;
     k->max      = cpu_row_max;
     k->argmax   = cpu_row_argmax;
+    k->fill = cpu_fill_scalar;
 }
 
 /* ---- SUM, MEAN ------------------------------------------------------------ */
@@ -132,7 +141,7 @@ static bool cpu_reduce_by_rows(const cpu_device *dev, cpu_reduce_job *j)
 kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node)
 {
     int64_t outer, r, inner;
-    kiln_rule_axis_extent(node->src[0], node->iparam[0], &outer, &r, &inner);
+    kiln__axis_extent(node->src[0], node->iparam[0], &outer, &r, &inner);
     cpu_reduce_job *job = malloc(sizeof *job);
     if (!job)
         return dev->host->error(KILN_ERR_NO_MEMORY, "sum: cannot allocate %zu bytes",
@@ -200,9 +209,9 @@ size_t cpu_row_grain(size_t cols)
 kiln_status cpu_op_max(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *src = node->src[0];
-    cpu_rows_job job = { dev, node, (size_t)kiln_rule_last_dim(src) };
+    cpu_rows_job job = { dev, node, (size_t)kiln__last_dim(src) };
     if (job.cols > 0)
-        cpu_parallel_for(dev, (size_t)kiln_rule_rows(src), 1, cpu_row_grain(job.cols),
+        cpu_parallel_for(dev, (size_t)kiln__rows(src), 1, cpu_row_grain(job.cols),
                          cpu_max_range, &job);
     return KILN_OK;
 }
@@ -210,4 +219,71 @@ kiln_status cpu_op_max(const cpu_device *dev, const kiln_node *node)
 kiln_status cpu_op_argmax(const cpu_device *dev, const kiln_node *node)
 {
     return cpu_op_max(dev, node);
+}
+
+/* ---- SUM_TO, EXPAND, MAX_GRAD: the gradients of reductions ------------------ */
+
+kiln_status cpu_op_sum_to(const cpu_device *dev, const kiln_node *node)
+{
+    size_t n = (size_t)node->numel, repeats = n ? (size_t)node->src[0]->numel / n : 0;
+    const float *x = cpu_cf32(node->src[0]);
+    float *out = cpu_f32(node);
+    for (size_t j = 0; j < n; j++)
+        out[j] = repeats ? (float)dev->k.sum(x + j, repeats, n) : 0.0f;
+    return KILN_OK;
+}
+
+
+typedef struct cpu_expand_job {
+    const cpu_device *dev;
+    const float      *x;
+    float            *out;
+    size_t            r, inner;
+} cpu_expand_job;
+
+/* Elements [lo, hi) of the output [outer, r, inner], in runs: with r = 1 the
+ * output is x; with inner = 1 each x[o] fills r elements; else each row of
+ * inner elements is a copy of one of x's. */
+static void cpu_expand_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_expand_job *j = arg;
+    if (j->r == 1) {
+        memcpy(j->out + lo, j->x + lo, (hi - lo) * sizeof *j->out);
+        return;
+    }
+    for (size_t i = lo; i < hi;) {
+        size_t row = i / j->inner, at = i % j->inner;
+        size_t len = j->inner == 1 ? j->r - row % j->r : j->inner - at;
+        len = len < hi - i ? len : hi - i;
+        if (j->inner == 1)
+            j->dev->k.fill(j->out + i, j->x[row / j->r], len);
+        else
+            memcpy(j->out + i, j->x + row / j->r * j->inner + at, len * sizeof *j->out);
+        i += len;
+    }
+}
+
+kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node)
+{
+    int64_t outer, r, inner;
+    kiln__axis_extent(node, node->iparam[0], &outer, &r, &inner);
+    cpu_expand_job job = { dev, cpu_cf32(node->src[0]), cpu_f32(node), (size_t)r,
+                           (size_t)inner };
+    cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN,
+                     cpu_expand_range, &job);
+    return KILN_OK;
+}
+
+kiln_status cpu_op_max_grad(const cpu_device *dev, const kiln_node *node)
+{
+    const kiln_node *src = node->src[1];
+    size_t rows = (size_t)kiln__rows(src), cols = (size_t)kiln__last_dim(src);
+    const float *g = cpu_cf32(node->src[0]), *x = cpu_cf32(src);
+    float *out = cpu_f32(node);
+    for (size_t r = 0; r < rows; r++) {
+        float *row = out + r * cols;
+        memset(row, 0, cols * sizeof *row);
+        row[dev->k.argmax(x + r * cols, cols)] = g[r];
+    }
+    return KILN_OK;
 }

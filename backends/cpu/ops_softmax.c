@@ -1,4 +1,5 @@
-/* ops_softmax.c — SOFTMAX and LOG_SOFTMAX along the last axis.
+/* ops_softmax.c — SOFTMAX and LOG_SOFTMAX along the last axis, and their
+ * gradients SOFTMAX_GRAD and LOG_SOFTMAX_GRAD (sums in double).
  *
  * Each row subtracts its maximum before exp, so exp never overflows and the
  * largest term is 1, which keeps the sum at least 1 (its log finite). A NaN in
@@ -31,9 +32,27 @@ void cpu_softmax_row_scalar(float *out, const float *x, size_t n, bool as_log)
         out[i] *= inv;
 }
 
+static void cpu_softmax_grad_row_scalar(float *out, const float *g, const float *y,
+                                        size_t n, bool as_log)
+{
+    double s = 0.0;
+    if (as_log) {
+        for (size_t i = 0; i < n; i++)
+            s += g[i];
+        for (size_t i = 0; i < n; i++)
+            out[i] = g[i] - expf(y[i]) * (float)s;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        s += (double)g[i] * (double)y[i];
+    for (size_t i = 0; i < n; i++)
+        out[i] = y[i] * (g[i] - (float)s);
+}
+
 void cpu_softmax_kernels_scalar(cpu_kernels *k)
 {
     k->softmax_row = cpu_softmax_row_scalar;
+    k->softmax_grad_row = cpu_softmax_grad_row_scalar;
 }
 
 
@@ -57,12 +76,47 @@ kiln_status cpu_op_softmax(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *src = node->src[0];
     cpu_softmax_job job = {
-        dev, cpu_cf32(src), cpu_f32(node), (size_t)kiln_rule_last_dim(src),
+        dev, cpu_cf32(src), cpu_f32(node), (size_t)kiln__last_dim(src),
         node->op == KILN_OP_LOG_SOFTMAX,
     };
     if (job.cols == 0)
         return KILN_OK;   /* no elements at all */
-    cpu_parallel_for(dev, (size_t)kiln_rule_rows(src), 1, cpu_row_grain(job.cols),
+    cpu_parallel_for(dev, (size_t)kiln__rows(src), 1, cpu_row_grain(job.cols),
                      cpu_softmax_range, &job);
+    return KILN_OK;
+}
+
+/* ---- SOFTMAX_GRAD, LOG_SOFTMAX_GRAD ----------------------------------------- */
+
+/* Rows of SOFTMAX_GRAD or LOG_SOFTMAX_GRAD. */
+typedef struct cpu_softmax_grad_job {
+    const cpu_device *dev;
+    const float      *g;
+    const float      *x;          /* the softmax's output y          */
+    float            *out;
+    size_t            cols;
+    bool              as_log;
+} cpu_softmax_grad_job;
+
+static void cpu_softmax_grad_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_softmax_grad_job *j = arg;
+    for (size_t r = lo; r < hi; r++)
+        j->dev->k.softmax_grad_row(j->out + r * j->cols, j->g + r * j->cols,
+                                   j->x + r * j->cols, j->cols, j->as_log);
+}
+
+kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node)
+{
+    const kiln_node *ynode = node->src[1];
+    cpu_softmax_grad_job job = {
+        .dev = dev, .g = cpu_cf32(node->src[0]), .x = cpu_cf32(ynode),
+        .out = cpu_f32(node), .cols = (size_t)kiln__last_dim(ynode),
+        .as_log = node->op == KILN_OP_LOG_SOFTMAX_GRAD,
+    };
+    if (job.cols == 0)
+        return KILN_OK;   /* no elements at all */
+    cpu_parallel_for(dev, (size_t)kiln__rows(ynode), 1, cpu_row_grain(job.cols),
+                     cpu_softmax_grad_range, &job);
     return KILN_OK;
 }

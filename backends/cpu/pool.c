@@ -32,7 +32,6 @@
 
 struct cpu_pool {
     int                n;          /* threads, the caller included           */
-    const cpu_device  *dev;        /* for the workers' thread-local state    */
     pthread_t         *threads;    /* n - 1 workers                          */
     int                started;    /* workers created                        */
     pthread_mutex_t    mu;
@@ -96,7 +95,6 @@ static void *cpu_worker(void *varg)
     int tid = wa->tid;
     unsigned long seen = 0;
     free(wa);
-    cpu_tls.dev = p->dev;
     cpu_tls.tid = tid;
     cpu_tls.in_job = true;   /* a worker only ever runs inside a job */
 
@@ -132,13 +130,12 @@ static void cpu_pool_stop(cpu_pool *p)
         pthread_join(p->threads[i], NULL);
 }
 
-cpu_pool *cpu_pool_new(const cpu_device *dev, int n)
+cpu_pool *cpu_pool_new(int n)
 {
     cpu_pool *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     p->n = n;
-    p->dev = dev;
     atomic_init(&p->remaining, 0);
     atomic_init(&p->gen, 0);
     p->threads = calloc((size_t)(n > 1 ? n - 1 : 1), sizeof *p->threads);

@@ -1,7 +1,9 @@
-/* simd-grad-template.h — the gradient and optimiser-step kernels of
- * ops_grad.c and ops_optim.c, written once over simd.h's vocabulary and
- * compiled for each x86 ISA. The including file includes simd-template.h
- * first (this uses its exp, sum, softmax_row and streaming stores), keeps
+/* simd-grad-template.h — the gradient kernels (relu_grad, fill,
+ * softmax_grad_row, cross_entropy_grad_row, whose portable twins live with
+ * their forward ops) and the optimiser steps of ops_optim.c, written once
+ * over simd.h's vocabulary and compiled for each x86 ISA. The including
+ * file includes simd-template.h first (this uses its exp, sum, softmax_row
+ * and streaming stores), keeps
  * CPU_SIMD_NAME defined, and gets CPU_SIMD_NAME(simd_grad_kernels)
  * (cpu_kernels *), which fills this part of the table.
  *

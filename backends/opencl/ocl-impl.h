@@ -3,8 +3,11 @@
  * Rooms: discover.c finds platforms and devices and judges what each can do;
  * errors.c turns OpenCL and CLBlast statuses into messages; cache.c keeps
  * built programs on disk; program.c builds the embedded kernels and launches
- * them; gemm.c is CLBlast; checks.c says which nodes fit which op; ops_*.c
- * enqueue one node each; plugin.c is the plugin table, devices and buffers.
+ * them; gemm.c is CLBlast; ops.c says which nodes run here, with which
+ * kernel (the op table, backends/common/op-table.h, and the kernels' own
+ * limits); ops_<family>.c enqueue one node each, as their twins of the same
+ * name in backends/cpu/ compute it; plugin.c is the plugin table, devices
+ * and buffers.
  *
  * Everything a device does goes onto its one in-order command queue, so a
  * node's sources are complete before it runs without events; the host waits
@@ -23,7 +26,7 @@
 
 #include <kiln/backend.h>
 
-#include "../common/node-rules.h"
+#include "../common/op-table.h"
 
 /* ---- discovery (discover.c) ------------------------------------------------ */
 
@@ -252,30 +255,28 @@ kiln_status ocl_sgemm(ocl_device *dev, const ocl_gemm *g);
  * compiles CLBlast's kernels before the first graph runs. Sets gemm_ok. */
 kiln_status ocl_gemm_prepare(ocl_device *dev);
 
-/* ---- ops (checks.c, ops_*.c) ------------------------------------------------ */
+/* ---- ops (ops.c, ops_*.c) ------------------------------------------------------ */
 
-/* Why the node does not fit the op (shapes, dtypes, parameters), or NULL. */
+/* Why the node does not fit a kernel's own limits, or NULL. */
 typedef const char *(*ocl_check_fn)(const kiln_node *node);
 /* Enqueues one node; i is its index in graph_compute's list. */
 typedef kiln_status (*ocl_op_fn)(ocl_device *dev, const kiln_node *node, size_t i);
 
-typedef struct ocl_op_desc {
-    const char  *name;
-    int          n_src;      /* sources that must be present           */
-    int          n_opt;      /* optional ones after them               */
-    kiln_dtype   out_dtype;
-    kiln_dtype   src_dtype[KILN_MAX_SRC];
-    ocl_check_fn check;
-    ocl_op_fn    run;
-    bool         gemm;       /* needs CLBlast                          */
-} ocl_op_desc;
+/* Why this device cannot run the node, or NULL: CLBlast where the op needs
+ * it, the op table's checks, the storage with check_storage (a node about to
+ * run; supports_op is asked before storage is assigned), and the kernel's
+ * limits. */
+const char *ocl_check_node(const ocl_device *dev, const kiln_node *node,
+                           bool check_storage);
+/* Enqueues a node that passed ocl_check_node with its kernel. */
+kiln_status ocl_run_node(ocl_device *dev, const kiln_node *node, size_t i);
+/* Records why node i of a graph_compute cannot run, and returns the status. */
+kiln_status ocl_refuse(const ocl_device *dev, size_t i, const kiln_node *node,
+                       const char *why);
 
-/* The op's entry, or NULL for ops never dispatched (leaf, reshape). */
-const ocl_op_desc *ocl_op_lookup(kiln_op op);
-/* Why this node cannot run here; extents are checked only when running
- * (supports_op is asked before storage is assigned). */
-const char *ocl_check_node(const ocl_op_desc *d, const kiln_node *node,
-                           bool check_extent);
+/* Local memory per work-item of a reduction: an acc_t (a double where the
+ * device has one; 8 bytes covers both). */
+#define OCL_ACC_BYTES sizeof(cl_double)
 
 kiln_status ocl_op_binary(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_unary(ocl_device *dev, const kiln_node *node, size_t i);

@@ -1,5 +1,5 @@
-/* ops_conv.c — the ops that are GEMMs (MATMUL, CONV2D and its gradients)
- * and MAX_POOL2D with its gradient.
+/* ops_conv.c — CONV2D and its gradients, GEMMs through CLBlast, and
+ * MAX_POOL2D with its gradient.
  *
  * Convolution is im2col + CLBlast, in chunks of images whose columns sit
  * side by side (conv.cl explains the layout), so a batch is one GEMM per
@@ -16,23 +16,6 @@
 
 #define OCL_CONV_SCRATCH ((size_t)64 << 20)
 
-kiln_status ocl_op_matmul(ocl_device *dev, const kiln_node *node, size_t i)
-{
-    (void)i;
-    const kiln_node *a = node->src[0], *b = node->src[1];
-    bool ta = node->iparam[0] != 0, tb = node->iparam[1] != 0;
-    ocl_gemm g = {
-        .ta = ta, .tb = tb,
-        .m = (size_t)node->dims[0], .n = (size_t)node->dims[1],
-        .k = (size_t)a->dims[ta ? 0 : 1],
-        .alpha = 1.0f, .beta = 0.0f,
-        .a = ocl_mem(dev, a), .b = ocl_mem(dev, b), .c = ocl_mem(dev, node),
-        .ao = ocl_elem_offset(a), .bo = ocl_elem_offset(b), .co = ocl_elem_offset(node),
-        .lda = (size_t)a->dims[1], .ldb = (size_t)b->dims[1], .ldc = (size_t)node->dims[1],
-    };
-    return ocl_sgemm(dev, &g);
-}
-
 /* ---- convolution ------------------------------------------------------------- */
 
 typedef struct conv {
@@ -42,7 +25,7 @@ typedef struct conv {
     cl_int4   db;             /* stride_h, stride_w, pad_w, O    */
 } conv;
 
-/* checks.c made sure every size fits an int. */
+/* ops.c made sure every size fits an int. */
 static conv conv_of(const kiln_node *x, const kiln_node *w, const kiln_node *y,
                     const int32_t *p)
 {

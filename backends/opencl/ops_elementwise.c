@@ -1,5 +1,5 @@
-/* ops_elementwise.c — binary ops with broadcasting, unary ops, RELU_GRAD,
- * EXPAND and TRANSPOSE: one work-item per output element. */
+/* ops_elementwise.c — binary ops with broadcasting, unary ops and
+ * RELU_GRAD: one work-item per output element. */
 #include "ocl-impl.h"
 
 _Static_assert(OCL_K_SUB - OCL_K_ADD == KILN_OP_SUB - KILN_OP_ADD &&
@@ -54,38 +54,5 @@ kiln_status ocl_op_relu_grad(ocl_device *dev, const kiln_node *node, size_t i)
     ocl_arg_node(&l, node->src[0]);
     ocl_arg_node(&l, node->src[1]);
     ocl_arg_u64(&l, (uint64_t)node->numel);
-    return ocl_run(&l, (uint64_t)node->numel);
-}
-
-kiln_status ocl_op_expand(ocl_device *dev, const kiln_node *node, size_t i)
-{
-    (void)i;
-    int axis = node->iparam[0];
-    if (node->numel == 0)
-        return KILN_OK;
-    /* the output as [outer, r, inner]; everything (-1) is r = n, inner = 1 */
-    uint64_t r = axis == -1 ? (uint64_t)node->numel : (uint64_t)node->dims[axis];
-    uint64_t inner = axis == -1 ? 1 : (uint64_t)kiln_rule_dims_product(node, axis + 1,
-                                                                 node->ndim);
-    ocl_launch l = ocl_begin(dev, OCL_K_EXPAND);
-    ocl_arg_node(&l, node);
-    ocl_arg_node(&l, node->src[0]);
-    ocl_arg_u64(&l, r);
-    ocl_arg_u64(&l, inner);
-    ocl_arg_u64(&l, (uint64_t)node->numel);
-    return ocl_run(&l, (uint64_t)node->numel);
-}
-
-kiln_status ocl_op_transpose(ocl_device *dev, const kiln_node *node, size_t i)
-{
-    (void)i;
-    const kiln_node *src = node->src[0];
-    if (node->numel == 0)
-        return KILN_OK;
-    ocl_launch l = ocl_begin(dev, OCL_K_TRANSPOSE);
-    ocl_arg_node(&l, node);
-    ocl_arg_node(&l, src);
-    ocl_arg_u64(&l, (uint64_t)src->dims[0]);
-    ocl_arg_u64(&l, (uint64_t)src->dims[1]);
     return ocl_run(&l, (uint64_t)node->numel);
 }

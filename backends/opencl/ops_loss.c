@@ -8,8 +8,6 @@
 
 #include "ocl-impl.h"
 
-#define ACC_BYTES sizeof(cl_double)
-
 kiln_status ocl_op_mse_loss(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
@@ -20,7 +18,7 @@ kiln_status ocl_op_mse_loss(ocl_device *dev, const kiln_node *node, size_t i)
     ocl_arg_node(&l, node->src[0]);
     ocl_arg_node(&l, node->src[1]);
     ocl_arg_u64(&l, n);
-    ocl_arg_local(&l, ACC_BYTES, group);
+    ocl_arg_local(&l, OCL_ACC_BYTES, group);
     return ocl_run_groups(&l, 1, group);
 }
 
@@ -64,7 +62,7 @@ kiln_status ocl_op_cross_entropy(ocl_device *dev, const kiln_node *node, size_t 
     ocl_arg_node(&l, labels);
     ocl_arg_u64(&l, classes);
     st = arg_label_check(&l, node, i, labels, (int64_t)classes);
-    ocl_arg_local(&l, ACC_BYTES, group);
+    ocl_arg_local(&l, OCL_ACC_BYTES, group);
     if (st == KILN_OK)
         st = ocl_run_groups(&l, rows, group);
     if (st != KILN_OK)
@@ -90,6 +88,6 @@ kiln_status ocl_op_cross_entropy_grad(ocl_device *dev, const kiln_node *node, si
     ocl_arg_u64(&l, rows);
     ocl_arg_u64(&l, classes);
     kiln_status st = arg_label_check(&l, node, i, labels, (int64_t)classes);
-    ocl_arg_local(&l, ACC_BYTES, group);
+    ocl_arg_local(&l, OCL_ACC_BYTES, group);
     return st == KILN_OK ? ocl_run_groups(&l, rows, group) : st;
 }

@@ -1,11 +1,8 @@
 /* ops_reduce.c — SUM, MEAN and SUM_TO (one kernel: a reduction of [outer,
- * r, inner] over r), and MAX, ARGMAX and MAX_GRAD along the last axis. One
- * work-group per output element or row. */
+ * r, inner] over r), and MAX, ARGMAX and MAX_GRAD along the last axis, one
+ * work-group per output element or row; EXPAND, one work-item per output
+ * element. */
 #include "ocl-impl.h"
-
-/* Local memory per work-item: an acc_t (a double where the device has
- * one; 8 bytes covers both). */
-#define ACC_BYTES sizeof(cl_double)
 
 kiln_status ocl_sum_axis(ocl_device *dev, const kiln_node *out, cl_mem x, uint64_t xo,
                          uint64_t outer, uint64_t r, uint64_t inner, bool mean)
@@ -20,7 +17,7 @@ kiln_status ocl_sum_axis(ocl_device *dev, const kiln_node *out, cl_mem x, uint64
     ocl_arg_u64(&l, r);
     ocl_arg_u64(&l, inner);
     ocl_arg_i32(&l, mean);
-    ocl_arg_local(&l, ACC_BYTES, group);
+    ocl_arg_local(&l, OCL_ACC_BYTES, group);
     return ocl_run_groups(&l, outer * inner, group);
 }
 
@@ -39,9 +36,9 @@ kiln_status ocl_op_sum_mean(ocl_device *dev, const kiln_node *node, size_t i)
     bool mean = node->op == KILN_OP_MEAN;
     if (axis == -1)
         return sum_axis(dev, node, src, 1, (uint64_t)src->numel, 1, mean);
-    return sum_axis(dev, node, src, (uint64_t)kiln_rule_dims_product(src, 0, axis),
+    return sum_axis(dev, node, src, (uint64_t)kiln__dims_product(src, 0, axis),
                     (uint64_t)src->dims[axis],
-                    (uint64_t)kiln_rule_dims_product(src, axis + 1, src->ndim), mean);
+                    (uint64_t)kiln__dims_product(src, axis + 1, src->ndim), mean);
 }
 
 /* out[j] = the sum of src[i] over i % m == j: src as [1, n / m, m]. */
@@ -57,7 +54,7 @@ kiln_status ocl_op_max(ocl_device *dev, const kiln_node *node, size_t i)
     (void)i;
     const kiln_node *x = node->src[0];
     ocl_row_launch rows = { .id = OCL_K_MAX_LAST, .nodes = { node, x }, .n_nodes = 2,
-                      .rows = (uint64_t)node->numel, .cols = (uint64_t)kiln_rule_last_dim(x),
+                      .rows = (uint64_t)node->numel, .cols = (uint64_t)kiln__last_dim(x),
                       .flag = -1, .each = sizeof(cl_float) };
     return ocl_run_rows(dev, &rows);
 }
@@ -67,7 +64,7 @@ kiln_status ocl_op_argmax(ocl_device *dev, const kiln_node *node, size_t i)
     (void)i;
     const kiln_node *x = node->src[0];
     ocl_row_launch rows = { .id = OCL_K_ARGMAX_LAST, .nodes = { node, x }, .n_nodes = 2,
-                      .rows = (uint64_t)node->numel, .cols = (uint64_t)kiln_rule_last_dim(x),
+                      .rows = (uint64_t)node->numel, .cols = (uint64_t)kiln__last_dim(x),
                       .flag = -1, .each = sizeof(cl_float), .indices = true };
     return ocl_run_rows(dev, &rows);
 }
@@ -78,7 +75,26 @@ kiln_status ocl_op_max_grad(ocl_device *dev, const kiln_node *node, size_t i)
     (void)i;
     const kiln_node *g = node->src[0], *x = node->src[1];
     ocl_row_launch rows = { .id = OCL_K_MAX_GRAD, .nodes = { node, g, x }, .n_nodes = 3,
-                      .rows = (uint64_t)g->numel, .cols = (uint64_t)kiln_rule_last_dim(x),
+                      .rows = (uint64_t)g->numel, .cols = (uint64_t)kiln__last_dim(x),
                       .flag = -1, .each = sizeof(cl_float), .indices = true };
     return ocl_run_rows(dev, &rows);
+}
+
+kiln_status ocl_op_expand(ocl_device *dev, const kiln_node *node, size_t i)
+{
+    (void)i;
+    int axis = node->iparam[0];
+    if (node->numel == 0)
+        return KILN_OK;
+    /* the output as [outer, r, inner]; everything (-1) is r = n, inner = 1 */
+    uint64_t r = axis == -1 ? (uint64_t)node->numel : (uint64_t)node->dims[axis];
+    uint64_t inner = axis == -1 ? 1 : (uint64_t)kiln__dims_product(node, axis + 1,
+                                                                 node->ndim);
+    ocl_launch l = ocl_begin(dev, OCL_K_EXPAND);
+    ocl_arg_node(&l, node);
+    ocl_arg_node(&l, node->src[0]);
+    ocl_arg_u64(&l, r);
+    ocl_arg_u64(&l, inner);
+    ocl_arg_u64(&l, (uint64_t)node->numel);
+    return ocl_run(&l, (uint64_t)node->numel);
 }

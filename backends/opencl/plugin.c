@@ -143,7 +143,7 @@ kiln_status ocl_label_slot(ocl_device *dev, const kiln_node *node, size_t i,
     int k = fresh ? dev->n_checks++ : OCL_MAX_CHECKS - 1;
     if (fresh)
         dev->checks[k] = (ocl_label_check){
-            .op = ocl_op_lookup(node->op)->name, .node = i,
+            .op = kiln__op_name(node->op), .node = i,
             .labels = ocl_mem(dev, labels), .offset = ocl_elem_offset(labels),
             .classes = classes,
         };
@@ -185,50 +185,9 @@ static kiln_status ocl_check_labels(ocl_device *dev)
 
 /* ---- running graphs -------------------------------------------------------------- */
 
-/* "[2,3]" into buf. */
-static void ocl_format_dims(char *buf, size_t len, const kiln_node *t)
-{
-    size_t used = (size_t)snprintf(buf, len, "[");
-    for (int d = 0; d < t->ndim && d < KILN_MAX_DIMS && used < len; d++)
-        used += (size_t)snprintf(buf + used, len - used, "%s%lld", d ? "," : "",
-                                 (long long)t->dims[d]);
-    if (used < len)
-        snprintf(buf + used, len - used, "]");
-}
-
-/* Why the device does not run the node now, or NULL. */
-static const char *ocl_refusal(const ocl_device *dev, const ocl_op_desc *d,
-                               const kiln_node *node, bool check_extent)
-{
-    if (d->gemm && !dev->gemm_ok)
-        return "CLBlast's GEMM did not pass its check on this device";
-    return ocl_check_node(d, node, check_extent);
-}
-
 static bool ocl_supports_op(void *ctx, const kiln_node *node)
 {
-    const ocl_device *dev = ctx;
-    const ocl_op_desc *d = node ? ocl_op_lookup(node->op) : NULL;
-    return d && !ocl_refusal(dev, d, node, false);
-}
-
-static kiln_status ocl_refuse(const ocl_device *dev, size_t i, const kiln_node *node,
-                              const char *why)
-{
-    const ocl_op_desc *d = ocl_op_lookup(node->op);
-    char out[64], a[64] = "-", b[64] = "-";
-    if (!d)
-        return dev->host->error(KILN_ERR_INVALID_ARG, "opencl: node %zu ('%s') has op %d, "
-                                "which is never dispatched to a backend", i,
-                                node->name ? node->name : "", (int)node->op);
-    ocl_format_dims(out, sizeof out, node);
-    if (node->src[0])
-        ocl_format_dims(a, sizeof a, node->src[0]);
-    if (node->src[1])
-        ocl_format_dims(b, sizeof b, node->src[1]);
-    return dev->host->error(KILN_ERR_SHAPE, "opencl: node %zu (%s '%s') cannot run: %s "
-                            "(output %s, sources %s %s)", i, d->name,
-                            node->name ? node->name : "", why, out, a, b);
+    return node && !ocl_check_node(ctx, node, false);
 }
 
 static kiln_status ocl_graph_compute(void *ctx, const kiln_node *const *nodes,
@@ -238,14 +197,13 @@ static kiln_status ocl_graph_compute(void *ctx, const kiln_node *const *nodes,
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < n_nodes && st == KILN_OK; i++) {
         const kiln_node *node = nodes[i];
-        const ocl_op_desc *d = node ? ocl_op_lookup(node->op) : NULL;
-        const char *why = d ? ocl_refusal(dev, d, node, true) : "";
+        const char *why = node ? ocl_check_node(dev, node, true) : NULL;
         if (!node)
             st = dev->host->error(KILN_ERR_INVALID_ARG, "opencl: node %zu is NULL", i);
         else if (why)
             st = ocl_refuse(dev, i, node, why);
         else
-            st = d->run(dev, node, i);
+            st = ocl_run_node(dev, node, i);
     }
     if (st != KILN_OK) {
         /* the run is failing: its label checks must not outlive it */

@@ -72,14 +72,3 @@ char *kiln__strdup(const char *s, const char *what)
         memcpy(p, s, n);
     return p;
 }
-
-const char *kiln__shape_str(char *buf, int ndim, const int64_t *dims)
-{
-    size_t len = 0;
-    buf[len++] = '[';
-    for (int i = 0; i < ndim && len < KILN__SHAPE_STR - 24; i++)
-        len += (size_t)snprintf(buf + len, KILN__SHAPE_STR - len, "%s%lld",
-                                i ? ", " : "", (long long)dims[i]);
-    snprintf(buf + len, KILN__SHAPE_STR - len, "]");
-    return buf;
-}

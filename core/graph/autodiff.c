@@ -87,21 +87,25 @@ static void backward_binary(backward *bw, kiln_tensor *t, kiln_tensor *gy)
     }
 }
 
-/* The gradient of the one source of an elementwise unary op; y is its output. */
-static kiln_tensor *unary_grad(backward *bw, kiln_tensor *y, kiln_tensor *gy)
+/* The elementwise unary ops: gy times the derivative at x, from x or from
+ * their output y. */
+static void backward_unary(backward *bw, kiln_tensor *y, kiln_tensor *gy)
 {
     kiln_graph  *g = bw->g;
-    kiln_tensor *x = src_of(y, 0);
+    kiln_tensor *x = src_of(y, 0), *gx;
+    if (!wants(bw, x))
+        return;
     switch (y->node.op) {
-    case KILN_OP_NEG:     return kiln_neg(g, gy);
-    case KILN_OP_EXP:     return kiln_mul(g, gy, y);
-    case KILN_OP_LOG:     return kiln_div(g, gy, x);
-    case KILN_OP_SQRT:    return kiln_div(g, gy, kiln_scale(g, y, 2.0f));
-    case KILN_OP_RELU:    return kiln__relu_grad(g, gy, x);
-    case KILN_OP_SIGMOID: return kiln_mul(g, gy, kiln_mul(g, y, kiln_sub(g, one(bw), y)));
-    case KILN_OP_TANH:    return kiln_mul(g, gy, kiln_sub(g, one(bw), kiln_mul(g, y, y)));
-    default:              return kiln_scale(g, gy, y->node.fparam[0]); /* SCALE */
+    case KILN_OP_NEG:     gx = kiln_neg(g, gy); break;
+    case KILN_OP_EXP:     gx = kiln_mul(g, gy, y); break;
+    case KILN_OP_LOG:     gx = kiln_div(g, gy, x); break;
+    case KILN_OP_SQRT:    gx = kiln_div(g, gy, kiln_scale(g, y, 2.0f)); break;
+    case KILN_OP_RELU:    gx = kiln__relu_grad(g, gy, x); break;
+    case KILN_OP_SIGMOID: gx = kiln_mul(g, gy, kiln_mul(g, y, kiln_sub(g, one(bw), y))); break;
+    case KILN_OP_TANH:    gx = kiln_mul(g, gy, kiln_sub(g, one(bw), kiln_mul(g, y, y))); break;
+    default:              gx = kiln_scale(g, gy, y->node.fparam[0]); break; /* SCALE */
     }
+    accumulate(bw, x, gx);
 }
 
 /* C = op(A) op(B): d op(A) = gy op(B)^T and d op(B) = op(A)^T gy, each
@@ -123,16 +127,38 @@ static void backward_matmul(backward *bw, kiln_tensor *t, kiln_tensor *gy)
 /* SUM and MEAN, over everything (axis -1) or one axis, keepdim or not: the
  * gradient is gy repeated along what was reduced (divided by its length for
  * the mean). */
-static kiln_tensor *reduce_grad(backward *bw, kiln_tensor *t, kiln_tensor *gy)
+static void backward_reduce(backward *bw, kiln_tensor *t, kiln_tensor *gy)
 {
     kiln_tensor *a    = src_of(t, 0);
     int          axis = t->node.iparam[0];
+    if (!wants(bw, a))
+        return;
     if (t->node.op == KILN_OP_MEAN) {
         int64_t r = axis < 0 ? a->node.numel : a->node.dims[axis];
         /* the mean of nothing has no elements to send a gradient to */
         gy = kiln_scale(bw->g, gy, r > 0 ? (float)(1.0 / (double)r) : 0.0f);
     }
-    return kiln__expand(bw->g, gy, axis, a->node.ndim, a->node.dims);
+    accumulate(bw, a, kiln__expand(bw->g, gy, axis, a->node.ndim, a->node.dims));
+}
+
+/* The ops whose gradient goes to their first source alone, through one
+ * gradient op (or view) of gy and the forward node t. */
+static void backward_first(backward *bw, kiln_tensor *t, kiln_tensor *gy)
+{
+    kiln_graph  *g = bw->g;
+    kiln_tensor *a = src_of(t, 0), *ga;
+    if (!wants(bw, a))
+        return;
+    switch (t->node.op) {
+    case KILN_OP_MAX:           ga = kiln__max_grad(g, gy, a); break;
+    case KILN_OP_SOFTMAX:       ga = kiln__softmax_grad(g, KILN_OP_SOFTMAX_GRAD, gy, t); break;
+    case KILN_OP_LOG_SOFTMAX:   ga = kiln__softmax_grad(g, KILN_OP_LOG_SOFTMAX_GRAD, gy, t); break;
+    case KILN_OP_RESHAPE:       ga = kiln_reshape(g, gy, a->node.ndim, a->node.dims); break;
+    case KILN_OP_TRANSPOSE:     ga = kiln_transpose(g, gy); break;
+    case KILN_OP_MAX_POOL2D:    ga = kiln__max_pool2d_grad(g, gy, t); break;
+    default:                    ga = kiln__cross_entropy_grad(g, gy, t); break;
+    }
+    accumulate(bw, a, ga);
 }
 
 /* conv2d: x and w through their gradient ops; the bias gets gy summed over
@@ -167,49 +193,55 @@ static void backward_mse(backward *bw, kiln_tensor *t, kiln_tensor *gy)
         accumulate(bw, q, kiln_neg(g, dp));
 }
 
+/* The gradient rule of each op the op table calls differentiable
+ * (KILN__OP_DIFFERENTIABLE): it pushes t's gradient gy on to those of t's
+ * sources that want one, as graph ops, so gradients run on the backend. */
+typedef void (*grad_rule)(backward *bw, kiln_tensor *t, kiln_tensor *gy);
+
+static const grad_rule grad_rules[KILN_OP_COUNT] = {
+    [KILN_OP_ADD]           = backward_binary,
+    [KILN_OP_SUB]           = backward_binary,
+    [KILN_OP_MUL]           = backward_binary,
+    [KILN_OP_DIV]           = backward_binary,
+    [KILN_OP_NEG]           = backward_unary,
+    [KILN_OP_EXP]           = backward_unary,
+    [KILN_OP_LOG]           = backward_unary,
+    [KILN_OP_SQRT]          = backward_unary,
+    [KILN_OP_RELU]          = backward_unary,
+    [KILN_OP_SIGMOID]       = backward_unary,
+    [KILN_OP_TANH]          = backward_unary,
+    [KILN_OP_SCALE]         = backward_unary,
+    [KILN_OP_MATMUL]        = backward_matmul,
+    [KILN_OP_SUM]           = backward_reduce,
+    [KILN_OP_MEAN]          = backward_reduce,
+    [KILN_OP_MAX]           = backward_first,
+    [KILN_OP_SOFTMAX]       = backward_first,
+    [KILN_OP_LOG_SOFTMAX]   = backward_first,
+    [KILN_OP_RESHAPE]       = backward_first,
+    [KILN_OP_TRANSPOSE]     = backward_first,
+    [KILN_OP_CONV2D]        = backward_conv2d,
+    [KILN_OP_MAX_POOL2D]    = backward_first,
+    [KILN_OP_MSE_LOSS]      = backward_mse,
+    [KILN_OP_CROSS_ENTROPY] = backward_first,
+};
+
 /* Pushes t's gradient on to those of its sources that want one. */
 static void backward_node(backward *bw, kiln_tensor *t)
 {
-    kiln_graph  *g  = bw->g;
-    kiln_tensor *gy = t->grad, *a = src_of(t, 0);
-    switch (t->node.op) {
-    case KILN_OP_ADD: case KILN_OP_SUB: case KILN_OP_MUL: case KILN_OP_DIV:
-        backward_binary(bw, t, gy);
-        return;
-    case KILN_OP_MATMUL:     backward_matmul(bw, t, gy); return;
-    case KILN_OP_CONV2D:     backward_conv2d(bw, t, gy); return;
-    case KILN_OP_MSE_LOSS:   backward_mse(bw, t, gy);    return;
-    default:                 break;
-    }
-    if (!wants(bw, a))
-        return; /* the remaining ops differentiate only their first source */
-    kiln_tensor *ga;
-    switch (t->node.op) {
-    case KILN_OP_NEG: case KILN_OP_EXP: case KILN_OP_LOG: case KILN_OP_SQRT:
-    case KILN_OP_RELU: case KILN_OP_SIGMOID: case KILN_OP_TANH: case KILN_OP_SCALE:
-        ga = unary_grad(bw, t, gy);
-        break;
-    case KILN_OP_SUM: case KILN_OP_MEAN:
-        ga = reduce_grad(bw, t, gy);
-        break;
-    case KILN_OP_MAX:         ga = kiln__max_grad(g, gy, a); break;
-    case KILN_OP_SOFTMAX:     ga = kiln__softmax_grad(g, KILN_OP_SOFTMAX_GRAD, gy, t); break;
-    case KILN_OP_LOG_SOFTMAX:
-        ga = kiln__softmax_grad(g, KILN_OP_LOG_SOFTMAX_GRAD, gy, t);
-        break;
-    case KILN_OP_RESHAPE:     ga = kiln_reshape(g, gy, a->node.ndim, a->node.dims); break;
-    case KILN_OP_TRANSPOSE:   ga = kiln_transpose(g, gy); break;
-    case KILN_OP_MAX_POOL2D:  ga = kiln__max_pool2d_grad(g, gy, t); break;
-    case KILN_OP_CROSS_ENTROPY: ga = kiln__cross_entropy_grad(g, gy, t); break;
-    default: {
-        char s[KILN__SHAPE_STR];
-        kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "backward: %s %s has no gradient",
-                         kiln__op_name(t->node.op),
-                         kiln__shape_str(s, t->node.ndim, t->node.dims));
-        return;
-    }
-    }
-    accumulate(bw, a, ga);
+    const kiln__op_def *d    = kiln__op_def_of(t->node.op);
+    grad_rule           rule = (unsigned)t->node.op < KILN_OP_COUNT
+                             ? grad_rules[t->node.op] : NULL;
+    char                s[KILN__SHAPE_STR];
+    kiln__shape_str(s, t->node.ndim, t->node.dims);
+    if (!d || !(d->flags & KILN__OP_DIFFERENTIABLE))
+        kiln__graph_fail(bw->g, KILN_ERR_INVALID_ARG, "backward: %s %s has no gradient",
+                         kiln__op_name(t->node.op), s);
+    else if (!rule)
+        kiln__graph_fail(bw->g, KILN_ERR_INVALID_ARG, "backward: %s %s is "
+                         "differentiable in the op table but has no gradient rule "
+                         "(a bug in kiln: please report it)", kiln__op_name(t->node.op), s);
+    else
+        rule(bw, t, t->grad);
 }
 
 /* Marks the f32 nodes up to `last` that are computed from a parameter. */

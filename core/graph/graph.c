@@ -38,14 +38,24 @@ KILN_API void kiln_graph_free(kiln_graph *g)
 {
     if (!g)
         return;
-    kiln__plan_free(g);
-    kiln__optim_free(g);
+    while (g->n_release > 0)
+        g->release[--g->n_release](g);
     for (size_t i = 0; i < g->n_nodes; i++)
         tensor_free(g->nodes[i]);
     free(g->nodes);
     tensor_free(g->poison);
     free(g->error);
     free(g);
+}
+
+void kiln__graph_on_free(kiln_graph *g, void (*release)(kiln_graph *g))
+{
+    for (int i = 0; i < g->n_release; i++)
+        if (g->release[i] == release)
+            return;
+    /* a fixed few modules attach state: running out is a bug in kiln */
+    if (g->n_release < KILN__GRAPH_RELEASE_MAX)
+        g->release[g->n_release++] = release;
 }
 
 KILN_API const char *kiln_graph_error(const kiln_graph *g)
@@ -73,34 +83,9 @@ kiln_tensor *kiln__graph_fail(kiln_graph *g, kiln_status status, const char *fmt
     return g->poison;
 }
 
-const char *kiln__op_name(kiln_op op)
+KILN_API const char *kiln_op_name(kiln_op op)
 {
-    static const char *const names[KILN_OP_COUNT] = {
-        [KILN_OP_LEAF] = "leaf",           [KILN_OP_RESHAPE] = "reshape",
-        [KILN_OP_ADD] = "add",             [KILN_OP_SUB] = "sub",
-        [KILN_OP_MUL] = "mul",             [KILN_OP_DIV] = "div",
-        [KILN_OP_NEG] = "neg",             [KILN_OP_EXP] = "exp",
-        [KILN_OP_LOG] = "log",             [KILN_OP_SQRT] = "sqrt",
-        [KILN_OP_RELU] = "relu",           [KILN_OP_SIGMOID] = "sigmoid",
-        [KILN_OP_TANH] = "tanh",           [KILN_OP_SCALE] = "scale",
-        [KILN_OP_MATMUL] = "matmul",       [KILN_OP_SUM] = "sum",
-        [KILN_OP_MEAN] = "mean",           [KILN_OP_MAX] = "max",
-        [KILN_OP_ARGMAX] = "argmax",       [KILN_OP_SOFTMAX] = "softmax",
-        [KILN_OP_LOG_SOFTMAX] = "log_softmax",
-        [KILN_OP_TRANSPOSE] = "transpose", [KILN_OP_CONV2D] = "conv2d",
-        [KILN_OP_MAX_POOL2D] = "max_pool2d",
-        [KILN_OP_MSE_LOSS] = "mse_loss",   [KILN_OP_CROSS_ENTROPY] = "cross_entropy",
-        [KILN_OP_SUM_TO] = "sum_to",       [KILN_OP_EXPAND] = "expand",
-        [KILN_OP_RELU_GRAD] = "relu_grad", [KILN_OP_MAX_GRAD] = "max_grad",
-        [KILN_OP_SOFTMAX_GRAD] = "softmax_grad",
-        [KILN_OP_LOG_SOFTMAX_GRAD] = "log_softmax_grad",
-        [KILN_OP_CONV2D_GRAD_INPUT] = "conv2d_grad_input",
-        [KILN_OP_CONV2D_GRAD_WEIGHT] = "conv2d_grad_weight",
-        [KILN_OP_MAX_POOL2D_GRAD] = "max_pool2d_grad",
-        [KILN_OP_CROSS_ENTROPY_GRAD] = "cross_entropy_grad",
-        [KILN_OP_SGD_STEP] = "sgd_step",   [KILN_OP_ADAM_STEP] = "adam_step",
-    };
-    return (unsigned)op < KILN_OP_COUNT && names[op] ? names[op] : "unknown op";
+    return kiln__op_name(op);
 }
 
 int64_t kiln__numel(int ndim, const int64_t *dims)
@@ -109,6 +94,11 @@ int64_t kiln__numel(int ndim, const int64_t *dims)
     for (int i = 0; i < ndim; i++)
         n *= dims[i];
     return n;
+}
+
+const char *kiln__dtype_name(kiln_dtype dtype)
+{
+    return dtype == KILN_I32 ? "i32" : dtype == KILN_F32 ? "f32" : "an unknown dtype";
 }
 
 size_t kiln__dtype_size(kiln_dtype dtype)
@@ -164,6 +154,25 @@ bool kiln__check_f32(kiln_graph *g, const char *op, const char *which, const kil
     kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %s %s is i32, expected f32", op, which,
                      kiln__shape_str(s, t->node.ndim, t->node.dims));
     return false;
+}
+
+bool kiln__check_sources(kiln_graph *g, kiln_op op, kiln_tensor *const *t, int n)
+{
+    const kiln__op_def *d = kiln__op_def_of(op);
+    if (!kiln__check_operands(g, d->name, t, n))
+        return false;
+    for (int i = 0; i < n; i++) {
+        kiln_dtype want = d->src_dtype[i];
+        if (t[i]->node.dtype == want)
+            continue;
+        char s[KILN__SHAPE_STR];
+        kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %s %s is %s, expected %s", d->name,
+                         d->src_name[i], kiln__shape_str(s, t[i]->node.ndim,
+                                                         t[i]->node.dims),
+                         kiln__dtype_name(t[i]->node.dtype), kiln__dtype_name(want));
+        return false;
+    }
+    return true;
 }
 
 static bool check_dims(kiln_graph *g, const char *op, int ndim, const int64_t *dims)

@@ -22,10 +22,8 @@ static kiln_tensor *binary(kiln_graph *g, kiln_op op, kiln_tensor *a, kiln_tenso
 {
     const char  *name = kiln__op_name(op);
     kiln_tensor *ab[] = { a, b };
-    if (!kiln__check_operands(g, name, ab, 2))
+    if (!kiln__check_sources(g, op, ab, 2))
         return g ? g->poison : NULL;
-    if (!kiln__check_f32(g, name, "a", a) || !kiln__check_f32(g, name, "b", b))
-        return g->poison;
     /* The output takes the shape of the operand the other one broadcasts to;
      * when each fits the other (they differ only by leading 1s) the one with
      * more dimensions. */
@@ -68,11 +66,8 @@ KILN_API kiln_tensor *kiln_div(kiln_graph *g, kiln_tensor *a, kiln_tensor *b)
 
 static kiln_tensor *unary(kiln_graph *g, kiln_op op, kiln_tensor *a)
 {
-    const char *name = kiln__op_name(op);
-    if (!kiln__check_operands(g, name, &a, 1))
+    if (!kiln__check_sources(g, op, &a, 1))
         return g ? g->poison : NULL;
-    if (!kiln__check_f32(g, name, "input", a))
-        return g->poison;
     return kiln__node_new(g, op, KILN_F32, a->node.ndim, a->node.dims, &a, 1);
 }
 

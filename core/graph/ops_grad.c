@@ -28,25 +28,13 @@ static kiln_tensor *mismatch(kiln_graph *g, kiln_op op, const char *what_a,
                             kiln__shape_str(sb, b->ndim, b->dims), expected);
 }
 
-/* The first n operands usable and f32. */
-static bool check_f32_operands(kiln_graph *g, kiln_op op, kiln_tensor *const *src, int n)
-{
-    const char *name = kiln__op_name(op);
-    if (!kiln__check_operands(g, name, src, n))
-        return false;
-    for (int i = 0; i < n; i++)
-        if (!kiln__check_f32(g, name, i == 0 ? "the gradient" : "an operand", src[i]))
-            return false;
-    return true;
-}
-
 kiln_tensor *kiln__sum_to(kiln_graph *g, kiln_tensor *a, int ndim, const int64_t *dims)
 {
-    if (!check_f32_operands(g, KILN_OP_SUM_TO, &a, 1))
+    if (!kiln__check_sources(g, KILN_OP_SUM_TO, &a, 1))
         return g ? g->poison : NULL;
     if (ndim < 0 || ndim > KILN_MAX_DIMS || (ndim > 0 && !dims))
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "sum_to: %d dimensions, expected 0 "
-                                "to %d", ndim, KILN_MAX_DIMS);
+        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %d dimensions, expected 0 "
+                                "to %d", kiln__op_name(KILN_OP_SUM_TO), ndim, KILN_MAX_DIMS);
     int64_t n = kiln__numel(ndim, dims);
     if (n == 0 ? a->node.numel != 0 : a->node.numel % n != 0) {
         kiln_node target = { .ndim = ndim };
@@ -61,13 +49,13 @@ kiln_tensor *kiln__sum_to(kiln_graph *g, kiln_tensor *a, int ndim, const int64_t
 kiln_tensor *kiln__expand(kiln_graph *g, kiln_tensor *a, int axis, int ndim,
                           const int64_t *dims)
 {
-    if (!check_f32_operands(g, KILN_OP_EXPAND, &a, 1))
+    if (!kiln__check_sources(g, KILN_OP_EXPAND, &a, 1))
         return g ? g->poison : NULL;
     if (ndim < 0 || ndim > KILN_MAX_DIMS || (ndim > 0 && !dims) || axis < -1 ||
         axis >= ndim)
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "expand: axis %d of %d dimensions, "
+        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: axis %d of %d dimensions, "
                                 "expected -1 or an axis of at most %d dimensions",
-                                axis, ndim, KILN_MAX_DIMS);
+                                kiln__op_name(KILN_OP_EXPAND), axis, ndim, KILN_MAX_DIMS);
     kiln_node target = { .ndim = ndim };
     int64_t   rest   = 1; /* the target's element count without the axis */
     for (int i = 0; i < ndim; i++) {
@@ -87,7 +75,7 @@ kiln_tensor *kiln__expand(kiln_graph *g, kiln_tensor *a, int axis, int ndim,
 kiln_tensor *kiln__relu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
 {
     kiln_tensor *src[] = { gy, x };
-    if (!check_f32_operands(g, KILN_OP_RELU_GRAD, src, 2))
+    if (!kiln__check_sources(g, KILN_OP_RELU_GRAD, src, 2))
         return g ? g->poison : NULL;
     if (!same_shape(&gy->node, &x->node))
         return mismatch(g, KILN_OP_RELU_GRAD, "gradient", &gy->node, "x", &x->node,
@@ -99,7 +87,7 @@ kiln_tensor *kiln__relu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
 kiln_tensor *kiln__max_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
 {
     kiln_tensor *src[] = { gy, x };
-    if (!check_f32_operands(g, KILN_OP_MAX_GRAD, src, 2))
+    if (!kiln__check_sources(g, KILN_OP_MAX_GRAD, src, 2))
         return g ? g->poison : NULL;
     const kiln_node *xn = &x->node;
     if (xn->ndim < 1 || gy->node.ndim != xn->ndim - 1 ||
@@ -115,9 +103,11 @@ kiln_tensor *kiln__softmax_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy, kiln
 {
     kiln_tensor *src[] = { gy, y };
     if (op != KILN_OP_SOFTMAX_GRAD && op != KILN_OP_LOG_SOFTMAX_GRAD)
-        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "softmax_grad: op %s, expected "
-                                "softmax_grad or log_softmax_grad", kiln__op_name(op));
-    if (!check_f32_operands(g, op, src, 2))
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "kiln__softmax_grad: op %s, "
+                                "expected %s or %s", kiln__op_name(op),
+                                kiln__op_name(KILN_OP_SOFTMAX_GRAD),
+                                kiln__op_name(KILN_OP_LOG_SOFTMAX_GRAD));
+    if (!kiln__check_sources(g, op, src, 2))
         return g ? g->poison : NULL;
     if (y->node.ndim < 1 || !same_shape(&gy->node, &y->node))
         return mismatch(g, op, "gradient", &gy->node, "y", &y->node,
@@ -130,7 +120,7 @@ static bool check_fwd(kiln_graph *g, kiln_op op, kiln_tensor *gy, kiln_tensor *f
                       kiln_op want)
 {
     kiln_tensor *src[] = { gy, fwd };
-    if (!check_f32_operands(g, op, src, 2))
+    if (!kiln__check_sources(g, op, src, 2))
         return false;
     if (fwd->node.op != want) {
         kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "%s: the forward node is %s, "
@@ -163,9 +153,10 @@ kiln_tensor *kiln__conv2d_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
                                kiln_tensor *fwd)
 {
     if (op != KILN_OP_CONV2D_GRAD_INPUT && op != KILN_OP_CONV2D_GRAD_WEIGHT)
-        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "conv2d_grad: op %s, expected "
-                                "conv2d_grad_input or conv2d_grad_weight",
-                                kiln__op_name(op));
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "kiln__conv2d_grad: op %s, "
+                                "expected %s or %s", kiln__op_name(op),
+                                kiln__op_name(KILN_OP_CONV2D_GRAD_INPUT),
+                                kiln__op_name(KILN_OP_CONV2D_GRAD_WEIGHT));
     if (!check_fwd(g, op, gy, fwd, KILN_OP_CONV2D))
         return g ? g->poison : NULL;
     kiln_tensor *x = (kiln_tensor *)fwd->node.src[0], *w = (kiln_tensor *)fwd->node.src[1];

@@ -7,23 +7,22 @@ KILN_API kiln_tensor *kiln_matmul_t(kiln_graph *g, kiln_tensor *a, kiln_tensor *
                                     bool transpose_a, bool transpose_b)
 {
     kiln_tensor *ab[] = { a, b };
-    if (!kiln__check_operands(g, "matmul", ab, 2))
+    const char  *name = kiln__op_name(KILN_OP_MATMUL);
+    if (!kiln__check_sources(g, KILN_OP_MATMUL, ab, 2))
         return g ? g->poison : NULL;
-    if (!kiln__check_f32(g, "matmul", "a", a) || !kiln__check_f32(g, "matmul", "b", b))
-        return g->poison;
     char sa[KILN__SHAPE_STR], sb[KILN__SHAPE_STR];
     kiln__shape_str(sa, a->node.ndim, a->node.dims);
     kiln__shape_str(sb, b->node.ndim, b->node.dims);
     if (a->node.ndim != 2 || b->node.ndim != 2)
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "matmul: a %s and b %s: both must "
-                                "be 2-D", sa, sb);
+        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: a %s and b %s: both must "
+                                "be 2-D", name, sa, sb);
     int64_t m  = a->node.dims[transpose_a ? 1 : 0];
     int64_t ka = a->node.dims[transpose_a ? 0 : 1];
     int64_t kb = b->node.dims[transpose_b ? 1 : 0];
     int64_t n  = b->node.dims[transpose_b ? 0 : 1];
     if (ka != kb)
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "matmul: a %s%s and b %s%s: the "
-                                "inner dimensions differ (%lld vs %lld)", sa,
+        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: a %s%s and b %s%s: the "
+                                "inner dimensions differ (%lld vs %lld)", name, sa,
                                 transpose_a ? " (transposed)" : "", sb,
                                 transpose_b ? " (transposed)" : "", (long long)ka,
                                 (long long)kb);
@@ -43,13 +42,12 @@ KILN_API kiln_tensor *kiln_matmul(kiln_graph *g, kiln_tensor *a, kiln_tensor *b)
 
 KILN_API kiln_tensor *kiln_transpose(kiln_graph *g, kiln_tensor *a)
 {
-    if (!kiln__check_operands(g, "transpose", &a, 1))
+    if (!kiln__check_sources(g, KILN_OP_TRANSPOSE, &a, 1))
         return g ? g->poison : NULL;
-    if (!kiln__check_f32(g, "transpose", "input", a))
-        return g->poison;
     char s[KILN__SHAPE_STR];
     if (a->node.ndim != 2)
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "transpose: input %s must be 2-D",
+        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: input %s must be 2-D",
+                                kiln__op_name(KILN_OP_TRANSPOSE),
                                 kiln__shape_str(s, a->node.ndim, a->node.dims));
     return kiln__node_new(g, KILN_OP_TRANSPOSE, KILN_F32, 2,
                           (int64_t[]){ a->node.dims[1], a->node.dims[0] }, &a, 1);
@@ -58,15 +56,16 @@ KILN_API kiln_tensor *kiln_transpose(kiln_graph *g, kiln_tensor *a)
 KILN_API kiln_tensor *kiln_reshape(kiln_graph *g, kiln_tensor *a, int ndim,
                                    const int64_t *dims)
 {
-    if (!kiln__check_operands(g, "reshape", &a, 1))
+    const char *name = kiln__op_name(KILN_OP_RESHAPE);
+    if (!kiln__check_operands(g, name, &a, 1))
         return g ? g->poison : NULL;
     char sa[KILN__SHAPE_STR], sb[KILN__SHAPE_STR];
     if (ndim > 0 && !dims)
-        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "reshape: dims is NULL for %d "
-                                "dimensions", ndim);
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "%s: dims is NULL for %d "
+                                "dimensions", name, ndim);
     if (ndim < 0 || ndim > KILN_MAX_DIMS)
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "reshape: %d dimensions, expected "
-                                "0 to %d", ndim, KILN_MAX_DIMS);
+        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %d dimensions, expected "
+                                "0 to %d", name, ndim, KILN_MAX_DIMS);
     int64_t out[KILN_MAX_DIMS];
     int64_t known = 1;
     int     infer = -1;
@@ -75,8 +74,8 @@ KILN_API kiln_tensor *kiln_reshape(kiln_graph *g, kiln_tensor *a, int ndim,
         if (dims[i] == -1 && infer < 0)
             infer = i;
         else if (dims[i] < 0)
-            return kiln__graph_fail(g, KILN_ERR_SHAPE, "reshape: %s to %s: expected "
-                                    "sizes >= 0 and at most one -1",
+            return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %s to %s: expected "
+                                    "sizes >= 0 and at most one -1", name,
                                     kiln__shape_str(sa, a->node.ndim, a->node.dims),
                                     kiln__shape_str(sb, ndim, dims));
         else
@@ -86,8 +85,8 @@ KILN_API kiln_tensor *kiln_reshape(kiln_graph *g, kiln_tensor *a, int ndim,
         out[infer] = a->node.numel / known;
     if ((infer >= 0 && (known == 0 || a->node.numel % known != 0)) ||
         kiln__numel(ndim, out) != a->node.numel)
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "reshape: %s (%lld elements) cannot "
-                                "become %s: the element count must stay the same",
+        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %s (%lld elements) cannot "
+                                "become %s: the element count must stay the same", name,
                                 kiln__shape_str(sa, a->node.ndim, a->node.dims),
                                 (long long)a->node.numel, kiln__shape_str(sb, ndim, dims));
     kiln_tensor *t = kiln__node_new(g, KILN_OP_RESHAPE, a->node.dtype, ndim, out, &a, 1);

@@ -3,11 +3,8 @@
 
 static kiln_tensor *reduce_all(kiln_graph *g, kiln_op op, kiln_tensor *a)
 {
-    const char *name = kiln__op_name(op);
-    if (!kiln__check_operands(g, name, &a, 1))
+    if (!kiln__check_sources(g, op, &a, 1))
         return g ? g->poison : NULL;
-    if (!kiln__check_f32(g, name, "input", a))
-        return g->poison;
     kiln_tensor *t = kiln__node_new(g, op, KILN_F32, 0, NULL, &a, 1);
     if (!(t->flags & KILN__POISON))
         t->node.iparam[0] = -1;
@@ -18,10 +15,8 @@ static kiln_tensor *reduce_axis(kiln_graph *g, kiln_op op, kiln_tensor *a, int a
                                 bool keepdim)
 {
     const char *name = kiln__op_name(op);
-    if (!kiln__check_operands(g, name, &a, 1))
+    if (!kiln__check_sources(g, op, &a, 1))
         return g ? g->poison : NULL;
-    if (!kiln__check_f32(g, name, "input", a))
-        return g->poison;
     int nd = a->node.ndim;
     if (axis < -nd || axis >= nd) {
         char s[KILN__SHAPE_STR];
@@ -67,12 +62,11 @@ KILN_API kiln_tensor *kiln_mean_axis(kiln_graph *g, kiln_tensor *a, int axis, bo
 
 /* Ops along the last axis: it must exist and, for those that pick an element
  * of it, must not be empty. */
-static bool check_last_axis(kiln_graph *g, const char *name, kiln_tensor *a,
+static bool check_last_axis(kiln_graph *g, kiln_op op, kiln_tensor *a,
                             bool need_elements)
 {
-    if (!kiln__check_operands(g, name, &a, 1))
-        return false;
-    if (!kiln__check_f32(g, name, "input", a))
+    const char *name = kiln__op_name(op);
+    if (!kiln__check_sources(g, op, &a, 1))
         return false;
     char s[KILN__SHAPE_STR];
     int  nd = a->node.ndim;
@@ -92,7 +86,7 @@ static bool check_last_axis(kiln_graph *g, const char *name, kiln_tensor *a,
 
 static kiln_tensor *pick_last(kiln_graph *g, kiln_op op, kiln_dtype dtype, kiln_tensor *a)
 {
-    if (!check_last_axis(g, kiln__op_name(op), a, true))
+    if (!check_last_axis(g, op, a, true))
         return g ? g->poison : NULL;
     return kiln__node_new(g, op, dtype, a->node.ndim - 1, a->node.dims, &a, 1);
 }
@@ -109,7 +103,7 @@ KILN_API kiln_tensor *kiln_argmax(kiln_graph *g, kiln_tensor *a)
 
 static kiln_tensor *normalise_last(kiln_graph *g, kiln_op op, kiln_tensor *a)
 {
-    if (!check_last_axis(g, kiln__op_name(op), a, false))
+    if (!check_last_axis(g, op, a, false))
         return g ? g->poison : NULL;
     return kiln__node_new(g, op, KILN_F32, a->node.ndim, a->node.dims, &a, 1);
 }

@@ -248,10 +248,27 @@ static kiln_status build_exec(kiln_graph *g)
                 plan->exec[plan->n_exec++] = &t->node;
         }
     }
+    /* No backend sees a node that breaks its op's row of the op table: the
+     * constructors check more than the rows do, so this only catches a bug
+     * in kiln, but a plugin may then trust the table's rules. */
+    for (size_t i = 0; i < plan->n_exec; i++) {
+        const kiln_node *node = plan->exec[i];
+        const char      *why  = kiln__op_check(node);
+        if (why) {
+            char s[KILN__SHAPE_STR];
+            kiln__graph_fail(g, KILN_ERR_SHAPE, "compile: node %zu (%s %s) breaks its "
+                             "op's rule: %s (a bug in kiln: please report it)", i,
+                             kiln__op_name(node->op),
+                             kiln__shape_str(s, node->ndim, node->dims), why);
+            return KILN_ERR_SHAPE;
+        }
+    }
     return KILN_OK;
 }
 
-void kiln__plan_free(kiln_graph *g)
+/* Releases the plan: device buffers, schedule, lists (registered with
+ * kiln__graph_on_free, and called when a compile fails). */
+static void plan_free(kiln_graph *g)
 {
     kiln__plan        *plan = &g->plan;
     const kiln_device *dev  = &g->ctx->device;
@@ -273,6 +290,7 @@ KILN_API kiln_status kiln_graph_compile(kiln_graph *g)
                            g->error ? g->error : "out of memory");
     if (g->compiled)
         return kiln__error(KILN_ERR_STATE, "kiln_graph_compile: already compiled");
+    kiln__graph_on_free(g, plan_free);
     planner p = {
         .g        = g,
         .last_use = kiln__calloc(g->n_nodes, sizeof(size_t), "memory planning"),
@@ -298,7 +316,7 @@ KILN_API kiln_status kiln_graph_compile(kiln_graph *g)
     free(p.offset);
     free(p.consumed);
     if (st != KILN_OK) {
-        kiln__plan_free(g);
+        plan_free(g);
         return kiln__error(st, "%s", g->error ? g->error : "compile failed");
     }
     g->compiled = true;

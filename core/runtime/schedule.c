@@ -103,7 +103,7 @@ static kiln_status fallback_prepare(kiln_graph *g, const kiln_node *node,
             largest = node_bytes(node->src[s]);
     }
     /* An optimiser step writes its src[0] in place. */
-    bool inplace = node->op == KILN_OP_SGD_STEP || node->op == KILN_OP_ADAM_STEP;
+    bool inplace = (kiln__op_def_of(node->op)->flags & KILN__OP_IN_PLACE) != 0;
     fb->node.offset = inplace ? fb->src[0].offset : size;
     size += inplace ? 0 : kiln__align_up(node_bytes(node));
     kiln_status st = cpu->iface->buffer_alloc(cpu->context, size, &fb->buffer);
@@ -210,19 +210,10 @@ static kiln_status copy(kiln_graph *g, const kiln_device *from, const kiln_node 
     return st;
 }
 
-/* Which sources a node writes besides its output: the optimiser state. */
-static bool writes_source(kiln_op op, int s)
-{
-    if (op == KILN_OP_SGD_STEP)
-        return s == 2;
-    if (op == KILN_OP_ADAM_STEP)
-        return s == 2 || s == 3;
-    return false;
-}
-
 kiln_status kiln__fallback_run(kiln_graph *g, kiln__fallback *fb, const kiln_node *node)
 {
     const kiln_device *dev = &g->ctx->device, *cpu = &g->ctx->fallback;
+    unsigned           writes = kiln__op_def_of(node->op)->writes;
     kiln_status        st  = KILN_OK;
     for (int s = 0; s < KILN_MAX_SRC && st == KILN_OK; s++)
         if (node->src[s])
@@ -232,8 +223,9 @@ kiln_status kiln__fallback_run(kiln_graph *g, kiln__fallback *fb, const kiln_nod
         st = cpu->iface->graph_compute(cpu->context, one, 1);
     if (st == KILN_OK)
         st = copy(g, cpu, &fb->node, dev, node);
+    /* the sources it updated where they lie (an optimiser's state) */
     for (int s = 0; s < KILN_MAX_SRC && st == KILN_OK; s++)
-        if (node->src[s] && writes_source(node->op, s))
+        if (node->src[s] && (writes & (1u << s)))
             st = copy(g, cpu, &fb->src[s], dev, node->src[s]);
     return st;
 }

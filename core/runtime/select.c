@@ -37,9 +37,10 @@ static bool usable(const kiln__registry *r, size_t k)
     return r->devices[k].unusable == NULL;
 }
 
-/* Resolves one "name[:which]" item; on failure writes why into why. */
+/* Resolves one "name[:which]" item; on failure writes why into why, and
+ * sets *bad_form when the item is not of that form at all. */
 static bool resolve_item(const kiln__registry *r, char *item, size_t *out,
-                         char *why, size_t why_len)
+                         bool *bad_form, char *why, size_t why_len)
 {
     char *which = strchr(item, ':');
     if (which)
@@ -48,6 +49,7 @@ static bool resolve_item(const kiln__registry *r, char *item, size_t *out,
     if (which)
         which = trim(which);
     if (!*name || (which && !*which)) {
+        *bad_form = true;
         snprintf(why, why_len, "\"%s%s%s\" is not of the form name, name:N or "
                  "name:text", name, which ? ":" : "", which ? which : "");
         return false;
@@ -165,11 +167,9 @@ KILN_API kiln_status kiln_select(const char *spec, size_t *device)
         if (!*item) {
             snprintf(item_why, sizeof item_why, "an empty entry in the list");
             bad_form = true;
-        } else if (resolve_item(r, item, device, item_why, sizeof item_why)) {
+        } else if (resolve_item(r, item, device, &bad_form, item_why, sizeof item_why)) {
             found = true;
             break;
-        } else if (strstr(item_why, "is not of the form")) {
-            bad_form = true;
         }
         n_why += (size_t)snprintf(why + n_why, sizeof why - n_why, "%s%s",
                                   n_why ? "; " : "", item_why);

@@ -137,6 +137,19 @@ static kiln_status check_lr(const char *call, float lr)
     return KILN_OK;
 }
 
+/* Releases the graph's optimisers (registered with kiln__graph_on_free). */
+static void optim_free(kiln_graph *g)
+{
+    kiln_optimizer *opt = g->optimizers;
+    while (opt) {
+        kiln_optimizer *next = opt->next;
+        free(opt->state);
+        free(opt);
+        opt = next;
+    }
+    g->optimizers = NULL;
+}
+
 static kiln_optimizer *optimizer_new(kiln_graph *g, const kiln_optimizer *proto)
 {
     if (check_graph(g, proto->call) != KILN_OK)
@@ -148,6 +161,7 @@ static kiln_optimizer *optimizer_new(kiln_graph *g, const kiln_optimizer *proto)
     opt->g        = g;
     opt->next     = g->optimizers;
     g->optimizers = opt; /* owned from here on, whatever happens below */
+    kiln__graph_on_free(g, optim_free);
     float   hp[HP_MAX];
     int64_t n_hp = (int64_t)hyper_params(opt, hp);
     opt->hp = zero_leaf(g, opt->call, 1, &n_hp); /* its values come before each run */
@@ -263,14 +277,3 @@ kiln_status kiln__optim_before_run(kiln_graph *g)
     return KILN_OK;
 }
 
-void kiln__optim_free(kiln_graph *g)
-{
-    kiln_optimizer *opt = g->optimizers;
-    while (opt) {
-        kiln_optimizer *next = opt->next;
-        free(opt->state);
-        free(opt);
-        opt = next;
-    }
-    g->optimizers = NULL;
-}

@@ -127,6 +127,12 @@ typedef enum kiln_op {
     KILN_OP_COUNT
 } kiln_op;
 
+/* The op's name as kiln spells it in messages and KILN_DEBUG_REFUSE
+ * ("matmul", "conv2d_grad_input"), or "unknown op". From libkiln: a program
+ * that links it may call this; a plugin, which is loaded by libkiln but does
+ * not link it, names ops itself. */
+KILN_API const char *kiln_op_name(kiln_op op);
+
 /* One tensor of a compiled graph, as a backend sees it. Data lives at `offset`
  * bytes into `buffer`, a handle the device's buffer_alloc returned; the extent
  * is contiguous, row-major, numel elements of 4 bytes (f32 and i32). Every
