@@ -44,6 +44,19 @@ void cpu_loss_kernels_scalar(cpu_kernels *k)
 /* ---- the ops ----------------------------------------------------------------------- */
 
 
+/* Every label in [0, C), else an error naming the first row that is not. */
+static kiln_status cpu_check_labels(const cpu_device *dev, const kiln_node *node,
+                                    const int32_t *labels, int64_t N, int64_t C)
+{
+    for (int64_t i = 0; i < N; i++)
+        if (labels[i] < 0 || labels[i] >= C)
+            return dev->host->error(KILN_ERR_INVALID_ARG,
+                                    "%s: label %d at row %lld is outside [0, %lld)",
+                                    kiln__op_name(node->op), (int)labels[i], (long long)i,
+                                    (long long)C);
+    return KILN_OK;
+}
+
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node)
 {
     int64_t n = node->src[0]->numel;
@@ -61,14 +74,12 @@ kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node)
     const float *x = cpu_cf32(logits);
     const int32_t *labels = cpu_data(node->src[1]);
     double s = 0.0;
+    kiln_status st = cpu_check_labels(dev, node, labels, N, C);
+    if (st != KILN_OK)
+        return st;
     for (int64_t i = 0; i < N; i++) {
-        int32_t label = labels[i];
-        if (label < 0 || label >= C)
-            return dev->host->error(KILN_ERR_INVALID_ARG,
-                                    "cross_entropy: label %d at row %lld is outside "
-                                    "[0, %lld)", (int)label, (long long)i, (long long)C);
         const float *row = x + i * C;
-        s += dev->k.logsumexp(row, (size_t)C) - (double)row[label];
+        s += dev->k.logsumexp(row, (size_t)C) - (double)row[labels[i]];
     }
     *cpu_f32(node) = N > 0 ? (float)(s / (double)N) : NAN;
     return KILN_OK;
@@ -101,12 +112,9 @@ kiln_status cpu_op_cross_entropy_grad(const cpu_device *dev, const kiln_node *no
     const kiln_node *logits = node->src[1];
     int64_t N = logits->dims[0], C = logits->dims[1];
     const int32_t *labels = cpu_data(node->src[2]);
-    for (int64_t i = 0; i < N; i++)
-        if (labels[i] < 0 || labels[i] >= C)
-            return dev->host->error(KILN_ERR_INVALID_ARG,
-                                    "%s: label %d at row %lld is outside [0, %lld)",
-                                    kiln__op_name(node->op), (int)labels[i], (long long)i,
-                                    (long long)C);
+    kiln_status st = cpu_check_labels(dev, node, labels, N, C);
+    if (st != KILN_OK)
+        return st;
     cpu_ce_grad_job job = {
         .dev = dev, .x = cpu_cf32(logits), .labels = labels, .out = cpu_f32(node),
         .cols = (size_t)C,

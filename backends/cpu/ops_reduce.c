@@ -144,8 +144,8 @@ kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node)
     kiln__axis_extent(node->src[0], node->iparam[0], &outer, &r, &inner);
     cpu_reduce_job *job = malloc(sizeof *job);
     if (!job)
-        return dev->host->error(KILN_ERR_NO_MEMORY, "sum: cannot allocate %zu bytes",
-                                sizeof *job);
+        return dev->host->error(KILN_ERR_NO_MEMORY, "%s: cannot allocate %zu bytes",
+                                kiln__op_name(node->op), sizeof *job);
     job->dev = dev;
     job->x = cpu_cf32(node->src[0]);
     job->out = cpu_f32(node);
