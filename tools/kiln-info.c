@@ -3,6 +3,7 @@
  * 1 when nothing is usable or KILN_BACKEND names nothing usable, 2 on usage. */
 #include <kiln/kiln.h>
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,24 +84,51 @@ static int print_selection(void)
 }
 
 static const char usage[] =
-    "usage: kiln-info [--version]\n"
+    "usage: kiln-info [--version] [--help]\n"
     "Lists kiln's plugins (and why any was refused), their devices, and the\n"
     "device KILN_BACKEND selects. KILN_LOG=debug shows every load attempt.\n";
 
+static const struct option long_options[] = {
+    { "version", no_argument, NULL, 'V' },
+    { "help",    no_argument, NULL, 'h' },
+    { NULL,      0,           NULL, 0   },
+};
+
+static void try_help(void) __attribute__((noreturn));
+static void try_help(void)
+{
+    fputs("Try 'kiln-info --help' for more information.\n", stderr);
+    exit(2);
+}
+
+/* Returns only when there is something to list. */
+static void parse_args(int argc, char **argv)
+{
+    /* getopt names the program by argv[0], libtool's path in the build tree */
+    static char program[] = "kiln-info";
+    argv[0] = program;
+    int c;
+    while ((c = getopt_long(argc, argv, "hV", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'V':
+            printf("kiln-info %s\n", kiln_version());
+            exit(0);
+        case 'h':
+            fputs(usage, stdout);
+            exit(0);
+        default:   /* getopt said what was wrong */
+            try_help();
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kiln-info: unexpected argument '%s'\n", argv[optind]);
+        try_help();
+    }
+}
+
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-        printf("kiln-info %s\n", kiln_version());
-        return 0;
-    }
-    if (argc > 1 && strcmp(argv[1], "--help") == 0) {
-        fputs(usage, stdout);
-        return 0;
-    }
-    if (argc > 1) {
-        fprintf(stderr, "kiln-info: unknown argument '%s'\n%s", argv[1], usage);
-        return 2;
-    }
+    parse_args(argc, argv);
     printf("kiln %s\n", kiln_version());
     print_plugins();
     print_devices();
