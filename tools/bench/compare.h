@@ -2,7 +2,7 @@
  * same shapes in the same run (--compare NAME), to print the ratio.
  *
  * A reference is a table of functions in its own file (compare_openblas.c);
- * adding one is a new file and a line in kiln-bench.c's list. Matrices are
+ * adding one is a new file and a line in gemm.c's list. Matrices are
  * row-major, as in kiln: C [M,N] = op(A) [M,K] @ op(B) [K,N], op a transpose
  * or not.
  */
@@ -27,6 +27,13 @@ typedef struct bench_reference {
 /* The thread count the reference should use (kiln-bench sets it before open);
  * 0 leaves the library's default. */
 extern int bench_reference_threads;
+
+/* Every reference kiln-bench knows, by --compare name; NULL ends the list
+ * (gemm.c). */
+extern const bench_reference *const bench_references[];
+
+/* The reference called `name`, or NULL for none or an unknown one (gemm.c). */
+const bench_reference *bench_find_reference(const char *name);
 
 extern const bench_reference bench_openblas;
 #ifdef KILN_BENCH_CLBLAST
