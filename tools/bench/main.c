@@ -17,6 +17,9 @@
 #include "bench.h"
 #include "compare.h"
 
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,50 +82,109 @@ static const char usage[] =
     "  --repeat N           repeats per figure (default 7, at most 64)\n"
     "  --json               one JSON object on stdout instead of the table\n";
 
-static int parse_args(int argc, char **argv, bench_options *o)
+static void try_help(void) __attribute__((noreturn));
+static void try_help(void)
+{
+    fputs("Try 'kiln-bench --help' for more information.\n", stderr);
+    exit(2);
+}
+
+/* A whole number from 1 to max, or exit 2 naming the option and the value. */
+static int parse_count(const char *opt, const char *text, int max)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < 1 || v > max) {
+        if (max == INT_MAX)
+            fprintf(stderr, "kiln-bench: %s '%s': expected a whole number, 1 or more\n",
+                    opt, text);
+        else
+            fprintf(stderr, "kiln-bench: %s '%s': expected a whole number from 1 to %d\n",
+                    opt, text, max);
+        exit(2);
+    }
+    return (int)v;
+}
+
+enum { OPT_COMPARE = 256, OPT_SIZES, OPT_THREADS, OPT_REPEAT, OPT_JSON };
+
+static const struct option long_options[] = {
+    { "compare", required_argument, NULL, OPT_COMPARE },
+    { "sizes",   required_argument, NULL, OPT_SIZES   },
+    { "threads", required_argument, NULL, OPT_THREADS },
+    { "repeat",  required_argument, NULL, OPT_REPEAT  },
+    { "json",    no_argument,       NULL, OPT_JSON    },
+    { "help",    no_argument,       NULL, 'h'         },
+    { NULL,      0,                 NULL, 0           },
+};
+
+/* "kiln-bench SUBCOMMAND [options]"; the options may also come first, as
+ * they could before. Returns only when there is something to run. */
+static void parse_args(int argc, char **argv, bench_options *o)
 {
     memset(o, 0, sizeof *o);
     o->repeat = 7;
     o->min_s = 0.05;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+    /* the subcommand first: getopt then reads what follows it, even when
+     * POSIXLY_CORRECT stops it at the first operand */
+    if (argc > 1 && find_subcommand(argv[1])) {
+        o->what = argv[1];
+        argv++;
+        argc--;
+    }
+    /* getopt names the program by argv[0], libtool's path in the build tree */
+    static char program[] = "kiln-bench";
+    argv[0] = program;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'h':
             fputs(usage, stdout);
             exit(0);
-        } else if (strcmp(a, "--json") == 0) {
+        case OPT_JSON:
             o->json = true;
-        } else if (strcmp(a, "--compare") == 0 && v) {
-            o->compare = v;
-            i++;
-        } else if (strcmp(a, "--sizes") == 0 && v) {
-            o->sizes = v;
-            i++;
-        } else if (strcmp(a, "--threads") == 0 && v && atoi(v) > 0) {
-            o->threads = atoi(v);
-            i++;
-        } else if (strcmp(a, "--repeat") == 0 && v && atoi(v) > 0 && atoi(v) <= 64) {
-            o->repeat = atoi(v);
-            i++;
-        } else if (!o->what && find_subcommand(a)) {
-            o->what = a;
-        } else {
-            fprintf(stderr, "kiln-bench: unexpected argument '%s'\n%s", a, usage);
-            return 2;
+            break;
+        case OPT_COMPARE:
+            o->compare = optarg;
+            break;
+        case OPT_SIZES:
+            o->sizes = optarg;
+            break;
+        case OPT_THREADS:
+            o->threads = parse_count("--threads", optarg, INT_MAX);
+            break;
+        case OPT_REPEAT:
+            o->repeat = parse_count("--repeat", optarg, 64);
+            break;
+        default:   /* getopt said what was wrong */
+            try_help();
         }
+    }
+    if (!o->what && optind < argc) {
+        o->what = argv[optind++];
+        if (!find_subcommand(o->what)) {
+            fprintf(stderr, "kiln-bench: unknown subcommand '%s': expected gemm, conv or "
+                    "ops\n", o->what);
+            try_help();
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kiln-bench: unexpected argument '%s'\n", argv[optind]);
+        try_help();
     }
     if (!o->what) {
         fputs(usage, stderr);
-        return 2;
+        exit(2);
     }
     if (o->compare && !bench_find_reference(o->compare)) {
-        fprintf(stderr, "kiln-bench: unknown --compare '%s' (known:", o->compare);
+        fprintf(stderr, "kiln-bench: --compare '%s': expected", o->compare);
         for (size_t i = 0; bench_references[i]; i++)
-            fprintf(stderr, " %s", bench_references[i]->name);
-        fprintf(stderr, ")\n");
-        return 2;
+            fprintf(stderr, "%s %s", i ? (bench_references[i + 1] ? "," : " or") : "",
+                    bench_references[i]->name);
+        fprintf(stderr, "\n");
+        exit(2);
     }
-    return 0;
 }
 
 /* The thread count in a device name such as "AVX-512 CPU, 2 threads". */
@@ -160,9 +222,7 @@ static void measure_machine(kiln_context *ctx, const bench_options *o, bench_mac
 int main(int argc, char **argv)
 {
     bench_options o;
-    int st = parse_args(argc, argv, &o);
-    if (st)
-        return st;
+    parse_args(argc, argv, &o);
     if (o.threads) {
         char buf[16];
         snprintf(buf, sizeof buf, "%d", o.threads);
@@ -185,7 +245,7 @@ int main(int argc, char **argv)
             d[k].description)
             printf("  %s\n", d[k].description);
     }
-    st = find_subcommand(o.what)->run(&o, ctx, &mach);
+    int st = find_subcommand(o.what)->run(&o, ctx, &mach);
     if (o.json)
         printf("\n]}\n");
     kiln_context_free(ctx);
