@@ -5,6 +5,7 @@
 #ifndef KILN_BENCH_BENCH_H
 #define KILN_BENCH_BENCH_H
 
+#include <jansson.h>
 #include <kiln/kiln.h>
 
 #include <stdbool.h>
@@ -52,9 +53,6 @@ typedef struct bench_machine {
     const char *peak_isa;
 } bench_machine;
 
-/* Starts a row of the --json "results" array. */
-void bench_json_row_start(void);
-
 /* ---- graphs (graph.c) ------------------------------------------------------ */
 
 /* kiln_graph_run of `graph` (a kiln_graph *), as a bench_fn; false after a
@@ -74,12 +72,33 @@ bool bench_compile(kiln_graph *g, kiln_tensor *out);
  * GFLOP/s for work in FLOP, GB/s for work in bytes. */
 bench_stats bench_rate_stats(const double *seconds, int n, double work);
 
+/* ---- --json (json.c) -------------------------------------------------------- */
+
+/* v rounded to `decimals` places, as the table would print it; null when v
+ * is not finite, NULL when out of memory. */
+json_t *bench_json_fixed(double v, int decimals);
+
+/* v rounded to `digits` digits after the first significant one (1.23e-07
+ * for 2); null and NULL as above. */
+json_t *bench_json_sci(double v, int digits);
+
+/* {"min", "median", "max"}, each to 2 places; NULL when out of memory. */
+json_t *bench_json_stats(const bench_stats *s);
+
+/* Appends `row` (its reference taken; NULL when building it failed) to the
+ * results array; false after a message. */
+bool bench_json_append(json_t *results, json_t *row);
+
 /* ---- subcommands (gemm.c, conv.c, ops.c) -------------------------------------- */
 
-/* Each prints its table (or --json rows) and returns the exit status: 0, 1
- * when a figure failed, 2 on a bad --sizes. */
-int bench_gemm(const bench_options *o, kiln_context *ctx, const bench_machine *m);
-int bench_conv(const bench_options *o, kiln_context *ctx, const bench_machine *m);
-int bench_ops(const bench_options *o, kiln_context *ctx, const bench_machine *m);
+/* Each prints its table, or with --json appends its rows to `results`
+ * (NULL without), and returns the exit status: 0, 1 when a figure failed,
+ * 2 on a bad --sizes. */
+int bench_gemm(const bench_options *o, kiln_context *ctx, const bench_machine *m,
+               json_t *results);
+int bench_conv(const bench_options *o, kiln_context *ctx, const bench_machine *m,
+               json_t *results);
+int bench_ops(const bench_options *o, kiln_context *ctx, const bench_machine *m,
+              json_t *results);
 
 #endif /* KILN_BENCH_BENCH_H */

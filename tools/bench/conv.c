@@ -54,10 +54,11 @@ static bool bench_pool_shape(const bench_options *o, kiln_context *ctx, bench_st
     return ok;
 }
 
-int bench_conv(const bench_options *o, kiln_context *ctx, const bench_machine *mach)
+int bench_conv(const bench_options *o, kiln_context *ctx, const bench_machine *mach,
+               json_t *results)
 {
     int status = 0;
-    if (!o->json)
+    if (!results)
         printf("%-14s %-30s %8s %8s %8s %7s   (GFLOP/s, %d repeats)\n", "conv2d",
                "NxCxHxW -> O, k, stride, pad", "worst", "median", "best", "%peak",
                o->repeat);
@@ -73,11 +74,13 @@ int bench_conv(const bench_options *o, kiln_context *ctx, const bench_machine *m
             continue;
         }
         double pct = mach->peak_gflops > 0 ? 100.0 * st.median / mach->peak_gflops : 0;
-        if (o->json) {
-            bench_json_row_start();
-            printf("\"op\":\"conv2d\",\"name\":\"%s\",\"shape\":\"%s\",\"gflops\":"
-                   "{\"min\":%.2f,\"median\":%.2f,\"max\":%.2f},\"percent_of_peak\":%.1f}",
-                   s->what, label, st.min, st.median, st.max, pct);
+        if (results) {
+            json_t *row = json_pack("{s:s, s:s, s:s, s:o, s:o}", "op", "conv2d",
+                                    "name", s->what, "shape", label,
+                                    "gflops", bench_json_stats(&st),
+                                    "percent_of_peak", bench_json_fixed(pct, 1));
+            if (!bench_json_append(results, row))
+                status = 1;
         } else {
             printf("%-14s %-30s %8.1f %8.1f %8.1f %6.1f%%\n", s->what, label, st.min,
                    st.median, st.max, pct);
@@ -87,11 +90,12 @@ int bench_conv(const bench_options *o, kiln_context *ctx, const bench_machine *m
     bench_stats st;
     if (!bench_pool_shape(o, ctx, &st))
         return 1;
-    if (o->json) {
-        bench_json_row_start();
-        printf("\"op\":\"max_pool2d\",\"shape\":\"64x32x28x28, 2x2, stride 2\","
-               "\"gbs\":{\"min\":%.2f,\"median\":%.2f,\"max\":%.2f}}", st.min, st.median,
-               st.max);
+    if (results) {
+        json_t *row = json_pack("{s:s, s:s, s:o}", "op", "max_pool2d",
+                                "shape", "64x32x28x28, 2x2, stride 2",
+                                "gbs", bench_json_stats(&st));
+        if (!bench_json_append(results, row))
+            status = 1;
     } else {
         printf("%-14s %-30s %8.1f %8.1f %8.1f  GB/s\n", "max_pool2d",
                "64x32x28x28, 2x2, stride 2", st.min, st.median, st.max);

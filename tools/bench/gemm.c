@@ -184,7 +184,27 @@ static int parse_gemm_sizes(const char *list, gemm_shape *out, int cap)
     return n;
 }
 
-int bench_gemm(const bench_options *o, kiln_context *ctx, const bench_machine *mach)
+/* One row of --json: the shape, kiln's figures and the reference's. */
+static json_t *gemm_json(const gemm_shape *s, const char *label, const gemm_result *r,
+                         double pct, const bench_reference *ref)
+{
+    json_t *row = json_pack("{s:s, s:i, s:i, s:i, s:b, s:b, s:o, s:o}", "shape", label,
+                            "m", s->m, "k", s->k, "n", s->n, "ta", s->ta, "tb", s->tb,
+                            "gflops", bench_json_stats(&r->kiln),
+                            "percent_of_peak", bench_json_fixed(pct, 1));
+    if (row && r->have_ref &&
+        json_object_set_new(row, "reference", json_pack(
+            "{s:s, s:o, s:o, s:o}", "name", ref->name, "gflops", bench_json_stats(&r->ref),
+            "ratio", bench_json_fixed(r->kiln.median / r->ref.median, 3),
+            "max_rel_error", bench_json_sci(r->rel_error, 2))) != 0) {
+        json_decref(row);
+        return NULL;
+    }
+    return row;
+}
+
+int bench_gemm(const bench_options *o, kiln_context *ctx, const bench_machine *mach,
+               json_t *results)
 {
     gemm_shape shapes[64];
     int n = sizeof default_gemm_shapes / sizeof default_gemm_shapes[0];
@@ -197,12 +217,12 @@ int bench_gemm(const bench_options *o, kiln_context *ctx, const bench_machine *m
     if (ref) {
         bench_reference_threads = mach->threads;
         if (!ref->open(why, sizeof why)) {
-            fprintf(o->json ? stderr : stdout, "%s: not found, no comparison: %s\n",
+            fprintf(results ? stderr : stdout, "%s: not found, no comparison: %s\n",
                     ref->name, why);
             ref = NULL;
         }
     }
-    if (!o->json) {
+    if (!results) {
         printf("%-16s %8s %8s %8s %7s", "MxKxN", "worst", "median", "best", "%peak");
         if (ref)
             printf(" %10s %9s %9s", ref->name, "ratio", "rel.err");
@@ -220,19 +240,9 @@ int bench_gemm(const bench_options *o, kiln_context *ctx, const bench_machine *m
             continue;
         }
         double pct = mach->peak_gflops > 0 ? 100.0 * r.kiln.median / mach->peak_gflops : 0;
-        if (o->json) {
-            bench_json_row_start();
-            printf("\"shape\":\"%s\",\"m\":%d,\"k\":%d,\"n\":%d,\"ta\":%s,\"tb\":%s,"
-                   "\"gflops\":{\"min\":%.2f,\"median\":%.2f,\"max\":%.2f},"
-                   "\"percent_of_peak\":%.1f", label, shapes[i].m, shapes[i].k, shapes[i].n,
-                   shapes[i].ta ? "true" : "false", shapes[i].tb ? "true" : "false",
-                   r.kiln.min, r.kiln.median, r.kiln.max, pct);
-            if (r.have_ref)
-                printf(",\"reference\":{\"name\":\"%s\",\"gflops\":{\"min\":%.2f,"
-                       "\"median\":%.2f,\"max\":%.2f},\"ratio\":%.3f,\"max_rel_error\":%.2e}",
-                       ref->name, r.ref.min, r.ref.median, r.ref.max,
-                       r.kiln.median / r.ref.median, r.rel_error);
-            printf("}");
+        if (results) {
+            if (!bench_json_append(results, gemm_json(&shapes[i], label, &r, pct, ref)))
+                status = 1;
         } else {
             printf("%-16s %8.1f %8.1f %8.1f %6.1f%%", label, r.kiln.min, r.kiln.median,
                    r.kiln.max, pct);

@@ -24,25 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool first_json_row = true;
-
-static void json_begin(const bench_options *o, const kiln_context *ctx,
-                       const bench_machine *m)
-{
-    printf("{\"bench\":\"%s\",\"device\":\"%s\",\"threads\":%d,\"peak_gflops\":%.1f,"
-           "\"peak_isa\":\"%s\",\"results\":[", o->what, kiln_context_device(ctx),
-           m->threads, m->peak_gflops, m->peak_isa);
-}
-
-void bench_json_row_start(void)
-{
-    printf("%s\n  {", first_json_row ? "" : ",");
-    first_json_row = false;
-}
-
 typedef struct subcommand {
     const char *name;
-    int       (*run)(const bench_options *o, kiln_context *ctx, const bench_machine *m);
+    int       (*run)(const bench_options *o, kiln_context *ctx, const bench_machine *m,
+                     json_t *results);
 } subcommand;
 
 static const subcommand subcommands[] = {
@@ -187,6 +172,31 @@ static void parse_args(int argc, char **argv, bench_options *o)
     }
 }
 
+/* The --json document: what ran where, against what peak, and an empty
+ * "results" array the subcommand fills. NULL after a message. */
+static json_t *json_document(const bench_options *o, const kiln_context *ctx,
+                             const bench_machine *m)
+{
+    json_t *doc = json_pack("{s:s, s:s, s:i, s:o, s:s, s:[]}", "bench", o->what,
+                            "device", kiln_context_device(ctx), "threads", m->threads,
+                            "peak_gflops", bench_json_fixed(m->peak_gflops, 1),
+                            "peak_isa", m->peak_isa, "results");
+    if (!doc)
+        fprintf(stderr, "kiln-bench: out of memory for the JSON output\n");
+    return doc;
+}
+
+/* Writes the document to stdout; false after a message. */
+static bool json_write(const json_t *doc)
+{
+    if (json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(15)) != 0 ||
+        putchar('\n') == EOF || fflush(stdout) != 0) {
+        fprintf(stderr, "kiln-bench: cannot write the JSON output\n");
+        return false;
+    }
+    return true;
+}
+
 /* The thread count in a device name such as "AVX-512 CPU, 2 threads". */
 static int device_threads(const kiln_context *ctx)
 {
@@ -235,8 +245,14 @@ int main(int argc, char **argv)
     }
     bench_machine mach;
     measure_machine(ctx, &o, &mach);
+    json_t *doc = NULL, *results = NULL;
     if (o.json) {
-        json_begin(&o, ctx, &mach);
+        doc = json_document(&o, ctx, &mach);
+        results = json_object_get(doc, "results");
+        if (!doc) {
+            kiln_context_free(ctx);
+            return 1;
+        }
     } else {
         const kiln_device_report *d;
         size_t k, n = kiln_devices(&d);
@@ -245,9 +261,10 @@ int main(int argc, char **argv)
             d[k].description)
             printf("  %s\n", d[k].description);
     }
-    int st = find_subcommand(o.what)->run(&o, ctx, &mach);
-    if (o.json)
-        printf("\n]}\n");
+    int st = find_subcommand(o.what)->run(&o, ctx, &mach, results);
+    if (doc && !json_write(doc))
+        st = 1;
+    json_decref(doc);
     kiln_context_free(ctx);
     return st;
 }

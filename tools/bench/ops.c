@@ -170,28 +170,43 @@ static bool bench_grad(const bench_options *o, kiln_context *ctx, grad_kind kind
     return ok;
 }
 
-/* One row of `ops`: GB/s, and the share of memcpy's for sizes beyond the caches. */
-static void print_rate_row(const bench_options *o, const char *name, const char *shape,
+/* One row of `ops`: GB/s, and the share of memcpy's for sizes beyond the
+ * caches. False if the JSON row could not be made. */
+static bool print_rate_row(json_t *results, const char *name, const char *shape,
                            const bench_stats *st, double copy)
 {
-    if (o->json) {
-        bench_json_row_start();
-        printf("\"op\":\"%s\",\"shape\":\"%s\",\"gbs\":{\"min\":%.2f,"
-               "\"median\":%.2f,\"max\":%.2f}", name, shape, st->min, st->median,
-               st->max);
-        if (copy > 0)
-            printf(",\"of_memcpy\":%.3f", st->median / copy);
-        printf("}");
-    } else {
-        printf("%-16s %-12s %8.1f %8.1f %8.1f", name, shape, st->min, st->median, st->max);
-        if (copy > 0)
-            printf(" %8.0f%%", 100.0 * st->median / copy);
-        printf("\n");
+    if (results) {
+        json_t *row = json_pack("{s:s, s:s, s:o}", "op", name, "shape", shape,
+                                "gbs", bench_json_stats(st));
+        if (row && copy > 0 &&
+            json_object_set_new(row, "of_memcpy", bench_json_fixed(st->median / copy, 3))) {
+            json_decref(row);
+            row = NULL;
+        }
+        return bench_json_append(results, row);
     }
+    printf("%-16s %-12s %8.1f %8.1f %8.1f", name, shape, st->min, st->median, st->max);
+    if (copy > 0)
+        printf(" %8.0f%%", 100.0 * st->median / copy);
+    printf("\n");
     fflush(stdout);
+    return true;
 }
 
-int bench_ops(const bench_options *o, kiln_context *ctx, const bench_machine *mach)
+/* The --json row of memcpy's bandwidth, on one thread and on the backend's. */
+static bool memcpy_row(json_t *results, size_t bytes, double copy1, int threads,
+                       double copyn)
+{
+    char key[48];
+    snprintf(key, sizeof key, "gbs_%d_threads", threads);
+    return bench_json_append(results, json_pack("{s:s, s:I, s:o, s:o}", "op", "memcpy",
+                                                "bytes", (json_int_t)bytes,
+                                                "gbs_1_thread", bench_json_fixed(copy1, 2),
+                                                key, bench_json_fixed(copyn, 2)));
+}
+
+int bench_ops(const bench_options *o, kiln_context *ctx, const bench_machine *mach,
+              json_t *results)
 {
     /* elements: in L2, in L3, and 4x the L3 of this machine (32 MiB) */
     static const int64_t sizes[][2] = { {256, 1024}, {4096, 1024}, {32768, 1024} };
@@ -199,10 +214,9 @@ int bench_ops(const bench_options *o, kiln_context *ctx, const bench_machine *ma
     size_t big = (size_t)sizes[2][0] * sizes[2][1] * sizeof(float);
     double copy1 = bench_memcpy_gbs(big, 1), copyn = bench_memcpy_gbs(big, mach->threads);
     double copy = copy1 > copyn ? copy1 : copyn;
-    if (o->json) {
-        bench_json_row_start();
-        printf("\"op\":\"memcpy\",\"bytes\":%zu,\"gbs_1_thread\":%.2f,\"gbs_%d_threads\":%.2f}",
-               big, copy1, mach->threads, copyn);
+    if (results) {
+        if (!memcpy_row(results, big, copy1, mach->threads, copyn))
+            status = 1;
     } else {
         printf("memcpy of %zu MiB: %.1f GB/s on 1 thread, %.1f on %d (read + written)\n",
                big >> 20, copy1, copyn, mach->threads);
@@ -226,7 +240,8 @@ int bench_ops(const bench_options *o, kiln_context *ctx, const bench_machine *ma
                 continue;
             }
             /* memcpy's figure is for tensors beyond the caches only */
-            print_rate_row(o, name, shape, &st, s == 2 ? copy : 0);
+            if (!print_rate_row(results, name, shape, &st, s == 2 ? copy : 0))
+                status = 1;
         }
     }
     return status;
