@@ -9,12 +9,16 @@
 #ifndef KILN_BENCH_COMPARE_H
 #define KILN_BENCH_COMPARE_H
 
+#include <kiln/kiln.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 
 typedef struct bench_reference {
     const char *name;                                   /* "openblas" */
-    bool   (*open)(char *why, size_t len);              /* false + reason if unavailable */
+    /* false + reason if unavailable; ctx is the context kiln's side runs on,
+     * for a reference that runs on the same device */
+    bool   (*open)(const kiln_context *ctx, char *why, size_t len);
     /* row-major C [MxN] = op(A) @ op(B): A stored [MxK], or [KxM] when ta;
      * B stored [KxN], or [NxK] when tb. NULL on failure. */
     void  *(*setup)(int m, int n, int k, bool ta, bool tb, const float *a, const float *b);

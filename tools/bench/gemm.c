@@ -216,7 +216,7 @@ int bench_gemm(const bench_options *o, kiln_context *ctx, const bench_machine *m
     char why[256] = "";
     if (ref) {
         bench_reference_threads = mach->threads;
-        if (!ref->open(why, sizeof why)) {
+        if (!ref->open(ctx, why, sizeof why)) {
             fprintf(results ? stderr : stdout, "%s: not found, no comparison: %s\n",
                     ref->name, why);
             ref = NULL;

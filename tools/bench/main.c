@@ -257,8 +257,7 @@ int main(int argc, char **argv)
         const kiln_device_report *d;
         size_t k, n = kiln_devices(&d);
         printf("kiln-bench %s on %s\n", o.what, kiln_context_device(ctx));
-        if (kiln_select(getenv("KILN_BACKEND"), &k) == KILN_OK && k < n &&
-            d[k].description)
+        if (kiln_context_device_index(ctx, &k) == KILN_OK && k < n && d[k].description)
             printf("  %s\n", d[k].description);
     }
     int st = find_subcommand(o.what)->run(&o, ctx, &mach, results);

@@ -6,7 +6,8 @@
  *                                   RUNS timed runs of each side (default 40)
  *
  * The device is the one KILN_BACKEND selects ("opencl" if unset); the
- * CLBlast side finds it as compare_clblast.c says. kiln's side is a
+ * CLBlast side runs on the device of kiln's context, as compare_clblast.c
+ * says. kiln's side is a
  * compiled graph c = a @ b with a and b written once, timed per
  * kiln_graph_run (enqueue, then wait); CLBlast's per CLBlastSgemm + clFinish.
  * The two are timed in alternation, so load from elsewhere falls on both;
@@ -124,7 +125,7 @@ int main(int argc, char **argv)
     if (!ctx)
         return fprintf(stderr, "opencl-gemm: %s\n", kiln_last_error()), 1;
     char why[256];
-    if (!bench_clblast.open(why, sizeof why))
+    if (!bench_clblast.open(ctx, why, sizeof why))
         return fprintf(stderr, "opencl-gemm: clblast: %s\n", why), 1;
     printf("kiln on %s; CLBlast called directly on the same device\n",
            kiln_context_device(ctx));
