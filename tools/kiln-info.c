@@ -1,6 +1,8 @@
 /* kiln-info — what kiln finds on this machine and what it would choose.
  * Exit status: 0 when the current environment selects a usable device,
  * 1 when nothing is usable or KILN_BACKEND names nothing usable, 2 on usage. */
+#include "cli.h"
+
 #include <kiln/kiln.h>
 
 #include <getopt.h>
@@ -94,19 +96,10 @@ static const struct option long_options[] = {
     { NULL,      0,           NULL, 0   },
 };
 
-static void try_help(void) __attribute__((noreturn));
-static void try_help(void)
-{
-    fputs("Try 'kiln-info --help' for more information.\n", stderr);
-    exit(2);
-}
-
 /* Returns only when there is something to list. */
 static void parse_args(int argc, char **argv)
 {
-    /* getopt names the program by argv[0], libtool's path in the build tree */
-    static char program[] = "kiln-info";
-    argv[0] = program;
+    cli_init(argv, "kiln-info");
     int c;
     while ((c = getopt_long(argc, argv, "hV", long_options, NULL)) != -1) {
         switch (c) {
@@ -117,13 +110,11 @@ static void parse_args(int argc, char **argv)
             fputs(usage, stdout);
             exit(0);
         default:   /* getopt said what was wrong */
-            try_help();
+            cli_try_help();
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "kiln-info: unexpected argument '%s'\n", argv[optind]);
-        try_help();
-    }
+    if (optind < argc)
+        cli_usage_error("unexpected argument '%s'", argv[optind]);
 }
 
 int main(int argc, char **argv)

@@ -11,6 +11,8 @@
  *
  * Exit status: 0 done, 1 a failure (data, kiln), 2 a bad command line.
  */
+#include "cli.h"
+
 #include <kiln/kiln.h>
 
 #include <errno.h>
@@ -80,16 +82,6 @@ static void die(int status, const char *fmt, ...)
 
 /* ---- the command line ----------------------------------------------------------- */
 
-static long long parse_int(const char *opt, const char *text, long long min, long long max)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > max)
-        die(2, "%s '%s': expected a whole number from %lld to %lld", opt, text, min, max);
-    return v;
-}
-
 static const char *parse_choice(const char *opt, const char *text, const char *a,
                                 const char *b, const char *c)
 {
@@ -99,15 +91,6 @@ static const char *parse_choice(const char *opt, const char *text, const char *a
             return choices[i];
     die(2, "%s '%s': expected %s%s%s or %s", opt, text, a, c ? ", " : "", c ? b : "",
         c ? c : b);
-}
-
-/* After getopt's own message ("kiln-train: unrecognized option '--x'") or
- * ours: where to look, and the exit status of a bad command line. */
-static void try_help(void) __attribute__((noreturn));
-static void try_help(void)
-{
-    fputs("Try 'kiln-train --help' for more information.\n", stderr);
-    exit(2);
 }
 
 enum {
@@ -146,10 +129,7 @@ static options parse_args(int argc, char **argv)
 {
     options o = { .model = "mlp", .optimizer = "adam", .epochs = 5, .batch = 64, .seed = 1,
                   .cosine = true, .data = DEFAULT_DATA };
-    /* getopt names the program by argv[0], which in the build tree is
-     * libtool's .libs/lt-kiln-train: name it as our own messages do */
-    static char program[] = "kiln-train";
-    argv[0] = program;
+    cli_init(argv, "kiln-train");
     int c;
     while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
         switch (c) {
@@ -167,13 +147,13 @@ static options parse_args(int argc, char **argv)
                               "cosine") == 0;
             break;
         case OPT_EPOCHS:
-            o.epochs = (int)parse_int("--epochs", optarg, 1, 100000);
+            o.epochs = (int)cli_parse_int("--epochs", optarg, 1, 100000);
             break;
         case OPT_BATCH:
-            o.batch = (int)parse_int("--batch", optarg, 1, 60000);
+            o.batch = (int)cli_parse_int("--batch", optarg, 1, 60000);
             break;
         case OPT_SEED:
-            o.seed = (uint64_t)parse_int("--seed", optarg, 0, INT64_MAX);
+            o.seed = (uint64_t)cli_parse_int("--seed", optarg, 0, INT64_MAX);
             break;
         case OPT_LR:
             o.lr = parse_lr(optarg);
@@ -188,13 +168,11 @@ static options parse_args(int argc, char **argv)
             o.eval = optarg;
             break;
         default:   /* getopt said what was wrong */
-            try_help();
+            cli_try_help();
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "kiln-train: unexpected argument '%s'\n", argv[optind]);
-        try_help();
-    }
+    if (optind < argc)
+        cli_usage_error("unexpected argument '%s'", argv[optind]);
     if (o.eval && o.save)
         die(2, "--eval and --save together: --eval trains nothing, so there is nothing "
             "to save");

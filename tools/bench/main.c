@@ -16,10 +16,9 @@
  */
 #include "bench.h"
 #include "compare.h"
+#include "../cli.h"
 
-#include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,31 +66,6 @@ static const char usage[] =
     "  --repeat N           repeats per figure (default 7, at most 64)\n"
     "  --json               one JSON object on stdout instead of the table\n";
 
-static void try_help(void) __attribute__((noreturn));
-static void try_help(void)
-{
-    fputs("Try 'kiln-bench --help' for more information.\n", stderr);
-    exit(2);
-}
-
-/* A whole number from 1 to max, or exit 2 naming the option and the value. */
-static int parse_count(const char *opt, const char *text, int max)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < 1 || v > max) {
-        if (max == INT_MAX)
-            fprintf(stderr, "kiln-bench: %s '%s': expected a whole number, 1 or more\n",
-                    opt, text);
-        else
-            fprintf(stderr, "kiln-bench: %s '%s': expected a whole number from 1 to %d\n",
-                    opt, text, max);
-        exit(2);
-    }
-    return (int)v;
-}
-
 enum { OPT_COMPARE = 256, OPT_SIZES, OPT_THREADS, OPT_REPEAT, OPT_JSON };
 
 static const struct option long_options[] = {
@@ -118,9 +92,7 @@ static void parse_args(int argc, char **argv, bench_options *o)
         argv++;
         argc--;
     }
-    /* getopt names the program by argv[0], libtool's path in the build tree */
-    static char program[] = "kiln-bench";
-    argv[0] = program;
+    cli_init(argv, "kiln-bench");
     int c;
     while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
         switch (c) {
@@ -137,27 +109,22 @@ static void parse_args(int argc, char **argv, bench_options *o)
             o->sizes = optarg;
             break;
         case OPT_THREADS:
-            o->threads = parse_count("--threads", optarg, INT_MAX);
+            o->threads = (int)cli_parse_int("--threads", optarg, 1, 4096);
             break;
         case OPT_REPEAT:
-            o->repeat = parse_count("--repeat", optarg, 64);
+            o->repeat = (int)cli_parse_int("--repeat", optarg, 1, 64);
             break;
         default:   /* getopt said what was wrong */
-            try_help();
+            cli_try_help();
         }
     }
     if (!o->what && optind < argc) {
         o->what = argv[optind++];
-        if (!find_subcommand(o->what)) {
-            fprintf(stderr, "kiln-bench: unknown subcommand '%s': expected gemm, conv or "
-                    "ops\n", o->what);
-            try_help();
-        }
+        if (!find_subcommand(o->what))
+            cli_usage_error("unknown subcommand '%s': expected gemm, conv or ops", o->what);
     }
-    if (optind < argc) {
-        fprintf(stderr, "kiln-bench: unexpected argument '%s'\n", argv[optind]);
-        try_help();
-    }
+    if (optind < argc)
+        cli_usage_error("unexpected argument '%s'", argv[optind]);
     if (!o->what) {
         fputs(usage, stderr);
         exit(2);

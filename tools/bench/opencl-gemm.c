@@ -14,10 +14,10 @@
  * on both; the medians and the minima are printed.
  */
 #include "compare.h"
+#include "../cli.h"
 
 #include <kiln/kiln.h>
 
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -124,27 +124,6 @@ static const char usage[] =
     "  -r, --runs RUNS   timed runs of each side (default 40, at most 1000)\n"
     "  -h, --help        print this and exit\n";
 
-static void try_help(void) __attribute__((noreturn));
-static void try_help(void)
-{
-    fputs("Try 'opencl-gemm --help' for more information.\n", stderr);
-    exit(2);
-}
-
-/* A whole number from 1 to max, or exit 2 naming `what` and the value. */
-static int parse_count(const char *what, const char *text, int max)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < 1 || v > max) {
-        fprintf(stderr, "opencl-gemm: %s '%s': expected a whole number from 1 to %d\n",
-                what, text, max);
-        exit(2);
-    }
-    return (int)v;
-}
-
 enum { MAX_SIZE = 16384 };
 
 static const struct option long_options[] = {
@@ -156,24 +135,22 @@ static const struct option long_options[] = {
 /* The runs per side; argv[optind..argc) are the sizes, checked. */
 static int parse_args(int argc, char **argv)
 {
-    /* getopt names the program by argv[0], libtool's path in the build tree */
-    static char program[] = "opencl-gemm";
-    argv[0] = program;
+    cli_init(argv, "opencl-gemm");
     int c, runs = 40;
     while ((c = getopt_long(argc, argv, "r:h", long_options, NULL)) != -1) {
         switch (c) {
         case 'r':
-            runs = parse_count("RUNS", optarg, MAX_RUNS);
+            runs = (int)cli_parse_int("RUNS", optarg, 1, MAX_RUNS);
             break;
         case 'h':
             fputs(usage, stdout);
             exit(0);
         default:   /* getopt said what was wrong */
-            try_help();
+            cli_try_help();
         }
     }
     for (int i = optind; i < argc; i++)
-        parse_count("size", argv[i], MAX_SIZE);
+        cli_parse_int("size", argv[i], 1, MAX_SIZE);
     return runs;
 }
 
