@@ -1,10 +1,10 @@
 /* tests/test_kiln_train.c — the kiln-train command line, run as a program.
  *
  * Training itself needs the whole data set and minutes, so it is not run here;
- * what is checked: arguments (exit 2 with a message naming the value), a
- * missing data directory, and --eval of weights saved by kiln_save when
- * Fashion-MNIST is installed. make check runs the tests from the build
- * directory, where tools/kiln-train is.
+ * what is checked: arguments (getopt_long's forms; exit 2 with a message
+ * naming the option or the value), a missing data directory, and --eval of
+ * weights saved by kiln_save when Fashion-MNIST is installed. make check runs
+ * the tests from the build directory, where tools/kiln-train is.
  */
 #include "backends.h"
 #include "expect.h"
@@ -48,10 +48,46 @@ Test(kiln_train, bad_arguments_exit_2_naming_the_value)
     expect_usage_error("--lr 0", "--lr '0': expected a number greater than 0");
     expect_usage_error("--model rnn", "--model 'rnn': expected mlp, cnn or linear");
     expect_usage_error("--optimizer rmsprop", "expected sgd or adam");
-    expect_usage_error("--seed", "--seed needs a value");
-    expect_usage_error("--frobnicate", "unknown option '--frobnicate'");
-    expect_usage_error("extra", "unexpected argument 'extra'");
+    expect_usage_error("extra", "kiln-train: unexpected argument 'extra'");
     expect_usage_error("--eval a --save b", "--eval and --save together");
+}
+
+/* Past the command line, kiln-train looks for its data first: a run that
+ * stops there with status 1 had its arguments accepted, and trains nothing. */
+static void expect_accepted(const char *args)
+{
+    char out[4096], cmd[512];
+    snprintf(cmd, sizeof cmd, "--data /nonexistent/kiln-data %s", args);
+    int rc = run(cmd, out, sizeof out);
+    cr_assert_eq(rc, 1, "kiln-train %s exited %d, expected 1 (no data): %s", cmd, rc, out);
+    cr_assert(strstr(out, "no data directory /nonexistent/kiln-data"),
+              "kiln-train %s said \"%s\", expected it to miss the data", cmd, out);
+}
+
+Test(kiln_train, option_values_follow_a_space_or_an_equals_sign)
+{
+    expect_accepted("--epochs=1");
+    expect_accepted("--epochs 1 --model=cnn --lr=0.01 --optimizer=sgd");
+    expect_accepted("--ep=1 --sched constant");   /* unambiguous prefixes */
+    expect_accepted("--");
+    expect_usage_error("--epochs=abc", "--epochs 'abc': expected a whole number");
+}
+
+Test(kiln_train, an_unknown_option_exits_2_naming_it)
+{
+    expect_usage_error("--frobnicate", "kiln-train: unrecognized option '--frobnicate'");
+    expect_usage_error("--frobnicate=3", "'--frobnicate=3'");
+    expect_usage_error("-x", "kiln-train: invalid option -- 'x'");
+    expect_usage_error("--s 1", "option '--s' is ambiguous");
+    expect_usage_error("--help=yes", "option '--help' doesn't allow an argument");
+    expect_usage_error("-- --epochs=1", "kiln-train: unexpected argument '--epochs=1'");
+    expect_usage_error("--frobnicate", "Try 'kiln-train --help'");
+}
+
+Test(kiln_train, an_option_without_its_value_exits_2_naming_it)
+{
+    expect_usage_error("--seed", "kiln-train: option '--seed' requires an argument");
+    expect_usage_error("--model=cnn --epochs", "option '--epochs' requires an argument");
 }
 
 Test(kiln_train, help_describes_every_option)

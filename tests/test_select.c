@@ -346,3 +346,39 @@ Test(context, new_for_refuses_a_device_that_does_not_exist)
     assert_helpful(kiln_last_error(), "probezero");
     cr_assert(strstr(kiln_last_error(), "probe returned 0"), "%s", kiln_last_error());
 }
+
+/* kiln_context_device_index names the device kiln_select gave, so a program
+ * reads the chosen device's report instead of selecting again. */
+Test(context, device_index_is_the_device_select_gives)
+{
+    static const char *const specs[] = { "cpu", "good:1", "GOOD:ALPHA",
+                                         "nonexistent,good:beta" };
+    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
+        size_t want = SIZE_MAX, got = SIZE_MAX;
+        cr_assert_eq(kiln_select(specs[i], &want), KILN_OK, "kiln_select(\"%s\"): %s",
+                     specs[i], kiln_last_error());
+        kiln_context *ctx = kiln_context_new_for(specs[i]);
+        cr_assert_not_null(ctx, "kiln_context_new_for(\"%s\"): %s", specs[i],
+                           kiln_last_error());
+        kiln_status st = kiln_context_device_index(ctx, &got);
+        kiln_context_free(ctx);
+        cr_assert_eq(st, KILN_OK, "\"%s\": %s: %s", specs[i], kiln_status_name(st),
+                     kiln_last_error());
+        cr_assert_eq(got, want, "\"%s\": the context reports device %zu, kiln_select "
+                     "gave %zu", specs[i], got, want);
+    }
+}
+
+Test(context, device_index_refuses_null)
+{
+    size_t k = 7;
+    cr_assert_eq(kiln_context_device_index(NULL, &k), KILN_ERR_INVALID_ARG);
+    cr_assert_eq(k, 7, "a failed call changed *device");
+    cr_assert(strstr(kiln_last_error(), "kiln_context_device_index"), "%s",
+              kiln_last_error());
+    kiln_context *ctx = kiln_context_new_for("cpu");
+    cr_assert_not_null(ctx, "%s", kiln_last_error());
+    kiln_status st = kiln_context_device_index(ctx, NULL);
+    kiln_context_free(ctx);
+    cr_assert_eq(st, KILN_ERR_INVALID_ARG);
+}

@@ -1,8 +1,11 @@
 /* kiln-info — what kiln finds on this machine and what it would choose.
  * Exit status: 0 when the current environment selects a usable device,
  * 1 when nothing is usable or KILN_BACKEND names nothing usable, 2 on usage. */
+#include "cli.h"
+
 #include <kiln/kiln.h>
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,24 +86,40 @@ static int print_selection(void)
 }
 
 static const char usage[] =
-    "usage: kiln-info [--version]\n"
+    "usage: kiln-info [--version] [--help]\n"
     "Lists kiln's plugins (and why any was refused), their devices, and the\n"
     "device KILN_BACKEND selects. KILN_LOG=debug shows every load attempt.\n";
 
+static const struct option long_options[] = {
+    { "version", no_argument, NULL, 'V' },
+    { "help",    no_argument, NULL, 'h' },
+    { NULL,      0,           NULL, 0   },
+};
+
+/* Returns only when there is something to list. */
+static void parse_args(int argc, char **argv)
+{
+    cli_init(argv, "kiln-info");
+    int c;
+    while ((c = getopt_long(argc, argv, "hV", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'V':
+            printf("kiln-info %s\n", kiln_version());
+            exit(0);
+        case 'h':
+            fputs(usage, stdout);
+            exit(0);
+        default:   /* getopt said what was wrong */
+            cli_try_help();
+        }
+    }
+    if (optind < argc)
+        cli_usage_error("unexpected argument '%s'", argv[optind]);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-        printf("kiln-info %s\n", kiln_version());
-        return 0;
-    }
-    if (argc > 1 && strcmp(argv[1], "--help") == 0) {
-        fputs(usage, stdout);
-        return 0;
-    }
-    if (argc > 1) {
-        fprintf(stderr, "kiln-info: unknown argument '%s'\n%s", argv[1], usage);
-        return 2;
-    }
+    parse_args(argc, argv);
     printf("kiln %s\n", kiln_version());
     print_plugins();
     print_devices();

@@ -11,9 +11,12 @@
  *
  * Exit status: 0 done, 1 a failure (data, kiln), 2 a bad command line.
  */
+#include "cli.h"
+
 #include <kiln/kiln.h>
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -79,16 +82,6 @@ static void die(int status, const char *fmt, ...)
 
 /* ---- the command line ----------------------------------------------------------- */
 
-static long long parse_int(const char *opt, const char *text, long long min, long long max)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > max)
-        die(2, "%s '%s': expected a whole number from %lld to %lld", opt, text, min, max);
-    return v;
-}
-
 static const char *parse_choice(const char *opt, const char *text, const char *a,
                                 const char *b, const char *c)
 {
@@ -100,61 +93,86 @@ static const char *parse_choice(const char *opt, const char *text, const char *a
         c ? c : b);
 }
 
-/* The value of option `name` at argv[*i] ("--name value" or "--name=value"),
- * or NULL if argv[*i] is another option. */
-static const char *option(int argc, char **argv, int *i, const char *name)
+enum {
+    OPT_MODEL = 256, OPT_OPTIMIZER, OPT_SCHEDULE, OPT_EPOCHS, OPT_BATCH, OPT_SEED, OPT_LR,
+    OPT_DATA, OPT_SAVE, OPT_EVAL,
+};
+
+static const struct option long_options[] = {
+    { "model",     required_argument, NULL, OPT_MODEL     },
+    { "optimizer", required_argument, NULL, OPT_OPTIMIZER },
+    { "schedule",  required_argument, NULL, OPT_SCHEDULE  },
+    { "epochs",    required_argument, NULL, OPT_EPOCHS    },
+    { "batch",     required_argument, NULL, OPT_BATCH     },
+    { "seed",      required_argument, NULL, OPT_SEED      },
+    { "lr",        required_argument, NULL, OPT_LR        },
+    { "data",      required_argument, NULL, OPT_DATA      },
+    { "save",      required_argument, NULL, OPT_SAVE      },
+    { "eval",      required_argument, NULL, OPT_EVAL      },
+    { "help",      no_argument,       NULL, 'h'           },
+    { NULL,        0,                 NULL, 0             },
+};
+
+static double parse_lr(const char *text)
 {
-    size_t len = strlen(name);
-    if (strncmp(argv[*i], name, len) != 0)
-        return NULL;
-    if (argv[*i][len] == '=')
-        return argv[*i] + len + 1;
-    if (argv[*i][len] != '\0')
-        return NULL;
-    if (*i + 1 >= argc)
-        die(2, "%s needs a value; see kiln-train --help", name);
-    return argv[++*i];
+    char *end;
+    errno = 0;
+    double lr = strtod(text, &end);
+    if (errno || end == text || *end || !(lr > 0) || !isfinite(lr))
+        die(2, "--lr '%s': expected a number greater than 0, e.g. 0.01", text);
+    return lr;
 }
 
+/* "--name value", "--name=value" or an unambiguous prefix of the name, as
+ * getopt_long reads them; "--" ends the options. */
 static options parse_args(int argc, char **argv)
 {
     options o = { .model = "mlp", .optimizer = "adam", .epochs = 5, .batch = 64, .seed = 1,
                   .cosine = true, .data = DEFAULT_DATA };
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+    cli_init(argv, "kiln-train");
+    int c;
+    while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'h':
             fputs(usage, stdout);
             exit(0);
-        } else if ((v = option(argc, argv, &i, "--model"))) {
-            o.model = parse_choice("--model", v, "mlp", "cnn", "linear");
-        } else if ((v = option(argc, argv, &i, "--optimizer"))) {
-            o.optimizer = parse_choice("--optimizer", v, "sgd", "adam", NULL);
-        } else if ((v = option(argc, argv, &i, "--schedule"))) {
-            o.cosine = strcmp(parse_choice("--schedule", v, "cosine", "constant", NULL),
+        case OPT_MODEL:
+            o.model = parse_choice("--model", optarg, "mlp", "cnn", "linear");
+            break;
+        case OPT_OPTIMIZER:
+            o.optimizer = parse_choice("--optimizer", optarg, "sgd", "adam", NULL);
+            break;
+        case OPT_SCHEDULE:
+            o.cosine = strcmp(parse_choice("--schedule", optarg, "cosine", "constant", NULL),
                               "cosine") == 0;
-        } else if ((v = option(argc, argv, &i, "--epochs"))) {
-            o.epochs = (int)parse_int("--epochs", v, 1, 100000);
-        } else if ((v = option(argc, argv, &i, "--batch"))) {
-            o.batch = (int)parse_int("--batch", v, 1, 60000);
-        } else if ((v = option(argc, argv, &i, "--seed"))) {
-            o.seed = (uint64_t)parse_int("--seed", v, 0, INT64_MAX);
-        } else if ((v = option(argc, argv, &i, "--lr"))) {
-            char *end;
-            errno = 0;
-            o.lr = strtod(v, &end);
-            if (errno || end == v || *end || !(o.lr > 0) || !isfinite(o.lr))
-                die(2, "--lr '%s': expected a number greater than 0, e.g. 0.01", v);
-        } else if ((v = option(argc, argv, &i, "--data"))) {
-            o.data = v;
-        } else if ((v = option(argc, argv, &i, "--save"))) {
-            o.save = v;
-        } else if ((v = option(argc, argv, &i, "--eval"))) {
-            o.eval = v;
-        } else {
-            die(2, "%s '%s'; see kiln-train --help", argv[i][0] == '-' ?
-                "unknown option" : "unexpected argument", argv[i]);
+            break;
+        case OPT_EPOCHS:
+            o.epochs = (int)cli_parse_int("--epochs", optarg, 1, 100000);
+            break;
+        case OPT_BATCH:
+            o.batch = (int)cli_parse_int("--batch", optarg, 1, 60000);
+            break;
+        case OPT_SEED:
+            o.seed = (uint64_t)cli_parse_int("--seed", optarg, 0, INT64_MAX);
+            break;
+        case OPT_LR:
+            o.lr = parse_lr(optarg);
+            break;
+        case OPT_DATA:
+            o.data = optarg;
+            break;
+        case OPT_SAVE:
+            o.save = optarg;
+            break;
+        case OPT_EVAL:
+            o.eval = optarg;
+            break;
+        default:   /* getopt said what was wrong */
+            cli_try_help();
         }
     }
+    if (optind < argc)
+        cli_usage_error("unexpected argument '%s'", argv[optind]);
     if (o.eval && o.save)
         die(2, "--eval and --save together: --eval trains nothing, so there is nothing "
             "to save");

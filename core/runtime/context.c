@@ -66,6 +66,26 @@ KILN_API const char *kiln_context_device(const kiln_context *ctx)
     return ctx ? ctx->label : "(no context)";
 }
 
+/* The context keeps its plugin's table and the device's index within the
+ * plugin, as a backend sees it; the registry's list, which never changes once
+ * loaded, holds the same pair at the report's index. */
+KILN_API kiln_status kiln_context_device_index(const kiln_context *ctx, size_t *device)
+{
+    if (!ctx || !device)
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_context_device_index: %s is NULL",
+                           ctx ? "device" : "ctx");
+    const kiln__registry *r = kiln__registry_get();
+    for (size_t k = 0; r && k < r->n_devices; k++) {
+        if (r->plugins[r->device_plugin[k]].table == ctx->plugin &&
+            r->devices[k].index == ctx->index) {
+            *device = k;
+            return KILN_OK;
+        }
+    }
+    return kiln__error(KILN_ERR_STATE, "kiln_context_device_index: %s is not in "
+                       "kiln_devices()", ctx->label);
+}
+
 KILN_API const char *kiln_version(void)
 {
     return PACKAGE_VERSION;

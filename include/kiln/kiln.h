@@ -134,6 +134,11 @@ KILN_API void kiln_context_free(kiln_context *ctx);
 /* "cpu:0 (scalar CPU, 1 thread)" — which backend and device the context runs. */
 KILN_API const char *kiln_context_device(const kiln_context *ctx);
 
+/* The device the context runs, as an index into kiln_devices() (the same
+ * index kiln_select gave for its selection), so a program can read the
+ * device's report instead of selecting again. */
+KILN_API kiln_status kiln_context_device_index(const kiln_context *ctx, size_t *device);
+
 /* ---- tensors and graphs ------------------------------------------------- */
 
 typedef enum kiln_dtype {

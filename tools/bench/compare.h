@@ -2,19 +2,23 @@
  * same shapes in the same run (--compare NAME), to print the ratio.
  *
  * A reference is a table of functions in its own file (compare_openblas.c);
- * adding one is a new file and a line in kiln-bench.c's list. Matrices are
+ * adding one is a new file and a line in gemm.c's list. Matrices are
  * row-major, as in kiln: C [M,N] = op(A) [M,K] @ op(B) [K,N], op a transpose
  * or not.
  */
 #ifndef KILN_BENCH_COMPARE_H
 #define KILN_BENCH_COMPARE_H
 
+#include <kiln/kiln.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 
 typedef struct bench_reference {
     const char *name;                                   /* "openblas" */
-    bool   (*open)(char *why, size_t len);              /* false + reason if unavailable */
+    /* false + reason if unavailable; ctx is the context kiln's side runs on,
+     * for a reference that runs on the same device */
+    bool   (*open)(const kiln_context *ctx, char *why, size_t len);
     /* row-major C [MxN] = op(A) @ op(B): A stored [MxK], or [KxM] when ta;
      * B stored [KxN], or [NxK] when tb. NULL on failure. */
     void  *(*setup)(int m, int n, int k, bool ta, bool tb, const float *a, const float *b);
@@ -27,6 +31,13 @@ typedef struct bench_reference {
 /* The thread count the reference should use (kiln-bench sets it before open);
  * 0 leaves the library's default. */
 extern int bench_reference_threads;
+
+/* Every reference kiln-bench knows, by --compare name; NULL ends the list
+ * (gemm.c). */
+extern const bench_reference *const bench_references[];
+
+/* The reference called `name`, or NULL for none or an unknown one (gemm.c). */
+const bench_reference *bench_find_reference(const char *name);
 
 extern const bench_reference bench_openblas;
 #ifdef KILN_BENCH_CLBLAST

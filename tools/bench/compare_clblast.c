@@ -1,12 +1,18 @@
 /* tools/bench/compare_clblast.c — CLBlast's CLBlastSgemm, called directly,
  * as the reference for kiln's OpenCL backend (kiln-bench --compare clblast).
  *
- * Which device: the OpenCL device (in the loader's platform and device
- * order) whose device or platform name contains KILN_BENCH_CL_DEVICE,
- * ignoring case; without it, the device whose name is that of the device
- * kiln selects for KILN_BACKEND (when that is an OpenCL device), else of
- * the first usable OpenCL device kiln lists. So `KILN_BACKEND=opencl:1
- * kiln-bench --compare clblast` compares kiln and CLBlast on one device.
+ * Which device: the device kiln's context runs on, when that is an OpenCL
+ * device (kiln_context_device_index); else the first usable OpenCL device
+ * kiln lists. KILN_BENCH_CL_DEVICE=TEXT picks another, as
+ * KILN_BACKEND=opencl:TEXT would (an index, or part of the device's name or
+ * description, which begins with its platform's name). So
+ * `KILN_BACKEND=opencl:1 kiln-bench --compare clblast` compares kiln and
+ * CLBlast on one device.
+ *
+ * kiln's report names the device; the loader's device is the one of that
+ * name, the n-th of that name for the n-th kiln lists: kiln orders OpenCL
+ * devices by type and memory, then as the loader does, so devices that
+ * share a name (and their memory) are in the same order in both.
  *
  * Same parameters: CLBlast keeps its kernel parameters per device for the
  * whole process, and kiln's OpenCL backend sets them (a verified Xgemm set
@@ -26,7 +32,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 static cl_device_id     clblast_device;
@@ -39,53 +44,51 @@ typedef struct clblast_state {
     cl_mem a, b, c;
 } clblast_state;
 
-static bool contains_nocase(const char *hay, const char *needle)
+static bool is_opencl(const kiln_device_report *d)
 {
-    size_t n = strlen(needle);
-    for (; *hay; hay++)
-        if (strncasecmp(hay, needle, n) == 0)
-            return true;
-    return false;
+    return strcmp(d->backend, "opencl") == 0;
 }
 
-/* The name to look for, as the header comment says; false if none. */
-static bool wanted_name(char *buf, size_t len, bool *exact)
+/* kiln's report of the device to use, as the header comment says; NULL
+ * after writing why. */
+static const kiln_device_report *wanted_device(const kiln_context *ctx, char *why,
+                                               size_t len)
 {
-    const char *env = getenv("KILN_BENCH_CL_DEVICE");
-    *exact = false;
-    if (env && *env) {
-        snprintf(buf, len, "%s", env);
-        return true;
-    }
     const kiln_device_report *d;
     size_t n = kiln_devices(&d), k;
-    *exact = true;
-    if (kiln_select(getenv("KILN_BACKEND"), &k) == KILN_OK &&
-        strcmp(d[k].backend, "opencl") == 0) {
-        snprintf(buf, len, "%s", d[k].name);
-        return true;
-    }
-    for (k = 0; k < n; k++) {
-        if (strcmp(d[k].backend, "opencl") == 0 && !d[k].unusable) {
-            snprintf(buf, len, "%s", d[k].name);
-            return true;
+    const char *env = getenv("KILN_BENCH_CL_DEVICE");
+    if (env && *env) {
+        char spec[256];
+        snprintf(spec, sizeof spec, "opencl:%s", env);
+        if (kiln_select(spec, &k) != KILN_OK || !is_opencl(&d[k])) {
+            snprintf(why, len, "KILN_BENCH_CL_DEVICE: %s", kiln_last_error());
+            return NULL;
         }
+        return &d[k];
     }
-    return false;
+    if (kiln_context_device_index(ctx, &k) == KILN_OK && is_opencl(&d[k]))
+        return &d[k];
+    for (k = 0; k < n; k++)
+        if (is_opencl(&d[k]) && !d[k].unusable)
+            return &d[k];
+    snprintf(why, len, "kiln lists no usable OpenCL device (kiln-info says why)");
+    return NULL;
 }
 
-static bool device_matches(cl_platform_id p, cl_device_id dev, const char *want,
-                           bool exact)
+/* How many OpenCL devices named like `want` kiln lists before it. */
+static int rank_by_name(const kiln_device_report *want)
 {
-    char name[256] = "", platform[256] = "";
-    clGetDeviceInfo(dev, CL_DEVICE_NAME, sizeof name - 1, name, NULL);
-    clGetPlatformInfo(p, CL_PLATFORM_NAME, sizeof platform - 1, platform, NULL);
-    if (exact)
-        return strcmp(name, want) == 0;
-    return contains_nocase(name, want) || contains_nocase(platform, want);
+    const kiln_device_report *d;
+    size_t n = kiln_devices(&d);
+    int rank = 0;
+    for (size_t k = 0; k < n && &d[k] != want; k++)
+        rank += is_opencl(&d[k]) && strcmp(d[k].name, want->name) == 0;
+    return rank;
 }
 
-static bool find_device(const char *want, bool exact)
+/* The loader's device named `name` (as kiln cuts it, to 127 bytes) that
+ * comes after `rank` others of that name. */
+static bool find_device(const char *name, int rank)
 {
     cl_platform_id platforms[16];
     cl_uint np = 0;
@@ -96,26 +99,28 @@ static bool find_device(const char *want, bool exact)
         cl_uint nd = 0;
         if (clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, 16, devs, &nd) != CL_SUCCESS)
             continue;
-        for (cl_uint d = 0; d < nd && d < 16; d++)
-            if (device_matches(platforms[p], devs[d], want, exact)) {
+        for (cl_uint d = 0; d < nd && d < 16; d++) {
+            char full[1024] = "", cut[128];
+            clGetDeviceInfo(devs[d], CL_DEVICE_NAME, sizeof full - 1, full, NULL);
+            snprintf(cut, sizeof cut, "%s", full);
+            if (strcmp(cut, name) == 0 && rank-- == 0) {
                 clblast_device = devs[d];
                 return true;
             }
+        }
     }
     return false;
 }
 
-static bool clblast_open(char *why, size_t len)
+static bool clblast_open(const kiln_context *ctx, char *why, size_t len)
 {
-    char want[256];
-    bool exact;
     cl_int err;
-    if (!wanted_name(want, sizeof want, &exact)) {
-        snprintf(why, len, "no OpenCL device: set KILN_BENCH_CL_DEVICE or KILN_BACKEND");
+    const kiln_device_report *want = wanted_device(ctx, why, len);
+    if (!want)
         return false;
-    }
-    if (!find_device(want, exact)) {
-        snprintf(why, len, "no OpenCL device is named like \"%s\"", want);
+    if (!find_device(want->name, rank_by_name(want))) {
+        snprintf(why, len, "the OpenCL loader lists no device named \"%s\" (kiln's "
+                 "opencl:%d)", want->name, want->index);
         return false;
     }
     clblast_ctx = clCreateContext(NULL, 1, &clblast_device, NULL, NULL, &err);

@@ -27,8 +27,9 @@ typedef struct openblas_state {
     float       *c;
 } openblas_state;
 
-static bool openblas_open(char *why, size_t len)
+static bool openblas_open(const kiln_context *ctx, char *why, size_t len)
 {
+    (void)ctx;   /* the host's threads, whatever kiln runs on */
     openblas_lib = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
     if (!openblas_lib) {
         snprintf(why, len, "libopenblas.so.0 not found (%s); on Debian: "

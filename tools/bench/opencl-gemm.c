@@ -3,23 +3,25 @@
  * CLBlast parameters: the figure is kiln's overhead.
  *
  *   opencl-gemm [-r RUNS] [N ...]   square sizes, 512 and 1024 by default;
- *                                   RUNS timed runs of each side (default 40)
+ *                                   RUNS timed runs of each side (default 40);
+ *                                   --runs=RUNS too
  *
  * The device is the one KILN_BACKEND selects ("opencl" if unset); the
- * CLBlast side finds it as compare_clblast.c says. kiln's side is a
- * compiled graph c = a @ b with a and b written once, timed per
- * kiln_graph_run (enqueue, then wait); CLBlast's per CLBlastSgemm + clFinish.
- * The two are timed in alternation, so load from elsewhere falls on both;
- * the medians and the minima are printed.
+ * CLBlast side runs on the device of kiln's context, as compare_clblast.c
+ * says. kiln's side is a compiled graph c = a @ b with a and b written once,
+ * timed per kiln_graph_run (enqueue, then wait); CLBlast's per CLBlastSgemm +
+ * clFinish. The two are timed in alternation, so load from elsewhere falls
+ * on both; the medians and the minima are printed.
  */
 #include "compare.h"
+#include "../cli.h"
 
 #include <kiln/kiln.h>
 
+#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 extern const bench_reference bench_clblast;
@@ -115,8 +117,46 @@ static int compare_size(kiln_context *ctx, int n, int runs)
     return 0;
 }
 
+static const char usage[] =
+    "usage: opencl-gemm [-r RUNS] [N ...]\n"
+    "SGEMM of square N x N matrices (512 and 1024 by default) through kiln's\n"
+    "OpenCL backend and through CLBlast called directly on the same device.\n"
+    "  -r, --runs RUNS   timed runs of each side (default 40, at most 1000)\n"
+    "  -h, --help        print this and exit\n";
+
+enum { MAX_SIZE = 16384 };
+
+static const struct option long_options[] = {
+    { "runs", required_argument, NULL, 'r' },
+    { "help", no_argument,       NULL, 'h' },
+    { NULL,   0,                 NULL, 0   },
+};
+
+/* The runs per side; argv[optind..argc) are the sizes, checked. */
+static int parse_args(int argc, char **argv)
+{
+    cli_init(argv, "opencl-gemm");
+    int c, runs = 40;
+    while ((c = getopt_long(argc, argv, "r:h", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'r':
+            runs = (int)cli_parse_int("RUNS", optarg, 1, MAX_RUNS);
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            exit(0);
+        default:   /* getopt said what was wrong */
+            cli_try_help();
+        }
+    }
+    for (int i = optind; i < argc; i++)
+        cli_parse_int("size", argv[i], 1, MAX_SIZE);
+    return runs;
+}
+
 int main(int argc, char **argv)
 {
+    int runs = parse_args(argc, argv);
     const char *spec = getenv("KILN_BACKEND");
     /* kiln first: opening the device applies kiln's CLBlast parameters,
      * which the direct calls then share */
@@ -124,22 +164,16 @@ int main(int argc, char **argv)
     if (!ctx)
         return fprintf(stderr, "opencl-gemm: %s\n", kiln_last_error()), 1;
     char why[256];
-    if (!bench_clblast.open(why, sizeof why))
+    if (!bench_clblast.open(ctx, why, sizeof why))
         return fprintf(stderr, "opencl-gemm: clblast: %s\n", why), 1;
     printf("kiln on %s; CLBlast called directly on the same device\n",
            kiln_context_device(ctx));
-    int rc = 0, runs = 40, first = 1;
-    if (argc > 2 && strcmp(argv[1], "-r") == 0) {
-        runs = atoi(argv[2]);
-        first = 3;
-    }
-    if (runs < 1 || runs > MAX_RUNS)
-        return fprintf(stderr, "opencl-gemm: RUNS must be 1 to %d\n", MAX_RUNS), 2;
-    if (argc <= first) {
+    int rc = 0;
+    if (optind == argc) {
         rc |= compare_size(ctx, 512, runs);
         rc |= compare_size(ctx, 1024, runs);
     }
-    for (int i = first; i < argc; i++)
+    for (int i = optind; i < argc; i++)
         rc |= compare_size(ctx, atoi(argv[i]), runs);
     bench_clblast.close();
     kiln_context_free(ctx);
