@@ -355,26 +355,26 @@ Test(safetensors, a_well_formed_header_loads)
     expect_values(t, (const float[]){ 0, 0 }, 2);
 }
 
+/* Jansson parses the header; kiln says where, as the byte at which the text
+ * Jansson quotes after "near" begins. */
 Test(safetensors, json_syntax_errors_name_the_offset)
 {
-    expect_malformed(T(",}"), 8, "at byte 54", "expected a string");
-    expect_malformed("{\"t\" {}}", 8, "at byte 5", "expected ':'");
-    expect_malformed(T(""), 8, "at byte 53", "expected ',' or '}'");
-    expect_malformed("{\"t\":[1,2,]}", 8, "at byte 10", "expected an object, an array");
-    expect_malformed("{\"t\\q\":1}", 8, "at byte 4", "unknown escape");
-    expect_malformed("{\"t\":\"a\x01\"}", 8, "at byte 7", "control character");
-    expect_malformed("{\"t\":\"abc", 8, "at byte 9", "close the string");
-    expect_malformed("{\"t\":1.5}", 8, "at byte 6", "not an integer");
-    expect_malformed("{\"t\":1e3}", 8, "not an integer", NULL);
-    expect_malformed("{\"t\":true}", 8, "at byte 5", "expected an object, an array");
-    expect_malformed("{\"t\":012}", 8, "leading zero", NULL);
-    expect_malformed("{\"t\":99999999999999999999}", 8, "64-bit range", NULL);
-    expect_malformed("{\"t\":\"\\u12\"}", 8, "four hex digits", NULL);
-    expect_malformed("{\"t\":\"\\ud800x\"}", 8, "low surrogate", NULL);
-    expect_malformed("{\"t\":\"\\u0000\"}", 8, "\\u0000", NULL);
-    expect_malformed(T("} x"), 8, "expected the end of the text", NULL);
+    expect_malformed(T(",}"), 8, "at byte 54", "string or '}' expected near '}'");
+    expect_malformed("{\"t\" {}}", 8, "at byte 5", "':' expected near '{'");
+    expect_malformed(T(""), 8, "at byte 53", "'}' expected near end of file");
+    expect_malformed("{\"t\":[1,2,]}", 8, "at byte 10", "unexpected token near ']'");
+    expect_malformed("{\"t\\q\":1}", 8, "at byte 1", "invalid escape near '\"t\\q'");
+    expect_malformed("{\"t\":\"a\x01\"}", 8, "at byte 5", "control character 0x1");
+    expect_malformed("{\"t\":\"abc", 8, "at byte 5", "premature end of input near '\"abc'");
+    expect_malformed("{\"t\":012}", 8, "at byte 5", "leading zero");
+    expect_malformed("{\"t\":99999999999999999999}", 8, "at byte 5", "64-bit range");
+    expect_malformed("{\"t\":\"\\u12\"}", 8, "at byte 5", "invalid escape near '\"\\u12\"'");
+    expect_malformed("{\"t\":\"\\ud800x\"}", 8, "at byte 5", "invalid Unicode '\\uD800'");
+    expect_malformed("{\"t\":\"\\u0000\"}", 8, "at byte 5", "\\u0000 is not allowed");
+    expect_malformed("{\"t\":\"a\xff\"}", 8, "at byte 5", "unable to decode byte 0xff");
+    expect_malformed(T("} x"), 8, "at byte 55", "end of file expected near 'x'");
     expect_malformed("{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
-                     8, "nesting deeper", NULL);
+                     8, "at byte 36", "nesting deeper than 32 levels");
 }
 
 Test(safetensors, header_structure_errors_name_the_tensor)
@@ -396,6 +396,18 @@ Test(safetensors, header_structure_errors_name_the_tensor)
     expect_malformed(T(",\"__metadata__\":{\"k\":1}}"), 8, "__metadata__ \"k\"",
                      "expected a string");
     expect_malformed(T(",\"__metadata__\":[]}"), 8, "__metadata__", "expected an object");
+    /* Numbers are integers: no fraction, no exponent, and no true, false or null. */
+    expect_malformed("{\"t\":1.5}", 8, "tensor \"t\" is a number that is not an integer",
+                     "expected an object");
+    expect_malformed("{\"t\":true}", 8, "tensor \"t\" is true", "expected an object");
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2.0],\"data_offsets\":[0,8]}}",
+                     8, "shape element 0 is not an integer >= 0", "not an integer)");
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8e0]}}",
+                     8, "data_offsets is not [begin, end]", "two integers");
+    expect_malformed("{\"t\":{\"dtype\":null,\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+                     "\"dtype\" is null", "expected a string");
+    expect_malformed(T(",\"__metadata__\":{\"k\":false}}"), 8, "__metadata__ \"k\" is false",
+                     "expected a string");
 }
 
 Test(safetensors, offsets_must_be_in_range_and_match_the_shape)
@@ -418,7 +430,7 @@ Test(safetensors, tensors_must_be_packed_without_holes_or_overlaps)
     expect_malformed(T(",\"u\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}"),
                      12, "tensor \"u\" starts at data byte 4", NULL);
     expect_malformed(T(",\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}"),
-                     16, "names tensor \"t\" twice", NULL);
+                     16, "at byte 54", "duplicate object key near '\"t\"'");
 }
 
 Test(safetensors, length_prefix_errors)
