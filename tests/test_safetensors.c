@@ -303,6 +303,24 @@ Test(safetensors, save_needs_names_and_values)
     cr_assert_eq(system(cmd), 0, "a failed save left a file behind");
 }
 
+/* A name that the header cannot hold is refused before any file is written:
+ * "__metadata__" is the format's own member, and JSON text is UTF-8. */
+Test(safetensors, save_refuses_names_a_header_cannot_hold)
+{
+    param(g, "__metadata__", KILN_SHAPE(1), (const float[]){ 1 });
+    expect_error(kiln_save(g, in_dir("a")), KILN_ERR_INVALID_ARG, "parameter 0 [1] is named "
+                 "__metadata__", NULL);
+    kiln_graph *h = kiln_graph_new(ctx);
+    param(h, "ok", KILN_SHAPE(1), (const float[]){ 1 });
+    param(h, "latin1 \xe9", KILN_SHAPE(2), (const float[]){ 1, 2 });
+    expect_error(kiln_save(h, in_dir("b")), KILN_ERR_INVALID_ARG, "parameter 1 [2] is not "
+                 "UTF-8", NULL);
+    kiln_graph_free(h);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", dir);
+    cr_assert_eq(system(cmd), 0, "a failed save left a file behind");
+}
+
 Test(safetensors, save_to_a_missing_directory_is_an_io_error)
 {
     param(g, "p", KILN_SHAPE(1), (const float[]){ 1 });

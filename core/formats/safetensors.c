@@ -70,103 +70,99 @@ static void f32_from_le(float *v, size_t n)
 
 /* ---- saving ------------------------------------------------------------------ */
 
-typedef struct text {
-    char  *data;
-    size_t len, cap;
-    bool   failed;
-} text;
-
-/* Room for n more bytes and a NUL. */
-static bool text_reserve(text *t, size_t n)
+static kiln_status header_no_memory(void)
 {
-    if (t->failed || t->len + n + 1 <= t->cap)
-        return !t->failed;
-    size_t cap = t->cap ? t->cap : 256;
-    while (cap < t->len + n + 1)
-        cap *= 2;
-    char *grown = realloc(t->data, cap);
-    if (!grown)
-        return !(t->failed = true);
-    t->data = grown;
-    t->cap  = cap;
-    return true;
+    return kiln__error(KILN_ERR_NO_MEMORY, "kiln_save: out of memory building the header");
 }
 
-static void text_put(text *t, const char *s, size_t n)
+/* {"dtype":"F32","shape":[...],"data_offsets":[begin,end]} for parameter t;
+ * NULL when memory runs out. */
+static json_t *tensor_entry(const kiln_tensor *t, uint64_t begin, uint64_t end)
 {
-    if (!text_reserve(t, n))
-        return;
-    memcpy(t->data + t->len, s, n);
-    t->len += n;
-    t->data[t->len] = '\0';
-}
-
-static void text_printf(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void text_printf(text *t, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || !text_reserve(t, (size_t)n)) {
-        t->failed = true;
-        return;
+    json_t *entry = json_object(), *shape = json_array();
+    json_t *offsets = json_pack("[II]", (json_int_t)begin, (json_int_t)end);
+    bool    ok = entry && shape && offsets;
+    for (int d = 0; ok && d < t->node.ndim; d++)
+        ok = json_array_append_new(shape, json_integer(t->node.dims[d])) == 0;
+    ok = ok && json_object_set_new(entry, "dtype", json_string("F32")) == 0 &&
+         json_object_set(entry, "shape", shape) == 0 &&
+         json_object_set(entry, "data_offsets", offsets) == 0;
+    json_decref(shape);
+    json_decref(offsets);
+    if (!ok) {
+        json_decref(entry);
+        return NULL;
     }
-    va_start(ap, fmt);
-    vsnprintf(t->data + t->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    t->len += (size_t)n;
+    return entry;
 }
 
-/* A JSON string: quotes, backslashes and control characters escaped; other
- * bytes (UTF-8) as they are. */
-static void text_json_string(text *t, const char *s)
+/* Why json_object_set_new refused parameter t's entry: its name is not UTF-8,
+ * which the unchecked json_stringn_nocheck accepts, or memory ran out. */
+static kiln_status name_refused(const kiln_tensor *t, size_t index)
 {
-    text_put(t, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            text_printf(t, "\\%c", c);
-        else if (c < 0x20)
-            text_printf(t, "\\u%04x", c);
-        else
-            text_put(t, s, 1);
-    }
-    text_put(t, "\"", 1);
+    json_t *checked   = json_string(t->name);
+    json_t *unchecked = checked ? NULL : json_stringn_nocheck(t->name, strlen(t->name));
+    bool    not_utf8  = !checked && unchecked;
+    json_decref(checked);
+    json_decref(unchecked);
+    if (!not_utf8)
+        return header_no_memory();
+    char s[KILN__SHAPE_STR];
+    return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: the name of parameter %zu %s is "
+                       "not UTF-8, which the JSON of a safetensors header must be", index,
+                       kiln__shape_str(s, t->node.ndim, t->node.dims));
 }
 
-/* The header of g's parameters, in creation order, padded to a multiple of 8. */
-static kiln_status build_header(const kiln_graph *g, text *h)
+/* One member of the header for each of g's parameters, in creation order. */
+static kiln_status add_params(const kiln_graph *g, json_t *root)
 {
-    text_printf(h, "{\"__metadata__\":{\"producer\":\"kiln %s\"}", kiln_version());
     uint64_t offset = 0;
     size_t   index  = 0;
     for (size_t i = 0; i < g->n_nodes; i++) {
         const kiln_tensor *t = g->nodes[i];
+        char               s[KILN__SHAPE_STR];
         if (!(t->flags & KILN__PARAM))
             continue;
-        if (!t->name) {
-            char s[KILN__SHAPE_STR];
+        if (!t->name)
             return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: parameter %zu %s has "
                                "no name; weight files identify tensors by name", index,
                                kiln__shape_str(s, t->node.ndim, t->node.dims));
-        }
-        text_put(h, ",", 1);
-        text_json_string(h, t->name);
-        text_printf(h, ":{\"dtype\":\"F32\",\"shape\":[");
-        for (int d = 0; d < t->node.ndim; d++)
-            text_printf(h, "%s%lld", d ? "," : "", (long long)t->node.dims[d]);
-        uint64_t size = kiln__tensor_bytes(t);
-        text_printf(h, "],\"data_offsets\":[%llu,", (unsigned long long)offset);
-        text_printf(h, "%llu]}", (unsigned long long)(offset + size));
+        if (strcmp(t->name, "__metadata__") == 0)
+            return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: parameter %zu %s is "
+                               "named __metadata__, which safetensors keeps for the "
+                               "file's metadata", index,
+                               kiln__shape_str(s, t->node.ndim, t->node.dims));
+        uint64_t size  = kiln__tensor_bytes(t);
+        json_t  *entry = tensor_entry(t, offset, offset + size);
+        if (!entry)
+            return header_no_memory();
+        if (json_object_set_new(root, t->name, entry) != 0)
+            return name_refused(t, index);
         offset += size;
         index++;
     }
-    text_put(h, "}", 1);
-    while (!h->failed && h->len % 8)
-        text_put(h, " ", 1);
-    return h->failed ? kiln__error(KILN_ERR_NO_MEMORY, "kiln_save: out of memory for "
-                                   "the header") : KILN_OK;
+    return KILN_OK;
+}
+
+/* The header of g's parameters as compact JSON, "__metadata__" first, then the
+ * parameters in creation order (Jansson keeps objects in insertion order), in
+ * a string from malloc. */
+static kiln_status build_header(const kiln_graph *g, char **out)
+{
+    json_t     *root = json_object(), *meta = json_object();
+    bool        ok   = root && meta &&
+                json_object_set_new(meta, "producer",
+                                    json_sprintf("kiln %s", kiln_version())) == 0 &&
+                json_object_set(root, "__metadata__", meta) == 0;
+    kiln_status st   = ok ? KILN_OK : header_no_memory();
+    if (st == KILN_OK)
+        st = add_params(g, root);
+    if (st == KILN_OK && !(*out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER)))
+        st = kiln__error(KILN_ERR_NO_MEMORY, "kiln_save: out of memory writing the "
+                         "header as JSON");
+    json_decref(meta);
+    json_decref(root);
+    return st;
 }
 
 /* A new file beside path, created with the umask's permissions. */
@@ -225,19 +221,22 @@ KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
     if (!g || !path)
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: %s is NULL",
                            g ? "path" : "graph");
-    text        h  = { 0 };
+    char       *h  = NULL;
     kiln_status st = build_header(g, &h);
     size_t      tmp_len = strlen(path) + 48;
     char       *tmp = st == KILN_OK ? kiln__malloc(tmp_len, "a file name") : NULL;
     FILE       *f   = tmp ? open_temp(path, tmp, tmp_len) : NULL;
     if (!f) {
-        free(h.data);
+        free(h);
         free(tmp);
         return st != KILN_OK ? st : tmp ? KILN_ERR_IO : KILN_ERR_NO_MEMORY;
     }
+    /* Spaces pad the header so that the data starts 8-byte aligned. */
+    size_t        h_len = strlen(h), pad = (8 - h_len % 8) % 8;
     unsigned char len[8];
-    put_u64le(len, h.len);
-    if (fwrite(len, 1, 8, f) != 8 || fwrite(h.data, 1, h.len, f) != h.len)
+    put_u64le(len, h_len + pad);
+    if (fwrite(len, 1, 8, f) != 8 || fwrite(h, 1, h_len, f) != h_len ||
+        fwrite("        ", 1, pad, f) != pad)
         st = kiln__error(KILN_ERR_IO, "kiln_save: writing %s: %s", tmp, strerror(errno));
     if (st == KILN_OK)
         st = write_data(g, f, tmp);
@@ -252,7 +251,7 @@ KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
     if (st != KILN_OK)
         unlink(tmp);
     free(tmp);
-    free(h.data);
+    free(h);
     return st;
 }
 
