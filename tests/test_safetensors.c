@@ -395,6 +395,72 @@ Test(safetensors, json_syntax_errors_name_the_offset)
                      8, "at byte 36", "nesting deeper than 32 levels");
 }
 
+/* N is the offset in bytes, not characters, of the token Jansson names. */
+Test(safetensors, a_parse_error_names_the_byte_where_the_bad_token_starts)
+{
+    const char *header = "{\n  \"unicod\xc3\xa9\": {\"dtype\": \"F32\", \"shape\": [2],"
+                         "\n    \"data_offsets\": [0, 8]}\n  \"t\": 1\n}";
+    char        at[32];
+    snprintf(at, sizeof at, "at byte %zu:", (size_t)(strstr(header, "\"t\"") - header));
+    cr_assert_str_eq(at, "at byte 77:");
+    expect_malformed(header, 8, at, "'}' expected near '\"t\"'");
+    /* A token longer than the 20 bytes Jansson quotes: kiln quotes it. */
+    expect_malformed("{\"t\":1 \"a key longer than twenty bytes\":2}", 8, "at byte 7:",
+                     "'}' expected near '\"a key longer than twenty bytes\"'");
+    expect_malformed("{\"t\":-99999999999999999999}", 8, "at byte 5:",
+                     "too big negative integer near '-99999999999999999999'");
+}
+
+/* Jansson refuses a key that an object already has, at every level. */
+Test(safetensors, a_duplicate_key_is_refused)
+{
+    expect_malformed(T(",\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}"), 8,
+                     "at byte 54:", "duplicate object key near '\"t\"'");
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],"
+                     "\"dtype\":\"F32\"}}", 8, "at byte 53:",
+                     "duplicate object key near '\"dtype\"'");
+    expect_malformed(T(",\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}"), 8, "at byte 78:",
+                     "duplicate object key near '\"k\"'");
+    /* Two spellings of one key are one key. */
+    expect_malformed(T(",\"\\u0074\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}"),
+                     8, "at byte 54:", "duplicate object key near '\"\\u0074\"'");
+    expect_malformed("{\"model.layers.10.self_attn.q_proj.weight\":1,"
+                     "\"model.layers.10.self_attn.q_proj.weight\":2}", 8, "at byte 45:",
+                     "duplicate object key near '\"model.layers.10.self_attn.q_proj.weight\"'");
+}
+
+/* kiln refuses nesting deeper than 32 levels before Jansson parses the header
+ * (Jansson's own limit is 2048), naming the limit and the byte of the first
+ * bracket past it; brackets inside strings are text. */
+static char *nested(const char *before, size_t levels, const char *after)
+{
+    size_t n = strlen(before) + 2 * levels + strlen(after);
+    char  *h = malloc(n + 1);
+    cr_assert_not_null(h);
+    char *p = h + strlen(before);
+    memcpy(h, before, strlen(before));
+    memset(p, '[', levels);
+    memset(p + levels, ']', levels);
+    strcpy(p + 2 * levels, after);
+    return h;
+}
+
+Test(safetensors, a_header_nested_deeper_than_the_limit_is_refused)
+{
+    char *h = nested("{\"a\":", 31, "}"); /* 32 levels: not refused for its depth */
+    expect_malformed(h, 8, "tensor \"a\" is an array", "expected an object");
+    free(h);
+    h = nested("{\"a\":", 32, "}");
+    expect_malformed(h, 8, "at byte 36:", "nesting deeper than 32 levels");
+    free(h);
+    h = nested("", 1000000, ""); /* no recursion, neither kiln's nor Jansson's */
+    expect_malformed(h, 8, "at byte 32:", "nesting deeper than 32 levels");
+    free(h);
+    h = nested("{\"\\\"", 40, "\":1}"); /* in a key, after an escaped quote */
+    expect_malformed(h, 8, "is an integer", "expected an object");
+    free(h);
+}
+
 Test(safetensors, header_structure_errors_name_the_tensor)
 {
     expect_malformed("[1, 2]", 8, "the header is an array", "expected an object");

@@ -486,6 +486,36 @@ static size_t too_deep(const char *json, size_t len)
     return len;
 }
 
+/* Whether json[i] follows an odd number of backslashes, counting back to lo. */
+static bool escaped(const char *json, size_t i, size_t lo)
+{
+    size_t n = 0;
+    while (i > lo && json[i - 1] == '\\') {
+        i--;
+        n++;
+    }
+    return n % 2;
+}
+
+/* Where the token before json[pos] begins, for a token Jansson did not quote:
+ * a string's opening quote, else after the last space or bracket, colon or
+ * comma; at most 64 bytes back. */
+static size_t token_start(const char *json, size_t pos)
+{
+    size_t lo = pos > 64 ? pos - 64 : 0;
+    if (pos >= 2 && json[pos - 1] == '"' && !escaped(json, pos - 1, lo))
+        for (size_t i = pos - 1; i-- > lo;)
+            if (json[i] == '"' && !escaped(json, i, lo))
+                return i;
+    size_t from = lo;
+    for (size_t i = lo; i < pos; i++)
+        if ((unsigned char)json[i] <= ' ' || strchr(",:[]{}", json[i]))
+            from = i + 1;
+    while (from < pos && ((unsigned char)json[from] & 0xC0) == 0x80)
+        from++; /* not from inside a UTF-8 character */
+    return from;
+}
+
 /* Where a Jansson parse error is, and the header text there.
  *
  * Jansson's position counts the bytes it had read when it failed, and its
@@ -493,8 +523,8 @@ static size_t too_deep(const char *json, size_t len)
  * at most 20 bytes: the error is at byte position - (its length), where the
  * quoted text begins, as kiln's messages said before. At the end of the text
  * ("near end of file") it is the position. After a longer token, kiln quotes
- * up to 40 bytes before the position itself. *what_len is the length of
- * Jansson's message without its "near". */
+ * the token itself (token_start). *what_len is the length of Jansson's
+ * message without its "near". */
 static size_t error_at(const json_error_t *err, const char *json, size_t len,
                        int *what_len, char *quote, size_t quote_len)
 {
@@ -507,16 +537,13 @@ static size_t error_at(const json_error_t *err, const char *json, size_t len,
         bool token = n >= 8 && strncmp(near, " near '", 7) == 0 && near[n - 1] == '\'';
         return token && n - 8 <= pos ? pos - (n - 8) : pos;
     }
-    size_t from = pos > 40 ? pos - 40 : 0;
-    for (size_t i = from; i < pos && i < len; i++)
-        if ((unsigned char)json[i] <= ' ')
-            from = i + 1;
-    while (from < pos && from < len && ((unsigned char)json[from] & 0xC0) == 0x80)
-        from++; /* not from inside a UTF-8 character */
     quote[0] = '\0';
-    if (from < pos && pos <= len)
+    if (pos > len)
+        return pos;
+    size_t from = token_start(json, pos);
+    if (from < pos)
         snprintf(quote, quote_len, " near '%.*s'", (int)(pos - from), json + from);
-    return from < pos && pos <= len ? from : pos;
+    return from;
 }
 
 /* A Jansson parse error as "header at byte N: what near 'text'", in kiln's
