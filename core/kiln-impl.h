@@ -204,36 +204,6 @@ kiln_tensor *kiln__storage(kiln_tensor *t);
  * the initialisers' generator and gives each layer its seed. */
 uint64_t kiln__splitmix64(uint64_t *state);
 
-/* ---- JSON for safetensors headers (json.c) ----------------------------- */
-
-typedef enum kiln__json_type {
-    KILN__JSON_OBJECT,
-    KILN__JSON_ARRAY,
-    KILN__JSON_STRING,
-    KILN__JSON_INTEGER,
-} kiln__json_type;
-
-typedef struct kiln__json kiln__json;
-struct kiln__json {
-    kiln__json_type type;
-    size_t          offset;     /* byte offset of the value in the text     */
-    char           *key;        /* member name inside an object, else NULL  */
-    size_t          key_offset;
-    char           *string;     /* STRING: decoded UTF-8, no NUL inside      */
-    int64_t         integer;    /* INTEGER                                   */
-    kiln__json     *items;      /* OBJECT members or ARRAY elements          */
-    size_t          n_items;
-};
-
-/* Parses text (not NUL-terminated) holding one value; NULL on failure with
- * "at byte N: what was expected, found 'c'" in err. Duplicate keys are kept. */
-kiln__json *kiln__json_parse(const char *text, size_t len, char *err, size_t err_len);
-void        kiln__json_free(kiln__json *v);
-/* The member of an object named key, or NULL. */
-const kiln__json *kiln__json_get(const kiln__json *object, const char *key);
-/* "an object", "an integer", ... for messages. */
-const char *kiln__json_type_name(kiln__json_type type);
-
 /* ---- the schedule (runtime/schedule.c) ------------------------------------ */
 
 /* Decides which device runs each node of plan.exec and prepares the

@@ -303,6 +303,24 @@ Test(safetensors, save_needs_names_and_values)
     cr_assert_eq(system(cmd), 0, "a failed save left a file behind");
 }
 
+/* A name that the header cannot hold is refused before any file is written:
+ * "__metadata__" is the format's own member, and JSON text is UTF-8. */
+Test(safetensors, save_refuses_names_a_header_cannot_hold)
+{
+    param(g, "__metadata__", KILN_SHAPE(1), (const float[]){ 1 });
+    expect_error(kiln_save(g, in_dir("a")), KILN_ERR_INVALID_ARG, "parameter 0 [1] is named "
+                 "__metadata__", NULL);
+    kiln_graph *h = kiln_graph_new(ctx);
+    param(h, "ok", KILN_SHAPE(1), (const float[]){ 1 });
+    param(h, "latin1 \xe9", KILN_SHAPE(2), (const float[]){ 1, 2 });
+    expect_error(kiln_save(h, in_dir("b")), KILN_ERR_INVALID_ARG, "parameter 1 [2] is not "
+                 "UTF-8", NULL);
+    kiln_graph_free(h);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", dir);
+    cr_assert_eq(system(cmd), 0, "a failed save left a file behind");
+}
+
 Test(safetensors, save_to_a_missing_directory_is_an_io_error)
 {
     param(g, "p", KILN_SHAPE(1), (const float[]){ 1 });
@@ -355,26 +373,92 @@ Test(safetensors, a_well_formed_header_loads)
     expect_values(t, (const float[]){ 0, 0 }, 2);
 }
 
+/* Jansson parses the header; kiln says where, as the byte at which the text
+ * Jansson quotes after "near" begins. */
 Test(safetensors, json_syntax_errors_name_the_offset)
 {
-    expect_malformed(T(",}"), 8, "at byte 54", "expected a string");
-    expect_malformed("{\"t\" {}}", 8, "at byte 5", "expected ':'");
-    expect_malformed(T(""), 8, "at byte 53", "expected ',' or '}'");
-    expect_malformed("{\"t\":[1,2,]}", 8, "at byte 10", "expected an object, an array");
-    expect_malformed("{\"t\\q\":1}", 8, "at byte 4", "unknown escape");
-    expect_malformed("{\"t\":\"a\x01\"}", 8, "at byte 7", "control character");
-    expect_malformed("{\"t\":\"abc", 8, "at byte 9", "close the string");
-    expect_malformed("{\"t\":1.5}", 8, "at byte 6", "not an integer");
-    expect_malformed("{\"t\":1e3}", 8, "not an integer", NULL);
-    expect_malformed("{\"t\":true}", 8, "at byte 5", "expected an object, an array");
-    expect_malformed("{\"t\":012}", 8, "leading zero", NULL);
-    expect_malformed("{\"t\":99999999999999999999}", 8, "64-bit range", NULL);
-    expect_malformed("{\"t\":\"\\u12\"}", 8, "four hex digits", NULL);
-    expect_malformed("{\"t\":\"\\ud800x\"}", 8, "low surrogate", NULL);
-    expect_malformed("{\"t\":\"\\u0000\"}", 8, "\\u0000", NULL);
-    expect_malformed(T("} x"), 8, "expected the end of the text", NULL);
+    expect_malformed(T(",}"), 8, "at byte 54", "string or '}' expected near '}'");
+    expect_malformed("{\"t\" {}}", 8, "at byte 5", "':' expected near '{'");
+    expect_malformed(T(""), 8, "at byte 53", "'}' expected near end of file");
+    expect_malformed("{\"t\":[1,2,]}", 8, "at byte 10", "unexpected token near ']'");
+    expect_malformed("{\"t\\q\":1}", 8, "at byte 1", "invalid escape near '\"t\\q'");
+    expect_malformed("{\"t\":\"a\x01\"}", 8, "at byte 5", "control character 0x1");
+    expect_malformed("{\"t\":\"abc", 8, "at byte 5", "premature end of input near '\"abc'");
+    expect_malformed("{\"t\":012}", 8, "at byte 5", "leading zero");
+    expect_malformed("{\"t\":99999999999999999999}", 8, "at byte 5", "64-bit range");
+    expect_malformed("{\"t\":\"\\u12\"}", 8, "at byte 5", "invalid escape near '\"\\u12\"'");
+    expect_malformed("{\"t\":\"\\ud800x\"}", 8, "at byte 5", "invalid Unicode '\\uD800'");
+    expect_malformed("{\"t\":\"\\u0000\"}", 8, "at byte 5", "\\u0000 is not allowed");
+    expect_malformed("{\"t\":\"a\xff\"}", 8, "at byte 5", "unable to decode byte 0xff");
+    expect_malformed(T("} x"), 8, "at byte 55", "end of file expected near 'x'");
     expect_malformed("{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
-                     8, "nesting deeper", NULL);
+                     8, "at byte 36", "nesting deeper than 32 levels");
+}
+
+/* N is the offset in bytes, not characters, of the token Jansson names. */
+Test(safetensors, a_parse_error_names_the_byte_where_the_bad_token_starts)
+{
+    const char *header = "{\n  \"unicod\xc3\xa9\": {\"dtype\": \"F32\", \"shape\": [2],"
+                         "\n    \"data_offsets\": [0, 8]}\n  \"t\": 1\n}";
+    char        at[32];
+    snprintf(at, sizeof at, "at byte %zu:", (size_t)(strstr(header, "\"t\"") - header));
+    cr_assert_str_eq(at, "at byte 77:");
+    expect_malformed(header, 8, at, "'}' expected near '\"t\"'");
+    /* A token longer than the 20 bytes Jansson quotes: kiln quotes it. */
+    expect_malformed("{\"t\":1 \"a key longer than twenty bytes\":2}", 8, "at byte 7:",
+                     "'}' expected near '\"a key longer than twenty bytes\"'");
+    expect_malformed("{\"t\":-99999999999999999999}", 8, "at byte 5:",
+                     "too big negative integer near '-99999999999999999999'");
+}
+
+/* Jansson refuses a key that an object already has, at every level. */
+Test(safetensors, a_duplicate_key_is_refused)
+{
+    expect_malformed(T(",\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}"), 8,
+                     "at byte 54:", "duplicate object key near '\"t\"'");
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],"
+                     "\"dtype\":\"F32\"}}", 8, "at byte 53:",
+                     "duplicate object key near '\"dtype\"'");
+    expect_malformed(T(",\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}"), 8, "at byte 78:",
+                     "duplicate object key near '\"k\"'");
+    /* Two spellings of one key are one key. */
+    expect_malformed(T(",\"\\u0074\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}"),
+                     8, "at byte 54:", "duplicate object key near '\"\\u0074\"'");
+    expect_malformed("{\"model.layers.10.self_attn.q_proj.weight\":1,"
+                     "\"model.layers.10.self_attn.q_proj.weight\":2}", 8, "at byte 45:",
+                     "duplicate object key near '\"model.layers.10.self_attn.q_proj.weight\"'");
+}
+
+/* kiln refuses nesting deeper than 32 levels before Jansson parses the header
+ * (Jansson's own limit is 2048), naming the limit and the byte of the first
+ * bracket past it; brackets inside strings are text. */
+static char *nested(const char *before, size_t levels, const char *after)
+{
+    size_t n = strlen(before) + 2 * levels + strlen(after);
+    char  *h = malloc(n + 1);
+    cr_assert_not_null(h);
+    char *p = h + strlen(before);
+    memcpy(h, before, strlen(before));
+    memset(p, '[', levels);
+    memset(p + levels, ']', levels);
+    strcpy(p + 2 * levels, after);
+    return h;
+}
+
+Test(safetensors, a_header_nested_deeper_than_the_limit_is_refused)
+{
+    char *h = nested("{\"a\":", 31, "}"); /* 32 levels: not refused for its depth */
+    expect_malformed(h, 8, "tensor \"a\" is an array", "expected an object");
+    free(h);
+    h = nested("{\"a\":", 32, "}");
+    expect_malformed(h, 8, "at byte 36:", "nesting deeper than 32 levels");
+    free(h);
+    h = nested("", 1000000, ""); /* no recursion, neither kiln's nor Jansson's */
+    expect_malformed(h, 8, "at byte 32:", "nesting deeper than 32 levels");
+    free(h);
+    h = nested("{\"\\\"", 40, "\":1}"); /* in a key, after an escaped quote */
+    expect_malformed(h, 8, "is an integer", "expected an object");
+    free(h);
 }
 
 Test(safetensors, header_structure_errors_name_the_tensor)
@@ -396,6 +480,18 @@ Test(safetensors, header_structure_errors_name_the_tensor)
     expect_malformed(T(",\"__metadata__\":{\"k\":1}}"), 8, "__metadata__ \"k\"",
                      "expected a string");
     expect_malformed(T(",\"__metadata__\":[]}"), 8, "__metadata__", "expected an object");
+    /* Numbers are integers: no fraction, no exponent, and no true, false or null. */
+    expect_malformed("{\"t\":1.5}", 8, "tensor \"t\" is a number that is not an integer",
+                     "expected an object");
+    expect_malformed("{\"t\":true}", 8, "tensor \"t\" is true", "expected an object");
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2.0],\"data_offsets\":[0,8]}}",
+                     8, "shape element 0 is not an integer >= 0", "not an integer)");
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8e0]}}",
+                     8, "data_offsets is not [begin, end]", "two integers");
+    expect_malformed("{\"t\":{\"dtype\":null,\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+                     "\"dtype\" is null", "expected a string");
+    expect_malformed(T(",\"__metadata__\":{\"k\":false}}"), 8, "__metadata__ \"k\" is false",
+                     "expected a string");
 }
 
 Test(safetensors, offsets_must_be_in_range_and_match_the_shape)
@@ -418,7 +514,7 @@ Test(safetensors, tensors_must_be_packed_without_holes_or_overlaps)
     expect_malformed(T(",\"u\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}"),
                      12, "tensor \"u\" starts at data byte 4", NULL);
     expect_malformed(T(",\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}"),
-                     16, "names tensor \"t\" twice", NULL);
+                     16, "at byte 54", "duplicate object key near '\"t\"'");
 }
 
 Test(safetensors, length_prefix_errors)

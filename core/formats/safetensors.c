@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,103 +70,99 @@ static void f32_from_le(float *v, size_t n)
 
 /* ---- saving ------------------------------------------------------------------ */
 
-typedef struct text {
-    char  *data;
-    size_t len, cap;
-    bool   failed;
-} text;
-
-/* Room for n more bytes and a NUL. */
-static bool text_reserve(text *t, size_t n)
+static kiln_status header_no_memory(void)
 {
-    if (t->failed || t->len + n + 1 <= t->cap)
-        return !t->failed;
-    size_t cap = t->cap ? t->cap : 256;
-    while (cap < t->len + n + 1)
-        cap *= 2;
-    char *grown = realloc(t->data, cap);
-    if (!grown)
-        return !(t->failed = true);
-    t->data = grown;
-    t->cap  = cap;
-    return true;
+    return kiln__error(KILN_ERR_NO_MEMORY, "kiln_save: out of memory building the header");
 }
 
-static void text_put(text *t, const char *s, size_t n)
+/* {"dtype":"F32","shape":[...],"data_offsets":[begin,end]} for parameter t;
+ * NULL when memory runs out. */
+static json_t *tensor_entry(const kiln_tensor *t, uint64_t begin, uint64_t end)
 {
-    if (!text_reserve(t, n))
-        return;
-    memcpy(t->data + t->len, s, n);
-    t->len += n;
-    t->data[t->len] = '\0';
-}
-
-static void text_printf(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void text_printf(text *t, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || !text_reserve(t, (size_t)n)) {
-        t->failed = true;
-        return;
+    json_t *entry = json_object(), *shape = json_array();
+    json_t *offsets = json_pack("[II]", (json_int_t)begin, (json_int_t)end);
+    bool    ok = entry && shape && offsets;
+    for (int d = 0; ok && d < t->node.ndim; d++)
+        ok = json_array_append_new(shape, json_integer(t->node.dims[d])) == 0;
+    ok = ok && json_object_set_new(entry, "dtype", json_string("F32")) == 0 &&
+         json_object_set(entry, "shape", shape) == 0 &&
+         json_object_set(entry, "data_offsets", offsets) == 0;
+    json_decref(shape);
+    json_decref(offsets);
+    if (!ok) {
+        json_decref(entry);
+        return NULL;
     }
-    va_start(ap, fmt);
-    vsnprintf(t->data + t->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    t->len += (size_t)n;
+    return entry;
 }
 
-/* A JSON string: quotes, backslashes and control characters escaped; other
- * bytes (UTF-8) as they are. */
-static void text_json_string(text *t, const char *s)
+/* Why json_object_set_new refused parameter t's entry: its name is not UTF-8,
+ * which the unchecked json_stringn_nocheck accepts, or memory ran out. */
+static kiln_status name_refused(const kiln_tensor *t, size_t index)
 {
-    text_put(t, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            text_printf(t, "\\%c", c);
-        else if (c < 0x20)
-            text_printf(t, "\\u%04x", c);
-        else
-            text_put(t, s, 1);
-    }
-    text_put(t, "\"", 1);
+    json_t *checked   = json_string(t->name);
+    json_t *unchecked = checked ? NULL : json_stringn_nocheck(t->name, strlen(t->name));
+    bool    not_utf8  = !checked && unchecked;
+    json_decref(checked);
+    json_decref(unchecked);
+    if (!not_utf8)
+        return header_no_memory();
+    char s[KILN__SHAPE_STR];
+    return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: the name of parameter %zu %s is "
+                       "not UTF-8, which the JSON of a safetensors header must be", index,
+                       kiln__shape_str(s, t->node.ndim, t->node.dims));
 }
 
-/* The header of g's parameters, in creation order, padded to a multiple of 8. */
-static kiln_status build_header(const kiln_graph *g, text *h)
+/* One member of the header for each of g's parameters, in creation order. */
+static kiln_status add_params(const kiln_graph *g, json_t *root)
 {
-    text_printf(h, "{\"__metadata__\":{\"producer\":\"kiln %s\"}", kiln_version());
     uint64_t offset = 0;
     size_t   index  = 0;
     for (size_t i = 0; i < g->n_nodes; i++) {
         const kiln_tensor *t = g->nodes[i];
+        char               s[KILN__SHAPE_STR];
         if (!(t->flags & KILN__PARAM))
             continue;
-        if (!t->name) {
-            char s[KILN__SHAPE_STR];
+        if (!t->name)
             return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: parameter %zu %s has "
                                "no name; weight files identify tensors by name", index,
                                kiln__shape_str(s, t->node.ndim, t->node.dims));
-        }
-        text_put(h, ",", 1);
-        text_json_string(h, t->name);
-        text_printf(h, ":{\"dtype\":\"F32\",\"shape\":[");
-        for (int d = 0; d < t->node.ndim; d++)
-            text_printf(h, "%s%lld", d ? "," : "", (long long)t->node.dims[d]);
-        uint64_t size = kiln__tensor_bytes(t);
-        text_printf(h, "],\"data_offsets\":[%llu,", (unsigned long long)offset);
-        text_printf(h, "%llu]}", (unsigned long long)(offset + size));
+        if (strcmp(t->name, "__metadata__") == 0)
+            return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: parameter %zu %s is "
+                               "named __metadata__, which safetensors keeps for the "
+                               "file's metadata", index,
+                               kiln__shape_str(s, t->node.ndim, t->node.dims));
+        uint64_t size  = kiln__tensor_bytes(t);
+        json_t  *entry = tensor_entry(t, offset, offset + size);
+        if (!entry)
+            return header_no_memory();
+        if (json_object_set_new(root, t->name, entry) != 0)
+            return name_refused(t, index);
         offset += size;
         index++;
     }
-    text_put(h, "}", 1);
-    while (!h->failed && h->len % 8)
-        text_put(h, " ", 1);
-    return h->failed ? kiln__error(KILN_ERR_NO_MEMORY, "kiln_save: out of memory for "
-                                   "the header") : KILN_OK;
+    return KILN_OK;
+}
+
+/* The header of g's parameters as compact JSON, "__metadata__" first, then the
+ * parameters in creation order (Jansson keeps objects in insertion order), in
+ * a string from malloc. */
+static kiln_status build_header(const kiln_graph *g, char **out)
+{
+    json_t     *root = json_object(), *meta = json_object();
+    bool        ok   = root && meta &&
+                json_object_set_new(meta, "producer",
+                                    json_sprintf("kiln %s", kiln_version())) == 0 &&
+                json_object_set(root, "__metadata__", meta) == 0;
+    kiln_status st   = ok ? KILN_OK : header_no_memory();
+    if (st == KILN_OK)
+        st = add_params(g, root);
+    if (st == KILN_OK && !(*out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER)))
+        st = kiln__error(KILN_ERR_NO_MEMORY, "kiln_save: out of memory writing the "
+                         "header as JSON");
+    json_decref(meta);
+    json_decref(root);
+    return st;
 }
 
 /* A new file beside path, created with the umask's permissions. */
@@ -224,19 +221,22 @@ KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
     if (!g || !path)
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: %s is NULL",
                            g ? "path" : "graph");
-    text        h  = { 0 };
+    char       *h  = NULL;
     kiln_status st = build_header(g, &h);
     size_t      tmp_len = strlen(path) + 48;
     char       *tmp = st == KILN_OK ? kiln__malloc(tmp_len, "a file name") : NULL;
     FILE       *f   = tmp ? open_temp(path, tmp, tmp_len) : NULL;
     if (!f) {
-        free(h.data);
+        free(h);
         free(tmp);
         return st != KILN_OK ? st : tmp ? KILN_ERR_IO : KILN_ERR_NO_MEMORY;
     }
+    /* Spaces pad the header so that the data starts 8-byte aligned. */
+    size_t        h_len = strlen(h), pad = (8 - h_len % 8) % 8;
     unsigned char len[8];
-    put_u64le(len, h.len);
-    if (fwrite(len, 1, 8, f) != 8 || fwrite(h.data, 1, h.len, f) != h.len)
+    put_u64le(len, h_len + pad);
+    if (fwrite(len, 1, 8, f) != 8 || fwrite(h, 1, h_len, f) != h_len ||
+        fwrite("        ", 1, pad, f) != pad)
         st = kiln__error(KILN_ERR_IO, "kiln_save: writing %s: %s", tmp, strerror(errno));
     if (st == KILN_OK)
         st = write_data(g, f, tmp);
@@ -251,25 +251,36 @@ KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
     if (st != KILN_OK)
         unlink(tmp);
     free(tmp);
-    free(h.data);
+    free(h);
     return st;
 }
 
 /* ---- loading: the header ------------------------------------------------------ */
 
+/* Jansson parses the header, refusing duplicate keys and \u0000 in strings.
+ * kiln refuses the rest of what safetensors does not use: every value has a
+ * type checked below, and a number must be an integer (JSON_INTEGER), never
+ * a fraction, an exponent, true, false or null. */
+#define LOAD_FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY)
+
+/* Nesting deeper than this is refused before Jansson sees the header, so that
+ * a hostile one cannot make it recurse 2048 levels (its own limit). A
+ * safetensors header is 3 deep. */
+#define DEPTH_MAX 32
+
 /* A tensor the header describes. */
 typedef struct entry {
-    const char       *name;   /* in the JSON tree */
-    const char       *dtype;
-    const kiln__json *shape;  /* an array of integers >= 0 */
-    uint64_t          begin, end;
+    const char   *name;   /* a key of the header */
+    const char   *dtype;
+    const json_t *shape;  /* an array of integers >= 0 */
+    uint64_t      begin, end;
 } entry;
 
 typedef struct file {
     const char *path;
     FILE       *f;
     uint64_t    header_len, data_len;
-    kiln__json *header;
+    json_t     *header;
     entry      *entries;
     size_t      n_entries;
 } file;
@@ -303,83 +314,99 @@ static size_t dtype_size(const char *dtype)
     return 0;
 }
 
-/* "[2, 3]" for a shape array of the header. */
-static const char *json_shape_str(char *buf, const kiln__json *shape)
+/* "an object", "an integer", ... for messages. */
+static const char *type_name(json_type type)
 {
-    int64_t dims[16];
-    if (shape->n_items > 16) {
-        snprintf(buf, KILN__SHAPE_STR, "(%zu dimensions)", shape->n_items);
-        return buf;
+    switch (type) {
+    case JSON_OBJECT:  return "an object";
+    case JSON_ARRAY:   return "an array";
+    case JSON_STRING:  return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL:    return "a number that is not an integer";
+    case JSON_TRUE:    return "true";
+    case JSON_FALSE:   return "false";
+    case JSON_NULL:    return "null";
     }
-    for (size_t i = 0; i < shape->n_items; i++)
-        dims[i] = shape->items[i].integer;
-    return kiln__shape_str(buf, (int)shape->n_items, dims);
+    return "a value";
 }
 
-/* A member of a tensor's entry, of the given type. */
-static const kiln__json *member(const file *fl, const kiln__json *e, const char *key,
-                                kiln__json_type type, kiln_status *st)
+/* "[2, 3]" for a shape array of the header. */
+static const char *json_shape_str(char *buf, const json_t *shape)
 {
-    const kiln__json *m = kiln__json_get(e, key);
+    int64_t dims[16];
+    size_t  n = json_array_size(shape);
+    if (n > 16) {
+        snprintf(buf, KILN__SHAPE_STR, "(%zu dimensions)", n);
+        return buf;
+    }
+    for (size_t i = 0; i < n; i++)
+        dims[i] = json_integer_value(json_array_get(shape, i));
+    return kiln__shape_str(buf, (int)n, dims);
+}
+
+/* Member key of tensor name's entry e, of the given type. */
+static json_t *member(const file *fl, const char *name, const json_t *e, const char *key,
+                      json_type type, kiln_status *st)
+{
+    json_t *m = json_object_get(e, key);
     if (!m)
-        *st = malformed(fl, "tensor \"%s\" (header byte %zu) has no \"%s\"", e->key,
-                        e->offset, key);
-    else if (m->type != type)
-        *st = malformed(fl, "tensor \"%s\": \"%s\" at header byte %zu is %s, expected "
-                        "%s", e->key, key, m->offset, kiln__json_type_name(m->type),
-                        kiln__json_type_name(type));
+        *st = malformed(fl, "tensor \"%s\" has no \"%s\"", name, key);
+    else if (json_typeof(m) != type)
+        *st = malformed(fl, "tensor \"%s\": \"%s\" is %s, expected %s", name, key,
+                        type_name(json_typeof(m)), type_name(type));
     return *st == KILN_OK ? m : NULL;
 }
 
-/* Fills en from a member of the header, checking it is self-consistent. */
-static kiln_status parse_entry(const file *fl, const kiln__json *e, entry *en)
+/* Fills en from member name of the header, checking it is self-consistent. */
+static kiln_status parse_entry(const file *fl, const char *name, json_t *e, entry *en)
 {
     kiln_status st = KILN_OK;
-    if (e->type != KILN__JSON_OBJECT)
-        return malformed(fl, "tensor \"%s\" at header byte %zu is %s, expected an "
-                         "object", e->key, e->offset, kiln__json_type_name(e->type));
-    const kiln__json *dtype = member(fl, e, "dtype", KILN__JSON_STRING, &st);
-    const kiln__json *shape = dtype ? member(fl, e, "shape", KILN__JSON_ARRAY, &st) : NULL;
-    const kiln__json *offs  = shape ? member(fl, e, "data_offsets", KILN__JSON_ARRAY, &st)
-                                    : NULL;
+    if (!json_is_object(e))
+        return malformed(fl, "tensor \"%s\" is %s, expected an object", name,
+                         type_name(json_typeof(e)));
+    json_t *dtype = member(fl, name, e, "dtype", JSON_STRING, &st);
+    json_t *shape = dtype ? member(fl, name, e, "shape", JSON_ARRAY, &st) : NULL;
+    json_t *offs  = shape ? member(fl, name, e, "data_offsets", JSON_ARRAY, &st) : NULL;
     if (st != KILN_OK)
         return st;
-    for (size_t i = 0; i < e->n_items; i++)
-        if (strcmp(e->items[i].key, "dtype") && strcmp(e->items[i].key, "shape") &&
-            strcmp(e->items[i].key, "data_offsets"))
-            return malformed(fl, "tensor \"%s\" has an unknown member \"%s\" at header "
-                             "byte %zu", e->key, e->items[i].key, e->items[i].key_offset);
-    size_t size = dtype_size(dtype->string);
+    const char *key;
+    json_t     *value;
+    json_object_foreach(e, key, value)
+        if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets"))
+            return malformed(fl, "tensor \"%s\" has an unknown member \"%s\"", name, key);
+    size_t size = dtype_size(json_string_value(dtype));
     if (!size)
-        return malformed(fl, "tensor \"%s\" has an unknown dtype \"%s\"", e->key,
-                         dtype->string);
+        return malformed(fl, "tensor \"%s\" has an unknown dtype \"%s\"", name,
+                         json_string_value(dtype));
     uint64_t numel = 1;
-    for (size_t i = 0; i < shape->n_items; i++) {
-        const kiln__json *d = &shape->items[i];
-        if (d->type != KILN__JSON_INTEGER || d->integer < 0)
-            return malformed(fl, "tensor \"%s\": shape element %zu at header byte %zu "
-                             "is not an integer >= 0", e->key, i, d->offset);
-        if (d->integer && numel > fl->data_len / (uint64_t)d->integer)
+    for (size_t i = 0; i < json_array_size(shape); i++) {
+        const json_t *d = json_array_get(shape, i);
+        if (!json_is_integer(d) || json_integer_value(d) < 0)
+            return malformed(fl, "tensor \"%s\": shape element %zu is not an integer >= 0 "
+                             "(it is %s)", name, i, json_is_integer(d) ? "negative"
+                             : type_name(json_typeof(d)));
+        uint64_t n = (uint64_t)json_integer_value(d);
+        if (n && numel > fl->data_len / n)
             return malformed(fl, "tensor \"%s\": its shape holds more elements than the "
-                             "file has bytes", e->key);
-        numel *= (uint64_t)d->integer;
+                             "file has bytes", name);
+        numel *= n;
     }
-    if (offs->n_items != 2 || offs->items[0].type != KILN__JSON_INTEGER ||
-        offs->items[1].type != KILN__JSON_INTEGER)
-        return malformed(fl, "tensor \"%s\": data_offsets at header byte %zu is not "
-                         "[begin, end]", e->key, offs->offset);
-    int64_t begin = offs->items[0].integer, end = offs->items[1].integer;
+    const json_t *first = json_array_get(offs, 0), *last = json_array_get(offs, 1);
+    if (json_array_size(offs) != 2 || !json_is_integer(first) || !json_is_integer(last))
+        return malformed(fl, "tensor \"%s\": data_offsets is not [begin, end] (two "
+                         "integers)", name);
+    int64_t begin = json_integer_value(first), end = json_integer_value(last);
     if (begin < 0 || end < begin || (uint64_t)end > fl->data_len)
         return malformed(fl, "tensor \"%s\": data_offsets [%lld, %lld] outside the "
-                         "%llu bytes of data", e->key, (long long)begin, (long long)end,
+                         "%llu bytes of data", name, (long long)begin, (long long)end,
                          (unsigned long long)fl->data_len);
     char s[KILN__SHAPE_STR];
     if ((uint64_t)(end - begin) != numel * size)
         return malformed(fl, "tensor \"%s\": data_offsets [%lld, %lld] hold %lld bytes, "
-                         "but %s %s takes %llu", e->key, (long long)begin, (long long)end,
-                         (long long)(end - begin), dtype->string, json_shape_str(s, shape),
-                         (unsigned long long)(numel * size));
-    *en = (entry){ e->key, dtype->string, shape, (uint64_t)begin, (uint64_t)end };
+                         "but %s %s takes %llu", name, (long long)begin, (long long)end,
+                         (long long)(end - begin), json_string_value(dtype),
+                         json_shape_str(s, shape), (unsigned long long)(numel * size));
+    *en = (entry){ name, json_string_value(dtype), shape, (uint64_t)begin, (uint64_t)end };
     return KILN_OK;
 }
 
@@ -396,8 +423,8 @@ static int by_name(const void *a, const void *b)
     return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
 }
 
-/* The tensors must tile the data exactly, and have different names. Leaves
- * the entries sorted by name. */
+/* The tensors must tile the data exactly. Leaves the entries sorted by name
+ * (which differ: Jansson refused duplicate keys). */
 static kiln_status check_layout(const file *fl)
 {
     qsort(fl->entries, fl->n_entries, sizeof *fl->entries, by_offset);
@@ -415,44 +442,162 @@ static kiln_status check_layout(const file *fl)
                          "bytes of data", (unsigned long long)at,
                          (unsigned long long)fl->data_len);
     qsort(fl->entries, fl->n_entries, sizeof *fl->entries, by_name);
-    for (size_t i = 1; i < fl->n_entries; i++)
-        if (strcmp(fl->entries[i - 1].name, fl->entries[i].name) == 0)
-            return malformed(fl, "the header names tensor \"%s\" twice",
-                             fl->entries[i].name);
     return KILN_OK;
 }
 
-static kiln_status check_metadata(const file *fl, const kiln__json *m)
+static kiln_status check_metadata(const file *fl, json_t *m)
 {
-    if (m->type != KILN__JSON_OBJECT)
-        return malformed(fl, "__metadata__ at header byte %zu is %s, expected an object",
-                         m->offset, kiln__json_type_name(m->type));
-    for (size_t i = 0; i < m->n_items; i++)
-        if (m->items[i].type != KILN__JSON_STRING)
-            return malformed(fl, "__metadata__ \"%s\" at header byte %zu is %s, "
-                             "expected a string", m->items[i].key, m->items[i].offset,
-                             kiln__json_type_name(m->items[i].type));
+    if (!json_is_object(m))
+        return malformed(fl, "__metadata__ is %s, expected an object",
+                         type_name(json_typeof(m)));
+    const char *key;
+    json_t     *value;
+    json_object_foreach(m, key, value)
+        if (!json_is_string(value))
+            return malformed(fl, "__metadata__ \"%s\" is %s, expected a string", key,
+                             type_name(json_typeof(value)));
     return KILN_OK;
+}
+
+/* The offset of the first bracket outside strings that opens a level deeper
+ * than DEPTH_MAX, or len when none does. Brackets are counted as Jansson
+ * nests: it fails at the first string it cannot read, and until then it is
+ * inside a string exactly where this scan is. */
+static size_t too_deep(const char *json, size_t len)
+{
+    int  depth     = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = json[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > DEPTH_MAX)
+                return i;
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+        }
+    }
+    return len;
+}
+
+/* Whether json[i] follows an odd number of backslashes, counting back to lo. */
+static bool escaped(const char *json, size_t i, size_t lo)
+{
+    size_t n = 0;
+    while (i > lo && json[i - 1] == '\\') {
+        i--;
+        n++;
+    }
+    return n % 2;
+}
+
+/* Where the token before json[pos] begins, for a token Jansson did not quote:
+ * a string's opening quote, else after the last space or bracket, colon or
+ * comma; at most 64 bytes back. */
+static size_t token_start(const char *json, size_t pos)
+{
+    size_t lo = pos > 64 ? pos - 64 : 0;
+    if (pos >= 2 && json[pos - 1] == '"' && !escaped(json, pos - 1, lo))
+        for (size_t i = pos - 1; i-- > lo;)
+            if (json[i] == '"' && !escaped(json, i, lo))
+                return i;
+    size_t from = lo;
+    for (size_t i = lo; i < pos; i++)
+        if ((unsigned char)json[i] <= ' ' || strchr(",:[]{}", json[i]))
+            from = i + 1;
+    while (from < pos && ((unsigned char)json[from] & 0xC0) == 0x80)
+        from++; /* not from inside a UTF-8 character */
+    return from;
+}
+
+/* Where a Jansson parse error is, and the header text there.
+ *
+ * Jansson's position counts the bytes it had read when it failed, and its
+ * message ends in "near '<token>'" with what it had just read, when that is
+ * at most 20 bytes: the error is at byte position - (its length), where the
+ * quoted text begins, as kiln's messages said before. At the end of the text
+ * ("near end of file") it is the position. After a longer token, kiln quotes
+ * the token itself (token_start). *what_len is the length of Jansson's
+ * message without its "near". */
+static size_t error_at(const json_error_t *err, const char *json, size_t len,
+                       int *what_len, char *quote, size_t quote_len)
+{
+    size_t      pos  = err->position > 0 ? (size_t)err->position : 0;
+    const char *near = strstr(err->text, " near ");
+    size_t      n    = near ? strlen(near) : 0;
+    *what_len = (int)(near ? (size_t)(near - err->text) : strlen(err->text));
+    if (near) {
+        snprintf(quote, quote_len, "%s", near);
+        bool token = n >= 8 && strncmp(near, " near '", 7) == 0 && near[n - 1] == '\'';
+        return token && n - 8 <= pos ? pos - (n - 8) : pos;
+    }
+    quote[0] = '\0';
+    if (pos > len)
+        return pos;
+    size_t from = token_start(json, pos);
+    if (from < pos)
+        snprintf(quote, quote_len, " near '%.*s'", (int)(pos - from), json + from);
+    return from;
+}
+
+/* A Jansson parse error as "header at byte N: what near 'text'", in kiln's
+ * words where Jansson's would puzzle a user of kiln. */
+static kiln_status parse_failed(const file *fl, const char *json, size_t len,
+                                const json_error_t *err)
+{
+    enum json_error_code code = json_error_code(err);
+    if (!err->text[0] || code == json_error_out_of_memory) /* Jansson says nothing */
+        return kiln__error(KILN_ERR_NO_MEMORY, "kiln_load: out of memory parsing the "
+                           "header of %s", fl->path);
+    char        quote[JSON_ERROR_TEXT_LENGTH + 64];
+    int         what_len;
+    size_t      at   = error_at(err, json, len, &what_len, quote, sizeof quote);
+    const char *what = err->text, *hint = "";
+    if (code == json_error_null_character) { /* "... without JSON_ALLOW_NUL" */
+        what     = "\\u0000 is not allowed in a string";
+        what_len = (int)strlen(what);
+    } else if (code == json_error_numeric_overflow) {
+        hint = " (outside the 64-bit range)";
+    } else if (code == json_error_invalid_syntax && at < len) {
+        const char *t = json + at, *end = json + len;
+        t += *t == '-';
+        if (end - t >= 2 && t[0] == '0' && t[1] >= '0' && t[1] <= '9')
+            hint = " (a number with a leading zero)"; /* Jansson: "invalid token" */
+    }
+    return malformed(fl, "header at byte %zu: %.*s%s%s", at, what_len, what, quote, hint);
 }
 
 static kiln_status parse_header(file *fl, const char *json)
 {
-    char err[256];
-    fl->header = kiln__json_parse(json, (size_t)fl->header_len, err, sizeof err);
+    size_t       len  = (size_t)fl->header_len;
+    size_t       deep = too_deep(json, len);
+    json_error_t err;
+    if (deep < len)
+        return malformed(fl, "header at byte %zu: nesting deeper than %d levels", deep,
+                         DEPTH_MAX);
+    fl->header = json_loadb(json, len, LOAD_FLAGS, &err);
     if (!fl->header)
-        return malformed(fl, "header %s", err);
-    const kiln__json *root = fl->header;
-    if (root->type != KILN__JSON_OBJECT)
+        return parse_failed(fl, json, len, &err);
+    json_t *root = fl->header;
+    if (!json_is_object(root))
         return malformed(fl, "the header is %s, expected an object",
-                         kiln__json_type_name(root->type));
-    fl->entries = kiln__calloc(root->n_items, sizeof *fl->entries, "safetensors entries");
+                         type_name(json_typeof(root)));
+    fl->entries = kiln__calloc(json_object_size(root), sizeof *fl->entries,
+                               "safetensors entries");
     if (!fl->entries)
         return KILN_ERR_NO_MEMORY;
-    for (size_t i = 0; i < root->n_items; i++) {
-        kiln_status st = strcmp(root->items[i].key, "__metadata__") == 0
-                             ? check_metadata(fl, &root->items[i])
-                             : parse_entry(fl, &root->items[i],
-                                           &fl->entries[fl->n_entries++]);
+    const char *key;
+    json_t     *value;
+    json_object_foreach(root, key, value) {
+        kiln_status st = strcmp(key, "__metadata__") == 0
+                             ? check_metadata(fl, value)
+                             : parse_entry(fl, key, value, &fl->entries[fl->n_entries++]);
         if (st != KILN_OK)
             return st;
     }
@@ -533,9 +678,9 @@ static kiln_status match_param(const file *fl, const kiln_tensor *t, const entry
         return kiln__error(KILN_ERR_SHAPE, "kiln_load: %s: tensor \"%s\" is %s; kiln "
                            "parameters are F32 (convert the file, e.g. with "
                            "tensor.float() in PyTorch)", fl->path, t->name, e->dtype);
-    bool same = e->shape->n_items == (size_t)t->node.ndim;
+    bool same = json_array_size(e->shape) == (size_t)t->node.ndim;
     for (int d = 0; same && d < t->node.ndim; d++)
-        same = e->shape->items[d].integer == t->node.dims[d];
+        same = json_integer_value(json_array_get(e->shape, (size_t)d)) == t->node.dims[d];
     if (!same)
         return kiln__error(KILN_ERR_SHAPE, "kiln_load: %s: tensor \"%s\" is %s in the "
                            "file but %s in the graph", fl->path, t->name,
@@ -598,7 +743,7 @@ KILN_API kiln_status kiln_load(kiln_graph *g, const char *path)
         st = load_params(g, &fl);
     if (fl.f)
         fclose(fl.f);
-    kiln__json_free(fl.header);
+    json_decref(fl.header);
     free(fl.entries);
     return st;
 }
