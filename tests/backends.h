@@ -32,6 +32,19 @@ size_t test_backend_list(test_backend *out, size_t cap);
  * or a single entry with an empty spec when there is none. cr_malloc'd. */
 struct criterion_test_params test_backend_params(void);
 
+/* A test run once per device of test_backend_params(); its body sees the
+ * device as `test_backend *backend`:
+ *
+ *   BACKEND_TEST(matmul, matches_reference_for_odd_shapes)
+ *   {
+ *       kiln_context *ctx = test_backend_context(backend);
+ *       ...
+ *   }
+ */
+#define BACKEND_TEST(suite, name)                                              \
+    ParameterizedTestParameters(suite, name) { return test_backend_params(); } \
+    ParameterizedTest(test_backend *backend, suite, name)
+
 /* A context on `spec`; asserts that it could be made, with kiln_last_error(). */
 kiln_context *test_context(const char *spec);
 

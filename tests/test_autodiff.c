@@ -25,10 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BACKEND_TEST(suite, name)                                              \
-    ParameterizedTestParameters(suite, name) { return test_backend_params(); } \
-    ParameterizedTest(test_backend *backend, suite, name)
-
 #define FD_STEP (1.0 / 32.0)
 
 /* |analytic - numeric| <= FD_ABS + FD_REL * |numeric| */

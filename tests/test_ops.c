@@ -20,10 +20,6 @@
 /* How many times each graph runs, with new data in the first leaf each time. */
 #define RUNS 2
 
-#define BACKEND_TEST(suite, name)                                              \
-    ParameterizedTestParameters(suite, name) { return test_backend_params(); } \
-    ParameterizedTest(test_backend *backend, suite, name)
-
 static const ref_tol TOL_EXACT      = {0.0, 0.0};
 static const ref_tol TOL_ROUNDING   = {1e-7, 1e-6}; /* one rounding, or a reciprocal */
 static const ref_tol TOL_TRANSCEND  = {1e-6, 1e-5}; /* exp, log, tanh ... in f32   */

@@ -11,10 +11,6 @@
 #include <math.h>
 #include <string.h>
 
-#define BACKEND_TEST(suite, name)                                              \
-    ParameterizedTestParameters(suite, name) { return test_backend_params(); } \
-    ParameterizedTest(test_backend *backend, suite, name)
-
 static void write_or_fail(kiln_tensor *t, const void *data, size_t nbytes)
 {
     kiln_status st = kiln_tensor_write(t, data, nbytes);
