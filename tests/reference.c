@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- shapes ---------------------------------------------------------------- */
@@ -52,6 +53,14 @@ char *ref_shape_str(ref_shape s, char *buf, size_t size)
     if (used < size)
         snprintf(buf + used, size - used, "]");
     return buf;
+}
+
+const char *ref_shape_text(ref_shape s)
+{
+    static char bufs[8][96];
+    static int  next;
+    char       *buf = bufs[next++ % 8];
+    return ref_shape_str(s, buf, sizeof bufs[0]);
 }
 
 /* The multi-index of flat element i of shape s, as "[i0, i1]". */
@@ -100,6 +109,13 @@ float ref_rng_uniform(ref_rng *rng, float lo, float hi)
     return (float)(lo + (hi - lo) * u);
 }
 
+void *ref_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    cr_assert_not_null(p, "out of memory for %zu elements", n);
+    return p;
+}
+
 void ref_fill(float *x, size_t n, uint64_t seed)
 {
     ref_fill_around(x, n, seed, 0.0f);
@@ -113,12 +129,17 @@ void ref_fill_around(float *x, size_t n, uint64_t seed, float center)
         x[i] = center + ref_rng_uniform(&rng, -2.0f, 2.0f);
 }
 
-void ref_fill_positive(float *x, size_t n, uint64_t seed)
+void ref_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi)
 {
     ref_rng rng;
     ref_rng_seed(&rng, seed);
     for (size_t i = 0; i < n; i++)
-        x[i] = ref_rng_uniform(&rng, 0.1f, 2.0f);
+        x[i] = ref_rng_uniform(&rng, lo, hi);
+}
+
+void ref_fill_positive(float *x, size_t n, uint64_t seed)
+{
+    ref_fill_uniform(x, n, seed, 0.1f, 2.0f);
 }
 
 void ref_fill_nonzero(float *x, size_t n, uint64_t seed)

@@ -27,6 +27,9 @@ size_t    ref_numel(ref_shape s);
 bool      ref_shape_eq(ref_shape a, ref_shape b);
 /* "[3, 4]", "[]" for a scalar; returns buf. */
 char     *ref_shape_str(ref_shape s, char *buf, size_t size);
+/* The same in one of 8 static buffers used in turn, so that a message can
+ * name a few shapes at once: for labels and failure messages. */
+const char *ref_shape_text(ref_shape s);
 
 /* ---- data ---------------------------------------------------------------- */
 
@@ -43,8 +46,14 @@ uint64_t ref_rng_next(ref_rng *rng);
 /* uniform in [lo, hi] */
 float    ref_rng_uniform(ref_rng *rng, float lo, float hi);
 
+/* calloc of n elements (of at least one, so that empty tensors can be read
+ * into it); asserts (Criterion) that it succeeded. */
+void *ref_calloc(size_t n, size_t size);
+
 /* uniform in [-2, 2] */
 void ref_fill(float *x, size_t n, uint64_t seed);
+/* uniform in [lo, hi] */
+void ref_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi);
 /* uniform in [0.1, 2]: for log and sqrt */
 void ref_fill_positive(float *x, size_t n, uint64_t seed);
 /* magnitude in [0.5, 2], either sign: for divisors */

@@ -36,21 +36,6 @@ static ref_shape shape_of(int ndim, const int64_t *dims)
     return ref_shape_of(ndim, dims);
 }
 
-static const char *shp(ref_shape s)
-{
-    static char bufs[8][96];
-    static int next;
-    char *buf = bufs[next++ % 8];
-    return ref_shape_str(s, buf, sizeof bufs[0]);
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    cr_assert_not_null(p, "out of memory for %zu elements", n);
-    return p;
-}
-
 /* ---- a gradient check ------------------------------------------------------ */
 
 typedef enum fill_kind {
@@ -101,13 +86,9 @@ static void fill(float *x, size_t n, fill_kind kind, uint64_t seed)
     case FILL_ANY:
         ref_fill(x, n, seed);
         break;
-    case FILL_POSITIVE: {
-        ref_rng rng;
-        ref_rng_seed(&rng, seed);
-        for (size_t i = 0; i < n; i++)
-            x[i] = ref_rng_uniform(&rng, 0.5f, 2.0f);
+    case FILL_POSITIVE:
+        ref_fill_uniform(x, n, seed, 0.5f, 2.0f);
         break;
-    }
     case FILL_NONZERO:
         ref_fill_nonzero(x, n, seed);
         break;
@@ -122,11 +103,11 @@ static void fill(float *x, size_t n, fill_kind kind, uint64_t seed)
 static leaf *gc_leaf(gcheck *gc, leaf *l, const char *name, kiln_tensor *t, ref_shape s)
 {
     cr_assert_eq(kiln_graph_status(gc->g), KILN_OK, "%s: leaf %s %s: %s", gc->label,
-                 name, shp(s), kiln_graph_error(gc->g));
+                 name, ref_shape_text(s), kiln_graph_error(gc->g));
     l->name = name;
     l->t = t;
     l->n = ref_numel(s);
-    l->f = xcalloc(l->n, sizeof *l->f);
+    l->f = ref_calloc(l->n, sizeof *l->f);
     return l;
 }
 
@@ -154,7 +135,7 @@ static kiln_tensor *gc_labels(gcheck *gc, int64_t rows, int32_t classes)
     ref_shape s = ref_shape_of(KILN_SHAPE(rows));
     leaf *l = gc_leaf(gc, &gc->inputs[gc->n_inputs++], "labels",
                       kiln_input(gc->g, "labels", KILN_I32, 1, s.dims), s);
-    l->labels = xcalloc(l->n, sizeof *l->labels);
+    l->labels = ref_calloc(l->n, sizeof *l->labels);
     ref_fill_labels(l->labels, l->n, classes, gc->seed);
     return l->t;
 }
@@ -203,7 +184,7 @@ static void check_param(const gcheck *gc, leaf *p)
     kiln_tensor *grad = kiln_grad(gc->g, p->t);
     cr_assert_not_null(grad, "%s on %s: kiln_grad(%s): %s", gc->label, gc->spec, p->name,
                        kiln_last_error());
-    float *analytic = xcalloc(p->n, sizeof *analytic);
+    float *analytic = ref_calloc(p->n, sizeof *analytic);
     kiln_status st = kiln_tensor_read(grad, analytic, p->n * 4);
     cr_assert_eq(st, KILN_OK, "%s on %s: reading the gradient of %s: %s", gc->label,
                  gc->spec, p->name, kiln_last_error());
@@ -229,7 +210,7 @@ static void gc_check(gcheck *gc, kiln_tensor *y)
     sy.ndim = kiln_tensor_ndim(y);
     for (int d = 0; d < sy.ndim; d++)
         sy.dims[d] = kiln_tensor_dim(y, d);
-    float *r = xcalloc(ref_numel(sy), sizeof *r);
+    float *r = ref_calloc(ref_numel(sy), sizeof *r);
     ref_fill(r, ref_numel(sy), gc->seed ^ 0x5eed);
     gc->loss = kiln_sum(g, kiln_mul(g, y, kiln_const(g, KILN_F32, sy.ndim, sy.dims, r)));
     free(r);
@@ -272,7 +253,8 @@ static void check_binary(kiln_context *ctx, const char *spec, int op, ref_shape 
                          ref_shape sb)
 {
     gcheck gc;
-    gc_begin(&gc, ctx, spec, "%s of a %s and b %s", binary_ops[op].name, shp(sa), shp(sb));
+    gc_begin(&gc, ctx, spec, "%s of a %s and b %s", binary_ops[op].name,
+             ref_shape_text(sa), ref_shape_text(sb));
     kiln_tensor *a = gc_param(&gc, "a", sa, FILL_ANY);
     kiln_tensor *b = gc_param(&gc, "b", sb, binary_ops[op].fn == kiln_div ? FILL_NONZERO
                                                                          : FILL_ANY);
@@ -392,11 +374,11 @@ BACKEND_TEST(grad_reduce, max_softmax_and_log_softmax_along_the_last_axis)
     static const ref_shape shapes[] = {{2, {3, 5}}, {1, {6}}, {3, {2, 2, 3}}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         gcheck gc;
-        gc_begin(&gc, ctx, backend->spec, "max of %s", shp(shapes[s]));
+        gc_begin(&gc, ctx, backend->spec, "max of %s", ref_shape_text(shapes[s]));
         gc_check(&gc, kiln_max(gc.g, gc_param(&gc, "x", shapes[s], FILL_DISTINCT)));
-        gc_begin(&gc, ctx, backend->spec, "softmax of %s", shp(shapes[s]));
+        gc_begin(&gc, ctx, backend->spec, "softmax of %s", ref_shape_text(shapes[s]));
         gc_check(&gc, kiln_softmax(gc.g, gc_param(&gc, "x", shapes[s], FILL_ANY)));
-        gc_begin(&gc, ctx, backend->spec, "log_softmax of %s", shp(shapes[s]));
+        gc_begin(&gc, ctx, backend->spec, "log_softmax of %s", ref_shape_text(shapes[s]));
         gc_check(&gc, kiln_log_softmax(gc.g, gc_param(&gc, "x", shapes[s], FILL_ANY)));
     }
     kiln_context_free(ctx);
@@ -531,7 +513,7 @@ BACKEND_TEST(grad_max_pool2d, routes_to_the_maximum_and_adds_up_where_windows_ov
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         gcheck gc;
         gc_begin(&gc, ctx, backend->spec, "max_pool2d of %s, kernel %d, stride %d",
-                 shp(cases[i].x), cases[i].kernel, cases[i].stride);
+                 ref_shape_text(cases[i].x), cases[i].kernel, cases[i].stride);
         kiln_tensor *x = gc_param(&gc, "x", cases[i].x, FILL_DISTINCT);
         gc_check(&gc, kiln_max_pool2d(gc.g, x, cases[i].kernel, cases[i].stride));
     }

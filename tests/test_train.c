@@ -23,14 +23,6 @@ static void read_or_fail(const kiln_tensor *t, void *data, size_t nbytes)
     cr_assert_eq(st, KILN_OK, "reading '%s': %s", kiln_tensor_name(t), kiln_last_error());
 }
 
-static void uniform(float *x, size_t n, float lo, float hi, uint64_t seed)
-{
-    ref_rng rng;
-    ref_rng_seed(&rng, seed);
-    for (size_t i = 0; i < n; i++)
-        x[i] = ref_rng_uniform(&rng, lo, hi);
-}
-
 /* Differentiates, adds the optimiser, compiles; fails the test on any error. */
 static void prepare(kiln_graph *g, kiln_tensor *loss, kiln_optimizer *(*make)(kiln_graph *))
 {
@@ -62,7 +54,7 @@ BACKEND_TEST(train, linear_regression_recovers_the_coefficients_with_sgd_and_mse
 {
     static const float w_true[LR_D] = {1.5f, -2.0f, 0.5f}, b_true = 0.3f;
     float xs[LR_N * LR_D], ys[LR_N], w0[LR_D] = {0}, b0 = 0.0f;
-    uniform(xs, LR_N * LR_D, -1.0f, 1.0f, 2024);
+    ref_fill_uniform(xs, LR_N * LR_D, 2024, -1.0f, 1.0f);
     for (int i = 0; i < LR_N; i++) {
         double y = b_true;
         for (int j = 0; j < LR_D; j++)
@@ -117,8 +109,8 @@ BACKEND_TEST(train, mlp_learns_xor_with_adam_and_cross_entropy)
     static const float xs[4 * 2] = {0, 0, 0, 1, 1, 0, 1, 1};
     static const int32_t labels[4] = {0, 1, 1, 0};
     float w1[2 * XOR_HIDDEN], w2[XOR_HIDDEN * 2], b1[XOR_HIDDEN] = {0}, b2[2] = {0};
-    uniform(w1, 2 * XOR_HIDDEN, -1.0f, 1.0f, 7);
-    uniform(w2, XOR_HIDDEN * 2, -1.0f, 1.0f, 8);
+    ref_fill_uniform(w1, 2 * XOR_HIDDEN, 7, -1.0f, 1.0f);
+    ref_fill_uniform(w2, XOR_HIDDEN * 2, 8, -1.0f, 1.0f);
 
     kiln_context *ctx = test_context(backend->spec);
     kiln_graph *g = kiln_graph_new(ctx);
