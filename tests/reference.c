@@ -170,34 +170,36 @@ void ref_fill_labels(int32_t *x, size_t n, int32_t classes, uint64_t seed)
 
 /* ---- comparison ------------------------------------------------------------------ */
 
-static bool close_enough(float got, float want, ref_tol tol)
+static bool close_enough(float got, double want, ref_tol tol)
 {
     if (isnan(want))
         return isnan(got);
     if (isinf(want))
         return got == want;
-    double err = fabs((double)got - (double)want);
+    double err = fabs((double)got - want);
     /* written so that a NaN `got` fails */
-    return err <= tol.abs + tol.rel * fabs((double)want);
+    return err <= tol.abs + tol.rel * fabs(want);
 }
 
-void ref_expect_close(const char *what, const float *got, const float *want,
-                      ref_shape shape, ref_tol tol)
+/* ref_expect_close against want_f (f32) or, when that is NULL, want_d (f64) */
+static void expect_close(const char *what, const float *got, const float *want_f,
+                         const double *want_d, ref_shape shape, ref_tol tol)
 {
     size_t n = ref_numel(shape);
     size_t bad = 0, first = 0;
     double max_abs = 0.0, max_rel = 0.0;
 
     for (size_t i = 0; i < n; i++) {
-        if (!close_enough(got[i], want[i], tol)) {
+        double want = want_f ? (double)want_f[i] : want_d[i];
+        if (!close_enough(got[i], want, tol)) {
             if (bad++ == 0)
                 first = i;
         }
-        double err = fabs((double)got[i] - (double)want[i]);
-        if (isfinite(want[i]) && !(err <= max_abs))
+        double err = fabs((double)got[i] - want);
+        if (isfinite(want) && !(err <= max_abs))
             max_abs = err; /* a NaN got makes the maximum NaN, as it should */
-        if (isfinite(want[i]) && want[i] != 0.0f) {
-            double rel = err / fabs((double)want[i]);
+        if (isfinite(want) && want != 0.0) {
+            double rel = err / fabs(want);
             if (!(rel <= max_rel))
                 max_rel = rel;
         }
@@ -211,7 +213,20 @@ void ref_expect_close(const char *what, const float *got, const float *want,
                    "(tolerance abs %.3g + rel %.3g); max abs err %.3g, max rel err %.3g",
                    what, bad, n, ref_shape_str(shape, shp, sizeof shp),
                    index_str(shape, first, idx, sizeof idx), (double)got[first],
-                   (double)want[first], tol.abs, tol.rel, max_abs, max_rel);
+                   want_f ? (double)want_f[first] : want_d[first], tol.abs, tol.rel,
+                   max_abs, max_rel);
+}
+
+void ref_expect_close(const char *what, const float *got, const float *want,
+                      ref_shape shape, ref_tol tol)
+{
+    expect_close(what, got, want, NULL, shape, tol);
+}
+
+void ref_expect_close_f64(const char *what, const float *got, const double *want,
+                          ref_shape shape, ref_tol tol)
+{
+    expect_close(what, got, NULL, want, shape, tol);
 }
 
 void ref_expect_equal_i32(const char *what, const int32_t *got,

@@ -78,6 +78,9 @@ typedef struct ref_tol {
  * largest absolute and relative errors over the whole tensor. */
 void ref_expect_close(const char *what, const float *got, const float *want,
                       ref_shape shape, ref_tol tol);
+/* The same against a reference computed in double, compared unrounded. */
+void ref_expect_close_f64(const char *what, const float *got, const double *want,
+                          ref_shape shape, ref_tol tol);
 /* Exact comparison for i32 tensors (argmax), reported as above. */
 void ref_expect_equal_i32(const char *what, const int32_t *got,
                           const int32_t *want, ref_shape shape);

@@ -412,9 +412,10 @@ static kiln_tensor *pool_2x2_stride_1(kiln_graph *g, kiln_tensor *x)
 static void expect_exact(const char *what, const char *spec, const float *got,
                          const float *want, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        cr_expect_eq(got[i], want[i], "%s on %s: d/dx[%zu] = %g, expected %g", what, spec,
-                     i, (double)got[i], (double)want[i]);
+    char label[256];
+    snprintf(label, sizeof label, "%s on %s: d/dx", what, spec);
+    ref_expect_close(label, got, want, ref_shape_of(KILN_SHAPE((int64_t)n)),
+                     (ref_tol){0.0, 0.0});
 }
 
 BACKEND_TEST(grad_reduce, max_and_max_pool2d_send_the_gradient_to_the_first_maximum)
@@ -774,12 +775,11 @@ static void expect_params(const opt_graph *o, const char *spec, const char *what
 {
     float got[OPT_N];
     cr_assert_eq(kiln_tensor_read(o->p, got, sizeof got), KILN_OK, "%s", kiln_last_error());
-    for (int i = 0; i < OPT_N; i++) {
-        double want = o->ref_p[i];
-        cr_expect(fabs(got[i] - want) <= 2e-6 + 2e-5 * fabs(want),
-                  "%s on %s, step %d: p[%d] = %.8g, PyTorch's formula gives %.8g", what,
-                  spec, o->t, i, (double)got[i], want);
-    }
+    char label[256];
+    snprintf(label, sizeof label, "%s on %s, step %d: p against PyTorch's formula", what,
+             spec, o->t);
+    ref_expect_close_f64(label, got, o->ref_p, ref_shape_of(KILN_SHAPE(OPT_N)),
+                         (ref_tol){2e-6, 2e-5});
 }
 
 /* One run with new x; checks that the reader created after the optimiser saw

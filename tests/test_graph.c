@@ -5,6 +5,7 @@
  * are worked out in the test itself, in double.
  */
 #include "backends.h"
+#include "reference.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -70,15 +71,6 @@ static void fill(float *x, size_t n, unsigned salt)
 {
     for (size_t i = 0; i < n; i++)
         x[i] = (float)sin(0.7 * (double)i + 1.3 * salt) * 2.0f;
-}
-
-static void expect_close(const char *what, const float *got, const double *want,
-                         size_t n, double tol)
-{
-    for (size_t i = 0; i < n; i++)
-        cr_assert(fabs((double)got[i] - want[i]) <= tol * (1.0 + fabs(want[i])),
-                  "%s: element %zu is %.9g, expected %.9g", what, i, (double)got[i],
-                  want[i]);
 }
 
 /* ---- sticky construction errors ---------------------------------------------- */
@@ -428,7 +420,8 @@ Test(graph, only_leaves_and_outputs_are_readable_after_run)
     expect_ok(kiln_tensor_read(y, got, sizeof got), "read of the output");
     for (int i = 0; i < N; i++)
         want[i] = -exp((double)xs[i]);
-    expect_close("neg(exp(x))", got, want, N, 1e-5);
+    ref_expect_close_f64("neg(exp(x))", got, want, ref_shape_of(KILN_SHAPE(N)),
+                         (ref_tol){1e-5, 1e-5});
     expect_ok(kiln_tensor_read(x, got, sizeof got), "read of the input leaf");
     cr_assert_arr_eq(got, xs, sizeof xs, "the input leaf changed in the run");
     kiln_graph_free(g);
@@ -557,7 +550,8 @@ Test(param, values_persist_across_runs)
         expect_ok(kiln_tensor_read(y, got, sizeof got), "read");
         for (int i = 0; i < N; i++)
             want[i] = (double)xs[i] * (double)ps[i];
-        expect_close("x * p", got, want, N, 1e-6);
+        ref_expect_close_f64("x * p", got, want, ref_shape_of(KILN_SHAPE(N)),
+                             (ref_tol){1e-6, 1e-6});
     }
     expect_ok(kiln_tensor_read(p, got, sizeof got), "read of the param");
     cr_assert_arr_eq(got, ps, sizeof ps, "the param changed across runs");
@@ -586,7 +580,8 @@ Test(tensor, writes_before_compile_are_kept)
     expect_ok(kiln_tensor_read(y, got, sizeof got), "read");
     for (int i = 0; i < N; i++)
         want[i] = (double)xs[i] - (double)ps[i];
-    expect_close("x - p with both written before compile", got, want, N, 1e-6);
+    ref_expect_close_f64("x - p with both written before compile", got, want,
+                         ref_shape_of(KILN_SHAPE(N)), (ref_tol){1e-6, 1e-6});
     kiln_graph_free(g);
     kiln_context_free(ctx);
 }

@@ -16,6 +16,8 @@
  * so the tests find reports by file (device and inode, whatever spelling of
  * the path the loader kept) or by name, and never count them all.
  */
+#include "reference.h"
+
 #include <kiln/backend.h>
 #include <kiln/kiln.h>
 
@@ -525,9 +527,8 @@ static void assert_result(const kiln_tensor *y, const float *want, size_t n)
     cr_assert_leq(n, 16);
     cr_assert_eq(kiln_tensor_read(y, got, n * sizeof *got), KILN_OK, "read: %s",
                  kiln_last_error());
-    for (size_t i = 0; i < n; i++)
-        cr_assert_float_eq(got[i], want[i], 1e-6f, "element %zu: %g, expected %g", i,
-                           (double)got[i], (double)want[i]);
+    ref_expect_close("the result", got, want, ref_shape_of(KILN_SHAPE((int64_t)n)),
+                     (ref_tol){ 1e-6, 0.0 });
 }
 
 Test(example, runs_bias_add_then_relu)
