@@ -1,5 +1,6 @@
 /* tests/child.c — see child.h. */
 #include "child.h"
+#include "expect.h"
 #include "reference.h"
 
 #include <criterion/criterion.h>
@@ -17,10 +18,7 @@
 
 static const char *builddir(void)
 {
-    const char *dir = getenv("KILN_TEST_BUILDDIR");
-    cr_assert(dir && *dir, "KILN_TEST_BUILDDIR is not set: run the tests through "
-              "make check");
-    return dir;
+    return expect_env("KILN_TEST_BUILDDIR");
 }
 
 /* The whole of an open file, from its start, NUL-terminated. */

@@ -16,6 +16,7 @@
  * so the tests find reports by file (device and inode, whatever spelling of
  * the path the loader kept) or by name, and never count them all.
  */
+#include "expect.h"
 #include "reference.h"
 
 #include <kiln/backend.h>
@@ -66,16 +67,9 @@ static void fmt(char *buf, size_t len, const char *format, ...)
     cr_assert(n >= 0 && (size_t)n < len, "a test path is longer than %zu bytes", len);
 }
 
-static const char *need_env(const char *name)
-{
-    const char *v = getenv(name);
-    cr_assert(v && *v, "%s is not set: run the tests through make check", name);
-    return v;
-}
-
 static void setup(void)
 {
-    fmt(cpu_dir, sizeof cpu_dir, "%s", need_env("KILN_CPU_PLUGIN"));
+    fmt(cpu_dir, sizeof cpu_dir, "%s", expect_env("KILN_CPU_PLUGIN"));
     unsetenv("KILN_BACKEND");
     unsetenv("KILN_LOG");
 }
@@ -96,11 +90,11 @@ static void plugin_dir(const char *key, char *buf, size_t len)
     if (strcmp(key, "cpu") == 0)
         fmt(buf, len, "%s", cpu_dir);
     else if (strcmp(key, "example") == 0)
-        fmt(buf, len, "%s", need_env("KILN_EXAMPLE_PLUGIN"));
+        fmt(buf, len, "%s", expect_env("KILN_EXAMPLE_PLUGIN"));
     else if (strcmp(key, "garbage") == 0)
-        fmt(buf, len, "%s/plugins/garbage", need_env("KILN_TEST_SRCDIR"));
+        fmt(buf, len, "%s/plugins/garbage", expect_env("KILN_TEST_SRCDIR"));
     else
-        fmt(buf, len, "%s/%s/.libs", need_env("KILN_TEST_PLUGINS"), p->subdir);
+        fmt(buf, len, "%s/%s/.libs", expect_env("KILN_TEST_PLUGINS"), p->subdir);
 }
 
 static void plugin_file(const char *key, char *buf, size_t len)

@@ -9,6 +9,7 @@
  * their values between runs.
  */
 #include "backends.h"
+#include "expect.h"
 #include "reference.h"
 
 #include <math.h>
@@ -116,12 +117,6 @@ static void *case_scratch(op_case *c, size_t n, size_t size)
 {
     cr_assert(c->n_scratch < MAX_SCRATCH, "test bug: too many scratch buffers");
     return c->scratch[c->n_scratch++] = ref_calloc(n, size);
-}
-
-static const char *graph_error(const kiln_graph *g)
-{
-    const char *e = kiln_graph_error(g);
-    return e ? e : "(no graph error)";
 }
 
 static leaf *case_leaf(op_case *c, kiln_tensor *t, ref_shape s, fill_kind fill)
