@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <kiln/kiln.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -21,8 +22,9 @@ static const char *builddir(void)
     return expect_env("KILN_TEST_BUILDDIR");
 }
 
-/* The whole of an open file, from its start, NUL-terminated. */
-static char *slurp(int fd)
+/* The whole of an open file, from its start, NUL-terminated; its size in
+ * *len unless len is NULL. */
+static char *slurp(int fd, size_t *len)
 {
     struct stat st;
     cr_assert_eq(fstat(fd, &st), 0, "fstat: %s", strerror(errno));
@@ -31,6 +33,8 @@ static char *slurp(int fd)
     ssize_t n = pread(fd, buf, (size_t)st.st_size, 0);
     cr_assert_eq(n, st.st_size, "pread: %s", strerror(errno));
     buf[n] = '\0';
+    if (len)
+        *len = (size_t)n;
     return buf;
 }
 
@@ -83,8 +87,8 @@ child_result child_run(const char *program, const char *const *env)
         cr_assert_eq(errno, EINTR, "waitpid: %s", strerror(errno));
     child_result r = {
         .status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
-        .out = slurp(out),
-        .err = slurp(err),
+        .out = slurp(out, NULL),
+        .err = slurp(err, NULL),
     };
     close(out);
     close(err);
@@ -119,6 +123,30 @@ void child_remove_dir(const char *dir)
 {
     cr_assert_eq(nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0,
                  "removing %s: %s", dir, strerror(errno));
+}
+
+size_t child_dir_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        cr_assert_eq(errno, ENOENT, "opendir %s: %s", dir, strerror(errno));
+        return 0;
+    }
+    size_t         n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+char *child_read_file(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+    char *text = slurp(fd, len);
+    close(fd);
+    return text;
 }
 
 size_t runner_outputs(const char *out, runner_output *outputs, size_t cap)

@@ -16,6 +16,7 @@
  * so the tests find reports by file (device and inode, whatever spelling of
  * the path the loader kept) or by name, and never count them all.
  */
+#include "child.h"
 #include "expect.h"
 #include "reference.h"
 
@@ -353,23 +354,12 @@ static char scratch[LEN];
 static void scratch_setup(void)
 {
     setup();
-    fmt(scratch, sizeof scratch, "%s/kiln-test-XXXXXX",
-        getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    cr_assert_not_null(mkdtemp(scratch), "mkdtemp %s failed", scratch);
+    child_temp_dir(scratch, sizeof scratch);
 }
-
-static const char *const scratch_names[] = {
-    "a.so", "b.so", "c.so", "kiln-good.so", "kiln-good.so.bak", "notes.txt",
-};
 
 static void scratch_teardown(void)
 {
-    char link[LEN + 32];
-    for (size_t i = 0; i < sizeof scratch_names / sizeof *scratch_names; i++) {
-        snprintf(link, sizeof link, "%s/%s", scratch, scratch_names[i]);
-        unlink(link);
-    }
-    rmdir(scratch);
+    child_remove_dir(scratch);
 }
 
 /* Links scratch/name to the plugin `key`. */
