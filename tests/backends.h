@@ -60,4 +60,12 @@ size_t test_cpu_isas(const char *isas[3]);
  * that there is one. Returns a static buffer. */
 const char *test_first_spec(void);
 
+/* For tests at the plugin ABI (<kiln/backend.h>): the plugin table of the
+ * backend b->spec names, and in *index that device's index in it. It is the
+ * plugin kiln's loader found, vetted and initialised, the same loaded copy,
+ * so the plugin reports its errors through kiln: in kiln_last_error().
+ * Asserts that the backend is loaded. */
+struct kiln_plugin;
+const struct kiln_plugin *test_backend_plugin(const test_backend *b, int *index);
+
 #endif /* KILN_TESTS_BACKENDS_H */
