@@ -1,8 +1,6 @@
 /* core/runtime/context.c — a context owns one opened device of one plugin. */
 #include "../kiln-impl.h"
 
-#include "config.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -64,9 +62,4 @@ KILN_API void kiln_context_free(kiln_context *ctx)
 KILN_API const char *kiln_context_device(const kiln_context *ctx)
 {
     return ctx ? ctx->label : "(no context)";
-}
-
-KILN_API const char *kiln_version(void)
-{
-    return PACKAGE_VERSION;
 }
