@@ -62,7 +62,7 @@ BACKEND_TEST(train, linear_regression_recovers_the_coefficients_with_sgd_and_mse
         ys[i] = (float)y;
     }
 
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     kiln_graph *g = kiln_graph_new(ctx);
     kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(LR_N, LR_D));
     kiln_tensor *y = kiln_input(g, "y", KILN_F32, KILN_SHAPE(LR_N, 1));
@@ -76,20 +76,20 @@ BACKEND_TEST(train, linear_regression_recovers_the_coefficients_with_sgd_and_mse
     write_or_fail(b, &b0, sizeof b0);
 
     float first, last;
-    train(g, 1, backend->spec);
+    train(g, 1, backend->label);
     read_or_fail(loss, &first, sizeof first);
-    train(g, 299, backend->spec);
+    train(g, 299, backend->label);
     read_or_fail(loss, &last, sizeof last);
     float w_got[LR_D], b_got;
     read_or_fail(w, w_got, sizeof w_got);
     read_or_fail(b, &b_got, sizeof b_got);
     for (int j = 0; j < LR_D; j++)
         cr_expect(fabsf(w_got[j] - w_true[j]) < 1e-3f, "on %s: w[%d] = %g, expected %g "
-                  "(loss %g after the first step, %g after the last)", backend->spec, j,
+                  "(loss %g after the first step, %g after the last)", backend->label, j,
                   (double)w_got[j], (double)w_true[j], (double)first, (double)last);
-    cr_expect(fabsf(b_got - b_true) < 1e-3f, "on %s: b = %g, expected %g", backend->spec,
+    cr_expect(fabsf(b_got - b_true) < 1e-3f, "on %s: b = %g, expected %g", backend->label,
               (double)b_got, (double)b_true);
-    cr_expect(last < 1e-6f, "on %s: the loss went from %g to %g only", backend->spec,
+    cr_expect(last < 1e-6f, "on %s: the loss went from %g to %g only", backend->label,
               (double)first, (double)last);
     kiln_graph_free(g);
     kiln_context_free(ctx);
@@ -112,7 +112,7 @@ BACKEND_TEST(train, mlp_learns_xor_with_adam_and_cross_entropy)
     ref_fill_uniform(w1, 2 * XOR_HIDDEN, 7, -1.0f, 1.0f);
     ref_fill_uniform(w2, XOR_HIDDEN * 2, 8, -1.0f, 1.0f);
 
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     kiln_graph *g = kiln_graph_new(ctx);
     kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(4, 2));
     kiln_tensor *y = kiln_input(g, "y", KILN_I32, KILN_SHAPE(4));
@@ -134,20 +134,20 @@ BACKEND_TEST(train, mlp_learns_xor_with_adam_and_cross_entropy)
     write_or_fail(pb2, b2, sizeof b2);
 
     float first, last;
-    train(g, 1, backend->spec);
+    train(g, 1, backend->label);
     read_or_fail(loss, &first, sizeof first);
-    train(g, 299, backend->spec);
+    train(g, 299, backend->label);
     /* the loss and predictions of the trained parameters, without a step */
     cr_assert_eq(kiln_graph_eval(g, loss), KILN_OK, "%s", kiln_last_error());
     cr_assert_eq(kiln_graph_eval(g, pred), KILN_OK, "%s", kiln_last_error());
     read_or_fail(loss, &last, sizeof last);
     int32_t got[4];
     read_or_fail(pred, got, sizeof got);
-    cr_expect(last < 0.05f, "on %s: the loss went from %g to %g only", backend->spec,
+    cr_expect(last < 0.05f, "on %s: the loss went from %g to %g only", backend->label,
               (double)first, (double)last);
     for (int i = 0; i < 4; i++)
         cr_expect_eq(got[i], labels[i], "on %s: XOR(%g, %g) predicted %d (loss %g)",
-                     backend->spec, (double)xs[2 * i], (double)xs[2 * i + 1], got[i],
+                     backend->label, (double)xs[2 * i], (double)xs[2 * i + 1], got[i],
                      (double)last);
     kiln_graph_free(g);
     kiln_context_free(ctx);
