@@ -1,6 +1,10 @@
 /* tests/backends.c — which devices the tests run on. */
 #include "backends.h"
 
+#include <kiln/backend.h>
+
+#include <dlfcn.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,4 +136,40 @@ const char *test_first_spec(void)
               getenv("KILN_PLUGIN_PATH") ? getenv("KILN_PLUGIN_PATH") : "(unset)",
               describe_plugins());
     return first.spec;
+}
+
+const kiln_plugin *test_backend_plugin(const test_backend *b, int *index)
+{
+    const char *colon = strrchr(b->spec, ':');
+    char       *end   = NULL;
+    long        k     = colon ? strtol(colon + 1, &end, 10) : -1;
+    cr_assert(colon && colon > b->spec && end != colon + 1 && *end == '\0' && k >= 0 &&
+              k <= INT_MAX, "test bug: \"%s\" is not a name:index spec", b->spec);
+    *index = (int)k;
+
+    const kiln_plugin_report *r = NULL;
+    size_t n = kiln_plugins(&r);
+    size_t len = (size_t)(colon - b->spec);
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].reason || !r[i].name || strlen(r[i].name) != len ||
+            strncmp(r[i].name, b->spec, len) != 0)
+            continue;
+        /* RTLD_NOLOAD: kiln's copy, never a second one */
+        void *h = dlopen(r[i].path, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+        cr_assert_not_null(h, "%s: kiln's plugin %s is not loaded: %s", b->label,
+                           r[i].path, dlerror());
+        void *sym = dlsym(h, KILN_BACKEND_ENTRY_SYMBOL);
+        cr_assert_not_null(sym, "%s: %s has no " KILN_BACKEND_ENTRY_SYMBOL, b->label,
+                           r[i].path);
+        kiln_backend_entry_fn entry;
+        memcpy(&entry, &sym, sizeof entry); /* object to function pointer */
+        const kiln_plugin *p = entry();
+        cr_assert(p && p->abi_version == KILN_BACKEND_ABI_VERSION,
+                  "%s: %s returned no table of ABI version %u", b->label, r[i].path,
+                  (unsigned)KILN_BACKEND_ABI_VERSION);
+        dlclose(h); /* kiln's loader keeps it loaded */
+        return p;
+    }
+    cr_assert_fail("%s: kiln has no usable plugin for it: %s", b->label, describe_plugins());
+    return NULL;
 }

@@ -32,6 +32,19 @@ size_t test_backend_list(test_backend *out, size_t cap);
  * or a single entry with an empty spec when there is none. cr_malloc'd. */
 struct criterion_test_params test_backend_params(void);
 
+/* A test run once per device of test_backend_params(); its body sees the
+ * device as `test_backend *backend`:
+ *
+ *   BACKEND_TEST(matmul, matches_reference_for_odd_shapes)
+ *   {
+ *       kiln_context *ctx = test_backend_context(backend);
+ *       ...
+ *   }
+ */
+#define BACKEND_TEST(suite, name)                                              \
+    ParameterizedTestParameters(suite, name) { return test_backend_params(); } \
+    ParameterizedTest(test_backend *backend, suite, name)
+
 /* A context on `spec`; asserts that it could be made, with kiln_last_error(). */
 kiln_context *test_context(const char *spec);
 
@@ -46,5 +59,13 @@ size_t test_cpu_isas(const char *isas[3]);
 /* The first spec of the list (for tests that need only one device); asserts
  * that there is one. Returns a static buffer. */
 const char *test_first_spec(void);
+
+/* For tests at the plugin ABI (<kiln/backend.h>): the plugin table of the
+ * backend b->spec names, and in *index that device's index in it. It is the
+ * plugin kiln's loader found, vetted and initialised, the same loaded copy,
+ * so the plugin reports its errors through kiln: in kiln_last_error().
+ * Asserts that the backend is loaded. */
+struct kiln_plugin;
+const struct kiln_plugin *test_backend_plugin(const test_backend *b, int *index);
 
 #endif /* KILN_TESTS_BACKENDS_H */

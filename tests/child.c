@@ -1,12 +1,15 @@
 /* tests/child.c — see child.h. */
 #include "child.h"
+#include "expect.h"
+#include "reference.h"
 
 #include <criterion/criterion.h>
+#include <kiln/kiln.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,14 +19,12 @@
 
 static const char *builddir(void)
 {
-    const char *dir = getenv("KILN_TEST_BUILDDIR");
-    cr_assert(dir && *dir, "KILN_TEST_BUILDDIR is not set: run the tests through "
-              "make check");
-    return dir;
+    return expect_env("KILN_TEST_BUILDDIR");
 }
 
-/* The whole of an open file, from its start, NUL-terminated. */
-static char *slurp(int fd)
+/* The whole of an open file, from its start, NUL-terminated; its size in
+ * *len unless len is NULL. */
+static char *slurp(int fd, size_t *len)
 {
     struct stat st;
     cr_assert_eq(fstat(fd, &st), 0, "fstat: %s", strerror(errno));
@@ -32,6 +33,8 @@ static char *slurp(int fd)
     ssize_t n = pread(fd, buf, (size_t)st.st_size, 0);
     cr_assert_eq(n, st.st_size, "pread: %s", strerror(errno));
     buf[n] = '\0';
+    if (len)
+        *len = (size_t)n;
     return buf;
 }
 
@@ -84,8 +87,8 @@ child_result child_run(const char *program, const char *const *env)
         cr_assert_eq(errno, EINTR, "waitpid: %s", strerror(errno));
     child_result r = {
         .status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
-        .out = slurp(out),
-        .err = slurp(err),
+        .out = slurp(out, NULL),
+        .err = slurp(err, NULL),
     };
     close(out);
     close(err);
@@ -120,6 +123,30 @@ void child_remove_dir(const char *dir)
 {
     cr_assert_eq(nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0,
                  "removing %s: %s", dir, strerror(errno));
+}
+
+size_t child_dir_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        cr_assert_eq(errno, ENOENT, "opendir %s: %s", dir, strerror(errno));
+        return 0;
+    }
+    size_t         n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+char *child_read_file(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+    char *text = slurp(fd, len);
+    close(fd);
+    return text;
 }
 
 size_t runner_outputs(const char *out, runner_output *outputs, size_t cap)
@@ -165,11 +192,12 @@ void runner_expect_same(const char *what, const child_result *got,
         cr_assert_str_eq(g[k].name, w[k].name, "%s: output %zu", what, k);
         cr_assert_eq(g[k].n, w[k].n, "%s: output %s has %zu values, not %zu", what,
                      w[k].name, g[k].n, w[k].n);
-        for (size_t i = 0; i < w[k].n; i++) {
-            double a = g[k].v[i], b = w[k].v[i];
-            cr_assert(fabs(a - b) <= tol * (1.0 + fabs(b)), "%s: output %s[%zu] is "
-                      "%.9g, the reference %.9g", what, w[k].name, i, a, b);
-        }
+        char      label[256];
+        ref_shape shape = ref_shape_of(KILN_SHAPE((int64_t)w[k].n));
+        snprintf(label, sizeof label, "%s: the reference's output %s", what, w[k].name);
+        ref_expect_finite(label, w[k].v, shape);
+        snprintf(label, sizeof label, "%s: output %s", what, w[k].name);
+        ref_expect_close(label, g[k].v, w[k].v, shape, (ref_tol){ tol, tol });
     }
     runner_outputs_free(g, ng);
     runner_outputs_free(w, nw);

@@ -1,6 +1,8 @@
 /* tests/child.h — run a test helper program in a fresh process, with extra
  * environment, and capture what it prints. For behaviour that only a new
- * process shows: a cache filled by an earlier one, knobs read once.
+ * process shows: a cache filled by an earlier one, knobs read once. And the
+ * files and folders the tests write: a folder of its own for each test, a
+ * file read whole, what a folder holds.
  */
 #ifndef KILN_TESTS_CHILD_H
 #define KILN_TESTS_CHILD_H
@@ -23,6 +25,14 @@ void         child_free(child_result *r);
  * child_remove_dir removes it and everything in it. */
 void child_temp_dir(char *buf, size_t len);
 void child_remove_dir(const char *dir);
+
+/* How many entries dir holds, hidden ones included ("." and ".." not); 0
+ * when it does not exist. Asserts that it could be read. */
+size_t child_dir_entries(const char *dir);
+
+/* The whole of the file at path, NUL-terminated (free it); *len, unless
+ * NULL, is its size. Asserts that it could be read. */
+char *child_read_file(const char *path, size_t *len);
 
 /* One output of graph_runner: "output NAME COUNT" and COUNT values. */
 typedef struct runner_output {

@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- shapes ---------------------------------------------------------------- */
@@ -52,6 +53,14 @@ char *ref_shape_str(ref_shape s, char *buf, size_t size)
     if (used < size)
         snprintf(buf + used, size - used, "]");
     return buf;
+}
+
+const char *ref_shape_text(ref_shape s)
+{
+    static char bufs[8][96];
+    static int  next;
+    char       *buf = bufs[next++ % 8];
+    return ref_shape_str(s, buf, sizeof bufs[0]);
 }
 
 /* The multi-index of flat element i of shape s, as "[i0, i1]". */
@@ -100,6 +109,13 @@ float ref_rng_uniform(ref_rng *rng, float lo, float hi)
     return (float)(lo + (hi - lo) * u);
 }
 
+void *ref_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    cr_assert_not_null(p, "out of memory for %zu elements", n);
+    return p;
+}
+
 void ref_fill(float *x, size_t n, uint64_t seed)
 {
     ref_fill_around(x, n, seed, 0.0f);
@@ -113,12 +129,17 @@ void ref_fill_around(float *x, size_t n, uint64_t seed, float center)
         x[i] = center + ref_rng_uniform(&rng, -2.0f, 2.0f);
 }
 
-void ref_fill_positive(float *x, size_t n, uint64_t seed)
+void ref_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi)
 {
     ref_rng rng;
     ref_rng_seed(&rng, seed);
     for (size_t i = 0; i < n; i++)
-        x[i] = ref_rng_uniform(&rng, 0.1f, 2.0f);
+        x[i] = ref_rng_uniform(&rng, lo, hi);
+}
+
+void ref_fill_positive(float *x, size_t n, uint64_t seed)
+{
+    ref_fill_uniform(x, n, seed, 0.1f, 2.0f);
 }
 
 void ref_fill_nonzero(float *x, size_t n, uint64_t seed)
@@ -149,34 +170,36 @@ void ref_fill_labels(int32_t *x, size_t n, int32_t classes, uint64_t seed)
 
 /* ---- comparison ------------------------------------------------------------------ */
 
-static bool close_enough(float got, float want, ref_tol tol)
+static bool close_enough(float got, double want, ref_tol tol)
 {
     if (isnan(want))
         return isnan(got);
     if (isinf(want))
         return got == want;
-    double err = fabs((double)got - (double)want);
+    double err = fabs((double)got - want);
     /* written so that a NaN `got` fails */
-    return err <= tol.abs + tol.rel * fabs((double)want);
+    return err <= tol.abs + tol.rel * fabs(want);
 }
 
-void ref_expect_close(const char *what, const float *got, const float *want,
-                      ref_shape shape, ref_tol tol)
+/* ref_expect_close against want_f (f32) or, when that is NULL, want_d (f64) */
+static void expect_close(const char *what, const float *got, const float *want_f,
+                         const double *want_d, ref_shape shape, ref_tol tol)
 {
     size_t n = ref_numel(shape);
     size_t bad = 0, first = 0;
     double max_abs = 0.0, max_rel = 0.0;
 
     for (size_t i = 0; i < n; i++) {
-        if (!close_enough(got[i], want[i], tol)) {
+        double want = want_f ? (double)want_f[i] : want_d[i];
+        if (!close_enough(got[i], want, tol)) {
             if (bad++ == 0)
                 first = i;
         }
-        double err = fabs((double)got[i] - (double)want[i]);
-        if (isfinite(want[i]) && !(err <= max_abs))
+        double err = fabs((double)got[i] - want);
+        if (isfinite(want) && !(err <= max_abs))
             max_abs = err; /* a NaN got makes the maximum NaN, as it should */
-        if (isfinite(want[i]) && want[i] != 0.0f) {
-            double rel = err / fabs((double)want[i]);
+        if (isfinite(want) && want != 0.0) {
+            double rel = err / fabs(want);
             if (!(rel <= max_rel))
                 max_rel = rel;
         }
@@ -190,7 +213,20 @@ void ref_expect_close(const char *what, const float *got, const float *want,
                    "(tolerance abs %.3g + rel %.3g); max abs err %.3g, max rel err %.3g",
                    what, bad, n, ref_shape_str(shape, shp, sizeof shp),
                    index_str(shape, first, idx, sizeof idx), (double)got[first],
-                   (double)want[first], tol.abs, tol.rel, max_abs, max_rel);
+                   want_f ? (double)want_f[first] : want_d[first], tol.abs, tol.rel,
+                   max_abs, max_rel);
+}
+
+void ref_expect_close(const char *what, const float *got, const float *want,
+                      ref_shape shape, ref_tol tol)
+{
+    expect_close(what, got, want, NULL, shape, tol);
+}
+
+void ref_expect_close_f64(const char *what, const float *got, const double *want,
+                          ref_shape shape, ref_tol tol)
+{
+    expect_close(what, got, NULL, want, shape, tol);
 }
 
 void ref_expect_equal_i32(const char *what, const int32_t *got,

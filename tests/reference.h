@@ -27,6 +27,9 @@ size_t    ref_numel(ref_shape s);
 bool      ref_shape_eq(ref_shape a, ref_shape b);
 /* "[3, 4]", "[]" for a scalar; returns buf. */
 char     *ref_shape_str(ref_shape s, char *buf, size_t size);
+/* The same in one of 8 static buffers used in turn, so that a message can
+ * name a few shapes at once: for labels and failure messages. */
+const char *ref_shape_text(ref_shape s);
 
 /* ---- data ---------------------------------------------------------------- */
 
@@ -43,8 +46,14 @@ uint64_t ref_rng_next(ref_rng *rng);
 /* uniform in [lo, hi] */
 float    ref_rng_uniform(ref_rng *rng, float lo, float hi);
 
+/* calloc of n elements (of at least one, so that empty tensors can be read
+ * into it); asserts (Criterion) that it succeeded. */
+void *ref_calloc(size_t n, size_t size);
+
 /* uniform in [-2, 2] */
 void ref_fill(float *x, size_t n, uint64_t seed);
+/* uniform in [lo, hi] */
+void ref_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi);
 /* uniform in [0.1, 2]: for log and sqrt */
 void ref_fill_positive(float *x, size_t n, uint64_t seed);
 /* magnitude in [0.5, 2], either sign: for divisors */
@@ -69,6 +78,9 @@ typedef struct ref_tol {
  * largest absolute and relative errors over the whole tensor. */
 void ref_expect_close(const char *what, const float *got, const float *want,
                       ref_shape shape, ref_tol tol);
+/* The same against a reference computed in double, compared unrounded. */
+void ref_expect_close_f64(const char *what, const float *got, const double *want,
+                          ref_shape shape, ref_tol tol);
 /* Exact comparison for i32 tensors (argmax), reported as above. */
 void ref_expect_equal_i32(const char *what, const int32_t *got,
                           const int32_t *want, ref_shape shape);

@@ -16,6 +16,7 @@
  */
 #include "backends.h"
 #include "child.h"
+#include "expect.h"
 
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -79,9 +80,8 @@ ParameterizedTestParameters(fallback, runs_refused_ops_on_the_cpu_like_an_all_cp
 /* KILN_PLUGIN_PATH with the example plugin's folder added. */
 static void plugin_path(char *buf, size_t len)
 {
-    const char *path = getenv("KILN_PLUGIN_PATH"), *example = getenv("KILN_EXAMPLE_PLUGIN");
-    cr_assert(path && example, "KILN_PLUGIN_PATH and KILN_EXAMPLE_PLUGIN are not set: "
-              "run the tests through make check");
+    const char *path = expect_env("KILN_PLUGIN_PATH");
+    const char *example = expect_env("KILN_EXAMPLE_PLUGIN");
     int n = snprintf(buf, len, "KILN_PLUGIN_PATH=%s:%s", path, example);
     cr_assert(n > 0 && (size_t)n < len, "KILN_PLUGIN_PATH is too long");
 }

@@ -2,12 +2,13 @@
  * (ABI 2) against plain references, at the plugin ABI.
  *
  * Nodes are built by hand, so a backend's training ops are tested before
- * and apart from kiln_backward. Every device of every plugin found on
- * KILN_PLUGIN_PATH runs every case its supports_op accepts; a case no device
- * accepts is skipped, never passed. The cpu device is opened once per kernel
- * ISA this machine runs (KILN_CPU_ISA, read at device open), each with two
- * threads, so that every ISA's kernels and the split of a large op between
- * threads are tested wherever the suite runs. Each tensor gets a buffer of
+ * and apart from kiln_backward. Every device the other suites run on
+ * (test_backend_list: what kiln's loader finds on KILN_PLUGIN_PATH), opened
+ * through the plugin table kiln loaded, runs every case its supports_op
+ * accepts; a case no device accepts is skipped, never passed. The cpu
+ * device is opened once per kernel ISA this machine runs (KILN_CPU_ISA, read
+ * at device open), each with two threads, so that every ISA's kernels and the
+ * split of a large op between threads are tested wherever the suite runs. Each tensor gets a buffer of
  * its own with a 64-byte offset (or a few floats more, to misalign it), and
  * outputs start as NaN, so an element a kernel forgets to write, or an
  * offset it ignores, shows. Sizes are chosen to end in part of a vector.
@@ -18,40 +19,14 @@
 #include <criterion/criterion.h>
 #include <kiln/backend.h>
 
-#include <dirent.h>
-#include <dlfcn.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define OFFSET 64   /* bytes before each tensor's data in its buffer */
 
-/* ---- the host side of the ABI ------------------------------------------------ */
-
-static char last_error[2048];
-
-__attribute__((format(printf, 2, 3)))
-static void host_log(kiln_log_level level, const char *fmt, ...)
-{
-    (void)level;
-    (void)fmt;
-}
-
-__attribute__((format(printf, 2, 3)))
-static kiln_status host_error(kiln_status status, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
-    va_end(ap);
-    return status;
-}
-
-static const kiln_host host = { KILN_BACKEND_ABI_VERSION, host_log, host_error };
-
-/* ---- every device of every plugin ----------------------------------------------- */
+/* ---- every device the other suites run on (tests/backends.c) ------------------- */
 
 #define MAX_DEVICES 12
 
@@ -62,41 +37,6 @@ typedef struct device {
 
 static device devices[MAX_DEVICES];
 static int    n_devices;
-
-/* The plugin at path, initialised, or NULL if it is not a usable plugin. */
-static const kiln_plugin *load_plugin(const char *path)
-{
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    void *sym = h ? dlsym(h, KILN_BACKEND_ENTRY_SYMBOL) : NULL;
-    if (!sym)
-        return NULL;   /* not a plugin: the loader's tests cover that */
-    kiln_backend_entry_fn entry;
-    memcpy(&entry, &sym, sizeof entry);
-    const kiln_plugin *p = entry();
-    if (!p || p->abi_version != KILN_BACKEND_ABI_VERSION || p->probe(&host) <= 0 ||
-        p->init(&host) != KILN_OK)
-        return NULL;
-    return p;
-}
-
-/* Opens every usable device of p; `want` (or NULL) is how each device's
- * description must begin. */
-static void open_plugin_devices(const kiln_plugin *p, const char *want)
-{
-    for (int i = 0; i < p->device_count() && n_devices < MAX_DEVICES; i++) {
-        kiln_device_desc desc;
-        if (p->device_desc(i, &desc) != KILN_OK || desc.unusable[0])
-            continue;
-        cr_assert(!want || strncmp(desc.description, want, strlen(want)) == 0,
-                  "%s:%d: expected a description beginning \"%s\", got \"%s\"",
-                  p->name, i, want, desc.description);
-        device *d = &devices[n_devices];
-        cr_assert_eq(p->device_open(i, &d->dev), KILN_OK, "%s: device_open(%d): %s",
-                     p->name, i, last_error);
-        snprintf(d->label, sizeof d->label, "%s:%d (%s)", p->name, i, desc.name);
-        n_devices++;
-    }
-}
 
 /* setenv, or unsetenv for NULL. */
 static void set_env(const char *name, const char *value)
@@ -111,21 +51,34 @@ static char *env_copy(const char *name)
     return v ? strdup(v) : NULL;
 }
 
-/* The cpu device once per ISA, each with two threads. Its description says
+/* Opens b's device through its plugin table. The cpu device is listed once
+ * per ISA and opened with that ISA and two threads; its description says
  * which kernels it runs and must name the ISA asked for, so that a device
  * that quietly ran another ISA fails instead of passing for it. */
-static void open_cpu_devices(const kiln_plugin *p)
+static void open_device(const test_backend *b)
 {
-    const char *isas[3];
-    size_t n_isas = test_cpu_isas(isas);
-    char *old_isa = env_copy("KILN_CPU_ISA"), *old_threads = env_copy("KILN_NUM_THREADS");
-    set_env("KILN_NUM_THREADS", "2");
-    for (size_t k = 0; k < n_isas; k++) {
-        char want[64];
-        snprintf(want, sizeof want, "%s kernels (", isas[k]);
-        set_env("KILN_CPU_ISA", isas[k]);
-        open_plugin_devices(p, want);
+    int                index;
+    const kiln_plugin *p = test_backend_plugin(b, &index);
+    char              *old_isa = env_copy("KILN_CPU_ISA");
+    char              *old_threads = env_copy("KILN_NUM_THREADS");
+    char               want[64] = "";
+    if (b->isa[0]) {
+        snprintf(want, sizeof want, "%s kernels (", b->isa);
+        set_env("KILN_CPU_ISA", b->isa);
+        set_env("KILN_NUM_THREADS", "2");
     }
+    kiln_device_desc desc;
+    cr_assert_eq(p->device_desc(index, &desc), KILN_OK, "%s: device_desc: %s", b->label,
+                 kiln_last_error());
+    cr_assert(!desc.unusable[0], "%s: unusable: %s", b->label, desc.unusable);
+    cr_assert(strncmp(desc.description, want, strlen(want)) == 0,
+              "%s: expected a description beginning \"%s\", got \"%s\"", b->label, want,
+              desc.description);
+    device *d = &devices[n_devices];
+    cr_assert_eq(p->device_open(index, &d->dev), KILN_OK, "%s: device_open: %s", b->label,
+                 kiln_last_error());
+    snprintf(d->label, sizeof d->label, "%s (%s)", b->label, desc.name);
+    n_devices++;
     set_env("KILN_CPU_ISA", old_isa);
     set_env("KILN_NUM_THREADS", old_threads);
     free(old_isa);
@@ -134,29 +87,13 @@ static void open_cpu_devices(const kiln_plugin *p)
 
 static void open_devices(void)
 {
-    const char *list = getenv("KILN_PLUGIN_PATH");
-    cr_assert(list && *list, "KILN_PLUGIN_PATH is not set: run through make check");
-    char *copy = strdup(list), *save = NULL;
-    cr_assert_not_null(copy);
-    for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
-        DIR *d = opendir(dir);
-        struct dirent *e;
-        while (d && (e = readdir(d)) != NULL) {
-            size_t n = strlen(e->d_name);
-            if (n > 3 && strcmp(e->d_name + n - 3, ".so") == 0) {
-                char path[4096];
-                snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-                const kiln_plugin *p = load_plugin(path);
-                if (p && strcmp(p->name, "cpu") == 0)
-                    open_cpu_devices(p);
-                else if (p)
-                    open_plugin_devices(p, NULL);
-            }
-        }
-        if (d)
-            closedir(d);
-    }
-    free(copy);
+    test_backend list[MAX_DEVICES];
+    test_first_spec(); /* asserts that there is a device, saying why not */
+    size_t n = test_backend_list(list, MAX_DEVICES);
+    cr_assert_leq(n, MAX_DEVICES, "%zu devices to test; MAX_DEVICES is %d", n,
+                  MAX_DEVICES);
+    for (size_t i = 0; i < n; i++)
+        open_device(&list[i]);
 }
 
 static void close_devices(void)
@@ -230,9 +167,9 @@ static void upload(const device *d, tensor *t, bool as_output)
     if (!as_output)
         memcpy((char *)fill + t->offset, t->f ? (void *)t->f : (void *)t->i, nbytes(t));
     cr_assert_eq(io->buffer_alloc(d->dev.context, size, &t->node.buffer), KILN_OK,
-                 "%s: buffer_alloc: %s", d->label, last_error);
+                 "%s: buffer_alloc: %s", d->label, kiln_last_error());
     cr_assert_eq(io->buffer_write(d->dev.context, t->node.buffer, 0, fill, size), KILN_OK,
-                 "%s: buffer_write: %s", d->label, last_error);
+                 "%s: buffer_write: %s", d->label, kiln_last_error());
     t->node.offset = t->offset;
     free(fill);
 }
@@ -241,7 +178,7 @@ static void download(const device *d, const tensor *t, float *dst)
 {
     cr_assert_eq(d->dev.iface->buffer_read(d->dev.context, t->node.buffer, t->offset, dst,
                                            nbytes(t)),
-                 KILN_OK, "%s: buffer_read: %s", d->label, last_error);
+                 KILN_OK, "%s: buffer_read: %s", d->label, kiln_last_error());
 }
 
 static void release(const device *d, tensor *t)
@@ -279,10 +216,12 @@ static void run_case(op_case *c, const float *want, tensor **extra,
             upload(d, c->out, true);
         const kiln_node *list[1] = { &c->out->node };
         cr_assert_eq(io->graph_compute(d->dev.context, list, 1), KILN_OK,
-                     "%s on %s: graph_compute: %s", c->label, d->label, last_error);
+                     "%s on %s: graph_compute: %s", c->label, d->label,
+                     kiln_last_error());
         if (io->synchronize)
             cr_assert_eq(io->synchronize(d->dev.context), KILN_OK,
-                         "%s on %s: synchronize: %s", c->label, d->label, last_error);
+                         "%s on %s: synchronize: %s", c->label, d->label,
+                         kiln_last_error());
         char what[400];
         ref_shape shape = ref_shape_of(c->out->node.ndim, c->out->node.dims);
         float *got = malloc(nbytes(c->out) + 4);
@@ -905,7 +844,7 @@ static void check_steps(bool adam, int64_t P, size_t shift)
                 step.src[s] = &c.src[s]->node;
             const kiln_node *list[1] = { &step };
             cr_assert_eq(d->dev.iface->graph_compute(d->dev.context, list, 1), KILN_OK,
-                         "%s step %d on %s: %s", c.label, t, d->label, last_error);
+                         "%s step %d on %s: %s", c.label, t, d->label, kiln_last_error());
             if (d->dev.iface->synchronize)
                 d->dev.iface->synchronize(d->dev.context);
             ref_step(adam, &r, grad, h, n);

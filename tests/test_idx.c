@@ -5,6 +5,8 @@
  * independently of it. When Debian's dataset-fashion-mnist is installed, the
  * real test set is read too.
  */
+#include "child.h"
+
 #include <criterion/criterion.h>
 #include <kiln/kiln.h>
 
@@ -16,20 +18,18 @@
 
 #define FASHION_MNIST "/usr/share/datasets/fashion-mnist"
 
-static char dir[64];
+#define PATH_LEN 4200
+
+static char dir[4096];
 
 static void make_dir(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/kiln-idx-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir), "mkdtemp failed");
+    child_temp_dir(dir, sizeof dir);
 }
 
 static void remove_dir(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
+    child_remove_dir(dir);
 }
 
 TestSuite(idx, .init = make_dir, .fini = remove_dir);
@@ -76,7 +76,7 @@ static size_t idx_bytes(unsigned char *out, unsigned type, int ndim, const uint3
 static const char *write_idx(const char *name, bool gzip, unsigned type, int ndim,
                              const uint32_t *dims, const void *data, size_t data_len)
 {
-    static char   path[128];
+    static char   path[PATH_LEN];
     unsigned char buf[4096];
     cr_assert_leq(4 + 4 * (size_t)ndim + data_len, sizeof buf);
     write_file(path_of(name, path, sizeof path), buf,
@@ -192,7 +192,7 @@ Test(idx, reads_an_empty_tensor)
 
 Test(idx, bad_magic_shows_the_bytes_found)
 {
-    char p[128];
+    char p[PATH_LEN];
     write_file(path_of("bad-magic", p, sizeof p), "\x01\x02\x08\x01\0\0\0\0", 8, false);
     expect_read_error(p, "bad magic", "01 02 08 01");
 }
@@ -212,23 +212,22 @@ Test(idx, truncated_data_says_expected_and_got)
 
 Test(idx, truncated_gzip_stream_is_truncated)
 {
-    unsigned char packed[4096];
-    char          p[128];
-    uint8_t       data[2000];
+    char    p[PATH_LEN];
+    uint8_t data[2000];
     for (size_t i = 0; i < sizeof data; i++)
         data[i] = (uint8_t)(i * 7919 % 251);
-    FILE *f = fopen(write_idx("whole.gz", true, 0x08, 1, (const uint32_t[]){ 2000 }, data,
-                              sizeof data), "rb");
-    cr_assert_not_null(f);
-    size_t packed_len = fread(packed, 1, sizeof packed, f);
-    fclose(f);
+    size_t packed_len;
+    char  *packed = child_read_file(write_idx("whole.gz", true, 0x08, 1,
+                                              (const uint32_t[]){ 2000 }, data, sizeof data),
+                                    &packed_len);
     write_file(path_of("cut.gz", p, sizeof p), packed, packed_len / 2, false);
+    free(packed);
     expect_read_error(p, "truncated", NULL);
 }
 
 Test(idx, truncated_header_says_expected_and_got)
 {
-    char p[128];
+    char p[PATH_LEN];
     write_file(path_of("two-bytes", p, sizeof p), "\0\0", 2, false);
     expect_read_error(p, "expected 4 bytes of magic number", "got 2");
     write_file(path_of("half-dims", p, sizeof p), "\0\0\x08\x02\0\0\0\x05\0\0", 10, false);
@@ -265,7 +264,7 @@ Test(idx, data_after_the_elements_is_an_error)
 
 Test(idx, a_missing_file_names_the_path_and_the_reason)
 {
-    char p[128];
+    char p[PATH_LEN];
     expect_read_error(path_of("no-such-file", p, sizeof p), "cannot open",
                       "No such file");
 }

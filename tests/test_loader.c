@@ -16,6 +16,10 @@
  * so the tests find reports by file (device and inode, whatever spelling of
  * the path the loader kept) or by name, and never count them all.
  */
+#include "child.h"
+#include "expect.h"
+#include "reference.h"
+
 #include <kiln/backend.h>
 #include <kiln/kiln.h>
 
@@ -64,16 +68,9 @@ static void fmt(char *buf, size_t len, const char *format, ...)
     cr_assert(n >= 0 && (size_t)n < len, "a test path is longer than %zu bytes", len);
 }
 
-static const char *need_env(const char *name)
-{
-    const char *v = getenv(name);
-    cr_assert(v && *v, "%s is not set: run the tests through make check", name);
-    return v;
-}
-
 static void setup(void)
 {
-    fmt(cpu_dir, sizeof cpu_dir, "%s", need_env("KILN_CPU_PLUGIN"));
+    fmt(cpu_dir, sizeof cpu_dir, "%s", expect_env("KILN_CPU_PLUGIN"));
     unsetenv("KILN_BACKEND");
     unsetenv("KILN_LOG");
 }
@@ -94,11 +91,11 @@ static void plugin_dir(const char *key, char *buf, size_t len)
     if (strcmp(key, "cpu") == 0)
         fmt(buf, len, "%s", cpu_dir);
     else if (strcmp(key, "example") == 0)
-        fmt(buf, len, "%s", need_env("KILN_EXAMPLE_PLUGIN"));
+        fmt(buf, len, "%s", expect_env("KILN_EXAMPLE_PLUGIN"));
     else if (strcmp(key, "garbage") == 0)
-        fmt(buf, len, "%s/plugins/garbage", need_env("KILN_TEST_SRCDIR"));
+        fmt(buf, len, "%s/plugins/garbage", expect_env("KILN_TEST_SRCDIR"));
     else
-        fmt(buf, len, "%s/%s/.libs", need_env("KILN_TEST_PLUGINS"), p->subdir);
+        fmt(buf, len, "%s/%s/.libs", expect_env("KILN_TEST_PLUGINS"), p->subdir);
 }
 
 static void plugin_file(const char *key, char *buf, size_t len)
@@ -357,23 +354,12 @@ static char scratch[LEN];
 static void scratch_setup(void)
 {
     setup();
-    fmt(scratch, sizeof scratch, "%s/kiln-test-XXXXXX",
-        getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    cr_assert_not_null(mkdtemp(scratch), "mkdtemp %s failed", scratch);
+    child_temp_dir(scratch, sizeof scratch);
 }
-
-static const char *const scratch_names[] = {
-    "a.so", "b.so", "c.so", "kiln-good.so", "kiln-good.so.bak", "notes.txt",
-};
 
 static void scratch_teardown(void)
 {
-    char link[LEN + 32];
-    for (size_t i = 0; i < sizeof scratch_names / sizeof *scratch_names; i++) {
-        snprintf(link, sizeof link, "%s/%s", scratch, scratch_names[i]);
-        unlink(link);
-    }
-    rmdir(scratch);
+    child_remove_dir(scratch);
 }
 
 /* Links scratch/name to the plugin `key`. */
@@ -525,9 +511,8 @@ static void assert_result(const kiln_tensor *y, const float *want, size_t n)
     cr_assert_leq(n, 16);
     cr_assert_eq(kiln_tensor_read(y, got, n * sizeof *got), KILN_OK, "read: %s",
                  kiln_last_error());
-    for (size_t i = 0; i < n; i++)
-        cr_assert_float_eq(got[i], want[i], 1e-6f, "element %zu: %g, expected %g", i,
-                           (double)got[i], (double)want[i]);
+    ref_expect_close("the result", got, want, ref_shape_of(KILN_SHAPE((int64_t)n)),
+                     (ref_tol){ 1e-6, 0.0 });
 }
 
 Test(example, runs_bias_add_then_relu)

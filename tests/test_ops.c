@@ -9,6 +9,7 @@
  * their values between runs.
  */
 #include "backends.h"
+#include "expect.h"
 #include "reference.h"
 
 #include <math.h>
@@ -20,10 +21,6 @@
 /* How many times each graph runs, with new data in the first leaf each time. */
 #define RUNS 2
 
-#define BACKEND_TEST(suite, name)                                              \
-    ParameterizedTestParameters(suite, name) { return test_backend_params(); } \
-    ParameterizedTest(test_backend *backend, suite, name)
-
 static const ref_tol TOL_EXACT      = {0.0, 0.0};
 static const ref_tol TOL_ROUNDING   = {1e-7, 1e-6}; /* one rounding, or a reciprocal */
 static const ref_tol TOL_TRANSCEND  = {1e-6, 1e-5}; /* exp, log, tanh ... in f32   */
@@ -33,15 +30,6 @@ static ref_tol tol_for_sum(int64_t terms)
 {
     ref_tol t = {2e-6 * (double)(terms + 1), 1e-5};
     return t;
-}
-
-/* "[3, 4]" in one of a few rotating buffers, for labels. */
-static const char *shp(ref_shape s)
-{
-    static char bufs[8][96];
-    static int next;
-    char *buf = bufs[next++ % 8];
-    return ref_shape_str(s, buf, sizeof bufs[0]);
 }
 
 static ref_shape scalar_shape(void)
@@ -107,13 +95,6 @@ typedef struct op_case {
     void       *scratch[MAX_SCRATCH];
 } op_case;
 
-static void *alloc_or_fail(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size); /* never 0 bytes: reads of empty tensors */
-    cr_assert_not_null(p, "out of memory for %zu elements", n);
-    return p;
-}
-
 /* Starts a graph on ctx. The label names the case in every failure and seeds
  * its data, so each case gets its own numbers. */
 __attribute__((format(printf, 4, 5)))
@@ -135,22 +116,16 @@ static void case_begin(op_case *c, kiln_context *ctx, const char *spec,
 static void *case_scratch(op_case *c, size_t n, size_t size)
 {
     cr_assert(c->n_scratch < MAX_SCRATCH, "test bug: too many scratch buffers");
-    return c->scratch[c->n_scratch++] = alloc_or_fail(n, size);
-}
-
-static const char *graph_error(const kiln_graph *g)
-{
-    const char *e = kiln_graph_error(g);
-    return e ? e : "(no graph error)";
+    return c->scratch[c->n_scratch++] = ref_calloc(n, size);
 }
 
 static leaf *case_leaf(op_case *c, kiln_tensor *t, ref_shape s, fill_kind fill)
 {
     cr_assert(c->n_leaves < MAX_LEAVES, "test bug: too many leaves");
     cr_assert_not_null(t, "%s on %s: making a %s leaf returned NULL: %s", c->label,
-                       c->spec, shp(s), kiln_last_error());
+                       c->spec, ref_shape_text(s), kiln_last_error());
     cr_assert_eq(kiln_graph_status(c->g), KILN_OK, "%s on %s: leaf %s: %s",
-                 c->label, c->spec, shp(s), graph_error(c->g));
+                 c->label, c->spec, ref_shape_text(s), graph_error(c->g));
     leaf *l = &c->leaves[c->n_leaves++];
     l->t = t;
     l->shape = s;
@@ -237,7 +212,7 @@ static void case_run(op_case *c)
         const void *data = l->f ? (const void *)l->f : (const void *)l->i;
         kiln_status st = kiln_tensor_write(l->t, data, l->n * 4);
         cr_assert_eq(st, KILN_OK, "%s on %s: writing leaf %d (%s, %zu bytes): %s: %s",
-                     c->label, c->spec, k, shp(l->shape), l->n * 4,
+                     c->label, c->spec, k, ref_shape_text(l->shape), l->n * 4,
                      kiln_status_name(st), kiln_last_error());
     }
     kiln_status st = kiln_graph_run(c->g);
@@ -263,7 +238,7 @@ static void expect_meta(const op_case *c, const kiln_tensor *t, ref_shape want,
 {
     ref_shape got = shape_of_tensor(c, t);
     cr_assert(ref_shape_eq(got, want), "%s on %s: output shape %s, expected %s",
-              c->label, c->spec, shp(got), shp(want));
+              c->label, c->spec, ref_shape_text(got), ref_shape_text(want));
     cr_assert_eq(kiln_tensor_dtype(t), dtype, "%s on %s: output dtype %d, expected %d",
                  c->label, c->spec, (int)kiln_tensor_dtype(t), (int)dtype);
 }
@@ -281,7 +256,7 @@ static void case_expect(op_case *c, const kiln_tensor *t, const float *want,
 {
     expect_meta(c, t, shape, KILN_F32);
     size_t n = ref_numel(shape);
-    float *got = alloc_or_fail(n, sizeof *got);
+    float *got = ref_calloc(n, sizeof *got);
     read_output(c, t, got, n);
     char what[400];
     snprintf(what, sizeof what, "%s on %s, run %d", c->label, c->spec, c->round);
@@ -294,7 +269,7 @@ static void case_expect_i32(op_case *c, const kiln_tensor *t, const int32_t *wan
 {
     expect_meta(c, t, shape, KILN_I32);
     size_t n = ref_numel(shape);
-    int32_t *got = alloc_or_fail(n, sizeof *got);
+    int32_t *got = ref_calloc(n, sizeof *got);
     read_output(c, t, got, n);
     char what[400];
     snprintf(what, sizeof what, "%s on %s, run %d", c->label, c->spec, c->round);
@@ -347,7 +322,7 @@ static void check_unary(kiln_context *ctx, const char *spec, const unary_op *op,
                         ref_shape s)
 {
     op_case c;
-    case_begin(&c, ctx, spec, "%s of %s", op->name, shp(s));
+    case_begin(&c, ctx, spec, "%s of %s", op->name, ref_shape_text(s));
     leaf *x = case_input(&c, "x", s, op->fill);
     kiln_tensor *y = op->build ? op->build(c.g, x->t)
                                : kiln_scale(c.g, x->t, op->factor);
@@ -417,7 +392,7 @@ BACKEND_TEST(unary, matches_reference_on_tensors_larger_than_the_caches)
     kiln_context *ctx = test_backend_context(backend);
     ref_shape s = shape2(4100, 1025);
     op_case c;
-    case_begin(&c, ctx, backend->label, "relu, add, tanh of %s", shp(s));
+    case_begin(&c, ctx, backend->label, "relu, add, tanh of %s", ref_shape_text(s));
     leaf *x = case_input(&c, "x", s, FILL_ANY);
     kiln_tensor *odd = kiln_neg(c.g, case_input(&c, "pad", ref_shape_of(KILN_SHAPE(3)),
                                                 FILL_ANY)->t);
@@ -463,9 +438,10 @@ static void check_binary(kiln_context *ctx, const char *spec, const binary_op *o
 {
     ref_shape so;
     cr_assert(ref_broadcast_shape(sa, sb, &so), "test bug: %s and %s do not broadcast",
-              shp(sa), shp(sb));
+              ref_shape_text(sa), ref_shape_text(sb));
     op_case c;
-    case_begin(&c, ctx, spec, "%s of %s and %s", op->name, shp(sa), shp(sb));
+    case_begin(&c, ctx, spec, "%s of %s and %s", op->name, ref_shape_text(sa),
+               ref_shape_text(sb));
     leaf *a = case_input(&c, "a", sa, FILL_ANY);
     leaf *b = case_input(&c, "b", sb, second_operand_fill(op));
     kiln_tensor *y = op->build(c.g, a->t, b->t);
@@ -527,7 +503,7 @@ static void check_binary_scalar(kiln_context *ctx, const char *spec,
     op_case c;
     case_begin(&c, ctx, spec, "%s of %s%s%s", op->name,
                scalar_first ? (constant ? "kiln_scalar and " : "0-d input and ") : "",
-               shp(sx),
+               ref_shape_text(sx),
                scalar_first ? "" : (constant ? " and kiln_scalar" : " and 0-d input"));
     /* x first: it is the leaf the second run rewrites */
     leaf *x = case_input(&c, "x", sx, scalar_first ? second_operand_fill(op) : FILL_ANY);
@@ -623,15 +599,17 @@ BACKEND_TEST(binary, rejects_shapes_that_do_not_broadcast_as_a_suffix)
                 kiln_tensor *b = kiln_input(g, "b", KILN_F32, sb.ndim, sb.dims);
                 kiln_tensor *y = binary_ops[o].build(g, a, b);
                 cr_assert_not_null(y, "%s of %s and %s: expected a poisoned tensor, got NULL",
-                                   binary_ops[o].name, shp(sa), shp(sb));
+                                   binary_ops[o].name, ref_shape_text(sa),
+                                   ref_shape_text(sb));
                 cr_assert_eq(kiln_graph_status(g), KILN_ERR_SHAPE,
                              "%s of %s and %s on %s: graph status %s, expected KILN_ERR_SHAPE",
-                             binary_ops[o].name, shp(sa), shp(sb), backend->label,
-                             kiln_status_name(kiln_graph_status(g)));
+                             binary_ops[o].name, ref_shape_text(sa), ref_shape_text(sb),
+                             backend->label, kiln_status_name(kiln_graph_status(g)));
                 kiln_output(g, y);
                 kiln_status st = kiln_graph_compile(g);
                 cr_assert_eq(st, KILN_ERR_SHAPE, "%s of %s and %s: compile gave %s",
-                             binary_ops[o].name, shp(sa), shp(sb), kiln_status_name(st));
+                             binary_ops[o].name, ref_shape_text(sa), ref_shape_text(sb),
+                             kiln_status_name(st));
                 kiln_graph_free(g);
             }
         }
@@ -772,8 +750,8 @@ static void check_add_relu(kiln_context *ctx, const char *spec, ref_shape sa,
                            ref_shape sb, bool sum_is_output)
 {
     op_case c;
-    case_begin(&c, ctx, spec, "relu(add) of %s and %s, sum %s", shp(sa), shp(sb),
-               sum_is_output ? "read" : "not kept");
+    case_begin(&c, ctx, spec, "relu(add) of %s and %s, sum %s", ref_shape_text(sa),
+               ref_shape_text(sb), sum_is_output ? "read" : "not kept");
     leaf *a = case_input(&c, "a", sa, FILL_ANY);
     leaf *b = case_input(&c, "b", sb, FILL_ANY);
     /* scale(a) first, so that the sum's operand is itself computed storage */
@@ -817,7 +795,8 @@ static void check_reduce_all(kiln_context *ctx, const char *spec, bool mean,
                              ref_shape s)
 {
     op_case c;
-    case_begin(&c, ctx, spec, "%s of all of %s", mean ? "mean" : "sum", shp(s));
+    case_begin(&c, ctx, spec, "%s of all of %s", mean ? "mean" : "sum",
+               ref_shape_text(s));
     leaf *x = case_input(&c, "x", s, FILL_ANY);
     kiln_tensor *y = mean ? kiln_mean(c.g, x->t) : kiln_sum(c.g, x->t);
     case_compile(&c, y);
@@ -857,7 +836,7 @@ static void check_reduce_axis(kiln_context *ctx, const char *spec, bool mean,
 {
     op_case c;
     case_begin(&c, ctx, spec, "%s of %s over axis %d%s", mean ? "mean" : "sum",
-               shp(s), axis, keepdim ? " keepdim" : "");
+               ref_shape_text(s), axis, keepdim ? " keepdim" : "");
     ref_shape so = ref_reduce_shape(s, axis, keepdim);
     leaf *x = case_input(&c, "x", s, FILL_ANY);
     kiln_tensor *y = mean ? kiln_mean_axis(c.g, x->t, axis, keepdim)
@@ -913,7 +892,7 @@ static void check_last_axis(kiln_context *ctx, const char *spec, last_axis_op op
                             ref_shape s, fill_kind fill)
 {
     op_case c;
-    case_begin(&c, ctx, spec, "%s of %s %s", last_axis_names[op], shp(s),
+    case_begin(&c, ctx, spec, "%s of %s %s", last_axis_names[op], ref_shape_text(s),
                fill_names[fill]);
     int64_t cols = s.dims[s.ndim - 1];
     int64_t rows = (int64_t)ref_numel(s) / cols;
@@ -1029,7 +1008,8 @@ static void check_reshape(kiln_context *ctx, const char *spec, ref_shape s,
                           ref_shape target, ref_shape want_shape)
 {
     op_case c;
-    case_begin(&c, ctx, spec, "reshape of %s to %s", shp(s), shp(target));
+    case_begin(&c, ctx, spec, "reshape of %s to %s", ref_shape_text(s),
+               ref_shape_text(target));
     leaf *x = case_input(&c, "x", s, FILL_ANY);
     kiln_tensor *view = kiln_reshape(c.g, x->t, target.ndim, target.dims);
     kiln_tensor *chained = kiln_neg(c.g, kiln_reshape(c.g, kiln_exp(c.g, x->t),
@@ -1073,7 +1053,7 @@ BACKEND_TEST(reshape, keeps_row_major_order_and_infers_minus_1)
 static void check_flatten(kiln_context *ctx, const char *spec, ref_shape s)
 {
     op_case c;
-    case_begin(&c, ctx, spec, "flatten of %s", shp(s));
+    case_begin(&c, ctx, spec, "flatten of %s", ref_shape_text(s));
     ref_shape so = ref_flatten_shape(s);
     leaf *x = case_input(&c, "x", s, FILL_ANY);
     kiln_tensor *view = kiln_flatten(c.g, x->t);
@@ -1109,7 +1089,7 @@ static void check_transpose(kiln_context *ctx, const char *spec, int64_t rows,
 {
     op_case c;
     ref_shape s = shape2(rows, cols), so = shape2(cols, rows);
-    case_begin(&c, ctx, spec, "transpose of %s", shp(s));
+    case_begin(&c, ctx, spec, "transpose of %s", ref_shape_text(s));
     leaf *x = case_input(&c, "x", s, FILL_ANY);
     kiln_tensor *y = kiln_transpose(c.g, x->t);
     case_compile(&c, y);
@@ -1152,7 +1132,8 @@ static void check_conv2d(kiln_context *ctx, const char *spec, const conv_case *c
 
     op_case c;
     case_begin(&c, ctx, spec, "conv2d of x %s, w %s, stride %d, padding %d, %s",
-               shp(sx), shp(sw), cs->stride, cs->padding, cc->bias ? "bias" : "no bias");
+               ref_shape_text(sx), ref_shape_text(sw), cs->stride, cs->padding,
+               cc->bias ? "bias" : "no bias");
     leaf *x = case_input(&c, "x", sx, FILL_ANY);
     leaf *w = case_param(&c, "w", sw, FILL_ANY);
     leaf *b = cc->bias ? case_param(&c, "b", sb, FILL_ANY) : NULL;
@@ -1201,8 +1182,8 @@ static void check_max_pool2d(kiln_context *ctx, const char *spec, ref_shape sx,
     int64_t ow = (sx.dims[3] - kernel) / stride + 1;
     ref_shape so = ref_shape_of(KILN_SHAPE(sx.dims[0], sx.dims[1], oh, ow));
     op_case c;
-    case_begin(&c, ctx, spec, "max_pool2d of %s, kernel %d, stride %d", shp(sx),
-               kernel, stride);
+    case_begin(&c, ctx, spec, "max_pool2d of %s, kernel %d, stride %d",
+               ref_shape_text(sx), kernel, stride);
     leaf *x = case_input(&c, "x", sx, FILL_ANY);
     kiln_tensor *y = kiln_max_pool2d(c.g, x->t, kernel, stride);
     case_compile(&c, y);
@@ -1243,7 +1224,7 @@ BACKEND_TEST(max_pool2d, matches_reference_and_drops_windows_that_do_not_fit)
 static void check_mse_loss(kiln_context *ctx, const char *spec, ref_shape s)
 {
     op_case c;
-    case_begin(&c, ctx, spec, "mse_loss of %s", shp(s));
+    case_begin(&c, ctx, spec, "mse_loss of %s", ref_shape_text(s));
     leaf *pred = case_input(&c, "pred", s, FILL_ANY);
     leaf *target = case_input(&c, "target", s, FILL_ANY);
     kiln_tensor *y = kiln_mse_loss(c.g, pred->t, target->t);

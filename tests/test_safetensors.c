@@ -7,6 +7,7 @@
  * Every malformed file kiln_load must refuse is written byte by byte here.
  */
 #include "backends.h"
+#include "child.h"
 #include "expect.h"
 
 #include <math.h>
@@ -18,32 +19,28 @@
 
 static kiln_context *ctx;
 static kiln_graph   *g;
-static char          dir[64];
+static char          dir[4096];
 
 static void setup(void)
 {
     ctx = test_context(test_first_spec());
     g   = kiln_graph_new(ctx);
     cr_assert_not_null(g, "kiln_graph_new: %s", kiln_last_error());
-    snprintf(dir, sizeof dir, "/tmp/kiln-st-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir), "mkdtemp failed");
+    child_temp_dir(dir, sizeof dir);
 }
 
 static void teardown(void)
 {
     kiln_graph_free(g);
     kiln_context_free(ctx);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
+    child_remove_dir(dir);
 }
 
 TestSuite(safetensors, .init = setup, .fini = teardown);
 
 static const char *in_dir(const char *name)
 {
-    static char buf[4][160];
+    static char buf[4][4200];
     static int  next;
     char       *p = buf[next++ % 4];
     snprintf(p, sizeof buf[0], "%s/%s", dir, name);
@@ -118,17 +115,6 @@ Test(safetensors, loads_into_a_compiled_graph_and_the_values_reach_the_device)
 
 /* ---- kiln's files, read without kiln --------------------------------------------- */
 
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot open %s", path);
-    unsigned char *buf = malloc(1 << 16);
-    cr_assert_not_null(buf);
-    *len = fread(buf, 1, 1 << 16, f);
-    fclose(f);
-    return buf;
-}
-
 static float le_float(const unsigned char *b)
 {
     uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
@@ -147,7 +133,7 @@ Test(safetensors, saves_the_format_an_independent_reader_expects)
     expect_ok(kiln_save(g, path), "kiln_save");
 
     size_t         len;
-    unsigned char *f = slurp(path, &len);
+    unsigned char *f = (unsigned char *)child_read_file(path, &len);
     uint64_t       n = 0;
     for (int i = 0; i < 8; i++)
         n |= (uint64_t)f[i] << (8 * i);
@@ -246,9 +232,8 @@ Test(safetensors, save_replaces_a_file_and_leaves_no_temporary_behind)
     expect_ok(kiln_load(h, path), "kiln_load");
     expect_values(p, (const float[]){ 1, 2 }, 2);
     kiln_graph_free(h);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "test \"$(ls '%s' | wc -l)\" -eq 1", dir);
-    cr_assert_eq(system(cmd), 0, "the directory holds more than the saved file");
+    size_t n = child_dir_entries(dir);
+    cr_assert_eq(n, 1, "the directory holds %zu entries, not just the saved file", n);
 }
 
 /* ---- errors: the graph against the file ----------------------------------------- */
@@ -298,9 +283,8 @@ Test(safetensors, save_needs_names_and_values)
     kiln_param(h, "unset", KILN_SHAPE(2));
     expect_error(kiln_save(h, in_dir("b")), KILN_ERR_STATE, "'unset'", "not been written");
     kiln_graph_free(h);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", dir);
-    cr_assert_eq(system(cmd), 0, "a failed save left a file behind");
+    size_t n = child_dir_entries(dir);
+    cr_assert_eq(n, 0, "a failed save left %zu entries behind", n);
 }
 
 /* A name that the header cannot hold is refused before any file is written:

@@ -10,6 +10,8 @@
  * The installed plugin directory is searched too and may hold real plugins,
  * so no test counts every device or assumes cpu has the best score.
  */
+#include "expect.h"
+
 #include <kiln/kiln.h>
 
 #include <criterion/criterion.h>
@@ -24,10 +26,8 @@
 
 static void setup(void)
 {
-    const char *cpu     = getenv("KILN_PLUGIN_PATH");
-    const char *plugins = getenv("KILN_TEST_PLUGINS");
-    cr_assert(cpu && *cpu && plugins && *plugins, "KILN_PLUGIN_PATH and "
-              "KILN_TEST_PLUGINS are not set: run the tests through make check");
+    const char *cpu     = expect_env("KILN_PLUGIN_PATH");
+    const char *plugins = expect_env("KILN_TEST_PLUGINS");
     char path[LEN];
     int  n = snprintf(path, sizeof path, "%s:%s/good/.libs:%s/probe_zero/.libs", cpu,
                       plugins, plugins);

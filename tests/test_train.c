@@ -11,10 +11,6 @@
 #include <math.h>
 #include <string.h>
 
-#define BACKEND_TEST(suite, name)                                              \
-    ParameterizedTestParameters(suite, name) { return test_backend_params(); } \
-    ParameterizedTest(test_backend *backend, suite, name)
-
 static void write_or_fail(kiln_tensor *t, const void *data, size_t nbytes)
 {
     kiln_status st = kiln_tensor_write(t, data, nbytes);
@@ -25,14 +21,6 @@ static void read_or_fail(const kiln_tensor *t, void *data, size_t nbytes)
 {
     kiln_status st = kiln_tensor_read(t, data, nbytes);
     cr_assert_eq(st, KILN_OK, "reading '%s': %s", kiln_tensor_name(t), kiln_last_error());
-}
-
-static void uniform(float *x, size_t n, float lo, float hi, uint64_t seed)
-{
-    ref_rng rng;
-    ref_rng_seed(&rng, seed);
-    for (size_t i = 0; i < n; i++)
-        x[i] = ref_rng_uniform(&rng, lo, hi);
 }
 
 /* Differentiates, adds the optimiser, compiles; fails the test on any error. */
@@ -66,7 +54,7 @@ BACKEND_TEST(train, linear_regression_recovers_the_coefficients_with_sgd_and_mse
 {
     static const float w_true[LR_D] = {1.5f, -2.0f, 0.5f}, b_true = 0.3f;
     float xs[LR_N * LR_D], ys[LR_N], w0[LR_D] = {0}, b0 = 0.0f;
-    uniform(xs, LR_N * LR_D, -1.0f, 1.0f, 2024);
+    ref_fill_uniform(xs, LR_N * LR_D, 2024, -1.0f, 1.0f);
     for (int i = 0; i < LR_N; i++) {
         double y = b_true;
         for (int j = 0; j < LR_D; j++)
@@ -74,7 +62,7 @@ BACKEND_TEST(train, linear_regression_recovers_the_coefficients_with_sgd_and_mse
         ys[i] = (float)y;
     }
 
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     kiln_graph *g = kiln_graph_new(ctx);
     kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(LR_N, LR_D));
     kiln_tensor *y = kiln_input(g, "y", KILN_F32, KILN_SHAPE(LR_N, 1));
@@ -88,20 +76,20 @@ BACKEND_TEST(train, linear_regression_recovers_the_coefficients_with_sgd_and_mse
     write_or_fail(b, &b0, sizeof b0);
 
     float first, last;
-    train(g, 1, backend->spec);
+    train(g, 1, backend->label);
     read_or_fail(loss, &first, sizeof first);
-    train(g, 299, backend->spec);
+    train(g, 299, backend->label);
     read_or_fail(loss, &last, sizeof last);
     float w_got[LR_D], b_got;
     read_or_fail(w, w_got, sizeof w_got);
     read_or_fail(b, &b_got, sizeof b_got);
     for (int j = 0; j < LR_D; j++)
         cr_expect(fabsf(w_got[j] - w_true[j]) < 1e-3f, "on %s: w[%d] = %g, expected %g "
-                  "(loss %g after the first step, %g after the last)", backend->spec, j,
+                  "(loss %g after the first step, %g after the last)", backend->label, j,
                   (double)w_got[j], (double)w_true[j], (double)first, (double)last);
-    cr_expect(fabsf(b_got - b_true) < 1e-3f, "on %s: b = %g, expected %g", backend->spec,
+    cr_expect(fabsf(b_got - b_true) < 1e-3f, "on %s: b = %g, expected %g", backend->label,
               (double)b_got, (double)b_true);
-    cr_expect(last < 1e-6f, "on %s: the loss went from %g to %g only", backend->spec,
+    cr_expect(last < 1e-6f, "on %s: the loss went from %g to %g only", backend->label,
               (double)first, (double)last);
     kiln_graph_free(g);
     kiln_context_free(ctx);
@@ -121,10 +109,10 @@ BACKEND_TEST(train, mlp_learns_xor_with_adam_and_cross_entropy)
     static const float xs[4 * 2] = {0, 0, 0, 1, 1, 0, 1, 1};
     static const int32_t labels[4] = {0, 1, 1, 0};
     float w1[2 * XOR_HIDDEN], w2[XOR_HIDDEN * 2], b1[XOR_HIDDEN] = {0}, b2[2] = {0};
-    uniform(w1, 2 * XOR_HIDDEN, -1.0f, 1.0f, 7);
-    uniform(w2, XOR_HIDDEN * 2, -1.0f, 1.0f, 8);
+    ref_fill_uniform(w1, 2 * XOR_HIDDEN, 7, -1.0f, 1.0f);
+    ref_fill_uniform(w2, XOR_HIDDEN * 2, 8, -1.0f, 1.0f);
 
-    kiln_context *ctx = test_context(backend->spec);
+    kiln_context *ctx = test_backend_context(backend);
     kiln_graph *g = kiln_graph_new(ctx);
     kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(4, 2));
     kiln_tensor *y = kiln_input(g, "y", KILN_I32, KILN_SHAPE(4));
@@ -146,20 +134,20 @@ BACKEND_TEST(train, mlp_learns_xor_with_adam_and_cross_entropy)
     write_or_fail(pb2, b2, sizeof b2);
 
     float first, last;
-    train(g, 1, backend->spec);
+    train(g, 1, backend->label);
     read_or_fail(loss, &first, sizeof first);
-    train(g, 299, backend->spec);
+    train(g, 299, backend->label);
     /* the loss and predictions of the trained parameters, without a step */
     cr_assert_eq(kiln_graph_eval(g, loss), KILN_OK, "%s", kiln_last_error());
     cr_assert_eq(kiln_graph_eval(g, pred), KILN_OK, "%s", kiln_last_error());
     read_or_fail(loss, &last, sizeof last);
     int32_t got[4];
     read_or_fail(pred, got, sizeof got);
-    cr_expect(last < 0.05f, "on %s: the loss went from %g to %g only", backend->spec,
+    cr_expect(last < 0.05f, "on %s: the loss went from %g to %g only", backend->label,
               (double)first, (double)last);
     for (int i = 0; i < 4; i++)
         cr_expect_eq(got[i], labels[i], "on %s: XOR(%g, %g) predicted %d (loss %g)",
-                     backend->spec, (double)xs[2 * i], (double)xs[2 * i + 1], got[i],
+                     backend->label, (double)xs[2 * i], (double)xs[2 * i + 1], got[i],
                      (double)last);
     kiln_graph_free(g);
     kiln_context_free(ctx);

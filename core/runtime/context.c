@@ -1,8 +1,6 @@
 /* core/runtime/context.c — a context owns one opened device of one plugin. */
 #include "../kiln-impl.h"
 
-#include "config.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -84,9 +82,4 @@ KILN_API kiln_status kiln_context_device_index(const kiln_context *ctx, size_t *
     }
     return kiln__error(KILN_ERR_STATE, "kiln_context_device_index: %s is not in "
                        "kiln_devices()", ctx->label);
-}
-
-KILN_API const char *kiln_version(void)
-{
-    return PACKAGE_VERSION;
 }

@@ -23,6 +23,14 @@
 #ifndef KILN_KILN_H
 #define KILN_KILN_H
 
+/* The version of this header (MAJOR.MINOR.PATCH, semantic versioning). The
+ * one place it is written: configure.ac reads it from these lines, and
+ * kiln_version() returns the string the library was built with. */
+#define KILN_VERSION_MAJOR  0
+#define KILN_VERSION_MINOR  1
+#define KILN_VERSION_PATCH  0
+#define KILN_VERSION_STRING "0.1.0"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -58,7 +66,9 @@ typedef enum kiln_status {
     KILN_ERR_IO,          /* a file could not be read or written             */
 } kiln_status;
 
-/* The library's version, "MAJOR.MINOR.PATCH". */
+/* The version of the library loaded at run time, "MAJOR.MINOR.PATCH": the
+ * KILN_VERSION_STRING it was built with, which a program can compare with
+ * the one it was compiled against. */
 KILN_API const char *kiln_version(void);
 
 /* The directory searched for plugins after KILN_PLUGIN_PATH. */
