@@ -988,3 +988,47 @@ Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
         expect_supported(&cases[i][1], false);
     }
 }
+
+/* A node that breaks its op's rule, given to graph_compute with its storage
+ * (as a buggy caller would), is refused by every device with the op table's
+ * reason and shapes, in words that differ only in the backend's name. */
+Test(grad_ops, every_device_refuses_a_bad_node_at_run_time_in_the_same_words)
+{
+    char first[1024] = "";
+    const char *first_label = NULL;
+    cr_assert_gt(n_devices, 0, "no device to ask");
+    for (int k = 0; k < n_devices; k++) {
+        const device *d = &devices[k];
+        tensor *a = tensor_new(KILN_F32, KILN_SHAPE(6));
+        tensor *b = tensor_new(KILN_F32, KILN_SHAPE(4));
+        tensor *out = tensor_new(KILN_F32, KILN_SHAPE(6));
+        out->node.op = KILN_OP_ADD;
+        out->node.name = "sum";
+        out->node.src[0] = &a->node;
+        out->node.src[1] = &b->node;
+        upload(d, a, false);
+        upload(d, b, false);
+        upload(d, out, true);
+        const kiln_node *list[1] = { &out->node };
+        kiln_status st = d->dev.iface->graph_compute(d->dev.context, list, 1);
+        cr_expect_eq(st, KILN_ERR_SHAPE, "%s: status %d", d->label, (int)st);
+        const char *msg = kiln_last_error();
+        const char *rest = strchr(msg, ':');
+        cr_assert_not_null(rest, "%s: \"%s\"", d->label, msg);
+        cr_expect_str_eq(rest, ": node 0 (add 'sum') cannot run: the smaller operand's "
+                               "number of elements does not divide the output's (output "
+                               "[6], sources [6] [4])", "%s: \"%s\"", d->label, msg);
+        if (!first_label) {
+            snprintf(first, sizeof first, "%s", rest);
+            first_label = d->label;
+        }
+        cr_expect_str_eq(rest, first, "%s and %s word the refusal differently",
+                         first_label, d->label);
+        release(d, a);
+        release(d, b);
+        release(d, out);
+        tensor_free(a);
+        tensor_free(b);
+        tensor_free(out);
+    }
+}
