@@ -45,10 +45,10 @@ char *kiln__strdup(const char *s, const char *what);
 
 typedef struct kiln__plugin {
     char              *path;
-    void              *handle;  /* dlopen handle, NULL if refused before it  */
-    const kiln_plugin *table;   /* NULL if refused                           */
+    void              *handle; /* dlopen handle, NULL if refused before it  */
+    const kiln_plugin *table;  /* NULL if refused                           */
     char              *name;
-    char              *reason;  /* NULL if usable                            */
+    char              *reason; /* NULL if usable                            */
     int                score;
     int                n_devices;
 } kiln__plugin;
@@ -73,13 +73,13 @@ extern const kiln_host kiln__host;
 
 struct kiln_context {
     const kiln_plugin *plugin;
-    int                index;   /* device index within the plugin           */
+    int                index; /* device index within the plugin           */
     kiln_device        device;
     char               label[320];
     /* The cpu backend's device, opened on first need, that runs the nodes
      * the selected device does not support (see runtime/schedule.c). */
-    kiln_device        fallback;
-    char               fallback_label[320];
+    kiln_device fallback;
+    char        fallback_label[320];
 };
 
 /* ---- tensors and graphs (graph/), and a graph's compiled plan (runtime/) - */
@@ -95,67 +95,67 @@ enum {
 #define KILN__LEAF (KILN__INPUT | KILN__PARAM | KILN__CONST)
 
 struct kiln_tensor {
-    kiln_node    node;       /* first member: what backends see            */
+    kiln_node    node; /* first member: what backends see            */
     kiln_graph  *graph;
-    size_t       id;         /* position in graph->nodes: creation order   */
+    size_t       id; /* position in graph->nodes: creation order   */
     unsigned     flags;
-    bool         written;    /* a leaf that holds a value                  */
-    kiln_tensor *view_src;   /* storage owner for views (reshape), or NULL */
+    bool         written;  /* a leaf that holds a value                  */
+    kiln_tensor *view_src; /* storage owner for views (reshape), or NULL */
     /* A node that runs and writes into this tensor's storage instead of its
      * own (in-place optimiser updates of parameters), or NULL. */
     kiln_tensor *inplace;
     /* The gradient of the loss with respect to this tensor, once
      * kiln_backward has appended it; gradients of several consumers add up. */
     kiln_tensor *grad;
-    void        *staged;     /* host copy of a leaf written before compile */
+    void        *staged; /* host copy of a leaf written before compile */
     char        *name;
 };
 
 /* A node the selected device cannot run, as the fallback device runs it:
  * its sources are copied into `buffer` before, its result copied back after. */
 typedef struct kiln__fallback {
-    kiln_node  node;              /* the node, its storage in `buffer`      */
-    kiln_node  src[KILN_MAX_SRC]; /* copies of its sources, in `buffer`     */
-    void      *buffer;            /* on ctx->fallback                       */
+    kiln_node node;              /* the node, its storage in `buffer`      */
+    kiln_node src[KILN_MAX_SRC]; /* copies of its sources, in `buffer`     */
+    void     *buffer;            /* on ctx->fallback                       */
 } kiln__fallback;
 
 /* A compiled graph: what runs, on which device, and where everything lives. */
 typedef struct kiln__plan {
-    const kiln_node **exec;      /* nodes dispatched, in order              */
+    const kiln_node **exec; /* nodes dispatched, in order              */
     size_t            n_exec;
-    kiln__fallback  **fallback;  /* per exec entry: NULL on the selected
+    kiln__fallback  **fallback; /* per exec entry: NULL on the selected
                                   * device, else how the fallback runs it   */
-    const kiln_node **batch;     /* scratch: consecutive nodes of one device */
-    void             *staging;   /* host memory for the fallback's copies   */
+    const kiln_node **batch;    /* scratch: consecutive nodes of one device */
+    void             *staging;  /* host memory for the fallback's copies   */
     size_t            staging_size;
-    void             *leaves;    /* device buffer for leaves (persistent)   */
+    void             *leaves; /* device buffer for leaves (persistent)   */
     size_t            leaves_size;
-    void             *arena;     /* device buffer shared by intermediates   */
+    void             *arena; /* device buffer shared by intermediates   */
     size_t            arena_size;
-    size_t            unshared;  /* what the arena would be without sharing */
+    size_t            unshared; /* what the arena would be without sharing */
 } kiln__plan;
 
 #define KILN__GRAPH_RELEASE_MAX 4
 
 struct kiln_graph {
-    kiln_context  *ctx;
-    kiln_tensor  **nodes;
-    size_t         n_nodes, cap_nodes;
-    kiln_status    status;       /* first construction error, sticky        */
-    char          *error;
-    kiln_tensor   *poison;
-    bool           compiled;
-    bool           ran;
-    kiln__plan     plan;
-    kiln_tensor   *loss;         /* set by kiln_backward, once              */
-    kiln_optimizer *optimizers;  /* owned, released by optim.c              */
-    uint64_t       seed;         /* layer seed sequence (kiln_graph_seed)   */
-    unsigned       n_layers;     /* layers made, for default layer names    */
+    kiln_context   *ctx;
+    kiln_tensor   **nodes;
+    size_t          n_nodes, cap_nodes;
+    kiln_status     status; /* first construction error, sticky        */
+    char           *error;
+    kiln_tensor    *poison;
+    bool            compiled;
+    bool            ran;
+    kiln__plan      plan;
+    kiln_tensor    *loss;       /* set by kiln_backward, once              */
+    kiln_optimizer *optimizers; /* owned, released by optim.c              */
+    uint64_t        seed;       /* layer seed sequence (kiln_graph_seed)   */
+    unsigned        n_layers;   /* layers made, for default layer names    */
     /* What other modules attached (the plan, the optimisers): each registers
      * its own release with kiln__graph_on_free, and kiln_graph_free calls
      * them, last registered first, so graph.c needs none of them. */
-    void         (*release[KILN__GRAPH_RELEASE_MAX])(kiln_graph *g);
-    int            n_release;
+    void (*release[KILN__GRAPH_RELEASE_MAX])(kiln_graph *g);
+    int n_release;
 };
 
 /* Registers release to run when g is freed; registering it again does
@@ -178,17 +178,18 @@ kiln_tensor *kiln__node_new(kiln_graph *g, kiln_op op, kiln_dtype dtype, int ndi
 bool kiln__check_operands(kiln_graph *g, const char *op, kiln_tensor *const *t, int n);
 
 /* f32 operand check with a message naming the op. */
-bool kiln__check_f32(kiln_graph *g, const char *op, const char *which, const kiln_tensor *t);
+bool kiln__check_f32(kiln_graph *g, const char *op, const char *which,
+                     const kiln_tensor *t);
 
 /* The n operands of op usable (kiln__check_operands) and of the dtypes the
  * op table gives its sources; else records "add: a [2] is i32, expected f32"
  * and returns false. */
 bool kiln__check_sources(kiln_graph *g, kiln_op op, kiln_tensor *const *t, int n);
 
-int64_t kiln__numel(int ndim, const int64_t *dims);
-size_t  kiln__dtype_size(kiln_dtype dtype);
-const char *kiln__dtype_name(kiln_dtype dtype);   /* "f32", "i32" */
-size_t  kiln__tensor_bytes(const kiln_tensor *t);
+int64_t     kiln__numel(int ndim, const int64_t *dims);
+size_t      kiln__dtype_size(kiln_dtype dtype);
+const char *kiln__dtype_name(kiln_dtype dtype); /* "f32", "i32" */
+size_t      kiln__tensor_bytes(const kiln_tensor *t);
 
 /* "tensor 'x' [64, 784]", or "matmul [64, 10]" for an unnamed node, into buf,
  * for messages. */

@@ -49,7 +49,7 @@ static void make_images(unsigned *seed, int n, float *img, int32_t *cls)
 static kiln_tensor *classifier(kiln_graph *g, kiln_tensor *x)
 {
     kiln_tensor *h = kiln_relu(g, kiln_conv2d_layer(g, x, 8, 3, 1, 1, "conv"));
-    h = kiln_flatten(g, kiln_max_pool2d(g, h, 2, 2));
+    h              = kiln_flatten(g, kiln_max_pool2d(g, h, 2, 2));
     return kiln_dense(g, h, CLASSES, "out");
 }
 
@@ -86,8 +86,9 @@ int main(void)
     for (int step = 1; step <= STEPS; step++) {
         float l;
         make_images(&seed, BATCH, xs, ys);
-        if (kiln_tensor_write(x, xs, sizeof xs) || kiln_tensor_write(labels, ys, sizeof ys) ||
-            kiln_graph_run(g) != KILN_OK || kiln_tensor_read(loss, &l, sizeof l))
+        if (kiln_tensor_write(x, xs, sizeof xs) ||
+            kiln_tensor_write(labels, ys, sizeof ys) || kiln_graph_run(g) != KILN_OK ||
+            kiln_tensor_read(loss, &l, sizeof l))
             return fail("step");
         if (step == 1 || step % 100 == 0)
             printf("step %3d  loss %.4f\n", step, (double)l);

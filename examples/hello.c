@@ -17,9 +17,9 @@ int main(void)
     kiln_tensor *b = kiln_param(g, "b", KILN_SHAPE(2));
     kiln_tensor *y = kiln_relu(g, kiln_add(g, kiln_matmul(g, x, w), b));
 
-    const float xs[] = { 1, 2, 3, 4, 5, 6 };
-    const float ws[] = { 1, -1, 0, 1, -1, 0.5f };
-    const float bs[] = { 3, -1 };
+    const float xs[] = {1, 2, 3, 4, 5, 6};
+    const float ws[] = {1, -1, 0, 1, -1, 0.5f};
+    const float bs[] = {3, -1};
     float       ys[4];
     if (kiln_graph_compile(g) != KILN_OK || kiln_tensor_write(x, xs, sizeof xs) ||
         kiln_tensor_write(w, ws, sizeof ws) || kiln_tensor_write(b, bs, sizeof bs) ||

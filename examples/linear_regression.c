@@ -13,7 +13,7 @@
 #define FEATURES 3
 #define STEPS    300
 
-static const float true_w[FEATURES] = { 2.0f, -3.5f, 0.5f };
+static const float true_w[FEATURES] = {2.0f, -3.5f, 0.5f};
 static const float true_b           = 1.25f;
 
 static int fail(const char *what)

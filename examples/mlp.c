@@ -32,7 +32,7 @@ static void make_points(unsigned seed, float *xy, int32_t *ring)
 {
     for (int i = 0; i < N; i++) {
         for (int k = 0; k < 2; k++) {
-            seed       = seed * 1664525u + 1013904223u;
+            seed          = seed * 1664525u + 1013904223u;
             xy[2 * i + k] = (float)(seed >> 8) / (float)(1u << 24) * 2.0f - 1.0f;
         }
         float r = hypotf(xy[2 * i], xy[2 * i + 1]);
@@ -45,7 +45,7 @@ static void make_points(unsigned seed, float *xy, int32_t *ring)
 static kiln_tensor *classifier(kiln_graph *g, kiln_tensor *x)
 {
     kiln_tensor *h = kiln_relu(g, kiln_dense(g, x, 32, "hidden1"));
-    h = kiln_relu(g, kiln_dense(g, h, 32, "hidden2"));
+    h              = kiln_relu(g, kiln_dense(g, h, 32, "hidden2"));
     return kiln_dense(g, h, CLASSES, "out");
 }
 
@@ -72,7 +72,9 @@ static int reload_and_score(kiln_context *ctx, const char *path, const float *xy
     kiln_tensor *x    = kiln_input(g, "x", KILN_F32, KILN_SHAPE(N, 2));
     kiln_tensor *pred = kiln_argmax(g, classifier(g, x));
     int          rc   = kiln_graph_compile(g) || kiln_load(g, path) ||
-                        score(g, x, pred, xy, ring, accuracy) ? -1 : 0;
+                     score(g, x, pred, xy, ring, accuracy)
+                            ? -1
+                            : 0;
     kiln_graph_free(g);
     return rc;
 }

@@ -18,7 +18,7 @@ static bool is_test_plugin(const char *name)
 
 size_t test_cpu_isas(const char *isas[3])
 {
-    size_t n = 0;
+    size_t n  = 0;
     isas[n++] = "scalar";
 #if defined(__x86_64__)
     /* libgcc checks XCR0 too: a feature the OS does not enable is not listed */
@@ -49,10 +49,10 @@ static void add_backend(test_backend *out, size_t cap, size_t *count,
 size_t test_backend_list(test_backend *out, size_t cap)
 {
     const kiln_device_report *devices = NULL;
-    size_t n = kiln_devices(&devices);
-    size_t count = 0;
-    const char *isas[3];
-    size_t n_isas = test_cpu_isas(isas);
+    size_t                    n       = kiln_devices(&devices);
+    size_t                    count   = 0;
+    const char               *isas[3];
+    size_t                    n_isas = test_cpu_isas(isas);
 
     for (size_t i = 0; i < n; i++) {
         const kiln_device_report *d = &devices[i];
@@ -77,8 +77,8 @@ static void free_backend_params(struct criterion_test_params *params)
  * problems are printed, and the tests themselves fail (see test_context). */
 struct criterion_test_params test_backend_params(void)
 {
-    size_t n = test_backend_list(NULL, 0);
-    size_t len = n ? n : 1;
+    size_t        n      = test_backend_list(NULL, 0);
+    size_t        len    = n ? n : 1;
     test_backend *params = cr_malloc(len * sizeof *params);
     if (params == NULL) {
         fprintf(stderr, "kiln tests: cr_malloc of %zu backend parameters failed\n", len);
@@ -87,7 +87,8 @@ struct criterion_test_params test_backend_params(void)
     memset(params, 0, len * sizeof *params);
     test_backend_list(params, n);
     if (n == 0)
-        fprintf(stderr, "kiln tests: no usable device (KILN_PLUGIN_PATH=%s); "
+        fprintf(stderr,
+                "kiln tests: no usable device (KILN_PLUGIN_PATH=%s); "
                 "every backend test will fail\n",
                 getenv("KILN_PLUGIN_PATH") ? getenv("KILN_PLUGIN_PATH") : "(unset)");
     return cr_make_param_array(test_backend, params, len, free_backend_params);
@@ -96,9 +97,9 @@ struct criterion_test_params test_backend_params(void)
 /* "path (name): reason; ..." for every plugin the loader tried. */
 static const char *describe_plugins(void)
 {
-    static char buf[2048];
+    static char               buf[2048];
     const kiln_plugin_report *reports = NULL;
-    size_t n = kiln_plugins(&reports);
+    size_t                    n       = kiln_plugins(&reports);
     size_t used = (size_t)snprintf(buf, sizeof buf, "%zu plugin file(s) tried", n);
 
     for (size_t i = 0; i < n && used < sizeof buf; i++)
@@ -124,14 +125,15 @@ kiln_context *test_context(const char *spec)
 kiln_context *test_backend_context(const test_backend *b)
 {
     if (b->isa[0] != '\0')
-        cr_assert_eq(setenv("KILN_CPU_ISA", b->isa, 1), 0, "setenv KILN_CPU_ISA=%s", b->isa);
+        cr_assert_eq(setenv("KILN_CPU_ISA", b->isa, 1), 0, "setenv KILN_CPU_ISA=%s",
+                     b->isa);
     return test_context(b->spec);
 }
 
 const char *test_first_spec(void)
 {
     static test_backend first;
-    size_t n = test_backend_list(&first, 1);
+    size_t              n = test_backend_list(&first, 1);
     cr_assert(n > 0, "no usable kiln device to test (KILN_PLUGIN_PATH=%s): %s",
               getenv("KILN_PLUGIN_PATH") ? getenv("KILN_PLUGIN_PATH") : "(unset)",
               describe_plugins());
@@ -144,12 +146,13 @@ const kiln_plugin *test_backend_plugin(const test_backend *b, int *index)
     char       *end   = NULL;
     long        k     = colon ? strtol(colon + 1, &end, 10) : -1;
     cr_assert(colon && colon > b->spec && end != colon + 1 && *end == '\0' && k >= 0 &&
-              k <= INT_MAX, "test bug: \"%s\" is not a name:index spec", b->spec);
+                  k <= INT_MAX,
+              "test bug: \"%s\" is not a name:index spec", b->spec);
     *index = (int)k;
 
-    const kiln_plugin_report *r = NULL;
-    size_t n = kiln_plugins(&r);
-    size_t len = (size_t)(colon - b->spec);
+    const kiln_plugin_report *r   = NULL;
+    size_t                    n   = kiln_plugins(&r);
+    size_t                    len = (size_t)(colon - b->spec);
     for (size_t i = 0; i < n; i++) {
         if (r[i].reason || !r[i].name || strlen(r[i].name) != len ||
             strncmp(r[i].name, b->spec, len) != 0)
@@ -170,6 +173,7 @@ const kiln_plugin *test_backend_plugin(const test_backend *b, int *index)
         dlclose(h); /* kiln's loader keeps it loaded */
         return p;
     }
-    cr_assert_fail("%s: kiln has no usable plugin for it: %s", b->label, describe_plugins());
+    cr_assert_fail("%s: kiln has no usable plugin for it: %s", b->label,
+                   describe_plugins());
     return NULL;
 }

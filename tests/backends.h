@@ -41,8 +41,11 @@ struct criterion_test_params test_backend_params(void);
  *       ...
  *   }
  */
-#define BACKEND_TEST(suite, name)                                              \
-    ParameterizedTestParameters(suite, name) { return test_backend_params(); } \
+#define BACKEND_TEST(suite, name)            \
+    ParameterizedTestParameters(suite, name) \
+    {                                        \
+        return test_backend_params();        \
+    }                                        \
     ParameterizedTest(test_backend *backend, suite, name)
 
 /* A context on `spec`; asserts that it could be made, with kiln_last_error(). */

@@ -87,8 +87,8 @@ child_result child_run(const char *program, const char *const *env)
         cr_assert_eq(errno, EINTR, "waitpid: %s", strerror(errno));
     child_result r = {
         .status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
-        .out = slurp(out, NULL),
-        .err = slurp(err, NULL),
+        .out    = slurp(out, NULL),
+        .err    = slurp(err, NULL),
     };
     close(out);
     close(err);
@@ -121,8 +121,8 @@ static int remove_entry(const char *path, const struct stat *st, int flag,
 
 void child_remove_dir(const char *dir)
 {
-    cr_assert_eq(nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0,
-                 "removing %s: %s", dir, strerror(errno));
+    cr_assert_eq(nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0, "removing %s: %s",
+                 dir, strerror(errno));
 }
 
 size_t child_dir_entries(const char *dir)
@@ -153,11 +153,11 @@ size_t runner_outputs(const char *out, runner_output *outputs, size_t cap)
 {
     size_t count = 0;
     for (const char *p = strstr(out, "output "); p && count < cap;
-         p = strstr(p, "\noutput ")) {
+         p             = strstr(p, "\noutput ")) {
         if (*p == '\n')
             p++;
-        runner_output *o = &outputs[count];
-        int used = 0;
+        runner_output *o    = &outputs[count];
+        int            used = 0;
         cr_assert_eq(sscanf(p, "output %31s %zu%n", o->name, &o->n, &used), 2,
                      "graph_runner printed a bad line: %.40s", p);
         o->v = calloc(o->n ? o->n : 1, sizeof *o->v);
@@ -197,7 +197,7 @@ void runner_expect_same(const char *what, const child_result *got,
         snprintf(label, sizeof label, "%s: the reference's output %s", what, w[k].name);
         ref_expect_finite(label, w[k].v, shape);
         snprintf(label, sizeof label, "%s: output %s", what, w[k].name);
-        ref_expect_close(label, g[k].v, w[k].v, shape, (ref_tol){ tol, tol });
+        ref_expect_close(label, g[k].v, w[k].v, shape, (ref_tol){tol, tol});
     }
     runner_outputs_free(g, ng);
     runner_outputs_free(w, nw);

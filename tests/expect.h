@@ -11,7 +11,8 @@
 /* st is KILN_OK; `what` names the call in the failure message. */
 static inline void expect_ok(kiln_status st, const char *what)
 {
-    cr_assert_eq(st, KILN_OK, "%s: %s: %s", what, kiln_status_name(st), kiln_last_error());
+    cr_assert_eq(st, KILN_OK, "%s: %s: %s", what, kiln_status_name(st),
+                 kiln_last_error());
 }
 
 /* st is `want`, and the message mentions a (and b, unless NULL). */

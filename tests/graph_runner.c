@@ -70,22 +70,22 @@ int main(void)
 
     /* MLP: softmax(relu(x @ w1 + b1) @ w2) */
     kiln_tensor *leaves[8];
-    kiln_tensor *x  = leaves[0] = kiln_input(g, "x", KILN_F32, KILN_SHAPE(N, D));
+    kiln_tensor *x = leaves[0] = kiln_input(g, "x", KILN_F32, KILN_SHAPE(N, D));
     kiln_tensor *w1 = leaves[1] = kiln_param(g, "w1", KILN_SHAPE(D, H));
     kiln_tensor *b1 = leaves[2] = kiln_param(g, "b1", KILN_SHAPE(H));
     kiln_tensor *w2 = leaves[3] = kiln_param(g, "w2", KILN_SHAPE(H, C));
-    kiln_tensor *hidden = kiln_relu(g, kiln_add(g, kiln_matmul(g, x, w1), b1));
-    kiln_tensor *probs = kiln_softmax(g, kiln_matmul(g, hidden, w2));
+    kiln_tensor *hidden         = kiln_relu(g, kiln_add(g, kiln_matmul(g, x, w1), b1));
+    kiln_tensor *probs          = kiln_softmax(g, kiln_matmul(g, hidden, w2));
 
     /* CNN: log_softmax(flatten(max_pool(relu(conv2d(img)))) @ wf) */
     kiln_tensor *img = leaves[4] = kiln_input(g, "img", KILN_F32,
                                               KILN_SHAPE(N, CH, IMG, IMG));
-    kiln_tensor *k   = leaves[5] = kiln_param(g, "k", KILN_SHAPE(O, CH, 3, 3));
-    kiln_tensor *kb  = leaves[6] = kiln_param(g, "kb", KILN_SHAPE(O));
-    kiln_tensor *wf  = leaves[7] = kiln_param(g, "wf",
-                                              KILN_SHAPE(O * (IMG / 2) * (IMG / 2), C));
-    kiln_tensor *feat = kiln_flatten(g, kiln_max_pool2d(g, kiln_relu(g,
-                                     kiln_conv2d(g, img, k, kb, 1, 1)), 2, 2));
+    kiln_tensor *k = leaves[5] = kiln_param(g, "k", KILN_SHAPE(O, CH, 3, 3));
+    kiln_tensor *kb = leaves[6] = kiln_param(g, "kb", KILN_SHAPE(O));
+    kiln_tensor *wf = leaves[7] = kiln_param(g, "wf",
+                                             KILN_SHAPE(O * (IMG / 2) * (IMG / 2), C));
+    kiln_tensor *feat           = kiln_flatten(
+                  g, kiln_max_pool2d(g, kiln_relu(g, kiln_conv2d(g, img, k, kb, 1, 1)), 2, 2));
     kiln_tensor *logp = kiln_log_softmax(g, kiln_matmul(g, feat, wf));
 
     kiln_output(g, probs);

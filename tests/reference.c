@@ -48,8 +48,8 @@ char *ref_shape_str(ref_shape s, char *buf, size_t size)
     size_t used = 0;
     used += (size_t)snprintf(buf + used, size - used, "[");
     for (int d = 0; d < s.ndim && used < size; d++)
-        used += (size_t)snprintf(buf + used, size - used, "%s%lld",
-                                 d ? ", " : "", (long long)s.dims[d]);
+        used += (size_t)snprintf(buf + used, size - used, "%s%lld", d ? ", " : "",
+                                 (long long)s.dims[d]);
     if (used < size)
         snprintf(buf + used, size - used, "]");
     return buf;
@@ -148,7 +148,7 @@ void ref_fill_nonzero(float *x, size_t n, uint64_t seed)
     ref_rng_seed(&rng, seed);
     for (size_t i = 0; i < n; i++) {
         float magnitude = ref_rng_uniform(&rng, 0.5f, 2.0f);
-        x[i] = (ref_rng_next(&rng) >> 63) ? -magnitude : magnitude;
+        x[i]            = (ref_rng_next(&rng) >> 63) ? -magnitude : magnitude;
     }
 }
 
@@ -185,7 +185,7 @@ static bool close_enough(float got, double want, ref_tol tol)
 static void expect_close(const char *what, const float *got, const float *want_f,
                          const double *want_d, ref_shape shape, ref_tol tol)
 {
-    size_t n = ref_numel(shape);
+    size_t n   = ref_numel(shape);
     size_t bad = 0, first = 0;
     double max_abs = 0.0, max_rel = 0.0;
 
@@ -229,10 +229,10 @@ void ref_expect_close_f64(const char *what, const float *got, const double *want
     expect_close(what, got, NULL, want, shape, tol);
 }
 
-void ref_expect_equal_i32(const char *what, const int32_t *got,
-                          const int32_t *want, ref_shape shape)
+void ref_expect_equal_i32(const char *what, const int32_t *got, const int32_t *want,
+                          ref_shape shape)
 {
-    size_t n = ref_numel(shape);
+    size_t n   = ref_numel(shape);
     size_t bad = 0, first = 0;
     for (size_t i = 0; i < n; i++) {
         if (got[i] != want[i] && bad++ == 0)
@@ -322,12 +322,12 @@ static size_t broadcast_offset(ref_shape s, const int64_t *idx, int out_ndim)
     return off;
 }
 
-void ref_binary(ref_binop op, const float *a, ref_shape sa, const float *b,
-                ref_shape sb, float *out, ref_shape so)
+void ref_binary(ref_binop op, const float *a, ref_shape sa, const float *b, ref_shape sb,
+                float *out, ref_shape so)
 {
     cr_assert(sa.ndim <= so.ndim && sb.ndim <= so.ndim,
               "reference: operands have more dimensions than the output");
-    size_t n = ref_numel(so);
+    size_t  n                 = ref_numel(so);
     int64_t idx[REF_MAX_DIMS] = {0};
 
     for (size_t i = 0; i < n; i++) {
@@ -354,14 +354,14 @@ void ref_unary(ref_unop op, const float *a, size_t n, float factor, float *out)
     for (size_t i = 0; i < n; i++) {
         double x = a[i], r = 0.0;
         switch (op) {
-        case REF_NEG:     r = -x; break;
-        case REF_EXP:     r = exp(x); break;
-        case REF_LOG:     r = log(x); break;
-        case REF_SQRT:    r = sqrt(x); break;
-        case REF_RELU:    r = x > 0.0 ? x : 0.0; break;
+        case REF_NEG: r = -x; break;
+        case REF_EXP: r = exp(x); break;
+        case REF_LOG: r = log(x); break;
+        case REF_SQRT: r = sqrt(x); break;
+        case REF_RELU: r = x > 0.0 ? x : 0.0; break;
         case REF_SIGMOID: r = 1.0 / (1.0 + exp(-x)); break;
-        case REF_TANH:    r = tanh(x); break;
-        case REF_SCALE:   r = x * (double)factor; break;
+        case REF_TANH: r = tanh(x); break;
+        case REF_SCALE: r = x * (double)factor; break;
         }
         out[i] = (float)r;
     }
@@ -404,7 +404,7 @@ ref_shape ref_flatten_shape(ref_shape s)
         return s;
     ref_shape r;
     memset(&r, 0, sizeof r);
-    r.ndim = 2;
+    r.ndim    = 2;
     r.dims[0] = s.dims[0];
     r.dims[1] = 1;
     for (int d = 1; d < s.ndim; d++)
@@ -439,7 +439,7 @@ static int positive_axis(ref_shape s, int axis)
 
 ref_shape ref_reduce_shape(ref_shape s, int axis, bool keepdim)
 {
-    int ax = positive_axis(s, axis);
+    int       ax = positive_axis(s, axis);
     ref_shape r;
     memset(&r, 0, sizeof r);
     for (int d = 0; d < s.ndim; d++) {
@@ -452,8 +452,7 @@ ref_shape ref_reduce_shape(ref_shape s, int axis, bool keepdim)
 }
 
 /* a viewed as [outer, len, inner] around the axis */
-static void split_at_axis(ref_shape s, int ax, size_t *outer, size_t *len,
-                          size_t *inner)
+static void split_at_axis(ref_shape s, int ax, size_t *outer, size_t *len, size_t *inner)
 {
     *outer = 1;
     *inner = 1;
@@ -464,8 +463,7 @@ static void split_at_axis(ref_shape s, int ax, size_t *outer, size_t *len,
         *inner *= (size_t)s.dims[d];
 }
 
-static void reduce_axis(const float *a, ref_shape s, int axis, bool mean,
-                        float *out)
+static void reduce_axis(const float *a, ref_shape s, int axis, bool mean, float *out)
 {
     size_t outer, len, inner;
     split_at_axis(s, positive_axis(s, axis), &outer, &len, &inner);
@@ -551,30 +549,30 @@ int64_t ref_conv_out_size(int64_t size, int64_t kernel, int stride, int padding)
     return (size + 2 * (int64_t)padding - kernel) / stride + 1;
 }
 
-void ref_conv2d(const float *x, const float *w, const float *bias,
-                ref_conv2d_shape cs, float *out)
+void ref_conv2d(const float *x, const float *w, const float *bias, ref_conv2d_shape cs,
+                float *out)
 {
     int64_t oh = ref_conv_out_size(cs.h, cs.kh, cs.stride, cs.padding);
     int64_t ow = ref_conv_out_size(cs.w, cs.kw, cs.stride, cs.padding);
 
     for (int64_t n = 0; n < cs.n; n++)
-    for (int64_t o = 0; o < cs.o; o++)
-    for (int64_t y = 0; y < oh; y++)
-    for (int64_t xo = 0; xo < ow; xo++) {
-        double acc = bias ? bias[o] : 0.0;
-        for (int64_t c = 0; c < cs.c; c++)
-        for (int64_t i = 0; i < cs.kh; i++)
-        for (int64_t j = 0; j < cs.kw; j++) {
-            int64_t iy = y * cs.stride - cs.padding + i;
-            int64_t ix = xo * cs.stride - cs.padding + j;
-            if (iy < 0 || iy >= cs.h || ix < 0 || ix >= cs.w)
-                continue; /* zero padding */
-            double xv = x[((n * cs.c + c) * cs.h + iy) * cs.w + ix];
-            double wv = w[((o * cs.c + c) * cs.kh + i) * cs.kw + j];
-            acc += xv * wv;
-        }
-        out[((n * cs.o + o) * oh + y) * ow + xo] = (float)acc;
-    }
+        for (int64_t o = 0; o < cs.o; o++)
+            for (int64_t y = 0; y < oh; y++)
+                for (int64_t xo = 0; xo < ow; xo++) {
+                    double acc = bias ? bias[o] : 0.0;
+                    for (int64_t c = 0; c < cs.c; c++)
+                        for (int64_t i = 0; i < cs.kh; i++)
+                            for (int64_t j = 0; j < cs.kw; j++) {
+                                int64_t iy = y * cs.stride - cs.padding + i;
+                                int64_t ix = xo * cs.stride - cs.padding + j;
+                                if (iy < 0 || iy >= cs.h || ix < 0 || ix >= cs.w)
+                                    continue; /* zero padding */
+                                double xv = x[((n * cs.c + c) * cs.h + iy) * cs.w + ix];
+                                double wv = w[((o * cs.c + c) * cs.kh + i) * cs.kw + j];
+                                acc += xv * wv;
+                            }
+                    out[((n * cs.o + o) * oh + y) * ow + xo] = (float)acc;
+                }
 }
 
 void ref_max_pool2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
@@ -584,18 +582,19 @@ void ref_max_pool2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
     int64_t ow = (w - kernel) / stride + 1;
 
     for (int64_t b = 0; b < n; b++)
-    for (int64_t ch = 0; ch < c; ch++)
-    for (int64_t y = 0; y < oh; y++)
-    for (int64_t xo = 0; xo < ow; xo++) {
-        float best = -INFINITY;
-        for (int i = 0; i < kernel; i++)
-        for (int j = 0; j < kernel; j++) {
-            float v = x[((b * c + ch) * h + y * stride + i) * w + xo * stride + j];
-            if (v > best)
-                best = v;
-        }
-        out[((b * c + ch) * oh + y) * ow + xo] = best;
-    }
+        for (int64_t ch = 0; ch < c; ch++)
+            for (int64_t y = 0; y < oh; y++)
+                for (int64_t xo = 0; xo < ow; xo++) {
+                    float best = -INFINITY;
+                    for (int i = 0; i < kernel; i++)
+                        for (int j = 0; j < kernel; j++) {
+                            float v = x[((b * c + ch) * h + y * stride + i) * w +
+                                        xo * stride + j];
+                            if (v > best)
+                                best = v;
+                        }
+                    out[((b * c + ch) * oh + y) * ow + xo] = best;
+                }
 }
 
 /* ---- losses --------------------------------------------------------------------------------------- */

@@ -26,7 +26,7 @@ ref_shape ref_shape_of(int ndim, const int64_t *dims);
 size_t    ref_numel(ref_shape s);
 bool      ref_shape_eq(ref_shape a, ref_shape b);
 /* "[3, 4]", "[]" for a scalar; returns buf. */
-char     *ref_shape_str(ref_shape s, char *buf, size_t size);
+char *ref_shape_str(ref_shape s, char *buf, size_t size);
 /* The same in one of 8 static buffers used in turn, so that a message can
  * name a few shapes at once: for labels and failure messages. */
 const char *ref_shape_text(ref_shape s);
@@ -38,13 +38,13 @@ typedef struct ref_rng {
     uint64_t state;
 } ref_rng;
 
-void     ref_rng_seed(ref_rng *rng, uint64_t seed);
+void ref_rng_seed(ref_rng *rng, uint64_t seed);
 /* A seed from a string (FNV-1a), e.g. a test case's label, so that each
  * case gets its own numbers and the same ones on every run. */
 uint64_t ref_hash_str(const char *s);
 uint64_t ref_rng_next(ref_rng *rng);
 /* uniform in [lo, hi] */
-float    ref_rng_uniform(ref_rng *rng, float lo, float hi);
+float ref_rng_uniform(ref_rng *rng, float lo, float hi);
 
 /* calloc of n elements (of at least one, so that empty tensors can be read
  * into it); asserts (Criterion) that it succeeded. */
@@ -82,8 +82,8 @@ void ref_expect_close(const char *what, const float *got, const float *want,
 void ref_expect_close_f64(const char *what, const float *got, const double *want,
                           ref_shape shape, ref_tol tol);
 /* Exact comparison for i32 tensors (argmax), reported as above. */
-void ref_expect_equal_i32(const char *what, const int32_t *got,
-                          const int32_t *want, ref_shape shape);
+void ref_expect_equal_i32(const char *what, const int32_t *got, const int32_t *want,
+                          ref_shape shape);
 /* Asserts that every element is finite, naming the first that is not. */
 void ref_expect_finite(const char *what, const float *got, ref_shape shape);
 
@@ -97,8 +97,8 @@ typedef enum ref_binop { REF_ADD, REF_SUB, REF_MUL, REF_DIV } ref_binop;
 bool ref_broadcast_shape(ref_shape a, ref_shape b, ref_shape *out);
 /* out[idx] = a[idx'] op b[idx''], where idx' and idx'' are idx aligned to the
  * right with size-1 dimensions pinned to 0. `out` has shape `so`. */
-void ref_binary(ref_binop op, const float *a, ref_shape sa, const float *b,
-                ref_shape sb, float *out, ref_shape so);
+void ref_binary(ref_binop op, const float *a, ref_shape sa, const float *b, ref_shape sb,
+                float *out, ref_shape so);
 
 typedef enum ref_unop {
     REF_NEG,
@@ -155,8 +155,8 @@ typedef struct ref_conv2d_shape {
 /* (size + 2 * padding - kernel) / stride + 1 */
 int64_t ref_conv_out_size(int64_t size, int64_t kernel, int stride, int padding);
 /* out [n, o, oh, ow]; bias [o] or NULL. Cross-correlation, zero padding. */
-void ref_conv2d(const float *x, const float *w, const float *bias,
-                ref_conv2d_shape cs, float *out);
+void ref_conv2d(const float *x, const float *w, const float *bias, ref_conv2d_shape cs,
+                float *out);
 /* x [n, c, h, w] -> out [n, c, (h - k) / s + 1, (w - k) / s + 1] */
 void ref_max_pool2d(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                     int kernel, int stride, float *out);

@@ -56,18 +56,18 @@ typedef struct leaf {
 #define MAX_LEAVES 6
 
 typedef struct gcheck {
-    const char *spec;
-    kiln_graph *g;
-    char        label[256];
-    uint64_t    seed;
-    int         n_params, n_inputs;
-    leaf        params[MAX_LEAVES];
-    leaf        inputs[MAX_LEAVES];
+    const char  *spec;
+    kiln_graph  *g;
+    char         label[256];
+    uint64_t     seed;
+    int          n_params, n_inputs;
+    leaf         params[MAX_LEAVES];
+    leaf         inputs[MAX_LEAVES];
     kiln_tensor *loss;
 } gcheck;
 
-__attribute__((format(printf, 4, 5)))
-static void gc_begin(gcheck *gc, kiln_context *ctx, const char *spec, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void
+gc_begin(gcheck *gc, kiln_context *ctx, const char *spec, const char *fmt, ...)
 {
     memset(gc, 0, sizeof *gc);
     gc->spec = spec;
@@ -76,22 +76,16 @@ static void gc_begin(gcheck *gc, kiln_context *ctx, const char *spec, const char
     vsnprintf(gc->label, sizeof gc->label, fmt, ap);
     va_end(ap);
     gc->seed = ref_hash_str(gc->label);
-    gc->g = kiln_graph_new(ctx);
+    gc->g    = kiln_graph_new(ctx);
     cr_assert_not_null(gc->g, "%s: kiln_graph_new: %s", gc->label, kiln_last_error());
 }
 
 static void fill(float *x, size_t n, fill_kind kind, uint64_t seed)
 {
     switch (kind) {
-    case FILL_ANY:
-        ref_fill(x, n, seed);
-        break;
-    case FILL_POSITIVE:
-        ref_fill_uniform(x, n, seed, 0.5f, 2.0f);
-        break;
-    case FILL_NONZERO:
-        ref_fill_nonzero(x, n, seed);
-        break;
+    case FILL_ANY: ref_fill(x, n, seed); break;
+    case FILL_POSITIVE: ref_fill_uniform(x, n, seed, 0.5f, 2.0f); break;
+    case FILL_NONZERO: ref_fill_nonzero(x, n, seed); break;
     case FILL_DISTINCT:
         /* i -> i * 7919 mod n is a permutation (7919 is a prime above n) */
         for (size_t i = 0; i < n; i++)
@@ -102,12 +96,12 @@ static void fill(float *x, size_t n, fill_kind kind, uint64_t seed)
 
 static leaf *gc_leaf(gcheck *gc, leaf *l, const char *name, kiln_tensor *t, ref_shape s)
 {
-    cr_assert_eq(kiln_graph_status(gc->g), KILN_OK, "%s: leaf %s %s: %s", gc->label,
-                 name, ref_shape_text(s), kiln_graph_error(gc->g));
+    cr_assert_eq(kiln_graph_status(gc->g), KILN_OK, "%s: leaf %s %s: %s", gc->label, name,
+                 ref_shape_text(s), kiln_graph_error(gc->g));
     l->name = name;
-    l->t = t;
-    l->n = ref_numel(s);
-    l->f = ref_calloc(l->n, sizeof *l->f);
+    l->t    = t;
+    l->n    = ref_numel(s);
+    l->f    = ref_calloc(l->n, sizeof *l->f);
     return l;
 }
 
@@ -133,9 +127,9 @@ static kiln_tensor *gc_labels(gcheck *gc, int64_t rows, int32_t classes)
 {
     cr_assert(gc->n_inputs < MAX_LEAVES);
     ref_shape s = ref_shape_of(KILN_SHAPE(rows));
-    leaf *l = gc_leaf(gc, &gc->inputs[gc->n_inputs++], "labels",
-                      kiln_input(gc->g, "labels", KILN_I32, 1, s.dims), s);
-    l->labels = ref_calloc(l->n, sizeof *l->labels);
+    leaf     *l = gc_leaf(gc, &gc->inputs[gc->n_inputs++], "labels",
+                          kiln_input(gc->g, "labels", KILN_I32, 1, s.dims), s);
+    l->labels   = ref_calloc(l->n, sizeof *l->labels);
     ref_fill_labels(l->labels, l->n, classes, gc->seed);
     return l->t;
 }
@@ -143,7 +137,7 @@ static kiln_tensor *gc_labels(gcheck *gc, int64_t rows, int32_t classes)
 static void write_leaf(const gcheck *gc, const leaf *l)
 {
     const void *data = l->labels ? (const void *)l->labels : (const void *)l->f;
-    kiln_status st = kiln_tensor_write(l->t, data, l->n * 4);
+    kiln_status st   = kiln_tensor_write(l->t, data, l->n * 4);
     cr_assert_eq(st, KILN_OK, "%s on %s: writing %s: %s", gc->label, gc->spec, l->name,
                  kiln_last_error());
 }
@@ -163,10 +157,10 @@ static float eval_loss(const gcheck *gc)
 static double loss_with(const gcheck *gc, leaf *p, size_t i, double value)
 {
     float saved = p->f[i];
-    p->f[i] = (float)value;
+    p->f[i]     = (float)value;
     write_leaf(gc, p);
     double loss = eval_loss(gc);
-    p->f[i] = saved;
+    p->f[i]     = saved;
     return loss;
 }
 
@@ -184,17 +178,17 @@ static void check_param(const gcheck *gc, leaf *p)
     kiln_tensor *grad = kiln_grad(gc->g, p->t);
     cr_assert_not_null(grad, "%s on %s: kiln_grad(%s): %s", gc->label, gc->spec, p->name,
                        kiln_last_error());
-    float *analytic = ref_calloc(p->n, sizeof *analytic);
-    kiln_status st = kiln_tensor_read(grad, analytic, p->n * 4);
+    float      *analytic = ref_calloc(p->n, sizeof *analytic);
+    kiln_status st       = kiln_tensor_read(grad, analytic, p->n * 4);
     cr_assert_eq(st, KILN_OK, "%s on %s: reading the gradient of %s: %s", gc->label,
                  gc->spec, p->name, kiln_last_error());
     for (size_t i = 0; i < p->n; i++) {
         double numeric = numeric_grad(gc, p, i);
-        double err = fabs((double)analytic[i] - numeric);
+        double err     = fabs((double)analytic[i] - numeric);
         cr_expect(err <= FD_ABS + FD_REL * fabs(numeric),
                   "%s on %s: d loss / d %s[%zu] is %.7g, finite differences give "
-                  "%.7g (error %.3g)", gc->label, gc->spec, p->name, i,
-                  (double)analytic[i], numeric, err);
+                  "%.7g (error %.3g)",
+                  gc->label, gc->spec, p->name, i, (double)analytic[i], numeric, err);
     }
     free(analytic);
 }
@@ -207,14 +201,15 @@ static void gc_check(gcheck *gc, kiln_tensor *y)
     cr_assert_eq(kiln_graph_status(g), KILN_OK, "%s: building failed: %s", gc->label,
                  kiln_graph_error(g));
     ref_shape sy = shape_of(0, NULL);
-    sy.ndim = kiln_tensor_ndim(y);
+    sy.ndim      = kiln_tensor_ndim(y);
     for (int d = 0; d < sy.ndim; d++)
         sy.dims[d] = kiln_tensor_dim(y, d);
     float *r = ref_calloc(ref_numel(sy), sizeof *r);
     ref_fill(r, ref_numel(sy), gc->seed ^ 0x5eed);
     gc->loss = kiln_sum(g, kiln_mul(g, y, kiln_const(g, KILN_F32, sy.ndim, sy.dims, r)));
     free(r);
-    cr_assert_eq(kiln_output(g, gc->loss), KILN_OK, "%s: %s", gc->label, kiln_last_error());
+    cr_assert_eq(kiln_output(g, gc->loss), KILN_OK, "%s: %s", gc->label,
+                 kiln_last_error());
     kiln_status st = kiln_backward(g, gc->loss);
     cr_assert_eq(st, KILN_OK, "%s on %s: kiln_backward: %s", gc->label, gc->spec,
                  kiln_last_error());
@@ -226,7 +221,8 @@ static void gc_check(gcheck *gc, kiln_tensor *y)
     for (int k = 0; k < gc->n_params; k++)
         write_leaf(gc, &gc->params[k]);
     st = kiln_graph_run(g);
-    cr_assert_eq(st, KILN_OK, "%s on %s: run: %s", gc->label, gc->spec, kiln_last_error());
+    cr_assert_eq(st, KILN_OK, "%s on %s: run: %s", gc->label, gc->spec,
+                 kiln_last_error());
     for (int k = 0; k < gc->n_params; k++)
         check_param(gc, &gc->params[k]);
     kiln_graph_free(g);
@@ -246,7 +242,10 @@ static const struct {
     const char *name;
     binary_fn   fn;
 } binary_ops[] = {
-    {"add", kiln_add}, {"sub", kiln_sub}, {"mul", kiln_mul}, {"div", kiln_div},
+    {"add", kiln_add},
+    {"sub", kiln_sub},
+    {"mul", kiln_mul},
+    {"div", kiln_div},
 };
 
 static void check_binary(kiln_context *ctx, const char *spec, int op, ref_shape sa,
@@ -256,8 +255,8 @@ static void check_binary(kiln_context *ctx, const char *spec, int op, ref_shape 
     gc_begin(&gc, ctx, spec, "%s of a %s and b %s", binary_ops[op].name,
              ref_shape_text(sa), ref_shape_text(sb));
     kiln_tensor *a = gc_param(&gc, "a", sa, FILL_ANY);
-    kiln_tensor *b = gc_param(&gc, "b", sb, binary_ops[op].fn == kiln_div ? FILL_NONZERO
-                                                                         : FILL_ANY);
+    kiln_tensor *b = gc_param(&gc, "b", sb,
+                              binary_ops[op].fn == kiln_div ? FILL_NONZERO : FILL_ANY);
     gc_check(&gc, binary_ops[op].fn(gc.g, a, b));
 }
 
@@ -273,13 +272,13 @@ BACKEND_TEST(grad_binary, matches_finite_differences_with_equal_shapes)
 BACKEND_TEST(grad_binary, sums_the_gradient_of_a_broadcast_operand)
 {
     static const ref_shape pairs[][2] = {
-        {{2, {3, 4}}, {1, {4}}},          /* a bias                       */
-        {{3, {2, 3, 4}}, {2, {1, 4}}},    /* [1, N] on a 3-D tensor       */
+        {{2, {3, 4}}, {1, {4}}},       /* a bias                       */
+        {{3, {2, 3, 4}}, {2, {1, 4}}}, /* [1, N] on a 3-D tensor       */
         {{3, {2, 3, 4}}, {2, {3, 4}}},
-        {{3, {3, 5, 1}}, {2, {5, 1}}},    /* trailing 1s stay             */
-        {{2, {3, 4}}, {0, {0}}},          /* a 0-d scalar                 */
-        {{2, {3, 4}}, {2, {1, 1}}},       /* only 1s: a scalar too        */
-        {{2, {1, 4}}, {1, {4}}},          /* each fits the other          */
+        {{3, {3, 5, 1}}, {2, {5, 1}}}, /* trailing 1s stay             */
+        {{2, {3, 4}}, {0, {0}}},       /* a 0-d scalar                 */
+        {{2, {3, 4}}, {2, {1, 1}}},    /* only 1s: a scalar too        */
+        {{2, {1, 4}}, {1, {4}}},       /* each fits the other          */
     };
     kiln_context *ctx = test_backend_context(backend);
     for (int op = 0; op < 4; op++) {
@@ -296,12 +295,12 @@ BACKEND_TEST(grad_unary, matches_finite_differences_for_every_op)
     static const struct {
         const char *name;
         kiln_tensor *(*fn)(kiln_graph *, kiln_tensor *);
-        fill_kind   fill;
+        fill_kind fill;
     } ops[] = {
-        {"neg", kiln_neg, FILL_ANY},         {"exp", kiln_exp, FILL_ANY},
-        {"log", kiln_log, FILL_POSITIVE},    {"sqrt", kiln_sqrt, FILL_POSITIVE},
-        {"relu", kiln_relu, FILL_NONZERO},   {"sigmoid", kiln_sigmoid, FILL_ANY},
-        {"tanh", kiln_tanh, FILL_ANY},       {"scale -1.5", NULL, FILL_ANY},
+        {"neg", kiln_neg, FILL_ANY},       {"exp", kiln_exp, FILL_ANY},
+        {"log", kiln_log, FILL_POSITIVE},  {"sqrt", kiln_sqrt, FILL_POSITIVE},
+        {"relu", kiln_relu, FILL_NONZERO}, {"sigmoid", kiln_sigmoid, FILL_ANY},
+        {"tanh", kiln_tanh, FILL_ANY},     {"scale -1.5", NULL, FILL_ANY},
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
@@ -323,11 +322,13 @@ BACKEND_TEST(grad_matmul, matches_finite_differences_for_every_transpose)
         for (int tb = 0; tb <= 1; tb++) {
             gcheck gc;
             gc_begin(&gc, ctx, backend->label, "matmul_t(a, b, %d, %d)", ta, tb);
-            kiln_tensor *a = gc_param(&gc, "a", ta ? ref_shape_of(KILN_SHAPE(K, M))
-                                                   : ref_shape_of(KILN_SHAPE(M, K)),
+            kiln_tensor *a = gc_param(&gc, "a",
+                                      ta ? ref_shape_of(KILN_SHAPE(K, M))
+                                         : ref_shape_of(KILN_SHAPE(M, K)),
                                       FILL_ANY);
-            kiln_tensor *b = gc_param(&gc, "b", tb ? ref_shape_of(KILN_SHAPE(N, K))
-                                                   : ref_shape_of(KILN_SHAPE(K, N)),
+            kiln_tensor *b = gc_param(&gc, "b",
+                                      tb ? ref_shape_of(KILN_SHAPE(N, K))
+                                         : ref_shape_of(KILN_SHAPE(K, N)),
                                       FILL_ANY);
             gc_check(&gc, kiln_matmul_t(gc.g, a, b, ta, tb));
         }
@@ -370,7 +371,7 @@ BACKEND_TEST(grad_reduce, sum_and_mean_over_each_axis_with_and_without_keepdim)
 
 BACKEND_TEST(grad_reduce, max_softmax_and_log_softmax_along_the_last_axis)
 {
-    kiln_context *ctx = test_backend_context(backend);
+    kiln_context          *ctx      = test_backend_context(backend);
     static const ref_shape shapes[] = {{2, {3, 5}}, {1, {6}}, {3, {2, 2, 3}}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         gcheck gc;
@@ -390,11 +391,11 @@ static void tie_grad(const test_backend *backend,
                      kiln_tensor *(*op)(kiln_graph *, kiln_tensor *), ref_shape sx,
                      const float *xs, ref_shape sc, const float *cs, float *got)
 {
-    kiln_context *ctx = test_backend_context(backend);
-    kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *x = kiln_param(g, "x", sx.ndim, sx.dims);
-    kiln_tensor *c = kiln_const(g, KILN_F32, sc.ndim, sc.dims, cs);
-    kiln_tensor *loss = kiln_sum(g, kiln_mul(g, op(g, x), c));
+    kiln_context *ctx  = test_backend_context(backend);
+    kiln_graph   *g    = kiln_graph_new(ctx);
+    kiln_tensor  *x    = kiln_param(g, "x", sx.ndim, sx.dims);
+    kiln_tensor  *c    = kiln_const(g, KILN_F32, sc.ndim, sc.dims, cs);
+    kiln_tensor  *loss = kiln_sum(g, kiln_mul(g, op(g, x), c));
     cr_assert_eq(kiln_backward(g, loss), KILN_OK, "%s", kiln_last_error());
     kiln_tensor *dx = kiln_grad(g, x);
     cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", kiln_last_error());
@@ -422,10 +423,10 @@ static void expect_exact(const char *what, const char *spec, const float *got,
 BACKEND_TEST(grad_reduce, max_and_max_pool2d_send_the_gradient_to_the_first_maximum)
 {
     /* rows: a tie of two, all equal, NaNs (the first NaN is the maximum) */
-    const float xs[12] = {1, 3, 3, 2, 5, 5, 5, 5, 1, NAN, 3, NAN};
-    const float cs[3] = {2, -1, 4};
+    const float xs[12]   = {1, 3, 3, 2, 5, 5, 5, 5, 1, NAN, 3, NAN};
+    const float cs[3]    = {2, -1, 4};
     const float want[12] = {0, 2, 0, 0, -1, 0, 0, 0, 0, 4, 0, 0};
-    float got[12];
+    float       got[12];
     tie_grad(backend, kiln_max, ref_shape_of(KILN_SHAPE(3, 4)), xs,
              ref_shape_of(KILN_SHAPE(3)), cs, got);
     expect_exact("max with ties", backend->label, got, want, 12);
@@ -433,10 +434,10 @@ BACKEND_TEST(grad_reduce, max_and_max_pool2d_send_the_gradient_to_the_first_maxi
     /* 2x2 windows, stride 1, over a 3x3 image of 2s: every window ties; the
      * first maximum of windows (0,0) and (0,1) is the same pixel, whose
      * gradient is then the sum of both */
-    const float img[9] = {1, 2, 2, 2, 2, 1, 0, 2, 2};
-    const float pc[4] = {1, 10, 100, 1000};
+    const float img[9]   = {1, 2, 2, 2, 2, 1, 0, 2, 2};
+    const float pc[4]    = {1, 10, 100, 1000};
     const float pwant[9] = {0, 11, 0, 100, 1000, 0, 0, 0, 0};
-    float pgot[9];
+    float       pgot[9];
     tie_grad(backend, pool_2x2_stride_1, ref_shape_of(KILN_SHAPE(1, 1, 3, 3)), img,
              ref_shape_of(KILN_SHAPE(1, 1, 2, 2)), pc, pgot);
     expect_exact("max_pool2d with ties", backend->label, pgot, pwant, 9);
@@ -447,18 +448,18 @@ BACKEND_TEST(grad_reduce, max_and_max_pool2d_send_the_gradient_to_the_first_maxi
 BACKEND_TEST(grad_shape, reshape_flatten_and_transpose)
 {
     kiln_context *ctx = test_backend_context(backend);
-    gcheck gc;
+    gcheck        gc;
     gc_begin(&gc, ctx, backend->label, "reshape [3, 4] to [2, 6], then exp");
     kiln_tensor *x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(3, 4)), FILL_ANY);
     gc_check(&gc, kiln_exp(gc.g, kiln_reshape(gc.g, x, KILN_SHAPE(2, -1))));
 
     gc_begin(&gc, ctx, backend->label, "flatten [2, 3, 2, 2], then matmul");
-    x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(2, 3, 2, 2)), FILL_ANY);
+    x              = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(2, 3, 2, 2)), FILL_ANY);
     kiln_tensor *w = gc_param(&gc, "w", ref_shape_of(KILN_SHAPE(12, 3)), FILL_ANY);
     gc_check(&gc, kiln_matmul(gc.g, kiln_flatten(gc.g, x), w));
 
     gc_begin(&gc, ctx, backend->label, "transpose [3, 5], then times a [5, 3] input");
-    x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(3, 5)), FILL_ANY);
+    x              = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(3, 5)), FILL_ANY);
     kiln_tensor *c = gc_input(&gc, "c", ref_shape_of(KILN_SHAPE(5, 3)), FILL_ANY);
     gc_check(&gc, kiln_mul(gc.g, kiln_transpose(gc.g, x), c));
     kiln_context_free(ctx);
@@ -473,28 +474,33 @@ BACKEND_TEST(grad_conv2d, data_weights_and_bias_match_finite_differences)
         int     stride, padding;
         bool    bias;
     } cases[] = {
-        {2, 3, 6, 5, 4, 3, 3, 2, 1, true},  /* stride 2, padding 1, bias     */
+        {2, 3, 6, 5, 4, 3, 3, 2, 1, true}, /* stride 2, padding 1, bias     */
         {1, 2, 5, 5, 3, 3, 3, 1, 0, false},
-        {2, 1, 4, 6, 2, 2, 3, 1, 2, true},  /* non-square, windows of padding */
-        {1, 2, 7, 7, 2, 3, 3, 3, 1, true},  /* stride 3: pixels no window sees */
+        {2, 1, 4, 6, 2, 2, 3, 1, 2, true}, /* non-square, windows of padding */
+        {1, 2, 7, 7, 2, 3, 3, 3, 1, true}, /* stride 3: pixels no window sees */
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         gcheck gc;
-        gc_begin(&gc, ctx, backend->label, "conv2d x [%lld, %lld, %lld, %lld], w [%lld, "
-                 "%lld, %lld, %lld], stride %d, padding %d%s", (long long)cases[i].n,
-                 (long long)cases[i].c, (long long)cases[i].h, (long long)cases[i].w,
-                 (long long)cases[i].o, (long long)cases[i].c, (long long)cases[i].kh,
-                 (long long)cases[i].kw, cases[i].stride, cases[i].padding,
-                 cases[i].bias ? ", bias" : "");
-        kiln_tensor *x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(cases[i].n,
-                                  cases[i].c, cases[i].h, cases[i].w)), FILL_ANY);
-        kiln_tensor *w = gc_param(&gc, "w", ref_shape_of(KILN_SHAPE(cases[i].o,
-                                  cases[i].c, cases[i].kh, cases[i].kw)), FILL_ANY);
-        kiln_tensor *b = cases[i].bias ? gc_param(&gc, "bias",
-                                                  ref_shape_of(KILN_SHAPE(cases[i].o)),
-                                                  FILL_ANY)
-                                       : NULL;
+        gc_begin(&gc, ctx, backend->label,
+                 "conv2d x [%lld, %lld, %lld, %lld], w [%lld, "
+                 "%lld, %lld, %lld], stride %d, padding %d%s",
+                 (long long)cases[i].n, (long long)cases[i].c, (long long)cases[i].h,
+                 (long long)cases[i].w, (long long)cases[i].o, (long long)cases[i].c,
+                 (long long)cases[i].kh, (long long)cases[i].kw, cases[i].stride,
+                 cases[i].padding, cases[i].bias ? ", bias" : "");
+        kiln_tensor *x = gc_param(&gc, "x",
+                                  ref_shape_of(KILN_SHAPE(cases[i].n, cases[i].c,
+                                                          cases[i].h, cases[i].w)),
+                                  FILL_ANY);
+        kiln_tensor *w = gc_param(&gc, "w",
+                                  ref_shape_of(KILN_SHAPE(cases[i].o, cases[i].c,
+                                                          cases[i].kh, cases[i].kw)),
+                                  FILL_ANY);
+        kiln_tensor *b = cases[i].bias
+                             ? gc_param(&gc, "bias", ref_shape_of(KILN_SHAPE(cases[i].o)),
+                                        FILL_ANY)
+                             : NULL;
         gc_check(&gc, kiln_conv2d(gc.g, x, w, b, cases[i].stride, cases[i].padding));
     }
     kiln_context_free(ctx);
@@ -507,8 +513,8 @@ BACKEND_TEST(grad_max_pool2d, routes_to_the_maximum_and_adds_up_where_windows_ov
         int       kernel, stride;
     } cases[] = {
         {{4, {2, 2, 6, 6}}, 2, 2},
-        {{4, {1, 2, 5, 7}}, 2, 2},  /* a row and columns no window covers */
-        {{4, {1, 2, 5, 5}}, 3, 1},  /* overlapping windows               */
+        {{4, {1, 2, 5, 7}}, 2, 2}, /* a row and columns no window covers */
+        {{4, {1, 2, 5, 5}}, 3, 1}, /* overlapping windows               */
         {{4, {1, 1, 6, 6}}, 2, 1},
     };
     kiln_context *ctx = test_backend_context(backend);
@@ -527,7 +533,7 @@ BACKEND_TEST(grad_max_pool2d, routes_to_the_maximum_and_adds_up_where_windows_ov
 BACKEND_TEST(grad_loss, mse_loss_for_prediction_and_target)
 {
     kiln_context *ctx = test_backend_context(backend);
-    gcheck gc;
+    gcheck        gc;
     gc_begin(&gc, ctx, backend->label, "mse_loss of [4, 3]");
     kiln_tensor *p = gc_param(&gc, "pred", ref_shape_of(KILN_SHAPE(4, 3)), FILL_ANY);
     kiln_tensor *t = gc_param(&gc, "target", ref_shape_of(KILN_SHAPE(4, 3)), FILL_ANY);
@@ -537,7 +543,7 @@ BACKEND_TEST(grad_loss, mse_loss_for_prediction_and_target)
 
 BACKEND_TEST(grad_loss, cross_entropy_for_the_logits)
 {
-    kiln_context *ctx = test_backend_context(backend);
+    kiln_context        *ctx        = test_backend_context(backend);
     static const int64_t sizes[][2] = {{5, 4}, {1, 3}, {6, 1}};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         gcheck gc;
@@ -557,7 +563,7 @@ BACKEND_TEST(grad_loss, cross_entropy_for_the_logits)
 BACKEND_TEST(grad_graph, a_tensor_used_twice_gets_the_sum_of_both_gradients)
 {
     kiln_context *ctx = test_backend_context(backend);
-    gcheck gc;
+    gcheck        gc;
     gc_begin(&gc, ctx, backend->label, "x * x");
     kiln_tensor *x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(2, 3)), FILL_ANY);
     gc_check(&gc, kiln_mul(gc.g, x, x));
@@ -566,22 +572,23 @@ BACKEND_TEST(grad_graph, a_tensor_used_twice_gets_the_sum_of_both_gradients)
      * is added at the end: three paths */
     gc_begin(&gc, ctx, backend->label, "tanh(x) * exp(x) + x");
     x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(2, 3)), FILL_ANY);
-    gc_check(&gc, kiln_add(gc.g, kiln_mul(gc.g, kiln_tanh(gc.g, x), kiln_exp(gc.g, x)), x));
+    gc_check(&gc,
+             kiln_add(gc.g, kiln_mul(gc.g, kiln_tanh(gc.g, x), kiln_exp(gc.g, x)), x));
     kiln_context_free(ctx);
 }
 
 BACKEND_TEST(grad_graph, sum_of_x_squared_gives_exactly_2x)
 {
-    kiln_context *ctx = test_backend_context(backend);
-    kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *x = kiln_param(g, "x", KILN_SHAPE(5));
-    kiln_tensor *loss = kiln_sum(g, kiln_mul(g, x, x));
+    kiln_context *ctx  = test_backend_context(backend);
+    kiln_graph   *g    = kiln_graph_new(ctx);
+    kiln_tensor  *x    = kiln_param(g, "x", KILN_SHAPE(5));
+    kiln_tensor  *loss = kiln_sum(g, kiln_mul(g, x, x));
     cr_assert_eq(kiln_backward(g, loss), KILN_OK, "%s", kiln_last_error());
     kiln_tensor *dx = kiln_grad(g, x);
     cr_assert_not_null(dx, "%s", kiln_last_error());
     cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", kiln_last_error());
     const float xs[5] = {-1.5f, 0.0f, 0.25f, 3.0f, -7.0f};
-    float got[5];
+    float       got[5];
     cr_assert_eq(kiln_tensor_write(x, xs, sizeof xs), KILN_OK);
     cr_assert_eq(kiln_graph_run(g), KILN_OK, "%s", kiln_last_error());
     cr_assert_eq(kiln_tensor_read(dx, got, sizeof got), KILN_OK, "%s", kiln_last_error());
@@ -595,17 +602,17 @@ BACKEND_TEST(grad_graph, sum_of_x_squared_gives_exactly_2x)
 BACKEND_TEST(grad_graph, mlp_with_bias_sigmoid_softmax_and_mse)
 {
     kiln_context *ctx = test_backend_context(backend);
-    gcheck gc;
+    gcheck        gc;
     gc_begin(&gc, ctx, backend->label, "mse(softmax(sigmoid(x @ w1 + b1) @ w2 + b2), t)");
-    kiln_graph *g = gc.g;
-    kiln_tensor *x = gc_input(&gc, "x", ref_shape_of(KILN_SHAPE(4, 3)), FILL_ANY);
-    kiln_tensor *t = gc_input(&gc, "t", ref_shape_of(KILN_SHAPE(4, 2)), FILL_ANY);
+    kiln_graph  *g  = gc.g;
+    kiln_tensor *x  = gc_input(&gc, "x", ref_shape_of(KILN_SHAPE(4, 3)), FILL_ANY);
+    kiln_tensor *t  = gc_input(&gc, "t", ref_shape_of(KILN_SHAPE(4, 2)), FILL_ANY);
     kiln_tensor *w1 = gc_param(&gc, "w1", ref_shape_of(KILN_SHAPE(3, 5)), FILL_ANY);
     kiln_tensor *b1 = gc_param(&gc, "b1", ref_shape_of(KILN_SHAPE(5)), FILL_ANY);
     kiln_tensor *w2 = gc_param(&gc, "w2", ref_shape_of(KILN_SHAPE(5, 2)), FILL_ANY);
     kiln_tensor *b2 = gc_param(&gc, "b2", ref_shape_of(KILN_SHAPE(2)), FILL_ANY);
-    kiln_tensor *h = kiln_sigmoid(g, kiln_add(g, kiln_matmul(g, x, w1), b1));
-    kiln_tensor *y = kiln_softmax(g, kiln_add(g, kiln_matmul(g, h, w2), b2));
+    kiln_tensor *h  = kiln_sigmoid(g, kiln_add(g, kiln_matmul(g, x, w1), b1));
+    kiln_tensor *y  = kiln_softmax(g, kiln_add(g, kiln_matmul(g, h, w2), b2));
     gc_check(&gc, kiln_mse_loss(g, y, t));
     kiln_context_free(ctx);
 }
@@ -613,17 +620,18 @@ BACKEND_TEST(grad_graph, mlp_with_bias_sigmoid_softmax_and_mse)
 BACKEND_TEST(grad_graph, cnn_with_conv_tanh_flatten_and_cross_entropy)
 {
     kiln_context *ctx = test_backend_context(backend);
-    gcheck gc;
+    gcheck        gc;
     gc_begin(&gc, ctx, backend->label,
              "cross_entropy(flatten(tanh(conv2d(x, k, kb, 2, 1))) @ w, labels)");
-    kiln_graph *g = gc.g;
+    kiln_graph  *g = gc.g;
     kiln_tensor *x = gc_input(&gc, "x", ref_shape_of(KILN_SHAPE(2, 2, 5, 5)), FILL_ANY);
     kiln_tensor *labels = gc_labels(&gc, 2, 3);
-    kiln_tensor *k = gc_param(&gc, "k", ref_shape_of(KILN_SHAPE(3, 2, 3, 3)), FILL_ANY);
+    kiln_tensor *k  = gc_param(&gc, "k", ref_shape_of(KILN_SHAPE(3, 2, 3, 3)), FILL_ANY);
     kiln_tensor *kb = gc_param(&gc, "kb", ref_shape_of(KILN_SHAPE(3)), FILL_ANY);
-    kiln_tensor *w = gc_param(&gc, "w", ref_shape_of(KILN_SHAPE(27, 3)), FILL_ANY);
+    kiln_tensor *w  = gc_param(&gc, "w", ref_shape_of(KILN_SHAPE(27, 3)), FILL_ANY);
     kiln_tensor *conv = kiln_tanh(g, kiln_conv2d(g, x, k, kb, 2, 1));
-    gc_check(&gc, kiln_cross_entropy(g, kiln_matmul(g, kiln_flatten(g, conv), w), labels));
+    gc_check(&gc,
+             kiln_cross_entropy(g, kiln_matmul(g, kiln_flatten(g, conv), w), labels));
     kiln_context_free(ctx);
 }
 
@@ -631,21 +639,21 @@ BACKEND_TEST(grad_graph, cnn_with_conv_tanh_flatten_and_cross_entropy)
 
 Test(backward, inputs_constants_and_unused_params_get_no_gradient)
 {
-    kiln_context *ctx = test_context(test_first_spec());
-    kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(2, 3));
-    kiln_tensor *w = kiln_param(g, "w", KILN_SHAPE(3, 2));
-    kiln_tensor *unused = kiln_param(g, "unused", KILN_SHAPE(2));
-    kiln_tensor *logits = kiln_matmul(g, kiln_exp(g, x), w);
-    kiln_tensor *pred = kiln_argmax(g, logits); /* i32: no gradient, no error */
+    kiln_context *ctx    = test_context(test_first_spec());
+    kiln_graph   *g      = kiln_graph_new(ctx);
+    kiln_tensor  *x      = kiln_input(g, "x", KILN_F32, KILN_SHAPE(2, 3));
+    kiln_tensor  *w      = kiln_param(g, "w", KILN_SHAPE(3, 2));
+    kiln_tensor  *unused = kiln_param(g, "unused", KILN_SHAPE(2));
+    kiln_tensor  *logits = kiln_matmul(g, kiln_exp(g, x), w);
+    kiln_tensor  *pred   = kiln_argmax(g, logits); /* i32: no gradient, no error */
     kiln_output(g, pred);
     kiln_tensor *loss = kiln_mean(g, logits);
     cr_assert_eq(kiln_backward(g, loss), KILN_OK, "%s", kiln_last_error());
     cr_assert_not_null(kiln_grad(g, w), "%s", kiln_last_error());
     cr_assert_not_null(kiln_grad(g, logits), "%s", kiln_last_error());
     cr_assert_null(kiln_grad(g, x));
-    cr_assert(strstr(kiln_last_error(), "'x' [2, 3] has no gradient"),
-              "message: %s", kiln_last_error());
+    cr_assert(strstr(kiln_last_error(), "'x' [2, 3] has no gradient"), "message: %s",
+              kiln_last_error());
     cr_assert_null(kiln_grad(g, unused));
     cr_assert_null(kiln_grad(g, pred));
     cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", kiln_last_error());
@@ -656,9 +664,9 @@ Test(backward, inputs_constants_and_unused_params_get_no_gradient)
 Test(backward, a_loss_that_is_not_a_scalar_is_an_error_naming_its_shape)
 {
     kiln_context *ctx = test_context(test_first_spec());
-    kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *w = kiln_param(g, "w", KILN_SHAPE(3, 4));
-    kiln_tensor *y = kiln_exp(g, w);
+    kiln_graph   *g   = kiln_graph_new(ctx);
+    kiln_tensor  *w   = kiln_param(g, "w", KILN_SHAPE(3, 4));
+    kiln_tensor  *y   = kiln_exp(g, w);
     cr_assert_eq(kiln_backward(g, y), KILN_ERR_SHAPE);
     cr_assert(strstr(kiln_last_error(), "[3, 4]") && strstr(kiln_last_error(), "scalar"),
               "message: %s", kiln_last_error());
@@ -678,14 +686,15 @@ Test(backward, a_loss_that_is_not_a_scalar_is_an_error_naming_its_shape)
 Test(backward, is_once_per_graph_before_compile_and_needs_a_parameter)
 {
     kiln_context *ctx = test_context(test_first_spec());
-    kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(3));
+    kiln_graph   *g   = kiln_graph_new(ctx);
+    kiln_tensor  *x   = kiln_input(g, "x", KILN_F32, KILN_SHAPE(3));
     cr_assert_eq(kiln_backward(g, kiln_sum(g, x)), KILN_ERR_INVALID_ARG);
-    cr_assert(strstr(kiln_last_error(), "no parameter"), "message: %s", kiln_last_error());
+    cr_assert(strstr(kiln_last_error(), "no parameter"), "message: %s",
+              kiln_last_error());
     cr_assert_null(kiln_grad(g, x));
     cr_assert(strstr(kiln_last_error(), "kiln_backward first"), "message: %s",
               kiln_last_error());
-    kiln_tensor *w = kiln_param(g, "w", KILN_SHAPE(3));
+    kiln_tensor *w    = kiln_param(g, "w", KILN_SHAPE(3));
     kiln_tensor *loss = kiln_sum(g, kiln_mul(g, x, w));
     cr_assert_eq(kiln_backward(g, NULL), KILN_ERR_INVALID_ARG);
     cr_assert_eq(kiln_backward(g, loss), KILN_OK, "%s", kiln_last_error());
@@ -693,8 +702,8 @@ Test(backward, is_once_per_graph_before_compile_and_needs_a_parameter)
     cr_assert(strstr(kiln_last_error(), "once"), "message: %s", kiln_last_error());
     kiln_graph_free(g);
 
-    g = kiln_graph_new(ctx);
-    w = kiln_param(g, "w", KILN_SHAPE(3));
+    g    = kiln_graph_new(ctx);
+    w    = kiln_param(g, "w", KILN_SHAPE(3));
     loss = kiln_sum(g, w);
     cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", kiln_last_error());
     cr_assert_eq(kiln_backward(g, loss), KILN_ERR_STATE);
@@ -705,12 +714,12 @@ Test(backward, is_once_per_graph_before_compile_and_needs_a_parameter)
 
 Test(backward, an_intermediate_gradient_is_readable_when_asked_for_before_compile)
 {
-    kiln_context *ctx = test_context(test_first_spec());
-    kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *w = kiln_param(g, "w", KILN_SHAPE(4));
-    kiln_tensor *h = kiln_scale(g, w, 3.0f);
-    kiln_tensor *e = kiln_exp(g, w);
-    kiln_tensor *loss = kiln_sum(g, kiln_add(g, kiln_mul(g, h, h), e));
+    kiln_context *ctx  = test_context(test_first_spec());
+    kiln_graph   *g    = kiln_graph_new(ctx);
+    kiln_tensor  *w    = kiln_param(g, "w", KILN_SHAPE(4));
+    kiln_tensor  *h    = kiln_scale(g, w, 3.0f);
+    kiln_tensor  *e    = kiln_exp(g, w);
+    kiln_tensor  *loss = kiln_sum(g, kiln_add(g, kiln_mul(g, h, h), e));
     cr_assert_eq(kiln_backward(g, loss), KILN_OK, "%s", kiln_last_error());
     kiln_tensor *dh = kiln_grad(g, h);
     cr_assert_not_null(dh, "%s", kiln_last_error());
@@ -719,12 +728,13 @@ Test(backward, an_intermediate_gradient_is_readable_when_asked_for_before_compil
     cr_assert(strstr(kiln_last_error(), "before kiln_graph_compile"), "message: %s",
               kiln_last_error());
     const float ws[4] = {1.0f, -2.0f, 0.5f, 0.0f};
-    float got[4];
+    float       got[4];
     cr_assert_eq(kiln_tensor_write(w, ws, sizeof ws), KILN_OK);
     cr_assert_eq(kiln_graph_run(g), KILN_OK, "%s", kiln_last_error());
     cr_assert_eq(kiln_tensor_read(dh, got, sizeof got), KILN_OK, "%s", kiln_last_error());
     for (int i = 0; i < 4; i++)
-        cr_expect_float_eq(got[i], 6.0f * ws[i], 1e-6, "d/dh[%d] = %g", i, (double)got[i]);
+        cr_expect_float_eq(got[i], 6.0f * ws[i], 1e-6, "d/dh[%d] = %g", i,
+                           (double)got[i]);
     kiln_graph_free(g);
     kiln_context_free(ctx);
 }
@@ -748,9 +758,9 @@ static const float P0[OPT_N] = {0.5f, -1.25f, 2.0f, -0.75f, 1.5f, 0.125f};
 static void opt_build(opt_graph *o, kiln_context *ctx)
 {
     memset(o, 0, sizeof *o);
-    o->g = kiln_graph_new(ctx);
-    o->x = kiln_input(o->g, "x", KILN_F32, KILN_SHAPE(2, 3));
-    o->p = kiln_param(o->g, "p", KILN_SHAPE(2, 3));
+    o->g    = kiln_graph_new(ctx);
+    o->x    = kiln_input(o->g, "x", KILN_F32, KILN_SHAPE(2, 3));
+    o->p    = kiln_param(o->g, "p", KILN_SHAPE(2, 3));
     o->loss = kiln_sum(o->g, kiln_mul(o->g, o->x, kiln_mul(o->g, o->p, o->p)));
     kiln_output(o->g, o->loss);
     cr_assert_eq(kiln_backward(o->g, o->loss), KILN_OK, "%s", kiln_last_error());
@@ -775,7 +785,8 @@ static void opt_x(int step, float x[OPT_N])
 static void expect_params(const opt_graph *o, const char *spec, const char *what)
 {
     float got[OPT_N];
-    cr_assert_eq(kiln_tensor_read(o->p, got, sizeof got), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_tensor_read(o->p, got, sizeof got), KILN_OK, "%s",
+                 kiln_last_error());
     char label[256];
     snprintf(label, sizeof label, "%s on %s, step %d: p against PyTorch's formula", what,
              spec, o->t);
@@ -798,7 +809,8 @@ static void opt_run(opt_graph *o, double grad[OPT_N])
         grad[i] = 2.0 * x[i] * o->ref_p[i];
         cr_expect(fabs(pre[i] - o->ref_p[i]) <= 2e-6 + 2e-5 * fabs(o->ref_p[i]),
                   "step %d: a reader of p created after the optimiser saw %g, not "
-                  "the value before the step %g", o->t, (double)pre[i], o->ref_p[i]);
+                  "the value before the step %g",
+                  o->t, (double)pre[i], o->ref_p[i]);
     }
 }
 
@@ -808,24 +820,24 @@ static void sgd_reference(opt_graph *o, const double grad[OPT_N], double lr,
                           double momentum, double wd)
 {
     for (int i = 0; i < OPT_N; i++) {
-        double d = grad[i] + wd * o->ref_p[i];
+        double d     = grad[i] + wd * o->ref_p[i];
         o->ref_s1[i] = o->t == 1 ? d : momentum * o->ref_s1[i] + d;
         o->ref_p[i] += -lr * (momentum != 0.0 ? o->ref_s1[i] : d);
     }
 }
 
 /* torch.optim.Adam (not AMSGrad, not AdamW): its single-tensor code path */
-static void adam_reference(opt_graph *o, const double grad[OPT_N], double lr,
-                           double b1, double b2, double eps, double wd)
+static void adam_reference(opt_graph *o, const double grad[OPT_N], double lr, double b1,
+                           double b2, double eps, double wd)
 {
     double bc1 = 1.0 - pow(b1, o->t), bc2 = 1.0 - pow(b2, o->t);
     double step_size = lr / bc1, bc2_sqrt = sqrt(bc2);
     for (int i = 0; i < OPT_N; i++) {
         double d = grad[i] + wd * o->ref_p[i];
-        o->ref_s1[i] += (d - o->ref_s1[i]) * (1.0 - b1);          /* lerp_     */
-        o->ref_s2[i] = o->ref_s2[i] * b2 + (1.0 - b2) * d * d;    /* addcmul_  */
+        o->ref_s1[i] += (d - o->ref_s1[i]) * (1.0 - b1);       /* lerp_     */
+        o->ref_s2[i] = o->ref_s2[i] * b2 + (1.0 - b2) * d * d; /* addcmul_  */
         double denom = sqrt(o->ref_s2[i]) / bc2_sqrt + eps;
-        o->ref_p[i] += -step_size * o->ref_s1[i] / denom;          /* addcdiv_  */
+        o->ref_p[i] += -step_size * o->ref_s1[i] / denom; /* addcdiv_  */
     }
 }
 
@@ -840,7 +852,7 @@ static void reference_reset(opt_graph *o)
 static void check_sgd(const test_backend *backend, float lr, float momentum, float wd)
 {
     kiln_context *ctx = test_backend_context(backend);
-    opt_graph o;
+    opt_graph     o;
     opt_build(&o, ctx);
     o.opt = kiln_sgd(o.g, lr, momentum, wd);
     cr_assert_not_null(o.opt, "%s", kiln_last_error());
@@ -877,7 +889,7 @@ static void check_adam(const test_backend *backend, float lr, float b1, float b2
                        float eps, float wd)
 {
     kiln_context *ctx = test_backend_context(backend);
-    opt_graph o;
+    opt_graph     o;
     opt_build(&o, ctx);
     o.opt = kiln_adam(o.g, lr, b1, b2, eps, wd);
     cr_assert_not_null(o.opt, "%s", kiln_last_error());
@@ -913,7 +925,7 @@ BACKEND_TEST(adam, matches_pytorch_with_bias_correction_weight_decay_set_lr_and_
 BACKEND_TEST(optimizer, eval_neither_steps_nor_counts_a_step)
 {
     kiln_context *ctx = test_backend_context(backend);
-    opt_graph o;
+    opt_graph     o;
     opt_build(&o, ctx);
     const float lr = 0.01f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
     o.opt = kiln_adam(o.g, lr, b1, b2, eps, 0.0f);
@@ -937,13 +949,13 @@ BACKEND_TEST(optimizer, eval_neither_steps_nor_counts_a_step)
 BACKEND_TEST(optimizer, gradients_stay_readable_next_to_the_steps)
 {
     kiln_context *ctx = test_backend_context(backend);
-    opt_graph o;
+    opt_graph     o;
     opt_build(&o, ctx);
     kiln_tensor *dp = kiln_grad(o.g, o.p);
     cr_assert_not_null(kiln_sgd(o.g, 0.1f, 0.0f, 0.0f), "%s", kiln_last_error());
     opt_compile(&o);
     double grad[OPT_N];
-    float got[OPT_N];
+    float  got[OPT_N];
     opt_run(&o, grad);
     cr_assert_eq(kiln_tensor_read(dp, got, sizeof got), KILN_OK, "%s", kiln_last_error());
     for (int i = 0; i < OPT_N; i++)
@@ -960,9 +972,9 @@ BACKEND_TEST(eval, leaves_gradients_as_the_last_run_left_them)
 {
     enum { N = 8 };
     kiln_context *ctx = test_backend_context(backend);
-    kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(N));
-    kiln_tensor *w = kiln_param(g, "w", KILN_SHAPE(N));
+    kiln_graph   *g   = kiln_graph_new(ctx);
+    kiln_tensor  *x   = kiln_input(g, "x", KILN_F32, KILN_SHAPE(N));
+    kiln_tensor  *w   = kiln_param(g, "w", KILN_SHAPE(N));
     /* dw = -x lands where the forward product was, unless the planner
      * keeps storage read after the run apart */
     kiln_tensor *loss = kiln_sum(g, kiln_mul(g, kiln_sub(g, x, w), x));
@@ -982,19 +994,20 @@ BACKEND_TEST(eval, leaves_gradients_as_the_last_run_left_them)
     cr_assert_eq(kiln_graph_eval(g, loss), KILN_OK, "%s", kiln_last_error());
     cr_assert_eq(kiln_tensor_read(dw, after, sizeof after), KILN_OK);
     for (int i = 0; i < N; i++)
-        cr_expect_eq(after[i], before[i], "on %s: d/dw[%d] was %g after the run and %g "
-                     "after an eval", backend->label, i, (double)before[i],
-                     (double)after[i]);
+        cr_expect_eq(after[i], before[i],
+                     "on %s: d/dw[%d] was %g after the run and %g "
+                     "after an eval",
+                     backend->label, i, (double)before[i], (double)after[i]);
     kiln_graph_free(g);
     kiln_context_free(ctx);
 }
 
 Test(optimizer, bad_arguments_and_calls_out_of_order_return_null_with_a_message)
 {
-    kiln_context *ctx = test_context(test_first_spec());
-    kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *p = kiln_param(g, "p", KILN_SHAPE(3));
-    kiln_tensor *loss = kiln_sum(g, kiln_exp(g, p));
+    kiln_context *ctx  = test_context(test_first_spec());
+    kiln_graph   *g    = kiln_graph_new(ctx);
+    kiln_tensor  *p    = kiln_param(g, "p", KILN_SHAPE(3));
+    kiln_tensor  *loss = kiln_sum(g, kiln_exp(g, p));
     cr_assert_null(kiln_sgd(g, 0.1f, 0.0f, 0.0f));
     cr_assert(strstr(kiln_last_error(), "kiln_backward first"), "message: %s",
               kiln_last_error());

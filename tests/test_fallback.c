@@ -52,8 +52,8 @@ static void free_cases(struct criterion_test_params *params)
  * then the example device. Runs in the runner: no asserts. */
 ParameterizedTestParameters(fallback, runs_refused_ops_on_the_cpu_like_an_all_cpu_run)
 {
-    size_t n = test_backend_list(NULL, 0);
-    test_backend *all = calloc(n ? n : 1, sizeof *all);
+    size_t         n     = test_backend_list(NULL, 0);
+    test_backend  *all   = calloc(n ? n : 1, sizeof *all);
     fallback_case *cases = cr_malloc((n + 1) * sizeof *cases);
     if (!all || !cases) {
         fprintf(stderr, "test_fallback: out of memory\n");
@@ -80,9 +80,9 @@ ParameterizedTestParameters(fallback, runs_refused_ops_on_the_cpu_like_an_all_cp
 /* KILN_PLUGIN_PATH with the example plugin's folder added. */
 static void plugin_path(char *buf, size_t len)
 {
-    const char *path = expect_env("KILN_PLUGIN_PATH");
+    const char *path    = expect_env("KILN_PLUGIN_PATH");
     const char *example = expect_env("KILN_EXAMPLE_PLUGIN");
-    int n = snprintf(buf, len, "KILN_PLUGIN_PATH=%s:%s", path, example);
+    int         n       = snprintf(buf, len, "KILN_PLUGIN_PATH=%s:%s", path, example);
     cr_assert(n > 0 && (size_t)n < len, "KILN_PLUGIN_PATH is too long");
 }
 
@@ -94,7 +94,7 @@ static bool node_runs_on(const char *log, const char *op, const char *where)
     for (const char *line = log; line && *line; line = strchr(line, '\n')) {
         line += *line == '\n';
         const char *end = strchr(line, '\n');
-        size_t len = end ? (size_t)(end - line) : strlen(line);
+        size_t      len = end ? (size_t)(end - line) : strlen(line);
         const char *at = strstr(line, opening), *on = strstr(line, where);
         if (at && on && (size_t)(at - line) < len && (size_t)(on - line) < len)
             return true;
@@ -102,20 +102,21 @@ static bool node_runs_on(const char *log, const char *op, const char *where)
     return false;
 }
 
-ParameterizedTest(fallback_case *fc, fallback, runs_refused_ops_on_the_cpu_like_an_all_cpu_run)
+ParameterizedTest(fallback_case *fc, fallback,
+                  runs_refused_ops_on_the_cpu_like_an_all_cpu_run)
 {
     char path[8192], backend[96], refuse[96];
     plugin_path(path, sizeof path);
     snprintf(backend, sizeof backend, "KILN_BACKEND=%s", fc->spec);
     snprintf(refuse, sizeof refuse, "KILN_DEBUG_REFUSE=%s", fc->refuse);
 
-    const char *cpu_env[] = { path, "KILN_BACKEND=cpu", "-KILN_DEBUG_REFUSE", NULL };
-    want = child_run("graph_runner", cpu_env);
+    const char *cpu_env[] = {path, "KILN_BACKEND=cpu", "-KILN_DEBUG_REFUSE", NULL};
+    want                  = child_run("graph_runner", cpu_env);
     cr_assert_eq(want.status, 0, "the all-cpu run failed (%d):\n%s", want.status,
                  want.err);
 
-    const char *env[] = { path, backend, refuse, "KILN_LOG=debug", NULL };
-    got = child_run("graph_runner", env);
+    const char *env[] = {path, backend, refuse, "KILN_LOG=debug", NULL};
+    got               = child_run("graph_runner", env);
     cr_assert_eq(got.status, 0, "the run on %s refusing %s failed (%d):\n%s", fc->spec,
                  fc->refuse, got.status, got.err);
     char what[200];
@@ -133,7 +134,7 @@ ParameterizedTest(fallback_case *fc, fallback, runs_refused_ops_on_the_cpu_like_
                   got.err);
         char device[80];
         snprintf(device, sizeof device, "runs on %s", fc->spec);
-        cr_assert(!node_runs_on(got.err, op, device), "%s: a \"%s\" node ran on %s",
-                  what, op, fc->spec);
+        cr_assert(!node_runs_on(got.err, op, device), "%s: a \"%s\" node ran on %s", what,
+                  op, fc->spec);
     }
 }

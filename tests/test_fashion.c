@@ -21,10 +21,10 @@
 #define STEPS   240
 #define BATCH   32
 #define PIXELS  784
-#define TAIL    40     /* the steps whose mean loss is compared */
+#define TAIL    40 /* the steps whose mean loss is compared */
 
 typedef struct slice {
-    float   *x;        /* STEPS * BATCH images, standardised */
+    float   *x; /* STEPS * BATCH images, standardised */
     int32_t *y;
 } slice;
 
@@ -37,7 +37,8 @@ static void load_slice(slice *s)
                  "%s", kiln_last_error());
     size_t n = (size_t)STEPS * BATCH;
     cr_assert(img.type == 0x08 && lab.type == 0x08 && img.count >= (int64_t)n * PIXELS &&
-              lab.count >= (int64_t)n, "unexpected Fashion-MNIST files");
+                  lab.count >= (int64_t)n,
+              "unexpected Fashion-MNIST files");
     s->x = malloc(n * PIXELS * sizeof *s->x);
     s->y = malloc(n * sizeof *s->y);
     cr_assert(s->x && s->y);
@@ -56,10 +57,10 @@ static void train_on(const char *spec, const slice *s, float *losses)
     kiln_context *ctx = test_context(spec);
     kiln_graph   *g   = kiln_graph_new(ctx);
     kiln_graph_seed(g, 7);
-    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(BATCH, PIXELS));
-    kiln_tensor *y = kiln_input(g, "y", KILN_I32, KILN_SHAPE(BATCH));
-    kiln_tensor *h = kiln_relu(g, kiln_dense(g, x, 256, "fc1"));
-    h              = kiln_relu(g, kiln_dense(g, h, 128, "fc2"));
+    kiln_tensor *x    = kiln_input(g, "x", KILN_F32, KILN_SHAPE(BATCH, PIXELS));
+    kiln_tensor *y    = kiln_input(g, "y", KILN_I32, KILN_SHAPE(BATCH));
+    kiln_tensor *h    = kiln_relu(g, kiln_dense(g, x, 256, "fc1"));
+    h                 = kiln_relu(g, kiln_dense(g, h, 128, "fc2"));
     kiln_tensor *loss = kiln_cross_entropy(g, kiln_dense(g, h, 10, "fc3"), y);
     cr_assert_eq(kiln_graph_status(g), KILN_OK, "%s: %s", spec, kiln_graph_error(g));
     cr_assert_eq(kiln_output(g, loss), KILN_OK, "%s", kiln_last_error());
@@ -117,14 +118,19 @@ Test(fashion, mlp_learns_a_slice_alike_on_every_device)
         double first = mean(losses[d], 5), last = mean(losses[d] + STEPS - TAIL, TAIL);
         cr_log_info("%s: mean loss %.4f over the first 5 steps, %.4f over the last %d",
                     specs[d], first, last, TAIL);
-        cr_assert(first > 1.5 && last < 0.75, "%s did not learn: loss %.4f at the start, "
-                  "%.4f at the end (bound 0.75)", specs[d], first, last);
-        cr_assert(fabsf(losses[d][0] - losses[0][0]) < 1e-4f, "first loss %.6f on %s, "
+        cr_assert(first > 1.5 && last < 0.75,
+                  "%s did not learn: loss %.4f at the start, "
+                  "%.4f at the end (bound 0.75)",
+                  specs[d], first, last);
+        cr_assert(fabsf(losses[d][0] - losses[0][0]) < 1e-4f,
+                  "first loss %.6f on %s, "
                   "%.6f on %s: the devices do not start from the same weights",
                   losses[d][0], specs[d], losses[0][0], specs[0]);
         double last0 = mean(losses[0] + STEPS - TAIL, TAIL);
-        cr_assert(fabs(last - last0) < 0.02, "mean loss of the last %d steps: %.4f on %s, "
-                  "%.4f on %s", TAIL, last, specs[d], last0, specs[0]);
+        cr_assert(fabs(last - last0) < 0.02,
+                  "mean loss of the last %d steps: %.4f on %s, "
+                  "%.4f on %s",
+                  TAIL, last, specs[d], last0, specs[0]);
     }
     free(s.x);
     free(s.y);

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OFFSET 64   /* bytes before each tensor's data in its buffer */
+#define OFFSET 64 /* bytes before each tensor's data in its buffer */
 
 /* ---- every device the other suites run on (tests/backends.c) ------------------- */
 
@@ -58,10 +58,10 @@ static char *env_copy(const char *name)
 static void open_device(const test_backend *b)
 {
     int                index;
-    const kiln_plugin *p = test_backend_plugin(b, &index);
-    char              *old_isa = env_copy("KILN_CPU_ISA");
+    const kiln_plugin *p           = test_backend_plugin(b, &index);
+    char              *old_isa     = env_copy("KILN_CPU_ISA");
     char              *old_threads = env_copy("KILN_NUM_THREADS");
-    char               want[64] = "";
+    char               want[64]    = "";
     if (b->isa[0]) {
         snprintf(want, sizeof want, "%s kernels (", b->isa);
         set_env("KILN_CPU_ISA", b->isa);
@@ -109,19 +109,19 @@ TestSuite(grad_ops, .init = open_devices, .fini = close_devices);
 
 typedef struct tensor {
     kiln_node node;
-    float    *f;       /* host data (f32)                         */
-    int32_t  *i;       /* host data (i32)                         */
-    size_t    offset;  /* bytes before the data in its buffer     */
+    float    *f;      /* host data (f32)                         */
+    int32_t  *i;      /* host data (i32)                         */
+    size_t    offset; /* bytes before the data in its buffer     */
 } tensor;
 
 static void tensor_init(tensor *t, kiln_dtype dtype, int ndim, const int64_t *dims)
 {
     memset(t, 0, sizeof *t);
-    t->node.op = KILN_OP_LEAF;
+    t->node.op    = KILN_OP_LEAF;
     t->node.dtype = dtype;
-    t->node.ndim = ndim;
+    t->node.ndim  = ndim;
     t->node.numel = 1;
-    t->offset = OFFSET;
+    t->offset     = OFFSET;
     for (int d = 0; d < ndim; d++) {
         t->node.dims[d] = dims[d];
         t->node.numel *= dims[d];
@@ -158,9 +158,9 @@ static size_t nbytes(const tensor *t)
  * NaN when `as_output`). */
 static void upload(const device *d, tensor *t, bool as_output)
 {
-    const kiln_device_iface *io = d->dev.iface;
-    size_t size = t->offset + nbytes(t);
-    float *fill = malloc(size);
+    const kiln_device_iface *io   = d->dev.iface;
+    size_t                   size = t->offset + nbytes(t);
+    float                   *fill = malloc(size);
     cr_assert_not_null(fill);
     for (size_t k = 0; k < size / 4; k++)
         fill[k] = NAN;
@@ -195,7 +195,7 @@ typedef struct op_case {
     tensor     *out;
     tensor     *src[KILN_MAX_SRC];
     int         n_src;
-    bool        in_place;   /* out is src[0] */
+    bool        in_place; /* out is src[0] */
 } op_case;
 
 /* Runs the case on every device that supports it and compares `out` (and
@@ -206,7 +206,7 @@ static void run_case(op_case *c, const float *want, tensor **extra,
 {
     int ran = 0;
     for (int k = 0; k < n_devices; k++) {
-        const device *d = &devices[k];
+        const device            *d  = &devices[k];
         const kiln_device_iface *io = d->dev.iface;
         if (!io->supports_op(d->dev.context, &c->out->node))
             continue;
@@ -214,7 +214,7 @@ static void run_case(op_case *c, const float *want, tensor **extra,
             upload(d, c->src[s], false);
         if (!c->in_place)
             upload(d, c->out, true);
-        const kiln_node *list[1] = { &c->out->node };
+        const kiln_node *list[1] = {&c->out->node};
         cr_assert_eq(io->graph_compute(d->dev.context, list, 1), KILN_OK,
                      "%s on %s: graph_compute: %s", c->label, d->label,
                      kiln_last_error());
@@ -222,16 +222,17 @@ static void run_case(op_case *c, const float *want, tensor **extra,
             cr_assert_eq(io->synchronize(d->dev.context), KILN_OK,
                          "%s on %s: synchronize: %s", c->label, d->label,
                          kiln_last_error());
-        char what[400];
+        char      what[400];
         ref_shape shape = ref_shape_of(c->out->node.ndim, c->out->node.dims);
-        float *got = malloc(nbytes(c->out) + 4);
+        float    *got   = malloc(nbytes(c->out) + 4);
         cr_assert_not_null(got);
         download(d, c->out, got);
         snprintf(what, sizeof what, "%.200s on %.150s", c->label, d->label);
         ref_expect_close(what, got, want, shape, tol);
         for (int e = 0; e < n_extra; e++) {
             download(d, extra[e], got);
-            snprintf(what, sizeof what, "%.200s on %.150s, state %d", c->label, d->label, e);
+            snprintf(what, sizeof what, "%.200s on %.150s, state %d", c->label, d->label,
+                     e);
             ref_expect_close(what, got, extra_want[e],
                              ref_shape_of(extra[e]->node.ndim, extra[e]->node.dims), tol);
         }
@@ -249,11 +250,11 @@ static void run_case(op_case *c, const float *want, tensor **extra,
 static tensor *out_node(kiln_op op, int ndim, const int64_t *dims, op_case *c,
                         const char *label)
 {
-    tensor *t = tensor_new(KILN_F32, ndim, dims);
+    tensor *t  = tensor_new(KILN_F32, ndim, dims);
     t->node.op = op;
     for (int s = 0; s < c->n_src; s++)
         t->node.src[s] = &c->src[s]->node;
-    c->out = t;
+    c->out   = t;
     c->label = label;
     return t;
 }
@@ -274,12 +275,12 @@ static tensor *input(op_case *c, int ndim, const int64_t *dims, uint64_t seed)
     return t;
 }
 
-static const ref_tol TOL = { 1e-6, 1e-5 };
+static const ref_tol TOL = {1e-6, 1e-5};
 
 /* The sizes the kernels are tested at: one element, either side of a
  * vector of 16 (and so of 8 and 4), more than two vectors, many vectors
  * with a tail, and enough for the op to be split between two threads. */
-static const int64_t SIZES[] = { 1, 15, 17, 33, 1000, 70001 };
+static const int64_t SIZES[] = {1, 15, 17, 33, 1000, 70001};
 #define N_SIZES (sizeof SIZES / sizeof SIZES[0])
 
 /* t's data `floats` floats past OFFSET: off a 64-byte boundary when not 16. */
@@ -295,14 +296,14 @@ static void check_sum_to(ref_shape s, ref_shape so)
     op_case c = {0};
     tensor *x = input(&c, s.ndim, s.dims, 1);
     out_node(KILN_OP_SUM_TO, so.ndim, so.dims, &c, "sum_to");
-    size_t n = ref_numel(s), m = ref_numel(so);
-    double *acc = calloc(m, sizeof *acc);
-    float *want = calloc(m, sizeof *want);
+    size_t  n = ref_numel(s), m = ref_numel(so);
+    double *acc  = calloc(m, sizeof *acc);
+    float  *want = calloc(m, sizeof *want);
     for (size_t i = 0; i < n; i++)
         acc[i % m] += x->f[i];
     for (size_t j = 0; j < m; j++)
         want[j] = (float)acc[j];
-    run_case(&c, want, NULL, NULL, 0, (ref_tol){ 1e-5, 1e-5 });
+    run_case(&c, want, NULL, NULL, 0, (ref_tol){1e-5, 1e-5});
     free(acc);
     free(want);
     case_free(&c);
@@ -319,7 +320,7 @@ Test(grad_ops, sum_to_adds_up_every_repeat_of_a_broadcast_operand)
 
 static void check_expand(ref_shape so, int axis, size_t shift)
 {
-    op_case c = {0};
+    op_case   c = {0};
     ref_shape s = so;
     if (axis == -1) {
         s.ndim = 0;
@@ -329,10 +330,10 @@ static void check_expand(ref_shape so, int axis, size_t shift)
         s.ndim--;
     }
     tensor *x = input(&c, s.ndim, s.dims, 2);
-    char label[96], shp[64];
+    char    label[96], shp[64];
     snprintf(label, sizeof label, "expand to %s along %d, shifted %zu",
              ref_shape_str(so, shp, sizeof shp), axis, shift);
-    tensor *out = out_node(KILN_OP_EXPAND, so.ndim, so.dims, &c, label);
+    tensor *out         = out_node(KILN_OP_EXPAND, so.ndim, so.dims, &c, label);
     out->node.iparam[0] = axis;
     misalign(x, shift);
     misalign(out, shift ? shift + 1 : 0);
@@ -345,7 +346,7 @@ static void check_expand(ref_shape so, int axis, size_t shift)
     float *want = malloc(n * sizeof *want);
     for (size_t i = 0; i < n; i++)
         want[i] = axis == -1 ? x->f[0] : x->f[i / (r * inner) * inner + i % inner];
-    run_case(&c, want, NULL, NULL, 0, (ref_tol){ 0, 0 });
+    run_case(&c, want, NULL, NULL, 0, (ref_tol){0, 0});
     free(want);
     case_free(&c);
 }
@@ -385,14 +386,14 @@ static void check_relu_grad(int64_t n, size_t shift)
 {
     char label[64];
     snprintf(label, sizeof label, "relu_grad of %lld, shifted %zu", (long long)n, shift);
-    op_case c = {0};
-    tensor *g = input(&c, KILN_SHAPE(n), 3);
-    tensor *x = input(&c, KILN_SHAPE(n), 4);
-    const float special[] = { 0.0f, NAN, -0.0f, INFINITY, -INFINITY, 1e-40f, -1e-40f };
+    op_case     c         = {0};
+    tensor     *g         = input(&c, KILN_SHAPE(n), 3);
+    tensor     *x         = input(&c, KILN_SHAPE(n), 4);
+    const float special[] = {0.0f, NAN, -0.0f, INFINITY, -INFINITY, 1e-40f, -1e-40f};
     for (size_t k = 0; k < sizeof special / sizeof special[0] && k < (size_t)n; k++)
         x->f[k] = special[k];
     if (n > 3)
-        g->f[3] = NAN;   /* where x is +inf: the NaN passes */
+        g->f[3] = NAN; /* where x is +inf: the NaN passes */
     x->f[n - 1] = NAN;
     tensor *out = out_node(KILN_OP_RELU_GRAD, KILN_SHAPE(n), &c, label);
     misalign(g, shift);
@@ -402,7 +403,7 @@ static void check_relu_grad(int64_t n, size_t shift)
     cr_assert_not_null(want);
     for (int64_t i = 0; i < n; i++)
         want[i] = x->f[i] > 0.0f ? g->f[i] : 0.0f;
-    run_case(&c, want, NULL, NULL, 0, (ref_tol){ 0, 0 });
+    run_case(&c, want, NULL, NULL, 0, (ref_tol){0, 0});
     free(want);
     case_free(&c);
 }
@@ -412,13 +413,13 @@ Test(grad_ops, relu_grad_passes_the_gradient_where_x_is_positive)
     op_case c = {0};
     tensor *g = input(&c, KILN_SHAPE(7, 13), 3);
     tensor *x = input(&c, KILN_SHAPE(7, 13), 4);
-    x->f[0] = 0.0f;
-    x->f[1] = NAN;
+    x->f[0]   = 0.0f;
+    x->f[1]   = NAN;
     out_node(KILN_OP_RELU_GRAD, KILN_SHAPE(7, 13), &c, "relu_grad");
     float want[91];
     for (int i = 0; i < 91; i++)
         want[i] = x->f[i] > 0.0f ? g->f[i] : 0.0f;
-    run_case(&c, want, NULL, NULL, 0, (ref_tol){ 0, 0 });
+    run_case(&c, want, NULL, NULL, 0, (ref_tol){0, 0});
     case_free(&c);
 }
 
@@ -456,7 +457,7 @@ Test(grad_ops, max_grad_goes_to_the_first_maximum_of_each_row)
     tensor *g = input(&c, KILN_SHAPE(R), 5);
     tensor *x = input(&c, KILN_SHAPE(R, C), 6);
     ref_fill_ties(x->f, R * C, 6);
-    x->f[2 * C + 4] = NAN;   /* a NaN wins its row */
+    x->f[2 * C + 4] = NAN; /* a NaN wins its row */
     x->f[2 * C + 7] = NAN;
     out_node(KILN_OP_MAX_GRAD, KILN_SHAPE(R, C), &c, "max_grad");
     float want[R * C];
@@ -465,17 +466,17 @@ Test(grad_ops, max_grad_goes_to_the_first_maximum_of_each_row)
         for (int k = 0; k < C; k++)
             want[r * C + k] = k == at ? g->f[r] : 0.0f;
     }
-    run_case(&c, want, NULL, NULL, 0, (ref_tol){ 0, 0 });
+    run_case(&c, want, NULL, NULL, 0, (ref_tol){0, 0});
     case_free(&c);
 }
 
 static void check_softmax_grad(bool as_log, int64_t rows, int64_t cols)
 {
     op_case c = {0};
-    size_t n = (size_t)(rows * cols);
+    size_t  n = (size_t)(rows * cols);
     tensor *g = input(&c, KILN_SHAPE(rows, cols), 7);
     tensor *y = input(&c, KILN_SHAPE(rows, cols), 8);
-    float *x = malloc(n * sizeof *x), *want = malloc(n * sizeof *want);
+    float  *x = malloc(n * sizeof *x), *want = malloc(n * sizeof *want);
     ref_fill(x, n, 9);
     if (as_log)
         ref_log_softmax_last(x, rows, cols, y->f);
@@ -485,7 +486,7 @@ static void check_softmax_grad(bool as_log, int64_t rows, int64_t cols)
              KILN_SHAPE(rows, cols), &c, as_log ? "log_softmax_grad" : "softmax_grad");
     for (int64_t r = 0; r < rows; r++) {
         const float *gr = g->f + r * cols, *yr = y->f + r * cols;
-        double s = 0.0;
+        double       s = 0.0;
         for (int64_t k = 0; k < cols; k++)
             s += as_log ? (double)gr[k] : (double)gr[k] * yr[k];
         for (int64_t k = 0; k < cols; k++)
@@ -531,54 +532,62 @@ static int64_t conv_out(int64_t in, int64_t k, int64_t s, int64_t p)
 
 /* For every (n, o, oh, ow) x (c, kh, kw) pair that touches the image, f is
  * called with the flat indices of x, w and y. */
-#define CONV_FOREACH(g, oh_n, ow_n, body)                                       \
-    for (int64_t n_ = 0; n_ < (g).n; n_++)                                       \
-    for (int64_t o_ = 0; o_ < (g).o; o_++)                                       \
-    for (int64_t y_ = 0; y_ < (oh_n); y_++)                                      \
-    for (int64_t x_ = 0; x_ < (ow_n); x_++)                                      \
-    for (int64_t c_ = 0; c_ < (g).c; c_++)                                       \
-    for (int64_t a_ = 0; a_ < (g).kh; a_++)                                      \
-    for (int64_t b_ = 0; b_ < (g).kw; b_++) {                                    \
-        int64_t ih_ = y_ * (g).sh - (g).ph + a_, iw_ = x_ * (g).sw - (g).pw + b_;    \
-        if (ih_ < 0 || ih_ >= (g).h || iw_ < 0 || iw_ >= (g).w)                   \
-            continue;                                                            \
-        size_t xi = (size_t)(((n_ * (g).c + c_) * (g).h + ih_) * (g).w + iw_);       \
-        size_t wi = (size_t)(((o_ * (g).c + c_) * (g).kh + a_) * (g).kw + b_);       \
-        size_t yi = (size_t)(((n_ * (g).o + o_) * (oh_n) + y_) * (ow_n) + x_);       \
-        body;                                                                    \
-    }
+#define CONV_FOREACH(g, oh_n, ow_n, body)                                                \
+    for (int64_t n_ = 0; n_ < (g).n; n_++)                                               \
+        for (int64_t o_ = 0; o_ < (g).o; o_++)                                           \
+            for (int64_t y_ = 0; y_ < (oh_n); y_++)                                      \
+                for (int64_t x_ = 0; x_ < (ow_n); x_++)                                  \
+                    for (int64_t c_ = 0; c_ < (g).c; c_++)                               \
+                        for (int64_t a_ = 0; a_ < (g).kh; a_++)                          \
+                            for (int64_t b_ = 0; b_ < (g).kw; b_++) {                    \
+                                int64_t ih_ = y_ * (g).sh - (g).ph + a_,                 \
+                                        iw_ = x_ * (g).sw - (g).pw + b_;                 \
+                                if (ih_ < 0 || ih_ >= (g).h || iw_ < 0 || iw_ >= (g).w)  \
+                                    continue;                                            \
+                                size_t xi = (size_t)(((n_ * (g).c + c_) * (g).h + ih_) * \
+                                                         (g).w +                         \
+                                                     iw_);                               \
+                                size_t wi = (size_t)(((o_ * (g).c + c_) * (g).kh + a_) * \
+                                                         (g).kw +                        \
+                                                     b_);                                \
+                                size_t yi = (size_t)(((n_ * (g).o + o_) * (oh_n) + y_) * \
+                                                         (ow_n) +                        \
+                                                     x_);                                \
+                                body;                                                    \
+                            }
 
 static void check_conv_grads(conv_geom g)
 {
     int64_t oh = conv_out(g.h, g.kh, g.sh, g.ph), ow = conv_out(g.w, g.kw, g.sw, g.pw);
-    size_t nx = (size_t)(g.n * g.c * g.h * g.w), nw = (size_t)(g.o * g.c * g.kh * g.kw);
-    char label[160];
-    snprintf(label, sizeof label, "conv2d grads x [%lld,%lld,%lld,%lld] w [%lld,%lld,"
-             "%lld,%lld] stride %lld,%lld pad %lld,%lld", (long long)g.n,
-             (long long)g.c, (long long)g.h, (long long)g.w, (long long)g.o,
-             (long long)g.c, (long long)g.kh, (long long)g.kw, (long long)g.sh,
-             (long long)g.sw, (long long)g.ph, (long long)g.pw);
-    ref_tol tol = { 2e-6 * (double)(g.o * g.kh * g.kw + g.n * oh * ow + 1), 1e-5 };
-    int32_t params[4] = { (int32_t)g.sh, (int32_t)g.sw, (int32_t)g.ph, (int32_t)g.pw };
+    size_t  nx = (size_t)(g.n * g.c * g.h * g.w), nw = (size_t)(g.o * g.c * g.kh * g.kw);
+    char    label[160];
+    snprintf(label, sizeof label,
+             "conv2d grads x [%lld,%lld,%lld,%lld] w [%lld,%lld,"
+             "%lld,%lld] stride %lld,%lld pad %lld,%lld",
+             (long long)g.n, (long long)g.c, (long long)g.h, (long long)g.w,
+             (long long)g.o, (long long)g.c, (long long)g.kh, (long long)g.kw,
+             (long long)g.sh, (long long)g.sw, (long long)g.ph, (long long)g.pw);
+    ref_tol tol       = {2e-6 * (double)(g.o * g.kh * g.kw + g.n * oh * ow + 1), 1e-5};
+    int32_t params[4] = {(int32_t)g.sh, (int32_t)g.sw, (int32_t)g.ph, (int32_t)g.pw};
 
     /* grad input: src gy, w */
     op_case ci = {0};
     tensor *gy = input(&ci, KILN_SHAPE(g.n, g.o, oh, ow), 31);
-    tensor *w = input(&ci, KILN_SHAPE(g.o, g.c, g.kh, g.kw), 32);
+    tensor *w  = input(&ci, KILN_SHAPE(g.o, g.c, g.kh, g.kw), 32);
     tensor *gx = out_node(KILN_OP_CONV2D_GRAD_INPUT, KILN_SHAPE(g.n, g.c, g.h, g.w), &ci,
                           label);
     memcpy(gx->node.iparam, params, sizeof params);
-    double *acc = calloc(nx > nw ? nx : nw, sizeof *acc);
-    float *want = calloc(nx > nw ? nx : nw, sizeof *want);
+    double *acc  = calloc(nx > nw ? nx : nw, sizeof *acc);
+    float  *want = calloc(nx > nw ? nx : nw, sizeof *want);
     CONV_FOREACH(g, oh, ow, acc[xi] += (double)gy->f[yi] * w->f[wi])
     for (size_t k = 0; k < nx; k++)
         want[k] = (float)acc[k];
     run_case(&ci, want, NULL, NULL, 0, tol);
 
     /* grad weight: src gy, x */
-    op_case cw = {0};
+    op_case cw         = {0};
     cw.src[cw.n_src++] = gy;
-    tensor *x = input(&cw, KILN_SHAPE(g.n, g.c, g.h, g.w), 33);
+    tensor *x          = input(&cw, KILN_SHAPE(g.n, g.c, g.h, g.w), 33);
     tensor *gw = out_node(KILN_OP_CONV2D_GRAD_WEIGHT, KILN_SHAPE(g.o, g.c, g.kh, g.kw),
                           &cw, label);
     memcpy(gw->node.iparam, params, sizeof params);
@@ -597,37 +606,37 @@ static void check_conv_grads(conv_geom g)
 Test(grad_ops, conv2d_grads_match_the_reference)
 {
     /* n, c, h, w, o, kh, kw, sh, sw, ph, pw */
-    check_conv_grads((conv_geom){ 1, 1, 5, 5, 1, 3, 3, 1, 1, 0, 0 });
-    check_conv_grads((conv_geom){ 3, 2, 9, 7, 4, 3, 3, 2, 2, 1, 1 });
-    check_conv_grads((conv_geom){ 2, 3, 11, 13, 5, 5, 3, 3, 2, 2, 1 });
-    check_conv_grads((conv_geom){ 2, 4, 6, 6, 3, 1, 1, 2, 2, 0, 0 });
-    check_conv_grads((conv_geom){ 4, 8, 12, 12, 16, 3, 3, 1, 1, 1, 1 });
+    check_conv_grads((conv_geom){1, 1, 5, 5, 1, 3, 3, 1, 1, 0, 0});
+    check_conv_grads((conv_geom){3, 2, 9, 7, 4, 3, 3, 2, 2, 1, 1});
+    check_conv_grads((conv_geom){2, 3, 11, 13, 5, 5, 3, 3, 2, 2, 1});
+    check_conv_grads((conv_geom){2, 4, 6, 6, 3, 1, 1, 2, 2, 0, 0});
+    check_conv_grads((conv_geom){4, 8, 12, 12, 16, 3, 3, 1, 1, 1, 1});
 }
 
 static void check_pool_grad(int64_t n, int64_t ch, int64_t h, int64_t w, int k, int s)
 {
     int64_t oh = (h - k) / s + 1, ow = (w - k) / s + 1;
-    op_case c = {0};
+    op_case c  = {0};
     tensor *gy = input(&c, KILN_SHAPE(n, ch, oh, ow), 41);
-    tensor *x = input(&c, KILN_SHAPE(n, ch, h, w), 42);
-    ref_fill_ties(x->f, (size_t)(n * ch * h * w), 42);   /* ties: first maximum */
+    tensor *x  = input(&c, KILN_SHAPE(n, ch, h, w), 42);
+    ref_fill_ties(x->f, (size_t)(n * ch * h * w), 42); /* ties: first maximum */
     x->f[3] = NAN;
-    if (h * w > 2 * w + 2) {   /* two NaNs in one window, and a third below */
-        x->f[w + 1] = NAN;
-        x->f[w + 2] = NAN;
+    if (h * w > 2 * w + 2) { /* two NaNs in one window, and a third below */
+        x->f[w + 1]     = NAN;
+        x->f[w + 2]     = NAN;
         x->f[2 * w + 1] = NAN;
     }
-    tensor *out = out_node(KILN_OP_MAX_POOL2D_GRAD, KILN_SHAPE(n, ch, h, w), &c,
-                           "max_pool2d_grad");
-    int32_t params[4] = { k, k, s, s };
+    tensor *out       = out_node(KILN_OP_MAX_POOL2D_GRAD, KILN_SHAPE(n, ch, h, w), &c,
+                                 "max_pool2d_grad");
+    int32_t params[4] = {k, k, s, s};
     memcpy(out->node.iparam, params, sizeof params);
-    size_t nx = (size_t)(n * ch * h * w);
+    size_t nx   = (size_t)(n * ch * h * w);
     float *want = calloc(nx, sizeof *want);
     for (int64_t p = 0; p < n * ch; p++)
         for (int64_t i = 0; i < oh; i++)
             for (int64_t j = 0; j < ow; j++) {
                 const float *plane = x->f + p * h * w;
-                int64_t best = (i * s) * w + j * s;
+                int64_t      best  = (i * s) * w + j * s;
                 for (int a = 0; a < k; a++)
                     for (int b = 0; b < k; b++) {
                         int64_t at = (i * s + a) * w + j * s + b;
@@ -646,11 +655,11 @@ static void check_pool_grad(int64_t n, int64_t ch, int64_t h, int64_t w, int k, 
 Test(grad_ops, max_pool2d_grad_goes_to_the_first_maximum_and_adds_up_overlaps)
 {
     check_pool_grad(1, 1, 4, 4, 2, 2);
-    check_pool_grad(2, 3, 9, 11, 3, 2);   /* overlapping windows */
-    check_pool_grad(1, 2, 7, 7, 2, 3);    /* gaps between windows */
-    check_pool_grad(2, 2, 5, 300, 2, 1);  /* stride 1, rows of windows past 256 */
-    check_pool_grad(1, 3, 6, 613, 2, 2);  /* stride 2, 306 windows a row */
-    check_pool_grad(1, 2, 3, 37, 1, 1);   /* 1x1 windows: the gradient itself */
+    check_pool_grad(2, 3, 9, 11, 3, 2);  /* overlapping windows */
+    check_pool_grad(1, 2, 7, 7, 2, 3);   /* gaps between windows */
+    check_pool_grad(2, 2, 5, 300, 2, 1); /* stride 1, rows of windows past 256 */
+    check_pool_grad(1, 3, 6, 613, 2, 2); /* stride 2, 306 windows a row */
+    check_pool_grad(1, 2, 3, 37, 1, 1);  /* 1x1 windows: the gradient itself */
 }
 
 /* ---- CROSS_ENTROPY_GRAD ------------------------------------------------------------- */
@@ -662,9 +671,9 @@ static void check_cross_entropy_grad(int64_t N, int64_t C)
     char label[64];
     snprintf(label, sizeof label, "cross_entropy_grad [%lld, %lld]", (long long)N,
              (long long)C);
-    op_case c = {0};
-    size_t n = (size_t)(N * C);
-    tensor *g = input(&c, 0, NULL, 51);
+    op_case c      = {0};
+    size_t  n      = (size_t)(N * C);
+    tensor *g      = input(&c, 0, NULL, 51);
     tensor *logits = input(&c, KILN_SHAPE(N, C), 52);
     tensor *labels = tensor_new(KILN_I32, KILN_SHAPE(N));
     ref_fill_labels(labels->i, (size_t)N, (int32_t)C, 53);
@@ -716,19 +725,20 @@ Test(grad_ops, cross_entropy_grad_rejects_a_label_outside_the_classes)
     out_node(KILN_OP_CROSS_ENTROPY_GRAD, KILN_SHAPE(N, C), &c, "cross_entropy_grad");
     int ran = 0;
     for (int k = 0; k < n_devices; k++) {
-        const device *d = &devices[k];
+        const device            *d  = &devices[k];
         const kiln_device_iface *io = d->dev.iface;
         if (!io->supports_op(d->dev.context, &c.out->node))
             continue;
         for (int s = 0; s < c.n_src; s++)
             upload(d, c.src[s], false);
         upload(d, c.out, true);
-        const kiln_node *list[1] = { &c.out->node };
-        kiln_status st = io->graph_compute(d->dev.context, list, 1);
+        const kiln_node *list[1] = {&c.out->node};
+        kiln_status      st      = io->graph_compute(d->dev.context, list, 1);
         if (st == KILN_OK && io->synchronize)
             st = io->synchronize(d->dev.context);
-        cr_expect_eq(st, KILN_ERR_INVALID_ARG, "%s: label %d of %d classes gave status %d",
-                     d->label, C, C, (int)st);
+        cr_expect_eq(st, KILN_ERR_INVALID_ARG,
+                     "%s: label %d of %d classes gave status %d", d->label, C, C,
+                     (int)st);
         for (int s = 0; s < c.n_src; s++)
             release(d, c.src[s]);
         release(d, c.out);
@@ -754,13 +764,13 @@ static void ref_step(bool adam, step_ref *r, const float *grad, const float *h, 
         if (adam) {
             float lr = h[0], b1 = h[1], b2 = h[2], eps = h[3], wd = h[4];
             float dd = grad[i] + wd * r->p[i];
-            r->m[i] = b1 * r->m[i] + (1 - b1) * dd;
-            r->v[i] = b2 * r->v[i] + (1 - b2) * dd * dd;
+            r->m[i]  = b1 * r->m[i] + (1 - b1) * dd;
+            r->v[i]  = b2 * r->v[i] + (1 - b2) * dd * dd;
             r->p[i] -= lr * (r->m[i] * h[5]) / (sqrtf(r->v[i] * h[6]) + eps);
         } else {
             float lr = h[0], momentum = h[1], wd = h[2];
             float dd = grad[i] + wd * r->p[i];
-            r->m[i] = momentum * r->m[i] + dd;
+            r->m[i]  = momentum * r->m[i] + dd;
             r->p[i] -= lr * r->m[i];
         }
     }
@@ -769,7 +779,7 @@ static void ref_step(bool adam, step_ref *r, const float *grad, const float *h, 
 static void expect_state(const device *d, const tensor *t, const float *want, size_t n,
                          const char *label, int step, const char *which)
 {
-    char what[256];
+    char   what[256];
     float *got = malloc(n * sizeof *got);
     cr_assert_not_null(got);
     snprintf(what, sizeof what, "%.60s on %.150s after step %d: %s", label, d->label,
@@ -786,22 +796,22 @@ static void check_steps(bool adam, int64_t P, size_t shift)
 {
     const float lr = 0.1f, momentum = 0.9f, wd = 0.01f, b1 = 0.9f, b2 = 0.999f,
                 eps = 1e-8f;
-    size_t n = (size_t)P, bytes = n * sizeof(float);
-    float *param = malloc(bytes), *grad = malloc(bytes);
-    step_ref r = { malloc(bytes), calloc(n, sizeof(float)), calloc(n, sizeof(float)) };
+    size_t   n = (size_t)P, bytes = n * sizeof(float);
+    float   *param = malloc(bytes), *grad = malloc(bytes);
+    step_ref r = {malloc(bytes), calloc(n, sizeof(float)), calloc(n, sizeof(float))};
     cr_assert(param && grad && r.p && r.m && r.v);
     char label[64];
-    snprintf(label, sizeof label, "%s of %lld, shifted %zu", adam ? "adam_step" : "sgd_step",
-             (long long)P, shift);
+    snprintf(label, sizeof label, "%s of %lld, shifted %zu",
+             adam ? "adam_step" : "sgd_step", (long long)P, shift);
     int ran = 0;
     ref_fill(param, n, 61);
     for (int k = 0; k < n_devices; k++) {
         const device *d = &devices[k];
-        op_case c = {0};
-        tensor *p = input(&c, KILN_SHAPE(P), 0);
-        tensor *g = input(&c, KILN_SHAPE(P), 0);
-        tensor *m = input(&c, KILN_SHAPE(P), 0);
-        tensor *v = adam ? input(&c, KILN_SHAPE(P), 0) : NULL;
+        op_case       c = {0};
+        tensor       *p = input(&c, KILN_SHAPE(P), 0);
+        tensor       *g = input(&c, KILN_SHAPE(P), 0);
+        tensor       *m = input(&c, KILN_SHAPE(P), 0);
+        tensor       *v = adam ? input(&c, KILN_SHAPE(P), 0) : NULL;
         tensor *hp = adam ? input(&c, KILN_SHAPE(8), 0) : input(&c, KILN_SHAPE(4), 0);
         memcpy(p->f, param, bytes);
         memset(m->f, 0, bytes);
@@ -809,11 +819,11 @@ static void check_steps(bool adam, int64_t P, size_t shift)
             memset(v->f, 0, bytes);
         for (int s = 0; s < c.n_src; s++)
             misalign(c.src[s], shift ? shift + (size_t)s : 0);
-        c.out = p;
-        c.in_place = true;
-        c.label = label;
+        c.out          = p;
+        c.in_place     = true;
+        c.label        = label;
         kiln_node step = p->node;
-        step.op = adam ? KILN_OP_ADAM_STEP : KILN_OP_SGD_STEP;
+        step.op        = adam ? KILN_OP_ADAM_STEP : KILN_OP_SGD_STEP;
         for (int s = 0; s < c.n_src; s++)
             step.src[s] = &c.src[s]->node;
         if (!d->dev.iface->supports_op(d->dev.context, &step)) {
@@ -828,10 +838,16 @@ static void check_steps(bool adam, int64_t P, size_t shift)
             upload(d, c.src[s], false);
         for (int t = 1; t <= 3; t++) {
             ref_fill(grad, n, 70 + (uint64_t)t);
-            float h[8] = { lr, momentum, wd, 0 };
+            float h[8] = {lr, momentum, wd, 0};
             if (adam) {
-                float hh[8] = { lr, b1, b2, eps, wd, 1.0f / (1.0f - powf(b1, (float)t)),
-                                1.0f / (1.0f - powf(b2, (float)t)), 0 };
+                float hh[8] = {lr,
+                               b1,
+                               b2,
+                               eps,
+                               wd,
+                               1.0f / (1.0f - powf(b1, (float)t)),
+                               1.0f / (1.0f - powf(b2, (float)t)),
+                               0};
                 memcpy(h, hh, sizeof h);
             }
             d->dev.iface->buffer_write(d->dev.context, g->node.buffer, g->offset, grad,
@@ -842,7 +858,7 @@ static void check_steps(bool adam, int64_t P, size_t shift)
             step.offset = p->node.offset;
             for (int s = 0; s < c.n_src; s++)
                 step.src[s] = &c.src[s]->node;
-            const kiln_node *list[1] = { &step };
+            const kiln_node *list[1] = {&step};
             cr_assert_eq(d->dev.iface->graph_compute(d->dev.context, list, 1), KILN_OK,
                          "%s step %d on %s: %s", c.label, t, d->label, kiln_last_error());
             if (d->dev.iface->synchronize)
@@ -917,19 +933,19 @@ static void expect_supported(const rule_case *rc, bool want)
 {
     int64_t dims[4];
     tensor *src[5] = {0};
-    int n_src = 0;
+    int     n_src  = 0;
     for (; n_src < 5 && rc->src[n_src][0] >= 0; n_src++) {
-        int nd = dims_of(rc->src[n_src], dims);
+        int nd     = dims_of(rc->src[n_src], dims);
         src[n_src] = tensor_new(n_src == rc->i32_src ? KILN_I32 : KILN_F32, nd, dims);
     }
-    tensor *out = tensor_new(KILN_F32, dims_of(rc->out, dims), dims);
+    tensor *out  = tensor_new(KILN_F32, dims_of(rc->out, dims), dims);
     out->node.op = rc->op;
     memcpy(out->node.iparam, rc->iparam, sizeof rc->iparam);
     for (int s = 0; s < n_src; s++)
         out->node.src[s] = &src[s]->node;
     for (int k = 0; k < n_devices; k++) {
-        const device *d = &devices[k];
-        bool got = d->dev.iface->supports_op(d->dev.context, &out->node);
+        const device *d   = &devices[k];
+        bool          got = d->dev.iface->supports_op(d->dev.context, &out->node);
         cr_assert_eq(got, want, "%s on %s: supports_op says %s, expected %s", rc->label,
                      d->label, got ? "yes" : "no", want ? "yes" : "no");
     }
@@ -939,7 +955,10 @@ static void expect_supported(const rule_case *rc, bool want)
 }
 
 #define END -1
-#define NONE {END}
+#define NONE \
+    {        \
+        END  \
+    }
 
 /* Each pair: a node backend.h allows, then the same node with one shape or
  * parameter broken. Every device of every plugin (the cpu one per ISA) must
@@ -947,40 +966,96 @@ static void expect_supported(const rule_case *rc, bool want)
 Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
 {
     static const rule_case cases[][2] = {
-        { { "add [6] + [3]", KILN_OP_ADD, {0}, {6, END}, {{6, END}, {3, END}, NONE}, -1 },
-          { "add [6] + [4]", KILN_OP_ADD, {0}, {6, END}, {{6, END}, {4, END}, NONE}, -1 } },
-        { { "matmul [2,3] @ [3,5]", KILN_OP_MATMUL, {0}, {2, 5, END},
-            {{2, 3, END}, {3, 5, END}, NONE}, -1 },
-          { "matmul [2,3] @ [4,5]", KILN_OP_MATMUL, {0}, {2, 5, END},
-            {{2, 3, END}, {4, 5, END}, NONE}, -1 } },
-        { { "transpose [2,3] -> [3,2]", KILN_OP_TRANSPOSE, {0}, {3, 2, END},
-            {{2, 3, END}, NONE}, -1 },
-          { "transpose [2,3] -> [2,3]", KILN_OP_TRANSPOSE, {0}, {2, 3, END},
-            {{2, 3, END}, NONE}, -1 } },
-        { { "sum axis 1 of [2,3]", KILN_OP_SUM, {1}, {2, END}, {{2, 3, END}, NONE}, -1 },
-          { "sum axis 2 of [2,3]", KILN_OP_SUM, {2}, {2, END}, {{2, 3, END}, NONE}, -1 } },
-        { { "sum_to [6] -> [3]", KILN_OP_SUM_TO, {0}, {3, END}, {{6, END}, NONE}, -1 },
-          { "sum_to [6] -> [4]", KILN_OP_SUM_TO, {0}, {4, END}, {{6, END}, NONE}, -1 } },
-        { { "conv2d 5x5 by 3x3 -> 3x3", KILN_OP_CONV2D, {1, 1, 0, 0}, {1, 2, 3, 3, END},
-            {{1, 1, 5, 5, END}, {2, 1, 3, 3, END}, NONE}, -1 },
-          { "conv2d 5x5 by 3x3 -> 4x4", KILN_OP_CONV2D, {1, 1, 0, 0}, {1, 2, 4, 4, END},
-            {{1, 1, 5, 5, END}, {2, 1, 3, 3, END}, NONE}, -1 } },
-        { { "max_pool2d 4x4, 2, 2 -> 2x2", KILN_OP_MAX_POOL2D, {2, 2, 2, 2},
-            {1, 1, 2, 2, END}, {{1, 1, 4, 4, END}, NONE}, -1 },
-          { "max_pool2d 4x4, 2, 2 -> 3x3", KILN_OP_MAX_POOL2D, {2, 2, 2, 2},
-            {1, 1, 3, 3, END}, {{1, 1, 4, 4, END}, NONE}, -1 } },
-        { { "max_pool2d_grad to x's shape", KILN_OP_MAX_POOL2D_GRAD, {2, 2, 2, 2},
-            {1, 1, 4, 4, END}, {{1, 1, 2, 2, END}, {1, 1, 4, 4, END}, NONE}, -1 },
-          { "max_pool2d_grad to another shape", KILN_OP_MAX_POOL2D_GRAD, {2, 2, 2, 2},
-            {1, 1, 2, 8, END}, {{1, 1, 2, 2, END}, {1, 1, 4, 4, END}, NONE}, -1 } },
-        { { "cross_entropy [3,4], labels [3]", KILN_OP_CROSS_ENTROPY, {0}, {END},
-            {{3, 4, END}, {3, END}, NONE}, 1 },
-          { "cross_entropy [3,4], labels [2]", KILN_OP_CROSS_ENTROPY, {0}, {END},
-            {{3, 4, END}, {2, END}, NONE}, 1 } },
-        { { "sgd_step, hp [4]", KILN_OP_SGD_STEP, {0}, {5, END},
-            {{5, END}, {5, END}, {5, END}, {4, END}, NONE}, -1 },
-          { "sgd_step, hp [3]", KILN_OP_SGD_STEP, {0}, {5, END},
-            {{5, END}, {5, END}, {5, END}, {3, END}, NONE}, -1 } },
+        {{"add [6] + [3]", KILN_OP_ADD, {0}, {6, END}, {{6, END}, {3, END}, NONE}, -1},
+         {"add [6] + [4]", KILN_OP_ADD, {0}, {6, END}, {{6, END}, {4, END}, NONE}, -1}},
+        {{"matmul [2,3] @ [3,5]",
+          KILN_OP_MATMUL,
+          {0},
+          {2, 5, END},
+          {{2, 3, END}, {3, 5, END}, NONE},
+          -1},
+         {"matmul [2,3] @ [4,5]",
+          KILN_OP_MATMUL,
+          {0},
+          {2, 5, END},
+          {{2, 3, END}, {4, 5, END}, NONE},
+          -1}},
+        {{"transpose [2,3] -> [3,2]",
+          KILN_OP_TRANSPOSE,
+          {0},
+          {3, 2, END},
+          {{2, 3, END}, NONE},
+          -1},
+         {"transpose [2,3] -> [2,3]",
+          KILN_OP_TRANSPOSE,
+          {0},
+          {2, 3, END},
+          {{2, 3, END}, NONE},
+          -1}},
+        {{"sum axis 1 of [2,3]", KILN_OP_SUM, {1}, {2, END}, {{2, 3, END}, NONE}, -1},
+         {"sum axis 2 of [2,3]", KILN_OP_SUM, {2}, {2, END}, {{2, 3, END}, NONE}, -1}},
+        {{"sum_to [6] -> [3]", KILN_OP_SUM_TO, {0}, {3, END}, {{6, END}, NONE}, -1},
+         {"sum_to [6] -> [4]", KILN_OP_SUM_TO, {0}, {4, END}, {{6, END}, NONE}, -1}},
+        {{"conv2d 5x5 by 3x3 -> 3x3",
+          KILN_OP_CONV2D,
+          {1, 1, 0, 0},
+          {1, 2, 3, 3, END},
+          {{1, 1, 5, 5, END}, {2, 1, 3, 3, END}, NONE},
+          -1},
+         {"conv2d 5x5 by 3x3 -> 4x4",
+          KILN_OP_CONV2D,
+          {1, 1, 0, 0},
+          {1, 2, 4, 4, END},
+          {{1, 1, 5, 5, END}, {2, 1, 3, 3, END}, NONE},
+          -1}},
+        {{"max_pool2d 4x4, 2, 2 -> 2x2",
+          KILN_OP_MAX_POOL2D,
+          {2, 2, 2, 2},
+          {1, 1, 2, 2, END},
+          {{1, 1, 4, 4, END}, NONE},
+          -1},
+         {"max_pool2d 4x4, 2, 2 -> 3x3",
+          KILN_OP_MAX_POOL2D,
+          {2, 2, 2, 2},
+          {1, 1, 3, 3, END},
+          {{1, 1, 4, 4, END}, NONE},
+          -1}},
+        {{"max_pool2d_grad to x's shape",
+          KILN_OP_MAX_POOL2D_GRAD,
+          {2, 2, 2, 2},
+          {1, 1, 4, 4, END},
+          {{1, 1, 2, 2, END}, {1, 1, 4, 4, END}, NONE},
+          -1},
+         {"max_pool2d_grad to another shape",
+          KILN_OP_MAX_POOL2D_GRAD,
+          {2, 2, 2, 2},
+          {1, 1, 2, 8, END},
+          {{1, 1, 2, 2, END}, {1, 1, 4, 4, END}, NONE},
+          -1}},
+        {{"cross_entropy [3,4], labels [3]",
+          KILN_OP_CROSS_ENTROPY,
+          {0},
+          {END},
+          {{3, 4, END}, {3, END}, NONE},
+          1},
+         {"cross_entropy [3,4], labels [2]",
+          KILN_OP_CROSS_ENTROPY,
+          {0},
+          {END},
+          {{3, 4, END}, {2, END}, NONE},
+          1}},
+        {{"sgd_step, hp [4]",
+          KILN_OP_SGD_STEP,
+          {0},
+          {5, END},
+          {{5, END}, {5, END}, {5, END}, {4, END}, NONE},
+          -1},
+         {"sgd_step, hp [3]",
+          KILN_OP_SGD_STEP,
+          {0},
+          {5, END},
+          {{5, END}, {5, END}, {5, END}, {3, END}, NONE},
+          -1}},
     };
     cr_assert_gt(n_devices, 0, "no device to ask");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -994,30 +1069,32 @@ Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
  * reason and shapes, in words that differ only in the backend's name. */
 Test(grad_ops, every_device_refuses_a_bad_node_at_run_time_in_the_same_words)
 {
-    char first[1024] = "";
+    char        first[1024] = "";
     const char *first_label = NULL;
     cr_assert_gt(n_devices, 0, "no device to ask");
     for (int k = 0; k < n_devices; k++) {
-        const device *d = &devices[k];
-        tensor *a = tensor_new(KILN_F32, KILN_SHAPE(6));
-        tensor *b = tensor_new(KILN_F32, KILN_SHAPE(4));
-        tensor *out = tensor_new(KILN_F32, KILN_SHAPE(6));
-        out->node.op = KILN_OP_ADD;
-        out->node.name = "sum";
-        out->node.src[0] = &a->node;
-        out->node.src[1] = &b->node;
+        const device *d   = &devices[k];
+        tensor       *a   = tensor_new(KILN_F32, KILN_SHAPE(6));
+        tensor       *b   = tensor_new(KILN_F32, KILN_SHAPE(4));
+        tensor       *out = tensor_new(KILN_F32, KILN_SHAPE(6));
+        out->node.op      = KILN_OP_ADD;
+        out->node.name    = "sum";
+        out->node.src[0]  = &a->node;
+        out->node.src[1]  = &b->node;
         upload(d, a, false);
         upload(d, b, false);
         upload(d, out, true);
-        const kiln_node *list[1] = { &out->node };
-        kiln_status st = d->dev.iface->graph_compute(d->dev.context, list, 1);
+        const kiln_node *list[1] = {&out->node};
+        kiln_status      st      = d->dev.iface->graph_compute(d->dev.context, list, 1);
         cr_expect_eq(st, KILN_ERR_SHAPE, "%s: status %d", d->label, (int)st);
-        const char *msg = kiln_last_error();
+        const char *msg  = kiln_last_error();
         const char *rest = strchr(msg, ':');
         cr_assert_not_null(rest, "%s: \"%s\"", d->label, msg);
-        cr_expect_str_eq(rest, ": node 0 (add 'sum') cannot run: the smaller operand's "
-                               "number of elements does not divide the output's (output "
-                               "[6], sources [6] [4])", "%s: \"%s\"", d->label, msg);
+        cr_expect_str_eq(rest,
+                         ": node 0 (add 'sum') cannot run: the smaller operand's "
+                         "number of elements does not divide the output's (output "
+                         "[6], sources [6] [4])",
+                         "%s: \"%s\"", d->label, msg);
         if (!first_label) {
             snprintf(first, sizeof first, "%s", rest);
             first_label = d->label;

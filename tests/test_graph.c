@@ -26,8 +26,8 @@ static kiln_graph *new_graph(kiln_context *ctx)
     return g;
 }
 
-static kiln_tensor *new_input(kiln_graph *g, const char *name, kiln_dtype dtype,
-                              int ndim, const int64_t *dims)
+static kiln_tensor *new_input(kiln_graph *g, const char *name, kiln_dtype dtype, int ndim,
+                              const int64_t *dims)
 {
     kiln_tensor *t = kiln_input(g, name, dtype, ndim, dims);
     cr_assert_not_null(t, "kiln_input(\"%s\") returned NULL: %s", name,
@@ -55,10 +55,10 @@ static void fill(float *x, size_t n, unsigned salt)
 Test(graph, matmul_shape_error_names_the_op_and_both_shapes)
 {
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *a = new_input(g, "a", KILN_F32, KILN_SHAPE(3, 4));
-    kiln_tensor *b = new_input(g, "b", KILN_F32, KILN_SHAPE(5, 2));
-    kiln_tensor *y = kiln_matmul(g, a, b);
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *a   = new_input(g, "a", KILN_F32, KILN_SHAPE(3, 4));
+    kiln_tensor  *b   = new_input(g, "b", KILN_F32, KILN_SHAPE(5, 2));
+    kiln_tensor  *y   = kiln_matmul(g, a, b);
     cr_assert_not_null(y, "a bad matmul must return a poisoned tensor, not NULL");
     cr_assert_eq(kiln_graph_status(g), KILN_ERR_SHAPE, "status %s",
                  kiln_status_name(kiln_graph_status(g)));
@@ -70,9 +70,9 @@ Test(graph, matmul_shape_error_names_the_op_and_both_shapes)
 Test(graph, conv2d_channel_error_names_the_op_and_both_shapes)
 {
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(1, 3, 8, 8));
-    kiln_tensor *w = kiln_param(g, "w", KILN_SHAPE(4, 2, 3, 3));
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *x   = new_input(g, "x", KILN_F32, KILN_SHAPE(1, 3, 8, 8));
+    kiln_tensor  *w   = kiln_param(g, "w", KILN_SHAPE(4, 2, 3, 3));
     cr_assert_not_null(w, "kiln_param: %s", kiln_last_error());
     kiln_tensor *y = kiln_conv2d(g, x, w, NULL, 1, 0);
     cr_assert_not_null(y, "a bad conv2d must return a poisoned tensor, not NULL");
@@ -85,11 +85,11 @@ Test(graph, conv2d_channel_error_names_the_op_and_both_shapes)
 
 Test(graph, scalar_shapes_print_as_empty_brackets)
 {
-    kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
+    kiln_context        *ctx        = open_context();
+    kiln_graph          *g          = new_graph(ctx);
     static const int64_t no_dims[1] = {0};
-    kiln_tensor *s = new_input(g, "s", KILN_F32, 0, no_dims);
-    kiln_tensor *m = new_input(g, "m", KILN_F32, KILN_SHAPE(3, 4));
+    kiln_tensor         *s          = new_input(g, "s", KILN_F32, 0, no_dims);
+    kiln_tensor         *m          = new_input(g, "m", KILN_F32, KILN_SHAPE(3, 4));
     cr_assert_not_null(kiln_matmul(g, s, m));
     cr_assert_eq(kiln_graph_status(g), KILN_ERR_SHAPE, "matmul of a scalar: status %s",
                  kiln_status_name(kiln_graph_status(g)));
@@ -101,10 +101,10 @@ Test(graph, scalar_shapes_print_as_empty_brackets)
 Test(graph, ops_after_an_error_return_poisoned_tensors_and_keep_the_first_error)
 {
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *a = new_input(g, "a", KILN_F32, KILN_SHAPE(3, 4));
-    kiln_tensor *b = new_input(g, "b", KILN_F32, KILN_SHAPE(5, 2));
-    kiln_tensor *bad = kiln_matmul(g, a, b);
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *a   = new_input(g, "a", KILN_F32, KILN_SHAPE(3, 4));
+    kiln_tensor  *b   = new_input(g, "b", KILN_F32, KILN_SHAPE(5, 2));
+    kiln_tensor  *bad = kiln_matmul(g, a, b);
     cr_assert_not_null(bad);
     cr_assert_not_null(kiln_graph_error(g), "no error after a bad matmul");
     char first[1024];
@@ -129,10 +129,10 @@ Test(graph, ops_after_an_error_return_poisoned_tensors_and_keep_the_first_error)
 Test(graph, compile_fails_with_the_recorded_shape_error_and_run_then_fails)
 {
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *a = new_input(g, "a", KILN_F32, KILN_SHAPE(3, 4));
-    kiln_tensor *b = new_input(g, "b", KILN_F32, KILN_SHAPE(5, 2));
-    kiln_tensor *y = kiln_relu(g, kiln_matmul(g, a, b));
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *a   = new_input(g, "a", KILN_F32, KILN_SHAPE(3, 4));
+    kiln_tensor  *b   = new_input(g, "b", KILN_F32, KILN_SHAPE(5, 2));
+    kiln_tensor  *y   = kiln_relu(g, kiln_matmul(g, a, b));
     kiln_output(g, y);
     expect_status(kiln_graph_compile(g), KILN_ERR_SHAPE, "compile of a bad graph");
     expect_graph_error(g, "matmul", "[3, 4]", "[5, 2]");
@@ -144,10 +144,10 @@ Test(graph, compile_fails_with_the_recorded_shape_error_and_run_then_fails)
 
 Test(graph, f32_ops_reject_i32_tensors)
 {
-    kiln_context *ctx = open_context();
+    kiln_context            *ctx   = open_context();
     static const char *const ops[] = {"relu", "add", "matmul", "exp"};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
-        kiln_graph *g = new_graph(ctx);
+        kiln_graph  *g = new_graph(ctx);
         kiln_tensor *n = new_input(g, "n", KILN_I32, KILN_SHAPE(4, 4));
         kiln_tensor *f = new_input(g, "f", KILN_F32, KILN_SHAPE(4, 4));
         kiln_tensor *y = NULL;
@@ -169,10 +169,10 @@ Test(graph, f32_ops_reject_i32_tensors)
 
 Test(graph, cross_entropy_rejects_f32_labels)
 {
-    kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *logits = new_input(g, "logits", KILN_F32, KILN_SHAPE(4, 10));
-    kiln_tensor *labels = new_input(g, "labels", KILN_F32, KILN_SHAPE(4));
+    kiln_context *ctx    = open_context();
+    kiln_graph   *g      = new_graph(ctx);
+    kiln_tensor  *logits = new_input(g, "logits", KILN_F32, KILN_SHAPE(4, 10));
+    kiln_tensor  *labels = new_input(g, "labels", KILN_F32, KILN_SHAPE(4));
     cr_assert_not_null(kiln_cross_entropy(g, logits, labels));
     cr_assert_eq(kiln_graph_status(g), KILN_ERR_SHAPE, "status %s",
                  kiln_status_name(kiln_graph_status(g)));
@@ -189,8 +189,8 @@ Test(graph, null_graph_or_context_gives_null_and_a_message)
     cr_assert_str_not_empty(kiln_last_error(), "kiln_graph_new(NULL) left no message");
 
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(2, 2));
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *x   = new_input(g, "x", KILN_F32, KILN_SHAPE(2, 2));
     cr_assert_null(kiln_input(NULL, "x", KILN_F32, KILN_SHAPE(2)));
     cr_assert_null(kiln_relu(NULL, x), "kiln_relu(NULL, x) returned a tensor");
     cr_assert_null(kiln_add(NULL, x, x), "kiln_add(NULL, x, x) returned a tensor");
@@ -207,14 +207,17 @@ Test(graph, null_graph_or_context_gives_null_and_a_message)
 /* Each of these on a fresh graph, since only the first error is kept. */
 Test(graph, null_tensor_arguments_record_invalid_arg)
 {
-    kiln_context *ctx = open_context();
+    kiln_context            *ctx     = open_context();
     static const char *const calls[] = {
-        "kiln_relu(g, NULL)", "kiln_add(g, x, NULL)", "kiln_matmul(g, NULL, x)",
-        "kiln_conv2d(g, NULL, x, NULL, 1, 0)", "kiln_input(g, \"t\", KILN_F32, 2, NULL)",
+        "kiln_relu(g, NULL)",
+        "kiln_add(g, x, NULL)",
+        "kiln_matmul(g, NULL, x)",
+        "kiln_conv2d(g, NULL, x, NULL, 1, 0)",
+        "kiln_input(g, \"t\", KILN_F32, 2, NULL)",
         "kiln_reshape(g, x, 2, NULL)",
     };
     for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
-        kiln_graph *g = new_graph(ctx);
+        kiln_graph  *g = new_graph(ctx);
         kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(2, 2));
         kiln_tensor *y = NULL;
         switch (i) {
@@ -238,16 +241,17 @@ Test(graph, null_tensor_arguments_record_invalid_arg)
 
 Test(graph, null_arguments_to_graph_and_tensor_calls_are_invalid_arg)
 {
-    kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(2, 2));
-    kiln_tensor *y = kiln_relu(g, x);
-    float buf[4] = {0};
-    size_t planned = 0, unshared = 0;
+    kiln_context *ctx     = open_context();
+    kiln_graph   *g       = new_graph(ctx);
+    kiln_tensor  *x       = new_input(g, "x", KILN_F32, KILN_SHAPE(2, 2));
+    kiln_tensor  *y       = kiln_relu(g, x);
+    float         buf[4]  = {0};
+    size_t        planned = 0, unshared = 0;
 
     expect_status(kiln_output(g, NULL), KILN_ERR_INVALID_ARG, "kiln_output(g, NULL)");
     expect_status(kiln_output(NULL, y), KILN_ERR_INVALID_ARG, "kiln_output(NULL, y)");
-    expect_status(kiln_graph_compile(NULL), KILN_ERR_INVALID_ARG, "kiln_graph_compile(NULL)");
+    expect_status(kiln_graph_compile(NULL), KILN_ERR_INVALID_ARG,
+                  "kiln_graph_compile(NULL)");
     expect_status(kiln_graph_run(NULL), KILN_ERR_INVALID_ARG, "kiln_graph_run(NULL)");
     expect_status(kiln_graph_memory(NULL, &planned, &unshared), KILN_ERR_INVALID_ARG,
                   "kiln_graph_memory(NULL, ...)");
@@ -265,16 +269,19 @@ Test(graph, null_arguments_to_graph_and_tensor_calls_are_invalid_arg)
 
 Test(graph, out_of_range_shapes_and_op_parameters_are_errors)
 {
-    kiln_context *ctx = open_context();
+    kiln_context            *ctx     = open_context();
     static const char *const calls[] = {
-        "kiln_input with 5 dimensions", "kiln_input with ndim -1",
-        "kiln_input with a negative dimension", "kiln_conv2d with stride 0",
-        "kiln_conv2d with padding -1", "kiln_max_pool2d with kernel 0",
+        "kiln_input with 5 dimensions",
+        "kiln_input with ndim -1",
+        "kiln_input with a negative dimension",
+        "kiln_conv2d with stride 0",
+        "kiln_conv2d with padding -1",
+        "kiln_max_pool2d with kernel 0",
         "kiln_sum_axis with axis 2 of a 2-D tensor",
         "kiln_mean_axis with axis -3 of a 2-D tensor",
     };
     for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
-        kiln_graph *g = new_graph(ctx);
+        kiln_graph  *g = new_graph(ctx);
         kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(1, 1, 4, 4));
         kiln_tensor *m = new_input(g, "m", KILN_F32, KILN_SHAPE(4, 4));
         kiln_tensor *w = kiln_param(g, "w", KILN_SHAPE(1, 1, 3, 3));
@@ -302,9 +309,9 @@ Test(graph, out_of_range_shapes_and_op_parameters_are_errors)
 Test(tensor, write_or_read_of_the_wrong_size_fails_naming_both_sizes)
 {
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(3, 4)); /* 48 bytes */
-    float good[12], other[12], back[12];
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *x   = new_input(g, "x", KILN_F32, KILN_SHAPE(3, 4)); /* 48 bytes */
+    float         good[12], other[12], back[12];
     fill(good, 12, 1);
     fill(other, 12, 2);
     expect_ok(kiln_tensor_write(x, good, sizeof good), "write of 48 bytes");
@@ -332,11 +339,11 @@ Test(tensor, write_or_read_of_the_wrong_size_fails_naming_both_sizes)
 
 Test(tensor, writes_go_to_leaves_only)
 {
-    kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(4));
-    kiln_tensor *y = kiln_exp(g, x);
-    float data[4] = {0};
+    kiln_context *ctx     = open_context();
+    kiln_graph   *g       = new_graph(ctx);
+    kiln_tensor  *x       = new_input(g, "x", KILN_F32, KILN_SHAPE(4));
+    kiln_tensor  *y       = kiln_exp(g, x);
+    float         data[4] = {0};
     expect_ok(kiln_output(g, y), "kiln_output");
     expect_ok(kiln_graph_compile(g), "compile");
     cr_assert_neq(kiln_tensor_write(y, data, sizeof data), KILN_OK,
@@ -348,8 +355,8 @@ Test(tensor, writes_go_to_leaves_only)
 Test(graph, run_before_compile_is_a_state_error)
 {
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(4));
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *x   = new_input(g, "x", KILN_F32, KILN_SHAPE(4));
     expect_ok(kiln_output(g, kiln_relu(g, x)), "kiln_output");
     expect_status(kiln_graph_run(g), KILN_ERR_STATE, "run before compile");
     size_t planned, unshared;
@@ -362,10 +369,10 @@ Test(graph, run_before_compile_is_a_state_error)
 Test(graph, output_after_compile_is_a_state_error)
 {
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(4));
-    kiln_tensor *h = kiln_exp(g, x);
-    kiln_tensor *y = kiln_neg(g, h);
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *x   = new_input(g, "x", KILN_F32, KILN_SHAPE(4));
+    kiln_tensor  *h   = kiln_exp(g, x);
+    kiln_tensor  *y   = kiln_neg(g, h);
     expect_ok(kiln_output(g, y), "kiln_output");
     expect_ok(kiln_graph_compile(g), "compile");
     expect_status(kiln_output(g, h), KILN_ERR_STATE, "kiln_output after compile");
@@ -377,13 +384,13 @@ Test(graph, only_leaves_and_outputs_are_readable_after_run)
 {
     enum { N = 20 };
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(4, 5));
-    kiln_tensor *h = kiln_exp(g, x); /* not marked: may share storage */
-    kiln_tensor *y = kiln_neg(g, h);
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *x   = new_input(g, "x", KILN_F32, KILN_SHAPE(4, 5));
+    kiln_tensor  *h   = kiln_exp(g, x); /* not marked: may share storage */
+    kiln_tensor  *y   = kiln_neg(g, h);
     expect_ok(kiln_output(g, y), "kiln_output");
 
-    float xs[N], got[N];
+    float  xs[N], got[N];
     double want[N];
     fill(xs, N, 3);
     expect_ok(kiln_tensor_write(x, xs, sizeof xs), "write");
@@ -410,21 +417,21 @@ Test(graph, only_leaves_and_outputs_are_readable_after_run)
 Test(graph, intermediates_of_an_elementwise_chain_share_memory)
 {
     enum { D = 256, N = D * D, OPS = 10 };
-    const size_t bytes = N * sizeof(float);
-    kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(D, D));
-    kiln_tensor *t = x;
-    t = kiln_neg(g, t);
-    t = kiln_relu(g, t);
-    t = kiln_scale(g, t, 0.5f);
-    t = kiln_sigmoid(g, t);
-    t = kiln_tanh(g, t);
-    t = kiln_neg(g, t);
-    t = kiln_exp(g, t);
-    t = kiln_sqrt(g, t);
-    t = kiln_log(g, t);
-    t = kiln_scale(g, t, 3.0f);
+    const size_t  bytes = N * sizeof(float);
+    kiln_context *ctx   = open_context();
+    kiln_graph   *g     = new_graph(ctx);
+    kiln_tensor  *x     = new_input(g, "x", KILN_F32, KILN_SHAPE(D, D));
+    kiln_tensor  *t     = x;
+    t                   = kiln_neg(g, t);
+    t                   = kiln_relu(g, t);
+    t                   = kiln_scale(g, t, 0.5f);
+    t                   = kiln_sigmoid(g, t);
+    t                   = kiln_tanh(g, t);
+    t                   = kiln_neg(g, t);
+    t                   = kiln_exp(g, t);
+    t                   = kiln_sqrt(g, t);
+    t                   = kiln_log(g, t);
+    t                   = kiln_scale(g, t, 3.0f);
     expect_ok(kiln_output(g, t), "kiln_output");
     expect_ok(kiln_graph_compile(g), "compile");
 
@@ -435,8 +442,8 @@ Test(graph, intermediates_of_an_elementwise_chain_share_memory)
                   OPS, bytes);
     cr_assert_geq(planned, bytes, "planned %zu bytes, less than the output alone",
                   planned);
-    cr_assert_lt(planned, unshared,
-                 "no sharing: planned %zu bytes, unshared %zu", planned, unshared);
+    cr_assert_lt(planned, unshared, "no sharing: planned %zu bytes, unshared %zu",
+                 planned, unshared);
 
     /* sharing must not change the answer */
     float *xs = malloc(bytes), *got = malloc(bytes);
@@ -447,9 +454,9 @@ Test(graph, intermediates_of_an_elementwise_chain_share_memory)
     expect_ok(kiln_tensor_read(t, got, bytes), "read");
     for (size_t i = 0; i < N; i++) {
         double v = -(double)xs[i];
-        v = v > 0 ? v : 0;
-        v = tanh(1.0 / (1.0 + exp(-0.5 * v)));
-        v = 3.0 * log(sqrt(exp(-v)));
+        v        = v > 0 ? v : 0;
+        v        = tanh(1.0 / (1.0 + exp(-0.5 * v)));
+        v        = 3.0 * log(sqrt(exp(-v)));
         cr_assert(fabs((double)got[i] - v) <= 1e-5 * (1.0 + fabs(v)),
                   "chain element %zu is %.9g, expected %.9g", i, (double)got[i], v);
     }
@@ -462,13 +469,13 @@ Test(graph, intermediates_of_an_elementwise_chain_share_memory)
 Test(reshape, shares_storage_and_reads_correct_values)
 {
     enum { D = 64, N = D * D };
-    const size_t bytes = N * sizeof(float);
-    kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(D, D));
-    kiln_tensor *h = kiln_exp(g, x);               /* not marked */
-    kiln_tensor *r = kiln_reshape(g, h, KILN_SHAPE(N));
-    kiln_tensor *v = kiln_reshape(g, x, KILN_SHAPE(16, 256));
+    const size_t  bytes = N * sizeof(float);
+    kiln_context *ctx   = open_context();
+    kiln_graph   *g     = new_graph(ctx);
+    kiln_tensor  *x     = new_input(g, "x", KILN_F32, KILN_SHAPE(D, D));
+    kiln_tensor  *h     = kiln_exp(g, x); /* not marked */
+    kiln_tensor  *r     = kiln_reshape(g, h, KILN_SHAPE(N));
+    kiln_tensor  *v     = kiln_reshape(g, x, KILN_SHAPE(16, 256));
     expect_ok(kiln_output(g, r), "kiln_output(r)");
     expect_ok(kiln_output(g, v), "kiln_output(v)");
     expect_ok(kiln_graph_compile(g), "compile");
@@ -508,15 +515,15 @@ Test(param, values_persist_across_runs)
 {
     enum { N = 7 };
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(N));
-    kiln_tensor *p = kiln_param(g, "p", KILN_SHAPE(N));
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *x   = new_input(g, "x", KILN_F32, KILN_SHAPE(N));
+    kiln_tensor  *p   = kiln_param(g, "p", KILN_SHAPE(N));
     cr_assert_not_null(p, "kiln_param: %s", kiln_last_error());
     kiln_tensor *y = kiln_mul(g, x, p);
     expect_ok(kiln_output(g, y), "kiln_output");
     expect_ok(kiln_graph_compile(g), "compile");
 
-    float ps[N], xs[N], got[N];
+    float  ps[N], xs[N], got[N];
     double want[N];
     fill(ps, N, 6);
     expect_ok(kiln_tensor_write(p, ps, sizeof ps), "write of the param");
@@ -540,11 +547,11 @@ Test(tensor, writes_before_compile_are_kept)
 {
     enum { N = 13 };
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(N));
-    kiln_tensor *p = kiln_param(g, "p", KILN_SHAPE(N));
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *x   = new_input(g, "x", KILN_F32, KILN_SHAPE(N));
+    kiln_tensor  *p   = kiln_param(g, "p", KILN_SHAPE(N));
     cr_assert_not_null(p, "kiln_param: %s", kiln_last_error());
-    float xs[N], ps[N], got[N];
+    float  xs[N], ps[N], got[N];
     double want[N];
     fill(xs, N, 7);
     fill(ps, N, 8);
@@ -570,7 +577,8 @@ Test(context, unknown_backend_fails_naming_it_and_listing_cpu)
     kiln_context *ctx = kiln_context_new_for("nonexistent");
     cr_assert_null(ctx, "kiln_context_new_for(\"nonexistent\") made a context");
     const char *e = kiln_last_error();
-    cr_assert(strstr(e, "nonexistent") != NULL, "\"%s\" does not name \"nonexistent\"", e);
+    cr_assert(strstr(e, "nonexistent") != NULL, "\"%s\" does not name \"nonexistent\"",
+              e);
     cr_assert(strstr(e, "cpu") != NULL, "\"%s\" does not list \"cpu\"", e);
 }
 
@@ -596,8 +604,8 @@ Test(shape, kiln_shape_gives_ndim_and_dims)
     cr_assert_eq(shape_dim(KILN_SHAPE(2, 3, 4, 5), 3), 5);
 
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(2, 3, 4, 5));
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *x   = new_input(g, "x", KILN_F32, KILN_SHAPE(2, 3, 4, 5));
     cr_assert_eq(kiln_tensor_ndim(x), 4);
     for (int d = 0; d < 4; d++)
         cr_assert_eq(kiln_tensor_dim(x, d), d + 2);
@@ -617,11 +625,11 @@ Test(shape, kiln_shape_gives_ndim_and_dims)
 Test(reshape, infers_one_minus_1)
 {
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(6, 4));
-    kiln_tensor *a = kiln_reshape(g, x, KILN_SHAPE(-1, 8));
-    kiln_tensor *b = kiln_reshape(g, x, KILN_SHAPE(2, -1, 2));
-    kiln_tensor *c = kiln_reshape(g, x, KILN_SHAPE(-1));
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *x   = new_input(g, "x", KILN_F32, KILN_SHAPE(6, 4));
+    kiln_tensor  *a   = kiln_reshape(g, x, KILN_SHAPE(-1, 8));
+    kiln_tensor  *b   = kiln_reshape(g, x, KILN_SHAPE(2, -1, 2));
+    kiln_tensor  *c   = kiln_reshape(g, x, KILN_SHAPE(-1));
     cr_assert_eq(kiln_graph_status(g), KILN_OK, "%s", graph_error(g));
     cr_assert_eq(kiln_tensor_ndim(a), 2);
     cr_assert_eq(kiln_tensor_dim(a, 0), 3);
@@ -637,8 +645,8 @@ Test(reshape, infers_one_minus_1)
 Test(reshape, numel_mismatch_is_an_error_naming_both_shapes)
 {
     kiln_context *ctx = open_context();
-    kiln_graph *g = new_graph(ctx);
-    kiln_tensor *x = new_input(g, "x", KILN_F32, KILN_SHAPE(6, 4));
+    kiln_graph   *g   = new_graph(ctx);
+    kiln_tensor  *x   = new_input(g, "x", KILN_F32, KILN_SHAPE(6, 4));
     cr_assert_not_null(kiln_reshape(g, x, KILN_SHAPE(5, 5)));
     cr_assert_eq(kiln_graph_status(g), KILN_ERR_SHAPE, "status %s",
                  kiln_status_name(kiln_graph_status(g)));
@@ -709,14 +717,16 @@ static void *run_job(void *arg)
     for (int r = 0; r < job->runs; r++) {
         float got;
         if (kiln_tensor_write(x, xs, (size_t)job->n * sizeof *xs) != KILN_OK ||
-            kiln_graph_run(g) != KILN_OK || kiln_tensor_read(y, &got, sizeof got) != KILN_OK) {
-            snprintf(job->failure, sizeof job->failure, "run %d: %s", r, kiln_last_error());
+            kiln_graph_run(g) != KILN_OK ||
+            kiln_tensor_read(y, &got, sizeof got) != KILN_OK) {
+            snprintf(job->failure, sizeof job->failure, "run %d: %s", r,
+                     kiln_last_error());
             break;
         }
         double want = job->k * job->n * (job->n + 1) / 2.0;
         if (fabs(got - want) > 1e-5 * fabs(want)) {
-            snprintf(job->failure, sizeof job->failure, "run %d: got %g, want %g", r,
-                     got, want);
+            snprintf(job->failure, sizeof job->failure, "run %d: got %g, want %g", r, got,
+                     want);
             break;
         }
     }
@@ -730,8 +740,8 @@ out:
 Test(context, two_contexts_on_two_threads_run_independently)
 {
     thread_job jobs[2] = {
-        { .spec = test_first_spec(), .k = 2.0f, .n = 1000, .runs = 200 },
-        { .spec = test_first_spec(), .k = -3.0f, .n = 777, .runs = 200 },
+        {.spec = test_first_spec(), .k = 2.0f, .n = 1000, .runs = 200},
+        {.spec = test_first_spec(), .k = -3.0f, .n = 777, .runs = 200},
     };
     pthread_t threads[2];
     for (int i = 0; i < 2; i++)
@@ -756,15 +766,15 @@ static kiln_graph *small_cnn(kiln_context *ctx, kiln_tensor **logits, kiln_tenso
         ws[i] = (float)((i * 13) % 7) / 7.0f - 0.5f;
     for (int i = 0; i < 80; i++)
         fs[i] = (float)((i * 29) % 9) / 9.0f - 0.4f;
-    int32_t      ys[2] = { 3, 1 };
-    kiln_tensor *in  = kiln_const(g, KILN_F32, KILN_SHAPE(2, 1, 6, 6), xs);
-    kiln_tensor *w   = kiln_const(g, KILN_F32, KILN_SHAPE(4, 1, 3, 3), ws);
-    kiln_tensor *f   = kiln_const(g, KILN_F32, KILN_SHAPE(16, 5), fs);
-    kiln_tensor *lab = kiln_const(g, KILN_I32, KILN_SHAPE(2), ys);
-    kiln_tensor *h   = kiln_relu(g, kiln_conv2d(g, in, w, NULL, 1, 1));
-    kiln_tensor *p   = kiln_flatten(g, kiln_max_pool2d(g, h, 3, 3));
-    *logits = kiln_softmax(g, kiln_matmul(g, p, f));
-    *loss   = kiln_cross_entropy(g, kiln_matmul(g, p, f), lab);
+    int32_t      ys[2] = {3, 1};
+    kiln_tensor *in    = kiln_const(g, KILN_F32, KILN_SHAPE(2, 1, 6, 6), xs);
+    kiln_tensor *w     = kiln_const(g, KILN_F32, KILN_SHAPE(4, 1, 3, 3), ws);
+    kiln_tensor *f     = kiln_const(g, KILN_F32, KILN_SHAPE(16, 5), fs);
+    kiln_tensor *lab   = kiln_const(g, KILN_I32, KILN_SHAPE(2), ys);
+    kiln_tensor *h     = kiln_relu(g, kiln_conv2d(g, in, w, NULL, 1, 1));
+    kiln_tensor *p     = kiln_flatten(g, kiln_max_pool2d(g, h, 3, 3));
+    *logits            = kiln_softmax(g, kiln_matmul(g, p, f));
+    *loss              = kiln_cross_entropy(g, kiln_matmul(g, p, f), lab);
     expect_ok(kiln_output(g, *logits), "kiln_output");
     expect_ok(kiln_graph_compile(g), "compile");
     expect_ok(kiln_graph_run(g), "run");
@@ -776,7 +786,8 @@ Test(fallback, refused_ops_run_on_the_cpu_backend_with_equal_results)
     kiln_context *ctx = open_context();
     kiln_tensor  *logits0, *loss0, *logits1, *loss1;
     kiln_graph   *g0 = small_cnn(ctx, &logits0, &loss0);
-    cr_assert_eq(setenv("KILN_DEBUG_REFUSE", "matmul,conv2d,softmax,cross_entropy", 1), 0);
+    cr_assert_eq(setenv("KILN_DEBUG_REFUSE", "matmul,conv2d,softmax,cross_entropy", 1),
+                 0);
     kiln_graph *g1 = small_cnn(ctx, &logits1, &loss1);
     unsetenv("KILN_DEBUG_REFUSE");
     float a[10], b[10], la, lb;

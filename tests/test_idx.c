@@ -105,9 +105,10 @@ static void expect_u8_images(const char *path)
     cr_assert_eq(kiln_idx_read(path, &idx), KILN_OK, "%s", kiln_last_error());
     cr_assert_eq(idx.type, 0x08);
     cr_assert_eq(idx.ndim, 3);
-    cr_assert(idx.dims[0] == 2 && idx.dims[1] == 3 && idx.dims[2] == 4, "dims %lld %lld "
-              "%lld", (long long)idx.dims[0], (long long)idx.dims[1],
-              (long long)idx.dims[2]);
+    cr_assert(idx.dims[0] == 2 && idx.dims[1] == 3 && idx.dims[2] == 4,
+              "dims %lld %lld "
+              "%lld",
+              (long long)idx.dims[0], (long long)idx.dims[1], (long long)idx.dims[2]);
     cr_assert_eq(idx.count, 24);
     const uint8_t *v = idx.data;
     for (int i = 0; i < 24; i++)
@@ -122,7 +123,7 @@ static const char *write_u8_images(const char *name, bool gzip)
     uint8_t data[24];
     for (int i = 0; i < 24; i++)
         data[i] = (uint8_t)(10 * i);
-    return write_idx(name, gzip, 0x08, 3, (const uint32_t[]){ 2, 3, 4 }, data, sizeof data);
+    return write_idx(name, gzip, 0x08, 3, (const uint32_t[]){2, 3, 4}, data, sizeof data);
 }
 
 Test(idx, reads_u8_images_with_their_dimensions)
@@ -149,12 +150,12 @@ Test(idx, converts_every_type_to_host_byte_order)
         unsigned char be[8];
         size_t        size;
     } cases[] = {
-        { 0x08, { 0xFE }, 1 },
-        { 0x09, { 0xFB }, 1 },                                           /* -5 */
-        { 0x0B, { 0xFE, 0xD4 }, 2 },                                     /* -300 */
-        { 0x0C, { 0xFF, 0xFE, 0xEE, 0x90 }, 4 },                         /* -70000 */
-        { 0x0D, { 0xC0, 0x10, 0x00, 0x00 }, 4 },                         /* -2.25f */
-        { 0x0E, { 0x40, 0x09, 0x21, 0xFB, 0x54, 0x44, 0x2D, 0x18 }, 8 }, /* pi */
+        {0x08, {0xFE}, 1},
+        {0x09, {0xFB}, 1},                                           /* -5 */
+        {0x0B, {0xFE, 0xD4}, 2},                                     /* -300 */
+        {0x0C, {0xFF, 0xFE, 0xEE, 0x90}, 4},                         /* -70000 */
+        {0x0D, {0xC0, 0x10, 0x00, 0x00}, 4},                         /* -2.25f */
+        {0x0E, {0x40, 0x09, 0x21, 0xFB, 0x54, 0x44, 0x2D, 0x18}, 8}, /* pi */
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         unsigned char twice[16];
@@ -163,8 +164,8 @@ Test(idx, converts_every_type_to_host_byte_order)
         memcpy(twice + cases[c].size, cases[c].be, cases[c].size);
         snprintf(name, sizeof name, "type-%02x", cases[c].type);
         const char *p = write_idx(name, c % 2 == 1, cases[c].type, 1,
-                                  (const uint32_t[]){ 2 }, twice, 2 * cases[c].size);
-        kiln_idx idx;
+                                  (const uint32_t[]){2}, twice, 2 * cases[c].size);
+        kiln_idx    idx;
         cr_assert_eq(kiln_idx_read(p, &idx), KILN_OK, "%s", kiln_last_error());
         cr_assert_eq(idx.type, cases[c].type);
         cr_assert_eq(idx.count, 2);
@@ -182,7 +183,7 @@ Test(idx, converts_every_type_to_host_byte_order)
 
 Test(idx, reads_an_empty_tensor)
 {
-    const char *p = write_idx("empty", false, 0x08, 2, (const uint32_t[]){ 0, 28 }, "", 0);
+    const char *p = write_idx("empty", false, 0x08, 2, (const uint32_t[]){0, 28}, "", 0);
     kiln_idx    idx;
     cr_assert_eq(kiln_idx_read(p, &idx), KILN_OK, "%s", kiln_last_error());
     cr_assert_eq(idx.count, 0);
@@ -199,13 +200,13 @@ Test(idx, bad_magic_shows_the_bytes_found)
 
 Test(idx, unknown_type_code_is_named)
 {
-    expect_read_error(write_idx("type-0a", false, 0x0A, 1, (const uint32_t[]){ 1 }, "x", 1),
+    expect_read_error(write_idx("type-0a", false, 0x0A, 1, (const uint32_t[]){1}, "x", 1),
                       "unknown type code 0x0a", NULL);
 }
 
 Test(idx, truncated_data_says_expected_and_got)
 {
-    expect_read_error(write_idx("short", false, 0x0C, 2, (const uint32_t[]){ 2, 5 },
+    expect_read_error(write_idx("short", false, 0x0C, 2, (const uint32_t[]){2, 5},
                                 "0123456789abc", 13),
                       "truncated", "announces 40 bytes of data, the file has 13");
 }
@@ -218,7 +219,7 @@ Test(idx, truncated_gzip_stream_is_truncated)
         data[i] = (uint8_t)(i * 7919 % 251);
     size_t packed_len;
     char  *packed = child_read_file(write_idx("whole.gz", true, 0x08, 1,
-                                              (const uint32_t[]){ 2000 }, data, sizeof data),
+                                              (const uint32_t[]){2000}, data, sizeof data),
                                     &packed_len);
     write_file(path_of("cut.gz", p, sizeof p), packed, packed_len / 2, false);
     free(packed);
@@ -230,21 +231,22 @@ Test(idx, truncated_header_says_expected_and_got)
     char p[PATH_LEN];
     write_file(path_of("two-bytes", p, sizeof p), "\0\0", 2, false);
     expect_read_error(p, "expected 4 bytes of magic number", "got 2");
-    write_file(path_of("half-dims", p, sizeof p), "\0\0\x08\x02\0\0\0\x05\0\0", 10, false);
+    write_file(path_of("half-dims", p, sizeof p), "\0\0\x08\x02\0\0\0\x05\0\0", 10,
+               false);
     expect_read_error(p, "expected 8 bytes of dimension sizes", "got 6");
 }
 
 Test(idx, more_dimensions_than_kiln_has_is_an_error)
 {
     expect_read_error(write_idx("five-dims", false, 0x08, 5,
-                                (const uint32_t[]){ 1, 1, 1, 1, 1 }, "x", 1),
+                                (const uint32_t[]){1, 1, 1, 1, 1}, "x", 1),
                       "has 5 dimensions", "at most 4");
 }
 
 Test(idx, dimensions_that_overflow_are_an_error)
 {
     expect_read_error(write_idx("huge", false, 0x0E, 4,
-                                (const uint32_t[]){ 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 2 },
+                                (const uint32_t[]){0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 2},
                                 "x", 1),
                       "overflow", "[4294967295, 4294967295, 4294967295, 2]");
 }
@@ -252,13 +254,13 @@ Test(idx, dimensions_that_overflow_are_an_error)
 Test(idx, a_huge_claim_in_a_small_file_is_truncated_not_out_of_memory)
 {
     expect_read_error(write_idx("claims-16-GiB", false, 0x0E, 2,
-                                (const uint32_t[]){ 0x40000000, 2 }, "12345678", 8),
+                                (const uint32_t[]){0x40000000, 2}, "12345678", 8),
                       "truncated", "the file has 8");
 }
 
 Test(idx, data_after_the_elements_is_an_error)
 {
-    expect_read_error(write_idx("long", false, 0x08, 1, (const uint32_t[]){ 3 }, "abcd", 4),
+    expect_read_error(write_idx("long", false, 0x08, 1, (const uint32_t[]){3}, "abcd", 4),
                       "more data than its header announces", NULL);
 }
 
@@ -298,8 +300,8 @@ Test(fashion_mnist, test_images_are_10000_of_28x28_u8)
               "dims [%lld, %lld, %lld]", (long long)idx.dims[0], (long long)idx.dims[1],
               (long long)idx.dims[2]);
     cr_assert_eq(idx.count, 10000 * 28 * 28);
-    const uint8_t *v = idx.data;
-    int max = 0;
+    const uint8_t *v   = idx.data;
+    int            max = 0;
     for (int64_t i = 0; i < idx.count; i++)
         max = v[i] > max ? v[i] : max;
     cr_assert_eq(max, 255, "no pixel is 255: the data does not look like images");
@@ -313,8 +315,8 @@ Test(fashion_mnist, test_labels_are_1000_of_each_class)
     cr_assert_eq(idx.type, 0x08);
     cr_assert_eq(idx.ndim, 1);
     cr_assert_eq(idx.dims[0], 10000);
-    int            per_class[10] = { 0 };
-    const uint8_t *v = idx.data;
+    int            per_class[10] = {0};
+    const uint8_t *v             = idx.data;
     for (int64_t i = 0; i < idx.count; i++) {
         cr_assert_lt(v[i], 10, "label %lld is %d, expected 0 to 9", (long long)i, v[i]);
         per_class[v[i]]++;

@@ -24,8 +24,8 @@ static int run(const char *args, char *out, size_t len)
     snprintf(cmd, sizeof cmd, TOOL " %s 2>&1", args);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p, "popen %s", cmd);
-    size_t n = fread(out, 1, len - 1, p);
-    out[n]   = '\0';
+    size_t n   = fread(out, 1, len - 1, p);
+    out[n]     = '\0';
     int status = pclose(p);
     cr_assert(WIFEXITED(status), "%s did not exit normally: %s", cmd, out);
     return WEXITSTATUS(status);
@@ -36,8 +36,8 @@ static void expect_usage_error(const char *args, const char *message)
     char out[4096];
     int  rc = run(args, out, sizeof out);
     cr_assert_eq(rc, 2, "kiln-train %s exited %d, expected 2: %s", args, rc, out);
-    cr_assert(strstr(out, message), "kiln-train %s said \"%s\", expected \"%s\"", args, out,
-              message);
+    cr_assert(strstr(out, message), "kiln-train %s said \"%s\", expected \"%s\"", args,
+              out, message);
 }
 
 Test(kiln_train, bad_arguments_exit_2_naming_the_value)
@@ -59,7 +59,8 @@ static void expect_accepted(const char *args)
     char out[4096], cmd[512];
     snprintf(cmd, sizeof cmd, "--data /nonexistent/kiln-data %s", args);
     int rc = run(cmd, out, sizeof out);
-    cr_assert_eq(rc, 1, "kiln-train %s exited %d, expected 1 (no data): %s", cmd, rc, out);
+    cr_assert_eq(rc, 1, "kiln-train %s exited %d, expected 1 (no data): %s", cmd, rc,
+                 out);
     cr_assert(strstr(out, "no data directory /nonexistent/kiln-data"),
               "kiln-train %s said \"%s\", expected it to miss the data", cmd, out);
 }
@@ -68,7 +69,7 @@ Test(kiln_train, option_values_follow_a_space_or_an_equals_sign)
 {
     expect_accepted("--epochs=1");
     expect_accepted("--epochs 1 --model=cnn --lr=0.01 --optimizer=sgd");
-    expect_accepted("--ep=1 --sched constant");   /* unambiguous prefixes */
+    expect_accepted("--ep=1 --sched constant"); /* unambiguous prefixes */
     expect_accepted("--");
     expect_usage_error("--epochs=abc", "--epochs 'abc': expected a whole number");
 }
@@ -94,8 +95,8 @@ Test(kiln_train, help_describes_every_option)
 {
     char out[8192];
     cr_assert_eq(run("--help", out, sizeof out), 0, "%s", out);
-    const char *options[] = { "--model", "--epochs", "--batch", "--lr", "--optimizer",
-                              "--seed", "--data", "--save", "--eval", "--help" };
+    const char *options[] = {"--model", "--epochs", "--batch", "--lr",   "--optimizer",
+                             "--seed",  "--data",   "--save",  "--eval", "--help"};
     for (size_t i = 0; i < sizeof options / sizeof options[0]; i++)
         cr_assert(strstr(out, options[i]), "--help does not mention %s", options[i]);
 }
@@ -106,7 +107,8 @@ Test(kiln_train, a_missing_data_directory_names_it_and_the_package)
     int  rc = run("--data /nonexistent/kiln-data", out, sizeof out);
     cr_assert_eq(rc, 1, "exit %d: %s", rc, out);
     cr_assert(strstr(out, "/nonexistent/kiln-data") &&
-              strstr(out, "dataset-fashion-mnist"), "%s", out);
+                  strstr(out, "dataset-fashion-mnist"),
+              "%s", out);
 }
 
 /* Weights of the mlp kiln-train builds, as a program of its own would save them. */

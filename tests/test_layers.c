@@ -81,9 +81,9 @@ Test(init, uniform_matches_the_reference_generator)
 {
     kiln_tensor *p = param("p", KILN_SHAPE(4));
     expect_ok(kiln_init_uniform(p, -1.0f, 3.0f, 42), "kiln_init_uniform");
-    const float want[] = { -0.6645480990409851f, 0.5159209966659546f, 1.7201735973358154f,
-                           2.6987717151641846f };
-    float *v = values(p);
+    const float want[] = {-0.6645480990409851f, 0.5159209966659546f, 1.7201735973358154f,
+                          2.6987717151641846f};
+    float      *v      = values(p);
     for (int i = 0; i < 4; i++)
         cr_assert_eq(v[i], want[i], "element %d is %.9g, expected %.9g", i, (double)v[i],
                      (double)want[i]);
@@ -94,9 +94,9 @@ Test(init, normal_matches_the_reference_generator)
 {
     kiln_tensor *p = param("p", KILN_SHAPE(4));
     expect_ok(kiln_init_normal(p, 0.5f, 2.0f, 7), "kiln_init_normal");
-    const float want[] = { -0.058047983795404434f, 3.5554463863372803f, 4.299537181854248f,
-                           0.04660850763320923f };
-    float *v = values(p);
+    const float want[] = {-0.058047983795404434f, 3.5554463863372803f, 4.299537181854248f,
+                          0.04660850763320923f};
+    float      *v      = values(p);
     for (int i = 0; i < 4; i++) /* libm may differ in the last bit: see init.c */
         cr_assert_float_eq(v[i], want[i], 1e-6f * (1 + fabsf(want[i])),
                            "element %d is %.9g, expected %.9g", i, (double)v[i],
@@ -156,7 +156,7 @@ Test(init, xavier_bounds_follow_the_fans_of_dense_and_conv_weights)
     const struct {
         kiln_tensor *p;
         double       bound;
-    } cases[] = { { dense, sqrt(6.0 / 400) }, { conv, sqrt(6.0 / (72 + 144)) } };
+    } cases[] = {{dense, sqrt(6.0 / 400)}, {conv, sqrt(6.0 / (72 + 144))}};
     for (int c = 0; c < 2; c++) {
         float  *v   = values(cases[c].p);
         int64_t n   = kiln_tensor_numel(cases[c].p);
@@ -178,7 +178,7 @@ Test(init, he_stddev_is_sqrt_2_over_fan_in)
     const struct {
         kiln_tensor *p;
         double       sd;
-    } cases[] = { { dense, sqrt(2.0 / 400) }, { conv, sqrt(2.0 / 72) } };
+    } cases[] = {{dense, sqrt(2.0 / 400)}, {conv, sqrt(2.0 / 72)}};
     for (int c = 0; c < 2; c++) {
         float *v = values(cases[c].p);
         double mean, sd;
@@ -200,7 +200,7 @@ Test(init, works_after_compile_as_before)
     expect_ok(kiln_init_he(after, 77), "he after compile");
     float *a = values(before), *b = values(after);
     cr_assert(memcmp(a, b, 32 * sizeof *a) == 0, "the same seed gave other values after "
-              "compile");
+                                                 "compile");
     free(a);
     free(b);
 }
@@ -283,8 +283,8 @@ Test(layers, two_layers_of_one_name_are_an_error)
 static uint64_t splitmix64(uint64_t *state) /* the published algorithm */
 {
     uint64_t z = (*state += 0x9E3779B97F4A7C15u);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z          = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
     return z ^ (z >> 31);
 }
 
@@ -299,7 +299,7 @@ Test(layers, dense_computes_x_at_weight_plus_bias)
     cr_assert(w && b, "fc.weight and fc.bias not found");
     cr_assert(kiln_tensor_dim(w, 0) == 3 && kiln_tensor_dim(w, 1) == 4, "weight shape");
     cr_assert(kiln_tensor_ndim(b) == 1 && kiln_tensor_dim(b, 0) == 4, "bias shape");
-    const float xs[] = { 1, -2, 0.5f, 3, 0, -1 }, bs[] = { 0.25f, -0.5f, 1, 2 };
+    const float xs[] = {1, -2, 0.5f, 3, 0, -1}, bs[] = {0.25f, -0.5f, 1, 2};
     expect_ok(kiln_tensor_write(b, bs, sizeof bs), "write bias");
     expect_ok(kiln_graph_compile(g), "compile");
     expect_ok(kiln_tensor_write(x, xs, sizeof xs), "write x");
@@ -325,17 +325,20 @@ Test(layers, weights_are_he_normal_from_the_graph_seed_and_biases_zero)
     cr_assert_eq(kiln_graph_status(g), KILN_OK, "%s", kiln_graph_error(g));
     /* each layer takes the next value of splitmix64 from the seed */
     uint64_t     state = 123;
-    kiln_tensor *ref0 = param("ref0", KILN_SHAPE(6, 6)), *ref1 = param("ref1", KILN_SHAPE(6, 5));
+    kiln_tensor *ref0  = param("ref0", KILN_SHAPE(6, 6)),
+                *ref1  = param("ref1", KILN_SHAPE(6, 5));
     expect_ok(kiln_init_he(ref0, splitmix64(&state)), "he ref0");
     expect_ok(kiln_init_he(ref1, splitmix64(&state)), "he ref1");
-    const char  *names[] = { "dense0.weight", "dense1.weight" };
-    kiln_tensor *refs[]  = { ref0, ref1 };
+    const char  *names[] = {"dense0.weight", "dense1.weight"};
+    kiln_tensor *refs[]  = {ref0, ref1};
     for (int l = 0; l < 2; l++) {
         kiln_tensor *w = kiln_graph_find(g, names[l]);
         cr_assert_not_null(w, "%s not found", names[l]);
         float *a = values(w), *b = values(refs[l]);
-        cr_assert(memcmp(a, b, kiln_tensor_nbytes(w)) == 0, "%s is not He-normal from "
-                  "value %d of the seed sequence", names[l], l + 1);
+        cr_assert(memcmp(a, b, kiln_tensor_nbytes(w)) == 0,
+                  "%s is not He-normal from "
+                  "value %d of the seed sequence",
+                  names[l], l + 1);
         free(a);
         free(b);
     }
@@ -367,15 +370,17 @@ Test(layers, conv2d_layer_makes_its_parameters_and_output_shape)
     kiln_tensor *z = kiln_dense(g, kiln_flatten(g, y), 10, NULL);
     cr_assert_eq(kiln_graph_status(g), KILN_OK, "%s", kiln_graph_error(g));
     cr_assert(kiln_tensor_dim(y, 0) == 2 && kiln_tensor_dim(y, 1) == 5 &&
-              kiln_tensor_dim(y, 2) == 8 && kiln_tensor_dim(y, 3) == 8, "conv output shape");
+                  kiln_tensor_dim(y, 2) == 8 && kiln_tensor_dim(y, 3) == 8,
+              "conv output shape");
     cr_assert_eq(kiln_tensor_dim(z, 1), 10);
     /* layers count together: the second layer is dense1 */
-    const char *names[] = { "conv0.weight", "conv0.bias", "dense1.weight", "dense1.bias" };
+    const char *names[] = {"conv0.weight", "conv0.bias", "dense1.weight", "dense1.bias"};
     for (size_t i = 0; i < 4; i++)
         cr_assert_str_eq(kiln_tensor_name(kiln_graph_param(g, i)), names[i]);
     kiln_tensor *w = kiln_graph_param(g, 0);
     cr_assert(kiln_tensor_dim(w, 0) == 5 && kiln_tensor_dim(w, 1) == 3 &&
-              kiln_tensor_dim(w, 2) == 3 && kiln_tensor_dim(w, 3) == 3, "conv weight shape");
+                  kiln_tensor_dim(w, 2) == 3 && kiln_tensor_dim(w, 3) == 3,
+              "conv weight shape");
 }
 
 Test(layers, the_same_seed_builds_the_same_model)

@@ -44,13 +44,13 @@ typedef struct test_plugin {
 } test_plugin;
 
 static const test_plugin test_plugins[] = {
-    { "cpu",        NULL,         "kiln-cpu.so"        },
-    { "example",    NULL,         "kiln-example.so"    },
-    { "garbage",    NULL,         "kiln-garbage.so"    },
-    { "good",       "good",       "kiln-good.so"       },
-    { "bad_abi",    "bad_abi",    "kiln-bad-abi.so"    },
-    { "no_entry",   "no_entry",   "kiln-no-entry.so"   },
-    { "probe_zero", "probe_zero", "kiln-probe-zero.so" },
+    {"cpu", NULL, "kiln-cpu.so"},
+    {"example", NULL, "kiln-example.so"},
+    {"garbage", NULL, "kiln-garbage.so"},
+    {"good", "good", "kiln-good.so"},
+    {"bad_abi", "bad_abi", "kiln-bad-abi.so"},
+    {"no_entry", "no_entry", "kiln-no-entry.so"},
+    {"probe_zero", "probe_zero", "kiln-probe-zero.so"},
 };
 
 /* The cpu plugin's directory, as make check gives it. */
@@ -111,7 +111,7 @@ static void plugin_file(const char *key, char *buf, size_t len)
 static void use_plugins(const char *first, ...)
 {
     char    path[LEN] = "";
-    size_t  n = 0;
+    size_t  n         = 0;
     va_list ap;
     va_start(ap, first);
     for (const char *key = first; key; key = va_arg(ap, const char *)) {
@@ -129,8 +129,8 @@ static void use_plugins(const char *first, ...)
 static bool same_file(const char *a, const char *b)
 {
     struct stat sa, sb;
-    return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 &&
-           sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
 }
 
 /* Every report of an attempt on `file`, in discovery order; returns how many. */
@@ -152,8 +152,8 @@ static const kiln_plugin_report *report(const char *key)
     plugin_file(key, file, sizeof file);
     const kiln_plugin_report *found[2];
     size_t                    n = reports_for_file(file, found, 2);
-    cr_assert_eq(n, 1, "expected one attempt on %s in kiln_plugins(), found %zu",
-                 file, n);
+    cr_assert_eq(n, 1, "expected one attempt on %s in kiln_plugins(), found %zu", file,
+                 n);
     return found[0];
 }
 
@@ -222,7 +222,7 @@ static char *capture_end(capture *c)
     char *text = malloc((size_t)size + 1);
     cr_assert_not_null(text);
     size_t got = fread(text, 1, (size_t)size, c->file);
-    text[got] = '\0';
+    text[got]  = '\0';
     fclose(c->file);
     return text;
 }
@@ -299,8 +299,10 @@ Test(loader, refuses_second_plugin_with_a_name_already_loaded)
     cr_assert_str_eq(r[0]->name, "cpu");
     cr_assert_not_null(r[1]->reason, "the second plugin named cpu was not refused");
     cr_assert(strstr(r[1]->reason, "already loaded from"), "reason: %s", r[1]->reason);
-    cr_assert(strstr(r[1]->reason, r[0]->path), "the reason \"%s\" does not name "
-              "the first file, %s", r[1]->reason, r[0]->path);
+    cr_assert(strstr(r[1]->reason, r[0]->path),
+              "the reason \"%s\" does not name "
+              "the first file, %s",
+              r[1]->reason, r[0]->path);
 
     const kiln_device_report *d;
     size_t                    nd = kiln_devices(&d), cpu0 = 0;
@@ -322,8 +324,7 @@ Test(loader, loads_good_plugins_past_broken_ones)
     cr_assert_eq(devices_of("good"), 2);
     cr_assert_gt(devices_of("cpu"), 0);
 
-    static const char *const broken[] = { "garbage", "no_entry", "bad_abi",
-                                          "probe_zero" };
+    static const char *const broken[] = {"garbage", "no_entry", "bad_abi", "probe_zero"};
     for (size_t i = 0; i < sizeof broken / sizeof *broken; i++)
         cr_assert_not_null(report(broken[i])->reason, "%s was not refused", broken[i]);
 }
@@ -345,7 +346,8 @@ Test(loader, tries_path_entries_in_order)
     size_t cpu = position(report("cpu")), garbage = position(report("garbage"));
     cr_assert(good < bad && bad < cpu && cpu < garbage,
               "attempts out of KILN_PLUGIN_PATH order: good %zu, bad_abi %zu, "
-              "cpu %zu, garbage %zu", good, bad, cpu, garbage);
+              "cpu %zu, garbage %zu",
+              good, bad, cpu, garbage);
 }
 
 /* A scratch directory of symbolic links, removed after each test using it. */
@@ -387,7 +389,7 @@ Test(loader, tries_files_ending_in_so_in_name_order, .init = scratch_setup,
     size_t a = position(report("no_entry")), b = position(report("garbage"));
     size_t c = position(report("bad_abi"));
     cr_assert(a < b && b < c, "a.so, b.so, c.so tried at %zu, %zu, %zu", a, b, c);
-    const kiln_plugin_report *r[1] = { NULL };
+    const kiln_plugin_report *r[1] = {NULL};
     char                      good[LEN];
     plugin_file("good", good, sizeof good);
     size_t tried = reports_for_file(good, r, 1);
@@ -413,8 +415,8 @@ Test(loader, never_searches_the_current_directory, .init = scratch_setup,
 
     assert_usable("cpu", "cpu");
     for (size_t i = 0; i < n; i++)
-        cr_assert(!all[i].name || strcmp(all[i].name, "good") != 0,
-                  "loaded good from %s", all[i].path);
+        cr_assert(!all[i].name || strcmp(all[i].name, "good") != 0, "loaded good from %s",
+                  all[i].path);
     cr_assert_eq(devices_of("good"), 0);
 }
 
@@ -427,7 +429,7 @@ Test(loader, debug_log_shows_every_attempt_and_its_outcome)
     capture c;
     capture_begin(&c);
     const kiln_plugin_report *r;
-    size_t                    n = kiln_plugins(&r);
+    size_t                    n   = kiln_plugins(&r);
     char                     *log = capture_end(&c);
 
     cr_assert_geq(n, 6);
@@ -442,9 +444,10 @@ Test(loader, debug_log_shows_every_attempt_and_its_outcome)
         cr_assert(has_line(log, "kiln: debug: ", r[i].path),
                   "no debug line names %s; the log:\n%s", r[i].path, log);
         if (r[i].reason)
-            cr_assert(has_line(log, "kiln: ", r[i].reason), "the log does not say "
-                      "why %s was refused (%s); the log:\n%s", r[i].path, r[i].reason,
-                      log);
+            cr_assert(has_line(log, "kiln: ", r[i].reason),
+                      "the log does not say "
+                      "why %s was refused (%s); the log:\n%s",
+                      r[i].path, r[i].reason, log);
     }
     free(log);
 }
@@ -512,7 +515,7 @@ static void assert_result(const kiln_tensor *y, const float *want, size_t n)
     cr_assert_eq(kiln_tensor_read(y, got, n * sizeof *got), KILN_OK, "read: %s",
                  kiln_last_error());
     ref_expect_close("the result", got, want, ref_shape_of(KILN_SHAPE((int64_t)n)),
-                     (ref_tol){ 1e-6, 0.0 });
+                     (ref_tol){1e-6, 0.0});
 }
 
 Test(example, runs_bias_add_then_relu)
@@ -525,8 +528,8 @@ Test(example, runs_bias_add_then_relu)
     cr_assert_eq(kiln_output(g, y), KILN_OK, "%s", kiln_graph_error(g));
     must_compile(g);
 
-    const float xs[6] = { 1.0f, -2.0f, 3.5f, -0.25f, 0.5f, -4.0f };
-    const float bs[3] = { 0.5f, 1.0f, -1.5f };
+    const float xs[6] = {1.0f, -2.0f, 3.5f, -0.25f, 0.5f, -4.0f};
+    const float bs[3] = {0.5f, 1.0f, -1.5f};
     float       want[6];
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 3; j++) {
@@ -550,14 +553,14 @@ Test(example, runs_mul_and_broadcasts_from_the_left)
     kiln_tensor  *w = kiln_input(g, "w", KILN_F32, KILN_SHAPE(2, 3));
     kiln_tensor  *b = kiln_input(g, "b", KILN_F32, KILN_SHAPE(3));
     /* y = b + (-2 * x) * w: a scalar and a bias broadcast from the left */
-    kiln_tensor  *t = kiln_mul(g, kiln_scalar(g, -2.0f), x);
-    kiln_tensor  *y = kiln_add(g, b, kiln_mul(g, t, w));
+    kiln_tensor *t = kiln_mul(g, kiln_scalar(g, -2.0f), x);
+    kiln_tensor *y = kiln_add(g, b, kiln_mul(g, t, w));
     cr_assert_eq(kiln_output(g, y), KILN_OK, "%s", kiln_graph_error(g));
     must_compile(g);
 
-    const float xs[6] = { 1.0f, -2.0f, 3.0f, 0.5f, 0.0f, -1.0f };
-    const float ws[6] = { 2.0f, 0.5f, -1.0f, 4.0f, 3.0f, 0.25f };
-    const float bs[3] = { 10.0f, 20.0f, 30.0f };
+    const float xs[6] = {1.0f, -2.0f, 3.0f, 0.5f, 0.0f, -1.0f};
+    const float ws[6] = {2.0f, 0.5f, -1.0f, 4.0f, 3.0f, 0.25f};
+    const float bs[3] = {10.0f, 20.0f, 30.0f};
     float       want[6];
     for (int i = 0; i < 6; i++)
         want[i] = bs[i % 3] + (-2.0f * xs[i]) * ws[i];
@@ -585,8 +588,8 @@ Test(example, runs_matmul_on_the_cpu_fallback_and_logs_it)
 
     capture c;
     capture_begin(&c);
-    kiln_status st = kiln_graph_compile(g);
-    char *log = capture_end(&c);
+    kiln_status st  = kiln_graph_compile(g);
+    char       *log = capture_end(&c);
     cr_assert_eq(st, KILN_OK, "compile: %s", kiln_last_error());
     cr_assert(has_line(log, "kiln: debug: ", "(matmul [2, 2]) runs on cpu:0"),
               "no fallback line for the matmul in:\n%s", log);
@@ -594,8 +597,8 @@ Test(example, runs_matmul_on_the_cpu_fallback_and_logs_it)
               "the relu should stay on the example device:\n%s", log);
     free(log);
 
-    const float as[6] = { 1.0f, -2.0f, 3.0f, 0.5f, 0.0f, -1.0f };
-    const float ws[6] = { 2.0f, 0.5f, -1.0f, 4.0f, 3.0f, 0.25f };
+    const float as[6] = {1.0f, -2.0f, 3.0f, 0.5f, 0.0f, -1.0f};
+    const float ws[6] = {2.0f, 0.5f, -1.0f, 4.0f, 3.0f, 0.25f};
     float       want[4];
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++) {

@@ -21,7 +21,8 @@ Test(op_table, every_op_has_one_row_with_a_unique_lowercase_name)
         cr_assert_not_null(d, "op %d has no row", op);
         cr_assert(d->name && *d->name, "op %d has no name", op);
         for (const char *c = d->name; *c; c++)
-            cr_assert(islower((unsigned char)*c) || isdigit((unsigned char)*c) || *c == '_',
+            cr_assert(islower((unsigned char)*c) || isdigit((unsigned char)*c) ||
+                          *c == '_',
                       "op %d's name \"%s\" is not lowercase snake_case", op, d->name);
         for (int other = 0; other < op; other++)
             cr_assert_str_neq(kiln__op_def_of((kiln_op)other)->name, d->name,
@@ -44,12 +45,14 @@ Test(op_table, public_op_names_come_from_the_table)
 Test(op_table, rows_are_consistent)
 {
     for (int op = 0; op < KILN_OP_COUNT; op++) {
-        const kiln__op_def *d = kiln__op_def_of((kiln_op)op);
-        bool dispatched = d->flags & KILN__OP_DISPATCHED;
+        const kiln__op_def *d          = kiln__op_def_of((kiln_op)op);
+        bool                dispatched = d->flags & KILN__OP_DISPATCHED;
         cr_assert(d->n_src >= 0 && d->n_opt >= 0 && d->n_src + d->n_opt <= KILN_MAX_SRC,
                   "%s: %d + %d sources", d->name, d->n_src, d->n_opt);
-        cr_assert_eq(dispatched, d->rule != NULL, "%s: a dispatched op needs a shape "
-                     "rule, and only those have one", d->name);
+        cr_assert_eq(dispatched, d->rule != NULL,
+                     "%s: a dispatched op needs a shape "
+                     "rule, and only those have one",
+                     d->name);
         for (int s = 0; s < d->n_src + d->n_opt; s++)
             cr_assert(d->src_name[s] && *d->src_name[s], "%s: source %d has no name",
                       d->name, s);
@@ -58,8 +61,10 @@ Test(op_table, rows_are_consistent)
         cr_assert_eq(d->writes >> (d->n_src + d->n_opt), 0u,
                      "%s writes a source it does not have", d->name);
         if (d->writes)
-            cr_assert(d->flags & KILN__OP_IN_PLACE, "%s writes sources in place but "
-                      "is not marked in place", d->name);
+            cr_assert(d->flags & KILN__OP_IN_PLACE,
+                      "%s writes sources in place but "
+                      "is not marked in place",
+                      d->name);
     }
     cr_assert_eq(kiln__op_def_of(KILN_OP_LEAF)->flags & KILN__OP_DISPATCHED, 0u);
     cr_assert_eq(kiln__op_def_of(KILN_OP_RESHAPE)->flags & KILN__OP_DISPATCHED, 0u);
@@ -72,7 +77,7 @@ Test(op_table, rows_are_consistent)
 
 static kiln_node tensor(kiln_dtype dtype, int ndim, const int64_t *dims)
 {
-    kiln_node t = { .op = KILN_OP_LEAF, .dtype = dtype, .ndim = ndim, .numel = 1 };
+    kiln_node t = {.op = KILN_OP_LEAF, .dtype = dtype, .ndim = ndim, .numel = 1};
     for (int d = 0; d < ndim; d++) {
         t.dims[d] = dims[d];
         t.numel *= dims[d];
@@ -82,37 +87,37 @@ static kiln_node tensor(kiln_dtype dtype, int ndim, const int64_t *dims)
 
 Test(op_table, check_accepts_a_node_that_keeps_its_rule)
 {
-    kiln_node a = tensor(KILN_F32, 2, (int64_t[]){ 3, 4 });
-    kiln_node b = tensor(KILN_F32, 2, (int64_t[]){ 4, 5 });
-    kiln_node mm = tensor(KILN_F32, 2, (int64_t[]){ 3, 5 });
-    mm.op = KILN_OP_MATMUL;
-    mm.src[0] = &a;
-    mm.src[1] = &b;
+    kiln_node a  = tensor(KILN_F32, 2, (int64_t[]){3, 4});
+    kiln_node b  = tensor(KILN_F32, 2, (int64_t[]){4, 5});
+    kiln_node mm = tensor(KILN_F32, 2, (int64_t[]){3, 5});
+    mm.op        = KILN_OP_MATMUL;
+    mm.src[0]    = &a;
+    mm.src[1]    = &b;
     cr_assert_null(kiln__op_check(&mm), "%s", kiln__op_check(&mm));
-    mm.iparam[1] = 1;   /* b read transposed: [5, 4] would be needed */
+    mm.iparam[1] = 1; /* b read transposed: [5, 4] would be needed */
     cr_assert_str_eq(kiln__op_check(&mm), "the inner dimensions of a and b differ");
 }
 
 Test(op_table, check_refuses_dtypes_missing_sources_and_bad_extents)
 {
-    kiln_node x = tensor(KILN_F32, 1, (int64_t[]){ 4 });
-    kiln_node labels = tensor(KILN_F32, 1, (int64_t[]){ 4 });
-    kiln_node relu = tensor(KILN_F32, 1, (int64_t[]){ 4 });
-    relu.op = KILN_OP_RELU;
+    kiln_node x      = tensor(KILN_F32, 1, (int64_t[]){4});
+    kiln_node labels = tensor(KILN_F32, 1, (int64_t[]){4});
+    kiln_node relu   = tensor(KILN_F32, 1, (int64_t[]){4});
+    relu.op          = KILN_OP_RELU;
     cr_assert_str_eq(kiln__op_check(&relu), "a source is missing");
     relu.src[0] = &x;
     cr_assert_null(kiln__op_check(&relu));
-    x.numel = 5;   /* dims say 4 */
+    x.numel = 5; /* dims say 4 */
     cr_assert_str_eq(kiln__op_check(&relu), "a tensor's ndim, dims and numel disagree");
-    x.numel = 4;
+    x.numel    = 4;
     relu.dtype = KILN_I32;
     cr_assert_str_eq(kiln__op_check(&relu), "a tensor is not f32");
 
-    kiln_node logits = tensor(KILN_F32, 2, (int64_t[]){ 4, 3 });
-    kiln_node ce = tensor(KILN_F32, 0, NULL);
-    ce.op = KILN_OP_CROSS_ENTROPY;
-    ce.src[0] = &logits;
-    ce.src[1] = &labels;
+    kiln_node logits = tensor(KILN_F32, 2, (int64_t[]){4, 3});
+    kiln_node ce     = tensor(KILN_F32, 0, NULL);
+    ce.op            = KILN_OP_CROSS_ENTROPY;
+    ce.src[0]        = &logits;
+    ce.src[1]        = &labels;
     cr_assert_str_eq(kiln__op_check(&ce), "a tensor is not i32");
     labels.dtype = KILN_I32;
     cr_assert_null(kiln__op_check(&ce));
@@ -123,26 +128,27 @@ Test(op_table, check_refuses_dtypes_missing_sources_and_bad_extents)
 
 static bool inside(const kiln_node *t)
 {
-    return t->offset + (size_t)t->numel * 4 <= 64;   /* a 64-byte buffer */
+    return t->offset + (size_t)t->numel * 4 <= 64; /* a 64-byte buffer */
 }
 
 Test(op_table, storage_check_finds_data_outside_and_a_moved_in_place_output)
 {
     static int buffer;
-    kiln_node p = tensor(KILN_F32, 1, (int64_t[]){ 2 });
-    kiln_node hp = tensor(KILN_F32, 1, (int64_t[]){ 4 });
-    kiln_node step = p;
-    step.op = KILN_OP_SGD_STEP;
+    kiln_node  p    = tensor(KILN_F32, 1, (int64_t[]){2});
+    kiln_node  hp   = tensor(KILN_F32, 1, (int64_t[]){4});
+    kiln_node  step = p;
+    step.op         = KILN_OP_SGD_STEP;
     step.src[0] = step.src[1] = step.src[2] = &p;
-    step.src[3] = &hp;
+    step.src[3]                             = &hp;
     p.buffer = hp.buffer = step.buffer = &buffer;
     cr_assert_null(kiln__op_check(&step), "%s", kiln__op_check(&step));
     cr_assert_null(kiln__op_check_storage(&step, inside));
     step.offset = 8;
     cr_assert_str_eq(kiln__op_check_storage(&step, inside),
-                     "the output is not the storage of src[0]: the op updates it in place");
+                     "the output is not the storage of src[0]: the op updates it in "
+                     "place");
     step.offset = 0;
-    hp.offset = 56;
+    hp.offset   = 56;
     cr_assert_str_eq(kiln__op_check_storage(&step, inside),
                      "a tensor's data lies outside its buffer");
 }
@@ -150,7 +156,7 @@ Test(op_table, storage_check_finds_data_outside_and_a_moved_in_place_output)
 Test(op_table, messages_format_shapes_one_way)
 {
     char s[KILN__SHAPE_STR];
-    cr_assert_str_eq(kiln__shape_str(s, 2, (int64_t[]){ 3, 4 }), "[3, 4]");
+    cr_assert_str_eq(kiln__shape_str(s, 2, (int64_t[]){3, 4}), "[3, 4]");
     cr_assert_str_eq(kiln__shape_str(s, 0, NULL), "[]");
     int64_t big[KILN_MAX_DIMS];
     for (int d = 0; d < KILN_MAX_DIMS; d++)
@@ -159,13 +165,13 @@ Test(op_table, messages_format_shapes_one_way)
     cr_assert_lt(strlen(s), sizeof s);
     cr_assert_eq(s[strlen(s) - 1], ']');
 
-    kiln_node a = tensor(KILN_F32, 1, (int64_t[]){ 4 });
-    kiln_node b = tensor(KILN_F32, 1, (int64_t[]){ 5 });
-    kiln_node g = tensor(KILN_F32, 1, (int64_t[]){ 4 });
-    g.op = KILN_OP_RELU_GRAD;
-    g.name = "h";
-    g.src[0] = &a;
-    g.src[1] = &b;
+    kiln_node a = tensor(KILN_F32, 1, (int64_t[]){4});
+    kiln_node b = tensor(KILN_F32, 1, (int64_t[]){5});
+    kiln_node g = tensor(KILN_F32, 1, (int64_t[]){4});
+    g.op        = KILN_OP_RELU_GRAD;
+    g.name      = "h";
+    g.src[0]    = &a;
+    g.src[1]    = &b;
     char msg[512];
     cr_assert_eq(kiln__refusal(msg, sizeof msg, "cpu", 7, &g, kiln__op_check(&g)),
                  KILN_ERR_SHAPE);

@@ -33,9 +33,9 @@
 /* The first usable OpenCL device as "opencl:N"; skips the test if none. */
 static const char *opencl_spec(void)
 {
-    static char spec[32];
+    static char               spec[32];
     const kiln_device_report *d;
-    size_t n = kiln_devices(&d);
+    size_t                    n = kiln_devices(&d);
     for (size_t k = 0; k < n; k++) {
         if (strcmp(d[k].backend, "opencl") == 0 && !d[k].unusable) {
             snprintf(spec, sizeof spec, "opencl:%d", d[k].index);
@@ -55,8 +55,8 @@ static child_result run_cached(const char *dir)
     char backend[64], cache[4200];
     snprintf(backend, sizeof backend, "KILN_BACKEND=%s", opencl_spec());
     snprintf(cache, sizeof cache, "KILN_CACHE_DIR=%s", dir);
-    const char *env[] = { backend, cache, "KILN_LOG=info", NULL };
-    child_result r = child_run("graph_runner", env);
+    const char  *env[] = {backend, cache, "KILN_LOG=info", NULL};
+    child_result r     = child_run("graph_runner", env);
     cr_assert_eq(r.status, 0, "graph_runner with %s failed (%d):\n%s", cache, r.status,
                  r.err);
     return r;
@@ -68,13 +68,12 @@ static void only_entry(const char *dir, char *path, size_t len)
 {
     DIR *d = opendir(dir);
     cr_assert_not_null(d, "opendir %s: %s", dir, strerror(errno));
-    int entries = 0;
+    int            entries = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
             continue;
-        cr_assert_null(strstr(e->d_name, ".tmp"), "a temp file was left: %s",
-                       e->d_name);
+        cr_assert_null(strstr(e->d_name, ".tmp"), "a temp file was left: %s", e->d_name);
         snprintf(path, len, "%s/%s", dir, e->d_name);
         entries++;
     }
@@ -193,9 +192,9 @@ Test(opencl_cache, off_builds_from_source_and_writes_nothing)
     snprintf(backend, sizeof backend, "KILN_BACKEND=%s", opencl_spec());
     child_temp_dir(dir, sizeof dir);
     snprintf(home, sizeof home, "HOME=%s", dir);
-    const char *env[] = { backend, home, "-XDG_CACHE_HOME", "KILN_CACHE_DIR=off",
-                          "KILN_LOG=info", NULL };
-    child_result r = child_run("graph_runner", env);
+    const char  *env[] = {backend,         home, "-XDG_CACHE_HOME", "KILN_CACHE_DIR=off",
+                          "KILN_LOG=info", NULL};
+    child_result r     = child_run("graph_runner", env);
     cr_assert_eq(r.status, 0, "graph_runner failed (%d):\n%s", r.status, r.err);
     expect_log(&r, "program cache off", true);
     size_t n = child_dir_entries(dir);
@@ -210,8 +209,8 @@ Test(opencl_cache, defaults_to_a_kiln_folder_in_xdg_cache_home)
     snprintf(backend, sizeof backend, "KILN_BACKEND=%s", opencl_spec());
     child_temp_dir(dir, sizeof dir);
     snprintf(xdg, sizeof xdg, "XDG_CACHE_HOME=%s", dir);
-    const char *env[] = { backend, xdg, "-KILN_CACHE_DIR", "KILN_LOG=info", NULL };
-    child_result r = child_run("graph_runner", env);
+    const char  *env[] = {backend, xdg, "-KILN_CACHE_DIR", "KILN_LOG=info", NULL};
+    child_result r     = child_run("graph_runner", env);
     cr_assert_eq(r.status, 0, "graph_runner failed (%d):\n%s", r.status, r.err);
     snprintf(kiln_dir, sizeof kiln_dir, "%s/kiln", dir);
     only_entry(kiln_dir, entry, sizeof entry);
@@ -223,7 +222,7 @@ Test(opencl_cache, defaults_to_a_kiln_folder_in_xdg_cache_home)
 
 static void expect_listing(const char *spec, kiln_status want)
 {
-    size_t k;
+    size_t      k;
     kiln_status st = kiln_select(spec, &k);
     cr_assert_eq(st, want, "kiln_select(\"%s\") gave %s, expected %s: %s", spec,
                  kiln_status_name(st), kiln_status_name(want), kiln_last_error());
@@ -248,7 +247,7 @@ Test(opencl_select, bad_device_forms_give_the_listing)
 
 static const kiln_device_report *selected(const char *spec)
 {
-    size_t k;
+    size_t      k;
     kiln_status st = kiln_select(spec, &k);
     cr_assert_eq(st, KILN_OK, "kiln_select(\"%s\"): %s", spec, kiln_last_error());
     const kiln_device_report *d;
@@ -259,7 +258,7 @@ static const kiln_device_report *selected(const char *spec)
 Test(opencl_select, names_a_device_by_index_or_by_device_or_platform_name)
 {
     const kiln_device_report *d;
-    size_t n = kiln_devices(&d);
+    size_t                    n = kiln_devices(&d);
     opencl_spec();
     for (size_t k = 0; k < n; k++) {
         if (strcmp(d[k].backend, "opencl") != 0 || d[k].unusable)
@@ -288,17 +287,19 @@ Test(opencl_select, scores_by_device_type_and_kiln_cpu_wins_over_an_opencl_cpu)
 {
     const kiln_device_report *d;
     const kiln_plugin_report *p;
-    size_t n = kiln_devices(&d), np = kiln_plugins(&p);
-    int best = 0, score = -1;
+    size_t                    n = kiln_devices(&d), np = kiln_plugins(&p);
+    int                       best = 0, score = -1;
     opencl_spec();
     for (size_t k = 0; k < n; k++) {
         if (strcmp(d[k].backend, "opencl") != 0 || d[k].unusable)
             continue;
-        int s = d[k].type == KILN_DEVICE_GPU ? 100
-              : d[k].type == KILN_DEVICE_ACCELERATOR ? 90 : 10;
-        best = s > best ? s : best;
-        cr_assert(strstr(d[k].description, "fp64 ") && strstr(d[k].description, "fp16 ")
-                  && strstr(d[k].description, "OpenCL C"),
+        int s = d[k].type == KILN_DEVICE_GPU           ? 100
+                : d[k].type == KILN_DEVICE_ACCELERATOR ? 90
+                                                       : 10;
+        best  = s > best ? s : best;
+        cr_assert(strstr(d[k].description, "fp64 ") &&
+                      strstr(d[k].description, "fp16 ") &&
+                      strstr(d[k].description, "OpenCL C"),
                   "the description lacks fp16/fp64/OpenCL C: %s", d[k].description);
     }
     for (size_t i = 0; i < np; i++)
@@ -317,7 +318,7 @@ Test(opencl_errors, memory_that_cannot_be_had_is_an_error_not_a_crash)
 {
     kiln_context *ctx = kiln_context_new_for(opencl_spec());
     cr_assert_not_null(ctx, "%s", kiln_last_error());
-    kiln_graph *g = kiln_graph_new(ctx);
+    kiln_graph  *g = kiln_graph_new(ctx);
     kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(1 << 20, 1 << 20));
     kiln_output(g, kiln_relu(g, x));
     kiln_status st = kiln_graph_compile(g);
@@ -333,9 +334,9 @@ Test(opencl_errors, a_label_out_of_range_names_the_row_and_the_label)
 {
     kiln_context *ctx = kiln_context_new_for(opencl_spec());
     cr_assert_not_null(ctx, "%s", kiln_last_error());
-    kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(4, 10));
-    kiln_tensor *y = kiln_input(g, "y", KILN_I32, KILN_SHAPE(4));
+    kiln_graph  *g    = kiln_graph_new(ctx);
+    kiln_tensor *x    = kiln_input(g, "x", KILN_F32, KILN_SHAPE(4, 10));
+    kiln_tensor *y    = kiln_input(g, "y", KILN_I32, KILN_SHAPE(4));
     kiln_tensor *loss = kiln_cross_entropy(g, x, y);
     kiln_output(g, loss);
     cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", kiln_graph_error(g));
@@ -343,9 +344,12 @@ Test(opencl_errors, a_label_out_of_range_names_the_row_and_the_label)
     ref_fill(logits, 40, 7);
     kiln_tensor_write(x, logits, sizeof logits);
 
-    static const struct { int32_t labels[4]; const char *msg; } bad[] = {
-        { { 1, 3, 12, 0 }, "label 12 at row 2 is outside [0, 10)" },
-        { { 1, -1, 10, 0 }, "label -1 at row 1 is outside [0, 10)" },
+    static const struct {
+        int32_t     labels[4];
+        const char *msg;
+    } bad[] = {
+        {{1, 3, 12, 0}, "label 12 at row 2 is outside [0, 10)"},
+        {{1, -1, 10, 0}, "label -1 at row 1 is outside [0, 10)"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         kiln_tensor_write(y, bad[i].labels, sizeof bad[i].labels);
@@ -356,7 +360,7 @@ Test(opencl_errors, a_label_out_of_range_names_the_row_and_the_label)
                   bad[i].msg, kiln_last_error());
     }
     /* good labels after bad ones: the check starts afresh */
-    int32_t labels[4] = { 1, 3, 9, 0 };
+    int32_t labels[4] = {1, 3, 9, 0};
     kiln_tensor_write(y, labels, sizeof labels);
     cr_assert_eq(kiln_graph_run(g), KILN_OK, "%s", kiln_last_error());
     float got;
@@ -372,7 +376,7 @@ Test(opencl_errors, a_label_out_of_range_names_the_row_and_the_label)
 static void check_matmul(kiln_context *ctx, int64_t m, int64_t k, int64_t n, bool ta,
                          bool tb)
 {
-    kiln_graph *g = kiln_graph_new(ctx);
+    kiln_graph  *g = kiln_graph_new(ctx);
     kiln_tensor *a = ta ? kiln_input(g, "a", KILN_F32, KILN_SHAPE(k, m))
                         : kiln_input(g, "a", KILN_F32, KILN_SHAPE(m, k));
     kiln_tensor *b = tb ? kiln_input(g, "b", KILN_F32, KILN_SHAPE(n, k))
@@ -394,7 +398,7 @@ static void check_matmul(kiln_context *ctx, int64_t m, int64_t k, int64_t n, boo
     snprintf(what, sizeof what, "matmul M=%lld K=%lld N=%lld%s%s", (long long)m,
              (long long)k, (long long)n, ta ? " a^T" : "", tb ? " b^T" : "");
     ref_expect_close(what, got, want, ref_shape_of(KILN_SHAPE(m, n)),
-                     (ref_tol){ 2e-6 * (double)(k + 1), 1e-5 });
+                     (ref_tol){2e-6 * (double)(k + 1), 1e-5});
     free(av);
     free(bv);
     free(got);
@@ -413,14 +417,14 @@ Test(opencl_gemm, products_past_the_direct_kernels_match_the_reference)
 
 Test(opencl_gemm, a_batched_conv2d_with_a_large_gemm_matches_the_reference)
 {
-    const ref_conv2d_shape cs = { 6, 8, 20, 21, 16, 3, 3, 1, 1 };
-    int64_t oh = ref_conv_out_size(cs.h, cs.kh, cs.stride, cs.padding);
-    int64_t ow = ref_conv_out_size(cs.w, cs.kw, cs.stride, cs.padding);
+    const ref_conv2d_shape cs = {6, 8, 20, 21, 16, 3, 3, 1, 1};
+    int64_t                oh = ref_conv_out_size(cs.h, cs.kh, cs.stride, cs.padding);
+    int64_t                ow = ref_conv_out_size(cs.w, cs.kw, cs.stride, cs.padding);
     size_t nx = (size_t)(cs.n * cs.c * cs.h * cs.w), nw = (size_t)(cs.o * cs.c * 9);
-    size_t ny = (size_t)(cs.n * cs.o * oh * ow);
+    size_t ny         = (size_t)(cs.n * cs.o * oh * ow);
     kiln_context *ctx = kiln_context_new_for(opencl_spec());
     cr_assert_not_null(ctx, "%s", kiln_last_error());
-    kiln_graph *g = kiln_graph_new(ctx);
+    kiln_graph  *g = kiln_graph_new(ctx);
     kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(cs.n, cs.c, cs.h, cs.w));
     kiln_tensor *w = kiln_param(g, "w", KILN_SHAPE(cs.o, cs.c, 3, 3));
     kiln_tensor *b = kiln_param(g, "b", KILN_SHAPE(cs.o));
@@ -441,7 +445,7 @@ Test(opencl_gemm, a_batched_conv2d_with_a_large_gemm_matches_the_reference)
     ref_conv2d(xv, wv, bv, cs, want);
     ref_expect_close("conv2d x [6, 8, 20, 21], w [16, 8, 3, 3]", got, want,
                      ref_shape_of(KILN_SHAPE(cs.n, cs.o, oh, ow)),
-                     (ref_tol){ 2e-6 * 73, 1e-5 });
+                     (ref_tol){2e-6 * 73, 1e-5});
     free(xv);
     free(wv);
     free(got);

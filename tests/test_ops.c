@@ -21,9 +21,9 @@
 /* How many times each graph runs, with new data in the first leaf each time. */
 #define RUNS 2
 
-static const ref_tol TOL_EXACT      = {0.0, 0.0};
-static const ref_tol TOL_ROUNDING   = {1e-7, 1e-6}; /* one rounding, or a reciprocal */
-static const ref_tol TOL_TRANSCEND  = {1e-6, 1e-5}; /* exp, log, tanh ... in f32   */
+static const ref_tol TOL_EXACT     = {0.0, 0.0};
+static const ref_tol TOL_ROUNDING  = {1e-7, 1e-6}; /* one rounding, or a reciprocal */
+static const ref_tol TOL_TRANSCEND = {1e-6, 1e-5}; /* exp, log, tanh ... in f32   */
 
 /* A sum of `terms` products of values in [-2, 2], accumulated in f32. */
 static ref_tol tol_for_sum(int64_t terms)
@@ -47,19 +47,19 @@ static ref_shape shape2(int64_t d0, int64_t d1)
 /* ---- one-op graphs --------------------------------------------------------- */
 
 typedef enum fill_kind {
-    FILL_ANY,        /* [-2, 2]                       */
-    FILL_POSITIVE,   /* [0.1, 2]: log, sqrt           */
-    FILL_NONZERO,    /* |x| in [0.5, 2]: divisors     */
-    FILL_TIES,       /* integers in [-2, 2]: max ties */
+    FILL_ANY,      /* [-2, 2]                       */
+    FILL_POSITIVE, /* [0.1, 2]: log, sqrt           */
+    FILL_NONZERO,  /* |x| in [0.5, 2]: divisors     */
+    FILL_TIES,     /* integers in [-2, 2]: max ties */
     FILL_NEAR_PLUS_1000,
     FILL_NEAR_MINUS_1000,
     FILL_PLUS_MINUS_1000,
-    FILL_LABELS,     /* i32 in [0, classes)           */
+    FILL_LABELS, /* i32 in [0, classes)           */
 } fill_kind;
 
 static const char *const fill_names[] = {
-    "in [-2, 2]", "positive", "nonzero", "with ties", "near +1000", "near -1000",
-    "near +-1000", "labels",
+    "in [-2, 2]", "positive",   "nonzero",     "with ties",
+    "near +1000", "near -1000", "near +-1000", "labels",
 };
 
 /* Inputs near +-1000 carry an absolute rounding error of about 3e-5 into any
@@ -97,9 +97,8 @@ typedef struct op_case {
 
 /* Starts a graph on ctx. The label names the case in every failure and seeds
  * its data, so each case gets its own numbers. */
-__attribute__((format(printf, 4, 5)))
-static void case_begin(op_case *c, kiln_context *ctx, const char *spec,
-                       const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void
+case_begin(op_case *c, kiln_context *ctx, const char *spec, const char *fmt, ...)
 {
     memset(c, 0, sizeof *c);
     c->spec = spec;
@@ -108,7 +107,7 @@ static void case_begin(op_case *c, kiln_context *ctx, const char *spec,
     vsnprintf(c->label, sizeof c->label, fmt, ap);
     va_end(ap);
     c->seed = ref_hash_str(c->label);
-    c->g = kiln_graph_new(ctx);
+    c->g    = kiln_graph_new(ctx);
     cr_assert_not_null(c->g, "%s on %s: kiln_graph_new failed: %s", c->label, spec,
                        kiln_last_error());
 }
@@ -124,13 +123,13 @@ static leaf *case_leaf(op_case *c, kiln_tensor *t, ref_shape s, fill_kind fill)
     cr_assert(c->n_leaves < MAX_LEAVES, "test bug: too many leaves");
     cr_assert_not_null(t, "%s on %s: making a %s leaf returned NULL: %s", c->label,
                        c->spec, ref_shape_text(s), kiln_last_error());
-    cr_assert_eq(kiln_graph_status(c->g), KILN_OK, "%s on %s: leaf %s: %s",
-                 c->label, c->spec, ref_shape_text(s), graph_error(c->g));
-    leaf *l = &c->leaves[c->n_leaves++];
-    l->t = t;
+    cr_assert_eq(kiln_graph_status(c->g), KILN_OK, "%s on %s: leaf %s: %s", c->label,
+                 c->spec, ref_shape_text(s), graph_error(c->g));
+    leaf *l  = &c->leaves[c->n_leaves++];
+    l->t     = t;
     l->shape = s;
-    l->n = ref_numel(s);
-    l->fill = fill;
+    l->n     = ref_numel(s);
+    l->fill  = fill;
     if (fill == FILL_LABELS)
         l->i = case_scratch(c, l->n, sizeof *l->i);
     else
@@ -151,9 +150,9 @@ static leaf *case_param(op_case *c, const char *name, ref_shape s, fill_kind fil
 static leaf *case_labels(op_case *c, const char *name, int64_t rows, int32_t classes)
 {
     ref_shape s = ref_shape_of(KILN_SHAPE(rows));
-    leaf *l = case_leaf(c, kiln_input(c->g, name, KILN_I32, s.ndim, s.dims), s,
-                        FILL_LABELS);
-    l->classes = classes;
+    leaf     *l = case_leaf(c, kiln_input(c->g, name, KILN_I32, s.ndim, s.dims), s,
+                            FILL_LABELS);
+    l->classes  = classes;
     return l;
 }
 
@@ -173,8 +172,8 @@ static void case_compile(op_case *c, kiln_tensor *out)
 {
     case_output(c, out);
     kiln_status st = kiln_graph_compile(c->g);
-    cr_assert_eq(st, KILN_OK, "%s on %s: kiln_graph_compile: %s: %s", c->label,
-                 c->spec, kiln_status_name(st), graph_error(c->g));
+    cr_assert_eq(st, KILN_OK, "%s on %s: kiln_graph_compile: %s: %s", c->label, c->spec,
+                 kiln_status_name(st), graph_error(c->g));
 }
 
 static void fill_plus_minus_1000(float *x, size_t n, uint64_t seed)
@@ -183,21 +182,21 @@ static void fill_plus_minus_1000(float *x, size_t n, uint64_t seed)
     ref_rng_seed(&rng, seed);
     for (size_t i = 0; i < n; i++) {
         float center = (ref_rng_next(&rng) >> 63) ? -1000.0f : 1000.0f;
-        x[i] = center + ref_rng_uniform(&rng, -2.0f, 2.0f);
+        x[i]         = center + ref_rng_uniform(&rng, -2.0f, 2.0f);
     }
 }
 
 static void fill_leaf(leaf *l, uint64_t seed)
 {
     switch (l->fill) {
-    case FILL_ANY:             ref_fill(l->f, l->n, seed); break;
-    case FILL_POSITIVE:        ref_fill_positive(l->f, l->n, seed); break;
-    case FILL_NONZERO:         ref_fill_nonzero(l->f, l->n, seed); break;
-    case FILL_TIES:            ref_fill_ties(l->f, l->n, seed); break;
-    case FILL_NEAR_PLUS_1000:  ref_fill_around(l->f, l->n, seed, 1000.0f); break;
+    case FILL_ANY: ref_fill(l->f, l->n, seed); break;
+    case FILL_POSITIVE: ref_fill_positive(l->f, l->n, seed); break;
+    case FILL_NONZERO: ref_fill_nonzero(l->f, l->n, seed); break;
+    case FILL_TIES: ref_fill_ties(l->f, l->n, seed); break;
+    case FILL_NEAR_PLUS_1000: ref_fill_around(l->f, l->n, seed, 1000.0f); break;
     case FILL_NEAR_MINUS_1000: ref_fill_around(l->f, l->n, seed, -1000.0f); break;
     case FILL_PLUS_MINUS_1000: fill_plus_minus_1000(l->f, l->n, seed); break;
-    case FILL_LABELS:          ref_fill_labels(l->i, l->n, l->classes, seed); break;
+    case FILL_LABELS: ref_fill_labels(l->i, l->n, l->classes, seed); break;
     }
 }
 
@@ -210,7 +209,7 @@ static void case_run(op_case *c)
         leaf *l = &c->leaves[k];
         fill_leaf(l, c->seed + 7919u * (uint64_t)k + 104729u * (uint64_t)c->round);
         const void *data = l->f ? (const void *)l->f : (const void *)l->i;
-        kiln_status st = kiln_tensor_write(l->t, data, l->n * 4);
+        kiln_status st   = kiln_tensor_write(l->t, data, l->n * 4);
         cr_assert_eq(st, KILN_OK, "%s on %s: writing leaf %d (%s, %zu bytes): %s: %s",
                      c->label, c->spec, k, ref_shape_text(l->shape), l->n * 4,
                      kiln_status_name(st), kiln_last_error());
@@ -224,10 +223,10 @@ static void case_run(op_case *c)
 static ref_shape shape_of_tensor(const op_case *c, const kiln_tensor *t)
 {
     int ndim = kiln_tensor_ndim(t);
-    cr_assert(ndim >= 0 && ndim <= REF_MAX_DIMS, "%s on %s: output has ndim %d",
-              c->label, c->spec, ndim);
+    cr_assert(ndim >= 0 && ndim <= REF_MAX_DIMS, "%s on %s: output has ndim %d", c->label,
+              c->spec, ndim);
     ref_shape s = scalar_shape();
-    s.ndim = ndim;
+    s.ndim      = ndim;
     for (int d = 0; d < ndim; d++)
         s.dims[d] = kiln_tensor_dim(t, d);
     return s;
@@ -237,8 +236,8 @@ static void expect_meta(const op_case *c, const kiln_tensor *t, ref_shape want,
                         kiln_dtype dtype)
 {
     ref_shape got = shape_of_tensor(c, t);
-    cr_assert(ref_shape_eq(got, want), "%s on %s: output shape %s, expected %s",
-              c->label, c->spec, ref_shape_text(got), ref_shape_text(want));
+    cr_assert(ref_shape_eq(got, want), "%s on %s: output shape %s, expected %s", c->label,
+              c->spec, ref_shape_text(got), ref_shape_text(want));
     cr_assert_eq(kiln_tensor_dtype(t), dtype, "%s on %s: output dtype %d, expected %d",
                  c->label, c->spec, (int)kiln_tensor_dtype(t), (int)dtype);
 }
@@ -246,8 +245,8 @@ static void expect_meta(const op_case *c, const kiln_tensor *t, ref_shape want,
 static void read_output(const op_case *c, const kiln_tensor *t, void *buf, size_t n)
 {
     kiln_status st = kiln_tensor_read(t, buf, n * 4);
-    cr_assert_eq(st, KILN_OK, "%s on %s: kiln_tensor_read of %zu bytes: %s: %s",
-                 c->label, c->spec, n * 4, kiln_status_name(st), kiln_last_error());
+    cr_assert_eq(st, KILN_OK, "%s on %s: kiln_tensor_read of %zu bytes: %s: %s", c->label,
+                 c->spec, n * 4, kiln_status_name(st), kiln_last_error());
 }
 
 /* Checks the shape and dtype of t, reads it and compares with want. */
@@ -255,7 +254,7 @@ static void case_expect(op_case *c, const kiln_tensor *t, const float *want,
                         ref_shape shape, ref_tol tol)
 {
     expect_meta(c, t, shape, KILN_F32);
-    size_t n = ref_numel(shape);
+    size_t n   = ref_numel(shape);
     float *got = ref_calloc(n, sizeof *got);
     read_output(c, t, got, n);
     char what[400];
@@ -268,7 +267,7 @@ static void case_expect_i32(op_case *c, const kiln_tensor *t, const int32_t *wan
                             ref_shape shape)
 {
     expect_meta(c, t, shape, KILN_I32);
-    size_t n = ref_numel(shape);
+    size_t   n   = ref_numel(shape);
     int32_t *got = ref_calloc(n, sizeof *got);
     read_output(c, t, got, n);
     char what[400];
@@ -290,32 +289,31 @@ static void case_end(op_case *c)
 /* Odd and edge shapes for elementwise ops: a scalar, size 1, primes,
  * non-square, one big enough for vector loops with tails, and empty ones. */
 static const ref_shape elementwise_shapes[] = {
-    {0, {0}},          {1, {1}},       {1, {7}},         {2, {13, 31}},
-    {3, {3, 5, 7}},    {4, {2, 3, 5, 7}}, {2, {67, 129}}, {2, {0, 7}},
-    {1, {0}},
+    {0, {0}},          {1, {1}},       {1, {7}},    {2, {13, 31}}, {3, {3, 5, 7}},
+    {4, {2, 3, 5, 7}}, {2, {67, 129}}, {2, {0, 7}}, {1, {0}},
 };
 #define N_ELEMENTWISE_SHAPES (sizeof elementwise_shapes / sizeof elementwise_shapes[0])
 
 typedef struct unary_op {
     const char *name;
     kiln_tensor *(*build)(kiln_graph *, kiln_tensor *); /* NULL: kiln_scale */
-    ref_unop    ref;
-    float       factor;
-    fill_kind   fill;
-    ref_tol     tol;
+    ref_unop  ref;
+    float     factor;
+    fill_kind fill;
+    ref_tol   tol;
 } unary_op;
 
 static const unary_op unary_ops[] = {
-    {"neg",        kiln_neg,     REF_NEG,     0.0f,  FILL_ANY,      {0.0, 0.0}},
-    {"exp",        kiln_exp,     REF_EXP,     0.0f,  FILL_ANY,      {1e-6, 1e-5}},
-    {"log",        kiln_log,     REF_LOG,     0.0f,  FILL_POSITIVE, {1e-6, 1e-5}},
-    {"sqrt",       kiln_sqrt,    REF_SQRT,    0.0f,  FILL_POSITIVE, {1e-6, 1e-5}},
-    {"relu",       kiln_relu,    REF_RELU,    0.0f,  FILL_ANY,      {0.0, 0.0}},
-    {"sigmoid",    kiln_sigmoid, REF_SIGMOID, 0.0f,  FILL_ANY,      {1e-6, 1e-5}},
-    {"tanh",       kiln_tanh,    REF_TANH,    0.0f,  FILL_ANY,      {1e-6, 1e-5}},
-    {"scale -0.5", NULL,         REF_SCALE,  -0.5f,  FILL_ANY,      {1e-7, 1e-6}},
-    {"scale 3",    NULL,         REF_SCALE,   3.0f,  FILL_ANY,      {1e-7, 1e-6}},
-    {"scale 0",    NULL,         REF_SCALE,   0.0f,  FILL_ANY,      {0.0, 0.0}},
+    {"neg", kiln_neg, REF_NEG, 0.0f, FILL_ANY, {0.0, 0.0}},
+    {"exp", kiln_exp, REF_EXP, 0.0f, FILL_ANY, {1e-6, 1e-5}},
+    {"log", kiln_log, REF_LOG, 0.0f, FILL_POSITIVE, {1e-6, 1e-5}},
+    {"sqrt", kiln_sqrt, REF_SQRT, 0.0f, FILL_POSITIVE, {1e-6, 1e-5}},
+    {"relu", kiln_relu, REF_RELU, 0.0f, FILL_ANY, {0.0, 0.0}},
+    {"sigmoid", kiln_sigmoid, REF_SIGMOID, 0.0f, FILL_ANY, {1e-6, 1e-5}},
+    {"tanh", kiln_tanh, REF_TANH, 0.0f, FILL_ANY, {1e-6, 1e-5}},
+    {"scale -0.5", NULL, REF_SCALE, -0.5f, FILL_ANY, {1e-7, 1e-6}},
+    {"scale 3", NULL, REF_SCALE, 3.0f, FILL_ANY, {1e-7, 1e-6}},
+    {"scale 0", NULL, REF_SCALE, 0.0f, FILL_ANY, {0.0, 0.0}},
 };
 
 static void check_unary(kiln_context *ctx, const char *spec, const unary_op *op,
@@ -323,9 +321,8 @@ static void check_unary(kiln_context *ctx, const char *spec, const unary_op *op,
 {
     op_case c;
     case_begin(&c, ctx, spec, "%s of %s", op->name, ref_shape_text(s));
-    leaf *x = case_input(&c, "x", s, op->fill);
-    kiln_tensor *y = op->build ? op->build(c.g, x->t)
-                               : kiln_scale(c.g, x->t, op->factor);
+    leaf        *x = case_input(&c, "x", s, op->fill);
+    kiln_tensor *y = op->build ? op->build(c.g, x->t) : kiln_scale(c.g, x->t, op->factor);
     case_compile(&c, y);
     float *want = case_scratch(&c, x->n, sizeof *want);
     for (int r = 0; r < RUNS; r++) {
@@ -351,17 +348,18 @@ BACKEND_TEST(unary, matches_reference_on_odd_and_empty_shapes)
 BACKEND_TEST(unary, special_values_match_libm)
 {
     static const float specials[] = {
-        NAN, -NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1e-40f, -1e-40f, 1e-30f,
-        -1e-30f, 88.7f, 89.0f, 100.0f, -87.5f, -100.0f, -104.0f, -110.0f, 0.625f,
-        -0.625f, 20.0f, -20.0f, 9.0f, -9.0f, 44.0f, -44.0f, 3.4e38f, -3.4e38f,
+        NAN,     -NAN,  INFINITY, -INFINITY, 0.0f,   -0.0f,   1e-40f,  -1e-40f, 1e-30f,
+        -1e-30f, 88.7f, 89.0f,    100.0f,    -87.5f, -100.0f, -104.0f, -110.0f, 0.625f,
+        -0.625f, 20.0f, -20.0f,   9.0f,      -9.0f,  44.0f,   -44.0f,  3.4e38f, -3.4e38f,
     };
     enum { N_SPECIAL = sizeof specials / sizeof specials[0], N = 37 };
-    static const ref_unop ops[] = { REF_EXP, REF_LOG, REF_TANH, REF_SIGMOID };
-    static const char *const names[] = { "exp", "log", "tanh", "sigmoid" };
-    kiln_tensor *(*const build[])(kiln_graph *, kiln_tensor *) = {
-        kiln_exp, kiln_log, kiln_tanh, kiln_sigmoid };
+    static const ref_unop    ops[]   = {REF_EXP, REF_LOG, REF_TANH, REF_SIGMOID};
+    static const char *const names[] = {"exp", "log", "tanh", "sigmoid"};
+    kiln_tensor *(*const build[])(kiln_graph *, kiln_tensor *) = {kiln_exp, kiln_log,
+                                                                  kiln_tanh,
+                                                                  kiln_sigmoid};
     kiln_context *ctx = test_backend_context(backend);
-    ref_shape s = ref_shape_of(KILN_SHAPE(2, N));
+    ref_shape     s   = ref_shape_of(KILN_SHAPE(2, N));
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
         op_case c;
         case_begin(&c, ctx, backend->label, "%s of special values", names[o]);
@@ -369,7 +367,7 @@ BACKEND_TEST(unary, special_values_match_libm)
         kiln_tensor *y = build[o](c.g, x);
         case_compile(&c, y);
         float in[2 * N], want[2 * N];
-        for (size_t i = 0; i < 2 * N; i++)   /* row 1 is row 0 rotated by 11 */
+        for (size_t i = 0; i < 2 * N; i++) /* row 1 is row 0 rotated by 11 */
             in[i] = specials[(i % N + (i >= N ? 11 : 0)) % N_SPECIAL];
         kiln_status st = kiln_tensor_write(x, in, sizeof in);
         cr_assert_eq(st, KILN_OK, "%s on %s: kiln_tensor_write: %s", c.label, c.spec,
@@ -390,19 +388,19 @@ BACKEND_TEST(unary, special_values_match_libm)
 BACKEND_TEST(unary, matches_reference_on_tensors_larger_than_the_caches)
 {
     kiln_context *ctx = test_backend_context(backend);
-    ref_shape s = shape2(4100, 1025);
-    op_case c;
+    ref_shape     s   = shape2(4100, 1025);
+    op_case       c;
     case_begin(&c, ctx, backend->label, "relu, add, tanh of %s", ref_shape_text(s));
-    leaf *x = case_input(&c, "x", s, FILL_ANY);
-    kiln_tensor *odd = kiln_neg(c.g, case_input(&c, "pad", ref_shape_of(KILN_SHAPE(3)),
-                                                FILL_ANY)->t);
+    leaf        *x = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *odd =
+        kiln_neg(c.g, case_input(&c, "pad", ref_shape_of(KILN_SHAPE(3)), FILL_ANY)->t);
     kiln_tensor *r = kiln_relu(c.g, x->t);
     kiln_tensor *y = kiln_tanh(c.g, kiln_add(c.g, r, x->t));
     case_output(&c, odd);
     case_output(&c, r);
     case_compile(&c, y);
     float *want = case_scratch(&c, x->n, sizeof *want);
-    float *tmp = case_scratch(&c, x->n, sizeof *tmp);
+    float *tmp  = case_scratch(&c, x->n, sizeof *tmp);
     case_run(&c);
     ref_unary(REF_RELU, x->f, x->n, 0.0f, tmp);
     case_expect(&c, r, tmp, s, TOL_EXACT);
@@ -416,7 +414,7 @@ BACKEND_TEST(unary, matches_reference_on_tensors_larger_than_the_caches)
 typedef struct binary_op {
     const char *name;
     kiln_tensor *(*build)(kiln_graph *, kiln_tensor *, kiln_tensor *);
-    ref_binop   ref;
+    ref_binop ref;
 } binary_op;
 
 static const binary_op binary_ops[] = {
@@ -442,8 +440,8 @@ static void check_binary(kiln_context *ctx, const char *spec, const binary_op *o
     op_case c;
     case_begin(&c, ctx, spec, "%s of %s and %s", op->name, ref_shape_text(sa),
                ref_shape_text(sb));
-    leaf *a = case_input(&c, "a", sa, FILL_ANY);
-    leaf *b = case_input(&c, "b", sb, second_operand_fill(op));
+    leaf        *a = case_input(&c, "a", sa, FILL_ANY);
+    leaf        *b = case_input(&c, "b", sb, second_operand_fill(op));
     kiln_tensor *y = op->build(c.g, a->t, b->t);
     case_compile(&c, y);
     float *want = case_scratch(&c, ref_numel(so), sizeof *want);
@@ -467,18 +465,18 @@ BACKEND_TEST(binary, matches_reference_on_equal_shapes)
 
 /* Pairs that broadcast by the suffix rule, in both orders. */
 static const ref_shape broadcast_pairs[][2] = {
-    {{2, {13, 31}}, {1, {31}}},          /* a bias [N] on [M, N]          */
-    {{2, {1, 7}}, {1, {7}}},             /* M = 1                         */
-    {{2, {13, 31}}, {2, {1, 31}}},       /* [1, N] on [M, N]              */
-    {{2, {67, 129}}, {1, {129}}},        /* long rows with vector tails   */
-    {{4, {2, 3, 5, 7}}, {2, {5, 7}}},    /* a trailing block of a 4-D     */
+    {{2, {13, 31}}, {1, {31}}},       /* a bias [N] on [M, N]          */
+    {{2, {1, 7}}, {1, {7}}},          /* M = 1                         */
+    {{2, {13, 31}}, {2, {1, 31}}},    /* [1, N] on [M, N]              */
+    {{2, {67, 129}}, {1, {129}}},     /* long rows with vector tails   */
+    {{4, {2, 3, 5, 7}}, {2, {5, 7}}}, /* a trailing block of a 4-D     */
     {{4, {2, 3, 5, 7}}, {3, {3, 5, 7}}},
     {{4, {2, 3, 5, 7}}, {4, {1, 1, 5, 7}}},
-    {{3, {3, 5, 1}}, {2, {5, 1}}},       /* trailing 1s are not dropped   */
-    {{3, {3, 5, 7}}, {2, {1, 1}}},       /* only 1s: broadcasts as a scalar */
+    {{3, {3, 5, 1}}, {2, {5, 1}}}, /* trailing 1s are not dropped   */
+    {{3, {3, 5, 7}}, {2, {1, 1}}}, /* only 1s: broadcasts as a scalar */
     {{2, {13, 31}}, {1, {1}}},
-    {{2, {0, 7}}, {1, {7}}},             /* empty                         */
-    {{2, {600, 129}}, {1, {129}}},       /* split across threads mid-row  */
+    {{2, {0, 7}}, {1, {7}}},       /* empty                         */
+    {{2, {600, 129}}, {1, {129}}}, /* split across threads mid-row  */
 };
 
 BACKEND_TEST(binary, broadcasts_a_trailing_suffix_in_either_order)
@@ -496,9 +494,8 @@ BACKEND_TEST(binary, broadcasts_a_trailing_suffix_in_either_order)
 }
 
 /* x op s and s op x, with s a 0-d input or a kiln_scalar constant. */
-static void check_binary_scalar(kiln_context *ctx, const char *spec,
-                                const binary_op *op, ref_shape sx,
-                                bool scalar_first, bool constant)
+static void check_binary_scalar(kiln_context *ctx, const char *spec, const binary_op *op,
+                                ref_shape sx, bool scalar_first, bool constant)
 {
     op_case c;
     case_begin(&c, ctx, spec, "%s of %s%s%s", op->name,
@@ -507,8 +504,8 @@ static void check_binary_scalar(kiln_context *ctx, const char *spec,
                scalar_first ? "" : (constant ? " and kiln_scalar" : " and 0-d input"));
     /* x first: it is the leaf the second run rewrites */
     leaf *x = case_input(&c, "x", sx, scalar_first ? second_operand_fill(op) : FILL_ANY);
-    fill_kind sfill = scalar_first ? FILL_ANY : second_operand_fill(op);
-    float value = 0.0f;
+    fill_kind    sfill = scalar_first ? FILL_ANY : second_operand_fill(op);
+    float        value = 0.0f;
     kiln_tensor *s;
     const float *sdata = &value;
     if (constant) {
@@ -518,8 +515,8 @@ static void check_binary_scalar(kiln_context *ctx, const char *spec,
         s = kiln_scalar(c.g, value);
     } else {
         leaf *ls = case_input(&c, "s", scalar_shape(), sfill);
-        s = ls->t;
-        sdata = ls->f;
+        s        = ls->t;
+        sdata    = ls->f;
     }
     kiln_tensor *y = scalar_first ? op->build(c.g, s, x->t) : op->build(c.g, x->t, s);
     case_compile(&c, y);
@@ -553,13 +550,13 @@ BACKEND_TEST(binary, broadcasts_a_scalar_on_either_side)
 BACKEND_TEST(binary, reads_a_constant_operand)
 {
     kiln_context *ctx = test_backend_context(backend);
-    op_case c;
+    op_case       c;
     case_begin(&c, ctx, backend->label, "add of [13, 31] and a kiln_const [31]");
     ref_shape sx = shape2(13, 31), sb = ref_shape_of(KILN_SHAPE(31));
-    float bias[31], scribbled[31];
+    float     bias[31], scribbled[31];
     ref_fill(bias, 31, c.seed);
     memcpy(scribbled, bias, sizeof bias);
-    leaf *x = case_input(&c, "x", sx, FILL_ANY);
+    leaf        *x = case_input(&c, "x", sx, FILL_ANY);
     kiln_tensor *b = kiln_const(c.g, KILN_F32, sb.ndim, sb.dims, scribbled);
     /* kiln_const copies: changing the caller's array afterwards changes nothing */
     for (int i = 0; i < 31; i++)
@@ -580,10 +577,8 @@ BACKEND_TEST(binary, reads_a_constant_operand)
 static const ref_shape rejected_pairs[][2] = {
     {{2, {13, 31}}, {2, {13, 1}}}, /* [M, 1] on [M, N]: broadcast from the left */
     {{2, {13, 31}}, {1, {13}}},    /* [M] on [M, N]                             */
-    {{2, {13, 31}}, {1, {32}}},
-    {{3, {3, 5, 7}}, {2, {3, 7}}},
-    {{3, {3, 5, 7}}, {3, {3, 1, 7}}},
-    {{2, {4, 5}}, {2, {5, 4}}},
+    {{2, {13, 31}}, {1, {32}}},       {{3, {3, 5, 7}}, {2, {3, 7}}},
+    {{3, {3, 5, 7}}, {3, {3, 1, 7}}}, {{2, {4, 5}}, {2, {5, 4}}},
 };
 
 BACKEND_TEST(binary, rejects_shapes_that_do_not_broadcast_as_a_suffix)
@@ -592,17 +587,19 @@ BACKEND_TEST(binary, rejects_shapes_that_do_not_broadcast_as_a_suffix)
     for (size_t o = 0; o < N_BINARY_OPS; o++) {
         for (size_t p = 0; p < sizeof rejected_pairs / sizeof rejected_pairs[0]; p++) {
             for (int order = 0; order < 2; order++) {
-                ref_shape sa = rejected_pairs[p][order], sb = rejected_pairs[p][1 - order];
+                ref_shape sa  = rejected_pairs[p][order],
+                          sb  = rejected_pairs[p][1 - order];
                 kiln_graph *g = kiln_graph_new(ctx);
                 cr_assert_not_null(g, "kiln_graph_new: %s", kiln_last_error());
                 kiln_tensor *a = kiln_input(g, "a", KILN_F32, sa.ndim, sa.dims);
                 kiln_tensor *b = kiln_input(g, "b", KILN_F32, sb.ndim, sb.dims);
                 kiln_tensor *y = binary_ops[o].build(g, a, b);
-                cr_assert_not_null(y, "%s of %s and %s: expected a poisoned tensor, got NULL",
-                                   binary_ops[o].name, ref_shape_text(sa),
-                                   ref_shape_text(sb));
+                cr_assert_not_null(
+                    y, "%s of %s and %s: expected a poisoned tensor, got NULL",
+                    binary_ops[o].name, ref_shape_text(sa), ref_shape_text(sb));
                 cr_assert_eq(kiln_graph_status(g), KILN_ERR_SHAPE,
-                             "%s of %s and %s on %s: graph status %s, expected KILN_ERR_SHAPE",
+                             "%s of %s and %s on %s: graph status %s, expected "
+                             "KILN_ERR_SHAPE",
                              binary_ops[o].name, ref_shape_text(sa), ref_shape_text(sb),
                              backend->label, kiln_status_name(kiln_graph_status(g)));
                 kiln_output(g, y);
@@ -626,13 +623,13 @@ static void check_matmul(kiln_context *ctx, const char *spec, int64_t m, int64_t
     case_begin(&c, ctx, spec, "%s M=%lld K=%lld N=%lld%s%s",
                via_matmul_t ? "matmul_t" : "matmul", (long long)m, (long long)k,
                (long long)n, ta ? " a^T" : "", tb ? " b^T" : "");
-    ref_shape sa = ta ? shape2(k, m) : shape2(m, k);
-    ref_shape sb = tb ? shape2(n, k) : shape2(k, n);
-    ref_shape so = shape2(m, n);
-    leaf *a = case_input(&c, "a", sa, FILL_ANY);
-    leaf *b = case_param(&c, "b", sb, FILL_ANY);
-    kiln_tensor *y = via_matmul_t ? kiln_matmul_t(c.g, a->t, b->t, ta, tb)
-                                  : kiln_matmul(c.g, a->t, b->t);
+    ref_shape    sa = ta ? shape2(k, m) : shape2(m, k);
+    ref_shape    sb = tb ? shape2(n, k) : shape2(k, n);
+    ref_shape    so = shape2(m, n);
+    leaf        *a  = case_input(&c, "a", sa, FILL_ANY);
+    leaf        *b  = case_param(&c, "b", sb, FILL_ANY);
+    kiln_tensor *y  = via_matmul_t ? kiln_matmul_t(c.g, a->t, b->t, ta, tb)
+                                   : kiln_matmul(c.g, a->t, b->t);
     case_compile(&c, y);
     float *want = case_scratch(&c, ref_numel(so), sizeof *want);
     for (int r = 0; r < RUNS; r++) {
@@ -648,8 +645,8 @@ typedef struct mnk {
 } mnk;
 
 static const mnk odd_matmul_shapes[] = {
-    {1, 1, 1},  {1, 7, 1},   {7, 1, 13}, {7, 13, 31}, {31, 13, 7}, {13, 31, 1},
-    {1, 31, 7}, {2, 3, 4},   {16, 16, 16}, {17, 17, 17}, {33, 5, 65},
+    {1, 1, 1},  {1, 7, 1}, {7, 1, 13},   {7, 13, 31},  {31, 13, 7}, {13, 31, 1},
+    {1, 31, 7}, {2, 3, 4}, {16, 16, 16}, {17, 17, 17}, {33, 5, 65},
 };
 
 static const mnk large_matmul_shapes[] = {
@@ -683,7 +680,8 @@ BACKEND_TEST(matmul, matches_reference_for_every_transpose_combination)
 BACKEND_TEST(matmul, matches_reference_for_large_shapes_with_partial_tiles)
 {
     kiln_context *ctx = test_backend_context(backend);
-    for (size_t i = 0; i < sizeof large_matmul_shapes / sizeof large_matmul_shapes[0]; i++)
+    for (size_t i = 0; i < sizeof large_matmul_shapes / sizeof large_matmul_shapes[0];
+         i++)
         for (int t = 0; t < 4; t++) {
             const mnk *s = &large_matmul_shapes[i];
             check_matmul(ctx, backend->label, s->m, s->k, s->n, t & 1, t & 2, t != 0);
@@ -713,21 +711,49 @@ BACKEND_TEST(matmul, gives_zeros_for_k_0_and_empty_results_for_m_or_n_0)
  * ones); NC = 2048 and 4096. Each is run with every transpose. */
 static const mnk gemm_edge_shapes[] = {
     /* M around MR, N around NR and the vector width */
-    {3, 9, 7},     {4, 9, 8},     {5, 9, 9},     {5, 17, 15},  {6, 17, 16},
-    {7, 17, 17},   {13, 5, 31},   {14, 5, 32},   {15, 5, 33},  {27, 3, 63},
-    {28, 3, 64},   {29, 3, 65},   {64, 40, 10},  {100, 13, 3}, {97, 70, 16},
+    {3, 9, 7},
+    {4, 9, 8},
+    {5, 9, 9},
+    {5, 17, 15},
+    {6, 17, 16},
+    {7, 17, 17},
+    {13, 5, 31},
+    {14, 5, 32},
+    {15, 5, 33},
+    {27, 3, 63},
+    {28, 3, 64},
+    {29, 3, 65},
+    {64, 40, 10},
+    {100, 13, 3},
+    {97, 70, 16},
     {70, 33, 1},
     /* narrow N on each side of the cpu backend's unpacked path (M <= 512) */
-    {512, 6, 10},  {513, 6, 10},
+    {512, 6, 10},
+    {513, 6, 10},
     /* ... and big enough for it to be split across threads by rows */
-    {100, 131, 10}, {61, 257, 13}, {509, 64, 16},
+    {100, 131, 10},
+    {61, 257, 13},
+    {509, 64, 16},
     /* K around KC */
-    {9, 255, 17},  {9, 256, 17},  {9, 257, 17},  {15, 511, 33}, {15, 513, 33},
+    {9, 255, 17},
+    {9, 256, 17},
+    {9, 257, 17},
+    {15, 511, 33},
+    {15, 513, 33},
     /* M around MC */
-    {127, 19, 9},  {128, 19, 9},  {129, 19, 9},  {143, 7, 17},  {144, 7, 17},
-    {145, 7, 17},  {167, 11, 33}, {168, 11, 33}, {169, 11, 33},
+    {127, 19, 9},
+    {128, 19, 9},
+    {129, 19, 9},
+    {143, 7, 17},
+    {144, 7, 17},
+    {145, 7, 17},
+    {167, 11, 33},
+    {168, 11, 33},
+    {169, 11, 33},
     /* N around NC */
-    {3, 5, 2047},  {3, 5, 2049},  {2, 3, 4097},
+    {3, 5, 2047},
+    {3, 5, 2049},
+    {2, 3, 4097},
     /* big enough to be split across threads, with edges on every side */
     {171, 259, 97},
 };
@@ -756,12 +782,12 @@ static void check_add_relu(kiln_context *ctx, const char *spec, ref_shape sa,
     leaf *b = case_input(&c, "b", sb, FILL_ANY);
     /* scale(a) first, so that the sum's operand is itself computed storage */
     kiln_tensor *sum = kiln_add(c.g, kiln_scale(c.g, a->t, 2.0f), b->t);
-    kiln_tensor *y = kiln_relu(c.g, sum);
+    kiln_tensor *y   = kiln_relu(c.g, sum);
     if (sum_is_output)
         case_output(&c, sum);
     case_compile(&c, y);
     float *want_sum = case_scratch(&c, a->n, sizeof *want_sum);
-    float *want = case_scratch(&c, a->n, sizeof *want);
+    float *want     = case_scratch(&c, a->n, sizeof *want);
     for (int r = 0; r < RUNS; r++) {
         case_run(&c);
         ref_unary(REF_SCALE, a->f, a->n, 2.0f, want);
@@ -779,7 +805,7 @@ BACKEND_TEST(fusion, add_then_relu_gives_both_results)
     static const ref_shape pairs[][2] = {
         {{2, {13, 31}}, {1, {31}}},
         {{2, {13, 31}}, {2, {13, 31}}},
-        {{2, {600, 129}}, {1, {129}}},   /* split across threads */
+        {{2, {600, 129}}, {1, {129}}}, /* split across threads */
         {{2, {7, 5}}, {0, {0}}},
     };
     kiln_context *ctx = test_backend_context(backend);
@@ -791,13 +817,12 @@ BACKEND_TEST(fusion, add_then_relu_gives_both_results)
 
 /* ---- reductions --------------------------------------------------------------- */
 
-static void check_reduce_all(kiln_context *ctx, const char *spec, bool mean,
-                             ref_shape s)
+static void check_reduce_all(kiln_context *ctx, const char *spec, bool mean, ref_shape s)
 {
     op_case c;
     case_begin(&c, ctx, spec, "%s of all of %s", mean ? "mean" : "sum",
                ref_shape_text(s));
-    leaf *x = case_input(&c, "x", s, FILL_ANY);
+    leaf        *x = case_input(&c, "x", s, FILL_ANY);
     kiln_tensor *y = mean ? kiln_mean(c.g, x->t) : kiln_sum(c.g, x->t);
     case_compile(&c, y);
     for (int r = 0; r < RUNS; r++) {
@@ -810,9 +835,8 @@ static void check_reduce_all(kiln_context *ctx, const char *spec, bool mean,
 
 /* Includes empty tensors: their sum is 0 and their mean NaN (kiln.h). */
 static const ref_shape reduce_all_shapes[] = {
-    {0, {0}},        {1, {1}},     {1, {7}},          {2, {13, 31}},
-    {3, {31, 1, 13}}, {4, {2, 3, 5, 7}}, {2, {257, 129}}, {2, {0, 5}},
-    {1, {0}},
+    {0, {0}},          {1, {1}},        {1, {7}},    {2, {13, 31}}, {3, {31, 1, 13}},
+    {4, {2, 3, 5, 7}}, {2, {257, 129}}, {2, {0, 5}}, {1, {0}},
 };
 
 BACKEND_TEST(sum, matches_reference_over_all_elements_and_is_0_when_empty)
@@ -831,19 +855,19 @@ BACKEND_TEST(mean, matches_reference_over_all_elements_and_is_nan_when_empty)
     kiln_context_free(ctx);
 }
 
-static void check_reduce_axis(kiln_context *ctx, const char *spec, bool mean,
-                              ref_shape s, int axis, bool keepdim)
+static void check_reduce_axis(kiln_context *ctx, const char *spec, bool mean, ref_shape s,
+                              int axis, bool keepdim)
 {
     op_case c;
     case_begin(&c, ctx, spec, "%s of %s over axis %d%s", mean ? "mean" : "sum",
                ref_shape_text(s), axis, keepdim ? " keepdim" : "");
-    ref_shape so = ref_reduce_shape(s, axis, keepdim);
-    leaf *x = case_input(&c, "x", s, FILL_ANY);
-    kiln_tensor *y = mean ? kiln_mean_axis(c.g, x->t, axis, keepdim)
-                          : kiln_sum_axis(c.g, x->t, axis, keepdim);
+    ref_shape    so = ref_reduce_shape(s, axis, keepdim);
+    leaf        *x  = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *y  = mean ? kiln_mean_axis(c.g, x->t, axis, keepdim)
+                           : kiln_sum_axis(c.g, x->t, axis, keepdim);
     case_compile(&c, y);
     float *want = case_scratch(&c, ref_numel(so), sizeof *want);
-    int ax = axis < 0 ? axis + s.ndim : axis;
+    int    ax   = axis < 0 ? axis + s.ndim : axis;
     for (int r = 0; r < RUNS; r++) {
         case_run(&c);
         if (mean)
@@ -858,9 +882,9 @@ static void check_reduce_axis(kiln_context *ctx, const char *spec, bool mean,
 static void check_every_axis(kiln_context *ctx, const char *spec, bool mean)
 {
     static const ref_shape shapes[] = {
-        {1, {7}}, {1, {1}}, {2, {13, 31}}, {2, {1, 31}}, {3, {3, 5, 7}},
-        {4, {2, 3, 5, 7}}, {2, {129, 67}}, {2, {3, 0}}, {3, {0, 4, 5}},
-        {2, {600, 129}},   /* enough rows to be split across threads */
+        {1, {7}},       {1, {1}},          {2, {13, 31}},  {2, {1, 31}},
+        {3, {3, 5, 7}}, {4, {2, 3, 5, 7}}, {2, {129, 67}}, {2, {3, 0}},
+        {3, {0, 4, 5}}, {2, {600, 129}}, /* enough rows to be split across threads */
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int axis = -shapes[s].ndim; axis < shapes[s].ndim; axis++)
@@ -884,7 +908,12 @@ BACKEND_TEST(mean_axis, matches_reference_for_every_axis_with_and_without_keepdi
 
 /* ---- along the last axis -------------------------------------------------------- */
 
-typedef enum last_axis_op { LAST_MAX, LAST_ARGMAX, LAST_SOFTMAX, LAST_LOG_SOFTMAX } last_axis_op;
+typedef enum last_axis_op {
+    LAST_MAX,
+    LAST_ARGMAX,
+    LAST_SOFTMAX,
+    LAST_LOG_SOFTMAX
+} last_axis_op;
 
 static const char *const last_axis_names[] = {"max", "argmax", "softmax", "log_softmax"};
 
@@ -894,24 +923,24 @@ static void check_last_axis(kiln_context *ctx, const char *spec, last_axis_op op
     op_case c;
     case_begin(&c, ctx, spec, "%s of %s %s", last_axis_names[op], ref_shape_text(s),
                fill_names[fill]);
-    int64_t cols = s.dims[s.ndim - 1];
-    int64_t rows = (int64_t)ref_numel(s) / cols;
-    ref_shape so = s;
+    int64_t   cols = s.dims[s.ndim - 1];
+    int64_t   rows = (int64_t)ref_numel(s) / cols;
+    ref_shape so   = s;
     if (op == LAST_MAX || op == LAST_ARGMAX)
         so.ndim--; /* the last axis is dropped */
-    leaf *x = case_input(&c, "x", s, fill);
+    leaf        *x = case_input(&c, "x", s, fill);
     kiln_tensor *y = NULL;
     switch (op) {
-    case LAST_MAX:         y = kiln_max(c.g, x->t); break;
-    case LAST_ARGMAX:      y = kiln_argmax(c.g, x->t); break;
-    case LAST_SOFTMAX:     y = kiln_softmax(c.g, x->t); break;
+    case LAST_MAX: y = kiln_max(c.g, x->t); break;
+    case LAST_ARGMAX: y = kiln_argmax(c.g, x->t); break;
+    case LAST_SOFTMAX: y = kiln_softmax(c.g, x->t); break;
     case LAST_LOG_SOFTMAX: y = kiln_log_softmax(c.g, x->t); break;
     }
     case_compile(&c, y);
-    float *want = case_scratch(&c, ref_numel(so), sizeof *want);
+    float   *want   = case_scratch(&c, ref_numel(so), sizeof *want);
     int32_t *want_i = case_scratch(&c, ref_numel(so), sizeof *want_i);
-    float *got = case_scratch(&c, ref_numel(so), sizeof *got);
-    ref_tol tol = {1e-6, 1e-5};
+    float   *got    = case_scratch(&c, ref_numel(so), sizeof *got);
+    ref_tol  tol    = {1e-6, 1e-5};
     if (fill_is_huge(fill))
         tol = (ref_tol){2e-4, 2e-4};
     for (int r = 0; r < RUNS; r++) {
@@ -943,8 +972,8 @@ static void check_last_axis(kiln_context *ctx, const char *spec, last_axis_op op
 }
 
 static const ref_shape last_axis_shapes[] = {
-    {1, {1}}, {1, {7}}, {2, {1, 1}}, {2, {31, 1}}, {2, {13, 31}}, {3, {3, 5, 7}},
-    {4, {2, 3, 5, 7}}, {2, {3, 129}}, {2, {0, 7}},
+    {1, {1}},       {1, {7}},          {2, {1, 1}},   {2, {31, 1}}, {2, {13, 31}},
+    {3, {3, 5, 7}}, {4, {2, 3, 5, 7}}, {2, {3, 129}}, {2, {0, 7}},
 };
 #define N_LAST_AXIS_SHAPES (sizeof last_axis_shapes / sizeof last_axis_shapes[0])
 
@@ -988,8 +1017,10 @@ BACKEND_TEST(log_softmax, matches_reference_along_the_last_axis)
 BACKEND_TEST(softmax, stays_finite_for_inputs_around_plus_and_minus_1000)
 {
     static const ref_shape shapes[] = {{2, {4, 13}}, {1, {1}}, {2, {3, 129}}};
-    static const fill_kind fills[] = {
-        FILL_NEAR_PLUS_1000, FILL_NEAR_MINUS_1000, FILL_PLUS_MINUS_1000,
+    static const fill_kind fills[]  = {
+         FILL_NEAR_PLUS_1000,
+         FILL_NEAR_MINUS_1000,
+         FILL_PLUS_MINUS_1000,
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -1010,14 +1041,14 @@ static void check_reshape(kiln_context *ctx, const char *spec, ref_shape s,
     op_case c;
     case_begin(&c, ctx, spec, "reshape of %s to %s", ref_shape_text(s),
                ref_shape_text(target));
-    leaf *x = case_input(&c, "x", s, FILL_ANY);
-    kiln_tensor *view = kiln_reshape(c.g, x->t, target.ndim, target.dims);
+    leaf        *x       = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *view    = kiln_reshape(c.g, x->t, target.ndim, target.dims);
     kiln_tensor *chained = kiln_neg(c.g, kiln_reshape(c.g, kiln_exp(c.g, x->t),
-                                                       target.ndim, target.dims));
+                                                      target.ndim, target.dims));
     case_output(&c, view);
     case_compile(&c, chained);
     float *want = case_scratch(&c, x->n, sizeof *want);
-    float *tmp = case_scratch(&c, x->n, sizeof *tmp);
+    float *tmp  = case_scratch(&c, x->n, sizeof *tmp);
     for (int r = 0; r < RUNS; r++) {
         case_run(&c);
         ref_reshape(x->f, x->n, want);
@@ -1054,9 +1085,9 @@ static void check_flatten(kiln_context *ctx, const char *spec, ref_shape s)
 {
     op_case c;
     case_begin(&c, ctx, spec, "flatten of %s", ref_shape_text(s));
-    ref_shape so = ref_flatten_shape(s);
-    leaf *x = case_input(&c, "x", s, FILL_ANY);
-    kiln_tensor *view = kiln_flatten(c.g, x->t);
+    ref_shape    so      = ref_flatten_shape(s);
+    leaf        *x       = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *view    = kiln_flatten(c.g, x->t);
     kiln_tensor *chained = kiln_scale(c.g, kiln_flatten(c.g, kiln_relu(c.g, x->t)), 2.0f);
     case_output(&c, view);
     case_compile(&c, chained);
@@ -1075,8 +1106,8 @@ static void check_flatten(kiln_context *ctx, const char *spec, ref_shape s)
 BACKEND_TEST(flatten, merges_every_dimension_after_the_first)
 {
     static const ref_shape shapes[] = {
-        {4, {3, 2, 5, 7}}, {4, {1, 3, 4, 4}}, {2, {4, 13}}, {3, {5, 1, 1}},
-        {3, {7, 1, 13}}, {4, {0, 3, 2, 2}},
+        {4, {3, 2, 5, 7}}, {4, {1, 3, 4, 4}}, {2, {4, 13}},
+        {3, {5, 1, 1}},    {3, {7, 1, 13}},   {4, {0, 3, 2, 2}},
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -1087,10 +1118,10 @@ BACKEND_TEST(flatten, merges_every_dimension_after_the_first)
 static void check_transpose(kiln_context *ctx, const char *spec, int64_t rows,
                             int64_t cols)
 {
-    op_case c;
+    op_case   c;
     ref_shape s = shape2(rows, cols), so = shape2(cols, rows);
     case_begin(&c, ctx, spec, "transpose of %s", ref_shape_text(s));
-    leaf *x = case_input(&c, "x", s, FILL_ANY);
+    leaf        *x = case_input(&c, "x", s, FILL_ANY);
     kiln_tensor *y = kiln_transpose(c.g, x->t);
     case_compile(&c, y);
     float *want = case_scratch(&c, x->n, sizeof *want);
@@ -1123,8 +1154,8 @@ typedef struct conv_case {
 static void check_conv2d(kiln_context *ctx, const char *spec, const conv_case *cc)
 {
     const ref_conv2d_shape *cs = &cc->cs;
-    int64_t oh = ref_conv_out_size(cs->h, cs->kh, cs->stride, cs->padding);
-    int64_t ow = ref_conv_out_size(cs->w, cs->kw, cs->stride, cs->padding);
+    int64_t   oh = ref_conv_out_size(cs->h, cs->kh, cs->stride, cs->padding);
+    int64_t   ow = ref_conv_out_size(cs->w, cs->kw, cs->stride, cs->padding);
     ref_shape sx = ref_shape_of(KILN_SHAPE(cs->n, cs->c, cs->h, cs->w));
     ref_shape sw = ref_shape_of(KILN_SHAPE(cs->o, cs->c, cs->kh, cs->kw));
     ref_shape sb = ref_shape_of(KILN_SHAPE(cs->o));
@@ -1134,9 +1165,9 @@ static void check_conv2d(kiln_context *ctx, const char *spec, const conv_case *c
     case_begin(&c, ctx, spec, "conv2d of x %s, w %s, stride %d, padding %d, %s",
                ref_shape_text(sx), ref_shape_text(sw), cs->stride, cs->padding,
                cc->bias ? "bias" : "no bias");
-    leaf *x = case_input(&c, "x", sx, FILL_ANY);
-    leaf *w = case_param(&c, "w", sw, FILL_ANY);
-    leaf *b = cc->bias ? case_param(&c, "b", sb, FILL_ANY) : NULL;
+    leaf        *x = case_input(&c, "x", sx, FILL_ANY);
+    leaf        *w = case_param(&c, "w", sw, FILL_ANY);
+    leaf        *b = cc->bias ? case_param(&c, "b", sb, FILL_ANY) : NULL;
     kiln_tensor *y = kiln_conv2d(c.g, x->t, w->t, b ? b->t : NULL, cs->stride,
                                  cs->padding);
     case_compile(&c, y);
@@ -1151,18 +1182,18 @@ static void check_conv2d(kiln_context *ctx, const char *spec, const conv_case *c
 
 /* {n, c, h, w, o, kh, kw, stride, padding}, bias */
 static const conv_case conv_cases[] = {
-    {{1, 1, 5, 5, 1, 1, 1, 1, 0}, false},    /* 1x1, the smallest             */
+    {{1, 1, 5, 5, 1, 1, 1, 1, 0}, false}, /* 1x1, the smallest             */
     {{1, 1, 7, 7, 1, 3, 3, 1, 0}, true},
-    {{1, 3, 7, 9, 5, 3, 3, 1, 1}, true},     /* non-square image, "same"      */
-    {{3, 3, 13, 11, 5, 5, 5, 2, 2}, true},   /* batch 3, 5x5, stride 2        */
-    {{1, 3, 8, 7, 5, 3, 2, 1, 0}, false},    /* non-square kernel             */
-    {{3, 1, 11, 13, 1, 3, 2, 3, 1}, true},   /* stride 3                      */
-    {{1, 3, 5, 5, 5, 5, 5, 1, 0}, true},     /* kernel covers the image       */
+    {{1, 3, 7, 9, 5, 3, 3, 1, 1}, true},   /* non-square image, "same"      */
+    {{3, 3, 13, 11, 5, 5, 5, 2, 2}, true}, /* batch 3, 5x5, stride 2        */
+    {{1, 3, 8, 7, 5, 3, 2, 1, 0}, false},  /* non-square kernel             */
+    {{3, 1, 11, 13, 1, 3, 2, 3, 1}, true}, /* stride 3                      */
+    {{1, 3, 5, 5, 5, 5, 5, 1, 0}, true},   /* kernel covers the image       */
     {{3, 3, 31, 17, 5, 3, 3, 2, 1}, false},
-    {{1, 3, 6, 6, 5, 1, 1, 2, 0}, true},     /* 1x1 with stride: skips pixels */
-    {{3, 1, 4, 4, 5, 3, 3, 3, 2}, false},    /* stride 3 with padding 2       */
+    {{1, 3, 6, 6, 5, 1, 1, 2, 0}, true},  /* 1x1 with stride: skips pixels */
+    {{3, 1, 4, 4, 5, 3, 3, 3, 2}, false}, /* stride 3 with padding 2       */
     {{1, 1, 7, 7, 1, 5, 5, 3, 2}, true},
-    {{1, 3, 5, 4, 5, 1, 1, 1, 2}, true},     /* windows of padding only       */
+    {{1, 3, 5, 4, 5, 1, 1, 1, 2}, true}, /* windows of padding only       */
     {{1, 3, 9, 10, 5, 3, 2, 2, 1}, true},
     {{3, 3, 7, 9, 1, 5, 5, 1, 2}, false},
 };
@@ -1178,13 +1209,13 @@ BACKEND_TEST(conv2d, matches_reference_for_kernels_strides_padding_and_bias)
 static void check_max_pool2d(kiln_context *ctx, const char *spec, ref_shape sx,
                              int kernel, int stride)
 {
-    int64_t oh = (sx.dims[2] - kernel) / stride + 1;
-    int64_t ow = (sx.dims[3] - kernel) / stride + 1;
+    int64_t   oh = (sx.dims[2] - kernel) / stride + 1;
+    int64_t   ow = (sx.dims[3] - kernel) / stride + 1;
     ref_shape so = ref_shape_of(KILN_SHAPE(sx.dims[0], sx.dims[1], oh, ow));
-    op_case c;
+    op_case   c;
     case_begin(&c, ctx, spec, "max_pool2d of %s, kernel %d, stride %d",
                ref_shape_text(sx), kernel, stride);
-    leaf *x = case_input(&c, "x", sx, FILL_ANY);
+    leaf        *x = case_input(&c, "x", sx, FILL_ANY);
     kiln_tensor *y = kiln_max_pool2d(c.g, x->t, kernel, stride);
     case_compile(&c, y);
     float *want = case_scratch(&c, ref_numel(so), sizeof *want);
@@ -1203,14 +1234,21 @@ BACKEND_TEST(max_pool2d, matches_reference_and_drops_windows_that_do_not_fit)
         ref_shape x;
         int       kernel, stride;
     } cases[] = {
-        {{4, {1, 1, 2, 2}}, 2, 2},  {{4, {1, 1, 8, 6}}, 2, 2},
-        {{4, {3, 3, 7, 7}}, 2, 2},  {{4, {1, 5, 13, 9}}, 2, 2},
-        {{4, {1, 1, 7, 9}}, 3, 2},  {{4, {2, 3, 13, 13}}, 3, 2},
-        {{4, {3, 2, 8, 11}}, 3, 2}, {{4, {1, 1, 5, 5}}, 2, 1},
-        {{4, {1, 2, 6, 7}}, 3, 3},  {{4, {1, 1, 3, 3}}, 3, 2},
+        {{4, {1, 1, 2, 2}}, 2, 2},
+        {{4, {1, 1, 8, 6}}, 2, 2},
+        {{4, {3, 3, 7, 7}}, 2, 2},
+        {{4, {1, 5, 13, 9}}, 2, 2},
+        {{4, {1, 1, 7, 9}}, 3, 2},
+        {{4, {2, 3, 13, 13}}, 3, 2},
+        {{4, {3, 2, 8, 11}}, 3, 2},
+        {{4, {1, 1, 5, 5}}, 2, 1},
+        {{4, {1, 2, 6, 7}}, 3, 3},
+        {{4, {1, 1, 3, 3}}, 3, 2},
         /* rows of windows that fill whole vectors and end in part of one */
-        {{4, {1, 2, 4, 70}}, 2, 2}, {{4, {1, 1, 3, 67}}, 3, 2},
-        {{4, {1, 1, 4, 40}}, 2, 1}, {{4, {1, 1, 4, 103}}, 2, 3},
+        {{4, {1, 2, 4, 70}}, 2, 2},
+        {{4, {1, 1, 3, 67}}, 3, 2},
+        {{4, {1, 1, 4, 40}}, 2, 1},
+        {{4, {1, 1, 4, 103}}, 2, 3},
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
@@ -1225,9 +1263,9 @@ static void check_mse_loss(kiln_context *ctx, const char *spec, ref_shape s)
 {
     op_case c;
     case_begin(&c, ctx, spec, "mse_loss of %s", ref_shape_text(s));
-    leaf *pred = case_input(&c, "pred", s, FILL_ANY);
-    leaf *target = case_input(&c, "target", s, FILL_ANY);
-    kiln_tensor *y = kiln_mse_loss(c.g, pred->t, target->t);
+    leaf        *pred   = case_input(&c, "pred", s, FILL_ANY);
+    leaf        *target = case_input(&c, "target", s, FILL_ANY);
+    kiln_tensor *y      = kiln_mse_loss(c.g, pred->t, target->t);
     case_compile(&c, y);
     ref_tol tol = {1e-6, 1e-4};
     for (int r = 0; r < RUNS; r++) {
@@ -1253,11 +1291,11 @@ static void check_cross_entropy(kiln_context *ctx, const char *spec, int64_t row
                                 int32_t classes, fill_kind fill)
 {
     op_case c;
-    case_begin(&c, ctx, spec, "cross_entropy of N=%lld C=%d, logits %s",
-               (long long)rows, (int)classes, fill_names[fill]);
-    leaf *logits = case_input(&c, "logits", shape2(rows, classes), fill);
-    leaf *labels = case_labels(&c, "labels", rows, classes);
-    kiln_tensor *y = kiln_cross_entropy(c.g, logits->t, labels->t);
+    case_begin(&c, ctx, spec, "cross_entropy of N=%lld C=%d, logits %s", (long long)rows,
+               (int)classes, fill_names[fill]);
+    leaf        *logits = case_input(&c, "logits", shape2(rows, classes), fill);
+    leaf        *labels = case_labels(&c, "labels", rows, classes);
+    kiln_tensor *y      = kiln_cross_entropy(c.g, logits->t, labels->t);
     case_compile(&c, y);
     ref_tol tol = {fill_is_huge(fill) ? 2e-4 : 1e-5, 1e-5};
     for (int r = 0; r < RUNS; r++) {
@@ -1287,20 +1325,20 @@ BACKEND_TEST(chain, mlp_forward_matches_reference)
 {
     enum { N = 17, D = 13, H = 31, C = 10 };
     kiln_context *ctx = test_backend_context(backend);
-    op_case c;
+    op_case       c;
     case_begin(&c, ctx, backend->label, "mlp log_softmax(relu(x @ w1 + b1) @ w2)");
-    leaf *x = case_input(&c, "x", shape2(N, D), FILL_ANY);
-    leaf *w1 = case_param(&c, "w1", shape2(D, H), FILL_ANY);
-    leaf *b1 = case_param(&c, "b1", ref_shape_of(KILN_SHAPE(H)), FILL_ANY);
-    leaf *w2 = case_param(&c, "w2", shape2(H, C), FILL_ANY);
-    kiln_tensor *h = kiln_relu(c.g, kiln_add(c.g, kiln_matmul(c.g, x->t, w1->t), b1->t));
-    kiln_tensor *y = kiln_log_softmax(c.g, kiln_matmul(c.g, h, w2->t));
+    leaf        *x  = case_input(&c, "x", shape2(N, D), FILL_ANY);
+    leaf        *w1 = case_param(&c, "w1", shape2(D, H), FILL_ANY);
+    leaf        *b1 = case_param(&c, "b1", ref_shape_of(KILN_SHAPE(H)), FILL_ANY);
+    leaf        *w2 = case_param(&c, "w2", shape2(H, C), FILL_ANY);
+    kiln_tensor *h  = kiln_relu(c.g, kiln_add(c.g, kiln_matmul(c.g, x->t, w1->t), b1->t));
+    kiln_tensor *y  = kiln_log_softmax(c.g, kiln_matmul(c.g, h, w2->t));
     case_compile(&c, y);
 
-    float *xw = case_scratch(&c, N * H, sizeof(float));
-    float *hw = case_scratch(&c, N * H, sizeof(float));
+    float *xw     = case_scratch(&c, N * H, sizeof(float));
+    float *hw     = case_scratch(&c, N * H, sizeof(float));
     float *logits = case_scratch(&c, N * C, sizeof(float));
-    float *want = case_scratch(&c, N * C, sizeof(float));
+    float *want   = case_scratch(&c, N * C, sizeof(float));
     for (int r = 0; r < RUNS; r++) {
         case_run(&c);
         ref_matmul(x->f, w1->f, N, D, H, false, false, xw);
@@ -1317,25 +1355,25 @@ BACKEND_TEST(chain, mlp_forward_matches_reference)
 BACKEND_TEST(chain, cnn_forward_and_loss_match_reference)
 {
     enum { N = 3, C = 2, HW = 9, O = 5, P = 4, CLASSES = 10 };
-    const ref_conv2d_shape cs = {N, C, HW, HW, O, 3, 3, 1, 1};
-    kiln_context *ctx = test_backend_context(backend);
-    op_case c;
+    const ref_conv2d_shape cs  = {N, C, HW, HW, O, 3, 3, 1, 1};
+    kiln_context          *ctx = test_backend_context(backend);
+    op_case                c;
     case_begin(&c, ctx, backend->label,
                "cnn cross_entropy(flatten(max_pool(relu(conv2d(x)))) @ w, labels)");
-    leaf *x = case_input(&c, "x", ref_shape_of(KILN_SHAPE(N, C, HW, HW)), FILL_ANY);
-    leaf *k = case_param(&c, "k", ref_shape_of(KILN_SHAPE(O, C, 3, 3)), FILL_ANY);
-    leaf *kb = case_param(&c, "kb", ref_shape_of(KILN_SHAPE(O)), FILL_ANY);
-    leaf *w = case_param(&c, "w", shape2(O * P * P, CLASSES), FILL_ANY);
+    leaf *x      = case_input(&c, "x", ref_shape_of(KILN_SHAPE(N, C, HW, HW)), FILL_ANY);
+    leaf *k      = case_param(&c, "k", ref_shape_of(KILN_SHAPE(O, C, 3, 3)), FILL_ANY);
+    leaf *kb     = case_param(&c, "kb", ref_shape_of(KILN_SHAPE(O)), FILL_ANY);
+    leaf *w      = case_param(&c, "w", shape2(O * P * P, CLASSES), FILL_ANY);
     leaf *labels = case_labels(&c, "labels", N, CLASSES);
-    kiln_tensor *conv = kiln_relu(c.g, kiln_conv2d(c.g, x->t, k->t, kb->t, 1, 1));
-    kiln_tensor *feat = kiln_flatten(c.g, kiln_max_pool2d(c.g, conv, 2, 2));
+    kiln_tensor *conv   = kiln_relu(c.g, kiln_conv2d(c.g, x->t, k->t, kb->t, 1, 1));
+    kiln_tensor *feat   = kiln_flatten(c.g, kiln_max_pool2d(c.g, conv, 2, 2));
     kiln_tensor *logits = kiln_scale(c.g, kiln_matmul(c.g, feat, w->t), 0.1f);
-    kiln_tensor *loss = kiln_cross_entropy(c.g, logits, labels->t);
+    kiln_tensor *loss   = kiln_cross_entropy(c.g, logits, labels->t);
     case_output(&c, logits);
     case_compile(&c, loss);
 
-    float *conv_ref = case_scratch(&c, N * O * HW * HW, sizeof(float));
-    float *pool_ref = case_scratch(&c, N * O * P * P, sizeof(float));
+    float *conv_ref   = case_scratch(&c, N * O * HW * HW, sizeof(float));
+    float *pool_ref   = case_scratch(&c, N * O * P * P, sizeof(float));
     float *logits_ref = case_scratch(&c, N * CLASSES, sizeof(float));
     for (int r = 0; r < RUNS; r++) {
         case_run(&c);

@@ -71,12 +71,14 @@ static void expect_values(const kiln_tensor *t, const float *want, size_t n)
     cr_assert(n <= 16);
     expect_ok(kiln_tensor_read(t, got, n * sizeof *got), kiln_tensor_name(t));
     for (size_t i = 0; i < n; i++)
-        cr_assert(memcmp(&got[i], &want[i], sizeof *got) == 0, "%s[%zu] is %.9g, expected "
-                  "%.9g", kiln_tensor_name(t), i, (double)got[i], (double)want[i]);
+        cr_assert(memcmp(&got[i], &want[i], sizeof *got) == 0,
+                  "%s[%zu] is %.9g, expected "
+                  "%.9g",
+                  kiln_tensor_name(t), i, (double)got[i], (double)want[i]);
 }
 
-static const float W[] = { 0.5f, -1.25f, 3.0f, 1e-3f, -0.0f, 65504.0f };
-static const float B[] = { 1.0f, 2.0f, 3.5f };
+static const float W[] = {0.5f, -1.25f, 3.0f, 1e-3f, -0.0f, 65504.0f};
+static const float B[] = {1.0f, 2.0f, 3.5f};
 
 /* ---- files from an independent writer ------------------------------------------ */
 
@@ -89,8 +91,8 @@ Test(safetensors, loads_the_file_of_an_independent_writer)
     expect_ok(kiln_load(g, reference_file()), "kiln_load");
     expect_values(w, W, 6);
     expect_values(b, B, 3);
-    expect_values(s, (const float[]){ 42.0f }, 1);
-    expect_values(u, (const float[]){ 2.5f }, 1);
+    expect_values(s, (const float[]){42.0f}, 1);
+    expect_values(u, (const float[]){2.5f}, 1);
 }
 
 Test(safetensors, loads_into_a_compiled_graph_and_the_values_reach_the_device)
@@ -101,7 +103,7 @@ Test(safetensors, loads_into_a_compiled_graph_and_the_values_reach_the_device)
     kiln_tensor *y = kiln_add(g, kiln_matmul(g, x, w), b);
     expect_ok(kiln_graph_compile(g), "compile");
     expect_ok(kiln_load(g, reference_file()), "kiln_load after compile");
-    expect_ok(kiln_tensor_write(x, (const float[]){ 1, 2 }, 8), "write x");
+    expect_ok(kiln_tensor_write(x, (const float[]){1, 2}, 8), "write x");
     expect_ok(kiln_graph_run(g), "run");
     float want[3];
     for (int j = 0; j < 3; j++)
@@ -137,7 +139,8 @@ Test(safetensors, saves_the_format_an_independent_reader_expects)
     uint64_t       n = 0;
     for (int i = 0; i < 8; i++)
         n |= (uint64_t)f[i] << (8 * i);
-    cr_assert_eq(n % 8, 0, "header length %llu is not a multiple of 8", (unsigned long long)n);
+    cr_assert_eq(n % 8, 0, "header length %llu is not a multiple of 8",
+                 (unsigned long long)n);
     cr_assert_eq(len, 8 + n + 36, "file of %zu bytes, header %llu", len,
                  (unsigned long long)n);
     char header[512];
@@ -145,12 +148,14 @@ Test(safetensors, saves_the_format_an_independent_reader_expects)
     memcpy(header, f + 8, n);
     header[n] = '\0';
     char want[512];
-    snprintf(want, sizeof want, "{\"__metadata__\":{\"producer\":\"kiln %s\"},"
-             "\"dense.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+    snprintf(want, sizeof want,
+             "{\"__metadata__\":{\"producer\":\"kiln %s\"},"
+             "\"dense.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]"
+             "},"
              "\"dense.bias\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[24,36]}}",
              kiln_version());
-    cr_assert(strncmp(header, want, strlen(want)) == 0, "header\n%s\nexpected\n%s", header,
-              want);
+    cr_assert(strncmp(header, want, strlen(want)) == 0, "header\n%s\nexpected\n%s",
+              header, want);
     for (size_t i = strlen(want); i < n; i++)
         cr_assert_eq(header[i], ' ', "header byte %zu is 0x%02x, expected space padding",
                      i, (unsigned char)header[i]);
@@ -167,19 +172,19 @@ Test(safetensors, the_independent_python_reader_reads_kilns_file)
         cr_skip_test("python3 is not installed");
     param(g, "dense.weight", KILN_SHAPE(2, 3), W);
     param(g, "dense.bias", KILN_SHAPE(3), B);
-    param(g, "odd \"name\"\\", KILN_SHAPE(1), (const float[]){ -7.5f });
+    param(g, "odd \"name\"\\", KILN_SHAPE(1), (const float[]){-7.5f});
     const char *path = in_dir("for-python.safetensors");
     expect_ok(kiln_save(g, path), "kiln_save");
-    char cmd[1024];
+    char        cmd[1024];
     const char *src = getenv("KILN_TEST_SRCDIR");
     snprintf(cmd, sizeof cmd, "python3 '%s/data/make_safetensors.py' --dump '%s'",
              src ? src : "tests", path);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p, "popen %s", cmd);
-    char out[1024] = "";
-    size_t got = fread(out, 1, sizeof out - 1, p);
-    out[got] = '\0';
-    int status = pclose(p);
+    char   out[1024] = "";
+    size_t got       = fread(out, 1, sizeof out - 1, p);
+    out[got]         = '\0';
+    int status       = pclose(p);
     cr_assert_eq(status, 0, "%s failed (%d): %s", cmd, status, out);
     cr_assert_str_eq(out, "dense.bias F32 [3] 1 2 3.5\n"
                           "dense.weight F32 [2, 3] 0.5 -1.25 3 0.00100000005 -0 65504\n"
@@ -196,10 +201,11 @@ Test(safetensors, save_then_load_gives_the_same_values_before_and_after_compile)
     const char *path = in_dir("round.safetensors");
     expect_ok(kiln_save(g, path), "kiln_save");
     for (int compiled = 0; compiled < 2; compiled++) {
-        kiln_graph  *h = kiln_graph_new(ctx);
+        kiln_graph  *h  = kiln_graph_new(ctx);
         kiln_tensor *hx = kiln_input(h, "x", KILN_F32, KILN_SHAPE(2, 1, 6, 6));
         kiln_graph_seed(h, 10); /* other initial values, replaced by the load */
-        kiln_dense(h, kiln_flatten(h, kiln_conv2d_layer(h, hx, 3, 3, 1, 1, NULL)), 4, NULL);
+        kiln_dense(h, kiln_flatten(h, kiln_conv2d_layer(h, hx, 3, 3, 1, 1, NULL)), 4,
+                   NULL);
         if (compiled)
             expect_ok(kiln_graph_compile(h), "compile");
         expect_ok(kiln_load(h, path), "kiln_load");
@@ -211,8 +217,10 @@ Test(safetensors, save_then_load_gives_the_same_values_before_and_after_compile)
             cr_assert_leq(n, sizeof va);
             expect_ok(kiln_tensor_read(a, va, n), "read saved");
             expect_ok(kiln_tensor_read(b, vb, n), "read loaded");
-            cr_assert(memcmp(va, vb, n) == 0, "%s differs after the round trip (compiled "
-                      "%d)", kiln_tensor_name(a), compiled);
+            cr_assert(memcmp(va, vb, n) == 0,
+                      "%s differs after the round trip (compiled "
+                      "%d)",
+                      kiln_tensor_name(a), compiled);
         }
         kiln_graph_free(h);
     }
@@ -220,9 +228,9 @@ Test(safetensors, save_then_load_gives_the_same_values_before_and_after_compile)
 
 Test(safetensors, save_replaces_a_file_and_leaves_no_temporary_behind)
 {
-    param(g, "p", KILN_SHAPE(2), (const float[]){ 1, 2 });
+    param(g, "p", KILN_SHAPE(2), (const float[]){1, 2});
     const char *path = in_dir("w.safetensors");
-    FILE *f = fopen(path, "w");
+    FILE       *f    = fopen(path, "w");
     cr_assert_not_null(f);
     fputs("old contents", f);
     fclose(f);
@@ -230,7 +238,7 @@ Test(safetensors, save_replaces_a_file_and_leaves_no_temporary_behind)
     kiln_graph  *h = kiln_graph_new(ctx);
     kiln_tensor *p = param(h, "p", KILN_SHAPE(2), NULL);
     expect_ok(kiln_load(h, path), "kiln_load");
-    expect_values(p, (const float[]){ 1, 2 }, 2);
+    expect_values(p, (const float[]){1, 2}, 2);
     kiln_graph_free(h);
     size_t n = child_dir_entries(dir);
     cr_assert_eq(n, 1, "the directory holds %zu entries, not just the saved file", n);
@@ -249,22 +257,25 @@ Test(safetensors, a_parameter_missing_from_the_file_is_named)
 Test(safetensors, a_shape_mismatch_names_the_tensor_and_both_shapes)
 {
     param(g, "dense.weight", KILN_SHAPE(3, 2), NULL);
-    expect_error(kiln_load(g, reference_file()), KILN_ERR_SHAPE, "\"dense.weight\" is "
-                 "[2, 3] in the file", "[3, 2] in the graph");
+    expect_error(kiln_load(g, reference_file()), KILN_ERR_SHAPE,
+                 "\"dense.weight\" is "
+                 "[2, 3] in the file",
+                 "[3, 2] in the graph");
 }
 
 Test(safetensors, a_dtype_other_than_f32_is_named)
 {
     param(g, "note", KILN_SHAPE(2), NULL);
-    expect_error(kiln_load(g, reference_file()), KILN_ERR_SHAPE, "\"note\" is I32", "F32");
+    expect_error(kiln_load(g, reference_file()), KILN_ERR_SHAPE, "\"note\" is I32",
+                 "F32");
 }
 
 Test(safetensors, a_failed_load_changes_no_parameter)
 {
-    kiln_tensor *w = param(g, "dense.weight", KILN_SHAPE(2, 3), (const float[6]){ 0 });
+    kiln_tensor *w = param(g, "dense.weight", KILN_SHAPE(2, 3), (const float[6]){0});
     param(g, "missing", KILN_SHAPE(1), NULL);
     cr_assert_neq(kiln_load(g, reference_file()), KILN_OK);
-    expect_values(w, (const float[6]){ 0 }, 6);
+    expect_values(w, (const float[6]){0}, 6);
 }
 
 Test(safetensors, a_missing_file_is_an_io_error_naming_it)
@@ -277,11 +288,14 @@ Test(safetensors, a_missing_file_is_an_io_error_naming_it)
 Test(safetensors, save_needs_names_and_values)
 {
     kiln_param(g, NULL, KILN_SHAPE(3));
-    expect_error(kiln_save(g, in_dir("a")), KILN_ERR_INVALID_ARG, "parameter 0 [3] has no "
-                 "name", NULL);
+    expect_error(kiln_save(g, in_dir("a")), KILN_ERR_INVALID_ARG,
+                 "parameter 0 [3] has no "
+                 "name",
+                 NULL);
     kiln_graph *h = kiln_graph_new(ctx);
     kiln_param(h, "unset", KILN_SHAPE(2));
-    expect_error(kiln_save(h, in_dir("b")), KILN_ERR_STATE, "'unset'", "not been written");
+    expect_error(kiln_save(h, in_dir("b")), KILN_ERR_STATE, "'unset'",
+                 "not been written");
     kiln_graph_free(h);
     size_t n = child_dir_entries(dir);
     cr_assert_eq(n, 0, "a failed save left %zu entries behind", n);
@@ -291,14 +305,18 @@ Test(safetensors, save_needs_names_and_values)
  * "__metadata__" is the format's own member, and JSON text is UTF-8. */
 Test(safetensors, save_refuses_names_a_header_cannot_hold)
 {
-    param(g, "__metadata__", KILN_SHAPE(1), (const float[]){ 1 });
-    expect_error(kiln_save(g, in_dir("a")), KILN_ERR_INVALID_ARG, "parameter 0 [1] is named "
-                 "__metadata__", NULL);
+    param(g, "__metadata__", KILN_SHAPE(1), (const float[]){1});
+    expect_error(kiln_save(g, in_dir("a")), KILN_ERR_INVALID_ARG,
+                 "parameter 0 [1] is named "
+                 "__metadata__",
+                 NULL);
     kiln_graph *h = kiln_graph_new(ctx);
-    param(h, "ok", KILN_SHAPE(1), (const float[]){ 1 });
-    param(h, "latin1 \xe9", KILN_SHAPE(2), (const float[]){ 1, 2 });
-    expect_error(kiln_save(h, in_dir("b")), KILN_ERR_INVALID_ARG, "parameter 1 [2] is not "
-                 "UTF-8", NULL);
+    param(h, "ok", KILN_SHAPE(1), (const float[]){1});
+    param(h, "latin1 \xe9", KILN_SHAPE(2), (const float[]){1, 2});
+    expect_error(kiln_save(h, in_dir("b")), KILN_ERR_INVALID_ARG,
+                 "parameter 1 [2] is not "
+                 "UTF-8",
+                 NULL);
     kiln_graph_free(h);
     size_t n = child_dir_entries(dir);
     cr_assert_eq(n, 0, "a failed save left %zu entries behind", n);
@@ -306,7 +324,7 @@ Test(safetensors, save_refuses_names_a_header_cannot_hold)
 
 Test(safetensors, save_to_a_missing_directory_is_an_io_error)
 {
-    param(g, "p", KILN_SHAPE(1), (const float[]){ 1 });
+    param(g, "p", KILN_SHAPE(1), (const float[]){1});
     expect_error(kiln_save(g, in_dir("no/such/dir/w.safetensors")), KILN_ERR_IO,
                  "no/such/dir", "No such file");
 }
@@ -341,19 +359,21 @@ static void expect_malformed(const char *header, size_t data_len, const char *a,
                  kiln_status_name(st), kiln_last_error());
     const char *e = kiln_last_error();
     cr_assert(strstr(e, "bad.safetensors"), "error \"%s\" does not name the file", e);
-    cr_assert(strstr(e, a), "header %s: error \"%s\" does not mention \"%s\"", header, e, a);
-    cr_assert(!b || strstr(e, b), "header %s: error \"%s\" does not mention \"%s\"", header,
-              e, b);
+    cr_assert(strstr(e, a), "header %s: error \"%s\" does not mention \"%s\"", header, e,
+              a);
+    cr_assert(!b || strstr(e, b), "header %s: error \"%s\" does not mention \"%s\"",
+              header, e, b);
 }
 
 #define T(s) "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}" s
 
 Test(safetensors, a_well_formed_header_loads)
 {
-    kiln_tensor *t = param(g, "t", KILN_SHAPE(2), NULL);
-    const char *path = write_raw(" \t\n" T(",\"__metadata__\":{\"k\":\"v\\u00e9\\ud83d\\ude00\"}}  "), 8);
+    kiln_tensor *t    = param(g, "t", KILN_SHAPE(2), NULL);
+    const char  *path = write_raw(
+         " \t\n" T(",\"__metadata__\":{\"k\":\"v\\u00e9\\ud83d\\ude00\"}}  "), 8);
     expect_ok(kiln_load(g, path), "kiln_load");
-    expect_values(t, (const float[]){ 0, 0 }, 2);
+    expect_values(t, (const float[]){0, 0}, 2);
 }
 
 /* Jansson parses the header; kiln says where, as the byte at which the text
@@ -366,15 +386,18 @@ Test(safetensors, json_syntax_errors_name_the_offset)
     expect_malformed("{\"t\":[1,2,]}", 8, "at byte 10", "unexpected token near ']'");
     expect_malformed("{\"t\\q\":1}", 8, "at byte 1", "invalid escape near '\"t\\q'");
     expect_malformed("{\"t\":\"a\x01\"}", 8, "at byte 5", "control character 0x1");
-    expect_malformed("{\"t\":\"abc", 8, "at byte 5", "premature end of input near '\"abc'");
+    expect_malformed("{\"t\":\"abc", 8, "at byte 5",
+                     "premature end of input near '\"abc'");
     expect_malformed("{\"t\":012}", 8, "at byte 5", "leading zero");
     expect_malformed("{\"t\":99999999999999999999}", 8, "at byte 5", "64-bit range");
-    expect_malformed("{\"t\":\"\\u12\"}", 8, "at byte 5", "invalid escape near '\"\\u12\"'");
+    expect_malformed("{\"t\":\"\\u12\"}", 8, "at byte 5",
+                     "invalid escape near '\"\\u12\"'");
     expect_malformed("{\"t\":\"\\ud800x\"}", 8, "at byte 5", "invalid Unicode '\\uD800'");
     expect_malformed("{\"t\":\"\\u0000\"}", 8, "at byte 5", "\\u0000 is not allowed");
     expect_malformed("{\"t\":\"a\xff\"}", 8, "at byte 5", "unable to decode byte 0xff");
     expect_malformed(T("} x"), 8, "at byte 55", "end of file expected near 'x'");
-    expect_malformed("{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+    expect_malformed("{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]"
+                     "]]]]]]]]]]]]}",
                      8, "at byte 36", "nesting deeper than 32 levels");
 }
 
@@ -397,19 +420,23 @@ Test(safetensors, a_parse_error_names_the_byte_where_the_bad_token_starts)
 /* Jansson refuses a key that an object already has, at every level. */
 Test(safetensors, a_duplicate_key_is_refused)
 {
-    expect_malformed(T(",\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}"), 8,
-                     "at byte 54:", "duplicate object key near '\"t\"'");
+    expect_malformed(T(",\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}"
+                       "}"),
+                     8, "at byte 54:", "duplicate object key near '\"t\"'");
     expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],"
-                     "\"dtype\":\"F32\"}}", 8, "at byte 53:",
-                     "duplicate object key near '\"dtype\"'");
-    expect_malformed(T(",\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}"), 8, "at byte 78:",
-                     "duplicate object key near '\"k\"'");
+                     "\"dtype\":\"F32\"}}",
+                     8, "at byte 53:", "duplicate object key near '\"dtype\"'");
+    expect_malformed(T(",\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}"), 8,
+                     "at byte 78:", "duplicate object key near '\"k\"'");
     /* Two spellings of one key are one key. */
-    expect_malformed(T(",\"\\u0074\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}"),
+    expect_malformed(T(",\"\\u0074\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":["
+                       "0,8]}}"),
                      8, "at byte 54:", "duplicate object key near '\"\\u0074\"'");
     expect_malformed("{\"model.layers.10.self_attn.q_proj.weight\":1,"
-                     "\"model.layers.10.self_attn.q_proj.weight\":2}", 8, "at byte 45:",
-                     "duplicate object key near '\"model.layers.10.self_attn.q_proj.weight\"'");
+                     "\"model.layers.10.self_attn.q_proj.weight\":2}",
+                     8, "at byte 45:",
+                     "duplicate object key near "
+                     "'\"model.layers.10.self_attn.q_proj.weight\"'");
 }
 
 /* kiln refuses nesting deeper than 32 levels before Jansson parses the header
@@ -453,11 +480,12 @@ Test(safetensors, header_structure_errors_name_the_tensor)
     expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":2,\"data_offsets\":[0,8]}}", 8,
                      "\"shape\"", "is an integer, expected an array");
     expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],"
-                     "\"extra\":1}}", 8, "unknown member \"extra\"", NULL);
+                     "\"extra\":1}}",
+                     8, "unknown member \"extra\"", NULL);
     expect_malformed("{\"t\":{\"dtype\":\"Q7\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
                      "unknown dtype \"Q7\"", NULL);
-    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8,
-                     "shape element 0", "not an integer >= 0");
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}",
+                     8, "shape element 0", "not an integer >= 0");
     expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 8,
                      "not [begin, end]", NULL);
     expect_malformed(T(",\"__metadata__\":{\"k\":1}}"), 8, "__metadata__ \"k\"",
@@ -473,41 +501,44 @@ Test(safetensors, header_structure_errors_name_the_tensor)
                      8, "data_offsets is not [begin, end]", "two integers");
     expect_malformed("{\"t\":{\"dtype\":null,\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
                      "\"dtype\" is null", "expected a string");
-    expect_malformed(T(",\"__metadata__\":{\"k\":false}}"), 8, "__metadata__ \"k\" is false",
-                     "expected a string");
+    expect_malformed(T(",\"__metadata__\":{\"k\":false}}"), 8,
+                     "__metadata__ \"k\" is false", "expected a string");
 }
 
 Test(safetensors, offsets_must_be_in_range_and_match_the_shape)
 {
     expect_malformed(T("}"), 4, "data_offsets [0, 8] outside the 4 bytes", NULL);
-    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8,
-                     "hold 8 bytes", "F32 [3] takes 12");
-    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,4]}}", 8,
-                     "data_offsets [8, 4]", NULL);
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}",
+                     8, "hold 8 bytes", "F32 [3] takes 12");
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,4]}}",
+                     8, "data_offsets [8, 4]", NULL);
     expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],"
-                     "\"data_offsets\":[0,8]}}", 8, "more elements than the file has bytes",
-                     NULL);
+                     "\"data_offsets\":[0,8]}}",
+                     8, "more elements than the file has bytes", NULL);
 }
 
 Test(safetensors, tensors_must_be_packed_without_holes_or_overlaps)
 {
-    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12,
-                     "starts at data byte 4", "end at 0");
+    expect_malformed("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+                     12, "starts at data byte 4", "end at 0");
     expect_malformed(T("}"), 12, "the tensors end at data byte 8", "12 bytes of data");
-    expect_malformed(T(",\"u\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}"),
+    expect_malformed(T(",\"u\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}"
+                       "}"),
                      12, "tensor \"u\" starts at data byte 4", NULL);
-    expect_malformed(T(",\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}"),
+    expect_malformed(T(",\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}"
+                       "}"),
                      16, "at byte 54", "duplicate object key near '\"t\"'");
 }
 
 Test(safetensors, length_prefix_errors)
 {
     const char *path = in_dir("short.safetensors");
-    FILE *f = fopen(path, "wb");
+    FILE       *f    = fopen(path, "wb");
     fwrite("\x05\0\0", 1, 3, f);
     fclose(f);
     param(g, "t", KILN_SHAPE(2), NULL);
-    expect_error(kiln_load(g, path), KILN_ERR_IO, "it has 3 bytes", "8-byte header length");
+    expect_error(kiln_load(g, path), KILN_ERR_IO, "it has 3 bytes",
+                 "8-byte header length");
     f = fopen(path, "wb");
     fwrite("\xff\xff\0\0\0\0\0\0{}", 1, 10, f);
     fclose(f);

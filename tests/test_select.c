@@ -28,9 +28,9 @@ static void setup(void)
 {
     const char *cpu     = expect_env("KILN_PLUGIN_PATH");
     const char *plugins = expect_env("KILN_TEST_PLUGINS");
-    char path[LEN];
-    int  n = snprintf(path, sizeof path, "%s:%s/good/.libs:%s/probe_zero/.libs", cpu,
-                      plugins, plugins);
+    char        path[LEN];
+    int n = snprintf(path, sizeof path, "%s:%s/good/.libs:%s/probe_zero/.libs", cpu,
+                     plugins, plugins);
     cr_assert(n > 0 && (size_t)n < sizeof path, "KILN_PLUGIN_PATH too long");
     cr_assert_eq(setenv("KILN_PLUGIN_PATH", path, 1), 0);
     unsetenv("KILN_BACKEND");
@@ -62,8 +62,8 @@ static const kiln_device_report *select_ok(const char *spec)
 static void assert_device(const kiln_device_report *d, const char *spec,
                           const char *backend, int index)
 {
-    cr_assert_str_eq(d->backend, backend, "\"%s\" selected %s:%d, expected %s:%d",
-                     spec, d->backend, d->index, backend, index);
+    cr_assert_str_eq(d->backend, backend, "\"%s\" selected %s:%d, expected %s:%d", spec,
+                     d->backend, d->index, backend, index);
     cr_assert_eq(d->index, index, "\"%s\" selected %s:%d, expected %s:%d", spec,
                  d->backend, d->index, backend, index);
 }
@@ -90,8 +90,8 @@ static void assert_helpful(const char *msg, const char *spec)
  * contains `also` (unless NULL). */
 static void assert_refused(const char *spec, kiln_status want, const char *also)
 {
-    size_t      k  = SIZE_MAX;
-    kiln_status st = kiln_select(spec, &k);
+    size_t      k   = SIZE_MAX;
+    kiln_status st  = kiln_select(spec, &k);
     const char *msg = kiln_last_error();
     cr_assert_eq(st, want, "kiln_select(\"%s\"): %s, expected %s (%s)", spec,
                  kiln_status_name(st), kiln_status_name(want), msg);
@@ -209,7 +209,7 @@ Test(select, devices_lists_both_devices_of_good)
 {
     const kiln_device_report *d;
     size_t                    n = kiln_devices(&d), seen = 0;
-    static const char *const names[] = { "Good Device Alpha", "Good Device Beta" };
+    static const char *const  names[] = {"Good Device Alpha", "Good Device Beta"};
     for (size_t i = 0; i < n; i++) {
         if (strcmp(d[i].backend, "good") != 0)
             continue;
@@ -261,11 +261,13 @@ Test(select, malformed_spec_is_an_invalid_argument)
 /* An empty or blank selection means the same as none: the best score. */
 Test(select, empty_spec_takes_the_best_score)
 {
-    const kiln_device_report *best = select_ok(NULL);
-    static const char *const specs[] = { "", "  " };
+    const kiln_device_report *best    = select_ok(NULL);
+    static const char *const  specs[] = {"", "  "};
     for (size_t i = 0; i < sizeof specs / sizeof *specs; i++)
-        cr_assert_eq(select_ok(specs[i]), best, "kiln_select(\"%s\") differs from "
-                     "kiln_select(NULL)", specs[i]);
+        cr_assert_eq(select_ok(specs[i]), best,
+                     "kiln_select(\"%s\") differs from "
+                     "kiln_select(NULL)",
+                     specs[i]);
 }
 
 /* ---- contexts: KILN_BACKEND and kiln_context_new_for ------------------------------ */
@@ -283,8 +285,7 @@ Test(context, new_accepts_a_KILN_BACKEND_list_with_spaces)
 {
     cr_assert_eq(setenv("KILN_BACKEND", " nonexistent, cpu ", 1), 0);
     kiln_context *ctx = kiln_context_new();
-    cr_assert_not_null(ctx, "KILN_BACKEND=\" nonexistent, cpu \": %s",
-                       kiln_last_error());
+    cr_assert_not_null(ctx, "KILN_BACKEND=\" nonexistent, cpu \": %s", kiln_last_error());
     assert_context_on(ctx, "cpu", 0);
     kiln_context_free(ctx);
 }
@@ -300,8 +301,8 @@ Test(context, new_without_KILN_BACKEND_takes_the_best_score)
 
 Test(context, new_refuses_KILN_BACKEND_that_names_nothing)
 {
-    static const char *const specs[] = { "nonexistent", "good:2", "good:gamma",
-                                         "probezero" };
+    static const char *const specs[] = {"nonexistent", "good:2", "good:gamma",
+                                        "probezero"};
     for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
         cr_assert_eq(setenv("KILN_BACKEND", specs[i], 1), 0);
         kiln_context *ctx = kiln_context_new();
@@ -351,8 +352,8 @@ Test(context, new_for_refuses_a_device_that_does_not_exist)
  * reads the chosen device's report instead of selecting again. */
 Test(context, device_index_is_the_device_select_gives)
 {
-    static const char *const specs[] = { "cpu", "good:1", "GOOD:ALPHA",
-                                         "nonexistent,good:beta" };
+    static const char *const specs[] = {"cpu", "good:1", "GOOD:ALPHA",
+                                        "nonexistent,good:beta"};
     for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
         size_t want = SIZE_MAX, got = SIZE_MAX;
         cr_assert_eq(kiln_select(specs[i], &want), KILN_OK, "kiln_select(\"%s\"): %s",
@@ -364,8 +365,10 @@ Test(context, device_index_is_the_device_select_gives)
         kiln_context_free(ctx);
         cr_assert_eq(st, KILN_OK, "\"%s\": %s: %s", specs[i], kiln_status_name(st),
                      kiln_last_error());
-        cr_assert_eq(got, want, "\"%s\": the context reports device %zu, kiln_select "
-                     "gave %zu", specs[i], got, want);
+        cr_assert_eq(got, want,
+                     "\"%s\": the context reports device %zu, kiln_select "
+                     "gave %zu",
+                     specs[i], got, want);
     }
 }
 

@@ -24,7 +24,8 @@ static void read_or_fail(const kiln_tensor *t, void *data, size_t nbytes)
 }
 
 /* Differentiates, adds the optimiser, compiles; fails the test on any error. */
-static void prepare(kiln_graph *g, kiln_tensor *loss, kiln_optimizer *(*make)(kiln_graph *))
+static void prepare(kiln_graph *g, kiln_tensor *loss,
+                    kiln_optimizer *(*make)(kiln_graph *))
 {
     cr_assert_eq(kiln_graph_status(g), KILN_OK, "building: %s", kiln_graph_error(g));
     cr_assert_eq(kiln_output(g, loss), KILN_OK, "%s", kiln_last_error());
@@ -53,7 +54,7 @@ static kiln_optimizer *linear_sgd(kiln_graph *g)
 BACKEND_TEST(train, linear_regression_recovers_the_coefficients_with_sgd_and_mse)
 {
     static const float w_true[LR_D] = {1.5f, -2.0f, 0.5f}, b_true = 0.3f;
-    float xs[LR_N * LR_D], ys[LR_N], w0[LR_D] = {0}, b0 = 0.0f;
+    float              xs[LR_N * LR_D], ys[LR_N], w0[LR_D] = {0}, b0 = 0.0f;
     ref_fill_uniform(xs, LR_N * LR_D, 2024, -1.0f, 1.0f);
     for (int i = 0; i < LR_N; i++) {
         double y = b_true;
@@ -62,13 +63,13 @@ BACKEND_TEST(train, linear_regression_recovers_the_coefficients_with_sgd_and_mse
         ys[i] = (float)y;
     }
 
-    kiln_context *ctx = test_backend_context(backend);
-    kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(LR_N, LR_D));
-    kiln_tensor *y = kiln_input(g, "y", KILN_F32, KILN_SHAPE(LR_N, 1));
-    kiln_tensor *w = kiln_param(g, "w", KILN_SHAPE(LR_D, 1));
-    kiln_tensor *b = kiln_param(g, "b", KILN_SHAPE(1));
-    kiln_tensor *loss = kiln_mse_loss(g, kiln_add(g, kiln_matmul(g, x, w), b), y);
+    kiln_context *ctx  = test_backend_context(backend);
+    kiln_graph   *g    = kiln_graph_new(ctx);
+    kiln_tensor  *x    = kiln_input(g, "x", KILN_F32, KILN_SHAPE(LR_N, LR_D));
+    kiln_tensor  *y    = kiln_input(g, "y", KILN_F32, KILN_SHAPE(LR_N, 1));
+    kiln_tensor  *w    = kiln_param(g, "w", KILN_SHAPE(LR_D, 1));
+    kiln_tensor  *b    = kiln_param(g, "b", KILN_SHAPE(1));
+    kiln_tensor  *loss = kiln_mse_loss(g, kiln_add(g, kiln_matmul(g, x, w), b), y);
     prepare(g, loss, linear_sgd);
     write_or_fail(x, xs, sizeof xs);
     write_or_fail(y, ys, sizeof ys);
@@ -84,9 +85,11 @@ BACKEND_TEST(train, linear_regression_recovers_the_coefficients_with_sgd_and_mse
     read_or_fail(w, w_got, sizeof w_got);
     read_or_fail(b, &b_got, sizeof b_got);
     for (int j = 0; j < LR_D; j++)
-        cr_expect(fabsf(w_got[j] - w_true[j]) < 1e-3f, "on %s: w[%d] = %g, expected %g "
-                  "(loss %g after the first step, %g after the last)", backend->label, j,
-                  (double)w_got[j], (double)w_true[j], (double)first, (double)last);
+        cr_expect(fabsf(w_got[j] - w_true[j]) < 1e-3f,
+                  "on %s: w[%d] = %g, expected %g "
+                  "(loss %g after the first step, %g after the last)",
+                  backend->label, j, (double)w_got[j], (double)w_true[j], (double)first,
+                  (double)last);
     cr_expect(fabsf(b_got - b_true) < 1e-3f, "on %s: b = %g, expected %g", backend->label,
               (double)b_got, (double)b_true);
     cr_expect(last < 1e-6f, "on %s: the loss went from %g to %g only", backend->label,
@@ -106,23 +109,23 @@ static kiln_optimizer *xor_adam(kiln_graph *g)
 
 BACKEND_TEST(train, mlp_learns_xor_with_adam_and_cross_entropy)
 {
-    static const float xs[4 * 2] = {0, 0, 0, 1, 1, 0, 1, 1};
+    static const float   xs[4 * 2] = {0, 0, 0, 1, 1, 0, 1, 1};
     static const int32_t labels[4] = {0, 1, 1, 0};
     float w1[2 * XOR_HIDDEN], w2[XOR_HIDDEN * 2], b1[XOR_HIDDEN] = {0}, b2[2] = {0};
     ref_fill_uniform(w1, 2 * XOR_HIDDEN, 7, -1.0f, 1.0f);
     ref_fill_uniform(w2, XOR_HIDDEN * 2, 8, -1.0f, 1.0f);
 
-    kiln_context *ctx = test_backend_context(backend);
-    kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(4, 2));
-    kiln_tensor *y = kiln_input(g, "y", KILN_I32, KILN_SHAPE(4));
-    kiln_tensor *pw1 = kiln_param(g, "w1", KILN_SHAPE(2, XOR_HIDDEN));
-    kiln_tensor *pb1 = kiln_param(g, "b1", KILN_SHAPE(XOR_HIDDEN));
-    kiln_tensor *pw2 = kiln_param(g, "w2", KILN_SHAPE(XOR_HIDDEN, 2));
-    kiln_tensor *pb2 = kiln_param(g, "b2", KILN_SHAPE(2));
-    kiln_tensor *h = kiln_tanh(g, kiln_add(g, kiln_matmul(g, x, pw1), pb1));
-    kiln_tensor *logits = kiln_add(g, kiln_matmul(g, h, pw2), pb2);
-    kiln_tensor *pred = kiln_argmax(g, logits);
+    kiln_context *ctx    = test_backend_context(backend);
+    kiln_graph   *g      = kiln_graph_new(ctx);
+    kiln_tensor  *x      = kiln_input(g, "x", KILN_F32, KILN_SHAPE(4, 2));
+    kiln_tensor  *y      = kiln_input(g, "y", KILN_I32, KILN_SHAPE(4));
+    kiln_tensor  *pw1    = kiln_param(g, "w1", KILN_SHAPE(2, XOR_HIDDEN));
+    kiln_tensor  *pb1    = kiln_param(g, "b1", KILN_SHAPE(XOR_HIDDEN));
+    kiln_tensor  *pw2    = kiln_param(g, "w2", KILN_SHAPE(XOR_HIDDEN, 2));
+    kiln_tensor  *pb2    = kiln_param(g, "b2", KILN_SHAPE(2));
+    kiln_tensor  *h      = kiln_tanh(g, kiln_add(g, kiln_matmul(g, x, pw1), pb1));
+    kiln_tensor  *logits = kiln_add(g, kiln_matmul(g, h, pw2), pb2);
+    kiln_tensor  *pred   = kiln_argmax(g, logits);
     kiln_output(g, pred);
     kiln_tensor *loss = kiln_cross_entropy(g, logits, y);
     prepare(g, loss, xor_adam);

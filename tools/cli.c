@@ -12,7 +12,7 @@ static const char *cli_program = "kiln";
 void cli_init(char **argv, const char *program)
 {
     cli_program = program;
-    argv[0] = (char *)program;
+    argv[0]     = (char *)program;
 }
 
 void cli_try_help(void)
@@ -35,7 +35,7 @@ void cli_usage_error(const char *fmt, ...)
 long long cli_parse_int(const char *opt, const char *text, long long min, long long max)
 {
     char *end;
-    errno = 0;
+    errno       = 0;
     long long v = strtoll(text, &end, 10);
     if (errno || end == text || *end || v < min || v > max) {
         fprintf(stderr, "%s: %s '%s': expected a whole number from %lld to %lld\n",

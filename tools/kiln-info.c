@@ -13,8 +13,8 @@
 static const char *type_name(kiln_device_type t)
 {
     switch (t) {
-    case KILN_DEVICE_CPU:         return "CPU";
-    case KILN_DEVICE_GPU:         return "GPU";
+    case KILN_DEVICE_CPU: return "CPU";
+    case KILN_DEVICE_GPU: return "GPU";
     case KILN_DEVICE_ACCELERATOR: return "accelerator";
     }
     return "device";
@@ -23,8 +23,8 @@ static const char *type_name(kiln_device_type t)
 static void print_plugins(void)
 {
     const kiln_plugin_report *p;
-    size_t n = kiln_plugins(&p), refused = 0;
-    const char *path = getenv("KILN_PLUGIN_PATH");
+    size_t                    n = kiln_plugins(&p), refused = 0;
+    const char               *path = getenv("KILN_PLUGIN_PATH");
     printf("plugin search path:\n");
     if (path && *path)
         printf("  KILN_PLUGIN_PATH  %s\n", path);
@@ -50,7 +50,7 @@ static void print_plugins(void)
 static void print_devices(void)
 {
     const kiln_device_report *d;
-    size_t n = kiln_devices(&d);
+    size_t                    n = kiln_devices(&d);
     printf("\ndevices:\n");
     if (n == 0)
         printf("  (none)\n");
@@ -91,9 +91,9 @@ static const char usage[] =
     "device KILN_BACKEND selects. KILN_LOG=debug shows every load attempt.\n";
 
 static const struct option long_options[] = {
-    { "version", no_argument, NULL, 'V' },
-    { "help",    no_argument, NULL, 'h' },
-    { NULL,      0,           NULL, 0   },
+    {"version", no_argument, NULL, 'V'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
 };
 
 /* Returns only when there is something to list. */
@@ -103,14 +103,9 @@ static void parse_args(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "hV", long_options, NULL)) != -1) {
         switch (c) {
-        case 'V':
-            printf("kiln-info %s\n", kiln_version());
-            exit(0);
-        case 'h':
-            fputs(usage, stdout);
-            exit(0);
-        default:   /* getopt said what was wrong */
-            cli_try_help();
+        case 'V': printf("kiln-info %s\n", kiln_version()); exit(0);
+        case 'h': fputs(usage, stdout); exit(0);
+        default: /* getopt said what was wrong */ cli_try_help();
         }
     }
     if (optind < argc)

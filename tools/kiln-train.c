@@ -34,8 +34,8 @@ typedef struct options {
     const char *model;     /* mlp, cnn, linear                          */
     const char *optimizer; /* sgd, adam                                 */
     int         epochs, batch;
-    double      lr;        /* 0: the optimiser's default                */
-    bool        cosine;    /* lr annealed to 0 over the run (default)   */
+    double      lr;     /* 0: the optimiser's default                */
+    bool        cosine; /* lr annealed to 0 over the run (default)   */
     uint64_t    seed;
     const char *data, *save, *eval;
 } options;
@@ -68,7 +68,8 @@ static const char usage[] =
     "                          the test accuracy of the --model they fit\n"
     "  --help                  print this and exit\n";
 
-static void die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void die(int status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
 static void die(int status, const char *fmt, ...)
 {
     va_list ap;
@@ -85,7 +86,7 @@ static void die(int status, const char *fmt, ...)
 static const char *parse_choice(const char *opt, const char *text, const char *a,
                                 const char *b, const char *c)
 {
-    const char *choices[] = { a, b, c };
+    const char *choices[] = {a, b, c};
     for (int i = 0; i < 3; i++)
         if (choices[i] && strcmp(text, choices[i]) == 0)
             return choices[i];
@@ -94,29 +95,37 @@ static const char *parse_choice(const char *opt, const char *text, const char *a
 }
 
 enum {
-    OPT_MODEL = 256, OPT_OPTIMIZER, OPT_SCHEDULE, OPT_EPOCHS, OPT_BATCH, OPT_SEED, OPT_LR,
-    OPT_DATA, OPT_SAVE, OPT_EVAL,
+    OPT_MODEL = 256,
+    OPT_OPTIMIZER,
+    OPT_SCHEDULE,
+    OPT_EPOCHS,
+    OPT_BATCH,
+    OPT_SEED,
+    OPT_LR,
+    OPT_DATA,
+    OPT_SAVE,
+    OPT_EVAL,
 };
 
 static const struct option long_options[] = {
-    { "model",     required_argument, NULL, OPT_MODEL     },
-    { "optimizer", required_argument, NULL, OPT_OPTIMIZER },
-    { "schedule",  required_argument, NULL, OPT_SCHEDULE  },
-    { "epochs",    required_argument, NULL, OPT_EPOCHS    },
-    { "batch",     required_argument, NULL, OPT_BATCH     },
-    { "seed",      required_argument, NULL, OPT_SEED      },
-    { "lr",        required_argument, NULL, OPT_LR        },
-    { "data",      required_argument, NULL, OPT_DATA      },
-    { "save",      required_argument, NULL, OPT_SAVE      },
-    { "eval",      required_argument, NULL, OPT_EVAL      },
-    { "help",      no_argument,       NULL, 'h'           },
-    { NULL,        0,                 NULL, 0             },
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"optimizer", required_argument, NULL, OPT_OPTIMIZER},
+    {"schedule", required_argument, NULL, OPT_SCHEDULE},
+    {"epochs", required_argument, NULL, OPT_EPOCHS},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"lr", required_argument, NULL, OPT_LR},
+    {"data", required_argument, NULL, OPT_DATA},
+    {"save", required_argument, NULL, OPT_SAVE},
+    {"eval", required_argument, NULL, OPT_EVAL},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
 };
 
 static double parse_lr(const char *text)
 {
     char *end;
-    errno = 0;
+    errno     = 0;
     double lr = strtod(text, &end);
     if (errno || end == text || *end || !(lr > 0) || !isfinite(lr))
         die(2, "--lr '%s': expected a number greater than 0, e.g. 0.01", text);
@@ -127,15 +136,18 @@ static double parse_lr(const char *text)
  * getopt_long reads them; "--" ends the options. */
 static options parse_args(int argc, char **argv)
 {
-    options o = { .model = "mlp", .optimizer = "adam", .epochs = 5, .batch = 64, .seed = 1,
-                  .cosine = true, .data = DEFAULT_DATA };
+    options o = {.model     = "mlp",
+                 .optimizer = "adam",
+                 .epochs    = 5,
+                 .batch     = 64,
+                 .seed      = 1,
+                 .cosine    = true,
+                 .data      = DEFAULT_DATA};
     cli_init(argv, "kiln-train");
     int c;
     while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
         switch (c) {
-        case 'h':
-            fputs(usage, stdout);
-            exit(0);
+        case 'h': fputs(usage, stdout); exit(0);
         case OPT_MODEL:
             o.model = parse_choice("--model", optarg, "mlp", "cnn", "linear");
             break;
@@ -143,39 +155,29 @@ static options parse_args(int argc, char **argv)
             o.optimizer = parse_choice("--optimizer", optarg, "sgd", "adam", NULL);
             break;
         case OPT_SCHEDULE:
-            o.cosine = strcmp(parse_choice("--schedule", optarg, "cosine", "constant", NULL),
+            o.cosine = strcmp(parse_choice("--schedule", optarg, "cosine", "constant",
+                                           NULL),
                               "cosine") == 0;
             break;
         case OPT_EPOCHS:
             o.epochs = (int)cli_parse_int("--epochs", optarg, 1, 100000);
             break;
-        case OPT_BATCH:
-            o.batch = (int)cli_parse_int("--batch", optarg, 1, 60000);
-            break;
+        case OPT_BATCH: o.batch = (int)cli_parse_int("--batch", optarg, 1, 60000); break;
         case OPT_SEED:
             o.seed = (uint64_t)cli_parse_int("--seed", optarg, 0, INT64_MAX);
             break;
-        case OPT_LR:
-            o.lr = parse_lr(optarg);
-            break;
-        case OPT_DATA:
-            o.data = optarg;
-            break;
-        case OPT_SAVE:
-            o.save = optarg;
-            break;
-        case OPT_EVAL:
-            o.eval = optarg;
-            break;
-        default:   /* getopt said what was wrong */
-            cli_try_help();
+        case OPT_LR: o.lr = parse_lr(optarg); break;
+        case OPT_DATA: o.data = optarg; break;
+        case OPT_SAVE: o.save = optarg; break;
+        case OPT_EVAL: o.eval = optarg; break;
+        default: /* getopt said what was wrong */ cli_try_help();
         }
     }
     if (optind < argc)
         cli_usage_error("unexpected argument '%s'", argv[optind]);
     if (o.eval && o.save)
         die(2, "--eval and --save together: --eval trains nothing, so there is nothing "
-            "to save");
+               "to save");
     if (o.lr == 0)
         o.lr = strcmp(o.optimizer, "adam") == 0 ? 0.001 : 0.02;
     return o;
@@ -196,9 +198,11 @@ static void read_idx(const char *dir, const char *name, kiln_idx *out)
     if (access(path, F_OK) != 0)
         snprintf(path, sizeof path, "%s/%s", dir, name);
     if (access(path, F_OK) != 0)
-        die(1, "%s has neither %s.gz nor %s: expected the four IDX files of "
+        die(1,
+            "%s has neither %s.gz nor %s: expected the four IDX files of "
             "Fashion-MNIST or MNIST there (the Debian package dataset-fashion-mnist "
-            "installs them in " DEFAULT_DATA ")", dir, name, name);
+            "installs them in " DEFAULT_DATA ")",
+            dir, name, name);
     if (kiln_idx_read(path, out) != KILN_OK)
         die(1, "%s", kiln_last_error());
 }
@@ -232,10 +236,12 @@ static void check_data_dir(const char *dir)
     int         found = stat(dir, &sb) == 0;
     if (found && S_ISDIR(sb.st_mode))
         return;
-    die(1, "no data directory %s (%s): install the Debian package "
+    die(1,
+        "no data directory %s (%s): install the Debian package "
         "dataset-fashion-mnist (apt-get install dataset-fashion-mnist), which puts "
         "Fashion-MNIST in " DEFAULT_DATA ", or pass --data DIR with the IDX files of "
-        "Fashion-MNIST or MNIST", dir, found ? "not a directory" : strerror(errno));
+        "Fashion-MNIST or MNIST",
+        dir, found ? "not a directory" : strerror(errno));
 }
 
 /* Fashion-MNIST's training-set pixel mean and standard deviation (of values
@@ -253,8 +259,9 @@ static void gather(const dataset *d, const int64_t *idx, int rows, int batch, fl
     for (int r = 0; r < rows; r++) {
         const uint8_t *src = px + idx[r] * PIXELS;
         for (int k = 0; k < PIXELS; k++)
-            x[(size_t)r * PIXELS + (size_t)k] =
-                ((float)src[k] * (1.0f / 255.0f) - PIXEL_MEAN) / PIXEL_STD;
+            x[(size_t)r * PIXELS + (size_t)k] = ((float)src[k] * (1.0f / 255.0f) -
+                                                 PIXEL_MEAN) /
+                                                PIXEL_STD;
         y[r] = lb[idx[r]];
     }
     memset(x + (size_t)rows * PIXELS, 0, (size_t)(batch - rows) * PIXELS * sizeof *x);
@@ -265,8 +272,8 @@ static void gather(const dataset *d, const int64_t *idx, int rows, int batch, fl
 static uint64_t next_random(uint64_t *state)
 {
     uint64_t z = (*state += 0x9E3779B97F4A7C15u);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z          = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
     return z ^ (z >> 31);
 }
 
@@ -285,7 +292,7 @@ static void shuffle(int64_t *idx, int64_t n, uint64_t *state)
 typedef struct model {
     kiln_graph     *g;
     kiln_tensor    *x, *labels, *loss, *pred;
-    kiln_optimizer *opt;  /* NULL in an evaluation-only model */
+    kiln_optimizer *opt; /* NULL in an evaluation-only model */
     int             batch;
 } model;
 
@@ -295,12 +302,12 @@ static kiln_tensor *logits_of(kiln_graph *g, const char *name, kiln_tensor *x)
         return kiln_dense(g, x, CLASSES, "fc");
     if (strcmp(name, "mlp") == 0) {
         kiln_tensor *h = kiln_relu(g, kiln_dense(g, x, 256, "fc1"));
-        h = kiln_relu(g, kiln_dense(g, h, 128, "fc2"));
+        h              = kiln_relu(g, kiln_dense(g, h, 128, "fc2"));
         return kiln_dense(g, h, CLASSES, "fc3");
     }
     kiln_tensor *h = kiln_relu(g, kiln_conv2d_layer(g, x, 32, 3, 1, 1, "conv1"));
-    h = kiln_flatten(g, kiln_max_pool2d(g, h, 2, 2));
-    h = kiln_relu(g, kiln_dense(g, h, 128, "fc1"));
+    h              = kiln_flatten(g, kiln_max_pool2d(g, h, 2, 2));
+    h              = kiln_relu(g, kiln_dense(g, h, 128, "fc1"));
     return kiln_dense(g, h, CLASSES, "fc2");
 }
 
@@ -315,16 +322,16 @@ static void fail_kiln(const char *what, const kiln_graph *g)
  * when training. */
 static model build(kiln_context *ctx, const options *o, bool train)
 {
-    model m = { .g = kiln_graph_new(ctx), .batch = o->batch };
+    model m = {.g = kiln_graph_new(ctx), .batch = o->batch};
     if (!m.g)
         fail_kiln("kiln_graph_new", NULL);
     kiln_graph *g = m.g;
     kiln_graph_seed(g, o->seed);
-    m.x = strcmp(o->model, "cnn") == 0
-              ? kiln_input(g, "x", KILN_F32, KILN_SHAPE(o->batch, 1, 28, 28))
-              : kiln_input(g, "x", KILN_F32, KILN_SHAPE(o->batch, PIXELS));
+    m.x                 = strcmp(o->model, "cnn") == 0
+                              ? kiln_input(g, "x", KILN_F32, KILN_SHAPE(o->batch, 1, 28, 28))
+                              : kiln_input(g, "x", KILN_F32, KILN_SHAPE(o->batch, PIXELS));
     kiln_tensor *logits = logits_of(g, o->model, m.x);
-    m.pred = kiln_argmax(g, logits);
+    m.pred              = kiln_argmax(g, logits);
     kiln_output(g, m.pred);
     if (train) {
         m.labels = kiln_input(g, "labels", KILN_I32, KILN_SHAPE(o->batch));
@@ -365,9 +372,9 @@ static double now(void)
 typedef struct progress {
     bool    tty;
     int     epoch, epochs;
-    int64_t total;      /* samples in this epoch */
+    int64_t total; /* samples in this epoch */
     double  start, last_draw;
-    int     quarter;    /* plain lines printed so far this epoch */
+    int     quarter; /* plain lines printed so far this epoch */
 } progress;
 
 /* A bar redrawn in place on a terminal; a line at each quarter otherwise. */
@@ -423,7 +430,8 @@ static int64_t evaluate(const model *m, const dataset *test, batch *b)
         for (int r = 0; r < rows; r++)
             b->idx[r] = start + r;
         gather(test, b->idx, rows, m->batch, b->x, b->y);
-        check(kiln_tensor_write(m->x, b->x, (size_t)m->batch * PIXELS * sizeof *b->x), "x");
+        check(kiln_tensor_write(m->x, b->x, (size_t)m->batch * PIXELS * sizeof *b->x),
+              "x");
         check(kiln_graph_eval(m->g, m->pred), "kiln_graph_eval");
         check(kiln_tensor_read(m->pred, b->pred, (size_t)m->batch * sizeof *b->pred),
               "predictions");
@@ -455,18 +463,23 @@ static double train_epoch(const options *o, const model *m, const dataset *set,
     p->quarter = 0;
     for (int64_t s = 0; s < steps; s++) {
         gather(set, order + s * m->batch, m->batch, m->batch, b->x, b->y);
-        check(kiln_tensor_write(m->x, b->x, (size_t)m->batch * PIXELS * sizeof *b->x), "x");
-        check(kiln_tensor_write(m->labels, b->y, (size_t)m->batch * sizeof *b->y), "labels");
+        check(kiln_tensor_write(m->x, b->x, (size_t)m->batch * PIXELS * sizeof *b->x),
+              "x");
+        check(kiln_tensor_write(m->labels, b->y, (size_t)m->batch * sizeof *b->y),
+              "labels");
         check(kiln_optimizer_set_lr(m->opt, lr_at(o, (p->epoch - 1) * steps + s,
-                                                  o->epochs * steps)), "learning rate");
+                                                  o->epochs * steps)),
+              "learning rate");
         check(kiln_graph_run(m->g), "kiln_graph_run");
         float loss;
         check(kiln_tensor_read(m->loss, &loss, sizeof loss), "loss");
         if (!isfinite(loss)) {
             if (p->tty)
                 putchar('\n');
-            die(1, "the loss is %g at epoch %d, step %lld: training diverged; try a "
-                "smaller --lr", (double)loss, p->epoch, (long long)s + 1);
+            die(1,
+                "the loss is %g at epoch %d, step %lld: training diverged; try a "
+                "smaller --lr",
+                (double)loss, p->epoch, (long long)s + 1);
         }
         sum += loss;
         report(p, (s + 1) * m->batch, sum / (double)(s + 1));
@@ -510,7 +523,7 @@ static int64_t train(const options *o, const model *m, const dataset *test, batc
     fflush(stdout);
 
     uint64_t rng     = o->seed;
-    progress p       = { .tty = isatty(STDOUT_FILENO), .epochs = o->epochs };
+    progress p       = {.tty = isatty(STDOUT_FILENO), .epochs = o->epochs};
     int64_t  correct = 0;
     for (p.epoch = 1; p.epoch <= o->epochs; p.epoch++) {
         double t0   = now();
@@ -518,9 +531,9 @@ static int64_t train(const options *o, const model *m, const dataset *test, batc
         double t1   = now();
         correct     = evaluate(m, test, b);
         printf("epoch %d/%d  loss %.4f  time %.2f s  %.0f samples/s  test accuracy "
-               "%.2f%%  (eval %.2f s)\n", p.epoch, o->epochs, loss, t1 - t0,
-               (double)p.total / (t1 - t0), 100.0 * (double)correct / (double)test->n,
-               now() - t1);
+               "%.2f%%  (eval %.2f s)\n",
+               p.epoch, o->epochs, loss, t1 - t0, (double)p.total / (t1 - t0),
+               100.0 * (double)correct / (double)test->n, now() - t1);
         fflush(stdout);
     }
     free(order);
@@ -538,10 +551,10 @@ int main(int argc, char **argv)
     printf("backend: %s\n", kiln_context_device(ctx));
     dataset test = load_set(o.data, "t10k");
     model   m    = build(ctx, &o, !o.eval);
-    batch   b    = { malloc((size_t)o.batch * PIXELS * sizeof *b.x),
-                     malloc((size_t)o.batch * sizeof *b.y),
-                     malloc((size_t)o.batch * sizeof *b.idx),
-                     malloc((size_t)o.batch * sizeof *b.pred) };
+    batch   b    = {malloc((size_t)o.batch * PIXELS * sizeof *b.x),
+                    malloc((size_t)o.batch * sizeof *b.y),
+                    malloc((size_t)o.batch * sizeof *b.idx),
+                    malloc((size_t)o.batch * sizeof *b.pred)};
     if (!b.x || !b.y || !b.idx || !b.pred)
         die(1, "out of memory for a batch of %d", o.batch);
 
@@ -549,7 +562,8 @@ int main(int argc, char **argv)
         kiln_status st = kiln_load(m.g, o.eval);
         if (st != KILN_OK)
             die(1, "--eval: %s%s%s%s", kiln_last_error(),
-                st == KILN_ERR_IO ? "" : " (the weights must come from kiln-train --model ",
+                st == KILN_ERR_IO ? ""
+                                  : " (the weights must come from kiln-train --model ",
                 st == KILN_ERR_IO ? "" : o.model, st == KILN_ERR_IO ? "" : ")");
         printf("model %s (%lld parameters) from %s\n", o.model, param_count(m.g), o.eval);
         print_accuracy("test accuracy:", evaluate(&m, &test, &b), test.n);

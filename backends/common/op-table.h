@@ -31,27 +31,27 @@ typedef const char *(*kiln__rule_fn)(const kiln_node *node);
 /* How kiln treats an op. */
 enum {
     /* reaches a backend's graph_compute (all but LEAF and RESHAPE)         */
-    KILN__OP_DISPATCHED     = 1u << 0,
+    KILN__OP_DISPATCHED = 1u << 0,
     /* kiln_backward has a gradient rule for it (core/graph/autodiff.c)     */
     KILN__OP_DIFFERENTIABLE = 1u << 1,
     /* writes its src[0] where it lies: the output's buffer and offset are
      * src[0]'s (the optimiser steps)                                      */
-    KILN__OP_IN_PLACE       = 1u << 2,
+    KILN__OP_IN_PLACE = 1u << 2,
 };
 
 typedef struct kiln__op_def {
-    const char   *name;                     /* "matmul": kiln_op_name      */
-    int           n_src;                    /* sources that must be there  */
-    int           n_opt;                    /* optional sources after them */
-    kiln_dtype    out_dtype;
-    kiln_dtype    src_dtype[KILN_MAX_SRC];
+    const char *name;  /* "matmul": kiln_op_name      */
+    int         n_src; /* sources that must be there  */
+    int         n_opt; /* optional sources after them */
+    kiln_dtype  out_dtype;
+    kiln_dtype  src_dtype[KILN_MAX_SRC];
     /* what messages call each source: "a", "x", "labels", ...             */
     const char   *src_name[KILN_MAX_SRC];
-    kiln__rule_fn rule;                     /* backend.h's shape rule      */
-    unsigned      flags;                    /* KILN__OP_*                  */
+    kiln__rule_fn rule;  /* backend.h's shape rule      */
+    unsigned      flags; /* KILN__OP_*                  */
     /* sources it updates where they lie besides its output, bit s for
      * src[s] (an optimiser's state): a fallback copies them back          */
-    unsigned      writes;
+    unsigned writes;
 } kiln__op_def;
 
 /* The op's row, or NULL for a value outside kiln_op. */
@@ -115,12 +115,12 @@ static inline void kiln__axis_extent(const kiln_node *t, int axis, int64_t *oute
 {
     if (axis == -1) {
         *outer = 1;
-        *r = t->numel;
+        *r     = t->numel;
         *inner = 1;
         return;
     }
     *outer = kiln__dims_product(t, 0, axis);
-    *r = t->dims[axis];
+    *r     = t->dims[axis];
     *inner = kiln__dims_product(t, axis + 1, t->ndim);
 }
 

@@ -23,27 +23,38 @@
 
 /* The handle buffer_alloc returns and kiln stores in kiln_node.buffer. */
 typedef struct cpu_buffer {
-    void  *data;   /* 64-byte aligned */
-    size_t size;   /* bytes asked for */
+    void  *data; /* 64-byte aligned */
+    size_t size; /* bytes asked for */
 } cpu_buffer;
 
 /* ---- kernels -------------------------------------------------------------- */
 
 /* Binary ops in kiln_op order (KILN_OP_ADD ..); plugin.c asserts the order. */
 typedef enum cpu_binary_op {
-    CPU_ADD, CPU_SUB, CPU_MUL, CPU_DIV, CPU_BINARY_COUNT
+    CPU_ADD,
+    CPU_SUB,
+    CPU_MUL,
+    CPU_DIV,
+    CPU_BINARY_COUNT
 } cpu_binary_op;
 
 /* Unary ops in kiln_op order (KILN_OP_NEG ..). */
 typedef enum cpu_unary_op {
-    CPU_NEG, CPU_EXP, CPU_LOG, CPU_SQRT, CPU_RELU, CPU_SIGMOID, CPU_TANH,
-    CPU_SCALE, CPU_UNARY_COUNT
+    CPU_NEG,
+    CPU_EXP,
+    CPU_LOG,
+    CPU_SQRT,
+    CPU_RELU,
+    CPU_SIGMOID,
+    CPU_TANH,
+    CPU_SCALE,
+    CPU_UNARY_COUNT
 } cpu_unary_op;
 
 /* out[i] = a[i * a_step] OP b[i * b_step], i < n; a step is 0 (a scalar
  * broadcast) or 1. out may be a or b. */
-typedef void (*cpu_binary_fn)(float *out, const float *a, size_t a_step,
-                              const float *b, size_t b_step, size_t n);
+typedef void (*cpu_binary_fn)(float *out, const float *a, size_t a_step, const float *b,
+                              size_t b_step, size_t n);
 /* out[i] = f(x[i]), i < n; p is SCALE's factor, ignored by the others.
  * out may be x. */
 typedef void (*cpu_unary_fn)(float *out, const float *x, size_t n, float p);
@@ -56,11 +67,11 @@ typedef void (*cpu_unary_fn)(float *out, const float *x, size_t n, float p);
  * zero-padded to whole tiles, so the kernel always computes a full mr x nr
  * tile; the driver (gemm.c) copies out the valid part of an edge tile. */
 typedef struct cpu_gemm_ukernel {
-    size_t mr, nr;        /* register tile                                   */
-    size_t mc, kc, nc;    /* cache blocks: A block in L2, B panel in L3      */
+    size_t mr, nr;     /* register tile                                   */
+    size_t mc, kc, nc; /* cache blocks: A block in L2, B panel in L3      */
     /* c[mr x nr] (row stride ldc) = (accumulate ? c : 0) + A panel @ B panel */
-    void (*kernel)(size_t kc, const float *a, const float *b, float *c,
-                   size_t ldc, bool accumulate, const float *bias);
+    void (*kernel)(size_t kc, const float *a, const float *b, float *c, size_t ldc,
+                   bool accumulate, const float *bias);
     /* the same for an edge tile of rows <= mr rows and cols <= nr columns:
      * those rows, and whole vectors of columns covering cols, are written   */
     void (*kernel_part)(size_t rows, size_t cols, size_t kc, const float *a,
@@ -68,19 +79,19 @@ typedef struct cpu_gemm_ukernel {
                         const float *bias);
     /* packs rows [i0, i0+m) and columns [k0, k0+k) of op(a), where a is
      * stored [M,K] (lda), or [K,M] when ta; m <= mc, k <= kc               */
-    void (*pack_a)(float *dst, const float *a, size_t lda, bool ta,
-                   size_t i0, size_t k0, size_t m, size_t k);
+    void (*pack_a)(float *dst, const float *a, size_t lda, bool ta, size_t i0, size_t k0,
+                   size_t m, size_t k);
     /* packs rows [k0, k0+k) and columns [j0, j0+n) of op(b), where b is
      * stored [K,N] (ldb), or [N,K] when tb; k <= kc, n <= nc               */
-    void (*pack_b)(float *dst, const float *b, size_t ldb, bool tb,
-                   size_t k0, size_t j0, size_t k, size_t n);
+    void (*pack_b)(float *dst, const float *b, size_t ldb, bool tb, size_t k0, size_t j0,
+                   size_t k, size_t n);
     /* (optional) c [M,N] = op(a) [M,K] @ b [K,N], a stored [M,K], or [K,M]
      * when ta; N at most one vector, without packing: for the narrow
      * products of a classifier's last layer (forward, and the weight's
      * gradient x^T @ g) packing costs more than the arithmetic              */
     void (*small_n)(size_t M, size_t N, size_t K, const float *a, size_t lda, bool ta,
                     const float *b, size_t ldb, float *c, size_t ldc);
-    size_t small_n_max;   /* the widest N small_n takes                      */
+    size_t small_n_max; /* the widest N small_n takes                      */
 } cpu_gemm_ukernel;
 
 /* The kernels of one ISA for the packed GEMM. */
@@ -95,65 +106,63 @@ extern const cpu_gemm_ukernel cpu_gemm_avx512;
 /* sum[i] = a[i * a_step] + b[i * b_step] and relu[i] = max(sum[i], 0) in one
  * pass (an ADD that a RELU reads next, see fuse.c); sum and relu do not
  * overlap, and each is either a or b exactly or does not overlap it. */
-typedef void (*cpu_add_relu_fn)(float *sum, float *relu, const float *a,
-                                size_t a_step, const float *b, size_t b_step,
-                                size_t n);
+typedef void (*cpu_add_relu_fn)(float *sum, float *relu, const float *a, size_t a_step,
+                                const float *b, size_t b_step, size_t n);
 
 /* The inner loops an ISA may replace. One table per device, filled once. */
 typedef struct cpu_kernels {
     /* "scalar", "avx2", ...: what kiln-info and the device description say */
-    const char   *isa;
-    cpu_binary_fn binary[CPU_BINARY_COUNT];
-    cpu_unary_fn  unary[CPU_UNARY_COUNT];
+    const char     *isa;
+    cpu_binary_fn   binary[CPU_BINARY_COUNT];
+    cpu_unary_fn    unary[CPU_UNARY_COUNT];
     cpu_add_relu_fn add_relu;
     /* the register kernels and packing of the packed GEMM                  */
     const cpu_gemm_ukernel *gemm;
     /* x[0] + x[stride] + ... (n terms), accumulated in double               */
-    double      (*sum)(const float *x, size_t n, size_t stride);
+    double (*sum)(const float *x, size_t n, size_t stride);
     /* acc[j] += x[j], j < n: one row of a reduction over a leading axis     */
-    void        (*sum_rows)(double *acc, const float *x, size_t n);
+    void (*sum_rows)(double *acc, const float *x, size_t n);
     /* the largest of x[0..n), n > 0; NaN if any element is NaN              */
-    float       (*max)(const float *x, size_t n);
+    float (*max)(const float *x, size_t n);
     /* the first index of max(x, n), n > 0 (of the first NaN, if any)       */
-    size_t      (*argmax)(const float *x, size_t n);
+    size_t (*argmax)(const float *x, size_t n);
     /* one output row of a max pool: out[j] = the max of x[r*W + j*sw + c]
      * over r < kh, c < kw, j < n; NaN if any of them is                     */
-    void        (*pool_max_row)(float *out, const float *x, size_t W, size_t n,
-                                size_t kh, size_t kw, size_t sw);
+    void (*pool_max_row)(float *out, const float *x, size_t W, size_t n, size_t kh,
+                         size_t kw, size_t sw);
     /* where each of those windows' max came from: arg[j] = r*W + c of the
      * first maximum, or of the first NaN (MAX_POOL2D_GRAD); the caller sees
      * that the plane and sw * 64 fit an int32 (gather offsets)            */
-    void        (*pool_argmax_row)(int32_t *arg, const float *x, size_t W, size_t n,
-                                   size_t kh, size_t kw, size_t sw);
+    void (*pool_argmax_row)(int32_t *arg, const float *x, size_t W, size_t n, size_t kh,
+                            size_t kw, size_t sw);
     /* softmax (or log_softmax when as_log) of one row of n; out may be x    */
-    void        (*softmax_row)(float *out, const float *x, size_t n, bool as_log);
+    void (*softmax_row)(float *out, const float *x, size_t n, bool as_log);
     /* log(sum(exp(x))) of n > 0 values, their max taken out first; NaN if
      * any is NaN or +inf, or all are -inf (as the plain formula gives)      */
-    double      (*logsumexp)(const float *x, size_t n);
+    double (*logsumexp)(const float *x, size_t n);
     /* sum of (a[i] - b[i])^2 over n, accumulated in double                  */
-    double      (*sum_sq_diff)(const float *a, const float *b, size_t n);
+    double (*sum_sq_diff)(const float *a, const float *b, size_t n);
 
     /* -- gradients (in their forward op's file) and optimiser steps
      *    (ops_optim.c); out may
      *    be any of the inputs, element for element                          */
     /* out[i] = v, i < n: EXPAND's broadcast of one element                 */
-    void        (*fill)(float *out, float v, size_t n);
+    void (*fill)(float *out, float v, size_t n);
     /* out[i] = x[i] > 0 ? g[i] : 0, i < n: 0 where x is NaN                 */
-    void        (*relu_grad)(float *out, const float *g, const float *x, size_t n);
+    void (*relu_grad)(float *out, const float *g, const float *x, size_t n);
     /* one row of n of SOFTMAX_GRAD, out = y * (g - sum(g * y)), or with
      * as_log of LOG_SOFTMAX_GRAD, out = g - exp(y) * sum(g); sums in double */
-    void        (*softmax_grad_row)(float *out, const float *g, const float *y,
-                                    size_t n, bool as_log);
+    void (*softmax_grad_row)(float *out, const float *g, const float *y, size_t n,
+                             bool as_log);
     /* one row of n > 0 of CROSS_ENTROPY_GRAD: out = scale * (softmax(x) -
      * one_hot(label)), label < n                                            */
-    void        (*cross_entropy_grad_row)(float *out, const float *x, size_t n,
-                                          size_t label, float scale);
+    void (*cross_entropy_grad_row)(float *out, const float *x, size_t n, size_t label,
+                                   float scale);
     /* n elements of an SGD step on p, velocity v; hp as in backend.h        */
-    void        (*sgd_step)(float *p, float *v, const float *g, const float *hp,
-                            size_t n);
+    void (*sgd_step)(float *p, float *v, const float *g, const float *hp, size_t n);
     /* n elements of an Adam step on p, moments m and v; hp as in backend.h  */
-    void        (*adam_step)(float *p, float *m, float *v, const float *g,
-                             const float *hp, size_t n);
+    void (*adam_step)(float *p, float *m, float *v, const float *g, const float *hp,
+                      size_t n);
 } cpu_kernels;
 
 /* Each family fills its part of the table with portable C. */
@@ -175,26 +184,29 @@ void cpu_kernels_avx512(cpu_kernels *k);
 /* ---- ISA and threads (isa.c) ---------------------------------------------- */
 
 typedef enum cpu_isa {
-    CPU_ISA_SCALAR = 0, CPU_ISA_AVX2, CPU_ISA_AVX512, CPU_ISA_COUNT
+    CPU_ISA_SCALAR = 0,
+    CPU_ISA_AVX2,
+    CPU_ISA_AVX512,
+    CPU_ISA_COUNT
 } cpu_isa;
 
 #define CPU_MAX_THREADS 256
 
 typedef struct cpu_isa_choice {
-    cpu_isa isa;        /* what runs                                        */
-    cpu_isa best;       /* the best the CPU and the OS support              */
-    bool    bad_env;    /* KILN_CPU_ISA was set to something unknown        */
-    char    why[160];   /* why isa: "capped by KILN_CPU_ISA=avx2; ..."      */
+    cpu_isa isa;      /* what runs                                        */
+    cpu_isa best;     /* the best the CPU and the OS support              */
+    bool    bad_env;  /* KILN_CPU_ISA was set to something unknown        */
+    char    why[160]; /* why isa: "capped by KILN_CPU_ISA=avx2; ..."      */
 } cpu_isa_choice;
 
 typedef struct cpu_threads_choice {
     int  n;
-    bool bad_env;       /* KILN_NUM_THREADS was not a count                 */
+    bool bad_env; /* KILN_NUM_THREADS was not a count                 */
     char why[96];
 } cpu_threads_choice;
 
-const char *cpu_isa_name(cpu_isa isa);    /* "avx2": KILN_CPU_ISA's spelling */
-const char *cpu_isa_label(cpu_isa isa);   /* "AVX2+FMA": for people          */
+const char *cpu_isa_name(cpu_isa isa);  /* "avx2": KILN_CPU_ISA's spelling */
+const char *cpu_isa_label(cpu_isa isa); /* "AVX2+FMA": for people          */
 bool        cpu_isa_supported(cpu_isa isa);
 void        cpu_isa_choose(cpu_isa_choice *choice);
 void        cpu_threads_choose(cpu_threads_choice *choice);
@@ -212,16 +224,16 @@ typedef void (*cpu_range_fn)(void *arg, size_t lo, size_t hi);
 /* n threads in all: n - 1 workers and the caller. NULL if out of resources. */
 cpu_pool *cpu_pool_new(int n);
 void      cpu_pool_free(cpu_pool *pool);
-int       cpu_pool_size(const cpu_pool *pool);   /* 1 for NULL */
+int       cpu_pool_size(const cpu_pool *pool); /* 1 for NULL */
 /* Runs fn on min(n, size) threads, the caller as tid 0, and waits for all.
  * Inside a job it runs fn on the calling thread alone (tid 0 of 1). */
-void      cpu_pool_run(cpu_pool *pool, int n, cpu_task_fn fn, void *arg);
+void cpu_pool_run(cpu_pool *pool, int n, cpu_task_fn fn, void *arg);
 /* Thread tid's part of [0, n) split in nt, in whole units of align. */
-void      cpu_split(size_t n, size_t align, int tid, int nt, size_t *lo, size_t *hi);
+void cpu_split(size_t n, size_t align, int tid, int nt, size_t *lo, size_t *hi);
 /* fn over [0, n) on up to one thread per `grain` elements, cut at multiples
  * of align. */
-void      cpu_parallel_for(const cpu_device *dev, size_t n, size_t align,
-                           size_t grain, cpu_range_fn fn, void *arg);
+void cpu_parallel_for(const cpu_device *dev, size_t n, size_t align, size_t grain,
+                      cpu_range_fn fn, void *arg);
 
 /* Which thread of its pool this is, and whether it is inside a pool job:
  * set by the workers and by cpu_pool_run on the calling thread. A GEMM
@@ -238,17 +250,17 @@ extern _Thread_local cpu_thread_state cpu_tls;
 
 /* One thread's packing buffers, allocated at device open and reused. */
 typedef struct cpu_pack {
-    float *a;   /* mc x kc of op(A)  */
-    float *b;   /* kc x nc of op(B)  */
+    float *a; /* mc x kc of op(A)  */
+    float *b; /* kc x nc of op(B)  */
 } cpu_pack;
 
 struct cpu_device {
-    const kiln_host *host;     /* for errors and logging */
-    cpu_kernels      k;
-    cpu_isa_choice   isa;
+    const kiln_host   *host; /* for errors and logging */
+    cpu_kernels        k;
+    cpu_isa_choice     isa;
     cpu_threads_choice threads;
-    cpu_pool        *pool;     /* NULL with one thread   */
-    cpu_pack        *pack;     /* one per thread         */
+    cpu_pool          *pool; /* NULL with one thread   */
+    cpu_pack          *pack; /* one per thread         */
 };
 
 /* ---- GEMM driver (gemm.c) ------------------------------------------------- */
@@ -257,17 +269,22 @@ struct cpu_device {
  * B[(c*KH + kh)*KW + kw, oh*OW + ow] = x[c, oh*sh - ph + kh, ow*sw - pw + kw],
  * zero outside x (implicit im2col). */
 typedef struct cpu_im2col {
-    const float *x;            /* one image [C,H,W] */
-    size_t C, H, W, KH, KW, OH, OW, sh, sw, ph, pw;
+    const float *x; /* one image [C,H,W] */
+    size_t       C, H, W, KH, KW, OH, OW, sh, sw, ph, pw;
 } cpu_im2col;
 
 typedef struct cpu_gemm_args {
-    size_t       M, N, K;
-    const float *a;  size_t lda; bool ta;
-    const float *b;  size_t ldb; bool tb;   /* ignored when im2col is set */
+    size_t            M, N, K;
+    const float      *a;
+    size_t            lda;
+    bool              ta;
+    const float      *b;
+    size_t            ldb;
+    bool              tb; /* ignored when im2col is set */
     const cpu_im2col *im2col;
-    float       *c;  size_t ldc;
-    const float *row_bias;                  /* NULL, or c[i,:] += bias[i] */
+    float            *c;
+    size_t            ldc;
+    const float      *row_bias; /* NULL, or c[i,:] += bias[i] */
 } cpu_gemm_args;
 
 /* The packed GEMM on the device's threads (on the calling thread alone
@@ -284,8 +301,8 @@ void        cpu_gemm_buffers_free(cpu_device *dev);
  * there is nothing to fuse (the caller runs nodes[i] alone). nodes[i] has
  * been checked; `checked` says whether a later node passes the same checks. */
 typedef bool (*cpu_node_ok_fn)(const kiln_node *node);
-size_t cpu_fuse(const cpu_device *dev, const kiln_node *const *nodes, size_t i,
-                size_t n, cpu_node_ok_fn checked, kiln_status *status);
+size_t cpu_fuse(const cpu_device *dev, const kiln_node *const *nodes, size_t i, size_t n,
+                cpu_node_ok_fn checked, kiln_status *status);
 
 /* ---- ops ------------------------------------------------------------------ */
 
@@ -334,21 +351,29 @@ kiln_status cpu_op_adam_step(const cpu_device *dev, const kiln_node *node);
 
 /* The sizes of one 2-D convolution, as size_t once checked. */
 typedef struct cpu_conv2d_geom {
-    size_t N, C, H, W;          /* x [N,C,H,W]                         */
-    size_t O, KH, KW;           /* w [O,C,KH,KW]                       */
-    size_t OH, OW;              /* y [N,O,OH,OW]                       */
-    size_t sh, sw, ph, pw;      /* stride, padding (CONV2D's iparam)   */
+    size_t N, C, H, W;     /* x [N,C,H,W]                         */
+    size_t O, KH, KW;      /* w [O,C,KH,KW]                       */
+    size_t OH, OW;         /* y [N,O,OH,OW]                       */
+    size_t sh, sw, ph, pw; /* stride, padding (CONV2D's iparam)   */
 } cpu_conv2d_geom;
 
 static inline cpu_conv2d_geom cpu_conv2d_geom_of(const int64_t *x, const int64_t *w,
                                                  const int64_t *y, const int32_t *iparam)
 {
     cpu_conv2d_geom g = {
-        .N = (size_t)x[0], .C = (size_t)x[1], .H = (size_t)x[2], .W = (size_t)x[3],
-        .O = (size_t)w[0], .KH = (size_t)w[2], .KW = (size_t)w[3],
-        .OH = (size_t)y[2], .OW = (size_t)y[3],
-        .sh = (size_t)iparam[0], .sw = (size_t)iparam[1],
-        .ph = (size_t)iparam[2], .pw = (size_t)iparam[3],
+        .N  = (size_t)x[0],
+        .C  = (size_t)x[1],
+        .H  = (size_t)x[2],
+        .W  = (size_t)x[3],
+        .O  = (size_t)w[0],
+        .KH = (size_t)w[2],
+        .KW = (size_t)w[3],
+        .OH = (size_t)y[2],
+        .OW = (size_t)y[3],
+        .sh = (size_t)iparam[0],
+        .sw = (size_t)iparam[1],
+        .ph = (size_t)iparam[2],
+        .pw = (size_t)iparam[3],
     };
     return g;
 }

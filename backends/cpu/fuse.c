@@ -19,7 +19,8 @@ static bool cpu_overlaps(const kiln_node *a, const kiln_node *b)
 {
     if (!a->buffer || a->buffer != b->buffer || a->numel == 0 || b->numel == 0)
         return false;
-    size_t a_end = a->offset + (size_t)a->numel * 4, b_end = b->offset + (size_t)b->numel * 4;
+    size_t a_end = a->offset + (size_t)a->numel * 4,
+           b_end = b->offset + (size_t)b->numel * 4;
     return a->offset < b_end && b->offset < a_end;
 }
 
@@ -42,8 +43,8 @@ static bool cpu_add_relu_fusable(const kiln_node *add, const kiln_node *relu,
     return true;
 }
 
-size_t cpu_fuse(const cpu_device *dev, const kiln_node *const *nodes, size_t i,
-                size_t n, cpu_node_ok_fn checked, kiln_status *status)
+size_t cpu_fuse(const cpu_device *dev, const kiln_node *const *nodes, size_t i, size_t n,
+                cpu_node_ok_fn checked, kiln_status *status)
 {
     const kiln_node *node = nodes[i];
     if (node->op == KILN_OP_ADD && i + 1 < n && nodes[i + 1] &&

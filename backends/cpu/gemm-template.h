@@ -76,9 +76,9 @@ CPU_GT(kernel_rows)(const int rows, const int nrv, size_t kc, const float *restr
     }
 }
 
-static void CPU_GT(kernel)(size_t kc, const float *restrict a,
-                           const float *restrict b, float *restrict c,
-                           size_t ldc, bool accumulate, const float *restrict bias)
+static void CPU_GT(kernel)(size_t kc, const float *restrict a, const float *restrict b,
+                           float *restrict c, size_t ldc, bool accumulate,
+                           const float *restrict bias)
 {
     CPU_GT(kernel_rows)(CPU_MR, CPU_NRV, kc, a, b, c, ldc, accumulate, bias);
 }
@@ -96,24 +96,25 @@ static void CPU_GT(kernel_part)(size_t rows, size_t cols, size_t kc,
 #error "kernel_part has cases for CPU_MR up to 14"
 #endif
     bool narrow = cols <= CPU_VL;
-#define CPU_GT_CASE(n)                                                          \
-    case n:                                                                     \
-        if (narrow)                                                             \
-            CPU_GT(kernel_rows)(n, 1, kc, a, b, c, ldc, accumulate, bias);      \
-        else                                                                    \
-            CPU_GT(kernel_rows)(n, CPU_NRV, kc, a, b, c, ldc, accumulate, bias);\
+#define CPU_GT_CASE(n)                                                           \
+    case n:                                                                      \
+        if (narrow)                                                              \
+            CPU_GT(kernel_rows)(n, 1, kc, a, b, c, ldc, accumulate, bias);       \
+        else                                                                     \
+            CPU_GT(kernel_rows)(n, CPU_NRV, kc, a, b, c, ldc, accumulate, bias); \
         return;
     switch (rows) {
-    CPU_GT_CASE(1) CPU_GT_CASE(2) CPU_GT_CASE(3)
+        CPU_GT_CASE(1)
+        CPU_GT_CASE(2)
+        CPU_GT_CASE(3)
 #if CPU_MR > 4
-    CPU_GT_CASE(4) CPU_GT_CASE(5)
+            CPU_GT_CASE(4) CPU_GT_CASE(5)
 #endif
 #if CPU_MR > 6
-    CPU_GT_CASE(6) CPU_GT_CASE(7) CPU_GT_CASE(8) CPU_GT_CASE(9) CPU_GT_CASE(10)
-    CPU_GT_CASE(11) CPU_GT_CASE(12) CPU_GT_CASE(13)
+                CPU_GT_CASE(6) CPU_GT_CASE(7) CPU_GT_CASE(8) CPU_GT_CASE(9)
+                    CPU_GT_CASE(10) CPU_GT_CASE(11) CPU_GT_CASE(12) CPU_GT_CASE(13)
 #endif
-    default:
-        CPU_GT_CASE(CPU_MR)
+                        default : CPU_GT_CASE(CPU_MR)
     }
 #undef CPU_GT_CASE
 }
@@ -160,7 +161,7 @@ static void CPU_GT(pack_a)(float *restrict dst, const float *restrict a, size_t 
 {
     for (size_t p = 0; p < m; p += CPU_MR, dst += kc * CPU_MR) {
         size_t rows = m - p < CPU_MR ? m - p : CPU_MR;
-        if (ta) {   /* stored [K,M]: each k is a contiguous run of rows */
+        if (ta) { /* stored [K,M]: each k is a contiguous run of rows */
             const float *src = a + k0 * lda + i0 + p;
             for (size_t k = 0; k < kc; k++, src += lda) {
                 float *d = dst + k * CPU_MR;
@@ -173,7 +174,7 @@ static void CPU_GT(pack_a)(float *restrict dst, const float *restrict a, size_t 
                         d[i] = i < rows ? src[i] : 0.0f;
                 }
             }
-        } else if (rows == CPU_MR) {   /* stored [M,K]: gather MR rows */
+        } else if (rows == CPU_MR) { /* stored [M,K]: gather MR rows */
             const float *src = a + (i0 + p) * lda + k0;
             for (size_t k = 0; k < kc; k++) {
                 float *d = dst + k * CPU_MR;
@@ -199,7 +200,7 @@ static void CPU_GT(pack_b)(float *restrict dst, const float *restrict b, size_t 
 {
     for (size_t p = 0; p < n; p += CPU_NR, dst += kc * CPU_NR) {
         size_t cols = n - p < CPU_NR ? n - p : CPU_NR;
-        if (!tb && cols == CPU_NR) {   /* stored [K,N]: copy rows of NR */
+        if (!tb && cols == CPU_NR) { /* stored [K,N]: copy rows of NR */
             const float *src = b + k0 * ldb + j0 + p;
             for (size_t k = 0; k < kc; k++, src += ldb)
 #pragma GCC unroll 4
@@ -211,16 +212,16 @@ static void CPU_GT(pack_b)(float *restrict dst, const float *restrict b, size_t 
             for (size_t k = 0; k < kc; k++, src += ldb)
                 for (size_t j = 0; j < CPU_NR; j++)
                     dst[k * CPU_NR + j] = j < cols ? src[j] : 0.0f;
-        } else {   /* stored [N,K]: column j of op(b) is row j of b */
+        } else { /* stored [N,K]: column j of op(b) is row j of b */
             const float *src = b + (j0 + p) * ldb + k0;
-            size_t kb = 0;
+            size_t       kb  = 0;
 #if defined(CPU_GT_TRANSPOSE8)
             /* whole panels: blocks of 8 columns x 8 k transposed in registers */
             if (cols == CPU_NR)
                 for (; kb + 8 <= kc; kb += 8)
                     for (size_t j = 0; j < CPU_NR; j += 8)
-                        CPU_GT(transpose8)(dst + kb * CPU_NR + j, CPU_NR,
-                                           src + j * ldb + kb, ldb);
+                        CPU_GT(transpose8)
+            (dst + kb * CPU_NR + j, CPU_NR, src + j * ldb + kb, ldb);
 #endif
             /* the rest in blocks of 16 k, so that the rows of dst written stay in L1 */
             for (; kb < kc; kb += 16) {
@@ -249,7 +250,7 @@ CPU_GT(small_n_rows)(size_t M, size_t N, size_t K, const float *restrict a, size
                      const bool ta, const float *restrict b, size_t ldb,
                      float *restrict c, size_t ldc)
 {
-#define CPU_GT_A(i, k) (ta ? a[(k) * lda + (i)] : a[(i) * lda + (k)])
+#define CPU_GT_A(i, k) (ta ? a[(k)*lda + (i)] : a[(i)*lda + (k)])
     size_t i = 0;
     for (; i + 8 <= M; i += 8) {
         CPU_V acc[8];
@@ -269,7 +270,8 @@ CPU_GT(small_n_rows)(size_t M, size_t N, size_t K, const float *restrict a, size
     for (; i < M; i++) {
         CPU_V acc = CPU_VZERO();
         for (size_t k = 0; k < K; k++)
-            acc = CPU_VFMA(CPU_VBCAST(CPU_GT_A(i, k)), cpu_vload_part(b + k * ldb, N), acc);
+            acc = CPU_VFMA(CPU_VBCAST(CPU_GT_A(i, k)), cpu_vload_part(b + k * ldb, N),
+                           acc);
         cpu_vstore_part(c + i * ldc, acc, N);
     }
 #undef CPU_GT_A
@@ -281,13 +283,13 @@ CPU_GT(small_n_rows)(size_t M, size_t N, size_t K, const float *restrict a, size
  * tile. n is a constant wherever this is inlined. */
 static inline __attribute__((always_inline)) void
 CPU_GT(small_n_ta_cols)(const int n, size_t M, size_t K, const float *restrict a,
-                        size_t lda, const float *restrict b, size_t ldb, float *restrict c,
-                        size_t ldc)
+                        size_t lda, const float *restrict b, size_t ldb,
+                        float *restrict c, size_t ldc)
 {
     float tile[CPU_VL][CPU_VL];
     for (size_t i = 0; i < M; i += CPU_VL) {
         size_t rows = M - i < CPU_VL ? M - i : CPU_VL;
-        CPU_V acc[CPU_VL];
+        CPU_V  acc[CPU_VL];
 #pragma GCC unroll 16
         for (int j = 0; j < n; j++)
             acc[j] = CPU_VZERO();
@@ -319,37 +321,42 @@ static void CPU_GT(small_n)(size_t M, size_t N, size_t K, const float *restrict 
         CPU_GT(small_n_rows)(M, N, K, a, lda, false, b, ldb, c, ldc);
         return;
     }
-#define CPU_GT_TA_CASE(n)                                                       \
-    case n:                                                                     \
-        CPU_GT(small_n_ta_cols)(n, M, K, a, lda, b, ldb, c, ldc);               \
-        return;
+#define CPU_GT_TA_CASE(n) \
+    case n: CPU_GT(small_n_ta_cols)(n, M, K, a, lda, b, ldb, c, ldc); return;
     switch (N) {
-    CPU_GT_TA_CASE(1) CPU_GT_TA_CASE(2) CPU_GT_TA_CASE(3) CPU_GT_TA_CASE(4)
-    CPU_GT_TA_CASE(5) CPU_GT_TA_CASE(6) CPU_GT_TA_CASE(7) CPU_GT_TA_CASE(8)
+        CPU_GT_TA_CASE(1)
+        CPU_GT_TA_CASE(2)
+        CPU_GT_TA_CASE(3) CPU_GT_TA_CASE(4) CPU_GT_TA_CASE(5) CPU_GT_TA_CASE(6)
+            CPU_GT_TA_CASE(7) CPU_GT_TA_CASE(8)
 #if CPU_VL > 8
-    CPU_GT_TA_CASE(9) CPU_GT_TA_CASE(10) CPU_GT_TA_CASE(11) CPU_GT_TA_CASE(12)
-    CPU_GT_TA_CASE(13) CPU_GT_TA_CASE(14) CPU_GT_TA_CASE(15) CPU_GT_TA_CASE(16)
+                CPU_GT_TA_CASE(9) CPU_GT_TA_CASE(10) CPU_GT_TA_CASE(11) CPU_GT_TA_CASE(12)
+                    CPU_GT_TA_CASE(13) CPU_GT_TA_CASE(14) CPU_GT_TA_CASE(15)
+                        CPU_GT_TA_CASE(16)
 #endif
-    default:   /* N is at most one vector: not reached */
-        CPU_GT(small_n_rows)(M, N, K, a, lda, true, b, ldb, c, ldc);
+                            default
+            : /* N is at most one vector: not reached */
+              CPU_GT(small_n_rows)(M, N, K, a, lda, true, b, ldb, c, ldc);
     }
 #undef CPU_GT_TA_CASE
 }
-#define CPU_GT_SMALL_N CPU_GT(small_n)
+#define CPU_GT_SMALL_N     CPU_GT(small_n)
 #define CPU_GT_SMALL_N_MAX CPU_VL
 #else
-#define CPU_GT_SMALL_N NULL
+#define CPU_GT_SMALL_N     NULL
 #define CPU_GT_SMALL_N_MAX 0
 #endif
 
 const cpu_gemm_ukernel CPU_GEMM_NAME = {
-    .mr = CPU_MR, .nr = CPU_NR,
-    .mc = CPU_MC, .kc = CPU_KC, .nc = CPU_NC,
-    .kernel = CPU_GT(kernel),
+    .mr          = CPU_MR,
+    .nr          = CPU_NR,
+    .mc          = CPU_MC,
+    .kc          = CPU_KC,
+    .nc          = CPU_NC,
+    .kernel      = CPU_GT(kernel),
     .kernel_part = CPU_GT(kernel_part),
-    .pack_a = CPU_GT(pack_a),
-    .pack_b = CPU_GT(pack_b),
-    .small_n = CPU_GT_SMALL_N,
+    .pack_a      = CPU_GT(pack_a),
+    .pack_b      = CPU_GT(pack_b),
+    .small_n     = CPU_GT_SMALL_N,
     .small_n_max = CPU_GT_SMALL_N_MAX,
 };
 

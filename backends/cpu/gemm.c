@@ -46,20 +46,20 @@
 static void cpu_im2col_row(const cpu_im2col *cv, size_t k, size_t j0, size_t n,
                            float *out, size_t out_step)
 {
-    size_t kw = k % cv->KW, kh = (k / cv->KW) % cv->KH, c = k / (cv->KW * cv->KH);
+    size_t       kw = k % cv->KW, kh = (k / cv->KW) % cv->KH, c = k / (cv->KW * cv->KH);
     const float *xc = cv->x + c * cv->H * cv->W;
-    size_t oh = j0 / cv->OW, ow = j0 % cv->OW;
+    size_t       oh = j0 / cv->OW, ow = j0 % cv->OW;
     for (size_t j = 0; j < n;) {
         /* one output row oh: ow .. OW-1, or fewer if n runs out */
         size_t run = CPU_MIN(cv->OW - ow, n - j);
-        size_t ih = oh * cv->sh + kh - cv->ph;   /* wraps above H when negative */
+        size_t ih  = oh * cv->sh + kh - cv->ph; /* wraps above H when negative */
         if (ih >= cv->H) {
             for (size_t r = 0; r < run; r++)
                 out[(j + r) * out_step] = 0.0f;
         } else {
             const float *xr = xc + ih * cv->W;
             for (size_t r = 0; r < run; r++) {
-                size_t iw = (ow + r) * cv->sw + kw - cv->pw;
+                size_t iw               = (ow + r) * cv->sw + kw - cv->pw;
                 out[(j + r) * out_step] = iw < cv->W ? xr[iw] : 0.0f;
             }
         }
@@ -70,8 +70,8 @@ static void cpu_im2col_row(const cpu_im2col *cv, size_t k, size_t j0, size_t n,
 }
 
 /* As a cpu_gemm_ukernel's pack_b, from the image through the im2col map. */
-static void cpu_pack_b_im2col(float *dst, const cpu_im2col *cv, size_t nr,
-                              size_t k0, size_t j0, size_t kc, size_t n)
+static void cpu_pack_b_im2col(float *dst, const cpu_im2col *cv, size_t nr, size_t k0,
+                              size_t j0, size_t kc, size_t n)
 {
     for (size_t p = 0; p < n; p += nr, dst += kc * nr) {
         size_t cols = CPU_MIN(nr, n - p);
@@ -87,11 +87,11 @@ static void cpu_pack_b_im2col(float *dst, const cpu_im2col *cv, size_t nr,
 /* ---- one thread's block --------------------------------------------------------- */
 
 /* c[0..m, 0..n) (ldc) = tile (ld nr), or += when accumulate. */
-static void cpu_tile_store(float *c, size_t ldc, const float *tile, size_t nr,
-                           size_t m, size_t n, bool accumulate)
+static void cpu_tile_store(float *c, size_t ldc, const float *tile, size_t nr, size_t m,
+                           size_t n, bool accumulate)
 {
     for (size_t i = 0; i < m; i++) {
-        float *ci = c + i * ldc;
+        float       *ci = c + i * ldc;
         const float *ti = tile + i * nr;
         if (accumulate)
             for (size_t j = 0; j < n; j++)
@@ -114,24 +114,23 @@ static void cpu_gemm_fill(const cpu_gemm_args *g, size_t m0, size_t m1, size_t n
 
 /* The jr and ir loops over one packed A block and B panel. */
 static void cpu_gemm_macro(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
-                           const cpu_gemm_args *g, size_t ic, size_t mcur,
-                           size_t jc, size_t ncur, size_t kcur, bool accumulate,
-                           bool last)
+                           const cpu_gemm_args *g, size_t ic, size_t mcur, size_t jc,
+                           size_t ncur, size_t kcur, bool accumulate, bool last)
 {
-    float tile[CPU_GEMM_MAX_TILE] __attribute__((aligned(64)));
+    float  tile[CPU_GEMM_MAX_TILE] __attribute__((aligned(64)));
     size_t mr = uk->mr, nr = uk->nr;
     for (size_t jr = 0; jr < ncur; jr += nr) {
         const float *bp = ws->b + jr * kcur;
-        size_t nn = CPU_MIN(nr, ncur - jr);
+        size_t       nn = CPU_MIN(nr, ncur - jr);
         for (size_t ir = 0; ir < mcur; ir += mr) {
             const float *ap = ws->a + ir * kcur;
-            size_t mm = CPU_MIN(mr, mcur - ir);
-            float *c = g->c + (ic + ir) * g->ldc + jc + jr;
+            size_t       mm = CPU_MIN(mr, mcur - ir);
+            float       *c  = g->c + (ic + ir) * g->ldc + jc + jr;
             /* the bias goes in as the last k block is stored */
             const float *bias = last && g->row_bias ? g->row_bias + ic + ir : NULL;
             if (mm == mr && nn == nr) {
                 uk->kernel(kcur, ap, bp, c, g->ldc, accumulate, bias);
-            } else if (nn == nr) {   /* rows past mm are neither computed nor written */
+            } else if (nn == nr) { /* rows past mm are neither computed nor written */
                 uk->kernel_part(mm, nn, kcur, ap, bp, c, g->ldc, accumulate, bias);
             } else {
                 uk->kernel_part(mm, nn, kcur, ap, bp, tile, nr, false, bias);
@@ -142,8 +141,8 @@ static void cpu_gemm_macro(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
 }
 
 static void cpu_gemm_block(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
-                           const cpu_gemm_args *g, size_t m0, size_t m1,
-                           size_t n0, size_t n1)
+                           const cpu_gemm_args *g, size_t m0, size_t m1, size_t n0,
+                           size_t n1)
 {
     if (m0 >= m1 || n0 >= n1)
         return;
@@ -152,7 +151,8 @@ static void cpu_gemm_block(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
         return;
     }
     /* K in equal blocks of at most kc: no short last block */
-    size_t kc = (g->K + (g->K + uk->kc - 1) / uk->kc - 1) / ((g->K + uk->kc - 1) / uk->kc);
+    size_t kc = (g->K + (g->K + uk->kc - 1) / uk->kc - 1) /
+                ((g->K + uk->kc - 1) / uk->kc);
     for (size_t jc = n0; jc < n1; jc += uk->nc) {
         size_t ncur = CPU_MIN(uk->nc, n1 - jc);
         for (size_t pc = 0; pc < g->K; pc += kc) {
@@ -181,14 +181,14 @@ void cpu_gemm_serial(const cpu_device *dev, int tid, const cpu_gemm_args *g)
 typedef struct cpu_gemm_job {
     const cpu_device    *dev;
     const cpu_gemm_args *g;
-    int                  tm, tn;   /* the grid of blocks: tm x tn threads */
+    int                  tm, tn; /* the grid of blocks: tm x tn threads */
 } cpu_gemm_job;
 
 static void cpu_gemm_task(void *arg, int tid, int nt)
 {
-    const cpu_gemm_job *job = arg;
-    const cpu_gemm_ukernel *uk = job->dev->k.gemm;
-    size_t m0, m1, n0, n1;
+    const cpu_gemm_job     *job = arg;
+    const cpu_gemm_ukernel *uk  = job->dev->k.gemm;
+    size_t                  m0, m1, n0, n1;
     (void)nt;
     cpu_split(job->g->M, uk->mr, tid / job->tn, job->tm, &m0, &m1);
     cpu_split(job->g->N, uk->nr, tid % job->tn, job->tn, &n0, &n1);
@@ -197,22 +197,22 @@ static void cpu_gemm_task(void *arg, int tid, int nt)
 
 /* The tm x tn grid of nt threads whose largest block is smallest, counting
  * the packing of the shared operands as well as the arithmetic. */
-static void cpu_gemm_grid(const cpu_gemm_ukernel *uk, const cpu_gemm_args *g,
-                          int nt, int *tm, int *tn)
+static void cpu_gemm_grid(const cpu_gemm_ukernel *uk, const cpu_gemm_args *g, int nt,
+                          int *tm, int *tn)
 {
-    double best = -1.0;
+    double best    = -1.0;
     size_t tiles_m = (g->M + uk->mr - 1) / uk->mr, tiles_n = (g->N + uk->nr - 1) / uk->nr;
     for (int a = 1; a <= nt; a++) {
         if (nt % a)
             continue;
-        int b = nt / a;
+        int    b    = nt / a;
         double rows = (double)((tiles_m + (size_t)a - 1) / (size_t)a * uk->mr);
         double cols = (double)((tiles_n + (size_t)b - 1) / (size_t)b * uk->nr);
-        double cost = rows * cols + 4.0 * (rows + cols);   /* per unit of K */
+        double cost = rows * cols + 4.0 * (rows + cols); /* per unit of K */
         if (best < 0 || cost < best) {
             best = cost;
-            *tm = a;
-            *tn = b;
+            *tm  = a;
+            *tn  = b;
         }
     }
 }
@@ -226,7 +226,7 @@ typedef struct cpu_small_n_job {
 static void cpu_gemm_small_n_range(void *arg, size_t lo, size_t hi)
 {
     const cpu_small_n_job *j = arg;
-    const cpu_gemm_args *g = j->g;
+    const cpu_gemm_args   *g = j->g;
     j->uk->small_n(hi - lo, g->N, g->K, g->ta ? g->a + lo : g->a + lo * g->lda, g->lda,
                    g->ta, g->b, g->ldb, g->c + lo * g->ldc, g->ldc);
 }
@@ -236,29 +236,32 @@ void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
     if (g->M == 0 || g->N == 0)
         return;
     const cpu_gemm_ukernel *uk = dev->k.gemm;
-    if (uk->small_n && g->N <= uk->small_n_max && g->N < uk->nr && !g->tb &&
-        !g->im2col && !g->row_bias && (g->ta || g->M <= CPU_GEMM_SMALL_N_ROWS)) {
+    if (uk->small_n && g->N <= uk->small_n_max && g->N < uk->nr && !g->tb && !g->im2col &&
+        !g->row_bias && (g->ta || g->M <= CPU_GEMM_SMALL_N_ROWS)) {
         double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
         if (cpu_tls.in_job || flops < 2.0 * CPU_GEMM_SMALL_N_FLOPS_PER_THREAD) {
-            uk->small_n(g->M, g->N, g->K, g->a, g->lda, g->ta, g->b, g->ldb, g->c, g->ldc);
+            uk->small_n(g->M, g->N, g->K, g->a, g->lda, g->ta, g->b, g->ldb, g->c,
+                        g->ldc);
             return;
         }
         /* flops >= 120000 implies K >= 1 */
-        size_t grain = (size_t)(CPU_GEMM_SMALL_N_FLOPS_PER_THREAD /
+        size_t          grain = (size_t)(CPU_GEMM_SMALL_N_FLOPS_PER_THREAD /
                                 (2.0 * (double)g->N * (double)g->K));
-        cpu_small_n_job job = { uk, g };
-        cpu_parallel_for(dev, g->M, 8, grain > 8 ? grain : 8, cpu_gemm_small_n_range, &job);
+        cpu_small_n_job job   = {uk, g};
+        cpu_parallel_for(dev, g->M, 8, grain > 8 ? grain : 8, cpu_gemm_small_n_range,
+                         &job);
         return;
     }
-    int nt = cpu_pool_size(dev->pool);
+    int    nt    = cpu_pool_size(dev->pool);
     double flops = 2.0 * (double)g->M * (double)g->N * (double)(g->K ? g->K : 1);
     if (flops / CPU_GEMM_FLOPS_PER_THREAD < nt)
-        nt = flops < CPU_GEMM_FLOPS_PER_THREAD ? 1 : (int)(flops / CPU_GEMM_FLOPS_PER_THREAD);
+        nt = flops < CPU_GEMM_FLOPS_PER_THREAD ? 1
+                                               : (int)(flops / CPU_GEMM_FLOPS_PER_THREAD);
     if (nt <= 1 || cpu_tls.in_job) {
         cpu_gemm_serial(dev, cpu_tls.in_job ? cpu_tls.tid : 0, g);
         return;
     }
-    cpu_gemm_job job = { dev, g, 1, nt };
+    cpu_gemm_job job = {dev, g, 1, nt};
     cpu_gemm_grid(dev->k.gemm, g, nt, &job.tm, &job.tn);
     cpu_pool_run(dev->pool, nt, cpu_gemm_task, &job);
 }
@@ -276,15 +279,15 @@ static float *cpu_pack_alloc(size_t floats)
 kiln_status cpu_gemm_buffers_alloc(cpu_device *dev)
 {
     const cpu_gemm_ukernel *uk = dev->k.gemm;
-    int n = cpu_pool_size(dev->pool);
-    dev->pack = calloc((size_t)n, sizeof *dev->pack);
+    int                     n  = cpu_pool_size(dev->pool);
+    dev->pack                  = calloc((size_t)n, sizeof *dev->pack);
     if (!dev->pack)
         return KILN_ERR_NO_MEMORY;
     for (int t = 0; t < n; t++) {
         dev->pack[t].a = cpu_pack_alloc(uk->mc * uk->kc);
         dev->pack[t].b = cpu_pack_alloc(uk->kc * uk->nc);
         if (!dev->pack[t].a || !dev->pack[t].b)
-            return KILN_ERR_NO_MEMORY;   /* the caller frees what was made */
+            return KILN_ERR_NO_MEMORY; /* the caller frees what was made */
     }
     return KILN_OK;
 }

@@ -74,9 +74,11 @@ static bool cpu_isa_probe(cpu_isa isa, const char **why)
 }
 #endif
 
-static const char *const cpu_isa_names[CPU_ISA_COUNT]  = { "scalar", "avx2", "avx512" };
+static const char *const cpu_isa_names[CPU_ISA_COUNT]  = {"scalar", "avx2", "avx512"};
 static const char *const cpu_isa_labels[CPU_ISA_COUNT] = {
-    "portable C", "AVX2+FMA", "AVX-512",
+    "portable C",
+    "AVX2+FMA",
+    "AVX-512",
 };
 
 const char *cpu_isa_name(cpu_isa isa)
@@ -98,7 +100,7 @@ bool cpu_isa_supported(cpu_isa isa)
 /* The best usable ISA, and why the next one up is not usable. */
 static cpu_isa cpu_isa_best(const char **why_not_higher)
 {
-    cpu_isa best = CPU_ISA_SCALAR;
+    cpu_isa best    = CPU_ISA_SCALAR;
     *why_not_higher = NULL;
     for (int i = CPU_ISA_SCALAR + 1; i < CPU_ISA_COUNT; i++) {
         if (!cpu_isa_probe((cpu_isa)i, why_not_higher))
@@ -114,7 +116,7 @@ void cpu_isa_choose(cpu_isa_choice *ch)
     const char *why_not;
     memset(ch, 0, sizeof *ch);
     ch->best = cpu_isa_best(&why_not);
-    ch->isa = ch->best;
+    ch->isa  = ch->best;
     snprintf(ch->why, sizeof ch->why, "the best this machine supports%s%s",
              why_not ? "; higher: " : "", why_not ? why_not : "");
     if (!env || !*env)
@@ -133,12 +135,15 @@ void cpu_isa_choose(cpu_isa_choice *ch)
                  env, cpu_isa_names[ch->best]);
     } else if ((cpu_isa)want > ch->best) {
         cpu_isa_probe((cpu_isa)want, &why_not);
-        snprintf(ch->why, sizeof ch->why, "KILN_CPU_ISA=%s asks for more than this "
-                 "machine has (%s): using %s", env, why_not ? why_not : "?",
-                 cpu_isa_names[ch->best]);
+        snprintf(ch->why, sizeof ch->why,
+                 "KILN_CPU_ISA=%s asks for more than this "
+                 "machine has (%s): using %s",
+                 env, why_not ? why_not : "?", cpu_isa_names[ch->best]);
     } else {
-        snprintf(ch->why, sizeof ch->why, "KILN_CPU_ISA=%s, the best this machine "
-                 "supports", env);
+        snprintf(ch->why, sizeof ch->why,
+                 "KILN_CPU_ISA=%s, the best this machine "
+                 "supports",
+                 env);
     }
 }
 
@@ -156,23 +161,24 @@ static int cpu_core_count(void)
 
 void cpu_threads_choose(cpu_threads_choice *ch)
 {
-    const char *env = getenv("KILN_NUM_THREADS");
-    int cores = cpu_core_count();
+    const char *env   = getenv("KILN_NUM_THREADS");
+    int         cores = cpu_core_count();
     memset(ch, 0, sizeof *ch);
     ch->n = cores < CPU_MAX_THREADS ? cores : CPU_MAX_THREADS;
     snprintf(ch->why, sizeof ch->why, "%d core%s", cores, cores == 1 ? "" : "s");
     if (!env || !*env)
         return;
     char *end;
-    errno = 0;
+    errno  = 0;
     long v = strtol(env, &end, 10);
     while (*end && isspace((unsigned char)*end))
         end++;
     if (errno || end == env || *end || v < 1 || v > CPU_MAX_THREADS) {
         ch->bad_env = true;
-        snprintf(ch->why, sizeof ch->why, "KILN_NUM_THREADS='%.16s' is not in "
-                 "[1, %d]: ignored, %d core%s", env, CPU_MAX_THREADS, cores,
-                 cores == 1 ? "" : "s");
+        snprintf(ch->why, sizeof ch->why,
+                 "KILN_NUM_THREADS='%.16s' is not in "
+                 "[1, %d]: ignored, %d core%s",
+                 env, CPU_MAX_THREADS, cores, cores == 1 ? "" : "s");
         return;
     }
     ch->n = (int)v;

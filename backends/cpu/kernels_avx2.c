@@ -24,7 +24,7 @@
 
 void cpu_kernels_avx2(cpu_kernels *k)
 {
-    k->isa = "avx2";
+    k->isa  = "avx2";
     k->gemm = &cpu_gemm_avx2;
     cpu_simd_kernels_avx2(k);
     cpu_simd_grad_kernels_avx2(k);

@@ -25,7 +25,7 @@
 
 void cpu_kernels_avx512(cpu_kernels *k)
 {
-    k->isa = "avx512";
+    k->isa  = "avx512";
     k->gemm = &cpu_gemm_avx512;
     cpu_simd_kernels_avx512(k);
     cpu_simd_grad_kernels_avx512(k);

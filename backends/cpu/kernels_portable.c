@@ -23,14 +23,14 @@ static inline void cpu_v4_store(float *p, cpu_v4 v)
     memcpy(p, &v, sizeof v);
 }
 
-#define CPU_VL               4
-#define CPU_V                cpu_v4
-#define CPU_VZERO()          ((cpu_v4){0.0f, 0.0f, 0.0f, 0.0f})
-#define CPU_VLOADU(p)        cpu_v4_load(p)
-#define CPU_VSTOREU(p, v)    cpu_v4_store(p, v)
-#define CPU_VBCAST(x)        ((cpu_v4){(x), (x), (x), (x)})
-#define CPU_VFMA(a, b, c)    ((a) * (b) + (c))
-#define CPU_VADD(a, b)       ((a) + (b))
+#define CPU_VL            4
+#define CPU_V             cpu_v4
+#define CPU_VZERO()       ((cpu_v4){0.0f, 0.0f, 0.0f, 0.0f})
+#define CPU_VLOADU(p)     cpu_v4_load(p)
+#define CPU_VSTOREU(p, v) cpu_v4_store(p, v)
+#define CPU_VBCAST(x)     ((cpu_v4){(x), (x), (x), (x)})
+#define CPU_VFMA(a, b, c) ((a) * (b) + (c))
+#define CPU_VADD(a, b)    ((a) + (b))
 
 #define CPU_MR        4
 #define CPU_NRV       2

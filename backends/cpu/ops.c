@@ -81,9 +81,9 @@ const char *cpu_check_node(const kiln_node *node, bool check_storage)
 }
 
 kiln_status cpu_refuse(const cpu_device *dev, size_t i, const kiln_node *node,
-                              const char *why)
+                       const char *why)
 {
-    char msg[512];
+    char        msg[512];
     kiln_status st = kiln__refusal(msg, sizeof msg, "cpu", i, node, why);
     return dev->host->error(st, "%s", msg);
 }

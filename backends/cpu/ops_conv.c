@@ -19,22 +19,29 @@
 
 /* The sizes of one convolution, as size_t once checked. */
 typedef struct cpu_conv {
-    size_t N, C, H, W;          /* x                                   */
-    size_t O, KH, KW;           /* w                                   */
-    size_t OH, OW;              /* output                              */
-    size_t sh, sw, ph, pw;      /* stride, padding                     */
+    size_t N, C, H, W;     /* x                                   */
+    size_t O, KH, KW;      /* w                                   */
+    size_t OH, OW;         /* output                              */
+    size_t sh, sw, ph, pw; /* stride, padding                     */
 } cpu_conv;
 
 static cpu_conv cpu_conv_of(const kiln_node *node)
 {
     const kiln_node *x = node->src[0], *w = node->src[1];
-    cpu_conv cv = {
-        .N = (size_t)x->dims[0], .C = (size_t)x->dims[1],
-        .H = (size_t)x->dims[2], .W = (size_t)x->dims[3],
-        .O = (size_t)w->dims[0], .KH = (size_t)w->dims[2], .KW = (size_t)w->dims[3],
-        .OH = (size_t)node->dims[2], .OW = (size_t)node->dims[3],
-        .sh = (size_t)node->iparam[0], .sw = (size_t)node->iparam[1],
-        .ph = (size_t)node->iparam[2], .pw = (size_t)node->iparam[3],
+    cpu_conv         cv = {
+                .N  = (size_t)x->dims[0],
+                .C  = (size_t)x->dims[1],
+                .H  = (size_t)x->dims[2],
+                .W  = (size_t)x->dims[3],
+                .O  = (size_t)w->dims[0],
+                .KH = (size_t)w->dims[2],
+                .KW = (size_t)w->dims[3],
+                .OH = (size_t)node->dims[2],
+                .OW = (size_t)node->dims[3],
+                .sh = (size_t)node->iparam[0],
+                .sw = (size_t)node->iparam[1],
+                .ph = (size_t)node->iparam[2],
+                .pw = (size_t)node->iparam[3],
     };
     return cv;
 }
@@ -44,20 +51,35 @@ static cpu_conv cpu_conv_of(const kiln_node *node)
 static void cpu_conv_gemm_args(const cpu_conv *cv, const kiln_node *node, size_t n,
                                cpu_im2col *im, cpu_gemm_args *g)
 {
-    const float *x = cpu_cf32(node->src[0]) + n * cv->C * cv->H * cv->W;
-    size_t spatial = cv->OH * cv->OW, ckk = cv->C * cv->KH * cv->KW;
+    const float *x       = cpu_cf32(node->src[0]) + n * cv->C * cv->H * cv->W;
+    size_t       spatial = cv->OH * cv->OW, ckk = cv->C * cv->KH * cv->KW;
     *im = (cpu_im2col){
-        .x = x, .C = cv->C, .H = cv->H, .W = cv->W, .KH = cv->KH, .KW = cv->KW,
-        .OH = cv->OH, .OW = cv->OW, .sh = cv->sh, .sw = cv->sw, .ph = cv->ph,
+        .x  = x,
+        .C  = cv->C,
+        .H  = cv->H,
+        .W  = cv->W,
+        .KH = cv->KH,
+        .KW = cv->KW,
+        .OH = cv->OH,
+        .OW = cv->OW,
+        .sh = cv->sh,
+        .sw = cv->sw,
+        .ph = cv->ph,
         .pw = cv->pw,
     };
     bool pointwise = cv->KH == 1 && cv->KW == 1 && cv->sh == 1 && cv->sw == 1 &&
                      cv->ph == 0 && cv->pw == 0;
     *g = (cpu_gemm_args){
-        .M = cv->O, .N = spatial, .K = ckk,
-        .a = cpu_cf32(node->src[1]), .lda = ckk,
-        .b = x, .ldb = spatial, .im2col = pointwise ? NULL : im,
-        .c = cpu_f32(node) + n * cv->O * spatial, .ldc = spatial,
+        .M        = cv->O,
+        .N        = spatial,
+        .K        = ckk,
+        .a        = cpu_cf32(node->src[1]),
+        .lda      = ckk,
+        .b        = x,
+        .ldb      = spatial,
+        .im2col   = pointwise ? NULL : im,
+        .c        = cpu_f32(node) + n * cv->O * spatial,
+        .ldc      = spatial,
         .row_bias = node->src[2] ? cpu_cf32(node->src[2]) : NULL,
     };
 }
@@ -72,10 +94,10 @@ typedef struct cpu_conv_job {
 static void cpu_conv_images_task(void *arg, int tid, int nt)
 {
     const cpu_conv_job *job = arg;
-    size_t lo, hi;
+    size_t              lo, hi;
     cpu_split(job->cv.N, 1, tid, nt, &lo, &hi);
     for (size_t n = lo; n < hi; n++) {
-        cpu_im2col im;
+        cpu_im2col    im;
         cpu_gemm_args g;
         cpu_conv_gemm_args(&job->cv, job->node, n, &im, &g);
         cpu_gemm_serial(job->dev, tid, &g);
@@ -84,7 +106,7 @@ static void cpu_conv_images_task(void *arg, int tid, int nt)
 
 kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node)
 {
-    cpu_conv_job job = { dev, node, cpu_conv_of(node) };
+    cpu_conv_job job = {dev, node, cpu_conv_of(node)};
     if (node->numel == 0)
         return KILN_OK;
     int nt = cpu_pool_size(dev->pool);
@@ -94,7 +116,7 @@ kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node)
         return KILN_OK;
     }
     for (size_t n = 0; n < job.cv.N; n++) {
-        cpu_im2col im;
+        cpu_im2col    im;
         cpu_gemm_args g;
         cpu_conv_gemm_args(&job.cv, node, n, &im, &g);
         cpu_gemm(dev, &g);
@@ -127,38 +149,43 @@ static void cpu_pool_argmax_row_scalar(int32_t *arg, const float *x, size_t W, s
 
 void cpu_conv_kernels_scalar(cpu_kernels *k)
 {
-    k->pool_max_row = cpu_pool_max_row_scalar;
+    k->pool_max_row    = cpu_pool_max_row_scalar;
     k->pool_argmax_row = cpu_pool_argmax_row_scalar;
 }
 
 typedef struct cpu_pool_job {
     const cpu_device *dev;
     const kiln_node  *node;
-    size_t H, W, OH, OW, kh, kw, sh, sw;
+    size_t            H, W, OH, OW, kh, kw, sh, sw;
 } cpu_pool_job;
 
 /* Planes [lo, hi), an output row at a time. NaN propagates, as in PyTorch. */
 static void cpu_max_pool_range(void *arg, size_t lo, size_t hi)
 {
-    const cpu_pool_job *j = arg;
-    const float *x = cpu_cf32(j->node->src[0]);
-    float *out = cpu_f32(j->node);
+    const cpu_pool_job *j   = arg;
+    const float        *x   = cpu_cf32(j->node->src[0]);
+    float              *out = cpu_f32(j->node);
     for (size_t p = lo; p < hi; p++)
         for (size_t oh = 0; oh < j->OH; oh++)
             j->dev->k.pool_max_row(out + (p * j->OH + oh) * j->OW,
-                                   x + p * j->H * j->W + oh * j->sh * j->W, j->W,
-                                   j->OW, j->kh, j->kw, j->sw);
+                                   x + p * j->H * j->W + oh * j->sh * j->W, j->W, j->OW,
+                                   j->kh, j->kw, j->sw);
 }
 
 kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *src = node->src[0];
-    cpu_pool_job job = {
-        .dev = dev, .node = node,
-        .H = (size_t)src->dims[2], .W = (size_t)src->dims[3],
-        .OH = (size_t)node->dims[2], .OW = (size_t)node->dims[3],
-        .kh = (size_t)node->iparam[0], .kw = (size_t)node->iparam[1],
-        .sh = (size_t)node->iparam[2], .sw = (size_t)node->iparam[3],
+    cpu_pool_job     job = {
+            .dev  = dev,
+            .node = node,
+            .H    = (size_t)src->dims[2],
+            .W    = (size_t)src->dims[3],
+            .OH   = (size_t)node->dims[2],
+            .OW   = (size_t)node->dims[3],
+            .kh   = (size_t)node->iparam[0],
+            .kw   = (size_t)node->iparam[1],
+            .sh   = (size_t)node->iparam[2],
+            .sw   = (size_t)node->iparam[3],
     };
     size_t planes = (size_t)(src->dims[0] * src->dims[1]);
     cpu_parallel_for(dev, planes, 1, cpu_row_grain(job.H * job.W), cpu_max_pool_range,
@@ -169,11 +196,12 @@ kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node)
 /* ---- CONV2D_GRAD_INPUT, CONV2D_GRAD_WEIGHT ------------------------------------- */
 
 /* x's and w's dims: one of them is the node's own, the other its src[1]. */
-static void cpu_conv_grad_dims(const kiln_node *node, const int64_t **x, const int64_t **w)
+static void cpu_conv_grad_dims(const kiln_node *node, const int64_t **x,
+                               const int64_t **w)
 {
     bool input = node->op == KILN_OP_CONV2D_GRAD_INPUT;
-    *x = input ? node->dims : node->src[1]->dims;
-    *w = input ? node->src[1]->dims : node->dims;
+    *x         = input ? node->dims : node->src[1]->dims;
+    *w         = input ? node->src[1]->dims : node->dims;
 }
 
 
@@ -187,21 +215,21 @@ static void cpu_patches(const cpu_conv2d_geom *cv, const float *x_in, float *x_o
 {
     float *at_row = rows;
     for (size_t oh = 0; oh < cv->OH; oh++)
-    for (size_t ow = 0; ow < cv->OW; ow++)
-    for (size_t c = 0; c < cv->C; c++)
-    for (size_t kh = 0; kh < cv->KH; kh++) {
-        /* ih, iw as unsigned: "negative" (in the padding) wraps above H */
-        size_t ih = oh * cv->sh + kh - cv->ph;
-        for (size_t kw = 0; kw < cv->KW; kw++, at_row++) {
-            size_t iw = ow * cv->sw + kw - cv->pw;
-            bool inside = ih < cv->H && iw < cv->W;
-            size_t at = (c * cv->H + ih) * cv->W + iw;
-            if (x_in)
-                *at_row = inside ? x_in[at] : 0.0f;
-            else if (inside)
-                x_out[at] += *at_row;
-        }
-    }
+        for (size_t ow = 0; ow < cv->OW; ow++)
+            for (size_t c = 0; c < cv->C; c++)
+                for (size_t kh = 0; kh < cv->KH; kh++) {
+                    /* ih, iw as unsigned: "negative" (in the padding) wraps above H */
+                    size_t ih = oh * cv->sh + kh - cv->ph;
+                    for (size_t kw = 0; kw < cv->KW; kw++, at_row++) {
+                        size_t iw     = ow * cv->sw + kw - cv->pw;
+                        bool   inside = ih < cv->H && iw < cv->W;
+                        size_t at     = (c * cv->H + ih) * cv->W + iw;
+                        if (x_in)
+                            *at_row = inside ? x_in[at] : 0.0f;
+                        else if (inside)
+                            x_out[at] += *at_row;
+                    }
+                }
 }
 
 /* n floats, or NULL (with the error set) when they cannot be had. */
@@ -212,8 +240,10 @@ static float *cpu_scratch(const cpu_device *dev, const char *op, size_t a, size_
     if (!__builtin_mul_overflow(a, b, &n) && n <= SIZE_MAX / sizeof(float))
         p = malloc(n ? n * sizeof(float) : 1);
     if (!p)
-        dev->host->error(KILN_ERR_NO_MEMORY, "%s: cannot allocate %zu x %zu floats "
-                         "of scratch", op, a, b);
+        dev->host->error(KILN_ERR_NO_MEMORY,
+                         "%s: cannot allocate %zu x %zu floats "
+                         "of scratch",
+                         op, a, b);
     return p;
 }
 
@@ -227,9 +257,16 @@ static void cpu_conv_grad_input(const cpu_device *dev, const cpu_conv2d_geom *cv
     for (size_t n = 0; n < cv->N; n++) {
         /* O = 0 (K = 0): the GEMM writes zeros */
         cpu_gemm_args g = {
-            .M = spatial, .N = ckk, .K = cv->O,
-            .a = gy + n * cv->O * spatial, .lda = spatial, .ta = true,
-            .b = w, .ldb = ckk, .c = rows, .ldc = ckk,
+            .M   = spatial,
+            .N   = ckk,
+            .K   = cv->O,
+            .a   = gy + n * cv->O * spatial,
+            .lda = spatial,
+            .ta  = true,
+            .b   = w,
+            .ldb = ckk,
+            .c   = rows,
+            .ldc = ckk,
         };
         cpu_gemm(dev, &g);
         memset(dx + n * image, 0, image * sizeof *dx);
@@ -239,8 +276,8 @@ static void cpu_conv_grad_input(const cpu_device *dev, const cpu_conv2d_geom *cv
 
 /* dw = sum over n of gy[n] @ patches(x[n]); tmp holds one image's term. */
 static void cpu_conv_grad_weight(const cpu_device *dev, const cpu_conv2d_geom *cv,
-                                 const float *gy, const float *x, float *dw,
-                                 float *rows, float *tmp)
+                                 const float *gy, const float *x, float *dw, float *rows,
+                                 float *tmp)
 {
     size_t spatial = cv->OH * cv->OW, ckk = cv->C * cv->KH * cv->KW;
     size_t image = cv->C * cv->H * cv->W;
@@ -249,9 +286,15 @@ static void cpu_conv_grad_weight(const cpu_device *dev, const cpu_conv2d_geom *c
     for (size_t n = 0; n < cv->N; n++) {
         cpu_patches(cv, x + n * image, NULL, rows);
         cpu_gemm_args g = {
-            .M = cv->O, .N = ckk, .K = spatial,
-            .a = gy + n * cv->O * spatial, .lda = spatial,
-            .b = rows, .ldb = ckk, .c = n == 0 ? dw : tmp, .ldc = ckk,
+            .M   = cv->O,
+            .N   = ckk,
+            .K   = spatial,
+            .a   = gy + n * cv->O * spatial,
+            .lda = spatial,
+            .b   = rows,
+            .ldb = ckk,
+            .c   = n == 0 ? dw : tmp,
+            .ldc = ckk,
         };
         cpu_gemm(dev, &g);
         if (n > 0)
@@ -261,17 +304,17 @@ static void cpu_conv_grad_weight(const cpu_device *dev, const cpu_conv2d_geom *c
 
 kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node)
 {
-    bool input = node->op == KILN_OP_CONV2D_GRAD_INPUT;
-    const char *name = kiln__op_name(node->op);
+    bool        input = node->op == KILN_OP_CONV2D_GRAD_INPUT;
+    const char *name  = kiln__op_name(node->op);
     if (node->numel == 0)
         return KILN_OK;
     /* Not empty, so C, KH, KW >= 1 and the checked gy has OH, OW >= 1. */
     const int64_t *x, *w;
     cpu_conv_grad_dims(node, &x, &w);
-    cpu_conv2d_geom cv = cpu_conv2d_geom_of(x, w, node->src[0]->dims, node->iparam);
-    size_t ckk = cv.C * cv.KH * cv.KW;
-    float *rows = cpu_scratch(dev, name, cv.OH * cv.OW, ckk);
-    float *tmp = !input && cv.N > 1 ? cpu_scratch(dev, name, cv.O, ckk) : NULL;
+    cpu_conv2d_geom cv   = cpu_conv2d_geom_of(x, w, node->src[0]->dims, node->iparam);
+    size_t          ckk  = cv.C * cv.KH * cv.KW;
+    float          *rows = cpu_scratch(dev, name, cv.OH * cv.OW, ckk);
+    float          *tmp  = !input && cv.N > 1 ? cpu_scratch(dev, name, cv.O, ckk) : NULL;
     if (!rows || (!input && cv.N > 1 && !tmp)) {
         free(rows);
         free(tmp);
@@ -306,23 +349,24 @@ typedef struct cpu_pool_grad_job {
  * that overlap. */
 static void cpu_pool_grad_range(void *arg, size_t lo, size_t hi)
 {
-    const cpu_pool_grad_job *j = arg;
-    size_t plane = j->H * j->W;
-    bool table = plane <= INT32_MAX / 4 && j->sw * 64 <= INT32_MAX / 4;
+    const cpu_pool_grad_job *j     = arg;
+    size_t                   plane = j->H * j->W;
+    bool    table = plane <= INT32_MAX / 4 && j->sw * 64 <= INT32_MAX / 4;
     int32_t win[CPU_POOL_GRAD_CHUNK];
     memset(j->out + lo * plane, 0, (hi - lo) * plane * sizeof *j->out);
     for (size_t p = lo; p < hi; p++) {
         for (size_t oh = 0; oh < j->OH; oh++) {
-            size_t row = p * plane + oh * j->sh * j->W;
-            const float *gy = j->gy + (p * j->OH + oh) * j->OW;
+            size_t       row = p * plane + oh * j->sh * j->W;
+            const float *gy  = j->gy + (p * j->OH + oh) * j->OW;
             for (size_t o0 = 0; o0 < j->OW; o0 += CPU_POOL_GRAD_CHUNK) {
-                size_t n = j->OW - o0 < CPU_POOL_GRAD_CHUNK ? j->OW - o0 : CPU_POOL_GRAD_CHUNK;
+                size_t n      = j->OW - o0 < CPU_POOL_GRAD_CHUNK ? j->OW - o0
+                                                                 : CPU_POOL_GRAD_CHUNK;
                 size_t corner = row + o0 * j->sw;
                 if (table)
                     j->dev->k.pool_argmax_row(win, j->x + corner, j->W, n, j->kh, j->kw,
                                               j->sw);
                 for (size_t ow = 0; ow < n; ow++) {
-                    size_t c = corner + ow * j->sw;
+                    size_t c  = corner + ow * j->sw;
                     size_t at = table ? (size_t)win[ow]
                                       : cpu_window_argmax(j->x + c, j->W, j->kh, j->kw);
                     j->out[c + at] += gy[o0 + ow];
@@ -334,14 +378,21 @@ static void cpu_pool_grad_range(void *arg, size_t lo, size_t hi)
 
 kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
 {
-    const kiln_node *src = node->src[1];
-    size_t planes = (size_t)(src->dims[0] * src->dims[1]);
-    cpu_pool_grad_job job = {
-        .dev = dev, .H = (size_t)src->dims[2], .W = (size_t)src->dims[3],
-        .OH = (size_t)node->src[0]->dims[2], .OW = (size_t)node->src[0]->dims[3],
-        .kh = (size_t)node->iparam[0], .kw = (size_t)node->iparam[1],
-        .sh = (size_t)node->iparam[2], .sw = (size_t)node->iparam[3],
-        .gy = cpu_cf32(node->src[0]), .x = cpu_cf32(src), .out = cpu_f32(node),
+    const kiln_node  *src    = node->src[1];
+    size_t            planes = (size_t)(src->dims[0] * src->dims[1]);
+    cpu_pool_grad_job job    = {
+           .dev = dev,
+           .H   = (size_t)src->dims[2],
+           .W   = (size_t)src->dims[3],
+           .OH  = (size_t)node->src[0]->dims[2],
+           .OW  = (size_t)node->src[0]->dims[3],
+           .kh  = (size_t)node->iparam[0],
+           .kw  = (size_t)node->iparam[1],
+           .sh  = (size_t)node->iparam[2],
+           .sw  = (size_t)node->iparam[3],
+           .gy  = cpu_cf32(node->src[0]),
+           .x   = cpu_cf32(src),
+           .out = cpu_f32(node),
     };
     if (node->numel == 0)
         return KILN_OK;

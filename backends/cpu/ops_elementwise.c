@@ -12,33 +12,33 @@
 
 /* ops index the kernels by op - KILN_OP_ADD and op - KILN_OP_NEG */
 _Static_assert(KILN_OP_SUB - KILN_OP_ADD == CPU_SUB &&
-               KILN_OP_MUL - KILN_OP_ADD == CPU_MUL &&
-               KILN_OP_DIV - KILN_OP_ADD == CPU_DIV,
+                   KILN_OP_MUL - KILN_OP_ADD == CPU_MUL &&
+                   KILN_OP_DIV - KILN_OP_ADD == CPU_DIV,
                "cpu_binary_op must follow kiln_op's order");
 _Static_assert(KILN_OP_SCALE - KILN_OP_NEG == CPU_SCALE &&
-               KILN_OP_TANH - KILN_OP_NEG == CPU_TANH &&
-               KILN_OP_SIGMOID - KILN_OP_NEG == CPU_SIGMOID &&
-               KILN_OP_RELU - KILN_OP_NEG == CPU_RELU &&
-               KILN_OP_SQRT - KILN_OP_NEG == CPU_SQRT &&
-               KILN_OP_LOG - KILN_OP_NEG == CPU_LOG &&
-               KILN_OP_EXP - KILN_OP_NEG == CPU_EXP,
+                   KILN_OP_TANH - KILN_OP_NEG == CPU_TANH &&
+                   KILN_OP_SIGMOID - KILN_OP_NEG == CPU_SIGMOID &&
+                   KILN_OP_RELU - KILN_OP_NEG == CPU_RELU &&
+                   KILN_OP_SQRT - KILN_OP_NEG == CPU_SQRT &&
+                   KILN_OP_LOG - KILN_OP_NEG == CPU_LOG &&
+                   KILN_OP_EXP - KILN_OP_NEG == CPU_EXP,
                "cpu_unary_op must follow kiln_op's order");
 
 /* ---- scalar kernels ------------------------------------------------------- */
 
-#define CPU_BINARY_KERNEL(fname, expr)                                         \
-    static void fname(float *out, const float *a, size_t a_step,               \
-                      const float *b, size_t b_step, size_t n)                 \
-    {                                                                          \
-        for (size_t i = 0; i < n; i++) {                                       \
-            float x = a[i * a_step], y = b[i * b_step];                        \
-            out[i] = (expr);                                                   \
-        }                                                                      \
+#define CPU_BINARY_KERNEL(fname, expr)                                           \
+    static void fname(float *out, const float *a, size_t a_step, const float *b, \
+                      size_t b_step, size_t n)                                   \
+    {                                                                            \
+        for (size_t i = 0; i < n; i++) {                                         \
+            float x = a[i * a_step], y = b[i * b_step];                          \
+            out[i] = (expr);                                                     \
+        }                                                                        \
     }
 
 CPU_BINARY_KERNEL(cpu_add_scalar, x + y)
 CPU_BINARY_KERNEL(cpu_sub_scalar, x - y)
-CPU_BINARY_KERNEL(cpu_mul_scalar, x * y)
+CPU_BINARY_KERNEL(cpu_mul_scalar, x *y)
 CPU_BINARY_KERNEL(cpu_div_scalar, x / y)
 
 /* 1 / (1 + e^-x) without overflow: e^-|x| is at most 1. */
@@ -56,14 +56,14 @@ static inline float cpu_relu1(float x)
     return x < 0.0f ? 0.0f : x;
 }
 
-#define CPU_UNARY_KERNEL(fname, expr)                                          \
-    static void fname(float *out, const float *in, size_t n, float p)          \
-    {                                                                          \
-        (void)p;                                                               \
-        for (size_t i = 0; i < n; i++) {                                       \
-            float x = in[i];                                                   \
-            out[i] = (expr);                                                   \
-        }                                                                      \
+#define CPU_UNARY_KERNEL(fname, expr)                                 \
+    static void fname(float *out, const float *in, size_t n, float p) \
+    {                                                                 \
+        (void)p;                                                      \
+        for (size_t i = 0; i < n; i++) {                              \
+            float x = in[i];                                          \
+            out[i]  = (expr);                                         \
+        }                                                             \
     }
 
 CPU_UNARY_KERNEL(cpu_neg_scalar, -x)
@@ -73,15 +73,14 @@ CPU_UNARY_KERNEL(cpu_sqrt_scalar, sqrtf(x))
 CPU_UNARY_KERNEL(cpu_relu_scalar, cpu_relu1(x))
 CPU_UNARY_KERNEL(cpu_sigmoid_scalar, cpu_sigmoid1(x))
 CPU_UNARY_KERNEL(cpu_tanh_scalar, tanhf(x))
-CPU_UNARY_KERNEL(cpu_scale_scalar, x * p)
+CPU_UNARY_KERNEL(cpu_scale_scalar, x *p)
 
-static void cpu_add_relu_scalar(float *sum, float *relu, const float *a,
-                                size_t a_step, const float *b, size_t b_step,
-                                size_t n)
+static void cpu_add_relu_scalar(float *sum, float *relu, const float *a, size_t a_step,
+                                const float *b, size_t b_step, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         float s = a[i * a_step] + b[i * b_step];
-        sum[i] = s;
+        sum[i]  = s;
         relu[i] = cpu_relu1(s);
     }
 }
@@ -95,20 +94,20 @@ static void cpu_relu_grad_scalar(float *out, const float *g, const float *x, siz
 
 void cpu_elementwise_kernels_scalar(cpu_kernels *k)
 {
-    k->add_relu            = cpu_add_relu_scalar;
-    k->binary[CPU_ADD]     = cpu_add_scalar;
-    k->binary[CPU_SUB]     = cpu_sub_scalar;
-    k->binary[CPU_MUL]     = cpu_mul_scalar;
-    k->binary[CPU_DIV]     = cpu_div_scalar;
-    k->unary[CPU_NEG]      = cpu_neg_scalar;
-    k->unary[CPU_EXP]      = cpu_exp_scalar;
-    k->unary[CPU_LOG]      = cpu_log_scalar;
-    k->unary[CPU_SQRT]     = cpu_sqrt_scalar;
-    k->unary[CPU_RELU]     = cpu_relu_scalar;
-    k->unary[CPU_SIGMOID]  = cpu_sigmoid_scalar;
-    k->unary[CPU_TANH]     = cpu_tanh_scalar;
-    k->unary[CPU_SCALE]    = cpu_scale_scalar;
-    k->relu_grad = cpu_relu_grad_scalar;
+    k->add_relu           = cpu_add_relu_scalar;
+    k->binary[CPU_ADD]    = cpu_add_scalar;
+    k->binary[CPU_SUB]    = cpu_sub_scalar;
+    k->binary[CPU_MUL]    = cpu_mul_scalar;
+    k->binary[CPU_DIV]    = cpu_div_scalar;
+    k->unary[CPU_NEG]     = cpu_neg_scalar;
+    k->unary[CPU_EXP]     = cpu_exp_scalar;
+    k->unary[CPU_LOG]     = cpu_log_scalar;
+    k->unary[CPU_SQRT]    = cpu_sqrt_scalar;
+    k->unary[CPU_RELU]    = cpu_relu_scalar;
+    k->unary[CPU_SIGMOID] = cpu_sigmoid_scalar;
+    k->unary[CPU_TANH]    = cpu_tanh_scalar;
+    k->unary[CPU_SCALE]   = cpu_scale_scalar;
+    k->relu_grad          = cpu_relu_grad_scalar;
 }
 
 /* ---- ops ------------------------------------------------------------------ */
@@ -117,16 +116,16 @@ void cpu_elementwise_kernels_scalar(cpu_kernels *k)
 /* One thread's part [lo, hi) of a binary op: whole kernel calls on runs that
  * do not cross a repeat of the smaller operand. */
 typedef struct cpu_binary_job {
-    cpu_binary_fn fn;
-    cpu_add_relu_fn add_relu;   /* with relu: out = a + b, relu = max(out, 0) */
-    float        *out, *relu;
-    const float  *a, *b;
-    size_t        block;    /* numel of the smaller operand */
-    bool          a_full;   /* a has the output's numel     */
+    cpu_binary_fn   fn;
+    cpu_add_relu_fn add_relu; /* with relu: out = a + b, relu = max(out, 0) */
+    float          *out, *relu;
+    const float    *a, *b;
+    size_t          block;  /* numel of the smaller operand */
+    bool            a_full; /* a has the output's numel     */
 } cpu_binary_job;
 
-static void cpu_binary_run(const cpu_binary_job *j, size_t off, size_t ia,
-                           size_t a_step, size_t ib, size_t b_step, size_t len)
+static void cpu_binary_run(const cpu_binary_job *j, size_t off, size_t ia, size_t a_step,
+                           size_t ib, size_t b_step, size_t len)
 {
     if (j->relu)
         j->add_relu(j->out + off, j->relu + off, j->a + ia, a_step, j->b + ib, b_step,
@@ -139,15 +138,15 @@ static void cpu_binary_range(void *arg, size_t lo, size_t hi)
 {
     const cpu_binary_job *j = arg;
     if (j->block == 1) {
-        cpu_binary_run(j, lo, j->a_full ? lo : 0, j->a_full ? 1 : 0,
-                       j->a_full ? 0 : lo, j->a_full ? 0 : 1, hi - lo);
+        cpu_binary_run(j, lo, j->a_full ? lo : 0, j->a_full ? 1 : 0, j->a_full ? 0 : lo,
+                       j->a_full ? 0 : 1, hi - lo);
         return;
     }
     for (size_t off = lo; off < hi;) {
         size_t within = off % j->block;
-        size_t len = j->block - within < hi - off ? j->block - within : hi - off;
-        cpu_binary_run(j, off, j->a_full ? off : within, 1, j->a_full ? within : off,
-                       1, len);
+        size_t len    = j->block - within < hi - off ? j->block - within : hi - off;
+        cpu_binary_run(j, off, j->a_full ? off : within, 1, j->a_full ? within : off, 1,
+                       len);
         off += len;
     }
 }
@@ -157,15 +156,19 @@ static kiln_status cpu_binary_with(const cpu_device *dev, const kiln_node *node,
                                    const kiln_node *relu)
 {
     const kiln_node *a = node->src[0], *b = node->src[1];
-    size_t n = (size_t)node->numel;
+    size_t           n = (size_t)node->numel;
     if (n == 0)
         return KILN_OK;
-    bool a_full = (size_t)a->numel == n;
-    cpu_binary_job job = {
-        .fn = dev->k.binary[node->op - KILN_OP_ADD], .add_relu = dev->k.add_relu,
-        .out = cpu_f32(node), .relu = relu ? cpu_f32(relu) : NULL,
-        .a = cpu_cf32(a), .b = cpu_cf32(b),
-        .block = (size_t)(a_full ? b->numel : a->numel), .a_full = a_full,
+    bool           a_full = (size_t)a->numel == n;
+    cpu_binary_job job    = {
+           .fn       = dev->k.binary[node->op - KILN_OP_ADD],
+           .add_relu = dev->k.add_relu,
+           .out      = cpu_f32(node),
+           .relu     = relu ? cpu_f32(relu) : NULL,
+           .a        = cpu_cf32(a),
+           .b        = cpu_cf32(b),
+           .block    = (size_t)(a_full ? b->numel : a->numel),
+           .a_full   = a_full,
     };
     cpu_parallel_for(dev, n, 16, CPU_ELEMENTWISE_GRAIN, cpu_binary_range, &job);
     return KILN_OK;
@@ -199,11 +202,13 @@ static void cpu_unary_range(void *arg, size_t lo, size_t hi)
 kiln_status cpu_op_unary(const cpu_device *dev, const kiln_node *node)
 {
     cpu_unary_job job = {
-        dev->k.unary[node->op - KILN_OP_NEG], cpu_f32(node),
-        cpu_cf32(node->src[0]), node->fparam[0],
+        dev->k.unary[node->op - KILN_OP_NEG],
+        cpu_f32(node),
+        cpu_cf32(node->src[0]),
+        node->fparam[0],
     };
-    cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN,
-                     cpu_unary_range, &job);
+    cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN, cpu_unary_range,
+                     &job);
     return KILN_OK;
 }
 
@@ -223,8 +228,8 @@ static void cpu_relu_grad_range(void *arg, size_t lo, size_t hi)
 
 kiln_status cpu_op_relu_grad(const cpu_device *dev, const kiln_node *node)
 {
-    cpu_relu_grad_job job = { dev, cpu_cf32(node->src[0]), cpu_cf32(node->src[1]),
-                              cpu_f32(node) };
+    cpu_relu_grad_job job = {dev, cpu_cf32(node->src[0]), cpu_cf32(node->src[1]),
+                             cpu_f32(node)};
     cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN,
                      cpu_relu_grad_range, &job);
     return KILN_OK;

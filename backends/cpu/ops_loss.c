@@ -36,8 +36,8 @@ static void cpu_cross_entropy_grad_row_scalar(float *out, const float *x, size_t
 
 void cpu_loss_kernels_scalar(cpu_kernels *k)
 {
-    k->logsumexp = cpu_logsumexp_scalar;
-    k->sum_sq_diff = cpu_sum_sq_diff_scalar;
+    k->logsumexp              = cpu_logsumexp_scalar;
+    k->sum_sq_diff            = cpu_sum_sq_diff_scalar;
     k->cross_entropy_grad_row = cpu_cross_entropy_grad_row_scalar;
 }
 
@@ -59,9 +59,9 @@ static kiln_status cpu_check_labels(const cpu_device *dev, const kiln_node *node
 
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node)
 {
-    int64_t n = node->src[0]->numel;
+    int64_t      n    = node->src[0]->numel;
     const float *pred = cpu_cf32(node->src[0]), *target = cpu_cf32(node->src[1]);
-    double s = n > 0 ? dev->k.sum_sq_diff(pred, target, (size_t)n) : 0.0;
+    double       s = n > 0 ? dev->k.sum_sq_diff(pred, target, (size_t)n) : 0.0;
     *cpu_f32(node) = n > 0 ? (float)(s / (double)n) : NAN;
     return KILN_OK;
 }
@@ -70,11 +70,11 @@ kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node)
 kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *logits = node->src[0];
-    int64_t N = logits->dims[0], C = logits->dims[1];
-    const float *x = cpu_cf32(logits);
-    const int32_t *labels = cpu_data(node->src[1]);
-    double s = 0.0;
-    kiln_status st = cpu_check_labels(dev, node, labels, N, C);
+    int64_t          N = logits->dims[0], C = logits->dims[1];
+    const float     *x      = cpu_cf32(logits);
+    const int32_t   *labels = cpu_data(node->src[1]);
+    double           s      = 0.0;
+    kiln_status      st     = cpu_check_labels(dev, node, labels, N, C);
     if (st != KILN_OK)
         return st;
     for (int64_t i = 0; i < N; i++) {
@@ -90,8 +90,8 @@ kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node)
 /* Rows of CROSS_ENTROPY_GRAD. */
 typedef struct cpu_ce_grad_job {
     const cpu_device *dev;
-    const float      *x;          /* the logits                      */
-    const int32_t    *labels;     /* checked                         */
+    const float      *x;      /* the logits                      */
+    const int32_t    *labels; /* checked                         */
     float            *out;
     size_t            cols;
     float             scale;
@@ -110,15 +110,18 @@ static void cpu_cross_entropy_grad_range(void *arg, size_t lo, size_t hi)
 kiln_status cpu_op_cross_entropy_grad(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *logits = node->src[1];
-    int64_t N = logits->dims[0], C = logits->dims[1];
-    const int32_t *labels = cpu_data(node->src[2]);
-    kiln_status st = cpu_check_labels(dev, node, labels, N, C);
+    int64_t          N = logits->dims[0], C = logits->dims[1];
+    const int32_t   *labels = cpu_data(node->src[2]);
+    kiln_status      st     = cpu_check_labels(dev, node, labels, N, C);
     if (st != KILN_OK)
         return st;
     cpu_ce_grad_job job = {
-        .dev = dev, .x = cpu_cf32(logits), .labels = labels, .out = cpu_f32(node),
-        .cols = (size_t)C,
-        .scale = N > 0 ? (float)((double)*cpu_cf32(node->src[0]) / (double)N) : 0.0f,
+        .dev    = dev,
+        .x      = cpu_cf32(logits),
+        .labels = labels,
+        .out    = cpu_f32(node),
+        .cols   = (size_t)C,
+        .scale  = N > 0 ? (float)((double)*cpu_cf32(node->src[0]) / (double)N) : 0.0f,
     };
     cpu_parallel_for(dev, (size_t)N, 1, cpu_row_grain(job.cols),
                      cpu_cross_entropy_grad_range, &job);

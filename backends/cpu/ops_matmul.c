@@ -18,7 +18,7 @@ typedef struct cpu_mm_shape {
 static cpu_mm_shape cpu_mm_shape_of(const kiln_node *node)
 {
     const kiln_node *a = node->src[0], *b = node->src[1];
-    cpu_mm_shape s;
+    cpu_mm_shape     s;
     s.ta = node->iparam[0] != 0;
     s.tb = node->iparam[1] != 0;
     s.M  = a->dims[s.ta ? 1 : 0];
@@ -32,14 +32,21 @@ static cpu_mm_shape cpu_mm_shape_of(const kiln_node *node)
 kiln_status cpu_op_matmul(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *a = node->src[0], *b = node->src[1];
-    cpu_mm_shape s = cpu_mm_shape_of(node);
+    cpu_mm_shape     s = cpu_mm_shape_of(node);
     if (s.M == 0 || s.N == 0)
         return KILN_OK;
     cpu_gemm_args g = {
-        .M = (size_t)s.M, .N = (size_t)s.N, .K = (size_t)s.Ka,
-        .a = cpu_cf32(a), .lda = (size_t)a->dims[1], .ta = s.ta,
-        .b = cpu_cf32(b), .ldb = (size_t)b->dims[1], .tb = s.tb,
-        .c = cpu_f32(node), .ldc = (size_t)s.N,
+        .M   = (size_t)s.M,
+        .N   = (size_t)s.N,
+        .K   = (size_t)s.Ka,
+        .a   = cpu_cf32(a),
+        .lda = (size_t)a->dims[1],
+        .ta  = s.ta,
+        .b   = cpu_cf32(b),
+        .ldb = (size_t)b->dims[1],
+        .tb  = s.tb,
+        .c   = cpu_f32(node),
+        .ldc = (size_t)s.N,
     };
     cpu_gemm(dev, &g);
     return KILN_OK;

@@ -19,7 +19,7 @@ static void cpu_sgd_step_scalar(float *p, float *v, const float *g, const float 
     float lr = hp[0], momentum = hp[1], wd = hp[2];
     for (size_t i = 0; i < n; i++) {
         float d = g[i] + wd * p[i];
-        v[i] = momentum * v[i] + d;
+        v[i]    = momentum * v[i] + d;
         p[i] -= lr * v[i];
     }
 }
@@ -34,9 +34,9 @@ static void cpu_adam_step_scalar(float *p, float *m, float *v, const float *g,
     float lr = hp[0], b1 = hp[1], b2 = hp[2], eps = hp[3], wd = hp[4];
     float c1 = hp[5], c2 = hp[6];
     for (size_t i = 0; i < n; i++) {
-        float d = g[i] + wd * p[i];
-        m[i] = b1 * m[i] + (1.0f - b1) * d;
-        v[i] = b2 * v[i] + (1.0f - b2) * d * d;
+        float d  = g[i] + wd * p[i];
+        m[i]     = b1 * m[i] + (1.0f - b1) * d;
+        v[i]     = b2 * v[i] + (1.0f - b2) * d * d;
         float vc = v[i] * c2;
         p[i] -= lr * (m[i] * c1) / ((vc >= 0.0f ? __builtin_sqrtf(vc) : 0.0f) + eps);
     }
@@ -51,7 +51,7 @@ void cpu_optim_kernels_scalar(cpu_kernels *k)
 /* The tensors and hyper-parameters of one step; hp as in backend.h. */
 typedef struct cpu_step_job {
     const cpu_device *dev;
-    float            *p, *s1, *s2;  /* param; velocity, or Adam's m and v */
+    float            *p, *s1, *s2; /* param; velocity, or Adam's m and v */
     const float      *g, *hp;
 } cpu_step_job;
 
@@ -63,8 +63,8 @@ static void cpu_sgd_range(void *arg, size_t lo, size_t hi)
 
 kiln_status cpu_op_sgd_step(const cpu_device *dev, const kiln_node *node)
 {
-    cpu_step_job job = { dev, cpu_f32(node), cpu_f32(node->src[2]), NULL,
-                         cpu_cf32(node->src[1]), cpu_cf32(node->src[3]) };
+    cpu_step_job job = {dev,  cpu_f32(node),          cpu_f32(node->src[2]),
+                        NULL, cpu_cf32(node->src[1]), cpu_cf32(node->src[3])};
     cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN, cpu_sgd_range,
                      &job);
     return KILN_OK;
@@ -78,8 +78,12 @@ static void cpu_adam_range(void *arg, size_t lo, size_t hi)
 
 kiln_status cpu_op_adam_step(const cpu_device *dev, const kiln_node *node)
 {
-    cpu_step_job job = { dev, cpu_f32(node), cpu_f32(node->src[2]), cpu_f32(node->src[3]),
-                         cpu_cf32(node->src[1]), cpu_cf32(node->src[4]) };
+    cpu_step_job job = {dev,
+                        cpu_f32(node),
+                        cpu_f32(node->src[2]),
+                        cpu_f32(node->src[3]),
+                        cpu_cf32(node->src[1]),
+                        cpu_cf32(node->src[4])};
     cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN, cpu_adam_range,
                      &job);
     return KILN_OK;

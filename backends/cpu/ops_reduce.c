@@ -41,7 +41,7 @@ void cpu_reduce_kernels_scalar(cpu_kernels *k)
     k->sum_rows = cpu_sum_rows_scalar;
     k->max      = cpu_row_max;
     k->argmax   = cpu_row_argmax;
-    k->fill = cpu_fill_scalar;
+    k->fill     = cpu_fill_scalar;
 }
 
 /* ---- SUM, MEAN ------------------------------------------------------------ */
@@ -55,10 +55,10 @@ typedef struct cpu_reduce_job {
     const cpu_device *dev;
     const float      *x;
     float            *out;
-    size_t            outer, r, inner, chunks;   /* chunks of columns per outer */
+    size_t            outer, r, inner, chunks; /* chunks of columns per outer */
     bool              mean;
-    double           *cols;                      /* nt x inner, see below        */
-    double            partial[CPU_MAX_THREADS];  /* one reduction over everything */
+    double           *cols;                     /* nt x inner, see below        */
+    double            partial[CPU_MAX_THREADS]; /* one reduction over everything */
 } cpu_reduce_job;
 
 static float cpu_reduce_result(const cpu_reduce_job *j, double s)
@@ -75,9 +75,9 @@ static float cpu_reduce_result(const cpu_reduce_job *j, double s)
 static void cpu_reduce_range(void *arg, size_t lo, size_t hi)
 {
     const cpu_reduce_job *j = arg;
-    double acc[CPU_SUM_COLS];
+    double                acc[CPU_SUM_COLS];
     for (size_t u = lo; u < hi; u++) {
-        size_t o = u / j->chunks, j0 = (u % j->chunks) * CPU_SUM_COLS;
+        size_t       o = u / j->chunks, j0 = (u % j->chunks) * CPU_SUM_COLS;
         const float *x = j->x + o * j->r * j->inner;
         if (j->inner == 1) {
             j->out[o] = cpu_reduce_result(j, j->r ? j->dev->k.sum(x, j->r, 1) : 0.0);
@@ -97,7 +97,7 @@ static void cpu_reduce_range(void *arg, size_t lo, size_t hi)
 static void cpu_reduce_all_task(void *arg, int tid, int nt)
 {
     cpu_reduce_job *j = arg;
-    size_t lo, hi;
+    size_t          lo, hi;
     cpu_split(j->r, 16, tid, nt, &lo, &hi);
     j->partial[tid] = lo < hi ? j->dev->k.sum(j->x + lo, hi - lo, 1) : 0.0;
 }
@@ -109,8 +109,8 @@ static void cpu_reduce_all_task(void *arg, int tid, int nt)
 static void cpu_reduce_cols_task(void *arg, int tid, int nt)
 {
     cpu_reduce_job *j = arg;
-    size_t lo, hi;
-    double *acc = j->cols + (size_t)tid * j->inner;
+    size_t          lo, hi;
+    double         *acc = j->cols + (size_t)tid * j->inner;
     cpu_split(j->r, 1, tid, nt, &lo, &hi);
     for (size_t c = 0; c < j->inner; c++)
         acc[c] = 0.0;
@@ -126,7 +126,7 @@ static bool cpu_reduce_by_rows(const cpu_device *dev, cpu_reduce_job *j)
         return false;
     j->cols = malloc((size_t)nt * j->inner * sizeof *j->cols);
     if (!j->cols)
-        return false;   /* the column-chunk way needs no memory */
+        return false; /* the column-chunk way needs no memory */
     cpu_pool_run(dev->pool, nt, cpu_reduce_cols_task, j);
     for (size_t c = 0; c < j->inner; c++) {
         double s = 0.0;
@@ -146,14 +146,14 @@ kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node)
     if (!job)
         return dev->host->error(KILN_ERR_NO_MEMORY, "%s: cannot allocate %zu bytes",
                                 kiln__op_name(node->op), sizeof *job);
-    job->dev = dev;
-    job->x = cpu_cf32(node->src[0]);
-    job->out = cpu_f32(node);
-    job->outer = (size_t)outer;
-    job->r = (size_t)r;
-    job->inner = (size_t)inner;
+    job->dev    = dev;
+    job->x      = cpu_cf32(node->src[0]);
+    job->out    = cpu_f32(node);
+    job->outer  = (size_t)outer;
+    job->r      = (size_t)r;
+    job->inner  = (size_t)inner;
     job->chunks = (job->inner + CPU_SUM_COLS - 1) / CPU_SUM_COLS;
-    job->mean = node->op == KILN_OP_MEAN;
+    job->mean   = node->op == KILN_OP_MEAN;
 
     if (outer == 1 && inner == 1) {
         int nt = (int)(job->r / CPU_ELEMENTWISE_GRAIN);
@@ -166,9 +166,11 @@ kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node)
             s += job->partial[t];
         job->out[0] = cpu_reduce_result(job, s);
     } else if (outer > 0 && inner > 0 && !cpu_reduce_by_rows(dev, job)) {
-        size_t per_unit = job->r * (job->inner < CPU_SUM_COLS ? job->inner : CPU_SUM_COLS);
-        size_t grain = per_unit >= CPU_ELEMENTWISE_GRAIN ? 1
-                     : CPU_ELEMENTWISE_GRAIN / (per_unit ? per_unit : 1);
+        size_t per_unit = job->r *
+                          (job->inner < CPU_SUM_COLS ? job->inner : CPU_SUM_COLS);
+        size_t grain = per_unit >= CPU_ELEMENTWISE_GRAIN
+                           ? 1
+                           : CPU_ELEMENTWISE_GRAIN / (per_unit ? per_unit : 1);
         cpu_parallel_for(dev, job->outer * job->chunks, 1, grain, cpu_reduce_range, job);
     }
     free(job);
@@ -188,7 +190,7 @@ typedef struct cpu_rows_job {
 static void cpu_max_range(void *arg, size_t lo, size_t hi)
 {
     const cpu_rows_job *j = arg;
-    const float *x = cpu_cf32(j->node->src[0]);
+    const float        *x = cpu_cf32(j->node->src[0]);
     if (j->node->op == KILN_OP_ARGMAX) {
         int32_t *out = cpu_data(j->node);
         for (size_t i = lo; i < hi; i++)
@@ -209,7 +211,7 @@ size_t cpu_row_grain(size_t cols)
 kiln_status cpu_op_max(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *src = node->src[0];
-    cpu_rows_job job = { dev, node, (size_t)kiln__last_dim(src) };
+    cpu_rows_job     job = {dev, node, (size_t)kiln__last_dim(src)};
     if (job.cols > 0)
         cpu_parallel_for(dev, (size_t)kiln__rows(src), 1, cpu_row_grain(job.cols),
                          cpu_max_range, &job);
@@ -226,8 +228,8 @@ kiln_status cpu_op_argmax(const cpu_device *dev, const kiln_node *node)
 kiln_status cpu_op_sum_to(const cpu_device *dev, const kiln_node *node)
 {
     size_t n = (size_t)node->numel, repeats = n ? (size_t)node->src[0]->numel / n : 0;
-    const float *x = cpu_cf32(node->src[0]);
-    float *out = cpu_f32(node);
+    const float *x   = cpu_cf32(node->src[0]);
+    float       *out = cpu_f32(node);
     for (size_t j = 0; j < n; j++)
         out[j] = repeats ? (float)dev->k.sum(x + j, repeats, n) : 0.0f;
     return KILN_OK;
@@ -254,7 +256,7 @@ static void cpu_expand_range(void *arg, size_t lo, size_t hi)
     for (size_t i = lo; i < hi;) {
         size_t row = i / j->inner, at = i % j->inner;
         size_t len = j->inner == 1 ? j->r - row % j->r : j->inner - at;
-        len = len < hi - i ? len : hi - i;
+        len        = len < hi - i ? len : hi - i;
         if (j->inner == 1)
             j->dev->k.fill(j->out + i, j->x[row / j->r], len);
         else
@@ -267,8 +269,8 @@ kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node)
 {
     int64_t outer, r, inner;
     kiln__axis_extent(node, node->iparam[0], &outer, &r, &inner);
-    cpu_expand_job job = { dev, cpu_cf32(node->src[0]), cpu_f32(node), (size_t)r,
-                           (size_t)inner };
+    cpu_expand_job job = {dev, cpu_cf32(node->src[0]), cpu_f32(node), (size_t)r,
+                          (size_t)inner};
     cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN,
                      cpu_expand_range, &job);
     return KILN_OK;
@@ -276,10 +278,10 @@ kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node)
 
 kiln_status cpu_op_max_grad(const cpu_device *dev, const kiln_node *node)
 {
-    const kiln_node *src = node->src[1];
-    size_t rows = (size_t)kiln__rows(src), cols = (size_t)kiln__last_dim(src);
-    const float *g = cpu_cf32(node->src[0]), *x = cpu_cf32(src);
-    float *out = cpu_f32(node);
+    const kiln_node *src  = node->src[1];
+    size_t           rows = (size_t)kiln__rows(src), cols = (size_t)kiln__last_dim(src);
+    const float     *g = cpu_cf32(node->src[0]), *x = cpu_cf32(src);
+    float           *out = cpu_f32(node);
     for (size_t r = 0; r < rows; r++) {
         float *row = out + r * cols;
         memset(row, 0, cols * sizeof *row);

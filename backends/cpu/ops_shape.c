@@ -9,8 +9,8 @@
 
 
 /* out[c, r] = x[r, c] for r in [r0, r1), c in [c0, c1). */
-static void cpu_transpose_tile(float *out, const float *x, int64_t rows,
-                               int64_t cols, int64_t r0, int64_t c0)
+static void cpu_transpose_tile(float *out, const float *x, int64_t rows, int64_t cols,
+                               int64_t r0, int64_t c0)
 {
     int64_t r1 = r0 + CPU_TILE < rows ? r0 + CPU_TILE : rows;
     int64_t c1 = c0 + CPU_TILE < cols ? c0 + CPU_TILE : cols;
@@ -22,10 +22,10 @@ static void cpu_transpose_tile(float *out, const float *x, int64_t rows,
 kiln_status cpu_op_transpose(const cpu_device *dev, const kiln_node *node)
 {
     (void)dev;
-    const kiln_node *src = node->src[0];
-    int64_t rows = src->dims[0], cols = src->dims[1];
-    const float *x = cpu_cf32(src);
-    float *out = cpu_f32(node);
+    const kiln_node *src  = node->src[0];
+    int64_t          rows = src->dims[0], cols = src->dims[1];
+    const float     *x   = cpu_cf32(src);
+    float           *out = cpu_f32(node);
     for (int64_t r0 = 0; r0 < rows; r0 += CPU_TILE)
         for (int64_t c0 = 0; c0 < cols; c0 += CPU_TILE)
             cpu_transpose_tile(out, x, rows, cols, r0, c0);

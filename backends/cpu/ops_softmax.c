@@ -12,7 +12,7 @@ void cpu_softmax_row_scalar(float *out, const float *x, size_t n, bool as_log)
 {
     if (n == 0)
         return;
-    float m = cpu_row_max(x, n);
+    float  m = cpu_row_max(x, n);
     double s = 0.0;
     if (as_log) {
         for (size_t i = 0; i < n; i++)
@@ -23,8 +23,8 @@ void cpu_softmax_row_scalar(float *out, const float *x, size_t n, bool as_log)
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        float e = expf(x[i] - m);   /* read x[i] before out[i]: out may be x */
-        out[i] = e;
+        float e = expf(x[i] - m); /* read x[i] before out[i]: out may be x */
+        out[i]  = e;
         s += e;
     }
     float inv = (float)(1.0 / s);
@@ -51,7 +51,7 @@ static void cpu_softmax_grad_row_scalar(float *out, const float *g, const float 
 
 void cpu_softmax_kernels_scalar(cpu_kernels *k)
 {
-    k->softmax_row = cpu_softmax_row_scalar;
+    k->softmax_row      = cpu_softmax_row_scalar;
     k->softmax_grad_row = cpu_softmax_grad_row_scalar;
 }
 
@@ -75,12 +75,15 @@ static void cpu_softmax_range(void *arg, size_t lo, size_t hi)
 kiln_status cpu_op_softmax(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *src = node->src[0];
-    cpu_softmax_job job = {
-        dev, cpu_cf32(src), cpu_f32(node), (size_t)kiln__last_dim(src),
-        node->op == KILN_OP_LOG_SOFTMAX,
+    cpu_softmax_job  job = {
+         dev,
+         cpu_cf32(src),
+         cpu_f32(node),
+         (size_t)kiln__last_dim(src),
+         node->op == KILN_OP_LOG_SOFTMAX,
     };
     if (job.cols == 0)
-        return KILN_OK;   /* no elements at all */
+        return KILN_OK; /* no elements at all */
     cpu_parallel_for(dev, (size_t)kiln__rows(src), 1, cpu_row_grain(job.cols),
                      cpu_softmax_range, &job);
     return KILN_OK;
@@ -92,7 +95,7 @@ kiln_status cpu_op_softmax(const cpu_device *dev, const kiln_node *node)
 typedef struct cpu_softmax_grad_job {
     const cpu_device *dev;
     const float      *g;
-    const float      *x;          /* the softmax's output y          */
+    const float      *x; /* the softmax's output y          */
     float            *out;
     size_t            cols;
     bool              as_log;
@@ -108,14 +111,17 @@ static void cpu_softmax_grad_range(void *arg, size_t lo, size_t hi)
 
 kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node)
 {
-    const kiln_node *ynode = node->src[1];
-    cpu_softmax_grad_job job = {
-        .dev = dev, .g = cpu_cf32(node->src[0]), .x = cpu_cf32(ynode),
-        .out = cpu_f32(node), .cols = (size_t)kiln__last_dim(ynode),
-        .as_log = node->op == KILN_OP_LOG_SOFTMAX_GRAD,
+    const kiln_node     *ynode = node->src[1];
+    cpu_softmax_grad_job job   = {
+          .dev    = dev,
+          .g      = cpu_cf32(node->src[0]),
+          .x      = cpu_cf32(ynode),
+          .out    = cpu_f32(node),
+          .cols   = (size_t)kiln__last_dim(ynode),
+          .as_log = node->op == KILN_OP_LOG_SOFTMAX_GRAD,
     };
     if (job.cols == 0)
-        return KILN_OK;   /* no elements at all */
+        return KILN_OK; /* no elements at all */
     cpu_parallel_for(dev, (size_t)kiln__rows(ynode), 1, cpu_row_grain(job.cols),
                      cpu_softmax_grad_range, &job);
     return KILN_OK;

@@ -27,12 +27,13 @@ static const kiln_host *cpu_host;
 
 static kiln_status cpu_buffer_alloc(void *ctx, size_t size, void **buffer)
 {
-    cpu_device *dev = ctx;
-    cpu_buffer *b = malloc(sizeof *b);
-    size_t bytes = size < CPU_ALIGN ? CPU_ALIGN : size;
-    void *data = NULL;
+    cpu_device *dev   = ctx;
+    cpu_buffer *b     = malloc(sizeof *b);
+    size_t      bytes = size < CPU_ALIGN ? CPU_ALIGN : size;
+    void       *data  = NULL;
     if (bytes <= SIZE_MAX - (CPU_ALIGN - 1))
-        data = aligned_alloc(CPU_ALIGN, (bytes + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1));
+        data = aligned_alloc(CPU_ALIGN,
+                             (bytes + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1));
     if (!b || !data) {
         free(b);
         free(data);
@@ -63,25 +64,26 @@ static kiln_status cpu_buffer_range(const cpu_device *dev, const char *what,
     if (offset > b->size || size > b->size - offset)
         return dev->host->error(KILN_ERR_INVALID_ARG,
                                 "cpu: %s of %zu bytes at offset %zu is outside "
-                                "a buffer of %zu bytes", what, size, offset, b->size);
+                                "a buffer of %zu bytes",
+                                what, size, offset, b->size);
     return KILN_OK;
 }
 
 static kiln_status cpu_buffer_write(void *ctx, void *buffer, size_t offset,
                                     const void *src, size_t size)
 {
-    cpu_buffer *b = buffer;
+    cpu_buffer *b  = buffer;
     kiln_status st = cpu_buffer_range(ctx, "buffer_write", b, offset, size);
     if (st == KILN_OK && size > 0)
         memcpy((char *)b->data + offset, src, size);
     return st;
 }
 
-static kiln_status cpu_buffer_read(void *ctx, void *buffer, size_t offset,
-                                   void *dst, size_t size)
+static kiln_status cpu_buffer_read(void *ctx, void *buffer, size_t offset, void *dst,
+                                   size_t size)
 {
-    const cpu_buffer *b = buffer;
-    kiln_status st = cpu_buffer_range(ctx, "buffer_read", b, offset, size);
+    const cpu_buffer *b  = buffer;
+    kiln_status       st = cpu_buffer_range(ctx, "buffer_read", b, offset, size);
     if (st == KILN_OK && size > 0)
         memcpy(dst, (const char *)b->data + offset, size);
     return st;
@@ -112,8 +114,8 @@ static kiln_status cpu_graph_compute(void *ctx, const kiln_node *const *nodes,
         const char *why = cpu_check_node(node, true);
         if (why)
             return cpu_refuse(dev, i, node, why);
-        kiln_status st = KILN_OK;
-        size_t fused = cpu_fuse(dev, nodes, i, n_nodes, cpu_node_runnable, &st);
+        kiln_status st    = KILN_OK;
+        size_t      fused = cpu_fuse(dev, nodes, i, n_nodes, cpu_node_runnable, &st);
         if (fused > 0)
             i += fused - 1;
         else
@@ -179,8 +181,8 @@ static void cpu_kernels_select(cpu_kernels *k, cpu_isa isa)
 static void cpu_describe(const cpu_isa_choice *isa, const cpu_threads_choice *th,
                          kiln_device_desc *desc)
 {
-    char has[64] = "";
-    size_t used = 0;
+    char   has[64] = "";
+    size_t used    = 0;
     for (int i = CPU_ISA_COUNT - 1; i >= 0 && used < sizeof has; i--)
         if (cpu_isa_supported((cpu_isa)i))
             used += (size_t)snprintf(has + used, sizeof has - used, "%s%s",
@@ -197,7 +199,7 @@ static void cpu_describe(const cpu_isa_choice *isa, const cpu_threads_choice *th
 static int cpu_probe(const kiln_host *host)
 {
     (void)host;
-    return 50;   /* always runnable; a GPU backend scores 100 */
+    return 50; /* always runnable; a GPU backend scores 100 */
 }
 
 static kiln_status cpu_init(const kiln_host *host)
@@ -229,28 +231,27 @@ static kiln_status cpu_device_desc(int index, kiln_device_desc *desc)
 {
     if (index != 0)
         return cpu_bad_index(index);
-    cpu_isa_choice isa;
+    cpu_isa_choice     isa;
     cpu_threads_choice threads;
     cpu_isa_choose(&isa);
     cpu_threads_choose(&threads);
-    long pages = sysconf(_SC_PHYS_PAGES);
+    long pages     = sysconf(_SC_PHYS_PAGES);
     long page_size = sysconf(_SC_PAGESIZE);
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long cores     = sysconf(_SC_NPROCESSORS_ONLN);
 
     memset(desc, 0, sizeof *desc);
     cpu_describe(&isa, &threads, desc);
-    desc->type = KILN_DEVICE_CPU;
-    desc->memory = pages > 0 && page_size > 0
-                 ? (uint64_t)pages * (uint64_t)page_size : 0;
+    desc->type   = KILN_DEVICE_CPU;
+    desc->memory = pages > 0 && page_size > 0 ? (uint64_t)pages * (uint64_t)page_size : 0;
     desc->compute_units = cores > 0 && cores <= INT32_MAX ? (int)cores : 1;
-    desc->unusable[0] = '\0';
+    desc->unusable[0]   = '\0';
     return KILN_OK;
 }
 
 static kiln_status cpu_device_open(int index, kiln_device *device)
 {
     if (!cpu_host)
-        return KILN_ERR_STATE;   /* init never ran: no one to tell */
+        return KILN_ERR_STATE; /* init never ran: no one to tell */
     if (index != 0)
         return cpu_bad_index(index);
     cpu_device *dev = calloc(1, sizeof *dev);
@@ -273,12 +274,14 @@ static kiln_status cpu_device_open(int index, kiln_device *device)
     }
     if (cpu_gemm_buffers_alloc(dev) != KILN_OK) {
         cpu_device_free(dev);
-        return cpu_host->error(KILN_ERR_NO_MEMORY, "cpu: cannot allocate the GEMM "
-                               "packing buffers of %d threads", threads);
+        return cpu_host->error(KILN_ERR_NO_MEMORY,
+                               "cpu: cannot allocate the GEMM "
+                               "packing buffers of %d threads",
+                               threads);
     }
     cpu_host->log(KILN_LOG_DEBUG, "cpu: device 0 open, %s kernels (%s), %d threads (%s)",
                   dev->k.isa, dev->isa.why, dev->threads.n, dev->threads.why);
-    device->iface = &cpu_device_iface;
+    device->iface   = &cpu_device_iface;
     device->context = dev;
     return KILN_OK;
 }

@@ -31,18 +31,18 @@
 #define CPU_POOL_LINGER_NS 100000L
 
 struct cpu_pool {
-    int                n;          /* threads, the caller included           */
-    pthread_t         *threads;    /* n - 1 workers                          */
-    int                started;    /* workers created                        */
-    pthread_mutex_t    mu;
-    pthread_cond_t     wake;       /* workers wait here for a job            */
-    pthread_cond_t     done;       /* the caller waits here for the workers  */
-    atomic_ulong       gen;        /* bumped for each job (under mu)         */
-    bool               stop;
-    cpu_task_fn        fn;
-    void              *arg;
-    int                want;       /* threads in the current job             */
-    atomic_int         remaining;  /* workers of the job not finished yet    */
+    int             n;       /* threads, the caller included           */
+    pthread_t      *threads; /* n - 1 workers                          */
+    int             started; /* workers created                        */
+    pthread_mutex_t mu;
+    pthread_cond_t  wake; /* workers wait here for a job            */
+    pthread_cond_t  done; /* the caller waits here for the workers  */
+    atomic_ulong    gen;  /* bumped for each job (under mu)         */
+    bool            stop;
+    cpu_task_fn     fn;
+    void           *arg;
+    int             want;      /* threads in the current job             */
+    atomic_int      remaining; /* workers of the job not finished yet    */
 };
 
 _Thread_local cpu_thread_state cpu_tls;
@@ -90,13 +90,13 @@ static void cpu_worker_linger(cpu_pool *p, unsigned long seen)
 
 static void *cpu_worker(void *varg)
 {
-    cpu_worker_arg *wa = varg;
-    cpu_pool *p = wa->pool;
-    int tid = wa->tid;
-    unsigned long seen = 0;
+    cpu_worker_arg *wa   = varg;
+    cpu_pool       *p    = wa->pool;
+    int             tid  = wa->tid;
+    unsigned long   seen = 0;
     free(wa);
-    cpu_tls.tid = tid;
-    cpu_tls.in_job = true;   /* a worker only ever runs inside a job */
+    cpu_tls.tid    = tid;
+    cpu_tls.in_job = true; /* a worker only ever runs inside a job */
 
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -106,10 +106,10 @@ static void *cpu_worker(void *varg)
             break;
         seen = atomic_load(&p->gen);
         if (tid >= p->want)
-            continue;   /* not needed this time: back to sleep */
-        cpu_task_fn fn = p->fn;
-        void *arg = p->arg;
-        int want = p->want;
+            continue; /* not needed this time: back to sleep */
+        cpu_task_fn fn   = p->fn;
+        void       *arg  = p->arg;
+        int         want = p->want;
         pthread_mutex_unlock(&p->mu);
         fn(arg, tid, want);
         cpu_worker_finish(p);
@@ -144,7 +144,8 @@ cpu_pool *cpu_pool_new(int n)
         free(p);
         return NULL;
     }
-    if (pthread_cond_init(&p->wake, NULL) != 0 || pthread_cond_init(&p->done, NULL) != 0) {
+    if (pthread_cond_init(&p->wake, NULL) != 0 ||
+        pthread_cond_init(&p->done, NULL) != 0) {
         pthread_mutex_destroy(&p->mu);
         free(p->threads);
         free(p);
@@ -154,7 +155,7 @@ cpu_pool *cpu_pool_new(int n)
         cpu_worker_arg *wa = malloc(sizeof *wa);
         if (wa) {
             wa->pool = p;
-            wa->tid = t;
+            wa->tid  = t;
         }
         if (!wa || pthread_create(&p->threads[t - 1], NULL, cpu_worker, wa) != 0) {
             free(wa);
@@ -193,8 +194,8 @@ void cpu_pool_run(cpu_pool *p, int n, cpu_task_fn fn, void *arg)
         return;
     }
     pthread_mutex_lock(&p->mu);
-    p->fn = fn;
-    p->arg = arg;
+    p->fn   = fn;
+    p->arg  = arg;
     p->want = n;
     atomic_store_explicit(&p->remaining, n - 1, memory_order_relaxed);
     atomic_fetch_add(&p->gen, 1);
@@ -202,8 +203,8 @@ void cpu_pool_run(cpu_pool *p, int n, cpu_task_fn fn, void *arg)
     pthread_mutex_unlock(&p->mu);
 
     cpu_thread_state saved = cpu_tls;
-    cpu_tls.in_job = true;
-    cpu_tls.tid = 0;
+    cpu_tls.in_job         = true;
+    cpu_tls.tid            = 0;
     fn(arg, 0, n);
     cpu_tls = saved;
 
@@ -212,7 +213,7 @@ void cpu_pool_run(cpu_pool *p, int n, cpu_task_fn fn, void *arg)
             return;
         cpu_relax();
         if (i % 64 == 0)
-            sched_yield();   /* a worker may be waiting for this CPU */
+            sched_yield(); /* a worker may be waiting for this CPU */
     }
     pthread_mutex_lock(&p->mu);
     while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0)
@@ -231,7 +232,7 @@ typedef struct cpu_range_job {
 static void cpu_range_task(void *varg, int tid, int nt)
 {
     const cpu_range_job *job = varg;
-    size_t lo, hi;
+    size_t               lo, hi;
     cpu_split(job->n, job->align, tid, nt, &lo, &hi);
     if (lo < hi)
         job->fn(job->arg, lo, hi);
@@ -243,15 +244,15 @@ void cpu_split(size_t n, size_t align, int tid, int nt, size_t *lo, size_t *hi)
     size_t per = units / (size_t)nt, extra = units % (size_t)nt;
     size_t u0 = (size_t)tid * per + ((size_t)tid < extra ? (size_t)tid : extra);
     size_t u1 = u0 + per + ((size_t)tid < extra ? 1 : 0);
-    *lo = u0 * align < n ? u0 * align : n;
-    *hi = u1 * align < n ? u1 * align : n;
+    *lo       = u0 * align < n ? u0 * align : n;
+    *hi       = u1 * align < n ? u1 * align : n;
 }
 
 void cpu_parallel_for(const cpu_device *dev, size_t n, size_t align, size_t grain,
                       cpu_range_fn fn, void *arg)
 {
     size_t chunks = grain ? n / grain : n;
-    int nt = cpu_pool_size(dev->pool);
+    int    nt     = cpu_pool_size(dev->pool);
     if ((size_t)nt > chunks)
         nt = chunks > 0 ? (int)chunks : 1;
     if (nt <= 1) {
@@ -259,6 +260,6 @@ void cpu_parallel_for(const cpu_device *dev, size_t n, size_t align, size_t grai
             fn(arg, 0, n);
         return;
     }
-    cpu_range_job job = { fn, arg, n, align ? align : 1 };
+    cpu_range_job job = {fn, arg, n, align ? align : 1};
     cpu_pool_run(dev->pool, nt, cpu_range_task, &job);
 }

@@ -101,8 +101,8 @@ CPU_INLINE void CPU_SN(log_softmax_grad_at)(float *out, const float *g, const fl
 
 /* softmax: y * (g - sum(g * y)); log_softmax: g - exp(y) * sum(g). Both
  * sums are taken before anything is written, so out may be g or y. */
-static void CPU_SN(softmax_grad_row)(float *out, const float *g, const float *y,
-                                     size_t n, bool as_log)
+static void CPU_SN(softmax_grad_row)(float *out, const float *g, const float *y, size_t n,
+                                     bool as_log)
 {
     size_t i = 0;
     if (as_log) {
@@ -129,9 +129,9 @@ static void CPU_SN(cross_entropy_grad_row)(float *out, const float *x, size_t n,
                                            size_t label, float scale)
 {
     CPU_SN(softmax_row)(out, x, n, false);
-    float p = out[label];
+    float  p  = out[label];
     cpu_vf vs = CPU_VBCAST(scale);
-    size_t i = 0;
+    size_t i  = 0;
     for (; i + CPU_VL <= n; i += CPU_VL)
         CPU_VSTOREU(out + i, CPU_VMUL(CPU_VLOADU(out + i), vs));
     if (i < n)
@@ -149,10 +149,10 @@ typedef struct CPU_SN(step_hp) {
 
 /* d = g + wd * p;  v = momentum * v + d;  p -= lr * v */
 CPU_INLINE void CPU_SN(sgd_at)(float *p, float *v, const float *g, size_t k,
-                               const CPU_SN(step_hp) *h)
+                               const CPU_SN(step_hp) * h)
 {
     cpu_vf vp = CPU_SN(gload)(p, k);
-    cpu_vf d = CPU_VFMA(h->wd, vp, CPU_SN(gload)(g, k));
+    cpu_vf d  = CPU_VFMA(h->wd, vp, CPU_SN(gload)(g, k));
     cpu_vf vv = CPU_VFMA(h->momentum, CPU_SN(gload)(v, k), d);
     CPU_SN(gstore)(v, vv, k);
     CPU_SN(gstore)(p, CPU_VFNMA(h->lr, vv, vp), k);
@@ -161,8 +161,8 @@ CPU_INLINE void CPU_SN(sgd_at)(float *p, float *v, const float *g, size_t k,
 static void CPU_SN(sgd_step)(float *p, float *v, const float *g, const float *hp,
                              size_t n)
 {
-    CPU_SN(step_hp) h = { .lr = CPU_VBCAST(hp[0]), .momentum = CPU_VBCAST(hp[1]),
-                          .wd = CPU_VBCAST(hp[2]) };
+    CPU_SN(step_hp)
+    h = {.lr = CPU_VBCAST(hp[0]), .momentum = CPU_VBCAST(hp[1]), .wd = CPU_VBCAST(hp[2])};
     size_t i = 0;
     for (; i + CPU_VL <= n; i += CPU_VL)
         CPU_SN(sgd_at)(p + i, v + i, g + i, CPU_VL, &h);
@@ -175,15 +175,15 @@ static void CPU_SN(sgd_step)(float *p, float *v, const float *g, const float *hp
  * max(v * c2, 0): maxps gives its second operand for a NaN, so a negative or
  * NaN v * c2 counts as 0, as the portable kernel's vc >= 0 test has it. */
 CPU_INLINE void CPU_SN(adam_at)(float *p, float *m, float *v, const float *g, size_t k,
-                                const CPU_SN(step_hp) *h)
+                                const CPU_SN(step_hp) * h)
 {
     cpu_vf vp = CPU_SN(gload)(p, k);
-    cpu_vf d = CPU_VFMA(h->wd, vp, CPU_SN(gload)(g, k));
+    cpu_vf d  = CPU_VFMA(h->wd, vp, CPU_SN(gload)(g, k));
     cpu_vf vm = CPU_VFMA(h->b1, CPU_SN(gload)(m, k), CPU_VMUL(h->one_b1, d));
     cpu_vf vv = CPU_VFMA(h->b2, CPU_SN(gload)(v, k), CPU_VMUL(CPU_VMUL(h->one_b2, d), d));
     CPU_SN(gstore)(m, vm, k);
     CPU_SN(gstore)(v, vv, k);
-    cpu_vf den = CPU_VADD(CPU_VSQRT(CPU_VMAX(CPU_VMUL(vv, h->c2), CPU_VZERO())), h->eps);
+    cpu_vf den  = CPU_VADD(CPU_VSQRT(CPU_VMAX(CPU_VMUL(vv, h->c2), CPU_VZERO())), h->eps);
     cpu_vf step = CPU_VMUL(h->lr, CPU_VMUL(vm, h->c1));
     CPU_SN(gstore)(p, CPU_VSUB(vp, CPU_VDIV(step, den)), k);
 }
@@ -191,10 +191,16 @@ CPU_INLINE void CPU_SN(adam_at)(float *p, float *m, float *v, const float *g, si
 static void CPU_SN(adam_step)(float *p, float *m, float *v, const float *g,
                               const float *hp, size_t n)
 {
-    CPU_SN(step_hp) h = {
-        .lr = CPU_VBCAST(hp[0]), .b1 = CPU_VBCAST(hp[1]), .b2 = CPU_VBCAST(hp[2]),
-        .eps = CPU_VBCAST(hp[3]), .wd = CPU_VBCAST(hp[4]), .c1 = CPU_VBCAST(hp[5]),
-        .c2 = CPU_VBCAST(hp[6]), .one_b1 = CPU_VBCAST(1.0f - hp[1]),
+    CPU_SN(step_hp)
+    h = {
+        .lr     = CPU_VBCAST(hp[0]),
+        .b1     = CPU_VBCAST(hp[1]),
+        .b2     = CPU_VBCAST(hp[2]),
+        .eps    = CPU_VBCAST(hp[3]),
+        .wd     = CPU_VBCAST(hp[4]),
+        .c1     = CPU_VBCAST(hp[5]),
+        .c2     = CPU_VBCAST(hp[6]),
+        .one_b1 = CPU_VBCAST(1.0f - hp[1]),
         .one_b2 = CPU_VBCAST(1.0f - hp[2]),
     };
     size_t i = 0;

@@ -30,7 +30,7 @@ CPU_INLINE cpu_vf CPU_SN(exp_scale)(cpu_vf p, cpu_vf n)
     return CPU_VSCALEF(p, n);
 #else
     cpu_vi ni = CPU_VCVT_I(n);
-    cpu_vi n1 = CPU_VCVT_I(CPU_VMUL(n, CPU_VBCAST(0.5f)));   /* [-75, 64] */
+    cpu_vi n1 = CPU_VCVT_I(CPU_VMUL(n, CPU_VBCAST(0.5f))); /* [-75, 64] */
     cpu_vi n2 = CPU_VI_SUB(ni, n1);
     cpu_vf s1 = CPU_I_AS_V(CPU_VI_SHL(CPU_VI_ADD(n1, CPU_VI_BCAST(127)), 23));
     cpu_vf s2 = CPU_I_AS_V(CPU_VI_SHL(CPU_VI_ADD(n2, CPU_VI_BCAST(127)), 23));
@@ -46,14 +46,14 @@ CPU_INLINE cpu_vf CPU_SN(vexp)(cpu_vf x)
     cpu_vf t = CPU_VMIN(CPU_VBCAST(89.0f), CPU_VMAX(CPU_VBCAST(-104.0f), x));
     cpu_vf n = CPU_VROUND(CPU_VMUL(t, CPU_VBCAST(1.44269504088896341f)));
     cpu_vf r = CPU_VFNMA(n, CPU_VBCAST(0.693359375f), t);
-    r = CPU_VFNMA(n, CPU_VBCAST(-2.12194440e-4f), r);
+    r        = CPU_VFNMA(n, CPU_VBCAST(-2.12194440e-4f), r);
     cpu_vf p = CPU_VBCAST(1.9875691500e-4f);
-    p = CPU_VFMA(p, r, CPU_VBCAST(1.3981999507e-3f));
-    p = CPU_VFMA(p, r, CPU_VBCAST(8.3334519073e-3f));
-    p = CPU_VFMA(p, r, CPU_VBCAST(4.1665795894e-2f));
-    p = CPU_VFMA(p, r, CPU_VBCAST(1.6666665459e-1f));
-    p = CPU_VFMA(p, r, CPU_VBCAST(5.0000001201e-1f));
-    p = CPU_VFMA(p, CPU_VMUL(r, r), CPU_VADD(r, CPU_VBCAST(1.0f)));
+    p        = CPU_VFMA(p, r, CPU_VBCAST(1.3981999507e-3f));
+    p        = CPU_VFMA(p, r, CPU_VBCAST(8.3334519073e-3f));
+    p        = CPU_VFMA(p, r, CPU_VBCAST(4.1665795894e-2f));
+    p        = CPU_VFMA(p, r, CPU_VBCAST(1.6666665459e-1f));
+    p        = CPU_VFMA(p, r, CPU_VBCAST(5.0000001201e-1f));
+    p        = CPU_VFMA(p, CPU_VMUL(r, r), CPU_VADD(r, CPU_VBCAST(1.0f)));
 #if defined(CPU_VSCALEF)
     return CPU_SN(exp_scale)(p, n);
 #else
@@ -66,33 +66,33 @@ CPU_INLINE cpu_vf CPU_SN(vlog)(cpu_vf x)
     const cpu_vf one = CPU_VBCAST(1.0f);
     /* subnormals: scale into the normal range first */
     cpu_vmask tiny = CPU_VCMP_LT(x, CPU_VBCAST(1.17549435e-38f));
-    cpu_vf xs = CPU_VSELECT(tiny, CPU_VMUL(x, CPU_VBCAST(8388608.0f)), x);
-    cpu_vi bits = CPU_V_AS_I(xs);
-    cpu_vf e = CPU_VI_TO_F(CPU_VI_SUB(CPU_VI_SRL(bits, 23), CPU_VI_BCAST(126)));
-    e = CPU_VSUB(e, CPU_VSELECT(tiny, CPU_VBCAST(23.0f), CPU_VZERO()));
+    cpu_vf    xs   = CPU_VSELECT(tiny, CPU_VMUL(x, CPU_VBCAST(8388608.0f)), x);
+    cpu_vi    bits = CPU_V_AS_I(xs);
+    cpu_vf    e    = CPU_VI_TO_F(CPU_VI_SUB(CPU_VI_SRL(bits, 23), CPU_VI_BCAST(126)));
+    e              = CPU_VSUB(e, CPU_VSELECT(tiny, CPU_VBCAST(23.0f), CPU_VZERO()));
     /* m in [0.5, 1) */
-    cpu_vf m = CPU_I_AS_V(CPU_VI_OR(CPU_VI_AND(bits, CPU_VI_BCAST(0x007fffff)),
-                                    CPU_VI_BCAST(0x3f000000)));
+    cpu_vf m = CPU_I_AS_V(
+        CPU_VI_OR(CPU_VI_AND(bits, CPU_VI_BCAST(0x007fffff)), CPU_VI_BCAST(0x3f000000)));
     cpu_vmask small = CPU_VCMP_LT(m, CPU_VBCAST(0.707106781186547524f));
-    e = CPU_VSUB(e, CPU_VSELECT(small, one, CPU_VZERO()));
-    m = CPU_VSUB(CPU_VADD(m, CPU_VSELECT(small, m, CPU_VZERO())), one);
-    cpu_vf z = CPU_VMUL(m, m);
-    cpu_vf y = CPU_VBCAST(7.0376836292e-2f);
-    y = CPU_VFMA(y, m, CPU_VBCAST(-1.1514610310e-1f));
-    y = CPU_VFMA(y, m, CPU_VBCAST(1.1676998740e-1f));
-    y = CPU_VFMA(y, m, CPU_VBCAST(-1.2420140846e-1f));
-    y = CPU_VFMA(y, m, CPU_VBCAST(1.4249322787e-1f));
-    y = CPU_VFMA(y, m, CPU_VBCAST(-1.6668057665e-1f));
-    y = CPU_VFMA(y, m, CPU_VBCAST(2.0000714765e-1f));
-    y = CPU_VFMA(y, m, CPU_VBCAST(-2.4999993993e-1f));
-    y = CPU_VFMA(y, m, CPU_VBCAST(3.3333331174e-1f));
-    y = CPU_VMUL(CPU_VMUL(y, m), z);
-    y = CPU_VFMA(e, CPU_VBCAST(-2.12194440e-4f), y);
-    y = CPU_VFNMA(z, CPU_VBCAST(0.5f), y);
-    cpu_vf r = CPU_VFMA(e, CPU_VBCAST(0.693359375f), CPU_VADD(m, y));
+    e               = CPU_VSUB(e, CPU_VSELECT(small, one, CPU_VZERO()));
+    m               = CPU_VSUB(CPU_VADD(m, CPU_VSELECT(small, m, CPU_VZERO())), one);
+    cpu_vf z        = CPU_VMUL(m, m);
+    cpu_vf y        = CPU_VBCAST(7.0376836292e-2f);
+    y               = CPU_VFMA(y, m, CPU_VBCAST(-1.1514610310e-1f));
+    y               = CPU_VFMA(y, m, CPU_VBCAST(1.1676998740e-1f));
+    y               = CPU_VFMA(y, m, CPU_VBCAST(-1.2420140846e-1f));
+    y               = CPU_VFMA(y, m, CPU_VBCAST(1.4249322787e-1f));
+    y               = CPU_VFMA(y, m, CPU_VBCAST(-1.6668057665e-1f));
+    y               = CPU_VFMA(y, m, CPU_VBCAST(2.0000714765e-1f));
+    y               = CPU_VFMA(y, m, CPU_VBCAST(-2.4999993993e-1f));
+    y               = CPU_VFMA(y, m, CPU_VBCAST(3.3333331174e-1f));
+    y               = CPU_VMUL(CPU_VMUL(y, m), z);
+    y               = CPU_VFMA(e, CPU_VBCAST(-2.12194440e-4f), y);
+    y               = CPU_VFNMA(z, CPU_VBCAST(0.5f), y);
+    cpu_vf r        = CPU_VFMA(e, CPU_VBCAST(0.693359375f), CPU_VADD(m, y));
     /* x = 0: -inf; x < 0 or NaN: NaN; x = inf: inf */
-    r = CPU_VSELECT(CPU_VCMP_EQ(x, CPU_VZERO()), CPU_VBCAST(-INFINITY), r);
-    r = CPU_VSELECT(CPU_VCMP_EQ(x, CPU_VBCAST(INFINITY)), x, r);
+    r             = CPU_VSELECT(CPU_VCMP_EQ(x, CPU_VZERO()), CPU_VBCAST(-INFINITY), r);
+    r             = CPU_VSELECT(CPU_VCMP_EQ(x, CPU_VBCAST(INFINITY)), x, r);
     cpu_vmask bad = CPU_VMASK_OR(CPU_VCMP_LT(x, CPU_VZERO()), CPU_VCMP_NAN(x));
     return CPU_VSELECT(bad, CPU_VBCAST(NAN), r);
 }
@@ -111,18 +111,18 @@ CPU_INLINE cpu_vf CPU_SN(vrcp)(cpu_vf d)
 CPU_INLINE cpu_vf CPU_SN(vtanh)(cpu_vf x)
 {
     const cpu_vf sign = CPU_VBCAST(-0.0f);
-    cpu_vf ax = CPU_VXOR(x, CPU_VAND(x, sign));
-    cpu_vf z = CPU_VMUL(x, x);
-    cpu_vf p = CPU_VBCAST(-5.70498872745e-3f);
-    p = CPU_VFMA(p, z, CPU_VBCAST(2.06390887954e-2f));
-    p = CPU_VFMA(p, z, CPU_VBCAST(-5.37397155531e-2f));
-    p = CPU_VFMA(p, z, CPU_VBCAST(1.33314422036e-1f));
-    p = CPU_VFMA(p, z, CPU_VBCAST(-3.33332819422e-1f));
-    cpu_vf small = CPU_VFMA(CPU_VMUL(p, z), x, x);
-    cpu_vf e = CPU_SN(vexp)(CPU_VMIN(CPU_VBCAST(88.0f), CPU_VADD(ax, ax)));
+    cpu_vf       ax   = CPU_VXOR(x, CPU_VAND(x, sign));
+    cpu_vf       z    = CPU_VMUL(x, x);
+    cpu_vf       p    = CPU_VBCAST(-5.70498872745e-3f);
+    p                 = CPU_VFMA(p, z, CPU_VBCAST(2.06390887954e-2f));
+    p                 = CPU_VFMA(p, z, CPU_VBCAST(-5.37397155531e-2f));
+    p                 = CPU_VFMA(p, z, CPU_VBCAST(1.33314422036e-1f));
+    p                 = CPU_VFMA(p, z, CPU_VBCAST(-3.33332819422e-1f));
+    cpu_vf small      = CPU_VFMA(CPU_VMUL(p, z), x, x);
+    cpu_vf e          = CPU_SN(vexp)(CPU_VMIN(CPU_VBCAST(88.0f), CPU_VADD(ax, ax)));
     cpu_vf big = CPU_VFNMA(CPU_VBCAST(2.0f), CPU_SN(vrcp)(CPU_VADD(e, CPU_VBCAST(1.0f))),
                            CPU_VBCAST(1.0f));
-    big = CPU_VXOR(big, CPU_VAND(x, sign));
+    big        = CPU_VXOR(big, CPU_VAND(x, sign));
     return CPU_VSELECT(CPU_VCMP_LT(ax, CPU_VBCAST(0.625f)), small, big);
 }
 
@@ -162,7 +162,7 @@ CPU_INLINE void CPU_SN(unary_loop)(float *out, const float *x, size_t n, float p
 {
     cpu_vf vp = CPU_VBCAST(p);
     size_t i = 0, head = CPU_SN(stream_head)(out, n);
-    bool stream = head != SIZE_MAX;
+    bool   stream = head != SIZE_MAX;
     if (stream) {
         for (; i < head; i += CPU_VL) {
             size_t k = head - i < CPU_VL ? head - i : CPU_VL;
@@ -191,7 +191,7 @@ CPU_INLINE void CPU_SN(binary_loop)(float *out, const float *a, size_t a_step,
     cpu_vf va = a_step ? CPU_VZERO() : CPU_VBCAST(a[0]);
     cpu_vf vb = b_step ? CPU_VZERO() : CPU_VBCAST(b[0]);
     size_t i = 0, head = CPU_SN(stream_head)(out, n);
-    bool stream = head != SIZE_MAX;
+    bool   stream = head != SIZE_MAX;
     for (; stream && i < head; i += CPU_VL) {
         size_t k = head - i < CPU_VL ? head - i : CPU_VL;
         cpu_vf x = a_step ? cpu_vload_part(a + i, k) : va;
@@ -215,16 +215,28 @@ CPU_INLINE void CPU_SN(binary_loop)(float *out, const float *a, size_t a_step,
         _mm_sfence();
 }
 
-CPU_INLINE cpu_vf CPU_SN(v_add)(cpu_vf a, cpu_vf b) { return CPU_VADD(a, b); }
-CPU_INLINE cpu_vf CPU_SN(v_sub)(cpu_vf a, cpu_vf b) { return CPU_VSUB(a, b); }
-CPU_INLINE cpu_vf CPU_SN(v_mul)(cpu_vf a, cpu_vf b) { return CPU_VMUL(a, b); }
-CPU_INLINE cpu_vf CPU_SN(v_div)(cpu_vf a, cpu_vf b) { return CPU_VDIV(a, b); }
+CPU_INLINE cpu_vf CPU_SN(v_add)(cpu_vf a, cpu_vf b)
+{
+    return CPU_VADD(a, b);
+}
+CPU_INLINE cpu_vf CPU_SN(v_sub)(cpu_vf a, cpu_vf b)
+{
+    return CPU_VSUB(a, b);
+}
+CPU_INLINE cpu_vf CPU_SN(v_mul)(cpu_vf a, cpu_vf b)
+{
+    return CPU_VMUL(a, b);
+}
+CPU_INLINE cpu_vf CPU_SN(v_div)(cpu_vf a, cpu_vf b)
+{
+    return CPU_VDIV(a, b);
+}
 
-#define CPU_SIMD_BINARY(op)                                                    \
-    static void CPU_SN(op)(float *out, const float *a, size_t a_step,         \
-                           const float *b, size_t b_step, size_t n)           \
-    {                                                                          \
-        CPU_SN(binary_loop)(out, a, a_step, b, b_step, n, CPU_SN(v_##op));     \
+#define CPU_SIMD_BINARY(op)                                                           \
+    static void CPU_SN(op)(float *out, const float *a, size_t a_step, const float *b, \
+                           size_t b_step, size_t n)                                   \
+    {                                                                                 \
+        CPU_SN(binary_loop)(out, a, a_step, b, b_step, n, CPU_SN(v_##op));            \
     }
 
 CPU_SIMD_BINARY(add)
@@ -234,19 +246,50 @@ CPU_SIMD_BINARY(div)
 
 /* relu keeps NaN and -0.0 (as x < 0 ? 0 : x): maxps gives its second operand
  * when either is NaN, and 0 > -0 is false. */
-CPU_INLINE cpu_vf CPU_SN(v_neg)(cpu_vf x, cpu_vf p) { (void)p; return CPU_VXOR(x, CPU_VBCAST(-0.0f)); }
-CPU_INLINE cpu_vf CPU_SN(v_exp)(cpu_vf x, cpu_vf p) { (void)p; return CPU_SN(vexp)(x); }
-CPU_INLINE cpu_vf CPU_SN(v_log)(cpu_vf x, cpu_vf p) { (void)p; return CPU_SN(vlog)(x); }
-CPU_INLINE cpu_vf CPU_SN(v_sqrt)(cpu_vf x, cpu_vf p) { (void)p; return CPU_VSQRT(x); }
-CPU_INLINE cpu_vf CPU_SN(v_relu)(cpu_vf x, cpu_vf p) { (void)p; return CPU_VMAX(CPU_VZERO(), x); }
-CPU_INLINE cpu_vf CPU_SN(v_sigmoid)(cpu_vf x, cpu_vf p) { (void)p; return CPU_SN(vsigmoid)(x); }
-CPU_INLINE cpu_vf CPU_SN(v_tanh)(cpu_vf x, cpu_vf p) { (void)p; return CPU_SN(vtanh)(x); }
-CPU_INLINE cpu_vf CPU_SN(v_scale)(cpu_vf x, cpu_vf p) { return CPU_VMUL(x, p); }
+CPU_INLINE cpu_vf CPU_SN(v_neg)(cpu_vf x, cpu_vf p)
+{
+    (void)p;
+    return CPU_VXOR(x, CPU_VBCAST(-0.0f));
+}
+CPU_INLINE cpu_vf CPU_SN(v_exp)(cpu_vf x, cpu_vf p)
+{
+    (void)p;
+    return CPU_SN(vexp)(x);
+}
+CPU_INLINE cpu_vf CPU_SN(v_log)(cpu_vf x, cpu_vf p)
+{
+    (void)p;
+    return CPU_SN(vlog)(x);
+}
+CPU_INLINE cpu_vf CPU_SN(v_sqrt)(cpu_vf x, cpu_vf p)
+{
+    (void)p;
+    return CPU_VSQRT(x);
+}
+CPU_INLINE cpu_vf CPU_SN(v_relu)(cpu_vf x, cpu_vf p)
+{
+    (void)p;
+    return CPU_VMAX(CPU_VZERO(), x);
+}
+CPU_INLINE cpu_vf CPU_SN(v_sigmoid)(cpu_vf x, cpu_vf p)
+{
+    (void)p;
+    return CPU_SN(vsigmoid)(x);
+}
+CPU_INLINE cpu_vf CPU_SN(v_tanh)(cpu_vf x, cpu_vf p)
+{
+    (void)p;
+    return CPU_SN(vtanh)(x);
+}
+CPU_INLINE cpu_vf CPU_SN(v_scale)(cpu_vf x, cpu_vf p)
+{
+    return CPU_VMUL(x, p);
+}
 
-#define CPU_SIMD_UNARY(op)                                                     \
-    static void CPU_SN(op)(float *out, const float *x, size_t n, float p)     \
-    {                                                                          \
-        CPU_SN(unary_loop)(out, x, n, p, CPU_SN(v_##op));                      \
+#define CPU_SIMD_UNARY(op)                                                \
+    static void CPU_SN(op)(float *out, const float *x, size_t n, float p) \
+    {                                                                     \
+        CPU_SN(unary_loop)(out, x, n, p, CPU_SN(v_##op));                 \
     }
 
 CPU_SIMD_UNARY(neg)
@@ -294,8 +337,8 @@ static double CPU_SN(sum)(const float *x, size_t n, size_t stride)
     }
     for (; i < n; i += CPU_VL) {
         cpu_vf a = cpu_vload_part(x + i, n - i < CPU_VL ? n - i : CPU_VL);
-        s0 = CPU_VD_ADD(s0, CPU_VD_LO(a));
-        s1 = CPU_VD_ADD(s1, CPU_VD_HI(a));
+        s0       = CPU_VD_ADD(s0, CPU_VD_LO(a));
+        s1       = CPU_VD_ADD(s1, CPU_VD_HI(a));
     }
     return CPU_VD_HSUM(CPU_VD_ADD(CPU_VD_ADD(s0, s1), CPU_VD_ADD(s2, s3)));
 }
@@ -317,19 +360,21 @@ static void CPU_SN(sum_rows)(double *acc, const float *x, size_t n)
  * accumulators, so that the loop is not one chain of max latencies. */
 static float CPU_SN(max)(const float *x, size_t n)
 {
-    cpu_vf m0 = CPU_VBCAST(-INFINITY), m1 = m0;
+    cpu_vf    m0 = CPU_VBCAST(-INFINITY), m1 = m0;
     cpu_vmask nan = CPU_VMASK_NONE();
-    size_t i = 0;
+    size_t    i   = 0;
     for (; i + 2 * CPU_VL <= n; i += 2 * CPU_VL) {
         cpu_vf a = CPU_VLOADU(x + i), b = CPU_VLOADU(x + i + CPU_VL);
-        nan = CPU_VMASK_OR(nan, CPU_VCMP_NAN(CPU_VADD(a, b)));   /* inf - inf too: rare, still right */
-        m0 = CPU_VMAX(m0, a);
-        m1 = CPU_VMAX(m1, b);
+        nan = CPU_VMASK_OR(nan,
+                           CPU_VCMP_NAN(
+                               CPU_VADD(a, b))); /* inf - inf too: rare, still right */
+        m0  = CPU_VMAX(m0, a);
+        m1  = CPU_VMAX(m1, b);
     }
     for (; i < n; i += CPU_VL) {
         cpu_vf v = cpu_vload_fill(x + i, n - i < CPU_VL ? n - i : CPU_VL, -INFINITY);
-        nan = CPU_VMASK_OR(nan, CPU_VCMP_NAN(v));
-        m0 = CPU_VMAX(m0, v);
+        nan      = CPU_VMASK_OR(nan, CPU_VCMP_NAN(v));
+        m0       = CPU_VMAX(m0, v);
     }
     if (CPU_VMASK_ANY(nan))
         return cpu_row_max(x, n);
@@ -344,8 +389,8 @@ static float CPU_SN(max)(const float *x, size_t n)
  * smallest index among the lanes that hold the overall largest. */
 static size_t CPU_SN(argmax)(const float *x, size_t n)
 {
-    cpu_vf best = CPU_VBCAST(-INFINITY);
-    cpu_vi idx = CPU_VI_BCAST(0), cur = CPU_VI_BCAST(0), step = CPU_VI_BCAST(CPU_VL);
+    cpu_vf    best = CPU_VBCAST(-INFINITY);
+    cpu_vi    idx = CPU_VI_BCAST(0), cur = CPU_VI_BCAST(0), step = CPU_VI_BCAST(CPU_VL);
     cpu_vmask nan = CPU_VMASK_NONE();
     if (n > INT32_MAX - CPU_VL)
         return cpu_row_argmax(x, n);
@@ -356,21 +401,21 @@ static size_t CPU_SN(argmax)(const float *x, size_t n)
         cur = CPU_V_AS_I(CPU_VLOADU((const float *)lane));
     }
     for (size_t i = 0; i < n; i += CPU_VL) {
-        cpu_vf v = cpu_vload_fill(x + i, n - i < CPU_VL ? n - i : CPU_VL, -INFINITY);
-        nan = CPU_VMASK_OR(nan, CPU_VCMP_NAN(v));
+        cpu_vf v     = cpu_vload_fill(x + i, n - i < CPU_VL ? n - i : CPU_VL, -INFINITY);
+        nan          = CPU_VMASK_OR(nan, CPU_VCMP_NAN(v));
         cpu_vmask gt = CPU_VCMP_GT(v, best);
-        best = CPU_VSELECT(gt, v, best);
-        idx = CPU_VI_SELECT(gt, cur, idx);
-        cur = CPU_VI_ADD(cur, step);
+        best         = CPU_VSELECT(gt, v, best);
+        idx          = CPU_VI_SELECT(gt, cur, idx);
+        cur          = CPU_VI_ADD(cur, step);
     }
     if (CPU_VMASK_ANY(nan))
         return cpu_row_argmax(x, n);
-    float bv[CPU_VL];
+    float   bv[CPU_VL];
     int32_t bi[CPU_VL];
     CPU_VSTOREU(bv, best);
     CPU_VSTOREU((float *)bi, CPU_I_AS_V(idx));
     size_t arg = 0;
-    float top = -INFINITY;
+    float  top = -INFINITY;
     for (int l = 0; l < CPU_VL; l++) {
         if (bv[l] > top || (bv[l] == top && (size_t)bi[l] < arg)) {
             top = bv[l];
@@ -409,7 +454,7 @@ CPU_INLINE cpu_vf CPU_SN(strided_part)(const float *x, size_t sw, cpu_vi idx, si
 static void CPU_SN(pool_max_row)(float *out, const float *x, size_t W, size_t n,
                                  size_t kh, size_t kw, size_t sw)
 {
-    if (sw * CPU_VL >= INT32_MAX / 4) {   /* indices would not fit: no gathers */
+    if (sw * CPU_VL >= INT32_MAX / 4) { /* indices would not fit: no gathers */
         for (size_t j = 0; j < n; j++) {
             float m = x[j * sw];
             for (size_t r = 0; r < kh; r++)
@@ -421,14 +466,14 @@ static void CPU_SN(pool_max_row)(float *out, const float *x, size_t W, size_t n,
     }
     cpu_vi idx = CPU_SN(lane_offsets)(sw);
     for (size_t j = 0; j < n; j += CPU_VL) {
-        size_t k = n - j < CPU_VL ? n - j : CPU_VL;
+        size_t       k    = n - j < CPU_VL ? n - j : CPU_VL;
         const float *base = x + j * sw;
-        cpu_vf m = CPU_VBCAST(-INFINITY);
+        cpu_vf       m    = CPU_VBCAST(-INFINITY);
         for (size_t r = 0; r < kh; r++)
             for (size_t c = 0; c < kw; c++) {
                 const float *p = base + r * W + c;
-                cpu_vf v = CPU_SN(strided_part)(p, sw, idx, k);
-                m = CPU_VSELECT(CPU_VCMP_NAN(v), v, CPU_VMAX(v, m));
+                cpu_vf       v = CPU_SN(strided_part)(p, sw, idx, k);
+                m              = CPU_VSELECT(CPU_VCMP_NAN(v), v, CPU_VMAX(v, m));
             }
         cpu_vstore_part(out + j, m, k);
     }
@@ -442,17 +487,18 @@ static void CPU_SN(pool_argmax_row)(int32_t *arg, const float *x, size_t W, size
 {
     cpu_vi idx = CPU_SN(lane_offsets)(sw);
     for (size_t j = 0; j < n; j += CPU_VL) {
-        size_t k = n - j < CPU_VL ? n - j : CPU_VL;
+        size_t       k    = n - j < CPU_VL ? n - j : CPU_VL;
         const float *base = x + j * sw;
-        cpu_vf m = CPU_SN(strided_part)(base, sw, idx, k);
-        cpu_vi best = CPU_VI_BCAST(0);
+        cpu_vf       m    = CPU_SN(strided_part)(base, sw, idx, k);
+        cpu_vi       best = CPU_VI_BCAST(0);
         for (size_t r = 0; r < kh; r++)
             for (size_t c = r == 0 ? 1 : 0; c < kw; c++) {
-                const float *p = base + r * W + c;
-                cpu_vf v = CPU_SN(strided_part)(p, sw, idx, k);
-                cpu_vmask take = CPU_VMASK_OR(
-                    CPU_VCMP_GT(v, m), CPU_VMASK_ANDNOT(CPU_VCMP_NAN(v), CPU_VCMP_NAN(m)));
-                m = CPU_VSELECT(take, v, m);
+                const float *p    = base + r * W + c;
+                cpu_vf       v    = CPU_SN(strided_part)(p, sw, idx, k);
+                cpu_vmask    take = CPU_VMASK_OR(CPU_VCMP_GT(v, m),
+                                                 CPU_VMASK_ANDNOT(CPU_VCMP_NAN(v),
+                                                                  CPU_VCMP_NAN(m)));
+                m                 = CPU_VSELECT(take, v, m);
                 best = CPU_VI_SELECT(take, CPU_VI_BCAST((int32_t)(r * W + c)), best);
             }
         cpu_vstore_part((float *)(arg + j), CPU_I_AS_V(best), k);
@@ -483,9 +529,10 @@ CPU_INLINE double CPU_SN(exp_sum)(float *out, const float *x, size_t n, cpu_vf m
         s0 = CPU_VD_ADD(s0, CPU_VD_LO(g));
         s1 = CPU_VD_ADD(s1, CPU_VD_HI(g));
     }
-    if (i < n) {   /* lanes past the row must not count */
+    if (i < n) { /* lanes past the row must not count */
         size_t k = n - i;
-        cpu_vf e = cpu_vkeep_first(CPU_SN(vexp)(CPU_VSUB(cpu_vload_part(x + i, k), m)), k);
+        cpu_vf e = cpu_vkeep_first(CPU_SN(vexp)(CPU_VSUB(cpu_vload_part(x + i, k), m)),
+                                   k);
         if (out)
             cpu_vstore_part(out + i, e, k);
         s0 = CPU_VD_ADD(s0, CPU_VD_LO(e));
@@ -539,8 +586,8 @@ static double CPU_SN(sum_sq_diff)(const float *a, const float *b, size_t n)
 {
     cpu_vd s0 = CPU_VD_ZERO(), s1 = CPU_VD_ZERO();
     for (size_t i = 0; i < n; i += CPU_VL) {
-        size_t k = n - i < CPU_VL ? n - i : CPU_VL;
-        cpu_vf d = CPU_VSUB(cpu_vload_part(a + i, k), cpu_vload_part(b + i, k));
+        size_t k  = n - i < CPU_VL ? n - i : CPU_VL;
+        cpu_vf d  = CPU_VSUB(cpu_vload_part(a + i, k), cpu_vload_part(b + i, k));
         cpu_vd lo = CPU_VD_LO(d), hi = CPU_VD_HI(d);
         s0 = CPU_VD_FMA(lo, lo, s0);
         s1 = CPU_VD_FMA(hi, hi, s1);

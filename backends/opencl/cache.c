@@ -39,7 +39,7 @@ uint64_t ocl_fnv1a(uint64_t h, const void *data, size_t n)
 bool ocl_cache_dir(char *dir, size_t len)
 {
     const char *env = getenv("KILN_CACHE_DIR");
-    int n;
+    int         n;
     if (env && *env) {
         if (strcmp(env, "off") == 0)
             return false;
@@ -60,11 +60,11 @@ static bool make_dirs(const char *dir)
     char path[4096];
     if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
         return false;
-    for (char *p = path + 1; ; p++) {
+    for (char *p = path + 1;; p++) {
         if (*p != '/' && *p != '\0')
             continue;
         char c = *p;
-        *p = '\0';
+        *p     = '\0';
         if (mkdir(path, 0755) != 0 && errno != EEXIST)
             return false;
         if (c == '\0')
@@ -100,14 +100,14 @@ static unsigned char *read_file(const char *path, size_t *len)
     if (!f)
         return NULL;
     unsigned char *buf = NULL;
-    struct stat st;
+    struct stat    st;
     if (fstat(fileno(f), &st) == 0 && st.st_size >= 0 &&
         (uint64_t)st.st_size < SIZE_MAX) {
         *len = (size_t)st.st_size;
-        buf = malloc(*len ? *len : 1);
+        buf  = malloc(*len ? *len : 1);
         if (buf && fread(buf, 1, *len, f) != *len) {
             free(buf);
-            buf = NULL;
+            buf   = NULL;
             errno = EIO;
         }
     }
@@ -144,21 +144,20 @@ static const char *check_entry(const unsigned char *buf, size_t len, const char 
     return NULL;
 }
 
-ocl_cache_result ocl_cache_load(const char *path, const char *key,
-                                unsigned char **data, size_t *len,
-                                char *why, size_t why_len)
+ocl_cache_result ocl_cache_load(const char *path, const char *key, unsigned char **data,
+                                size_t *len, char *why, size_t why_len)
 {
-    size_t file_len = 0;
-    unsigned char *buf = read_file(path, &file_len);
+    size_t         file_len = 0;
+    unsigned char *buf      = read_file(path, &file_len);
     if (!buf) {
         if (errno == ENOENT)
             return OCL_CACHE_MISS;
         snprintf(why, why_len, "unreadable: %s", strerror(errno));
         return OCL_CACHE_MISS;
     }
-    const unsigned char *bin = NULL;
-    size_t size = 0;
-    const char *bad = check_entry(buf, file_len, key, &bin, &size);
+    const unsigned char *bin  = NULL;
+    size_t               size = 0;
+    const char          *bad  = check_entry(buf, file_len, key, &bin, &size);
     if (bad) {
         snprintf(why, why_len, "%s", bad);
         free(buf);
@@ -167,7 +166,7 @@ ocl_cache_result ocl_cache_load(const char *path, const char *key,
     }
     memmove(buf, bin, size);
     *data = buf;
-    *len = size;
+    *len  = size;
     return OCL_CACHE_HIT;
 }
 
@@ -187,13 +186,12 @@ static bool write_all(int fd, const void *data, size_t len)
 }
 
 bool ocl_cache_store(const char *dir, const char *path, const char *key,
-                     const unsigned char *data, size_t len, char *why,
-                     size_t why_len)
+                     const unsigned char *data, size_t len, char *why, size_t why_len)
 {
-    static unsigned serial;   /* distinct temp names within this process */
-    char tmp[4096];
-    size_t key_len = strlen(key);
-    unsigned char head[OCL_HEADER_SIZE], tail[16];
+    static unsigned serial; /* distinct temp names within this process */
+    char            tmp[4096];
+    size_t          key_len = strlen(key);
+    unsigned char   head[OCL_HEADER_SIZE], tail[16];
     memcpy(head, OCL_CACHE_MAGIC, 8);
     put_u32(head + 8, OCL_CACHE_FORMAT);
     put_u32(head + 12, (uint32_t)key_len);
@@ -217,7 +215,7 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     bool ok = write_all(fd, head, sizeof head) && write_all(fd, key, key_len) &&
               write_all(fd, tail, sizeof tail) && write_all(fd, data, len);
     int saved = errno;
-    ok = close(fd) == 0 && ok;
+    ok        = close(fd) == 0 && ok;
     if (ok && rename(tmp, path) == 0)
         return true;
     snprintf(why, why_len, "cannot write %s: %s", tmp, strerror(ok ? errno : saved));

@@ -56,7 +56,7 @@ static int cmp_info(const void *pa, const void *pb)
 static void info_string(cl_device_id id, cl_device_info param, char *buf, size_t len)
 {
     size_t need = 0;
-    buf[0] = '\0';
+    buf[0]      = '\0';
     if (clGetDeviceInfo(id, param, 0, NULL, &need) != CL_SUCCESS || need == 0)
         return;
     char *tmp = malloc(need);
@@ -69,7 +69,7 @@ static void platform_string(cl_platform_id p, cl_platform_info param, char *buf,
                             size_t len)
 {
     size_t need = 0;
-    buf[0] = '\0';
+    buf[0]      = '\0';
     if (clGetPlatformInfo(p, param, 0, NULL, &need) != CL_SUCCESS || need == 0)
         return;
     char *tmp = malloc(need);
@@ -84,11 +84,12 @@ static bool has_extension(cl_device_id id, const char *ext)
     size_t need = 0;
     if (clGetDeviceInfo(id, CL_DEVICE_EXTENSIONS, 0, NULL, &need) != CL_SUCCESS)
         return false;
-    char *list = malloc(need + 1);
-    bool found = false;
-    if (list && clGetDeviceInfo(id, CL_DEVICE_EXTENSIONS, need, list, NULL) == CL_SUCCESS) {
+    char *list  = malloc(need + 1);
+    bool  found = false;
+    if (list &&
+        clGetDeviceInfo(id, CL_DEVICE_EXTENSIONS, need, list, NULL) == CL_SUCCESS) {
         list[need] = '\0';
-        size_t n = strlen(ext);
+        size_t n   = strlen(ext);
         for (const char *p = strstr(list, ext); p && !found; p = strstr(p + 1, ext))
             found = (p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0');
     }
@@ -96,16 +97,16 @@ static bool has_extension(cl_device_id id, const char *ext)
     return found;
 }
 
-#define OCL_SCALAR_INFO(id, param, var)                                        \
+#define OCL_SCALAR_INFO(id, param, var) \
     (clGetDeviceInfo(id, param, sizeof(var), &(var), NULL) == CL_SUCCESS)
 
 /* What the device is and why kiln could not use it, into d. */
 static void describe(ocl_info *d)
 {
-    cl_device_id id = d->id;
-    cl_bool available = CL_FALSE, compiler = CL_FALSE;
+    cl_device_id        id        = d->id;
+    cl_bool             available = CL_FALSE, compiler = CL_FALSE;
     cl_device_fp_config fp32 = 0, fp64 = 0;
-    bool ok = OCL_SCALAR_INFO(id, CL_DEVICE_TYPE, d->type) &&
+    bool                ok = OCL_SCALAR_INFO(id, CL_DEVICE_TYPE, d->type) &&
               OCL_SCALAR_INFO(id, CL_DEVICE_GLOBAL_MEM_SIZE, d->memory) &&
               OCL_SCALAR_INFO(id, CL_DEVICE_MAX_MEM_ALLOC_SIZE, d->max_alloc) &&
               OCL_SCALAR_INFO(id, CL_DEVICE_LOCAL_MEM_SIZE, d->local_mem) &&
@@ -130,11 +131,11 @@ static void describe(ocl_info *d)
                  d->device_index, d->platform_index);
     if (sscanf(d->c_version, "OpenCL C %d.%d", &d->c_major, &d->c_minor) != 2)
         d->c_major = d->c_minor = 0;
-    d->fp16 = has_extension(id, "cl_khr_fp16");
-    d->fp64 = fp64 != 0 && has_extension(id, "cl_khr_fp64");
+    d->fp16           = has_extension(id, "cl_khr_fp16");
+    d->fp64           = fp64 != 0 && has_extension(id, "cl_khr_fp64");
     d->exact_div_sqrt = (fp32 & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) != 0;
 
-    char *why = d->unusable;
+    char  *why = d->unusable;
     size_t len = sizeof d->unusable;
     if (!ok)
         snprintf(why, len, "the driver did not answer clGetDeviceInfo");
@@ -157,8 +158,8 @@ static void describe(ocl_info *d)
 static kiln_status add_platform(const kiln_host *host, cl_platform_id p, unsigned pi,
                                 ocl_info **infos, int *count)
 {
-    cl_uint n = 0;
-    cl_int err = clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, NULL, &n);
+    cl_uint n   = 0;
+    cl_int  err = clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, NULL, &n);
     if (err == CL_DEVICE_NOT_FOUND || (err == CL_SUCCESS && n == 0))
         return KILN_OK;
     if (err != CL_SUCCESS) {
@@ -166,23 +167,25 @@ static kiln_status add_platform(const kiln_host *host, cl_platform_id p, unsigne
                   pi, ocl_cl_name(err), err);
         return KILN_OK;
     }
-    cl_device_id *ids = calloc(n, sizeof *ids);
-    ocl_info *grown = realloc(*infos, ((size_t)*count + n) * sizeof *grown);
+    cl_device_id *ids   = calloc(n, sizeof *ids);
+    ocl_info     *grown = realloc(*infos, ((size_t)*count + n) * sizeof *grown);
     if (grown)
         *infos = grown;
     if (!ids || !grown) {
         free(ids);
-        return host->error(KILN_ERR_NO_MEMORY, "opencl: out of memory listing %u "
-                           "devices of platform %u", (unsigned)n, pi);
+        return host->error(KILN_ERR_NO_MEMORY,
+                           "opencl: out of memory listing %u "
+                           "devices of platform %u",
+                           (unsigned)n, pi);
     }
     err = clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, n, ids, NULL);
     for (cl_uint k = 0; err == CL_SUCCESS && k < n; k++) {
         ocl_info *d = &(*infos)[(*count)++];
         memset(d, 0, sizeof *d);
-        d->platform = p;
-        d->id = ids[k];
+        d->platform       = p;
+        d->id             = ids[k];
         d->platform_index = pi;
-        d->device_index = k;
+        d->device_index   = k;
         describe(d);
     }
     free(ids);
@@ -191,21 +194,25 @@ static kiln_status add_platform(const kiln_host *host, cl_platform_id p, unsigne
 
 kiln_status ocl_discover(const kiln_host *host, ocl_info **infos, int *count)
 {
-    *infos = NULL;
-    *count = 0;
-    cl_uint n = 0;
-    cl_int err = clGetPlatformIDs(0, NULL, &n);
+    *infos      = NULL;
+    *count      = 0;
+    cl_uint n   = 0;
+    cl_int  err = clGetPlatformIDs(0, NULL, &n);
     if (err != CL_SUCCESS || n == 0) {
         /* -1001 (CL_PLATFORM_NOT_FOUND_KHR): the loader found no driver */
-        host->log(KILN_LOG_DEBUG, "opencl: no platform: clGetPlatformIDs gave %s (%d) "
-                  "and %u platforms", ocl_cl_name(err), err, (unsigned)n);
+        host->log(KILN_LOG_DEBUG,
+                  "opencl: no platform: clGetPlatformIDs gave %s (%d) "
+                  "and %u platforms",
+                  ocl_cl_name(err), err, (unsigned)n);
         return KILN_OK;
     }
     cl_platform_id *ids = calloc(n, sizeof *ids);
     if (!ids)
-        return host->error(KILN_ERR_NO_MEMORY, "opencl: out of memory listing %u "
-                           "platforms", (unsigned)n);
-    err = clGetPlatformIDs(n, ids, NULL);
+        return host->error(KILN_ERR_NO_MEMORY,
+                           "opencl: out of memory listing %u "
+                           "platforms",
+                           (unsigned)n);
+    err            = clGetPlatformIDs(n, ids, NULL);
     kiln_status st = KILN_OK;
     for (cl_uint p = 0; err == CL_SUCCESS && st == KILN_OK && p < n; p++)
         st = add_platform(host, ids[p], p, infos, count);
@@ -225,9 +232,10 @@ int ocl_score(const ocl_info *infos, int count)
 {
     int best = 0;
     for (int i = 0; i < count; i++) {
-        const ocl_info *d = &infos[i];
-        int score = d->type & CL_DEVICE_TYPE_GPU ? 100
-                  : d->type & CL_DEVICE_TYPE_ACCELERATOR ? 90 : 10;
+        const ocl_info *d     = &infos[i];
+        int             score = d->type & CL_DEVICE_TYPE_GPU           ? 100
+                                : d->type & CL_DEVICE_TYPE_ACCELERATOR ? 90
+                                                                       : 10;
         if (!d->unusable[0] && score > best)
             best = score;
     }

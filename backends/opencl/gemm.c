@@ -45,7 +45,7 @@ enum { GEMM_UNCHECKED = 0, GEMM_OK, GEMM_BROKEN };
  * even at 96. */
 #define OCL_CPU_MIN_INDIRECT 128
 /* A threshold no product reaches: direct kernels only. */
-#define OCL_DIRECT_ONLY      (1u << 20)
+#define OCL_DIRECT_ONLY (1u << 20)
 
 static pthread_mutex_t gemm_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -63,8 +63,10 @@ static kiln_status gemm_empty_k(ocl_device *dev, const ocl_gemm *g)
     if (g->beta == 1.0f)
         return KILN_OK;
     if (g->beta != 0.0f)
-        return dev->host->error(KILN_ERR_INVALID_ARG, "opencl: a GEMM with K = 0 and "
-                                "beta %g is not supported", (double)g->beta);
+        return dev->host->error(KILN_ERR_INVALID_ARG,
+                                "opencl: a GEMM with K = 0 and "
+                                "beta %g is not supported",
+                                (double)g->beta);
     /* contiguous rows are one fill; others one fill a row */
     size_t fills = g->ldc == g->n ? 1 : g->m, len = g->ldc == g->n ? g->m * g->n : g->n;
     kiln_status st = KILN_OK;
@@ -82,9 +84,9 @@ static kiln_status gemm_empty_k(ocl_device *dev, const ocl_gemm *g)
 /* CLBlastSgemm for m, n, k > 0. */
 static CLBlastStatusCode sgemm(ocl_device *dev, const ocl_gemm *g)
 {
-    return CLBlastSgemm(CLBlastLayoutRowMajor, transpose(g->ta), transpose(g->tb),
-                        g->m, g->n, g->k, g->alpha, g->a, g->ao, g->lda, g->b, g->bo,
-                        g->ldb, g->beta, g->c, g->co, g->ldc, &dev->queue, NULL);
+    return CLBlastSgemm(CLBlastLayoutRowMajor, transpose(g->ta), transpose(g->tb), g->m,
+                        g->n, g->k, g->alpha, g->a, g->ao, g->lda, g->b, g->bo, g->ldb,
+                        g->beta, g->c, g->co, g->ldc, &dev->queue, NULL);
 }
 
 kiln_status ocl_sgemm(ocl_device *dev, const ocl_gemm *g)
@@ -107,7 +109,7 @@ kiln_status ocl_sgemm(ocl_device *dev, const ocl_gemm *g)
 typedef struct gemm_case {
     size_t m, n, k;
     bool   ta, tb;
-    size_t row_step;   /* compare every row_step-th row (and the last); 0: all */
+    size_t row_step; /* compare every row_step-th row (and the last); 0: all */
 } gemm_case;
 
 /* Offsets of a, b and c in their buffers: CLBlast must honour them. */
@@ -160,23 +162,23 @@ static cl_mem check_buffer(ocl_device *dev, const float *data, size_t n, cl_int 
 /* Runs one product over C filled with NaN (beta 0 must overwrite it) and
  * compares every element. *ok says whether it ran and matched, why what
  * went wrong; an error status only when host memory runs out. */
-static kiln_status gemm_check(ocl_device *dev, const gemm_case *c, bool *ok,
-                              char *why, size_t why_len)
+static kiln_status gemm_check(ocl_device *dev, const gemm_case *c, bool *ok, char *why,
+                              size_t why_len)
 {
     size_t na = CHECK_AO + c->m * c->k, nb = CHECK_BO + c->k * c->n,
            nc = CHECK_CO + c->m * c->n;
     float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b),
-          *out = malloc(nc * sizeof *out);
-    cl_mem ma = NULL, mb = NULL, mc = NULL;
-    cl_int err = CL_SUCCESS;
+          *out     = malloc(nc * sizeof *out);
+    cl_mem      ma = NULL, mb = NULL, mc = NULL;
+    cl_int      err  = CL_SUCCESS;
     const char *call = "clCreateBuffer";
-    *ok = false;
+    *ok              = false;
     if (!a || !b || !out) {
         free(a);
         free(b);
         free(out);
         return dev->host->error(KILN_ERR_NO_MEMORY, "opencl: out of memory for the "
-                                "GEMM check");
+                                                    "GEMM check");
     }
     fill_values(a, na, 1);
     fill_values(b, nb, 2);
@@ -188,28 +190,41 @@ static kiln_status gemm_check(ocl_device *dev, const gemm_case *c, bool *ok,
     if (err == CL_SUCCESS)
         mc = check_buffer(dev, out, nc, &err);
     ocl_gemm g = {
-        .ta = c->ta, .tb = c->tb, .m = c->m, .n = c->n, .k = c->k,
-        .alpha = 1.0f, .beta = 0.0f, .a = ma, .b = mb, .c = mc,
-        .ao = CHECK_AO, .bo = CHECK_BO, .co = CHECK_CO,
-        .lda = c->ta ? c->m : c->k, .ldb = c->tb ? c->k : c->n, .ldc = c->n,
+        .ta    = c->ta,
+        .tb    = c->tb,
+        .m     = c->m,
+        .n     = c->n,
+        .k     = c->k,
+        .alpha = 1.0f,
+        .beta  = 0.0f,
+        .a     = ma,
+        .b     = mb,
+        .c     = mc,
+        .ao    = CHECK_AO,
+        .bo    = CHECK_BO,
+        .co    = CHECK_CO,
+        .lda   = c->ta ? c->m : c->k,
+        .ldb   = c->tb ? c->k : c->n,
+        .ldc   = c->n,
     };
     if (err == CL_SUCCESS) {
         call = "CLBlastSgemm";
-        err = (cl_int)sgemm(dev, &g);
+        err  = (cl_int)sgemm(dev, &g);
     }
     if (err == CL_SUCCESS) {
         call = "clEnqueueReadBuffer";
-        err = clEnqueueReadBuffer(dev->queue, mc, CL_TRUE, 0, nc * sizeof *out, out, 0,
-                                  NULL, NULL);
+        err  = clEnqueueReadBuffer(dev->queue, mc, CL_TRUE, 0, nc * sizeof *out, out, 0,
+                                   NULL, NULL);
     }
-    long bad = err == CL_SUCCESS ? first_wrong(c, a + CHECK_AO, b + CHECK_BO,
-                                               out + CHECK_CO) : -1;
-    *ok = err == CL_SUCCESS && bad < 0;
+    long bad = err == CL_SUCCESS
+                   ? first_wrong(c, a + CHECK_AO, b + CHECK_BO, out + CHECK_CO)
+                   : -1;
+    *ok      = err == CL_SUCCESS && bad < 0;
     if (err != CL_SUCCESS)
         snprintf(why, why_len, "%s failed: %s (%d)", call, ocl_clblast_name(err), err);
     else if (bad >= 0)
-        snprintf(why, why_len, "M=%zu N=%zu K=%zu%s%s gave %g at [%ld, %ld]", c->m,
-                 c->n, c->k, c->ta ? " a^T" : "", c->tb ? " b^T" : "",
+        snprintf(why, why_len, "M=%zu N=%zu K=%zu%s%s gave %g at [%ld, %ld]", c->m, c->n,
+                 c->k, c->ta ? " a^T" : "", c->tb ? " b^T" : "",
                  (double)out[CHECK_CO + bad], bad / (long)c->n, bad % (long)c->n);
     if (ma)
         clReleaseMemObject(ma);
@@ -227,7 +242,7 @@ static kiln_status gemm_check_all(ocl_device *dev, const gemm_case *cases, int n
                                   bool *ok, char *why, size_t why_len)
 {
     kiln_status st = KILN_OK;
-    *ok = true;
+    *ok            = true;
     for (int i = 0; i < n && st == KILN_OK && *ok; i++)
         st = gemm_check(dev, &cases[i], ok, why, why_len);
     return st;
@@ -239,10 +254,26 @@ static kiln_status gemm_check_all(ocl_device *dev, const gemm_case *cases, int n
 enum { XGEMM_PARAMS = 16 };
 static const char *const xgemm_names[XGEMM_PARAMS] = {
     "GEMMK", "KREG", "KWG", "KWI", "MDIMA", "MDIMC", "MWG", "NDIMB",
-    "NDIMC", "NWG", "SA", "SB", "STRM", "STRN", "VWM", "VWN",
+    "NDIMC", "NWG",  "SA",  "SB",  "STRM",  "STRN",  "VWM", "VWN",
 };
-enum { P_GEMMK, P_KREG, P_KWG, P_KWI, P_MDIMA, P_MDIMC, P_MWG, P_NDIMB,
-       P_NDIMC, P_NWG, P_SA, P_SB, P_STRM, P_STRN, P_VWM, P_VWN };
+enum {
+    P_GEMMK,
+    P_KREG,
+    P_KWG,
+    P_KWI,
+    P_MDIMA,
+    P_MDIMC,
+    P_MWG,
+    P_NDIMB,
+    P_NDIMC,
+    P_NWG,
+    P_SA,
+    P_SB,
+    P_STRM,
+    P_STRN,
+    P_VWM,
+    P_VWN
+};
 
 /* Sets for CPU devices, best first: without local memory (a CPU's caches
  * do that job) and with wide vectors. Measured at 1024^3 on POCL 3.1 on 2
@@ -251,8 +282,8 @@ static const struct {
     const char *name;
     size_t      v[XGEMM_PARAMS];
 } xgemm_cpu_sets[] = {
-    { "cpu-128x128-v8", { 0, 1, 32, 2, 16, 16, 128, 16, 16, 128, 0, 0, 0, 0, 8, 8 } },
-    { "cpu-64x64-v8",   { 0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 8, 8 } },
+    {"cpu-128x128-v8", {0, 1, 32, 2, 16, 16, 128, 16, 16, 128, 0, 0, 0, 0, 8, 8}},
+    {"cpu-64x64-v8", {0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 8, 8}},
 };
 
 static bool multiple(size_t x, size_t of)
@@ -289,10 +320,10 @@ static const char *xgemm_set_unfit(const size_t *v, const ocl_info *info)
 
 static kiln_status set_min_indirect(ocl_device *dev, size_t size)
 {
-    const char *name = "XGEMM_MIN_INDIRECT_SIZE";
-    CLBlastStatusCode s = CLBlastOverrideParameters(dev->info->id, "GemmRoutine",
-                                                    CLBlastPrecisionSingle, 1, &name,
-                                                    &size);
+    const char       *name = "XGEMM_MIN_INDIRECT_SIZE";
+    CLBlastStatusCode s    = CLBlastOverrideParameters(dev->info->id, "GemmRoutine",
+                                                       CLBlastPrecisionSingle, 1, &name,
+                                                       &size);
     if (s != CLBlastSuccess)
         return ocl_clblast_fail(dev->host, "CLBlastOverrideParameters", s,
                                 "GemmRoutine XGEMM_MIN_INDIRECT_SIZE=%zu", size);
@@ -302,41 +333,48 @@ static kiln_status set_min_indirect(ocl_device *dev, size_t size)
 /* Products that take the indirect kernel once the threshold is 64, with
  * partial tiles, and one of them transposed both ways. */
 static const gemm_case indirect_cases[] = {
-    { 130, 67, 75, false, false, 0 },
-    { 67, 130, 75, true, true, 0 },
+    {130, 67, 75, false, false, 0},
+    {67, 130, 75, true, true, 0},
 };
 
 /* Tries the CPU sets; leaves the first that verifies in place, or makes
  * every product take the direct kernels. */
 static kiln_status tune_cpu(ocl_device *dev, char *note, size_t note_len)
 {
-    kiln_status st = set_min_indirect(dev, 64);
-    const char *chosen = NULL;
-    char why[256] = "";
-    for (size_t i = 0; st == KILN_OK && !chosen &&
-                       i < sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0]; i++) {
-        const char *name = xgemm_cpu_sets[i].name;
+    kiln_status st       = set_min_indirect(dev, 64);
+    const char *chosen   = NULL;
+    char        why[256] = "";
+    for (size_t i = 0;
+         st == KILN_OK && !chosen && i < sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0];
+         i++) {
+        const char *name  = xgemm_cpu_sets[i].name;
         const char *unfit = xgemm_set_unfit(xgemm_cpu_sets[i].v, dev->info);
         if (unfit) {
             dev->host->log(KILN_LOG_DEBUG, "opencl: Xgemm set %s skipped: %s", name,
                            unfit);
             continue;
         }
-        CLBlastStatusCode s = CLBlastOverrideParameters(
-            dev->info->id, "Xgemm", CLBlastPrecisionSingle, XGEMM_PARAMS,
-            (const char **)xgemm_names, xgemm_cpu_sets[i].v);
+        CLBlastStatusCode s = CLBlastOverrideParameters(dev->info->id, "Xgemm",
+                                                        CLBlastPrecisionSingle,
+                                                        XGEMM_PARAMS,
+                                                        (const char **)xgemm_names,
+                                                        xgemm_cpu_sets[i].v);
         if (s != CLBlastSuccess) {
-            dev->host->log(KILN_LOG_DEBUG, "opencl: Xgemm set %s refused by CLBlast: "
-                           "%s (%d)", name, ocl_clblast_name(s), s);
+            dev->host->log(KILN_LOG_DEBUG,
+                           "opencl: Xgemm set %s refused by CLBlast: "
+                           "%s (%d)",
+                           name, ocl_clblast_name(s), s);
             continue;
         }
         bool ok = false;
-        st = gemm_check_all(dev, indirect_cases, 2, &ok, why, sizeof why);
+        st      = gemm_check_all(dev, indirect_cases, 2, &ok, why, sizeof why);
         if (st == KILN_OK && ok)
             chosen = name;
         else if (st == KILN_OK)
-            dev->host->log(KILN_LOG_WARN, "opencl: CLBlast Xgemm set %s failed its "
-                           "check on %s (%s); not used", name, dev->info->name, why);
+            dev->host->log(KILN_LOG_WARN,
+                           "opencl: CLBlast Xgemm set %s failed its "
+                           "check on %s (%s); not used",
+                           name, dev->info->name, why);
     }
     if (st == KILN_OK)
         st = set_min_indirect(dev, chosen ? OCL_CPU_MIN_INDIRECT : OCL_DIRECT_ONLY);
@@ -352,14 +390,16 @@ static kiln_status tune_cpu(ocl_device *dev, char *note, size_t note_len)
 
 /* Small products for the direct kernels, every transpose. */
 static const gemm_case direct_cases[] = {
-    { 19, 23, 29, false, false, 0 }, { 19, 23, 29, true, false, 0 },
-    { 19, 23, 29, false, true, 0 },  { 19, 23, 29, true, true, 0 },
+    {19, 23, 29, false, false, 0},
+    {19, 23, 29, true, false, 0},
+    {19, 23, 29, false, true, 0},
+    {19, 23, 29, true, true, 0},
 };
 
 /* Above every XGEMM_MIN_INDIRECT_SIZE in CLBlast's database (at most 1984):
  * a product that takes the indirect kernel wherever CLBlast's own
  * parameters are in force, checked on every 97th row (and the last). */
-static const gemm_case large_case = { 2048, 2048, 2048, false, false, 97 };
+static const gemm_case large_case = {2048, 2048, 2048, false, false, 97};
 
 /* On devices other than CPUs: compiles CLBlast's indirect kernel now rather
  * than in the first large product, and checks it. If it fails, every
@@ -370,33 +410,37 @@ static kiln_status warm_indirect(ocl_device *dev, char *note, size_t note_len)
     size_t bytes = large_case.m * large_case.k * sizeof(float);
     if (dev->info->max_alloc < bytes || dev->info->memory < 8 * bytes)
         return KILN_OK;
-    char why[256] = "";
-    bool ok = false;
-    kiln_status st = gemm_check(dev, &large_case, &ok, why, sizeof why);
+    char        why[256] = "";
+    bool        ok       = false;
+    kiln_status st       = gemm_check(dev, &large_case, &ok, why, sizeof why);
     if (st != KILN_OK || ok)
         return st;
-    dev->host->log(KILN_LOG_WARN, "opencl: CLBlast's indirect GEMM failed its check "
-                   "on %s (%s); using its direct kernels only", dev->info->name, why);
+    dev->host->log(KILN_LOG_WARN,
+                   "opencl: CLBlast's indirect GEMM failed its check "
+                   "on %s (%s); using its direct kernels only",
+                   dev->info->name, why);
     snprintf(note, note_len, "direct kernels only (the indirect one failed its check)");
     return set_min_indirect(dev, OCL_DIRECT_ONLY);
 }
 
 static kiln_status gemm_decide(ocl_device *dev)
 {
-    ocl_info *info = dev->info;
-    char why[256] = "";
-    bool ok = false;
-    kiln_status st = gemm_check_all(dev, direct_cases, 4, &ok, why, sizeof why);
+    ocl_info   *info     = dev->info;
+    char        why[256] = "";
+    bool        ok       = false;
+    kiln_status st       = gemm_check_all(dev, direct_cases, 4, &ok, why, sizeof why);
     if (st != KILN_OK)
         return st;
     if (!ok) {
         info->gemm_state = GEMM_BROKEN;
-        snprintf(info->gemm_note, sizeof info->gemm_note, "CLBlast's GEMM failed its "
-                 "check: %s", why);
+        snprintf(info->gemm_note, sizeof info->gemm_note,
+                 "CLBlast's GEMM failed its "
+                 "check: %s",
+                 why);
         return KILN_OK;
     }
-    const char *tune = getenv("KILN_OPENCL_TUNE");
-    bool tuning = !(tune && strcmp(tune, "off") == 0);
+    const char *tune   = getenv("KILN_OPENCL_TUNE");
+    bool        tuning = !(tune && strcmp(tune, "off") == 0);
     snprintf(info->gemm_note, sizeof info->gemm_note, "CLBlast's own parameters%s",
              tuning ? "" : " (KILN_OPENCL_TUNE=off)");
     if (tuning && (info->type & CL_DEVICE_TYPE_CPU))
@@ -404,7 +448,8 @@ static kiln_status gemm_decide(ocl_device *dev)
     else if (!(info->type & CL_DEVICE_TYPE_CPU))
         st = warm_indirect(dev, info->gemm_note, sizeof info->gemm_note);
     if (st != KILN_OK)
-        snprintf(info->gemm_note, sizeof info->gemm_note, "CLBlast's parameters could "
+        snprintf(info->gemm_note, sizeof info->gemm_note,
+                 "CLBlast's parameters could "
                  "not be set (CLBlastOverrideParameters failed)");
     info->gemm_state = st == KILN_OK ? GEMM_OK : GEMM_BROKEN;
     return st == KILN_ERR_NO_MEMORY ? st : KILN_OK;
@@ -424,7 +469,9 @@ kiln_status ocl_gemm_prepare(ocl_device *dev)
         dev->host->log(KILN_LOG_DEBUG, "opencl: GEMM on %s: %s", dev->info->name,
                        dev->info->gemm_note);
     else
-        dev->host->log(KILN_LOG_WARN, "opencl: %s on %s; matmul and conv2d will run "
-                       "on the cpu backend", dev->info->gemm_note, dev->info->name);
+        dev->host->log(KILN_LOG_WARN,
+                       "opencl: %s on %s; matmul and conv2d will run "
+                       "on the cpu backend",
+                       dev->info->gemm_note, dev->info->name);
     return KILN_OK;
 }

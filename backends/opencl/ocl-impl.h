@@ -36,23 +36,23 @@ typedef struct ocl_info {
     cl_platform_id platform;
     cl_device_id   id;
     cl_device_type type;
-    unsigned       platform_index, device_index;  /* as the driver lists them */
+    unsigned       platform_index, device_index; /* as the driver lists them */
     char           name[128];
     char           platform_name[128];
     char           platform_version[128];
-    char           version[128];          /* CL_DEVICE_VERSION          */
-    char           driver[128];           /* CL_DRIVER_VERSION          */
-    char           c_version[64];         /* CL_DEVICE_OPENCL_C_VERSION */
+    char           version[128];  /* CL_DEVICE_VERSION          */
+    char           driver[128];   /* CL_DRIVER_VERSION          */
+    char           c_version[64]; /* CL_DEVICE_OPENCL_C_VERSION */
     int            c_major, c_minor;
     cl_ulong       memory, max_alloc, local_mem;
     cl_uint        compute_units;
-    size_t         max_group;             /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
+    size_t         max_group; /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
     bool           fp16, fp64;
-    bool           exact_div_sqrt;        /* correctly rounded / and sqrt */
-    char           unusable[256];         /* empty if kiln can use it    */
+    bool           exact_div_sqrt; /* correctly rounded / and sqrt */
+    char           unusable[256];  /* empty if kiln can use it    */
     /* CLBlast's state for this device in this process (gemm.c) */
-    int            gemm_state;
-    char           gemm_note[160];
+    int  gemm_state;
+    char gemm_note[160];
 } ocl_info;
 
 /* Every device of every platform, in kiln's order: GPU, accelerator, CPU,
@@ -61,7 +61,7 @@ typedef struct ocl_info {
  * the OpenCL loader itself fails; no platform at all is a count of 0. */
 kiln_status ocl_discover(const kiln_host *host, ocl_info **infos, int *count);
 /* 100 for a usable GPU, 90 accelerator, 10 CPU: the best of them; 0 if none. */
-int ocl_score(const ocl_info *infos, int count);
+int         ocl_score(const ocl_info *infos, int count);
 const char *ocl_type_name(cl_device_type type);
 
 /* ---- errors (errors.c) ------------------------------------------------------ */
@@ -91,51 +91,69 @@ uint64_t ocl_fnv1a(uint64_t h, const void *data, size_t n);
 bool ocl_cache_dir(char *dir, size_t len);
 
 typedef enum ocl_cache_result {
-    OCL_CACHE_MISS,   /* no entry                                        */
-    OCL_CACHE_HIT,    /* *data holds the stored binary (malloc'd)        */
-    OCL_CACHE_BAD,    /* an entry that is corrupt or for another key: it
+    OCL_CACHE_MISS, /* no entry                                        */
+    OCL_CACHE_HIT,  /* *data holds the stored binary (malloc'd)        */
+    OCL_CACHE_BAD,  /* an entry that is corrupt or for another key: it
                        * has been deleted, and why says what was wrong   */
 } ocl_cache_result;
 
-ocl_cache_result ocl_cache_load(const char *path, const char *key,
-                                unsigned char **data, size_t *len,
-                                char *why, size_t why_len);
+ocl_cache_result ocl_cache_load(const char *path, const char *key, unsigned char **data,
+                                size_t *len, char *why, size_t why_len);
 /* Writes an entry by temp file + rename; false (with why) if it could not. */
 bool ocl_cache_store(const char *dir, const char *path, const char *key,
-                     const unsigned char *data, size_t len, char *why,
-                     size_t why_len);
+                     const unsigned char *data, size_t len, char *why, size_t why_len);
 
 /* ---- the device ---------------------------------------------------------- */
 
 /* Every kernel of kernels/\*.cl: the enum name and the kernel's name. */
-#define OCL_KERNELS(X)                                                         \
-    X(ADD, "kiln_add") X(SUB, "kiln_sub") X(MUL, "kiln_mul") X(DIV, "kiln_div") \
-    X(NEG, "kiln_neg") X(EXP, "kiln_exp") X(LOG, "kiln_log")                   \
-    X(SQRT, "kiln_sqrt") X(RELU, "kiln_relu") X(SIGMOID, "kiln_sigmoid")       \
-    X(TANH, "kiln_tanh") X(SCALE, "kiln_scale") X(FILL, "kiln_fill")           \
-    X(RELU_GRAD, "kiln_relu_grad") X(EXPAND, "kiln_expand")                    \
-    X(SUM_AXIS, "kiln_sum_axis") X(MAX_LAST, "kiln_max_last")                  \
-    X(ARGMAX_LAST, "kiln_argmax_last") X(MAX_GRAD, "kiln_max_grad")            \
-    X(MSE_LOSS, "kiln_mse_loss") X(SOFTMAX, "kiln_softmax")                    \
-    X(SOFTMAX_GRAD, "kiln_softmax_grad")                                       \
-    X(CE_ROWS, "kiln_cross_entropy_rows")                                      \
-    X(CE_GRAD, "kiln_cross_entropy_grad") X(IM2COL, "kiln_im2col")             \
-    X(CONV_OUT, "kiln_conv_out") X(CONV_COLS, "kiln_conv_cols")                \
-    X(COL2IM, "kiln_col2im") X(MAX_POOL, "kiln_max_pool2d")                    \
-    X(MAX_POOL_GRAD, "kiln_max_pool2d_grad") X(TRANSPOSE, "kiln_transpose")    \
-    X(SGD_STEP, "kiln_sgd_step") X(ADAM_STEP, "kiln_adam_step")
+/* clang-format off: one kernel a line */
+#define OCL_KERNELS(X)                       \
+    X(ADD, "kiln_add")                       \
+    X(SUB, "kiln_sub")                       \
+    X(MUL, "kiln_mul")                       \
+    X(DIV, "kiln_div")                       \
+    X(NEG, "kiln_neg")                       \
+    X(EXP, "kiln_exp")                       \
+    X(LOG, "kiln_log")                       \
+    X(SQRT, "kiln_sqrt")                     \
+    X(RELU, "kiln_relu")                     \
+    X(SIGMOID, "kiln_sigmoid")               \
+    X(TANH, "kiln_tanh")                     \
+    X(SCALE, "kiln_scale")                   \
+    X(FILL, "kiln_fill")                     \
+    X(RELU_GRAD, "kiln_relu_grad")           \
+    X(EXPAND, "kiln_expand")                 \
+    X(SUM_AXIS, "kiln_sum_axis")             \
+    X(MAX_LAST, "kiln_max_last")             \
+    X(ARGMAX_LAST, "kiln_argmax_last")       \
+    X(MAX_GRAD, "kiln_max_grad")             \
+    X(MSE_LOSS, "kiln_mse_loss")             \
+    X(SOFTMAX, "kiln_softmax")               \
+    X(SOFTMAX_GRAD, "kiln_softmax_grad")     \
+    X(CE_ROWS, "kiln_cross_entropy_rows")    \
+    X(CE_GRAD, "kiln_cross_entropy_grad")    \
+    X(IM2COL, "kiln_im2col")                 \
+    X(CONV_OUT, "kiln_conv_out")             \
+    X(CONV_COLS, "kiln_conv_cols")           \
+    X(COL2IM, "kiln_col2im")                 \
+    X(MAX_POOL, "kiln_max_pool2d")           \
+    X(MAX_POOL_GRAD, "kiln_max_pool2d_grad") \
+    X(TRANSPOSE, "kiln_transpose")           \
+    X(SGD_STEP, "kiln_sgd_step")             \
+    X(ADAM_STEP, "kiln_adam_step")
+/* clang-format on */
 
 typedef enum ocl_kernel_id {
 #define OCL_KERNEL_ENUM(id, name) OCL_K_##id,
     OCL_KERNELS(OCL_KERNEL_ENUM)
 #undef OCL_KERNEL_ENUM
-    OCL_K_COUNT
+        OCL_K_COUNT
 } ocl_kernel_id;
 
 /* The handle buffer_alloc returns and kiln stores in kiln_node.buffer. */
 typedef struct ocl_buffer {
     cl_mem mem;
-    size_t size;   /* bytes asked for */
+    size_t size; /* bytes asked for */
 } ocl_buffer;
 
 /* Label checks a graph_compute enqueued: each has a slot of the error
@@ -143,10 +161,10 @@ typedef struct ocl_buffer {
 #define OCL_MAX_CHECKS 8
 
 typedef struct ocl_label_check {
-    const char *op;       /* kiln's op name, for the message   */
-    size_t      node;     /* its index in graph_compute's list */
+    const char *op;   /* kiln's op name, for the message   */
+    size_t      node; /* its index in graph_compute's list */
     cl_mem      labels;
-    size_t      offset;   /* of the labels, in elements        */
+    size_t      offset; /* of the labels, in elements        */
     int64_t     classes;
 } ocl_label_check;
 
@@ -159,20 +177,20 @@ typedef struct ocl_device {
     cl_program       program;
     cl_kernel        kernels[OCL_K_COUNT];
     size_t           kernel_group[OCL_K_COUNT]; /* CL_KERNEL_WORK_GROUP_SIZE */
-    size_t           group;        /* reductions' work-group size, a power of 2 */
-    cl_mem           scratch;      /* grows on demand; see ocl_scratch  */
+    size_t           group;   /* reductions' work-group size, a power of 2 */
+    cl_mem           scratch; /* grows on demand; see ocl_scratch  */
     size_t           scratch_size;
-    cl_mem           dummy;        /* bound where a tensor has no storage */
-    cl_mem           err;          /* OCL_MAX_CHECKS ints               */
+    cl_mem           dummy; /* bound where a tensor has no storage */
+    cl_mem           err;   /* OCL_MAX_CHECKS ints               */
     ocl_label_check  checks[OCL_MAX_CHECKS];
     int              n_checks;
-    bool             err_pending;  /* label checks not yet read back    */
-    bool             gemm_ok;      /* CLBlast verified on this device   */
+    bool             err_pending; /* label checks not yet read back    */
+    bool             gemm_ok;     /* CLBlast verified on this device   */
 } ocl_device;
 
 /* ---- programs and launches (program.c) -------------------------------------- */
 
-extern const char   ocl_kernel_source[];   /* kernels.c, generated */
+extern const char   ocl_kernel_source[]; /* kernels.c, generated */
 extern const size_t ocl_kernel_source_len;
 
 /* Whether the kernels sum in double: the device has fp64 and
@@ -194,8 +212,8 @@ typedef struct ocl_launch {
 } ocl_launch;
 
 ocl_launch ocl_begin(ocl_device *dev, ocl_kernel_id id);
-void ocl_arg(ocl_launch *l, size_t size, const void *value);
-void ocl_arg_mem(ocl_launch *l, cl_mem mem);
+void       ocl_arg(ocl_launch *l, size_t size, const void *value);
+void       ocl_arg_mem(ocl_launch *l, cl_mem mem);
 /* The tensor's buffer and its offset in elements: two arguments. */
 void ocl_arg_node(ocl_launch *l, const kiln_node *t);
 void ocl_arg_u64(ocl_launch *l, uint64_t v);
@@ -293,16 +311,12 @@ kiln_status ocl_op_softmax(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_softmax_grad(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_mse_loss(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_cross_entropy(ocl_device *dev, const kiln_node *node, size_t i);
-kiln_status ocl_op_cross_entropy_grad(ocl_device *dev, const kiln_node *node,
-                                      size_t i);
+kiln_status ocl_op_cross_entropy_grad(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_conv2d(ocl_device *dev, const kiln_node *node, size_t i);
-kiln_status ocl_op_conv2d_grad_input(ocl_device *dev, const kiln_node *node,
-                                     size_t i);
-kiln_status ocl_op_conv2d_grad_weight(ocl_device *dev, const kiln_node *node,
-                                      size_t i);
+kiln_status ocl_op_conv2d_grad_input(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_conv2d_grad_weight(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_max_pool2d(ocl_device *dev, const kiln_node *node, size_t i);
-kiln_status ocl_op_max_pool2d_grad(ocl_device *dev, const kiln_node *node,
-                                   size_t i);
+kiln_status ocl_op_max_pool2d_grad(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_sgd_step(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_adam_step(ocl_device *dev, const kiln_node *node, size_t i);
 
@@ -314,7 +328,6 @@ kiln_status ocl_sum_axis(ocl_device *dev, const kiln_node *out, cl_mem x, uint64
 /* Reserves an error slot for a node whose labels a kernel will check
  * (plugin.c); the slot is reported at the next synchronize. */
 kiln_status ocl_label_slot(ocl_device *dev, const kiln_node *node, size_t i,
-                           const kiln_node *labels, int64_t classes,
-                           cl_uint *slot);
+                           const kiln_node *labels, int64_t classes, cl_uint *slot);
 
 #endif /* KILN_OCL_IMPL_H */

@@ -49,47 +49,47 @@ static const char *int_sizes(const kiln_node *node)
 
 typedef struct ocl_op {
     ocl_op_fn    run;
-    ocl_check_fn check;      /* (optional) the kernel's own limits      */
-    bool         gemm;       /* needs CLBlast                           */
+    ocl_check_fn check; /* (optional) the kernel's own limits      */
+    bool         gemm;  /* needs CLBlast                           */
 } ocl_op;
 
 static const ocl_op ocl_ops[KILN_OP_COUNT] = {
-    [KILN_OP_ADD]                = { ocl_op_binary, NULL, false },
-    [KILN_OP_SUB]                = { ocl_op_binary, NULL, false },
-    [KILN_OP_MUL]                = { ocl_op_binary, NULL, false },
-    [KILN_OP_DIV]                = { ocl_op_binary, NULL, false },
-    [KILN_OP_NEG]                = { ocl_op_unary, NULL, false },
-    [KILN_OP_EXP]                = { ocl_op_unary, NULL, false },
-    [KILN_OP_LOG]                = { ocl_op_unary, NULL, false },
-    [KILN_OP_SQRT]               = { ocl_op_unary, NULL, false },
-    [KILN_OP_RELU]               = { ocl_op_unary, NULL, false },
-    [KILN_OP_SIGMOID]            = { ocl_op_unary, NULL, false },
-    [KILN_OP_TANH]               = { ocl_op_unary, NULL, false },
-    [KILN_OP_SCALE]              = { ocl_op_unary, NULL, false },
-    [KILN_OP_RELU_GRAD]          = { ocl_op_relu_grad, NULL, false },
-    [KILN_OP_MATMUL]             = { ocl_op_matmul, NULL, true },
-    [KILN_OP_TRANSPOSE]          = { ocl_op_transpose, NULL, false },
-    [KILN_OP_SUM]                = { ocl_op_sum_mean, NULL, false },
-    [KILN_OP_MEAN]               = { ocl_op_sum_mean, NULL, false },
-    [KILN_OP_MAX]                = { ocl_op_max, int_columns, false },
-    [KILN_OP_ARGMAX]             = { ocl_op_argmax, int_columns, false },
-    [KILN_OP_SUM_TO]             = { ocl_op_sum_to, NULL, false },
-    [KILN_OP_EXPAND]             = { ocl_op_expand, NULL, false },
-    [KILN_OP_MAX_GRAD]           = { ocl_op_max_grad, int_columns, false },
-    [KILN_OP_SOFTMAX]            = { ocl_op_softmax, NULL, false },
-    [KILN_OP_LOG_SOFTMAX]        = { ocl_op_softmax, NULL, false },
-    [KILN_OP_SOFTMAX_GRAD]       = { ocl_op_softmax_grad, NULL, false },
-    [KILN_OP_LOG_SOFTMAX_GRAD]   = { ocl_op_softmax_grad, NULL, false },
-    [KILN_OP_CONV2D]             = { ocl_op_conv2d, int_sizes, true },
-    [KILN_OP_CONV2D_GRAD_INPUT]  = { ocl_op_conv2d_grad_input, int_sizes, true },
-    [KILN_OP_CONV2D_GRAD_WEIGHT] = { ocl_op_conv2d_grad_weight, int_sizes, true },
-    [KILN_OP_MAX_POOL2D]         = { ocl_op_max_pool2d, int_sizes, false },
-    [KILN_OP_MAX_POOL2D_GRAD]    = { ocl_op_max_pool2d_grad, int_sizes, false },
-    [KILN_OP_MSE_LOSS]           = { ocl_op_mse_loss, NULL, false },
-    [KILN_OP_CROSS_ENTROPY]      = { ocl_op_cross_entropy, NULL, false },
-    [KILN_OP_CROSS_ENTROPY_GRAD] = { ocl_op_cross_entropy_grad, NULL, false },
-    [KILN_OP_SGD_STEP]           = { ocl_op_sgd_step, NULL, false },
-    [KILN_OP_ADAM_STEP]          = { ocl_op_adam_step, NULL, false },
+    [KILN_OP_ADD]                = {ocl_op_binary, NULL, false},
+    [KILN_OP_SUB]                = {ocl_op_binary, NULL, false},
+    [KILN_OP_MUL]                = {ocl_op_binary, NULL, false},
+    [KILN_OP_DIV]                = {ocl_op_binary, NULL, false},
+    [KILN_OP_NEG]                = {ocl_op_unary, NULL, false},
+    [KILN_OP_EXP]                = {ocl_op_unary, NULL, false},
+    [KILN_OP_LOG]                = {ocl_op_unary, NULL, false},
+    [KILN_OP_SQRT]               = {ocl_op_unary, NULL, false},
+    [KILN_OP_RELU]               = {ocl_op_unary, NULL, false},
+    [KILN_OP_SIGMOID]            = {ocl_op_unary, NULL, false},
+    [KILN_OP_TANH]               = {ocl_op_unary, NULL, false},
+    [KILN_OP_SCALE]              = {ocl_op_unary, NULL, false},
+    [KILN_OP_RELU_GRAD]          = {ocl_op_relu_grad, NULL, false},
+    [KILN_OP_MATMUL]             = {ocl_op_matmul, NULL, true},
+    [KILN_OP_TRANSPOSE]          = {ocl_op_transpose, NULL, false},
+    [KILN_OP_SUM]                = {ocl_op_sum_mean, NULL, false},
+    [KILN_OP_MEAN]               = {ocl_op_sum_mean, NULL, false},
+    [KILN_OP_MAX]                = {ocl_op_max, int_columns, false},
+    [KILN_OP_ARGMAX]             = {ocl_op_argmax, int_columns, false},
+    [KILN_OP_SUM_TO]             = {ocl_op_sum_to, NULL, false},
+    [KILN_OP_EXPAND]             = {ocl_op_expand, NULL, false},
+    [KILN_OP_MAX_GRAD]           = {ocl_op_max_grad, int_columns, false},
+    [KILN_OP_SOFTMAX]            = {ocl_op_softmax, NULL, false},
+    [KILN_OP_LOG_SOFTMAX]        = {ocl_op_softmax, NULL, false},
+    [KILN_OP_SOFTMAX_GRAD]       = {ocl_op_softmax_grad, NULL, false},
+    [KILN_OP_LOG_SOFTMAX_GRAD]   = {ocl_op_softmax_grad, NULL, false},
+    [KILN_OP_CONV2D]             = {ocl_op_conv2d, int_sizes, true},
+    [KILN_OP_CONV2D_GRAD_INPUT]  = {ocl_op_conv2d_grad_input, int_sizes, true},
+    [KILN_OP_CONV2D_GRAD_WEIGHT] = {ocl_op_conv2d_grad_weight, int_sizes, true},
+    [KILN_OP_MAX_POOL2D]         = {ocl_op_max_pool2d, int_sizes, false},
+    [KILN_OP_MAX_POOL2D_GRAD]    = {ocl_op_max_pool2d_grad, int_sizes, false},
+    [KILN_OP_MSE_LOSS]           = {ocl_op_mse_loss, NULL, false},
+    [KILN_OP_CROSS_ENTROPY]      = {ocl_op_cross_entropy, NULL, false},
+    [KILN_OP_CROSS_ENTROPY_GRAD] = {ocl_op_cross_entropy_grad, NULL, false},
+    [KILN_OP_SGD_STEP]           = {ocl_op_sgd_step, NULL, false},
+    [KILN_OP_ADAM_STEP]          = {ocl_op_adam_step, NULL, false},
 };
 
 static const ocl_op *ocl_op_lookup(kiln_op op)
@@ -135,7 +135,7 @@ kiln_status ocl_run_node(ocl_device *dev, const kiln_node *node, size_t i)
 kiln_status ocl_refuse(const ocl_device *dev, size_t i, const kiln_node *node,
                        const char *why)
 {
-    char msg[512];
+    char        msg[512];
     kiln_status st = kiln__refusal(msg, sizeof msg, "opencl", i, node, why);
     return dev->host->error(st, "%s", msg);
 }

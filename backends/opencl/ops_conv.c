@@ -19,10 +19,10 @@
 /* ---- convolution ------------------------------------------------------------- */
 
 typedef struct conv {
-    size_t    N, C, H, W, O, KH, KW, OH, OW;
-    size_t    S, CKK;         /* OH*OW, C*KH*KW */
-    cl_int8   da;             /* C, H, W, KH, KW, OH, OW, pad_h */
-    cl_int4   db;             /* stride_h, stride_w, pad_w, O    */
+    size_t  N, C, H, W, O, KH, KW, OH, OW;
+    size_t  S, CKK; /* OH*OW, C*KH*KW */
+    cl_int8 da;     /* C, H, W, KH, KW, OH, OW, pad_h */
+    cl_int4 db;     /* stride_h, stride_w, pad_w, O    */
 } conv;
 
 /* ops.c made sure every size fits an int. */
@@ -30,16 +30,21 @@ static conv conv_of(const kiln_node *x, const kiln_node *w, const kiln_node *y,
                     const int32_t *p)
 {
     conv c = {
-        .N = (size_t)x->dims[0], .C = (size_t)x->dims[1],
-        .H = (size_t)x->dims[2], .W = (size_t)x->dims[3],
-        .O = (size_t)w->dims[0], .KH = (size_t)w->dims[2], .KW = (size_t)w->dims[3],
-        .OH = (size_t)y->dims[2], .OW = (size_t)y->dims[3],
+        .N  = (size_t)x->dims[0],
+        .C  = (size_t)x->dims[1],
+        .H  = (size_t)x->dims[2],
+        .W  = (size_t)x->dims[3],
+        .O  = (size_t)w->dims[0],
+        .KH = (size_t)w->dims[2],
+        .KW = (size_t)w->dims[3],
+        .OH = (size_t)y->dims[2],
+        .OW = (size_t)y->dims[3],
     };
-    c.S = c.OH * c.OW;
-    c.CKK = c.C * c.KH * c.KW;
-    cl_int da[8] = { (cl_int)c.C, (cl_int)c.H, (cl_int)c.W, (cl_int)c.KH,
-                     (cl_int)c.KW, (cl_int)c.OH, (cl_int)c.OW, p[2] };
-    cl_int db[4] = { p[0], p[1], p[3], (cl_int)c.O };
+    c.S          = c.OH * c.OW;
+    c.CKK        = c.C * c.KH * c.KW;
+    cl_int da[8] = {(cl_int)c.C,  (cl_int)c.H,  (cl_int)c.W,  (cl_int)c.KH,
+                    (cl_int)c.KW, (cl_int)c.OH, (cl_int)c.OW, p[2]};
+    cl_int db[4] = {p[0], p[1], p[3], (cl_int)c.O};
     for (int k = 0; k < 8; k++)
         c.da.s[k] = da[k];
     for (int k = 0; k < 4; k++)
@@ -53,10 +58,12 @@ static kiln_status conv_scratch(ocl_device *dev, const conv *c, size_t per_image
                                 size_t *chunk, cl_mem *mem)
 {
     size_t fit = per_image ? OCL_CONV_SCRATCH / (per_image * sizeof(cl_float)) : c->N;
-    *chunk = fit < 1 ? 1 : fit > c->N ? c->N : fit;
+    *chunk     = fit < 1 ? 1 : fit > c->N ? c->N : fit;
     if (*chunk > 0 && per_image > SIZE_MAX / sizeof(cl_float) / *chunk)
-        return dev->host->error(KILN_ERR_NO_MEMORY, "opencl: conv2d scratch of %zu x "
-                                "%zu floats does not fit a size_t", *chunk, per_image);
+        return dev->host->error(KILN_ERR_NO_MEMORY,
+                                "opencl: conv2d scratch of %zu x "
+                                "%zu floats does not fit a size_t",
+                                *chunk, per_image);
     return ocl_scratch(dev, *chunk * per_image * sizeof(cl_float), mem);
 }
 
@@ -102,7 +109,7 @@ static kiln_status conv_out(ocl_device *dev, const conv *c, const kiln_node *out
     ocl_arg_node(&l, out);
     ocl_arg_mem(&l, tmp);
     ocl_arg_u64(&l, to);
-    ocl_arg_node(&l, bias ? bias : out);   /* any buffer when no bias */
+    ocl_arg_node(&l, bias ? bias : out); /* any buffer when no bias */
     ocl_arg_i32(&l, bias != NULL);
     ocl_arg_u64(&l, c->O);
     ocl_arg_u64(&l, c->S);
@@ -112,8 +119,8 @@ static kiln_status conv_out(ocl_device *dev, const conv *c, const kiln_node *out
 }
 
 /* Images n0.. of gx [N, C, H, W], summed from col [CKK, nc*S]. */
-static kiln_status col2im(ocl_device *dev, const conv *c, const kiln_node *gx,
-                          cl_mem col, size_t co, size_t n0, size_t nc)
+static kiln_status col2im(ocl_device *dev, const conv *c, const kiln_node *gx, cl_mem col,
+                          size_t co, size_t n0, size_t nc)
 {
     ocl_launch l = ocl_begin(dev, OCL_K_COL2IM);
     ocl_arg_node(&l, gx);
@@ -133,13 +140,25 @@ static size_t chunk_at(const conv *c, size_t n0, size_t chunk)
 }
 
 /* A GEMM whose a is a node and b and c parts of the scratch s. */
-static ocl_gemm node_by_scratch(ocl_device *dev, const kiln_node *a, bool ta,
-                                size_t m, size_t n, size_t k, cl_mem s, size_t co)
+static ocl_gemm node_by_scratch(ocl_device *dev, const kiln_node *a, bool ta, size_t m,
+                                size_t n, size_t k, cl_mem s, size_t co)
 {
     ocl_gemm g = {
-        .ta = ta, .m = m, .n = n, .k = k, .alpha = 1.0f, .beta = 0.0f,
-        .a = ocl_mem(dev, a), .ao = ocl_elem_offset(a), .lda = ta ? m : k,
-        .b = s, .bo = 0, .ldb = n, .c = s, .co = co, .ldc = n,
+        .ta    = ta,
+        .m     = m,
+        .n     = n,
+        .k     = k,
+        .alpha = 1.0f,
+        .beta  = 0.0f,
+        .a     = ocl_mem(dev, a),
+        .ao    = ocl_elem_offset(a),
+        .lda   = ta ? m : k,
+        .b     = s,
+        .bo    = 0,
+        .ldb   = n,
+        .c     = s,
+        .co    = co,
+        .ldc   = n,
     };
     return g;
 }
@@ -148,18 +167,18 @@ kiln_status ocl_op_conv2d(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
     const kiln_node *x = node->src[0], *w = node->src[1], *bias = node->src[2];
-    conv c = conv_of(x, w, node, node->iparam);
-    size_t chunk;
-    cl_mem s;
+    conv             c = conv_of(x, w, node, node->iparam);
+    size_t           chunk;
+    cl_mem           s;
     if (node->numel == 0)
         return KILN_OK;
     /* scratch: col [CKK, chunk*S], then tmp [O, chunk*S] */
-    kiln_status st = conv_scratch(dev, &c, (c.CKK + c.O) * c.S, &chunk, &s);
-    size_t tmp = chunk * c.CKK * c.S;
+    kiln_status st  = conv_scratch(dev, &c, (c.CKK + c.O) * c.S, &chunk, &s);
+    size_t      tmp = chunk * c.CKK * c.S;
     for (size_t n0 = 0; st == KILN_OK && n0 < c.N; n0 += chunk) {
-        size_t nc = chunk_at(&c, n0, chunk);
-        ocl_gemm g = node_by_scratch(dev, w, false, c.O, nc * c.S, c.CKK, s, tmp);
-        st = im2col(dev, &c, s, 0, x, n0, nc);
+        size_t   nc = chunk_at(&c, n0, chunk);
+        ocl_gemm g  = node_by_scratch(dev, w, false, c.O, nc * c.S, c.CKK, s, tmp);
+        st          = im2col(dev, &c, s, 0, x, n0, nc);
         if (st == KILN_OK)
             st = ocl_sgemm(dev, &g);
         if (st == KILN_OK)
@@ -173,18 +192,18 @@ kiln_status ocl_op_conv2d_grad_input(ocl_device *dev, const kiln_node *node, siz
 {
     (void)i;
     const kiln_node *gy = node->src[0], *w = node->src[1];
-    conv c = conv_of(node, w, gy, node->iparam);
-    size_t chunk;
-    cl_mem s;
+    conv             c = conv_of(node, w, gy, node->iparam);
+    size_t           chunk;
+    cl_mem           s;
     if (node->numel == 0)
         return KILN_OK;
     /* scratch: gyc [O, chunk*S], then col [CKK, chunk*S] */
-    kiln_status st = conv_scratch(dev, &c, (c.O + c.CKK) * c.S, &chunk, &s);
-    size_t col = chunk * c.O * c.S;
+    kiln_status st  = conv_scratch(dev, &c, (c.O + c.CKK) * c.S, &chunk, &s);
+    size_t      col = chunk * c.O * c.S;
     for (size_t n0 = 0; st == KILN_OK && n0 < c.N; n0 += chunk) {
-        size_t nc = chunk_at(&c, n0, chunk);
-        ocl_gemm g = node_by_scratch(dev, w, true, c.CKK, nc * c.S, c.O, s, col);
-        st = conv_cols(dev, &c, s, 0, gy, n0, nc);
+        size_t   nc = chunk_at(&c, n0, chunk);
+        ocl_gemm g  = node_by_scratch(dev, w, true, c.CKK, nc * c.S, c.O, s, col);
+        st          = conv_cols(dev, &c, s, 0, gy, n0, nc);
         if (st == KILN_OK)
             st = ocl_sgemm(dev, &g);
         if (st == KILN_OK)
@@ -199,27 +218,33 @@ kiln_status ocl_op_conv2d_grad_weight(ocl_device *dev, const kiln_node *node, si
 {
     (void)i;
     const kiln_node *gy = node->src[0], *x = node->src[1];
-    conv c = conv_of(x, node, gy, node->iparam);
-    size_t chunk;
-    cl_mem s;
+    conv             c = conv_of(x, node, gy, node->iparam);
+    size_t           chunk;
+    cl_mem           s;
     if (node->numel == 0)
         return KILN_OK;
     ocl_gemm g = {
-        .tb = true, .m = c.O, .n = c.CKK, .alpha = 1.0f, .beta = 0.0f,
-        .c = ocl_mem(dev, node), .co = ocl_elem_offset(node), .ldc = c.CKK,
+        .tb    = true,
+        .m     = c.O,
+        .n     = c.CKK,
+        .alpha = 1.0f,
+        .beta  = 0.0f,
+        .c     = ocl_mem(dev, node),
+        .co    = ocl_elem_offset(node),
+        .ldc   = c.CKK,
     };
-    if (c.N * c.S == 0)   /* no products at all: K = 0 writes zeros */
+    if (c.N * c.S == 0) /* no products at all: K = 0 writes zeros */
         return ocl_sgemm(dev, &g);
     /* scratch: gyc [O, chunk*S], then col [CKK, chunk*S] */
-    kiln_status st = conv_scratch(dev, &c, (c.O + c.CKK) * c.S, &chunk, &s);
-    size_t col = chunk * c.O * c.S;
+    kiln_status st  = conv_scratch(dev, &c, (c.O + c.CKK) * c.S, &chunk, &s);
+    size_t      col = chunk * c.O * c.S;
     for (size_t n0 = 0; st == KILN_OK && n0 < c.N; n0 += chunk) {
         size_t nc = chunk_at(&c, n0, chunk);
-        g.k = nc * c.S;
+        g.k       = nc * c.S;
         g.a = s, g.ao = 0, g.lda = g.k;
         g.b = s, g.bo = col, g.ldb = g.k;
         g.beta = n0 == 0 ? 0.0f : 1.0f;
-        st = conv_cols(dev, &c, s, 0, gy, n0, nc);
+        st     = conv_cols(dev, &c, s, 0, gy, n0, nc);
         if (st == KILN_OK)
             st = im2col(dev, &c, s, col, x, n0, nc);
         if (st == KILN_OK)
@@ -233,9 +258,9 @@ kiln_status ocl_op_conv2d_grad_weight(ocl_device *dev, const kiln_node *node, si
 static void arg_pool(ocl_launch *l, const kiln_node *x, const kiln_node *y,
                      const int32_t *p)
 {
-    cl_int4 pool = {{ p[0], p[1], p[2], p[3] }};
-    cl_int4 plane = {{ (cl_int)x->dims[2], (cl_int)x->dims[3], (cl_int)y->dims[2],
-                       (cl_int)y->dims[3] }};
+    cl_int4 pool  = {{p[0], p[1], p[2], p[3]}};
+    cl_int4 plane = {
+        {(cl_int)x->dims[2], (cl_int)x->dims[3], (cl_int)y->dims[2], (cl_int)y->dims[3]}};
     ocl_arg(l, sizeof pool, &pool);
     ocl_arg(l, sizeof plane, &plane);
 }

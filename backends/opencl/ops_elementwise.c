@@ -3,16 +3,16 @@
 #include "ocl-impl.h"
 
 _Static_assert(OCL_K_SUB - OCL_K_ADD == KILN_OP_SUB - KILN_OP_ADD &&
-               OCL_K_MUL - OCL_K_ADD == KILN_OP_MUL - KILN_OP_ADD &&
-               OCL_K_DIV - OCL_K_ADD == KILN_OP_DIV - KILN_OP_ADD,
+                   OCL_K_MUL - OCL_K_ADD == KILN_OP_MUL - KILN_OP_ADD &&
+                   OCL_K_DIV - OCL_K_ADD == KILN_OP_DIV - KILN_OP_ADD,
                "binary kernels must follow kiln_op's order");
 _Static_assert(OCL_K_EXP - OCL_K_NEG == KILN_OP_EXP - KILN_OP_NEG &&
-               OCL_K_LOG - OCL_K_NEG == KILN_OP_LOG - KILN_OP_NEG &&
-               OCL_K_SQRT - OCL_K_NEG == KILN_OP_SQRT - KILN_OP_NEG &&
-               OCL_K_RELU - OCL_K_NEG == KILN_OP_RELU - KILN_OP_NEG &&
-               OCL_K_SIGMOID - OCL_K_NEG == KILN_OP_SIGMOID - KILN_OP_NEG &&
-               OCL_K_TANH - OCL_K_NEG == KILN_OP_TANH - KILN_OP_NEG &&
-               OCL_K_SCALE - OCL_K_NEG == KILN_OP_SCALE - KILN_OP_NEG,
+                   OCL_K_LOG - OCL_K_NEG == KILN_OP_LOG - KILN_OP_NEG &&
+                   OCL_K_SQRT - OCL_K_NEG == KILN_OP_SQRT - KILN_OP_NEG &&
+                   OCL_K_RELU - OCL_K_NEG == KILN_OP_RELU - KILN_OP_NEG &&
+                   OCL_K_SIGMOID - OCL_K_NEG == KILN_OP_SIGMOID - KILN_OP_NEG &&
+                   OCL_K_TANH - OCL_K_NEG == KILN_OP_TANH - KILN_OP_NEG &&
+                   OCL_K_SCALE - OCL_K_NEG == KILN_OP_SCALE - KILN_OP_NEG,
                "unary kernels must follow kiln_op's order");
 
 kiln_status ocl_op_binary(ocl_device *dev, const kiln_node *node, size_t i)

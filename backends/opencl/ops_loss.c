@@ -11,9 +11,9 @@
 kiln_status ocl_op_mse_loss(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
-    uint64_t n = (uint64_t)node->src[0]->numel;
-    size_t group = ocl_group_for(dev, n);
-    ocl_launch l = ocl_begin(dev, OCL_K_MSE_LOSS);
+    uint64_t   n     = (uint64_t)node->src[0]->numel;
+    size_t     group = ocl_group_for(dev, n);
+    ocl_launch l     = ocl_begin(dev, OCL_K_MSE_LOSS);
     ocl_arg_node(&l, node);
     ocl_arg_node(&l, node->src[0]);
     ocl_arg_node(&l, node->src[1]);
@@ -35,7 +35,7 @@ static kiln_status fill(ocl_device *dev, const kiln_node *node, float value)
 static kiln_status arg_label_check(ocl_launch *l, const kiln_node *node, size_t i,
                                    const kiln_node *labels, int64_t classes)
 {
-    cl_uint slot;
+    cl_uint     slot;
     kiln_status st = ocl_label_slot(l->dev, node, i, labels, classes, &slot);
     if (st == KILN_OK) {
         ocl_arg_mem(l, l->dev->err);
@@ -49,13 +49,13 @@ kiln_status ocl_op_cross_entropy(ocl_device *dev, const kiln_node *node, size_t 
     const kiln_node *logits = node->src[0], *labels = node->src[1];
     uint64_t rows = (uint64_t)logits->dims[0], classes = (uint64_t)logits->dims[1];
     if (rows == 0)
-        return fill(dev, node, NAN);   /* the mean of nothing */
-    cl_mem loss;
+        return fill(dev, node, NAN); /* the mean of nothing */
+    cl_mem      loss;
     kiln_status st = ocl_scratch(dev, rows * sizeof(cl_float), &loss);
     if (st != KILN_OK)
         return st;
-    size_t group = ocl_group_for(dev, classes);
-    ocl_launch l = ocl_begin(dev, OCL_K_CE_ROWS);
+    size_t     group = ocl_group_for(dev, classes);
+    ocl_launch l     = ocl_begin(dev, OCL_K_CE_ROWS);
     ocl_arg_mem(&l, loss);
     ocl_arg_u64(&l, 0);
     ocl_arg_node(&l, logits);
@@ -79,8 +79,8 @@ kiln_status ocl_op_cross_entropy_grad(ocl_device *dev, const kiln_node *node, si
     uint64_t rows = (uint64_t)logits->dims[0], classes = (uint64_t)logits->dims[1];
     if (node->numel == 0)
         return KILN_OK;
-    size_t group = ocl_group_for(dev, classes);
-    ocl_launch l = ocl_begin(dev, OCL_K_CE_GRAD);
+    size_t     group = ocl_group_for(dev, classes);
+    ocl_launch l     = ocl_begin(dev, OCL_K_CE_GRAD);
     ocl_arg_node(&l, node);
     ocl_arg_node(&l, g);
     ocl_arg_node(&l, logits);

@@ -9,8 +9,8 @@ kiln_status ocl_sum_axis(ocl_device *dev, const kiln_node *out, cl_mem x, uint64
 {
     if (outer * inner == 0)
         return KILN_OK;
-    size_t group = ocl_group_for(dev, r);
-    ocl_launch l = ocl_begin(dev, OCL_K_SUM_AXIS);
+    size_t     group = ocl_group_for(dev, r);
+    ocl_launch l     = ocl_begin(dev, OCL_K_SUM_AXIS);
     ocl_arg_node(&l, out);
     ocl_arg_mem(&l, x);
     ocl_arg_u64(&l, xo);
@@ -31,9 +31,9 @@ static kiln_status sum_axis(ocl_device *dev, const kiln_node *out, const kiln_no
 kiln_status ocl_op_sum_mean(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
-    const kiln_node *src = node->src[0];
-    int axis = node->iparam[0];
-    bool mean = node->op == KILN_OP_MEAN;
+    const kiln_node *src  = node->src[0];
+    int              axis = node->iparam[0];
+    bool             mean = node->op == KILN_OP_MEAN;
     if (axis == -1)
         return sum_axis(dev, node, src, 1, (uint64_t)src->numel, 1, mean);
     return sum_axis(dev, node, src, (uint64_t)kiln__dims_product(src, 0, axis),
@@ -52,20 +52,29 @@ kiln_status ocl_op_sum_to(ocl_device *dev, const kiln_node *node, size_t i)
 kiln_status ocl_op_max(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
-    const kiln_node *x = node->src[0];
-    ocl_row_launch rows = { .id = OCL_K_MAX_LAST, .nodes = { node, x }, .n_nodes = 2,
-                      .rows = (uint64_t)node->numel, .cols = (uint64_t)kiln__last_dim(x),
-                      .flag = -1, .each = sizeof(cl_float) };
+    const kiln_node *x    = node->src[0];
+    ocl_row_launch   rows = {.id      = OCL_K_MAX_LAST,
+                             .nodes   = {node, x},
+                             .n_nodes = 2,
+                             .rows    = (uint64_t)node->numel,
+                             .cols    = (uint64_t)kiln__last_dim(x),
+                             .flag    = -1,
+                             .each    = sizeof(cl_float)};
     return ocl_run_rows(dev, &rows);
 }
 
 kiln_status ocl_op_argmax(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
-    const kiln_node *x = node->src[0];
-    ocl_row_launch rows = { .id = OCL_K_ARGMAX_LAST, .nodes = { node, x }, .n_nodes = 2,
-                      .rows = (uint64_t)node->numel, .cols = (uint64_t)kiln__last_dim(x),
-                      .flag = -1, .each = sizeof(cl_float), .indices = true };
+    const kiln_node *x    = node->src[0];
+    ocl_row_launch   rows = {.id      = OCL_K_ARGMAX_LAST,
+                             .nodes   = {node, x},
+                             .n_nodes = 2,
+                             .rows    = (uint64_t)node->numel,
+                             .cols    = (uint64_t)kiln__last_dim(x),
+                             .flag    = -1,
+                             .each    = sizeof(cl_float),
+                             .indices = true};
     return ocl_run_rows(dev, &rows);
 }
 
@@ -74,9 +83,14 @@ kiln_status ocl_op_max_grad(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
     const kiln_node *g = node->src[0], *x = node->src[1];
-    ocl_row_launch rows = { .id = OCL_K_MAX_GRAD, .nodes = { node, g, x }, .n_nodes = 3,
-                      .rows = (uint64_t)g->numel, .cols = (uint64_t)kiln__last_dim(x),
-                      .flag = -1, .each = sizeof(cl_float), .indices = true };
+    ocl_row_launch   rows = {.id      = OCL_K_MAX_GRAD,
+                             .nodes   = {node, g, x},
+                             .n_nodes = 3,
+                             .rows    = (uint64_t)g->numel,
+                             .cols    = (uint64_t)kiln__last_dim(x),
+                             .flag    = -1,
+                             .each    = sizeof(cl_float),
+                             .indices = true};
     return ocl_run_rows(dev, &rows);
 }
 
@@ -87,10 +101,11 @@ kiln_status ocl_op_expand(ocl_device *dev, const kiln_node *node, size_t i)
     if (node->numel == 0)
         return KILN_OK;
     /* the output as [outer, r, inner]; everything (-1) is r = n, inner = 1 */
-    uint64_t r = axis == -1 ? (uint64_t)node->numel : (uint64_t)node->dims[axis];
-    uint64_t inner = axis == -1 ? 1 : (uint64_t)kiln__dims_product(node, axis + 1,
-                                                                 node->ndim);
-    ocl_launch l = ocl_begin(dev, OCL_K_EXPAND);
+    uint64_t   r     = axis == -1 ? (uint64_t)node->numel : (uint64_t)node->dims[axis];
+    uint64_t   inner = axis == -1
+                           ? 1
+                           : (uint64_t)kiln__dims_product(node, axis + 1, node->ndim);
+    ocl_launch l     = ocl_begin(dev, OCL_K_EXPAND);
     ocl_arg_node(&l, node);
     ocl_arg_node(&l, node->src[0]);
     ocl_arg_u64(&l, r);

@@ -25,20 +25,21 @@ static int              ocl_count;
 
 static kiln_status ocl_buffer_alloc(void *ctx, size_t size, void **buffer)
 {
-    ocl_device *dev = ctx;
-    size_t bytes = size < 64 ? 64 : size;   /* a zero-size cl_mem is invalid */
+    ocl_device *dev   = ctx;
+    size_t      bytes = size < 64 ? 64 : size; /* a zero-size cl_mem is invalid */
     if (bytes > dev->info->max_alloc)
-        return dev->host->error(KILN_ERR_NO_MEMORY, "opencl: cannot allocate %zu bytes "
+        return dev->host->error(KILN_ERR_NO_MEMORY,
+                                "opencl: cannot allocate %zu bytes "
                                 "on %s: its largest allocation "
-                                "(CL_DEVICE_MAX_MEM_ALLOC_SIZE) is %llu bytes", size,
-                                dev->info->name,
+                                "(CL_DEVICE_MAX_MEM_ALLOC_SIZE) is %llu bytes",
+                                size, dev->info->name,
                                 (unsigned long long)dev->info->max_alloc);
     ocl_buffer *b = malloc(sizeof *b);
     if (!b)
         return dev->host->error(KILN_ERR_NO_MEMORY, "opencl: out of host memory for a "
-                                "buffer handle");
+                                                    "buffer handle");
     cl_int err;
-    b->mem = clCreateBuffer(dev->ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
+    b->mem  = clCreateBuffer(dev->ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
     b->size = size;
     if (err != CL_SUCCESS) {
         free(b);
@@ -49,13 +50,15 @@ static kiln_status ocl_buffer_alloc(void *ctx, size_t size, void **buffer)
     /* Drivers may allocate on first use; touching the last element now makes
      * running out of memory show at compile, not in the middle of a run. */
     cl_float zero = 0.0f;
-    err = clEnqueueWriteBuffer(dev->queue, b->mem, CL_TRUE, bytes - sizeof zero,
-                               sizeof zero, &zero, 0, NULL, NULL);
+    err           = clEnqueueWriteBuffer(dev->queue, b->mem, CL_TRUE, bytes - sizeof zero,
+                                         sizeof zero, &zero, 0, NULL, NULL);
     if (err != CL_SUCCESS) {
         clReleaseMemObject(b->mem);
         free(b);
-        return ocl_cl_fail(dev->host, "clEnqueueWriteBuffer", err, "first touch of "
-                           "%zu bytes on %s", size, dev->info->name);
+        return ocl_cl_fail(dev->host, "clEnqueueWriteBuffer", err,
+                           "first touch of "
+                           "%zu bytes on %s",
+                           size, dev->info->name);
     }
     *buffer = b;
     return KILN_OK;
@@ -74,11 +77,13 @@ static kiln_status ocl_buffer_range(const ocl_device *dev, const char *what,
                                     const ocl_buffer *b, size_t offset, size_t size)
 {
     if (!b)
-        return dev->host->error(KILN_ERR_INVALID_ARG, "opencl: %s on a NULL buffer", what);
+        return dev->host->error(KILN_ERR_INVALID_ARG, "opencl: %s on a NULL buffer",
+                                what);
     if (offset > b->size || size > b->size - offset)
         return dev->host->error(KILN_ERR_INVALID_ARG,
                                 "opencl: %s of %zu bytes at offset %zu is outside "
-                                "a buffer of %zu bytes", what, size, offset, b->size);
+                                "a buffer of %zu bytes",
+                                what, size, offset, b->size);
     return KILN_OK;
 }
 
@@ -88,8 +93,8 @@ static kiln_status ocl_buffer_write(void *ctx, void *buffer, size_t offset,
                                     const void *src, size_t size)
 {
     ocl_device *dev = ctx;
-    ocl_buffer *b = buffer;
-    kiln_status st = ocl_buffer_range(dev, "buffer_write", b, offset, size);
+    ocl_buffer *b   = buffer;
+    kiln_status st  = ocl_buffer_range(dev, "buffer_write", b, offset, size);
     if (st != KILN_OK || size == 0)
         return st;
     cl_int err = clEnqueueWriteBuffer(dev->queue, b->mem, CL_TRUE, offset, size, src, 0,
@@ -102,12 +107,12 @@ static kiln_status ocl_buffer_write(void *ctx, void *buffer, size_t offset,
 
 /* The read waits for every node queued before it; a label error found by
  * one of them is reported here too, so a bad result is never read silently. */
-static kiln_status ocl_buffer_read(void *ctx, void *buffer, size_t offset,
-                                   void *dst, size_t size)
+static kiln_status ocl_buffer_read(void *ctx, void *buffer, size_t offset, void *dst,
+                                   size_t size)
 {
-    ocl_device *dev = ctx;
-    const ocl_buffer *b = buffer;
-    kiln_status st = ocl_buffer_range(dev, "buffer_read", b, offset, size);
+    ocl_device       *dev = ctx;
+    const ocl_buffer *b   = buffer;
+    kiln_status       st  = ocl_buffer_range(dev, "buffer_read", b, offset, size);
     if (st != KILN_OK || size == 0)
         return st;
     cl_int err = clEnqueueReadBuffer(dev->queue, b->mem, CL_TRUE, offset, size, dst, 0,
@@ -140,15 +145,17 @@ kiln_status ocl_label_slot(ocl_device *dev, const kiln_node *node, size_t i,
     /* past the last slot, nodes share it: the row is still reported, with
      * the name of the first node that used the slot */
     bool fresh = dev->n_checks < OCL_MAX_CHECKS;
-    int k = fresh ? dev->n_checks++ : OCL_MAX_CHECKS - 1;
+    int  k     = fresh ? dev->n_checks++ : OCL_MAX_CHECKS - 1;
     if (fresh)
         dev->checks[k] = (ocl_label_check){
-            .op = kiln__op_name(node->op), .node = i,
-            .labels = ocl_mem(dev, labels), .offset = ocl_elem_offset(labels),
+            .op      = kiln__op_name(node->op),
+            .node    = i,
+            .labels  = ocl_mem(dev, labels),
+            .offset  = ocl_elem_offset(labels),
             .classes = classes,
         };
     dev->err_pending = true;
-    *slot = (cl_uint)k;
+    *slot            = (cl_uint)k;
     return KILN_OK;
 }
 
@@ -159,26 +166,28 @@ static kiln_status ocl_check_labels(ocl_device *dev)
     if (!dev->err_pending)
         return KILN_OK;
     cl_int rows[OCL_MAX_CHECKS];
-    int n = dev->n_checks;
+    int    n         = dev->n_checks;
     dev->err_pending = false;
-    dev->n_checks = 0;
-    cl_int err = clEnqueueReadBuffer(dev->queue, dev->err, CL_TRUE, 0,
-                                     (size_t)n * sizeof *rows, rows, 0, NULL, NULL);
+    dev->n_checks    = 0;
+    cl_int err       = clEnqueueReadBuffer(dev->queue, dev->err, CL_TRUE, 0,
+                                           (size_t)n * sizeof *rows, rows, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return ocl_cl_fail(dev->host, "clEnqueueReadBuffer", err, "the label checks");
     for (int k = 0; k < n; k++) {
         if (rows[k] == INT_MAX)
             continue;
-        const ocl_label_check *c = &dev->checks[k];
-        cl_int label = 0;
-        err = clEnqueueReadBuffer(dev->queue, c->labels, CL_TRUE,
-                                  (c->offset + (size_t)rows[k]) * sizeof label,
-                                  sizeof label, &label, 0, NULL, NULL);
+        const ocl_label_check *c     = &dev->checks[k];
+        cl_int                 label = 0;
+        err                          = clEnqueueReadBuffer(dev->queue, c->labels, CL_TRUE,
+                                                           (c->offset + (size_t)rows[k]) * sizeof label,
+                                                           sizeof label, &label, 0, NULL, NULL);
         if (err != CL_SUCCESS)
             return ocl_cl_fail(dev->host, "clEnqueueReadBuffer", err, "a bad label");
-        return dev->host->error(KILN_ERR_INVALID_ARG, "%s (node %zu): label %d at row "
-                                "%d is outside [0, %lld)", c->op, c->node, (int)label,
-                                (int)rows[k], (long long)c->classes);
+        return dev->host->error(KILN_ERR_INVALID_ARG,
+                                "%s (node %zu): label %d at row "
+                                "%d is outside [0, %lld)",
+                                c->op, c->node, (int)label, (int)rows[k],
+                                (long long)c->classes);
     }
     return KILN_OK;
 }
@@ -194,10 +203,10 @@ static kiln_status ocl_graph_compute(void *ctx, const kiln_node *const *nodes,
                                      size_t n_nodes)
 {
     ocl_device *dev = ctx;
-    kiln_status st = KILN_OK;
+    kiln_status st  = KILN_OK;
     for (size_t i = 0; i < n_nodes && st == KILN_OK; i++) {
         const kiln_node *node = nodes[i];
-        const char *why = node ? ocl_check_node(dev, node, true) : NULL;
+        const char      *why  = node ? ocl_check_node(dev, node, true) : NULL;
         if (!node)
             st = dev->host->error(KILN_ERR_INVALID_ARG, "opencl: node %zu is NULL", i);
         else if (why)
@@ -207,7 +216,7 @@ static kiln_status ocl_graph_compute(void *ctx, const kiln_node *const *nodes,
     }
     if (st != KILN_OK) {
         /* the run is failing: its label checks must not outlive it */
-        dev->n_checks = 0;
+        dev->n_checks    = 0;
         dev->err_pending = false;
         return st;
     }
@@ -219,7 +228,7 @@ static kiln_status ocl_graph_compute(void *ctx, const kiln_node *const *nodes,
 static kiln_status ocl_synchronize(void *ctx)
 {
     ocl_device *dev = ctx;
-    cl_int err = clFinish(dev->queue);
+    cl_int      err = clFinish(dev->queue);
     if (err != CL_SUCCESS)
         return ocl_cl_fail(dev->host, "clFinish", err, "on %s", dev->info->name);
     return ocl_check_labels(dev);
@@ -233,7 +242,7 @@ static void ocl_device_free(void *ctx)
     if (dev->queue)
         clFinish(dev->queue);
     ocl_program_close(dev);
-    cl_mem mems[] = { dev->scratch, dev->dummy, dev->err };
+    cl_mem mems[] = {dev->scratch, dev->dummy, dev->err};
     for (size_t k = 0; k < sizeof mems / sizeof mems[0]; k++)
         if (mems[k])
             clReleaseMemObject(mems[k]);
@@ -261,14 +270,17 @@ static kiln_status ocl_small_buffer(ocl_device *dev, size_t size, cl_mem *mem)
 {
     cl_int err;
     *mem = clCreateBuffer(dev->ctx, CL_MEM_READ_WRITE, size, NULL, &err);
-    return err == CL_SUCCESS ? KILN_OK
-         : ocl_cl_fail(dev->host, "clCreateBuffer", err, "%zu bytes", size);
+    return err == CL_SUCCESS
+               ? KILN_OK
+               : ocl_cl_fail(dev->host, "clCreateBuffer", err, "%zu bytes", size);
 }
 
 static kiln_status ocl_device_setup(ocl_device *dev)
 {
     cl_context_properties props[] = {
-        CL_CONTEXT_PLATFORM, (cl_context_properties)dev->info->platform, 0,
+        CL_CONTEXT_PLATFORM,
+        (cl_context_properties)dev->info->platform,
+        0,
     };
     cl_int err;
     dev->ctx = clCreateContext(props, 1, &dev->info->id, NULL, NULL, &err);
@@ -299,29 +311,35 @@ static kiln_status ocl_bad_index(int index)
 static kiln_status ocl_device_open(int index, kiln_device *device)
 {
     if (!ocl_host)
-        return KILN_ERR_STATE;   /* init never ran: no one to tell */
+        return KILN_ERR_STATE; /* init never ran: no one to tell */
     if (index < 0 || index >= ocl_count)
         return ocl_bad_index(index);
     ocl_info *info = &ocl_infos[index];
     if (info->unusable[0])
-        return ocl_host->error(KILN_ERR_NOT_FOUND, "opencl: device %d (%s) is not "
-                               "usable: %s", index, info->name, info->unusable);
+        return ocl_host->error(KILN_ERR_NOT_FOUND,
+                               "opencl: device %d (%s) is not "
+                               "usable: %s",
+                               index, info->name, info->unusable);
     ocl_device *dev = calloc(1, sizeof *dev);
     if (!dev)
-        return ocl_host->error(KILN_ERR_NO_MEMORY, "opencl: cannot allocate %zu bytes "
-                               "for a device", sizeof *dev);
-    dev->host = ocl_host;
-    dev->info = info;
-    dev->index = index;
+        return ocl_host->error(KILN_ERR_NO_MEMORY,
+                               "opencl: cannot allocate %zu bytes "
+                               "for a device",
+                               sizeof *dev);
+    dev->host      = ocl_host;
+    dev->info      = info;
+    dev->index     = index;
     kiln_status st = ocl_device_setup(dev);
     if (st != KILN_OK) {
         ocl_device_free(dev);
         return st;
     }
-    ocl_host->log(KILN_LOG_DEBUG, "opencl: device %d open: %s, reductions in groups "
-                  "of %zu, sums in %s", index, info->name, dev->group,
+    ocl_host->log(KILN_LOG_DEBUG,
+                  "opencl: device %d open: %s, reductions in groups "
+                  "of %zu, sums in %s",
+                  index, info->name, dev->group,
                   ocl_use_fp64(info) ? "double" : "compensated float");
-    device->iface = &ocl_device_iface;
+    device->iface   = &ocl_device_iface;
     device->context = dev;
     return KILN_OK;
 }
@@ -331,7 +349,7 @@ static kiln_status ocl_device_open(int index, kiln_device *device)
 static int ocl_probe(const kiln_host *host)
 {
     ocl_info *infos = NULL;
-    int count = 0;
+    int       count = 0;
     if (ocl_discover(host, &infos, &count) != KILN_OK)
         return 0;
     int score = ocl_score(infos, count);
@@ -354,7 +372,7 @@ static void ocl_shutdown(void)
     free(ocl_infos);
     ocl_infos = NULL;
     ocl_count = 0;
-    ocl_host = NULL;
+    ocl_host  = NULL;
 }
 
 static int ocl_device_count(void)
@@ -377,10 +395,10 @@ static kiln_status ocl_device_desc(int index, kiln_device_desc *desc)
                      d->fp16 ? "yes" : "no", d->fp64 ? "yes" : "no", d->max_group);
     if (n >= (int)sizeof desc->description)
         ocl_host->log(KILN_LOG_DEBUG, "opencl: device %d's description was cut", index);
-    desc->type = d->type & CL_DEVICE_TYPE_GPU ? KILN_DEVICE_GPU
-               : d->type & CL_DEVICE_TYPE_ACCELERATOR ? KILN_DEVICE_ACCELERATOR
-               : KILN_DEVICE_CPU;
-    desc->memory = d->memory;
+    desc->type          = d->type & CL_DEVICE_TYPE_GPU           ? KILN_DEVICE_GPU
+                          : d->type & CL_DEVICE_TYPE_ACCELERATOR ? KILN_DEVICE_ACCELERATOR
+                                                                 : KILN_DEVICE_CPU;
+    desc->memory        = d->memory;
     desc->compute_units = d->compute_units <= INT_MAX ? (int)d->compute_units : INT_MAX;
     snprintf(desc->unusable, sizeof desc->unusable, "%s", d->unusable);
     return KILN_OK;

@@ -67,13 +67,14 @@ static void cache_key(const ocl_info *info, const char *options, char *key, size
 static void build_log(ocl_device *dev, cl_program program, char *buf, size_t len)
 {
     size_t need = 0;
-    buf[0] = '\0';
+    buf[0]      = '\0';
     if (clGetProgramBuildInfo(program, dev->info->id, CL_PROGRAM_BUILD_LOG, 0, NULL,
-                              &need) != CL_SUCCESS || need == 0)
+                              &need) != CL_SUCCESS ||
+        need == 0)
         return;
     char *log = malloc(need);
-    if (log && clGetProgramBuildInfo(program, dev->info->id, CL_PROGRAM_BUILD_LOG,
-                                     need, log, NULL) == CL_SUCCESS)
+    if (log && clGetProgramBuildInfo(program, dev->info->id, CL_PROGRAM_BUILD_LOG, need,
+                                     log, NULL) == CL_SUCCESS)
         snprintf(buf, len, "%.*s", (int)(need - 1), log);
     free(log);
 }
@@ -81,8 +82,8 @@ static void build_log(ocl_device *dev, cl_program program, char *buf, size_t len
 static kiln_status build_from_source(ocl_device *dev, const char *options)
 {
     const char *src = ocl_kernel_source;
-    size_t len = ocl_kernel_source_len;
-    cl_int err;
+    size_t      len = ocl_kernel_source_len;
+    cl_int      err;
     dev->program = clCreateProgramWithSource(dev->ctx, 1, &src, &len, &err);
     if (err != CL_SUCCESS)
         return ocl_cl_fail(dev->host, "clCreateProgramWithSource", err,
@@ -91,9 +92,10 @@ static kiln_status build_from_source(ocl_device *dev, const char *options)
     if (err != CL_SUCCESS) {
         char log[768];
         build_log(dev, dev->program, log, sizeof log);
-        return ocl_cl_fail(dev->host, "clBuildProgram", err, "options \"%s\" on %s; "
-                           "build log: %s", options, dev->info->name,
-                           log[0] ? log : "(empty)");
+        return ocl_cl_fail(dev->host, "clBuildProgram", err,
+                           "options \"%s\" on %s; "
+                           "build log: %s",
+                           options, dev->info->name, log[0] ? log : "(empty)");
     }
     return KILN_OK;
 }
@@ -125,7 +127,8 @@ static unsigned char *program_binary(ocl_device *dev, size_t *len)
 {
     size_t size = 0;
     if (clGetProgramInfo(dev->program, CL_PROGRAM_BINARY_SIZES, sizeof size, &size,
-                         NULL) != CL_SUCCESS || size == 0)
+                         NULL) != CL_SUCCESS ||
+        size == 0)
         return NULL;
     unsigned char *bin = malloc(size);
     if (bin && clGetProgramInfo(dev->program, CL_PROGRAM_BINARIES, sizeof bin, &bin,
@@ -140,15 +143,15 @@ static unsigned char *program_binary(ocl_device *dev, size_t *len)
 static void cache_store(ocl_device *dev, const char *dir, const char *path,
                         const char *key)
 {
-    size_t len = 0;
-    char why[512];
+    size_t         len = 0;
+    char           why[512];
     unsigned char *bin = program_binary(dev, &len);
     if (!bin)
         dev->host->log(KILN_LOG_INFO, "opencl: program cache: the driver gives no "
-                       "binary to store");
+                                      "binary to store");
     else if (ocl_cache_store(dir, path, key, bin, len, why, sizeof why))
-        dev->host->log(KILN_LOG_INFO, "opencl: program cache stored %s (%zu bytes)",
-                       path, len);
+        dev->host->log(KILN_LOG_INFO, "opencl: program cache stored %s (%zu bytes)", path,
+                       len);
     else
         dev->host->log(KILN_LOG_WARN, "opencl: program cache: %s", why);
     free(bin);
@@ -161,16 +164,16 @@ static kiln_status build_program(ocl_device *dev)
     build_options(dev->info, options, sizeof options);
     if (!ocl_cache_dir(dir, sizeof dir)) {
         dev->host->log(KILN_LOG_INFO, "opencl: program cache off (KILN_CACHE_DIR=off, "
-                       "or no HOME); building from source");
+                                      "or no HOME); building from source");
         return build_from_source(dev, options);
     }
     cache_key(dev->info, options, key, sizeof key);
     snprintf(path, sizeof path, "%s/opencl-%016llx.bin", dir,
              (unsigned long long)ocl_fnv1a(OCL_FNV_SEED, key, strlen(key)));
 
-    unsigned char *bin = NULL;
-    size_t len = 0;
-    ocl_cache_result r = ocl_cache_load(path, key, &bin, &len, why, sizeof why);
+    unsigned char   *bin = NULL;
+    size_t           len = 0;
+    ocl_cache_result r   = ocl_cache_load(path, key, &bin, &len, why, sizeof why);
     if (r == OCL_CACHE_HIT) {
         bool ok = build_from_binary(dev, options, bin, len, why, sizeof why);
         free(bin);
@@ -182,11 +185,15 @@ static kiln_status build_program(ocl_device *dev)
         r = OCL_CACHE_BAD;
     }
     if (r == OCL_CACHE_BAD)
-        dev->host->log(KILN_LOG_INFO, "opencl: program cache entry %s was unusable "
-                       "(%s): deleted, rebuilding", path, why);
+        dev->host->log(KILN_LOG_INFO,
+                       "opencl: program cache entry %s was unusable "
+                       "(%s): deleted, rebuilding",
+                       path, why);
     else
-        dev->host->log(KILN_LOG_INFO, "opencl: program cache miss: %s%s%s; building "
-                       "from source", path, why[0] ? ": " : "", why);
+        dev->host->log(KILN_LOG_INFO,
+                       "opencl: program cache miss: %s%s%s; building "
+                       "from source",
+                       path, why[0] ? ": " : "", why);
     kiln_status st = build_from_source(dev, options);
     if (st == KILN_OK)
         cache_store(dev, dir, path, key);
@@ -196,7 +203,7 @@ static kiln_status build_program(ocl_device *dev)
 static kiln_status create_kernels(ocl_device *dev)
 {
     size_t group = OCL_REDUCE_GROUP < dev->info->max_group ? OCL_REDUCE_GROUP
-                                                          : dev->info->max_group;
+                                                           : dev->info->max_group;
     for (int k = 0; k < OCL_K_COUNT; k++) {
         cl_int err;
         dev->kernels[k] = clCreateKernel(dev->program, ocl_kernel_names[k], &err);
@@ -204,8 +211,8 @@ static kiln_status create_kernels(ocl_device *dev)
             return ocl_cl_fail(dev->host, "clCreateKernel", err, "kernel %s",
                                ocl_kernel_names[k]);
         size_t kg = 0;
-        err = clGetKernelWorkGroupInfo(dev->kernels[k], dev->info->id,
-                                       CL_KERNEL_WORK_GROUP_SIZE, sizeof kg, &kg, NULL);
+        err       = clGetKernelWorkGroupInfo(dev->kernels[k], dev->info->id,
+                                             CL_KERNEL_WORK_GROUP_SIZE, sizeof kg, &kg, NULL);
         if (err != CL_SUCCESS)
             return ocl_cl_fail(dev->host, "clGetKernelWorkGroupInfo", err,
                                "CL_KERNEL_WORK_GROUP_SIZE of %s", ocl_kernel_names[k]);
@@ -241,7 +248,7 @@ void ocl_program_close(ocl_device *dev)
 
 ocl_launch ocl_begin(ocl_device *dev, ocl_kernel_id id)
 {
-    ocl_launch l = { .dev = dev, .id = id, .next = 0, .err = CL_SUCCESS };
+    ocl_launch l = {.dev = dev, .id = id, .next = 0, .err = CL_SUCCESS};
     return l;
 }
 
@@ -249,7 +256,7 @@ void ocl_arg(ocl_launch *l, size_t size, const void *value)
 {
     cl_int err = clSetKernelArg(l->dev->kernels[l->id], l->next, size, value);
     if (err != CL_SUCCESS && l->err == CL_SUCCESS) {
-        l->err = err;
+        l->err     = err;
         l->bad_arg = l->next;
     }
     l->next++;
@@ -310,8 +317,8 @@ size_t ocl_group_for(const ocl_device *dev, uint64_t n)
 
 kiln_status ocl_run_rows(ocl_device *dev, const ocl_row_launch *r)
 {
-    size_t group = ocl_group_for(dev, r->cols);
-    ocl_launch l = ocl_begin(dev, r->id);
+    size_t     group = ocl_group_for(dev, r->cols);
+    ocl_launch l     = ocl_begin(dev, r->id);
     for (int k = 0; k < r->n_nodes; k++)
         ocl_arg_node(&l, r->nodes[k]);
     ocl_arg_u64(&l, r->cols);
@@ -340,11 +347,13 @@ static kiln_status enqueue(ocl_launch *l, size_t global, size_t local)
 
 kiln_status ocl_run(ocl_launch *l, uint64_t n)
 {
-    size_t kg = l->dev->kernel_group[l->id];
+    size_t kg    = l->dev->kernel_group[l->id];
     size_t local = floor_pow2(kg < OCL_ELEMENTWISE_GROUP ? kg : OCL_ELEMENTWISE_GROUP);
     if (n > SIZE_MAX - local)
-        return l->dev->host->error(KILN_ERR_INVALID_ARG, "opencl: %llu work-items do "
-                                   "not fit a size_t", (unsigned long long)n);
+        return l->dev->host->error(KILN_ERR_INVALID_ARG,
+                                   "opencl: %llu work-items do "
+                                   "not fit a size_t",
+                                   (unsigned long long)n);
     size_t global = ((size_t)n + local - 1) / local * local;
     return enqueue(l, global, local);
 }
@@ -352,7 +361,8 @@ kiln_status ocl_run(ocl_launch *l, uint64_t n)
 kiln_status ocl_run_groups(ocl_launch *l, uint64_t groups, size_t group)
 {
     if (groups > SIZE_MAX / group)
-        return l->dev->host->error(KILN_ERR_INVALID_ARG, "opencl: %llu work-groups of "
+        return l->dev->host->error(KILN_ERR_INVALID_ARG,
+                                   "opencl: %llu work-groups of "
                                    "%zu do not fit a size_t",
                                    (unsigned long long)groups, group);
     return enqueue(l, (size_t)groups * group, group);
@@ -370,23 +380,24 @@ kiln_status ocl_scratch(ocl_device *dev, size_t bytes, cl_mem *mem)
      * the memory only once they are done. */
     if (dev->scratch)
         clReleaseMemObject(dev->scratch);
-    dev->scratch = NULL;
+    dev->scratch      = NULL;
     dev->scratch_size = 0;
-    size_t size = bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes;
+    size_t size       = bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes;
     if (size > dev->info->max_alloc)
         size = bytes;
     cl_int err;
     dev->scratch = clCreateBuffer(dev->ctx, CL_MEM_READ_WRITE, size, NULL, &err);
     if (err != CL_SUCCESS) {
         if (err == CL_INVALID_BUFFER_SIZE)
-            return dev->host->error(KILN_ERR_NO_MEMORY, "opencl: clCreateBuffer failed: "
+            return dev->host->error(KILN_ERR_NO_MEMORY,
+                                    "opencl: clCreateBuffer failed: "
                                     "CL_INVALID_BUFFER_SIZE (%d): %zu bytes of scratch "
                                     "exceed the device's largest allocation (%llu)",
-                                    err, size,
-                                    (unsigned long long)dev->info->max_alloc);
-        return ocl_cl_fail(dev->host, "clCreateBuffer", err, "%zu bytes of scratch", size);
+                                    err, size, (unsigned long long)dev->info->max_alloc);
+        return ocl_cl_fail(dev->host, "clCreateBuffer", err, "%zu bytes of scratch",
+                           size);
     }
     dev->scratch_size = size;
-    *mem = dev->scratch;
+    *mem              = dev->scratch;
     return KILN_OK;
 }

@@ -10,14 +10,14 @@ static _Thread_local char last_error[1024];
 KILN_API const char *kiln_status_name(kiln_status status)
 {
     switch (status) {
-    case KILN_OK:              return "KILN_OK";
+    case KILN_OK: return "KILN_OK";
     case KILN_ERR_INVALID_ARG: return "KILN_ERR_INVALID_ARG";
-    case KILN_ERR_SHAPE:       return "KILN_ERR_SHAPE";
-    case KILN_ERR_STATE:       return "KILN_ERR_STATE";
-    case KILN_ERR_NO_MEMORY:   return "KILN_ERR_NO_MEMORY";
-    case KILN_ERR_BACKEND:     return "KILN_ERR_BACKEND";
-    case KILN_ERR_NOT_FOUND:   return "KILN_ERR_NOT_FOUND";
-    case KILN_ERR_IO:          return "KILN_ERR_IO";
+    case KILN_ERR_SHAPE: return "KILN_ERR_SHAPE";
+    case KILN_ERR_STATE: return "KILN_ERR_STATE";
+    case KILN_ERR_NO_MEMORY: return "KILN_ERR_NO_MEMORY";
+    case KILN_ERR_BACKEND: return "KILN_ERR_BACKEND";
+    case KILN_ERR_NOT_FOUND: return "KILN_ERR_NOT_FOUND";
+    case KILN_ERR_IO: return "KILN_ERR_IO";
     }
     return "KILN_ERR_UNKNOWN";
 }
@@ -59,8 +59,8 @@ void *kiln__calloc(size_t n, size_t size, const char *what)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p)
-        kiln__error(KILN_ERR_NO_MEMORY, "out of memory: %zu x %zu bytes for %s", n,
-                    size, what);
+        kiln__error(KILN_ERR_NO_MEMORY, "out of memory: %zu x %zu bytes for %s", n, size,
+                    what);
     return p;
 }
 

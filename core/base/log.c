@@ -10,7 +10,7 @@
 static kiln_log_level log_level = KILN_LOG_WARN;
 static pthread_once_t log_once  = PTHREAD_ONCE_INIT;
 
-static const char *const level_names[] = { "error", "warn", "info", "debug" };
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 static void log_init(void)
 {
@@ -23,8 +23,10 @@ static void log_init(void)
             return;
         }
     }
-    fprintf(stderr, "kiln: warn: KILN_LOG=\"%s\" is not one of error, warn, info, "
-                    "debug; using warn\n", v);
+    fprintf(stderr,
+            "kiln: warn: KILN_LOG=\"%s\" is not one of error, warn, info, "
+            "debug; using warn\n",
+            v);
 }
 
 bool kiln__log_enabled(kiln_log_level level)

@@ -45,9 +45,9 @@ static kiln_status read_some(reader *r, void *buf, size_t n, size_t *got)
 {
     *got = 0;
     while (*got < n) {
-        size_t   chunk = n - *got < INT_MAX ? n - *got : INT_MAX;
-        int      k     = gzread(r->gz, (char *)buf + *got, (unsigned)chunk);
-        int      code;
+        size_t      chunk = n - *got < INT_MAX ? n - *got : INT_MAX;
+        int         k     = gzread(r->gz, (char *)buf + *got, (unsigned)chunk);
+        int         code;
         const char *msg = gzerror(r->gz, &code);
         if (k < 0 || (code != Z_OK && code != Z_BUF_ERROR))
             return kiln__error(KILN_ERR_IO, "kiln_idx_read: reading %s: %s", r->path,
@@ -67,9 +67,10 @@ static kiln_status read_exact(reader *r, void *buf, size_t n, const char *what)
     kiln_status st = read_some(r, buf, n, &got);
     if (st != KILN_OK || got == n)
         return st;
-    return kiln__error(KILN_ERR_IO, "kiln_idx_read: %s is truncated: expected %zu bytes "
-                       "of %s from byte %llu, got %zu", r->path, n, what,
-                       (unsigned long long)at, got);
+    return kiln__error(KILN_ERR_IO,
+                       "kiln_idx_read: %s is truncated: expected %zu bytes "
+                       "of %s from byte %llu, got %zu",
+                       r->path, n, what, (unsigned long long)at, got);
 }
 
 static kiln_status read_header(reader *r, kiln_idx *out, size_t *elem)
@@ -79,37 +80,43 @@ static kiln_status read_header(reader *r, kiln_idx *out, size_t *elem)
     if (st != KILN_OK)
         return st;
     if (magic[0] != 0 || magic[1] != 0)
-        return kiln__error(KILN_ERR_IO, "kiln_idx_read: %s: bad magic number %02x %02x "
+        return kiln__error(KILN_ERR_IO,
+                           "kiln_idx_read: %s: bad magic number %02x %02x "
                            "%02x %02x; an IDX file starts with 00 00 <type> <ndim>",
                            r->path, magic[0], magic[1], magic[2], magic[3]);
     *elem = type_size(magic[2]);
     if (!*elem)
-        return kiln__error(KILN_ERR_IO, "kiln_idx_read: %s: unknown type code 0x%02x; "
+        return kiln__error(KILN_ERR_IO,
+                           "kiln_idx_read: %s: unknown type code 0x%02x; "
                            "expected 0x08 (u8), 0x09 (i8), 0x0B (i16), 0x0C (i32), "
-                           "0x0D (f32) or 0x0E (f64)", r->path, magic[2]);
+                           "0x0D (f32) or 0x0E (f64)",
+                           r->path, magic[2]);
     if (magic[3] > KILN_MAX_DIMS)
-        return kiln__error(KILN_ERR_IO, "kiln_idx_read: %s has %d dimensions; kiln "
-                           "tensors have at most %d", r->path, magic[3], KILN_MAX_DIMS);
+        return kiln__error(KILN_ERR_IO,
+                           "kiln_idx_read: %s has %d dimensions; kiln "
+                           "tensors have at most %d",
+                           r->path, magic[3], KILN_MAX_DIMS);
     unsigned char dims[4 * KILN_MAX_DIMS];
     st = read_exact(r, dims, 4 * (size_t)magic[3], "dimension sizes");
     if (st != KILN_OK)
         return st;
-    out->type  = magic[2];
-    out->ndim  = magic[3];
+    out->type = magic[2];
+    out->ndim = magic[3];
     for (int i = 0; i < out->ndim; i++) {
         const unsigned char *b = &dims[4 * i];
-        out->dims[i] = (int64_t)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+        out->dims[i]           = (int64_t)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
                                  (uint32_t)b[2] << 8 | b[3]);
     }
     /* Elements and bytes must both be representable (int64_t, size_t). */
     uint64_t limit = (uint64_t)(SIZE_MAX < INT64_MAX ? SIZE_MAX : INT64_MAX) / *elem;
-    out->count = 1;
+    out->count     = 1;
     for (int i = 0; i < out->ndim; i++) {
         if (out->dims[i] && (uint64_t)out->count > limit / (uint64_t)out->dims[i]) {
             char s[KILN__SHAPE_STR];
-            return kiln__error(KILN_ERR_IO, "kiln_idx_read: %s: dimensions %s overflow: "
-                               "more elements than memory can address", r->path,
-                               kiln__shape_str(s, out->ndim, out->dims));
+            return kiln__error(KILN_ERR_IO,
+                               "kiln_idx_read: %s: dimensions %s overflow: "
+                               "more elements than memory can address",
+                               r->path, kiln__shape_str(s, out->ndim, out->dims));
         }
         out->count *= out->dims[i];
     }
@@ -130,8 +137,10 @@ static kiln_status read_data(reader *r, size_t nbytes, unsigned char **data)
             size_t         grow  = cap > nbytes / 2 ? nbytes : 2 * cap;
             unsigned char *grown = realloc(buf, grow);
             if (!grown) {
-                st = kiln__error(KILN_ERR_NO_MEMORY, "kiln_idx_read: out of memory: %zu "
-                                 "bytes for the data of %s", grow, r->path);
+                st = kiln__error(KILN_ERR_NO_MEMORY,
+                                 "kiln_idx_read: out of memory: %zu "
+                                 "bytes for the data of %s",
+                                 grow, r->path);
                 break;
             }
             buf = grown;
@@ -141,9 +150,10 @@ static kiln_status read_data(reader *r, size_t nbytes, unsigned char **data)
         st = read_some(r, buf + have, cap - have, &got);
         have += got;
         if (st == KILN_OK && have < cap)
-            st = kiln__error(KILN_ERR_IO, "kiln_idx_read: %s is truncated: its header "
-                             "announces %zu bytes of data, the file has %zu", r->path,
-                             nbytes, have);
+            st = kiln__error(KILN_ERR_IO,
+                             "kiln_idx_read: %s is truncated: its header "
+                             "announces %zu bytes of data, the file has %zu",
+                             r->path, nbytes, have);
         if (st != KILN_OK)
             break;
     }
@@ -177,7 +187,7 @@ static void to_host(unsigned char *b, int64_t count, size_t elem)
 static kiln_status read_idx(reader *r, kiln_idx *out)
 {
     size_t      elem = 0;
-    kiln_status st = read_header(r, out, &elem);
+    kiln_status st   = read_header(r, out, &elem);
     if (st != KILN_OK)
         return st;
     unsigned char *data;
@@ -189,7 +199,8 @@ static kiln_status read_idx(reader *r, kiln_idx *out)
     st = read_some(r, &extra, 1, &got);
     if (st == KILN_OK && got) {
         char s[KILN__SHAPE_STR];
-        st = kiln__error(KILN_ERR_IO, "kiln_idx_read: %s has more data than its header "
+        st = kiln__error(KILN_ERR_IO,
+                         "kiln_idx_read: %s has more data than its header "
                          "announces (%s of %zu-byte elements, %llu bytes in all)",
                          r->path, kiln__shape_str(s, out->ndim, out->dims), elem,
                          (unsigned long long)(r->offset - got));
@@ -214,7 +225,7 @@ KILN_API kiln_status kiln_idx_read(const char *path, kiln_idx *out)
     if (fd < 0)
         return kiln__error(KILN_ERR_IO, "kiln_idx_read: cannot open %s: %s", path,
                            strerror(errno));
-    reader r = { .path = path, .gz = gzdopen(fd, "rb") };
+    reader r = {.path = path, .gz = gzdopen(fd, "rb")};
     if (!r.gz) {
         close(fd);
         return kiln__error(KILN_ERR_NO_MEMORY, "kiln_idx_read: out of memory opening %s",

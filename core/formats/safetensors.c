@@ -72,7 +72,8 @@ static void f32_from_le(float *v, size_t n)
 
 static kiln_status header_no_memory(void)
 {
-    return kiln__error(KILN_ERR_NO_MEMORY, "kiln_save: out of memory building the header");
+    return kiln__error(KILN_ERR_NO_MEMORY,
+                       "kiln_save: out of memory building the header");
 }
 
 /* {"dtype":"F32","shape":[...],"data_offsets":[begin,end]} for parameter t;
@@ -81,7 +82,7 @@ static json_t *tensor_entry(const kiln_tensor *t, uint64_t begin, uint64_t end)
 {
     json_t *entry = json_object(), *shape = json_array();
     json_t *offsets = json_pack("[II]", (json_int_t)begin, (json_int_t)end);
-    bool    ok = entry && shape && offsets;
+    bool    ok      = entry && shape && offsets;
     for (int d = 0; ok && d < t->node.ndim; d++)
         ok = json_array_append_new(shape, json_integer(t->node.dims[d])) == 0;
     ok = ok && json_object_set_new(entry, "dtype", json_string("F32")) == 0 &&
@@ -108,9 +109,10 @@ static kiln_status name_refused(const kiln_tensor *t, size_t index)
     if (!not_utf8)
         return header_no_memory();
     char s[KILN__SHAPE_STR];
-    return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: the name of parameter %zu %s is "
-                       "not UTF-8, which the JSON of a safetensors header must be", index,
-                       kiln__shape_str(s, t->node.ndim, t->node.dims));
+    return kiln__error(KILN_ERR_INVALID_ARG,
+                       "kiln_save: the name of parameter %zu %s is "
+                       "not UTF-8, which the JSON of a safetensors header must be",
+                       index, kiln__shape_str(s, t->node.ndim, t->node.dims));
 }
 
 /* One member of the header for each of g's parameters, in creation order. */
@@ -124,14 +126,16 @@ static kiln_status add_params(const kiln_graph *g, json_t *root)
         if (!(t->flags & KILN__PARAM))
             continue;
         if (!t->name)
-            return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: parameter %zu %s has "
-                               "no name; weight files identify tensors by name", index,
-                               kiln__shape_str(s, t->node.ndim, t->node.dims));
+            return kiln__error(KILN_ERR_INVALID_ARG,
+                               "kiln_save: parameter %zu %s has "
+                               "no name; weight files identify tensors by name",
+                               index, kiln__shape_str(s, t->node.ndim, t->node.dims));
         if (strcmp(t->name, "__metadata__") == 0)
-            return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: parameter %zu %s is "
+            return kiln__error(KILN_ERR_INVALID_ARG,
+                               "kiln_save: parameter %zu %s is "
                                "named __metadata__, which safetensors keeps for the "
-                               "file's metadata", index,
-                               kiln__shape_str(s, t->node.ndim, t->node.dims));
+                               "file's metadata",
+                               index, kiln__shape_str(s, t->node.ndim, t->node.dims));
         uint64_t size  = kiln__tensor_bytes(t);
         json_t  *entry = tensor_entry(t, offset, offset + size);
         if (!entry)
@@ -149,17 +153,17 @@ static kiln_status add_params(const kiln_graph *g, json_t *root)
  * a string from malloc. */
 static kiln_status build_header(const kiln_graph *g, char **out)
 {
-    json_t     *root = json_object(), *meta = json_object();
-    bool        ok   = root && meta &&
-                json_object_set_new(meta, "producer",
-                                    json_sprintf("kiln %s", kiln_version())) == 0 &&
-                json_object_set(root, "__metadata__", meta) == 0;
-    kiln_status st   = ok ? KILN_OK : header_no_memory();
+    json_t *root = json_object(), *meta = json_object();
+    bool    ok = root && meta &&
+              json_object_set_new(meta, "producer",
+                                  json_sprintf("kiln %s", kiln_version())) == 0 &&
+              json_object_set(root, "__metadata__", meta) == 0;
+    kiln_status st = ok ? KILN_OK : header_no_memory();
     if (st == KILN_OK)
         st = add_params(g, root);
     if (st == KILN_OK && !(*out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER)))
         st = kiln__error(KILN_ERR_NO_MEMORY, "kiln_save: out of memory writing the "
-                         "header as JSON");
+                                             "header as JSON");
     json_decref(meta);
     json_decref(root);
     return st;
@@ -221,11 +225,11 @@ KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
     if (!g || !path)
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: %s is NULL",
                            g ? "path" : "graph");
-    char       *h  = NULL;
-    kiln_status st = build_header(g, &h);
+    char       *h       = NULL;
+    kiln_status st      = build_header(g, &h);
     size_t      tmp_len = strlen(path) + 48;
-    char       *tmp = st == KILN_OK ? kiln__malloc(tmp_len, "a file name") : NULL;
-    FILE       *f   = tmp ? open_temp(path, tmp, tmp_len) : NULL;
+    char       *tmp     = st == KILN_OK ? kiln__malloc(tmp_len, "a file name") : NULL;
+    FILE       *f       = tmp ? open_temp(path, tmp, tmp_len) : NULL;
     if (!f) {
         free(h);
         free(tmp);
@@ -270,9 +274,9 @@ KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
 
 /* A tensor the header describes. */
 typedef struct entry {
-    const char   *name;   /* a key of the header */
+    const char   *name; /* a key of the header */
     const char   *dtype;
-    const json_t *shape;  /* an array of integers >= 0 */
+    const json_t *shape; /* an array of integers >= 0 */
     uint64_t      begin, end;
 } entry;
 
@@ -304,9 +308,9 @@ static size_t dtype_size(const char *dtype)
         const char *name;
         size_t      size;
     } dtypes[] = {
-        { "BOOL", 1 }, { "U8", 1 },  { "I8", 1 },  { "F8_E5M2", 1 }, { "F8_E4M3", 1 },
-        { "I16", 2 },  { "U16", 2 }, { "F16", 2 }, { "BF16", 2 },    { "I32", 4 },
-        { "U32", 4 },  { "F32", 4 }, { "I64", 8 }, { "U64", 8 },     { "F64", 8 },
+        {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1},
+        {"I16", 2},  {"U16", 2}, {"F16", 2}, {"BF16", 2},    {"I32", 4},
+        {"U32", 4},  {"F32", 4}, {"I64", 8}, {"U64", 8},     {"F64", 8},
     };
     for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
         if (strcmp(dtype, dtypes[i].name) == 0)
@@ -318,14 +322,14 @@ static size_t dtype_size(const char *dtype)
 static const char *type_name(json_type type)
 {
     switch (type) {
-    case JSON_OBJECT:  return "an object";
-    case JSON_ARRAY:   return "an array";
-    case JSON_STRING:  return "a string";
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
     case JSON_INTEGER: return "an integer";
-    case JSON_REAL:    return "a number that is not an integer";
-    case JSON_TRUE:    return "true";
-    case JSON_FALSE:   return "false";
-    case JSON_NULL:    return "null";
+    case JSON_REAL: return "a number that is not an integer";
+    case JSON_TRUE: return "true";
+    case JSON_FALSE: return "false";
+    case JSON_NULL: return "null";
     }
     return "a value";
 }
@@ -371,9 +375,13 @@ static kiln_status parse_entry(const file *fl, const char *name, json_t *e, entr
         return st;
     const char *key;
     json_t     *value;
-    json_object_foreach(e, key, value)
-        if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets"))
-            return malformed(fl, "tensor \"%s\" has an unknown member \"%s\"", name, key);
+    json_object_foreach(
+        e, key,
+        value) if (strcmp(key, "dtype") && strcmp(key, "shape") &&
+                   strcmp(key, "data_offsets")) return malformed(fl,
+                                                                 "tensor \"%s\" has an "
+                                                                 "unknown member \"%s\"",
+                                                                 name, key);
     size_t size = dtype_size(json_string_value(dtype));
     if (!size)
         return malformed(fl, "tensor \"%s\" has an unknown dtype \"%s\"", name,
@@ -382,31 +390,41 @@ static kiln_status parse_entry(const file *fl, const char *name, json_t *e, entr
     for (size_t i = 0; i < json_array_size(shape); i++) {
         const json_t *d = json_array_get(shape, i);
         if (!json_is_integer(d) || json_integer_value(d) < 0)
-            return malformed(fl, "tensor \"%s\": shape element %zu is not an integer >= 0 "
-                             "(it is %s)", name, i, json_is_integer(d) ? "negative"
-                             : type_name(json_typeof(d)));
+            return malformed(fl,
+                             "tensor \"%s\": shape element %zu is not an integer >= 0 "
+                             "(it is %s)",
+                             name, i,
+                             json_is_integer(d) ? "negative" : type_name(json_typeof(d)));
         uint64_t n = (uint64_t)json_integer_value(d);
         if (n && numel > fl->data_len / n)
-            return malformed(fl, "tensor \"%s\": its shape holds more elements than the "
-                             "file has bytes", name);
+            return malformed(fl,
+                             "tensor \"%s\": its shape holds more elements than the "
+                             "file has bytes",
+                             name);
         numel *= n;
     }
     const json_t *first = json_array_get(offs, 0), *last = json_array_get(offs, 1);
     if (json_array_size(offs) != 2 || !json_is_integer(first) || !json_is_integer(last))
-        return malformed(fl, "tensor \"%s\": data_offsets is not [begin, end] (two "
-                         "integers)", name);
+        return malformed(fl,
+                         "tensor \"%s\": data_offsets is not [begin, end] (two "
+                         "integers)",
+                         name);
     int64_t begin = json_integer_value(first), end = json_integer_value(last);
     if (begin < 0 || end < begin || (uint64_t)end > fl->data_len)
-        return malformed(fl, "tensor \"%s\": data_offsets [%lld, %lld] outside the "
-                         "%llu bytes of data", name, (long long)begin, (long long)end,
+        return malformed(fl,
+                         "tensor \"%s\": data_offsets [%lld, %lld] outside the "
+                         "%llu bytes of data",
+                         name, (long long)begin, (long long)end,
                          (unsigned long long)fl->data_len);
     char s[KILN__SHAPE_STR];
     if ((uint64_t)(end - begin) != numel * size)
-        return malformed(fl, "tensor \"%s\": data_offsets [%lld, %lld] hold %lld bytes, "
-                         "but %s %s takes %llu", name, (long long)begin, (long long)end,
-                         (long long)(end - begin), json_string_value(dtype),
-                         json_shape_str(s, shape), (unsigned long long)(numel * size));
-    *en = (entry){ name, json_string_value(dtype), shape, (uint64_t)begin, (uint64_t)end };
+        return malformed(fl,
+                         "tensor \"%s\": data_offsets [%lld, %lld] hold %lld bytes, "
+                         "but %s %s takes %llu",
+                         name, (long long)begin, (long long)end, (long long)(end - begin),
+                         json_string_value(dtype), json_shape_str(s, shape),
+                         (unsigned long long)(numel * size));
+    *en = (entry){name, json_string_value(dtype), shape, (uint64_t)begin, (uint64_t)end};
     return KILN_OK;
 }
 
@@ -432,15 +450,18 @@ static kiln_status check_layout(const file *fl)
     for (size_t i = 0; i < fl->n_entries; i++) {
         const entry *e = &fl->entries[i];
         if (e->begin != at)
-            return malformed(fl, "tensor \"%s\" starts at data byte %llu, but the "
+            return malformed(fl,
+                             "tensor \"%s\" starts at data byte %llu, but the "
                              "tensors before it end at %llu (they must be packed)",
-                             e->name, (unsigned long long)e->begin, (unsigned long long)at);
+                             e->name, (unsigned long long)e->begin,
+                             (unsigned long long)at);
         at = e->end;
     }
     if (at != fl->data_len)
-        return malformed(fl, "the tensors end at data byte %llu, but the file has %llu "
-                         "bytes of data", (unsigned long long)at,
-                         (unsigned long long)fl->data_len);
+        return malformed(fl,
+                         "the tensors end at data byte %llu, but the file has %llu "
+                         "bytes of data",
+                         (unsigned long long)at, (unsigned long long)fl->data_len);
     qsort(fl->entries, fl->n_entries, sizeof *fl->entries, by_name);
     return KILN_OK;
 }
@@ -452,10 +473,9 @@ static kiln_status check_metadata(const file *fl, json_t *m)
                          type_name(json_typeof(m)));
     const char *key;
     json_t     *value;
-    json_object_foreach(m, key, value)
-        if (!json_is_string(value))
-            return malformed(fl, "__metadata__ \"%s\" is %s, expected a string", key,
-                             type_name(json_typeof(value)));
+    json_object_foreach(m, key, value) if (!json_is_string(value)) return malformed(
+        fl, "__metadata__ \"%s\" is %s, expected a string", key,
+        type_name(json_typeof(value)));
     return KILN_OK;
 }
 
@@ -531,7 +551,7 @@ static size_t error_at(const json_error_t *err, const char *json, size_t len,
     size_t      pos  = err->position > 0 ? (size_t)err->position : 0;
     const char *near = strstr(err->text, " near ");
     size_t      n    = near ? strlen(near) : 0;
-    *what_len = (int)(near ? (size_t)(near - err->text) : strlen(err->text));
+    *what_len        = (int)(near ? (size_t)(near - err->text) : strlen(err->text));
     if (near) {
         snprintf(quote, quote_len, "%s", near);
         bool token = n >= 8 && strncmp(near, " near '", 7) == 0 && near[n - 1] == '\'';
@@ -553,8 +573,10 @@ static kiln_status parse_failed(const file *fl, const char *json, size_t len,
 {
     enum json_error_code code = json_error_code(err);
     if (!err->text[0] || code == json_error_out_of_memory) /* Jansson says nothing */
-        return kiln__error(KILN_ERR_NO_MEMORY, "kiln_load: out of memory parsing the "
-                           "header of %s", fl->path);
+        return kiln__error(KILN_ERR_NO_MEMORY,
+                           "kiln_load: out of memory parsing the "
+                           "header of %s",
+                           fl->path);
     char        quote[JSON_ERROR_TEXT_LENGTH + 64];
     int         what_len;
     size_t      at   = error_at(err, json, len, &what_len, quote, sizeof quote);
@@ -594,7 +616,8 @@ static kiln_status parse_header(file *fl, const char *json)
         return KILN_ERR_NO_MEMORY;
     const char *key;
     json_t     *value;
-    json_object_foreach(root, key, value) {
+    json_object_foreach(root, key, value)
+    {
         kiln_status st = strcmp(key, "__metadata__") == 0
                              ? check_metadata(fl, value)
                              : parse_entry(fl, key, value, &fl->entries[fl->n_entries++]);
@@ -615,9 +638,10 @@ static kiln_status read_at(const file *fl, uint64_t offset, void *buf, size_t n)
     if (ferror(fl->f))
         return kiln__error(KILN_ERR_IO, "kiln_load: reading %s: %s", fl->path,
                            strerror(errno));
-    return kiln__error(KILN_ERR_IO, "kiln_load: %s ended after %llu bytes; expected %zu "
-                       "more from byte %llu (was it changed while being read?)", fl->path,
-                       (unsigned long long)(offset + got), n - got,
+    return kiln__error(KILN_ERR_IO,
+                       "kiln_load: %s ended after %llu bytes; expected %zu "
+                       "more from byte %llu (was it changed while being read?)",
+                       fl->path, (unsigned long long)(offset + got), n - got,
                        (unsigned long long)offset);
 }
 
@@ -635,19 +659,22 @@ static kiln_status open_file(file *fl)
     uint64_t      size = (uint64_t)sb.st_size;
     unsigned char len[8];
     if (size < 8)
-        return malformed(fl, "it has %llu bytes; the file starts with an 8-byte header "
-                         "length", (unsigned long long)size);
+        return malformed(fl,
+                         "it has %llu bytes; the file starts with an 8-byte header "
+                         "length",
+                         (unsigned long long)size);
     kiln_status st = read_at(fl, 0, len, 8);
     if (st != KILN_OK)
         return st;
     fl->header_len = get_u64le(len);
     if (fl->header_len < 2 || fl->header_len > HEADER_MAX || fl->header_len > size - 8)
-        return malformed(fl, "the header length is %llu, but it must be 2 to %u and the "
+        return malformed(fl,
+                         "the header length is %llu, but it must be 2 to %u and the "
                          "file has %llu bytes after the length",
                          (unsigned long long)fl->header_len, HEADER_MAX,
                          (unsigned long long)(size - 8));
     fl->data_len = size - 8 - fl->header_len;
-    char *json = kiln__malloc((size_t)fl->header_len, "a safetensors header");
+    char *json   = kiln__malloc((size_t)fl->header_len, "a safetensors header");
     if (!json)
         return KILN_ERR_NO_MEMORY;
     st = read_at(fl, 8, json, (size_t)fl->header_len);
@@ -665,26 +692,32 @@ static kiln_status match_param(const file *fl, const kiln_tensor *t, const entry
     char s[KILN__SHAPE_STR], fs[KILN__SHAPE_STR];
     kiln__shape_str(s, t->node.ndim, t->node.dims);
     if (!t->name)
-        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_load: a parameter %s has no "
-                           "name; weight files identify tensors by name", s);
-    entry        key = { .name = t->name };
-    const entry *e = bsearch(&key, fl->entries, fl->n_entries, sizeof *fl->entries,
-                             by_name);
+        return kiln__error(KILN_ERR_INVALID_ARG,
+                           "kiln_load: a parameter %s has no "
+                           "name; weight files identify tensors by name",
+                           s);
+    entry        key = {.name = t->name};
+    const entry *e   = bsearch(&key, fl->entries, fl->n_entries, sizeof *fl->entries,
+                               by_name);
     if (!e)
-        return kiln__error(KILN_ERR_NOT_FOUND, "kiln_load: %s has no tensor \"%s\" for "
-                           "parameter %s %s (the file holds %zu tensors)", fl->path,
-                           t->name, t->name, s, fl->n_entries);
+        return kiln__error(KILN_ERR_NOT_FOUND,
+                           "kiln_load: %s has no tensor \"%s\" for "
+                           "parameter %s %s (the file holds %zu tensors)",
+                           fl->path, t->name, t->name, s, fl->n_entries);
     if (strcmp(e->dtype, "F32") != 0)
-        return kiln__error(KILN_ERR_SHAPE, "kiln_load: %s: tensor \"%s\" is %s; kiln "
+        return kiln__error(KILN_ERR_SHAPE,
+                           "kiln_load: %s: tensor \"%s\" is %s; kiln "
                            "parameters are F32 (convert the file, e.g. with "
-                           "tensor.float() in PyTorch)", fl->path, t->name, e->dtype);
+                           "tensor.float() in PyTorch)",
+                           fl->path, t->name, e->dtype);
     bool same = json_array_size(e->shape) == (size_t)t->node.ndim;
     for (int d = 0; same && d < t->node.ndim; d++)
         same = json_integer_value(json_array_get(e->shape, (size_t)d)) == t->node.dims[d];
     if (!same)
-        return kiln__error(KILN_ERR_SHAPE, "kiln_load: %s: tensor \"%s\" is %s in the "
-                           "file but %s in the graph", fl->path, t->name,
-                           json_shape_str(fs, e->shape), s);
+        return kiln__error(KILN_ERR_SHAPE,
+                           "kiln_load: %s: tensor \"%s\" is %s in the "
+                           "file but %s in the graph",
+                           fl->path, t->name, json_shape_str(fs, e->shape), s);
     *found = e;
     return KILN_OK;
 }
@@ -713,7 +746,7 @@ static kiln_status load_params(kiln_graph *g, const file *fl)
         if (!(g->nodes[i]->flags & KILN__PARAM))
             continue;
         size_t n = kiln__tensor_bytes(g->nodes[i]);
-        st = match_param(fl, g->nodes[i], &e);
+        st       = match_param(fl, g->nodes[i], &e);
         if (st == KILN_OK)
             st = read_at(fl, 8 + fl->header_len + e->begin, (char *)values + pos, n);
         pos += n;
@@ -725,7 +758,7 @@ static kiln_status load_params(kiln_graph *g, const file *fl)
         if (!(g->nodes[i]->flags & KILN__PARAM))
             continue;
         size_t n = kiln__tensor_bytes(g->nodes[i]);
-        st = kiln_tensor_write(g->nodes[i], (char *)values + pos, n);
+        st       = kiln_tensor_write(g->nodes[i], (char *)values + pos, n);
         pos += n;
     }
     free(values);
@@ -737,7 +770,7 @@ KILN_API kiln_status kiln_load(kiln_graph *g, const char *path)
     if (!g || !path)
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_load: %s is NULL",
                            g ? "path" : "graph");
-    file        fl = { .path = path };
+    file        fl = {.path = path};
     kiln_status st = open_file(&fl);
     if (st == KILN_OK)
         st = load_params(g, &fl);

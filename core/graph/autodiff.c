@@ -46,8 +46,8 @@ static void accumulate(backward *bw, kiln_tensor *src, kiln_tensor *contribution
  * operand that the op may have broadcast: summed over the repeats. */
 static kiln_tensor *reduce_to(kiln_graph *g, kiln_tensor *gy, const kiln_tensor *like)
 {
-    const kiln_node *l = &like->node;
-    bool same = gy->node.ndim == l->ndim;
+    const kiln_node *l    = &like->node;
+    bool             same = gy->node.ndim == l->ndim;
     for (int i = 0; same && i < l->ndim; i++)
         same = gy->node.dims[i] == l->dims[i];
     if (same)
@@ -81,8 +81,8 @@ static void backward_binary(backward *bw, kiln_tensor *t, kiln_tensor *gy)
         if (wants(bw, a))
             accumulate(bw, a, reduce_to(g, kiln_div(g, gy, b), a));
         if (wants(bw, b))
-            accumulate(bw, b, kiln_neg(g, reduce_to(g, kiln_mul(g, gy, kiln_div(g, t, b)),
-                                                    b)));
+            accumulate(bw, b,
+                       kiln_neg(g, reduce_to(g, kiln_mul(g, gy, kiln_div(g, t, b)), b)));
         break;
     }
 }
@@ -96,14 +96,18 @@ static void backward_unary(backward *bw, kiln_tensor *y, kiln_tensor *gy)
     if (!wants(bw, x))
         return;
     switch (y->node.op) {
-    case KILN_OP_NEG:     gx = kiln_neg(g, gy); break;
-    case KILN_OP_EXP:     gx = kiln_mul(g, gy, y); break;
-    case KILN_OP_LOG:     gx = kiln_div(g, gy, x); break;
-    case KILN_OP_SQRT:    gx = kiln_div(g, gy, kiln_scale(g, y, 2.0f)); break;
-    case KILN_OP_RELU:    gx = kiln__relu_grad(g, gy, x); break;
-    case KILN_OP_SIGMOID: gx = kiln_mul(g, gy, kiln_mul(g, y, kiln_sub(g, one(bw), y))); break;
-    case KILN_OP_TANH:    gx = kiln_mul(g, gy, kiln_sub(g, one(bw), kiln_mul(g, y, y))); break;
-    default:              gx = kiln_scale(g, gy, y->node.fparam[0]); break; /* SCALE */
+    case KILN_OP_NEG: gx = kiln_neg(g, gy); break;
+    case KILN_OP_EXP: gx = kiln_mul(g, gy, y); break;
+    case KILN_OP_LOG: gx = kiln_div(g, gy, x); break;
+    case KILN_OP_SQRT: gx = kiln_div(g, gy, kiln_scale(g, y, 2.0f)); break;
+    case KILN_OP_RELU: gx = kiln__relu_grad(g, gy, x); break;
+    case KILN_OP_SIGMOID:
+        gx = kiln_mul(g, gy, kiln_mul(g, y, kiln_sub(g, one(bw), y)));
+        break;
+    case KILN_OP_TANH:
+        gx = kiln_mul(g, gy, kiln_sub(g, one(bw), kiln_mul(g, y, y)));
+        break;
+    default: gx = kiln_scale(g, gy, y->node.fparam[0]); break; /* SCALE */
     }
     accumulate(bw, x, gx);
 }
@@ -113,15 +117,17 @@ static void backward_unary(backward *bw, kiln_tensor *y, kiln_tensor *gy)
  * express every case without a transpose node. */
 static void backward_matmul(backward *bw, kiln_tensor *t, kiln_tensor *gy)
 {
-    kiln_graph  *g  = bw->g;
-    kiln_tensor *a  = src_of(t, 0), *b = src_of(t, 1);
+    kiln_graph  *g = bw->g;
+    kiln_tensor *a = src_of(t, 0), *b = src_of(t, 1);
     bool         ta = t->node.iparam[0] != 0, tb = t->node.iparam[1] != 0;
     if (wants(bw, a))
-        accumulate(bw, a, ta ? kiln_matmul_t(g, b, gy, tb, true)
-                             : kiln_matmul_t(g, gy, b, false, !tb));
+        accumulate(bw, a,
+                   ta ? kiln_matmul_t(g, b, gy, tb, true)
+                      : kiln_matmul_t(g, gy, b, false, !tb));
     if (wants(bw, b))
-        accumulate(bw, b, tb ? kiln_matmul_t(g, gy, a, true, ta)
-                             : kiln_matmul_t(g, a, gy, !ta, false));
+        accumulate(bw, b,
+                   tb ? kiln_matmul_t(g, gy, a, true, ta)
+                      : kiln_matmul_t(g, a, gy, !ta, false));
 }
 
 /* SUM and MEAN, over everything (axis -1) or one axis, keepdim or not: the
@@ -150,13 +156,15 @@ static void backward_first(backward *bw, kiln_tensor *t, kiln_tensor *gy)
     if (!wants(bw, a))
         return;
     switch (t->node.op) {
-    case KILN_OP_MAX:           ga = kiln__max_grad(g, gy, a); break;
-    case KILN_OP_SOFTMAX:       ga = kiln__softmax_grad(g, KILN_OP_SOFTMAX_GRAD, gy, t); break;
-    case KILN_OP_LOG_SOFTMAX:   ga = kiln__softmax_grad(g, KILN_OP_LOG_SOFTMAX_GRAD, gy, t); break;
-    case KILN_OP_RESHAPE:       ga = kiln_reshape(g, gy, a->node.ndim, a->node.dims); break;
-    case KILN_OP_TRANSPOSE:     ga = kiln_transpose(g, gy); break;
-    case KILN_OP_MAX_POOL2D:    ga = kiln__max_pool2d_grad(g, gy, t); break;
-    default:                    ga = kiln__cross_entropy_grad(g, gy, t); break;
+    case KILN_OP_MAX: ga = kiln__max_grad(g, gy, a); break;
+    case KILN_OP_SOFTMAX: ga = kiln__softmax_grad(g, KILN_OP_SOFTMAX_GRAD, gy, t); break;
+    case KILN_OP_LOG_SOFTMAX:
+        ga = kiln__softmax_grad(g, KILN_OP_LOG_SOFTMAX_GRAD, gy, t);
+        break;
+    case KILN_OP_RESHAPE: ga = kiln_reshape(g, gy, a->node.ndim, a->node.dims); break;
+    case KILN_OP_TRANSPOSE: ga = kiln_transpose(g, gy); break;
+    case KILN_OP_MAX_POOL2D: ga = kiln__max_pool2d_grad(g, gy, t); break;
+    default: ga = kiln__cross_entropy_grad(g, gy, t); break;
     }
     accumulate(bw, a, ga);
 }
@@ -184,7 +192,7 @@ static void backward_mse(backward *bw, kiln_tensor *t, kiln_tensor *gy)
 {
     kiln_graph  *g = bw->g;
     kiln_tensor *p = src_of(t, 0), *q = src_of(t, 1);
-    int64_t      n = p->node.numel;
+    int64_t      n  = p->node.numel;
     kiln_tensor *dp = kiln_scale(g, kiln_mul(g, kiln_sub(g, p, q), gy),
                                  n > 0 ? (float)(2.0 / (double)n) : 0.0f);
     if (wants(bw, p))
@@ -199,47 +207,36 @@ static void backward_mse(backward *bw, kiln_tensor *t, kiln_tensor *gy)
 typedef void (*grad_rule)(backward *bw, kiln_tensor *t, kiln_tensor *gy);
 
 static const grad_rule grad_rules[KILN_OP_COUNT] = {
-    [KILN_OP_ADD]           = backward_binary,
-    [KILN_OP_SUB]           = backward_binary,
-    [KILN_OP_MUL]           = backward_binary,
-    [KILN_OP_DIV]           = backward_binary,
-    [KILN_OP_NEG]           = backward_unary,
-    [KILN_OP_EXP]           = backward_unary,
-    [KILN_OP_LOG]           = backward_unary,
-    [KILN_OP_SQRT]          = backward_unary,
-    [KILN_OP_RELU]          = backward_unary,
-    [KILN_OP_SIGMOID]       = backward_unary,
-    [KILN_OP_TANH]          = backward_unary,
-    [KILN_OP_SCALE]         = backward_unary,
-    [KILN_OP_MATMUL]        = backward_matmul,
-    [KILN_OP_SUM]           = backward_reduce,
-    [KILN_OP_MEAN]          = backward_reduce,
-    [KILN_OP_MAX]           = backward_first,
-    [KILN_OP_SOFTMAX]       = backward_first,
-    [KILN_OP_LOG_SOFTMAX]   = backward_first,
-    [KILN_OP_RESHAPE]       = backward_first,
-    [KILN_OP_TRANSPOSE]     = backward_first,
-    [KILN_OP_CONV2D]        = backward_conv2d,
-    [KILN_OP_MAX_POOL2D]    = backward_first,
-    [KILN_OP_MSE_LOSS]      = backward_mse,
-    [KILN_OP_CROSS_ENTROPY] = backward_first,
+    [KILN_OP_ADD] = backward_binary,    [KILN_OP_SUB] = backward_binary,
+    [KILN_OP_MUL] = backward_binary,    [KILN_OP_DIV] = backward_binary,
+    [KILN_OP_NEG] = backward_unary,     [KILN_OP_EXP] = backward_unary,
+    [KILN_OP_LOG] = backward_unary,     [KILN_OP_SQRT] = backward_unary,
+    [KILN_OP_RELU] = backward_unary,    [KILN_OP_SIGMOID] = backward_unary,
+    [KILN_OP_TANH] = backward_unary,    [KILN_OP_SCALE] = backward_unary,
+    [KILN_OP_MATMUL] = backward_matmul, [KILN_OP_SUM] = backward_reduce,
+    [KILN_OP_MEAN] = backward_reduce,   [KILN_OP_MAX] = backward_first,
+    [KILN_OP_SOFTMAX] = backward_first, [KILN_OP_LOG_SOFTMAX] = backward_first,
+    [KILN_OP_RESHAPE] = backward_first, [KILN_OP_TRANSPOSE] = backward_first,
+    [KILN_OP_CONV2D] = backward_conv2d, [KILN_OP_MAX_POOL2D] = backward_first,
+    [KILN_OP_MSE_LOSS] = backward_mse,  [KILN_OP_CROSS_ENTROPY] = backward_first,
 };
 
 /* Pushes t's gradient on to those of its sources that want one. */
 static void backward_node(backward *bw, kiln_tensor *t)
 {
-    const kiln__op_def *d    = kiln__op_def_of(t->node.op);
-    grad_rule           rule = (unsigned)t->node.op < KILN_OP_COUNT
-                             ? grad_rules[t->node.op] : NULL;
-    char                s[KILN__SHAPE_STR];
+    const kiln__op_def *d = kiln__op_def_of(t->node.op);
+    grad_rule rule = (unsigned)t->node.op < KILN_OP_COUNT ? grad_rules[t->node.op] : NULL;
+    char      s[KILN__SHAPE_STR];
     kiln__shape_str(s, t->node.ndim, t->node.dims);
     if (!d || !(d->flags & KILN__OP_DIFFERENTIABLE))
         kiln__graph_fail(bw->g, KILN_ERR_INVALID_ARG, "backward: %s %s has no gradient",
                          kiln__op_name(t->node.op), s);
     else if (!rule)
-        kiln__graph_fail(bw->g, KILN_ERR_INVALID_ARG, "backward: %s %s is "
+        kiln__graph_fail(bw->g, KILN_ERR_INVALID_ARG,
+                         "backward: %s %s is "
                          "differentiable in the op table but has no gradient rule "
-                         "(a bug in kiln: please report it)", kiln__op_name(t->node.op), s);
+                         "(a bug in kiln: please report it)",
+                         kiln__op_name(t->node.op), s);
     else
         rule(bw, t, t->grad);
 }
@@ -271,20 +268,22 @@ static kiln_status check_backward(kiln_graph *g, const kiln_tensor *loss)
                            kiln_graph_error(g));
     if (loss->graph != g)
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_backward: the loss belongs to "
-                           "another graph");
+                                                 "another graph");
     if (g->compiled)
-        return kiln__error(KILN_ERR_STATE, "kiln_backward: the graph is already "
+        return kiln__error(KILN_ERR_STATE,
+                           "kiln_backward: the graph is already "
                            "compiled; call kiln_backward before kiln_graph_compile");
     if (g->loss)
         return kiln__error(KILN_ERR_STATE, "kiln_backward: already called on this "
-                           "graph; it may be called once");
+                                           "graph; it may be called once");
     char s[KILN__SHAPE_STR];
     kiln__shape_str(s, loss->node.ndim, loss->node.dims);
     if (loss->node.numel != 1 || loss->node.dtype != KILN_F32)
-        return kiln__error(KILN_ERR_SHAPE, "kiln_backward: the loss %s %s is not a "
+        return kiln__error(KILN_ERR_SHAPE,
+                           "kiln_backward: the loss %s %s is not a "
                            "scalar: expected one f32 element (reduce it with kiln_sum "
-                           "or kiln_mean)", loss->node.dtype == KILN_F32 ? "f32" : "i32",
-                           s);
+                           "or kiln_mean)",
+                           loss->node.dtype == KILN_F32 ? "f32" : "i32", s);
     return KILN_OK;
 }
 
@@ -293,20 +292,21 @@ KILN_API kiln_status kiln_backward(kiln_graph *g, kiln_tensor *loss)
     kiln_status st = check_backward(g, loss);
     if (st != KILN_OK)
         return st;
-    backward bw = { .g = g, .wants = kiln__calloc(g->n_nodes, sizeof(bool),
-                                                  "kiln_backward") };
+    backward bw = {.g     = g,
+                   .wants = kiln__calloc(g->n_nodes, sizeof(bool), "kiln_backward")};
     if (!bw.wants)
         return KILN_ERR_NO_MEMORY;
     mark_wanted(&bw, loss->id);
     if (!bw.wants[loss->id]) {
         free(bw.wants);
         char s[KILN__SHAPE_STR];
-        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_backward: the loss %s depends "
+        return kiln__error(KILN_ERR_INVALID_ARG,
+                           "kiln_backward: the loss %s depends "
                            "on no parameter (kiln_param), so there is nothing to "
-                           "differentiate", kiln__shape_str(s, loss->node.ndim,
-                                                            loss->node.dims));
+                           "differentiate",
+                           kiln__shape_str(s, loss->node.ndim, loss->node.dims));
     }
-    g->loss = loss;
+    g->loss    = loss;
     float seed = 1.0f;
     loss->grad = kiln_const(g, KILN_F32, loss->node.ndim, loss->node.dims, &seed);
     /* New nodes are appended above the loss, so the walk never meets them;
@@ -330,7 +330,8 @@ KILN_API kiln_status kiln_backward(kiln_graph *g, kiln_tensor *loss)
 KILN_API kiln_tensor *kiln_grad(kiln_graph *g, kiln_tensor *t)
 {
     if (!g || !t) {
-        kiln__error(KILN_ERR_INVALID_ARG, "kiln_grad: %s is NULL", g ? "tensor" : "graph");
+        kiln__error(KILN_ERR_INVALID_ARG, "kiln_grad: %s is NULL",
+                    g ? "tensor" : "graph");
         return NULL;
     }
     char s[KILN__SHAPE_STR];
@@ -338,18 +339,21 @@ KILN_API kiln_tensor *kiln_grad(kiln_graph *g, kiln_tensor *t)
     const char *name = t->name ? t->name : kiln__op_name(t->node.op);
     if (t->graph != g || !g->loss || !t->grad) {
         kiln__error(KILN_ERR_INVALID_ARG, "kiln_grad: '%s' %s has no gradient: %s", name,
-                    s, t->graph != g ? "it belongs to another graph"
-                    : !g->loss       ? "call kiln_backward first"
-                                     : "the loss does not depend on it through a "
-                                       "parameter (inputs, constants, i32 tensors and "
-                                       "what is computed from them alone get none)");
+                    s,
+                    t->graph != g ? "it belongs to another graph"
+                    : !g->loss    ? "call kiln_backward first"
+                                  : "the loss does not depend on it through a "
+                                    "parameter (inputs, constants, i32 tensors and "
+                                    "what is computed from them alone get none)");
         return NULL;
     }
     if (!(t->grad->flags & (KILN__OUTPUT | KILN__LEAF))) {
         if (g->compiled) {
-            kiln__error(KILN_ERR_STATE, "kiln_grad: the gradient of '%s' %s is an "
+            kiln__error(KILN_ERR_STATE,
+                        "kiln_grad: the gradient of '%s' %s is an "
                         "intermediate whose storage is reused; ask for it with "
-                        "kiln_grad before kiln_graph_compile", name, s);
+                        "kiln_grad before kiln_graph_compile",
+                        name, s);
             return NULL;
         }
         kiln_output(g, t->grad);

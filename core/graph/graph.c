@@ -127,26 +127,32 @@ bool kiln__check_operands(kiln_graph *g, const char *op, kiln_tensor *const *t, 
     }
     for (int i = 0; i < n; i++) {
         if (!t[i]) {
-            kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "%s: operand %d is NULL", op, i + 1);
+            kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "%s: operand %d is NULL", op,
+                             i + 1);
             return false;
         }
         if (t[i]->graph != g) {
-            kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "%s: operand %d belongs to "
-                             "another graph", op, i + 1);
+            kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                             "%s: operand %d belongs to "
+                             "another graph",
+                             op, i + 1);
             return false;
         }
         if (t[i]->flags & KILN__POISON)
             return false; /* the first error is already recorded */
     }
     if (g->compiled) {
-        kiln__graph_fail(g, KILN_ERR_STATE, "%s: the graph is already compiled; "
-                         "build every op before kiln_graph_compile", op);
+        kiln__graph_fail(g, KILN_ERR_STATE,
+                         "%s: the graph is already compiled; "
+                         "build every op before kiln_graph_compile",
+                         op);
         return false;
     }
     return true;
 }
 
-bool kiln__check_f32(kiln_graph *g, const char *op, const char *which, const kiln_tensor *t)
+bool kiln__check_f32(kiln_graph *g, const char *op, const char *which,
+                     const kiln_tensor *t)
 {
     if (t->node.dtype == KILN_F32)
         return true;
@@ -167,8 +173,8 @@ bool kiln__check_sources(kiln_graph *g, kiln_op op, kiln_tensor *const *t, int n
             continue;
         char s[KILN__SHAPE_STR];
         kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %s %s is %s, expected %s", d->name,
-                         d->src_name[i], kiln__shape_str(s, t[i]->node.ndim,
-                                                         t[i]->node.dims),
+                         d->src_name[i],
+                         kiln__shape_str(s, t[i]->node.ndim, t[i]->node.dims),
                          kiln__dtype_name(t[i]->node.dtype), kiln__dtype_name(want));
         return false;
     }
@@ -196,8 +202,10 @@ static bool check_dims(kiln_graph *g, const char *op, int ndim, const int64_t *d
             return false;
         }
         if (dims[i] && n > ((int64_t)1 << 40) / dims[i]) {
-            kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: shape %s has more than 2^40 "
-                             "elements", op, kiln__shape_str(s, ndim, dims));
+            kiln__graph_fail(g, KILN_ERR_SHAPE,
+                             "%s: shape %s has more than 2^40 "
+                             "elements",
+                             op, kiln__shape_str(s, ndim, dims));
             return false;
         }
         n *= dims[i];
@@ -215,7 +223,7 @@ static bool graph_push(kiln_graph *g, kiln_tensor *t)
         g->nodes     = grown;
         g->cap_nodes = cap;
     }
-    t->id                 = g->n_nodes;
+    t->id                  = g->n_nodes;
     g->nodes[g->n_nodes++] = t;
     return true;
 }
@@ -253,8 +261,10 @@ static kiln_tensor *leaf_new(kiln_graph *g, const char *what, unsigned flags,
     if (!kiln__check_operands(g, what, NULL, 0))
         return g ? g->poison : NULL;
     if (dtype != KILN_F32 && dtype != KILN_I32)
-        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "%s: dtype %d, expected "
-                                "KILN_F32 or KILN_I32", what, (int)dtype);
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "%s: dtype %d, expected "
+                                "KILN_F32 or KILN_I32",
+                                what, (int)dtype);
     if (!check_dims(g, what, ndim, dims))
         return g->poison;
     kiln_tensor *t = kiln__node_new(g, KILN_OP_LEAF, dtype, ndim, dims, NULL, 0);
@@ -293,7 +303,8 @@ KILN_API kiln_tensor *kiln_param(kiln_graph *g, const char *name, int ndim,
     const kiln_tensor *p = g ? find_param(g, name) : NULL;
     if (p) {
         char s[KILN__SHAPE_STR];
-        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "param: the graph already has "
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "param: the graph already has "
                                 "a parameter named \"%s\" (%s); parameter names must "
                                 "be unique, since weight files identify tensors by name",
                                 name, kiln__shape_str(s, p->node.ndim, p->node.dims));
@@ -311,8 +322,10 @@ KILN_API kiln_tensor *kiln_const(kiln_graph *g, kiln_dtype dtype, int ndim,
         return t;
     t->staged = kiln__malloc(kiln__tensor_bytes(t), "a constant");
     if (!t->staged)
-        return kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "const: out of memory for "
-                                "%zu bytes", kiln__tensor_bytes(t));
+        return kiln__graph_fail(g, KILN_ERR_NO_MEMORY,
+                                "const: out of memory for "
+                                "%zu bytes",
+                                kiln__tensor_bytes(t));
     memcpy(t->staged, data, kiln__tensor_bytes(t));
     t->written = true;
     return t;
@@ -347,8 +360,10 @@ KILN_API kiln_tensor *kiln_graph_param(const kiln_graph *g, size_t index)
     for (size_t i = 0; g && i < g->n_nodes; i++)
         if ((g->nodes[i]->flags & KILN__PARAM) && seen++ == index)
             return g->nodes[i];
-    kiln__error(KILN_ERR_INVALID_ARG, "kiln_graph_param: index %zu is past the last "
-                "parameter (%zu)", index, kiln_graph_param_count(g));
+    kiln__error(KILN_ERR_INVALID_ARG,
+                "kiln_graph_param: index %zu is past the last "
+                "parameter (%zu)",
+                index, kiln_graph_param_count(g));
     return NULL;
 }
 

@@ -21,7 +21,7 @@ static bool suffix_of(const kiln_node *small, const kiln_node *big)
 static kiln_tensor *binary(kiln_graph *g, kiln_op op, kiln_tensor *a, kiln_tensor *b)
 {
     const char  *name = kiln__op_name(op);
-    kiln_tensor *ab[] = { a, b };
+    kiln_tensor *ab[] = {a, b};
     if (!kiln__check_sources(g, op, ab, 2))
         return g ? g->poison : NULL;
     /* The output takes the shape of the operand the other one broadcasts to;
@@ -35,7 +35,8 @@ static kiln_tensor *binary(kiln_graph *g, kiln_op op, kiln_tensor *a, kiln_tenso
         big = &b->node;
     else {
         char sa[KILN__SHAPE_STR], sb[KILN__SHAPE_STR];
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: a %s and b %s do not broadcast: "
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: a %s and b %s do not broadcast: "
                                 "expected equal shapes, or one whose shape (leading 1s "
                                 "dropped) equals the trailing dimensions of the other",
                                 name, kiln__shape_str(sa, a->node.ndim, a->node.dims),
@@ -71,13 +72,34 @@ static kiln_tensor *unary(kiln_graph *g, kiln_op op, kiln_tensor *a)
     return kiln__node_new(g, op, KILN_F32, a->node.ndim, a->node.dims, &a, 1);
 }
 
-KILN_API kiln_tensor *kiln_neg(kiln_graph *g, kiln_tensor *a)     { return unary(g, KILN_OP_NEG, a); }
-KILN_API kiln_tensor *kiln_exp(kiln_graph *g, kiln_tensor *a)     { return unary(g, KILN_OP_EXP, a); }
-KILN_API kiln_tensor *kiln_log(kiln_graph *g, kiln_tensor *a)     { return unary(g, KILN_OP_LOG, a); }
-KILN_API kiln_tensor *kiln_sqrt(kiln_graph *g, kiln_tensor *a)    { return unary(g, KILN_OP_SQRT, a); }
-KILN_API kiln_tensor *kiln_relu(kiln_graph *g, kiln_tensor *a)    { return unary(g, KILN_OP_RELU, a); }
-KILN_API kiln_tensor *kiln_sigmoid(kiln_graph *g, kiln_tensor *a) { return unary(g, KILN_OP_SIGMOID, a); }
-KILN_API kiln_tensor *kiln_tanh(kiln_graph *g, kiln_tensor *a)    { return unary(g, KILN_OP_TANH, a); }
+KILN_API kiln_tensor *kiln_neg(kiln_graph *g, kiln_tensor *a)
+{
+    return unary(g, KILN_OP_NEG, a);
+}
+KILN_API kiln_tensor *kiln_exp(kiln_graph *g, kiln_tensor *a)
+{
+    return unary(g, KILN_OP_EXP, a);
+}
+KILN_API kiln_tensor *kiln_log(kiln_graph *g, kiln_tensor *a)
+{
+    return unary(g, KILN_OP_LOG, a);
+}
+KILN_API kiln_tensor *kiln_sqrt(kiln_graph *g, kiln_tensor *a)
+{
+    return unary(g, KILN_OP_SQRT, a);
+}
+KILN_API kiln_tensor *kiln_relu(kiln_graph *g, kiln_tensor *a)
+{
+    return unary(g, KILN_OP_RELU, a);
+}
+KILN_API kiln_tensor *kiln_sigmoid(kiln_graph *g, kiln_tensor *a)
+{
+    return unary(g, KILN_OP_SIGMOID, a);
+}
+KILN_API kiln_tensor *kiln_tanh(kiln_graph *g, kiln_tensor *a)
+{
+    return unary(g, KILN_OP_TANH, a);
+}
 
 KILN_API kiln_tensor *kiln_scale(kiln_graph *g, kiln_tensor *a, float s)
 {

@@ -33,11 +33,13 @@ kiln_tensor *kiln__sum_to(kiln_graph *g, kiln_tensor *a, int ndim, const int64_t
     if (!kiln__check_sources(g, KILN_OP_SUM_TO, &a, 1))
         return g ? g->poison : NULL;
     if (ndim < 0 || ndim > KILN_MAX_DIMS || (ndim > 0 && !dims))
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %d dimensions, expected 0 "
-                                "to %d", kiln__op_name(KILN_OP_SUM_TO), ndim, KILN_MAX_DIMS);
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: %d dimensions, expected 0 "
+                                "to %d",
+                                kiln__op_name(KILN_OP_SUM_TO), ndim, KILN_MAX_DIMS);
     int64_t n = kiln__numel(ndim, dims);
     if (n == 0 ? a->node.numel != 0 : a->node.numel % n != 0) {
-        kiln_node target = { .ndim = ndim };
+        kiln_node target = {.ndim = ndim};
         for (int i = 0; i < ndim; i++)
             target.dims[i] = dims[i];
         return mismatch(g, KILN_OP_SUM_TO, "input", &a->node, "target", &target,
@@ -53,10 +55,11 @@ kiln_tensor *kiln__expand(kiln_graph *g, kiln_tensor *a, int axis, int ndim,
         return g ? g->poison : NULL;
     if (ndim < 0 || ndim > KILN_MAX_DIMS || (ndim > 0 && !dims) || axis < -1 ||
         axis >= ndim)
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: axis %d of %d dimensions, "
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: axis %d of %d dimensions, "
                                 "expected -1 or an axis of at most %d dimensions",
                                 kiln__op_name(KILN_OP_EXPAND), axis, ndim, KILN_MAX_DIMS);
-    kiln_node target = { .ndim = ndim };
+    kiln_node target = {.ndim = ndim};
     int64_t   rest   = 1; /* the target's element count without the axis */
     for (int i = 0; i < ndim; i++) {
         target.dims[i] = dims[i];
@@ -64,8 +67,9 @@ kiln_tensor *kiln__expand(kiln_graph *g, kiln_tensor *a, int axis, int ndim,
     }
     if (a->node.numel != (axis < 0 ? 1 : rest))
         return mismatch(g, KILN_OP_EXPAND, "input", &a->node, "target", &target,
-                        axis < 0 ? "one element" : "the target's shape without the "
-                        "axis, or with it of size 1");
+                        axis < 0 ? "one element"
+                                 : "the target's shape without the "
+                                   "axis, or with it of size 1");
     kiln_tensor *t = kiln__node_new(g, KILN_OP_EXPAND, KILN_F32, ndim, dims, &a, 1);
     if (!(t->flags & KILN__POISON))
         t->node.iparam[0] = axis;
@@ -74,19 +78,19 @@ kiln_tensor *kiln__expand(kiln_graph *g, kiln_tensor *a, int axis, int ndim,
 
 kiln_tensor *kiln__relu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
 {
-    kiln_tensor *src[] = { gy, x };
+    kiln_tensor *src[] = {gy, x};
     if (!kiln__check_sources(g, KILN_OP_RELU_GRAD, src, 2))
         return g ? g->poison : NULL;
     if (!same_shape(&gy->node, &x->node))
         return mismatch(g, KILN_OP_RELU_GRAD, "gradient", &gy->node, "x", &x->node,
                         "equal shapes");
-    return kiln__node_new(g, KILN_OP_RELU_GRAD, KILN_F32, x->node.ndim, x->node.dims,
-                          src, 2);
+    return kiln__node_new(g, KILN_OP_RELU_GRAD, KILN_F32, x->node.ndim, x->node.dims, src,
+                          2);
 }
 
 kiln_tensor *kiln__max_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
 {
-    kiln_tensor *src[] = { gy, x };
+    kiln_tensor *src[] = {gy, x};
     if (!kiln__check_sources(g, KILN_OP_MAX_GRAD, src, 2))
         return g ? g->poison : NULL;
     const kiln_node *xn = &x->node;
@@ -99,13 +103,15 @@ kiln_tensor *kiln__max_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
     return kiln__node_new(g, KILN_OP_MAX_GRAD, KILN_F32, xn->ndim, xn->dims, src, 2);
 }
 
-kiln_tensor *kiln__softmax_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy, kiln_tensor *y)
+kiln_tensor *kiln__softmax_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
+                                kiln_tensor *y)
 {
-    kiln_tensor *src[] = { gy, y };
+    kiln_tensor *src[] = {gy, y};
     if (op != KILN_OP_SOFTMAX_GRAD && op != KILN_OP_LOG_SOFTMAX_GRAD)
-        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "kiln__softmax_grad: op %s, "
-                                "expected %s or %s", kiln__op_name(op),
-                                kiln__op_name(KILN_OP_SOFTMAX_GRAD),
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "kiln__softmax_grad: op %s, "
+                                "expected %s or %s",
+                                kiln__op_name(op), kiln__op_name(KILN_OP_SOFTMAX_GRAD),
                                 kiln__op_name(KILN_OP_LOG_SOFTMAX_GRAD));
     if (!kiln__check_sources(g, op, src, 2))
         return g ? g->poison : NULL;
@@ -119,12 +125,14 @@ kiln_tensor *kiln__softmax_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy, kiln
 static bool check_fwd(kiln_graph *g, kiln_op op, kiln_tensor *gy, kiln_tensor *fwd,
                       kiln_op want)
 {
-    kiln_tensor *src[] = { gy, fwd };
+    kiln_tensor *src[] = {gy, fwd};
     if (!kiln__check_sources(g, op, src, 2))
         return false;
     if (fwd->node.op != want) {
-        kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "%s: the forward node is %s, "
-                         "expected %s", kiln__op_name(op), kiln__op_name(fwd->node.op),
+        kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                         "%s: the forward node is %s, "
+                         "expected %s",
+                         kiln__op_name(op), kiln__op_name(fwd->node.op),
                          kiln__op_name(want));
         return false;
     }
@@ -153,15 +161,18 @@ kiln_tensor *kiln__conv2d_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
                                kiln_tensor *fwd)
 {
     if (op != KILN_OP_CONV2D_GRAD_INPUT && op != KILN_OP_CONV2D_GRAD_WEIGHT)
-        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "kiln__conv2d_grad: op %s, "
-                                "expected %s or %s", kiln__op_name(op),
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "kiln__conv2d_grad: op %s, "
+                                "expected %s or %s",
+                                kiln__op_name(op),
                                 kiln__op_name(KILN_OP_CONV2D_GRAD_INPUT),
                                 kiln__op_name(KILN_OP_CONV2D_GRAD_WEIGHT));
     if (!check_fwd(g, op, gy, fwd, KILN_OP_CONV2D))
         return g ? g->poison : NULL;
-    kiln_tensor *x = (kiln_tensor *)fwd->node.src[0], *w = (kiln_tensor *)fwd->node.src[1];
+    kiln_tensor *x     = (kiln_tensor *)fwd->node.src[0],
+                *w     = (kiln_tensor *)fwd->node.src[1];
     bool         input = op == KILN_OP_CONV2D_GRAD_INPUT;
-    kiln_tensor *src[] = { gy, input ? w : x };
+    kiln_tensor *src[] = {gy, input ? w : x};
     return grad_node(g, op, src, 2, input ? x : w, fwd);
 }
 
@@ -170,7 +181,7 @@ kiln_tensor *kiln__max_pool2d_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *
     if (!check_fwd(g, KILN_OP_MAX_POOL2D_GRAD, gy, fwd, KILN_OP_MAX_POOL2D))
         return g ? g->poison : NULL;
     kiln_tensor *x     = (kiln_tensor *)fwd->node.src[0];
-    kiln_tensor *src[] = { gy, x };
+    kiln_tensor *src[] = {gy, x};
     return grad_node(g, KILN_OP_MAX_POOL2D_GRAD, src, 2, x, fwd);
 }
 
@@ -179,6 +190,6 @@ kiln_tensor *kiln__cross_entropy_grad(kiln_graph *g, kiln_tensor *gy, kiln_tenso
     if (!check_fwd(g, KILN_OP_CROSS_ENTROPY_GRAD, gy, fwd, KILN_OP_CROSS_ENTROPY))
         return g ? g->poison : NULL;
     kiln_tensor *logits = (kiln_tensor *)fwd->node.src[0];
-    kiln_tensor *src[]  = { gy, logits, (kiln_tensor *)fwd->node.src[1] };
+    kiln_tensor *src[]  = {gy, logits, (kiln_tensor *)fwd->node.src[1]};
     return grad_node(g, KILN_OP_CROSS_ENTROPY_GRAD, src, 3, logits, fwd);
 }

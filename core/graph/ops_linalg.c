@@ -6,7 +6,7 @@
 KILN_API kiln_tensor *kiln_matmul_t(kiln_graph *g, kiln_tensor *a, kiln_tensor *b,
                                     bool transpose_a, bool transpose_b)
 {
-    kiln_tensor *ab[] = { a, b };
+    kiln_tensor *ab[] = {a, b};
     const char  *name = kiln__op_name(KILN_OP_MATMUL);
     if (!kiln__check_sources(g, KILN_OP_MATMUL, ab, 2))
         return g ? g->poison : NULL;
@@ -14,20 +14,23 @@ KILN_API kiln_tensor *kiln_matmul_t(kiln_graph *g, kiln_tensor *a, kiln_tensor *
     kiln__shape_str(sa, a->node.ndim, a->node.dims);
     kiln__shape_str(sb, b->node.ndim, b->node.dims);
     if (a->node.ndim != 2 || b->node.ndim != 2)
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: a %s and b %s: both must "
-                                "be 2-D", name, sa, sb);
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: a %s and b %s: both must "
+                                "be 2-D",
+                                name, sa, sb);
     int64_t m  = a->node.dims[transpose_a ? 1 : 0];
     int64_t ka = a->node.dims[transpose_a ? 0 : 1];
     int64_t kb = b->node.dims[transpose_b ? 1 : 0];
     int64_t n  = b->node.dims[transpose_b ? 0 : 1];
     if (ka != kb)
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: a %s%s and b %s%s: the "
-                                "inner dimensions differ (%lld vs %lld)", name, sa,
-                                transpose_a ? " (transposed)" : "", sb,
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: a %s%s and b %s%s: the "
+                                "inner dimensions differ (%lld vs %lld)",
+                                name, sa, transpose_a ? " (transposed)" : "", sb,
                                 transpose_b ? " (transposed)" : "", (long long)ka,
                                 (long long)kb);
-    kiln_tensor *t = kiln__node_new(g, KILN_OP_MATMUL, KILN_F32, 2, (int64_t[]){ m, n },
-                                    ab, 2);
+    kiln_tensor *t = kiln__node_new(g, KILN_OP_MATMUL, KILN_F32, 2, (int64_t[]){m, n}, ab,
+                                    2);
     if (!(t->flags & KILN__POISON)) {
         t->node.iparam[0] = transpose_a;
         t->node.iparam[1] = transpose_b;
@@ -50,7 +53,7 @@ KILN_API kiln_tensor *kiln_transpose(kiln_graph *g, kiln_tensor *a)
                                 kiln__op_name(KILN_OP_TRANSPOSE),
                                 kiln__shape_str(s, a->node.ndim, a->node.dims));
     return kiln__node_new(g, KILN_OP_TRANSPOSE, KILN_F32, 2,
-                          (int64_t[]){ a->node.dims[1], a->node.dims[0] }, &a, 1);
+                          (int64_t[]){a->node.dims[1], a->node.dims[0]}, &a, 1);
 }
 
 KILN_API kiln_tensor *kiln_reshape(kiln_graph *g, kiln_tensor *a, int ndim,
@@ -61,11 +64,15 @@ KILN_API kiln_tensor *kiln_reshape(kiln_graph *g, kiln_tensor *a, int ndim,
         return g ? g->poison : NULL;
     char sa[KILN__SHAPE_STR], sb[KILN__SHAPE_STR];
     if (ndim > 0 && !dims)
-        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "%s: dims is NULL for %d "
-                                "dimensions", name, ndim);
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "%s: dims is NULL for %d "
+                                "dimensions",
+                                name, ndim);
     if (ndim < 0 || ndim > KILN_MAX_DIMS)
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %d dimensions, expected "
-                                "0 to %d", name, ndim, KILN_MAX_DIMS);
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: %d dimensions, expected "
+                                "0 to %d",
+                                name, ndim, KILN_MAX_DIMS);
     int64_t out[KILN_MAX_DIMS];
     int64_t known = 1;
     int     infer = -1;
@@ -74,9 +81,10 @@ KILN_API kiln_tensor *kiln_reshape(kiln_graph *g, kiln_tensor *a, int ndim,
         if (dims[i] == -1 && infer < 0)
             infer = i;
         else if (dims[i] < 0)
-            return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %s to %s: expected "
-                                    "sizes >= 0 and at most one -1", name,
-                                    kiln__shape_str(sa, a->node.ndim, a->node.dims),
+            return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                    "%s: %s to %s: expected "
+                                    "sizes >= 0 and at most one -1",
+                                    name, kiln__shape_str(sa, a->node.ndim, a->node.dims),
                                     kiln__shape_str(sb, ndim, dims));
         else
             known *= dims[i];
@@ -85,10 +93,12 @@ KILN_API kiln_tensor *kiln_reshape(kiln_graph *g, kiln_tensor *a, int ndim,
         out[infer] = a->node.numel / known;
     if ((infer >= 0 && (known == 0 || a->node.numel % known != 0)) ||
         kiln__numel(ndim, out) != a->node.numel)
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %s (%lld elements) cannot "
-                                "become %s: the element count must stay the same", name,
-                                kiln__shape_str(sa, a->node.ndim, a->node.dims),
-                                (long long)a->node.numel, kiln__shape_str(sb, ndim, dims));
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: %s (%lld elements) cannot "
+                                "become %s: the element count must stay the same",
+                                name, kiln__shape_str(sa, a->node.ndim, a->node.dims),
+                                (long long)a->node.numel,
+                                kiln__shape_str(sb, ndim, dims));
     kiln_tensor *t = kiln__node_new(g, KILN_OP_RESHAPE, a->node.dtype, ndim, out, &a, 1);
     if (!(t->flags & KILN__POISON))
         t->view_src = a;
@@ -101,9 +111,10 @@ KILN_API kiln_tensor *kiln_flatten(kiln_graph *g, kiln_tensor *a)
         return g ? g->poison : NULL;
     char s[KILN__SHAPE_STR];
     if (a->node.ndim < 1)
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "flatten: input %s is a scalar, "
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "flatten: input %s is a scalar, "
                                 "expected at least 1 dimension",
                                 kiln__shape_str(s, 0, NULL));
     int64_t rest = kiln__numel(a->node.ndim - 1, a->node.dims + 1);
-    return kiln_reshape(g, a, 2, (int64_t[]){ a->node.dims[0], rest });
+    return kiln_reshape(g, a, 2, (int64_t[]){a->node.dims[0], rest});
 }

@@ -3,19 +3,21 @@
 
 KILN_API kiln_tensor *kiln_mse_loss(kiln_graph *g, kiln_tensor *pred, kiln_tensor *target)
 {
-    kiln_tensor *src[] = { pred, target };
+    kiln_tensor *src[] = {pred, target};
     const char  *name  = kiln__op_name(KILN_OP_MSE_LOSS);
     if (!kiln__check_sources(g, KILN_OP_MSE_LOSS, src, 2))
         return g ? g->poison : NULL;
     const kiln_node *p = &pred->node, *t = &target->node;
-    bool same = p->ndim == t->ndim;
+    bool             same = p->ndim == t->ndim;
     for (int i = 0; same && i < p->ndim; i++)
         same = p->dims[i] == t->dims[i];
     if (!same) {
         char sp[KILN__SHAPE_STR], st[KILN__SHAPE_STR];
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: pred %s and target %s: "
-                                "expected equal shapes", name, kiln__shape_str(sp, p->ndim,
-                                p->dims), kiln__shape_str(st, t->ndim, t->dims));
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: pred %s and target %s: "
+                                "expected equal shapes",
+                                name, kiln__shape_str(sp, p->ndim, p->dims),
+                                kiln__shape_str(st, t->ndim, t->dims));
     }
     return kiln__node_new(g, KILN_OP_MSE_LOSS, KILN_F32, 0, NULL, src, 2);
 }
@@ -23,19 +25,23 @@ KILN_API kiln_tensor *kiln_mse_loss(kiln_graph *g, kiln_tensor *pred, kiln_tenso
 KILN_API kiln_tensor *kiln_cross_entropy(kiln_graph *g, kiln_tensor *logits,
                                          kiln_tensor *labels)
 {
-    kiln_tensor *src[] = { logits, labels };
+    kiln_tensor *src[] = {logits, labels};
     const char  *name  = kiln__op_name(KILN_OP_CROSS_ENTROPY);
     if (!kiln__check_sources(g, KILN_OP_CROSS_ENTROPY, src, 2))
         return g ? g->poison : NULL;
-    char sl[KILN__SHAPE_STR], sy[KILN__SHAPE_STR];
+    char             sl[KILN__SHAPE_STR], sy[KILN__SHAPE_STR];
     const kiln_node *l = &logits->node, *y = &labels->node;
     kiln__shape_str(sl, l->ndim, l->dims);
     kiln__shape_str(sy, y->ndim, y->dims);
     if (l->ndim != 2 || y->ndim != 1 || y->dims[0] != l->dims[0])
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: logits %s and labels "
-                                "%s: expected logits [N, C] and labels [N]", name, sl, sy);
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: logits %s and labels "
+                                "%s: expected logits [N, C] and labels [N]",
+                                name, sl, sy);
     if (l->dims[1] == 0)
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: logits %s have no "
-                                "classes, expected C >= 1", name, sl);
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: logits %s have no "
+                                "classes, expected C >= 1",
+                                name, sl);
     return kiln__node_new(g, KILN_OP_CROSS_ENTROPY, KILN_F32, 0, NULL, src, 2);
 }

@@ -20,9 +20,11 @@ static kiln_tensor *reduce_axis(kiln_graph *g, kiln_op op, kiln_tensor *a, int a
     int nd = a->node.ndim;
     if (axis < -nd || axis >= nd) {
         char s[KILN__SHAPE_STR];
-        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: axis %d is out of range for %s: "
-                                "expected %d to %d", name, axis,
-                                kiln__shape_str(s, nd, a->node.dims), -nd, nd - 1);
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: axis %d is out of range for %s: "
+                                "expected %d to %d",
+                                name, axis, kiln__shape_str(s, nd, a->node.dims), -nd,
+                                nd - 1);
     }
     if (axis < 0)
         axis += nd;
@@ -55,15 +57,15 @@ KILN_API kiln_tensor *kiln_sum_axis(kiln_graph *g, kiln_tensor *a, int axis, boo
     return reduce_axis(g, KILN_OP_SUM, a, axis, keepdim);
 }
 
-KILN_API kiln_tensor *kiln_mean_axis(kiln_graph *g, kiln_tensor *a, int axis, bool keepdim)
+KILN_API kiln_tensor *kiln_mean_axis(kiln_graph *g, kiln_tensor *a, int axis,
+                                     bool keepdim)
 {
     return reduce_axis(g, KILN_OP_MEAN, a, axis, keepdim);
 }
 
 /* Ops along the last axis: it must exist and, for those that pick an element
  * of it, must not be empty. */
-static bool check_last_axis(kiln_graph *g, kiln_op op, kiln_tensor *a,
-                            bool need_elements)
+static bool check_last_axis(kiln_graph *g, kiln_op op, kiln_tensor *a, bool need_elements)
 {
     const char *name = kiln__op_name(op);
     if (!kiln__check_sources(g, op, &a, 1))
@@ -71,14 +73,17 @@ static bool check_last_axis(kiln_graph *g, kiln_op op, kiln_tensor *a,
     char s[KILN__SHAPE_STR];
     int  nd = a->node.ndim;
     if (nd == 0) {
-        kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: input %s is a scalar, expected at "
-                         "least 1 dimension", name, kiln__shape_str(s, 0, NULL));
+        kiln__graph_fail(g, KILN_ERR_SHAPE,
+                         "%s: input %s is a scalar, expected at "
+                         "least 1 dimension",
+                         name, kiln__shape_str(s, 0, NULL));
         return false;
     }
     if (need_elements && a->node.dims[nd - 1] == 0) {
-        kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: input %s has an empty last axis, "
-                         "expected at least one element to pick", name,
-                         kiln__shape_str(s, nd, a->node.dims));
+        kiln__graph_fail(g, KILN_ERR_SHAPE,
+                         "%s: input %s has an empty last axis, "
+                         "expected at least one element to pick",
+                         name, kiln__shape_str(s, nd, a->node.dims));
         return false;
     }
     return true;

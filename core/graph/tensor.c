@@ -57,12 +57,16 @@ static kiln_status check_io(const kiln_tensor *t, const void *data, size_t nbyte
     if (!t)
         return kiln__error(KILN_ERR_INVALID_ARG, "%s: tensor is NULL", call);
     if (t->flags & KILN__POISON)
-        return kiln__error(KILN_ERR_STATE, "%s: the tensor is poisoned by an earlier "
-                           "error: %s", call, kiln_graph_error(t->graph));
+        return kiln__error(KILN_ERR_STATE,
+                           "%s: the tensor is poisoned by an earlier "
+                           "error: %s",
+                           call, kiln_graph_error(t->graph));
     char d[160];
     if (nbytes != kiln__tensor_bytes(t))
-        return kiln__error(KILN_ERR_INVALID_ARG, "%s: %zu bytes given for %s, which "
-                           "holds %zu", call, nbytes, kiln__describe(d, sizeof d, t),
+        return kiln__error(KILN_ERR_INVALID_ARG,
+                           "%s: %zu bytes given for %s, which "
+                           "holds %zu",
+                           call, nbytes, kiln__describe(d, sizeof d, t),
                            kiln__tensor_bytes(t));
     if (!data && nbytes)
         return kiln__error(KILN_ERR_INVALID_ARG, "%s: data is NULL", call);
@@ -76,8 +80,10 @@ KILN_API kiln_status kiln_tensor_write(kiln_tensor *t, const void *data, size_t 
         return st;
     char d[160];
     if (!(t->flags & (KILN__INPUT | KILN__PARAM)))
-        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_tensor_write: %s is not an input "
-                           "or a parameter", kiln__describe(d, sizeof d, t));
+        return kiln__error(KILN_ERR_INVALID_ARG,
+                           "kiln_tensor_write: %s is not an input "
+                           "or a parameter",
+                           kiln__describe(d, sizeof d, t));
     t->written = true;
     if (nbytes == 0)
         return KILN_OK;
@@ -87,8 +93,8 @@ KILN_API kiln_status kiln_tensor_write(kiln_tensor *t, const void *data, size_t 
         st = dev->iface->buffer_write(dev->context, t->node.buffer, t->node.offset, data,
                                       nbytes);
         if (st != KILN_OK)
-            return kiln__error(st, "kiln_tensor_write: %s: %s", kiln__describe(d, sizeof d, t),
-                               kiln_last_error());
+            return kiln__error(st, "kiln_tensor_write: %s: %s",
+                               kiln__describe(d, sizeof d, t), kiln_last_error());
         return KILN_OK;
     }
     if (!t->staged) {
@@ -110,26 +116,35 @@ KILN_API kiln_status kiln_tensor_read(const kiln_tensor *t, void *data, size_t n
     bool              leaf = (t->flags & KILN__LEAF) != 0;
     if (!g->compiled) {
         if (!leaf)
-            return kiln__error(KILN_ERR_STATE, "kiln_tensor_read: %s has no value: "
+            return kiln__error(KILN_ERR_STATE,
+                               "kiln_tensor_read: %s has no value: "
                                "compile and run the graph first",
                                kiln__describe(d, sizeof d, t));
         if (!t->written)
-            return kiln__error(KILN_ERR_STATE, "kiln_tensor_read: %s has not been "
-                               "written yet", kiln__describe(d, sizeof d, t));
+            return kiln__error(KILN_ERR_STATE,
+                               "kiln_tensor_read: %s has not been "
+                               "written yet",
+                               kiln__describe(d, sizeof d, t));
         if (nbytes)
             memcpy(data, t->staged, nbytes);
         return KILN_OK;
     }
     if (!leaf && !(t->flags & KILN__OUTPUT))
-        return kiln__error(KILN_ERR_STATE, "kiln_tensor_read: %s is an intermediate "
+        return kiln__error(KILN_ERR_STATE,
+                           "kiln_tensor_read: %s is an intermediate "
                            "whose storage is reused; mark it with kiln_output before "
-                           "kiln_graph_compile", kiln__describe(d, sizeof d, t));
+                           "kiln_graph_compile",
+                           kiln__describe(d, sizeof d, t));
     if (!leaf && !g->ran)
-        return kiln__error(KILN_ERR_STATE, "kiln_tensor_read: %s has no value until "
-                           "kiln_graph_run", kiln__describe(d, sizeof d, t));
+        return kiln__error(KILN_ERR_STATE,
+                           "kiln_tensor_read: %s has no value until "
+                           "kiln_graph_run",
+                           kiln__describe(d, sizeof d, t));
     if (leaf && !t->written)
-        return kiln__error(KILN_ERR_STATE, "kiln_tensor_read: %s has not been "
-                           "written yet", kiln__describe(d, sizeof d, t));
+        return kiln__error(KILN_ERR_STATE,
+                           "kiln_tensor_read: %s has not been "
+                           "written yet",
+                           kiln__describe(d, sizeof d, t));
     if (nbytes == 0)
         return KILN_OK;
     const kiln_device *dev = &g->ctx->device;

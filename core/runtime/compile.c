@@ -35,7 +35,8 @@ static bool arena_alloc(arena *a, size_t size, size_t *offset)
 {
     size_t best = SIZE_MAX;
     for (size_t i = 0; i < a->n_free; i++)
-        if (a->free[i].size >= size && (best == SIZE_MAX || a->free[i].size < a->free[best].size))
+        if (a->free[i].size >= size &&
+            (best == SIZE_MAX || a->free[i].size < a->free[best].size))
             best = i;
     if (best != SIZE_MAX) {
         *offset = a->free[best].offset;
@@ -48,8 +49,8 @@ static bool arena_alloc(arena *a, size_t size, size_t *offset)
     /* A free block that ends at the top can be grown instead of starting anew. */
     for (size_t i = 0; i < a->n_free; i++) {
         if (a->free[i].offset + a->free[i].size == a->top) {
-            *offset = a->free[i].offset;
-            a->top  = a->free[i].offset + size;
+            *offset    = a->free[i].offset;
+            a->top     = a->free[i].offset + size;
             a->free[i] = a->free[--a->n_free];
             return true;
         }
@@ -66,9 +67,9 @@ static bool arena_release(arena *a, size_t offset, size_t size)
         block *b = &a->free[i];
         if (b->offset + b->size == offset || offset + size == b->offset) {
             size_t lo = b->offset < offset ? b->offset : offset;
-            size    += b->size;
-            offset   = lo;
-            *b       = a->free[--a->n_free];
+            size += b->size;
+            offset = lo;
+            *b     = a->free[--a->n_free];
             continue;
         }
         i++;
@@ -81,7 +82,7 @@ static bool arena_release(arena *a, size_t offset, size_t size)
         a->free     = grown;
         a->cap_free = cap;
     }
-    a->free[a->n_free++] = (block){ offset, size };
+    a->free[a->n_free++] = (block){offset, size};
     return true;
 }
 
@@ -112,8 +113,8 @@ static void compute_lifetimes(planner *p)
         for (int s = 0; s < KILN_MAX_SRC; s++) {
             if (!t->node.src[s])
                 continue;
-            kiln_tensor *src  = src_tensor(t, s);
-            kiln_tensor *root = kiln__storage(src);
+            kiln_tensor *src     = src_tensor(t, s);
+            kiln_tensor *root    = kiln__storage(src);
             p->consumed[src->id] = true;
             /* An in-place node runs last (build_exec), later than its index
              * says, so what it reads must not be released at its index. */
@@ -137,8 +138,8 @@ static void compute_lifetimes(planner *p)
 /* Assigns offsets: leaves packed one after another, intermediates in the arena. */
 static kiln_status assign_offsets(planner *p)
 {
-    kiln_graph *g = p->g;
-    arena       a = { 0 };
+    kiln_graph *g      = p->g;
+    arena       a      = {0};
     size_t      leaves = 0, unshared = 0;
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < g->n_nodes && st == KILN_OK; i++) {
@@ -175,7 +176,8 @@ static kiln_status assign_offsets(planner *p)
                 continue;
             if (!arena_release(&a, p->offset[root->id],
                                kiln__align_up(kiln__tensor_bytes(root)))) {
-                kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "compile: out of memory while "
+                kiln__graph_fail(g, KILN_ERR_NO_MEMORY,
+                                 "compile: out of memory while "
                                  "planning");
                 st = KILN_ERR_NO_MEMORY;
             }
@@ -192,13 +194,16 @@ static kiln_status alloc_buffers(kiln_graph *g)
 {
     const kiln_device *dev  = &g->ctx->device;
     kiln__plan        *plan = &g->plan;
-    kiln_status st = dev->iface->buffer_alloc(dev->context, plan->leaves_size, &plan->leaves);
+    kiln_status        st   = dev->iface->buffer_alloc(dev->context, plan->leaves_size,
+                                                       &plan->leaves);
     if (st == KILN_OK)
         st = dev->iface->buffer_alloc(dev->context, plan->arena_size, &plan->arena);
     if (st != KILN_OK) {
-        kiln__graph_fail(g, st, "compile: cannot reserve %zu bytes for parameters and "
-                         "inputs and %zu for intermediates on %s: %s", plan->leaves_size,
-                         plan->arena_size, kiln_context_device(g->ctx), kiln_last_error());
+        kiln__graph_fail(g, st,
+                         "compile: cannot reserve %zu bytes for parameters and "
+                         "inputs and %zu for intermediates on %s: %s",
+                         plan->leaves_size, plan->arena_size, kiln_context_device(g->ctx),
+                         kiln_last_error());
         return st;
     }
     return KILN_OK;
@@ -234,7 +239,7 @@ static kiln_status bind_and_upload(planner *p)
 static kiln_status build_exec(kiln_graph *g)
 {
     kiln__plan *plan = &g->plan;
-    plan->exec = kiln__calloc(g->n_nodes, sizeof *plan->exec, "the execution list");
+    plan->exec       = kiln__calloc(g->n_nodes, sizeof *plan->exec, "the execution list");
     if (!plan->exec) {
         kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "compile: out of memory");
         return KILN_ERR_NO_MEMORY;
@@ -256,9 +261,10 @@ static kiln_status build_exec(kiln_graph *g)
         const char      *why  = kiln__op_check(node);
         if (why) {
             char s[KILN__SHAPE_STR];
-            kiln__graph_fail(g, KILN_ERR_SHAPE, "compile: node %zu (%s %s) breaks its "
-                             "op's rule: %s (a bug in kiln: please report it)", i,
-                             kiln__op_name(node->op),
+            kiln__graph_fail(g, KILN_ERR_SHAPE,
+                             "compile: node %zu (%s %s) breaks its "
+                             "op's rule: %s (a bug in kiln: please report it)",
+                             i, kiln__op_name(node->op),
                              kiln__shape_str(s, node->ndim, node->dims), why);
             return KILN_ERR_SHAPE;
         }
@@ -320,10 +326,11 @@ KILN_API kiln_status kiln_graph_compile(kiln_graph *g)
         return kiln__error(st, "%s", g->error ? g->error : "compile failed");
     }
     g->compiled = true;
-    kiln__log(KILN_LOG_DEBUG, "compiled %zu nodes (%zu run) on %s: %zu bytes of leaves, "
-              "%zu of intermediates (%zu unshared)", g->n_nodes, g->plan.n_exec,
-              kiln_context_device(g->ctx), g->plan.leaves_size, g->plan.arena_size,
-              g->plan.unshared);
+    kiln__log(KILN_LOG_DEBUG,
+              "compiled %zu nodes (%zu run) on %s: %zu bytes of leaves, "
+              "%zu of intermediates (%zu unshared)",
+              g->n_nodes, g->plan.n_exec, kiln_context_device(g->ctx),
+              g->plan.leaves_size, g->plan.arena_size, g->plan.unshared);
     return KILN_OK;
 }
 
@@ -332,8 +339,8 @@ KILN_API kiln_status kiln_graph_memory(const kiln_graph *g, size_t *planned,
 {
     if (!g || !g->compiled)
         return kiln__error(g ? KILN_ERR_STATE : KILN_ERR_INVALID_ARG,
-                           "kiln_graph_memory: %s", g ? "compile the graph first"
-                                                      : "graph is NULL");
+                           "kiln_graph_memory: %s",
+                           g ? "compile the graph first" : "graph is NULL");
     if (planned)
         *planned = g->plan.arena_size;
     if (unshared)

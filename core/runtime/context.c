@@ -7,8 +7,8 @@
 static bool device_iface_complete(const kiln_device *d)
 {
     const kiln_device_iface *i = d->iface;
-    return i && i->buffer_alloc && i->buffer_free && i->buffer_write &&
-           i->buffer_read && i->supports_op && i->graph_compute && i->free;
+    return i && i->buffer_alloc && i->buffer_free && i->buffer_write && i->buffer_read &&
+           i->supports_op && i->graph_compute && i->free;
 }
 
 KILN_API kiln_context *kiln_context_new_for(const char *spec)
@@ -16,14 +16,14 @@ KILN_API kiln_context *kiln_context_new_for(const char *spec)
     size_t k;
     if (kiln_select(spec, &k) != KILN_OK)
         return NULL;
-    const kiln__registry     *r = kiln__registry_get();
-    const kiln__plugin       *p = &r->plugins[r->device_plugin[k]];
-    const kiln_device_report *d = &r->devices[k];
-    kiln_context *ctx = kiln__calloc(1, sizeof *ctx, "a context");
+    const kiln__registry     *r   = kiln__registry_get();
+    const kiln__plugin       *p   = &r->plugins[r->device_plugin[k]];
+    const kiln_device_report *d   = &r->devices[k];
+    kiln_context             *ctx = kiln__calloc(1, sizeof *ctx, "a context");
     if (!ctx)
         return NULL;
-    ctx->plugin = p->table;
-    ctx->index  = d->index;
+    ctx->plugin    = p->table;
+    ctx->index     = d->index;
     kiln_status st = p->table->device_open(d->index, &ctx->device);
     if (st != KILN_OK) {
         kiln__error(st, "cannot open %s:%d (%s): %s", d->backend, d->index, d->name,
@@ -32,9 +32,10 @@ KILN_API kiln_context *kiln_context_new_for(const char *spec)
         return NULL;
     }
     if (!device_iface_complete(&ctx->device)) {
-        kiln__error(KILN_ERR_BACKEND, "%s:%d (%s from %s) returned a device whose "
-                    "table lacks a required entry", d->backend, d->index, d->name,
-                    p->path);
+        kiln__error(KILN_ERR_BACKEND,
+                    "%s:%d (%s from %s) returned a device whose "
+                    "table lacks a required entry",
+                    d->backend, d->index, d->name, p->path);
         if (ctx->device.iface && ctx->device.iface->free)
             ctx->device.iface->free(ctx->device.context);
         free(ctx);
@@ -80,6 +81,8 @@ KILN_API kiln_status kiln_context_device_index(const kiln_context *ctx, size_t *
             return KILN_OK;
         }
     }
-    return kiln__error(KILN_ERR_STATE, "kiln_context_device_index: %s is not in "
-                       "kiln_devices()", ctx->label);
+    return kiln__error(KILN_ERR_STATE,
+                       "kiln_context_device_index: %s is not in "
+                       "kiln_devices()",
+                       ctx->label);
 }

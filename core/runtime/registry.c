@@ -88,12 +88,18 @@ static const kiln__plugin *find_by_name(const char *name)
 
 static const char *missing_entry(const kiln_plugin *t)
 {
-    if (!t->name || !*t->name) return "name";
-    if (!t->probe)             return "probe";
-    if (!t->init)              return "init";
-    if (!t->device_count)      return "device_count";
-    if (!t->device_desc)       return "device_desc";
-    if (!t->device_open)       return "device_open";
+    if (!t->name || !*t->name)
+        return "name";
+    if (!t->probe)
+        return "probe";
+    if (!t->init)
+        return "init";
+    if (!t->device_count)
+        return "device_count";
+    if (!t->device_desc)
+        return "device_desc";
+    if (!t->device_open)
+        return "device_open";
     return NULL;
 }
 
@@ -111,15 +117,18 @@ static bool plugin_load(kiln__plugin *p)
     void       *sym = dlsym(p->handle, KILN_BACKEND_ENTRY_SYMBOL);
     const char *e   = dlerror();
     if (e || !sym)
-        return refuse(p, "no symbol " KILN_BACKEND_ENTRY_SYMBOL " (%s): not a kiln "
-                      "plugin, or built without KILN_BACKEND_ENTRY", e ? e : "NULL");
+        return refuse(p,
+                      "no symbol " KILN_BACKEND_ENTRY_SYMBOL " (%s): not a kiln "
+                      "plugin, or built without KILN_BACKEND_ENTRY",
+                      e ? e : "NULL");
     kiln_backend_entry_fn entry;
     memcpy(&entry, &sym, sizeof entry); /* object to function pointer */
     const kiln_plugin *t = entry();
     if (!t)
         return refuse(p, KILN_BACKEND_ENTRY_SYMBOL " returned NULL");
     if (t->abi_version != KILN_BACKEND_ABI_VERSION)
-        return refuse(p, "ABI version %u, kiln expects %u: rebuild the plugin "
+        return refuse(p,
+                      "ABI version %u, kiln expects %u: rebuild the plugin "
                       "against this kiln's <kiln/backend.h>",
                       (unsigned)t->abi_version, (unsigned)KILN_BACKEND_ABI_VERSION);
     const char *missing = missing_entry(t);
@@ -190,15 +199,15 @@ static bool scan_dir(const char *dir)
                   strerror(errno));
         return true;
     }
-    char  **names = NULL;
-    size_t  n = 0, cap = 0;
-    bool    ok = true;
+    char         **names = NULL;
+    size_t         n = 0, cap = 0;
+    bool           ok = true;
     struct dirent *e;
     while (ok && (e = readdir(d)) != NULL) {
         if (!has_so_suffix(e->d_name))
             continue;
         if (n == cap) {
-            cap = cap ? 2 * cap : 16;
+            cap          = cap ? 2 * cap : 16;
             char **grown = realloc(names, cap * sizeof *names);
             if (!grown) {
                 ok = false;
@@ -207,7 +216,7 @@ static bool scan_dir(const char *dir)
             names = grown;
         }
         names[n] = kiln__strdup(e->d_name, "a plugin file name");
-        ok = names[n] != NULL;
+        ok       = names[n] != NULL;
         n += ok;
     }
     closedir(d);
@@ -249,8 +258,10 @@ static bool scan_path(const char *list)
         /* An empty or relative entry could make the current directory a
          * plugin source; only absolute paths are searched. */
         if (tok[0] != '/') {
-            kiln__log(KILN_LOG_WARN, "KILN_PLUGIN_PATH entry \"%s\" ignored: "
-                                     "expected an absolute path", tok);
+            kiln__log(KILN_LOG_WARN,
+                      "KILN_PLUGIN_PATH entry \"%s\" ignored: "
+                      "expected an absolute path",
+                      tok);
             continue;
         }
         ok = scan_entry(tok) && ok;
@@ -285,14 +296,14 @@ static bool build_device_reports(void)
             desc->name[sizeof desc->name - 1]               = '\0';
             desc->description[sizeof desc->description - 1] = '\0';
             desc->unusable[sizeof desc->unusable - 1]       = '\0';
-            r->backend       = p->name;
-            r->index         = d;
-            r->name          = desc->name;
-            r->description   = desc->description;
-            r->type          = desc->type;
-            r->memory        = desc->memory;
-            r->compute_units = desc->compute_units;
-            r->unusable      = desc->unusable[0] ? desc->unusable : NULL;
+            r->backend                                      = p->name;
+            r->index                                        = d;
+            r->name                                         = desc->name;
+            r->description                                  = desc->description;
+            r->type                                         = desc->type;
+            r->memory                                       = desc->memory;
+            r->compute_units                                = desc->compute_units;
+            r->unusable               = desc->unusable[0] ? desc->unusable : NULL;
             registry.device_plugin[k] = i;
         }
     }
@@ -308,9 +319,11 @@ static bool build_plugin_reports(void)
         return false;
     for (size_t i = 0; i < registry.n_plugins; i++) {
         const kiln__plugin *p = &registry.plugins[i];
-        registry.reports[i]   = (kiln_plugin_report){
-              .path = p->path, .name = p->name, .reason = p->reason,
-              .score = p->score, .n_devices = p->n_devices };
+        registry.reports[i]   = (kiln_plugin_report){.path      = p->path,
+                                                     .name      = p->name,
+                                                     .reason    = p->reason,
+                                                     .score     = p->score,
+                                                     .n_devices = p->n_devices};
     }
     return true;
 }
@@ -321,8 +334,8 @@ static void registry_load(void)
     bool        ok   = true;
     if (path && *path)
         ok = scan_path(path);
-    ok = ok && scan_dir(KILN_PLUGIN_DIR);
-    ok = ok && build_plugin_reports() && build_device_reports();
+    ok          = ok && scan_dir(KILN_PLUGIN_DIR);
+    ok          = ok && build_plugin_reports() && build_device_reports();
     registry_ok = ok;
 }
 

@@ -12,7 +12,8 @@ static kiln_status check_leaves_written(const kiln_graph *g)
         if (!(t->flags & KILN__LEAF) || t->written)
             continue;
         char s[KILN__SHAPE_STR];
-        return kiln__error(KILN_ERR_STATE, "kiln_graph_run: %s '%s' %s has not been "
+        return kiln__error(KILN_ERR_STATE,
+                           "kiln_graph_run: %s '%s' %s has not been "
                            "written; call kiln_tensor_write first",
                            (t->flags & KILN__PARAM) ? "parameter" : "input",
                            t->name ? t->name : "",
@@ -59,8 +60,10 @@ KILN_API kiln_status kiln_graph_run(kiln_graph *g)
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_graph_run: graph is NULL");
     if (!g->compiled)
         return kiln__error(g->status != KILN_OK ? g->status : KILN_ERR_STATE,
-                           "kiln_graph_run: %s", g->status != KILN_OK ? kiln_graph_error(g)
-                           : "the graph is not compiled; call kiln_graph_compile first");
+                           "kiln_graph_run: %s",
+                           g->status != KILN_OK ? kiln_graph_error(g)
+                                                : "the graph is not compiled; call "
+                                                  "kiln_graph_compile first");
     kiln_status st = kiln__optim_before_run(g); /* one optimiser step per run */
     if (st != KILN_OK)
         return st;
@@ -74,15 +77,15 @@ KILN_API kiln_status kiln_graph_eval(kiln_graph *g, kiln_tensor *t)
                            g ? "tensor" : "graph");
     if (!g->compiled)
         return kiln__error(KILN_ERR_STATE, "kiln_graph_eval: the graph is not compiled; "
-                           "call kiln_graph_compile first");
+                                           "call kiln_graph_compile first");
     if (t->graph != g)
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_graph_eval: the tensor belongs "
-                           "to another graph");
+                                                 "to another graph");
     /* Mark t's ancestors, then run the marked nodes in the compiled order: a
      * subset of a valid schedule keeps every lifetime the plan assumed. */
-    bool *need = kiln__calloc(g->n_nodes, sizeof *need, "kiln_graph_eval");
-    bool *run  = kiln__calloc(g->plan.n_exec, sizeof *run, "kiln_graph_eval");
-    kiln_status st = KILN_ERR_NO_MEMORY;
+    bool       *need = kiln__calloc(g->n_nodes, sizeof *need, "kiln_graph_eval");
+    bool       *run  = kiln__calloc(g->plan.n_exec, sizeof *run, "kiln_graph_eval");
+    kiln_status st   = KILN_ERR_NO_MEMORY;
     if (need && run) {
         need[t->id] = true;
         for (size_t i = t->id + 1; i-- > 0;) {

@@ -47,8 +47,10 @@ static void warn_unknown_refusals(const char *list)
         for (int op = KILN_OP_ADD; op < KILN_OP_COUNT && !known; op++)
             known = strcmp(kiln__op_name((kiln_op)op), tok) == 0;
         if (!known)
-            kiln__log(KILN_LOG_WARN, "KILN_DEBUG_REFUSE names \"%s\", which is not "
-                      "an op kiln dispatches (e.g. matmul, conv2d, softmax)", tok);
+            kiln__log(KILN_LOG_WARN,
+                      "KILN_DEBUG_REFUSE names \"%s\", which is not "
+                      "an op kiln dispatches (e.g. matmul, conv2d, softmax)",
+                      tok);
     }
 }
 
@@ -65,13 +67,17 @@ static kiln_status open_fallback(kiln_context *ctx)
         const kiln_plugin *p  = r->plugins[r->device_plugin[k]].table;
         kiln_status        st = p->device_open(0, &ctx->fallback);
         if (st != KILN_OK)
-            return kiln__error(st, "cannot open cpu:0 to run the nodes %s does not "
-                               "support: %s", ctx->label, kiln_last_error());
+            return kiln__error(st,
+                               "cannot open cpu:0 to run the nodes %s does not "
+                               "support: %s",
+                               ctx->label, kiln_last_error());
         snprintf(ctx->fallback_label, sizeof ctx->fallback_label, "cpu:0 (%s)", d->name);
         return KILN_OK;
     }
-    return kiln__error(KILN_ERR_NOT_FOUND, "no cpu backend is loaded to run the nodes "
-                       "%s does not support", ctx->label);
+    return kiln__error(KILN_ERR_NOT_FOUND,
+                       "no cpu backend is loaded to run the nodes "
+                       "%s does not support",
+                       ctx->label);
 }
 
 void kiln__context_close_fallback(kiln_context *ctx)
@@ -97,13 +103,13 @@ static kiln_status fallback_prepare(kiln_graph *g, const kiln_node *node,
         fb->src[s]        = *node->src[s];
         fb->src[s].offset = size;
         memset(fb->src[s].src, 0, sizeof fb->src[s].src);
-        fb->node.src[s]   = &fb->src[s];
+        fb->node.src[s] = &fb->src[s];
         size += kiln__align_up(node_bytes(node->src[s]));
         if (node_bytes(node->src[s]) > largest)
             largest = node_bytes(node->src[s]);
     }
     /* An optimiser step writes its src[0] in place. */
-    bool inplace = (kiln__op_def_of(node->op)->flags & KILN__OP_IN_PLACE) != 0;
+    bool inplace    = (kiln__op_def_of(node->op)->flags & KILN__OP_IN_PLACE) != 0;
     fb->node.offset = inplace ? fb->src[0].offset : size;
     size += inplace ? 0 : kiln__align_up(node_bytes(node));
     kiln_status st = cpu->iface->buffer_alloc(cpu->context, size, &fb->buffer);
@@ -144,19 +150,20 @@ static kiln_status place(kiln_graph *g, size_t i, const char *refuse)
         return st;
     const kiln_device *cpu = &g->ctx->fallback;
     if (!cpu->iface->supports_op(cpu->context, node))
-        return kiln__error(KILN_ERR_BACKEND, "node %zu (%s %s) is %s on %s, and the "
-                           "fallback %s does not support it either", i, name, s, why,
-                           g->ctx->label, g->ctx->fallback_label);
-    kiln__log(KILN_LOG_DEBUG, "node %zu (%s %s) runs on cpu:0 (fallback: %s on %s)",
-              i, name, s, why, g->ctx->label);
+        return kiln__error(KILN_ERR_BACKEND,
+                           "node %zu (%s %s) is %s on %s, and the "
+                           "fallback %s does not support it either",
+                           i, name, s, why, g->ctx->label, g->ctx->fallback_label);
+    kiln__log(KILN_LOG_DEBUG, "node %zu (%s %s) runs on cpu:0 (fallback: %s on %s)", i,
+              name, s, why, g->ctx->label);
     return fallback_prepare(g, node, &g->plan.fallback[i]);
 }
 
 kiln_status kiln__schedule(kiln_graph *g)
 {
     kiln__plan *plan = &g->plan;
-    plan->fallback = kiln__calloc(plan->n_exec, sizeof *plan->fallback, "the schedule");
-    plan->batch    = kiln__calloc(plan->n_exec, sizeof *plan->batch, "the schedule");
+    plan->fallback   = kiln__calloc(plan->n_exec, sizeof *plan->fallback, "the schedule");
+    plan->batch      = kiln__calloc(plan->n_exec, sizeof *plan->batch, "the schedule");
     if (!plan->fallback || !plan->batch)
         return KILN_ERR_NO_MEMORY;
     const char *refuse = getenv("KILN_DEBUG_REFUSE");
@@ -214,11 +221,11 @@ kiln_status kiln__fallback_run(kiln_graph *g, kiln__fallback *fb, const kiln_nod
 {
     const kiln_device *dev = &g->ctx->device, *cpu = &g->ctx->fallback;
     unsigned           writes = kiln__op_def_of(node->op)->writes;
-    kiln_status        st  = KILN_OK;
+    kiln_status        st     = KILN_OK;
     for (int s = 0; s < KILN_MAX_SRC && st == KILN_OK; s++)
         if (node->src[s])
             st = copy(g, dev, node->src[s], cpu, &fb->src[s]);
-    const kiln_node *one[] = { &fb->node };
+    const kiln_node *one[] = {&fb->node};
     if (st == KILN_OK)
         st = cpu->iface->graph_compute(cpu->context, one, 1);
     if (st == KILN_OK)

@@ -39,8 +39,8 @@ static bool usable(const kiln__registry *r, size_t k)
 
 /* Resolves one "name[:which]" item; on failure writes why into why, and
  * sets *bad_form when the item is not of that form at all. */
-static bool resolve_item(const kiln__registry *r, char *item, size_t *out,
-                         bool *bad_form, char *why, size_t why_len)
+static bool resolve_item(const kiln__registry *r, char *item, size_t *out, bool *bad_form,
+                         char *why, size_t why_len)
 {
     char *which = strchr(item, ':');
     if (which)
@@ -50,8 +50,10 @@ static bool resolve_item(const kiln__registry *r, char *item, size_t *out,
         which = trim(which);
     if (!*name || (which && !*which)) {
         *bad_form = true;
-        snprintf(why, why_len, "\"%s%s%s\" is not of the form name, name:N or "
-                 "name:text", name, which ? ":" : "", which ? which : "");
+        snprintf(why, why_len,
+                 "\"%s%s%s\" is not of the form name, name:N or "
+                 "name:text",
+                 name, which ? ":" : "", which ? which : "");
         return false;
     }
     bool   is_index = which && strspn(which, "0123456789") == strlen(which);
@@ -64,7 +66,7 @@ static bool resolve_item(const kiln__registry *r, char *item, size_t *out,
         seen++;
         bool match = !which || (is_index ? d->index == index
                                          : contains_nocase(d->name, which) ||
-                                           contains_nocase(d->description, which));
+                                               contains_nocase(d->description, which));
         if (!match)
             continue;
         if (!usable(r, k)) {
@@ -85,9 +87,11 @@ static bool resolve_item(const kiln__registry *r, char *item, size_t *out,
     if (!seen)
         snprintf(why, why_len, "no backend is named \"%s\"", name);
     else
-        snprintf(why, why_len, "backend \"%s\" has %zu device%s and none is %s "
-                 "\"%s\"", name, seen, seen == 1 ? "" : "s",
-                 is_index ? "numbered" : "named like", which);
+        snprintf(why, why_len,
+                 "backend \"%s\" has %zu device%s and none is %s "
+                 "\"%s\"",
+                 name, seen, seen == 1 ? "" : "s", is_index ? "numbered" : "named like",
+                 which);
     return false;
 }
 
@@ -109,7 +113,7 @@ static bool resolve_best(const kiln__registry *r, size_t *out, char *why, size_t
 /* "Available: cpu:0 (CPU), ... Refused: path (reason); ..." */
 static void list_available(const kiln__registry *r, char *buf, size_t len)
 {
-    size_t n = (size_t)snprintf(buf, len, "Available:");
+    size_t n     = (size_t)snprintf(buf, len, "Available:");
     size_t shown = 0;
     for (size_t k = 0; k < r->n_devices && n < len; k++) {
         if (!usable(r, k))
@@ -119,8 +123,10 @@ static void list_available(const kiln__registry *r, char *buf, size_t len)
                               r->devices[k].name);
     }
     if (!shown && n < len)
-        n += (size_t)snprintf(buf + n, len - n, " nothing (set KILN_PLUGIN_PATH, or "
-                              "check the install: %s)", KILN_PLUGIN_DIR);
+        n += (size_t)snprintf(buf + n, len - n,
+                              " nothing (set KILN_PLUGIN_PATH, or "
+                              "check the install: %s)",
+                              KILN_PLUGIN_DIR);
     size_t refused = 0;
     for (size_t i = 0; i < r->n_plugins && n < len; i++) {
         if (!r->plugins[i].reason)
@@ -140,8 +146,8 @@ KILN_API kiln_status kiln_select(const char *spec, size_t *device)
         return KILN_ERR_NO_MEMORY;
     if (!device)
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_select: device is NULL");
-    char why[1024] = "";
-    char list[2048];
+    char        why[1024] = "";
+    char        list[2048];
     const char *s = spec ? spec : "";
     while (isspace((unsigned char)*s))
         s++;
@@ -154,15 +160,15 @@ KILN_API kiln_status kiln_select(const char *spec, size_t *device)
     char *copy = kiln__strdup(s, "a backend selection");
     if (!copy)
         return KILN_ERR_NO_MEMORY;
-    bool   found     = false;
-    bool   bad_form  = false;
-    size_t n_why     = 0;
-    char  *rest      = copy;
+    bool   found    = false;
+    bool   bad_form = false;
+    size_t n_why    = 0;
+    char  *rest     = copy;
     for (;;) {
         char *comma = strchr(rest, ',');
         if (comma)
             *comma = '\0';
-        char item_why[512];
+        char  item_why[512];
         char *item = trim(rest);
         if (!*item) {
             snprintf(item_why, sizeof item_why, "an empty entry in the list");
@@ -184,6 +190,6 @@ KILN_API kiln_status kiln_select(const char *spec, size_t *device)
         return KILN_OK;
     list_available(r, list, sizeof list);
     return kiln__error(bad_form ? KILN_ERR_INVALID_ARG : KILN_ERR_NOT_FOUND,
-                       "backend selection \"%s\" names no usable device: %s. %s",
-                       spec, why, list);
+                       "backend selection \"%s\" names no usable device: %s. %s", spec,
+                       why, list);
 }

@@ -20,8 +20,8 @@
 uint64_t kiln__splitmix64(uint64_t *state)
 {
     uint64_t z = (*state += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    z          = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z          = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
     return z ^ (z >> 31);
 }
 
@@ -78,7 +78,7 @@ static void fill_normal(float *v, size_t n, rng *r, double mean, double stddev)
         double u1     = 1.0 - rng_unit(r); /* (0, 1]: log(u1) is finite */
         double u2     = rng_unit(r);
         double radius = sqrt(-2.0 * log(u1));
-        v[i] = (float)(mean + stddev * radius * cos(two_pi * u2));
+        v[i]          = (float)(mean + stddev * radius * cos(two_pi * u2));
         if (i + 1 < n)
             v[i + 1] = (float)(mean + stddev * radius * sin(two_pi * u2));
     }
@@ -90,13 +90,16 @@ static kiln_status check_param(const char *call, const kiln_tensor *p)
     if (!p)
         return kiln__error(KILN_ERR_INVALID_ARG, "%s: the parameter is NULL", call);
     if (p->flags & KILN__POISON)
-        return kiln__error(KILN_ERR_STATE, "%s: the tensor is poisoned by an earlier "
-                           "error: %s", call, kiln_graph_error(p->graph));
+        return kiln__error(KILN_ERR_STATE,
+                           "%s: the tensor is poisoned by an earlier "
+                           "error: %s",
+                           call, kiln_graph_error(p->graph));
     char d[160];
     if (!(p->flags & KILN__PARAM))
-        return kiln__error(KILN_ERR_INVALID_ARG, "%s: %s is not a parameter; "
-                           "initialisers write tensors made with kiln_param", call,
-                           kiln__describe(d, sizeof d, p));
+        return kiln__error(KILN_ERR_INVALID_ARG,
+                           "%s: %s is not a parameter; "
+                           "initialisers write tensors made with kiln_param",
+                           call, kiln__describe(d, sizeof d, p));
     if (p->node.dtype != KILN_F32)
         return kiln__error(KILN_ERR_INVALID_ARG, "%s: %s is not f32", call,
                            kiln__describe(d, sizeof d, p));
@@ -117,12 +120,8 @@ static kiln_status fill_and_write(kiln_tensor *p, fill_kind kind, double a, doub
         for (size_t i = 0; i < n; i++)
             v[i] = (float)a;
         break;
-    case FILL_UNIFORM:
-        fill_uniform(v, n, &r, a, b);
-        break;
-    case FILL_NORMAL:
-        fill_normal(v, n, &r, a, b);
-        break;
+    case FILL_UNIFORM: fill_uniform(v, n, &r, a, b); break;
+    case FILL_NORMAL: fill_normal(v, n, &r, a, b); break;
     }
     kiln_status st = kiln_tensor_write(p, v, n * sizeof *v);
     free(v);
@@ -146,14 +145,16 @@ KILN_API kiln_status kiln_init_constant(kiln_tensor *p, float value)
 KILN_API kiln_status kiln_init_uniform(kiln_tensor *p, float lo, float hi, uint64_t seed)
 {
     static const char call[] = "kiln_init_uniform";
-    kiln_status st = check_param(call, p);
+    kiln_status       st     = check_param(call, p);
     if (st == KILN_OK)
         st = check_finite(call, "lo", lo);
     if (st == KILN_OK)
         st = check_finite(call, "hi", hi);
     if (st == KILN_OK && lo > hi)
-        st = kiln__error(KILN_ERR_INVALID_ARG, "%s: lo %g is greater than hi %g; "
-                         "expected lo <= hi", call, (double)lo, (double)hi);
+        st = kiln__error(KILN_ERR_INVALID_ARG,
+                         "%s: lo %g is greater than hi %g; "
+                         "expected lo <= hi",
+                         call, (double)lo, (double)hi);
     return st != KILN_OK ? st : fill_and_write(p, FILL_UNIFORM, lo, hi, seed);
 }
 
@@ -161,14 +162,16 @@ KILN_API kiln_status kiln_init_normal(kiln_tensor *p, float mean, float stddev,
                                       uint64_t seed)
 {
     static const char call[] = "kiln_init_normal";
-    kiln_status st = check_param(call, p);
+    kiln_status       st     = check_param(call, p);
     if (st == KILN_OK)
         st = check_finite(call, "mean", mean);
     if (st == KILN_OK)
         st = check_finite(call, "stddev", stddev);
     if (st == KILN_OK && stddev < 0)
-        st = kiln__error(KILN_ERR_INVALID_ARG, "%s: stddev %g is negative; expected "
-                         "stddev >= 0", call, (double)stddev);
+        st = kiln__error(KILN_ERR_INVALID_ARG,
+                         "%s: stddev %g is negative; expected "
+                         "stddev >= 0",
+                         call, (double)stddev);
     return st != KILN_OK ? st : fill_and_write(p, FILL_NORMAL, mean, stddev, seed);
 }
 
@@ -188,10 +191,12 @@ static kiln_status fans(const char *call, const kiln_tensor *p, double *in, doub
         return KILN_OK;
     }
     char s[160];
-    return kiln__error(KILN_ERR_SHAPE, "%s: %s has %d dimension%s; fan_in and fan_out "
+    return kiln__error(KILN_ERR_SHAPE,
+                       "%s: %s has %d dimension%s; fan_in and fan_out "
                        "are defined for a dense weight [in, out] or a conv weight "
-                       "[O, C, KH, KW]", call, kiln__describe(s, sizeof s, p),
-                       p->node.ndim, p->node.ndim == 1 ? "" : "s");
+                       "[O, C, KH, KW]",
+                       call, kiln__describe(s, sizeof s, p), p->node.ndim,
+                       p->node.ndim == 1 ? "" : "s");
 }
 
 /* A parameter with a dense or conv weight's shape, and its fans. */

@@ -38,8 +38,10 @@ static bool layer_new(kiln_graph *g, const char *kind, const char *name, int ndi
     size_t len   = strlen(name) + sizeof ".weight";
     char  *pname = kiln__malloc(len, "a parameter name");
     if (!pname) {
-        kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "%s: out of memory for the parameter "
-                         "names of layer \"%s\"", kind, name);
+        kiln__graph_fail(g, KILN_ERR_NO_MEMORY,
+                         "%s: out of memory for the parameter "
+                         "names of layer \"%s\"",
+                         kind, name);
         return false;
     }
     snprintf(pname, len, "%s.weight", name);
@@ -68,8 +70,8 @@ static bool check_input(kiln_graph *g, const char *op, kiln_tensor *x, int ndim,
     if (x->node.ndim == ndim)
         return true;
     char s[KILN__SHAPE_STR];
-    kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: x %s has %d dimension%s, expected %d %s",
-                     op, kiln__shape_str(s, x->node.ndim, x->node.dims), x->node.ndim,
+    kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: x %s has %d dimension%s, expected %d %s", op,
+                     kiln__shape_str(s, x->node.ndim, x->node.dims), x->node.ndim,
                      x->node.ndim == 1 ? "" : "s", ndim, layout);
     return false;
 }
@@ -80,8 +82,10 @@ KILN_API kiln_tensor *kiln_dense(kiln_graph *g, kiln_tensor *x, int64_t out,
     if (!check_input(g, "dense", x, 2, "([N, in]; kiln_flatten makes it)"))
         return g ? g->poison : NULL;
     if (out < 1)
-        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "dense: out %lld, expected at "
-                                "least 1", (long long)out);
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "dense: out %lld, expected at "
+                                "least 1",
+                                (long long)out);
     layer l;
     if (!layer_new(g, "dense", name, KILN_SHAPE(x->node.dims[1], out), out, &l))
         return g->poison;
@@ -95,7 +99,8 @@ KILN_API kiln_tensor *kiln_conv2d_layer(kiln_graph *g, kiln_tensor *x,
     if (!check_input(g, "conv2d_layer", x, 4, "([N, C, H, W])"))
         return g ? g->poison : NULL;
     if (out_channels < 1 || kernel < 1)
-        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG, "conv2d_layer: out_channels "
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "conv2d_layer: out_channels "
                                 "%lld and kernel %d: expected both >= 1",
                                 (long long)out_channels, kernel);
     layer l;

@@ -20,15 +20,15 @@
 
 struct kiln_optimizer {
     kiln_graph     *g;
-    kiln_optimizer *next;        /* the graph's list                          */
-    kiln_op         op;          /* KILN_OP_SGD_STEP or KILN_OP_ADAM_STEP      */
-    const char     *call;        /* "kiln_sgd" or "kiln_adam", for messages   */
+    kiln_optimizer *next; /* the graph's list                          */
+    kiln_op         op;   /* KILN_OP_SGD_STEP or KILN_OP_ADAM_STEP      */
+    const char     *call; /* "kiln_sgd" or "kiln_adam", for messages   */
     float           lr;
-    float           beta1;       /* SGD: the momentum                         */
+    float           beta1; /* SGD: the momentum                         */
     float           beta2, eps, weight_decay;
-    uint64_t        step;        /* runs since creation or the last reset     */
-    kiln_tensor    *hp;          /* f32 [4] (SGD) or [8] (Adam)               */
-    kiln_tensor   **state;       /* velocity, or m and v, of every parameter  */
+    uint64_t        step;  /* runs since creation or the last reset     */
+    kiln_tensor    *hp;    /* f32 [4] (SGD) or [8] (Adam)               */
+    kiln_tensor   **state; /* velocity, or m and v, of every parameter  */
     size_t          n_state;
 };
 
@@ -44,12 +44,12 @@ static size_t hyper_params(const kiln_optimizer *opt, float hp[HP_MAX])
     }
     /* bias corrections 1 / (1 - beta^t); t >= 1 whenever a step runs */
     double t = opt->step > 0 ? (double)opt->step : 1.0;
-    hp[1] = opt->beta1;
-    hp[2] = opt->beta2;
-    hp[3] = opt->eps;
-    hp[4] = opt->weight_decay;
-    hp[5] = (float)(1.0 / (1.0 - pow(opt->beta1, t)));
-    hp[6] = (float)(1.0 / (1.0 - pow(opt->beta2, t)));
+    hp[1]    = opt->beta1;
+    hp[2]    = opt->beta2;
+    hp[3]    = opt->eps;
+    hp[4]    = opt->weight_decay;
+    hp[5]    = (float)(1.0 / (1.0 - pow(opt->beta1, t)));
+    hp[6]    = (float)(1.0 / (1.0 - pow(opt->beta2, t)));
     return 8;
 }
 
@@ -64,8 +64,10 @@ static kiln_tensor *zero_leaf(kiln_graph *g, const char *call, int ndim,
     t->flags  = KILN__CONST;
     t->staged = kiln__calloc((size_t)t->node.numel, sizeof(float), "optimiser state");
     if (!t->staged)
-        return kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "%s: out of memory for the "
-                                "optimiser's state", call);
+        return kiln__graph_fail(g, KILN_ERR_NO_MEMORY,
+                                "%s: out of memory for the "
+                                "optimiser's state",
+                                call);
     t->written = true;
     return t;
 }
@@ -75,7 +77,7 @@ static bool push_state(kiln_optimizer *opt, kiln_tensor *t)
     kiln_tensor **grown = realloc(opt->state, (opt->n_state + 1) * sizeof *grown);
     if (!grown)
         return false;
-    opt->state = grown;
+    opt->state                 = grown;
     opt->state[opt->n_state++] = t;
     return true;
 }
@@ -83,9 +85,9 @@ static bool push_state(kiln_optimizer *opt, kiln_tensor *t)
 /* The step node of parameter p: src {p, grad, state..., hp}, in place on p. */
 static kiln_tensor *step_node(kiln_optimizer *opt, kiln_tensor *p)
 {
-    kiln_graph  *g = opt->g;
-    int          n_state = opt->op == KILN_OP_SGD_STEP ? 1 : 2;
-    kiln_tensor *src[KILN_MAX_SRC] = { p, p->grad };
+    kiln_graph  *g                 = opt->g;
+    int          n_state           = opt->op == KILN_OP_SGD_STEP ? 1 : 2;
+    kiln_tensor *src[KILN_MAX_SRC] = {p, p->grad};
     for (int i = 0; i < n_state; i++) {
         src[2 + i] = zero_leaf(g, opt->call, p->node.ndim, p->node.dims);
         if ((src[2 + i]->flags & KILN__POISON))
@@ -95,8 +97,8 @@ static kiln_tensor *step_node(kiln_optimizer *opt, kiln_tensor *p)
                                     opt->call);
     }
     src[2 + n_state] = opt->hp;
-    kiln_tensor *t = kiln__node_new(g, opt->op, KILN_F32, p->node.ndim, p->node.dims,
-                                    src, 3 + n_state);
+    kiln_tensor *t = kiln__node_new(g, opt->op, KILN_F32, p->node.ndim, p->node.dims, src,
+                                    3 + n_state);
     if (!(t->flags & KILN__POISON))
         t->inplace = p;
     return t;
@@ -112,14 +114,20 @@ static kiln_status check_graph(const kiln_graph *g, const char *call)
         return kiln__error(g->status, "%s: the graph has an error: %s", call,
                            kiln_graph_error(g));
     if (g->compiled)
-        return kiln__error(KILN_ERR_STATE, "%s: the graph is already compiled; add "
-                           "the optimiser before kiln_graph_compile", call);
+        return kiln__error(KILN_ERR_STATE,
+                           "%s: the graph is already compiled; add "
+                           "the optimiser before kiln_graph_compile",
+                           call);
     if (!g->loss)
-        return kiln__error(KILN_ERR_STATE, "%s: call kiln_backward first: the "
-                           "optimiser updates the parameters with their gradients", call);
+        return kiln__error(KILN_ERR_STATE,
+                           "%s: call kiln_backward first: the "
+                           "optimiser updates the parameters with their gradients",
+                           call);
     if (g->optimizers)
-        return kiln__error(KILN_ERR_STATE, "%s: the graph already has an optimiser; "
-                           "a second would step every parameter twice per run", call);
+        return kiln__error(KILN_ERR_STATE,
+                           "%s: the graph already has an optimiser; "
+                           "a second would step every parameter twice per run",
+                           call);
     return KILN_OK;
 }
 
@@ -132,8 +140,10 @@ static bool in_range(float x, double lo, double hi)
 static kiln_status check_lr(const char *call, float lr)
 {
     if (!in_range(lr, 0.0, INFINITY))
-        return kiln__error(KILN_ERR_INVALID_ARG, "%s: learning rate %g, expected a "
-                           "finite value >= 0", call, (double)lr);
+        return kiln__error(KILN_ERR_INVALID_ARG,
+                           "%s: learning rate %g, expected a "
+                           "finite value >= 0",
+                           call, (double)lr);
     return KILN_OK;
 }
 
@@ -164,7 +174,7 @@ static kiln_optimizer *optimizer_new(kiln_graph *g, const kiln_optimizer *proto)
     kiln__graph_on_free(g, optim_free);
     float   hp[HP_MAX];
     int64_t n_hp = (int64_t)hyper_params(opt, hp);
-    opt->hp = zero_leaf(g, opt->call, 1, &n_hp); /* its values come before each run */
+    opt->hp     = zero_leaf(g, opt->call, 1, &n_hp); /* its values come before each run */
     size_t last = g->loss->id; /* parameters are created before the loss */
     for (size_t i = 0; i <= last && g->status == KILN_OK; i++) {
         kiln_tensor *p = g->nodes[i];
@@ -183,15 +193,18 @@ KILN_API kiln_optimizer *kiln_sgd(kiln_graph *g, float lr, float momentum,
 {
     if (check_lr("kiln_sgd", lr) != KILN_OK)
         return NULL;
-    if (!in_range(momentum, 0.0, INFINITY) ||
-        !in_range(weight_decay, 0.0, INFINITY)) {
-        kiln__error(KILN_ERR_INVALID_ARG, "kiln_sgd: momentum %g and weight decay %g, "
-                    "expected finite values >= 0", (double)momentum,
-                    (double)weight_decay);
+    if (!in_range(momentum, 0.0, INFINITY) || !in_range(weight_decay, 0.0, INFINITY)) {
+        kiln__error(KILN_ERR_INVALID_ARG,
+                    "kiln_sgd: momentum %g and weight decay %g, "
+                    "expected finite values >= 0",
+                    (double)momentum, (double)weight_decay);
         return NULL;
     }
     const kiln_optimizer proto = {
-        .op = KILN_OP_SGD_STEP, .call = "kiln_sgd", .lr = lr, .beta1 = momentum,
+        .op           = KILN_OP_SGD_STEP,
+        .call         = "kiln_sgd",
+        .lr           = lr,
+        .beta1        = momentum,
         .weight_decay = weight_decay,
     };
     return optimizer_new(g, &proto);
@@ -203,17 +216,22 @@ KILN_API kiln_optimizer *kiln_adam(kiln_graph *g, float lr, float beta1, float b
     if (check_lr("kiln_adam", lr) != KILN_OK)
         return NULL;
     if (!in_range(beta1, 0.0, 1.0) || !in_range(beta2, 0.0, 1.0) ||
-        !in_range(eps, 0.0, INFINITY) ||
-        !in_range(weight_decay, 0.0, INFINITY)) {
-        kiln__error(KILN_ERR_INVALID_ARG, "kiln_adam: beta1 %g, beta2 %g, eps %g and "
+        !in_range(eps, 0.0, INFINITY) || !in_range(weight_decay, 0.0, INFINITY)) {
+        kiln__error(KILN_ERR_INVALID_ARG,
+                    "kiln_adam: beta1 %g, beta2 %g, eps %g and "
                     "weight decay %g, expected betas in [0, 1) and finite eps and "
-                    "weight decay >= 0", (double)beta1, (double)beta2, (double)eps,
-                    (double)weight_decay);
+                    "weight decay >= 0",
+                    (double)beta1, (double)beta2, (double)eps, (double)weight_decay);
         return NULL;
     }
     const kiln_optimizer proto = {
-        .op = KILN_OP_ADAM_STEP, .call = "kiln_adam", .lr = lr, .beta1 = beta1,
-        .beta2 = beta2, .eps = eps, .weight_decay = weight_decay,
+        .op           = KILN_OP_ADAM_STEP,
+        .call         = "kiln_adam",
+        .lr           = lr,
+        .beta1        = beta1,
+        .beta2        = beta2,
+        .eps          = eps,
+        .weight_decay = weight_decay,
     };
     return optimizer_new(g, &proto);
 }
@@ -222,7 +240,7 @@ KILN_API kiln_status kiln_optimizer_set_lr(kiln_optimizer *opt, float lr)
 {
     if (!opt)
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_optimizer_set_lr: optimiser "
-                           "is NULL");
+                                                 "is NULL");
     kiln_status st = check_lr("kiln_optimizer_set_lr", lr);
     if (st == KILN_OK)
         opt->lr = lr;
@@ -233,9 +251,9 @@ KILN_API kiln_status kiln_optimizer_set_lr(kiln_optimizer *opt, float lr)
 static kiln_status leaf_upload(kiln_tensor *t, const void *data, const char *call)
 {
     const kiln_device *dev = &t->graph->ctx->device;
-    kiln_status st = dev->iface->buffer_write(dev->context, t->node.buffer,
-                                              t->node.offset, data,
-                                              kiln__tensor_bytes(t));
+    kiln_status        st  = dev->iface->buffer_write(dev->context, t->node.buffer,
+                                                      t->node.offset, data,
+                                                      kiln__tensor_bytes(t));
     if (st != KILN_OK)
         return kiln__error(st, "%s: writing optimiser state to %s: %s", call,
                            kiln_context_device(t->graph->ctx), kiln_last_error());
@@ -246,7 +264,7 @@ KILN_API kiln_status kiln_optimizer_reset(kiln_optimizer *opt)
 {
     if (!opt)
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_optimizer_reset: optimiser "
-                           "is NULL");
+                                                 "is NULL");
     opt->step = 0;
     if (!opt->g->compiled)
         return KILN_OK; /* the state is still the zeros it was made with */
@@ -276,4 +294,3 @@ kiln_status kiln__optim_before_run(kiln_graph *g)
     }
     return KILN_OK;
 }
-

@@ -32,8 +32,8 @@ extern "C" {
 
 /* What a node computes. Parameters live in kiln_node.iparam / fparam. */
 typedef enum kiln_op {
-    KILN_OP_LEAF = 0,      /* input, param or constant: never dispatched       */
-    KILN_OP_RESHAPE,       /* a view of src[0]'s storage: never dispatched     */
+    KILN_OP_LEAF = 0, /* input, param or constant: never dispatched       */
+    KILN_OP_RESHAPE,  /* a view of src[0]'s storage: never dispatched     */
 
     /* binary, f32: out[i] = a[i % numel(a)] OP b[i % numel(b)]; the output has
      * the shape of the larger operand and the smaller one's numel divides it */
@@ -50,9 +50,9 @@ typedef enum kiln_op {
     KILN_OP_RELU,
     KILN_OP_SIGMOID,
     KILN_OP_TANH,
-    KILN_OP_SCALE,         /* fparam[0]: the factor                            */
+    KILN_OP_SCALE, /* fparam[0]: the factor                            */
 
-    KILN_OP_MATMUL,        /* iparam[0]: transpose a, iparam[1]: transpose b   */
+    KILN_OP_MATMUL, /* iparam[0]: transpose a, iparam[1]: transpose b   */
 
     /* iparam[0]: an axis in [0, ndim) of src[0], or -1 for every element;
      * the output shape says whether the axis is kept with size 1            */
@@ -62,11 +62,11 @@ typedef enum kiln_op {
     /* along the last axis of src[0]; a NaN in a row wins (max and argmax
      * give the first NaN, as NumPy and PyTorch do)                           */
     KILN_OP_MAX,
-    KILN_OP_ARGMAX,        /* output i32                                       */
+    KILN_OP_ARGMAX, /* output i32                                       */
     KILN_OP_SOFTMAX,
     KILN_OP_LOG_SOFTMAX,
 
-    KILN_OP_TRANSPOSE,     /* 2-D                                              */
+    KILN_OP_TRANSPOSE, /* 2-D                                              */
 
     /* src: x [N,C,H,W], w [O,C,KH,KW], bias [O] or NULL;
      * iparam: stride_h, stride_w, pad_h, pad_w                                */
@@ -86,12 +86,12 @@ typedef enum kiln_op {
      * src[0] has the output's shape without that axis (or with it of size 1)
      * and is repeated along it; with -1 src[0] is one element, repeated     */
     KILN_OP_EXPAND,
-    KILN_OP_RELU_GRAD,     /* src: g, x: g where x > 0, else 0                 */
+    KILN_OP_RELU_GRAD, /* src: g, x: g where x > 0, else 0                 */
     /* src: g [R], x [R, C] (R = numel / C rows of the last axis): out has x's
      * shape, g[r] at the first maximum of row r (a NaN counts as the
      * maximum, as in MAX), 0 elsewhere                                      */
     KILN_OP_MAX_GRAD,
-    KILN_OP_SOFTMAX_GRAD,  /* src: g, y = softmax(x): y * (g - sum(g * y))     */
+    KILN_OP_SOFTMAX_GRAD,     /* src: g, y = softmax(x): y * (g - sum(g * y))     */
     KILN_OP_LOG_SOFTMAX_GRAD, /* src: g, y = log_softmax(x): g - exp(y) * sum(g)
                             * (sums along the last axis, per row)            */
     /* src: gy [N,O,OH,OW], w [O,C,KH,KW]; out: the gradient for x, whose
@@ -145,12 +145,12 @@ typedef struct kiln_node {
     int32_t                 ndim;
     int64_t                 dims[KILN_MAX_DIMS];
     int64_t                 numel;
-    const struct kiln_node *src[KILN_MAX_SRC];      /* unused ones are NULL */
+    const struct kiln_node *src[KILN_MAX_SRC]; /* unused ones are NULL */
     int32_t                 iparam[KILN_MAX_IPARAM];
     float                   fparam[KILN_MAX_FPARAM];
     void                   *buffer;
     size_t                  offset;
-    const char             *name;                   /* may be NULL          */
+    const char             *name; /* may be NULL          */
 } kiln_node;
 
 /* What kiln offers a plugin; valid from init to shutdown. */
@@ -169,21 +169,21 @@ typedef struct kiln_host {
 typedef struct kiln_device_iface {
     /* allocate size bytes (size may be 0); the handle is stored in nodes     */
     kiln_status (*buffer_alloc)(void *dev, size_t size, void **buffer);
-    void        (*buffer_free) (void *dev, void *buffer);
+    void (*buffer_free)(void *dev, void *buffer);
     /* copy between host memory and [offset, offset + size) of a buffer; the
      * copy is complete on return, and ordered after the work already queued */
-    kiln_status (*buffer_write)(void *dev, void *buffer, size_t offset,
-                                const void *src, size_t size);
-    kiln_status (*buffer_read) (void *dev, void *buffer, size_t offset,
-                                void *dst, size_t size);
+    kiln_status (*buffer_write)(void *dev, void *buffer, size_t offset, const void *src,
+                                size_t size);
+    kiln_status (*buffer_read)(void *dev, void *buffer, size_t offset, void *dst,
+                               size_t size);
     /* whether the device runs this node with these shapes and dtypes        */
-    bool        (*supports_op) (void *dev, const kiln_node *node);
+    bool (*supports_op)(void *dev, const kiln_node *node);
     /* run the nodes in order; each one's sources are complete before it     */
     kiln_status (*graph_compute)(void *dev, const kiln_node *const *nodes,
                                  size_t n_nodes);
     /* (optional) wait until everything queued has finished                 */
     kiln_status (*synchronize)(void *dev);
-    void        (*free)(void *dev);
+    void (*free)(void *dev);
 } kiln_device_iface;
 
 typedef struct kiln_device {
@@ -196,24 +196,24 @@ typedef struct kiln_device_desc {
     char             name[128];        /* "AVX-512 CPU"                      */
     char             description[256]; /* platform, version, threads ...     */
     kiln_device_type type;
-    uint64_t         memory;           /* bytes, 0 if unknown                */
+    uint64_t         memory; /* bytes, 0 if unknown                */
     int              compute_units;
     /* empty if kiln can use the device, else why not                        */
-    char             unusable[256];
+    char unusable[256];
 } kiln_device_desc;
 
 typedef struct kiln_plugin {
-    uint32_t    abi_version;   /* KILN_BACKEND_ABI_VERSION                    */
-    const char *name;          /* "cpu": what KILN_BACKEND names              */
+    uint32_t    abi_version; /* KILN_BACKEND_ABI_VERSION                    */
+    const char *name;        /* "cpu": what KILN_BACKEND names              */
     const char *description;
     /* 0: cannot run on this machine; otherwise higher is preferred (a GPU
      * above kiln's CPU backend above an OpenCL CPU device). Cheap, no state. */
-    int         (*probe)(const kiln_host *host);
+    int (*probe)(const kiln_host *host);
     /* called once after a non-zero probe, before anything below             */
     kiln_status (*init)(const kiln_host *host);
     /* (optional) release what init acquired                                 */
-    void        (*shutdown)(void);
-    int         (*device_count)(void);
+    void (*shutdown)(void);
+    int (*device_count)(void);
     kiln_status (*device_desc)(int index, kiln_device_desc *desc);
     kiln_status (*device_open)(int index, kiln_device *device);
 } kiln_plugin;
@@ -226,7 +226,7 @@ const kiln_plugin *kiln_backend_entry(void);
 /* A plugin defines its entry with this, so the one exported symbol is right:
  *   KILN_BACKEND_ENTRY { return &my_plugin; }                                 */
 #ifdef __GNUC__
-#define KILN_BACKEND_ENTRY                                                      \
+#define KILN_BACKEND_ENTRY \
     __attribute__((visibility("default"))) const kiln_plugin *kiln_backend_entry(void)
 #else
 #define KILN_BACKEND_ENTRY const kiln_plugin *kiln_backend_entry(void)

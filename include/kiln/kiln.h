@@ -49,9 +49,11 @@ extern "C" {
 #define KILN_MAX_DIMS 4
 
 /* KILN_SHAPE(64, 784) expands to the (ndim, dims) pair the constructors take. */
-#define KILN_SHAPE(...)                                                        \
-    (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),           \
-        (const int64_t[]){__VA_ARGS__}
+#define KILN_SHAPE(...)                                                                \
+    (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (const int64_t[]) \
+    {                                                                                  \
+        __VA_ARGS__                                                                    \
+    }
 
 /* ---- status and errors -------------------------------------------------- */
 
@@ -111,9 +113,9 @@ typedef struct kiln_device_report {
     const char      *name;        /* e.g. "AVX-512 CPU"                      */
     const char      *description; /* one line of details                     */
     kiln_device_type type;
-    uint64_t         memory;      /* bytes, 0 if unknown                     */
+    uint64_t         memory; /* bytes, 0 if unknown                     */
     int              compute_units;
-    const char      *unusable;    /* NULL if kiln can use it, else why not   */
+    const char      *unusable; /* NULL if kiln can use it, else why not   */
 } kiln_device_report;
 
 /* Loads the plugins (once per process) and lists every attempt, usable or
@@ -275,12 +277,12 @@ KILN_API kiln_tensor *kiln_graph_find(const kiln_graph *g, const char *name);
 KILN_API kiln_status kiln_tensor_write(kiln_tensor *t, const void *data, size_t nbytes);
 KILN_API kiln_status kiln_tensor_read(const kiln_tensor *t, void *data, size_t nbytes);
 
-KILN_API kiln_dtype     kiln_tensor_dtype(const kiln_tensor *t);
-KILN_API int            kiln_tensor_ndim(const kiln_tensor *t);
-KILN_API int64_t        kiln_tensor_dim(const kiln_tensor *t, int axis);
-KILN_API int64_t        kiln_tensor_numel(const kiln_tensor *t);
-KILN_API size_t         kiln_tensor_nbytes(const kiln_tensor *t);
-KILN_API const char    *kiln_tensor_name(const kiln_tensor *t);
+KILN_API kiln_dtype  kiln_tensor_dtype(const kiln_tensor *t);
+KILN_API int         kiln_tensor_ndim(const kiln_tensor *t);
+KILN_API int64_t     kiln_tensor_dim(const kiln_tensor *t, int axis);
+KILN_API int64_t     kiln_tensor_numel(const kiln_tensor *t);
+KILN_API size_t      kiln_tensor_nbytes(const kiln_tensor *t);
+KILN_API const char *kiln_tensor_name(const kiln_tensor *t);
 
 /* ---- training ------------------------------------------------------------ */
 
@@ -364,12 +366,12 @@ KILN_API kiln_status kiln_load(kiln_graph *g, const char *path);
 /* ---- data: IDX files (MNIST, Fashion-MNIST), gzipped or not ---------------- */
 
 typedef struct kiln_idx {
-    uint8_t type;                /* 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32,
+    uint8_t type; /* 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32,
                                   * 0x0D f32, 0x0E f64                      */
     int     ndim;
     int64_t dims[KILN_MAX_DIMS];
-    int64_t count;               /* elements                                */
-    void   *data;                /* count elements of type, host byte order */
+    int64_t count; /* elements                                */
+    void   *data;  /* count elements of type, host byte order */
 } kiln_idx;
 
 /* Reads an IDX file (".gz" or not, detected by content). A bad magic number,

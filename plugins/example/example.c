@@ -30,8 +30,10 @@ static kiln_status example_buffer_alloc(void *dev, size_t size, void **buffer)
     (void)dev;
     *buffer = malloc(size ? size : 1); /* malloc(0) may return NULL */
     if (!*buffer)
-        return example_host->error(KILN_ERR_NO_MEMORY, "example: out of memory "
-                                   "allocating %zu bytes", size);
+        return example_host->error(KILN_ERR_NO_MEMORY,
+                                   "example: out of memory "
+                                   "allocating %zu bytes",
+                                   size);
     return KILN_OK;
 }
 
@@ -49,8 +51,8 @@ static kiln_status example_buffer_write(void *dev, void *buffer, size_t offset,
     return KILN_OK;
 }
 
-static kiln_status example_buffer_read(void *dev, void *buffer, size_t offset,
-                                       void *dst, size_t size)
+static kiln_status example_buffer_read(void *dev, void *buffer, size_t offset, void *dst,
+                                       size_t size)
 {
     (void)dev;
     memcpy(dst, (const char *)buffer + offset, size);
@@ -100,14 +102,12 @@ static bool example_supports_op(void *dev, const kiln_node *node)
         const kiln_node *a = node->src[0], *b = node->src[1];
         /* the rule above needs each operand's numel to divide the output's */
         return a->dtype == KILN_F32 && b->dtype == KILN_F32 &&
-               (node->numel == 0 || (a->numel > 0 && b->numel > 0 &&
-                                     node->numel % a->numel == 0 &&
-                                     node->numel % b->numel == 0));
+               (node->numel == 0 ||
+                (a->numel > 0 && b->numel > 0 && node->numel % a->numel == 0 &&
+                 node->numel % b->numel == 0));
     }
-    case KILN_OP_RELU:
-        return node->src[0]->dtype == KILN_F32;
-    default:
-        return false;
+    case KILN_OP_RELU: return node->src[0]->dtype == KILN_F32;
+    default: return false;
     }
 }
 
@@ -120,13 +120,14 @@ static kiln_status example_graph_compute(void *dev, const kiln_node *const *node
     for (size_t i = 0; i < n_nodes; i++) {
         const kiln_node *n = nodes[i];
         switch (n->op) {
-        case KILN_OP_ADD:  example_binary(n, false); break;
-        case KILN_OP_MUL:  example_binary(n, true);  break;
-        case KILN_OP_RELU: example_relu(n);          break;
+        case KILN_OP_ADD: example_binary(n, false); break;
+        case KILN_OP_MUL: example_binary(n, true); break;
+        case KILN_OP_RELU: example_relu(n); break;
         default:
-            return example_host->error(KILN_ERR_BACKEND, "example: op %d of node "
-                                       "\"%s\" is not supported", (int)n->op,
-                                       n->name ? n->name : "?");
+            return example_host->error(KILN_ERR_BACKEND,
+                                       "example: op %d of node "
+                                       "\"%s\" is not supported",
+                                       (int)n->op, n->name ? n->name : "?");
         }
     }
     return KILN_OK;
@@ -175,8 +176,7 @@ static int example_device_count(void)
 static kiln_status example_device_desc(int index, kiln_device_desc *desc)
 {
     if (index != 0)
-        return example_host->error(KILN_ERR_NOT_FOUND, "example: no device %d",
-                                   index);
+        return example_host->error(KILN_ERR_NOT_FOUND, "example: no device %d", index);
     memset(desc, 0, sizeof *desc); /* unusable[0] == '\0': the device is usable */
     strcpy(desc->name, "Example CPU");
     strcpy(desc->description, "plugin SDK example: add, mul, relu in host memory");
@@ -188,8 +188,7 @@ static kiln_status example_device_desc(int index, kiln_device_desc *desc)
 static kiln_status example_device_open(int index, kiln_device *device)
 {
     if (index != 0)
-        return example_host->error(KILN_ERR_NOT_FOUND, "example: no device %d",
-                                   index);
+        return example_host->error(KILN_ERR_NOT_FOUND, "example: no device %d", index);
     device->iface   = &example_device_iface;
     device->context = NULL;
     return KILN_OK;

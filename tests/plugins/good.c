@@ -42,8 +42,10 @@ static kiln_status good_buffer_alloc(void *dev, size_t size, void **buffer)
                                 d->index, size);
     good_buffer *b = malloc(sizeof *b + size);
     if (!b)
-        return good_host->error(KILN_ERR_NO_MEMORY, "good:%d: out of memory "
-                                "allocating a buffer of %zu bytes", d->index, size);
+        return good_host->error(KILN_ERR_NO_MEMORY,
+                                "good:%d: out of memory "
+                                "allocating a buffer of %zu bytes",
+                                d->index, size);
     b->size = size;
     *buffer = b;
     return KILN_OK;
@@ -59,7 +61,8 @@ static kiln_status good_check_range(const good_device *d, const good_buffer *b,
                                     size_t offset, size_t size, const char *what)
 {
     if (offset > b->size || size > b->size - offset)
-        return good_host->error(KILN_ERR_INVALID_ARG, "good:%d: %s of %zu bytes at "
+        return good_host->error(KILN_ERR_INVALID_ARG,
+                                "good:%d: %s of %zu bytes at "
                                 "offset %zu overruns a buffer of %zu bytes",
                                 d->index, what, size, offset, b->size);
     return KILN_OK;
@@ -75,8 +78,8 @@ static kiln_status good_buffer_write(void *dev, void *buffer, size_t offset,
     return st;
 }
 
-static kiln_status good_buffer_read(void *dev, void *buffer, size_t offset,
-                                    void *dst, size_t size)
+static kiln_status good_buffer_read(void *dev, void *buffer, size_t offset, void *dst,
+                                    size_t size)
 {
     const good_buffer *b  = buffer;
     kiln_status        st = good_check_range(dev, b, offset, size, "read");
@@ -97,8 +100,10 @@ static kiln_status good_graph_compute(void *dev, const kiln_node *const *nodes,
 {
     const good_device *d = dev;
     (void)nodes;
-    return good_host->error(KILN_ERR_BACKEND, "good:%d: this test backend runs no "
-                            "ops (asked to run %zu nodes)", d->index, n_nodes);
+    return good_host->error(KILN_ERR_BACKEND,
+                            "good:%d: this test backend runs no "
+                            "ops (asked to run %zu nodes)",
+                            d->index, n_nodes);
 }
 
 static void good_device_free(void *dev)
@@ -164,8 +169,10 @@ static kiln_status good_device_open(int index, kiln_device *device)
         return st;
     good_device *d = malloc(sizeof *d);
     if (!d)
-        return good_host->error(KILN_ERR_NO_MEMORY, "good:%d: out of memory opening "
-                                "the device", index);
+        return good_host->error(KILN_ERR_NO_MEMORY,
+                                "good:%d: out of memory opening "
+                                "the device",
+                                index);
     d->index        = index;
     device->iface   = &good_device_iface;
     device->context = d;

@@ -20,7 +20,7 @@ static kiln_status probezero_init(const kiln_host *host)
 {
     probezero_host = host;
     return host->error(KILN_ERR_BACKEND, "probezero: init called after probe "
-                       "returned 0");
+                                         "returned 0");
 }
 
 static int probezero_device_count(void)

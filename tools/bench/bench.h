@@ -37,19 +37,19 @@ double bench_memcpy_gbs(size_t bytes, int threads);
 /* ---- the command line and the machine (main.c) -------------------------- */
 
 typedef struct bench_options {
-    const char *what;       /* gemm, conv, ops */
-    const char *compare;    /* NULL or a reference's name */
-    const char *sizes;      /* NULL or "1024,2048x64x784" */
-    int         threads;    /* 0: the backend's default */
+    const char *what;    /* gemm, conv, ops */
+    const char *compare; /* NULL or a reference's name */
+    const char *sizes;   /* NULL or "1024,2048x64x784" */
+    int         threads; /* 0: the backend's default */
     int         repeat;
     bool        json;
-    double      min_s;      /* time per repeat */
+    double      min_s; /* time per repeat */
 } bench_options;
 
 /* What every figure is printed against. */
 typedef struct bench_machine {
-    int    threads;          /* the backend's threads                   */
-    double peak_gflops;      /* FMA peak of the widest ISA, that many   */
+    int         threads;     /* the backend's threads                   */
+    double      peak_gflops; /* FMA peak of the widest ISA, that many   */
     const char *peak_isa;
 } bench_machine;
 

@@ -15,17 +15,17 @@
 #include <stddef.h>
 
 typedef struct bench_reference {
-    const char *name;                                   /* "openblas" */
+    const char *name; /* "openblas" */
     /* false + reason if unavailable; ctx is the context kiln's side runs on,
      * for a reference that runs on the same device */
-    bool   (*open)(const kiln_context *ctx, char *why, size_t len);
+    bool (*open)(const kiln_context *ctx, char *why, size_t len);
     /* row-major C [MxN] = op(A) @ op(B): A stored [MxK], or [KxM] when ta;
      * B stored [KxN], or [NxK] when tb. NULL on failure. */
-    void  *(*setup)(int m, int n, int k, bool ta, bool tb, const float *a, const float *b);
-    double (*run)(void *state);                          /* seconds for one complete sgemm, <0 on error */
-    bool   (*result)(void *state, float *c);             /* copies C out, for a correctness check */
-    void   (*teardown)(void *state);
-    void   (*close)(void);
+    void *(*setup)(int m, int n, int k, bool ta, bool tb, const float *a, const float *b);
+    double (*run)(void *state); /* seconds for one complete sgemm, <0 on error */
+    bool (*result)(void *state, float *c); /* copies C out, for a correctness check */
+    void (*teardown)(void *state);
+    void (*close)(void);
 } bench_reference;
 
 /* The thread count the reference should use (kiln-bench sets it before open);

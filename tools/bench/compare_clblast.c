@@ -55,8 +55,8 @@ static const kiln_device_report *wanted_device(const kiln_context *ctx, char *wh
                                                size_t len)
 {
     const kiln_device_report *d;
-    size_t n = kiln_devices(&d), k;
-    const char *env = getenv("KILN_BENCH_CL_DEVICE");
+    size_t                    n   = kiln_devices(&d), k;
+    const char               *env = getenv("KILN_BENCH_CL_DEVICE");
     if (env && *env) {
         char spec[256];
         snprintf(spec, sizeof spec, "opencl:%s", env);
@@ -79,8 +79,8 @@ static const kiln_device_report *wanted_device(const kiln_context *ctx, char *wh
 static int rank_by_name(const kiln_device_report *want)
 {
     const kiln_device_report *d;
-    size_t n = kiln_devices(&d);
-    int rank = 0;
+    size_t                    n    = kiln_devices(&d);
+    int                       rank = 0;
     for (size_t k = 0; k < n && &d[k] != want; k++)
         rank += is_opencl(&d[k]) && strcmp(d[k].name, want->name) == 0;
     return rank;
@@ -91,12 +91,12 @@ static int rank_by_name(const kiln_device_report *want)
 static bool find_device(const char *name, int rank)
 {
     cl_platform_id platforms[16];
-    cl_uint np = 0;
+    cl_uint        np = 0;
     if (clGetPlatformIDs(16, platforms, &np) != CL_SUCCESS)
         return false;
     for (cl_uint p = 0; p < np && p < 16; p++) {
         cl_device_id devs[16];
-        cl_uint nd = 0;
+        cl_uint      nd = 0;
         if (clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, 16, devs, &nd) != CL_SUCCESS)
             continue;
         for (cl_uint d = 0; d < nd && d < 16; d++) {
@@ -114,13 +114,15 @@ static bool find_device(const char *name, int rank)
 
 static bool clblast_open(const kiln_context *ctx, char *why, size_t len)
 {
-    cl_int err;
+    cl_int                    err;
     const kiln_device_report *want = wanted_device(ctx, why, len);
     if (!want)
         return false;
     if (!find_device(want->name, rank_by_name(want))) {
-        snprintf(why, len, "the OpenCL loader lists no device named \"%s\" (kiln's "
-                 "opencl:%d)", want->name, want->index);
+        snprintf(why, len,
+                 "the OpenCL loader lists no device named \"%s\" (kiln's "
+                 "opencl:%d)",
+                 want->name, want->index);
         return false;
     }
     clblast_ctx = clCreateContext(NULL, 1, &clblast_device, NULL, NULL, &err);
@@ -146,9 +148,9 @@ static double now(void)
 static cl_mem buffer(size_t n, const float *data)
 {
     cl_int err;
-    cl_mem m = clCreateBuffer(clblast_ctx, CL_MEM_READ_WRITE |
-                              (data ? CL_MEM_COPY_HOST_PTR : 0), n * sizeof(float),
-                              (void *)data, &err);
+    cl_mem m = clCreateBuffer(clblast_ctx,
+                              CL_MEM_READ_WRITE | (data ? CL_MEM_COPY_HOST_PTR : 0),
+                              n * sizeof(float), (void *)data, &err);
     return err == CL_SUCCESS ? m : NULL;
 }
 
@@ -157,7 +159,7 @@ static void clblast_teardown(void *state)
     clblast_state *s = state;
     if (!s)
         return;
-    cl_mem mems[] = { s->a, s->b, s->c };
+    cl_mem mems[] = {s->a, s->b, s->c};
     for (int i = 0; i < 3; i++)
         if (mems[i])
             clReleaseMemObject(mems[i]);
@@ -166,13 +168,14 @@ static void clblast_teardown(void *state)
 
 static double clblast_run(void *state)
 {
-    clblast_state *s = state;
-    double t0 = now();
-    CLBlastStatusCode st = CLBlastSgemm(
-        CLBlastLayoutRowMajor, s->ta ? CLBlastTransposeYes : CLBlastTransposeNo,
-        s->tb ? CLBlastTransposeYes : CLBlastTransposeNo, s->m, s->n, s->k, 1.0f, s->a, 0,
-        s->ta ? s->m : s->k, s->b, 0, s->tb ? s->k : s->n, 0.0f, s->c, 0, s->n,
-        &clblast_queue, NULL);
+    clblast_state    *s  = state;
+    double            t0 = now();
+    CLBlastStatusCode st = CLBlastSgemm(CLBlastLayoutRowMajor,
+                                        s->ta ? CLBlastTransposeYes : CLBlastTransposeNo,
+                                        s->tb ? CLBlastTransposeYes : CLBlastTransposeNo,
+                                        s->m, s->n, s->k, 1.0f, s->a, 0,
+                                        s->ta ? s->m : s->k, s->b, 0, s->tb ? s->k : s->n,
+                                        0.0f, s->c, 0, s->n, &clblast_queue, NULL);
     if (st != CLBlastSuccess || clFinish(clblast_queue) != CL_SUCCESS)
         return -1.0;
     return now() - t0;
@@ -186,14 +189,14 @@ static void *clblast_setup(int m, int n, int k, bool ta, bool tb, const float *a
         free(s);
         return NULL;
     }
-    s->m = (size_t)m;
-    s->n = (size_t)n;
-    s->k = (size_t)k;
+    s->m  = (size_t)m;
+    s->n  = (size_t)n;
+    s->k  = (size_t)k;
     s->ta = ta;
     s->tb = tb;
-    s->a = buffer(s->m * s->k, a);
-    s->b = buffer(s->k * s->n, b);
-    s->c = buffer(s->m * s->n, NULL);
+    s->a  = buffer(s->m * s->k, a);
+    s->b  = buffer(s->k * s->n, b);
+    s->c  = buffer(s->m * s->n, NULL);
     /* the first call compiles CLBlast's kernels: not part of any timing */
     if (!s->a || !s->b || !s->c || clblast_run(s) < 0) {
         clblast_teardown(s);
@@ -205,8 +208,8 @@ static void *clblast_setup(int m, int n, int k, bool ta, bool tb, const float *a
 static bool clblast_result(void *state, float *c)
 {
     clblast_state *s = state;
-    return clEnqueueReadBuffer(clblast_queue, s->c, CL_TRUE, 0,
-                               s->m * s->n * sizeof *c, c, 0, NULL, NULL) == CL_SUCCESS;
+    return clEnqueueReadBuffer(clblast_queue, s->c, CL_TRUE, 0, s->m * s->n * sizeof *c,
+                               c, 0, NULL, NULL) == CL_SUCCESS;
 }
 
 static void clblast_close(void)
@@ -216,7 +219,7 @@ static void clblast_close(void)
     if (clblast_ctx)
         clReleaseContext(clblast_ctx);
     clblast_queue = NULL;
-    clblast_ctx = NULL;
+    clblast_ctx   = NULL;
 }
 
 const bench_reference bench_clblast = {

@@ -29,11 +29,13 @@ typedef struct openblas_state {
 
 static bool openblas_open(const kiln_context *ctx, char *why, size_t len)
 {
-    (void)ctx;   /* the host's threads, whatever kiln runs on */
+    (void)ctx; /* the host's threads, whatever kiln runs on */
     openblas_lib = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
     if (!openblas_lib) {
-        snprintf(why, len, "libopenblas.so.0 not found (%s); on Debian: "
-                 "apt-get install libopenblas0-pthread", dlerror());
+        snprintf(why, len,
+                 "libopenblas.so.0 not found (%s); on Debian: "
+                 "apt-get install libopenblas0-pthread",
+                 dlerror());
         return false;
     }
     openblas_sgemm = (cblas_sgemm_fn)dlsym(openblas_lib, "cblas_sgemm");
@@ -43,8 +45,8 @@ static bool openblas_open(const kiln_context *ctx, char *why, size_t len)
         openblas_lib = NULL;
         return false;
     }
-    set_threads_fn set_threads =
-        (set_threads_fn)dlsym(openblas_lib, "openblas_set_num_threads");
+    set_threads_fn set_threads = (set_threads_fn)dlsym(openblas_lib,
+                                                       "openblas_set_num_threads");
     if (set_threads && bench_reference_threads > 0)
         set_threads(bench_reference_threads);
     return true;
@@ -56,14 +58,14 @@ static void *openblas_setup(int m, int n, int k, bool ta, bool tb, const float *
     openblas_state *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    s->m = m;
-    s->n = n;
-    s->k = k;
+    s->m  = m;
+    s->n  = n;
+    s->k  = k;
     s->ta = ta;
     s->tb = tb;
-    s->a = a;
-    s->b = b;
-    s->c = malloc((size_t)m * (size_t)n * sizeof *s->c + 1);
+    s->a  = a;
+    s->b  = b;
+    s->c  = malloc((size_t)m * (size_t)n * sizeof *s->c + 1);
     if (!s->c) {
         free(s);
         return NULL;
@@ -73,9 +75,9 @@ static void *openblas_setup(int m, int n, int k, bool ta, bool tb, const float *
 
 static double openblas_run(void *state)
 {
-    openblas_state *s = state;
-    double t0 = bench_now();
-    int lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
+    openblas_state *s   = state;
+    double          t0  = bench_now();
+    int             lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
     openblas_sgemm(CBLAS_ROW_MAJOR, s->ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
                    s->tb ? CBLAS_TRANS : CBLAS_NO_TRANS, s->m, s->n, s->k, 1.0f, s->a,
                    lda > 0 ? lda : 1, s->b, ldb > 0 ? ldb : 1, 0.0f, s->c,
@@ -102,7 +104,7 @@ static void openblas_close(void)
 {
     if (openblas_lib)
         dlclose(openblas_lib);
-    openblas_lib = NULL;
+    openblas_lib   = NULL;
     openblas_sgemm = NULL;
 }
 

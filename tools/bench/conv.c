@@ -6,32 +6,32 @@
 
 typedef struct conv_shape {
     const char *what;
-    int n, c, h, w, o, k, stride, pad;
+    int         n, c, h, w, o, k, stride, pad;
 } conv_shape;
 
 static const conv_shape conv_shapes[] = {
-    {"mnist conv1",   64,  1, 28, 28, 32, 3, 1, 1},
-    {"mnist conv2",   64, 32, 14, 14, 64, 3, 1, 1},
-    {"cifar conv",    32, 64, 16, 16, 64, 3, 1, 1},
-    {"resnet 3x3",     1, 64, 56, 56, 64, 3, 1, 1},
-    {"resnet 1x1",     1, 256, 56, 56, 64, 1, 1, 0},
-    {"resnet stem",    1,  3, 224, 224, 64, 7, 2, 3},
-    {"5x5 stride 2",   8, 16, 64, 64, 32, 5, 2, 2},
+    {"mnist conv1", 64, 1, 28, 28, 32, 3, 1, 1},
+    {"mnist conv2", 64, 32, 14, 14, 64, 3, 1, 1},
+    {"cifar conv", 32, 64, 16, 16, 64, 3, 1, 1},
+    {"resnet 3x3", 1, 64, 56, 56, 64, 3, 1, 1},
+    {"resnet 1x1", 1, 256, 56, 56, 64, 1, 1, 0},
+    {"resnet stem", 1, 3, 224, 224, 64, 7, 2, 3},
+    {"5x5 stride 2", 8, 16, 64, 64, 32, 5, 2, 2},
 };
 
-static bool bench_conv_shape(const bench_options *o, kiln_context *ctx, const conv_shape *s,
-                             bench_stats *st, double *work)
+static bool bench_conv_shape(const bench_options *o, kiln_context *ctx,
+                             const conv_shape *s, bench_stats *st, double *work)
 {
-    double secs[64];
-    int oh = (s->h + 2 * s->pad - s->k) / s->stride + 1;
-    int ow = (s->w + 2 * s->pad - s->k) / s->stride + 1;
-    kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(s->n, s->c, s->h, s->w));
-    kiln_tensor *w = kiln_input(g, "w", KILN_F32, KILN_SHAPE(s->o, s->c, s->k, s->k));
-    kiln_tensor *b = kiln_input(g, "b", KILN_F32, KILN_SHAPE(s->o));
-    kiln_tensor *y = kiln_conv2d(g, x, w, b, s->stride, s->pad);
-    bool ok = g && bench_compile(g, y) && bench_fill_leaf(x, 1) && bench_fill_leaf(w, 2) &&
-              bench_fill_leaf(b, 3) &&
+    double       secs[64];
+    int          oh = (s->h + 2 * s->pad - s->k) / s->stride + 1;
+    int          ow = (s->w + 2 * s->pad - s->k) / s->stride + 1;
+    kiln_graph  *g  = kiln_graph_new(ctx);
+    kiln_tensor *x  = kiln_input(g, "x", KILN_F32, KILN_SHAPE(s->n, s->c, s->h, s->w));
+    kiln_tensor *w  = kiln_input(g, "w", KILN_F32, KILN_SHAPE(s->o, s->c, s->k, s->k));
+    kiln_tensor *b  = kiln_input(g, "b", KILN_F32, KILN_SHAPE(s->o));
+    kiln_tensor *y  = kiln_conv2d(g, x, w, b, s->stride, s->pad);
+    bool         ok = g && bench_compile(g, y) && bench_fill_leaf(x, 1) &&
+              bench_fill_leaf(w, 2) && bench_fill_leaf(b, 3) &&
               bench_time(bench_run_graph, g, o->repeat, o->min_s, secs);
     *work = 2.0 * s->n * s->o * (double)oh * ow * s->c * s->k * s->k;
     if (ok)
@@ -42,13 +42,13 @@ static bool bench_conv_shape(const bench_options *o, kiln_context *ctx, const co
 
 static bool bench_pool_shape(const bench_options *o, kiln_context *ctx, bench_stats *st)
 {
-    double secs[64];
-    kiln_graph *g = kiln_graph_new(ctx);
-    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(64, 32, 28, 28));
-    kiln_tensor *y = kiln_max_pool2d(g, x, 2, 2);
-    bool ok = g && bench_compile(g, y) && bench_fill_leaf(x, 1) &&
+    double       secs[64];
+    kiln_graph  *g  = kiln_graph_new(ctx);
+    kiln_tensor *x  = kiln_input(g, "x", KILN_F32, KILN_SHAPE(64, 32, 28, 28));
+    kiln_tensor *y  = kiln_max_pool2d(g, x, 2, 2);
+    bool         ok = g && bench_compile(g, y) && bench_fill_leaf(x, 1) &&
               bench_time(bench_run_graph, g, o->repeat, o->min_s, secs);
-    if (ok)   /* bytes read and written */
+    if (ok) /* bytes read and written */
         *st = bench_rate_stats(secs, o->repeat, 4.0 * 64 * 32 * (28 * 28 + 14 * 14));
     kiln_graph_free(g);
     return ok;
@@ -64,9 +64,9 @@ int bench_conv(const bench_options *o, kiln_context *ctx, const bench_machine *m
                o->repeat);
     for (size_t i = 0; i < sizeof conv_shapes / sizeof conv_shapes[0]; i++) {
         const conv_shape *s = &conv_shapes[i];
-        bench_stats st;
-        double work;
-        char label[64];
+        bench_stats       st;
+        double            work;
+        char              label[64];
         snprintf(label, sizeof label, "%dx%dx%dx%d -> %d, %dx%d, %d, %d", s->n, s->c,
                  s->h, s->w, s->o, s->k, s->k, s->stride, s->pad);
         if (!bench_conv_shape(o, ctx, s, &st, &work)) {
@@ -75,10 +75,10 @@ int bench_conv(const bench_options *o, kiln_context *ctx, const bench_machine *m
         }
         double pct = mach->peak_gflops > 0 ? 100.0 * st.median / mach->peak_gflops : 0;
         if (results) {
-            json_t *row = json_pack("{s:s, s:s, s:s, s:o, s:o}", "op", "conv2d",
-                                    "name", s->what, "shape", label,
-                                    "gflops", bench_json_stats(&st),
-                                    "percent_of_peak", bench_json_fixed(pct, 1));
+            json_t *row = json_pack("{s:s, s:s, s:s, s:o, s:o}", "op", "conv2d", "name",
+                                    s->what, "shape", label, "gflops",
+                                    bench_json_stats(&st), "percent_of_peak",
+                                    bench_json_fixed(pct, 1));
             if (!bench_json_append(results, row))
                 status = 1;
         } else {
@@ -91,9 +91,9 @@ int bench_conv(const bench_options *o, kiln_context *ctx, const bench_machine *m
     if (!bench_pool_shape(o, ctx, &st))
         return 1;
     if (results) {
-        json_t *row = json_pack("{s:s, s:s, s:o}", "op", "max_pool2d",
-                                "shape", "64x32x28x28, 2x2, stride 2",
-                                "gbs", bench_json_stats(&st));
+        json_t *row = json_pack("{s:s, s:s, s:o}", "op", "max_pool2d", "shape",
+                                "64x32x28x28, 2x2, stride 2", "gbs",
+                                bench_json_stats(&st));
         if (!bench_json_append(results, row))
             status = 1;
     } else {

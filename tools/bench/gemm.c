@@ -41,16 +41,14 @@ typedef struct gemm_shape {
  * gradient x^T @ g and the input's g @ w^T (none for the first layer, whose
  * input needs no gradient); then the CNN's dense layer 6272-128. */
 static const gemm_shape default_gemm_shapes[] = {
-    {128, 128, 128, false, false},   {256, 256, 256, false, false},
-    {512, 512, 512, false, false},   {1024, 1024, 1024, false, false},
-    {2048, 2048, 2048, false, false},
-    {64, 784, 256, false, false},    {64, 256, 128, false, false},
-    {64, 128, 10, false, false},
-    {784, 64, 256, true, false},     {256, 64, 128, true, false},
-    {128, 64, 10, true, false},
-    {64, 128, 256, false, true},     {64, 10, 128, false, true},
-    {64, 6272, 128, false, false},   {6272, 64, 128, true, false},
-    {64, 128, 6272, false, true},
+    {128, 128, 128, false, false},    {256, 256, 256, false, false},
+    {512, 512, 512, false, false},    {1024, 1024, 1024, false, false},
+    {2048, 2048, 2048, false, false}, {64, 784, 256, false, false},
+    {64, 256, 128, false, false},     {64, 128, 10, false, false},
+    {784, 64, 256, true, false},      {256, 64, 128, true, false},
+    {128, 64, 10, true, false},       {64, 128, 256, false, true},
+    {64, 10, 128, false, true},       {64, 6272, 128, false, false},
+    {6272, 64, 128, true, false},     {64, 128, 6272, false, true},
 };
 
 typedef struct ref_run {
@@ -70,14 +68,14 @@ static double max_rel_error(const float *x, const float *y, size_t n)
     double err = 0.0, scale = 0.0;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)x[i] - (double)y[i]);
-        err = d > err ? d : err;
-        scale = fabs((double)y[i]) > scale ? fabs((double)y[i]) : scale;
+        err      = d > err ? d : err;
+        scale    = fabs((double)y[i]) > scale ? fabs((double)y[i]) : scale;
     }
     return scale > 0 ? err / scale : err;
 }
 
 typedef struct gemm_result {
-    bench_stats kiln;          /* GFLOP/s of each repeat: worst, median, best */
+    bench_stats kiln; /* GFLOP/s of each repeat: worst, median, best */
     bench_stats ref;
     double      rel_error;
     bool        have_ref;
@@ -93,15 +91,15 @@ static bool gemm_reference(const bench_options *o, const bench_reference *ref,
                 s->k, s->n);
         return false;
     }
-    ref_run rr = { ref, state };
-    size_t nc = (size_t)s->m * (size_t)s->n;
-    float *c = malloc((nc ? nc : 1) * sizeof *c);
-    bool ok = c && bench_time(run_reference, &rr, o->repeat, o->min_s, secs) &&
+    ref_run rr = {ref, state};
+    size_t  nc = (size_t)s->m * (size_t)s->n;
+    float  *c  = malloc((nc ? nc : 1) * sizeof *c);
+    bool    ok = c && bench_time(run_reference, &rr, o->repeat, o->min_s, secs) &&
               ref->result(state, c);
     if (ok) {
         res->ref = bench_rate_stats(secs, o->repeat, 2.0 * s->m * s->n * (double)s->k);
         res->rel_error = max_rel_error(c_kiln, c, nc);
-        res->have_ref = true;
+        res->have_ref  = true;
     }
     free(c);
     ref->teardown(state);
@@ -112,12 +110,12 @@ static bool bench_gemm_shape(const bench_options *o, kiln_context *ctx,
                              const bench_reference *ref, const gemm_shape *s,
                              gemm_result *res)
 {
-    bool ok = false;
+    bool   ok = false;
     double secs[64];
     size_t na = (size_t)s->m * s->k, nb = (size_t)s->k * s->n, nc = (size_t)s->m * s->n;
     float *a = bench_random_floats(na, 1), *b = bench_random_floats(nb, 2);
-    float *c = malloc((nc ? nc : 1) * sizeof *c);
-    kiln_graph *g = kiln_graph_new(ctx);
+    float *c        = malloc((nc ? nc : 1) * sizeof *c);
+    kiln_graph  *g  = kiln_graph_new(ctx);
     kiln_tensor *ta = s->ta ? kiln_input(g, "a", KILN_F32, KILN_SHAPE(s->k, s->m))
                             : kiln_input(g, "a", KILN_F32, KILN_SHAPE(s->m, s->k));
     kiln_tensor *tb = s->tb ? kiln_input(g, "b", KILN_F32, KILN_SHAPE(s->n, s->k))
@@ -133,7 +131,7 @@ static bool bench_gemm_shape(const bench_options *o, kiln_context *ctx,
         kiln_tensor_read(tc, c, nc * 4) != KILN_OK)
         goto out;
     res->kiln = bench_rate_stats(secs, o->repeat, work);
-    ok = !ref || gemm_reference(o, ref, s, a, b, c, res, secs);
+    ok        = !ref || gemm_reference(o, ref, s, a, b, c, res, secs);
     /* the second kiln measurement, after the reference's: the best of both */
     if (ok && ref && bench_time(bench_run_graph, g, o->repeat, o->min_s, secs)) {
         bench_stats again = bench_rate_stats(secs, o->repeat, work);
@@ -154,28 +152,30 @@ out:
  * ":tt" reads A and/or B transposed (":nn" is the default). */
 static int parse_gemm_sizes(const char *list, gemm_shape *out, int cap)
 {
-    int n = 0;
+    int   n    = 0;
     char *copy = strdup(list), *save = NULL;
     for (char *tok = strtok_r(copy, ",", &save); tok && n < cap;
-         tok = strtok_r(NULL, ",", &save)) {
-        int m, k, nn, used = 0;
+         tok       = strtok_r(NULL, ",", &save)) {
+        int   m, k, nn, used = 0;
         char *trans = strchr(tok, ':');
-        bool ta = false, tb = false, good = true;
+        bool  ta = false, tb = false, good = true;
         if (trans) {
             *trans++ = '\0';
             good = strlen(trans) == 2 && strchr("nt", trans[0]) && strchr("nt", trans[1]);
-            ta = trans[0] == 't';
-            tb = trans[1] == 't';
+            ta   = trans[0] == 't';
+            tb   = trans[1] == 't';
         }
         if (good && sscanf(tok, "%dx%dx%d%n", &m, &k, &nn, &used) == 3 &&
             tok[used] == '\0' && m > 0 && k > 0 && nn > 0)
-            out[n++] = (gemm_shape){ m, k, nn, ta, tb };
-        else if (good && sscanf(tok, "%d%n", &m, &used) == 1 && tok[used] == '\0' && m > 0)
-            out[n++] = (gemm_shape){ m, m, m, ta, tb };
+            out[n++] = (gemm_shape){m, k, nn, ta, tb};
+        else if (good && sscanf(tok, "%d%n", &m, &used) == 1 && tok[used] == '\0' &&
+                 m > 0)
+            out[n++] = (gemm_shape){m, m, m, ta, tb};
         else {
-            fprintf(stderr, "kiln-bench: bad size '%s%s%s' (want N or MxKxN, optionally "
-                    "followed by :nn, :tn, :nt or :tt)\n", tok, trans ? ":" : "",
-                    trans ? trans : "");
+            fprintf(stderr,
+                    "kiln-bench: bad size '%s%s%s' (want N or MxKxN, optionally "
+                    "followed by :nn, :tn, :nt or :tt)\n",
+                    tok, trans ? ":" : "", trans ? trans : "");
             n = -1;
             break;
         }
@@ -190,13 +190,15 @@ static json_t *gemm_json(const gemm_shape *s, const char *label, const gemm_resu
 {
     json_t *row = json_pack("{s:s, s:i, s:i, s:i, s:b, s:b, s:o, s:o}", "shape", label,
                             "m", s->m, "k", s->k, "n", s->n, "ta", s->ta, "tb", s->tb,
-                            "gflops", bench_json_stats(&r->kiln),
-                            "percent_of_peak", bench_json_fixed(pct, 1));
+                            "gflops", bench_json_stats(&r->kiln), "percent_of_peak",
+                            bench_json_fixed(pct, 1));
     if (row && r->have_ref &&
-        json_object_set_new(row, "reference", json_pack(
-            "{s:s, s:o, s:o, s:o}", "name", ref->name, "gflops", bench_json_stats(&r->ref),
-            "ratio", bench_json_fixed(r->kiln.median / r->ref.median, 3),
-            "max_rel_error", bench_json_sci(r->rel_error, 2))) != 0) {
+        json_object_set_new(row, "reference",
+                            json_pack("{s:s, s:o, s:o, s:o}", "name", ref->name, "gflops",
+                                      bench_json_stats(&r->ref), "ratio",
+                                      bench_json_fixed(r->kiln.median / r->ref.median, 3),
+                                      "max_rel_error",
+                                      bench_json_sci(r->rel_error, 2))) != 0) {
         json_decref(row);
         return NULL;
     }
@@ -207,13 +209,13 @@ int bench_gemm(const bench_options *o, kiln_context *ctx, const bench_machine *m
                json_t *results)
 {
     gemm_shape shapes[64];
-    int n = sizeof default_gemm_shapes / sizeof default_gemm_shapes[0];
+    int        n = sizeof default_gemm_shapes / sizeof default_gemm_shapes[0];
     memcpy(shapes, default_gemm_shapes, sizeof default_gemm_shapes);
     if (o->sizes && (n = parse_gemm_sizes(o->sizes, shapes, 64)) < 0)
         return 2;
 
-    const bench_reference *ref = bench_find_reference(o->compare);
-    char why[256] = "";
+    const bench_reference *ref      = bench_find_reference(o->compare);
+    char                   why[256] = "";
     if (ref) {
         bench_reference_threads = mach->threads;
         if (!ref->open(ctx, why, sizeof why)) {
@@ -231,7 +233,7 @@ int bench_gemm(const bench_options *o, kiln_context *ctx, const bench_machine *m
     int status = 0;
     for (int i = 0; i < n; i++) {
         gemm_result r;
-        char label[48];
+        char        label[48];
         snprintf(label, sizeof label, "%dx%dx%d%s", shapes[i].m, shapes[i].k, shapes[i].n,
                  shapes[i].ta ? (shapes[i].tb ? ":tt" : ":tn")
                               : (shapes[i].tb ? ":nt" : ""));
@@ -239,7 +241,8 @@ int bench_gemm(const bench_options *o, kiln_context *ctx, const bench_machine *m
             status = 1;
             continue;
         }
-        double pct = mach->peak_gflops > 0 ? 100.0 * r.kiln.median / mach->peak_gflops : 0;
+        double pct = mach->peak_gflops > 0 ? 100.0 * r.kiln.median / mach->peak_gflops
+                                           : 0;
         if (results) {
             if (!bench_json_append(results, gemm_json(&shapes[i], label, &r, pct, ref)))
                 status = 1;

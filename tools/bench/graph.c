@@ -28,9 +28,9 @@ float *bench_random_floats(size_t n, unsigned seed)
 
 bool bench_fill_leaf(kiln_tensor *t, unsigned seed)
 {
-    size_t n = (size_t)kiln_tensor_numel(t);
-    float *x = bench_random_floats(n, seed);
-    bool ok = x && kiln_tensor_write(t, x, n * sizeof *x) == KILN_OK;
+    size_t n  = (size_t)kiln_tensor_numel(t);
+    float *x  = bench_random_floats(n, seed);
+    bool   ok = x && kiln_tensor_write(t, x, n * sizeof *x) == KILN_OK;
     if (!ok)
         fprintf(stderr, "kiln-bench: cannot fill an input: %s\n",
                 x ? kiln_last_error() : "out of memory");

@@ -29,9 +29,8 @@ json_t *bench_json_sci(double v, int digits)
 
 json_t *bench_json_stats(const bench_stats *s)
 {
-    return json_pack("{s:o, s:o, s:o}", "min", bench_json_fixed(s->min, 2),
-                     "median", bench_json_fixed(s->median, 2),
-                     "max", bench_json_fixed(s->max, 2));
+    return json_pack("{s:o, s:o, s:o}", "min", bench_json_fixed(s->min, 2), "median",
+                     bench_json_fixed(s->median, 2), "max", bench_json_fixed(s->max, 2));
 }
 
 bool bench_json_append(json_t *results, json_t *row)

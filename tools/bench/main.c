@@ -25,14 +25,14 @@
 
 typedef struct subcommand {
     const char *name;
-    int       (*run)(const bench_options *o, kiln_context *ctx, const bench_machine *m,
-                     json_t *results);
+    int (*run)(const bench_options *o, kiln_context *ctx, const bench_machine *m,
+               json_t *results);
 } subcommand;
 
 static const subcommand subcommands[] = {
-    { "gemm", bench_gemm },
-    { "conv", bench_conv },
-    { "ops",  bench_ops  },
+    {"gemm", bench_gemm},
+    {"conv", bench_conv},
+    {"ops", bench_ops},
 };
 
 /* The subcommand called `name`, or NULL. */
@@ -69,13 +69,13 @@ static const char usage[] =
 enum { OPT_COMPARE = 256, OPT_SIZES, OPT_THREADS, OPT_REPEAT, OPT_JSON };
 
 static const struct option long_options[] = {
-    { "compare", required_argument, NULL, OPT_COMPARE },
-    { "sizes",   required_argument, NULL, OPT_SIZES   },
-    { "threads", required_argument, NULL, OPT_THREADS },
-    { "repeat",  required_argument, NULL, OPT_REPEAT  },
-    { "json",    no_argument,       NULL, OPT_JSON    },
-    { "help",    no_argument,       NULL, 'h'         },
-    { NULL,      0,                 NULL, 0           },
+    {"compare", required_argument, NULL, OPT_COMPARE},
+    {"sizes", required_argument, NULL, OPT_SIZES},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"repeat", required_argument, NULL, OPT_REPEAT},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
 };
 
 /* "kiln-bench SUBCOMMAND [options]"; the options may also come first, as
@@ -84,7 +84,7 @@ static void parse_args(int argc, char **argv, bench_options *o)
 {
     memset(o, 0, sizeof *o);
     o->repeat = 7;
-    o->min_s = 0.05;
+    o->min_s  = 0.05;
     /* the subcommand first: getopt then reads what follows it, even when
      * POSIXLY_CORRECT stops it at the first operand */
     if (argc > 1 && find_subcommand(argv[1])) {
@@ -96,32 +96,22 @@ static void parse_args(int argc, char **argv, bench_options *o)
     int c;
     while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
         switch (c) {
-        case 'h':
-            fputs(usage, stdout);
-            exit(0);
-        case OPT_JSON:
-            o->json = true;
-            break;
-        case OPT_COMPARE:
-            o->compare = optarg;
-            break;
-        case OPT_SIZES:
-            o->sizes = optarg;
-            break;
+        case 'h': fputs(usage, stdout); exit(0);
+        case OPT_JSON: o->json = true; break;
+        case OPT_COMPARE: o->compare = optarg; break;
+        case OPT_SIZES: o->sizes = optarg; break;
         case OPT_THREADS:
             o->threads = (int)cli_parse_int("--threads", optarg, 1, 4096);
             break;
-        case OPT_REPEAT:
-            o->repeat = (int)cli_parse_int("--repeat", optarg, 1, 64);
-            break;
-        default:   /* getopt said what was wrong */
-            cli_try_help();
+        case OPT_REPEAT: o->repeat = (int)cli_parse_int("--repeat", optarg, 1, 64); break;
+        default: /* getopt said what was wrong */ cli_try_help();
         }
     }
     if (!o->what && optind < argc) {
         o->what = argv[optind++];
         if (!find_subcommand(o->what))
-            cli_usage_error("unknown subcommand '%s': expected gemm, conv or ops", o->what);
+            cli_usage_error("unknown subcommand '%s': expected gemm, conv or ops",
+                            o->what);
     }
     if (optind < argc)
         cli_usage_error("unexpected argument '%s'", argv[optind]);
@@ -144,8 +134,8 @@ static void parse_args(int argc, char **argv, bench_options *o)
 static json_t *json_document(const bench_options *o, const kiln_context *ctx,
                              const bench_machine *m)
 {
-    json_t *doc = json_pack("{s:s, s:s, s:i, s:o, s:s, s:[]}", "bench", o->what,
-                            "device", kiln_context_device(ctx), "threads", m->threads,
+    json_t *doc = json_pack("{s:s, s:s, s:i, s:o, s:s, s:[]}", "bench", o->what, "device",
+                            kiln_context_device(ctx), "threads", m->threads,
                             "peak_gflops", bench_json_fixed(m->peak_gflops, 1),
                             "peak_isa", m->peak_isa, "results");
     if (!doc)
@@ -175,11 +165,11 @@ static int device_threads(const kiln_context *ctx)
 
 static void measure_machine(kiln_context *ctx, const bench_options *o, bench_machine *m)
 {
-    m->threads = o->threads ? o->threads : device_threads(ctx);
-    m->peak_isa = "avx512";
+    m->threads     = o->threads ? o->threads : device_threads(ctx);
+    m->peak_isa    = "avx512";
     m->peak_gflops = bench_fma_peak("avx512", m->threads);
     if (m->peak_gflops == 0) {
-        m->peak_isa = "avx2";
+        m->peak_isa    = "avx2";
         m->peak_gflops = bench_fma_peak("avx2", m->threads);
     }
     if (o->json || !o->what || strcmp(o->what, "ops") == 0)
@@ -214,7 +204,7 @@ int main(int argc, char **argv)
     measure_machine(ctx, &o, &mach);
     json_t *doc = NULL, *results = NULL;
     if (o.json) {
-        doc = json_document(&o, ctx, &mach);
+        doc     = json_document(&o, ctx, &mach);
         results = json_object_get(doc, "results");
         if (!doc) {
             kiln_context_free(ctx);
@@ -222,7 +212,7 @@ int main(int argc, char **argv)
         }
     } else {
         const kiln_device_report *d;
-        size_t k, n = kiln_devices(&d);
+        size_t                    k, n = kiln_devices(&d);
         printf("kiln-bench %s on %s\n", o.what, kiln_context_device(ctx));
         if (kiln_context_device_index(ctx, &k) == KILN_OK && k < n && d[k].description)
             printf("  %s\n", d[k].description);

@@ -53,15 +53,15 @@ typedef struct kiln_side {
 static bool kiln_setup(kiln_context *ctx, int n, const float *a, const float *b,
                        kiln_side *s)
 {
-    s->g = kiln_graph_new(ctx);
+    s->g            = kiln_graph_new(ctx);
     kiln_tensor *ta = kiln_input(s->g, "a", KILN_F32, KILN_SHAPE(n, n));
     kiln_tensor *tb = kiln_input(s->g, "b", KILN_F32, KILN_SHAPE(n, n));
-    s->c = kiln_matmul(s->g, ta, tb);
-    size_t bytes = (size_t)n * (size_t)n * sizeof(float);
+    s->c            = kiln_matmul(s->g, ta, tb);
+    size_t bytes    = (size_t)n * (size_t)n * sizeof(float);
     return kiln_output(s->g, s->c) == KILN_OK && kiln_graph_compile(s->g) == KILN_OK &&
            kiln_tensor_write(ta, a, bytes) == KILN_OK &&
            kiln_tensor_write(tb, b, bytes) == KILN_OK &&
-           kiln_graph_run(s->g) == KILN_OK;   /* warm-up */
+           kiln_graph_run(s->g) == KILN_OK; /* warm-up */
 }
 
 enum { MAX_RUNS = 1000 };
@@ -85,7 +85,7 @@ static int compare_size(kiln_context *ctx, int n, int runs)
         return fprintf(stderr, "opencl-gemm: CLBlast setup failed at %d\n", n), 1;
 
     static double tk[MAX_RUNS], tc[MAX_RUNS];
-    double flop = 2.0 * (double)n * (double)n * (double)n;
+    double        flop = 2.0 * (double)n * (double)n * (double)n;
     for (int r = 0; r < runs; r++) {
         double t0 = now();
         if (kiln_graph_run(ks.g) != KILN_OK)
@@ -105,9 +105,10 @@ static int compare_size(kiln_context *ctx, int n, int runs)
     double mk = median(tk, runs), mc = median(tc, runs);
     printf("%5d  kiln %8.3f ms %6.1f GFLOP/s (min %8.3f)  clblast %8.3f ms %6.1f "
            "GFLOP/s (min %8.3f)  overhead %+5.1f%% (min %+5.1f%%)  max |diff| %g  "
-           "runs %d\n", n, 1e3 * mk, flop / mk / 1e9, 1e3 * tk[0], 1e3 * mc,
-           flop / mc / 1e9, 1e3 * tc[0], 100.0 * (mk / mc - 1.0),
-           100.0 * (tk[0] / tc[0] - 1.0), max_diff, runs);
+           "runs %d\n",
+           n, 1e3 * mk, flop / mk / 1e9, 1e3 * tk[0], 1e3 * mc, flop / mc / 1e9,
+           1e3 * tc[0], 100.0 * (mk / mc - 1.0), 100.0 * (tk[0] / tc[0] - 1.0), max_diff,
+           runs);
     bench_clblast.teardown(cs);
     kiln_graph_free(ks.g);
     free(a);
@@ -127,9 +128,9 @@ static const char usage[] =
 enum { MAX_SIZE = 16384 };
 
 static const struct option long_options[] = {
-    { "runs", required_argument, NULL, 'r' },
-    { "help", no_argument,       NULL, 'h' },
-    { NULL,   0,                 NULL, 0   },
+    {"runs", required_argument, NULL, 'r'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
 };
 
 /* The runs per side; argv[optind..argc) are the sizes, checked. */
@@ -139,14 +140,9 @@ static int parse_args(int argc, char **argv)
     int c, runs = 40;
     while ((c = getopt_long(argc, argv, "r:h", long_options, NULL)) != -1) {
         switch (c) {
-        case 'r':
-            runs = (int)cli_parse_int("RUNS", optarg, 1, MAX_RUNS);
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            exit(0);
-        default:   /* getopt said what was wrong */
-            cli_try_help();
+        case 'r': runs = (int)cli_parse_int("RUNS", optarg, 1, MAX_RUNS); break;
+        case 'h': fputs(usage, stdout); exit(0);
+        default: /* getopt said what was wrong */ cli_try_help();
         }
     }
     for (int i = optind; i < argc; i++)
@@ -156,7 +152,7 @@ static int parse_args(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    int runs = parse_args(argc, argv);
+    int         runs = parse_args(argc, argv);
     const char *spec = getenv("KILN_BACKEND");
     /* kiln first: opening the device applies kiln's CLBlast parameters,
      * which the direct calls then share */

@@ -7,13 +7,24 @@
 #include <stdio.h>
 
 typedef enum op_kind {
-    OP_ADD, OP_ADD_BIAS, OP_RELU, OP_SCALE, OP_EXP, OP_TANH, OP_SIGMOID,
-    OP_ADD_RELU, OP_SUM, OP_SUM_AXIS0, OP_MAX, OP_SOFTMAX, OP_COUNT
+    OP_ADD,
+    OP_ADD_BIAS,
+    OP_RELU,
+    OP_SCALE,
+    OP_EXP,
+    OP_TANH,
+    OP_SIGMOID,
+    OP_ADD_RELU,
+    OP_SUM,
+    OP_SUM_AXIS0,
+    OP_MAX,
+    OP_SOFTMAX,
+    OP_COUNT
 } op_kind;
 
 typedef struct op_info {
     const char *name;
-    int         streams;   /* tensors of the full size read or written */
+    int         streams; /* tensors of the full size read or written */
 } op_info;
 
 static const op_info op_infos[OP_COUNT] = {
@@ -24,7 +35,7 @@ static const op_info op_infos[OP_COUNT] = {
     [OP_EXP]       = {"exp", 2},
     [OP_TANH]      = {"tanh", 2},
     [OP_SIGMOID]   = {"sigmoid", 2},
-    [OP_ADD_RELU]  = {"relu(add bias)", 3},   /* x read; sum and relu written */
+    [OP_ADD_RELU]  = {"relu(add bias)", 3}, /* x read; sum and relu written */
     [OP_SUM]       = {"sum", 1},
     [OP_SUM_AXIS0] = {"sum axis 0", 1},
     [OP_MAX]       = {"max last axis", 1},
@@ -36,7 +47,7 @@ static kiln_tensor *build_op(kiln_graph *g, op_kind op, int64_t rows, int64_t co
                              kiln_tensor **extra)
 {
     kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(rows, cols));
-    *extra = NULL;
+    *extra         = NULL;
     switch (op) {
     case OP_ADD:
         *extra = kiln_input(g, "y", KILN_F32, KILN_SHAPE(rows, cols));
@@ -45,30 +56,30 @@ static kiln_tensor *build_op(kiln_graph *g, op_kind op, int64_t rows, int64_t co
         *extra = kiln_input(g, "b", KILN_F32, KILN_SHAPE(cols));
         return kiln_add(g, x, *extra);
     case OP_ADD_RELU: {
-        *extra = kiln_input(g, "b", KILN_F32, KILN_SHAPE(cols));
+        *extra         = kiln_input(g, "b", KILN_F32, KILN_SHAPE(cols));
         kiln_tensor *s = kiln_add(g, x, *extra);
-        kiln_output(g, s);   /* both written, as in a graph that reads the sum */
+        kiln_output(g, s); /* both written, as in a graph that reads the sum */
         return kiln_relu(g, s);
     }
-    case OP_RELU:      return kiln_relu(g, x);
-    case OP_SCALE:     return kiln_scale(g, x, 0.5f);
-    case OP_EXP:       return kiln_exp(g, x);
-    case OP_TANH:      return kiln_tanh(g, x);
-    case OP_SIGMOID:   return kiln_sigmoid(g, x);
-    case OP_SUM:       return kiln_sum(g, x);
+    case OP_RELU: return kiln_relu(g, x);
+    case OP_SCALE: return kiln_scale(g, x, 0.5f);
+    case OP_EXP: return kiln_exp(g, x);
+    case OP_TANH: return kiln_tanh(g, x);
+    case OP_SIGMOID: return kiln_sigmoid(g, x);
+    case OP_SUM: return kiln_sum(g, x);
     case OP_SUM_AXIS0: return kiln_sum_axis(g, x, 0, false);
-    case OP_MAX:       return kiln_max(g, x);
-    case OP_SOFTMAX:   return kiln_softmax(g, x);
-    case OP_COUNT:     break;
+    case OP_MAX: return kiln_max(g, x);
+    case OP_SOFTMAX: return kiln_softmax(g, x);
+    case OP_COUNT: break;
     }
     return NULL;
 }
 
-static bool bench_op(const bench_options *o, kiln_context *ctx, op_kind op,
-                     int64_t rows, int64_t cols, bench_stats *st)
+static bool bench_op(const bench_options *o, kiln_context *ctx, op_kind op, int64_t rows,
+                     int64_t cols, bench_stats *st)
 {
-    double secs[64];
-    kiln_graph *g = kiln_graph_new(ctx);
+    double       secs[64];
+    kiln_graph  *g = kiln_graph_new(ctx);
     kiln_tensor *extra, *y = build_op(g, op, rows, cols, &extra);
     bool ok = g && bench_compile(g, y) && bench_fill_leaf(kiln_graph_find(g, "x"), 1) &&
               (!extra || bench_fill_leaf(extra, 2)) &&
@@ -91,7 +102,7 @@ typedef enum grad_kind { GRAD_SUM, GRAD_RELU, GRAD_ADAM, GRAD_COUNT } grad_kind;
 static const op_info grad_infos[GRAD_COUNT] = {
     /* sum(x) with its gradient, less the loss alone: the loss's gradient
      * expanded to x's size (written), which relu backward includes */
-    [GRAD_SUM]  = {"sum backward", 1},
+    [GRAD_SUM] = {"sum backward", 1},
     /* sum(relu(x)) with its gradient, less the loss alone: the loss's
      * gradient expanded to x's size (written), then relu_grad (that and x
      * read, x's gradient written) */
@@ -108,8 +119,8 @@ typedef struct grad_graph {
 
 /* x [rows, cols], a parameter, and loss = sum(relu(x)) (GRAD_RELU) or sum(x),
  * with its gradient, and an Adam step if `step`. NULL after a message. */
-static kiln_graph *build_grad(kiln_context *ctx, grad_kind kind, bool step,
-                              int64_t rows, int64_t cols, kiln_tensor **loss)
+static kiln_graph *build_grad(kiln_context *ctx, grad_kind kind, bool step, int64_t rows,
+                              int64_t cols, kiln_tensor **loss)
 {
     kiln_graph *g = kiln_graph_new(ctx);
     if (!g) {
@@ -117,7 +128,7 @@ static kiln_graph *build_grad(kiln_context *ctx, grad_kind kind, bool step,
         return NULL;
     }
     kiln_tensor *x = kiln_param(g, "x", KILN_SHAPE(rows, cols));
-    *loss = kiln_sum(g, kind == GRAD_RELU ? kiln_relu(g, x) : x);
+    *loss          = kiln_sum(g, kind == GRAD_RELU ? kiln_relu(g, x) : x);
     bool ok = kiln_output(g, *loss) == KILN_OK && kiln_backward(g, *loss) == KILN_OK &&
               (!step || kiln_adam(g, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f)) &&
               kiln_graph_compile(g) == KILN_OK;
@@ -145,8 +156,8 @@ static bool eval_loss(void *arg)
 static bool bench_grad(const bench_options *o, kiln_context *ctx, grad_kind kind,
                        int64_t rows, int64_t cols, bench_stats *st)
 {
-    double secs[64];
-    grad_graph with = { NULL, NULL }, without = { NULL, NULL };
+    double     secs[64];
+    grad_graph with = {NULL, NULL}, without = {NULL, NULL};
     with.g = build_grad(ctx, kind, kind == GRAD_ADAM, rows, cols, &with.loss);
     /* sum, relu: the loss alone is the same graph evaluated up to the loss */
     without = with;
@@ -156,14 +167,15 @@ static bool bench_grad(const bench_options *o, kiln_context *ctx, grad_kind kind
     for (int r = 0; ok && r < o->repeat; r++) {
         double t_with, t_without;
         ok = bench_time(bench_run_graph, with.g, 1, o->min_s, &t_with) &&
-             (kind == GRAD_ADAM ? bench_time(bench_run_graph, without.g, 1, o->min_s,
-                                             &t_without)
-                                : bench_time(eval_loss, &without, 1, o->min_s, &t_without));
+             (kind == GRAD_ADAM
+                  ? bench_time(bench_run_graph, without.g, 1, o->min_s, &t_without)
+                  : bench_time(eval_loss, &without, 1, o->min_s, &t_without));
         secs[r] = t_with - t_without;
     }
     if (ok)
         *st = bench_rate_stats(secs, o->repeat,
-                               4.0 * (double)rows * (double)cols * grad_infos[kind].streams);
+                               4.0 * (double)rows * (double)cols *
+                                   grad_infos[kind].streams);
     kiln_graph_free(with.g);
     if (without.g != with.g)
         kiln_graph_free(without.g);
@@ -176,10 +188,11 @@ static bool print_rate_row(json_t *results, const char *name, const char *shape,
                            const bench_stats *st, double copy)
 {
     if (results) {
-        json_t *row = json_pack("{s:s, s:s, s:o}", "op", name, "shape", shape,
-                                "gbs", bench_json_stats(st));
+        json_t *row = json_pack("{s:s, s:s, s:o}", "op", name, "shape", shape, "gbs",
+                                bench_json_stats(st));
         if (row && copy > 0 &&
-            json_object_set_new(row, "of_memcpy", bench_json_fixed(st->median / copy, 3))) {
+            json_object_set_new(row, "of_memcpy",
+                                bench_json_fixed(st->median / copy, 3))) {
             json_decref(row);
             row = NULL;
         }
@@ -199,19 +212,20 @@ static bool memcpy_row(json_t *results, size_t bytes, double copy1, int threads,
 {
     char key[48];
     snprintf(key, sizeof key, "gbs_%d_threads", threads);
-    return bench_json_append(results, json_pack("{s:s, s:I, s:o, s:o}", "op", "memcpy",
-                                                "bytes", (json_int_t)bytes,
-                                                "gbs_1_thread", bench_json_fixed(copy1, 2),
-                                                key, bench_json_fixed(copyn, 2)));
+    return bench_json_append(results,
+                             json_pack("{s:s, s:I, s:o, s:o}", "op", "memcpy", "bytes",
+                                       (json_int_t)bytes, "gbs_1_thread",
+                                       bench_json_fixed(copy1, 2), key,
+                                       bench_json_fixed(copyn, 2)));
 }
 
 int bench_ops(const bench_options *o, kiln_context *ctx, const bench_machine *mach,
               json_t *results)
 {
     /* elements: in L2, in L3, and 4x the L3 of this machine (32 MiB) */
-    static const int64_t sizes[][2] = { {256, 1024}, {4096, 1024}, {32768, 1024} };
-    int status = 0;
-    size_t big = (size_t)sizes[2][0] * sizes[2][1] * sizeof(float);
+    static const int64_t sizes[][2] = {{256, 1024}, {4096, 1024}, {32768, 1024}};
+    int                  status     = 0;
+    size_t               big        = (size_t)sizes[2][0] * sizes[2][1] * sizeof(float);
     double copy1 = bench_memcpy_gbs(big, 1), copyn = bench_memcpy_gbs(big, mach->threads);
     double copy = copy1 > copyn ? copy1 : copyn;
     if (results) {
@@ -225,16 +239,17 @@ int bench_ops(const bench_options *o, kiln_context *ctx, const bench_machine *ma
     }
     /* the one-op graphs, then the training ops */
     for (int row = 0; row < OP_COUNT + GRAD_COUNT; row++) {
-        bool grad = row >= OP_COUNT;
+        bool        grad = row >= OP_COUNT;
         const char *name = grad ? grad_infos[row - OP_COUNT].name : op_infos[row].name;
         for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
             bench_stats st;
-            char shape[32];
+            char        shape[32];
             snprintf(shape, sizeof shape, "%lldx%lld", (long long)sizes[s][0],
                      (long long)sizes[s][1]);
-            bool ok = grad ? bench_grad(o, ctx, (grad_kind)(row - OP_COUNT), sizes[s][0],
-                                        sizes[s][1], &st)
-                           : bench_op(o, ctx, (op_kind)row, sizes[s][0], sizes[s][1], &st);
+            bool ok = grad
+                          ? bench_grad(o, ctx, (grad_kind)(row - OP_COUNT), sizes[s][0],
+                                       sizes[s][1], &st)
+                          : bench_op(o, ctx, (op_kind)row, sizes[s][0], sizes[s][1], &st);
             if (!ok) {
                 status = 1;
                 continue;

@@ -23,7 +23,7 @@ static int bench_cmp(const void *a, const void *b)
 bench_stats bench_stats_of(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, bench_cmp);
-    bench_stats s = { v[0], n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]), v[n - 1] };
+    bench_stats s = {v[0], n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]), v[n - 1]};
     return s;
 }
 
@@ -66,12 +66,13 @@ static void *bench_copy_thread(void *arg)
 static double bench_copy_once(char *dst, const char *src, size_t bytes, int threads)
 {
     bench_copy parts[64];
-    pthread_t tids[64];
-    size_t per = (bytes / (size_t)threads) & ~(size_t)63;
-    double t0 = bench_now();
+    pthread_t  tids[64];
+    size_t     per = (bytes / (size_t)threads) & ~(size_t)63;
+    double     t0  = bench_now();
     for (int t = 0; t < threads; t++) {
         size_t off = per * (size_t)t;
-        parts[t] = (bench_copy){ dst + off, src + off, t == threads - 1 ? bytes - off : per };
+        parts[t]   = (bench_copy){dst + off, src + off,
+                                t == threads - 1 ? bytes - off : per};
         if (t > 0 && pthread_create(&tids[t], NULL, bench_copy_thread, &parts[t]) != 0)
             return -1.0;
     }
@@ -87,7 +88,7 @@ double bench_memcpy_gbs(size_t bytes, int threads)
         threads = 1;
     if (threads > 64)
         threads = 64;
-    char *src = malloc(bytes), *dst = malloc(bytes);
+    char  *src = malloc(bytes), *dst = malloc(bytes);
     double best = 0.0;
     if (src && dst) {
         memset(src, 1, bytes);
