@@ -274,25 +274,20 @@ static const char *rule_step(const kiln_node *node)
 
 /* ---- the table ------------------------------------------------------------------------ */
 
-/* clang-format off: one row per op, its fields in columns */
-#define F32  KILN_F32
-#define I32  KILN_I32
+/* One row per op, its fields in columns. */
+/* clang-format off */
+#define F32 KILN_F32
+#define I32 KILN_I32
 #define RUNS KILN__OP_DISPATCHED
 #define GRAD KILN__OP_DIFFERENTIABLE
 
-#define BINARY(n)                                                      \
-    {                                                                  \
-        n, 2, 0, F32, {F32, F32}, {"a", "b"}, rule_binary, RUNS | GRAD \
-    }
-#define UNARY(n)                                                     \
-    {                                                                \
-        n, 1, 0, F32, {F32}, {"input"}, rule_same_numel, RUNS | GRAD \
-    }
+#define BINARY(n) { n, 2, 0, F32, { F32, F32 }, { "a", "b" }, rule_binary, RUNS | GRAD }
+#define UNARY(n)  { n, 1, 0, F32, { F32 }, { "input" }, rule_same_numel, RUNS | GRAD }
 
 static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
-    [KILN_OP_LEAF] = {"leaf", 0, 0, F32, {F32}, {NULL}, NULL, 0},
+    [KILN_OP_LEAF]    = { "leaf", 0, 0, F32, { F32 }, { NULL }, NULL, 0 },
     /* a view: any dtype, never dispatched; core checks its element count */
-    [KILN_OP_RESHAPE] = {"reshape", 1, 0, F32, {F32}, {"input"}, NULL, GRAD},
+    [KILN_OP_RESHAPE] = { "reshape", 1, 0, F32, { F32 }, { "input" }, NULL, GRAD },
 
     [KILN_OP_ADD]     = BINARY("add"),
     [KILN_OP_SUB]     = BINARY("sub"),
@@ -307,113 +302,62 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
     [KILN_OP_TANH]    = UNARY("tanh"),
     [KILN_OP_SCALE]   = UNARY("scale"),
 
-    [KILN_OP_MATMUL] =
-        {"matmul", 2, 0, F32, {F32, F32}, {"a", "b"}, rule_matmul, RUNS | GRAD},
-    [KILN_OP_SUM]  = {"sum", 1, 0, F32, {F32}, {"input"}, rule_reduce_axis, RUNS | GRAD},
-    [KILN_OP_MEAN] = {"mean", 1, 0, F32, {F32}, {"input"}, rule_reduce_axis, RUNS | GRAD},
-    [KILN_OP_MAX]  = {"max", 1, 0, F32, {F32}, {"input"}, rule_pick_last, RUNS | GRAD},
-    [KILN_OP_ARGMAX] = {"argmax", 1, 0, I32, {F32}, {"input"}, rule_pick_last, RUNS},
-    [KILN_OP_SOFTMAX] =
-        {"softmax", 1, 0, F32, {F32}, {"input"}, rule_rows_alike, RUNS | GRAD},
-    [KILN_OP_LOG_SOFTMAX] =
-        {"log_softmax", 1, 0, F32, {F32}, {"input"}, rule_rows_alike, RUNS | GRAD},
-    [KILN_OP_TRANSPOSE] =
-        {"transpose", 1, 0, F32, {F32}, {"input"}, rule_transpose, RUNS | GRAD},
-    [KILN_OP_CONV2D] = {"conv2d",
-                        2,
-                        1,
-                        F32,
-                        {F32, F32, F32},
-                        {"x", "w", "bias"},
-                        rule_conv2d,
-                        RUNS | GRAD},
-    [KILN_OP_MAX_POOL2D] =
-        {"max_pool2d", 1, 0, F32, {F32}, {"x"}, rule_max_pool2d, RUNS | GRAD},
-    [KILN_OP_MSE_LOSS]      = {"mse_loss",
-                               2,
-                               0,
-                               F32,
-                               {F32, F32},
-                               {"pred", "target"},
-                               rule_mse_loss,
-                               RUNS | GRAD},
-    [KILN_OP_CROSS_ENTROPY] = {"cross_entropy",
-                               2,
-                               0,
-                               F32,
-                               {F32, I32},
-                               {"logits", "labels"},
-                               rule_cross_entropy,
-                               RUNS | GRAD},
+    [KILN_OP_MATMUL]  = { "matmul", 2, 0, F32, { F32, F32 }, { "a", "b" },
+                          rule_matmul, RUNS | GRAD },
+    [KILN_OP_SUM]     = { "sum", 1, 0, F32, { F32 }, { "input" },
+                          rule_reduce_axis, RUNS | GRAD },
+    [KILN_OP_MEAN]    = { "mean", 1, 0, F32, { F32 }, { "input" },
+                          rule_reduce_axis, RUNS | GRAD },
+    [KILN_OP_MAX]     = { "max", 1, 0, F32, { F32 }, { "input" },
+                          rule_pick_last, RUNS | GRAD },
+    [KILN_OP_ARGMAX]  = { "argmax", 1, 0, I32, { F32 }, { "input" },
+                          rule_pick_last, RUNS },
+    [KILN_OP_SOFTMAX] = { "softmax", 1, 0, F32, { F32 }, { "input" },
+                          rule_rows_alike, RUNS | GRAD },
+    [KILN_OP_LOG_SOFTMAX] = { "log_softmax", 1, 0, F32, { F32 }, { "input" },
+                              rule_rows_alike, RUNS | GRAD },
+    [KILN_OP_TRANSPOSE] = { "transpose", 1, 0, F32, { F32 }, { "input" },
+                            rule_transpose, RUNS | GRAD },
+    [KILN_OP_CONV2D]  = { "conv2d", 2, 1, F32, { F32, F32, F32 }, { "x", "w", "bias" },
+                          rule_conv2d, RUNS | GRAD },
+    [KILN_OP_MAX_POOL2D] = { "max_pool2d", 1, 0, F32, { F32 }, { "x" },
+                             rule_max_pool2d, RUNS | GRAD },
+    [KILN_OP_MSE_LOSS] = { "mse_loss", 2, 0, F32, { F32, F32 }, { "pred", "target" },
+                           rule_mse_loss, RUNS | GRAD },
+    [KILN_OP_CROSS_ENTROPY] = { "cross_entropy", 2, 0, F32, { F32, I32 },
+                                { "logits", "labels" }, rule_cross_entropy,
+                                RUNS | GRAD },
 
     /* gradients: src[0] is the incoming gradient */
-    [KILN_OP_SUM_TO] = {"sum_to", 1, 0, F32, {F32}, {"gradient"}, rule_sum_to, RUNS},
-    [KILN_OP_EXPAND] = {"expand", 1, 0, F32, {F32}, {"gradient"}, rule_expand, RUNS},
-    [KILN_OP_RELU_GRAD] =
-        {"relu_grad", 2, 0, F32, {F32, F32}, {"gradient", "x"}, rule_same_numel, RUNS},
-    [KILN_OP_MAX_GRAD] =
-        {"max_grad", 2, 0, F32, {F32, F32}, {"gradient", "x"}, rule_max_grad, RUNS},
-    [KILN_OP_SOFTMAX_GRAD] =
-        {"softmax_grad", 2, 0, F32, {F32, F32}, {"gradient", "y"}, rule_rows_alike, RUNS},
-    [KILN_OP_LOG_SOFTMAX_GRAD]   = {"log_softmax_grad",
-                                    2,
-                                    0,
-                                    F32,
-                                    {F32, F32},
-                                    {"gradient", "y"},
-                                    rule_rows_alike,
-                                    RUNS},
-    [KILN_OP_CONV2D_GRAD_INPUT]  = {"conv2d_grad_input",
-                                    2,
-                                    0,
-                                    F32,
-                                    {F32, F32},
-                                    {"gradient", "w"},
-                                    rule_conv2d_grad_input,
-                                    RUNS},
-    [KILN_OP_CONV2D_GRAD_WEIGHT] = {"conv2d_grad_weight",
-                                    2,
-                                    0,
-                                    F32,
-                                    {F32, F32},
-                                    {"gradient", "x"},
-                                    rule_conv2d_grad_weight,
-                                    RUNS},
-    [KILN_OP_MAX_POOL2D_GRAD]    = {"max_pool2d_grad",
-                                    2,
-                                    0,
-                                    F32,
-                                    {F32, F32},
-                                    {"gradient", "x"},
-                                    rule_max_pool2d_grad,
-                                    RUNS},
-    [KILN_OP_CROSS_ENTROPY_GRAD] = {"cross_entropy_grad",
-                                    3,
-                                    0,
-                                    F32,
-                                    {F32, F32, I32},
-                                    {"gradient", "logits", "labels"},
-                                    rule_cross_entropy_grad,
-                                    RUNS},
+    [KILN_OP_SUM_TO]  = { "sum_to", 1, 0, F32, { F32 }, { "gradient" },
+                          rule_sum_to, RUNS },
+    [KILN_OP_EXPAND]  = { "expand", 1, 0, F32, { F32 }, { "gradient" },
+                          rule_expand, RUNS },
+    [KILN_OP_RELU_GRAD] = { "relu_grad", 2, 0, F32, { F32, F32 }, { "gradient", "x" },
+                            rule_same_numel, RUNS },
+    [KILN_OP_MAX_GRAD] = { "max_grad", 2, 0, F32, { F32, F32 }, { "gradient", "x" },
+                           rule_max_grad, RUNS },
+    [KILN_OP_SOFTMAX_GRAD] = { "softmax_grad", 2, 0, F32, { F32, F32 },
+                               { "gradient", "y" }, rule_rows_alike, RUNS },
+    [KILN_OP_LOG_SOFTMAX_GRAD] = { "log_softmax_grad", 2, 0, F32, { F32, F32 },
+                                   { "gradient", "y" }, rule_rows_alike, RUNS },
+    [KILN_OP_CONV2D_GRAD_INPUT] = { "conv2d_grad_input", 2, 0, F32, { F32, F32 },
+                                    { "gradient", "w" }, rule_conv2d_grad_input, RUNS },
+    [KILN_OP_CONV2D_GRAD_WEIGHT] = { "conv2d_grad_weight", 2, 0, F32, { F32, F32 },
+                                     { "gradient", "x" }, rule_conv2d_grad_weight,
+                                     RUNS },
+    [KILN_OP_MAX_POOL2D_GRAD] = { "max_pool2d_grad", 2, 0, F32, { F32, F32 },
+                                  { "gradient", "x" }, rule_max_pool2d_grad, RUNS },
+    [KILN_OP_CROSS_ENTROPY_GRAD] = { "cross_entropy_grad", 3, 0, F32, { F32, F32, I32 },
+                                     { "gradient", "logits", "labels" },
+                                     rule_cross_entropy_grad, RUNS },
 
-    [KILN_OP_SGD_STEP]  = {"sgd_step",
-                           4,
-                           0,
-                           F32,
-                           {F32, F32, F32, F32},
-                           {"param", "grad", "velocity", "hyper-parameters"},
-                           rule_step,
-                           RUNS | KILN__OP_IN_PLACE,
-                           1u << 2},
-    [KILN_OP_ADAM_STEP] = {"adam_step",
-                           5,
-                           0,
-                           F32,
-                           {F32, F32, F32, F32, F32},
-                           {"param", "grad", "m", "v", "hyper-parameters"},
-                           rule_step,
-                           RUNS | KILN__OP_IN_PLACE,
-                           1u << 2 | 1u << 3},
+    [KILN_OP_SGD_STEP] = { "sgd_step", 4, 0, F32, { F32, F32, F32, F32 },
+                           { "param", "grad", "velocity", "hyper-parameters" },
+                           rule_step, RUNS | KILN__OP_IN_PLACE, 1u << 2 },
+    [KILN_OP_ADAM_STEP] = { "adam_step", 5, 0, F32, { F32, F32, F32, F32, F32 },
+                            { "param", "grad", "m", "v", "hyper-parameters" },
+                            rule_step, RUNS | KILN__OP_IN_PLACE, 1u << 2 | 1u << 3 },
 };
 /* clang-format on */
 

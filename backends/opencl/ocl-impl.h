@@ -106,7 +106,7 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
 /* ---- the device ---------------------------------------------------------- */
 
 /* Every kernel of kernels/\*.cl: the enum name and the kernel's name. */
-/* clang-format off: one kernel a line */
+/* clang-format off */
 #define OCL_KERNELS(X)                       \
     X(ADD, "kiln_add")                       \
     X(SUB, "kiln_sub")                       \
