@@ -36,6 +36,15 @@ void kiln__log(kiln_log_level level, const char *fmt, ...)
 void kiln__vlog(kiln_log_level level, const char *fmt, va_list ap);
 bool kiln__log_enabled(kiln_log_level level);
 
+/* Opens path to read what (for messages: "weights file") and gives its size:
+ * anything but a regular file (a FIFO, a device, a folder) is refused, with
+ * KILN_ERR_IO and a message naming it, before any read, and the open never
+ * blocks (file.c). *fd is -1 on failure. */
+kiln_status kiln__open_regular(const char *path, const char *what, int *fd,
+                               uint64_t *size);
+/* "a FIFO", "a directory", ... for an st_mode. */
+const char *kiln__file_kind(unsigned mode);
+
 /* Allocation that records KILN_ERR_NO_MEMORY with `what` on failure. */
 void *kiln__malloc(size_t size, const char *what);
 void *kiln__calloc(size_t n, size_t size, const char *what);
