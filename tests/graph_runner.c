@@ -8,12 +8,16 @@
  *
  * The data is fixed (a seeded generator), so two runs on two devices print
  * comparable numbers. Exit status 0, or 1 with kiln's message on stderr.
+ *
+ * KILN_TEST_ADDRESS_LIMIT_MB=N runs it under an address-space limit of N MiB
+ * (ulimit -v), set before kiln loads anything.
  */
 #include <kiln/kiln.h>
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 enum { N = 5, D = 13, H = 17, C = 7, IMG = 8, CH = 2, O = 3 };
 
@@ -59,8 +63,20 @@ static int print_output(const char *name, const kiln_tensor *t)
     return 0;
 }
 
+static int limit_address_space(void)
+{
+    const char *mb = getenv("KILN_TEST_ADDRESS_LIMIT_MB");
+    if (!mb)
+        return 0;
+    struct rlimit lim = { .rlim_cur = (rlim_t)strtoull(mb, NULL, 10) << 20 };
+    lim.rlim_max      = lim.rlim_cur;
+    return setrlimit(RLIMIT_AS, &lim) == 0 ? 0 : fail("setrlimit", "RLIMIT_AS");
+}
+
 int main(void)
 {
+    if (limit_address_space() != 0)
+        return 1;
     kiln_context *ctx = kiln_context_new();
     if (!ctx)
         return fail("kiln_context_new", kiln_last_error());

@@ -453,3 +453,36 @@ Test(opencl_gemm, a_batched_conv2d_with_a_large_gemm_matches_the_reference)
     kiln_graph_free(g);
     kiln_context_free(ctx);
 }
+
+/* Under an address-space limit (ulimit -v) too tight for the driver's
+ * compiler, which crashes when it runs out, opening the device fails with a
+ * message instead: from a limit that stops kiln before it loads to one that
+ * lets the graph run, every run exits 0 or 1 with a message, never on a
+ * signal. ASan maps terabytes of shadow memory and cannot run under such a
+ * limit, so sanitizer builds skip this. */
+Test(opencl, a_tight_address_space_limit_is_an_error_not_a_crash)
+{
+#ifdef __SANITIZE_ADDRESS__
+    cr_skip_test("AddressSanitizer cannot run under an address-space limit");
+#else
+    int ran = 0, refused = 0;
+    for (int mb = 300; mb <= 1400; mb += 100) {
+        char limit[64];
+        snprintf(limit, sizeof limit, "KILN_TEST_ADDRESS_LIMIT_MB=%d", mb);
+        const char  *env[] = { "KILN_BACKEND=opencl", limit, NULL };
+        child_result r     = child_run("graph_runner", env);
+        cr_expect(r.status == 0 || r.status == 1,
+                  "graph_runner under %d MiB ended with status %d:\n%s", mb, r.status,
+                  r.err);
+        if (r.status == 1) {
+            cr_expect(strstr(r.err, "graph_runner: ") != NULL,
+                      "under %d MiB: no message:\n%s", mb, r.err);
+            refused += strstr(r.err, "address-space limit") != NULL;
+        }
+        ran += r.status == 0;
+        child_free(&r);
+    }
+    cr_expect_gt(refused, 0, "no limit was refused by the address-space check");
+    cr_expect_gt(ran, 0, "no limit up to 1400 MiB let the graph run");
+#endif
+}
