@@ -81,12 +81,30 @@ static kiln_status gemm_empty_k(ocl_device *dev, const ocl_gemm *g)
     return st;
 }
 
-/* CLBlastSgemm for m, n, k > 0. */
-static CLBlastStatusCode sgemm(ocl_device *dev, const ocl_gemm *g)
+/* CLBlastSgemm for m, n, k > 0, its temporary buffer kiln's. CLBlast 1.5.3
+ * aborts the process (std::terminate, from a destructor that throws) when
+ * the temporary buffer it would allocate itself cannot be had; kiln's own
+ * allocation fails with an error instead. Sets *fail when that allocation
+ * did (the error is recorded). */
+static CLBlastStatusCode sgemm(ocl_device *dev, const ocl_gemm *g, bool *fail)
 {
-    return CLBlastSgemm(CLBlastLayoutRowMajor, transpose(g->ta), transpose(g->tb), g->m,
-                        g->n, g->k, g->alpha, g->a, g->ao, g->lda, g->b, g->bo, g->ldb,
-                        g->beta, g->c, g->co, g->ldc, &dev->queue, NULL);
+    size_t            temp = 0;
+    cl_mem            buf  = dev->dummy;
+    CLBlastStatusCode s    = CLBlastSGemmTempBufferSize(
+        CLBlastLayoutRowMajor, transpose(g->ta), transpose(g->tb), g->m, g->n, g->k, g->ao,
+        g->lda, g->bo, g->ldb, g->co, g->ldc, &dev->queue, &temp);
+    *fail = false;
+    if (s != CLBlastSuccess)
+        return s;
+    if (temp > 0 && ocl_grow_buffer(dev, &dev->gemm_temp, &dev->gemm_temp_size, temp,
+                                    "CLBlast's temporary buffer", &buf) != KILN_OK) {
+        *fail = true;
+        return CLBlastTempBufferAllocFailure;
+    }
+    return CLBlastSgemmWithTempBuffer(CLBlastLayoutRowMajor, transpose(g->ta),
+                                      transpose(g->tb), g->m, g->n, g->k, g->alpha, g->a,
+                                      g->ao, g->lda, g->b, g->bo, g->ldb, g->beta, g->c,
+                                      g->co, g->ldc, &dev->queue, NULL, buf);
 }
 
 kiln_status ocl_sgemm(ocl_device *dev, const ocl_gemm *g)
@@ -95,7 +113,10 @@ kiln_status ocl_sgemm(ocl_device *dev, const ocl_gemm *g)
         return KILN_OK;
     if (g->k == 0)
         return gemm_empty_k(dev, g);
-    CLBlastStatusCode s = sgemm(dev, g);
+    bool              temp_failed;
+    CLBlastStatusCode s = sgemm(dev, g, &temp_failed);
+    if (temp_failed)
+        return KILN_ERR_NO_MEMORY; /* recorded by ocl_grow_buffer */
     if (s != CLBlastSuccess)
         return ocl_clblast_fail(dev->host, "CLBlastSgemm", s,
                                 "M=%zu N=%zu K=%zu%s%s on %s", g->m, g->n, g->k,
@@ -161,7 +182,9 @@ static cl_mem check_buffer(ocl_device *dev, const float *data, size_t n, cl_int 
 
 /* Runs one product over C filled with NaN (beta 0 must overwrite it) and
  * compares every element. *ok says whether it ran and matched, why what
- * went wrong; an error status only when host memory runs out. */
+ * went wrong; an error status when memory (host or device) runs out, which
+ * says nothing about CLBlast: the check is then tried again at the next
+ * device open. */
 static kiln_status gemm_check(ocl_device *dev, const gemm_case *c, bool *ok, char *why,
                               size_t why_len)
 {
@@ -207,9 +230,10 @@ static kiln_status gemm_check(ocl_device *dev, const gemm_case *c, bool *ok, cha
         .ldb   = c->tb ? c->k : c->n,
         .ldc   = c->n,
     };
+    bool temp_failed = false;
     if (err == CL_SUCCESS) {
         call = "CLBlastSgemm";
-        err  = (cl_int)sgemm(dev, &g);
+        err  = (cl_int)sgemm(dev, &g, &temp_failed);
     }
     if (err == CL_SUCCESS) {
         call = "clEnqueueReadBuffer";
@@ -235,6 +259,11 @@ static kiln_status gemm_check(ocl_device *dev, const gemm_case *c, bool *ok, cha
     free(a);
     free(b);
     free(out);
+    if (temp_failed)
+        return KILN_ERR_NO_MEMORY; /* recorded by ocl_grow_buffer */
+    if (err != CL_SUCCESS && ocl_is_alloc_failure(err))
+        return ocl_cl_fail(dev->host, call, err, "the GEMM check (M=%zu N=%zu K=%zu)",
+                           c->m, c->n, c->k);
     return KILN_OK;
 }
 
@@ -447,12 +476,15 @@ static kiln_status gemm_decide(ocl_device *dev)
         st = tune_cpu(dev, info->gemm_note, sizeof info->gemm_note);
     else if (!(info->type & CL_DEVICE_TYPE_CPU))
         st = warm_indirect(dev, info->gemm_note, sizeof info->gemm_note);
+    /* running out of memory says nothing of CLBlast: decide again next time */
+    if (st == KILN_ERR_NO_MEMORY)
+        return st;
     if (st != KILN_OK)
         snprintf(info->gemm_note, sizeof info->gemm_note,
                  "CLBlast's parameters could "
                  "not be set (CLBlastOverrideParameters failed)");
     info->gemm_state = st == KILN_OK ? GEMM_OK : GEMM_BROKEN;
-    return st == KILN_ERR_NO_MEMORY ? st : KILN_OK;
+    return KILN_OK;
 }
 
 kiln_status ocl_gemm_prepare(ocl_device *dev)

@@ -180,6 +180,8 @@ typedef struct ocl_device {
     size_t           group;   /* reductions' work-group size, a power of 2 */
     cl_mem           scratch; /* grows on demand; see ocl_scratch  */
     size_t           scratch_size;
+    cl_mem           gemm_temp; /* CLBlast's temporary buffer, grown the same way */
+    size_t           gemm_temp_size;
     cl_mem           dummy; /* bound where a tensor has no storage */
     cl_mem           err;   /* OCL_MAX_CHECKS ints               */
     ocl_label_check  checks[OCL_MAX_CHECKS];
@@ -252,6 +254,10 @@ uint64_t ocl_elem_offset(const kiln_node *t);
 /* A device buffer of at least `bytes` for the node being run, valid until
  * the next call (an in-order queue keeps earlier users safe). */
 kiln_status ocl_scratch(ocl_device *dev, size_t bytes, cl_mem *mem);
+/* The same for a buffer of its own: *buf of *size bytes, grown to at least
+ * `bytes` (what: for messages). */
+kiln_status ocl_grow_buffer(ocl_device *dev, cl_mem *buf, size_t *size, size_t bytes,
+                            const char *what, cl_mem *mem);
 
 /* ---- GEMM through CLBlast (gemm.c) --------------------------------------- */
 

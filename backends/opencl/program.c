@@ -370,34 +370,40 @@ kiln_status ocl_run_groups(ocl_launch *l, uint64_t groups, size_t group)
 
 /* ---- scratch ---------------------------------------------------------------- */
 
-kiln_status ocl_scratch(ocl_device *dev, size_t bytes, cl_mem *mem)
+kiln_status ocl_grow_buffer(ocl_device *dev, cl_mem *buf, size_t *size, size_t bytes,
+                            const char *what, cl_mem *mem)
 {
-    if (bytes <= dev->scratch_size && dev->scratch) {
-        *mem = dev->scratch;
+    if (bytes <= *size && *buf) {
+        *mem = *buf;
         return KILN_OK;
     }
     /* Releasing is safe while queued kernels still use it: OpenCL frees
      * the memory only once they are done. */
-    if (dev->scratch)
-        clReleaseMemObject(dev->scratch);
-    dev->scratch      = NULL;
-    dev->scratch_size = 0;
-    size_t size       = bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes;
-    if (size > dev->info->max_alloc)
-        size = bytes;
+    if (*buf)
+        clReleaseMemObject(*buf);
+    *buf      = NULL;
+    *size     = 0;
+    size_t at = bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes;
+    if (at > dev->info->max_alloc)
+        at = bytes;
     cl_int err;
-    dev->scratch = clCreateBuffer(dev->ctx, CL_MEM_READ_WRITE, size, NULL, &err);
+    *buf = clCreateBuffer(dev->ctx, CL_MEM_READ_WRITE, at, NULL, &err);
     if (err != CL_SUCCESS) {
+        *buf = NULL;
         if (err == CL_INVALID_BUFFER_SIZE)
             return dev->host->error(KILN_ERR_NO_MEMORY,
                                     "opencl: clCreateBuffer failed: "
-                                    "CL_INVALID_BUFFER_SIZE (%d): %zu bytes of scratch "
+                                    "CL_INVALID_BUFFER_SIZE (%d): %zu bytes of %s "
                                     "exceed the device's largest allocation (%llu)",
-                                    err, size, (unsigned long long)dev->info->max_alloc);
-        return ocl_cl_fail(dev->host, "clCreateBuffer", err, "%zu bytes of scratch",
-                           size);
+                                    err, at, what, (unsigned long long)dev->info->max_alloc);
+        return ocl_cl_fail(dev->host, "clCreateBuffer", err, "%zu bytes of %s", at, what);
     }
-    dev->scratch_size = size;
-    *mem              = dev->scratch;
+    *size = at;
+    *mem  = *buf;
     return KILN_OK;
+}
+
+kiln_status ocl_scratch(ocl_device *dev, size_t bytes, cl_mem *mem)
+{
+    return ocl_grow_buffer(dev, &dev->scratch, &dev->scratch_size, bytes, "scratch", mem);
 }
