@@ -374,11 +374,14 @@ typedef struct kiln_idx {
     void   *data;  /* count elements of type, host byte order */
 } kiln_idx;
 
-/* Reads an IDX file (".gz" or not, detected by content). A bad magic number,
- * a truncated file or more than KILN_MAX_DIMS dimensions is an error naming
- * the file and what was found (KILN_ERR_IO), as are an unknown type code,
- * dimensions whose product overflows, and bytes after the data. On failure
- * *out is zeroed; kiln_idx_free releases the data of a successful read. */
+/* Reads an IDX file (".gz" or not, detected by content; a gzip file may hold
+ * several members, read as one stream). A bad magic number, a truncated file
+ * or more than KILN_MAX_DIMS dimensions is an error naming the file and what
+ * was found (KILN_ERR_IO), as are an unknown type code, dimensions whose
+ * product overflows, bytes after the data and bytes after the gzip stream.
+ * A path that is not a regular file (a FIFO, a device, a folder) is refused
+ * before any read. On failure *out is zeroed; kiln_idx_free releases the
+ * data of a successful read. */
 KILN_API kiln_status kiln_idx_read(const char *path, kiln_idx *out);
 KILN_API void        kiln_idx_free(kiln_idx *idx);
 
