@@ -10,6 +10,8 @@
 #include "child.h"
 #include "expect.h"
 
+#include <dlfcn.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -545,6 +547,96 @@ Test(safetensors, length_prefix_errors)
     expect_error(kiln_load(g, path), KILN_ERR_IO, "header length is 65535",
                  "file has 2 bytes after");
     expect_malformed("", 0, "header length is 0", NULL);
+}
+
+/* A file whose length prefix says header_len, as long as that says (sparse:
+ * the header reads as zeros) and data_len bytes more. */
+static const char *write_sparse(uint64_t header_len, uint64_t data_len)
+{
+    const char   *path = in_dir("sparse.safetensors");
+    unsigned char len[8];
+    for (int i = 0; i < 8; i++)
+        len[i] = (unsigned char)(header_len >> (8 * i));
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(len, 1, 8, f), 8);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(truncate(path, (off_t)(8 + header_len + data_len)), 0, "truncate %s",
+                 path);
+    return path;
+}
+
+/* kiln reads headers of up to 16 MiB (the reference reader: 100 MB). Jansson
+ * takes up to about 80 times a header's size in memory, so a longer one is
+ * refused by its length, before it is read. */
+Test(safetensors, a_header_longer_than_the_limit_is_refused_by_its_length)
+{
+    param(g, "t", KILN_SHAPE(2), NULL);
+    const uint64_t lengths[] = {16777224, 99999992};
+    for (size_t i = 0; i < 2; i++) {
+        char length[64];
+        snprintf(length, sizeof length, "header length is %llu bytes",
+                 (unsigned long long)lengths[i]);
+        const char *path = write_sparse(lengths[i], 8);
+        expect_error(kiln_load(g, path), KILN_ERR_IO, length,
+                     "more than kiln reads (16777216 bytes, 16 MiB)");
+        cr_assert(strstr(kiln_last_error(), path), "%s does not name the file",
+                  kiln_last_error());
+    }
+    /* the limit itself is read, and found to be no JSON */
+    expect_error(kiln_load(g, write_sparse(16777216, 8)), KILN_ERR_IO,
+                 "not a valid safetensors file", "invalid token");
+}
+
+/* Jansson's allocator, replaced for one test: it fails every allocation of
+ * fail_size bytes. Jansson is libkiln's, found in the process by name, so
+ * that this test links nothing more. */
+static size_t fail_size;
+
+static void *failing_malloc(size_t n)
+{
+    return n == fail_size ? NULL : malloc(n);
+}
+
+static void set_jansson_malloc(json_malloc_t m)
+{
+    void (*set)(json_malloc_t, json_free_t) = (void (*)(json_malloc_t, json_free_t))
+        dlsym(RTLD_DEFAULT, "json_set_alloc_funcs");
+    cr_assert_not_null(set, "json_set_alloc_funcs: %s", dlerror());
+    set(m, free);
+}
+
+/* When Jansson cannot allocate a string it reports "invalid token" (or, for
+ * a key, "string or '}' expected"); kiln says what it is: out of memory. */
+Test(safetensors, out_of_memory_parsing_the_header_is_no_memory_not_an_invalid_file)
+{
+    char value[1001], headers[2][1200];
+    memset(value, 'x', 1000);
+    value[1000] = '\0';
+    fail_size   = 1000 + 3; /* the string's text with its quotes, and a NUL */
+    snprintf(headers[0], sizeof headers[0], "{\"__metadata__\":{\"k\":\"%s\"}}", value);
+    snprintf(headers[1], sizeof headers[1], "{\"__metadata__\":{\"%s\":\"v\"}}", value);
+    for (size_t i = 0; i < 2; i++) {
+        const char *path = write_raw(headers[i], 0);
+        set_jansson_malloc(failing_malloc);
+        kiln_status st = kiln_load(g, path);
+        set_jansson_malloc(malloc);
+        expect_error(st, KILN_ERR_NO_MEMORY, "out of memory parsing the header of",
+                     "the string ending at byte");
+        cr_assert(strstr(kiln_last_error(), path), "%s does not name the file",
+                  kiln_last_error());
+    }
+}
+
+/* A FIFO would block kiln_load forever: it is refused before it is read. */
+Test(safetensors, loading_what_is_not_a_regular_file_is_refused, .timeout = 20)
+{
+    param(g, "t", KILN_SHAPE(2), NULL);
+    const char *fifo = in_dir("fifo.safetensors");
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo %s", fifo);
+    expect_error(kiln_load(g, fifo), KILN_ERR_IO, "is a FIFO", "expected a regular file");
+    expect_error(kiln_load(g, dir), KILN_ERR_IO, "is a directory",
+                 "expected a regular file");
 }
 
 Test(safetensors, null_arguments_are_refused)

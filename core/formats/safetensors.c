@@ -27,8 +27,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The reference reader's limit on the header. */
-#define HEADER_MAX 100000000u
+/* The longest header kiln reads: 16 MiB, room for about 100 000 tensors
+ * (a tensor takes 100 to 150 bytes of JSON). The reference reader allows
+ * 100 MB, but Jansson's values take up to about 80 times the text they are
+ * parsed from (an empty object, "{}", 3 bytes with its comma, is a hash
+ * table of some 250), so a hostile 100 MB header cost gigabytes and
+ * seconds; 16 MiB bounds it near 1.3 GB. The length is checked against the
+ * file and this limit before anything is allocated for it. */
+#define HEADER_MAX ((uint64_t)16 << 20)
 
 static void put_u64le(unsigned char *b, uint64_t v)
 {
@@ -568,15 +574,42 @@ static size_t error_at(const json_error_t *err, const char *json, size_t len,
 
 /* A Jansson parse error as "header at byte N: what near 'text'", in kiln's
  * words where Jansson's would puzzle a user of kiln. */
+/* Whether Jansson failed for want of memory. It says so in three ways: no
+ * message at all (a value, an array's or an object's table, its own
+ * buffers), json_error_out_of_memory, or, when the copy of a string cannot
+ * be allocated, as if the string were a bad token: "invalid token" (a
+ * value) or "string or '}' expected" (a key), just after the string's
+ * closing quote. A string Jansson could not read for its text is reported
+ * as what is wrong with it (an escape, a control character, the end of the
+ * input) and numbers, words and other characters never end in a quote, so
+ * those two messages after a quote mean memory. *string says which. */
+static bool out_of_memory(const json_error_t *err, const char *json, size_t len,
+                          bool *string)
+{
+    enum json_error_code code = json_error_code(err);
+    size_t               pos  = err->position > 0 ? (size_t)err->position : 0;
+    *string = code == json_error_invalid_syntax && pos >= 2 && pos <= len &&
+              json[pos - 1] == '"' &&
+              (strncmp(err->text, "invalid token", 13) == 0 ||
+               strncmp(err->text, "string or '}' expected", 22) == 0);
+    return !err->text[0] || code == json_error_out_of_memory || *string;
+}
+
 static kiln_status parse_failed(const file *fl, const char *json, size_t len,
                                 const json_error_t *err)
 {
+    bool string;
+    if (out_of_memory(err, json, len, &string))
+        return string ? kiln__error(KILN_ERR_NO_MEMORY,
+                                    "kiln_load: out of memory parsing the header of %s "
+                                    "(%zu bytes of JSON): Jansson could not copy the "
+                                    "string ending at byte %d",
+                                    fl->path, len, err->position)
+                      : kiln__error(KILN_ERR_NO_MEMORY,
+                                    "kiln_load: out of memory parsing the header of %s "
+                                    "(%zu bytes of JSON) into Jansson's values",
+                                    fl->path, len);
     enum json_error_code code = json_error_code(err);
-    if (!err->text[0] || code == json_error_out_of_memory) /* Jansson says nothing */
-        return kiln__error(KILN_ERR_NO_MEMORY,
-                           "kiln_load: out of memory parsing the "
-                           "header of %s",
-                           fl->path);
     char        quote[JSON_ERROR_TEXT_LENGTH + 64];
     int         what_len;
     size_t      at   = error_at(err, json, len, &what_len, quote, sizeof quote);
@@ -647,36 +680,44 @@ static kiln_status read_at(const file *fl, uint64_t offset, void *buf, size_t n)
 
 static kiln_status open_file(file *fl)
 {
-    fl->f = fopen(fl->path, "rb");
-    if (!fl->f)
-        return kiln__error(KILN_ERR_IO, "kiln_load: cannot open %s: %s", fl->path,
-                           strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(fl->f), &sb) != 0)
-        return kiln__error(KILN_ERR_IO, "kiln_load: %s: %s", fl->path, strerror(errno));
-    if (!S_ISREG(sb.st_mode))
-        return kiln__error(KILN_ERR_IO, "kiln_load: %s is not a regular file", fl->path);
-    uint64_t      size = (uint64_t)sb.st_size;
+    int         fd;
+    uint64_t    size;
+    kiln_status st = kiln__open_regular(fl->path, "weights file", &fd, &size);
+    if (st != KILN_OK)
+        return kiln__error(st, "kiln_load: %s", kiln_last_error());
+    fl->f = fdopen(fd, "rb");
+    if (!fl->f) {
+        close(fd);
+        return kiln__error(KILN_ERR_NO_MEMORY, "kiln_load: out of memory opening %s",
+                           fl->path);
+    }
     unsigned char len[8];
     if (size < 8)
         return malformed(fl,
                          "it has %llu bytes; the file starts with an 8-byte header "
                          "length",
                          (unsigned long long)size);
-    kiln_status st = read_at(fl, 0, len, 8);
+    st = read_at(fl, 0, len, 8);
     if (st != KILN_OK)
         return st;
     fl->header_len = get_u64le(len);
-    if (fl->header_len < 2 || fl->header_len > HEADER_MAX || fl->header_len > size - 8)
+    if (fl->header_len < 2 || fl->header_len > size - 8)
         return malformed(fl,
-                         "the header length is %llu, but it must be 2 to %u and the "
+                         "the header length is %llu, but it must be at least 2 and the "
                          "file has %llu bytes after the length",
-                         (unsigned long long)fl->header_len, HEADER_MAX,
+                         (unsigned long long)fl->header_len,
                          (unsigned long long)(size - 8));
+    if (fl->header_len > HEADER_MAX)
+        return kiln__error(KILN_ERR_IO,
+                           "kiln_load: %s: the header length is %llu bytes, more than "
+                           "kiln reads (%llu bytes, 16 MiB)",
+                           fl->path, (unsigned long long)fl->header_len,
+                           (unsigned long long)HEADER_MAX);
     fl->data_len = size - 8 - fl->header_len;
     char *json   = kiln__malloc((size_t)fl->header_len, "a safetensors header");
     if (!json)
-        return KILN_ERR_NO_MEMORY;
+        return kiln__error(KILN_ERR_NO_MEMORY, "kiln_load: %s: %s", fl->path,
+                           kiln_last_error());
     st = read_at(fl, 8, json, (size_t)fl->header_len);
     if (st == KILN_OK)
         st = parse_header(fl, json);

@@ -359,8 +359,10 @@ KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path);
  * Tensors in the file that g lacks are ignored. Works before and after
  * compile. Statuses: KILN_ERR_IO for a file that cannot be read or is not
  * valid safetensors, KILN_ERR_NOT_FOUND for a missing parameter,
- * KILN_ERR_SHAPE for a shape or dtype mismatch. A failed load changes no
- * parameter. */
+ * KILN_ERR_SHAPE for a shape or dtype mismatch, KILN_ERR_NO_MEMORY when
+ * memory runs out. A path that is not a regular file (a FIFO, a device, a
+ * folder) is refused before any read, and a JSON header longer than 16 MiB
+ * by its length. A failed load changes no parameter. */
 KILN_API kiln_status kiln_load(kiln_graph *g, const char *path);
 
 /* ---- data: IDX files (MNIST, Fashion-MNIST), gzipped or not ---------------- */
