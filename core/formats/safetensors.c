@@ -15,6 +15,16 @@
  *
  * Bytes are assembled with shifts, never by reinterpreting memory, so the
  * files are little-endian on every host.
+ *
+ * kiln_save writes a temporary file and renames it over the target, so a
+ * reader sees the old file or the new one, never half of one. It writes
+ * through symbolic links (the temporary file goes in the final target's
+ * folder, and the rename replaces the target, not the link), keeps the
+ * replaced file's permissions (and owner, where the process may set it),
+ * and refuses to replace what is not a regular file: a FIFO, a device or a
+ * folder. A file larger than RLIMIT_FSIZE is refused before it is begun, as
+ * writing it would end the process with SIGXFSZ and leave the temporary
+ * file; any failure removes the temporary file.
  */
 #include "../kiln-impl.h"
 
@@ -24,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,7 +85,7 @@ static void f32_from_le(float *v, size_t n)
     }
 }
 
-/* ---- saving ------------------------------------------------------------------ */
+/* ---- saving: the header ------------------------------------------------------- */
 
 static kiln_status header_no_memory(void)
 {
@@ -175,7 +186,111 @@ static kiln_status build_header(const kiln_graph *g, char **out)
     return st;
 }
 
-/* A new file beside path, created with the umask's permissions. */
+/* ---- saving: where the file goes ---------------------------------------------- */
+
+/* Symbolic links followed before kiln_save gives up, as the kernel does. */
+#define LINKS_MAX 40
+
+/* What kiln_save writes: the file that path names once its symbolic links are
+ * followed, and what is there now. */
+typedef struct target {
+    char       *path; /* malloc'd */
+    bool        exists;
+    struct stat st; /* when it exists */
+} target;
+
+/* The name a symbolic link at `link` points to, as a path: a relative one
+ * is taken from the link's folder. NULL after an error. */
+static char *link_target(const char *path, const char *link)
+{
+    char    to[4096];
+    ssize_t n = readlink(link, to, sizeof to);
+    if (n < 0 || (size_t)n == sizeof to) {
+        kiln__error(KILN_ERR_IO,
+                    "kiln_save: cannot write %s: reading the symbolic link %s: %s", path,
+                    link, n < 0 ? strerror(errno) : "its target is too long");
+        return NULL;
+    }
+    const char *slash = to[0] == '/' ? NULL : strrchr(link, '/');
+    size_t      dir   = slash ? (size_t)(slash - link) + 1 : 0;
+    char       *next  = kiln__malloc(dir + (size_t)n + 1, "a file name");
+    if (next) {
+        memcpy(next, link, dir);
+        memcpy(next + dir, to, (size_t)n);
+        next[dir + (size_t)n] = '\0';
+    }
+    return next;
+}
+
+/* Follows path's symbolic links to the file a save must replace, which need
+ * not exist yet (a dangling link names the file to create). */
+static kiln_status resolve(const char *path, target *t)
+{
+    char *cur = kiln__strdup(path, "a file name");
+    for (int links = 0; cur; links++) {
+        if (lstat(cur, &t->st) != 0) {
+            if (errno != ENOENT) {
+                kiln_status st = kiln__error(KILN_ERR_IO,
+                                             "kiln_save: cannot write %s: %s", cur,
+                                             strerror(errno));
+                free(cur);
+                return st;
+            }
+            t->path = cur; /* a new file; a missing folder fails at create */
+            return KILN_OK;
+        }
+        if (!S_ISLNK(t->st.st_mode)) {
+            t->path   = cur;
+            t->exists = true;
+            return KILN_OK;
+        }
+        if (links == LINKS_MAX) {
+            free(cur);
+            return kiln__error(KILN_ERR_IO,
+                               "kiln_save: cannot write %s: more than %d symbolic links "
+                               "(a loop?)",
+                               path, LINKS_MAX);
+        }
+        char *next = link_target(path, cur);
+        free(cur);
+        cur = next;
+    }
+    return KILN_ERR_NO_MEMORY; /* kiln__malloc said so */
+}
+
+/* Only a regular file is replaced: a device, a FIFO or a folder is not
+ * what a save should turn into a file. */
+static kiln_status check_target(const char *path, const target *t)
+{
+    if (!t->exists || S_ISREG(t->st.st_mode))
+        return KILN_OK;
+    if (strcmp(path, t->path) != 0)
+        return kiln__error(KILN_ERR_IO,
+                           "kiln_save: %s is %s (the target of the symbolic link %s), "
+                           "expected a regular file or the name of a new one",
+                           t->path, kiln__file_kind(t->st.st_mode), path);
+    return kiln__error(KILN_ERR_IO,
+                       "kiln_save: %s is %s, expected a regular file or the name of a "
+                       "new one",
+                       path, kiln__file_kind(t->st.st_mode));
+}
+
+/* A file past RLIMIT_FSIZE gets SIGXFSZ, which ends the process by default
+ * with the temporary file half written: refused before it is begun. */
+static kiln_status check_size_limit(const char *path, uint64_t size)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        size <= (uint64_t)rl.rlim_cur)
+        return KILN_OK;
+    return kiln__error(KILN_ERR_IO,
+                       "kiln_save: %s would be %llu bytes, more than this process may "
+                       "write: %llu bytes (RLIMIT_FSIZE; see ulimit -f)",
+                       path, (unsigned long long)size, (unsigned long long)rl.rlim_cur);
+}
+
+/* A new file beside the target, in its folder (so that the rename stays
+ * within one file system), created with the umask's permissions. */
 static FILE *open_temp(const char *path, char *tmp, size_t tmp_len)
 {
     for (unsigned attempt = 0; attempt < 100; attempt++) {
@@ -198,6 +313,25 @@ static FILE *open_temp(const char *path, char *tmp, size_t tmp_len)
                 path, tmp, strerror(errno));
     return NULL;
 }
+
+/* The replaced file's permissions, and its owner where this process may
+ * give a file away (root); set-id bits are not carried over. */
+static kiln_status keep_mode(const target *t, FILE *f, const char *tmp)
+{
+    if (!t->exists)
+        return KILN_OK;
+    struct stat now;
+    int         fd = fileno(f);
+    if (fstat(fd, &now) == 0 &&
+        (now.st_uid != t->st.st_uid || now.st_gid != t->st.st_gid))
+        (void)!fchown(fd, t->st.st_uid, t->st.st_gid); /* EPERM: ours, as before */
+    if (fchmod(fd, t->st.st_mode & 0777) != 0)
+        return kiln__error(KILN_ERR_IO, "kiln_save: giving %s the mode %o of %s: %s", tmp,
+                           (unsigned)(t->st.st_mode & 0777), t->path, strerror(errno));
+    return KILN_OK;
+}
+
+/* ---- saving: the file --------------------------------------------------------- */
 
 /* Every parameter's value, little-endian, in creation order. */
 static kiln_status write_data(const kiln_graph *g, FILE *f, const char *tmp)
@@ -226,27 +360,34 @@ static kiln_status write_data(const kiln_graph *g, FILE *f, const char *tmp)
     return KILN_OK;
 }
 
-KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
+/* The bytes of every parameter. */
+static uint64_t data_bytes(const kiln_graph *g)
 {
-    if (!g || !path)
-        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: %s is NULL",
-                           g ? "path" : "graph");
-    char       *h       = NULL;
-    kiln_status st      = build_header(g, &h);
-    size_t      tmp_len = strlen(path) + 48;
-    char       *tmp     = st == KILN_OK ? kiln__malloc(tmp_len, "a file name") : NULL;
-    FILE       *f       = tmp ? open_temp(path, tmp, tmp_len) : NULL;
+    uint64_t n = 0;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i]->flags & KILN__PARAM)
+            n += kiln__tensor_bytes(g->nodes[i]);
+    return n;
+}
+
+/* The file into a temporary file in t's folder, renamed over t once whole;
+ * every failure removes the temporary file. */
+static kiln_status write_file(const kiln_graph *g, const target *t, const char *h)
+{
+    size_t tmp_len = strlen(t->path) + 48;
+    char  *tmp     = kiln__malloc(tmp_len, "a file name");
+    FILE  *f       = tmp ? open_temp(t->path, tmp, tmp_len) : NULL;
     if (!f) {
-        free(h);
         free(tmp);
-        return st != KILN_OK ? st : tmp ? KILN_ERR_IO : KILN_ERR_NO_MEMORY;
+        return tmp ? KILN_ERR_IO : KILN_ERR_NO_MEMORY;
     }
     /* Spaces pad the header so that the data starts 8-byte aligned. */
     size_t        h_len = strlen(h), pad = (8 - h_len % 8) % 8;
     unsigned char len[8];
+    kiln_status   st = keep_mode(t, f, tmp); /* before the data is in it */
     put_u64le(len, h_len + pad);
-    if (fwrite(len, 1, 8, f) != 8 || fwrite(h, 1, h_len, f) != h_len ||
-        fwrite("        ", 1, pad, f) != pad)
+    if (st == KILN_OK && (fwrite(len, 1, 8, f) != 8 || fwrite(h, 1, h_len, f) != h_len ||
+                          fwrite("        ", 1, pad, f) != pad))
         st = kiln__error(KILN_ERR_IO, "kiln_save: writing %s: %s", tmp, strerror(errno));
     if (st == KILN_OK)
         st = write_data(g, f, tmp);
@@ -255,12 +396,34 @@ KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
         st = kiln__error(KILN_ERR_IO, "kiln_save: writing %s: %s", tmp, strerror(errno));
     if (fclose(f) != 0 && st == KILN_OK)
         st = kiln__error(KILN_ERR_IO, "kiln_save: closing %s: %s", tmp, strerror(errno));
-    if (st == KILN_OK && rename(tmp, path) != 0)
-        st = kiln__error(KILN_ERR_IO, "kiln_save: renaming %s to %s: %s", tmp, path,
+    if (st == KILN_OK && rename(tmp, t->path) != 0)
+        st = kiln__error(KILN_ERR_IO, "kiln_save: renaming %s to %s: %s", tmp, t->path,
                          strerror(errno));
     if (st != KILN_OK)
         unlink(tmp);
     free(tmp);
+    return st;
+}
+
+KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
+{
+    if (!g || !path)
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: %s is NULL",
+                           g ? "path" : "graph");
+    char       *h  = NULL;
+    target      t  = {0};
+    kiln_status st = build_header(g, &h);
+    if (st == KILN_OK)
+        st = resolve(path, &t);
+    if (st == KILN_OK)
+        st = check_target(path, &t);
+    if (st == KILN_OK) {
+        size_t h_len = strlen(h);
+        st = check_size_limit(path, 8 + h_len + (8 - h_len % 8) % 8 + data_bytes(g));
+    }
+    if (st == KILN_OK)
+        st = write_file(g, &t, h);
+    free(t.path);
     free(h);
     return st;
 }
@@ -725,7 +888,7 @@ static kiln_status open_file(file *fl)
     return st;
 }
 
-/* ---- loading: the parameters ---------------------------------------------------- */
+/* ---- loading: the parameters -------------------------------------------------- */
 
 /* The entry for parameter t, which must exist as F32 of t's shape. */
 static kiln_status match_param(const file *fl, const kiln_tensor *t, const entry **found)

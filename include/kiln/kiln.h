@@ -352,7 +352,11 @@ KILN_API kiln_tensor *kiln_conv2d_layer(kiln_graph *g, kiln_tensor *x,
 
 /* Saves every parameter of g under its name (F32, little-endian), to a
  * temporary file beside path that is then renamed over it. Every parameter
- * needs a name and a value. */
+ * needs a name and a value. A symbolic link is written through (its final
+ * target is replaced, the link stays); a replaced file keeps its
+ * permissions, and its owner where the process may set it. A path that
+ * names a FIFO, a device or a folder is refused (KILN_ERR_IO), as is a file
+ * larger than RLIMIT_FSIZE allows; a failed save leaves no file behind. */
 KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path);
 /* Loads every parameter of g from a file; a parameter missing from the file,
  * a shape or dtype mismatch, or a malformed file is an error naming it.
