@@ -186,6 +186,47 @@ Test(opencl_cache, a_foreign_file_is_rebuilt_not_trusted)
     check_damaged_entry(overwrite_with_text, "not a kiln program cache file");
 }
 
+/* An entry claiming a 3 GiB binary (a sparse file of that size) is refused
+ * by its header, before anything is read or allocated for the binary. */
+static void claim_3_gib(const char *path, off_t size)
+{
+    (void)size;
+    FILE *f = fopen(path, "r+b");
+    cr_assert_not_null(f, "fopen %s: %s", path, strerror(errno));
+    unsigned char head[16];
+    cr_assert_eq(fread(head, 1, 16, f), 16);
+    uint32_t key_len = (uint32_t)head[12] | (uint32_t)head[13] << 8 |
+                       (uint32_t)head[14] << 16 | (uint32_t)head[15] << 24;
+    uint64_t binary = (uint64_t)3 << 30;
+    off_t    at     = 16 + (off_t)key_len;
+    cr_assert_eq(fseeko(f, at, SEEK_SET), 0);
+    for (int i = 0; i < 8; i++)
+        fputc((int)(binary >> (8 * i)) & 0xFF, f);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(truncate(path, at + 16 + (off_t)binary), 0, "truncate %s: %s", path,
+                 strerror(errno));
+}
+
+Test(opencl_cache, an_entry_past_the_size_limit_is_refused_by_its_header)
+{
+    check_damaged_entry(claim_3_gib, "3221225472 bytes, more than the 67108864");
+}
+
+/* A FIFO in the entry's place would block the reader forever: it is found
+ * to be no regular file without opening it for a blocking read, deleted, and
+ * the entry rebuilt. */
+static void replace_with_fifo(const char *path, off_t size)
+{
+    (void)size;
+    cr_assert_eq(unlink(path), 0, "unlink %s: %s", path, strerror(errno));
+    cr_assert_eq(mkfifo(path, 0644), 0, "mkfifo %s: %s", path, strerror(errno));
+}
+
+Test(opencl_cache, a_fifo_entry_is_deleted_and_rebuilt_without_blocking, .timeout = 300)
+{
+    check_damaged_entry(replace_with_fifo, "a FIFO, not a regular file");
+}
+
 Test(opencl_cache, off_builds_from_source_and_writes_nothing)
 {
     char dir[4096], home[4200], backend[64];

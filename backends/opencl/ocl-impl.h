@@ -91,7 +91,7 @@ uint64_t ocl_fnv1a(uint64_t h, const void *data, size_t n);
 bool ocl_cache_dir(char *dir, size_t len);
 
 typedef enum ocl_cache_result {
-    OCL_CACHE_MISS, /* no entry                                        */
+    OCL_CACHE_MISS, /* no entry (why may say what is there instead)    */
     OCL_CACHE_HIT,  /* *data holds the stored binary (malloc'd)        */
     OCL_CACHE_BAD,  /* an entry that is corrupt or for another key: it
                        * has been deleted, and why says what was wrong   */
