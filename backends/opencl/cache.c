@@ -21,6 +21,12 @@
  * (a FIFO would block the reader forever) is refused before it is opened
  * for a blocking read: the check of core's kiln__open_regular, which a
  * plugin cannot call.
+ *
+ * The folder must be an absolute path: a relative one would be taken from
+ * whatever the working directory is when a program runs, so binaries built
+ * in one folder would be loaded from another. A relative KILN_CACHE_DIR or
+ * HOME turns the cache off, with a warning; a relative XDG_CACHE_HOME is
+ * ignored, as the XDG base directory specification says, for $HOME/.cache.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,20 +54,42 @@ uint64_t ocl_fnv1a(uint64_t h, const void *data, size_t n)
     return h;
 }
 
-bool ocl_cache_dir(char *dir, size_t len)
+/* Appends a sentence to why. */
+static void say(char *why, size_t why_len, const char *name, const char *value,
+                const char *then)
 {
-    const char *env = getenv("KILN_CACHE_DIR");
+    size_t n = strlen(why);
+    snprintf(why + n, why_len - n, "%s%s=%s is not an absolute path: %s", n ? "; " : "",
+             name, value, then);
+}
+
+bool ocl_cache_dir(char *dir, size_t len, char *why, size_t why_len)
+{
+    const char *env = getenv("KILN_CACHE_DIR"), *home = getenv("HOME");
     int         n;
+    why[0] = '\0';
     if (env && *env) {
         if (strcmp(env, "off") == 0)
             return false;
+        if (env[0] != '/') {
+            say(why, why_len, "KILN_CACHE_DIR", env, "the program cache is off");
+            return false;
+        }
         n = snprintf(dir, len, "%s", env);
     } else if ((env = getenv("XDG_CACHE_HOME")) && env[0] == '/') {
         n = snprintf(dir, len, "%s/kiln", env);
-    } else if ((env = getenv("HOME")) && *env) {
-        n = snprintf(dir, len, "%s/.cache/kiln", env);
     } else {
-        return false;
+        if (env && *env)
+            say(why, why_len, "XDG_CACHE_HOME", env,
+                "ignored, as the XDG base directory specification says; $HOME/.cache "
+                "is used");
+        if (!home || !*home)
+            return false;
+        if (home[0] != '/') {
+            say(why, why_len, "HOME", home, "the program cache is off");
+            return false;
+        }
+        n = snprintf(dir, len, "%s/.cache/kiln", home);
     }
     return n > 0 && (size_t)n < len;
 }
