@@ -60,24 +60,34 @@ typedef struct reader {
     unsigned char *in;   /* IN_SIZE bytes                                  */
 } reader;
 
-/* More bytes of the file after the avail_in pending ones, until at least
- * `want` are pending or the file ends. */
-static kiln_status fill(reader *r, size_t want)
+/* Up to n bytes of the file into buf, fewer only at its end (then r->eof). */
+static kiln_status read_file(reader *r, unsigned char *buf, size_t n, size_t *got)
 {
-    if (r->z.avail_in && r->z.next_in != r->in)
-        memmove(r->in, r->z.next_in, r->z.avail_in);
-    r->z.next_in = r->in;
-    while (r->z.avail_in < want && !r->eof) {
-        ssize_t k = read(r->fd, r->in + r->z.avail_in, IN_SIZE - r->z.avail_in);
+    *got = 0;
+    while (*got < n && !r->eof) {
+        ssize_t k = read(r->fd, buf + *got, n - *got);
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0)
             return kiln__error(KILN_ERR_IO, "kiln_idx_read: reading %s: %s", r->path,
                                strerror(errno));
         r->eof = k == 0;
-        r->z.avail_in += (uInt)k;
+        *got += (size_t)k;
     }
     return KILN_OK;
+}
+
+/* More bytes of the file after the avail_in pending ones, as many as the
+ * buffer holds, or the rest of the file. */
+static kiln_status fill(reader *r)
+{
+    if (r->z.avail_in && r->z.next_in != r->in)
+        memmove(r->in, r->z.next_in, r->z.avail_in);
+    r->z.next_in = r->in;
+    size_t      got;
+    kiln_status st = read_file(r, r->in + r->z.avail_in, IN_SIZE - r->z.avail_in, &got);
+    r->z.avail_in += (uInt)got;
+    return st;
 }
 
 /* The file byte at which the pending input starts. */
@@ -89,7 +99,7 @@ static uint64_t file_at(const reader *r)
 /* A gzip member has ended: another may follow, else nothing may. */
 static kiln_status member_end(reader *r)
 {
-    kiln_status st = fill(r, 2);
+    kiln_status st = fill(r);
     if (st != KILN_OK)
         return st;
     if (r->z.avail_in == 0) {
@@ -118,7 +128,7 @@ static kiln_status inflate_some(reader *r, void *buf, size_t n, size_t *got)
     r->z.avail_out = (uInt)n;
     kiln_status st = KILN_OK;
     while (st == KILN_OK && r->z.avail_out > 0 && !r->done) {
-        if (r->z.avail_in == 0 && (st = fill(r, 1)) != KILN_OK)
+        if (r->z.avail_in == 0 && (st = fill(r)) != KILN_OK)
             break;
         int ret = inflate(&r->z, Z_NO_FLUSH);
         if (ret == Z_STREAM_END)
@@ -143,22 +153,13 @@ static kiln_status inflate_some(reader *r, void *buf, size_t n, size_t *got)
 /* Up to n bytes of a plain file into buf: the pending ones, then the file's. */
 static kiln_status read_plain(reader *r, void *buf, size_t n, size_t *got)
 {
-    size_t pending = r->z.avail_in < n ? r->z.avail_in : n;
+    size_t pending = r->z.avail_in < n ? r->z.avail_in : n, k;
     memcpy(buf, r->z.next_in, pending);
     r->z.next_in += pending;
     r->z.avail_in -= (uInt)pending;
-    *got = pending;
-    while (*got < n && !r->eof) {
-        ssize_t k = read(r->fd, (char *)buf + *got, n - *got);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0)
-            return kiln__error(KILN_ERR_IO, "kiln_idx_read: reading %s: %s", r->path,
-                               strerror(errno));
-        r->eof = k == 0;
-        *got += (size_t)k;
-    }
-    return KILN_OK;
+    kiln_status st = read_file(r, (unsigned char *)buf + pending, n - pending, &k);
+    *got           = pending + k;
+    return st;
 }
 
 /* Reads up to n bytes; *got says how many, fewer only at the end of the
@@ -360,7 +361,7 @@ KILN_API kiln_status kiln_idx_read(const char *path, kiln_idx *out)
     if (st != KILN_OK)
         return kiln__error(st, "kiln_idx_read: %s", kiln_last_error());
     r.in   = kiln__malloc(IN_SIZE, "the input buffer of an IDX file");
-    st     = r.in ? fill(&r, 2) : KILN_ERR_NO_MEMORY;
+    st     = r.in ? fill(&r) : KILN_ERR_NO_MEMORY;
     r.gzip = st == KILN_OK && r.z.avail_in >= 2 && r.in[0] == 0x1f && r.in[1] == 0x8b;
     if (r.gzip && inflateInit2(&r.z, 16 + MAX_WBITS) != Z_OK) {
         r.gzip = false;
