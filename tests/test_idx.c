@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -258,10 +259,102 @@ Test(idx, a_huge_claim_in_a_small_file_is_truncated_not_out_of_memory)
                       "truncated", "the file has 8");
 }
 
-Test(idx, data_after_the_elements_is_an_error)
+Test(idx, data_after_the_elements_is_an_error_counting_the_bytes)
 {
-    expect_read_error(write_idx("long", false, 0x08, 1, (const uint32_t[]){3}, "abcd", 4),
-                      "more data than its header announces", NULL);
+    expect_read_error(write_idx("long", false, 0x08, 1, (const uint32_t[]){3}, "abcdef",
+                                6),
+                      "more data than its header announces", "then 3 bytes more");
+    expect_read_error(write_idx("long.gz", true, 0x08, 1, (const uint32_t[]){3}, "abcd",
+                                4),
+                      "more data than its header announces", "then 1 byte more");
+}
+
+/* The gzip file of images [2, 3, 4] (write_u8_images), read whole. */
+static char *u8_images_gz(size_t *len)
+{
+    return child_read_file(write_u8_images("images.gz", true), len);
+}
+
+/* dir/name holding `a` (a_len bytes) and then `b`. */
+static const char *write_two(const char *name, const void *a, size_t a_len, const void *b,
+                             size_t b_len)
+{
+    static char path[PATH_LEN];
+    char       *both = malloc(a_len + b_len);
+    cr_assert_not_null(both);
+    memcpy(both, a, a_len);
+    memcpy(both + a_len, b, b_len);
+    write_file(path_of(name, path, sizeof path), both, a_len + b_len, false);
+    free(both);
+    return path;
+}
+
+/* gzread stops at the end of a gzip stream and ignores what follows it, so
+ * a file with something appended read as whole. */
+Test(idx, bytes_after_the_gzip_stream_are_refused_and_counted)
+{
+    size_t      len;
+    char       *gz = u8_images_gz(&len);
+    const char *p  = write_two("appended.gz", gz, len, "garbage", 7);
+    char        at[64];
+    snprintf(at, sizeof at, "7 bytes after its gzip stream, which ends at byte %zu", len);
+    expect_read_error(p, at, "another gzip member");
+    p = write_two("zero-padded.gz", gz, len, "\0\0\0\0\0\0\0\0", 8);
+    expect_read_error(p, "8 bytes after its gzip stream", NULL);
+    p = write_two("half-a-magic.gz", gz, len, "\x1f", 1);
+    expect_read_error(p, "1 byte after its gzip stream", NULL);
+    free(gz);
+}
+
+/* gzip -d reads a file of several members (cat a.gz b.gz) as their
+ * contents one after the other; so does kiln. */
+Test(idx, gzip_members_one_after_another_are_read_as_one_stream)
+{
+    uint8_t       data[24];
+    unsigned char whole[64];
+    char          first[PATH_LEN], second[PATH_LEN];
+    for (int i = 0; i < 24; i++)
+        data[i] = (uint8_t)(10 * i);
+    size_t n = idx_bytes(whole, 0x08, 3, (const uint32_t[]){2, 3, 4}, data, sizeof data);
+    write_file(path_of("first.gz", first, sizeof first), whole, 10, true);
+    write_file(path_of("second.gz", second, sizeof second), whole + 10, n - 10, true);
+    size_t a_len, b_len;
+    char  *a = child_read_file(first, &a_len), *b = child_read_file(second, &b_len);
+    expect_u8_images(write_two("members.gz", a, a_len, b, b_len));
+    free(a);
+    free(b);
+}
+
+/* The IDX data can end before the gzip stream does: a stream cut in its
+ * 8-byte trailer (CRC-32 and length) holds all the data, but not whole. */
+Test(idx, a_gzip_stream_cut_in_its_trailer_is_truncated)
+{
+    size_t      len;
+    char       *gz = u8_images_gz(&len);
+    const char *p  = write_two("no-trailer.gz", gz, len - 4, "", 0);
+    expect_read_error(p, "truncated", "gzip stream");
+    free(gz);
+}
+
+Test(idx, a_gzip_stream_with_a_wrong_checksum_is_refused)
+{
+    size_t len;
+    char  *gz = u8_images_gz(&len);
+    gz[len - 8] ^= 0x55; /* the CRC-32 of the trailer */
+    expect_read_error(write_two("bad-crc.gz", gz, len, "", 0), "incorrect data check",
+                      NULL);
+    free(gz);
+}
+
+/* A FIFO would block the reader forever; it, a folder and a device are
+ * refused by what they are before anything is read. */
+Test(idx, what_is_not_a_regular_file_is_refused_before_any_read, .timeout = 20)
+{
+    char p[PATH_LEN];
+    cr_assert_eq(mkfifo(path_of("fifo", p, sizeof p), 0600), 0, "mkfifo %s", p);
+    expect_read_error(p, "is a FIFO", "expected a regular file");
+    expect_read_error(dir, "is a directory", "expected a regular file");
+    expect_read_error("/dev/null", "is a character device", "expected a regular file");
 }
 
 Test(idx, a_missing_file_names_the_path_and_the_reason)

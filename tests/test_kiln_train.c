@@ -1,17 +1,22 @@
 /* tests/test_kiln_train.c — the kiln-train command line, run as a program.
  *
- * Training itself needs the whole data set and minutes, so it is not run here;
+ * Training on the whole data set takes minutes, so it is not run here;
  * what is checked: arguments (getopt_long's forms; exit 2 with a message
- * naming the option or the value), a missing data directory, and --eval of
- * weights saved by kiln_save when Fashion-MNIST is installed. make check runs
- * the tests from the build directory, where tools/kiln-train is.
+ * naming the option or the value), --data, --eval and --save checked before
+ * any training (on a tiny data set written here), an empty test set, and
+ * --eval of weights saved by kiln_save when Fashion-MNIST is installed.
+ * make check runs the tests from the build directory, where
+ * tools/kiln-train is. Every run has a time limit, so that a tool blocked on
+ * a FIFO fails the test instead of hanging it.
  */
 #include "backends.h"
 #include "expect.h"
 
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,13 +26,14 @@
 static int run(const char *args, char *out, size_t len)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, TOOL " %s 2>&1", args);
+    snprintf(cmd, sizeof cmd, "timeout 120 " TOOL " %s 2>&1", args);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p, "popen %s", cmd);
     size_t n   = fread(out, 1, len - 1, p);
     out[n]     = '\0';
     int status = pclose(p);
     cr_assert(WIFEXITED(status), "%s did not exit normally: %s", cmd, out);
+    cr_assert_neq(WEXITSTATUS(status), 124, "%s did not end in 120 s: %s", cmd, out);
     return WEXITSTATUS(status);
 }
 
@@ -144,4 +150,168 @@ Test(kiln_train, eval_reports_the_test_accuracy_of_saved_weights)
     cr_assert(strstr(out, "backend: ") && strstr(out, "of 10000)"), "%s", out);
     cr_assert_eq(rc_wrong, 1, "weights of another model: exit %d: %s", rc_wrong, wrong);
     cr_assert(strstr(wrong, "--model cnn"), "%s", wrong);
+}
+
+/* ---- paths, checked before training ------------------------------------------- */
+
+static char data_dir[256];
+
+/* An IDX file of u8 of `dims`, every element `value`. */
+static void write_u8_idx(const char *name, int ndim, const uint32_t *dims, uint8_t value)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", data_dir, name);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "fopen %s", path);
+    size_t n = 1;
+    fputc(0, f);
+    fputc(0, f);
+    fputc(0x08, f);
+    fputc(ndim, f);
+    for (int i = 0; i < ndim; i++) {
+        for (int k = 3; k >= 0; k--)
+            fputc((int)(dims[i] >> (8 * k)) & 0xFF, f);
+        n *= dims[i];
+    }
+    for (size_t i = 0; i < n; i++)
+        fputc(value, f);
+    cr_assert_eq(fclose(f), 0);
+}
+
+/* A data folder of `train` and `test` images of 28x28 (labels 3). */
+static void make_data(uint32_t train, uint32_t test)
+{
+    snprintf(data_dir, sizeof data_dir, "/tmp/kiln-train-data-XXXXXX");
+    cr_assert_not_null(mkdtemp(data_dir));
+    write_u8_idx("train-images-idx3-ubyte", 3, (const uint32_t[]){train, 28, 28}, 100);
+    write_u8_idx("train-labels-idx1-ubyte", 1, (const uint32_t[]){train}, 3);
+    write_u8_idx("t10k-images-idx3-ubyte", 3, (const uint32_t[]){test, 28, 28}, 100);
+    write_u8_idx("t10k-labels-idx1-ubyte", 1, (const uint32_t[]){test}, 3);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag,
+                        struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void remove_data(void)
+{
+    if (data_dir[0])
+        nftw(data_dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* data_dir/name, in a buffer per call site's choosing. */
+static const char *in_data(char *buf, size_t len, const char *name)
+{
+    snprintf(buf, len, "%s/%s", data_dir, name);
+    return buf;
+}
+
+/* kiln-train on the tiny data set with `more` arguments: it exits 1 with a
+ * message holding a and b, before any training (no epoch was reported). */
+static void expect_refused_before_training(const char *more, const char *a, const char *b)
+{
+    char args[1024], out[8192];
+    snprintf(args, sizeof args, "--data %s --model linear --epochs 1 --batch 1 %s",
+             data_dir, more);
+    int rc = run(args, out, sizeof out);
+    cr_assert_eq(rc, 1, "kiln-train %s exited %d, expected 1: %s", args, rc, out);
+    cr_assert(strstr(out, a) && (!b || strstr(out, b)),
+              "kiln-train %s said \"%s\", expected \"%s\" and \"%s\"", args, out, a,
+              b ? b : "");
+    cr_assert_null(strstr(out, "epoch"), "kiln-train %s trained before refusing: %s",
+                   args, out);
+}
+
+TestSuite(kiln_train_paths, .fini = remove_data);
+
+Test(kiln_train_paths, a_bad_save_path_is_refused_before_training)
+{
+    char p[1024], fifo[512];
+    make_data(2, 1);
+    expect_refused_before_training("--save /nonexistent/kiln/w.safetensors",
+                                   "--save /nonexistent/kiln/w.safetensors",
+                                   "/nonexistent/kiln");
+    cr_assert_eq(mkfifo(in_data(fifo, sizeof fifo, "fifo"), 0600), 0);
+    snprintf(p, sizeof p, "--save %s", fifo);
+    expect_refused_before_training(p, fifo, "is a FIFO");
+    snprintf(p, sizeof p, "--save %s", data_dir);
+    expect_refused_before_training(p, data_dir, "is a directory");
+    in_data(fifo, sizeof fifo, "t10k-labels-idx1-ubyte/w.safetensors");
+    snprintf(p, sizeof p, "--save %s", fifo);
+    expect_refused_before_training(p, fifo, "Not a directory");
+    /* a dangling link names the file to create: its folder must exist */
+    cr_assert_eq(symlink("/nonexistent/kiln/w.safetensors",
+                         in_data(fifo, sizeof fifo, "dangling")),
+                 0);
+    snprintf(p, sizeof p, "--save %s", fifo);
+    expect_refused_before_training(p, fifo, "its folder /nonexistent/kiln");
+}
+
+Test(kiln_train_paths, a_bad_eval_file_is_refused_before_anything)
+{
+    char p[1024], fifo[512];
+    make_data(2, 1);
+    expect_refused_before_training("--eval /nonexistent/w.safetensors",
+                                   "--eval /nonexistent/w.safetensors", "No such file");
+    cr_assert_eq(mkfifo(in_data(fifo, sizeof fifo, "fifo"), 0600), 0);
+    snprintf(p, sizeof p, "--eval %s", fifo);
+    expect_refused_before_training(p, fifo, "is a FIFO");
+    snprintf(p, sizeof p, "--eval %s", data_dir);
+    expect_refused_before_training(p, data_dir, "is a directory");
+}
+
+/* The four files are looked for before anything else: one missing, or one
+ * that is not a regular file (a FIFO would block the reader), is named. */
+Test(kiln_train_paths, data_needs_its_four_files_before_anything)
+{
+    char p[512];
+    make_data(2, 1);
+    cr_assert_eq(unlink(in_data(p, sizeof p, "train-labels-idx1-ubyte")), 0);
+    cr_assert_eq(mkfifo(p, 0600), 0);
+    expect_refused_before_training("", p, "is a FIFO");
+    cr_assert_eq(unlink(p), 0);
+    expect_refused_before_training("", "neither train-labels-idx1-ubyte.gz nor",
+                                   data_dir);
+    char out[8192], args[512];
+    snprintf(args, sizeof args, "--data %s", data_dir);
+    run(args, out, sizeof out);
+    cr_assert_null(strstr(out, "backend:"),
+                   "a backend was opened before the data was found missing: %s", out);
+}
+
+/* What the checks let through: a new file to --save in a writable folder,
+ * then those weights to --eval, on the tiny data set. */
+Test(kiln_train_paths, save_then_eval_on_a_tiny_data_set)
+{
+    char w[512], args[1024], out[8192];
+    make_data(2, 1);
+    in_data(w, sizeof w, "w.safetensors");
+    snprintf(args, sizeof args, "--data %s --model linear --epochs 1 --batch 1 --save %s",
+             data_dir, w);
+    int rc = run(args, out, sizeof out);
+    cr_assert_eq(rc, 0, "kiln-train %s exited %d: %s", args, rc, out);
+    cr_assert(strstr(out, "weights saved to") && strstr(out, " of 1)"), "%s", out);
+    snprintf(args, sizeof args, "--data %s --model linear --eval %s", data_dir, w);
+    rc = run(args, out, sizeof out);
+    cr_assert_eq(rc, 0, "kiln-train %s exited %d: %s", args, rc, out);
+    cr_assert(strstr(out, "test accuracy:"), "%s", out);
+}
+
+/* A test set of no images has no accuracy: kiln-train says so and exits 1
+ * before training, instead of reporting "-nan%". */
+Test(kiln_train_paths, an_empty_test_set_is_refused_not_reported_as_nan)
+{
+    char p[512];
+    make_data(2, 0);
+    expect_refused_before_training("", "the test set is empty",
+                                   in_data(p, sizeof p, "t10k-images-idx3-ubyte"));
+    remove_data();
+    make_data(0, 2);
+    expect_refused_before_training("", "the training set is empty",
+                                   in_data(p, sizeof p, "train-images-idx3-ubyte"));
 }

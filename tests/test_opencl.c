@@ -186,6 +186,104 @@ Test(opencl_cache, a_foreign_file_is_rebuilt_not_trusted)
     check_damaged_entry(overwrite_with_text, "not a kiln program cache file");
 }
 
+/* An entry claiming a 3 GiB binary (a sparse file of that size) is refused
+ * by its header, before anything is read or allocated for the binary. */
+static void claim_3_gib(const char *path, off_t size)
+{
+    (void)size;
+    FILE *f = fopen(path, "r+b");
+    cr_assert_not_null(f, "fopen %s: %s", path, strerror(errno));
+    unsigned char head[16];
+    cr_assert_eq(fread(head, 1, 16, f), 16);
+    uint32_t key_len = (uint32_t)head[12] | (uint32_t)head[13] << 8 |
+                       (uint32_t)head[14] << 16 | (uint32_t)head[15] << 24;
+    uint64_t binary = (uint64_t)3 << 30;
+    off_t    at     = 16 + (off_t)key_len;
+    cr_assert_eq(fseeko(f, at, SEEK_SET), 0);
+    for (int i = 0; i < 8; i++)
+        fputc((int)(binary >> (8 * i)) & 0xFF, f);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(truncate(path, at + 16 + (off_t)binary), 0, "truncate %s: %s", path,
+                 strerror(errno));
+}
+
+Test(opencl_cache, an_entry_past_the_size_limit_is_refused_by_its_header)
+{
+    check_damaged_entry(claim_3_gib, "3221225472 bytes, more than the 67108864");
+}
+
+/* A FIFO in the entry's place would block the reader forever: it is found
+ * to be no regular file without opening it for a blocking read, deleted, and
+ * the entry rebuilt. */
+static void replace_with_fifo(const char *path, off_t size)
+{
+    (void)size;
+    cr_assert_eq(unlink(path), 0, "unlink %s: %s", path, strerror(errno));
+    cr_assert_eq(mkfifo(path, 0644), 0, "mkfifo %s: %s", path, strerror(errno));
+}
+
+Test(opencl_cache, a_fifo_entry_is_deleted_and_rebuilt_without_blocking, .timeout = 300)
+{
+    check_damaged_entry(replace_with_fifo, "a FIFO, not a regular file");
+}
+
+/* graph_runner with env (and the OpenCL device, KILN_LOG=info), from the
+ * test's working directory, after which `relative` must not exist there:
+ * kiln takes no cache folder from the working directory. */
+static child_result run_relative(const char *const *env, const char *relative)
+{
+    char backend[64];
+    snprintf(backend, sizeof backend, "KILN_BACKEND=%s", opencl_spec());
+    const char *all[8] = {backend, "KILN_LOG=info"};
+    for (size_t i = 0; env[i]; i++)
+        all[2 + i] = env[i];
+    child_result r       = child_run("graph_runner", all);
+    bool         created = access(relative, F_OK) == 0;
+    if (created)
+        child_remove_dir(relative);
+    cr_assert_eq(r.status, 0, "graph_runner failed (%d):\n%s", r.status, r.err);
+    cr_assert(!created, "a cache folder %s was made in the working directory:\n%s",
+              relative, r.err);
+    return r;
+}
+
+Test(opencl_cache, a_relative_cache_folder_is_refused_and_the_cache_is_off)
+{
+    opencl_spec();
+    const char  *by_kiln[] = {"KILN_CACHE_DIR=kiln-test-relative-cache", NULL};
+    child_result r         = run_relative(by_kiln, "kiln-test-relative-cache");
+    expect_log(&r, "KILN_CACHE_DIR=kiln-test-relative-cache is not an absolute path",
+               true);
+    expect_log(&r, "program cache off", true);
+    child_free(&r);
+
+    const char *by_home[] = {"-KILN_CACHE_DIR", "-XDG_CACHE_HOME",
+                             "HOME=kiln-test-relative-home", NULL};
+    r                     = run_relative(by_home, "kiln-test-relative-home");
+    expect_log(&r, "HOME=kiln-test-relative-home is not an absolute path", true);
+    expect_log(&r, "program cache off", true);
+    child_free(&r);
+}
+
+/* The XDG base directory specification has a relative XDG_CACHE_HOME
+ * ignored: kiln says so and uses $HOME/.cache/kiln. */
+Test(opencl_cache, a_relative_xdg_cache_home_is_ignored_for_home)
+{
+    char dir[4096], home[4200], kiln_dir[4200], entry[4400];
+    opencl_spec();
+    child_temp_dir(dir, sizeof dir);
+    snprintf(home, sizeof home, "HOME=%s", dir);
+    const char *env[] = {"-KILN_CACHE_DIR", "XDG_CACHE_HOME=kiln-test-relative-xdg", home,
+                         NULL};
+    child_result r    = run_relative(env, "kiln-test-relative-xdg");
+    expect_log(&r, "XDG_CACHE_HOME=kiln-test-relative-xdg is not an absolute path", true);
+    expect_log(&r, "program cache stored", true);
+    snprintf(kiln_dir, sizeof kiln_dir, "%s/.cache/kiln", dir);
+    only_entry(kiln_dir, entry, sizeof entry);
+    child_free(&r);
+    child_remove_dir(dir);
+}
+
 Test(opencl_cache, off_builds_from_source_and_writes_nothing)
 {
     char dir[4096], home[4200], backend[64];

@@ -10,11 +10,18 @@
 #include "child.h"
 #include "expect.h"
 
+#include <dlfcn.h>
+#include <errno.h>
+#include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static kiln_context *ctx;
@@ -242,6 +249,173 @@ Test(safetensors, save_replaces_a_file_and_leaves_no_temporary_behind)
     kiln_graph_free(h);
     size_t n = child_dir_entries(dir);
     cr_assert_eq(n, 1, "the directory holds %zu entries, not just the saved file", n);
+}
+
+/* ---- saving over what is there ----------------------------------------------------- */
+
+/* p of g holds {1, 2}, as the file at path says. */
+static void expect_saved(const char *path)
+{
+    kiln_graph  *h = kiln_graph_new(ctx);
+    kiln_tensor *p = param(h, "p", KILN_SHAPE(2), NULL);
+    expect_ok(kiln_load(h, path), path);
+    expect_values(p, (const float[]){1, 2}, 2);
+    kiln_graph_free(h);
+}
+
+static void write_text(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "fopen %s", path);
+    fputs(text, f);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(chmod(path, mode), 0, "chmod %s", path);
+}
+
+static mode_t mode_of(const char *path)
+{
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "stat %s", path);
+    return st.st_mode & 07777;
+}
+
+Test(safetensors, save_keeps_the_mode_of_the_file_it_replaces)
+{
+    param(g, "p", KILN_SHAPE(2), (const float[]){1, 2});
+    const mode_t modes[] = {0600, 0640, 0444};
+    for (size_t i = 0; i < 3; i++) {
+        const char *path = in_dir("w.safetensors");
+        write_text(path, "old", modes[i]);
+        expect_ok(kiln_save(g, path), "kiln_save");
+        cr_assert_eq(mode_of(path), modes[i], "mode %o after saving over a file of %o",
+                     (unsigned)mode_of(path), (unsigned)modes[i]);
+        expect_saved(path);
+        cr_assert_eq(unlink(path), 0);
+    }
+}
+
+/* As root, the owner and group are kept too (others cannot give a file away). */
+Test(safetensors, save_keeps_the_owner_of_the_file_it_replaces)
+{
+    if (geteuid() != 0)
+        cr_skip_test("only root can make a file another user's");
+    param(g, "p", KILN_SHAPE(2), (const float[]){1, 2});
+    const char *path = in_dir("w.safetensors");
+    write_text(path, "old", 0640);
+    cr_assert_eq(chown(path, 4321, 4322), 0, "chown %s", path);
+    expect_ok(kiln_save(g, path), "kiln_save");
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert(st.st_uid == 4321 && st.st_gid == 4322, "owner %d:%d, expected 4321:4322",
+              (int)st.st_uid, (int)st.st_gid);
+    cr_assert_eq(st.st_mode & 07777, 0640);
+}
+
+/* A symbolic link is written through: the link stays, its target gets the
+ * weights (and keeps its mode); a dangling link's target is created. */
+Test(safetensors, save_writes_through_a_symbolic_link)
+{
+    param(g, "p", KILN_SHAPE(2), (const float[]){1, 2});
+    char sub[4200];
+    snprintf(sub, sizeof sub, "%s", in_dir("sub"));
+    cr_assert_eq(mkdir(sub, 0755), 0);
+    write_text(in_dir("sub/real.safetensors"), "old", 0600);
+    cr_assert_eq(symlink("sub/real.safetensors", in_dir("link")), 0);
+    cr_assert_eq(symlink("link", in_dir("link-to-link")), 0);
+    expect_ok(kiln_save(g, in_dir("link-to-link")), "kiln_save through two links");
+    struct stat st;
+    cr_assert_eq(lstat(in_dir("link-to-link"), &st), 0);
+    cr_assert(S_ISLNK(st.st_mode), "the link was replaced");
+    cr_assert_eq(lstat(in_dir("link"), &st), 0);
+    cr_assert(S_ISLNK(st.st_mode), "the link's link was replaced");
+    expect_saved(in_dir("sub/real.safetensors"));
+    cr_assert_eq(mode_of(in_dir("sub/real.safetensors")), 0600);
+
+    cr_assert_eq(symlink("sub/new.safetensors", in_dir("dangling")), 0);
+    expect_ok(kiln_save(g, in_dir("dangling")), "kiln_save through a dangling link");
+    cr_assert_eq(lstat(in_dir("dangling"), &st), 0);
+    cr_assert(S_ISLNK(st.st_mode), "the dangling link was replaced");
+    expect_saved(in_dir("sub/new.safetensors"));
+    size_t n = child_dir_entries(dir), m = child_dir_entries(sub);
+    cr_assert(n == 4 && m == 2,
+              "%zu entries and %zu in sub/, expected 4 and 2: a "
+              "temporary file was left",
+              n, m);
+}
+
+Test(safetensors, save_refuses_a_loop_of_symbolic_links)
+{
+    param(g, "p", KILN_SHAPE(2), (const float[]){1, 2});
+    cr_assert_eq(symlink("b", in_dir("a")), 0);
+    cr_assert_eq(symlink("a", in_dir("b")), 0);
+    expect_error(kiln_save(g, in_dir("a")), KILN_ERR_IO, "symbolic links", NULL);
+    cr_assert_eq(child_dir_entries(dir), 2);
+}
+
+/* A FIFO, a folder or a device is refused, not replaced; so is a link to one. */
+Test(safetensors, save_refuses_what_is_not_a_regular_file, .timeout = 20)
+{
+    param(g, "p", KILN_SHAPE(2), (const float[]){1, 2});
+    char fifo[4200], sub[4200];
+    snprintf(fifo, sizeof fifo, "%s", in_dir("fifo"));
+    snprintf(sub, sizeof sub, "%s", in_dir("folder"));
+    struct stat st;
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    cr_assert_eq(mkdir(sub, 0755), 0);
+    cr_assert_eq(symlink("fifo", in_dir("link-to-fifo")), 0);
+    expect_error(kiln_save(g, fifo), KILN_ERR_IO, "is a FIFO",
+                 "expected a regular file or the name of a new one");
+    expect_error(kiln_save(g, in_dir("link-to-fifo")), KILN_ERR_IO, "is a FIFO",
+                 "the target of the symbolic link");
+    expect_error(kiln_save(g, sub), KILN_ERR_IO, "is a directory", NULL);
+    cr_assert(stat(fifo, &st) == 0 && S_ISFIFO(st.st_mode), "the FIFO was replaced");
+    cr_assert(stat(sub, &st) == 0 && S_ISDIR(st.st_mode), "the folder was replaced");
+    const char *dev = in_dir("null");
+    bool has_dev    = mknod(dev, S_IFCHR | 0666, makedev(1, 3)) == 0; /* /dev/null's */
+    if (has_dev) {
+        expect_error(kiln_save(g, dev), KILN_ERR_IO, "is a character device", NULL);
+        cr_assert(stat(dev, &st) == 0 && S_ISCHR(st.st_mode), "the device was replaced");
+    } else {
+        cr_log_warn("mknod: %s: the device case needs root", strerror(errno));
+    }
+    size_t n = child_dir_entries(dir);
+    cr_assert_eq(n, has_dev ? 4 : 3, "%zu entries: a temporary file was left", n);
+}
+
+/* A file larger than RLIMIT_FSIZE ends the process with SIGXFSZ half
+ * written, leaving the temporary file: kiln refuses it before writing. A
+ * child process, with the signal's default action, tries; this one checks
+ * how it ended and what it left. */
+Test(safetensors, save_past_the_file_size_limit_is_refused_before_writing)
+{
+    static float big[1000];
+    param(g, "p", KILN_SHAPE(1000), big);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        struct rlimit low;
+        signal(SIGXFSZ, SIG_DFL);
+        getrlimit(RLIMIT_FSIZE, &low);
+        low.rlim_cur = 2000;
+        if (setrlimit(RLIMIT_FSIZE, &low) != 0)
+            _exit(3);
+        kiln_status st = kiln_save(g, in_dir("big.safetensors"));
+        const char *e  = kiln_last_error();
+        bool        ok = st == KILN_ERR_IO && strstr(e, "big.safetensors would be 4") &&
+                  strstr(e, "RLIMIT_FSIZE") && strstr(e, "2000 bytes");
+        fprintf(stderr, "kiln_save: %s: %s\n", kiln_status_name(st), e);
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(!WIFSIGNALED(status), "the saving process died of signal %d%s",
+              WTERMSIG(status), WTERMSIG(status) == SIGXFSZ ? " (SIGXFSZ)" : "");
+    cr_assert_eq(WEXITSTATUS(status), 0,
+                 "kiln_save did not refuse the file as too large for RLIMIT_FSIZE "
+                 "(its message is in the log)");
+    size_t n = child_dir_entries(dir);
+    cr_assert_eq(n, 0, "a refused save left %zu entries", n);
 }
 
 /* ---- errors: the graph against the file ----------------------------------------- */
@@ -545,6 +719,96 @@ Test(safetensors, length_prefix_errors)
     expect_error(kiln_load(g, path), KILN_ERR_IO, "header length is 65535",
                  "file has 2 bytes after");
     expect_malformed("", 0, "header length is 0", NULL);
+}
+
+/* A file whose length prefix says header_len, as long as that says (sparse:
+ * the header reads as zeros) and data_len bytes more. */
+static const char *write_sparse(uint64_t header_len, uint64_t data_len)
+{
+    const char   *path = in_dir("sparse.safetensors");
+    unsigned char len[8];
+    for (int i = 0; i < 8; i++)
+        len[i] = (unsigned char)(header_len >> (8 * i));
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(len, 1, 8, f), 8);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(truncate(path, (off_t)(8 + header_len + data_len)), 0, "truncate %s",
+                 path);
+    return path;
+}
+
+/* kiln reads headers of up to 16 MiB (the reference reader: 100 MB). Jansson
+ * takes up to about 80 times a header's size in memory, so a longer one is
+ * refused by its length, before it is read. */
+Test(safetensors, a_header_longer_than_the_limit_is_refused_by_its_length)
+{
+    param(g, "t", KILN_SHAPE(2), NULL);
+    const uint64_t lengths[] = {16777224, 99999992};
+    for (size_t i = 0; i < 2; i++) {
+        char length[64];
+        snprintf(length, sizeof length, "header length is %llu bytes",
+                 (unsigned long long)lengths[i]);
+        const char *path = write_sparse(lengths[i], 8);
+        expect_error(kiln_load(g, path), KILN_ERR_IO, length,
+                     "more than kiln reads (16777216 bytes, 16 MiB)");
+        cr_assert(strstr(kiln_last_error(), path), "%s does not name the file",
+                  kiln_last_error());
+    }
+    /* the limit itself is read, and found to be no JSON */
+    expect_error(kiln_load(g, write_sparse(16777216, 8)), KILN_ERR_IO,
+                 "not a valid safetensors file", "invalid token");
+}
+
+/* Jansson's allocator, replaced for one test: it fails every allocation of
+ * fail_size bytes. Jansson is libkiln's, found in the process by name, so
+ * that this test links nothing more. */
+static size_t fail_size;
+
+static void *failing_malloc(size_t n)
+{
+    return n == fail_size ? NULL : malloc(n);
+}
+
+static void set_jansson_malloc(json_malloc_t m)
+{
+    void (*set)(json_malloc_t, json_free_t) = (void (*)(json_malloc_t, json_free_t))
+        dlsym(RTLD_DEFAULT, "json_set_alloc_funcs");
+    cr_assert_not_null(set, "json_set_alloc_funcs: %s", dlerror());
+    set(m, free);
+}
+
+/* When Jansson cannot allocate a string it reports "invalid token" (or, for
+ * a key, "string or '}' expected"); kiln says what it is: out of memory. */
+Test(safetensors, out_of_memory_parsing_the_header_is_no_memory_not_an_invalid_file)
+{
+    char value[1001], headers[2][1200];
+    memset(value, 'x', 1000);
+    value[1000] = '\0';
+    fail_size   = 1000 + 3; /* the string's text with its quotes, and a NUL */
+    snprintf(headers[0], sizeof headers[0], "{\"__metadata__\":{\"k\":\"%s\"}}", value);
+    snprintf(headers[1], sizeof headers[1], "{\"__metadata__\":{\"%s\":\"v\"}}", value);
+    for (size_t i = 0; i < 2; i++) {
+        const char *path = write_raw(headers[i], 0);
+        set_jansson_malloc(failing_malloc);
+        kiln_status st = kiln_load(g, path);
+        set_jansson_malloc(malloc);
+        expect_error(st, KILN_ERR_NO_MEMORY, "out of memory parsing the header of",
+                     "the string ending at byte");
+        cr_assert(strstr(kiln_last_error(), path), "%s does not name the file",
+                  kiln_last_error());
+    }
+}
+
+/* A FIFO would block kiln_load forever: it is refused before it is read. */
+Test(safetensors, loading_what_is_not_a_regular_file_is_refused, .timeout = 20)
+{
+    param(g, "t", KILN_SHAPE(2), NULL);
+    const char *fifo = in_dir("fifo.safetensors");
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo %s", fifo);
+    expect_error(kiln_load(g, fifo), KILN_ERR_IO, "is a FIFO", "expected a regular file");
+    expect_error(kiln_load(g, dir), KILN_ERR_IO, "is a directory",
+                 "expected a regular file");
 }
 
 Test(safetensors, null_arguments_are_refused)

@@ -9,6 +9,13 @@
  * dropped (the order is reshuffled every epoch, so no sample is always left
  * out).
  *
+ * Every path is checked before anything else (a context, the data, a
+ * training run of minutes): --data must be a folder with the four IDX
+ * files, each a regular file; --eval a readable regular file; --save a
+ * regular file or a new name, in a folder this process may write. A data
+ * set with no images is refused: there is nothing to train on, or no
+ * accuracy to report.
+ *
  * Exit status: 0 done, 1 a failure (data, kiln), 2 a bad command line.
  */
 #include "cli.h"
@@ -17,6 +24,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -191,42 +200,77 @@ typedef struct dataset {
     int64_t  n;
 } dataset;
 
-static void read_idx(const char *dir, const char *name, kiln_idx *out)
+/* "a FIFO", "a directory", ... for what is not a regular file. */
+static const char *file_kind(mode_t mode)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s.gz", dir, name);
-    if (access(path, F_OK) != 0)
-        snprintf(path, sizeof path, "%s/%s", dir, name);
-    if (access(path, F_OK) != 0)
+    switch (mode & S_IFMT) {
+    case S_IFREG: return "a regular file";
+    case S_IFDIR: return "a directory";
+    case S_IFIFO: return "a FIFO";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    case S_IFSOCK: return "a socket";
+    default: return "not a regular file";
+    }
+}
+
+/* dir/name.gz, else dir/name, into path; exits naming what is missing or
+ * what is there instead of a regular file. */
+static void find_idx(const char *dir, const char *name, char *path, size_t len)
+{
+    struct stat sb;
+    snprintf(path, len, "%s/%s.gz", dir, name);
+    if (stat(path, &sb) != 0)
+        snprintf(path, len, "%s/%s", dir, name);
+    if (stat(path, &sb) != 0)
         die(1,
             "%s has neither %s.gz nor %s: expected the four IDX files of "
             "Fashion-MNIST or MNIST there (the Debian package dataset-fashion-mnist "
             "installs them in " DEFAULT_DATA ")",
             dir, name, name);
+    if (!S_ISREG(sb.st_mode))
+        die(1, "--data: %s is %s, expected an IDX file (a regular file, gzipped or not)",
+            path, file_kind(sb.st_mode));
+    if (access(path, R_OK) != 0)
+        die(1, "--data: cannot read %s: %s", path, strerror(errno));
+}
+
+static const char *const idx_names[2][2] = {
+    {"train-images-idx3-ubyte", "train-labels-idx1-ubyte"},
+    {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"},
+};
+
+static void read_idx(const char *dir, const char *name, kiln_idx *out, char *path,
+                     size_t len)
+{
+    find_idx(dir, name, path, len);
     if (kiln_idx_read(path, out) != KILN_OK)
         die(1, "%s", kiln_last_error());
 }
 
-static dataset load_set(const char *dir, const char *split)
+/* The training set (test false) or the test set of dir, which must hold
+ * images. */
+static dataset load_set(const char *dir, bool test)
 {
     dataset d;
-    char    name[64];
-    snprintf(name, sizeof name, "%s-images-idx3-ubyte", split);
-    read_idx(dir, name, &d.images);
-    snprintf(name, sizeof name, "%s-labels-idx1-ubyte", split);
-    read_idx(dir, name, &d.labels);
+    char    images[4096], labels[4096];
+    read_idx(dir, idx_names[test][0], &d.images, images, sizeof images);
+    read_idx(dir, idx_names[test][1], &d.labels, labels, sizeof labels);
     const kiln_idx *im = &d.images, *lb = &d.labels;
     if (im->type != 0x08 || im->ndim != 3 || im->dims[1] != 28 || im->dims[2] != 28)
-        die(1, "%s/%s-images: expected u8 images [N, 28, 28]", dir, split);
+        die(1, "%s: expected u8 images [N, 28, 28]", images);
     if (lb->type != 0x08 || lb->ndim != 1 || lb->dims[0] != im->dims[0])
-        die(1, "%s/%s-labels: expected %lld u8 labels, one per image", dir, split,
-            (long long)im->dims[0]);
+        die(1, "%s: expected %lld u8 labels, one per image of %s", labels,
+            (long long)im->dims[0], images);
     const uint8_t *l = lb->data;
     for (int64_t i = 0; i < lb->count; i++)
         if (l[i] >= CLASSES)
-            die(1, "%s/%s-labels: label %lld is %d, expected 0 to 9", dir, split,
-                (long long)i, l[i]);
+            die(1, "%s: label %lld is %d, expected 0 to 9", labels, (long long)i, l[i]);
     d.n = im->dims[0];
+    if (d.n == 0)
+        die(1, "the %s set is empty: %s holds no images, so there is %s",
+            test ? "test" : "training", images,
+            test ? "no test accuracy to report" : "nothing to train on");
     return d;
 }
 
@@ -234,14 +278,71 @@ static void check_data_dir(const char *dir)
 {
     struct stat sb;
     int         found = stat(dir, &sb) == 0;
-    if (found && S_ISDIR(sb.st_mode))
+    if (!found || !S_ISDIR(sb.st_mode))
+        die(1,
+            "no data directory %s (%s): install the Debian package "
+            "dataset-fashion-mnist (apt-get install dataset-fashion-mnist), which puts "
+            "Fashion-MNIST in " DEFAULT_DATA ", or pass --data DIR with the IDX files of "
+            "Fashion-MNIST or MNIST",
+            dir, found ? "not a directory" : strerror(errno));
+    char path[4096];
+    for (int split = 0; split < 2; split++)
+        for (int k = 0; k < 2; k++)
+            find_idx(dir, idx_names[split][k], path, sizeof path);
+}
+
+/* --eval's weights: a regular file this process can read. */
+static void check_eval(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        die(1, "--eval %s: %s", path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        die(1, "--eval %s is %s, expected a weights file (safetensors, as --save writes)",
+            path, file_kind(sb.st_mode));
+    if (access(path, R_OK) != 0)
+        die(1, "--eval %s: cannot read it: %s", path, strerror(errno));
+}
+
+/* --save's file (opt, the option's value; path, the file it names after
+ * `links` symbolic links): a regular file or a new name, in a folder this
+ * process may write, checked now rather than after the training run. A
+ * dangling link names the file to create, as for kiln_save, which refuses
+ * the same things; this is earlier. */
+static void check_save(const char *opt, const char *path, int links)
+{
+    struct stat sb;
+    char        at[PATH_MAX];
+    if (lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode) && stat(path, &sb) != 0 &&
+        errno == ENOENT) {
+        ssize_t     n     = readlink(path, at, sizeof at - 1);
+        const char *slash = strrchr(path, '/');
+        if (n < 0 || links >= 40)
+            die(1, "--save %s: following the symbolic link %s: %s", opt, path,
+                n < 0 ? strerror(errno) : "more than 40 links");
+        at[n] = '\0';
+        char next[2 * PATH_MAX];
+        snprintf(next, sizeof next, "%.*s%s",
+                 at[0] == '/' || !slash ? 0 : (int)(slash - path + 1), path, at);
+        check_save(opt, next, links + 1);
         return;
-    die(1,
-        "no data directory %s (%s): install the Debian package "
-        "dataset-fashion-mnist (apt-get install dataset-fashion-mnist), which puts "
-        "Fashion-MNIST in " DEFAULT_DATA ", or pass --data DIR with the IDX files of "
-        "Fashion-MNIST or MNIST",
-        dir, found ? "not a directory" : strerror(errno));
+    }
+    bool exists = stat(path, &sb) == 0;
+    if (!exists && errno != ENOENT)
+        die(1, "--save %s: %s", opt, strerror(errno));
+    if (exists && !S_ISREG(sb.st_mode))
+        die(1, "--save %s is %s, expected a regular file or the name of a new one", opt,
+            file_kind(sb.st_mode));
+    /* The folder the file goes in: the final target's, for a link to one. */
+    char copy[PATH_MAX];
+    snprintf(copy, sizeof copy, "%s", exists && realpath(path, at) ? at : path);
+    const char *dir = dirname(copy);
+    if (stat(dir, &sb) != 0)
+        die(1, "--save %s: its folder %s: %s", opt, dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        die(1, "--save %s: %s is %s, not a directory", opt, dir, file_kind(sb.st_mode));
+    if (access(dir, W_OK | X_OK) != 0)
+        die(1, "--save %s: cannot write in its folder %s: %s", opt, dir, strerror(errno));
 }
 
 /* Fashion-MNIST's training-set pixel mean and standard deviation (of values
@@ -505,7 +606,7 @@ static void dataset_free(dataset *d)
  * last epoch. */
 static int64_t train(const options *o, const model *m, const dataset *test, batch *b)
 {
-    dataset  set   = load_set(o->data, "train");
+    dataset  set   = load_set(o->data, false);
     int64_t *order = malloc((size_t)set.n * sizeof *order);
     if (!order)
         die(1, "out of memory for %lld indices", (long long)set.n);
@@ -545,11 +646,15 @@ int main(int argc, char **argv)
 {
     options o = parse_args(argc, argv);
     check_data_dir(o.data);
-    kiln_context *ctx = kiln_context_new();
+    if (o.eval)
+        check_eval(o.eval);
+    if (o.save)
+        check_save(o.save, o.save, 0);
+    dataset       test = load_set(o.data, true);
+    kiln_context *ctx  = kiln_context_new();
     if (!ctx)
         die(1, "%s", kiln_last_error());
     printf("backend: %s\n", kiln_context_device(ctx));
-    dataset test = load_set(o.data, "t10k");
     model   m    = build(ctx, &o, !o.eval);
     batch   b    = {malloc((size_t)o.batch * PIXELS * sizeof *b.x),
                     malloc((size_t)o.batch * sizeof *b.y),

@@ -13,6 +13,20 @@
  * into place, so a reader sees a whole entry or none, even with two
  * processes filling the cache at once. Nothing here is fatal: a cache that
  * cannot be read or written only costs a rebuild.
+ *
+ * An entry is read in steps, each checked before the next is read: the
+ * header, the key (its length first), the binary's size (against the file
+ * and OCL_CACHE_MAX), and only then the binary, so a damaged or hostile
+ * file costs at most what a real entry would. What is not a regular file
+ * (a FIFO would block the reader forever) is refused before it is opened
+ * for a blocking read: the check of core's kiln__open_regular, which a
+ * plugin cannot call.
+ *
+ * The folder must be an absolute path: a relative one would be taken from
+ * whatever the working directory is when a program runs, so binaries built
+ * in one folder would be loaded from another. A relative KILN_CACHE_DIR or
+ * HOME turns the cache off, with a warning; a relative XDG_CACHE_HOME is
+ * ignored, as the XDG base directory specification says, for $HOME/.cache.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +42,10 @@
 #define OCL_CACHE_FORMAT 1u
 #define OCL_HEADER_SIZE  (8 + 4 + 4)
 
+/* The largest binary kept: 64 MiB. kiln's kernels build to under 1 MiB on
+ * POCL and a few MiB on GPU drivers. */
+#define OCL_CACHE_MAX ((uint64_t)64 << 20)
+
 uint64_t ocl_fnv1a(uint64_t h, const void *data, size_t n)
 {
     const unsigned char *p = data;
@@ -36,20 +54,42 @@ uint64_t ocl_fnv1a(uint64_t h, const void *data, size_t n)
     return h;
 }
 
-bool ocl_cache_dir(char *dir, size_t len)
+/* Appends a sentence to why. */
+static void say(char *why, size_t why_len, const char *name, const char *value,
+                const char *then)
 {
-    const char *env = getenv("KILN_CACHE_DIR");
+    size_t n = strlen(why);
+    snprintf(why + n, why_len - n, "%s%s=%s is not an absolute path: %s", n ? "; " : "",
+             name, value, then);
+}
+
+bool ocl_cache_dir(char *dir, size_t len, char *why, size_t why_len)
+{
+    const char *env = getenv("KILN_CACHE_DIR"), *home = getenv("HOME");
     int         n;
+    why[0] = '\0';
     if (env && *env) {
         if (strcmp(env, "off") == 0)
             return false;
+        if (env[0] != '/') {
+            say(why, why_len, "KILN_CACHE_DIR", env, "the program cache is off");
+            return false;
+        }
         n = snprintf(dir, len, "%s", env);
     } else if ((env = getenv("XDG_CACHE_HOME")) && env[0] == '/') {
         n = snprintf(dir, len, "%s/kiln", env);
-    } else if ((env = getenv("HOME")) && *env) {
-        n = snprintf(dir, len, "%s/.cache/kiln", env);
     } else {
-        return false;
+        if (env && *env)
+            say(why, why_len, "XDG_CACHE_HOME", env,
+                "ignored, as the XDG base directory specification says; $HOME/.cache "
+                "is used");
+        if (!home || !*home)
+            return false;
+        if (home[0] != '/') {
+            say(why, why_len, "HOME", home, "the program cache is off");
+            return false;
+        }
+        n = snprintf(dir, len, "%s/.cache/kiln", home);
     }
     return n > 0 && (size_t)n < len;
 }
@@ -93,81 +133,158 @@ static uint64_t get_le(const unsigned char *p, int bytes)
     return v;
 }
 
-/* The whole file, malloc'd; NULL with errno set. */
-static unsigned char *read_file(const char *path, size_t *len)
+/* Reads n bytes; false with errno set (EIO at a short file). */
+static bool read_all(int fd, void *buf, size_t n)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    unsigned char *buf = NULL;
-    struct stat    st;
-    if (fstat(fileno(f), &st) == 0 && st.st_size >= 0 &&
-        (uint64_t)st.st_size < SIZE_MAX) {
-        *len = (size_t)st.st_size;
-        buf  = malloc(*len ? *len : 1);
-        if (buf && fread(buf, 1, *len, f) != *len) {
-            free(buf);
-            buf   = NULL;
-            errno = EIO;
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t k = read(fd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            errno = k == 0 ? EIO : errno;
+            return false;
         }
+        p += k;
+        n -= (size_t)k;
     }
-    fclose(f);
-    return buf;
+    return true;
 }
 
-/* Why the file does not hold a valid entry for key, or NULL if it does;
- * then *data and *size locate the binary inside buf. */
-static const char *check_entry(const unsigned char *buf, size_t len, const char *key,
-                               const unsigned char **data, size_t *size)
+/* "a FIFO", "a directory", ... for a file that is not a regular one. */
+static const char *file_kind(mode_t mode)
 {
-    size_t key_len = strlen(key);
-    if (len < OCL_HEADER_SIZE || memcmp(buf, OCL_CACHE_MAGIC, 8) != 0)
+    switch (mode & S_IFMT) {
+    case S_IFDIR: return "a directory";
+    case S_IFIFO: return "a FIFO";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    case S_IFSOCK: return "a socket";
+    default: return "not a regular file";
+    }
+}
+
+/* Opens an entry to read, if it is a regular file: checked by stat before
+ * it is opened, and by fstat of what was opened; the open never blocks
+ * (O_NONBLOCK, cleared once the file is known to be regular). -1 with errno
+ * set if it cannot be opened, -2 with *st describing what is there if it is
+ * not a regular file. */
+static int open_entry(const char *path, struct stat *st)
+{
+    if (stat(path, st) != 0)
+        return -1;
+    if (!S_ISREG(st->st_mode))
+        return -2;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return -1;
+    int flags = fcntl(fd, F_GETFL);
+    if (fstat(fd, st) != 0 || flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    if (!S_ISREG(st->st_mode)) {
+        close(fd);
+        return -2;
+    }
+    return fd;
+}
+
+/* Whether the next n bytes of fd are key's. */
+static bool same_key(int fd, const char *key, size_t n)
+{
+    char chunk[256];
+    for (size_t at = 0; at < n; at += sizeof chunk) {
+        size_t k = n - at < sizeof chunk ? n - at : sizeof chunk;
+        if (!read_all(fd, chunk, k) || memcmp(chunk, key + at, k) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* Why the open file of `size` bytes does not hold a valid entry for key (in
+ * why, when it needs numbers), or NULL if it does: then *data (malloc'd)
+ * and *len hold the binary. */
+static const char *read_entry(int fd, uint64_t size, const char *key,
+                              unsigned char **data, size_t *len, char *why,
+                              size_t why_len)
+{
+    unsigned char head[OCL_HEADER_SIZE], tail[16];
+    size_t        key_len = strlen(key);
+    if (size < OCL_HEADER_SIZE || !read_all(fd, head, sizeof head) ||
+        memcmp(head, OCL_CACHE_MAGIC, 8) != 0)
         return "not a kiln program cache file";
-    if (get_le(buf + 8, 4) != OCL_CACHE_FORMAT)
+    if (get_le(head + 8, 4) != OCL_CACHE_FORMAT)
         return "written in another cache format";
-    uint64_t stored_key = get_le(buf + 12, 4);
-    if (stored_key > len - OCL_HEADER_SIZE)
+    uint64_t stored_key = get_le(head + 12, 4);
+    if (stored_key > size - OCL_HEADER_SIZE)
         return "truncated in its key";
-    if (stored_key != key_len || memcmp(buf + OCL_HEADER_SIZE, key, key_len) != 0)
+    if (stored_key != key_len || !same_key(fd, key, key_len))
         return "stale: built for another source, device, driver or option set";
-    size_t at = OCL_HEADER_SIZE + key_len;
-    if (len - at < 16)
+    uint64_t at = OCL_HEADER_SIZE + key_len;
+    if (size - at < 16 || !read_all(fd, tail, sizeof tail))
         return "truncated before its binary";
-    uint64_t n = get_le(buf + at, 8), sum = get_le(buf + at + 8, 8);
+    uint64_t n = get_le(tail, 8), sum = get_le(tail + 8, 8);
     at += 16;
-    if (n != len - at)
+    if (n > OCL_CACHE_MAX) {
+        snprintf(why, why_len,
+                 "its header claims a binary of %llu bytes, more than the %llu "
+                 "(64 MiB) the cache keeps",
+                 (unsigned long long)n, (unsigned long long)OCL_CACHE_MAX);
+        return why;
+    }
+    if (n != size - at)
         return "truncated: its size does not match its header";
-    if (n == 0 || ocl_fnv1a(OCL_FNV_SEED, buf + at, (size_t)n) != sum)
+    if (n == 0)
+        return "corrupt: an empty binary";
+    unsigned char *bin = malloc((size_t)n);
+    if (!bin) {
+        snprintf(why, why_len, "out of memory for its binary of %llu bytes",
+                 (unsigned long long)n);
+        return why;
+    }
+    if (!read_all(fd, bin, (size_t)n) || ocl_fnv1a(OCL_FNV_SEED, bin, (size_t)n) != sum) {
+        free(bin);
         return "corrupt: its checksum does not match";
-    *data = buf + at;
-    *size = (size_t)n;
+    }
+    *data = bin;
+    *len  = (size_t)n;
     return NULL;
 }
 
 ocl_cache_result ocl_cache_load(const char *path, const char *key, unsigned char **data,
                                 size_t *len, char *why, size_t why_len)
 {
-    size_t         file_len = 0;
-    unsigned char *buf      = read_file(path, &file_len);
-    if (!buf) {
-        if (errno == ENOENT)
-            return OCL_CACHE_MISS;
-        snprintf(why, why_len, "unreadable: %s", strerror(errno));
+    struct stat st;
+    int         fd = open_entry(path, &st);
+    if (fd == -1) {
+        if (errno != ENOENT)
+            snprintf(why, why_len, "unreadable: %s", strerror(errno));
         return OCL_CACHE_MISS;
     }
-    const unsigned char *bin  = NULL;
-    size_t               size = 0;
-    const char          *bad  = check_entry(buf, file_len, key, &bin, &size);
-    if (bad) {
-        snprintf(why, why_len, "%s", bad);
-        free(buf);
-        unlink(path);
-        return OCL_CACHE_BAD;
+    if (fd == -2) {
+        /* A FIFO, a device or a socket is deleted like any bad entry; a
+         * folder cannot be, and is only not used. */
+        const char *kind = file_kind(st.st_mode);
+        if (unlink(path) == 0) {
+            snprintf(why, why_len, "%s, not a regular file", kind);
+            return OCL_CACHE_BAD;
+        }
+        snprintf(why, why_len, "%s, not a regular file, is in its place (not used)",
+                 kind);
+        return OCL_CACHE_MISS;
     }
-    memmove(buf, bin, size);
-    *data = buf;
-    *len  = size;
-    return OCL_CACHE_HIT;
+    char        detail[160];
+    const char *bad = read_entry(fd, (uint64_t)st.st_size, key, data, len, detail,
+                                 sizeof detail);
+    close(fd);
+    if (!bad)
+        return OCL_CACHE_HIT;
+    snprintf(why, why_len, "%s", bad);
+    unlink(path);
+    return OCL_CACHE_BAD;
 }
 
 static bool write_all(int fd, const void *data, size_t len)
@@ -195,6 +312,13 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     memcpy(head, OCL_CACHE_MAGIC, 8);
     put_u32(head + 8, OCL_CACHE_FORMAT);
     put_u32(head + 12, (uint32_t)key_len);
+    if ((uint64_t)len > OCL_CACHE_MAX) {
+        snprintf(why, why_len,
+                 "the binary is %zu bytes, more than the %llu (64 MiB) the cache "
+                 "keeps; not stored",
+                 len, (unsigned long long)OCL_CACHE_MAX);
+        return false;
+    }
     put_u64(tail, len);
     put_u64(tail + 8, ocl_fnv1a(OCL_FNV_SEED, data, len));
 

@@ -86,12 +86,14 @@ bool ocl_is_alloc_failure(cl_int err);
 uint64_t ocl_fnv1a(uint64_t h, const void *data, size_t n);
 
 /* The cache folder into dir: KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else
- * $HOME/.cache/kiln. False when the cache is off (KILN_CACHE_DIR=off) or no
- * folder can be named. */
-bool ocl_cache_dir(char *dir, size_t len);
+ * $HOME/.cache/kiln, each only as an absolute path. False when the cache is
+ * off (KILN_CACHE_DIR=off, a relative KILN_CACHE_DIR or HOME) or no folder
+ * can be named. why (empty when all is well) says what was refused or
+ * ignored, for a warning. */
+bool ocl_cache_dir(char *dir, size_t len, char *why, size_t why_len);
 
 typedef enum ocl_cache_result {
-    OCL_CACHE_MISS, /* no entry                                        */
+    OCL_CACHE_MISS, /* no entry (why may say what is there instead)    */
     OCL_CACHE_HIT,  /* *data holds the stored binary (malloc'd)        */
     OCL_CACHE_BAD,  /* an entry that is corrupt or for another key: it
                        * has been deleted, and why says what was wrong   */

@@ -162,11 +162,16 @@ static kiln_status build_program(ocl_device *dev)
 {
     char options[256], key[2048], dir[3072], path[4096], why[512] = "";
     build_options(dev->info, options, sizeof options);
-    if (!ocl_cache_dir(dir, sizeof dir)) {
+    bool cached = ocl_cache_dir(dir, sizeof dir, why, sizeof why);
+    if (why[0])
+        dev->host->log(KILN_LOG_WARN, "opencl: program cache: %s", why);
+    if (!cached) {
         dev->host->log(KILN_LOG_INFO, "opencl: program cache off (KILN_CACHE_DIR=off, "
-                                      "or no HOME); building from source");
+                                      "no HOME, or a relative folder); building from "
+                                      "source");
         return build_from_source(dev, options);
     }
+    why[0] = '\0';
     cache_key(dev->info, options, key, sizeof key);
     snprintf(path, sizeof path, "%s/opencl-%016llx.bin", dir,
              (unsigned long long)ocl_fnv1a(OCL_FNV_SEED, key, strlen(key)));

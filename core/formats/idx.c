@@ -1,23 +1,38 @@
 /* core/formats/idx.c — IDX files, the format of MNIST and Fashion-MNIST.
  *
  * A file is the magic 0x00 0x00 <type> <ndim>, ndim big-endian u32 sizes, then
- * the elements, big-endian, row-major. zlib reads it: gzopen recognises the
- * gzip magic 0x1f 0x8b and inflates, and reads any other file as it is, so a
- * ".gz" and a plain file take the same path. The buffer grows as data arrives
- * rather than trusting the header's size up front, so a short file that
- * claims to be huge fails as truncated without a huge allocation first. A
- * file with bytes left over after its elements is refused too: it was not
- * written as its header says.
+ * the elements, big-endian, row-major. A file that starts with the gzip magic
+ * 0x1f 0x8b is inflated (zlib), any other is read as it is, so a ".gz" and a
+ * plain file take the same path. The buffer grows as data arrives rather than
+ * trusting the header's size up front, so a short file that claims to be huge
+ * fails as truncated without a huge allocation first.
+ *
+ * A file must hold exactly what its header announces: bytes left over after
+ * the elements are refused, whether they are in the file or in the gzip
+ * stream. A gzip file may hold several members one after another (as
+ * `cat a.gz b.gz` makes, and as gzip -d reads): their contents are read as
+ * one stream. After the last member nothing may follow: zlib's gzread skips
+ * such trailing bytes silently, which is why inflate is driven here, so that
+ * they are refused and counted. Every gzip member's checksum and length are
+ * checked, so a stream cut in its trailer is truncated, not accepted.
+ *
+ * The file is opened with kiln__open_regular: a FIFO, a device or a folder
+ * is refused before any read.
  */
 #include "../kiln-impl.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
+
+/* Bytes read from the file at a time. */
+#define IN_SIZE ((size_t)1 << 17)
+
+/* Bytes after the elements are counted up to this many, then "or more". */
+#define EXTRA_COUNT_MAX ((uint64_t)1 << 20)
 
 /* Element size of a type code, 0 if unknown. */
 static size_t type_size(unsigned type)
@@ -34,28 +49,134 @@ static size_t type_size(unsigned type)
 }
 
 typedef struct reader {
-    const char *path;
-    gzFile      gz;
-    uint64_t    offset; /* bytes read so far (after decompression) */
+    const char    *path;
+    int            fd;
+    uint64_t       size;   /* of the file, when it was opened               */
+    uint64_t       offset; /* bytes delivered so far (after decompression)  */
+    bool           gzip;
+    bool           eof;  /* the file has no more bytes to give             */
+    bool           done; /* gzip: the last member ended, nothing follows   */
+    z_stream       z;    /* next_in/avail_in: read, not yet consumed bytes */
+    unsigned char *in;   /* IN_SIZE bytes                                  */
 } reader;
 
-/* Reads up to n bytes; *got says how many. An error other than the end of
- * the file is reported. */
+/* Up to n bytes of the file into buf, fewer only at its end (then r->eof). */
+static kiln_status read_file(reader *r, unsigned char *buf, size_t n, size_t *got)
+{
+    *got = 0;
+    while (*got < n && !r->eof) {
+        ssize_t k = read(r->fd, buf + *got, n - *got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return kiln__error(KILN_ERR_IO, "kiln_idx_read: reading %s: %s", r->path,
+                               strerror(errno));
+        r->eof = k == 0;
+        *got += (size_t)k;
+    }
+    return KILN_OK;
+}
+
+/* More bytes of the file after the avail_in pending ones, as many as the
+ * buffer holds, or the rest of the file. */
+static kiln_status fill(reader *r)
+{
+    if (r->z.avail_in && r->z.next_in != r->in)
+        memmove(r->in, r->z.next_in, r->z.avail_in);
+    r->z.next_in = r->in;
+    size_t      got;
+    kiln_status st = read_file(r, r->in + r->z.avail_in, IN_SIZE - r->z.avail_in, &got);
+    r->z.avail_in += (uInt)got;
+    return st;
+}
+
+/* The file byte at which the pending input starts. */
+static uint64_t file_at(const reader *r)
+{
+    return (uint64_t)lseek(r->fd, 0, SEEK_CUR) - r->z.avail_in;
+}
+
+/* A gzip member has ended: another may follow, else nothing may. */
+static kiln_status member_end(reader *r)
+{
+    kiln_status st = fill(r);
+    if (st != KILN_OK)
+        return st;
+    if (r->z.avail_in == 0) {
+        r->done = true;
+        return KILN_OK;
+    }
+    if (r->z.avail_in >= 2 && r->z.next_in[0] == 0x1f && r->z.next_in[1] == 0x8b) {
+        if (inflateReset(&r->z) != Z_OK)
+            return kiln__error(KILN_ERR_IO, "kiln_idx_read: reading %s: %s", r->path,
+                               r->z.msg ? r->z.msg : "inflateReset failed");
+        return KILN_OK;
+    }
+    uint64_t end = file_at(r), extra = r->size > end ? r->size - end : r->z.avail_in;
+    return kiln__error(KILN_ERR_IO,
+                       "kiln_idx_read: %s has %llu byte%s after its gzip stream, which "
+                       "ends at byte %llu; expected the end of the file or another gzip "
+                       "member (0x1f 0x8b)",
+                       r->path, (unsigned long long)extra, extra == 1 ? "" : "s",
+                       (unsigned long long)end);
+}
+
+/* Up to n inflated bytes into buf; fewer only at the end of the stream. */
+static kiln_status inflate_some(reader *r, void *buf, size_t n, size_t *got)
+{
+    r->z.next_out  = buf;
+    r->z.avail_out = (uInt)n;
+    kiln_status st = KILN_OK;
+    while (st == KILN_OK && r->z.avail_out > 0 && !r->done) {
+        if (r->z.avail_in == 0 && (st = fill(r)) != KILN_OK)
+            break;
+        int ret = inflate(&r->z, Z_NO_FLUSH);
+        if (ret == Z_STREAM_END)
+            st = member_end(r);
+        else if (ret == Z_BUF_ERROR && r->z.avail_in == 0 && r->eof)
+            st = kiln__error(KILN_ERR_IO,
+                             "kiln_idx_read: %s is truncated: its gzip stream ends "
+                             "early, after %llu bytes of data",
+                             r->path,
+                             (unsigned long long)(r->offset + n - r->z.avail_out));
+        else if (ret == Z_MEM_ERROR)
+            st = kiln__error(KILN_ERR_NO_MEMORY,
+                             "kiln_idx_read: out of memory inflating %s", r->path);
+        else if (ret != Z_OK && ret != Z_BUF_ERROR)
+            st = kiln__error(KILN_ERR_IO, "kiln_idx_read: reading %s: %s", r->path,
+                             r->z.msg ? r->z.msg : zError(ret));
+    }
+    *got = n - r->z.avail_out;
+    return st;
+}
+
+/* Up to n bytes of a plain file into buf: the pending ones, then the file's. */
+static kiln_status read_plain(reader *r, void *buf, size_t n, size_t *got)
+{
+    size_t pending = r->z.avail_in < n ? r->z.avail_in : n, k;
+    memcpy(buf, r->z.next_in, pending);
+    r->z.next_in += pending;
+    r->z.avail_in -= (uInt)pending;
+    kiln_status st = read_file(r, (unsigned char *)buf + pending, n - pending, &k);
+    *got           = pending + k;
+    return st;
+}
+
+/* Reads up to n bytes; *got says how many, fewer only at the end of the
+ * data. An error other than the end is reported. */
 static kiln_status read_some(reader *r, void *buf, size_t n, size_t *got)
 {
     *got = 0;
     while (*got < n) {
-        size_t      chunk = n - *got < INT_MAX ? n - *got : INT_MAX;
-        int         k     = gzread(r->gz, (char *)buf + *got, (unsigned)chunk);
-        int         code;
-        const char *msg = gzerror(r->gz, &code);
-        if (k < 0 || (code != Z_OK && code != Z_BUF_ERROR))
-            return kiln__error(KILN_ERR_IO, "kiln_idx_read: reading %s: %s", r->path,
-                               code == Z_ERRNO ? strerror(errno) : msg);
-        *got += (size_t)k;
-        r->offset += (uint64_t)k;
-        if (k == 0)
-            break; /* the end, or a gzip stream cut short (Z_BUF_ERROR) */
+        size_t      chunk = n - *got < UINT_MAX ? n - *got : UINT_MAX, k;
+        kiln_status st    = r->gzip ? inflate_some(r, (char *)buf + *got, chunk, &k)
+                                    : read_plain(r, (char *)buf + *got, chunk, &k);
+        *got += k;
+        r->offset += k;
+        if (st != KILN_OK)
+            return st;
+        if (k < chunk)
+            break;
     }
     return KILN_OK;
 }
@@ -184,6 +305,30 @@ static void to_host(unsigned char *b, int64_t count, size_t elem)
     }
 }
 
+/* Nothing may follow the elements; what does is counted, up to
+ * EXTRA_COUNT_MAX. */
+static kiln_status check_end(reader *r, const kiln_idx *out, size_t elem)
+{
+    unsigned char scratch[4096];
+    uint64_t      at = r->offset, extra = 0;
+    size_t        got;
+    kiln_status   st;
+    do {
+        st = read_some(r, scratch, sizeof scratch, &got);
+        extra += got;
+    } while (st == KILN_OK && got == sizeof scratch && extra < EXTRA_COUNT_MAX);
+    if (st != KILN_OK || extra == 0)
+        return st;
+    char s[KILN__SHAPE_STR];
+    return kiln__error(KILN_ERR_IO,
+                       "kiln_idx_read: %s has more data than its header announces (%s "
+                       "of %zu-byte elements, %llu bytes in all), then %llu byte%s "
+                       "more%s",
+                       r->path, kiln__shape_str(s, out->ndim, out->dims), elem,
+                       (unsigned long long)at, (unsigned long long)extra,
+                       extra == 1 ? "" : "s", got == sizeof scratch ? " or more" : "");
+}
+
 static kiln_status read_idx(reader *r, kiln_idx *out)
 {
     size_t      elem = 0;
@@ -194,17 +339,7 @@ static kiln_status read_idx(reader *r, kiln_idx *out)
     st = read_data(r, (size_t)out->count * elem, &data);
     if (st != KILN_OK)
         return st;
-    unsigned char extra;
-    size_t        got;
-    st = read_some(r, &extra, 1, &got);
-    if (st == KILN_OK && got) {
-        char s[KILN__SHAPE_STR];
-        st = kiln__error(KILN_ERR_IO,
-                         "kiln_idx_read: %s has more data than its header "
-                         "announces (%s of %zu-byte elements, %llu bytes in all)",
-                         r->path, kiln__shape_str(s, out->ndim, out->dims), elem,
-                         (unsigned long long)(r->offset - got));
-    }
+    st = check_end(r, out, elem);
     if (st != KILN_OK) {
         free(data);
         return st;
@@ -221,19 +356,24 @@ KILN_API kiln_status kiln_idx_read(const char *path, kiln_idx *out)
     if (!path || !out)
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_idx_read: %s is NULL",
                            path ? "out" : "path");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return kiln__error(KILN_ERR_IO, "kiln_idx_read: cannot open %s: %s", path,
-                           strerror(errno));
-    reader r = {.path = path, .gz = gzdopen(fd, "rb")};
-    if (!r.gz) {
-        close(fd);
-        return kiln__error(KILN_ERR_NO_MEMORY, "kiln_idx_read: out of memory opening %s",
-                           path);
+    reader      r  = {.path = path};
+    kiln_status st = kiln__open_regular(path, "IDX file", &r.fd, &r.size);
+    if (st != KILN_OK)
+        return kiln__error(st, "kiln_idx_read: %s", kiln_last_error());
+    r.in   = kiln__malloc(IN_SIZE, "the input buffer of an IDX file");
+    st     = r.in ? fill(&r) : KILN_ERR_NO_MEMORY;
+    r.gzip = st == KILN_OK && r.z.avail_in >= 2 && r.in[0] == 0x1f && r.in[1] == 0x8b;
+    if (r.gzip && inflateInit2(&r.z, 16 + MAX_WBITS) != Z_OK) {
+        r.gzip = false;
+        st = kiln__error(KILN_ERR_NO_MEMORY, "kiln_idx_read: out of memory to inflate %s",
+                         path);
     }
-    (void)gzbuffer(r.gz, 1 << 17); /* only a larger read size; the default works */
-    kiln_status st = read_idx(&r, out);
-    gzclose(r.gz);
+    if (st == KILN_OK)
+        st = read_idx(&r, out);
+    if (r.gzip)
+        inflateEnd(&r.z);
+    free(r.in);
+    close(r.fd);
     if (st != KILN_OK)
         memset(out, 0, sizeof *out);
     return st;

@@ -15,6 +15,16 @@
  *
  * Bytes are assembled with shifts, never by reinterpreting memory, so the
  * files are little-endian on every host.
+ *
+ * kiln_save writes a temporary file and renames it over the target, so a
+ * reader sees the old file or the new one, never half of one. It writes
+ * through symbolic links (the temporary file goes in the final target's
+ * folder, and the rename replaces the target, not the link), keeps the
+ * replaced file's permissions (and owner, where the process may set it),
+ * and refuses to replace what is not a regular file: a FIFO, a device or a
+ * folder. A file larger than RLIMIT_FSIZE is refused before it is begun, as
+ * writing it would end the process with SIGXFSZ and leave the temporary
+ * file; any failure removes the temporary file.
  */
 #include "../kiln-impl.h"
 
@@ -24,11 +34,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The reference reader's limit on the header. */
-#define HEADER_MAX 100000000u
+/* The longest header kiln reads: 16 MiB, room for about 100 000 tensors
+ * (a tensor takes 100 to 150 bytes of JSON). The reference reader allows
+ * 100 MB, but Jansson's values take up to about 80 times the text they are
+ * parsed from (an empty object, "{}", 3 bytes with its comma, is a hash
+ * table of some 250), so a hostile 100 MB header cost gigabytes and
+ * seconds; 16 MiB bounds it near 1.3 GB. The length is checked against the
+ * file and this limit before anything is allocated for it. */
+#define HEADER_MAX ((uint64_t)16 << 20)
 
 static void put_u64le(unsigned char *b, uint64_t v)
 {
@@ -68,7 +85,7 @@ static void f32_from_le(float *v, size_t n)
     }
 }
 
-/* ---- saving ------------------------------------------------------------------ */
+/* ---- saving: the header ------------------------------------------------------- */
 
 static kiln_status header_no_memory(void)
 {
@@ -169,7 +186,111 @@ static kiln_status build_header(const kiln_graph *g, char **out)
     return st;
 }
 
-/* A new file beside path, created with the umask's permissions. */
+/* ---- saving: where the file goes ---------------------------------------------- */
+
+/* Symbolic links followed before kiln_save gives up, as the kernel does. */
+#define LINKS_MAX 40
+
+/* What kiln_save writes: the file that path names once its symbolic links are
+ * followed, and what is there now. */
+typedef struct target {
+    char       *path; /* malloc'd */
+    bool        exists;
+    struct stat st; /* when it exists */
+} target;
+
+/* The name a symbolic link at `link` points to, as a path: a relative one
+ * is taken from the link's folder. NULL after an error. */
+static char *link_target(const char *path, const char *link)
+{
+    char    to[4096];
+    ssize_t n = readlink(link, to, sizeof to);
+    if (n < 0 || (size_t)n == sizeof to) {
+        kiln__error(KILN_ERR_IO,
+                    "kiln_save: cannot write %s: reading the symbolic link %s: %s", path,
+                    link, n < 0 ? strerror(errno) : "its target is too long");
+        return NULL;
+    }
+    const char *slash = to[0] == '/' ? NULL : strrchr(link, '/');
+    size_t      dir   = slash ? (size_t)(slash - link) + 1 : 0;
+    char       *next  = kiln__malloc(dir + (size_t)n + 1, "a file name");
+    if (next) {
+        memcpy(next, link, dir);
+        memcpy(next + dir, to, (size_t)n);
+        next[dir + (size_t)n] = '\0';
+    }
+    return next;
+}
+
+/* Follows path's symbolic links to the file a save must replace, which need
+ * not exist yet (a dangling link names the file to create). */
+static kiln_status resolve(const char *path, target *t)
+{
+    char *cur = kiln__strdup(path, "a file name");
+    for (int links = 0; cur; links++) {
+        if (lstat(cur, &t->st) != 0) {
+            if (errno != ENOENT) {
+                kiln_status st = kiln__error(KILN_ERR_IO,
+                                             "kiln_save: cannot write %s: %s", cur,
+                                             strerror(errno));
+                free(cur);
+                return st;
+            }
+            t->path = cur; /* a new file; a missing folder fails at create */
+            return KILN_OK;
+        }
+        if (!S_ISLNK(t->st.st_mode)) {
+            t->path   = cur;
+            t->exists = true;
+            return KILN_OK;
+        }
+        if (links == LINKS_MAX) {
+            free(cur);
+            return kiln__error(KILN_ERR_IO,
+                               "kiln_save: cannot write %s: more than %d symbolic links "
+                               "(a loop?)",
+                               path, LINKS_MAX);
+        }
+        char *next = link_target(path, cur);
+        free(cur);
+        cur = next;
+    }
+    return KILN_ERR_NO_MEMORY; /* kiln__malloc said so */
+}
+
+/* Only a regular file is replaced: a device, a FIFO or a folder is not
+ * what a save should turn into a file. */
+static kiln_status check_target(const char *path, const target *t)
+{
+    if (!t->exists || S_ISREG(t->st.st_mode))
+        return KILN_OK;
+    if (strcmp(path, t->path) != 0)
+        return kiln__error(KILN_ERR_IO,
+                           "kiln_save: %s is %s (the target of the symbolic link %s), "
+                           "expected a regular file or the name of a new one",
+                           t->path, kiln__file_kind(t->st.st_mode), path);
+    return kiln__error(KILN_ERR_IO,
+                       "kiln_save: %s is %s, expected a regular file or the name of a "
+                       "new one",
+                       path, kiln__file_kind(t->st.st_mode));
+}
+
+/* A file past RLIMIT_FSIZE gets SIGXFSZ, which ends the process by default
+ * with the temporary file half written: refused before it is begun. */
+static kiln_status check_size_limit(const char *path, uint64_t size)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        size <= (uint64_t)rl.rlim_cur)
+        return KILN_OK;
+    return kiln__error(KILN_ERR_IO,
+                       "kiln_save: %s would be %llu bytes, more than this process may "
+                       "write: %llu bytes (RLIMIT_FSIZE; see ulimit -f)",
+                       path, (unsigned long long)size, (unsigned long long)rl.rlim_cur);
+}
+
+/* A new file beside the target, in its folder (so that the rename stays
+ * within one file system), created with the umask's permissions. */
 static FILE *open_temp(const char *path, char *tmp, size_t tmp_len)
 {
     for (unsigned attempt = 0; attempt < 100; attempt++) {
@@ -192,6 +313,25 @@ static FILE *open_temp(const char *path, char *tmp, size_t tmp_len)
                 path, tmp, strerror(errno));
     return NULL;
 }
+
+/* The replaced file's permissions, and its owner where this process may
+ * give a file away (root); set-id bits are not carried over. */
+static kiln_status keep_mode(const target *t, FILE *f, const char *tmp)
+{
+    if (!t->exists)
+        return KILN_OK;
+    struct stat now;
+    int         fd = fileno(f);
+    if (fstat(fd, &now) == 0 &&
+        (now.st_uid != t->st.st_uid || now.st_gid != t->st.st_gid))
+        (void)!fchown(fd, t->st.st_uid, t->st.st_gid); /* EPERM: ours, as before */
+    if (fchmod(fd, t->st.st_mode & 0777) != 0)
+        return kiln__error(KILN_ERR_IO, "kiln_save: giving %s the mode %o of %s: %s", tmp,
+                           (unsigned)(t->st.st_mode & 0777), t->path, strerror(errno));
+    return KILN_OK;
+}
+
+/* ---- saving: the file --------------------------------------------------------- */
 
 /* Every parameter's value, little-endian, in creation order. */
 static kiln_status write_data(const kiln_graph *g, FILE *f, const char *tmp)
@@ -220,27 +360,34 @@ static kiln_status write_data(const kiln_graph *g, FILE *f, const char *tmp)
     return KILN_OK;
 }
 
-KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
+/* The bytes of every parameter. */
+static uint64_t data_bytes(const kiln_graph *g)
 {
-    if (!g || !path)
-        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: %s is NULL",
-                           g ? "path" : "graph");
-    char       *h       = NULL;
-    kiln_status st      = build_header(g, &h);
-    size_t      tmp_len = strlen(path) + 48;
-    char       *tmp     = st == KILN_OK ? kiln__malloc(tmp_len, "a file name") : NULL;
-    FILE       *f       = tmp ? open_temp(path, tmp, tmp_len) : NULL;
+    uint64_t n = 0;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i]->flags & KILN__PARAM)
+            n += kiln__tensor_bytes(g->nodes[i]);
+    return n;
+}
+
+/* The file into a temporary file in t's folder, renamed over t once whole;
+ * every failure removes the temporary file. */
+static kiln_status write_file(const kiln_graph *g, const target *t, const char *h)
+{
+    size_t tmp_len = strlen(t->path) + 48;
+    char  *tmp     = kiln__malloc(tmp_len, "a file name");
+    FILE  *f       = tmp ? open_temp(t->path, tmp, tmp_len) : NULL;
     if (!f) {
-        free(h);
         free(tmp);
-        return st != KILN_OK ? st : tmp ? KILN_ERR_IO : KILN_ERR_NO_MEMORY;
+        return tmp ? KILN_ERR_IO : KILN_ERR_NO_MEMORY;
     }
     /* Spaces pad the header so that the data starts 8-byte aligned. */
     size_t        h_len = strlen(h), pad = (8 - h_len % 8) % 8;
     unsigned char len[8];
+    kiln_status   st = keep_mode(t, f, tmp); /* before the data is in it */
     put_u64le(len, h_len + pad);
-    if (fwrite(len, 1, 8, f) != 8 || fwrite(h, 1, h_len, f) != h_len ||
-        fwrite("        ", 1, pad, f) != pad)
+    if (st == KILN_OK && (fwrite(len, 1, 8, f) != 8 || fwrite(h, 1, h_len, f) != h_len ||
+                          fwrite("        ", 1, pad, f) != pad))
         st = kiln__error(KILN_ERR_IO, "kiln_save: writing %s: %s", tmp, strerror(errno));
     if (st == KILN_OK)
         st = write_data(g, f, tmp);
@@ -249,12 +396,34 @@ KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
         st = kiln__error(KILN_ERR_IO, "kiln_save: writing %s: %s", tmp, strerror(errno));
     if (fclose(f) != 0 && st == KILN_OK)
         st = kiln__error(KILN_ERR_IO, "kiln_save: closing %s: %s", tmp, strerror(errno));
-    if (st == KILN_OK && rename(tmp, path) != 0)
-        st = kiln__error(KILN_ERR_IO, "kiln_save: renaming %s to %s: %s", tmp, path,
+    if (st == KILN_OK && rename(tmp, t->path) != 0)
+        st = kiln__error(KILN_ERR_IO, "kiln_save: renaming %s to %s: %s", tmp, t->path,
                          strerror(errno));
     if (st != KILN_OK)
         unlink(tmp);
     free(tmp);
+    return st;
+}
+
+KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
+{
+    if (!g || !path)
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: %s is NULL",
+                           g ? "path" : "graph");
+    char       *h  = NULL;
+    target      t  = {0};
+    kiln_status st = build_header(g, &h);
+    if (st == KILN_OK)
+        st = resolve(path, &t);
+    if (st == KILN_OK)
+        st = check_target(path, &t);
+    if (st == KILN_OK) {
+        size_t h_len = strlen(h);
+        st = check_size_limit(path, 8 + h_len + (8 - h_len % 8) % 8 + data_bytes(g));
+    }
+    if (st == KILN_OK)
+        st = write_file(g, &t, h);
+    free(t.path);
     free(h);
     return st;
 }
@@ -568,15 +737,42 @@ static size_t error_at(const json_error_t *err, const char *json, size_t len,
 
 /* A Jansson parse error as "header at byte N: what near 'text'", in kiln's
  * words where Jansson's would puzzle a user of kiln. */
+/* Whether Jansson failed for want of memory. It says so in three ways: no
+ * message at all (a value, an array's or an object's table, its own
+ * buffers), json_error_out_of_memory, or, when the copy of a string cannot
+ * be allocated, as if the string were a bad token: "invalid token" (a
+ * value) or "string or '}' expected" (a key), just after the string's
+ * closing quote. A string Jansson could not read for its text is reported
+ * as what is wrong with it (an escape, a control character, the end of the
+ * input) and numbers, words and other characters never end in a quote, so
+ * those two messages after a quote mean memory. *string says which. */
+static bool out_of_memory(const json_error_t *err, const char *json, size_t len,
+                          bool *string)
+{
+    enum json_error_code code = json_error_code(err);
+    size_t               pos  = err->position > 0 ? (size_t)err->position : 0;
+    *string = code == json_error_invalid_syntax && pos >= 2 && pos <= len &&
+              json[pos - 1] == '"' &&
+              (strncmp(err->text, "invalid token", 13) == 0 ||
+               strncmp(err->text, "string or '}' expected", 22) == 0);
+    return !err->text[0] || code == json_error_out_of_memory || *string;
+}
+
 static kiln_status parse_failed(const file *fl, const char *json, size_t len,
                                 const json_error_t *err)
 {
+    bool string;
+    if (out_of_memory(err, json, len, &string))
+        return string ? kiln__error(KILN_ERR_NO_MEMORY,
+                                    "kiln_load: out of memory parsing the header of %s "
+                                    "(%zu bytes of JSON): Jansson could not copy the "
+                                    "string ending at byte %d",
+                                    fl->path, len, err->position)
+                      : kiln__error(KILN_ERR_NO_MEMORY,
+                                    "kiln_load: out of memory parsing the header of %s "
+                                    "(%zu bytes of JSON) into Jansson's values",
+                                    fl->path, len);
     enum json_error_code code = json_error_code(err);
-    if (!err->text[0] || code == json_error_out_of_memory) /* Jansson says nothing */
-        return kiln__error(KILN_ERR_NO_MEMORY,
-                           "kiln_load: out of memory parsing the "
-                           "header of %s",
-                           fl->path);
     char        quote[JSON_ERROR_TEXT_LENGTH + 64];
     int         what_len;
     size_t      at   = error_at(err, json, len, &what_len, quote, sizeof quote);
@@ -647,36 +843,44 @@ static kiln_status read_at(const file *fl, uint64_t offset, void *buf, size_t n)
 
 static kiln_status open_file(file *fl)
 {
-    fl->f = fopen(fl->path, "rb");
-    if (!fl->f)
-        return kiln__error(KILN_ERR_IO, "kiln_load: cannot open %s: %s", fl->path,
-                           strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(fl->f), &sb) != 0)
-        return kiln__error(KILN_ERR_IO, "kiln_load: %s: %s", fl->path, strerror(errno));
-    if (!S_ISREG(sb.st_mode))
-        return kiln__error(KILN_ERR_IO, "kiln_load: %s is not a regular file", fl->path);
-    uint64_t      size = (uint64_t)sb.st_size;
+    int         fd;
+    uint64_t    size;
+    kiln_status st = kiln__open_regular(fl->path, "weights file", &fd, &size);
+    if (st != KILN_OK)
+        return kiln__error(st, "kiln_load: %s", kiln_last_error());
+    fl->f = fdopen(fd, "rb");
+    if (!fl->f) {
+        close(fd);
+        return kiln__error(KILN_ERR_NO_MEMORY, "kiln_load: out of memory opening %s",
+                           fl->path);
+    }
     unsigned char len[8];
     if (size < 8)
         return malformed(fl,
                          "it has %llu bytes; the file starts with an 8-byte header "
                          "length",
                          (unsigned long long)size);
-    kiln_status st = read_at(fl, 0, len, 8);
+    st = read_at(fl, 0, len, 8);
     if (st != KILN_OK)
         return st;
     fl->header_len = get_u64le(len);
-    if (fl->header_len < 2 || fl->header_len > HEADER_MAX || fl->header_len > size - 8)
+    if (fl->header_len < 2 || fl->header_len > size - 8)
         return malformed(fl,
-                         "the header length is %llu, but it must be 2 to %u and the "
+                         "the header length is %llu, but it must be at least 2 and the "
                          "file has %llu bytes after the length",
-                         (unsigned long long)fl->header_len, HEADER_MAX,
+                         (unsigned long long)fl->header_len,
                          (unsigned long long)(size - 8));
+    if (fl->header_len > HEADER_MAX)
+        return kiln__error(KILN_ERR_IO,
+                           "kiln_load: %s: the header length is %llu bytes, more than "
+                           "kiln reads (%llu bytes, 16 MiB)",
+                           fl->path, (unsigned long long)fl->header_len,
+                           (unsigned long long)HEADER_MAX);
     fl->data_len = size - 8 - fl->header_len;
     char *json   = kiln__malloc((size_t)fl->header_len, "a safetensors header");
     if (!json)
-        return KILN_ERR_NO_MEMORY;
+        return kiln__error(KILN_ERR_NO_MEMORY, "kiln_load: %s: %s", fl->path,
+                           kiln_last_error());
     st = read_at(fl, 8, json, (size_t)fl->header_len);
     if (st == KILN_OK)
         st = parse_header(fl, json);
@@ -684,7 +888,7 @@ static kiln_status open_file(file *fl)
     return st;
 }
 
-/* ---- loading: the parameters ---------------------------------------------------- */
+/* ---- loading: the parameters -------------------------------------------------- */
 
 /* The entry for parameter t, which must exist as F32 of t's shape. */
 static kiln_status match_param(const file *fl, const kiln_tensor *t, const entry **found)

@@ -352,15 +352,21 @@ KILN_API kiln_tensor *kiln_conv2d_layer(kiln_graph *g, kiln_tensor *x,
 
 /* Saves every parameter of g under its name (F32, little-endian), to a
  * temporary file beside path that is then renamed over it. Every parameter
- * needs a name and a value. */
+ * needs a name and a value. A symbolic link is written through (its final
+ * target is replaced, the link stays); a replaced file keeps its
+ * permissions, and its owner where the process may set it. A path that
+ * names a FIFO, a device or a folder is refused (KILN_ERR_IO), as is a file
+ * larger than RLIMIT_FSIZE allows; a failed save leaves no file behind. */
 KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path);
 /* Loads every parameter of g from a file; a parameter missing from the file,
  * a shape or dtype mismatch, or a malformed file is an error naming it.
  * Tensors in the file that g lacks are ignored. Works before and after
  * compile. Statuses: KILN_ERR_IO for a file that cannot be read or is not
  * valid safetensors, KILN_ERR_NOT_FOUND for a missing parameter,
- * KILN_ERR_SHAPE for a shape or dtype mismatch. A failed load changes no
- * parameter. */
+ * KILN_ERR_SHAPE for a shape or dtype mismatch, KILN_ERR_NO_MEMORY when
+ * memory runs out. A path that is not a regular file (a FIFO, a device, a
+ * folder) is refused before any read, and a JSON header longer than 16 MiB
+ * by its length. A failed load changes no parameter. */
 KILN_API kiln_status kiln_load(kiln_graph *g, const char *path);
 
 /* ---- data: IDX files (MNIST, Fashion-MNIST), gzipped or not ---------------- */
@@ -374,11 +380,14 @@ typedef struct kiln_idx {
     void   *data;  /* count elements of type, host byte order */
 } kiln_idx;
 
-/* Reads an IDX file (".gz" or not, detected by content). A bad magic number,
- * a truncated file or more than KILN_MAX_DIMS dimensions is an error naming
- * the file and what was found (KILN_ERR_IO), as are an unknown type code,
- * dimensions whose product overflows, and bytes after the data. On failure
- * *out is zeroed; kiln_idx_free releases the data of a successful read. */
+/* Reads an IDX file (".gz" or not, detected by content; a gzip file may hold
+ * several members, read as one stream). A bad magic number, a truncated file
+ * or more than KILN_MAX_DIMS dimensions is an error naming the file and what
+ * was found (KILN_ERR_IO), as are an unknown type code, dimensions whose
+ * product overflows, bytes after the data and bytes after the gzip stream.
+ * A path that is not a regular file (a FIFO, a device, a folder) is refused
+ * before any read. On failure *out is zeroed; kiln_idx_free releases the
+ * data of a successful read. */
 KILN_API kiln_status kiln_idx_read(const char *path, kiln_idx *out);
 KILN_API void        kiln_idx_free(kiln_idx *idx);
 
