@@ -75,6 +75,11 @@ typedef struct kiln__registry {
 /* The registry, loaded on first use (thread-safe); NULL if loading failed. */
 const kiln__registry *kiln__registry_get(void);
 
+/* Whether path may be given to dlopen: a regular file holding an ELF shared
+ * object for this machine, whole (elf.c). KILN_OK, or an error whose message
+ * says what is wrong with it. Allocates nothing. */
+kiln_status kiln__plugin_file_check(const char *path);
+
 /* The host table given to plugins. */
 extern const kiln_host kiln__host;
 

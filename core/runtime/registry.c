@@ -3,8 +3,11 @@
  * Search order: each entry of KILN_PLUGIN_PATH (a directory, or one .so file),
  * then KILN_PLUGIN_DIR (the installed plugin directory); never the current
  * directory. In a directory, files ending in ".so" are tried in name order, so
- * the result does not depend on the file system. The registry is built once
- * per process and then only read, so readers need no lock.
+ * the result does not depend on the file system. Each file is checked before
+ * dlopen sees it (elf.c), since dlopen of a truncated file kills the process
+ * and of a FIFO blocks it: a bad file is listed as refused, with its reason,
+ * and the others load. The registry is built once per process and then only
+ * read, so readers need no lock.
  */
 #include "../kiln-impl.h"
 
@@ -107,6 +110,8 @@ static const char *missing_entry(const kiln_plugin *t)
 static bool plugin_load(kiln__plugin *p)
 {
     kiln__log(KILN_LOG_DEBUG, "trying %s", p->path);
+    if (kiln__plugin_file_check(p->path) != KILN_OK)
+        return refuse(p, "%s", kiln_last_error());
     dlerror();
     p->handle = dlopen(p->path, RTLD_NOW | RTLD_LOCAL);
     if (!p->handle) {
