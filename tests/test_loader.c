@@ -614,6 +614,45 @@ Test(loader, refuses_fifo_and_folder_named_like_plugins_without_blocking,
     assert_usable("cpu", "cpu");
 }
 
+/* qsort on an empty list was undefined behaviour (a sanitizer build
+ * stopped on it); a folder that holds no plugin is simply empty. */
+Test(loader, folders_without_plugins_add_nothing, .init = scratch_setup,
+     .fini = scratch_teardown, .timeout = 60)
+{
+    char empty[LEN + 32], other[LEN + 32], notes[LEN + 64], path[3 * LEN];
+    fmt(empty, sizeof empty, "%s/empty", scratch);
+    fmt(other, sizeof other, "%s/other", scratch);
+    fmt(notes, sizeof notes, "%s/notes.txt", other);
+    cr_assert_eq(mkdir(empty, 0700), 0);
+    cr_assert_eq(mkdir(other, 0700), 0);
+    FILE *f = fopen(notes, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    fmt(path, sizeof path, "%s:%s:%s", empty, other, cpu_dir);
+    cr_assert_eq(setenv("KILN_PLUGIN_PATH", path, 1), 0);
+
+    const kiln_plugin_report *r;
+    size_t                    n = kiln_plugins(&r);
+    for (size_t i = 0; i < n; i++)
+        cr_assert(strncmp(r[i].path, scratch, strlen(scratch)) != 0, "%s was tried",
+                  r[i].path);
+    assert_usable("cpu", "cpu");
+}
+
+Test(loader, empty_plugin_folder_alone_selects_nothing_with_a_message,
+     .init = scratch_setup, .fini = scratch_teardown, .timeout = 60)
+{
+    cr_assert_eq(setenv("KILN_PLUGIN_PATH", scratch, 1), 0);
+    const kiln_plugin_report *r;
+    size_t                    n = kiln_plugins(&r);
+    for (size_t i = 0; i < n; i++)
+        cr_assert(strncmp(r[i].path, scratch, strlen(scratch)) != 0, "%s was tried",
+                  r[i].path);
+    size_t k;
+    expect_error(kiln_select("nosuchbackend", &k), KILN_ERR_NOT_FOUND, "nosuchbackend",
+                 "Available");
+}
+
 /* kiln-info lists what it refused, and why, and goes on. */
 Test(loader, kiln_info_lists_bad_files_and_the_plugins_past_them, .init = scratch_setup,
      .fini = scratch_teardown, .timeout = 60)

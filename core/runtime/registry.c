@@ -225,7 +225,8 @@ static bool scan_dir(const char *dir)
         n += ok;
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_str);
+    if (n > 1) /* names is NULL when the folder holds no plugin */
+        qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n; i++) {
         size_t len  = strlen(dir) + strlen(names[i]) + 2;
         char  *path = malloc(len);
