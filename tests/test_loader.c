@@ -11,6 +11,7 @@
  *   KILN_TEST_PLUGINS    tests/plugins of the build tree: <name>/.libs/kiln-*.so
  *   KILN_EXAMPLE_PLUGIN  the directory of the SDK example, kiln-example.so
  *   KILN_TEST_SRCDIR     tests/ of the source tree: plugins/garbage/kiln-garbage.so
+ *   KILN_TEST_BUILDDIR   tests/ of the build tree: oom_runner, .libs/malloc-fail.so
  *
  * The installed plugin directory is searched too and may hold real plugins,
  * so the tests find reports by file (device and inode, whatever spelling of
@@ -20,6 +21,21 @@
  * another machine) are made in a scratch folder ahead of a link to the cpu
  * plugin, which must still load; each test has a timeout, so a loader that
  * blocks on a FIFO fails instead of hanging.
+ *
+ * Running out of memory: tests/oom_runner runs kiln in a child process with
+ * tests/.libs/malloc-fail.so preloaded, an allocator that lets a given
+ * number of allocations succeed and then refuses the next one or all the
+ * rest (tests/malloc-fail.c). It does so for every count from 0 up to the
+ * number the call makes, in a forked child each, for the first
+ * kiln_context_new (the registry's load, dlopen, the device) and for
+ * kiln_graph_run: a call may fail, with a message that says it ran out of
+ * memory, and once memory is back the next call must work; nothing may end
+ * the process. The shim replaces malloc for the dynamic loader too, which is
+ * how dlopen's own failures and the lazy allocation of a dlopen'd module's
+ * thread-local storage are reached. A resource limit (RLIMIT_AS) cannot be
+ * raised again by an unprivileged process, so it could not show a load that
+ * succeeds on the second try. The shim cannot be preloaded under
+ * AddressSanitizer, whose allocator must come first: those tests skip there.
  */
 #include "child.h"
 #include "expect.h"
@@ -254,6 +270,7 @@ static bool has_line(const char *text, const char *prefix, const char *needle)
 /* ---- refusals ------------------------------------------------------------------ */
 
 TestSuite(loader, .init = setup);
+TestSuite(oom, .init = setup);
 
 Test(loader, refuses_file_that_is_not_a_shared_object)
 {
@@ -720,6 +737,57 @@ Test(loader, loading_prints_nothing_below_warn_by_default)
     cr_assert(!strstr(log, "kiln: debug") && !strstr(log, "kiln: info"),
               "KILN_LOG unset, yet:\n%s", log);
     free(log);
+}
+
+/* ---- out of memory ----------------------------------------------------------------- */
+
+/* oom_runner under malloc-fail.so (see the top of this file). */
+static child_result oom_run(const char *mode)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    cr_skip_test("an allocator that fails on request cannot be preloaded under "
+                 "AddressSanitizer");
+#endif
+    char preload[LEN], path[LEN + 32], oom_mode[64];
+    fmt(preload, sizeof preload, "LD_PRELOAD=%s/.libs/malloc-fail.so",
+        expect_env("KILN_TEST_BUILDDIR"));
+    fmt(path, sizeof path, "KILN_PLUGIN_PATH=%s", cpu_dir);
+    fmt(oom_mode, sizeof oom_mode, "KILN_OOM_MODE=%s", mode);
+    const char *const env[] = {
+        preload,         path,        oom_mode, "KILN_NUM_THREADS=2",
+        "-KILN_BACKEND", "-KILN_LOG", NULL};
+    child_result r = child_run("oom_runner", env);
+    cr_assert_eq(r.status, 0, "oom_runner (KILN_OOM_MODE=%s) exited with %d:\n%s\n%s",
+                 mode, r.status, r.out, r.err);
+    return r;
+}
+
+/* Every call that failed said so, and said it ran out of memory; returns
+ * how many failed. */
+static size_t oom_failures(const char *out)
+{
+    size_t n = 0;
+    for (const char *line = out; *line;) {
+        size_t len = strcspn(line, "\n");
+        if (memmem(line, len, " failed: ", 9)) {
+            n++;
+            cr_assert(memmem(line, len, "memory", 6) || memmem(line, len, "allocate", 8),
+                      "a failure that does not say it ran out of memory: %.*s", (int)len,
+                      line);
+        }
+        line += len + (line[len] == '\n');
+    }
+    return n;
+}
+
+/* The cpu plugin kept thread-local state; glibc allocates that of a
+ * dlopen'd module on a thread's first use, and ends the process (status
+ * 127) when it cannot. */
+Test(oom, graph_run_out_of_memory_is_an_error_never_an_exit, .timeout = 240)
+{
+    child_result r = oom_run("run");
+    oom_failures(r.out);
+    child_free(&r);
 }
 
 /* ---- the SDK example plugin ------------------------------------------------------ */
