@@ -49,6 +49,7 @@
 #include <elf.h>
 #include <limits.h>
 #include <link.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -694,6 +695,46 @@ Test(loader, kiln_info_lists_bad_files_and_the_plugins_past_them, .init = scratc
     child_free(&r);
 }
 
+/* ---- first use from many threads ------------------------------------------------ */
+
+#define RACERS 8
+
+typedef struct racer {
+    pthread_barrier_t        *start;
+    const kiln_plugin_report *reports;
+    size_t                    n;
+} racer;
+
+static void *race(void *arg)
+{
+    racer *r = arg;
+    pthread_barrier_wait(r->start);
+    r->n = kiln_plugins(&r->reports);
+    return NULL;
+}
+
+Test(loader, first_use_from_many_threads_loads_once)
+{
+    use_plugins("cpu", "good", NULL);
+    pthread_barrier_t start;
+    pthread_t         t[RACERS];
+    racer             r[RACERS];
+    cr_assert_eq(pthread_barrier_init(&start, NULL, RACERS), 0);
+    for (int i = 0; i < RACERS; i++) {
+        r[i] = (racer){.start = &start};
+        cr_assert_eq(pthread_create(&t[i], NULL, race, &r[i]), 0);
+    }
+    for (int i = 0; i < RACERS; i++)
+        cr_assert_eq(pthread_join(t[i], NULL), 0);
+    pthread_barrier_destroy(&start);
+    for (int i = 1; i < RACERS; i++) {
+        cr_assert_eq(r[i].reports, r[0].reports, "two threads got two lists");
+        cr_assert_eq(r[i].n, r[0].n);
+    }
+    assert_usable("cpu", "cpu");
+    assert_usable("good", "good");
+}
+
 /* ---- KILN_LOG=debug ------------------------------------------------------------ */
 
 Test(loader, debug_log_shows_every_attempt_and_its_outcome)
@@ -778,6 +819,17 @@ static size_t oom_failures(const char *out)
         line += len + (line[len] == '\n');
     }
     return n;
+}
+
+/* The registry used to be built under pthread_once: a load that ran out of
+ * memory stayed failed, and a dlopen that did left "no backend named cpu",
+ * for the rest of the process. */
+Test(oom, plugin_load_that_runs_out_of_memory_is_tried_again, .timeout = 240)
+{
+    child_result r = oom_run("load");
+    cr_assert_gt(oom_failures(r.out), 0, "no call failed: was anything refused?\n%s",
+                 r.out);
+    child_free(&r);
 }
 
 /* The cpu plugin kept thread-local state; glibc allocates that of a
