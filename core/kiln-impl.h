@@ -60,20 +60,34 @@ typedef struct kiln__plugin {
     char              *reason; /* NULL if usable                            */
     int                score;
     int                n_devices;
+    bool               transient; /* refused for lack of memory: tried again */
+    unsigned           attempt;   /* the registry's attempt that loaded it   */
 } kiln__plugin;
 
+/* One snapshot of the registry: never changed once published (registry.c). */
 typedef struct kiln__registry {
-    kiln__plugin       *plugins;
-    size_t              n_plugins;
-    kiln_plugin_report *reports;
-    kiln_device_report *devices;
-    size_t              n_devices;
-    size_t             *device_plugin; /* plugin index of each device      */
-    kiln_device_desc   *descs;
+    kiln__plugin          *plugins;
+    size_t                 n_plugins;
+    kiln_plugin_report    *reports;
+    kiln_device_report    *devices;
+    size_t                 n_devices;
+    size_t                *device_plugin; /* plugin index of each device      */
+    kiln_device_desc      *descs;
+    bool                   transient; /* some plugin is to be tried again   */
+    unsigned               attempt;
+    struct kiln__registry *older; /* the snapshot it replaced             */
 } kiln__registry;
 
-/* The registry, loaded on first use (thread-safe); NULL if loading failed. */
+/* The registry, loaded on first use (thread-safe); NULL if loading failed,
+ * with the reason in kiln_last_error(). A later call tries again what failed
+ * for lack of memory; the snapshot it returns never changes, and an index
+ * into its devices names the same device in every later one. */
 const kiln__registry *kiln__registry_get(void);
+
+/* Whether path may be given to dlopen: a regular file holding an ELF shared
+ * object for this machine, whole (elf.c). KILN_OK, or an error whose message
+ * says what is wrong with it. Allocates nothing. */
+kiln_status kiln__plugin_file_check(const char *path);
 
 /* The host table given to plugins. */
 extern const kiln_host kiln__host;

@@ -11,10 +11,31 @@
  *   KILN_TEST_PLUGINS    tests/plugins of the build tree: <name>/.libs/kiln-*.so
  *   KILN_EXAMPLE_PLUGIN  the directory of the SDK example, kiln-example.so
  *   KILN_TEST_SRCDIR     tests/ of the source tree: plugins/garbage/kiln-garbage.so
+ *   KILN_TEST_BUILDDIR   tests/ of the build tree: oom_runner, .libs/malloc-fail.so
  *
  * The installed plugin directory is searched too and may hold real plugins,
  * so the tests find reports by file (device and inode, whatever spelling of
  * the path the loader kept) or by name, and never count them all.
+ *
+ * Files that are not plugins (truncated, a FIFO, a folder, an ELF file for
+ * another machine) are made in a scratch folder ahead of a link to the cpu
+ * plugin, which must still load; each test has a timeout, so a loader that
+ * blocks on a FIFO fails instead of hanging.
+ *
+ * Running out of memory: tests/oom_runner runs kiln in a child process with
+ * tests/.libs/malloc-fail.so preloaded, an allocator that lets a given
+ * number of allocations succeed and then refuses the next one or all the
+ * rest (tests/malloc-fail.c). It does so for every count from 0 up to the
+ * number the call makes, in a forked child each, for the first
+ * kiln_context_new (the registry's load, dlopen, the device) and for
+ * kiln_graph_run: a call may fail, with a message that says it ran out of
+ * memory, and once memory is back the next call must work; nothing may end
+ * the process. The shim replaces malloc for the dynamic loader too, which is
+ * how dlopen's own failures and the lazy allocation of a dlopen'd module's
+ * thread-local storage are reached. A resource limit (RLIMIT_AS) cannot be
+ * raised again by an unprivileged process, so it could not show a load that
+ * succeeds on the second try. The shim cannot be preloaded under
+ * AddressSanitizer, whose allocator must come first: those tests skip there.
  */
 #include "child.h"
 #include "expect.h"
@@ -25,12 +46,16 @@
 
 #include <criterion/criterion.h>
 
+#include <elf.h>
 #include <limits.h>
+#include <link.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #define LEN 4096
@@ -51,6 +76,7 @@ static const test_plugin test_plugins[] = {
     {"bad_abi", "bad_abi", "kiln-bad-abi.so"},
     {"no_entry", "no_entry", "kiln-no-entry.so"},
     {"probe_zero", "probe_zero", "kiln-probe-zero.so"},
+    {"unresolved", "unresolved", "kiln-unresolved.so"},
 };
 
 /* The cpu plugin's directory, as make check gives it. */
@@ -245,12 +271,22 @@ static bool has_line(const char *text, const char *prefix, const char *needle)
 /* ---- refusals ------------------------------------------------------------------ */
 
 TestSuite(loader, .init = setup);
+TestSuite(oom, .init = setup);
 
 Test(loader, refuses_file_that_is_not_a_shared_object)
 {
     use_plugins("cpu", "garbage", NULL);
-    assert_refused("garbage", "dlopen failed");
+    assert_refused("garbage", "not an ELF file");
     cr_assert_null(report("garbage")->name);
+    assert_usable("cpu", "cpu");
+}
+
+Test(loader, refuses_object_dlopen_fails_on_with_its_words)
+{
+    use_plugins("unresolved", "cpu", NULL);
+    assert_refused("unresolved", "dlopen failed: ");
+    assert_refused("unresolved", "kiln_test_undefined");
+    cr_assert_null(report("unresolved")->name);
     assert_usable("cpu", "cpu");
 }
 
@@ -315,7 +351,8 @@ Test(loader, refuses_second_plugin_with_a_name_already_loaded)
 
 Test(loader, loads_good_plugins_past_broken_ones)
 {
-    use_plugins("cpu", "garbage", "no_entry", "bad_abi", "probe_zero", "good", NULL);
+    use_plugins("cpu", "garbage", "no_entry", "bad_abi", "probe_zero", "unresolved",
+                "good", NULL);
     assert_usable("cpu", "cpu");
     assert_usable("good", "good");
     const kiln_plugin_report *good = report("good");
@@ -324,7 +361,8 @@ Test(loader, loads_good_plugins_past_broken_ones)
     cr_assert_eq(devices_of("good"), 2);
     cr_assert_gt(devices_of("cpu"), 0);
 
-    static const char *const broken[] = {"garbage", "no_entry", "bad_abi", "probe_zero"};
+    static const char *const broken[] = {"garbage", "no_entry", "bad_abi", "probe_zero",
+                                         "unresolved"};
     for (size_t i = 0; i < sizeof broken / sizeof *broken; i++)
         cr_assert_not_null(report(broken[i])->reason, "%s was not refused", broken[i]);
 }
@@ -420,6 +458,283 @@ Test(loader, never_searches_the_current_directory, .init = scratch_setup,
     cr_assert_eq(devices_of("good"), 0);
 }
 
+/* ---- files in a plugin folder that are not plugins ------------------------- */
+
+/* dlopen maps a file's segments before it reads them: a truncated file
+ * kills the process (SIGBUS) and a FIFO blocks it forever. The loader
+ * checks each file first; these tests put the bad file first in name order,
+ * before a link to the cpu plugin, which must still load. */
+
+typedef ElfW(Ehdr) elf_header;
+typedef ElfW(Phdr) elf_segment;
+
+/* scratch/name: `size` bytes of the cpu plugin, with hdr (when not NULL)
+ * applied to its ELF header first. */
+static void scratch_copy(const char *name, size_t size, void (*hdr)(elf_header *))
+{
+    char from[LEN], to[LEN + 32];
+    plugin_file("cpu", from, sizeof from);
+    fmt(to, sizeof to, "%s/%s", scratch, name);
+    size_t len;
+    char  *bytes = child_read_file(from, &len);
+    cr_assert_leq(size, len);
+    if (hdr) {
+        cr_assert_geq(len, sizeof(elf_header));
+        hdr((elf_header *)(void *)bytes);
+    }
+    FILE *f = fopen(to, "wb");
+    cr_assert_not_null(f, "cannot create %s", to);
+    cr_assert_eq(fwrite(bytes, 1, size, f), size);
+    cr_assert_eq(fclose(f), 0);
+    free(bytes);
+}
+
+/* Where the file data of the cpu plugin's last PT_LOAD segment starts. */
+static size_t last_load_offset(void)
+{
+    char file[LEN];
+    plugin_file("cpu", file, sizeof file);
+    size_t            len;
+    char             *bytes = child_read_file(file, &len);
+    const elf_header *eh    = (const elf_header *)(void *)bytes;
+    size_t            at    = 0;
+    for (size_t i = 0; i < eh->e_phnum; i++) {
+        const elf_segment *ph = (const elf_segment *)(void *)(bytes + eh->e_phoff +
+                                                              i * eh->e_phentsize);
+        if (ph->p_type == PT_LOAD && ph->p_filesz > 0)
+            at = ph->p_offset;
+    }
+    free(bytes);
+    cr_assert_gt(at, 0, "the cpu plugin has no PT_LOAD segment past the headers");
+    return at;
+}
+
+static void no_section_headers(elf_header *h)
+{
+    h->e_shoff = 0;
+    h->e_shnum = h->e_shstrndx = 0;
+}
+
+static void other_class(elf_header *h)
+{
+    h->e_ident[EI_CLASS] = sizeof(void *) == 8 ? ELFCLASS32 : ELFCLASS64;
+}
+
+static void other_byte_order(elf_header *h)
+{
+    h->e_ident[EI_DATA] = h->e_ident[EI_DATA] == ELFDATA2LSB ? ELFDATA2MSB : ELFDATA2LSB;
+}
+
+static void other_machine(elf_header *h)
+{
+    h->e_machine = h->e_machine == EM_AARCH64 ? EM_X86_64 : EM_AARCH64;
+}
+
+static void relocatable(elf_header *h)
+{
+    h->e_type = ET_REL;
+}
+
+/* The report of scratch/name, which must be refused saying `why`. */
+static void assert_scratch_refused(const char *name, const char *why)
+{
+    char file[LEN + 32];
+    fmt(file, sizeof file, "%s/%s", scratch, name);
+    const kiln_plugin_report *r[2];
+    cr_assert_eq(reports_for_file(file, r, 2), 1, "expected one attempt on %s", file);
+    cr_assert_not_null(r[0]->reason, "%s was not refused; expected \"%s\"", file, why);
+    cr_assert(strstr(r[0]->reason, why), "%s: the reason \"%s\" does not say \"%s\"",
+              file, r[0]->reason, why);
+    cr_assert_null(r[0]->name);
+    cr_assert_eq(r[0]->score, 0);
+}
+
+/* KILN_PLUGIN_PATH is the scratch folder, with the cpu plugin linked in. */
+static void use_scratch_with_cpu(void)
+{
+    scratch_link("kiln-cpu.so", "cpu");
+    cr_assert_eq(setenv("KILN_PLUGIN_PATH", scratch, 1), 0);
+}
+
+Test(loader, refuses_truncated_plugin_and_loads_the_next, .init = scratch_setup,
+     .fini = scratch_teardown, .timeout = 60)
+{
+    scratch_copy("kiln-a.so", 1000, NULL);
+    use_scratch_with_cpu();
+    assert_scratch_refused("kiln-a.so",
+                           "truncated: 1000 bytes, the ELF headers say at least ");
+    assert_usable("cpu", "cpu");
+    cr_assert_gt(devices_of("cpu"), 0);
+}
+
+/* Without section headers only the program headers say how long the file
+ * is: cut inside the last segment it maps, dlopen would fault. */
+Test(loader, refuses_plugin_cut_inside_a_segment, .init = scratch_setup,
+     .fini = scratch_teardown, .timeout = 60)
+{
+    size_t size = last_load_offset() + 16;
+    char   why[96];
+    fmt(why, sizeof why, "truncated: %zu bytes, the ELF headers say at least ", size);
+    scratch_copy("kiln-a.so", size, no_section_headers);
+    use_scratch_with_cpu();
+    assert_scratch_refused("kiln-a.so", why);
+    assert_usable("cpu", "cpu");
+}
+
+Test(loader, refuses_files_too_short_for_an_elf_header, .init = scratch_setup,
+     .fini = scratch_teardown, .timeout = 60)
+{
+    scratch_copy("kiln-a.so", 0, NULL);
+    scratch_copy("kiln-b.so", 3, NULL);
+    scratch_copy("kiln-c.so", 40, NULL);
+    use_scratch_with_cpu();
+    assert_scratch_refused("kiln-a.so", "an empty file");
+    assert_scratch_refused("kiln-b.so",
+                           "truncated: 3 bytes, the ELF headers say at least ");
+    char why[96];
+    fmt(why, sizeof why, "truncated: 40 bytes, the ELF headers say at least %zu",
+        sizeof(elf_header));
+    assert_scratch_refused("kiln-c.so", why);
+    assert_usable("cpu", "cpu");
+}
+
+Test(loader, refuses_elf_files_for_another_machine, .init = scratch_setup,
+     .fini = scratch_teardown, .timeout = 60)
+{
+    char file[LEN];
+    plugin_file("cpu", file, sizeof file);
+    struct stat st;
+    cr_assert_eq(stat(file, &st), 0);
+    size_t size = (size_t)st.st_size;
+    scratch_copy("kiln-a.so", size, other_class);
+    scratch_copy("kiln-b.so", size, other_byte_order);
+    scratch_copy("kiln-c.so", size, other_machine);
+    scratch_copy("kiln-d.so", size, relocatable);
+    use_scratch_with_cpu();
+    assert_scratch_refused("kiln-a.so", sizeof(void *) == 8 ? "32-bit" : "64-bit");
+    assert_scratch_refused("kiln-b.so", "-endian");
+    assert_scratch_refused("kiln-c.so", "built for ");
+    assert_scratch_refused("kiln-d.so", "not a shared object");
+    assert_usable("cpu", "cpu");
+}
+
+Test(loader, refuses_fifo_and_folder_named_like_plugins_without_blocking,
+     .init = scratch_setup, .fini = scratch_teardown, .timeout = 60)
+{
+    char fifo[LEN + 32], dir[LEN + 32];
+    fmt(fifo, sizeof fifo, "%s/kiln-a.so", scratch);
+    fmt(dir, sizeof dir, "%s/kiln-b.so", scratch);
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo %s failed", fifo);
+    cr_assert_eq(mkdir(dir, 0700), 0, "mkdir %s failed", dir);
+    use_scratch_with_cpu();
+    assert_scratch_refused("kiln-a.so", "is a FIFO, expected a regular file");
+    assert_scratch_refused("kiln-b.so", "is a directory, expected a regular file");
+    assert_usable("cpu", "cpu");
+}
+
+/* qsort on an empty list was undefined behaviour (a sanitizer build
+ * stopped on it); a folder that holds no plugin is simply empty. */
+Test(loader, folders_without_plugins_add_nothing, .init = scratch_setup,
+     .fini = scratch_teardown, .timeout = 60)
+{
+    char empty[LEN + 32], other[LEN + 32], notes[LEN + 64], path[3 * LEN];
+    fmt(empty, sizeof empty, "%s/empty", scratch);
+    fmt(other, sizeof other, "%s/other", scratch);
+    fmt(notes, sizeof notes, "%s/notes.txt", other);
+    cr_assert_eq(mkdir(empty, 0700), 0);
+    cr_assert_eq(mkdir(other, 0700), 0);
+    FILE *f = fopen(notes, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    fmt(path, sizeof path, "%s:%s:%s", empty, other, cpu_dir);
+    cr_assert_eq(setenv("KILN_PLUGIN_PATH", path, 1), 0);
+
+    const kiln_plugin_report *r;
+    size_t                    n = kiln_plugins(&r);
+    for (size_t i = 0; i < n; i++)
+        cr_assert(strncmp(r[i].path, scratch, strlen(scratch)) != 0, "%s was tried",
+                  r[i].path);
+    assert_usable("cpu", "cpu");
+}
+
+Test(loader, empty_plugin_folder_alone_selects_nothing_with_a_message,
+     .init = scratch_setup, .fini = scratch_teardown, .timeout = 60)
+{
+    cr_assert_eq(setenv("KILN_PLUGIN_PATH", scratch, 1), 0);
+    const kiln_plugin_report *r;
+    size_t                    n = kiln_plugins(&r);
+    for (size_t i = 0; i < n; i++)
+        cr_assert(strncmp(r[i].path, scratch, strlen(scratch)) != 0, "%s was tried",
+                  r[i].path);
+    size_t k;
+    expect_error(kiln_select("nosuchbackend", &k), KILN_ERR_NOT_FOUND, "nosuchbackend",
+                 "Available");
+}
+
+/* kiln-info lists what it refused, and why, and goes on. */
+Test(loader, kiln_info_lists_bad_files_and_the_plugins_past_them, .init = scratch_setup,
+     .fini = scratch_teardown, .timeout = 60)
+{
+    char fifo[LEN + 32], empty[LEN + 32], path[2 * LEN + 64];
+    scratch_copy("kiln-a-trunc.so", 1000, NULL);
+    fmt(fifo, sizeof fifo, "%s/kiln-b-fifo.so", scratch);
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo %s failed", fifo);
+    scratch_link("kiln-cpu.so", "cpu");
+    fmt(empty, sizeof empty, "%s/empty", scratch);
+    cr_assert_eq(mkdir(empty, 0700), 0);
+    fmt(path, sizeof path, "KILN_PLUGIN_PATH=%s:%s", scratch, empty);
+
+    const char *const env[] = {path, "-KILN_BACKEND", "-KILN_LOG", NULL};
+    child_result      r     = child_run("../tools/kiln-info", env);
+    cr_assert_eq(r.status, 0, "kiln-info exited with %d:\n%s\n%s", r.status, r.out,
+                 r.err);
+    cr_assert(strstr(r.out, "truncated: 1000 bytes"), "no truncated plugin in:\n%s",
+              r.out);
+    cr_assert(strstr(r.out, "kiln-b-fifo.so is a FIFO"), "no FIFO in:\n%s", r.out);
+    cr_assert(strstr(r.out, "-> cpu:0"), "cpu not selected:\n%s", r.out);
+    child_free(&r);
+}
+
+/* ---- first use from many threads ------------------------------------------------ */
+
+#define RACERS 8
+
+typedef struct racer {
+    pthread_barrier_t        *start;
+    const kiln_plugin_report *reports;
+    size_t                    n;
+} racer;
+
+static void *race(void *arg)
+{
+    racer *r = arg;
+    pthread_barrier_wait(r->start);
+    r->n = kiln_plugins(&r->reports);
+    return NULL;
+}
+
+Test(loader, first_use_from_many_threads_loads_once)
+{
+    use_plugins("cpu", "good", NULL);
+    pthread_barrier_t start;
+    pthread_t         t[RACERS];
+    racer             r[RACERS];
+    cr_assert_eq(pthread_barrier_init(&start, NULL, RACERS), 0);
+    for (int i = 0; i < RACERS; i++) {
+        r[i] = (racer){.start = &start};
+        cr_assert_eq(pthread_create(&t[i], NULL, race, &r[i]), 0);
+    }
+    for (int i = 0; i < RACERS; i++)
+        cr_assert_eq(pthread_join(t[i], NULL), 0);
+    pthread_barrier_destroy(&start);
+    for (int i = 1; i < RACERS; i++) {
+        cr_assert_eq(r[i].reports, r[0].reports, "two threads got two lists");
+        cr_assert_eq(r[i].n, r[0].n);
+    }
+    assert_usable("cpu", "cpu");
+    assert_usable("good", "good");
+}
+
 /* ---- KILN_LOG=debug ------------------------------------------------------------ */
 
 Test(loader, debug_log_shows_every_attempt_and_its_outcome)
@@ -463,6 +778,68 @@ Test(loader, loading_prints_nothing_below_warn_by_default)
     cr_assert(!strstr(log, "kiln: debug") && !strstr(log, "kiln: info"),
               "KILN_LOG unset, yet:\n%s", log);
     free(log);
+}
+
+/* ---- out of memory ----------------------------------------------------------------- */
+
+/* oom_runner under malloc-fail.so (see the top of this file). */
+static child_result oom_run(const char *mode)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    cr_skip_test("an allocator that fails on request cannot be preloaded under "
+                 "AddressSanitizer");
+#endif
+    char preload[LEN], path[LEN + 32], oom_mode[64];
+    fmt(preload, sizeof preload, "LD_PRELOAD=%s/.libs/malloc-fail.so",
+        expect_env("KILN_TEST_BUILDDIR"));
+    fmt(path, sizeof path, "KILN_PLUGIN_PATH=%s", cpu_dir);
+    fmt(oom_mode, sizeof oom_mode, "KILN_OOM_MODE=%s", mode);
+    const char *const env[] = {
+        preload,         path,        oom_mode, "KILN_NUM_THREADS=2",
+        "-KILN_BACKEND", "-KILN_LOG", NULL};
+    child_result r = child_run("oom_runner", env);
+    cr_assert_eq(r.status, 0, "oom_runner (KILN_OOM_MODE=%s) exited with %d:\n%s\n%s",
+                 mode, r.status, r.out, r.err);
+    return r;
+}
+
+/* Every call that failed said so, and said it ran out of memory; returns
+ * how many failed. */
+static size_t oom_failures(const char *out)
+{
+    size_t n = 0;
+    for (const char *line = out; *line;) {
+        size_t len = strcspn(line, "\n");
+        if (memmem(line, len, " failed: ", 9)) {
+            n++;
+            cr_assert(memmem(line, len, "memory", 6) || memmem(line, len, "allocate", 8),
+                      "a failure that does not say it ran out of memory: %.*s", (int)len,
+                      line);
+        }
+        line += len + (line[len] == '\n');
+    }
+    return n;
+}
+
+/* The registry used to be built under pthread_once: a load that ran out of
+ * memory stayed failed, and a dlopen that did left "no backend named cpu",
+ * for the rest of the process. */
+Test(oom, plugin_load_that_runs_out_of_memory_is_tried_again, .timeout = 240)
+{
+    child_result r = oom_run("load");
+    cr_assert_gt(oom_failures(r.out), 0, "no call failed: was anything refused?\n%s",
+                 r.out);
+    child_free(&r);
+}
+
+/* The cpu plugin kept thread-local state; glibc allocates that of a
+ * dlopen'd module on a thread's first use, and ends the process (status
+ * 127) when it cannot. */
+Test(oom, graph_run_out_of_memory_is_an_error_never_an_exit, .timeout = 240)
+{
+    child_result r = oom_run("run");
+    oom_failures(r.out);
+    child_free(&r);
 }
 
 /* ---- the SDK example plugin ------------------------------------------------------ */

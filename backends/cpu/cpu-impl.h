@@ -221,30 +221,25 @@ typedef void (*cpu_task_fn)(void *arg, int tid, int nthreads);
 /* [lo, hi) of a parallel loop. */
 typedef void (*cpu_range_fn)(void *arg, size_t lo, size_t hi);
 
-/* n threads in all: n - 1 workers and the caller. NULL if out of resources. */
-cpu_pool *cpu_pool_new(int n);
+/* n threads in all: n - 1 workers and the caller. NULL if out of resources,
+ * with *error an errno value (ENOMEM, or what pthread_create returned). */
+cpu_pool *cpu_pool_new(int n, int *error);
 void      cpu_pool_free(cpu_pool *pool);
 int       cpu_pool_size(const cpu_pool *pool); /* 1 for NULL */
 /* Runs fn on min(n, size) threads, the caller as tid 0, and waits for all.
  * Inside a job it runs fn on the calling thread alone (tid 0 of 1). */
 void cpu_pool_run(cpu_pool *pool, int n, cpu_task_fn fn, void *arg);
+/* Inside a job of pool, the calling thread's tid in it; -1 outside any job
+ * (and for a NULL pool). A GEMM called inside a job runs on its thread
+ * alone, with that thread's packing buffers. The plugin keeps no
+ * thread-local state: see pool.c. */
+int cpu_pool_tid(const cpu_pool *pool);
 /* Thread tid's part of [0, n) split in nt, in whole units of align. */
 void cpu_split(size_t n, size_t align, int tid, int nt, size_t *lo, size_t *hi);
 /* fn over [0, n) on up to one thread per `grain` elements, cut at multiples
  * of align. */
 void cpu_parallel_for(const cpu_device *dev, size_t n, size_t align, size_t grain,
                       cpu_range_fn fn, void *arg);
-
-/* Which thread of its pool this is, and whether it is inside a pool job:
- * set by the workers and by cpu_pool_run on the calling thread. A GEMM
- * called inside a job runs on its thread alone, with that thread's packing
- * buffers. */
-typedef struct cpu_thread_state {
-    int  tid;
-    bool in_job;
-} cpu_thread_state;
-
-extern _Thread_local cpu_thread_state cpu_tls;
 
 /* ---- device --------------------------------------------------------------- */
 

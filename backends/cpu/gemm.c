@@ -239,7 +239,8 @@ void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
     if (uk->small_n && g->N <= uk->small_n_max && g->N < uk->nr && !g->tb && !g->im2col &&
         !g->row_bias && (g->ta || g->M <= CPU_GEMM_SMALL_N_ROWS)) {
         double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
-        if (cpu_tls.in_job || flops < 2.0 * CPU_GEMM_SMALL_N_FLOPS_PER_THREAD) {
+        if (flops < 2.0 * CPU_GEMM_SMALL_N_FLOPS_PER_THREAD ||
+            cpu_pool_tid(dev->pool) >= 0) {
             uk->small_n(g->M, g->N, g->K, g->a, g->lda, g->ta, g->b, g->ldb, g->c,
                         g->ldc);
             return;
@@ -257,8 +258,9 @@ void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
     if (flops / CPU_GEMM_FLOPS_PER_THREAD < nt)
         nt = flops < CPU_GEMM_FLOPS_PER_THREAD ? 1
                                                : (int)(flops / CPU_GEMM_FLOPS_PER_THREAD);
-    if (nt <= 1 || cpu_tls.in_job) {
-        cpu_gemm_serial(dev, cpu_tls.in_job ? cpu_tls.tid : 0, g);
+    int self = cpu_pool_tid(dev->pool); /* inside a job: this thread alone */
+    if (nt <= 1 || self >= 0) {
+        cpu_gemm_serial(dev, self >= 0 ? self : 0, g);
         return;
     }
     cpu_gemm_job job = {dev, g, 1, nt};

@@ -9,6 +9,7 @@
  * Every node is checked before it runs (dtypes, shapes, data inside its
  * buffer), by the same code supports_op uses, so the ops can trust the node
  * and a bad graph is an error with a message, never a stray read. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,10 +268,15 @@ static kiln_status cpu_device_open(int index, kiln_device *device)
     if (dev->threads.bad_env)
         cpu_host->log(KILN_LOG_WARN, "cpu: %s", dev->threads.why);
     cpu_kernels_select(&dev->k, dev->isa.isa);
-    int threads = dev->threads.n;
-    if (threads > 1 && !(dev->pool = cpu_pool_new(threads))) {
+    int threads = dev->threads.n, err = 0;
+    if (threads > 1 && !(dev->pool = cpu_pool_new(threads, &err))) {
         free(dev);
-        return cpu_host->error(KILN_ERR_BACKEND, "cpu: cannot start %d threads", threads);
+        /* pthread_create says EAGAIN when it cannot allocate a thread */
+        return cpu_host->error(err == ENOMEM || err == EAGAIN ? KILN_ERR_NO_MEMORY
+                                                              : KILN_ERR_BACKEND,
+                               "cpu: cannot start %d threads: %s%s", threads,
+                               strerror(err),
+                               err == EAGAIN ? " (out of memory, or of threads)" : "");
     }
     if (cpu_gemm_buffers_alloc(dev) != KILN_OK) {
         cpu_device_free(dev);

@@ -10,7 +10,14 @@
  * One job at a time: kiln calls a device from one thread at a time (backend.h),
  * and a job never starts another on the same pool (workers run nested GEMMs
  * serially, see gemm.c).
+ *
+ * No thread-local state: glibc allocates a dlopen'd module's thread-local
+ * storage on each thread's first use and ends the process when it cannot.
+ * Whether a job runs is the pool's own flag, set by the caller around the
+ * job; which thread of the job a thread is, pthread_self against the ids the
+ * pool keeps (cpu_pool_tid), asked only inside a job.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -43,9 +50,9 @@ struct cpu_pool {
     void           *arg;
     int             want;      /* threads in the current job             */
     atomic_int      remaining; /* workers of the job not finished yet    */
+    atomic_bool     running;   /* a job runs: set by its caller          */
+    pthread_t       caller;    /* the thread that runs it as tid 0       */
 };
-
-_Thread_local cpu_thread_state cpu_tls;
 
 typedef struct cpu_worker_arg {
     cpu_pool *pool;
@@ -95,8 +102,6 @@ static void *cpu_worker(void *varg)
     int             tid  = wa->tid;
     unsigned long   seen = 0;
     free(wa);
-    cpu_tls.tid    = tid;
-    cpu_tls.in_job = true; /* a worker only ever runs inside a job */
 
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -130,22 +135,24 @@ static void cpu_pool_stop(cpu_pool *p)
         pthread_join(p->threads[i], NULL);
 }
 
-cpu_pool *cpu_pool_new(int n)
+cpu_pool *cpu_pool_new(int n, int *error)
 {
+    *error      = ENOMEM;
     cpu_pool *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     p->n = n;
     atomic_init(&p->remaining, 0);
     atomic_init(&p->gen, 0);
+    atomic_init(&p->running, false);
     p->threads = calloc((size_t)(n > 1 ? n - 1 : 1), sizeof *p->threads);
     if (!p->threads || pthread_mutex_init(&p->mu, NULL) != 0) {
         free(p->threads);
         free(p);
         return NULL;
     }
-    if (pthread_cond_init(&p->wake, NULL) != 0 ||
-        pthread_cond_init(&p->done, NULL) != 0) {
+    if ((*error = pthread_cond_init(&p->wake, NULL)) != 0 ||
+        (*error = pthread_cond_init(&p->done, NULL)) != 0) {
         pthread_mutex_destroy(&p->mu);
         free(p->threads);
         free(p);
@@ -157,13 +164,15 @@ cpu_pool *cpu_pool_new(int n)
             wa->pool = p;
             wa->tid  = t;
         }
-        if (!wa || pthread_create(&p->threads[t - 1], NULL, cpu_worker, wa) != 0) {
+        *error = wa ? pthread_create(&p->threads[t - 1], NULL, cpu_worker, wa) : ENOMEM;
+        if (*error != 0) {
             free(wa);
             cpu_pool_free(p);
             return NULL;
         }
         p->started++;
     }
+    *error = 0;
     return p;
 }
 
@@ -184,30 +193,25 @@ int cpu_pool_size(const cpu_pool *p)
     return p ? p->n : 1;
 }
 
-void cpu_pool_run(cpu_pool *p, int n, cpu_task_fn fn, void *arg)
+/* Only the threads of a running job see running set: its caller set it
+ * before it published the job, and clears it after every worker finished.
+ * Any other thread calling here would break the one-caller rule above. */
+int cpu_pool_tid(const cpu_pool *p)
 {
-    if (!p || n > p->n)
-        n = p ? p->n : 1;
-    /* a job inside a job (or on one thread) runs on the calling thread */
-    if (n <= 1 || cpu_tls.in_job) {
-        fn(arg, 0, 1);
-        return;
-    }
-    pthread_mutex_lock(&p->mu);
-    p->fn   = fn;
-    p->arg  = arg;
-    p->want = n;
-    atomic_store_explicit(&p->remaining, n - 1, memory_order_relaxed);
-    atomic_fetch_add(&p->gen, 1);
-    pthread_cond_broadcast(&p->wake);
-    pthread_mutex_unlock(&p->mu);
+    if (!p || !atomic_load_explicit(&p->running, memory_order_relaxed))
+        return -1;
+    pthread_t self = pthread_self();
+    if (pthread_equal(self, p->caller))
+        return 0;
+    for (int i = 0; i < p->started; i++)
+        if (pthread_equal(self, p->threads[i]))
+            return i + 1;
+    return -1;
+}
 
-    cpu_thread_state saved = cpu_tls;
-    cpu_tls.in_job         = true;
-    cpu_tls.tid            = 0;
-    fn(arg, 0, n);
-    cpu_tls = saved;
-
+/* Waits until every worker of the job has finished. */
+static void cpu_pool_wait(cpu_pool *p)
+{
     for (int i = 1; i <= CPU_POOL_SPIN; i++) {
         if (atomic_load_explicit(&p->remaining, memory_order_acquire) == 0)
             return;
@@ -219,6 +223,31 @@ void cpu_pool_run(cpu_pool *p, int n, cpu_task_fn fn, void *arg)
     while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0)
         pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
+}
+
+void cpu_pool_run(cpu_pool *p, int n, cpu_task_fn fn, void *arg)
+{
+    if (!p || n > p->n)
+        n = p ? p->n : 1;
+    /* a job inside a job (or on one thread) runs on the calling thread */
+    if (n <= 1 || atomic_load_explicit(&p->running, memory_order_relaxed)) {
+        fn(arg, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->fn     = fn;
+    p->arg    = arg;
+    p->want   = n;
+    p->caller = pthread_self();
+    atomic_store_explicit(&p->running, true, memory_order_relaxed);
+    atomic_store_explicit(&p->remaining, n - 1, memory_order_relaxed);
+    atomic_fetch_add(&p->gen, 1); /* publishes the job and the flag */
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+
+    fn(arg, 0, n);
+    cpu_pool_wait(p);
+    atomic_store_explicit(&p->running, false, memory_order_relaxed);
 }
 
 /* ---- parallel loops --------------------------------------------------------- */

@@ -3,8 +3,26 @@
  * Search order: each entry of KILN_PLUGIN_PATH (a directory, or one .so file),
  * then KILN_PLUGIN_DIR (the installed plugin directory); never the current
  * directory. In a directory, files ending in ".so" are tried in name order, so
- * the result does not depend on the file system. The registry is built once
- * per process and then only read, so readers need no lock.
+ * the result does not depend on the file system. Each file is checked before
+ * dlopen sees it (elf.c), since dlopen of a truncated file kills the process
+ * and of a FIFO blocks it: a bad file is listed as refused, with its reason,
+ * and the others load.
+ *
+ * The registry is built on first use, under a mutex, and published as a
+ * snapshot that is never changed or freed, so readers need no lock and may
+ * keep its arrays for the life of the process. Running out of memory is not
+ * final:
+ *  - when the registry's own records cannot be allocated, nothing is
+ *    published: the call fails with KILN_ERR_NO_MEMORY, naming what was
+ *    being allocated, and the next call starts again;
+ *  - a plugin that dlopen or its init refuses for lack of memory is listed
+ *    as refused, and the next call tries it again. Once it loads, or is
+ *    refused for another reason, a new snapshot replaces the old one: the
+ *    same reports in the same order, with that one changed and its devices
+ *    after all the others, so that an index into the devices names the same
+ *    device in every snapshot.
+ * A plugin's init runs once per process, whatever the attempts, and a plugin
+ * that loaded is never unloaded: contexts hold its table.
  */
 #include "../kiln-impl.h"
 
@@ -49,41 +67,80 @@ const kiln_host kiln__host = {
     .error       = host_error,
 };
 
-static kiln__registry registry;
-static bool           registry_ok;
-static pthread_once_t registry_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+/* The published snapshot; ->older, the ones it replaced. Under registry_mu. */
+static kiln__registry *current;
+/* The tables whose init succeeded, so that init runs once. Under registry_mu. */
+static const kiln_plugin **initialised;
+static size_t              n_initialised, cap_initialised;
+
+/* What became of one attempt; LOAD_FAILED: kiln could not allocate its own
+ * record of it (the error is set) and the whole load stops. */
+typedef enum load_result { LOAD_OK, LOAD_REFUSED, LOAD_FAILED } load_result;
+
+/* realloc of n items of size, recording KILN_ERR_NO_MEMORY with `what`;
+ * NULL on failure, leaving p as it was. */
+static void *grow(void *p, size_t n, size_t size, const char *what)
+{
+    size_t bytes;
+    void  *q = NULL;
+    if (!__builtin_mul_overflow(n, size, &bytes))
+        q = realloc(p, bytes ? bytes : 1);
+    if (!q)
+        kiln__error(KILN_ERR_NO_MEMORY, "out of memory: %zu x %zu bytes for %s", n, size,
+                    what);
+    return q;
+}
 
 /* ---- one plugin ------------------------------------------------------------ */
 
-static bool refuse(kiln__plugin *p, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static load_result refuse(kiln__plugin *p, bool transient, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-/* Records why p is refused; closes it. Always returns false. */
-static bool refuse(kiln__plugin *p, const char *fmt, ...)
+/* Records why p is refused, and whether for lack of memory (then it is tried
+ * again on next use); closes it. */
+static load_result refuse(kiln__plugin *p, bool transient, const char *fmt, ...)
 {
     char    why[768];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
+    int n = vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    p->reason = kiln__strdup(why, "a plugin's refusal");
-    p->table  = NULL;
-    p->score  = 0;
+    if (transient && n >= 0 && (size_t)n < sizeof why)
+        snprintf(why + n, sizeof why - (size_t)n,
+                 " (out of memory: tried again on next use)");
+    p->table     = NULL;
+    p->score     = 0;
+    p->n_devices = 0;
+    p->transient = transient;
     if (p->handle)
         dlclose(p->handle);
     p->handle = NULL;
     kiln__log(KILN_LOG_DEBUG, "refused %s: %s", p->path, why);
-    return false;
+    p->reason = kiln__strdup(why, "a plugin's refusal");
+    return p->reason ? LOAD_REFUSED : LOAD_FAILED;
 }
 
-static const kiln__plugin *find_by_name(const char *name)
+/* Gives up on p because kiln's own record could not be allocated. */
+static load_result give_up(kiln__plugin *p)
 {
-    for (size_t i = 0; i < registry.n_plugins; i++) {
-        const kiln__plugin *q = &registry.plugins[i];
+    if (p->handle)
+        dlclose(p->handle);
+    p->handle = NULL;
+    p->table  = NULL;
+    return LOAD_FAILED;
+}
+
+/* A usable plugin named `name` in r, or in older (all of it), or NULL. */
+static const kiln__plugin *find_by_name(const kiln__registry *r,
+                                        const kiln__registry *older, const char *name)
+{
+    for (size_t i = 0; i < r->n_plugins; i++) {
+        const kiln__plugin *q = &r->plugins[i];
         if (q->table && strcmp(q->name, name) == 0)
             return q;
     }
-    return NULL;
+    return older ? find_by_name(older, NULL, name) : NULL;
 }
 
 static const char *missing_entry(const kiln_plugin *t)
@@ -103,21 +160,74 @@ static const char *missing_entry(const kiln_plugin *t)
     return NULL;
 }
 
-/* dlopens p->path and vets it; true when the plugin is usable. */
-static bool plugin_load(kiln__plugin *p)
+/* Whether a message of dlopen or dlsym is about memory. glibc words it many
+ * ways ("cannot allocate ...", "cannot create ...", "out of memory", or
+ * strerror(ENOMEM)); and when it cannot copy a file's name it says that it
+ * cannot open the file: for the plugin itself, which elf.c has just opened,
+ * that means the same. A full static TLS block does not pass with time. */
+static bool dl_out_of_memory(const char *msg, const char *path)
+{
+    static const char *const words[] = {"cannot allocate", "cannot create",
+                                        "out of memory"};
+    if (!msg)
+        return true; /* not even a message could be had */
+    if (strstr(msg, "static TLS"))
+        return false;
+    for (size_t i = 0; i < sizeof words / sizeof *words; i++)
+        if (strcasestr(msg, words[i]))
+            return true;
+    if (strstr(msg, strerror(ENOMEM)))
+        return true;
+    size_t      n    = strlen(path);
+    const char *open = ": cannot open shared object file";
+    return strncmp(msg, path, n) == 0 && strncmp(msg + n, open, strlen(open)) == 0;
+}
+
+/* Whether init has run for t. */
+static bool is_initialised(const kiln_plugin *t)
+{
+    for (size_t i = 0; i < n_initialised; i++)
+        if (initialised[i] == t)
+            return true;
+    return false;
+}
+
+/* Room for one more initialised table, so that one whose init succeeds is
+ * always recorded. */
+static bool reserve_initialised(void)
+{
+    if (n_initialised < cap_initialised)
+        return true;
+    size_t              cap   = cap_initialised ? 2 * cap_initialised : 4;
+    const kiln_plugin **grown = grow(initialised, cap, sizeof *initialised,
+                                     "the list of initialised plugins");
+    if (!grown)
+        return false;
+    initialised     = grown;
+    cap_initialised = cap;
+    return true;
+}
+
+/* Checks, dlopens and vets p->path; older (or NULL) holds the plugins loaded
+ * by an earlier attempt, whose names are taken. */
+static load_result plugin_load(kiln__registry *r, const kiln__registry *older,
+                               kiln__plugin *p)
 {
     kiln__log(KILN_LOG_DEBUG, "trying %s", p->path);
+    if (kiln__plugin_file_check(p->path) != KILN_OK)
+        return refuse(p, false, "%s", kiln_last_error());
     dlerror();
     p->handle = dlopen(p->path, RTLD_NOW | RTLD_LOCAL);
     if (!p->handle) {
         const char *e = dlerror();
-        return refuse(p, "dlopen failed: %s", e ? e : "unknown error");
+        return refuse(p, dl_out_of_memory(e, p->path), "dlopen failed: %s",
+                      e ? e : "unknown error");
     }
     dlerror();
     void       *sym = dlsym(p->handle, KILN_BACKEND_ENTRY_SYMBOL);
     const char *e   = dlerror();
     if (e || !sym)
-        return refuse(p,
+        return refuse(p, e && dl_out_of_memory(e, p->path),
                       "no symbol " KILN_BACKEND_ENTRY_SYMBOL " (%s): not a kiln "
                       "plugin, or built without KILN_BACKEND_ENTRY",
                       e ? e : "NULL");
@@ -125,29 +235,37 @@ static bool plugin_load(kiln__plugin *p)
     memcpy(&entry, &sym, sizeof entry); /* object to function pointer */
     const kiln_plugin *t = entry();
     if (!t)
-        return refuse(p, KILN_BACKEND_ENTRY_SYMBOL " returned NULL");
+        return refuse(p, false, KILN_BACKEND_ENTRY_SYMBOL " returned NULL");
     if (t->abi_version != KILN_BACKEND_ABI_VERSION)
-        return refuse(p,
+        return refuse(p, false,
                       "ABI version %u, kiln expects %u: rebuild the plugin "
                       "against this kiln's <kiln/backend.h>",
                       (unsigned)t->abi_version, (unsigned)KILN_BACKEND_ABI_VERSION);
     const char *missing = missing_entry(t);
     if (missing)
-        return refuse(p, "its plugin table lacks the required entry '%s'", missing);
+        return refuse(p, false, "its plugin table lacks the required entry '%s'",
+                      missing);
     p->name = kiln__strdup(t->name, "a plugin name");
     if (!p->name)
-        return refuse(p, "out of memory");
-    const kiln__plugin *dup = find_by_name(t->name);
+        return give_up(p);
+    const kiln__plugin *dup = find_by_name(r, older, t->name);
     if (dup)
-        return refuse(p, "a plugin named \"%s\" was already loaded from %s", t->name,
-                      dup->path);
+        return refuse(p, false, "a plugin named \"%s\" was already loaded from %s",
+                      t->name, dup->path);
     int score = t->probe(&kiln__host);
     if (score <= 0)
-        return refuse(p, "probe returned %d: backend \"%s\" cannot run on this machine",
+        return refuse(p, false,
+                      "probe returned %d: backend \"%s\" cannot run on this machine",
                       score, t->name);
-    kiln_status st = t->init(&kiln__host);
-    if (st != KILN_OK)
-        return refuse(p, "init failed (%s): %s", kiln_status_name(st), kiln_last_error());
+    if (!is_initialised(t)) {
+        if (!reserve_initialised())
+            return give_up(p);
+        kiln_status st = t->init(&kiln__host);
+        if (st != KILN_OK)
+            return refuse(p, st == KILN_ERR_NO_MEMORY, "init failed (%s): %s",
+                          kiln_status_name(st), kiln_last_error());
+        initialised[n_initialised++] = t;
+    }
     int n = t->device_count();
     if (n < 0)
         n = 0;
@@ -156,26 +274,27 @@ static bool plugin_load(kiln__plugin *p)
     p->n_devices = n;
     kiln__log(KILN_LOG_DEBUG, "loaded backend \"%s\" from %s (score %d, %d device%s)",
               t->name, p->path, score, n, n == 1 ? "" : "s");
-    return true;
+    return LOAD_OK;
 }
 
-static bool add_candidate(const char *path)
+/* Appends an attempt on path to r; false when kiln ran out of memory. */
+static bool add_candidate(kiln__registry *r, const char *path)
 {
-    kiln__plugin *grown = realloc(registry.plugins,
-                                  (registry.n_plugins + 1) * sizeof *grown);
-    if (!grown) {
-        kiln__error(KILN_ERR_NO_MEMORY, "out of memory while listing plugins");
+    kiln__plugin *grown = grow(r->plugins, r->n_plugins + 1, sizeof *grown,
+                               "the list of plugins");
+    if (!grown)
         return false;
-    }
-    registry.plugins = grown;
-    kiln__plugin *p  = &registry.plugins[registry.n_plugins];
+    r->plugins      = grown;
+    kiln__plugin *p = &r->plugins[r->n_plugins];
     memset(p, 0, sizeof *p);
     p->path = kiln__strdup(path, "a plugin path");
     if (!p->path)
         return false;
-    registry.n_plugins++;
-    plugin_load(p);
-    return true;
+    p->attempt = r->attempt;
+    r->n_plugins++;
+    load_result lr = plugin_load(r, NULL, p);
+    r->transient |= p->transient;
+    return lr != LOAD_FAILED;
 }
 
 /* ---- directories ----------------------------------------------------------- */
@@ -191,69 +310,100 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static bool scan_dir(const char *dir)
+/* The names of dir's files ending in ".so", unsorted, into *names and *n;
+ * false when kiln ran out of memory. A directory that cannot be read holds
+ * nothing, unless it could not be read for lack of memory. */
+static bool list_dir(const char *dir, char ***names, size_t *n)
 {
     DIR *d = opendir(dir);
     if (!d) {
+        if (errno == ENOMEM) {
+            kiln__error(KILN_ERR_NO_MEMORY,
+                        "out of memory opening the plugin directory %s", dir);
+            return false;
+        }
         kiln__log(KILN_LOG_DEBUG, "plugin directory %s: cannot open (%s)", dir,
                   strerror(errno));
         return true;
     }
-    char         **names = NULL;
-    size_t         n = 0, cap = 0;
-    bool           ok = true;
-    struct dirent *e;
-    while (ok && (e = readdir(d)) != NULL) {
+    size_t cap = 0;
+    bool   ok  = true;
+    for (;;) {
+        errno            = 0;
+        struct dirent *e = readdir(d);
+        if (!e) {
+            if (errno == ENOMEM) {
+                kiln__error(KILN_ERR_NO_MEMORY,
+                            "out of memory reading the plugin directory %s", dir);
+                ok = false;
+            } else if (errno) {
+                kiln__log(KILN_LOG_WARN, "plugin directory %s: cannot read on (%s)", dir,
+                          strerror(errno));
+            }
+            break;
+        }
         if (!has_so_suffix(e->d_name))
             continue;
-        if (n == cap) {
-            cap          = cap ? 2 * cap : 16;
-            char **grown = realloc(names, cap * sizeof *names);
+        if (*n == cap) {
+            size_t grown_cap = cap ? 2 * cap : 16;
+            char **grown = grow(*names, grown_cap, sizeof *grown, "plugin file names");
             if (!grown) {
                 ok = false;
                 break;
             }
-            names = grown;
+            *names = grown;
+            cap    = grown_cap;
         }
-        names[n] = kiln__strdup(e->d_name, "a plugin file name");
-        ok       = names[n] != NULL;
-        n += ok;
+        (*names)[*n] = kiln__strdup(e->d_name, "a plugin file name");
+        if (!(*names)[*n]) {
+            ok = false;
+            break;
+        }
+        ++*n;
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_str);
-    for (size_t i = 0; i < n; i++) {
+    return ok;
+}
+
+static bool scan_dir(kiln__registry *r, const char *dir)
+{
+    char **names = NULL;
+    size_t n     = 0;
+    bool   ok    = list_dir(dir, &names, &n);
+    if (ok && n > 1)
+        qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; ok && i < n; i++) {
         size_t len  = strlen(dir) + strlen(names[i]) + 2;
-        char  *path = malloc(len);
+        char  *path = kiln__malloc(len, "a plugin path");
         if (path) {
             snprintf(path, len, "%s/%s", dir, names[i]);
-            ok = add_candidate(path) && ok;
+            ok = add_candidate(r, path);
         } else {
             ok = false;
         }
         free(path);
-        free(names[i]);
     }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
     free(names);
-    if (!ok)
-        kiln__error(KILN_ERR_NO_MEMORY, "out of memory while scanning %s", dir);
     return ok;
 }
 
-static bool scan_entry(const char *entry)
+static bool scan_entry(kiln__registry *r, const char *entry)
 {
     struct stat st;
     if (stat(entry, &st) == 0 && S_ISREG(st.st_mode))
-        return add_candidate(entry);
-    return scan_dir(entry);
+        return add_candidate(r, entry);
+    return scan_dir(r, entry);
 }
 
-static bool scan_path(const char *list)
+static bool scan_path(kiln__registry *r, const char *list)
 {
-    char *copy = kiln__strdup(list, "KILN_PLUGIN_PATH");
+    char *copy = kiln__strdup(list, "a copy of KILN_PLUGIN_PATH");
     if (!copy)
         return false;
     bool ok = true;
-    for (char *save = NULL, *tok = strtok_r(copy, ":", &save); tok;
+    for (char *save = NULL, *tok = strtok_r(copy, ":", &save); ok && tok;
          tok = strtok_r(NULL, ":", &save)) {
         /* An empty or relative entry could make the current directory a
          * plugin source; only absolute paths are searched. */
@@ -264,7 +414,7 @@ static bool scan_path(const char *list)
                       tok);
             continue;
         }
-        ok = scan_entry(tok) && ok;
+        ok = scan_entry(r, tok);
     }
     free(copy);
     return ok;
@@ -272,54 +422,60 @@ static bool scan_path(const char *list)
 
 /* ---- reports ----------------------------------------------------------------- */
 
-static bool build_device_reports(void)
+/* The devices of r's usable plugins: those loaded by the first attempt in
+ * plugin order, then those of each later attempt, so that a snapshot's
+ * devices begin with those of the snapshot it replaces. */
+static bool build_device_reports(kiln__registry *r)
 {
     size_t total = 0;
-    for (size_t i = 0; i < registry.n_plugins; i++)
-        total += (size_t)registry.plugins[i].n_devices;
-    registry.devices       = kiln__calloc(total, sizeof *registry.devices, "device list");
-    registry.descs         = kiln__calloc(total, sizeof *registry.descs, "device list");
-    registry.device_plugin = kiln__calloc(total, sizeof(size_t), "device list");
-    if (!registry.devices || !registry.descs || !registry.device_plugin)
+    for (size_t i = 0; i < r->n_plugins; i++)
+        total += (size_t)r->plugins[i].n_devices;
+    r->devices       = kiln__calloc(total, sizeof *r->devices, "the list of devices");
+    r->descs         = kiln__calloc(total, sizeof *r->descs, "the list of devices");
+    r->device_plugin = kiln__calloc(total, sizeof(size_t), "the list of devices");
+    if (!r->devices || !r->descs || !r->device_plugin)
         return false;
     size_t k = 0;
-    for (size_t i = 0; i < registry.n_plugins; i++) {
-        const kiln__plugin *p = &registry.plugins[i];
-        for (int d = 0; d < p->n_devices; d++, k++) {
-            kiln_device_desc   *desc = &registry.descs[k];
-            kiln_device_report *r    = &registry.devices[k];
-            if (p->table->device_desc(d, desc) != KILN_OK) {
-                snprintf(desc->name, sizeof desc->name, "device %d", d);
-                snprintf(desc->unusable, sizeof desc->unusable,
-                         "could not be described: %s", kiln_last_error());
+    for (unsigned attempt = 0; attempt <= r->attempt; attempt++) {
+        for (size_t i = 0; i < r->n_plugins; i++) {
+            const kiln__plugin *p = &r->plugins[i];
+            if (p->attempt != attempt)
+                continue;
+            for (int d = 0; d < p->n_devices; d++, k++) {
+                kiln_device_desc   *desc = &r->descs[k];
+                kiln_device_report *rep  = &r->devices[k];
+                if (p->table->device_desc(d, desc) != KILN_OK) {
+                    snprintf(desc->name, sizeof desc->name, "device %d", d);
+                    snprintf(desc->unusable, sizeof desc->unusable,
+                             "could not be described: %s", kiln_last_error());
+                }
+                desc->name[sizeof desc->name - 1]               = '\0';
+                desc->description[sizeof desc->description - 1] = '\0';
+                desc->unusable[sizeof desc->unusable - 1]       = '\0';
+                rep->backend                                    = p->name;
+                rep->index                                      = d;
+                rep->name                                       = desc->name;
+                rep->description                                = desc->description;
+                rep->type                                       = desc->type;
+                rep->memory                                     = desc->memory;
+                rep->compute_units                              = desc->compute_units;
+                rep->unusable       = desc->unusable[0] ? desc->unusable : NULL;
+                r->device_plugin[k] = i;
             }
-            desc->name[sizeof desc->name - 1]               = '\0';
-            desc->description[sizeof desc->description - 1] = '\0';
-            desc->unusable[sizeof desc->unusable - 1]       = '\0';
-            r->backend                                      = p->name;
-            r->index                                        = d;
-            r->name                                         = desc->name;
-            r->description                                  = desc->description;
-            r->type                                         = desc->type;
-            r->memory                                       = desc->memory;
-            r->compute_units                                = desc->compute_units;
-            r->unusable               = desc->unusable[0] ? desc->unusable : NULL;
-            registry.device_plugin[k] = i;
         }
     }
-    registry.n_devices = k;
+    r->n_devices = k;
     return true;
 }
 
-static bool build_plugin_reports(void)
+static bool build_plugin_reports(kiln__registry *r)
 {
-    registry.reports = kiln__calloc(registry.n_plugins, sizeof *registry.reports,
-                                    "plugin list");
-    if (!registry.reports)
+    r->reports = kiln__calloc(r->n_plugins, sizeof *r->reports, "the list of plugins");
+    if (!r->reports)
         return false;
-    for (size_t i = 0; i < registry.n_plugins; i++) {
-        const kiln__plugin *p = &registry.plugins[i];
-        registry.reports[i]   = (kiln_plugin_report){.path      = p->path,
+    for (size_t i = 0; i < r->n_plugins; i++) {
+        const kiln__plugin *p = &r->plugins[i];
+        r->reports[i]         = (kiln_plugin_report){.path      = p->path,
                                                      .name      = p->name,
                                                      .reason    = p->reason,
                                                      .score     = p->score,
@@ -328,26 +484,110 @@ static bool build_plugin_reports(void)
     return true;
 }
 
-static void registry_load(void)
+/* ---- snapshots ----------------------------------------------------------------- */
+
+/* Frees a snapshot that was never published. Plugins stay loaded. */
+static void registry_free(kiln__registry *r)
 {
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_plugins; i++) {
+        free(r->plugins[i].path);
+        free(r->plugins[i].name);
+        free(r->plugins[i].reason);
+    }
+    free(r->plugins);
+    free(r->reports);
+    free(r->devices);
+    free(r->descs);
+    free(r->device_plugin);
+    free(r);
+}
+
+/* The first snapshot: every plugin on the search path. NULL, with the error
+ * set, when kiln ran out of memory. */
+static kiln__registry *registry_build(void)
+{
+    kiln__registry *r = kiln__calloc(1, sizeof *r, "the plugin registry");
+    if (!r)
+        return NULL;
     const char *path = getenv("KILN_PLUGIN_PATH");
-    bool        ok   = true;
-    if (path && *path)
-        ok = scan_path(path);
-    ok          = ok && scan_dir(KILN_PLUGIN_DIR);
-    ok          = ok && build_plugin_reports() && build_device_reports();
-    registry_ok = ok;
+    bool        ok   = !(path && *path) || scan_path(r, path);
+    ok               = ok && scan_dir(r, KILN_PLUGIN_DIR);
+    ok               = ok && build_plugin_reports(r) && build_device_reports(r);
+    if (!ok) {
+        registry_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Copies p's outcome from an earlier snapshot. */
+static bool copy_plugin(kiln__plugin *p, const kiln__plugin *from)
+{
+    p->handle    = from->handle;
+    p->table     = from->table;
+    p->score     = from->score;
+    p->n_devices = from->n_devices;
+    p->attempt   = from->attempt;
+    p->name      = from->name ? kiln__strdup(from->name, "a plugin name") : NULL;
+    p->reason    = from->reason ? kiln__strdup(from->reason, "a plugin's refusal") : NULL;
+    return (p->name || !from->name) && (p->reason || !from->reason);
+}
+
+/* old, with the plugins it refused for lack of memory tried again. NULL when
+ * nothing changed, or when kiln ran out of memory again (the error set). */
+static kiln__registry *registry_retry(const kiln__registry *old)
+{
+    kiln__registry *r = kiln__calloc(1, sizeof *r, "the plugin registry");
+    if (!r)
+        return NULL;
+    r->attempt = old->attempt + 1;
+    r->plugins = kiln__calloc(old->n_plugins, sizeof *r->plugins, "the list of plugins");
+    bool ok    = r->plugins != NULL;
+    bool changed = false;
+    for (size_t i = 0; ok && i < old->n_plugins; i++) {
+        const kiln__plugin *was = &old->plugins[i];
+        kiln__plugin       *p   = &r->plugins[i];
+        p->path                 = kiln__strdup(was->path, "a plugin path");
+        if (!p->path)
+            break;
+        r->n_plugins++;
+        if (!was->transient) {
+            ok = copy_plugin(p, was);
+            continue;
+        }
+        p->attempt = r->attempt;
+        ok         = plugin_load(r, old, p) != LOAD_FAILED;
+        changed |= !p->transient;
+        r->transient |= p->transient;
+    }
+    ok = ok && r->n_plugins == old->n_plugins && build_plugin_reports(r) &&
+         build_device_reports(r);
+    if (!ok || !changed) {
+        registry_free(r);
+        return NULL;
+    }
+    return r;
 }
 
 const kiln__registry *kiln__registry_get(void)
 {
-    pthread_once(&registry_once, registry_load);
-    if (!registry_ok) {
-        kiln__error(KILN_ERR_NO_MEMORY, "the plugin registry could not be built "
-                                        "(out of memory)");
-        return NULL;
+    pthread_mutex_lock(&registry_mu);
+    if (!current) {
+        current = registry_build();
+    } else if (current->transient) {
+        kiln__registry *next = registry_retry(current);
+        if (next) {
+            next->older = current;
+            current     = next;
+        }
     }
-    return &registry;
+    const kiln__registry *r = current;
+    pthread_mutex_unlock(&registry_mu);
+    if (!r)
+        kiln__error(KILN_ERR_NO_MEMORY, "cannot load the plugins: %s", kiln_last_error());
+    return r;
 }
 
 KILN_API size_t kiln_plugins(const kiln_plugin_report **reports)

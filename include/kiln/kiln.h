@@ -118,11 +118,17 @@ typedef struct kiln_device_report {
     const char      *unusable; /* NULL if kiln can use it, else why not   */
 } kiln_device_report;
 
-/* Loads the plugins (once per process) and lists every attempt, usable or
- * refused, in discovery order. The array lives until the process ends. */
+/* Loads the plugins (on first use) and lists every attempt, usable or
+ * refused, in discovery order. The array lives until the process ends.
+ * Loading that ran out of memory is tried again by the next call that needs
+ * the plugins (this one, kiln_devices, kiln_select, kiln_context_new): when
+ * kiln could not list the plugins at all, this returns 0 with the reason in
+ * kiln_last_error(); a plugin refused for lack of memory says so in its
+ * reason, and the next call may return a new array in which it loaded. */
 KILN_API size_t kiln_plugins(const kiln_plugin_report **reports);
 
-/* Lists the devices of every usable plugin. The array lives as above. */
+/* Lists the devices of every usable plugin. The array lives as above; a
+ * later array lists the same devices first, at the same indices. */
 KILN_API size_t kiln_devices(const kiln_device_report **devices);
 
 /* Resolves a selection string in KILN_BACKEND syntax ("cpu", "opencl:1",
