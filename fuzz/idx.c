@@ -79,15 +79,16 @@ static expect reference_idx(const uint8_t *b, size_t n)
     return e;
 }
 
-/* Inflates a sequence of whole gzip members into *out (malloc'd); false if
- * the bytes are anything else: a broken or cut member, or bytes after one
- * that do not start another. */
-static bool gunzip(const uint8_t *b, size_t n, unsigned char **out, size_t *out_len)
+/* Inflates a sequence of whole gzip members into *out (malloc'd); NULL if
+ * that is what the bytes are, else what they are instead: a broken member,
+ * one cut short, or bytes after one that do not start another. */
+static const char *gunzip(const uint8_t *b, size_t n, unsigned char **out,
+                          size_t *out_len)
 {
-    z_stream z   = {0};
-    size_t   cap = 4096, have = 0;
-    int      ret = Z_OK;
-    *out         = malloc(cap);
+    z_stream    z   = {0};
+    size_t      cap = 4096, have = 0;
+    const char *why = NULL;
+    *out            = malloc(cap);
     if (!*out || inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
         fuzz_fail("zlib: out of memory");
     z.next_in  = (unsigned char *)b;
@@ -95,30 +96,36 @@ static bool gunzip(const uint8_t *b, size_t n, unsigned char **out, size_t *out_
     for (;;) {
         if (have == cap) {
             unsigned char *grown = cap < (64u << 20) ? realloc(*out, 2 * cap) : NULL;
-            if (!grown)
-                break; /* inflates past any input the fuzzer makes */
+            if (!grown) {
+                why = "inflates past 64 MiB";
+                break;
+            }
             *out = grown;
             cap *= 2;
         }
         z.next_out  = *out + have;
         z.avail_out = (uInt)(cap - have);
-        ret         = inflate(&z, Z_NO_FLUSH);
+        int ret     = inflate(&z, Z_NO_FLUSH);
         have        = cap - z.avail_out;
         if (ret == Z_STREAM_END) {
             if (z.avail_in == 0)
                 break;
             if (z.avail_in < 2 || z.next_in[0] != 0x1f || z.next_in[1] != 0x8b) {
-                ret = Z_DATA_ERROR; /* trailing bytes that are not a member */
+                why = "bytes after the last gzip member";
                 break;
             }
             inflateReset(&z);
-        } else if (ret != Z_OK || (z.avail_in == 0 && z.avail_out != 0)) {
-            break; /* corrupt, or cut short */
+        } else if (ret != Z_OK && ret != Z_BUF_ERROR) {
+            why = "a corrupt gzip member";
+            break;
+        } else if (z.avail_in == 0 && z.avail_out != 0) {
+            why = "a gzip member cut short";
+            break;
         }
     }
     inflateEnd(&z);
     *out_len = have;
-    return ret == Z_STREAM_END;
+    return why;
 }
 
 static bool is_gzip(const uint8_t *b, size_t n)
@@ -130,8 +137,9 @@ static bool is_gzip(const uint8_t *b, size_t n)
 static unsigned char *gzip(const uint8_t *b, size_t n, size_t *out_len)
 {
     z_stream z = {0};
-    if (deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, 16 + MAX_WBITS, 8,
-                     Z_DEFAULT_STRATEGY) != Z_OK)
+    /* A small window and state: the inputs are a few KiB, and a large
+     * allocation per input would halve the executions a second. */
+    if (deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, 16 + 9, 1, Z_DEFAULT_STRATEGY) != Z_OK)
         fuzz_fail("zlib: out of memory");
     size_t         cap = deflateBound(&z, (uLong)n);
     unsigned char *out = malloc(cap);
@@ -216,11 +224,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (is_gzip(data, size)) {
         unsigned char *plain;
         size_t         plain_len;
-        if (gunzip(data, size, &plain, &plain_len))
-            e = reference_idx(plain, plain_len);
-        else
-            e = refuse("not a sequence of whole gzip members");
-        e.owned = plain;
+        const char    *why = gunzip(data, size, &plain, &plain_len);
+        e                  = why ? refuse(why) : reference_idx(plain, plain_len);
+        e.owned            = plain;
     } else {
         e = reference_idx(data, size);
     }
