@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,12 +17,26 @@
 static char dir[256];
 static char paths[2][512];
 
+/* Removes folder d and the files in it (the targets make no subfolders). */
+static void remove_tree(const char *d)
+{
+    DIR           *dp = opendir(d);
+    struct dirent *e;
+    char           f[1024];
+    while (dp && (e = readdir(dp)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            snprintf(f, sizeof f, "%s/%s", d, e->d_name);
+            unlink(f);
+        }
+    }
+    if (dp)
+        closedir(dp);
+    rmdir(d);
+}
+
 static void remove_dir(void)
 {
-    for (int i = 0; i < 2; i++)
-        if (paths[i][0])
-            unlink(paths[i]);
-    rmdir(dir);
+    remove_tree(dir);
 }
 
 static void die(const char *what)
@@ -30,14 +45,36 @@ static void die(const char *what)
     exit(1);
 }
 
+/* The folders of targets that ended without removing theirs: crashed, or
+ * fork-mode workers that libFuzzer ends with _Exit. Each is named after its
+ * process, so one whose process is gone is removed here. */
+static void sweep(const char *parent)
+{
+    DIR           *dp = opendir(parent);
+    struct dirent *e;
+    char           d[512];
+    while (dp && (e = readdir(dp)) != NULL) {
+        int pid, end = 0;
+        if (sscanf(e->d_name, "kiln-fuzz-%d%n", &pid, &end) == 1 && !e->d_name[end] &&
+            pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
+            snprintf(d, sizeof d, "%s/%s", parent, e->d_name);
+            remove_tree(d);
+        }
+    }
+    if (dp)
+        closedir(dp);
+}
+
 static bool make_dir(const char *parent)
 {
     struct stat st;
     if (!parent || parent[0] != '/' || stat(parent, &st) != 0 || !S_ISDIR(st.st_mode) ||
         access(parent, W_OK) != 0)
         return false;
-    snprintf(dir, sizeof dir, "%s/kiln-fuzz-XXXXXX", parent);
-    return mkdtemp(dir) != NULL;
+    sweep(parent);
+    snprintf(dir, sizeof dir, "%s/kiln-fuzz-%ld", parent, (long)getpid());
+    remove_tree(dir); /* left by an earlier process of the same id */
+    return mkdir(dir, 0700) == 0;
 }
 
 void fuzz_setup(const char *plugin_path)
@@ -121,5 +158,6 @@ void fuzz_fail(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+    remove_dir(); /* libFuzzer saves the input; the files here are copies */
     abort();
 }

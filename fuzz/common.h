@@ -5,7 +5,9 @@
  * kiln's readers take a path, not a buffer, so each input is written to a
  * regular file in a folder of this process's own (under /dev/shm when it can,
  * to keep disk writes off the hot loop), and removed after the call. The
- * folder is removed at exit; -jobs and -fork workers each have their own.
+ * folder, kiln-fuzz-<pid>, is removed at exit or on a broken invariant, and
+ * by the next target to start if its process ended otherwise; -jobs and
+ * -fork workers each have their own.
  */
 #ifndef KILN_FUZZ_COMMON_H
 #define KILN_FUZZ_COMMON_H
