@@ -195,6 +195,13 @@ static void cpu_describe(const cpu_isa_choice *isa, const cpu_threads_choice *th
              "%s kernels (%.110s); %d thread%s (%.72s); ISAs here: %.24s",
              cpu_isa_name(isa->isa), isa->why, th->n, th->n == 1 ? "" : "s", th->why,
              has);
+    /* the same, for programs: "isa=avx2 isas=[avx2,scalar] threads=2" */
+    for (char *c = has; *c; c++)
+        if (*c == ' ')
+            *c = ',';
+    snprintf(desc->capabilities, sizeof desc->capabilities,
+             "isa=%s best_isa=%s isas=[%s] threads=%d", cpu_isa_name(isa->isa),
+             cpu_isa_name(isa->best), has, th->n);
 }
 
 static int cpu_probe(const kiln_host *host)

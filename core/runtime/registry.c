@@ -452,6 +452,7 @@ static bool build_device_reports(kiln__registry *r)
                 desc->name[sizeof desc->name - 1]               = '\0';
                 desc->description[sizeof desc->description - 1] = '\0';
                 desc->unusable[sizeof desc->unusable - 1]       = '\0';
+                desc->capabilities[sizeof desc->capabilities - 1] = '\0';
                 rep->backend                                    = p->name;
                 rep->index                                      = d;
                 rep->name                                       = desc->name;
@@ -460,6 +461,7 @@ static bool build_device_reports(kiln__registry *r)
                 rep->memory                                     = desc->memory;
                 rep->compute_units                              = desc->compute_units;
                 rep->unusable       = desc->unusable[0] ? desc->unusable : NULL;
+                rep->capabilities   = desc->capabilities;
                 r->device_plugin[k] = i;
             }
         }

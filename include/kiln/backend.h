@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to the structs or enums below. */
-#define KILN_BACKEND_ABI_VERSION 2
+#define KILN_BACKEND_ABI_VERSION 3
 
 #define KILN_BACKEND_ENTRY_SYMBOL "kiln_backend_entry"
 
@@ -200,6 +200,11 @@ typedef struct kiln_device_desc {
     int              compute_units;
     /* empty if kiln can use the device, else why not                        */
     char unusable[256];
+    /* what the device can do, as space-separated key=value words for
+     * programs to read (kiln-info --json): "isa=avx2 isas=[avx2,scalar]".
+     * A value is yes or no, a decimal integer, [a,b,...] (a list), or a
+     * word; keys are lower case with underscores. May be empty.           */
+    char capabilities[256];
 } kiln_device_desc;
 
 typedef struct kiln_plugin {

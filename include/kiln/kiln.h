@@ -116,6 +116,9 @@ typedef struct kiln_device_report {
     uint64_t         memory; /* bytes, 0 if unknown                     */
     int              compute_units;
     const char      *unusable; /* NULL if kiln can use it, else why not   */
+    /* "key=value ..." words (<kiln/backend.h>, kiln_device_desc): what the
+     * device can do, for programs; "" when the backend says nothing.      */
+    const char      *capabilities;
 } kiln_device_report;
 
 /* Loads the plugins (on first use) and lists every attempt, usable or
