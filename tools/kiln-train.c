@@ -75,6 +75,7 @@ static const char usage[] =
     "  --save FILE             write the trained weights to FILE (safetensors)\n"
     "  --eval FILE             train nothing: load weights from FILE and report\n"
     "                          the test accuracy of the --model they fit\n"
+    "  --version               print kiln's version and exit\n"
     "  --help                  print this and exit\n";
 
 static void die(int status, const char *fmt, ...)
@@ -127,6 +128,7 @@ static const struct option long_options[] = {
     {"data", required_argument, NULL, OPT_DATA},
     {"save", required_argument, NULL, OPT_SAVE},
     {"eval", required_argument, NULL, OPT_EVAL},
+    {"version", no_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -154,9 +156,10 @@ static options parse_args(int argc, char **argv)
                  .data      = DEFAULT_DATA};
     cli_init(argv, "kiln-train");
     int c;
-    while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hV", long_options, NULL)) != -1) {
         switch (c) {
         case 'h': fputs(usage, stdout); exit(0);
+        case 'V': printf("kiln-train %s\n", kiln_version()); exit(0);
         case OPT_MODEL:
             o.model = parse_choice("--model", optarg, "mlp", "cnn", "linear");
             break;

@@ -64,7 +64,9 @@ static const char usage[] =
     "                       :tn, :nt or :tt after one reads A, B or both\n"
     "                       transposed (64x128x256:nt is g @ w^T)\n"
     "  --repeat N           repeats per figure (default 7, at most 64)\n"
-    "  --json               one JSON object on stdout instead of the table\n";
+    "  --json               one JSON object on stdout instead of the table\n"
+    "  --version            print kiln's version and exit\n"
+    "  --help               print this and exit\n";
 
 enum { OPT_COMPARE = 256, OPT_SIZES, OPT_THREADS, OPT_REPEAT, OPT_JSON };
 
@@ -74,6 +76,7 @@ static const struct option long_options[] = {
     {"threads", required_argument, NULL, OPT_THREADS},
     {"repeat", required_argument, NULL, OPT_REPEAT},
     {"json", no_argument, NULL, OPT_JSON},
+    {"version", no_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -94,9 +97,10 @@ static void parse_args(int argc, char **argv, bench_options *o)
     }
     cli_init(argv, "kiln-bench");
     int c;
-    while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hV", long_options, NULL)) != -1) {
         switch (c) {
         case 'h': fputs(usage, stdout); exit(0);
+        case 'V': printf("kiln-bench %s\n", kiln_version()); exit(0);
         case OPT_JSON: o->json = true; break;
         case OPT_COMPARE: o->compare = optarg; break;
         case OPT_SIZES: o->sizes = optarg; break;
