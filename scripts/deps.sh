@@ -5,7 +5,8 @@
 # libopenblas0-pthread is only for `kiln-bench gemm --compare openblas`.
 KILN_DEBS="gcc make autoconf automake libtool pkg-config libc6-dev
   libcriterion-dev ocl-icd-opencl-dev opencl-headers libclblast-dev
-  pocl-opencl-icd zlib1g-dev libjansson-dev dataset-fashion-mnist libopenblas0-pthread"
+  pocl-opencl-icd zlib1g-dev libjansson-dev dataset-fashion-mnist libopenblas0-pthread
+  groff-base"
 
 kiln_install_deps() {
     missing=
