@@ -33,6 +33,26 @@ static json_t *run_json(const char *env, int *rc)
     return doc;
 }
 
+static const char *str(json_t *o, const char *key);
+
+/* Runs kiln-info --json with env, expects exit status `status`, and gives
+ * the document (for json_decref) and its "selection". */
+static json_t *selection_of(const char *env, int status, json_t **doc)
+{
+    int rc;
+    *doc = run_json(env, &rc);
+    cr_assert_eq(rc, status, "kiln-info with %s exited %d, expected %d", env, rc, status);
+    json_t *sel = json_object_get(*doc, "selection");
+    cr_assert(json_is_object(sel), "no \"selection\" object");
+    return sel;
+}
+
+static void expect_why(json_t *sel, const char *text)
+{
+    cr_assert(strstr(str(sel, "why"), text), "why: \"%s\", expected it to say \"%s\"",
+              str(sel, "why"), text);
+}
+
 static const char *str(json_t *o, const char *key)
 {
     json_t *v = json_object_get(o, key);
@@ -91,7 +111,7 @@ Test(kiln_info, lists_what_the_library_lists)
     cr_assert(json_is_true(json_object_get(sel, "ok")));
     cr_assert(json_is_null(json_object_get(sel, "KILN_BACKEND")));
     cr_assert_eq((size_t)json_integer_value(json_object_get(sel, "device_index")), k);
-    cr_assert(strstr(str(sel, "why"), "highest probe score"), "why: %s", str(sel, "why"));
+    expect_why(sel, "highest probe score");
     json_decref(doc);
 }
 
@@ -140,31 +160,25 @@ Test(kiln_info, opencl_devices_report_their_precision)
     cr_assert(json_integer_value(json_object_get(caps, "max_alloc_bytes")) > 0);
     json_t *sel = json_object_get(doc, "selection");
     cr_assert_str_eq(str(sel, "device"), "opencl:0");
+    expect_why(sel, "KILN_BACKEND=\"opencl\" names it");
     cr_assert_str_eq(str(sel, "KILN_BACKEND"), "opencl");
     json_decref(doc);
 }
 
 Test(kiln_info, a_list_says_which_entry_chose)
 {
-    int     rc;
-    json_t *doc = run_json("KILN_BACKEND='nothing:0, cpu'", &rc);
-    cr_assert_eq(rc, 0);
-    json_t *sel = json_object_get(doc, "selection");
+    json_t *doc, *sel = selection_of("KILN_BACKEND='nothing:0, cpu'", 0, &doc);
     cr_assert_str_eq(str(sel, "device"), "cpu:0");
-    cr_assert(strstr(str(sel, "why"), "entry 2 (\"cpu\")"), "why: %s", str(sel, "why"));
+    expect_why(sel, "entry 2 (\"cpu\")");
     json_decref(doc);
 }
 
 Test(kiln_info, nothing_selected_is_status_1_with_the_reason)
 {
-    int     rc;
-    json_t *doc = run_json("KILN_BACKEND=nosuch", &rc);
-    cr_assert_eq(rc, 1);
-    json_t *sel = json_object_get(doc, "selection");
+    json_t *doc, *sel = selection_of("KILN_BACKEND=nosuch", 1, &doc);
     cr_assert(json_is_false(json_object_get(sel, "ok")));
     cr_assert(json_is_null(json_object_get(sel, "device")));
-    cr_assert(strstr(str(sel, "why"), "no backend is named \"nosuch\""), "why: %s",
-              str(sel, "why"));
+    expect_why(sel, "no backend is named \"nosuch\"");
     json_decref(doc);
 }
 
