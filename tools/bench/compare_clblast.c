@@ -22,6 +22,13 @@
  *
  * run() times one complete CLBlastSgemm and clFinish on this file's own
  * context and queue, with A and B already on the device.
+ *
+ * The OpenCL ICD loader (libOpenCL.so.1, Debian's ocl-icd-libopencl1) and
+ * CLBlast (libclblast.so.1, libclblast1) are loaded with dlopen when the
+ * reference is opened, so that kiln-bench neither links them nor, as a
+ * package, depends on them for a reference. The headers give the types
+ * only. Where kiln's OpenCL backend has loaded them already, dlopen returns
+ * the same copies, so CLBlast's parameters are shared as above.
  */
 #define CL_TARGET_OPENCL_VERSION 120
 #include "compare.h"
@@ -29,10 +36,43 @@
 #include <clblast_c.h>
 #include <kiln/kiln.h>
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* Every entry point this file calls, by the library that has it. */
+#define OPENCL_CALLS(X)      \
+    X(clGetPlatformIDs)      \
+    X(clGetDeviceIDs)        \
+    X(clGetDeviceInfo)       \
+    X(clCreateContext)       \
+    X(clCreateCommandQueue)  \
+    X(clCreateBuffer)        \
+    X(clEnqueueReadBuffer)   \
+    X(clFinish)              \
+    X(clReleaseCommandQueue) \
+    X(clReleaseContext)      \
+    X(clReleaseMemObject)
+#define CLBLAST_CALLS(X) X(CLBlastSgemm)
+
+/* dl.clFinish and so on: found with dlsym by load_libraries(), typed by the
+ * headers' prototypes. */
+#define DECLARE_CALL(f) __typeof__(&f) f;
+static struct {
+    OPENCL_CALLS(DECLARE_CALL)
+    CLBLAST_CALLS(DECLARE_CALL)
+} dl;
+
+typedef struct library {
+    const char *soname;
+    const char *package; /* Debian's */
+    void       *handle;
+} library;
+
+static library opencl_lib  = {"libOpenCL.so.1", "ocl-icd-libopencl1", NULL};
+static library clblast_lib = {"libclblast.so.1", "libclblast1", NULL};
 
 static cl_device_id     clblast_device;
 static cl_context       clblast_ctx;
@@ -43,6 +83,59 @@ typedef struct clblast_state {
     bool   ta, tb;
     cl_mem a, b, c;
 } clblast_state;
+
+static bool open_library(library *l, char *why, size_t len)
+{
+    l->handle = dlopen(l->soname, RTLD_NOW | RTLD_LOCAL);
+    if (!l->handle)
+        snprintf(why, len, "%s not found (%s); on Debian: apt-get install %s", l->soname,
+                 dlerror(), l->package);
+    return l->handle != NULL;
+}
+
+static void *find_symbol(library *l, const char *name, char *why, size_t len)
+{
+    void *p = dlsym(l->handle, name);
+    if (!p)
+        snprintf(why, len, "%s has no %s (%s); on Debian: apt-get install %s", l->soname,
+                 name, dlerror(), l->package);
+    return p;
+}
+
+/* CLBlast before the loader it calls. */
+static void close_libraries(void)
+{
+    library *libs[] = {&clblast_lib, &opencl_lib};
+    for (int i = 0; i < 2; i++)
+        if (libs[i]->handle)
+            dlclose(libs[i]->handle);
+    clblast_lib.handle = opencl_lib.handle = NULL;
+    memset(&dl, 0, sizeof dl);
+}
+
+/* The loader first, so that a missing loader is named as such and not as
+ * CLBlast's missing dependency. */
+static bool load_libraries(char *why, size_t len)
+{
+    void *p;
+    if (!open_library(&opencl_lib, why, len) || !open_library(&clblast_lib, why, len))
+        goto fail;
+#define FIND_IN(lib, f)                         \
+    if (!(p = find_symbol(&lib, #f, why, len))) \
+        goto fail;                              \
+    dl.f = (__typeof__(dl.f))p;
+#define FIND_OPENCL(f)  FIND_IN(opencl_lib, f)
+#define FIND_CLBLAST(f) FIND_IN(clblast_lib, f)
+    OPENCL_CALLS(FIND_OPENCL)
+    CLBLAST_CALLS(FIND_CLBLAST)
+#undef FIND_CLBLAST
+#undef FIND_OPENCL
+#undef FIND_IN
+    return true;
+fail:
+    close_libraries();
+    return false;
+}
 
 static bool is_opencl(const kiln_device_report *d)
 {
@@ -92,16 +185,17 @@ static bool find_device(const char *name, int rank)
 {
     cl_platform_id platforms[16];
     cl_uint        np = 0;
-    if (clGetPlatformIDs(16, platforms, &np) != CL_SUCCESS)
+    if (dl.clGetPlatformIDs(16, platforms, &np) != CL_SUCCESS)
         return false;
     for (cl_uint p = 0; p < np && p < 16; p++) {
         cl_device_id devs[16];
         cl_uint      nd = 0;
-        if (clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, 16, devs, &nd) != CL_SUCCESS)
+        if (dl.clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, 16, devs, &nd) !=
+            CL_SUCCESS)
             continue;
         for (cl_uint d = 0; d < nd && d < 16; d++) {
             char full[1024] = "", cut[128];
-            clGetDeviceInfo(devs[d], CL_DEVICE_NAME, sizeof full - 1, full, NULL);
+            dl.clGetDeviceInfo(devs[d], CL_DEVICE_NAME, sizeof full - 1, full, NULL);
             snprintf(cut, sizeof cut, "%s", full);
             if (strcmp(cut, name) == 0 && rank-- == 0) {
                 clblast_device = devs[d];
@@ -116,23 +210,25 @@ static bool clblast_open(const kiln_context *ctx, char *why, size_t len)
 {
     cl_int                    err;
     const kiln_device_report *want = wanted_device(ctx, why, len);
-    if (!want)
+    if (!want || !load_libraries(why, len))
         return false;
     if (!find_device(want->name, rank_by_name(want))) {
         snprintf(why, len,
                  "the OpenCL loader lists no device named \"%s\" (kiln's "
                  "opencl:%d)",
                  want->name, want->index);
+        close_libraries();
         return false;
     }
-    clblast_ctx = clCreateContext(NULL, 1, &clblast_device, NULL, NULL, &err);
+    clblast_ctx = dl.clCreateContext(NULL, 1, &clblast_device, NULL, NULL, &err);
     if (err == CL_SUCCESS)
-        clblast_queue = clCreateCommandQueue(clblast_ctx, clblast_device, 0, &err);
+        clblast_queue = dl.clCreateCommandQueue(clblast_ctx, clblast_device, 0, &err);
     if (err != CL_SUCCESS) {
         snprintf(why, len, "clCreateContext/clCreateCommandQueue failed: %d", err);
         if (clblast_ctx)
-            clReleaseContext(clblast_ctx);
+            dl.clReleaseContext(clblast_ctx);
         clblast_ctx = NULL;
+        close_libraries();
         return false;
     }
     return true;
@@ -148,9 +244,9 @@ static double now(void)
 static cl_mem buffer(size_t n, const float *data)
 {
     cl_int err;
-    cl_mem m = clCreateBuffer(clblast_ctx,
-                              CL_MEM_READ_WRITE | (data ? CL_MEM_COPY_HOST_PTR : 0),
-                              n * sizeof(float), (void *)data, &err);
+    cl_mem m = dl.clCreateBuffer(clblast_ctx,
+                                 CL_MEM_READ_WRITE | (data ? CL_MEM_COPY_HOST_PTR : 0),
+                                 n * sizeof(float), (void *)data, &err);
     return err == CL_SUCCESS ? m : NULL;
 }
 
@@ -162,7 +258,7 @@ static void clblast_teardown(void *state)
     cl_mem mems[] = {s->a, s->b, s->c};
     for (int i = 0; i < 3; i++)
         if (mems[i])
-            clReleaseMemObject(mems[i]);
+            dl.clReleaseMemObject(mems[i]);
     free(s);
 }
 
@@ -170,13 +266,12 @@ static double clblast_run(void *state)
 {
     clblast_state    *s  = state;
     double            t0 = now();
-    CLBlastStatusCode st = CLBlastSgemm(CLBlastLayoutRowMajor,
-                                        s->ta ? CLBlastTransposeYes : CLBlastTransposeNo,
-                                        s->tb ? CLBlastTransposeYes : CLBlastTransposeNo,
-                                        s->m, s->n, s->k, 1.0f, s->a, 0,
-                                        s->ta ? s->m : s->k, s->b, 0, s->tb ? s->k : s->n,
-                                        0.0f, s->c, 0, s->n, &clblast_queue, NULL);
-    if (st != CLBlastSuccess || clFinish(clblast_queue) != CL_SUCCESS)
+    CLBlastStatusCode st = dl.CLBlastSgemm(
+        CLBlastLayoutRowMajor, s->ta ? CLBlastTransposeYes : CLBlastTransposeNo,
+        s->tb ? CLBlastTransposeYes : CLBlastTransposeNo, s->m, s->n, s->k, 1.0f, s->a, 0,
+        s->ta ? s->m : s->k, s->b, 0, s->tb ? s->k : s->n, 0.0f, s->c, 0, s->n,
+        &clblast_queue, NULL);
+    if (st != CLBlastSuccess || dl.clFinish(clblast_queue) != CL_SUCCESS)
         return -1.0;
     return now() - t0;
 }
@@ -208,18 +303,20 @@ static void *clblast_setup(int m, int n, int k, bool ta, bool tb, const float *a
 static bool clblast_result(void *state, float *c)
 {
     clblast_state *s = state;
-    return clEnqueueReadBuffer(clblast_queue, s->c, CL_TRUE, 0, s->m * s->n * sizeof *c,
-                               c, 0, NULL, NULL) == CL_SUCCESS;
+    return dl.clEnqueueReadBuffer(clblast_queue, s->c, CL_TRUE, 0,
+                                  s->m * s->n * sizeof *c, c, 0, NULL,
+                                  NULL) == CL_SUCCESS;
 }
 
 static void clblast_close(void)
 {
     if (clblast_queue)
-        clReleaseCommandQueue(clblast_queue);
+        dl.clReleaseCommandQueue(clblast_queue);
     if (clblast_ctx)
-        clReleaseContext(clblast_ctx);
+        dl.clReleaseContext(clblast_ctx);
     clblast_queue = NULL;
     clblast_ctx   = NULL;
+    close_libraries();
 }
 
 const bench_reference bench_clblast = {
