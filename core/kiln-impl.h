@@ -172,6 +172,10 @@ struct kiln_graph {
     kiln__plan      plan;
     kiln_tensor    *loss;       /* set by kiln_backward, once              */
     kiln_optimizer *optimizers; /* owned, released by optim.c              */
+    /* kiln_clip_grad_norm: the gradients' sum of squares, f32 [1], which
+     * every optimiser step then reads, and the norm to clip to; or NULL */
+    kiln_tensor *clip_sumsq;
+    float        clip_max_norm;
     uint64_t        seed;       /* layer seed sequence (kiln_graph_seed)   */
     unsigned        n_layers;   /* layers made, for default layer names    */
     /* What other modules attached (the plan, the optimisers): each registers

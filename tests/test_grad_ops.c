@@ -756,23 +756,36 @@ typedef struct step_ref {
     float *p, *m, *v;
 } step_ref;
 
-/* One step of the reference on n elements with gradient grad; h as in
- * backend.h. */
-static void ref_step(bool adam, step_ref *r, const float *grad, const float *h, size_t n)
+typedef enum step_kind { STEP_SGD, STEP_ADAM, STEP_ADAMW } step_kind;
+
+static const char *const step_names[] = {"sgd_step", "adam_step", "adam_step (AdamW)"};
+
+/* One step of the reference on n elements with gradient grad, written from
+ * PyTorch's documented updates (torch.optim.SGD, Adam, AdamW) and
+ * torch.nn.utils.clip_grad_norm_: the gradient is scaled by clip first
+ * (1 when not clipping). h as in backend.h. */
+static void ref_step(step_kind kind, step_ref *r, const float *grad, double clip,
+                     const float *h, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (adam) {
-            float lr = h[0], b1 = h[1], b2 = h[2], eps = h[3], wd = h[4];
-            float dd = grad[i] + wd * r->p[i];
-            r->m[i]  = b1 * r->m[i] + (1 - b1) * dd;
-            r->v[i]  = b2 * r->v[i] + (1 - b2) * dd * dd;
-            r->p[i] -= lr * (r->m[i] * h[5]) / (sqrtf(r->v[i] * h[6]) + eps);
-        } else {
-            float lr = h[0], momentum = h[1], wd = h[2];
-            float dd = grad[i] + wd * r->p[i];
-            r->m[i]  = momentum * r->m[i] + dd;
-            r->p[i] -= lr * r->m[i];
+        double gi = clip * grad[i];
+        if (kind == STEP_SGD) {
+            double lr = h[0], momentum = h[1], wd = h[2];
+            double dd = gi + wd * r->p[i];
+            r->m[i]   = (float)(momentum * r->m[i] + dd);
+            r->p[i]   = (float)(r->p[i] - lr * r->m[i]);
+            continue;
         }
+        double lr = h[0], b1 = h[1], b2 = h[2], eps = h[3], wd = h[4];
+        double p  = r->p[i], dd = gi;
+        if (kind == STEP_ADAMW)
+            p *= 1.0 - lr * wd;
+        else
+            dd += wd * p;
+        r->m[i] = (float)(b1 * r->m[i] + (1 - b1) * dd);
+        r->v[i] = (float)(b2 * r->v[i] + (1 - b2) * dd * dd);
+        r->p[i] = (float)(p - lr * (r->m[i] * (double)h[5]) /
+                                  (sqrt(r->v[i] * (double)h[6]) + eps));
     }
 }
 
@@ -789,20 +802,23 @@ static void expect_state(const device *d, const tensor *t, const float *want, si
     free(got);
 }
 
-/* Three steps of SGD (or Adam) in place on P elements, the tensors
+/* Three steps of SGD, Adam or AdamW in place on P elements, the tensors
  * misaligned by shift floats, checked after each against a reference that
- * keeps its own copies. */
-static void check_steps(bool adam, int64_t P, size_t shift)
+ * keeps its own copies. With `clip`, the node also gets the gradients' sum
+ * of squares: in step 1 the norm is below max_norm (no scaling), in steps 2
+ * and 3 above it. */
+static void check_steps(step_kind kind, bool clip, int64_t P, size_t shift)
 {
     const float lr = 0.1f, momentum = 0.9f, wd = 0.01f, b1 = 0.9f, b2 = 0.999f,
-                eps = 1e-8f;
+                eps = 1e-8f, max_norm = 1.5f;
+    bool     adam = kind != STEP_SGD;
     size_t   n = (size_t)P, bytes = n * sizeof(float);
     float   *param = malloc(bytes), *grad = malloc(bytes);
     step_ref r = {malloc(bytes), calloc(n, sizeof(float)), calloc(n, sizeof(float))};
     cr_assert(param && grad && r.p && r.m && r.v);
-    char label[64];
-    snprintf(label, sizeof label, "%s of %lld, shifted %zu",
-             adam ? "adam_step" : "sgd_step", (long long)P, shift);
+    char label[96];
+    snprintf(label, sizeof label, "%s%s of %lld, shifted %zu", step_names[kind],
+             clip ? " clipped" : "", (long long)P, shift);
     int ran = 0;
     ref_fill(param, n, 61);
     for (int k = 0; k < n_devices; k++) {
@@ -812,7 +828,8 @@ static void check_steps(bool adam, int64_t P, size_t shift)
         tensor       *g = input(&c, KILN_SHAPE(P), 0);
         tensor       *m = input(&c, KILN_SHAPE(P), 0);
         tensor       *v = adam ? input(&c, KILN_SHAPE(P), 0) : NULL;
-        tensor *hp = adam ? input(&c, KILN_SHAPE(8), 0) : input(&c, KILN_SHAPE(4), 0);
+        tensor *hp = adam ? input(&c, KILN_SHAPE(12), 0) : input(&c, KILN_SHAPE(4), 0);
+        tensor *sumsq = clip ? input(&c, KILN_SHAPE(1), 0) : NULL;
         memcpy(p->f, param, bytes);
         memset(m->f, 0, bytes);
         if (v)
@@ -838,22 +855,35 @@ static void check_steps(bool adam, int64_t P, size_t shift)
             upload(d, c.src[s], false);
         for (int t = 1; t <= 3; t++) {
             ref_fill(grad, n, 70 + (uint64_t)t);
-            float h[8] = {lr, momentum, wd, 0};
+            /* the sum of squares the node reads: a norm of max_norm / 2 in
+             * step 1, then 4 max_norm (it need not be this grad's own) */
+            double want_norm = (t == 1 ? 0.5 : 4.0) * max_norm;
+            float  s_value   = clip ? (float)(want_norm * want_norm) : 0.0f;
+            double scale     = clip ? fmin(1.0, max_norm / (sqrt((double)s_value) + 1e-6))
+                                    : 1.0;
+            float h[12] = {lr, momentum, wd, clip ? max_norm : 0.0f};
             if (adam) {
-                float hh[8] = {lr,
-                               b1,
-                               b2,
-                               eps,
-                               wd,
-                               1.0f / (1.0f - powf(b1, (float)t)),
-                               1.0f / (1.0f - powf(b2, (float)t)),
-                               0};
+                float hh[12] = {lr,
+                                b1,
+                                b2,
+                                eps,
+                                wd,
+                                1.0f / (1.0f - powf(b1, (float)t)),
+                                1.0f / (1.0f - powf(b2, (float)t)),
+                                kind == STEP_ADAMW ? 1.0f : 0.0f,
+                                clip ? max_norm : 0.0f,
+                                0,
+                                0,
+                                0};
                 memcpy(h, hh, sizeof h);
             }
             d->dev.iface->buffer_write(d->dev.context, g->node.buffer, g->offset, grad,
                                        bytes);
             d->dev.iface->buffer_write(d->dev.context, hp->node.buffer, hp->offset, h,
-                                       adam ? 32 : 16);
+                                       adam ? 48 : 16);
+            if (sumsq)
+                d->dev.iface->buffer_write(d->dev.context, sumsq->node.buffer,
+                                           sumsq->offset, &s_value, sizeof s_value);
             step.buffer = p->node.buffer;
             step.offset = p->node.offset;
             for (int s = 0; s < c.n_src; s++)
@@ -863,7 +893,7 @@ static void check_steps(bool adam, int64_t P, size_t shift)
                          "%s step %d on %s: %s", c.label, t, d->label, kiln_last_error());
             if (d->dev.iface->synchronize)
                 d->dev.iface->synchronize(d->dev.context);
-            ref_step(adam, &r, grad, h, n);
+            ref_step(kind, &r, grad, scale, h, n);
             expect_state(d, p, r.p, n, label, t, "param");
             expect_state(d, m, r.m, n, label, t, adam ? "m" : "velocity");
             if (v)
@@ -881,25 +911,38 @@ static void check_steps(bool adam, int64_t P, size_t shift)
     free(r.m);
     free(r.v);
     if (!ran)
-        cr_skip_test("no device supports %s", adam ? "adam_step" : "sgd_step");
+        cr_skip_test("no device supports %s", step_names[kind]);
 }
 
 Test(grad_ops, sgd_step_updates_param_and_velocity_in_place)
 {
-    check_steps(false, 37, 0);
+    check_steps(STEP_SGD, false, 37, 0);
 }
 
 Test(grad_ops, adam_step_updates_param_and_moments_in_place)
 {
-    check_steps(true, 37, 0);
+    check_steps(STEP_ADAM, false, 37, 0);
+}
+
+Test(grad_ops, adamw_step_shrinks_the_weights_instead_of_adding_decay_to_the_gradient)
+{
+    check_steps(STEP_ADAMW, false, 37, 0);
+}
+
+Test(grad_ops, steps_scale_the_gradient_by_the_clipping_factor)
+{
+    check_steps(STEP_SGD, true, 37, 0);
+    check_steps(STEP_ADAM, true, 37, 0);
+    check_steps(STEP_ADAMW, true, 37, 0);
 }
 
 Test(grad_ops, optimiser_steps_match_the_reference_at_every_size_and_alignment)
 {
     for (size_t k = 0; k < N_SIZES; k++) {
         for (size_t shift = 0; shift <= 3; shift += 3) {
-            check_steps(false, SIZES[k], shift);
-            check_steps(true, SIZES[k], shift);
+            check_steps(STEP_SGD, false, SIZES[k], shift);
+            check_steps(STEP_ADAM, false, SIZES[k], shift);
+            check_steps(STEP_ADAMW, true, SIZES[k], shift);
         }
     }
 }

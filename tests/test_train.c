@@ -155,3 +155,150 @@ BACKEND_TEST(train, mlp_learns_xor_with_adam_and_cross_entropy)
     kiln_graph_free(g);
     kiln_context_free(ctx);
 }
+
+/* ---- AdamW and clipping ------------------------------------------------------------------ */
+
+enum { AW_N = 4, AW_D = 3, AW_O = 2 };
+
+typedef struct aw_model {
+    kiln_graph  *g;
+    kiln_tensor *x, *y, *w, *b, *loss;
+} aw_model;
+
+static aw_model aw_build(kiln_context *ctx)
+{
+    aw_model m;
+    m.g    = kiln_graph_new(ctx);
+    m.x    = kiln_input(m.g, "x", KILN_F32, KILN_SHAPE(AW_N, AW_D));
+    m.y    = kiln_input(m.g, "y", KILN_F32, KILN_SHAPE(AW_N, AW_O));
+    m.w    = kiln_param(m.g, "w", KILN_SHAPE(AW_D, AW_O));
+    m.b    = kiln_param(m.g, "b", KILN_SHAPE(AW_O));
+    m.loss = kiln_mse_loss(m.g, kiln_add(m.g, kiln_matmul(m.g, m.x, m.w), m.b), m.y);
+    cr_assert_eq(kiln_graph_status(m.g), KILN_OK, "building: %s", kiln_graph_error(m.g));
+    cr_assert_eq(kiln_backward(m.g, m.loss), KILN_OK, "%s", kiln_last_error());
+    return m;
+}
+
+static void aw_write(aw_model *m, const float *xs, const float *ys, const float *w,
+                     const float *b)
+{
+    write_or_fail(m->x, xs, AW_N * AW_D * sizeof *xs);
+    write_or_fail(m->y, ys, AW_N * AW_O * sizeof *ys);
+    write_or_fail(m->w, w, AW_D * AW_O * sizeof *w);
+    write_or_fail(m->b, b, AW_O * sizeof *b);
+}
+
+/* Two steps of kiln_clip_grad_norm + kiln_adamw against PyTorch's updates
+ * computed here in double from the gradients kiln_backward gives on the same
+ * device (checked against finite differences in test_autodiff): the norm
+ * is the global one, the gradients are scaled when it exceeds max_norm, and
+ * the weight decay shrinks the matrix w, not the bias b. */
+BACKEND_TEST(train, adamw_with_clipping_takes_pytorchs_steps)
+{
+    const float lr = 0.1f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, max_norm = 0.05f;
+    float       xs[AW_N * AW_D], ys[AW_N * AW_O], w[AW_D * AW_O], b[AW_O];
+    ref_fill_uniform(xs, AW_N * AW_D, 11, -1.0f, 1.0f);
+    ref_fill_uniform(ys, AW_N * AW_O, 12, -1.0f, 1.0f);
+    ref_fill_uniform(w, AW_D * AW_O, 13, -0.5f, 0.5f);
+    ref_fill_uniform(b, AW_O, 14, -0.5f, 0.5f);
+
+    kiln_context *ctx = test_backend_context(backend);
+    aw_model      ref = aw_build(ctx); /* gradients only */
+    kiln_tensor  *gw = kiln_grad(ref.g, ref.w), *gb = kiln_grad(ref.g, ref.b);
+    cr_assert(gw && gb, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_compile(ref.g), KILN_OK, "%s", kiln_last_error());
+
+    aw_model     run  = aw_build(ctx);
+    kiln_tensor *norm = kiln_clip_grad_norm(run.g, max_norm);
+    cr_assert_not_null(norm, "kiln_clip_grad_norm: %s", kiln_last_error());
+    cr_assert_not_null(kiln_adamw(run.g, lr, b1, b2, eps, wd), "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_compile(run.g), KILN_OK, "%s", kiln_last_error());
+    aw_write(&run, xs, ys, w, b);
+
+    double pw[AW_D * AW_O], pb[AW_O], m[AW_D * AW_O + AW_O] = {0},
+                                      v[AW_D * AW_O + AW_O] = {0};
+    for (int i = 0; i < AW_D * AW_O; i++)
+        pw[i] = w[i];
+    for (int i = 0; i < AW_O; i++)
+        pb[i] = b[i];
+    for (int t = 1; t <= 2; t++) {
+        float cur_w[AW_D * AW_O], cur_b[AW_O], grad[AW_D * AW_O + AW_O];
+        for (int i = 0; i < AW_D * AW_O; i++)
+            cur_w[i] = (float)pw[i];
+        for (int i = 0; i < AW_O; i++)
+            cur_b[i] = (float)pb[i];
+        aw_write(&ref, xs, ys, cur_w, cur_b);
+        cr_assert_eq(kiln_graph_run(ref.g), KILN_OK, "%s", kiln_last_error());
+        read_or_fail(gw, grad, AW_D * AW_O * sizeof(float));
+        read_or_fail(gb, grad + AW_D * AW_O, AW_O * sizeof(float));
+        double sumsq = 0;
+        for (int i = 0; i < AW_D * AW_O + AW_O; i++)
+            sumsq += (double)grad[i] * grad[i];
+        double total = sqrt(sumsq), clip = fmin(1.0, max_norm / (total + 1e-6));
+        cr_assert(clip < 1.0, "the test means to clip: norm %g", total);
+        for (int i = 0; i < AW_D * AW_O + AW_O; i++) {
+            bool    matrix = i < AW_D * AW_O;
+            double *p      = matrix ? &pw[i] : &pb[i - AW_D * AW_O];
+            double  gi     = clip * grad[i];
+            if (matrix)
+                *p *= 1.0 - (double)lr * wd;
+            m[i] = b1 * m[i] + (1 - (double)b1) * gi;
+            v[i] = b2 * v[i] + (1 - (double)b2) * gi * gi;
+            double mh = m[i] / (1 - pow(b1, t)), vh = v[i] / (1 - pow(b2, t));
+            *p -= lr * mh / (sqrt(vh) + eps);
+        }
+
+        cr_assert_eq(kiln_graph_run(run.g), KILN_OK, "%s", kiln_last_error());
+        float got_norm, got_w[AW_D * AW_O], got_b[AW_O];
+        read_or_fail(norm, &got_norm, sizeof got_norm);
+        read_or_fail(run.w, got_w, sizeof got_w);
+        read_or_fail(run.b, got_b, sizeof got_b);
+        cr_expect(fabs(got_norm - total) <= 1e-5 * total + 1e-7,
+                  "on %s, step %d: norm %.9g, expected %.9g", backend->label, t,
+                  (double)got_norm, total);
+        for (int i = 0; i < AW_D * AW_O; i++)
+            cr_expect(fabs(got_w[i] - pw[i]) <= 1e-5,
+                      "on %s, step %d: w[%d] = %.9g, expected %.9g", backend->label, t, i,
+                      (double)got_w[i], pw[i]);
+        for (int i = 0; i < AW_O; i++)
+            cr_expect(fabs(got_b[i] - pb[i]) <= 1e-5,
+                      "on %s, step %d: b[%d] = %.9g, expected %.9g", backend->label, t, i,
+                      (double)got_b[i], pb[i]);
+    }
+    kiln_graph_free(run.g);
+    kiln_graph_free(ref.g);
+    kiln_context_free(ctx);
+}
+
+Test(train, clipping_is_refused_where_it_cannot_apply)
+{
+    kiln_context *ctx = test_context("cpu");
+    kiln_graph   *g   = kiln_graph_new(ctx);
+    kiln_tensor  *w   = kiln_param(g, "w", KILN_SHAPE(3));
+    kiln_tensor  *l   = kiln_sum(g, kiln_mul(g, w, w));
+    cr_assert_null(kiln_clip_grad_norm(g, 1.0f));
+    cr_assert(strstr(kiln_last_error(), "call kiln_backward first"), "%s",
+              kiln_last_error());
+    cr_assert_eq(kiln_backward(g, l), KILN_OK, "%s", kiln_last_error());
+    cr_assert_null(kiln_clip_grad_norm(g, 0.0f));
+    cr_assert(strstr(kiln_last_error(), "max_norm 0, expected a finite value > 0"), "%s",
+              kiln_last_error());
+    cr_assert_null(kiln_clip_grad_norm(g, NAN));
+    cr_assert_not_null(kiln_clip_grad_norm(g, 1.0f), "%s", kiln_last_error());
+    cr_assert_null(kiln_clip_grad_norm(g, 1.0f));
+    cr_assert(strstr(kiln_last_error(), "already clipped"), "%s", kiln_last_error());
+    cr_assert_not_null(kiln_adamw(g, 0.1f, 0.9f, 0.95f, 1e-8f, 0.1f), "%s",
+                       kiln_last_error());
+    kiln_graph_free(g);
+
+    g = kiln_graph_new(ctx);
+    w = kiln_param(g, "w", KILN_SHAPE(3));
+    cr_assert_eq(kiln_backward(g, kiln_sum(g, kiln_mul(g, w, w))), KILN_OK);
+    cr_assert_not_null(kiln_sgd(g, 0.1f, 0.0f, 0.0f));
+    cr_assert_null(kiln_clip_grad_norm(g, 1.0f));
+    cr_assert(strstr(kiln_last_error(), "already has an optimiser"), "%s",
+              kiln_last_error());
+    cr_assert_null(kiln_adamw(g, -1.0f, 0.9f, 0.95f, 1e-8f, 0.1f));
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}

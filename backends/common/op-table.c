@@ -258,17 +258,21 @@ static const char *rule_cross_entropy_grad(const kiln_node *node)
 /* ---- optimiser steps ------------------------------------------------------------------ */
 
 /* SGD_STEP (param, grad, velocity, hp [4]) and ADAM_STEP (param, grad, m,
- * v, hp [8]): the tensors of one size, the output the parameter's. */
+ * v, hp [12]), each with an optional sum of squares [1] for clipping: the
+ * tensors of one size, the output the parameter's. */
 static const char *rule_step(const kiln_node *node)
 {
     int     n_state = node->op == KILN_OP_SGD_STEP ? 1 : 2;
-    int64_t n_hp    = n_state == 1 ? 4 : 8;
+    int64_t n_hp    = n_state == 1 ? 4 : 12;
     for (int s = 0; s < 2 + n_state; s++)
         if (node->src[s]->numel != node->numel)
             return "the parameter, its gradient and its state differ in number "
                    "of elements";
     if (node->src[2 + n_state]->numel != n_hp)
-        return "the hyper-parameters are not f32 [4] (SGD) or [8] (Adam)";
+        return "the hyper-parameters are not f32 [4] (SGD) or [12] (Adam)";
+    if (3 + n_state < KILN_MAX_SRC && node->src[3 + n_state] &&
+        node->src[3 + n_state]->numel != 1)
+        return "the gradients' sum of squares is not one element";
     return NULL;
 }
 
@@ -352,11 +356,13 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
                                      { "gradient", "logits", "labels" },
                                      rule_cross_entropy_grad, RUNS },
 
-    [KILN_OP_SGD_STEP] = { "sgd_step", 4, 0, F32, { F32, F32, F32, F32 },
-                           { "param", "grad", "velocity", "hyper-parameters" },
+    [KILN_OP_SGD_STEP] = { "sgd_step", 4, 1, F32, { F32, F32, F32, F32, F32 },
+                           { "param", "grad", "velocity", "hyper-parameters",
+                             "sum of squares" },
                            rule_step, RUNS | KILN__OP_IN_PLACE, 1u << 2 },
-    [KILN_OP_ADAM_STEP] = { "adam_step", 5, 0, F32, { F32, F32, F32, F32, F32 },
-                            { "param", "grad", "m", "v", "hyper-parameters" },
+    [KILN_OP_ADAM_STEP] = { "adam_step", 5, 1, F32, { F32, F32, F32, F32, F32, F32 },
+                            { "param", "grad", "m", "v", "hyper-parameters",
+                              "sum of squares" },
                             rule_step, RUNS | KILN__OP_IN_PLACE, 1u << 2 | 1u << 3 },
 };
 /* clang-format on */

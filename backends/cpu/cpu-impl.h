@@ -158,9 +158,13 @@ typedef struct cpu_kernels {
      * one_hot(label)), label < n                                            */
     void (*cross_entropy_grad_row)(float *out, const float *x, size_t n, size_t label,
                                    float scale);
-    /* n elements of an SGD step on p, velocity v; hp as in backend.h        */
+    /* n elements of an SGD step on p, velocity v; hp = {lr, momentum,
+     * weight decay, gradient scale}: d = scale * g + decay * p, ...        */
     void (*sgd_step)(float *p, float *v, const float *g, const float *hp, size_t n);
-    /* n elements of an Adam step on p, moments m and v; hp as in backend.h  */
+    /* n elements of an Adam step on p, moments m and v; hp = {lr, beta1,
+     * beta2, eps, weight decay added to d, the two bias corrections,
+     * shrink, gradient scale}: p *= shrink (AdamW's decay), then Adam with
+     * d = scale * g + decay * p (ops_optim.c resolves backend.h's hp)      */
     void (*adam_step)(float *p, float *m, float *v, const float *g, const float *hp,
                       size_t n);
 } cpu_kernels;

@@ -141,18 +141,19 @@ static void CPU_SN(cross_entropy_grad_row)(float *out, const float *x, size_t n,
 
 /* ---- SGD_STEP, ADAM_STEP -------------------------------------------------------------- */
 
-/* hp as in backend.h: SGD lr, momentum, weight decay; Adam lr, beta1,
- * beta2, eps, weight decay, then the two bias corrections. */
+/* hp as cpu_op_*_step resolves it (cpu-impl.h): SGD lr, momentum, weight
+ * decay, gradient scale; Adam lr, beta1, beta2, eps, weight decay, the two
+ * bias corrections, the weights' decay factor, gradient scale. */
 typedef struct CPU_SN(step_hp) {
-    cpu_vf lr, momentum, b1, b2, eps, wd, c1, c2, one_b1, one_b2;
+    cpu_vf lr, momentum, b1, b2, eps, wd, c1, c2, one_b1, one_b2, shrink, gs;
 } CPU_SN(step_hp);
 
-/* d = g + wd * p;  v = momentum * v + d;  p -= lr * v */
+/* d = gs * g + wd * p;  v = momentum * v + d;  p -= lr * v */
 CPU_INLINE void CPU_SN(sgd_at)(float *p, float *v, const float *g, size_t k,
                                const CPU_SN(step_hp) * h)
 {
     cpu_vf vp = CPU_SN(gload)(p, k);
-    cpu_vf d  = CPU_VFMA(h->wd, vp, CPU_SN(gload)(g, k));
+    cpu_vf d  = CPU_VFMA(h->wd, vp, CPU_VMUL(h->gs, CPU_SN(gload)(g, k)));
     cpu_vf vv = CPU_VFMA(h->momentum, CPU_SN(gload)(v, k), d);
     CPU_SN(gstore)(v, vv, k);
     CPU_SN(gstore)(p, CPU_VFNMA(h->lr, vv, vp), k);
@@ -162,7 +163,10 @@ static void CPU_SN(sgd_step)(float *p, float *v, const float *g, const float *hp
                              size_t n)
 {
     CPU_SN(step_hp)
-    h = {.lr = CPU_VBCAST(hp[0]), .momentum = CPU_VBCAST(hp[1]), .wd = CPU_VBCAST(hp[2])};
+    h = {.lr       = CPU_VBCAST(hp[0]),
+         .momentum = CPU_VBCAST(hp[1]),
+         .wd       = CPU_VBCAST(hp[2]),
+         .gs       = CPU_VBCAST(hp[3])};
     size_t i = 0;
     for (; i + CPU_VL <= n; i += CPU_VL)
         CPU_SN(sgd_at)(p + i, v + i, g + i, CPU_VL, &h);
@@ -170,15 +174,16 @@ static void CPU_SN(sgd_step)(float *p, float *v, const float *g, const float *hp
         CPU_SN(sgd_at)(p + i, v + i, g + i, n - i, &h);
 }
 
-/* d = g + wd * p;  m = b1 m + (1 - b1) d;  v = b2 v + (1 - b2) d^2;
- * p -= lr * (m * c1) / (sqrt(v * c2) + eps). The square root is of
+/* p *= shrink;  d = gs * g + wd * p;  m = b1 m + (1 - b1) d;
+ * v = b2 v + (1 - b2) d^2;  p -= lr * (m * c1) / (sqrt(v * c2) + eps).
+ * The square root is of
  * max(v * c2, 0): maxps gives its second operand for a NaN, so a negative or
  * NaN v * c2 counts as 0, as the portable kernel's vc >= 0 test has it. */
 CPU_INLINE void CPU_SN(adam_at)(float *p, float *m, float *v, const float *g, size_t k,
                                 const CPU_SN(step_hp) * h)
 {
-    cpu_vf vp = CPU_SN(gload)(p, k);
-    cpu_vf d  = CPU_VFMA(h->wd, vp, CPU_SN(gload)(g, k));
+    cpu_vf vp = CPU_VMUL(h->shrink, CPU_SN(gload)(p, k));
+    cpu_vf d  = CPU_VFMA(h->wd, vp, CPU_VMUL(h->gs, CPU_SN(gload)(g, k)));
     cpu_vf vm = CPU_VFMA(h->b1, CPU_SN(gload)(m, k), CPU_VMUL(h->one_b1, d));
     cpu_vf vv = CPU_VFMA(h->b2, CPU_SN(gload)(v, k), CPU_VMUL(CPU_VMUL(h->one_b2, d), d));
     CPU_SN(gstore)(m, vm, k);
@@ -202,6 +207,8 @@ static void CPU_SN(adam_step)(float *p, float *m, float *v, const float *g,
         .c2     = CPU_VBCAST(hp[6]),
         .one_b1 = CPU_VBCAST(1.0f - hp[1]),
         .one_b2 = CPU_VBCAST(1.0f - hp[2]),
+        .shrink = CPU_VBCAST(hp[7]),
+        .gs     = CPU_VBCAST(hp[8]),
     };
     size_t i = 0;
     for (; i + CPU_VL <= n; i += CPU_VL)

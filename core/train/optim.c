@@ -1,4 +1,4 @@
-/* core/train/optim.c — SGD and Adam as in-place update nodes.
+/* core/train/optim.c — SGD, Adam and AdamW as in-place update nodes.
  *
  * An optimiser appends, for every parameter with a gradient, one step node
  * (SGD_STEP or ADAM_STEP) whose `inplace` is the parameter: the planner gives
@@ -16,30 +16,35 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HP_MAX 8
+#define HP_MAX 12
 
 struct kiln_optimizer {
     kiln_graph     *g;
     kiln_optimizer *next; /* the graph's list                          */
     kiln_op         op;   /* KILN_OP_SGD_STEP or KILN_OP_ADAM_STEP      */
-    const char     *call; /* "kiln_sgd" or "kiln_adam", for messages   */
+    const char     *call; /* "kiln_sgd", "kiln_adam", ... for messages */
     float           lr;
     float           beta1; /* SGD: the momentum                         */
     float           beta2, eps, weight_decay;
+    bool            decoupled; /* AdamW: decay the weights, not the grads */
     uint64_t        step;  /* runs since creation or the last reset     */
-    kiln_tensor    *hp;    /* f32 [4] (SGD) or [8] (Adam)               */
+    kiln_tensor    *hp;    /* f32 [4] (SGD) or [12] (Adam)              */
+    kiln_tensor    *hp_no_decay; /* AdamW's, for 1-D parameters, or NULL */
     kiln_tensor   **state; /* velocity, or m and v, of every parameter  */
     size_t          n_state;
 };
 
-/* The hyper-parameter vector of backend.h for the coming step. */
-static size_t hyper_params(const kiln_optimizer *opt, float hp[HP_MAX])
+/* The hyper-parameter vector of backend.h for the coming step; `decay`
+ * false leaves the weight decay out (AdamW's 1-D parameters). */
+static size_t hyper_params(const kiln_optimizer *opt, bool decay, float hp[HP_MAX])
 {
     memset(hp, 0, HP_MAX * sizeof *hp);
-    hp[0] = opt->lr;
+    float max_norm = opt->g->clip_sumsq ? opt->g->clip_max_norm : 0.0f;
+    hp[0]          = opt->lr;
     if (opt->op == KILN_OP_SGD_STEP) {
         hp[1] = opt->beta1;
-        hp[2] = opt->weight_decay;
+        hp[2] = decay ? opt->weight_decay : 0.0f;
+        hp[3] = max_norm;
         return 4;
     }
     /* bias corrections 1 / (1 - beta^t); t >= 1 whenever a step runs */
@@ -47,10 +52,12 @@ static size_t hyper_params(const kiln_optimizer *opt, float hp[HP_MAX])
     hp[1]    = opt->beta1;
     hp[2]    = opt->beta2;
     hp[3]    = opt->eps;
-    hp[4]    = opt->weight_decay;
+    hp[4]    = decay ? opt->weight_decay : 0.0f;
     hp[5]    = (float)(1.0 / (1.0 - pow(opt->beta1, t)));
     hp[6]    = (float)(1.0 / (1.0 - pow(opt->beta2, t)));
-    return 8;
+    hp[7]    = opt->decoupled ? 1.0f : 0.0f;
+    hp[8]    = max_norm;
+    return 12;
 }
 
 /* A leaf of zeros that is kiln's, not the user's: a constant to the planner
@@ -82,7 +89,14 @@ static bool push_state(kiln_optimizer *opt, kiln_tensor *t)
     return true;
 }
 
-/* The step node of parameter p: src {p, grad, state..., hp}, in place on p. */
+/* AdamW decays matrices, embeddings and kernels, not biases or norm scales. */
+static bool decays(const kiln_optimizer *opt, const kiln_tensor *p)
+{
+    return !opt->decoupled || p->node.ndim >= 2;
+}
+
+/* The step node of parameter p: src {p, grad, state..., hp[, sum of squares]},
+ * in place on p. */
 static kiln_tensor *step_node(kiln_optimizer *opt, kiln_tensor *p)
 {
     kiln_graph  *g                 = opt->g;
@@ -96,9 +110,22 @@ static kiln_tensor *step_node(kiln_optimizer *opt, kiln_tensor *p)
             return kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "%s: out of memory",
                                     opt->call);
     }
-    src[2 + n_state] = opt->hp;
+    /* the hyper-parameters' leaf, made when first needed: its values come
+     * before each run */
+    kiln_tensor **hp = decays(opt, p) ? &opt->hp : &opt->hp_no_decay;
+    if (!*hp) {
+        float   values[HP_MAX];
+        int64_t n_hp = (int64_t)hyper_params(opt, true, values);
+        *hp          = zero_leaf(g, opt->call, 1, &n_hp);
+        if ((*hp)->flags & KILN__POISON)
+            return *hp;
+    }
+    src[2 + n_state] = *hp;
+    int n_src        = 3 + n_state;
+    if (g->clip_sumsq)
+        src[n_src++] = g->clip_sumsq;
     kiln_tensor *t = kiln__node_new(g, opt->op, KILN_F32, p->node.ndim, p->node.dims, src,
-                                    3 + n_state);
+                                    n_src);
     if (!(t->flags & KILN__POISON))
         t->inplace = p;
     return t;
@@ -172,9 +199,6 @@ static kiln_optimizer *optimizer_new(kiln_graph *g, const kiln_optimizer *proto)
     opt->next     = g->optimizers;
     g->optimizers = opt; /* owned from here on, whatever happens below */
     kiln__graph_on_free(g, optim_free);
-    float   hp[HP_MAX];
-    int64_t n_hp = (int64_t)hyper_params(opt, hp);
-    opt->hp     = zero_leaf(g, opt->call, 1, &n_hp); /* its values come before each run */
     size_t last = g->loss->id; /* parameters are created before the loss */
     for (size_t i = 0; i <= last && g->status == KILN_OK; i++) {
         kiln_tensor *p = g->nodes[i];
@@ -210,30 +234,43 @@ KILN_API kiln_optimizer *kiln_sgd(kiln_graph *g, float lr, float momentum,
     return optimizer_new(g, &proto);
 }
 
-KILN_API kiln_optimizer *kiln_adam(kiln_graph *g, float lr, float beta1, float beta2,
-                                   float eps, float weight_decay)
+static kiln_optimizer *adam_new(kiln_graph *g, const char *call, bool decoupled, float lr,
+                                float beta1, float beta2, float eps, float weight_decay)
 {
-    if (check_lr("kiln_adam", lr) != KILN_OK)
+    if (check_lr(call, lr) != KILN_OK)
         return NULL;
     if (!in_range(beta1, 0.0, 1.0) || !in_range(beta2, 0.0, 1.0) ||
         !in_range(eps, 0.0, INFINITY) || !in_range(weight_decay, 0.0, INFINITY)) {
         kiln__error(KILN_ERR_INVALID_ARG,
-                    "kiln_adam: beta1 %g, beta2 %g, eps %g and "
+                    "%s: beta1 %g, beta2 %g, eps %g and "
                     "weight decay %g, expected betas in [0, 1) and finite eps and "
                     "weight decay >= 0",
-                    (double)beta1, (double)beta2, (double)eps, (double)weight_decay);
+                    call, (double)beta1, (double)beta2, (double)eps, (double)weight_decay);
         return NULL;
     }
     const kiln_optimizer proto = {
         .op           = KILN_OP_ADAM_STEP,
-        .call         = "kiln_adam",
+        .call         = call,
         .lr           = lr,
         .beta1        = beta1,
         .beta2        = beta2,
         .eps          = eps,
         .weight_decay = weight_decay,
+        .decoupled    = decoupled,
     };
     return optimizer_new(g, &proto);
+}
+
+KILN_API kiln_optimizer *kiln_adam(kiln_graph *g, float lr, float beta1, float beta2,
+                                   float eps, float weight_decay)
+{
+    return adam_new(g, "kiln_adam", false, lr, beta1, beta2, eps, weight_decay);
+}
+
+KILN_API kiln_optimizer *kiln_adamw(kiln_graph *g, float lr, float beta1, float beta2,
+                                    float eps, float weight_decay)
+{
+    return adam_new(g, "kiln_adamw", true, lr, beta1, beta2, eps, weight_decay);
 }
 
 KILN_API kiln_status kiln_optimizer_set_lr(kiln_optimizer *opt, float lr)
@@ -286,9 +323,16 @@ kiln_status kiln__optim_before_run(kiln_graph *g)
 {
     for (kiln_optimizer *opt = g->optimizers; opt; opt = opt->next) {
         opt->step++;
-        float hp[HP_MAX];
-        hyper_params(opt, hp);
-        kiln_status st = leaf_upload(opt->hp, hp, "kiln_graph_run");
+        float       hp[HP_MAX];
+        kiln_status st = KILN_OK;
+        if (opt->hp) {
+            hyper_params(opt, true, hp);
+            st = leaf_upload(opt->hp, hp, "kiln_graph_run");
+        }
+        if (st == KILN_OK && opt->hp_no_decay) {
+            hyper_params(opt, false, hp);
+            st = leaf_upload(opt->hp_no_decay, hp, "kiln_graph_run");
+        }
         if (st != KILN_OK)
             return st;
     }

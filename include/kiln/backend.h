@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to the structs or enums below. */
-#define KILN_BACKEND_ABI_VERSION 3
+#define KILN_BACKEND_ABI_VERSION 4
 
 #define KILN_BACKEND_ENTRY_SYMBOL "kiln_backend_entry"
 
@@ -112,16 +112,26 @@ typedef enum kiln_op {
     /* ---- optimiser steps: in place, the output IS src[0] (same buffer and
      * offset); they may also update the state tensors named below -------- */
 
+    /* Both steps may have one more source, last: s, f32 [1], the sum of the
+     * squares of every gradient the optimiser steps with, for clipping by
+     * the global norm (kiln_clip_grad_norm). With s and max_norm > 0, the
+     * gradient is first scaled by min(1, max_norm / (sqrt(s) + 1e-6)), as
+     * torch.nn.utils.clip_grad_norm_ does; without s, or with max_norm 0,
+     * it is used as it is.                                                  */
+
     /* src: param, grad, velocity (param's shape), hp f32 [4] =
-     * {lr, momentum, weight_decay, 0}:
+     * {lr, momentum, weight_decay, max_norm}[, s]:
      *   d = grad + weight_decay * param;  velocity = momentum * velocity + d;
      *   param -= lr * velocity                   (PyTorch SGD, dampening 0) */
     KILN_OP_SGD_STEP,
-    /* src: param, grad, m, v (param's shape), hp f32 [8] =
-     * {lr, beta1, beta2, eps, weight_decay, 1/(1-beta1^t), 1/(1-beta2^t), 0}:
-     *   d = grad + weight_decay * param;
+    /* src: param, grad, m, v (param's shape), hp f32 [12] =
+     * {lr, beta1, beta2, eps, weight_decay, 1/(1-beta1^t), 1/(1-beta2^t),
+     *  decoupled, max_norm, 0, 0, 0}[, s]:
+     *   decoupled 0 (PyTorch Adam): d = grad + weight_decay * param;
+     *   decoupled 1 (PyTorch AdamW): d = grad, and first
+     *     param *= 1 - lr * weight_decay;
      *   m = beta1 * m + (1 - beta1) * d;  v = beta2 * v + (1 - beta2) * d^2;
-     *   param -= lr * (m * hp[5]) / (sqrt(v * hp[6]) + eps)   (PyTorch Adam) */
+     *   param -= lr * (m * hp[5]) / (sqrt(v * hp[6]) + eps)                */
     KILN_OP_ADAM_STEP,
 
     KILN_OP_COUNT

@@ -316,6 +316,20 @@ KILN_API kiln_optimizer *kiln_sgd(kiln_graph *g, float lr, float momentum,
                                   float weight_decay);
 KILN_API kiln_optimizer *kiln_adam(kiln_graph *g, float lr, float beta1, float beta2,
                                    float eps, float weight_decay);
+/* AdamW (torch.optim.AdamW): Adam whose weight decay shrinks the weights,
+ * param *= 1 - lr * weight_decay before each step, instead of being added
+ * to the gradient; applied only to parameters of two or more dimensions
+ * (matrices, embeddings, conv kernels), not to biases or norm scales, as
+ * GPT-2-style training does. */
+KILN_API kiln_optimizer *kiln_adamw(kiln_graph *g, float lr, float beta1, float beta2,
+                                    float eps, float weight_decay);
+/* Clips the gradients by their global norm, as torch.nn.utils.clip_grad_norm_:
+ * every optimiser step then scales each gradient by min(1, max_norm / (norm +
+ * 1e-6)), norm the L2 norm of all the parameters' gradients together. Call
+ * after kiln_backward and before adding the optimiser. Returns the norm
+ * before clipping, a scalar output of the graph to read after a run, or NULL
+ * with the reason in kiln_last_error(). */
+KILN_API kiln_tensor *kiln_clip_grad_norm(kiln_graph *g, float max_norm);
 /* Takes effect from the next run. */
 KILN_API kiln_status kiln_optimizer_set_lr(kiln_optimizer *opt, float lr);
 /* Zeroes the momentum / moment estimates and the step count. */
