@@ -37,7 +37,7 @@ check_tool() { # TOOL SOURCE
 
 check_tool kiln-info tools/info/main.c
 check_tool kiln-bench tools/bench/main.c
-check_tool kiln-train tools/kiln-train.c
+check_tool kiln-train tools/train/main.c
 
 vars=$(cd "$src" && grep -rhoE 'getenv\("KILN_[A-Z0-9_]+"\)' core backends tools |
     sed 's/getenv("\(.*\)")/\1/' | sort -u)

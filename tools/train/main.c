@@ -18,7 +18,8 @@
  *
  * Exit status: 0 done, 1 a failure (data, kiln), 2 a bad command line.
  */
-#include "cli.h"
+#include "../cli.h"
+#include "train.h"
 
 #include <kiln/kiln.h>
 
@@ -47,17 +48,23 @@ typedef struct options {
     bool        cosine; /* lr annealed to 0 over the run (default)   */
     uint64_t    seed;
     const char *data, *save, *eval;
+    bool        data_given;
+    gpt_options gpt; /* --model gpt */
 } options;
 
 static const char usage[] =
     "Usage: kiln-train [OPTION]...\n"
+    "       kiln-train --model gpt --data TEXTFILE [OPTION]...\n"
     "Trains a small classifier on Fashion-MNIST (or MNIST) with kiln and reports\n"
-    "its accuracy on the test set. KILN_BACKEND chooses the backend (kiln-info).\n"
+    "its accuracy on the test set, or a byte-level GPT on a text file and reports\n"
+    "its validation loss. KILN_BACKEND chooses the backend (kiln-info).\n"
     "\n"
-    "  --model mlp|cnn|linear  mlp: 784-256-128-10 with relu (default)\n"
+    "  --model mlp|cnn|linear|gpt\n"
+    "                          mlp: 784-256-128-10 with relu (default)\n"
     "                          cnn: conv 3x3x32 (padding 1), relu, max-pool 2,\n"
     "                               dense 128 relu, dense 10\n"
     "                          linear: softmax regression 784-10\n"
+    "                          gpt: a GPT-2 model over bytes (options below)\n"
     "  --epochs N              passes over the training set (default 5)\n"
     "  --batch N               samples per step (default 64); each epoch drops\n"
     "                          its last partial batch\n"
@@ -75,12 +82,25 @@ static const char usage[] =
     "  --save FILE             write the trained weights to FILE (safetensors)\n"
     "  --eval FILE             train nothing: load weights from FILE and report\n"
     "                          the test accuracy of the --model they fit\n"
+    "\n"
+    "--model gpt: pre-LayerNorm blocks with causal attention and a 4x GELU MLP,\n"
+    "learned positions, the output head tied to the byte embedding; AdamW\n"
+    "(betas 0.9, 0.95, weight decay 0.1 on matrices), gradients clipped at norm\n"
+    "1, linear warmup then cosine decay to 0. The first 90% of --data trains,\n"
+    "the last 10% validates. --batch (default 32), --lr (default 0.001),\n"
+    "--seed and --save apply; --epochs, --optimizer, --schedule and --eval do not.\n"
+    "  --layers N              transformer blocks (default 4)\n"
+    "  --heads N               attention heads (default 4)\n"
+    "  --embd N                embedding width, a multiple of --heads (default 128)\n"
+    "  --ctx N                 context length in bytes (default 128)\n"
+    "  --steps N               training steps (default 1000)\n"
+    "  --warmup N              steps of linear warmup (default 100)\n"
+    "  --eval-every N          print the losses every N steps (default 250)\n"
+    "\n"
     "  --version               print kiln's version and exit\n"
     "  --help                  print this and exit\n";
 
-static void die(int status, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3), noreturn));
-static void die(int status, const char *fmt, ...)
+void die(int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -93,15 +113,20 @@ static void die(int status, const char *fmt, ...)
 
 /* ---- the command line ----------------------------------------------------------- */
 
-static const char *parse_choice(const char *opt, const char *text, const char *a,
-                                const char *b, const char *c)
+/* text if it is one of the choices (a NULL-terminated list), else exit 2
+ * with "OPT 'TEXT': expected a, b or c". */
+static const char *parse_choice(const char *opt, const char *text,
+                                const char *const *choices)
 {
-    const char *choices[] = {a, b, c};
-    for (int i = 0; i < 3; i++)
-        if (choices[i] && strcmp(text, choices[i]) == 0)
-            return choices[i];
-    die(2, "%s '%s': expected %s%s%s or %s", opt, text, a, c ? ", " : "", c ? b : "",
-        c ? c : b);
+    size_t n = 0;
+    for (; choices[n]; n++)
+        if (strcmp(text, choices[n]) == 0)
+            return choices[n];
+    char list[128] = "";
+    for (size_t i = 0; i < n; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                 i == 0 ? "" : i + 1 == n ? " or " : ", ", choices[i]);
+    die(2, "%s '%s': expected %s", opt, text, list);
 }
 
 enum {
@@ -115,6 +140,13 @@ enum {
     OPT_DATA,
     OPT_SAVE,
     OPT_EVAL,
+    OPT_LAYERS, /* --model gpt's */
+    OPT_HEADS,
+    OPT_EMBD,
+    OPT_CTX,
+    OPT_STEPS,
+    OPT_WARMUP,
+    OPT_EVAL_EVERY,
 };
 
 static const struct option long_options[] = {
@@ -128,6 +160,13 @@ static const struct option long_options[] = {
     {"data", required_argument, NULL, OPT_DATA},
     {"save", required_argument, NULL, OPT_SAVE},
     {"eval", required_argument, NULL, OPT_EVAL},
+    {"layers", required_argument, NULL, OPT_LAYERS},
+    {"heads", required_argument, NULL, OPT_HEADS},
+    {"embd", required_argument, NULL, OPT_EMBD},
+    {"ctx", required_argument, NULL, OPT_CTX},
+    {"steps", required_argument, NULL, OPT_STEPS},
+    {"warmup", required_argument, NULL, OPT_WARMUP},
+    {"eval-every", required_argument, NULL, OPT_EVAL_EVERY},
     {"version", no_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -155,20 +194,38 @@ static options parse_args(int argc, char **argv)
                  .cosine    = true,
                  .data      = DEFAULT_DATA};
     cli_init(argv, "kiln-train");
-    int c;
-    while ((c = getopt_long(argc, argv, "hV", long_options, NULL)) != -1) {
+    o.gpt = (gpt_options){.layers     = 4,
+                          .heads      = 4,
+                          .embd       = 128,
+                          .ctx        = 128,
+                          .batch      = 32,
+                          .steps      = 1000,
+                          .warmup     = 100,
+                          .eval_every = 250,
+                          .lr         = 1e-3,
+                          .seed       = 1};
+    /* which options were given, to refuse those of the other kind of model */
+    const char *given[OPT_EVAL_EVERY - OPT_MODEL + 1] = {0};
+    int         c, at;
+    while ((c = getopt_long(argc, argv, "hV", long_options, &at)) != -1) {
+        if (c >= OPT_MODEL && c <= OPT_EVAL_EVERY)
+            given[c - OPT_MODEL] = long_options[at].name;
         switch (c) {
         case 'h': fputs(usage, stdout); exit(0);
         case 'V': printf("kiln-train %s\n", kiln_version()); exit(0);
         case OPT_MODEL:
-            o.model = parse_choice("--model", optarg, "mlp", "cnn", "linear");
+            o.model = parse_choice("--model", optarg,
+                                   (const char *const[]){"mlp", "cnn", "linear", "gpt",
+                                                         NULL});
             break;
         case OPT_OPTIMIZER:
-            o.optimizer = parse_choice("--optimizer", optarg, "sgd", "adam", NULL);
+            o.optimizer = parse_choice("--optimizer", optarg,
+                                       (const char *const[]){"sgd", "adam", NULL});
             break;
         case OPT_SCHEDULE:
-            o.cosine = strcmp(parse_choice("--schedule", optarg, "cosine", "constant",
-                                           NULL),
+            o.cosine = strcmp(parse_choice("--schedule", optarg,
+                                           (const char *const[]){"cosine", "constant",
+                                                                 NULL}),
                               "cosine") == 0;
             break;
         case OPT_EPOCHS:
@@ -182,8 +239,49 @@ static options parse_args(int argc, char **argv)
         case OPT_DATA: o.data = optarg; break;
         case OPT_SAVE: o.save = optarg; break;
         case OPT_EVAL: o.eval = optarg; break;
+        case OPT_LAYERS:
+            o.gpt.layers = (int)cli_parse_int("--layers", optarg, 1, 256);
+            break;
+        case OPT_HEADS: o.gpt.heads = (int)cli_parse_int("--heads", optarg, 1, 1024); break;
+        case OPT_EMBD: o.gpt.embd = (int)cli_parse_int("--embd", optarg, 1, 65536); break;
+        case OPT_CTX: o.gpt.ctx = (int)cli_parse_int("--ctx", optarg, 1, 65536); break;
+        case OPT_STEPS:
+            o.gpt.steps = (int)cli_parse_int("--steps", optarg, 1, 100000000);
+            break;
+        case OPT_WARMUP:
+            o.gpt.warmup = (int)cli_parse_int("--warmup", optarg, 0, 100000000);
+            break;
+        case OPT_EVAL_EVERY:
+            o.gpt.eval_every = (int)cli_parse_int("--eval-every", optarg, 1, 100000000);
+            break;
         default: /* getopt said what was wrong */ cli_try_help();
         }
+    }
+    o.data_given = given[OPT_DATA - OPT_MODEL] != NULL;
+    bool gpt     = strcmp(o.model, "gpt") == 0;
+    /* options of the classifiers only, and of the GPT only */
+    static const int classifier_only[] = {OPT_OPTIMIZER, OPT_SCHEDULE, OPT_EPOCHS, OPT_EVAL};
+    static const int gpt_only[] = {OPT_LAYERS, OPT_HEADS,  OPT_EMBD,      OPT_CTX,
+                                   OPT_STEPS,  OPT_WARMUP, OPT_EVAL_EVERY};
+    for (size_t i = 0; gpt && i < sizeof classifier_only / sizeof *classifier_only; i++)
+        if (given[classifier_only[i] - OPT_MODEL])
+            die(2, "--%s does not apply to --model gpt (it trains with AdamW for --steps)",
+                given[classifier_only[i] - OPT_MODEL]);
+    for (size_t i = 0; !gpt && i < sizeof gpt_only / sizeof *gpt_only; i++)
+        if (given[gpt_only[i] - OPT_MODEL])
+            die(2, "--%s applies to --model gpt only", given[gpt_only[i] - OPT_MODEL]);
+    if (gpt) {
+        if (!o.data_given)
+            die(2, "--model gpt needs --data TEXTFILE, the text to train on");
+        if (o.gpt.embd % o.gpt.heads != 0)
+            die(2, "--embd %d is not a multiple of --heads %d", o.gpt.embd, o.gpt.heads);
+        o.gpt.data = o.data;
+        o.gpt.save = o.save;
+        o.gpt.seed = o.seed;
+        if (given[OPT_BATCH - OPT_MODEL])
+            o.gpt.batch = o.batch;
+        if (o.lr > 0)
+            o.gpt.lr = o.lr;
     }
     if (optind < argc)
         cli_usage_error("unexpected argument '%s'", argv[optind]);
@@ -312,7 +410,7 @@ static void check_eval(const char *path)
  * process may write, checked now rather than after the training run. A
  * dangling link names the file to create, as for kiln_save, which refuses
  * the same things; this is earlier. */
-static void check_save(const char *opt, const char *path, int links)
+void check_save(const char *opt, const char *path, int links)
 {
     struct stat sb;
     char        at[PATH_MAX];
@@ -373,7 +471,7 @@ static void gather(const dataset *d, const int64_t *idx, int rows, int batch, fl
 }
 
 /* splitmix64: the shuffling sequence of --seed. */
-static uint64_t next_random(uint64_t *state)
+uint64_t next_random(uint64_t *state)
 {
     uint64_t z = (*state += 0x9E3779B97F4A7C15u);
     z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
@@ -456,7 +554,7 @@ static model build(kiln_context *ctx, const options *o, bool train)
     return m;
 }
 
-static long long param_count(const kiln_graph *g)
+long long param_count(const kiln_graph *g)
 {
     long long n = 0;
     for (size_t i = 0; i < kiln_graph_param_count(g); i++)
@@ -466,7 +564,7 @@ static long long param_count(const kiln_graph *g)
 
 /* ---- progress --------------------------------------------------------------- */
 
-static double now(void)
+double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -519,7 +617,7 @@ typedef struct batch {
     int32_t *pred; /* predictions   */
 } batch;
 
-static void check(kiln_status st, const char *what)
+void check(kiln_status st, const char *what)
 {
     if (st != KILN_OK)
         die(1, "%s: %s", what, kiln_last_error());
@@ -648,6 +746,8 @@ static int64_t train(const options *o, const model *m, const dataset *test, batc
 int main(int argc, char **argv)
 {
     options o = parse_args(argc, argv);
+    if (strcmp(o.model, "gpt") == 0)
+        return gpt_train(&o.gpt);
     check_data_dir(o.data);
     if (o.eval)
         check_eval(o.eval);

@@ -1,0 +1,320 @@
+/* tools/train/gpt.c — kiln-train --model gpt: a byte-level GPT-2 trained on
+ * a text file.
+ *
+ * The model is GPT-2's block, as nanoGPT writes it: pre-LayerNorm, one
+ * fused qkv projection, causal attention over heads, a 4x MLP with
+ * tanh-GELU, biases on every linear layer; learned position embeddings, a
+ * final layer norm and the output head tied to the byte embedding (vocabulary:
+ * the 256 byte values). One graph holds the forward pass, its gradient,
+ * clipping by the global norm and AdamW; each step is one run of it, and
+ * kiln_graph_eval runs its forward pass alone for the validation loss.
+ *
+ * Data: the first 90% of the file trains, the last 10% validates; a batch is
+ * --batch windows of ctx+1 bytes at random offsets (the inputs and, one byte
+ * on, the targets). The validation loss is the mean over 20 batches whose
+ * offsets come from a fixed seed, so runs with different --seed compare on
+ * the same text.
+ *
+ * Parameters have PyTorch-style names (transformer.h.0.attn.c_attn.weight,
+ * ...); a dense weight is [in, out], kiln's layout, the transpose of
+ * torch.nn.Linear's.
+ */
+#include "train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define VOCAB       256
+#define VAL_BATCHES 20
+#define VAL_SEED    0x5EEDull
+
+/* ---- data --------------------------------------------------------------------- */
+
+typedef struct text {
+    unsigned char *bytes;
+    size_t         n, n_train; /* [0, n_train) trains, [n_train, n) validates */
+} text;
+
+static text read_text(const char *path, int ctx)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        die(1, "--data %s: %s", path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        die(1, "--data %s is not a regular file: --model gpt trains on a text file", path);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        die(1, "--data %s: %s", path, strerror(errno));
+    text t = {malloc((size_t)sb.st_size + 1), 0, 0};
+    if (!t.bytes)
+        die(1, "--data %s: out of memory for %lld bytes", path, (long long)sb.st_size);
+    t.n = fread(t.bytes, 1, (size_t)sb.st_size, f);
+    if (ferror(f))
+        die(1, "--data %s: %s", path, strerror(errno));
+    fclose(f);
+    t.n_train = t.n * 9 / 10;
+    /* each part must hold at least one window of ctx + 1 bytes */
+    size_t need = (size_t)ctx + 1;
+    if (t.n_train < need || t.n - t.n_train < need)
+        die(1,
+            "--data %s has %zu bytes: with --ctx %d, its first 90%% and its last 10%% "
+            "must each hold %zu bytes (at least %zu in all)",
+            path, t.n, ctx, need, need * 10);
+    return t;
+}
+
+/* ---- the model ------------------------------------------------------------------- */
+
+typedef struct gpt {
+    const gpt_options *o;
+    kiln_graph        *g;
+    kiln_tensor       *ids, *targets, *pos, *loss, *norm;
+    kiln_optimizer    *opt;
+    uint64_t           init_state; /* splitmix64: each parameter's seed */
+} gpt;
+
+static kiln_tensor *param(gpt *m, const char *name, int ndim, const int64_t *dims,
+                          float stddev)
+{
+    kiln_tensor *p = kiln_param(m->g, name, ndim, dims);
+    if (!p)
+        die(1, "parameter %s: %s", name, kiln_last_error());
+    kiln_status st = stddev > 0 ? kiln_init_normal(p, 0.0f, stddev, next_random(&m->init_state))
+                                : kiln_init_constant(p, stddev < 0 ? 1.0f : 0.0f);
+    check(st, name);
+    return p;
+}
+
+/* x [rows, in] @ name.weight [in, out] + name.bias [out], weight N(0, std). */
+static kiln_tensor *linear(gpt *m, kiln_tensor *x, int64_t in, int64_t out,
+                           const char *name, float stddev)
+{
+    char w[160], b[160];
+    snprintf(w, sizeof w, "%s.weight", name);
+    snprintf(b, sizeof b, "%s.bias", name);
+    kiln_tensor *weight = param(m, w, KILN_SHAPE(in, out), stddev);
+    kiln_tensor *bias   = param(m, b, KILN_SHAPE(out), 0.0f);
+    return kiln_add(m->g, kiln_matmul(m->g, x, weight), bias);
+}
+
+/* name.weight (ones) and name.bias (zeros) over the last axis, eps 1e-5. */
+static kiln_tensor *layer_norm(gpt *m, kiln_tensor *x, int64_t c, const char *name)
+{
+    char w[160], b[160];
+    snprintf(w, sizeof w, "%s.weight", name);
+    snprintf(b, sizeof b, "%s.bias", name);
+    return kiln_layer_norm(m->g, x, param(m, w, KILN_SHAPE(c), -1.0f),
+                           param(m, b, KILN_SHAPE(c), 0.0f), 1e-5f);
+}
+
+/* [B, T, C] rows of qkv from `at` to [B, H, T, D]. */
+static kiln_tensor *heads_of(gpt *m, kiln_tensor *qkv, int64_t at)
+{
+    const gpt_options *o = m->o;
+    int64_t            D = o->embd / o->heads;
+    kiln_tensor       *s = kiln_slice(m->g, qkv, 2, at, o->embd);
+    s = kiln_reshape(m->g, s, KILN_SHAPE(o->batch, o->ctx, o->heads, D));
+    return kiln_permute(m->g, s, (const int[]){0, 2, 1, 3});
+}
+
+/* One block on x [B, T, C]: x + attn(ln_1(x)), then + mlp(ln_2(x)). */
+static kiln_tensor *block(gpt *m, kiln_tensor *x, int layer)
+{
+    const gpt_options *o = m->o;
+    kiln_graph        *g = m->g;
+    int64_t B = o->batch, T = o->ctx, C = o->embd, H = o->heads, D = C / H, BT = B * T;
+    /* GPT-2 scales the two projections into the residual by 1/sqrt(2 layers) */
+    float std = 0.02f, resid_std = 0.02f / sqrtf(2.0f * (float)o->layers);
+    char  name[128];
+
+    snprintf(name, sizeof name, "transformer.h.%d.ln_1", layer);
+    kiln_tensor *h = kiln_reshape(g, layer_norm(m, x, C, name), KILN_SHAPE(BT, C));
+    snprintf(name, sizeof name, "transformer.h.%d.attn.c_attn", layer);
+    kiln_tensor *qkv = kiln_reshape(g, linear(m, h, C, 3 * C, name, std),
+                                    KILN_SHAPE(B, T, 3 * C));
+    kiln_tensor *q = heads_of(m, qkv, 0), *k = heads_of(m, qkv, C),
+                *v   = heads_of(m, qkv, 2 * C);
+    kiln_tensor *att = kiln_causal_softmax(g, kiln_matmul_t(g, q, k, false, true),
+                                           1.0f / sqrtf((float)D));
+    kiln_tensor *y   = kiln_permute(g, kiln_matmul(g, att, v), (const int[]){0, 2, 1, 3});
+    y                = kiln_reshape(g, y, KILN_SHAPE(BT, C));
+    snprintf(name, sizeof name, "transformer.h.%d.attn.c_proj", layer);
+    y = kiln_reshape(g, linear(m, y, C, C, name, resid_std), KILN_SHAPE(B, T, C));
+    x = kiln_add(g, x, y);
+
+    snprintf(name, sizeof name, "transformer.h.%d.ln_2", layer);
+    h = kiln_reshape(g, layer_norm(m, x, C, name), KILN_SHAPE(BT, C));
+    snprintf(name, sizeof name, "transformer.h.%d.mlp.c_fc", layer);
+    h = kiln_gelu(g, linear(m, h, C, 4 * C, name, std));
+    snprintf(name, sizeof name, "transformer.h.%d.mlp.c_proj", layer);
+    h = kiln_reshape(g, linear(m, h, 4 * C, C, name, resid_std), KILN_SHAPE(B, T, C));
+    return kiln_add(g, x, h);
+}
+
+static gpt build(kiln_context *ctx, const gpt_options *o)
+{
+    gpt m = {.o = o, .g = kiln_graph_new(ctx), .init_state = o->seed};
+    if (!m.g)
+        die(1, "%s", kiln_last_error());
+    kiln_graph *g = m.g;
+    int64_t     B = o->batch, T = o->ctx, C = o->embd;
+    m.ids         = kiln_input(g, "ids", KILN_I32, KILN_SHAPE(B, T));
+    m.targets     = kiln_input(g, "targets", KILN_I32, KILN_SHAPE(B * T));
+    m.pos         = kiln_input(g, "positions", KILN_I32, KILN_SHAPE(T));
+    kiln_tensor *wte = param(&m, "transformer.wte.weight", KILN_SHAPE(VOCAB, C), 0.02f);
+    kiln_tensor *wpe = param(&m, "transformer.wpe.weight", KILN_SHAPE(T, C), 0.02f);
+    kiln_tensor *x   = kiln_add(g, kiln_embedding(g, wte, m.ids), kiln_embedding(g, wpe, m.pos));
+    for (int l = 0; l < o->layers; l++)
+        x = block(&m, x, l);
+    x = kiln_reshape(g, layer_norm(&m, x, C, "transformer.ln_f"), KILN_SHAPE(B * T, C));
+    kiln_tensor *logits = kiln_matmul_t(g, x, wte, false, true); /* tied head */
+    m.loss              = kiln_cross_entropy(g, logits, m.targets);
+    if (kiln_graph_status(g) != KILN_OK)
+        die(1, "building the model: %s", kiln_graph_error(g));
+    check(kiln_output(g, m.loss), "the loss");
+    check(kiln_backward(g, m.loss), "kiln_backward");
+    m.norm = kiln_clip_grad_norm(g, 1.0f);
+    if (!m.norm)
+        die(1, "kiln_clip_grad_norm: %s", kiln_last_error());
+    m.opt = kiln_adamw(g, (float)o->lr, 0.9f, 0.95f, 1e-8f, 0.1f);
+    if (!m.opt)
+        die(1, "kiln_adamw: %s", kiln_last_error());
+    check(kiln_graph_compile(g), "compiling the model");
+    int32_t *pos = malloc((size_t)T * sizeof *pos);
+    if (!pos)
+        die(1, "out of memory");
+    for (int64_t t = 0; t < T; t++)
+        pos[t] = (int32_t)t;
+    check(kiln_tensor_write(m.pos, pos, (size_t)T * sizeof *pos), "positions");
+    free(pos);
+    return m;
+}
+
+/* ---- training ------------------------------------------------------------------ */
+
+/* Linear warmup to lr over `warmup` steps, then a half cosine to 0 at the
+ * last step. */
+static double lr_at(const gpt_options *o, int step)
+{
+    if (step < o->warmup)
+        return o->lr * (step + 1) / o->warmup;
+    int    decay = o->steps - o->warmup;
+    double done  = decay > 1 ? (double)(step - o->warmup) / (decay - 1) : 1.0;
+    return o->lr * 0.5 * (1.0 + cos(M_PI * done));
+}
+
+/* Host buffers of one batch. */
+typedef struct batch {
+    int32_t *ids, *targets;
+} batch;
+
+/* Windows at random offsets of [lo, hi) into b, and onto the device. */
+static void fill(const gpt *m, const text *t, size_t lo, size_t hi, uint64_t *state,
+                 batch *b)
+{
+    const gpt_options *o    = m->o;
+    size_t             span = hi - lo - (size_t)o->ctx; /* offsets: [lo, lo + span) */
+    for (int r = 0; r < o->batch; r++) {
+        size_t               at  = lo + (size_t)(next_random(state) % span);
+        const unsigned char *src = t->bytes + at;
+        for (int i = 0; i < o->ctx; i++) {
+            b->ids[(size_t)r * (size_t)o->ctx + (size_t)i]     = src[i];
+            b->targets[(size_t)r * (size_t)o->ctx + (size_t)i] = src[i + 1];
+        }
+    }
+    size_t bytes = (size_t)o->batch * (size_t)o->ctx * sizeof(int32_t);
+    check(kiln_tensor_write(m->ids, b->ids, bytes), "a batch");
+    check(kiln_tensor_write(m->targets, b->targets, bytes), "a batch");
+}
+
+static double val_loss(const gpt *m, const text *t, batch *b)
+{
+    uint64_t state = VAL_SEED;
+    double   sum   = 0;
+    for (int i = 0; i < VAL_BATCHES; i++) {
+        fill(m, t, t->n_train, t->n, &state, b);
+        check(kiln_graph_eval(m->g, m->loss), "evaluating");
+        float loss;
+        check(kiln_tensor_read(m->loss, &loss, sizeof loss), "the loss");
+        sum += loss;
+    }
+    return sum / VAL_BATCHES;
+}
+
+/* A bar redrawn in place on a terminal between the loss lines. */
+static void draw(int step, int steps, double loss, double tok_s)
+{
+    char bar[25];
+    int  fill_n = (int)(24LL * step / steps);
+    for (int i = 0; i < 24; i++)
+        bar[i] = i < fill_n ? '#' : '.';
+    bar[24] = '\0';
+    printf("\r\033[Kstep %d/%d [%s] %3d%%  loss %.4f  %.0f tok/s", step, steps, bar,
+           (int)(100LL * step / steps), loss, tok_s);
+    fflush(stdout);
+}
+
+int gpt_train(const gpt_options *o)
+{
+    if (o->save)
+        check_save(o->save, o->save, 0);
+    text          t   = read_text(o->data, o->ctx);
+    kiln_context *ctx = kiln_context_new();
+    if (!ctx)
+        die(1, "%s", kiln_last_error());
+    printf("backend: %s\n", kiln_context_device(ctx));
+    gpt m = build(ctx, o);
+    printf("model gpt: %d layers, %d heads, embd %d, ctx %d (%lld parameters); %zu bytes "
+           "train, %zu validate\n",
+           o->layers, o->heads, o->embd, o->ctx, param_count(m.g), t.n_train,
+           t.n - t.n_train);
+    size_t n = (size_t)o->batch * (size_t)o->ctx;
+    batch  b = {malloc(n * sizeof *b.ids), malloc(n * sizeof *b.targets)};
+    if (!b.ids || !b.targets)
+        die(1, "out of memory for a batch of %d x %d", o->batch, o->ctx);
+
+    bool     tty   = isatty(STDOUT_FILENO);
+    uint64_t state = o->seed;
+    double   train_sum = 0, step_time = 0, all_time = 0, last_val = 0;
+    int      since     = 0;
+    for (int step = 0; step < o->steps; step++) {
+        check(kiln_optimizer_set_lr(m.opt, (float)lr_at(o, step)), "the learning rate");
+        fill(&m, &t, 0, t.n_train, &state, &b);
+        double start = now();
+        check(kiln_graph_run(m.g), "a training step");
+        float loss;
+        check(kiln_tensor_read(m.loss, &loss, sizeof loss), "the loss");
+        double took = now() - start;
+        step_time += took;
+        all_time += took;
+        train_sum += loss;
+        since++;
+        if (tty)
+            draw(step + 1, o->steps, loss, (double)n / (took + 1e-12));
+        if ((step + 1) % o->eval_every != 0 && step + 1 != o->steps)
+            continue;
+        last_val     = val_loss(&m, &t, &b);
+        double ms    = 1e3 * step_time / since;
+        printf("%sstep %d train %.4f val %.4f ms/step %.1f tok/s %.0f\n", tty ? "\r\033[K" : "",
+               step + 1, train_sum / since, last_val, ms, (double)n / (ms / 1e3));
+        fflush(stdout);
+        train_sum = step_time = 0;
+        since                 = 0;
+    }
+    printf("final val %.4f ms/step %.1f\n", last_val, 1e3 * all_time / o->steps);
+    if (o->save) {
+        check(kiln_save(m.g, o->save), "--save");
+        printf("weights saved to %s\n", o->save);
+    }
+    kiln_graph_free(m.g);
+    kiln_context_free(ctx);
+    free(b.ids);
+    free(b.targets);
+    free(t.bytes);
+    return 0;
+}
