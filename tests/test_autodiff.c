@@ -134,6 +134,22 @@ static kiln_tensor *gc_labels(gcheck *gc, int64_t rows, int32_t classes)
     return l->t;
 }
 
+/* An i32 input of any shape: `data` if given, else at random in
+ * [0, classes). */
+static kiln_tensor *gc_ids(gcheck *gc, const char *name, ref_shape s, int32_t classes,
+                           const int32_t *data)
+{
+    cr_assert(gc->n_inputs < MAX_LEAVES);
+    leaf *l   = gc_leaf(gc, &gc->inputs[gc->n_inputs++], name,
+                        kiln_input(gc->g, name, KILN_I32, s.ndim, s.dims), s);
+    l->labels = ref_calloc(l->n, sizeof *l->labels);
+    if (data)
+        memcpy(l->labels, data, l->n * sizeof *l->labels);
+    else
+        ref_fill_labels(l->labels, l->n, classes, gc->seed);
+    return l->t;
+}
+
 static void write_leaf(const gcheck *gc, const leaf *l)
 {
     const void *data = l->labels ? (const void *)l->labels : (const void *)l->f;
@@ -553,6 +569,23 @@ BACKEND_TEST(grad_loss, cross_entropy_for_the_logits)
                                        ref_shape_of(KILN_SHAPE(sizes[i][0], sizes[i][1])),
                                        FILL_ANY);
         kiln_tensor *labels = gc_labels(&gc, sizes[i][0], (int32_t)sizes[i][1]);
+        gc_check(&gc, kiln_cross_entropy(gc.g, logits, labels));
+    }
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(grad_loss, cross_entropy_over_the_last_axis_of_3d_logits)
+{
+    kiln_context          *ctx      = test_backend_context(backend);
+    static const ref_shape shapes[] = {{3, {2, 3, 4}}, {3, {1, 5, 3}}, {3, {2, 1, 1}}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        gcheck    gc;
+        ref_shape sy = shapes[i];
+        sy.ndim--;
+        gc_begin(&gc, ctx, backend->label, "cross_entropy of logits %s",
+                 ref_shape_text(shapes[i]));
+        kiln_tensor *logits = gc_param(&gc, "logits", shapes[i], FILL_ANY);
+        kiln_tensor *labels = gc_ids(&gc, "labels", sy, (int32_t)shapes[i].dims[2], NULL);
         gc_check(&gc, kiln_cross_entropy(gc.g, logits, labels));
     }
     kiln_context_free(ctx);

@@ -711,6 +711,43 @@ Test(grad_ops, cross_entropy_grad_matches_the_reference_for_odd_rows)
         check_cross_entropy_grad(shapes[k][0], shapes[k][1]);
 }
 
+/* logits [A, B, C] with labels [A, B]: A * B rows, the mean over all of them. */
+static void check_cross_entropy_grad_3d(int64_t A, int64_t B, int64_t C)
+{
+    char label[80];
+    snprintf(label, sizeof label, "cross_entropy_grad [%lld, %lld, %lld]", (long long)A,
+             (long long)B, (long long)C);
+    op_case c      = {0};
+    int64_t N      = A * B;
+    size_t  n      = (size_t)(N * C);
+    tensor *g      = input(&c, 0, NULL, 54);
+    tensor *logits = input(&c, KILN_SHAPE(A, B, C), 55);
+    tensor *labels = tensor_new(KILN_I32, KILN_SHAPE(A, B));
+    ref_fill_labels(labels->i, (size_t)N, (int32_t)C, 56);
+    c.src[c.n_src++] = labels;
+    out_node(KILN_OP_CROSS_ENTROPY_GRAD, KILN_SHAPE(A, B, C), &c, label);
+    float *p = malloc(n * sizeof *p), *want = malloc(n * sizeof *want);
+    cr_assert(p && want);
+    ref_softmax_last(logits->f, N, C, p);
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t k = 0; k < C; k++)
+            want[r * C + k] = (float)((double)g->f[0] *
+                                      ((double)p[r * C + k] - (k == labels->i[r])) /
+                                      (double)N);
+    run_case(&c, want, NULL, NULL, 0, TOL);
+    free(p);
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, cross_entropy_grad_takes_every_leading_axis_as_rows)
+{
+    check_cross_entropy_grad_3d(1, 1, 7);
+    check_cross_entropy_grad_3d(2, 3, 1);
+    check_cross_entropy_grad_3d(2, 3, 33);
+    check_cross_entropy_grad_3d(4, 300, 17); /* two threads share it */
+}
+
 /* A label outside [0, C) in a late row is an error, whatever came before. */
 Test(grad_ops, cross_entropy_grad_rejects_a_label_outside_the_classes)
 {
@@ -1043,6 +1080,18 @@ Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
           {0},
           {END},
           {{3, 4, END}, {2, END}, NONE},
+          1}},
+        {{"cross_entropy [2,3,4], labels [2,3]",
+          KILN_OP_CROSS_ENTROPY,
+          {0},
+          {END},
+          {{2, 3, 4, END}, {2, 3, END}, NONE},
+          1},
+         {"cross_entropy [2,3,4], labels [3,2]",
+          KILN_OP_CROSS_ENTROPY,
+          {0},
+          {END},
+          {{2, 3, 4, END}, {3, 2, END}, NONE},
           1}},
         {{"sgd_step, hp [4]",
           KILN_OP_SGD_STEP,

@@ -156,6 +156,15 @@ static leaf *case_labels(op_case *c, const char *name, int64_t rows, int32_t cla
     return l;
 }
 
+/* i32 in [0, classes) of any shape: labels of N-D logits, embedding ids. */
+static leaf *case_ids(op_case *c, const char *name, ref_shape s, int32_t classes)
+{
+    leaf *l = case_leaf(c, kiln_input(c->g, name, KILN_I32, s.ndim, s.dims), s,
+                        FILL_LABELS);
+    l->classes = classes;
+    return l;
+}
+
 /* Marks an output, checking first that building the graph went well. */
 static void case_output(op_case *c, kiln_tensor *t)
 {
@@ -1316,6 +1325,38 @@ BACKEND_TEST(cross_entropy, matches_reference_for_one_and_many_rows)
     check_cross_entropy(ctx, backend->label, 3, 129, FILL_ANY);
     check_cross_entropy(ctx, backend->label, 5, 7, FILL_NEAR_PLUS_1000);
     check_cross_entropy(ctx, backend->label, 5, 7, FILL_PLUS_MINUS_1000);
+    kiln_context_free(ctx);
+}
+
+/* logits [..., C] with labels [...]: every leading axis is a row. */
+static void check_cross_entropy_nd(kiln_context *ctx, const char *spec, ref_shape sl)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "cross_entropy of logits %s", ref_shape_text(sl));
+    int32_t   classes = (int32_t)sl.dims[sl.ndim - 1];
+    ref_shape sy      = sl;
+    sy.ndim--;
+    leaf        *logits = case_input(&c, "logits", sl, FILL_ANY);
+    leaf        *labels = case_ids(&c, "labels", sy, classes);
+    kiln_tensor *y      = kiln_cross_entropy(c.g, logits->t, labels->t);
+    case_compile(&c, y);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        float want = ref_cross_entropy(logits->f, labels->i, (int64_t)labels->n, classes);
+        case_expect(&c, y, &want, scalar_shape(), (ref_tol){1e-5, 1e-5});
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(cross_entropy, takes_the_mean_over_every_leading_axis_of_the_logits)
+{
+    static const ref_shape shapes[] = {
+        {1, {7}},       {3, {1, 1, 7}},     {3, {2, 3, 7}}, {3, {2, 3, 1}},
+        {3, {1, 5, 33}}, {4, {2, 3, 5, 17}}, {3, {4, 17, 256}},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        check_cross_entropy_nd(ctx, backend->label, shapes[s]);
     kiln_context_free(ctx);
 }
 

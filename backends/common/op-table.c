@@ -34,6 +34,17 @@ static const char *rule_same_numel(const kiln_node *node)
     return NULL;
 }
 
+/* a and b have one shape. */
+static bool same_dims(const kiln_node *a, const kiln_node *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->dims[d] != b->dims[d])
+            return false;
+    return true;
+}
+
 /* Rows along the last axis, as the output lays them out (SOFTMAX,
  * LOG_SOFTMAX and their gradients). */
 static const char *rule_rows_alike(const kiln_node *node)
@@ -224,13 +235,16 @@ static const char *rule_mse_loss(const kiln_node *node)
     return NULL;
 }
 
+/* logits [..., C] and labels [...]: every axis of the logits but the last
+ * is one of the labels', so that each row of the last axis has its label. */
 static const char *rule_logits_labels(const kiln_node *logits, const kiln_node *labels)
 {
-    if (logits->ndim != 2 || labels->ndim != 1)
-        return "cross_entropy takes logits [N,C] and labels [N]";
-    if (labels->dims[0] != logits->dims[0])
-        return "logits and labels differ in N";
-    if (logits->dims[1] > INT32_MAX)
+    if (logits->ndim < 1 || labels->ndim != logits->ndim - 1)
+        return "cross_entropy takes logits [..., C] and labels [...]";
+    for (int d = 0; d < labels->ndim; d++)
+        if (labels->dims[d] != logits->dims[d])
+            return "the labels' shape is not the logits' without the last axis";
+    if (kiln__last_dim(logits) > INT32_MAX)
         return "too many classes for i32 labels";
     return NULL;
 }
@@ -249,8 +263,7 @@ static const char *rule_cross_entropy_grad(const kiln_node *node)
     const kiln_node *logits = node->src[1];
     if (node->src[0]->numel != 1)
         return "the incoming gradient is not one element";
-    if (node->ndim != 2 || node->dims[0] != logits->dims[0] ||
-        node->dims[1] != logits->dims[1])
+    if (!same_dims(node, logits))
         return "the output does not have the logits' shape";
     return rule_logits_labels(logits, node->src[2]);
 }

@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to the structs or enums below. */
-#define KILN_BACKEND_ABI_VERSION 3
+#define KILN_BACKEND_ABI_VERSION 4
 
 #define KILN_BACKEND_ENTRY_SYMBOL "kiln_backend_entry"
 
@@ -75,7 +75,10 @@ typedef enum kiln_op {
     KILN_OP_MAX_POOL2D,
 
     KILN_OP_MSE_LOSS,      /* mean((pred - target)^2), equal shapes; a scalar  */
-    KILN_OP_CROSS_ENTROPY, /* src: logits [N,C] f32, labels [N] i32; a scalar  */
+    /* src: logits [..., C] f32, labels [...] i32 (the logits' shape without
+     * the last axis); the mean over every row of logsumexp - the labelled
+     * logit, a scalar. A label outside [0, C) is an error at run time. */
+    KILN_OP_CROSS_ENTROPY,
 
     /* ---- gradients (appended by kiln_backward) ---------------------------- */
 
@@ -104,9 +107,9 @@ typedef enum kiln_op {
      * the first maximum of its window; overlapping windows add up; iparam
      * as MAX_POOL2D                                                         */
     KILN_OP_MAX_POOL2D_GRAD,
-    /* src: g (one element), logits [N,C], labels [N] i32:
-     * g * (softmax(logits) - one_hot(labels)) / N; labels checked as in
-     * CROSS_ENTROPY                                                         */
+    /* src: g (one element), logits [..., C], labels [...] i32; out has the
+     * logits' shape: g * (softmax(logits) - one_hot(labels)) / N, N the
+     * number of rows; labels checked as in CROSS_ENTROPY                    */
     KILN_OP_CROSS_ENTROPY_GRAD,
 
     /* ---- optimiser steps: in place, the output IS src[0] (same buffer and

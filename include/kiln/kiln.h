@@ -252,7 +252,11 @@ KILN_API kiln_tensor *kiln_max_pool2d(kiln_graph *g, kiln_tensor *x, int kernel,
 /* Losses, reduced by the mean to a scalar. */
 KILN_API kiln_tensor *kiln_mse_loss(kiln_graph *g, kiln_tensor *pred,
                                     kiln_tensor *target);
-/* logits [N, C] f32, labels [N] i32 in [0, C): mean of -log_softmax[label]. */
+/* logits [..., C] f32, labels [...] i32 in [0, C) (the logits' shape
+ * without the last axis; [N, C] and [N] for a classifier, [B, T, V] and
+ * [B, T] for a language model): the mean over every position of
+ * -log_softmax(logits)[label]. A label outside [0, C) makes kiln_graph_run
+ * fail, naming the label and its position. */
 KILN_API kiln_tensor *kiln_cross_entropy(kiln_graph *g, kiln_tensor *logits,
                                          kiln_tensor *labels);
 
