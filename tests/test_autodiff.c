@@ -591,6 +591,27 @@ BACKEND_TEST(grad_loss, cross_entropy_over_the_last_axis_of_3d_logits)
     kiln_context_free(ctx);
 }
 
+/* ---- transformers ---------------------------------------------------------------------- */
+
+/* Ids repeat, so the table's gradient adds rows up, and id 2 is absent, so
+ * its row's gradient is 0. */
+BACKEND_TEST(grad_embedding, adds_up_the_gradient_of_every_position_of_an_id)
+{
+    static const int32_t ids[] = {1, 3, 1, 1, 0, 3, 1, 4};
+    kiln_context        *ctx   = test_backend_context(backend);
+    gcheck               gc;
+    gc_begin(&gc, ctx, backend->label, "embedding of a [5, 3] table by ids [2, 4]");
+    kiln_tensor *table = gc_param(&gc, "table", ref_shape_of(KILN_SHAPE(5, 3)), FILL_ANY);
+    kiln_tensor *id    = gc_ids(&gc, "ids", ref_shape_of(KILN_SHAPE(2, 4)), 5, ids);
+    gc_check(&gc, kiln_embedding(gc.g, table, id));
+    gc_begin(&gc, ctx, backend->label, "embedding of a [4, 1] table by ids [8]");
+    table = gc_param(&gc, "table", ref_shape_of(KILN_SHAPE(4, 1)), FILL_ANY);
+    id    = gc_ids(&gc, "ids", ref_shape_of(KILN_SHAPE(8)), 4,
+                   (const int32_t[]){3, 3, 3, 0, 1, 3, 0, 3});
+    gc_check(&gc, kiln_embedding(gc.g, table, id));
+    kiln_context_free(ctx);
+}
+
 /* ---- accumulation and chains --------------------------------------------------------- */
 
 BACKEND_TEST(grad_graph, a_tensor_used_twice_gets_the_sum_of_both_gradients)

@@ -786,6 +786,87 @@ Test(grad_ops, cross_entropy_grad_rejects_a_label_outside_the_classes)
         cr_skip_test("no device supports cross_entropy_grad");
 }
 
+/* ---- EMBEDDING_GRAD ------------------------------------------------------------------- */
+
+/* g [..., C] for ids of shape `si` drawn from [0, V), so with many positions
+ * each id repeats; id 0 at the first position and V - 1 at the last. */
+static void check_embedding_grad(int64_t V, int64_t C, int ndim, const int64_t *si)
+{
+    char label[96];
+    snprintf(label, sizeof label, "embedding_grad V=%lld C=%lld ids %s", (long long)V,
+             (long long)C, ref_shape_text(ref_shape_of(ndim, si)));
+    op_case c = {0};
+    int64_t gd[KILN_MAX_DIMS];
+    memcpy(gd, si, (size_t)ndim * sizeof *si);
+    gd[ndim]       = C;
+    tensor *g      = input(&c, ndim + 1, gd, 61);
+    tensor *ids    = tensor_new(KILN_I32, ndim, si);
+    int64_t P      = ids->node.numel;
+    ref_fill_labels(ids->i, (size_t)P, (int32_t)V, 62);
+    if (P > 1) {
+        ids->i[0]     = 0;
+        ids->i[P - 1] = (int32_t)(V - 1);
+    }
+    c.src[c.n_src++] = ids;
+    out_node(KILN_OP_EMBEDDING_GRAD, KILN_SHAPE(V, C), &c, label);
+    float *want = malloc((size_t)(V * C) * sizeof *want);
+    cr_assert_not_null(want);
+    ref_embedding_grad(g->f, ids->i, P, V, C, want);
+    run_case(&c, want, NULL, NULL, 0, (ref_tol){2e-6 * (double)(P / V + 2), 1e-5});
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, embedding_grad_adds_up_the_rows_of_each_id)
+{
+    check_embedding_grad(7, 1, 1, (int64_t[]){5});
+    check_embedding_grad(7, 33, 2, (int64_t[]){2, 3});
+    check_embedding_grad(7, 33, 1, (int64_t[]){1});
+    check_embedding_grad(7, 15, 3, (int64_t[]){2, 3, 4});
+    check_embedding_grad(7, 33, 2, (int64_t[]){4, 275}); /* two threads share it */
+    check_embedding_grad(256, 17, 2, (int64_t[]){4, 1024});
+    check_embedding_grad(3, 4, 1, (int64_t[]){0}); /* no positions: zeros */
+}
+
+/* An id outside [0, V) at the last position is an error, whatever came
+ * before, on every device. */
+Test(grad_ops, embedding_grad_rejects_an_id_outside_the_vocabulary)
+{
+    enum { V = 7, C = 3, P = 40 };
+    op_case c = {0};
+    input(&c, KILN_SHAPE(P, C), 63);
+    tensor *ids = tensor_new(KILN_I32, KILN_SHAPE(P));
+    ref_fill_labels(ids->i, P, V, 64);
+    ids->i[P - 1]    = V;
+    c.src[c.n_src++] = ids;
+    out_node(KILN_OP_EMBEDDING_GRAD, KILN_SHAPE(V, C), &c, "embedding_grad");
+    int ran = 0;
+    for (int k = 0; k < n_devices; k++) {
+        const device            *d  = &devices[k];
+        const kiln_device_iface *io = d->dev.iface;
+        if (!io->supports_op(d->dev.context, &c.out->node))
+            continue;
+        for (int s = 0; s < c.n_src; s++)
+            upload(d, c.src[s], false);
+        upload(d, c.out, true);
+        const kiln_node *list[1] = {&c.out->node};
+        kiln_status      st      = io->graph_compute(d->dev.context, list, 1);
+        if (st == KILN_OK && io->synchronize)
+            st = io->synchronize(d->dev.context);
+        cr_expect_eq(st, KILN_ERR_INVALID_ARG, "%s: id %d of %d gave status %d",
+                     d->label, V, V, (int)st);
+        cr_expect(strstr(kiln_last_error(), "id 7 at position 39 is outside [0, 7)"),
+                  "%s: %s", d->label, kiln_last_error());
+        for (int s = 0; s < c.n_src; s++)
+            release(d, c.src[s]);
+        release(d, c.out);
+        ran++;
+    }
+    case_free(&c);
+    if (!ran)
+        cr_skip_test("no device supports embedding_grad");
+}
+
 /* ---- optimiser steps ------------------------------------------------------------------ */
 
 /* The reference's state of one optimiser: param, velocity or m, and v. */
@@ -1092,6 +1173,30 @@ Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
           {0},
           {END},
           {{2, 3, 4, END}, {3, 2, END}, NONE},
+          1}},
+        {{"embedding [7,3] by ids [2,5] -> [2,5,3]",
+          KILN_OP_EMBEDDING,
+          {0},
+          {2, 5, 3, END},
+          {{7, 3, END}, {2, 5, END}, NONE},
+          1},
+         {"embedding [7,3] by ids [2,5] -> [2,5,4]",
+          KILN_OP_EMBEDDING,
+          {0},
+          {2, 5, 4, END},
+          {{7, 3, END}, {2, 5, END}, NONE},
+          1}},
+        {{"embedding_grad g [2,5,3], ids [2,5] -> [7,3]",
+          KILN_OP_EMBEDDING_GRAD,
+          {0},
+          {7, 3, END},
+          {{2, 5, 3, END}, {2, 5, END}, NONE},
+          1},
+         {"embedding_grad g [5,2,3], ids [2,5] -> [7,3]",
+          KILN_OP_EMBEDDING_GRAD,
+          {0},
+          {7, 3, END},
+          {{5, 2, 3, END}, {2, 5, END}, NONE},
           1}},
         {{"sgd_step, hp [4]",
           KILN_OP_SGD_STEP,

@@ -1360,6 +1360,108 @@ BACKEND_TEST(cross_entropy, takes_the_mean_over_every_leading_axis_of_the_logits
     kiln_context_free(ctx);
 }
 
+/* ---- transformers ------------------------------------------------------------------------------ */
+
+static void check_embedding(kiln_context *ctx, const char *spec, int64_t vocab,
+                            int64_t cols, ref_shape si)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "embedding of a [%lld, %lld] table by ids %s",
+               (long long)vocab, (long long)cols, ref_shape_text(si));
+    /* the ids first: every run looks up new ones */
+    leaf        *ids   = case_ids(&c, "ids", si, (int32_t)vocab);
+    leaf        *table = case_input(&c, "table", shape2(vocab, cols), FILL_ANY);
+    kiln_tensor *y     = kiln_embedding(c.g, table->t, ids->t);
+    case_compile(&c, y);
+    ref_shape so        = si;
+    so.dims[so.ndim++]  = cols;
+    float *want         = case_scratch(&c, ref_numel(so), sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_embedding(table->f, vocab, cols, ids->i, (int64_t)ids->n, want);
+        case_expect(&c, y, want, so, TOL_EXACT);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(embedding, copies_the_row_of_each_id_for_ids_of_any_shape)
+{
+    static const ref_shape ids[] = {
+        {0, {0}}, {1, {1}}, {1, {5}}, {2, {2, 3}}, {3, {2, 3, 4}}, {2, {0, 3}},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t s = 0; s < sizeof ids / sizeof ids[0]; s++) {
+        check_embedding(ctx, backend->label, 7, 1, ids[s]);
+        check_embedding(ctx, backend->label, 7, 33, ids[s]);
+    }
+    check_embedding(ctx, backend->label, 1, 5, ref_shape_of(KILN_SHAPE(3)));
+    check_embedding(ctx, backend->label, 256, 64, ref_shape_of(KILN_SHAPE(4, 129)));
+    kiln_context_free(ctx);
+}
+
+/* An id outside [0, V) is never read: the run fails naming the id, its
+ * position and V, and a later run with good ids works. */
+BACKEND_TEST(embedding, refuses_an_id_outside_the_table_at_run_time)
+{
+    enum { V = 7, C = 3, P = 6 };
+    kiln_context *ctx   = test_backend_context(backend);
+    kiln_graph   *g     = kiln_graph_new(ctx);
+    kiln_tensor  *table = kiln_input(g, "table", KILN_F32, KILN_SHAPE(V, C));
+    kiln_tensor  *ids   = kiln_input(g, "ids", KILN_I32, KILN_SHAPE(2, 3));
+    kiln_tensor  *y     = kiln_embedding(g, table, ids);
+    cr_assert_eq(kiln_output(g, y), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", graph_error(g));
+    float t[V * C];
+    ref_fill(t, V * C, 3);
+    cr_assert_eq(kiln_tensor_write(table, t, sizeof t), KILN_OK, "%s", kiln_last_error());
+    static const struct {
+        int32_t     ids[P];
+        const char *msg;
+    } bad[] = {
+        {{1, 3, 6, 0, 7, 2}, "id 7 at position 4 is outside [0, 7)"},
+        {{1, -1, 6, 0, 9, 2}, "id -1 at position 1 is outside [0, 7)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(kiln_tensor_write(ids, bad[i].ids, sizeof bad[i].ids), KILN_OK);
+        kiln_status st = kiln_graph_run(g);
+        cr_assert_eq(st, KILN_ERR_INVALID_ARG, "%s: ids %zu: %s: %s", backend->label, i,
+                     kiln_status_name(st), kiln_last_error());
+        cr_assert(strstr(kiln_last_error(), bad[i].msg), "%s: expected \"%s\" in: %s",
+                  backend->label, bad[i].msg, kiln_last_error());
+    }
+    int32_t good[P] = {1, 3, 6, 0, 6, 2};
+    float   got[P * C], want[P * C];
+    cr_assert_eq(kiln_tensor_write(ids, good, sizeof good), KILN_OK);
+    cr_assert_eq(kiln_graph_run(g), KILN_OK, "%s: %s", backend->label, kiln_last_error());
+    cr_assert_eq(kiln_tensor_read(y, got, sizeof got), KILN_OK, "%s", kiln_last_error());
+    ref_embedding(t, V, C, good, P, want);
+    ref_expect_close(backend->label, got, want, ref_shape_of(KILN_SHAPE(P * C)),
+                     TOL_EXACT);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
+
+Test(embedding, refuses_a_table_that_is_not_2d_and_f32_ids)
+{
+    kiln_context *ctx = test_context(test_first_spec());
+    kiln_graph   *g   = kiln_graph_new(ctx);
+    kiln_tensor  *t3  = kiln_input(g, "t3", KILN_F32, KILN_SHAPE(2, 3, 4));
+    kiln_tensor  *ids = kiln_input(g, "ids", KILN_I32, KILN_SHAPE(5));
+    kiln_embedding(g, t3, ids);
+    cr_assert_eq(kiln_graph_status(g), KILN_ERR_SHAPE);
+    cr_assert(strstr(graph_error(g), "embedding: table [2, 3, 4]: expected [V, C]"), "%s",
+              graph_error(g));
+    kiln_graph_free(g);
+    g                  = kiln_graph_new(ctx);
+    kiln_tensor *table = kiln_input(g, "table", KILN_F32, KILN_SHAPE(7, 3));
+    kiln_tensor *fids  = kiln_input(g, "ids", KILN_F32, KILN_SHAPE(5));
+    kiln_embedding(g, table, fids);
+    cr_assert_neq(kiln_graph_status(g), KILN_OK);
+    cr_assert(strstr(graph_error(g), "embedding: ids"), "%s", graph_error(g));
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
+
 /* ---- chains ------------------------------------------------------------------------------------ */
 
 BACKEND_TEST(chain, mlp_forward_matches_reference)

@@ -285,6 +285,40 @@ static const char *rule_step(const kiln_node *node)
     return NULL;
 }
 
+/* ---- transformers ---------------------------------------------------------------------- */
+
+/* rows [..., C] has one row of C per position of ids [...]. */
+static bool rows_per_id(const kiln_node *rows, const kiln_node *ids, int64_t cols)
+{
+    if (rows->ndim != ids->ndim + 1 || kiln__last_dim(rows) != cols)
+        return false;
+    for (int d = 0; d < ids->ndim; d++)
+        if (rows->dims[d] != ids->dims[d])
+            return false;
+    return true;
+}
+
+/* EMBEDDING: table [V, C], ids [...]; the output [..., C]. */
+static const char *rule_embedding(const kiln_node *node)
+{
+    const kiln_node *table = node->src[0];
+    if (table->ndim != 2)
+        return "the table is not [V, C]";
+    if (!rows_per_id(node, node->src[1], table->dims[1]))
+        return "the output is not [..., C], the ids' shape and the table's C";
+    return NULL;
+}
+
+/* EMBEDDING_GRAD: g [..., C], ids [...]; the output [V, C]. */
+static const char *rule_embedding_grad(const kiln_node *node)
+{
+    if (node->ndim != 2)
+        return "the output is not [V, C]";
+    if (!rows_per_id(node->src[0], node->src[1], node->dims[1]))
+        return "the gradient is not [..., C], the ids' shape and the output's C";
+    return NULL;
+}
+
 /* ---- the table ------------------------------------------------------------------------ */
 
 /* One row per op, its fields in columns. */
@@ -371,6 +405,11 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
     [KILN_OP_ADAM_STEP] = { "adam_step", 5, 0, F32, { F32, F32, F32, F32, F32 },
                             { "param", "grad", "m", "v", "hyper-parameters" },
                             rule_step, RUNS | KILN__OP_IN_PLACE, 1u << 2 | 1u << 3 },
+
+    [KILN_OP_EMBEDDING] = { "embedding", 2, 0, F32, { F32, I32 }, { "table", "ids" },
+                            rule_embedding, RUNS | GRAD },
+    [KILN_OP_EMBEDDING_GRAD] = { "embedding_grad", 2, 0, F32, { F32, I32 },
+                                 { "gradient", "ids" }, rule_embedding_grad, RUNS },
 };
 /* clang-format on */
 

@@ -47,6 +47,8 @@ static const cpu_op_fn cpu_ops[KILN_OP_COUNT] = {
     [KILN_OP_CROSS_ENTROPY_GRAD] = cpu_op_cross_entropy_grad,
     [KILN_OP_SGD_STEP]           = cpu_op_sgd_step,
     [KILN_OP_ADAM_STEP]          = cpu_op_adam_step,
+    [KILN_OP_EMBEDDING]          = cpu_op_embedding,
+    [KILN_OP_EMBEDDING_GRAD]     = cpu_op_embedding_grad,
 };
 
 static cpu_op_fn cpu_op_lookup(kiln_op op)

@@ -127,6 +127,19 @@ typedef enum kiln_op {
      *   param -= lr * (m * hp[5]) / (sqrt(v * hp[6]) + eps)   (PyTorch Adam) */
     KILN_OP_ADAM_STEP,
 
+    /* ---- transformers (ABI 4) ---------------------------------------------- */
+
+    /* src: table [V, C] f32, ids [...] i32; out [..., C]: out[p] = table[ids[p]]
+     * for each position p of ids. An id outside [0, V) is an error at run
+     * time naming the id, its position and V, as labels are in
+     * CROSS_ENTROPY (the OpenCL device reports it at synchronize, after
+     * writing NaN to that position's row).                                   */
+    KILN_OP_EMBEDDING,
+    /* src: g [..., C], ids [...] i32; out [V, C] (node->dims): out[v] = the sum
+     * of g[p] over every position p with ids[p] == v, 0 where there is none
+     * (the gradient of EMBEDDING's table); ids checked as in EMBEDDING      */
+    KILN_OP_EMBEDDING_GRAD,
+
     KILN_OP_COUNT
 } kiln_op;
 

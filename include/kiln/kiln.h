@@ -231,6 +231,13 @@ KILN_API kiln_tensor *kiln_argmax(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_softmax(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_log_softmax(kiln_graph *g, kiln_tensor *a);
 
+/* Embedding lookup: table [V, C] f32, ids [...] i32 (up to 3 axes) ->
+ * [..., C], row ids[p] of the table at each position p. An id outside
+ * [0, V) is never read: kiln_graph_run fails naming the id, its position
+ * and V. Differentiable with respect to the table (repeated ids add up). */
+KILN_API kiln_tensor *kiln_embedding(kiln_graph *g, kiln_tensor *table,
+                                     kiln_tensor *ids);
+
 /* Shape ops. reshape takes one -1 to be inferred; flatten keeps dimension 0
  * and merges the rest ([N, C, H, W] -> [N, C*H*W], as torch.nn.Flatten).
  * reshape and flatten share the storage of their input. transpose is 2-D. */
