@@ -612,6 +612,28 @@ BACKEND_TEST(grad_embedding, adds_up_the_gradient_of_every_position_of_an_id)
     kiln_context_free(ctx);
 }
 
+BACKEND_TEST(grad_causal_softmax, matches_finite_differences_with_a_scale)
+{
+    static const struct {
+        ref_shape s;
+        float     scale;
+    } cases[] = {
+        {{2, {3, 3}}, 1.0f},
+        {{3, {2, 4, 4}}, 0.5f},
+        {{4, {1, 2, 3, 3}}, 2.0f},
+        {{2, {1, 1}}, 1.0f},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gcheck gc;
+        gc_begin(&gc, ctx, backend->label, "causal_softmax of %s, scale %g",
+                 ref_shape_text(cases[i].s), (double)cases[i].scale);
+        kiln_tensor *x = gc_param(&gc, "x", cases[i].s, FILL_ANY);
+        gc_check(&gc, kiln_causal_softmax(gc.g, x, cases[i].scale));
+    }
+    kiln_context_free(ctx);
+}
+
 /* ---- accumulation and chains --------------------------------------------------------- */
 
 BACKEND_TEST(grad_graph, a_tensor_used_twice_gets_the_sum_of_both_gradients)

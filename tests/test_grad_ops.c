@@ -867,6 +867,53 @@ Test(grad_ops, embedding_grad_rejects_an_id_outside_the_vocabulary)
         cr_skip_test("no device supports embedding_grad");
 }
 
+/* ---- CAUSAL_SOFTMAX_GRAD ------------------------------------------------------------- */
+
+/* g and y = causal_softmax(x) for `mats` T x T matrices; the masked part of g
+ * is large, so an output that used it would show. */
+static void check_causal_softmax_grad(int64_t mats, int64_t T, float scale)
+{
+    char label[96];
+    snprintf(label, sizeof label, "causal_softmax_grad [%lld, %lld, %lld] scale %g",
+             (long long)mats, (long long)T, (long long)T, (double)scale);
+    op_case c = {0};
+    size_t  n = (size_t)(mats * T * T);
+    tensor *g = input(&c, KILN_SHAPE(mats, T, T), 71);
+    tensor *y = input(&c, KILN_SHAPE(mats, T, T), 72);
+    float  *x = malloc(n * sizeof *x), *want = malloc(n * sizeof *want);
+    cr_assert(x && want);
+    ref_fill(x, n, 73);
+    ref_causal_softmax(x, mats, T, scale, y->f);
+    for (int64_t r = 0; r < mats * T; r++)
+        for (int64_t j = r % T + 1; j < T; j++)
+            g->f[r * T + j] = 1e6f;
+    tensor *out = out_node(KILN_OP_CAUSAL_SOFTMAX_GRAD, KILN_SHAPE(mats, T, T), &c, label);
+    out->node.fparam[0] = scale;
+    for (int64_t r = 0; r < mats * T; r++) {
+        const float *gr = g->f + r * T, *yr = y->f + r * T;
+        int64_t      keep = r % T + 1;
+        double       s    = 0.0;
+        for (int64_t k = 0; k < keep; k++)
+            s += (double)gr[k] * yr[k];
+        for (int64_t k = 0; k < T; k++)
+            want[r * T + k] = k < keep ? (float)(scale * yr[k] * (gr[k] - s)) : 0.0f;
+    }
+    run_case(&c, want, NULL, NULL, 0, TOL);
+    free(x);
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, causal_softmax_grad_uses_the_kept_columns_and_zeroes_the_rest)
+{
+    check_causal_softmax_grad(1, 1, 1.0f);
+    check_causal_softmax_grad(1, 5, 1.0f);
+    check_causal_softmax_grad(6, 5, 0.25f);
+    check_causal_softmax_grad(3, 17, 0.5f);
+    check_causal_softmax_grad(2, 33, 1.0f);
+    check_causal_softmax_grad(4, 150, 0.125f); /* two threads share it */
+}
+
 /* ---- optimiser steps ------------------------------------------------------------------ */
 
 /* The reference's state of one optimiser: param, velocity or m, and v. */
@@ -1198,6 +1245,18 @@ Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
           {7, 3, END},
           {{5, 2, 3, END}, {2, 5, END}, NONE},
           1}},
+        {{"causal_softmax [2,3,3]",
+          KILN_OP_CAUSAL_SOFTMAX,
+          {0},
+          {2, 3, 3, END},
+          {{2, 3, 3, END}, NONE},
+          -1},
+         {"causal_softmax [2,3,4]",
+          KILN_OP_CAUSAL_SOFTMAX,
+          {0},
+          {2, 3, 4, END},
+          {{2, 3, 4, END}, NONE},
+          -1}},
         {{"sgd_step, hp [4]",
           KILN_OP_SGD_STEP,
           {0},

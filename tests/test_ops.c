@@ -1462,6 +1462,113 @@ Test(embedding, refuses_a_table_that_is_not_2d_and_f32_ids)
     kiln_context_free(ctx);
 }
 
+/* Masked entries (column j > row i of each T x T matrix) are exactly 0. */
+static void expect_masked_zero(const char *what, const float *got, int64_t rows,
+                               int64_t t)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = r % t + 1; j < t; j++)
+            cr_assert(got[r * t + j] == 0.0f,
+                      "%s: row %lld column %lld is masked but holds %g", what,
+                      (long long)r, (long long)j, (double)got[r * t + j]);
+}
+
+static void check_causal_softmax(kiln_context *ctx, const char *spec, ref_shape s,
+                                 float scale, fill_kind fill)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "causal_softmax of %s %s, scale %g", ref_shape_text(s),
+               fill_names[fill], (double)scale);
+    int64_t      t    = s.dims[s.ndim - 1];
+    size_t       n    = ref_numel(s);
+    int64_t      rows = t ? (int64_t)n / t : 0;
+    leaf        *x    = case_input(&c, "x", s, fill);
+    kiln_tensor *y    = kiln_causal_softmax(c.g, x->t, scale);
+    case_compile(&c, y);
+    float  *want = case_scratch(&c, n, sizeof *want);
+    float  *got  = case_scratch(&c, n, sizeof *got);
+    ref_tol tol  = fill_is_huge(fill) ? (ref_tol){2e-4, 2e-4} : (ref_tol){1e-6, 1e-5};
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_causal_softmax(x->f, t ? rows / t : 0, t, scale, want);
+        case_expect(&c, y, want, s, tol);
+        read_output(&c, y, got, n);
+        expect_masked_zero(c.label, got, rows, t);
+        ref_expect_finite(c.label, got, s);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(causal_softmax, matches_reference_with_and_without_a_scale)
+{
+    static const ref_shape shapes[] = {
+        {2, {1, 1}},       {2, {5, 5}},       {2, {17, 17}},     {3, {1, 17, 17}},
+        {4, {2, 3, 5, 5}}, {4, {2, 3, 1, 1}}, {3, {3, 33, 33}}, {3, {0, 5, 5}},
+        {3, {2, 130, 130}},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        check_causal_softmax(ctx, backend->label, shapes[s], 1.0f, FILL_ANY);
+        check_causal_softmax(ctx, backend->label, shapes[s], 0.125f, FILL_ANY);
+    }
+    check_causal_softmax(ctx, backend->label, ref_shape_of(KILN_SHAPE(2, 17, 17)), 1.0f,
+                         FILL_PLUS_MINUS_1000);
+    check_causal_softmax(ctx, backend->label, ref_shape_of(KILN_SHAPE(4, 4)), -0.5f,
+                         FILL_ANY);
+    kiln_context_free(ctx);
+}
+
+/* NaN and infinities above the diagonal are never read. */
+BACKEND_TEST(causal_softmax, never_reads_the_masked_entries)
+{
+    enum { M = 2, T = 5, N = M * T * T };
+    kiln_context *ctx = test_backend_context(backend);
+    kiln_graph   *g   = kiln_graph_new(ctx);
+    kiln_tensor  *x   = kiln_input(g, "x", KILN_F32, KILN_SHAPE(M, T, T));
+    kiln_tensor  *y   = kiln_causal_softmax(g, x, 0.5f);
+    cr_assert_eq(kiln_output(g, y), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", graph_error(g));
+    float xs[N], got[N], want[N];
+    ref_fill(xs, N, 11);
+    for (int r = 0; r < M * T; r++)
+        for (int j = r % T + 1; j < T; j++)
+            xs[r * T + j] = (j % 3 == 0) ? NAN : (j % 3 == 1) ? INFINITY : -INFINITY;
+    cr_assert_eq(kiln_tensor_write(x, xs, sizeof xs), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_run(g), KILN_OK, "%s: %s", backend->label, kiln_last_error());
+    cr_assert_eq(kiln_tensor_read(y, got, sizeof got), KILN_OK, "%s", kiln_last_error());
+    ref_causal_softmax(xs, M, T, 0.5f, want);
+    ref_expect_close(backend->label, got, want, ref_shape_of(KILN_SHAPE(M, T, T)),
+                     (ref_tol){1e-6, 1e-5});
+    expect_masked_zero(backend->label, got, M * T, T);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
+
+Test(causal_softmax, refuses_a_non_square_or_1d_input_and_a_non_finite_scale)
+{
+    kiln_context *ctx = test_context(test_first_spec());
+    static const struct {
+        int     ndim;
+        int64_t dims[3];
+        float   scale;
+        const char *msg;
+    } bad[] = {
+        {1, {5}, 1.0f, "causal_softmax: input [5]: expected [..., T, T]"},
+        {3, {2, 4, 5}, 1.0f, "causal_softmax: input [2, 4, 5]: expected [..., T, T]"},
+        {2, {4, 4}, INFINITY, "causal_softmax: scale inf: expected a finite number"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *x = kiln_input(g, "x", KILN_F32, bad[i].ndim, bad[i].dims);
+        kiln_causal_softmax(g, x, bad[i].scale);
+        cr_assert_neq(kiln_graph_status(g), KILN_OK, "case %zu", i);
+        cr_assert(strstr(graph_error(g), bad[i].msg), "expected \"%s\" in: %s",
+                  bad[i].msg, graph_error(g));
+        kiln_graph_free(g);
+    }
+    kiln_context_free(ctx);
+}
+
 /* ---- chains ------------------------------------------------------------------------------------ */
 
 BACKEND_TEST(chain, mlp_forward_matches_reference)

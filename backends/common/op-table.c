@@ -5,6 +5,7 @@
 #include "op-table.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -319,6 +320,18 @@ static const char *rule_embedding_grad(const kiln_node *node)
     return NULL;
 }
 
+/* CAUSAL_SOFTMAX (x) and its gradient (g, y): T x T matrices along the last
+ * two axes, the output's shape, a finite scale. */
+static const char *rule_causal(const kiln_node *node)
+{
+    const char *why = rule_rows_alike(node);
+    if (!why && (node->ndim < 2 || node->dims[node->ndim - 2] != node->dims[node->ndim - 1]))
+        why = "the last two axes are not [T, T]";
+    if (!why && !isfinite(node->fparam[0]))
+        why = "the scale (fparam[0]) is not finite";
+    return why;
+}
+
 /* ---- the table ------------------------------------------------------------------------ */
 
 /* One row per op, its fields in columns. */
@@ -410,6 +423,10 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
                             rule_embedding, RUNS | GRAD },
     [KILN_OP_EMBEDDING_GRAD] = { "embedding_grad", 2, 0, F32, { F32, I32 },
                                  { "gradient", "ids" }, rule_embedding_grad, RUNS },
+    [KILN_OP_CAUSAL_SOFTMAX] = { "causal_softmax", 1, 0, F32, { F32 }, { "input" },
+                                 rule_causal, RUNS | GRAD },
+    [KILN_OP_CAUSAL_SOFTMAX_GRAD] = { "causal_softmax_grad", 2, 0, F32, { F32, F32 },
+                                      { "gradient", "y" }, rule_causal, RUNS },
 };
 /* clang-format on */
 

@@ -324,6 +324,8 @@ kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_argmax(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_softmax(const cpu_device *dev, const kiln_node *node);
+/* CAUSAL_SOFTMAX and CAUSAL_SOFTMAX_GRAD */
+kiln_status cpu_op_causal_softmax(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_transpose(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node);

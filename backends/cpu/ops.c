@@ -49,6 +49,8 @@ static const cpu_op_fn cpu_ops[KILN_OP_COUNT] = {
     [KILN_OP_ADAM_STEP]          = cpu_op_adam_step,
     [KILN_OP_EMBEDDING]          = cpu_op_embedding,
     [KILN_OP_EMBEDDING_GRAD]     = cpu_op_embedding_grad,
+    [KILN_OP_CAUSAL_SOFTMAX]      = cpu_op_causal_softmax,
+    [KILN_OP_CAUSAL_SOFTMAX_GRAD] = cpu_op_causal_softmax,
 };
 
 static cpu_op_fn cpu_op_lookup(kiln_op op)

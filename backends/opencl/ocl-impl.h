@@ -144,7 +144,9 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(SGD_STEP, "kiln_sgd_step")             \
     X(ADAM_STEP, "kiln_adam_step")           \
     X(EMBEDDING, "kiln_embedding")           \
-    X(EMBEDDING_GRAD, "kiln_embedding_grad")
+    X(EMBEDDING_GRAD, "kiln_embedding_grad") \
+    X(CAUSAL_SOFTMAX, "kiln_causal_softmax") \
+    X(CAUSAL_SOFTMAX_GRAD, "kiln_causal_softmax_grad")
 /* clang-format on */
 
 typedef enum ocl_kernel_id {
@@ -321,6 +323,8 @@ kiln_status ocl_op_argmax(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_max_grad(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_softmax(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_softmax_grad(ocl_device *dev, const kiln_node *node, size_t i);
+/* CAUSAL_SOFTMAX and CAUSAL_SOFTMAX_GRAD */
+kiln_status ocl_op_causal_softmax(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_mse_loss(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_cross_entropy(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_cross_entropy_grad(ocl_device *dev, const kiln_node *node, size_t i);

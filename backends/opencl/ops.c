@@ -92,6 +92,8 @@ static const ocl_op ocl_ops[KILN_OP_COUNT] = {
     [KILN_OP_ADAM_STEP]          = {ocl_op_adam_step, NULL, false},
     [KILN_OP_EMBEDDING]          = {ocl_op_embedding, NULL, false},
     [KILN_OP_EMBEDDING_GRAD]     = {ocl_op_embedding_grad, NULL, false},
+    [KILN_OP_CAUSAL_SOFTMAX]      = {ocl_op_causal_softmax, NULL, false},
+    [KILN_OP_CAUSAL_SOFTMAX_GRAD] = {ocl_op_causal_softmax, NULL, false},
 };
 
 static const ocl_op *ocl_op_lookup(kiln_op op)

@@ -166,6 +166,7 @@ static void backward_first(backward *bw, kiln_tensor *t, kiln_tensor *gy)
     case KILN_OP_TRANSPOSE: ga = kiln_transpose(g, gy); break;
     case KILN_OP_MAX_POOL2D: ga = kiln__max_pool2d_grad(g, gy, t); break;
     case KILN_OP_EMBEDDING: ga = kiln__embedding_grad(g, gy, t); break;
+    case KILN_OP_CAUSAL_SOFTMAX: ga = kiln__causal_softmax_grad(g, gy, t); break;
     default: ga = kiln__cross_entropy_grad(g, gy, t); break;
     }
     accumulate(bw, a, ga);
@@ -221,7 +222,7 @@ static const grad_rule grad_rules[KILN_OP_COUNT] = {
     [KILN_OP_RESHAPE] = backward_first, [KILN_OP_TRANSPOSE] = backward_first,
     [KILN_OP_CONV2D] = backward_conv2d, [KILN_OP_MAX_POOL2D] = backward_first,
     [KILN_OP_MSE_LOSS] = backward_mse,  [KILN_OP_CROSS_ENTROPY] = backward_first,
-    [KILN_OP_EMBEDDING] = backward_first,
+    [KILN_OP_EMBEDDING] = backward_first, [KILN_OP_CAUSAL_SOFTMAX] = backward_first,
 };
 
 /* Pushes t's gradient on to those of its sources that want one. */

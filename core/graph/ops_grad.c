@@ -212,3 +212,15 @@ kiln_tensor *kiln__embedding_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *f
                         "equal shapes");
     return grad_node(g, op, src, 2, table, fwd);
 }
+
+kiln_tensor *kiln__causal_softmax_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *y)
+{
+    const kiln_op op = KILN_OP_CAUSAL_SOFTMAX_GRAD;
+    if (!check_fwd(g, op, gy, y, KILN_OP_CAUSAL_SOFTMAX))
+        return g ? g->poison : NULL;
+    kiln_tensor *src[] = {gy, y};
+    kiln_tensor *t     = grad_node(g, op, src, 2, y, y);
+    if (!(t->flags & KILN__POISON))
+        t->node.fparam[0] = y->node.fparam[0];
+    return t;
+}

@@ -139,6 +139,13 @@ typedef enum kiln_op {
      * of g[p] over every position p with ids[p] == v, 0 where there is none
      * (the gradient of EMBEDDING's table); ids checked as in EMBEDDING      */
     KILN_OP_EMBEDDING_GRAD,
+    /* x [..., T, T] f32, same shape; fparam[0]: scale. Along the last axis,
+     * row i of each T x T matrix is softmax(scale * x[i, 0..i]) in columns
+     * j <= i and exactly 0 in columns j > i (as if those were -inf).        */
+    KILN_OP_CAUSAL_SOFTMAX,
+    /* src: g, y = causal_softmax(x); fparam[0]: scale. Per row, over its
+     * columns j <= i: scale * y * (g - sum_j(g * y)); 0 in columns j > i.   */
+    KILN_OP_CAUSAL_SOFTMAX_GRAD,
 
     KILN_OP_COUNT
 } kiln_op;

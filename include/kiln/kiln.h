@@ -230,6 +230,12 @@ KILN_API kiln_tensor *kiln_argmax(kiln_graph *g, kiln_tensor *a);
 /* Along the last axis, numerically stable (the row maximum is subtracted). */
 KILN_API kiln_tensor *kiln_softmax(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_log_softmax(kiln_graph *g, kiln_tensor *a);
+/* Causal (masked) softmax for attention: x [..., T, T] (at least 2-D; the
+ * leading axes are batch and heads), same shape. Row i of each T x T matrix
+ * is softmax(scale * x[i, 0..i]) in columns j <= i and exactly 0 in columns
+ * j > i, which are never read. scale is usually 1 / sqrt(head_dim); it must
+ * be finite. */
+KILN_API kiln_tensor *kiln_causal_softmax(kiln_graph *g, kiln_tensor *x, float scale);
 
 /* Embedding lookup: table [V, C] f32, ids [...] i32 (up to 3 axes) ->
  * [..., C], row ids[p] of the table at each position p. An id outside
