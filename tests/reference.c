@@ -650,7 +650,7 @@ void ref_causal_softmax(const float *x, int64_t mats, int64_t t, float scale, fl
     for (int64_t r = 0; r < mats * t; r++) {
         const float *row = x + r * t;
         int64_t      i   = r % t; /* columns 0..i are kept */
-        double       m   = -INFINITY, s = 0.0;
+        double       m = -INFINITY, s = 0.0;
         for (int64_t j = 0; j <= i; j++)
             if ((double)scale * row[j] > m)
                 m = (double)scale * row[j];

@@ -798,10 +798,10 @@ static void check_embedding_grad(int64_t V, int64_t C, int ndim, const int64_t *
     op_case c = {0};
     int64_t gd[KILN_MAX_DIMS];
     memcpy(gd, si, (size_t)ndim * sizeof *si);
-    gd[ndim]       = C;
-    tensor *g      = input(&c, ndim + 1, gd, 61);
-    tensor *ids    = tensor_new(KILN_I32, ndim, si);
-    int64_t P      = ids->node.numel;
+    gd[ndim]    = C;
+    tensor *g   = input(&c, ndim + 1, gd, 61);
+    tensor *ids = tensor_new(KILN_I32, ndim, si);
+    int64_t P   = ids->node.numel;
     ref_fill_labels(ids->i, (size_t)P, (int32_t)V, 62);
     if (P > 1) {
         ids->i[0]     = 0;
@@ -853,8 +853,8 @@ Test(grad_ops, embedding_grad_rejects_an_id_outside_the_vocabulary)
         kiln_status      st      = io->graph_compute(d->dev.context, list, 1);
         if (st == KILN_OK && io->synchronize)
             st = io->synchronize(d->dev.context);
-        cr_expect_eq(st, KILN_ERR_INVALID_ARG, "%s: id %d of %d gave status %d",
-                     d->label, V, V, (int)st);
+        cr_expect_eq(st, KILN_ERR_INVALID_ARG, "%s: id %d of %d gave status %d", d->label,
+                     V, V, (int)st);
         cr_expect(strstr(kiln_last_error(), "id 7 at position 39 is outside [0, 7)"),
                   "%s: %s", d->label, kiln_last_error());
         for (int s = 0; s < c.n_src; s++)
@@ -887,7 +887,8 @@ static void check_causal_softmax_grad(int64_t mats, int64_t T, float scale)
     for (int64_t r = 0; r < mats * T; r++)
         for (int64_t j = r % T + 1; j < T; j++)
             g->f[r * T + j] = 1e6f;
-    tensor *out = out_node(KILN_OP_CAUSAL_SOFTMAX_GRAD, KILN_SHAPE(mats, T, T), &c, label);
+    tensor *out = out_node(KILN_OP_CAUSAL_SOFTMAX_GRAD, KILN_SHAPE(mats, T, T), &c,
+                           label);
     out->node.fparam[0] = scale;
     for (int64_t r = 0; r < mats * T; r++) {
         const float *gr = g->f + r * T, *yr = y->f + r * T;

@@ -159,8 +159,8 @@ static leaf *case_labels(op_case *c, const char *name, int64_t rows, int32_t cla
 /* i32 in [0, classes) of any shape: labels of N-D logits, embedding ids. */
 static leaf *case_ids(op_case *c, const char *name, ref_shape s, int32_t classes)
 {
-    leaf *l = case_leaf(c, kiln_input(c->g, name, KILN_I32, s.ndim, s.dims), s,
-                        FILL_LABELS);
+    leaf *l    = case_leaf(c, kiln_input(c->g, name, KILN_I32, s.ndim, s.dims), s,
+                           FILL_LABELS);
     l->classes = classes;
     return l;
 }
@@ -1351,7 +1351,7 @@ static void check_cross_entropy_nd(kiln_context *ctx, const char *spec, ref_shap
 BACKEND_TEST(cross_entropy, takes_the_mean_over_every_leading_axis_of_the_logits)
 {
     static const ref_shape shapes[] = {
-        {1, {7}},       {3, {1, 1, 7}},     {3, {2, 3, 7}}, {3, {2, 3, 1}},
+        {1, {7}},        {3, {1, 1, 7}},     {3, {2, 3, 7}},    {3, {2, 3, 1}},
         {3, {1, 5, 33}}, {4, {2, 3, 5, 17}}, {3, {4, 17, 256}},
     };
     kiln_context *ctx = test_backend_context(backend);
@@ -1373,9 +1373,9 @@ static void check_embedding(kiln_context *ctx, const char *spec, int64_t vocab,
     leaf        *table = case_input(&c, "table", shape2(vocab, cols), FILL_ANY);
     kiln_tensor *y     = kiln_embedding(c.g, table->t, ids->t);
     case_compile(&c, y);
-    ref_shape so        = si;
-    so.dims[so.ndim++]  = cols;
-    float *want         = case_scratch(&c, ref_numel(so), sizeof *want);
+    ref_shape so       = si;
+    so.dims[so.ndim++] = cols;
+    float *want        = case_scratch(&c, ref_numel(so), sizeof *want);
     for (int r = 0; r < RUNS; r++) {
         case_run(&c);
         ref_embedding(table->f, vocab, cols, ids->i, (int64_t)ids->n, want);
@@ -1502,9 +1502,9 @@ static void check_causal_softmax(kiln_context *ctx, const char *spec, ref_shape 
 BACKEND_TEST(causal_softmax, matches_reference_with_and_without_a_scale)
 {
     static const ref_shape shapes[] = {
-        {2, {1, 1}},       {2, {5, 5}},       {2, {17, 17}},     {3, {1, 17, 17}},
-        {4, {2, 3, 5, 5}}, {4, {2, 3, 1, 1}}, {3, {3, 33, 33}}, {3, {0, 5, 5}},
-        {3, {2, 130, 130}},
+        {2, {1, 1}},      {2, {5, 5}},       {2, {17, 17}},
+        {3, {1, 17, 17}}, {4, {2, 3, 5, 5}}, {4, {2, 3, 1, 1}},
+        {3, {3, 33, 33}}, {3, {0, 5, 5}},    {3, {2, 130, 130}},
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -1548,9 +1548,9 @@ Test(causal_softmax, refuses_a_non_square_or_1d_input_and_a_non_finite_scale)
 {
     kiln_context *ctx = test_context(test_first_spec());
     static const struct {
-        int     ndim;
-        int64_t dims[3];
-        float   scale;
+        int         ndim;
+        int64_t     dims[3];
+        float       scale;
         const char *msg;
     } bad[] = {
         {1, {5}, 1.0f, "causal_softmax: input [5]: expected [..., T, T]"},

@@ -325,7 +325,8 @@ static const char *rule_embedding_grad(const kiln_node *node)
 static const char *rule_causal(const kiln_node *node)
 {
     const char *why = rule_rows_alike(node);
-    if (!why && (node->ndim < 2 || node->dims[node->ndim - 2] != node->dims[node->ndim - 1]))
+    if (!why &&
+        (node->ndim < 2 || node->dims[node->ndim - 2] != node->dims[node->ndim - 1]))
         why = "the last two axes are not [T, T]";
     if (!why && !isfinite(node->fparam[0]))
         why = "the scale (fparam[0]) is not finite";

@@ -46,8 +46,7 @@ static void cpu_embedding_range(void *arg, size_t lo, size_t hi)
 kiln_status cpu_op_embedding(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *table = node->src[0], *ids = node->src[1];
-    kiln_status      st    = cpu_check_ids(dev, node, cpu_data(ids), ids->numel,
-                                           table->dims[0]);
+    kiln_status st = cpu_check_ids(dev, node, cpu_data(ids), ids->numel, table->dims[0]);
     if (st != KILN_OK || node->numel == 0)
         return st;
     cpu_embedding_job job = {
@@ -90,7 +89,7 @@ kiln_status cpu_op_embedding_grad(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *ids   = node->src[1];
     int64_t          vocab = node->dims[0];
-    kiln_status st = cpu_check_ids(dev, node, cpu_data(ids), ids->numel, vocab);
+    kiln_status      st    = cpu_check_ids(dev, node, cpu_data(ids), ids->numel, vocab);
     if (st != KILN_OK || node->numel == 0)
         return st;
     cpu_embedding_grad_job job = {

@@ -48,7 +48,8 @@ static kiln_status arg_label_check(ocl_launch *l, const kiln_node *node, size_t 
 kiln_status ocl_op_cross_entropy(ocl_device *dev, const kiln_node *node, size_t i)
 {
     const kiln_node *logits = node->src[0], *labels = node->src[1];
-    uint64_t rows = (uint64_t)kiln__rows(logits), classes = (uint64_t)kiln__last_dim(logits);
+    uint64_t         rows = (uint64_t)kiln__rows(logits),
+             classes      = (uint64_t)kiln__last_dim(logits);
     if (rows == 0)
         return fill(dev, node, NAN); /* the mean of nothing */
     cl_mem      loss;
@@ -77,7 +78,8 @@ kiln_status ocl_op_cross_entropy(ocl_device *dev, const kiln_node *node, size_t 
 kiln_status ocl_op_cross_entropy_grad(ocl_device *dev, const kiln_node *node, size_t i)
 {
     const kiln_node *g = node->src[0], *logits = node->src[1], *labels = node->src[2];
-    uint64_t rows = (uint64_t)kiln__rows(logits), classes = (uint64_t)kiln__last_dim(logits);
+    uint64_t         rows = (uint64_t)kiln__rows(logits),
+             classes      = (uint64_t)kiln__last_dim(logits);
     if (node->numel == 0)
         return KILN_OK;
     size_t     group = ocl_group_for(dev, classes);

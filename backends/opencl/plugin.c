@@ -150,11 +150,11 @@ kiln_status ocl_label_slot(ocl_device *dev, const kiln_node *node, size_t i,
     int  k     = fresh ? dev->n_checks++ : OCL_MAX_CHECKS - 1;
     if (fresh)
         dev->checks[k] = (ocl_label_check){
-            .op      = kiln__op_name(node->op),
-            .ids     = node->op == KILN_OP_EMBEDDING || node->op == KILN_OP_EMBEDDING_GRAD,
-            .node    = i,
-            .labels  = ocl_mem(dev, labels),
-            .offset  = ocl_elem_offset(labels),
+            .op     = kiln__op_name(node->op),
+            .ids    = node->op == KILN_OP_EMBEDDING || node->op == KILN_OP_EMBEDDING_GRAD,
+            .node   = i,
+            .labels = ocl_mem(dev, labels),
+            .offset = ocl_elem_offset(labels),
             .classes = classes,
         };
     dev->err_pending = true;

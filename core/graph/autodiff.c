@@ -210,18 +210,18 @@ static void backward_mse(backward *bw, kiln_tensor *t, kiln_tensor *gy)
 typedef void (*grad_rule)(backward *bw, kiln_tensor *t, kiln_tensor *gy);
 
 static const grad_rule grad_rules[KILN_OP_COUNT] = {
-    [KILN_OP_ADD] = backward_binary,    [KILN_OP_SUB] = backward_binary,
-    [KILN_OP_MUL] = backward_binary,    [KILN_OP_DIV] = backward_binary,
-    [KILN_OP_NEG] = backward_unary,     [KILN_OP_EXP] = backward_unary,
-    [KILN_OP_LOG] = backward_unary,     [KILN_OP_SQRT] = backward_unary,
-    [KILN_OP_RELU] = backward_unary,    [KILN_OP_SIGMOID] = backward_unary,
-    [KILN_OP_TANH] = backward_unary,    [KILN_OP_SCALE] = backward_unary,
-    [KILN_OP_MATMUL] = backward_matmul, [KILN_OP_SUM] = backward_reduce,
-    [KILN_OP_MEAN] = backward_reduce,   [KILN_OP_MAX] = backward_first,
-    [KILN_OP_SOFTMAX] = backward_first, [KILN_OP_LOG_SOFTMAX] = backward_first,
-    [KILN_OP_RESHAPE] = backward_first, [KILN_OP_TRANSPOSE] = backward_first,
-    [KILN_OP_CONV2D] = backward_conv2d, [KILN_OP_MAX_POOL2D] = backward_first,
-    [KILN_OP_MSE_LOSS] = backward_mse,  [KILN_OP_CROSS_ENTROPY] = backward_first,
+    [KILN_OP_ADD] = backward_binary,      [KILN_OP_SUB] = backward_binary,
+    [KILN_OP_MUL] = backward_binary,      [KILN_OP_DIV] = backward_binary,
+    [KILN_OP_NEG] = backward_unary,       [KILN_OP_EXP] = backward_unary,
+    [KILN_OP_LOG] = backward_unary,       [KILN_OP_SQRT] = backward_unary,
+    [KILN_OP_RELU] = backward_unary,      [KILN_OP_SIGMOID] = backward_unary,
+    [KILN_OP_TANH] = backward_unary,      [KILN_OP_SCALE] = backward_unary,
+    [KILN_OP_MATMUL] = backward_matmul,   [KILN_OP_SUM] = backward_reduce,
+    [KILN_OP_MEAN] = backward_reduce,     [KILN_OP_MAX] = backward_first,
+    [KILN_OP_SOFTMAX] = backward_first,   [KILN_OP_LOG_SOFTMAX] = backward_first,
+    [KILN_OP_RESHAPE] = backward_first,   [KILN_OP_TRANSPOSE] = backward_first,
+    [KILN_OP_CONV2D] = backward_conv2d,   [KILN_OP_MAX_POOL2D] = backward_first,
+    [KILN_OP_MSE_LOSS] = backward_mse,    [KILN_OP_CROSS_ENTROPY] = backward_first,
     [KILN_OP_EMBEDDING] = backward_first, [KILN_OP_CAUSAL_SOFTMAX] = backward_first,
 };
 

@@ -140,8 +140,8 @@ KILN_API kiln_tensor *kiln_causal_softmax(kiln_graph *g, kiln_tensor *x, float s
                                 kiln__op_name(op), s);
     if (!isfinite(scale))
         return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
-                                "%s: scale %g: expected a finite number", kiln__op_name(op),
-                                (double)scale);
+                                "%s: scale %g: expected a finite number",
+                                kiln__op_name(op), (double)scale);
     kiln_tensor *t = kiln__node_new(g, op, KILN_F32, n->ndim, n->dims, &x, 1);
     if (!(t->flags & KILN__POISON))
         t->node.fparam[0] = scale;

@@ -74,7 +74,7 @@ typedef enum kiln_op {
     /* iparam: kernel_h, kernel_w, stride_h, stride_w                          */
     KILN_OP_MAX_POOL2D,
 
-    KILN_OP_MSE_LOSS,      /* mean((pred - target)^2), equal shapes; a scalar  */
+    KILN_OP_MSE_LOSS, /* mean((pred - target)^2), equal shapes; a scalar  */
     /* src: logits [..., C] f32, labels [...] i32 (the logits' shape without
      * the last axis); the mean over every row of logsumexp - the labelled
      * logit, a scalar. A label outside [0, C) is an error at run time. */

@@ -241,8 +241,7 @@ KILN_API kiln_tensor *kiln_causal_softmax(kiln_graph *g, kiln_tensor *x, float s
  * [..., C], row ids[p] of the table at each position p. An id outside
  * [0, V) is never read: kiln_graph_run fails naming the id, its position
  * and V. Differentiable with respect to the table (repeated ids add up). */
-KILN_API kiln_tensor *kiln_embedding(kiln_graph *g, kiln_tensor *table,
-                                     kiln_tensor *ids);
+KILN_API kiln_tensor *kiln_embedding(kiln_graph *g, kiln_tensor *table, kiln_tensor *ids);
 
 /* Shape ops. reshape takes one -1 to be inferred; flatten keeps dimension 0
  * and merges the rest ([N, C, H, W] -> [N, C*H*W], as torch.nn.Flatten).
