@@ -619,3 +619,44 @@ float ref_cross_entropy(const float *logits, const int32_t *labels, int64_t rows
     }
     return (float)(rows ? acc / (double)rows : NAN);
 }
+
+/* ---- transformers ---------------------------------------------------------------------------- */
+
+void ref_embedding(const float *table, int64_t vocab, int64_t cols, const int32_t *ids,
+                   int64_t positions, float *out)
+{
+    for (int64_t p = 0; p < positions; p++) {
+        cr_assert(ids[p] >= 0 && ids[p] < vocab, "test bug: id %d of %lld", (int)ids[p],
+                  (long long)vocab);
+        for (int64_t c = 0; c < cols; c++)
+            out[p * cols + c] = table[(int64_t)ids[p] * cols + c];
+    }
+}
+
+void ref_embedding_grad(const float *g, const int32_t *ids, int64_t positions,
+                        int64_t vocab, int64_t cols, float *out)
+{
+    double *acc = ref_calloc((size_t)(vocab * cols), sizeof *acc);
+    for (int64_t p = 0; p < positions; p++)
+        for (int64_t c = 0; c < cols; c++)
+            acc[(int64_t)ids[p] * cols + c] += g[p * cols + c];
+    for (int64_t k = 0; k < vocab * cols; k++)
+        out[k] = (float)acc[k];
+    free(acc);
+}
+
+void ref_causal_softmax(const float *x, int64_t mats, int64_t t, float scale, float *out)
+{
+    for (int64_t r = 0; r < mats * t; r++) {
+        const float *row = x + r * t;
+        int64_t      i   = r % t; /* columns 0..i are kept */
+        double       m = -INFINITY, s = 0.0;
+        for (int64_t j = 0; j <= i; j++)
+            if ((double)scale * row[j] > m)
+                m = (double)scale * row[j];
+        for (int64_t j = 0; j <= i; j++)
+            s += exp((double)scale * row[j] - m);
+        for (int64_t j = 0; j < t; j++)
+            out[r * t + j] = j <= i ? (float)(exp((double)scale * row[j] - m) / s) : 0.0f;
+    }
+}

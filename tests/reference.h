@@ -169,4 +169,16 @@ float ref_mse_loss(const float *pred, const float *target, size_t n);
 float ref_cross_entropy(const float *logits, const int32_t *labels, int64_t rows,
                         int64_t classes);
 
+/* ---- transformers ------------------------------------------------------------ */
+
+/* out [positions, cols] = rows ids[p] of table [vocab, cols]; ids in range */
+void ref_embedding(const float *table, int64_t vocab, int64_t cols, const int32_t *ids,
+                   int64_t positions, float *out);
+/* out [vocab, cols]: row v is the sum of g's rows p with ids[p] == v */
+void ref_embedding_grad(const float *g, const int32_t *ids, int64_t positions,
+                        int64_t vocab, int64_t cols, float *out);
+/* x [mats, t, t]: row i of each matrix is softmax(scale * x[i, 0..i]) in
+ * columns j <= i, exactly 0 in the others */
+void ref_causal_softmax(const float *x, int64_t mats, int64_t t, float scale, float *out);
+
 #endif /* KILN_TESTS_REFERENCE_H */

@@ -134,6 +134,22 @@ static kiln_tensor *gc_labels(gcheck *gc, int64_t rows, int32_t classes)
     return l->t;
 }
 
+/* An i32 input of any shape: `data` if given, else at random in
+ * [0, classes). */
+static kiln_tensor *gc_ids(gcheck *gc, const char *name, ref_shape s, int32_t classes,
+                           const int32_t *data)
+{
+    cr_assert(gc->n_inputs < MAX_LEAVES);
+    leaf *l   = gc_leaf(gc, &gc->inputs[gc->n_inputs++], name,
+                        kiln_input(gc->g, name, KILN_I32, s.ndim, s.dims), s);
+    l->labels = ref_calloc(l->n, sizeof *l->labels);
+    if (data)
+        memcpy(l->labels, data, l->n * sizeof *l->labels);
+    else
+        ref_fill_labels(l->labels, l->n, classes, gc->seed);
+    return l->t;
+}
+
 static void write_leaf(const gcheck *gc, const leaf *l)
 {
     const void *data = l->labels ? (const void *)l->labels : (const void *)l->f;
@@ -554,6 +570,66 @@ BACKEND_TEST(grad_loss, cross_entropy_for_the_logits)
                                        FILL_ANY);
         kiln_tensor *labels = gc_labels(&gc, sizes[i][0], (int32_t)sizes[i][1]);
         gc_check(&gc, kiln_cross_entropy(gc.g, logits, labels));
+    }
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(grad_loss, cross_entropy_over_the_last_axis_of_3d_logits)
+{
+    kiln_context          *ctx      = test_backend_context(backend);
+    static const ref_shape shapes[] = {{3, {2, 3, 4}}, {3, {1, 5, 3}}, {3, {2, 1, 1}}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        gcheck    gc;
+        ref_shape sy = shapes[i];
+        sy.ndim--;
+        gc_begin(&gc, ctx, backend->label, "cross_entropy of logits %s",
+                 ref_shape_text(shapes[i]));
+        kiln_tensor *logits = gc_param(&gc, "logits", shapes[i], FILL_ANY);
+        kiln_tensor *labels = gc_ids(&gc, "labels", sy, (int32_t)shapes[i].dims[2], NULL);
+        gc_check(&gc, kiln_cross_entropy(gc.g, logits, labels));
+    }
+    kiln_context_free(ctx);
+}
+
+/* ---- transformers ---------------------------------------------------------------------- */
+
+/* Ids repeat, so the table's gradient adds rows up, and id 2 is absent, so
+ * its row's gradient is 0. */
+BACKEND_TEST(grad_embedding, adds_up_the_gradient_of_every_position_of_an_id)
+{
+    static const int32_t ids[] = {1, 3, 1, 1, 0, 3, 1, 4};
+    kiln_context        *ctx   = test_backend_context(backend);
+    gcheck               gc;
+    gc_begin(&gc, ctx, backend->label, "embedding of a [5, 3] table by ids [2, 4]");
+    kiln_tensor *table = gc_param(&gc, "table", ref_shape_of(KILN_SHAPE(5, 3)), FILL_ANY);
+    kiln_tensor *id    = gc_ids(&gc, "ids", ref_shape_of(KILN_SHAPE(2, 4)), 5, ids);
+    gc_check(&gc, kiln_embedding(gc.g, table, id));
+    gc_begin(&gc, ctx, backend->label, "embedding of a [4, 1] table by ids [8]");
+    table = gc_param(&gc, "table", ref_shape_of(KILN_SHAPE(4, 1)), FILL_ANY);
+    id    = gc_ids(&gc, "ids", ref_shape_of(KILN_SHAPE(8)), 4,
+                   (const int32_t[]){3, 3, 3, 0, 1, 3, 0, 3});
+    gc_check(&gc, kiln_embedding(gc.g, table, id));
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(grad_causal_softmax, matches_finite_differences_with_a_scale)
+{
+    static const struct {
+        ref_shape s;
+        float     scale;
+    } cases[] = {
+        {{2, {3, 3}}, 1.0f},
+        {{3, {2, 4, 4}}, 0.5f},
+        {{4, {1, 2, 3, 3}}, 2.0f},
+        {{2, {1, 1}}, 1.0f},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gcheck gc;
+        gc_begin(&gc, ctx, backend->label, "causal_softmax of %s, scale %g",
+                 ref_shape_text(cases[i].s), (double)cases[i].scale);
+        kiln_tensor *x = gc_param(&gc, "x", cases[i].s, FILL_ANY);
+        gc_check(&gc, kiln_causal_softmax(gc.g, x, cases[i].scale));
     }
     kiln_context_free(ctx);
 }

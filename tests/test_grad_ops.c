@@ -711,6 +711,43 @@ Test(grad_ops, cross_entropy_grad_matches_the_reference_for_odd_rows)
         check_cross_entropy_grad(shapes[k][0], shapes[k][1]);
 }
 
+/* logits [A, B, C] with labels [A, B]: A * B rows, the mean over all of them. */
+static void check_cross_entropy_grad_3d(int64_t A, int64_t B, int64_t C)
+{
+    char label[80];
+    snprintf(label, sizeof label, "cross_entropy_grad [%lld, %lld, %lld]", (long long)A,
+             (long long)B, (long long)C);
+    op_case c      = {0};
+    int64_t N      = A * B;
+    size_t  n      = (size_t)(N * C);
+    tensor *g      = input(&c, 0, NULL, 54);
+    tensor *logits = input(&c, KILN_SHAPE(A, B, C), 55);
+    tensor *labels = tensor_new(KILN_I32, KILN_SHAPE(A, B));
+    ref_fill_labels(labels->i, (size_t)N, (int32_t)C, 56);
+    c.src[c.n_src++] = labels;
+    out_node(KILN_OP_CROSS_ENTROPY_GRAD, KILN_SHAPE(A, B, C), &c, label);
+    float *p = malloc(n * sizeof *p), *want = malloc(n * sizeof *want);
+    cr_assert(p && want);
+    ref_softmax_last(logits->f, N, C, p);
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t k = 0; k < C; k++)
+            want[r * C + k] = (float)((double)g->f[0] *
+                                      ((double)p[r * C + k] - (k == labels->i[r])) /
+                                      (double)N);
+    run_case(&c, want, NULL, NULL, 0, TOL);
+    free(p);
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, cross_entropy_grad_takes_every_leading_axis_as_rows)
+{
+    check_cross_entropy_grad_3d(1, 1, 7);
+    check_cross_entropy_grad_3d(2, 3, 1);
+    check_cross_entropy_grad_3d(2, 3, 33);
+    check_cross_entropy_grad_3d(4, 300, 17); /* two threads share it */
+}
+
 /* A label outside [0, C) in a late row is an error, whatever came before. */
 Test(grad_ops, cross_entropy_grad_rejects_a_label_outside_the_classes)
 {
@@ -747,6 +784,135 @@ Test(grad_ops, cross_entropy_grad_rejects_a_label_outside_the_classes)
     case_free(&c);
     if (!ran)
         cr_skip_test("no device supports cross_entropy_grad");
+}
+
+/* ---- EMBEDDING_GRAD ------------------------------------------------------------------- */
+
+/* g [..., C] for ids of shape `si` drawn from [0, V), so with many positions
+ * each id repeats; id 0 at the first position and V - 1 at the last. */
+static void check_embedding_grad(int64_t V, int64_t C, int ndim, const int64_t *si)
+{
+    char label[96];
+    snprintf(label, sizeof label, "embedding_grad V=%lld C=%lld ids %s", (long long)V,
+             (long long)C, ref_shape_text(ref_shape_of(ndim, si)));
+    op_case c = {0};
+    int64_t gd[KILN_MAX_DIMS];
+    memcpy(gd, si, (size_t)ndim * sizeof *si);
+    gd[ndim]    = C;
+    tensor *g   = input(&c, ndim + 1, gd, 61);
+    tensor *ids = tensor_new(KILN_I32, ndim, si);
+    int64_t P   = ids->node.numel;
+    ref_fill_labels(ids->i, (size_t)P, (int32_t)V, 62);
+    if (P > 1) {
+        ids->i[0]     = 0;
+        ids->i[P - 1] = (int32_t)(V - 1);
+    }
+    c.src[c.n_src++] = ids;
+    out_node(KILN_OP_EMBEDDING_GRAD, KILN_SHAPE(V, C), &c, label);
+    float *want = malloc((size_t)(V * C) * sizeof *want);
+    cr_assert_not_null(want);
+    ref_embedding_grad(g->f, ids->i, P, V, C, want);
+    run_case(&c, want, NULL, NULL, 0, (ref_tol){2e-6 * (double)(P / V + 2), 1e-5});
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, embedding_grad_adds_up_the_rows_of_each_id)
+{
+    check_embedding_grad(7, 1, 1, (int64_t[]){5});
+    check_embedding_grad(7, 33, 2, (int64_t[]){2, 3});
+    check_embedding_grad(7, 33, 1, (int64_t[]){1});
+    check_embedding_grad(7, 15, 3, (int64_t[]){2, 3, 4});
+    check_embedding_grad(7, 33, 2, (int64_t[]){4, 275}); /* two threads share it */
+    check_embedding_grad(256, 17, 2, (int64_t[]){4, 1024});
+    check_embedding_grad(3, 4, 1, (int64_t[]){0}); /* no positions: zeros */
+}
+
+/* An id outside [0, V) at the last position is an error, whatever came
+ * before, on every device. */
+Test(grad_ops, embedding_grad_rejects_an_id_outside_the_vocabulary)
+{
+    enum { V = 7, C = 3, P = 40 };
+    op_case c = {0};
+    input(&c, KILN_SHAPE(P, C), 63);
+    tensor *ids = tensor_new(KILN_I32, KILN_SHAPE(P));
+    ref_fill_labels(ids->i, P, V, 64);
+    ids->i[P - 1]    = V;
+    c.src[c.n_src++] = ids;
+    out_node(KILN_OP_EMBEDDING_GRAD, KILN_SHAPE(V, C), &c, "embedding_grad");
+    int ran = 0;
+    for (int k = 0; k < n_devices; k++) {
+        const device            *d  = &devices[k];
+        const kiln_device_iface *io = d->dev.iface;
+        if (!io->supports_op(d->dev.context, &c.out->node))
+            continue;
+        for (int s = 0; s < c.n_src; s++)
+            upload(d, c.src[s], false);
+        upload(d, c.out, true);
+        const kiln_node *list[1] = {&c.out->node};
+        kiln_status      st      = io->graph_compute(d->dev.context, list, 1);
+        if (st == KILN_OK && io->synchronize)
+            st = io->synchronize(d->dev.context);
+        cr_expect_eq(st, KILN_ERR_INVALID_ARG, "%s: id %d of %d gave status %d", d->label,
+                     V, V, (int)st);
+        cr_expect(strstr(kiln_last_error(), "id 7 at position 39 is outside [0, 7)"),
+                  "%s: %s", d->label, kiln_last_error());
+        for (int s = 0; s < c.n_src; s++)
+            release(d, c.src[s]);
+        release(d, c.out);
+        ran++;
+    }
+    case_free(&c);
+    if (!ran)
+        cr_skip_test("no device supports embedding_grad");
+}
+
+/* ---- CAUSAL_SOFTMAX_GRAD ------------------------------------------------------------- */
+
+/* g and y = causal_softmax(x) for `mats` T x T matrices; the masked part of g
+ * is large, so an output that used it would show. */
+static void check_causal_softmax_grad(int64_t mats, int64_t T, float scale)
+{
+    char label[96];
+    snprintf(label, sizeof label, "causal_softmax_grad [%lld, %lld, %lld] scale %g",
+             (long long)mats, (long long)T, (long long)T, (double)scale);
+    op_case c = {0};
+    size_t  n = (size_t)(mats * T * T);
+    tensor *g = input(&c, KILN_SHAPE(mats, T, T), 71);
+    tensor *y = input(&c, KILN_SHAPE(mats, T, T), 72);
+    float  *x = malloc(n * sizeof *x), *want = malloc(n * sizeof *want);
+    cr_assert(x && want);
+    ref_fill(x, n, 73);
+    ref_causal_softmax(x, mats, T, scale, y->f);
+    for (int64_t r = 0; r < mats * T; r++)
+        for (int64_t j = r % T + 1; j < T; j++)
+            g->f[r * T + j] = 1e6f;
+    tensor *out = out_node(KILN_OP_CAUSAL_SOFTMAX_GRAD, KILN_SHAPE(mats, T, T), &c,
+                           label);
+    out->node.fparam[0] = scale;
+    for (int64_t r = 0; r < mats * T; r++) {
+        const float *gr = g->f + r * T, *yr = y->f + r * T;
+        int64_t      keep = r % T + 1;
+        double       s    = 0.0;
+        for (int64_t k = 0; k < keep; k++)
+            s += (double)gr[k] * yr[k];
+        for (int64_t k = 0; k < T; k++)
+            want[r * T + k] = k < keep ? (float)(scale * yr[k] * (gr[k] - s)) : 0.0f;
+    }
+    run_case(&c, want, NULL, NULL, 0, TOL);
+    free(x);
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, causal_softmax_grad_uses_the_kept_columns_and_zeroes_the_rest)
+{
+    check_causal_softmax_grad(1, 1, 1.0f);
+    check_causal_softmax_grad(1, 5, 1.0f);
+    check_causal_softmax_grad(6, 5, 0.25f);
+    check_causal_softmax_grad(3, 17, 0.5f);
+    check_causal_softmax_grad(2, 33, 1.0f);
+    check_causal_softmax_grad(4, 150, 0.125f); /* two threads share it */
 }
 
 /* ---- optimiser steps ------------------------------------------------------------------ */
@@ -1087,6 +1253,54 @@ Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
           {END},
           {{3, 4, END}, {2, END}, NONE},
           1}},
+        {{"cross_entropy [2,3,4], labels [2,3]",
+          KILN_OP_CROSS_ENTROPY,
+          {0},
+          {END},
+          {{2, 3, 4, END}, {2, 3, END}, NONE},
+          1},
+         {"cross_entropy [2,3,4], labels [3,2]",
+          KILN_OP_CROSS_ENTROPY,
+          {0},
+          {END},
+          {{2, 3, 4, END}, {3, 2, END}, NONE},
+          1}},
+        {{"embedding [7,3] by ids [2,5] -> [2,5,3]",
+          KILN_OP_EMBEDDING,
+          {0},
+          {2, 5, 3, END},
+          {{7, 3, END}, {2, 5, END}, NONE},
+          1},
+         {"embedding [7,3] by ids [2,5] -> [2,5,4]",
+          KILN_OP_EMBEDDING,
+          {0},
+          {2, 5, 4, END},
+          {{7, 3, END}, {2, 5, END}, NONE},
+          1}},
+        {{"embedding_grad g [2,5,3], ids [2,5] -> [7,3]",
+          KILN_OP_EMBEDDING_GRAD,
+          {0},
+          {7, 3, END},
+          {{2, 5, 3, END}, {2, 5, END}, NONE},
+          1},
+         {"embedding_grad g [5,2,3], ids [2,5] -> [7,3]",
+          KILN_OP_EMBEDDING_GRAD,
+          {0},
+          {7, 3, END},
+          {{5, 2, 3, END}, {2, 5, END}, NONE},
+          1}},
+        {{"causal_softmax [2,3,3]",
+          KILN_OP_CAUSAL_SOFTMAX,
+          {0},
+          {2, 3, 3, END},
+          {{2, 3, 3, END}, NONE},
+          -1},
+         {"causal_softmax [2,3,4]",
+          KILN_OP_CAUSAL_SOFTMAX,
+          {0},
+          {2, 3, 4, END},
+          {{2, 3, 4, END}, NONE},
+          -1}},
         {{"sgd_step, hp [4]",
           KILN_OP_SGD_STEP,
           {0},

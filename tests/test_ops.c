@@ -156,6 +156,15 @@ static leaf *case_labels(op_case *c, const char *name, int64_t rows, int32_t cla
     return l;
 }
 
+/* i32 in [0, classes) of any shape: labels of N-D logits, embedding ids. */
+static leaf *case_ids(op_case *c, const char *name, ref_shape s, int32_t classes)
+{
+    leaf *l    = case_leaf(c, kiln_input(c->g, name, KILN_I32, s.ndim, s.dims), s,
+                           FILL_LABELS);
+    l->classes = classes;
+    return l;
+}
+
 /* Marks an output, checking first that building the graph went well. */
 static void case_output(op_case *c, kiln_tensor *t)
 {
@@ -1316,6 +1325,247 @@ BACKEND_TEST(cross_entropy, matches_reference_for_one_and_many_rows)
     check_cross_entropy(ctx, backend->label, 3, 129, FILL_ANY);
     check_cross_entropy(ctx, backend->label, 5, 7, FILL_NEAR_PLUS_1000);
     check_cross_entropy(ctx, backend->label, 5, 7, FILL_PLUS_MINUS_1000);
+    kiln_context_free(ctx);
+}
+
+/* logits [..., C] with labels [...]: every leading axis is a row. */
+static void check_cross_entropy_nd(kiln_context *ctx, const char *spec, ref_shape sl)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "cross_entropy of logits %s", ref_shape_text(sl));
+    int32_t   classes = (int32_t)sl.dims[sl.ndim - 1];
+    ref_shape sy      = sl;
+    sy.ndim--;
+    leaf        *logits = case_input(&c, "logits", sl, FILL_ANY);
+    leaf        *labels = case_ids(&c, "labels", sy, classes);
+    kiln_tensor *y      = kiln_cross_entropy(c.g, logits->t, labels->t);
+    case_compile(&c, y);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        float want = ref_cross_entropy(logits->f, labels->i, (int64_t)labels->n, classes);
+        case_expect(&c, y, &want, scalar_shape(), (ref_tol){1e-5, 1e-5});
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(cross_entropy, takes_the_mean_over_every_leading_axis_of_the_logits)
+{
+    static const ref_shape shapes[] = {
+        {1, {7}},        {3, {1, 1, 7}},     {3, {2, 3, 7}},    {3, {2, 3, 1}},
+        {3, {1, 5, 33}}, {4, {2, 3, 5, 17}}, {3, {4, 17, 256}},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        check_cross_entropy_nd(ctx, backend->label, shapes[s]);
+    kiln_context_free(ctx);
+}
+
+/* ---- transformers ------------------------------------------------------------------------------ */
+
+static void check_embedding(kiln_context *ctx, const char *spec, int64_t vocab,
+                            int64_t cols, ref_shape si)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "embedding of a [%lld, %lld] table by ids %s",
+               (long long)vocab, (long long)cols, ref_shape_text(si));
+    /* the ids first: every run looks up new ones */
+    leaf        *ids   = case_ids(&c, "ids", si, (int32_t)vocab);
+    leaf        *table = case_input(&c, "table", shape2(vocab, cols), FILL_ANY);
+    kiln_tensor *y     = kiln_embedding(c.g, table->t, ids->t);
+    case_compile(&c, y);
+    ref_shape so       = si;
+    so.dims[so.ndim++] = cols;
+    float *want        = case_scratch(&c, ref_numel(so), sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_embedding(table->f, vocab, cols, ids->i, (int64_t)ids->n, want);
+        case_expect(&c, y, want, so, TOL_EXACT);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(embedding, copies_the_row_of_each_id_for_ids_of_any_shape)
+{
+    static const ref_shape ids[] = {
+        {0, {0}}, {1, {1}}, {1, {5}}, {2, {2, 3}}, {3, {2, 3, 4}}, {2, {0, 3}},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t s = 0; s < sizeof ids / sizeof ids[0]; s++) {
+        check_embedding(ctx, backend->label, 7, 1, ids[s]);
+        check_embedding(ctx, backend->label, 7, 33, ids[s]);
+    }
+    check_embedding(ctx, backend->label, 1, 5, ref_shape_of(KILN_SHAPE(3)));
+    check_embedding(ctx, backend->label, 256, 64, ref_shape_of(KILN_SHAPE(4, 129)));
+    kiln_context_free(ctx);
+}
+
+/* An id outside [0, V) is never read: the run fails naming the id, its
+ * position and V, and a later run with good ids works. */
+BACKEND_TEST(embedding, refuses_an_id_outside_the_table_at_run_time)
+{
+    enum { V = 7, C = 3, P = 6 };
+    kiln_context *ctx   = test_backend_context(backend);
+    kiln_graph   *g     = kiln_graph_new(ctx);
+    kiln_tensor  *table = kiln_input(g, "table", KILN_F32, KILN_SHAPE(V, C));
+    kiln_tensor  *ids   = kiln_input(g, "ids", KILN_I32, KILN_SHAPE(2, 3));
+    kiln_tensor  *y     = kiln_embedding(g, table, ids);
+    cr_assert_eq(kiln_output(g, y), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", graph_error(g));
+    float t[V * C];
+    ref_fill(t, V * C, 3);
+    cr_assert_eq(kiln_tensor_write(table, t, sizeof t), KILN_OK, "%s", kiln_last_error());
+    static const struct {
+        int32_t     ids[P];
+        const char *msg;
+    } bad[] = {
+        {{1, 3, 6, 0, 7, 2}, "id 7 at position 4 is outside [0, 7)"},
+        {{1, -1, 6, 0, 9, 2}, "id -1 at position 1 is outside [0, 7)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(kiln_tensor_write(ids, bad[i].ids, sizeof bad[i].ids), KILN_OK);
+        kiln_status st = kiln_graph_run(g);
+        cr_assert_eq(st, KILN_ERR_INVALID_ARG, "%s: ids %zu: %s: %s", backend->label, i,
+                     kiln_status_name(st), kiln_last_error());
+        cr_assert(strstr(kiln_last_error(), bad[i].msg), "%s: expected \"%s\" in: %s",
+                  backend->label, bad[i].msg, kiln_last_error());
+    }
+    int32_t good[P] = {1, 3, 6, 0, 6, 2};
+    float   got[P * C], want[P * C];
+    cr_assert_eq(kiln_tensor_write(ids, good, sizeof good), KILN_OK);
+    cr_assert_eq(kiln_graph_run(g), KILN_OK, "%s: %s", backend->label, kiln_last_error());
+    cr_assert_eq(kiln_tensor_read(y, got, sizeof got), KILN_OK, "%s", kiln_last_error());
+    ref_embedding(t, V, C, good, P, want);
+    ref_expect_close(backend->label, got, want, ref_shape_of(KILN_SHAPE(P * C)),
+                     TOL_EXACT);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
+
+Test(embedding, refuses_a_table_that_is_not_2d_and_f32_ids)
+{
+    kiln_context *ctx = test_context(test_first_spec());
+    kiln_graph   *g   = kiln_graph_new(ctx);
+    kiln_tensor  *t3  = kiln_input(g, "t3", KILN_F32, KILN_SHAPE(2, 3, 4));
+    kiln_tensor  *ids = kiln_input(g, "ids", KILN_I32, KILN_SHAPE(5));
+    kiln_embedding(g, t3, ids);
+    cr_assert_eq(kiln_graph_status(g), KILN_ERR_SHAPE);
+    cr_assert(strstr(graph_error(g), "embedding: table [2, 3, 4]: expected [V, C]"), "%s",
+              graph_error(g));
+    kiln_graph_free(g);
+    g                  = kiln_graph_new(ctx);
+    kiln_tensor *table = kiln_input(g, "table", KILN_F32, KILN_SHAPE(7, 3));
+    kiln_tensor *fids  = kiln_input(g, "ids", KILN_F32, KILN_SHAPE(5));
+    kiln_embedding(g, table, fids);
+    cr_assert_neq(kiln_graph_status(g), KILN_OK);
+    cr_assert(strstr(graph_error(g), "embedding: ids"), "%s", graph_error(g));
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
+
+/* Masked entries (column j > row i of each T x T matrix) are exactly 0. */
+static void expect_masked_zero(const char *what, const float *got, int64_t rows,
+                               int64_t t)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = r % t + 1; j < t; j++)
+            cr_assert(got[r * t + j] == 0.0f,
+                      "%s: row %lld column %lld is masked but holds %g", what,
+                      (long long)r, (long long)j, (double)got[r * t + j]);
+}
+
+static void check_causal_softmax(kiln_context *ctx, const char *spec, ref_shape s,
+                                 float scale, fill_kind fill)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "causal_softmax of %s %s, scale %g", ref_shape_text(s),
+               fill_names[fill], (double)scale);
+    int64_t      t    = s.dims[s.ndim - 1];
+    size_t       n    = ref_numel(s);
+    int64_t      rows = t ? (int64_t)n / t : 0;
+    leaf        *x    = case_input(&c, "x", s, fill);
+    kiln_tensor *y    = kiln_causal_softmax(c.g, x->t, scale);
+    case_compile(&c, y);
+    float  *want = case_scratch(&c, n, sizeof *want);
+    float  *got  = case_scratch(&c, n, sizeof *got);
+    ref_tol tol  = fill_is_huge(fill) ? (ref_tol){2e-4, 2e-4} : (ref_tol){1e-6, 1e-5};
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_causal_softmax(x->f, t ? rows / t : 0, t, scale, want);
+        case_expect(&c, y, want, s, tol);
+        read_output(&c, y, got, n);
+        expect_masked_zero(c.label, got, rows, t);
+        ref_expect_finite(c.label, got, s);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(causal_softmax, matches_reference_with_and_without_a_scale)
+{
+    static const ref_shape shapes[] = {
+        {2, {1, 1}},      {2, {5, 5}},       {2, {17, 17}},
+        {3, {1, 17, 17}}, {4, {2, 3, 5, 5}}, {4, {2, 3, 1, 1}},
+        {3, {3, 33, 33}}, {3, {0, 5, 5}},    {3, {2, 130, 130}},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        check_causal_softmax(ctx, backend->label, shapes[s], 1.0f, FILL_ANY);
+        check_causal_softmax(ctx, backend->label, shapes[s], 0.125f, FILL_ANY);
+    }
+    check_causal_softmax(ctx, backend->label, ref_shape_of(KILN_SHAPE(2, 17, 17)), 1.0f,
+                         FILL_PLUS_MINUS_1000);
+    check_causal_softmax(ctx, backend->label, ref_shape_of(KILN_SHAPE(4, 4)), -0.5f,
+                         FILL_ANY);
+    kiln_context_free(ctx);
+}
+
+/* NaN and infinities above the diagonal are never read. */
+BACKEND_TEST(causal_softmax, never_reads_the_masked_entries)
+{
+    enum { M = 2, T = 5, N = M * T * T };
+    kiln_context *ctx = test_backend_context(backend);
+    kiln_graph   *g   = kiln_graph_new(ctx);
+    kiln_tensor  *x   = kiln_input(g, "x", KILN_F32, KILN_SHAPE(M, T, T));
+    kiln_tensor  *y   = kiln_causal_softmax(g, x, 0.5f);
+    cr_assert_eq(kiln_output(g, y), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", graph_error(g));
+    float xs[N], got[N], want[N];
+    ref_fill(xs, N, 11);
+    for (int r = 0; r < M * T; r++)
+        for (int j = r % T + 1; j < T; j++)
+            xs[r * T + j] = (j % 3 == 0) ? NAN : (j % 3 == 1) ? INFINITY : -INFINITY;
+    cr_assert_eq(kiln_tensor_write(x, xs, sizeof xs), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_run(g), KILN_OK, "%s: %s", backend->label, kiln_last_error());
+    cr_assert_eq(kiln_tensor_read(y, got, sizeof got), KILN_OK, "%s", kiln_last_error());
+    ref_causal_softmax(xs, M, T, 0.5f, want);
+    ref_expect_close(backend->label, got, want, ref_shape_of(KILN_SHAPE(M, T, T)),
+                     (ref_tol){1e-6, 1e-5});
+    expect_masked_zero(backend->label, got, M * T, T);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
+
+Test(causal_softmax, refuses_a_non_square_or_1d_input_and_a_non_finite_scale)
+{
+    kiln_context *ctx = test_context(test_first_spec());
+    static const struct {
+        int         ndim;
+        int64_t     dims[3];
+        float       scale;
+        const char *msg;
+    } bad[] = {
+        {1, {5}, 1.0f, "causal_softmax: input [5]: expected [..., T, T]"},
+        {3, {2, 4, 5}, 1.0f, "causal_softmax: input [2, 4, 5]: expected [..., T, T]"},
+        {2, {4, 4}, INFINITY, "causal_softmax: scale inf: expected a finite number"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *x = kiln_input(g, "x", KILN_F32, bad[i].ndim, bad[i].dims);
+        kiln_causal_softmax(g, x, bad[i].scale);
+        cr_assert_neq(kiln_graph_status(g), KILN_OK, "case %zu", i);
+        cr_assert(strstr(graph_error(g), bad[i].msg), "expected \"%s\" in: %s",
+                  bad[i].msg, graph_error(g));
+        kiln_graph_free(g);
+    }
     kiln_context_free(ctx);
 }
 

@@ -328,11 +328,14 @@ kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_argmax(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_softmax(const cpu_device *dev, const kiln_node *node);
+/* CAUSAL_SOFTMAX and CAUSAL_SOFTMAX_GRAD */
+kiln_status cpu_op_causal_softmax(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_transpose(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_embedding(const cpu_device *dev, const kiln_node *node);
 
 /* gradients (each in its forward op's file) and optimiser steps (ops_optim.c) */
 kiln_status cpu_op_sum_to(const cpu_device *dev, const kiln_node *node);
@@ -343,6 +346,7 @@ kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_cross_entropy_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_embedding_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_sgd_step(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_adam_step(const cpu_device *dev, const kiln_node *node);
 

@@ -1,5 +1,5 @@
 /* core/graph/ops_grad.c — constructors of the gradient ops kiln_backward appends
- * (backend.h: SUM_TO .. CROSS_ENTROPY_GRAD).
+ * (backend.h: SUM_TO .. CROSS_ENTROPY_GRAD, EMBEDDING_GRAD ..).
  *
  * Only autodiff.c calls these, with shapes it derived itself. They check
  * anyway, as every constructor does, so that a wrong backward rule is a graph
@@ -192,4 +192,35 @@ kiln_tensor *kiln__cross_entropy_grad(kiln_graph *g, kiln_tensor *gy, kiln_tenso
     kiln_tensor *logits = (kiln_tensor *)fwd->node.src[0];
     kiln_tensor *src[]  = {gy, logits, (kiln_tensor *)fwd->node.src[1]};
     return grad_node(g, KILN_OP_CROSS_ENTROPY_GRAD, src, 3, logits, fwd);
+}
+
+kiln_tensor *kiln__embedding_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd)
+{
+    const kiln_op op = KILN_OP_EMBEDDING_GRAD;
+    if (!fwd || fwd->node.op != KILN_OP_EMBEDDING)
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "%s: the forward node is %s, expected %s",
+                                kiln__op_name(op),
+                                fwd ? kiln__op_name(fwd->node.op) : "NULL",
+                                kiln__op_name(KILN_OP_EMBEDDING));
+    kiln_tensor *table = (kiln_tensor *)fwd->node.src[0];
+    kiln_tensor *src[] = {gy, (kiln_tensor *)fwd->node.src[1]};
+    if (!kiln__check_sources(g, op, src, 2))
+        return g ? g->poison : NULL;
+    if (!same_shape(&gy->node, &fwd->node))
+        return mismatch(g, op, "gradient", &gy->node, "forward output", &fwd->node,
+                        "equal shapes");
+    return grad_node(g, op, src, 2, table, fwd);
+}
+
+kiln_tensor *kiln__causal_softmax_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *y)
+{
+    const kiln_op op = KILN_OP_CAUSAL_SOFTMAX_GRAD;
+    if (!check_fwd(g, op, gy, y, KILN_OP_CAUSAL_SOFTMAX))
+        return g ? g->poison : NULL;
+    kiln_tensor *src[] = {gy, y};
+    kiln_tensor *t     = grad_node(g, op, src, 2, y, y);
+    if (!(t->flags & KILN__POISON))
+        t->node.fparam[0] = y->node.fparam[0];
+    return t;
 }
