@@ -247,6 +247,7 @@ kiln_tensor *kiln__expand(kiln_graph *g, kiln_tensor *a, int axis, int ndim,
                           const int64_t *dims);
 kiln_tensor *kiln__relu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x);
 kiln_tensor *kiln__max_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x);
+kiln_tensor *kiln__gelu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x);
 /* op: KILN_OP_SOFTMAX_GRAD or KILN_OP_LOG_SOFTMAX_GRAD; y is the forward output */
 kiln_tensor *kiln__softmax_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
                                 kiln_tensor *y);

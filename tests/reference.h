@@ -109,9 +109,16 @@ typedef enum ref_unop {
     REF_SIGMOID,
     REF_TANH,
     REF_SCALE, /* uses `factor` */
+    REF_GELU,  /* tanh approximation; -inf gives 0, +inf gives +inf */
 } ref_unop;
 
 void ref_unary(ref_unop op, const float *a, size_t n, float factor, float *out);
+
+/* GELU (tanh approximation), 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
+ * and its derivative, in double, straight from that formula; at -inf and +inf
+ * their limits (0 and +inf; 0 and 1). */
+double ref_gelu(double x);
+double ref_gelu_grad(double x);
 
 /* ---- linear algebra and shapes ------------------------------------------- */
 

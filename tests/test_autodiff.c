@@ -301,6 +301,7 @@ BACKEND_TEST(grad_unary, matches_finite_differences_for_every_op)
         {"log", kiln_log, FILL_POSITIVE},  {"sqrt", kiln_sqrt, FILL_POSITIVE},
         {"relu", kiln_relu, FILL_NONZERO}, {"sigmoid", kiln_sigmoid, FILL_ANY},
         {"tanh", kiln_tanh, FILL_ANY},     {"scale -1.5", NULL, FILL_ANY},
+        {"gelu", kiln_gelu, FILL_ANY},
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {

@@ -438,6 +438,45 @@ Test(grad_ops, relu_grad_is_exact_when_the_output_is_streamed)
     check_relu_grad(((int64_t)1 << 22) + 4099, 5);
 }
 
+/* ---- GELU_GRAD ------------------------------------------------------------------ */
+
+/* g and x of n elements in [-2, 2], misaligned by shift floats, with special x
+ * values at the start: signed zeros, infinities, NaN, a subnormal, and
+ * magnitudes where x^3 (1e13) or x^2 (1e20) overflows f32. */
+static void check_gelu_grad(int64_t n, size_t shift)
+{
+    char label[64];
+    snprintf(label, sizeof label, "gelu_grad of %lld, shifted %zu", (long long)n, shift);
+    op_case     c         = {0};
+    tensor     *g         = input(&c, KILN_SHAPE(n), 13);
+    tensor     *x         = input(&c, KILN_SHAPE(n), 14);
+    const float special[] = {0.0f,  -0.0f, INFINITY, -INFINITY, NAN,    1e-40f, 5.0f,
+                             -5.0f, 12.0f, -12.0f,   1e13f,     -1e13f, 1e20f,  -1e20f};
+    for (size_t k = 0; k < sizeof special / sizeof special[0] && k < (size_t)n; k++)
+        x->f[k] = special[k];
+    if (n > 16)
+        x->f[n - 1] = -30.0f; /* in a vector's tail */
+    tensor *out = out_node(KILN_OP_GELU_GRAD, KILN_SHAPE(n), &c, label);
+    misalign(g, shift);
+    misalign(x, shift ? shift + 1 : 0);
+    misalign(out, shift ? shift + 2 : 0);
+    float *want = malloc((size_t)n * sizeof *want);
+    cr_assert_not_null(want);
+    for (int64_t i = 0; i < n; i++)
+        want[i] = (float)((double)g->f[i] * ref_gelu_grad(x->f[i]));
+    run_case(&c, want, NULL, NULL, 0, TOL);
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, gelu_grad_matches_the_reference_at_every_size_and_alignment)
+{
+    for (size_t k = 0; k < N_SIZES; k++) {
+        check_gelu_grad(SIZES[k], 0);
+        check_gelu_grad(SIZES[k], 3);
+    }
+}
+
 /* ---- MAX_GRAD, SOFTMAX_GRAD, LOG_SOFTMAX_GRAD ----------------------------------- */
 
 /* The first index of the maximum of x[0..n) (of the first NaN, if any). */

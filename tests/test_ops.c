@@ -311,6 +311,7 @@ static const unary_op unary_ops[] = {
     {"relu", kiln_relu, REF_RELU, 0.0f, FILL_ANY, {0.0, 0.0}},
     {"sigmoid", kiln_sigmoid, REF_SIGMOID, 0.0f, FILL_ANY, {1e-6, 1e-5}},
     {"tanh", kiln_tanh, REF_TANH, 0.0f, FILL_ANY, {1e-6, 1e-5}},
+    {"gelu", kiln_gelu, REF_GELU, 0.0f, FILL_ANY, {1e-6, 1e-5}},
     {"scale -0.5", NULL, REF_SCALE, -0.5f, FILL_ANY, {1e-7, 1e-6}},
     {"scale 3", NULL, REF_SCALE, 3.0f, FILL_ANY, {1e-7, 1e-6}},
     {"scale 0", NULL, REF_SCALE, 0.0f, FILL_ANY, {0.0, 0.0}},
@@ -353,11 +354,11 @@ BACKEND_TEST(unary, special_values_match_libm)
         -0.625f, 20.0f, -20.0f,   9.0f,      -9.0f,  44.0f,   -44.0f,  3.4e38f, -3.4e38f,
     };
     enum { N_SPECIAL = sizeof specials / sizeof specials[0], N = 37 };
-    static const ref_unop    ops[]   = {REF_EXP, REF_LOG, REF_TANH, REF_SIGMOID};
-    static const char *const names[] = {"exp", "log", "tanh", "sigmoid"};
+    static const ref_unop    ops[] = {REF_EXP, REF_LOG, REF_TANH, REF_SIGMOID, REF_GELU};
+    static const char *const names[] = {"exp", "log", "tanh", "sigmoid", "gelu"};
     kiln_tensor *(*const build[])(kiln_graph *, kiln_tensor *) = {kiln_exp, kiln_log,
-                                                                  kiln_tanh,
-                                                                  kiln_sigmoid};
+                                                                  kiln_tanh, kiln_sigmoid,
+                                                                  kiln_gelu};
     kiln_context *ctx = test_backend_context(backend);
     ref_shape     s   = ref_shape_of(KILN_SHAPE(2, N));
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
@@ -407,6 +408,38 @@ BACKEND_TEST(unary, matches_reference_on_tensors_larger_than_the_caches)
     ref_binary(REF_ADD, tmp, s, x->f, s, want, s);
     ref_unary(REF_TANH, want, x->n, 0.0f, want);
     case_expect(&c, y, want, s, TOL_TRANSCEND);
+    case_end(&c);
+    kiln_context_free(ctx);
+}
+
+/* GELU's inner cubic overflows f32 from |x| = 2e12 (x^2 from 2e19) and
+ * 1 + tanh cancels for negative x: every magnitude from 1e-3 to 1e38, both
+ * signs, gives a finite result that matches the reference (x, or 0). */
+BACKEND_TEST(gelu, saturates_without_nan_for_large_inputs)
+{
+    enum { N = 2 * 42 + 3 };
+    kiln_context *ctx = test_backend_context(backend);
+    ref_shape     s   = ref_shape_of(KILN_SHAPE(N));
+    op_case       c;
+    case_begin(&c, ctx, backend->label, "gelu of 1e-3 .. 1e38, both signs");
+    kiln_tensor *x = kiln_input(c.g, "x", KILN_F32, s.ndim, s.dims);
+    kiln_tensor *y = kiln_gelu(c.g, x);
+    case_compile(&c, y);
+    float in[N], want[N], got[N];
+    for (int k = 0; k < 42; k++) {
+        in[2 * k]     = (float)pow(10.0, k - 3) * 1.5f;
+        in[2 * k + 1] = -in[2 * k];
+    }
+    in[N - 3] = 7.0f;
+    in[N - 2] = -7.0f;
+    in[N - 1] = -3.4e38f;
+    cr_assert_eq(kiln_tensor_write(x, in, sizeof in), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_run(c.g), KILN_OK, "%s on %s: %s", c.label, c.spec,
+                 kiln_last_error());
+    ref_unary(REF_GELU, in, N, 0.0f, want);
+    case_expect(&c, y, want, s, TOL_TRANSCEND);
+    read_output(&c, y, got, N);
+    ref_expect_finite(c.label, got, s);
     case_end(&c);
     kiln_context_free(ctx);
 }

@@ -352,6 +352,11 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
                                      { "gradient", "logits", "labels" },
                                      rule_cross_entropy_grad, RUNS },
 
+    /* transformer ops */
+    [KILN_OP_GELU]    = UNARY("gelu"),
+    [KILN_OP_GELU_GRAD] = { "gelu_grad", 2, 0, F32, { F32, F32 }, { "gradient", "x" },
+                            rule_same_numel, RUNS },
+
     [KILN_OP_SGD_STEP] = { "sgd_step", 4, 0, F32, { F32, F32, F32, F32 },
                            { "param", "grad", "velocity", "hyper-parameters" },
                            rule_step, RUNS | KILN__OP_IN_PLACE, 1u << 2 },

@@ -146,6 +146,10 @@ typedef struct cpu_kernels {
     /* -- gradients (in their forward op's file) and optimiser steps
      *    (ops_optim.c); out may
      *    be any of the inputs, element for element                          */
+    /* out[i] = gelu(x[i]) (tanh approximation), i < n                      */
+    void (*gelu)(float *out, const float *x, size_t n);
+    /* out[i] = g[i] * gelu'(x[i]), i < n                                    */
+    void (*gelu_grad)(float *out, const float *g, const float *x, size_t n);
     /* out[i] = v, i < n: EXPAND's broadcast of one element                 */
     void (*fill)(float *out, float v, size_t n);
     /* out[i] = x[i] > 0 ? g[i] : 0, i < n: 0 where x is NaN                 */
@@ -334,6 +338,8 @@ kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_sum_to(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_relu_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_gelu(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_gelu_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node);

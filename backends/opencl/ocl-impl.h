@@ -124,6 +124,8 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(SCALE, "kiln_scale")                   \
     X(FILL, "kiln_fill")                     \
     X(RELU_GRAD, "kiln_relu_grad")           \
+    X(GELU, "kiln_gelu")                     \
+    X(GELU_GRAD, "kiln_gelu_grad")           \
     X(EXPAND, "kiln_expand")                 \
     X(SUM_AXIS, "kiln_sum_axis")             \
     X(MAX_LAST, "kiln_max_last")             \
@@ -307,6 +309,8 @@ kiln_status ocl_refuse(const ocl_device *dev, size_t i, const kiln_node *node,
 kiln_status ocl_op_binary(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_unary(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_relu_grad(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_gelu(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_gelu_grad(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_expand(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_matmul(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_transpose(ocl_device *dev, const kiln_node *node, size_t i);

@@ -101,6 +101,7 @@ static void backward_unary(backward *bw, kiln_tensor *y, kiln_tensor *gy)
     case KILN_OP_LOG: gx = kiln_div(g, gy, x); break;
     case KILN_OP_SQRT: gx = kiln_div(g, gy, kiln_scale(g, y, 2.0f)); break;
     case KILN_OP_RELU: gx = kiln__relu_grad(g, gy, x); break;
+    case KILN_OP_GELU: gx = kiln__gelu_grad(g, gy, x); break;
     case KILN_OP_SIGMOID:
         gx = kiln_mul(g, gy, kiln_mul(g, y, kiln_sub(g, one(bw), y)));
         break;
@@ -219,6 +220,7 @@ static const grad_rule grad_rules[KILN_OP_COUNT] = {
     [KILN_OP_RESHAPE] = backward_first, [KILN_OP_TRANSPOSE] = backward_first,
     [KILN_OP_CONV2D] = backward_conv2d, [KILN_OP_MAX_POOL2D] = backward_first,
     [KILN_OP_MSE_LOSS] = backward_mse,  [KILN_OP_CROSS_ENTROPY] = backward_first,
+    [KILN_OP_GELU] = backward_unary,
 };
 
 /* Pushes t's gradient on to those of its sources that want one. */

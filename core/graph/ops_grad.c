@@ -1,5 +1,5 @@
 /* core/graph/ops_grad.c — constructors of the gradient ops kiln_backward appends
- * (backend.h: SUM_TO .. CROSS_ENTROPY_GRAD).
+ * (backend.h: SUM_TO .. CROSS_ENTROPY_GRAD, and the transformer ops' GELU_GRAD).
  *
  * Only autodiff.c calls these, with shapes it derived itself. They check
  * anyway, as every constructor does, so that a wrong backward rule is a graph
@@ -85,6 +85,18 @@ kiln_tensor *kiln__relu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
         return mismatch(g, KILN_OP_RELU_GRAD, "gradient", &gy->node, "x", &x->node,
                         "equal shapes");
     return kiln__node_new(g, KILN_OP_RELU_GRAD, KILN_F32, x->node.ndim, x->node.dims, src,
+                          2);
+}
+
+kiln_tensor *kiln__gelu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
+{
+    kiln_tensor *src[] = {gy, x};
+    if (!kiln__check_sources(g, KILN_OP_GELU_GRAD, src, 2))
+        return g ? g->poison : NULL;
+    if (!same_shape(&gy->node, &x->node))
+        return mismatch(g, KILN_OP_GELU_GRAD, "gradient", &gy->node, "x", &x->node,
+                        "equal shapes");
+    return kiln__node_new(g, KILN_OP_GELU_GRAD, KILN_F32, x->node.ndim, x->node.dims, src,
                           2);
 }
 

@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to the structs or enums below. */
-#define KILN_BACKEND_ABI_VERSION 3
+#define KILN_BACKEND_ABI_VERSION 4
 
 #define KILN_BACKEND_ENTRY_SYMBOL "kiln_backend_entry"
 
@@ -108,6 +108,16 @@ typedef enum kiln_op {
      * g * (softmax(logits) - one_hot(labels)) / N; labels checked as in
      * CROSS_ENTROPY                                                         */
     KILN_OP_CROSS_ENTROPY_GRAD,
+
+    /* ---- transformer ops ---------------------------------------------------- */
+
+    /* unary, f32, same shape: GELU, tanh approximation,
+     *   0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)));
+     * +inf gives +inf, -inf gives 0 (the limits), NaN gives NaN            */
+    KILN_OP_GELU,
+    /* src: g, x (equal numel): g * gelu'(x); 0 where gelu' is 0 (x = -inf),
+     * g where it is 1 (x = +inf)                                            */
+    KILN_OP_GELU_GRAD,
 
     /* ---- optimiser steps: in place, the output IS src[0] (same buffer and
      * offset); they may also update the state tensors named below -------- */

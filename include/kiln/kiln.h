@@ -207,6 +207,10 @@ KILN_API kiln_tensor *kiln_relu(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_sigmoid(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_tanh(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_scale(kiln_graph *g, kiln_tensor *a, float s);
+/* GELU, tanh approximation (PyTorch's approximate="tanh", GPT-2's):
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Saturates for large |x|
+ * (x for large x, 0 for large negative x, -inf included); NaN stays NaN. */
+KILN_API kiln_tensor *kiln_gelu(kiln_graph *g, kiln_tensor *a);
 
 /* 2-D matrix product a @ b, [M, K] @ [K, N] -> [M, N]. */
 KILN_API kiln_tensor *kiln_matmul(kiln_graph *g, kiln_tensor *a, kiln_tensor *b);
