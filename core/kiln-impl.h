@@ -257,6 +257,10 @@ kiln_tensor *kiln__conv2d_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
                                kiln_tensor *fwd);
 kiln_tensor *kiln__max_pool2d_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
 kiln_tensor *kiln__cross_entropy_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
+/* op: KILN_OP_LAYER_NORM_GRAD (for x) or KILN_OP_LAYER_NORM_GRAD_WEIGHT (for
+ * the weight) of the layer_norm node fwd; eps is fwd's */
+kiln_tensor *kiln__layer_norm_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
+                                   kiln_tensor *fwd);
 
 /* Refreshes every optimiser's hyper-parameters on the device and counts the
  * step; kiln_graph_run calls it before each run (kiln_graph_eval does not). */

@@ -564,6 +564,24 @@ void ref_log_softmax_last(const float *a, int64_t rows, int64_t cols, float *out
     }
 }
 
+void ref_layer_norm_last(const float *x, const float *w, const float *b, int64_t rows,
+                         int64_t cols, float eps, float *out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        double       s = 0.0, v = 0.0;
+        for (int64_t c = 0; c < cols; c++)
+            s += xr[c];
+        double mean = s / (double)cols;
+        for (int64_t c = 0; c < cols; c++)
+            v += ((double)xr[c] - mean) * ((double)xr[c] - mean);
+        double sd = sqrt(v / (double)cols + (double)eps);
+        for (int64_t c = 0; c < cols; c++)
+            out[r * cols + c] = (float)(((double)xr[c] - mean) / sd * (double)w[c] +
+                                        (b ? (double)b[c] : 0.0));
+    }
+}
+
 /* ---- convolution and pooling ------------------------------------------------------------------ */
 
 int64_t ref_conv_out_size(int64_t size, int64_t kernel, int stride, int padding)

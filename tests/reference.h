@@ -150,6 +150,12 @@ void ref_argmax_last(const float *a, int64_t rows, int64_t cols, int32_t *out);
 void ref_softmax_last(const float *a, int64_t rows, int64_t cols, float *out);
 void ref_log_softmax_last(const float *a, int64_t rows, int64_t cols, float *out);
 
+/* Layer norm of each row of [rows, cols] (cols >= 1): (x - mean) /
+ * sqrt(var + eps) * w + b, var the biased variance; b may be NULL (none).
+ * Statistics in double, two passes. */
+void ref_layer_norm_last(const float *x, const float *w, const float *b, int64_t rows,
+                         int64_t cols, float eps, float *out);
+
 /* ---- convolution and pooling ----------------------------------------------- */
 
 typedef struct ref_conv2d_shape {

@@ -47,9 +47,14 @@ static const cpu_op_fn cpu_ops[KILN_OP_COUNT] = {
     [KILN_OP_CROSS_ENTROPY_GRAD] = cpu_op_cross_entropy_grad,
     [KILN_OP_GELU]               = cpu_op_gelu,
     [KILN_OP_GELU_GRAD]          = cpu_op_gelu_grad,
+    [KILN_OP_LAYER_NORM]         = cpu_op_layer_norm,
+    [KILN_OP_LAYER_NORM_GRAD]    = cpu_op_layer_norm,
+    /* clang-format off: the longest name would realign every row */
+    [KILN_OP_LAYER_NORM_GRAD_WEIGHT] = cpu_op_layer_norm_grad_weight,
     [KILN_OP_SGD_STEP]           = cpu_op_sgd_step,
     [KILN_OP_ADAM_STEP]          = cpu_op_adam_step,
 };
+/* clang-format on */
 
 static cpu_op_fn cpu_op_lookup(kiln_op op)
 {

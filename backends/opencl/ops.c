@@ -90,9 +90,14 @@ static const ocl_op ocl_ops[KILN_OP_COUNT] = {
     [KILN_OP_CROSS_ENTROPY_GRAD] = {ocl_op_cross_entropy_grad, NULL, false},
     [KILN_OP_GELU]               = {ocl_op_gelu, NULL, false},
     [KILN_OP_GELU_GRAD]          = {ocl_op_gelu_grad, NULL, false},
+    [KILN_OP_LAYER_NORM]         = {ocl_op_layer_norm, NULL, false},
+    [KILN_OP_LAYER_NORM_GRAD]    = {ocl_op_layer_norm_grad, NULL, false},
+    /* clang-format off: the longest name would realign every row */
+    [KILN_OP_LAYER_NORM_GRAD_WEIGHT] = {ocl_op_layer_norm_grad_weight, NULL, false},
     [KILN_OP_SGD_STEP]           = {ocl_op_sgd_step, NULL, false},
     [KILN_OP_ADAM_STEP]          = {ocl_op_adam_step, NULL, false},
 };
+/* clang-format on */
 
 static const ocl_op *ocl_op_lookup(kiln_op op)
 {

@@ -1,5 +1,6 @@
 /* core/graph/ops_grad.c — constructors of the gradient ops kiln_backward appends
- * (backend.h: SUM_TO .. CROSS_ENTROPY_GRAD, and the transformer ops' GELU_GRAD).
+ * (backend.h: SUM_TO .. CROSS_ENTROPY_GRAD, and the transformer ops' GELU_GRAD,
+ * LAYER_NORM_GRAD and LAYER_NORM_GRAD_WEIGHT).
  *
  * Only autodiff.c calls these, with shapes it derived itself. They check
  * anyway, as every constructor does, so that a wrong backward rule is a graph
@@ -204,4 +205,27 @@ kiln_tensor *kiln__cross_entropy_grad(kiln_graph *g, kiln_tensor *gy, kiln_tenso
     kiln_tensor *logits = (kiln_tensor *)fwd->node.src[0];
     kiln_tensor *src[]  = {gy, logits, (kiln_tensor *)fwd->node.src[1]};
     return grad_node(g, KILN_OP_CROSS_ENTROPY_GRAD, src, 3, logits, fwd);
+}
+
+kiln_tensor *kiln__layer_norm_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
+                                   kiln_tensor *fwd)
+{
+    if (op != KILN_OP_LAYER_NORM_GRAD && op != KILN_OP_LAYER_NORM_GRAD_WEIGHT)
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "kiln__layer_norm_grad: op %s, expected %s or %s",
+                                kiln__op_name(op), kiln__op_name(KILN_OP_LAYER_NORM_GRAD),
+                                kiln__op_name(KILN_OP_LAYER_NORM_GRAD_WEIGHT));
+    if (!check_fwd(g, op, gy, fwd, KILN_OP_LAYER_NORM))
+        return g ? g->poison : NULL;
+    kiln_tensor *x     = (kiln_tensor *)fwd->node.src[0],
+                *w     = (kiln_tensor *)fwd->node.src[1];
+    kiln_tensor *src[] = {gy, x, w};
+    kiln_tensor *t     = op == KILN_OP_LAYER_NORM_GRAD
+                             ? kiln__node_new(g, op, KILN_F32, x->node.ndim, x->node.dims,
+                                              src, 3)
+                             : kiln__node_new(g, op, KILN_F32, w->node.ndim, w->node.dims,
+                                              src, 2);
+    if (!(t->flags & KILN__POISON))
+        t->node.fparam[0] = fwd->node.fparam[0];
+    return t;
 }

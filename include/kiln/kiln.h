@@ -235,6 +235,17 @@ KILN_API kiln_tensor *kiln_argmax(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_softmax(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_log_softmax(kiln_graph *g, kiln_tensor *a);
 
+/* Layer normalisation over the last axis (torch.nn.functional.layer_norm with
+ * normalized_shape [C]): x [..., C] f32, any leading dimensions; weight [C];
+ * bias [C] or NULL (none). Each row r of C elements becomes
+ * (x - mean_r) / sqrt(var_r + eps) * weight + bias, var_r the biased
+ * variance (divided by C); eps >= 0 and finite (GPT-2 uses 1e-5). The
+ * statistics are taken in two passes, in double where the backend has it,
+ * so that rows far from 0 keep their precision. The last axis must not be
+ * empty. Differentiable in x, weight and bias. */
+KILN_API kiln_tensor *kiln_layer_norm(kiln_graph *g, kiln_tensor *x, kiln_tensor *weight,
+                                      kiln_tensor *bias, float eps);
+
 /* Shape ops. reshape takes one -1 to be inferred; flatten keeps dimension 0
  * and merges the rest ([N, C, H, W] -> [N, C*H*W], as torch.nn.Flatten).
  * reshape and flatten share the storage of their input. transpose is 2-D. */
