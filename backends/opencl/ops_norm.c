@@ -57,13 +57,13 @@ kiln_status ocl_op_layer_norm_grad_weight(ocl_device *dev, const kiln_node *node
         ocl_arg_f32(&l, 0.0f);
         return ocl_run(&l, cols);
     }
-    if (rows > SIZE_MAX / (2 * OCL_ACC_BYTES))
+    if (rows > SIZE_MAX / (3 * OCL_ACC_BYTES))
         return dev->host->error(KILN_ERR_INVALID_ARG,
                                 "opencl: %s of %llu rows: the statistics do not fit "
                                 "a size_t",
                                 kiln__op_name(node->op), (unsigned long long)rows);
     cl_mem      stats;
-    kiln_status st = ocl_scratch(dev, (size_t)rows * 2 * OCL_ACC_BYTES, &stats);
+    kiln_status st = ocl_scratch(dev, (size_t)rows * 3 * OCL_ACC_BYTES, &stats);
     if (st != KILN_OK)
         return st;
     size_t     group = ocl_group_for(dev, cols);

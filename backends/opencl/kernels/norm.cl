@@ -1,17 +1,28 @@
 /* norm.cl — LAYER_NORM along the last axis and its gradients.
  *
  * LAYER_NORM and LAYER_NORM_GRAD take one row per work-group, as softmax.cl
- * does. A row's statistics take two passes, the mean and then the mean
- * square of x - mean (one pass, E[x^2] - E[x]^2, would cancel for rows far
- * from 0), summed in acc_t: double where the device has it, else a
- * compensated float. LAYER_NORM_GRAD_WEIGHT sums over rows: the rows'
+ * does. A row's statistics take two passes (one pass, E[x^2] - E[x]^2,
+ * would cancel for rows far from 0), summed in acc_t: double where the
+ * device has it, else a compensated float. The first gives the mean m; the
+ * second sums d = x - m and d^2. In float, m itself is rounded (by 3e-5 for
+ * a row around 1000, a lot beside a spread of 1), but x - m is exact for x
+ * near m, so the mean of d is that rounding: it is kept apart (corr) and
+ * taken off d, as a two-pass refinement does. LAYER_NORM_GRAD_WEIGHT sums
+ * over rows: the rows'
  * statistics go to a buffer first (kiln_layer_norm_stats), then one
  * work-item per column adds up its column. */
 
-/* The mean of a row and 1 / sqrt(var + eps), var the biased variance. */
+/* A row's mean, as mean + corr, and 1 / sqrt(var + eps), var the biased
+ * variance. */
 typedef struct norm_stats {
-    acc_t mean, rstd;
+    acc_t mean, corr, rstd;
 } norm_stats;
+
+/* (x - mean) * rstd. */
+acc_t norm_xhat(float x, norm_stats st)
+{
+    return (((acc_t)x - st.mean) - st.corr) * st.rstd;
+}
 
 norm_stats row_norm_stats(GCF *x, ulong cols, float eps, __local acc_t *scratch)
 {
@@ -20,13 +31,16 @@ norm_stats row_norm_stats(GCF *x, ulong cols, float eps, __local acc_t *scratch)
     for (ulong c = get_local_id(0); c < cols; c += get_local_size(0))
         s = sum_add(s, (acc_t)x[c]);
     r.mean = group_sum(s.s, scratch) / (acc_t)cols;
-    kiln_sum v = sum_zero();
+    kiln_sum s1 = sum_zero(), s2 = sum_zero();
     for (ulong c = get_local_id(0); c < cols; c += get_local_size(0)) {
         acc_t d = (acc_t)x[c] - r.mean;
-        v = sum_add(v, d * d);
+        s1 = sum_add(s1, d);
+        s2 = sum_add(s2, d * d);
     }
-    acc_t var = group_sum(v.s, scratch) / (acc_t)cols;
-    r.rstd = 1 / sqrt(var + (acc_t)eps);
+    r.corr = group_sum(s1.s, scratch) / (acc_t)cols;
+    /* mean(d^2) - corr^2: corr is tiny beside the spread, nothing cancels */
+    acc_t var = group_sum(s2.s, scratch) / (acc_t)cols - r.corr * r.corr;
+    r.rstd = 1 / sqrt(max(var, (acc_t)0) + (acc_t)eps);
     return r;
 }
 
@@ -40,7 +54,7 @@ __kernel void kiln_layer_norm(GF *out, ulong oo, GCF *x, ulong xo, GCF *w, ulong
     GF *outr = out + oo + row * cols;
     norm_stats st = row_norm_stats(xr, cols, eps, scratch);
     for (ulong c = get_local_id(0); c < cols; c += get_local_size(0)) {
-        acc_t y = ((acc_t)xr[c] - st.mean) * st.rstd * (acc_t)w[wo + c];
+        acc_t y = norm_xhat(xr[c], st) * (acc_t)w[wo + c];
         outr[c] = (float)(has_bias ? y + (acc_t)b[bo + c] : y);
     }
 }
@@ -58,26 +72,27 @@ __kernel void kiln_layer_norm_grad(GF *out, ulong oo, GCF *g, ulong go, GCF *x,
     for (ulong c = get_local_id(0); c < cols; c += get_local_size(0)) {
         acc_t gw = (acc_t)gr[c] * (acc_t)w[wo + c];
         sg = sum_add(sg, gw);
-        sgx = sum_add(sgx, gw * (((acc_t)xr[c] - st.mean) * st.rstd));
+        sgx = sum_add(sgx, gw * norm_xhat(xr[c], st));
     }
     acc_t a = group_sum(sg.s, scratch) / (acc_t)cols;
     acc_t m = group_sum(sgx.s, scratch) / (acc_t)cols;
     for (ulong c = get_local_id(0); c < cols; c += get_local_size(0)) {
-        acc_t xhat = ((acc_t)xr[c] - st.mean) * st.rstd;
+        acc_t xhat = norm_xhat(xr[c], st);
         acc_t gw = (acc_t)gr[c] * (acc_t)w[wo + c];
         outr[c] = (float)(st.rstd * (gw - a - xhat * m));
     }
 }
 
-/* stats[2 row] = mean, stats[2 row + 1] = rstd of each row of x. */
+/* stats[3 row ..] = mean, corr, rstd of each row of x. */
 __kernel void kiln_layer_norm_stats(__global acc_t *stats, GCF *x, ulong xo, ulong cols,
                                     float eps, __local acc_t *scratch)
 {
     ulong row = get_group_id(0);
     norm_stats st = row_norm_stats(x + xo + row * cols, cols, eps, scratch);
     if (get_local_id(0) == 0) {
-        stats[2 * row] = st.mean;
-        stats[2 * row + 1] = st.rstd;
+        stats[3 * row] = st.mean;
+        stats[3 * row + 1] = st.corr;
+        stats[3 * row + 2] = st.rstd;
     }
 }
 
@@ -91,8 +106,8 @@ __kernel void kiln_layer_norm_grad_weight(GF *out, ulong oo, GCF *g, ulong go, G
         return;
     kiln_sum s = sum_zero();
     for (ulong r = 0; r < rows; r++) {
-        acc_t xhat = ((acc_t)x[xo + r * cols + c] - stats[2 * r]) * stats[2 * r + 1];
-        s = sum_add(s, (acc_t)g[go + r * cols + c] * xhat);
+        norm_stats st = { stats[3 * r], stats[3 * r + 1], stats[3 * r + 2] };
+        s = sum_add(s, (acc_t)g[go + r * cols + c] * norm_xhat(x[xo + r * cols + c], st));
     }
     out[oo + c] = (float)s.s;
 }
