@@ -317,6 +317,7 @@ BACKEND_TEST(grad_unary, matches_finite_differences_for_every_op)
         {"log", kiln_log, FILL_POSITIVE},  {"sqrt", kiln_sqrt, FILL_POSITIVE},
         {"relu", kiln_relu, FILL_NONZERO}, {"sigmoid", kiln_sigmoid, FILL_ANY},
         {"tanh", kiln_tanh, FILL_ANY},     {"scale -1.5", NULL, FILL_ANY},
+        {"gelu", kiln_gelu, FILL_ANY},
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
@@ -399,6 +400,47 @@ BACKEND_TEST(grad_reduce, max_softmax_and_log_softmax_along_the_last_axis)
                  ref_shape_text(shapes[s]));
         gc_check(&gc, kiln_log_softmax(gc.g, gc_param(&gc, "x", shapes[s], FILL_ANY)));
     }
+    kiln_context_free(ctx);
+}
+
+/* x, weight and bias all parameters; x far from 0 once, where the
+ * statistics must not lose precision; and without a bias. */
+BACKEND_TEST(grad_layer_norm, x_weight_and_bias_match_finite_differences)
+{
+    static const ref_shape shapes[] = {{2, {3, 5}},
+                                       {1, {7}},
+                                       {3, {2, 3, 4}},
+                                       {2, {2, 1}}};
+    kiln_context          *ctx      = test_backend_context(backend);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        ref_shape sc = ref_shape_of(KILN_SHAPE(shapes[s].dims[shapes[s].ndim - 1]));
+        gcheck    gc;
+        gc_begin(&gc, ctx, backend->label, "layer_norm of %s", ref_shape_text(shapes[s]));
+        kiln_tensor *x = gc_param(&gc, "x", shapes[s], FILL_ANY);
+        kiln_tensor *w = gc_param(&gc, "weight", sc, FILL_ANY);
+        kiln_tensor *b = gc_param(&gc, "bias", sc, FILL_ANY);
+        gc_check(&gc, kiln_layer_norm(gc.g, x, w, b, 1e-5f));
+        gc_begin(&gc, ctx, backend->label, "layer_norm of %s, no bias",
+                 ref_shape_text(shapes[s]));
+        x = gc_param(&gc, "x", shapes[s], FILL_POSITIVE);
+        w = gc_param(&gc, "weight", sc, FILL_ANY);
+        gc_check(&gc, kiln_layer_norm(gc.g, x, w, NULL, 0.25f));
+    }
+    kiln_context_free(ctx);
+}
+
+/* layer_norm feeding gelu feeding a matmul, as a transformer's MLP block. */
+BACKEND_TEST(grad_layer_norm, chained_with_gelu_and_matmul)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    gcheck        gc;
+    gc_begin(&gc, ctx, backend->label, "gelu(layer_norm(x) @ w)");
+    kiln_tensor *x  = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(4, 6)), FILL_ANY);
+    kiln_tensor *lw = gc_param(&gc, "ln.weight", ref_shape_of(KILN_SHAPE(6)), FILL_ANY);
+    kiln_tensor *lb = gc_param(&gc, "ln.bias", ref_shape_of(KILN_SHAPE(6)), FILL_ANY);
+    kiln_tensor *w  = gc_param(&gc, "w", ref_shape_of(KILN_SHAPE(6, 5)), FILL_ANY);
+    kiln_tensor *h  = kiln_layer_norm(gc.g, x, lw, lb, 1e-5f);
+    gc_check(&gc, kiln_gelu(gc.g, kiln_matmul(gc.g, h, w)));
     kiln_context_free(ctx);
 }
 

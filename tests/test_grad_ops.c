@@ -438,6 +438,162 @@ Test(grad_ops, relu_grad_is_exact_when_the_output_is_streamed)
     check_relu_grad(((int64_t)1 << 22) + 4099, 5);
 }
 
+/* ---- GELU_GRAD ------------------------------------------------------------------ */
+
+/* g and x of n elements in [-2, 2], misaligned by shift floats, with special x
+ * values at the start: signed zeros, infinities, NaN, a subnormal, and
+ * magnitudes where x^3 (1e13) or x^2 (1e20) overflows f32. */
+static void check_gelu_grad(int64_t n, size_t shift)
+{
+    char label[64];
+    snprintf(label, sizeof label, "gelu_grad of %lld, shifted %zu", (long long)n, shift);
+    op_case     c         = {0};
+    tensor     *g         = input(&c, KILN_SHAPE(n), 13);
+    tensor     *x         = input(&c, KILN_SHAPE(n), 14);
+    const float special[] = {0.0f,  -0.0f, INFINITY, -INFINITY, NAN,    1e-40f, 5.0f,
+                             -5.0f, 12.0f, -12.0f,   1e13f,     -1e13f, 1e20f,  -1e20f};
+    for (size_t k = 0; k < sizeof special / sizeof special[0] && k < (size_t)n; k++)
+        x->f[k] = special[k];
+    if (n > 16)
+        x->f[n - 1] = -30.0f; /* in a vector's tail */
+    tensor *out = out_node(KILN_OP_GELU_GRAD, KILN_SHAPE(n), &c, label);
+    misalign(g, shift);
+    misalign(x, shift ? shift + 1 : 0);
+    misalign(out, shift ? shift + 2 : 0);
+    float *want = malloc((size_t)n * sizeof *want);
+    cr_assert_not_null(want);
+    for (int64_t i = 0; i < n; i++)
+        want[i] = (float)((double)g->f[i] * ref_gelu_grad(x->f[i]));
+    run_case(&c, want, NULL, NULL, 0, TOL);
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, gelu_grad_matches_the_reference_at_every_size_and_alignment)
+{
+    for (size_t k = 0; k < N_SIZES; k++) {
+        check_gelu_grad(SIZES[k], 0);
+        check_gelu_grad(SIZES[k], 3);
+    }
+}
+
+/* ---- LAYER_NORM_GRAD, LAYER_NORM_GRAD_WEIGHT -------------------------------------- */
+
+/* Row r's mean and 1 / sqrt(var + eps), in double. */
+static void ln_stats(const float *x, int64_t cols, float eps, double *mean, double *rstd)
+{
+    double s = 0.0, v = 0.0;
+    for (int64_t k = 0; k < cols; k++)
+        s += x[k];
+    *mean = s / (double)cols;
+    for (int64_t k = 0; k < cols; k++)
+        v += ((double)x[k] - *mean) * ((double)x[k] - *mean);
+    *rstd = 1.0 / sqrt(v / (double)cols + eps);
+}
+
+/* g, x [rows, cols] and weight [cols]; x around `center`, misaligned by
+ * shift floats. */
+static void check_layer_norm_grad(int64_t rows, int64_t cols, float center, size_t shift)
+{
+    char label[96];
+    snprintf(label, sizeof label, "layer_norm_grad [%lld, %lld] around %g, shifted %zu",
+             (long long)rows, (long long)cols, (double)center, shift);
+    const float eps = 1e-5f;
+    op_case     c   = {0};
+    size_t      n   = (size_t)(rows * cols);
+    tensor     *g   = input(&c, KILN_SHAPE(rows, cols), 21);
+    tensor     *x   = input(&c, KILN_SHAPE(rows, cols), 22);
+    tensor     *w   = input(&c, KILN_SHAPE(cols), 23);
+    for (size_t k = 0; k < n; k++)
+        x->f[k] += center;
+    tensor *out = out_node(KILN_OP_LAYER_NORM_GRAD, KILN_SHAPE(rows, cols), &c, label);
+    out->node.fparam[0] = eps;
+    misalign(g, shift);
+    misalign(x, shift ? shift + 1 : 0);
+    misalign(out, shift ? shift + 2 : 0);
+    float *want = malloc((n ? n : 1) * sizeof *want);
+    cr_assert_not_null(want);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *gr = g->f + r * cols, *xr = x->f + r * cols;
+        double       m, rs, sg = 0.0, sgx = 0.0;
+        ln_stats(xr, cols, eps, &m, &rs);
+        for (int64_t k = 0; k < cols; k++) {
+            sg += (double)gr[k] * w->f[k];
+            sgx += (double)gr[k] * w->f[k] * ((double)xr[k] - m) * rs;
+        }
+        for (int64_t k = 0; k < cols; k++) {
+            double xhat        = ((double)xr[k] - m) * rs;
+            want[r * cols + k] = (float)(rs / (double)cols *
+                                         ((double)cols * gr[k] * w->f[k] - sg -
+                                          xhat * sgx));
+        }
+    }
+    run_case(&c, want, NULL, NULL, 0, (ref_tol){1e-5, 1e-5});
+    free(want);
+    case_free(&c);
+}
+
+static void check_layer_norm_grad_weight(int64_t rows, int64_t cols, float center,
+                                         size_t shift)
+{
+    char label[96];
+    snprintf(label, sizeof label,
+             "layer_norm_grad_weight [%lld, %lld] around %g, shifted %zu",
+             (long long)rows, (long long)cols, (double)center, shift);
+    const float eps = 1e-5f;
+    op_case     c   = {0};
+    size_t      n   = (size_t)(rows * cols);
+    tensor     *g   = input(&c, KILN_SHAPE(rows, cols), 24);
+    tensor     *x   = input(&c, KILN_SHAPE(rows, cols), 25);
+    for (size_t k = 0; k < n; k++)
+        x->f[k] += center;
+    tensor *out = out_node(KILN_OP_LAYER_NORM_GRAD_WEIGHT, KILN_SHAPE(cols), &c, label);
+    out->node.fparam[0] = eps;
+    misalign(g, shift);
+    misalign(x, shift ? shift + 1 : 0);
+    misalign(out, shift ? shift + 2 : 0);
+    double *acc  = calloc((size_t)cols, sizeof *acc);
+    float  *want = malloc((size_t)cols * sizeof *want);
+    cr_assert(acc && want);
+    for (int64_t r = 0; r < rows; r++) {
+        double m, rs;
+        ln_stats(x->f + r * cols, cols, eps, &m, &rs);
+        for (int64_t k = 0; k < cols; k++)
+            acc[k] += (double)g->f[r * cols + k] * ((double)x->f[r * cols + k] - m) * rs;
+    }
+    for (int64_t k = 0; k < cols; k++)
+        want[k] = (float)acc[k];
+    run_case(&c, want, NULL, NULL, 0, (ref_tol){1e-5, 1e-5});
+    free(acc);
+    free(want);
+    case_free(&c);
+}
+
+/* Rows of 1, of part of a vector, of several vectors, many rows (which the
+ * threads share), and rows around 1000. */
+static const int64_t LN_SHAPES[][2] = {
+    {1, 1}, {5, 1}, {3, 7}, {4, 15}, {4, 17}, {2, 33}, {3, 130}, {1, 1000}, {600, 129},
+};
+
+Test(grad_ops, layer_norm_grad_matches_the_reference_per_row)
+{
+    for (size_t k = 0; k < sizeof LN_SHAPES / sizeof LN_SHAPES[0]; k++) {
+        check_layer_norm_grad(LN_SHAPES[k][0], LN_SHAPES[k][1], 0.0f, 0);
+        check_layer_norm_grad(LN_SHAPES[k][0], LN_SHAPES[k][1], 0.0f, 3);
+    }
+    check_layer_norm_grad(4, 33, 1000.0f, 1);
+}
+
+Test(grad_ops, layer_norm_grad_weight_sums_over_rows)
+{
+    for (size_t k = 0; k < sizeof LN_SHAPES / sizeof LN_SHAPES[0]; k++) {
+        check_layer_norm_grad_weight(LN_SHAPES[k][0], LN_SHAPES[k][1], 0.0f, 0);
+        check_layer_norm_grad_weight(LN_SHAPES[k][0], LN_SHAPES[k][1], 0.0f, 3);
+    }
+    check_layer_norm_grad_weight(4, 33, -1000.0f, 1);
+    check_layer_norm_grad_weight(0, 7, 0.0f, 0); /* no rows: zeros */
+}
+
 /* ---- MAX_GRAD, SOFTMAX_GRAD, LOG_SOFTMAX_GRAD ----------------------------------- */
 
 /* The first index of the maximum of x[0..n) (of the first NaN, if any). */
@@ -1312,6 +1468,54 @@ Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
           {0},
           {5, END},
           {{5, END}, {5, END}, {5, END}, {3, END}, NONE},
+          -1}},
+        {{"layer_norm [2,3,4], weight [4], bias [4]",
+          KILN_OP_LAYER_NORM,
+          {0},
+          {2, 3, 4, END},
+          {{2, 3, 4, END}, {4, END}, {4, END}, NONE},
+          -1},
+         {"layer_norm [2,3,4], weight [4], bias [3]",
+          KILN_OP_LAYER_NORM,
+          {0},
+          {2, 3, 4, END},
+          {{2, 3, 4, END}, {4, END}, {3, END}, NONE},
+          -1}},
+        {{"layer_norm_grad [3,4], weight [4]",
+          KILN_OP_LAYER_NORM_GRAD,
+          {0},
+          {3, 4, END},
+          {{3, 4, END}, {3, 4, END}, {4, END}, NONE},
+          -1},
+         {"layer_norm_grad of g [4,3]",
+          KILN_OP_LAYER_NORM_GRAD,
+          {0},
+          {3, 4, END},
+          {{4, 3, END}, {3, 4, END}, {4, END}, NONE},
+          -1}},
+        {{"layer_norm_grad_weight [3,4] -> [4]",
+          KILN_OP_LAYER_NORM_GRAD_WEIGHT,
+          {0},
+          {4, END},
+          {{3, 4, END}, {3, 4, END}, NONE},
+          -1},
+         {"layer_norm_grad_weight [3,4] -> [3]",
+          KILN_OP_LAYER_NORM_GRAD_WEIGHT,
+          {0},
+          {3, END},
+          {{3, 4, END}, {3, 4, END}, NONE},
+          -1}},
+        {{"gelu_grad [5] and [5]",
+          KILN_OP_GELU_GRAD,
+          {0},
+          {5, END},
+          {{5, END}, {5, END}, NONE},
+          -1},
+         {"gelu_grad [5] and [4]",
+          KILN_OP_GELU_GRAD,
+          {0},
+          {5, END},
+          {{5, END}, {4, END}, NONE},
           -1}},
     };
     cr_assert_gt(n_devices, 0, "no device to ask");

@@ -320,6 +320,7 @@ static const unary_op unary_ops[] = {
     {"relu", kiln_relu, REF_RELU, 0.0f, FILL_ANY, {0.0, 0.0}},
     {"sigmoid", kiln_sigmoid, REF_SIGMOID, 0.0f, FILL_ANY, {1e-6, 1e-5}},
     {"tanh", kiln_tanh, REF_TANH, 0.0f, FILL_ANY, {1e-6, 1e-5}},
+    {"gelu", kiln_gelu, REF_GELU, 0.0f, FILL_ANY, {1e-6, 1e-5}},
     {"scale -0.5", NULL, REF_SCALE, -0.5f, FILL_ANY, {1e-7, 1e-6}},
     {"scale 3", NULL, REF_SCALE, 3.0f, FILL_ANY, {1e-7, 1e-6}},
     {"scale 0", NULL, REF_SCALE, 0.0f, FILL_ANY, {0.0, 0.0}},
@@ -362,11 +363,11 @@ BACKEND_TEST(unary, special_values_match_libm)
         -0.625f, 20.0f, -20.0f,   9.0f,      -9.0f,  44.0f,   -44.0f,  3.4e38f, -3.4e38f,
     };
     enum { N_SPECIAL = sizeof specials / sizeof specials[0], N = 37 };
-    static const ref_unop    ops[]   = {REF_EXP, REF_LOG, REF_TANH, REF_SIGMOID};
-    static const char *const names[] = {"exp", "log", "tanh", "sigmoid"};
+    static const ref_unop    ops[] = {REF_EXP, REF_LOG, REF_TANH, REF_SIGMOID, REF_GELU};
+    static const char *const names[] = {"exp", "log", "tanh", "sigmoid", "gelu"};
     kiln_tensor *(*const build[])(kiln_graph *, kiln_tensor *) = {kiln_exp, kiln_log,
-                                                                  kiln_tanh,
-                                                                  kiln_sigmoid};
+                                                                  kiln_tanh, kiln_sigmoid,
+                                                                  kiln_gelu};
     kiln_context *ctx = test_backend_context(backend);
     ref_shape     s   = ref_shape_of(KILN_SHAPE(2, N));
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
@@ -416,6 +417,38 @@ BACKEND_TEST(unary, matches_reference_on_tensors_larger_than_the_caches)
     ref_binary(REF_ADD, tmp, s, x->f, s, want, s);
     ref_unary(REF_TANH, want, x->n, 0.0f, want);
     case_expect(&c, y, want, s, TOL_TRANSCEND);
+    case_end(&c);
+    kiln_context_free(ctx);
+}
+
+/* GELU's inner cubic overflows f32 from |x| = 2e12 (x^2 from 2e19) and
+ * 1 + tanh cancels for negative x: every magnitude from 1e-3 to 1e38, both
+ * signs, gives a finite result that matches the reference (x, or 0). */
+BACKEND_TEST(gelu, saturates_without_nan_for_large_inputs)
+{
+    enum { N = 2 * 42 + 3 };
+    kiln_context *ctx = test_backend_context(backend);
+    ref_shape     s   = ref_shape_of(KILN_SHAPE(N));
+    op_case       c;
+    case_begin(&c, ctx, backend->label, "gelu of 1e-3 .. 1e38, both signs");
+    kiln_tensor *x = kiln_input(c.g, "x", KILN_F32, s.ndim, s.dims);
+    kiln_tensor *y = kiln_gelu(c.g, x);
+    case_compile(&c, y);
+    float in[N], want[N], got[N];
+    for (int k = 0; k < 42; k++) {
+        in[2 * k]     = (float)pow(10.0, k - 3) * 1.5f;
+        in[2 * k + 1] = -in[2 * k];
+    }
+    in[N - 3] = 7.0f;
+    in[N - 2] = -7.0f;
+    in[N - 1] = -3.4e38f;
+    cr_assert_eq(kiln_tensor_write(x, in, sizeof in), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_run(c.g), KILN_OK, "%s on %s: %s", c.label, c.spec,
+                 kiln_last_error());
+    ref_unary(REF_GELU, in, N, 0.0f, want);
+    case_expect(&c, y, want, s, TOL_TRANSCEND);
+    read_output(&c, y, got, N);
+    ref_expect_finite(c.label, got, s);
     case_end(&c);
     kiln_context_free(ctx);
 }
@@ -1037,6 +1070,118 @@ BACKEND_TEST(softmax, stays_finite_for_inputs_around_plus_and_minus_1000)
             check_last_axis(ctx, backend->label, LAST_SOFTMAX, shapes[s], fills[f]);
             check_last_axis(ctx, backend->label, LAST_LOG_SOFTMAX, shapes[s], fills[f]);
         }
+    kiln_context_free(ctx);
+}
+
+/* ---- layer_norm ------------------------------------------------------------------------ */
+
+/* x [..., C] (leaves x, weight and, unless without_bias, bias). */
+static void check_layer_norm(kiln_context *ctx, const char *spec, ref_shape s,
+                             bool with_bias, float eps, fill_kind fill)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "layer_norm of %s %s%s, eps %g", ref_shape_text(s),
+               fill_names[fill], with_bias ? "" : ", no bias", (double)eps);
+    int64_t      cols = s.dims[s.ndim - 1];
+    int64_t      rows = (int64_t)ref_numel(s) / cols;
+    ref_shape    sc   = ref_shape_of(KILN_SHAPE(cols));
+    leaf        *x    = case_input(&c, "x", s, fill);
+    leaf        *w    = case_param(&c, "weight", sc, FILL_ANY);
+    leaf        *b    = with_bias ? case_param(&c, "bias", sc, FILL_ANY) : NULL;
+    kiln_tensor *y    = kiln_layer_norm(c.g, x->t, w->t, b ? b->t : NULL, eps);
+    case_compile(&c, y);
+    float  *want = case_scratch(&c, x->n, sizeof *want);
+    float  *got  = case_scratch(&c, x->n, sizeof *got);
+    ref_tol tol  = {2e-6, 1e-5};
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_layer_norm_last(x->f, w->f, b ? b->f : NULL, rows, cols, eps, want);
+        case_expect(&c, y, want, s, tol);
+        read_output(&c, y, got, x->n);
+        ref_expect_finite(c.label, got, s);
+    }
+    case_end(&c);
+}
+
+/* C = 1 (var 0: y is the bias), short rows, rows that end in part of a
+ * vector, and rows of several vectors; leading dimensions 1x1, 3x5, 2x3x4. */
+static const int64_t layer_norm_cols[] = {1, 7, 33, 130};
+
+static ref_shape layer_norm_shape(int lead, int64_t cols)
+{
+    static const ref_shape leads[] = {{2, {1, 1}}, {2, {3, 5}}, {3, {2, 3, 4}}};
+    ref_shape              s       = leads[lead];
+    s.dims[s.ndim++]               = cols;
+    return s;
+}
+
+BACKEND_TEST(layer_norm, matches_reference_for_odd_rows_and_leading_dimensions)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    for (int lead = 0; lead < 3; lead++)
+        for (size_t k = 0; k < sizeof layer_norm_cols / sizeof layer_norm_cols[0]; k++)
+            check_layer_norm(ctx, backend->label,
+                             layer_norm_shape(lead, layer_norm_cols[k]), true, 1e-5f,
+                             FILL_ANY);
+    check_layer_norm(ctx, backend->label, ref_shape_of(KILN_SHAPE(33)), true, 1e-5f,
+                     FILL_ANY);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(layer_norm, matches_reference_without_bias_and_with_other_eps)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    check_layer_norm(ctx, backend->label, layer_norm_shape(1, 7), false, 1e-5f, FILL_ANY);
+    check_layer_norm(ctx, backend->label, layer_norm_shape(2, 130), false, 0.0f,
+                     FILL_ANY);
+    check_layer_norm(ctx, backend->label, layer_norm_shape(1, 33), true, 0.5f, FILL_ANY);
+    kiln_context_free(ctx);
+}
+
+/* Rows around 1000 with a spread of 2: a one-pass variance in f32 would lose
+ * every digit to E[x^2] - E[x]^2; the two passes keep them. */
+BACKEND_TEST(layer_norm, keeps_precision_for_rows_far_from_zero)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t k = 1; k < sizeof layer_norm_cols / sizeof layer_norm_cols[0]; k++) {
+        check_layer_norm(ctx, backend->label, layer_norm_shape(1, layer_norm_cols[k]),
+                         true, 1e-5f, FILL_NEAR_PLUS_1000);
+        check_layer_norm(ctx, backend->label, layer_norm_shape(0, layer_norm_cols[k]),
+                         true, 1e-5f, FILL_NEAR_MINUS_1000);
+    }
+    kiln_context_free(ctx);
+}
+
+Test(layer_norm, refuses_bad_shapes_and_eps_naming_the_op)
+{
+    kiln_context *ctx = test_context(test_first_spec());
+    struct {
+        ref_shape   x, w, b;
+        float       eps;
+        const char *want;
+    } bad[] = {
+        {{2, {3, 4}}, {1, {5}}, {1, {4}}, 1e-5f, "weight [5]"},
+        {{2, {3, 4}}, {1, {4}}, {2, {1, 4}}, 1e-5f, "bias [1, 4]"},
+        {{2, {3, 4}}, {1, {4}}, {1, {4}}, -1.0f, "eps"},
+        {{2, {3, 4}}, {1, {4}}, {1, {4}}, NAN, "eps"},
+        {{2, {3, 0}}, {1, {0}}, {1, {0}}, 1e-5f, "[3, 0]"},
+        {{0, {0}}, {1, {1}}, {1, {1}}, 1e-5f, "x []"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *x = kiln_input(g, "x", KILN_F32, bad[k].x.ndim, bad[k].x.dims);
+        kiln_tensor *w = kiln_param(g, "w", bad[k].w.ndim, bad[k].w.dims);
+        kiln_tensor *b = kiln_param(g, "b", bad[k].b.ndim, bad[k].b.dims);
+        cr_assert_eq(kiln_graph_status(g), KILN_OK, "case %zu: %s", k, graph_error(g));
+        kiln_tensor *y = kiln_layer_norm(g, x, w, b, bad[k].eps);
+        cr_assert_not_null(y, "case %zu: a bad layer_norm returns a poisoned tensor", k);
+        cr_assert_neq(kiln_graph_status(g), KILN_OK, "case %zu: no error", k);
+        const char *e = kiln_graph_error(g);
+        cr_assert(e && strstr(e, "layer_norm") && strstr(e, bad[k].want),
+                  "case %zu: error \"%s\" does not name layer_norm and \"%s\"", k,
+                  e ? e : "(none)", bad[k].want);
+        kiln_graph_free(g);
+    }
     kiln_context_free(ctx);
 }
 

@@ -269,6 +269,76 @@ static const char *rule_cross_entropy_grad(const kiln_node *node)
     return rule_logits_labels(logits, node->src[2]);
 }
 
+/* ---- normalisation --------------------------------------------------------------------- */
+
+/* x [..., C] and a per-column tensor p [C] (weight, bias, or the weight's
+ * gradient). */
+static const char *rule_per_column(const kiln_node *x, const kiln_node *p)
+{
+    if (p->ndim != 1 || p->dims[0] != kiln__last_dim(x))
+        return "a weight, bias or its gradient is not [C], C the last axis of x";
+    return NULL;
+}
+
+/* a has the output's rows: its number of elements and last axis. */
+static const char *rule_rows_of(const kiln_node *node, const kiln_node *a)
+{
+    if (a->numel != node->numel || kiln__last_dim(a) != kiln__last_dim(node))
+        return "x (or the gradient) and the output differ in shape";
+    return NULL;
+}
+
+/* x's rows along its last axis: at least one axis, not empty, eps >= 0. */
+static const char *rule_norm_rows(const kiln_node *node, const kiln_node *x)
+{
+    float eps = node->fparam[0];
+    if (x->ndim < 1)
+        return "x has no last axis to normalise";
+    if (kiln__last_dim(x) == 0)
+        return "the last axis is empty";
+    if (!(eps >= 0.0f && eps <= 3.4e38f))
+        return "eps (fparam[0]) is negative, infinite or NaN";
+    return NULL;
+}
+
+/* LAYER_NORM: x, weight, optional bias; the output has x's shape. */
+static const char *rule_layer_norm(const kiln_node *node)
+{
+    const kiln_node *x   = node->src[0];
+    const char      *why = rule_rows_of(node, x);
+    if (!why)
+        why = rule_norm_rows(node, x);
+    if (!why)
+        why = rule_per_column(x, node->src[1]);
+    if (!why && node->src[2])
+        why = rule_per_column(x, node->src[2]);
+    return why;
+}
+
+/* LAYER_NORM_GRAD: g, x, weight; the output has x's shape. */
+static const char *rule_layer_norm_grad(const kiln_node *node)
+{
+    const kiln_node *x   = node->src[1];
+    const char      *why = rule_rows_of(node, x);
+    if (!why)
+        why = rule_rows_of(node, node->src[0]);
+    if (!why)
+        why = rule_norm_rows(node, x);
+    if (!why)
+        why = rule_per_column(x, node->src[2]);
+    return why;
+}
+
+/* LAYER_NORM_GRAD_WEIGHT: g, x; the output is [C]. */
+static const char *rule_layer_norm_grad_weight(const kiln_node *node)
+{
+    const kiln_node *g = node->src[0], *x = node->src[1];
+    if (g->numel != x->numel || kiln__last_dim(g) != kiln__last_dim(x))
+        return "the gradient and x differ in shape";
+    const char *why = rule_norm_rows(node, x);
+    return why ? why : rule_per_column(x, node);
+}
+
 /* ---- optimiser steps ------------------------------------------------------------------ */
 
 /* SGD_STEP (param, grad, velocity, hp [4]) and ADAM_STEP (param, grad, m,
@@ -416,6 +486,19 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
     [KILN_OP_CROSS_ENTROPY_GRAD] = { "cross_entropy_grad", 3, 0, F32, { F32, F32, I32 },
                                      { "gradient", "logits", "labels" },
                                      rule_cross_entropy_grad, RUNS },
+
+    /* transformer ops */
+    [KILN_OP_GELU]    = UNARY("gelu"),
+    [KILN_OP_GELU_GRAD] = { "gelu_grad", 2, 0, F32, { F32, F32 }, { "gradient", "x" },
+                            rule_same_numel, RUNS },
+    [KILN_OP_LAYER_NORM] = { "layer_norm", 2, 1, F32, { F32, F32, F32 },
+                             { "x", "weight", "bias" }, rule_layer_norm, RUNS | GRAD },
+    [KILN_OP_LAYER_NORM_GRAD] = { "layer_norm_grad", 3, 0, F32, { F32, F32, F32 },
+                                  { "gradient", "x", "weight" }, rule_layer_norm_grad,
+                                  RUNS },
+    [KILN_OP_LAYER_NORM_GRAD_WEIGHT] = { "layer_norm_grad_weight", 2, 0, F32,
+                                         { F32, F32 }, { "gradient", "x" },
+                                         rule_layer_norm_grad_weight, RUNS },
 
     [KILN_OP_SGD_STEP] = { "sgd_step", 4, 1, F32, { F32, F32, F32, F32, F32 },
                            { "param", "grad", "velocity", "hyper-parameters",

@@ -124,6 +124,12 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(SCALE, "kiln_scale")                   \
     X(FILL, "kiln_fill")                     \
     X(RELU_GRAD, "kiln_relu_grad")           \
+    X(GELU, "kiln_gelu")                     \
+    X(GELU_GRAD, "kiln_gelu_grad")           \
+    X(LAYER_NORM, "kiln_layer_norm")         \
+    X(LAYER_NORM_GRAD, "kiln_layer_norm_grad") \
+    X(LAYER_NORM_STATS, "kiln_layer_norm_stats") \
+    X(LAYER_NORM_GRAD_WEIGHT, "kiln_layer_norm_grad_weight") \
     X(EXPAND, "kiln_expand")                 \
     X(SUM_AXIS, "kiln_sum_axis")             \
     X(MAX_LAST, "kiln_max_last")             \
@@ -313,6 +319,12 @@ kiln_status ocl_refuse(const ocl_device *dev, size_t i, const kiln_node *node,
 kiln_status ocl_op_binary(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_unary(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_relu_grad(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_gelu(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_gelu_grad(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_layer_norm(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_layer_norm_grad(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_layer_norm_grad_weight(ocl_device *dev, const kiln_node *node,
+                                          size_t i);
 kiln_status ocl_op_expand(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_matmul(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_transpose(ocl_device *dev, const kiln_node *node, size_t i);

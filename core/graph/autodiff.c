@@ -101,6 +101,7 @@ static void backward_unary(backward *bw, kiln_tensor *y, kiln_tensor *gy)
     case KILN_OP_LOG: gx = kiln_div(g, gy, x); break;
     case KILN_OP_SQRT: gx = kiln_div(g, gy, kiln_scale(g, y, 2.0f)); break;
     case KILN_OP_RELU: gx = kiln__relu_grad(g, gy, x); break;
+    case KILN_OP_GELU: gx = kiln__gelu_grad(g, gy, x); break;
     case KILN_OP_SIGMOID:
         gx = kiln_mul(g, gy, kiln_mul(g, y, kiln_sub(g, one(bw), y)));
         break;
@@ -190,6 +191,21 @@ static void backward_conv2d(backward *bw, kiln_tensor *t, kiln_tensor *gy)
     }
 }
 
+/* layer_norm: x and weight through their gradient ops (which recompute each
+ * row's mean and 1 / std from x); the bias gets gy summed over the rows. */
+static void backward_layer_norm(backward *bw, kiln_tensor *t, kiln_tensor *gy)
+{
+    kiln_graph  *g = bw->g;
+    kiln_tensor *x = src_of(t, 0), *w = src_of(t, 1), *bias = src_of(t, 2);
+    if (wants(bw, x))
+        accumulate(bw, x, kiln__layer_norm_grad(g, KILN_OP_LAYER_NORM_GRAD, gy, t));
+    if (wants(bw, w))
+        accumulate(bw, w,
+                   kiln__layer_norm_grad(g, KILN_OP_LAYER_NORM_GRAD_WEIGHT, gy, t));
+    if (wants(bw, bias))
+        accumulate(bw, bias, kiln__sum_to(g, gy, bias->node.ndim, bias->node.dims));
+}
+
 /* mean((p - q)^2): dp = 2 (p - q) gy / n, dq = -dp. */
 static void backward_mse(backward *bw, kiln_tensor *t, kiln_tensor *gy)
 {
@@ -223,6 +239,7 @@ static const grad_rule grad_rules[KILN_OP_COUNT] = {
     [KILN_OP_CONV2D] = backward_conv2d,   [KILN_OP_MAX_POOL2D] = backward_first,
     [KILN_OP_MSE_LOSS] = backward_mse,    [KILN_OP_CROSS_ENTROPY] = backward_first,
     [KILN_OP_EMBEDDING] = backward_first, [KILN_OP_CAUSAL_SOFTMAX] = backward_first,
+    [KILN_OP_GELU] = backward_unary,      [KILN_OP_LAYER_NORM] = backward_layer_norm,
 };
 
 /* Pushes t's gradient on to those of its sources that want one. */

@@ -112,6 +112,28 @@ typedef enum kiln_op {
      * number of rows; labels checked as in CROSS_ENTROPY                    */
     KILN_OP_CROSS_ENTROPY_GRAD,
 
+    /* ---- transformer ops ---------------------------------------------------- */
+
+    /* unary, f32, same shape: GELU, tanh approximation,
+     *   0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)));
+     * +inf gives +inf, -inf gives 0 (the limits), NaN gives NaN            */
+    KILN_OP_GELU,
+    /* src: g, x (equal numel): g * gelu'(x); 0 where gelu' is 0 (x = -inf),
+     * g where it is 1 (x = +inf)                                            */
+    KILN_OP_GELU_GRAD,
+    /* src: x [..., C], weight [C], bias [C] or NULL; fparam[0]: eps >= 0.
+     * Along the last axis, each row r: (x - mean) / sqrt(var + eps) * weight
+     * + bias, var the biased variance (PyTorch's LayerNorm); x's shape      */
+    KILN_OP_LAYER_NORM,
+    /* src: g, x [..., C], weight [C]; fparam[0]: eps. The gradient for x:
+     * rstd * (g w - mean(g w) - xhat * mean(g w xhat)) per row, with
+     * xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps); x's shape       */
+    KILN_OP_LAYER_NORM_GRAD,
+    /* src: g, x [..., C]; fparam[0]: eps. Out [C]: the gradient for weight,
+     * sum over rows of g * xhat (the bias's is SUM_TO of g)                 */
+    KILN_OP_LAYER_NORM_GRAD_WEIGHT,
+
+
     /* ---- optimiser steps: in place, the output IS src[0] (same buffer and
      * offset); they may also update the state tensors named below -------- */
 

@@ -207,6 +207,10 @@ KILN_API kiln_tensor *kiln_relu(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_sigmoid(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_tanh(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_scale(kiln_graph *g, kiln_tensor *a, float s);
+/* GELU, tanh approximation (PyTorch's approximate="tanh", GPT-2's):
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Saturates for large |x|
+ * (x for large x, 0 for large negative x, -inf included); NaN stays NaN. */
+KILN_API kiln_tensor *kiln_gelu(kiln_graph *g, kiln_tensor *a);
 
 /* 2-D matrix product a @ b, [M, K] @ [K, N] -> [M, N]. */
 KILN_API kiln_tensor *kiln_matmul(kiln_graph *g, kiln_tensor *a, kiln_tensor *b);
@@ -242,6 +246,17 @@ KILN_API kiln_tensor *kiln_causal_softmax(kiln_graph *g, kiln_tensor *x, float s
  * [0, V) is never read: kiln_graph_run fails naming the id, its position
  * and V. Differentiable with respect to the table (repeated ids add up). */
 KILN_API kiln_tensor *kiln_embedding(kiln_graph *g, kiln_tensor *table, kiln_tensor *ids);
+
+/* Layer normalisation over the last axis (torch.nn.functional.layer_norm with
+ * normalized_shape [C]): x [..., C] f32, any leading dimensions; weight [C];
+ * bias [C] or NULL (none). Each row r of C elements becomes
+ * (x - mean_r) / sqrt(var_r + eps) * weight + bias, var_r the biased
+ * variance (divided by C); eps >= 0 and finite (GPT-2 uses 1e-5). The
+ * statistics are taken in two passes, in double where the backend has it,
+ * so that rows far from 0 keep their precision. The last axis must not be
+ * empty. Differentiable in x, weight and bias. */
+KILN_API kiln_tensor *kiln_layer_norm(kiln_graph *g, kiln_tensor *x, kiln_tensor *weight,
+                                      kiln_tensor *bias, float eps);
 
 /* Shape ops. reshape takes one -1 to be inferred; flatten keeps dimension 0
  * and merges the rest ([N, C, H, W] -> [N, C*H*W], as torch.nn.Flatten).
