@@ -251,6 +251,7 @@ kiln_tensor *kiln__expand(kiln_graph *g, kiln_tensor *a, int axis, int ndim,
                           const int64_t *dims);
 kiln_tensor *kiln__relu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x);
 kiln_tensor *kiln__max_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x);
+kiln_tensor *kiln__gelu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x);
 /* op: KILN_OP_SOFTMAX_GRAD or KILN_OP_LOG_SOFTMAX_GRAD; y is the forward output */
 kiln_tensor *kiln__softmax_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
                                 kiln_tensor *y);
@@ -260,6 +261,14 @@ kiln_tensor *kiln__conv2d_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
                                kiln_tensor *fwd);
 kiln_tensor *kiln__max_pool2d_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
 kiln_tensor *kiln__cross_entropy_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
+/* The table's gradient of an embedding node `fwd`: gy's rows added up per id. */
+kiln_tensor *kiln__embedding_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
+/* The input's gradient of a causal_softmax node y, from y and its scale. */
+kiln_tensor *kiln__causal_softmax_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *y);
+/* op: KILN_OP_LAYER_NORM_GRAD (for x) or KILN_OP_LAYER_NORM_GRAD_WEIGHT (for
+ * the weight) of the layer_norm node fwd; eps is fwd's */
+kiln_tensor *kiln__layer_norm_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
+                                   kiln_tensor *fwd);
 
 /* Refreshes every optimiser's hyper-parameters on the device and counts the
  * step; kiln_graph_run calls it before each run (kiln_graph_eval does not). */

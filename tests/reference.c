@@ -349,6 +349,27 @@ void ref_binary(ref_binop op, const float *a, ref_shape sa, const float *b, ref_
     }
 }
 
+#define REF_GELU_K0 0.79788456080286535588 /* sqrt(2 / pi) */
+#define REF_GELU_K1 0.044715
+
+double ref_gelu(double x)
+{
+    if (isinf(x))
+        return x > 0 ? x : 0.0;
+    double t = tanh(REF_GELU_K0 * (x + REF_GELU_K1 * x * x * x));
+    return 0.5 * x * (1.0 + t);
+}
+
+/* d/dx: 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 0.044715 x^2). */
+double ref_gelu_grad(double x)
+{
+    if (isinf(x))
+        return x > 0 ? 1.0 : 0.0;
+    double t = tanh(REF_GELU_K0 * (x + REF_GELU_K1 * x * x * x));
+    return 0.5 * (1.0 + t) +
+           0.5 * x * (1.0 - t * t) * REF_GELU_K0 * (1.0 + 3.0 * REF_GELU_K1 * x * x);
+}
+
 void ref_unary(ref_unop op, const float *a, size_t n, float factor, float *out)
 {
     for (size_t i = 0; i < n; i++) {
@@ -362,6 +383,7 @@ void ref_unary(ref_unop op, const float *a, size_t n, float factor, float *out)
         case REF_SIGMOID: r = 1.0 / (1.0 + exp(-x)); break;
         case REF_TANH: r = tanh(x); break;
         case REF_SCALE: r = x * (double)factor; break;
+        case REF_GELU: r = ref_gelu(x); break;
         }
         out[i] = (float)r;
     }
@@ -542,6 +564,24 @@ void ref_log_softmax_last(const float *a, int64_t rows, int64_t cols, float *out
     }
 }
 
+void ref_layer_norm_last(const float *x, const float *w, const float *b, int64_t rows,
+                         int64_t cols, float eps, float *out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        double       s = 0.0, v = 0.0;
+        for (int64_t c = 0; c < cols; c++)
+            s += xr[c];
+        double mean = s / (double)cols;
+        for (int64_t c = 0; c < cols; c++)
+            v += ((double)xr[c] - mean) * ((double)xr[c] - mean);
+        double sd = sqrt(v / (double)cols + (double)eps);
+        for (int64_t c = 0; c < cols; c++)
+            out[r * cols + c] = (float)(((double)xr[c] - mean) / sd * (double)w[c] +
+                                        (b ? (double)b[c] : 0.0));
+    }
+}
+
 /* ---- convolution and pooling ------------------------------------------------------------------ */
 
 int64_t ref_conv_out_size(int64_t size, int64_t kernel, int stride, int padding)
@@ -618,4 +658,45 @@ float ref_cross_entropy(const float *logits, const int32_t *labels, int64_t rows
         acc += row_logsumexp(row, classes) - (double)row[labels[r]];
     }
     return (float)(rows ? acc / (double)rows : NAN);
+}
+
+/* ---- transformers ---------------------------------------------------------------------------- */
+
+void ref_embedding(const float *table, int64_t vocab, int64_t cols, const int32_t *ids,
+                   int64_t positions, float *out)
+{
+    for (int64_t p = 0; p < positions; p++) {
+        cr_assert(ids[p] >= 0 && ids[p] < vocab, "test bug: id %d of %lld", (int)ids[p],
+                  (long long)vocab);
+        for (int64_t c = 0; c < cols; c++)
+            out[p * cols + c] = table[(int64_t)ids[p] * cols + c];
+    }
+}
+
+void ref_embedding_grad(const float *g, const int32_t *ids, int64_t positions,
+                        int64_t vocab, int64_t cols, float *out)
+{
+    double *acc = ref_calloc((size_t)(vocab * cols), sizeof *acc);
+    for (int64_t p = 0; p < positions; p++)
+        for (int64_t c = 0; c < cols; c++)
+            acc[(int64_t)ids[p] * cols + c] += g[p * cols + c];
+    for (int64_t k = 0; k < vocab * cols; k++)
+        out[k] = (float)acc[k];
+    free(acc);
+}
+
+void ref_causal_softmax(const float *x, int64_t mats, int64_t t, float scale, float *out)
+{
+    for (int64_t r = 0; r < mats * t; r++) {
+        const float *row = x + r * t;
+        int64_t      i   = r % t; /* columns 0..i are kept */
+        double       m = -INFINITY, s = 0.0;
+        for (int64_t j = 0; j <= i; j++)
+            if ((double)scale * row[j] > m)
+                m = (double)scale * row[j];
+        for (int64_t j = 0; j <= i; j++)
+            s += exp((double)scale * row[j] - m);
+        for (int64_t j = 0; j < t; j++)
+            out[r * t + j] = j <= i ? (float)(exp((double)scale * row[j] - m) / s) : 0.0f;
+    }
 }

@@ -109,9 +109,16 @@ typedef enum ref_unop {
     REF_SIGMOID,
     REF_TANH,
     REF_SCALE, /* uses `factor` */
+    REF_GELU,  /* tanh approximation; -inf gives 0, +inf gives +inf */
 } ref_unop;
 
 void ref_unary(ref_unop op, const float *a, size_t n, float factor, float *out);
+
+/* GELU (tanh approximation), 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
+ * and its derivative, in double, straight from that formula; at -inf and +inf
+ * their limits (0 and +inf; 0 and 1). */
+double ref_gelu(double x);
+double ref_gelu_grad(double x);
 
 /* ---- linear algebra and shapes ------------------------------------------- */
 
@@ -143,6 +150,12 @@ void ref_argmax_last(const float *a, int64_t rows, int64_t cols, int32_t *out);
 void ref_softmax_last(const float *a, int64_t rows, int64_t cols, float *out);
 void ref_log_softmax_last(const float *a, int64_t rows, int64_t cols, float *out);
 
+/* Layer norm of each row of [rows, cols] (cols >= 1): (x - mean) /
+ * sqrt(var + eps) * w + b, var the biased variance; b may be NULL (none).
+ * Statistics in double, two passes. */
+void ref_layer_norm_last(const float *x, const float *w, const float *b, int64_t rows,
+                         int64_t cols, float eps, float *out);
+
 /* ---- convolution and pooling ----------------------------------------------- */
 
 typedef struct ref_conv2d_shape {
@@ -168,5 +181,17 @@ float ref_mse_loss(const float *pred, const float *target, size_t n);
 /* mean over rows of logsumexp(logits[r]) - logits[r][labels[r]] */
 float ref_cross_entropy(const float *logits, const int32_t *labels, int64_t rows,
                         int64_t classes);
+
+/* ---- transformers ------------------------------------------------------------ */
+
+/* out [positions, cols] = rows ids[p] of table [vocab, cols]; ids in range */
+void ref_embedding(const float *table, int64_t vocab, int64_t cols, const int32_t *ids,
+                   int64_t positions, float *out);
+/* out [vocab, cols]: row v is the sum of g's rows p with ids[p] == v */
+void ref_embedding_grad(const float *g, const int32_t *ids, int64_t positions,
+                        int64_t vocab, int64_t cols, float *out);
+/* x [mats, t, t]: row i of each matrix is softmax(scale * x[i, 0..i]) in
+ * columns j <= i, exactly 0 in the others */
+void ref_causal_softmax(const float *x, int64_t mats, int64_t t, float scale, float *out);
 
 #endif /* KILN_TESTS_REFERENCE_H */

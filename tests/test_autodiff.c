@@ -134,6 +134,22 @@ static kiln_tensor *gc_labels(gcheck *gc, int64_t rows, int32_t classes)
     return l->t;
 }
 
+/* An i32 input of any shape: `data` if given, else at random in
+ * [0, classes). */
+static kiln_tensor *gc_ids(gcheck *gc, const char *name, ref_shape s, int32_t classes,
+                           const int32_t *data)
+{
+    cr_assert(gc->n_inputs < MAX_LEAVES);
+    leaf *l   = gc_leaf(gc, &gc->inputs[gc->n_inputs++], name,
+                        kiln_input(gc->g, name, KILN_I32, s.ndim, s.dims), s);
+    l->labels = ref_calloc(l->n, sizeof *l->labels);
+    if (data)
+        memcpy(l->labels, data, l->n * sizeof *l->labels);
+    else
+        ref_fill_labels(l->labels, l->n, classes, gc->seed);
+    return l->t;
+}
+
 static void write_leaf(const gcheck *gc, const leaf *l)
 {
     const void *data = l->labels ? (const void *)l->labels : (const void *)l->f;
@@ -301,6 +317,7 @@ BACKEND_TEST(grad_unary, matches_finite_differences_for_every_op)
         {"log", kiln_log, FILL_POSITIVE},  {"sqrt", kiln_sqrt, FILL_POSITIVE},
         {"relu", kiln_relu, FILL_NONZERO}, {"sigmoid", kiln_sigmoid, FILL_ANY},
         {"tanh", kiln_tanh, FILL_ANY},     {"scale -1.5", NULL, FILL_ANY},
+        {"gelu", kiln_gelu, FILL_ANY},
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
@@ -383,6 +400,47 @@ BACKEND_TEST(grad_reduce, max_softmax_and_log_softmax_along_the_last_axis)
                  ref_shape_text(shapes[s]));
         gc_check(&gc, kiln_log_softmax(gc.g, gc_param(&gc, "x", shapes[s], FILL_ANY)));
     }
+    kiln_context_free(ctx);
+}
+
+/* x, weight and bias all parameters; x far from 0 once, where the
+ * statistics must not lose precision; and without a bias. */
+BACKEND_TEST(grad_layer_norm, x_weight_and_bias_match_finite_differences)
+{
+    static const ref_shape shapes[] = {{2, {3, 5}},
+                                       {1, {7}},
+                                       {3, {2, 3, 4}},
+                                       {2, {2, 1}}};
+    kiln_context          *ctx      = test_backend_context(backend);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        ref_shape sc = ref_shape_of(KILN_SHAPE(shapes[s].dims[shapes[s].ndim - 1]));
+        gcheck    gc;
+        gc_begin(&gc, ctx, backend->label, "layer_norm of %s", ref_shape_text(shapes[s]));
+        kiln_tensor *x = gc_param(&gc, "x", shapes[s], FILL_ANY);
+        kiln_tensor *w = gc_param(&gc, "weight", sc, FILL_ANY);
+        kiln_tensor *b = gc_param(&gc, "bias", sc, FILL_ANY);
+        gc_check(&gc, kiln_layer_norm(gc.g, x, w, b, 1e-5f));
+        gc_begin(&gc, ctx, backend->label, "layer_norm of %s, no bias",
+                 ref_shape_text(shapes[s]));
+        x = gc_param(&gc, "x", shapes[s], FILL_POSITIVE);
+        w = gc_param(&gc, "weight", sc, FILL_ANY);
+        gc_check(&gc, kiln_layer_norm(gc.g, x, w, NULL, 0.25f));
+    }
+    kiln_context_free(ctx);
+}
+
+/* layer_norm feeding gelu feeding a matmul, as a transformer's MLP block. */
+BACKEND_TEST(grad_layer_norm, chained_with_gelu_and_matmul)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    gcheck        gc;
+    gc_begin(&gc, ctx, backend->label, "gelu(layer_norm(x) @ w)");
+    kiln_tensor *x  = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(4, 6)), FILL_ANY);
+    kiln_tensor *lw = gc_param(&gc, "ln.weight", ref_shape_of(KILN_SHAPE(6)), FILL_ANY);
+    kiln_tensor *lb = gc_param(&gc, "ln.bias", ref_shape_of(KILN_SHAPE(6)), FILL_ANY);
+    kiln_tensor *w  = gc_param(&gc, "w", ref_shape_of(KILN_SHAPE(6, 5)), FILL_ANY);
+    kiln_tensor *h  = kiln_layer_norm(gc.g, x, lw, lb, 1e-5f);
+    gc_check(&gc, kiln_gelu(gc.g, kiln_matmul(gc.g, h, w)));
     kiln_context_free(ctx);
 }
 
@@ -554,6 +612,66 @@ BACKEND_TEST(grad_loss, cross_entropy_for_the_logits)
                                        FILL_ANY);
         kiln_tensor *labels = gc_labels(&gc, sizes[i][0], (int32_t)sizes[i][1]);
         gc_check(&gc, kiln_cross_entropy(gc.g, logits, labels));
+    }
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(grad_loss, cross_entropy_over_the_last_axis_of_3d_logits)
+{
+    kiln_context          *ctx      = test_backend_context(backend);
+    static const ref_shape shapes[] = {{3, {2, 3, 4}}, {3, {1, 5, 3}}, {3, {2, 1, 1}}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        gcheck    gc;
+        ref_shape sy = shapes[i];
+        sy.ndim--;
+        gc_begin(&gc, ctx, backend->label, "cross_entropy of logits %s",
+                 ref_shape_text(shapes[i]));
+        kiln_tensor *logits = gc_param(&gc, "logits", shapes[i], FILL_ANY);
+        kiln_tensor *labels = gc_ids(&gc, "labels", sy, (int32_t)shapes[i].dims[2], NULL);
+        gc_check(&gc, kiln_cross_entropy(gc.g, logits, labels));
+    }
+    kiln_context_free(ctx);
+}
+
+/* ---- transformers ---------------------------------------------------------------------- */
+
+/* Ids repeat, so the table's gradient adds rows up, and id 2 is absent, so
+ * its row's gradient is 0. */
+BACKEND_TEST(grad_embedding, adds_up_the_gradient_of_every_position_of_an_id)
+{
+    static const int32_t ids[] = {1, 3, 1, 1, 0, 3, 1, 4};
+    kiln_context        *ctx   = test_backend_context(backend);
+    gcheck               gc;
+    gc_begin(&gc, ctx, backend->label, "embedding of a [5, 3] table by ids [2, 4]");
+    kiln_tensor *table = gc_param(&gc, "table", ref_shape_of(KILN_SHAPE(5, 3)), FILL_ANY);
+    kiln_tensor *id    = gc_ids(&gc, "ids", ref_shape_of(KILN_SHAPE(2, 4)), 5, ids);
+    gc_check(&gc, kiln_embedding(gc.g, table, id));
+    gc_begin(&gc, ctx, backend->label, "embedding of a [4, 1] table by ids [8]");
+    table = gc_param(&gc, "table", ref_shape_of(KILN_SHAPE(4, 1)), FILL_ANY);
+    id    = gc_ids(&gc, "ids", ref_shape_of(KILN_SHAPE(8)), 4,
+                   (const int32_t[]){3, 3, 3, 0, 1, 3, 0, 3});
+    gc_check(&gc, kiln_embedding(gc.g, table, id));
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(grad_causal_softmax, matches_finite_differences_with_a_scale)
+{
+    static const struct {
+        ref_shape s;
+        float     scale;
+    } cases[] = {
+        {{2, {3, 3}}, 1.0f},
+        {{3, {2, 4, 4}}, 0.5f},
+        {{4, {1, 2, 3, 3}}, 2.0f},
+        {{2, {1, 1}}, 1.0f},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gcheck gc;
+        gc_begin(&gc, ctx, backend->label, "causal_softmax of %s, scale %g",
+                 ref_shape_text(cases[i].s), (double)cases[i].scale);
+        kiln_tensor *x = gc_param(&gc, "x", cases[i].s, FILL_ANY);
+        gc_check(&gc, kiln_causal_softmax(gc.g, x, cases[i].scale));
     }
     kiln_context_free(ctx);
 }

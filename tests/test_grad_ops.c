@@ -438,6 +438,162 @@ Test(grad_ops, relu_grad_is_exact_when_the_output_is_streamed)
     check_relu_grad(((int64_t)1 << 22) + 4099, 5);
 }
 
+/* ---- GELU_GRAD ------------------------------------------------------------------ */
+
+/* g and x of n elements in [-2, 2], misaligned by shift floats, with special x
+ * values at the start: signed zeros, infinities, NaN, a subnormal, and
+ * magnitudes where x^3 (1e13) or x^2 (1e20) overflows f32. */
+static void check_gelu_grad(int64_t n, size_t shift)
+{
+    char label[64];
+    snprintf(label, sizeof label, "gelu_grad of %lld, shifted %zu", (long long)n, shift);
+    op_case     c         = {0};
+    tensor     *g         = input(&c, KILN_SHAPE(n), 13);
+    tensor     *x         = input(&c, KILN_SHAPE(n), 14);
+    const float special[] = {0.0f,  -0.0f, INFINITY, -INFINITY, NAN,    1e-40f, 5.0f,
+                             -5.0f, 12.0f, -12.0f,   1e13f,     -1e13f, 1e20f,  -1e20f};
+    for (size_t k = 0; k < sizeof special / sizeof special[0] && k < (size_t)n; k++)
+        x->f[k] = special[k];
+    if (n > 16)
+        x->f[n - 1] = -30.0f; /* in a vector's tail */
+    tensor *out = out_node(KILN_OP_GELU_GRAD, KILN_SHAPE(n), &c, label);
+    misalign(g, shift);
+    misalign(x, shift ? shift + 1 : 0);
+    misalign(out, shift ? shift + 2 : 0);
+    float *want = malloc((size_t)n * sizeof *want);
+    cr_assert_not_null(want);
+    for (int64_t i = 0; i < n; i++)
+        want[i] = (float)((double)g->f[i] * ref_gelu_grad(x->f[i]));
+    run_case(&c, want, NULL, NULL, 0, TOL);
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, gelu_grad_matches_the_reference_at_every_size_and_alignment)
+{
+    for (size_t k = 0; k < N_SIZES; k++) {
+        check_gelu_grad(SIZES[k], 0);
+        check_gelu_grad(SIZES[k], 3);
+    }
+}
+
+/* ---- LAYER_NORM_GRAD, LAYER_NORM_GRAD_WEIGHT -------------------------------------- */
+
+/* Row r's mean and 1 / sqrt(var + eps), in double. */
+static void ln_stats(const float *x, int64_t cols, float eps, double *mean, double *rstd)
+{
+    double s = 0.0, v = 0.0;
+    for (int64_t k = 0; k < cols; k++)
+        s += x[k];
+    *mean = s / (double)cols;
+    for (int64_t k = 0; k < cols; k++)
+        v += ((double)x[k] - *mean) * ((double)x[k] - *mean);
+    *rstd = 1.0 / sqrt(v / (double)cols + eps);
+}
+
+/* g, x [rows, cols] and weight [cols]; x around `center`, misaligned by
+ * shift floats. */
+static void check_layer_norm_grad(int64_t rows, int64_t cols, float center, size_t shift)
+{
+    char label[96];
+    snprintf(label, sizeof label, "layer_norm_grad [%lld, %lld] around %g, shifted %zu",
+             (long long)rows, (long long)cols, (double)center, shift);
+    const float eps = 1e-5f;
+    op_case     c   = {0};
+    size_t      n   = (size_t)(rows * cols);
+    tensor     *g   = input(&c, KILN_SHAPE(rows, cols), 21);
+    tensor     *x   = input(&c, KILN_SHAPE(rows, cols), 22);
+    tensor     *w   = input(&c, KILN_SHAPE(cols), 23);
+    for (size_t k = 0; k < n; k++)
+        x->f[k] += center;
+    tensor *out = out_node(KILN_OP_LAYER_NORM_GRAD, KILN_SHAPE(rows, cols), &c, label);
+    out->node.fparam[0] = eps;
+    misalign(g, shift);
+    misalign(x, shift ? shift + 1 : 0);
+    misalign(out, shift ? shift + 2 : 0);
+    float *want = malloc((n ? n : 1) * sizeof *want);
+    cr_assert_not_null(want);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *gr = g->f + r * cols, *xr = x->f + r * cols;
+        double       m, rs, sg = 0.0, sgx = 0.0;
+        ln_stats(xr, cols, eps, &m, &rs);
+        for (int64_t k = 0; k < cols; k++) {
+            sg += (double)gr[k] * w->f[k];
+            sgx += (double)gr[k] * w->f[k] * ((double)xr[k] - m) * rs;
+        }
+        for (int64_t k = 0; k < cols; k++) {
+            double xhat        = ((double)xr[k] - m) * rs;
+            want[r * cols + k] = (float)(rs / (double)cols *
+                                         ((double)cols * gr[k] * w->f[k] - sg -
+                                          xhat * sgx));
+        }
+    }
+    run_case(&c, want, NULL, NULL, 0, (ref_tol){1e-5, 1e-5});
+    free(want);
+    case_free(&c);
+}
+
+static void check_layer_norm_grad_weight(int64_t rows, int64_t cols, float center,
+                                         size_t shift)
+{
+    char label[96];
+    snprintf(label, sizeof label,
+             "layer_norm_grad_weight [%lld, %lld] around %g, shifted %zu",
+             (long long)rows, (long long)cols, (double)center, shift);
+    const float eps = 1e-5f;
+    op_case     c   = {0};
+    size_t      n   = (size_t)(rows * cols);
+    tensor     *g   = input(&c, KILN_SHAPE(rows, cols), 24);
+    tensor     *x   = input(&c, KILN_SHAPE(rows, cols), 25);
+    for (size_t k = 0; k < n; k++)
+        x->f[k] += center;
+    tensor *out = out_node(KILN_OP_LAYER_NORM_GRAD_WEIGHT, KILN_SHAPE(cols), &c, label);
+    out->node.fparam[0] = eps;
+    misalign(g, shift);
+    misalign(x, shift ? shift + 1 : 0);
+    misalign(out, shift ? shift + 2 : 0);
+    double *acc  = calloc((size_t)cols, sizeof *acc);
+    float  *want = malloc((size_t)cols * sizeof *want);
+    cr_assert(acc && want);
+    for (int64_t r = 0; r < rows; r++) {
+        double m, rs;
+        ln_stats(x->f + r * cols, cols, eps, &m, &rs);
+        for (int64_t k = 0; k < cols; k++)
+            acc[k] += (double)g->f[r * cols + k] * ((double)x->f[r * cols + k] - m) * rs;
+    }
+    for (int64_t k = 0; k < cols; k++)
+        want[k] = (float)acc[k];
+    run_case(&c, want, NULL, NULL, 0, (ref_tol){1e-5, 1e-5});
+    free(acc);
+    free(want);
+    case_free(&c);
+}
+
+/* Rows of 1, of part of a vector, of several vectors, many rows (which the
+ * threads share), and rows around 1000. */
+static const int64_t LN_SHAPES[][2] = {
+    {1, 1}, {5, 1}, {3, 7}, {4, 15}, {4, 17}, {2, 33}, {3, 130}, {1, 1000}, {600, 129},
+};
+
+Test(grad_ops, layer_norm_grad_matches_the_reference_per_row)
+{
+    for (size_t k = 0; k < sizeof LN_SHAPES / sizeof LN_SHAPES[0]; k++) {
+        check_layer_norm_grad(LN_SHAPES[k][0], LN_SHAPES[k][1], 0.0f, 0);
+        check_layer_norm_grad(LN_SHAPES[k][0], LN_SHAPES[k][1], 0.0f, 3);
+    }
+    check_layer_norm_grad(4, 33, 1000.0f, 1);
+}
+
+Test(grad_ops, layer_norm_grad_weight_sums_over_rows)
+{
+    for (size_t k = 0; k < sizeof LN_SHAPES / sizeof LN_SHAPES[0]; k++) {
+        check_layer_norm_grad_weight(LN_SHAPES[k][0], LN_SHAPES[k][1], 0.0f, 0);
+        check_layer_norm_grad_weight(LN_SHAPES[k][0], LN_SHAPES[k][1], 0.0f, 3);
+    }
+    check_layer_norm_grad_weight(4, 33, -1000.0f, 1);
+    check_layer_norm_grad_weight(0, 7, 0.0f, 0); /* no rows: zeros */
+}
+
 /* ---- MAX_GRAD, SOFTMAX_GRAD, LOG_SOFTMAX_GRAD ----------------------------------- */
 
 /* The first index of the maximum of x[0..n) (of the first NaN, if any). */
@@ -711,6 +867,43 @@ Test(grad_ops, cross_entropy_grad_matches_the_reference_for_odd_rows)
         check_cross_entropy_grad(shapes[k][0], shapes[k][1]);
 }
 
+/* logits [A, B, C] with labels [A, B]: A * B rows, the mean over all of them. */
+static void check_cross_entropy_grad_3d(int64_t A, int64_t B, int64_t C)
+{
+    char label[80];
+    snprintf(label, sizeof label, "cross_entropy_grad [%lld, %lld, %lld]", (long long)A,
+             (long long)B, (long long)C);
+    op_case c      = {0};
+    int64_t N      = A * B;
+    size_t  n      = (size_t)(N * C);
+    tensor *g      = input(&c, 0, NULL, 54);
+    tensor *logits = input(&c, KILN_SHAPE(A, B, C), 55);
+    tensor *labels = tensor_new(KILN_I32, KILN_SHAPE(A, B));
+    ref_fill_labels(labels->i, (size_t)N, (int32_t)C, 56);
+    c.src[c.n_src++] = labels;
+    out_node(KILN_OP_CROSS_ENTROPY_GRAD, KILN_SHAPE(A, B, C), &c, label);
+    float *p = malloc(n * sizeof *p), *want = malloc(n * sizeof *want);
+    cr_assert(p && want);
+    ref_softmax_last(logits->f, N, C, p);
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t k = 0; k < C; k++)
+            want[r * C + k] = (float)((double)g->f[0] *
+                                      ((double)p[r * C + k] - (k == labels->i[r])) /
+                                      (double)N);
+    run_case(&c, want, NULL, NULL, 0, TOL);
+    free(p);
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, cross_entropy_grad_takes_every_leading_axis_as_rows)
+{
+    check_cross_entropy_grad_3d(1, 1, 7);
+    check_cross_entropy_grad_3d(2, 3, 1);
+    check_cross_entropy_grad_3d(2, 3, 33);
+    check_cross_entropy_grad_3d(4, 300, 17); /* two threads share it */
+}
+
 /* A label outside [0, C) in a late row is an error, whatever came before. */
 Test(grad_ops, cross_entropy_grad_rejects_a_label_outside_the_classes)
 {
@@ -747,6 +940,135 @@ Test(grad_ops, cross_entropy_grad_rejects_a_label_outside_the_classes)
     case_free(&c);
     if (!ran)
         cr_skip_test("no device supports cross_entropy_grad");
+}
+
+/* ---- EMBEDDING_GRAD ------------------------------------------------------------------- */
+
+/* g [..., C] for ids of shape `si` drawn from [0, V), so with many positions
+ * each id repeats; id 0 at the first position and V - 1 at the last. */
+static void check_embedding_grad(int64_t V, int64_t C, int ndim, const int64_t *si)
+{
+    char label[96];
+    snprintf(label, sizeof label, "embedding_grad V=%lld C=%lld ids %s", (long long)V,
+             (long long)C, ref_shape_text(ref_shape_of(ndim, si)));
+    op_case c = {0};
+    int64_t gd[KILN_MAX_DIMS];
+    memcpy(gd, si, (size_t)ndim * sizeof *si);
+    gd[ndim]    = C;
+    tensor *g   = input(&c, ndim + 1, gd, 61);
+    tensor *ids = tensor_new(KILN_I32, ndim, si);
+    int64_t P   = ids->node.numel;
+    ref_fill_labels(ids->i, (size_t)P, (int32_t)V, 62);
+    if (P > 1) {
+        ids->i[0]     = 0;
+        ids->i[P - 1] = (int32_t)(V - 1);
+    }
+    c.src[c.n_src++] = ids;
+    out_node(KILN_OP_EMBEDDING_GRAD, KILN_SHAPE(V, C), &c, label);
+    float *want = malloc((size_t)(V * C) * sizeof *want);
+    cr_assert_not_null(want);
+    ref_embedding_grad(g->f, ids->i, P, V, C, want);
+    run_case(&c, want, NULL, NULL, 0, (ref_tol){2e-6 * (double)(P / V + 2), 1e-5});
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, embedding_grad_adds_up_the_rows_of_each_id)
+{
+    check_embedding_grad(7, 1, 1, (int64_t[]){5});
+    check_embedding_grad(7, 33, 2, (int64_t[]){2, 3});
+    check_embedding_grad(7, 33, 1, (int64_t[]){1});
+    check_embedding_grad(7, 15, 3, (int64_t[]){2, 3, 4});
+    check_embedding_grad(7, 33, 2, (int64_t[]){4, 275}); /* two threads share it */
+    check_embedding_grad(256, 17, 2, (int64_t[]){4, 1024});
+    check_embedding_grad(3, 4, 1, (int64_t[]){0}); /* no positions: zeros */
+}
+
+/* An id outside [0, V) at the last position is an error, whatever came
+ * before, on every device. */
+Test(grad_ops, embedding_grad_rejects_an_id_outside_the_vocabulary)
+{
+    enum { V = 7, C = 3, P = 40 };
+    op_case c = {0};
+    input(&c, KILN_SHAPE(P, C), 63);
+    tensor *ids = tensor_new(KILN_I32, KILN_SHAPE(P));
+    ref_fill_labels(ids->i, P, V, 64);
+    ids->i[P - 1]    = V;
+    c.src[c.n_src++] = ids;
+    out_node(KILN_OP_EMBEDDING_GRAD, KILN_SHAPE(V, C), &c, "embedding_grad");
+    int ran = 0;
+    for (int k = 0; k < n_devices; k++) {
+        const device            *d  = &devices[k];
+        const kiln_device_iface *io = d->dev.iface;
+        if (!io->supports_op(d->dev.context, &c.out->node))
+            continue;
+        for (int s = 0; s < c.n_src; s++)
+            upload(d, c.src[s], false);
+        upload(d, c.out, true);
+        const kiln_node *list[1] = {&c.out->node};
+        kiln_status      st      = io->graph_compute(d->dev.context, list, 1);
+        if (st == KILN_OK && io->synchronize)
+            st = io->synchronize(d->dev.context);
+        cr_expect_eq(st, KILN_ERR_INVALID_ARG, "%s: id %d of %d gave status %d", d->label,
+                     V, V, (int)st);
+        cr_expect(strstr(kiln_last_error(), "id 7 at position 39 is outside [0, 7)"),
+                  "%s: %s", d->label, kiln_last_error());
+        for (int s = 0; s < c.n_src; s++)
+            release(d, c.src[s]);
+        release(d, c.out);
+        ran++;
+    }
+    case_free(&c);
+    if (!ran)
+        cr_skip_test("no device supports embedding_grad");
+}
+
+/* ---- CAUSAL_SOFTMAX_GRAD ------------------------------------------------------------- */
+
+/* g and y = causal_softmax(x) for `mats` T x T matrices; the masked part of g
+ * is large, so an output that used it would show. */
+static void check_causal_softmax_grad(int64_t mats, int64_t T, float scale)
+{
+    char label[96];
+    snprintf(label, sizeof label, "causal_softmax_grad [%lld, %lld, %lld] scale %g",
+             (long long)mats, (long long)T, (long long)T, (double)scale);
+    op_case c = {0};
+    size_t  n = (size_t)(mats * T * T);
+    tensor *g = input(&c, KILN_SHAPE(mats, T, T), 71);
+    tensor *y = input(&c, KILN_SHAPE(mats, T, T), 72);
+    float  *x = malloc(n * sizeof *x), *want = malloc(n * sizeof *want);
+    cr_assert(x && want);
+    ref_fill(x, n, 73);
+    ref_causal_softmax(x, mats, T, scale, y->f);
+    for (int64_t r = 0; r < mats * T; r++)
+        for (int64_t j = r % T + 1; j < T; j++)
+            g->f[r * T + j] = 1e6f;
+    tensor *out = out_node(KILN_OP_CAUSAL_SOFTMAX_GRAD, KILN_SHAPE(mats, T, T), &c,
+                           label);
+    out->node.fparam[0] = scale;
+    for (int64_t r = 0; r < mats * T; r++) {
+        const float *gr = g->f + r * T, *yr = y->f + r * T;
+        int64_t      keep = r % T + 1;
+        double       s    = 0.0;
+        for (int64_t k = 0; k < keep; k++)
+            s += (double)gr[k] * yr[k];
+        for (int64_t k = 0; k < T; k++)
+            want[r * T + k] = k < keep ? (float)(scale * yr[k] * (gr[k] - s)) : 0.0f;
+    }
+    run_case(&c, want, NULL, NULL, 0, TOL);
+    free(x);
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, causal_softmax_grad_uses_the_kept_columns_and_zeroes_the_rest)
+{
+    check_causal_softmax_grad(1, 1, 1.0f);
+    check_causal_softmax_grad(1, 5, 1.0f);
+    check_causal_softmax_grad(6, 5, 0.25f);
+    check_causal_softmax_grad(3, 17, 0.5f);
+    check_causal_softmax_grad(2, 33, 1.0f);
+    check_causal_softmax_grad(4, 150, 0.125f); /* two threads share it */
 }
 
 /* ---- optimiser steps ------------------------------------------------------------------ */
@@ -1087,6 +1409,54 @@ Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
           {END},
           {{3, 4, END}, {2, END}, NONE},
           1}},
+        {{"cross_entropy [2,3,4], labels [2,3]",
+          KILN_OP_CROSS_ENTROPY,
+          {0},
+          {END},
+          {{2, 3, 4, END}, {2, 3, END}, NONE},
+          1},
+         {"cross_entropy [2,3,4], labels [3,2]",
+          KILN_OP_CROSS_ENTROPY,
+          {0},
+          {END},
+          {{2, 3, 4, END}, {3, 2, END}, NONE},
+          1}},
+        {{"embedding [7,3] by ids [2,5] -> [2,5,3]",
+          KILN_OP_EMBEDDING,
+          {0},
+          {2, 5, 3, END},
+          {{7, 3, END}, {2, 5, END}, NONE},
+          1},
+         {"embedding [7,3] by ids [2,5] -> [2,5,4]",
+          KILN_OP_EMBEDDING,
+          {0},
+          {2, 5, 4, END},
+          {{7, 3, END}, {2, 5, END}, NONE},
+          1}},
+        {{"embedding_grad g [2,5,3], ids [2,5] -> [7,3]",
+          KILN_OP_EMBEDDING_GRAD,
+          {0},
+          {7, 3, END},
+          {{2, 5, 3, END}, {2, 5, END}, NONE},
+          1},
+         {"embedding_grad g [5,2,3], ids [2,5] -> [7,3]",
+          KILN_OP_EMBEDDING_GRAD,
+          {0},
+          {7, 3, END},
+          {{5, 2, 3, END}, {2, 5, END}, NONE},
+          1}},
+        {{"causal_softmax [2,3,3]",
+          KILN_OP_CAUSAL_SOFTMAX,
+          {0},
+          {2, 3, 3, END},
+          {{2, 3, 3, END}, NONE},
+          -1},
+         {"causal_softmax [2,3,4]",
+          KILN_OP_CAUSAL_SOFTMAX,
+          {0},
+          {2, 3, 4, END},
+          {{2, 3, 4, END}, NONE},
+          -1}},
         {{"sgd_step, hp [4]",
           KILN_OP_SGD_STEP,
           {0},
@@ -1098,6 +1468,54 @@ Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
           {0},
           {5, END},
           {{5, END}, {5, END}, {5, END}, {3, END}, NONE},
+          -1}},
+        {{"layer_norm [2,3,4], weight [4], bias [4]",
+          KILN_OP_LAYER_NORM,
+          {0},
+          {2, 3, 4, END},
+          {{2, 3, 4, END}, {4, END}, {4, END}, NONE},
+          -1},
+         {"layer_norm [2,3,4], weight [4], bias [3]",
+          KILN_OP_LAYER_NORM,
+          {0},
+          {2, 3, 4, END},
+          {{2, 3, 4, END}, {4, END}, {3, END}, NONE},
+          -1}},
+        {{"layer_norm_grad [3,4], weight [4]",
+          KILN_OP_LAYER_NORM_GRAD,
+          {0},
+          {3, 4, END},
+          {{3, 4, END}, {3, 4, END}, {4, END}, NONE},
+          -1},
+         {"layer_norm_grad of g [4,3]",
+          KILN_OP_LAYER_NORM_GRAD,
+          {0},
+          {3, 4, END},
+          {{4, 3, END}, {3, 4, END}, {4, END}, NONE},
+          -1}},
+        {{"layer_norm_grad_weight [3,4] -> [4]",
+          KILN_OP_LAYER_NORM_GRAD_WEIGHT,
+          {0},
+          {4, END},
+          {{3, 4, END}, {3, 4, END}, NONE},
+          -1},
+         {"layer_norm_grad_weight [3,4] -> [3]",
+          KILN_OP_LAYER_NORM_GRAD_WEIGHT,
+          {0},
+          {3, END},
+          {{3, 4, END}, {3, 4, END}, NONE},
+          -1}},
+        {{"gelu_grad [5] and [5]",
+          KILN_OP_GELU_GRAD,
+          {0},
+          {5, END},
+          {{5, END}, {5, END}, NONE},
+          -1},
+         {"gelu_grad [5] and [4]",
+          KILN_OP_GELU_GRAD,
+          {0},
+          {5, END},
+          {{5, END}, {4, END}, NONE},
           -1}},
     };
     cr_assert_gt(n_devices, 0, "no device to ask");

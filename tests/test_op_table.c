@@ -182,3 +182,22 @@ Test(op_table, messages_format_shapes_one_way)
     cr_assert_eq(kiln__refusal(msg, sizeof msg, "opencl", 0, &leaf, "x"),
                  KILN_ERR_INVALID_ARG);
 }
+
+Test(op_table, layer_norm_takes_eps_from_fparam_and_refuses_a_negative_or_nan_one)
+{
+    kiln_node x  = tensor(KILN_F32, 2, (int64_t[]){3, 4});
+    kiln_node w  = tensor(KILN_F32, 1, (int64_t[]){4});
+    kiln_node ln = tensor(KILN_F32, 2, (int64_t[]){3, 4});
+    ln.op        = KILN_OP_LAYER_NORM;
+    ln.src[0]    = &x;
+    ln.src[1]    = &w; /* no bias: it is optional */
+    cr_assert_null(kiln__op_check(&ln), "%s", kiln__op_check(&ln));
+    ln.fparam[0] = 1e-5f;
+    cr_assert_null(kiln__op_check(&ln), "%s", kiln__op_check(&ln));
+    ln.fparam[0] = -1e-5f;
+    cr_assert_str_eq(kiln__op_check(&ln), "eps (fparam[0]) is negative, infinite or NaN");
+    ln.fparam[0] = __builtin_nanf("");
+    cr_assert_str_eq(kiln__op_check(&ln), "eps (fparam[0]) is negative, infinite or NaN");
+    ln.fparam[0] = __builtin_inff();
+    cr_assert_str_eq(kiln__op_check(&ln), "eps (fparam[0]) is negative, infinite or NaN");
+}

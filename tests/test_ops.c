@@ -156,6 +156,15 @@ static leaf *case_labels(op_case *c, const char *name, int64_t rows, int32_t cla
     return l;
 }
 
+/* i32 in [0, classes) of any shape: labels of N-D logits, embedding ids. */
+static leaf *case_ids(op_case *c, const char *name, ref_shape s, int32_t classes)
+{
+    leaf *l    = case_leaf(c, kiln_input(c->g, name, KILN_I32, s.ndim, s.dims), s,
+                           FILL_LABELS);
+    l->classes = classes;
+    return l;
+}
+
 /* Marks an output, checking first that building the graph went well. */
 static void case_output(op_case *c, kiln_tensor *t)
 {
@@ -311,6 +320,7 @@ static const unary_op unary_ops[] = {
     {"relu", kiln_relu, REF_RELU, 0.0f, FILL_ANY, {0.0, 0.0}},
     {"sigmoid", kiln_sigmoid, REF_SIGMOID, 0.0f, FILL_ANY, {1e-6, 1e-5}},
     {"tanh", kiln_tanh, REF_TANH, 0.0f, FILL_ANY, {1e-6, 1e-5}},
+    {"gelu", kiln_gelu, REF_GELU, 0.0f, FILL_ANY, {1e-6, 1e-5}},
     {"scale -0.5", NULL, REF_SCALE, -0.5f, FILL_ANY, {1e-7, 1e-6}},
     {"scale 3", NULL, REF_SCALE, 3.0f, FILL_ANY, {1e-7, 1e-6}},
     {"scale 0", NULL, REF_SCALE, 0.0f, FILL_ANY, {0.0, 0.0}},
@@ -353,11 +363,11 @@ BACKEND_TEST(unary, special_values_match_libm)
         -0.625f, 20.0f, -20.0f,   9.0f,      -9.0f,  44.0f,   -44.0f,  3.4e38f, -3.4e38f,
     };
     enum { N_SPECIAL = sizeof specials / sizeof specials[0], N = 37 };
-    static const ref_unop    ops[]   = {REF_EXP, REF_LOG, REF_TANH, REF_SIGMOID};
-    static const char *const names[] = {"exp", "log", "tanh", "sigmoid"};
+    static const ref_unop    ops[] = {REF_EXP, REF_LOG, REF_TANH, REF_SIGMOID, REF_GELU};
+    static const char *const names[] = {"exp", "log", "tanh", "sigmoid", "gelu"};
     kiln_tensor *(*const build[])(kiln_graph *, kiln_tensor *) = {kiln_exp, kiln_log,
-                                                                  kiln_tanh,
-                                                                  kiln_sigmoid};
+                                                                  kiln_tanh, kiln_sigmoid,
+                                                                  kiln_gelu};
     kiln_context *ctx = test_backend_context(backend);
     ref_shape     s   = ref_shape_of(KILN_SHAPE(2, N));
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
@@ -407,6 +417,38 @@ BACKEND_TEST(unary, matches_reference_on_tensors_larger_than_the_caches)
     ref_binary(REF_ADD, tmp, s, x->f, s, want, s);
     ref_unary(REF_TANH, want, x->n, 0.0f, want);
     case_expect(&c, y, want, s, TOL_TRANSCEND);
+    case_end(&c);
+    kiln_context_free(ctx);
+}
+
+/* GELU's inner cubic overflows f32 from |x| = 2e12 (x^2 from 2e19) and
+ * 1 + tanh cancels for negative x: every magnitude from 1e-3 to 1e38, both
+ * signs, gives a finite result that matches the reference (x, or 0). */
+BACKEND_TEST(gelu, saturates_without_nan_for_large_inputs)
+{
+    enum { N = 2 * 42 + 3 };
+    kiln_context *ctx = test_backend_context(backend);
+    ref_shape     s   = ref_shape_of(KILN_SHAPE(N));
+    op_case       c;
+    case_begin(&c, ctx, backend->label, "gelu of 1e-3 .. 1e38, both signs");
+    kiln_tensor *x = kiln_input(c.g, "x", KILN_F32, s.ndim, s.dims);
+    kiln_tensor *y = kiln_gelu(c.g, x);
+    case_compile(&c, y);
+    float in[N], want[N], got[N];
+    for (int k = 0; k < 42; k++) {
+        in[2 * k]     = (float)pow(10.0, k - 3) * 1.5f;
+        in[2 * k + 1] = -in[2 * k];
+    }
+    in[N - 3] = 7.0f;
+    in[N - 2] = -7.0f;
+    in[N - 1] = -3.4e38f;
+    cr_assert_eq(kiln_tensor_write(x, in, sizeof in), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_run(c.g), KILN_OK, "%s on %s: %s", c.label, c.spec,
+                 kiln_last_error());
+    ref_unary(REF_GELU, in, N, 0.0f, want);
+    case_expect(&c, y, want, s, TOL_TRANSCEND);
+    read_output(&c, y, got, N);
+    ref_expect_finite(c.label, got, s);
     case_end(&c);
     kiln_context_free(ctx);
 }
@@ -1031,6 +1073,118 @@ BACKEND_TEST(softmax, stays_finite_for_inputs_around_plus_and_minus_1000)
     kiln_context_free(ctx);
 }
 
+/* ---- layer_norm ------------------------------------------------------------------------ */
+
+/* x [..., C] (leaves x, weight and, unless without_bias, bias). */
+static void check_layer_norm(kiln_context *ctx, const char *spec, ref_shape s,
+                             bool with_bias, float eps, fill_kind fill)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "layer_norm of %s %s%s, eps %g", ref_shape_text(s),
+               fill_names[fill], with_bias ? "" : ", no bias", (double)eps);
+    int64_t      cols = s.dims[s.ndim - 1];
+    int64_t      rows = (int64_t)ref_numel(s) / cols;
+    ref_shape    sc   = ref_shape_of(KILN_SHAPE(cols));
+    leaf        *x    = case_input(&c, "x", s, fill);
+    leaf        *w    = case_param(&c, "weight", sc, FILL_ANY);
+    leaf        *b    = with_bias ? case_param(&c, "bias", sc, FILL_ANY) : NULL;
+    kiln_tensor *y    = kiln_layer_norm(c.g, x->t, w->t, b ? b->t : NULL, eps);
+    case_compile(&c, y);
+    float  *want = case_scratch(&c, x->n, sizeof *want);
+    float  *got  = case_scratch(&c, x->n, sizeof *got);
+    ref_tol tol  = {2e-6, 1e-5};
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_layer_norm_last(x->f, w->f, b ? b->f : NULL, rows, cols, eps, want);
+        case_expect(&c, y, want, s, tol);
+        read_output(&c, y, got, x->n);
+        ref_expect_finite(c.label, got, s);
+    }
+    case_end(&c);
+}
+
+/* C = 1 (var 0: y is the bias), short rows, rows that end in part of a
+ * vector, and rows of several vectors; leading dimensions 1x1, 3x5, 2x3x4. */
+static const int64_t layer_norm_cols[] = {1, 7, 33, 130};
+
+static ref_shape layer_norm_shape(int lead, int64_t cols)
+{
+    static const ref_shape leads[] = {{2, {1, 1}}, {2, {3, 5}}, {3, {2, 3, 4}}};
+    ref_shape              s       = leads[lead];
+    s.dims[s.ndim++]               = cols;
+    return s;
+}
+
+BACKEND_TEST(layer_norm, matches_reference_for_odd_rows_and_leading_dimensions)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    for (int lead = 0; lead < 3; lead++)
+        for (size_t k = 0; k < sizeof layer_norm_cols / sizeof layer_norm_cols[0]; k++)
+            check_layer_norm(ctx, backend->label,
+                             layer_norm_shape(lead, layer_norm_cols[k]), true, 1e-5f,
+                             FILL_ANY);
+    check_layer_norm(ctx, backend->label, ref_shape_of(KILN_SHAPE(33)), true, 1e-5f,
+                     FILL_ANY);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(layer_norm, matches_reference_without_bias_and_with_other_eps)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    check_layer_norm(ctx, backend->label, layer_norm_shape(1, 7), false, 1e-5f, FILL_ANY);
+    check_layer_norm(ctx, backend->label, layer_norm_shape(2, 130), false, 0.0f,
+                     FILL_ANY);
+    check_layer_norm(ctx, backend->label, layer_norm_shape(1, 33), true, 0.5f, FILL_ANY);
+    kiln_context_free(ctx);
+}
+
+/* Rows around 1000 with a spread of 2: a one-pass variance in f32 would lose
+ * every digit to E[x^2] - E[x]^2; the two passes keep them. */
+BACKEND_TEST(layer_norm, keeps_precision_for_rows_far_from_zero)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t k = 1; k < sizeof layer_norm_cols / sizeof layer_norm_cols[0]; k++) {
+        check_layer_norm(ctx, backend->label, layer_norm_shape(1, layer_norm_cols[k]),
+                         true, 1e-5f, FILL_NEAR_PLUS_1000);
+        check_layer_norm(ctx, backend->label, layer_norm_shape(0, layer_norm_cols[k]),
+                         true, 1e-5f, FILL_NEAR_MINUS_1000);
+    }
+    kiln_context_free(ctx);
+}
+
+Test(layer_norm, refuses_bad_shapes_and_eps_naming_the_op)
+{
+    kiln_context *ctx = test_context(test_first_spec());
+    struct {
+        ref_shape   x, w, b;
+        float       eps;
+        const char *want;
+    } bad[] = {
+        {{2, {3, 4}}, {1, {5}}, {1, {4}}, 1e-5f, "weight [5]"},
+        {{2, {3, 4}}, {1, {4}}, {2, {1, 4}}, 1e-5f, "bias [1, 4]"},
+        {{2, {3, 4}}, {1, {4}}, {1, {4}}, -1.0f, "eps"},
+        {{2, {3, 4}}, {1, {4}}, {1, {4}}, NAN, "eps"},
+        {{2, {3, 0}}, {1, {0}}, {1, {0}}, 1e-5f, "[3, 0]"},
+        {{0, {0}}, {1, {1}}, {1, {1}}, 1e-5f, "x []"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *x = kiln_input(g, "x", KILN_F32, bad[k].x.ndim, bad[k].x.dims);
+        kiln_tensor *w = kiln_param(g, "w", bad[k].w.ndim, bad[k].w.dims);
+        kiln_tensor *b = kiln_param(g, "b", bad[k].b.ndim, bad[k].b.dims);
+        cr_assert_eq(kiln_graph_status(g), KILN_OK, "case %zu: %s", k, graph_error(g));
+        kiln_tensor *y = kiln_layer_norm(g, x, w, b, bad[k].eps);
+        cr_assert_not_null(y, "case %zu: a bad layer_norm returns a poisoned tensor", k);
+        cr_assert_neq(kiln_graph_status(g), KILN_OK, "case %zu: no error", k);
+        const char *e = kiln_graph_error(g);
+        cr_assert(e && strstr(e, "layer_norm") && strstr(e, bad[k].want),
+                  "case %zu: error \"%s\" does not name layer_norm and \"%s\"", k,
+                  e ? e : "(none)", bad[k].want);
+        kiln_graph_free(g);
+    }
+    kiln_context_free(ctx);
+}
+
 /* ---- shape ops ---------------------------------------------------------------------- */
 
 /* reshape(x, target) as an output, and reshape(exp(x), target) feeding neg:
@@ -1316,6 +1470,247 @@ BACKEND_TEST(cross_entropy, matches_reference_for_one_and_many_rows)
     check_cross_entropy(ctx, backend->label, 3, 129, FILL_ANY);
     check_cross_entropy(ctx, backend->label, 5, 7, FILL_NEAR_PLUS_1000);
     check_cross_entropy(ctx, backend->label, 5, 7, FILL_PLUS_MINUS_1000);
+    kiln_context_free(ctx);
+}
+
+/* logits [..., C] with labels [...]: every leading axis is a row. */
+static void check_cross_entropy_nd(kiln_context *ctx, const char *spec, ref_shape sl)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "cross_entropy of logits %s", ref_shape_text(sl));
+    int32_t   classes = (int32_t)sl.dims[sl.ndim - 1];
+    ref_shape sy      = sl;
+    sy.ndim--;
+    leaf        *logits = case_input(&c, "logits", sl, FILL_ANY);
+    leaf        *labels = case_ids(&c, "labels", sy, classes);
+    kiln_tensor *y      = kiln_cross_entropy(c.g, logits->t, labels->t);
+    case_compile(&c, y);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        float want = ref_cross_entropy(logits->f, labels->i, (int64_t)labels->n, classes);
+        case_expect(&c, y, &want, scalar_shape(), (ref_tol){1e-5, 1e-5});
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(cross_entropy, takes_the_mean_over_every_leading_axis_of_the_logits)
+{
+    static const ref_shape shapes[] = {
+        {1, {7}},        {3, {1, 1, 7}},     {3, {2, 3, 7}},    {3, {2, 3, 1}},
+        {3, {1, 5, 33}}, {4, {2, 3, 5, 17}}, {3, {4, 17, 256}},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        check_cross_entropy_nd(ctx, backend->label, shapes[s]);
+    kiln_context_free(ctx);
+}
+
+/* ---- transformers ------------------------------------------------------------------------------ */
+
+static void check_embedding(kiln_context *ctx, const char *spec, int64_t vocab,
+                            int64_t cols, ref_shape si)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "embedding of a [%lld, %lld] table by ids %s",
+               (long long)vocab, (long long)cols, ref_shape_text(si));
+    /* the ids first: every run looks up new ones */
+    leaf        *ids   = case_ids(&c, "ids", si, (int32_t)vocab);
+    leaf        *table = case_input(&c, "table", shape2(vocab, cols), FILL_ANY);
+    kiln_tensor *y     = kiln_embedding(c.g, table->t, ids->t);
+    case_compile(&c, y);
+    ref_shape so       = si;
+    so.dims[so.ndim++] = cols;
+    float *want        = case_scratch(&c, ref_numel(so), sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_embedding(table->f, vocab, cols, ids->i, (int64_t)ids->n, want);
+        case_expect(&c, y, want, so, TOL_EXACT);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(embedding, copies_the_row_of_each_id_for_ids_of_any_shape)
+{
+    static const ref_shape ids[] = {
+        {0, {0}}, {1, {1}}, {1, {5}}, {2, {2, 3}}, {3, {2, 3, 4}}, {2, {0, 3}},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t s = 0; s < sizeof ids / sizeof ids[0]; s++) {
+        check_embedding(ctx, backend->label, 7, 1, ids[s]);
+        check_embedding(ctx, backend->label, 7, 33, ids[s]);
+    }
+    check_embedding(ctx, backend->label, 1, 5, ref_shape_of(KILN_SHAPE(3)));
+    check_embedding(ctx, backend->label, 256, 64, ref_shape_of(KILN_SHAPE(4, 129)));
+    kiln_context_free(ctx);
+}
+
+/* An id outside [0, V) is never read: the run fails naming the id, its
+ * position and V, and a later run with good ids works. */
+BACKEND_TEST(embedding, refuses_an_id_outside_the_table_at_run_time)
+{
+    enum { V = 7, C = 3, P = 6 };
+    kiln_context *ctx   = test_backend_context(backend);
+    kiln_graph   *g     = kiln_graph_new(ctx);
+    kiln_tensor  *table = kiln_input(g, "table", KILN_F32, KILN_SHAPE(V, C));
+    kiln_tensor  *ids   = kiln_input(g, "ids", KILN_I32, KILN_SHAPE(2, 3));
+    kiln_tensor  *y     = kiln_embedding(g, table, ids);
+    cr_assert_eq(kiln_output(g, y), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", graph_error(g));
+    float t[V * C];
+    ref_fill(t, V * C, 3);
+    cr_assert_eq(kiln_tensor_write(table, t, sizeof t), KILN_OK, "%s", kiln_last_error());
+    static const struct {
+        int32_t     ids[P];
+        const char *msg;
+    } bad[] = {
+        {{1, 3, 6, 0, 7, 2}, "id 7 at position 4 is outside [0, 7)"},
+        {{1, -1, 6, 0, 9, 2}, "id -1 at position 1 is outside [0, 7)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(kiln_tensor_write(ids, bad[i].ids, sizeof bad[i].ids), KILN_OK);
+        kiln_status st = kiln_graph_run(g);
+        cr_assert_eq(st, KILN_ERR_INVALID_ARG, "%s: ids %zu: %s: %s", backend->label, i,
+                     kiln_status_name(st), kiln_last_error());
+        cr_assert(strstr(kiln_last_error(), bad[i].msg), "%s: expected \"%s\" in: %s",
+                  backend->label, bad[i].msg, kiln_last_error());
+    }
+    int32_t good[P] = {1, 3, 6, 0, 6, 2};
+    float   got[P * C], want[P * C];
+    cr_assert_eq(kiln_tensor_write(ids, good, sizeof good), KILN_OK);
+    cr_assert_eq(kiln_graph_run(g), KILN_OK, "%s: %s", backend->label, kiln_last_error());
+    cr_assert_eq(kiln_tensor_read(y, got, sizeof got), KILN_OK, "%s", kiln_last_error());
+    ref_embedding(t, V, C, good, P, want);
+    ref_expect_close(backend->label, got, want, ref_shape_of(KILN_SHAPE(P * C)),
+                     TOL_EXACT);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
+
+Test(embedding, refuses_a_table_that_is_not_2d_and_f32_ids)
+{
+    kiln_context *ctx = test_context(test_first_spec());
+    kiln_graph   *g   = kiln_graph_new(ctx);
+    kiln_tensor  *t3  = kiln_input(g, "t3", KILN_F32, KILN_SHAPE(2, 3, 4));
+    kiln_tensor  *ids = kiln_input(g, "ids", KILN_I32, KILN_SHAPE(5));
+    kiln_embedding(g, t3, ids);
+    cr_assert_eq(kiln_graph_status(g), KILN_ERR_SHAPE);
+    cr_assert(strstr(graph_error(g), "embedding: table [2, 3, 4]: expected [V, C]"), "%s",
+              graph_error(g));
+    kiln_graph_free(g);
+    g                  = kiln_graph_new(ctx);
+    kiln_tensor *table = kiln_input(g, "table", KILN_F32, KILN_SHAPE(7, 3));
+    kiln_tensor *fids  = kiln_input(g, "ids", KILN_F32, KILN_SHAPE(5));
+    kiln_embedding(g, table, fids);
+    cr_assert_neq(kiln_graph_status(g), KILN_OK);
+    cr_assert(strstr(graph_error(g), "embedding: ids"), "%s", graph_error(g));
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
+
+/* Masked entries (column j > row i of each T x T matrix) are exactly 0. */
+static void expect_masked_zero(const char *what, const float *got, int64_t rows,
+                               int64_t t)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = r % t + 1; j < t; j++)
+            cr_assert(got[r * t + j] == 0.0f,
+                      "%s: row %lld column %lld is masked but holds %g", what,
+                      (long long)r, (long long)j, (double)got[r * t + j]);
+}
+
+static void check_causal_softmax(kiln_context *ctx, const char *spec, ref_shape s,
+                                 float scale, fill_kind fill)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "causal_softmax of %s %s, scale %g", ref_shape_text(s),
+               fill_names[fill], (double)scale);
+    int64_t      t    = s.dims[s.ndim - 1];
+    size_t       n    = ref_numel(s);
+    int64_t      rows = t ? (int64_t)n / t : 0;
+    leaf        *x    = case_input(&c, "x", s, fill);
+    kiln_tensor *y    = kiln_causal_softmax(c.g, x->t, scale);
+    case_compile(&c, y);
+    float  *want = case_scratch(&c, n, sizeof *want);
+    float  *got  = case_scratch(&c, n, sizeof *got);
+    ref_tol tol  = fill_is_huge(fill) ? (ref_tol){2e-4, 2e-4} : (ref_tol){1e-6, 1e-5};
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_causal_softmax(x->f, t ? rows / t : 0, t, scale, want);
+        case_expect(&c, y, want, s, tol);
+        read_output(&c, y, got, n);
+        expect_masked_zero(c.label, got, rows, t);
+        ref_expect_finite(c.label, got, s);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(causal_softmax, matches_reference_with_and_without_a_scale)
+{
+    static const ref_shape shapes[] = {
+        {2, {1, 1}},      {2, {5, 5}},       {2, {17, 17}},
+        {3, {1, 17, 17}}, {4, {2, 3, 5, 5}}, {4, {2, 3, 1, 1}},
+        {3, {3, 33, 33}}, {3, {0, 5, 5}},    {3, {2, 130, 130}},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        check_causal_softmax(ctx, backend->label, shapes[s], 1.0f, FILL_ANY);
+        check_causal_softmax(ctx, backend->label, shapes[s], 0.125f, FILL_ANY);
+    }
+    check_causal_softmax(ctx, backend->label, ref_shape_of(KILN_SHAPE(2, 17, 17)), 1.0f,
+                         FILL_PLUS_MINUS_1000);
+    check_causal_softmax(ctx, backend->label, ref_shape_of(KILN_SHAPE(4, 4)), -0.5f,
+                         FILL_ANY);
+    kiln_context_free(ctx);
+}
+
+/* NaN and infinities above the diagonal are never read. */
+BACKEND_TEST(causal_softmax, never_reads_the_masked_entries)
+{
+    enum { M = 2, T = 5, N = M * T * T };
+    kiln_context *ctx = test_backend_context(backend);
+    kiln_graph   *g   = kiln_graph_new(ctx);
+    kiln_tensor  *x   = kiln_input(g, "x", KILN_F32, KILN_SHAPE(M, T, T));
+    kiln_tensor  *y   = kiln_causal_softmax(g, x, 0.5f);
+    cr_assert_eq(kiln_output(g, y), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", graph_error(g));
+    float xs[N], got[N], want[N];
+    ref_fill(xs, N, 11);
+    for (int r = 0; r < M * T; r++)
+        for (int j = r % T + 1; j < T; j++)
+            xs[r * T + j] = (j % 3 == 0) ? NAN : (j % 3 == 1) ? INFINITY : -INFINITY;
+    cr_assert_eq(kiln_tensor_write(x, xs, sizeof xs), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_run(g), KILN_OK, "%s: %s", backend->label, kiln_last_error());
+    cr_assert_eq(kiln_tensor_read(y, got, sizeof got), KILN_OK, "%s", kiln_last_error());
+    ref_causal_softmax(xs, M, T, 0.5f, want);
+    ref_expect_close(backend->label, got, want, ref_shape_of(KILN_SHAPE(M, T, T)),
+                     (ref_tol){1e-6, 1e-5});
+    expect_masked_zero(backend->label, got, M * T, T);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
+
+Test(causal_softmax, refuses_a_non_square_or_1d_input_and_a_non_finite_scale)
+{
+    kiln_context *ctx = test_context(test_first_spec());
+    static const struct {
+        int         ndim;
+        int64_t     dims[3];
+        float       scale;
+        const char *msg;
+    } bad[] = {
+        {1, {5}, 1.0f, "causal_softmax: input [5]: expected [..., T, T]"},
+        {3, {2, 4, 5}, 1.0f, "causal_softmax: input [2, 4, 5]: expected [..., T, T]"},
+        {2, {4, 4}, INFINITY, "causal_softmax: scale inf: expected a finite number"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *x = kiln_input(g, "x", KILN_F32, bad[i].ndim, bad[i].dims);
+        kiln_causal_softmax(g, x, bad[i].scale);
+        cr_assert_neq(kiln_graph_status(g), KILN_OK, "case %zu", i);
+        cr_assert(strstr(graph_error(g), bad[i].msg), "expected \"%s\" in: %s",
+                  bad[i].msg, graph_error(g));
+        kiln_graph_free(g);
+    }
     kiln_context_free(ctx);
 }
 

@@ -5,6 +5,7 @@
 #include "op-table.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,6 +33,17 @@ static const char *rule_same_numel(const kiln_node *node)
         if (node->src[s]->numel != node->numel)
             return "a source and the output differ in number of elements";
     return NULL;
+}
+
+/* a and b have one shape. */
+static bool same_dims(const kiln_node *a, const kiln_node *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->dims[d] != b->dims[d])
+            return false;
+    return true;
 }
 
 /* Rows along the last axis, as the output lays them out (SOFTMAX,
@@ -224,13 +236,16 @@ static const char *rule_mse_loss(const kiln_node *node)
     return NULL;
 }
 
+/* logits [..., C] and labels [...]: every axis of the logits but the last
+ * is one of the labels', so that each row of the last axis has its label. */
 static const char *rule_logits_labels(const kiln_node *logits, const kiln_node *labels)
 {
-    if (logits->ndim != 2 || labels->ndim != 1)
-        return "cross_entropy takes logits [N,C] and labels [N]";
-    if (labels->dims[0] != logits->dims[0])
-        return "logits and labels differ in N";
-    if (logits->dims[1] > INT32_MAX)
+    if (logits->ndim < 1 || labels->ndim != logits->ndim - 1)
+        return "cross_entropy takes logits [..., C] and labels [...]";
+    for (int d = 0; d < labels->ndim; d++)
+        if (labels->dims[d] != logits->dims[d])
+            return "the labels' shape is not the logits' without the last axis";
+    if (kiln__last_dim(logits) > INT32_MAX)
         return "too many classes for i32 labels";
     return NULL;
 }
@@ -249,10 +264,79 @@ static const char *rule_cross_entropy_grad(const kiln_node *node)
     const kiln_node *logits = node->src[1];
     if (node->src[0]->numel != 1)
         return "the incoming gradient is not one element";
-    if (node->ndim != 2 || node->dims[0] != logits->dims[0] ||
-        node->dims[1] != logits->dims[1])
+    if (!same_dims(node, logits))
         return "the output does not have the logits' shape";
     return rule_logits_labels(logits, node->src[2]);
+}
+
+/* ---- normalisation --------------------------------------------------------------------- */
+
+/* x [..., C] and a per-column tensor p [C] (weight, bias, or the weight's
+ * gradient). */
+static const char *rule_per_column(const kiln_node *x, const kiln_node *p)
+{
+    if (p->ndim != 1 || p->dims[0] != kiln__last_dim(x))
+        return "a weight, bias or its gradient is not [C], C the last axis of x";
+    return NULL;
+}
+
+/* a has the output's rows: its number of elements and last axis. */
+static const char *rule_rows_of(const kiln_node *node, const kiln_node *a)
+{
+    if (a->numel != node->numel || kiln__last_dim(a) != kiln__last_dim(node))
+        return "x (or the gradient) and the output differ in shape";
+    return NULL;
+}
+
+/* x's rows along its last axis: at least one axis, not empty, eps >= 0. */
+static const char *rule_norm_rows(const kiln_node *node, const kiln_node *x)
+{
+    float eps = node->fparam[0];
+    if (x->ndim < 1)
+        return "x has no last axis to normalise";
+    if (kiln__last_dim(x) == 0)
+        return "the last axis is empty";
+    if (!(eps >= 0.0f && eps <= 3.4e38f))
+        return "eps (fparam[0]) is negative, infinite or NaN";
+    return NULL;
+}
+
+/* LAYER_NORM: x, weight, optional bias; the output has x's shape. */
+static const char *rule_layer_norm(const kiln_node *node)
+{
+    const kiln_node *x   = node->src[0];
+    const char      *why = rule_rows_of(node, x);
+    if (!why)
+        why = rule_norm_rows(node, x);
+    if (!why)
+        why = rule_per_column(x, node->src[1]);
+    if (!why && node->src[2])
+        why = rule_per_column(x, node->src[2]);
+    return why;
+}
+
+/* LAYER_NORM_GRAD: g, x, weight; the output has x's shape. */
+static const char *rule_layer_norm_grad(const kiln_node *node)
+{
+    const kiln_node *x   = node->src[1];
+    const char      *why = rule_rows_of(node, x);
+    if (!why)
+        why = rule_rows_of(node, node->src[0]);
+    if (!why)
+        why = rule_norm_rows(node, x);
+    if (!why)
+        why = rule_per_column(x, node->src[2]);
+    return why;
+}
+
+/* LAYER_NORM_GRAD_WEIGHT: g, x; the output is [C]. */
+static const char *rule_layer_norm_grad_weight(const kiln_node *node)
+{
+    const kiln_node *g = node->src[0], *x = node->src[1];
+    if (g->numel != x->numel || kiln__last_dim(g) != kiln__last_dim(x))
+        return "the gradient and x differ in shape";
+    const char *why = rule_norm_rows(node, x);
+    return why ? why : rule_per_column(x, node);
 }
 
 /* ---- optimiser steps ------------------------------------------------------------------ */
@@ -274,6 +358,53 @@ static const char *rule_step(const kiln_node *node)
         node->src[3 + n_state]->numel != 1)
         return "the gradients' sum of squares is not one element";
     return NULL;
+}
+
+/* ---- transformers ---------------------------------------------------------------------- */
+
+/* rows [..., C] has one row of C per position of ids [...]. */
+static bool rows_per_id(const kiln_node *rows, const kiln_node *ids, int64_t cols)
+{
+    if (rows->ndim != ids->ndim + 1 || kiln__last_dim(rows) != cols)
+        return false;
+    for (int d = 0; d < ids->ndim; d++)
+        if (rows->dims[d] != ids->dims[d])
+            return false;
+    return true;
+}
+
+/* EMBEDDING: table [V, C], ids [...]; the output [..., C]. */
+static const char *rule_embedding(const kiln_node *node)
+{
+    const kiln_node *table = node->src[0];
+    if (table->ndim != 2)
+        return "the table is not [V, C]";
+    if (!rows_per_id(node, node->src[1], table->dims[1]))
+        return "the output is not [..., C], the ids' shape and the table's C";
+    return NULL;
+}
+
+/* EMBEDDING_GRAD: g [..., C], ids [...]; the output [V, C]. */
+static const char *rule_embedding_grad(const kiln_node *node)
+{
+    if (node->ndim != 2)
+        return "the output is not [V, C]";
+    if (!rows_per_id(node->src[0], node->src[1], node->dims[1]))
+        return "the gradient is not [..., C], the ids' shape and the output's C";
+    return NULL;
+}
+
+/* CAUSAL_SOFTMAX (x) and its gradient (g, y): T x T matrices along the last
+ * two axes, the output's shape, a finite scale. */
+static const char *rule_causal(const kiln_node *node)
+{
+    const char *why = rule_rows_alike(node);
+    if (!why &&
+        (node->ndim < 2 || node->dims[node->ndim - 2] != node->dims[node->ndim - 1]))
+        why = "the last two axes are not [T, T]";
+    if (!why && !isfinite(node->fparam[0]))
+        why = "the scale (fparam[0]) is not finite";
+    return why;
 }
 
 /* ---- the table ------------------------------------------------------------------------ */
@@ -356,6 +487,19 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
                                      { "gradient", "logits", "labels" },
                                      rule_cross_entropy_grad, RUNS },
 
+    /* transformer ops */
+    [KILN_OP_GELU]    = UNARY("gelu"),
+    [KILN_OP_GELU_GRAD] = { "gelu_grad", 2, 0, F32, { F32, F32 }, { "gradient", "x" },
+                            rule_same_numel, RUNS },
+    [KILN_OP_LAYER_NORM] = { "layer_norm", 2, 1, F32, { F32, F32, F32 },
+                             { "x", "weight", "bias" }, rule_layer_norm, RUNS | GRAD },
+    [KILN_OP_LAYER_NORM_GRAD] = { "layer_norm_grad", 3, 0, F32, { F32, F32, F32 },
+                                  { "gradient", "x", "weight" }, rule_layer_norm_grad,
+                                  RUNS },
+    [KILN_OP_LAYER_NORM_GRAD_WEIGHT] = { "layer_norm_grad_weight", 2, 0, F32,
+                                         { F32, F32 }, { "gradient", "x" },
+                                         rule_layer_norm_grad_weight, RUNS },
+
     [KILN_OP_SGD_STEP] = { "sgd_step", 4, 1, F32, { F32, F32, F32, F32, F32 },
                            { "param", "grad", "velocity", "hyper-parameters",
                              "sum of squares" },
@@ -364,6 +508,15 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
                             { "param", "grad", "m", "v", "hyper-parameters",
                               "sum of squares" },
                             rule_step, RUNS | KILN__OP_IN_PLACE, 1u << 2 | 1u << 3 },
+
+    [KILN_OP_EMBEDDING] = { "embedding", 2, 0, F32, { F32, I32 }, { "table", "ids" },
+                            rule_embedding, RUNS | GRAD },
+    [KILN_OP_EMBEDDING_GRAD] = { "embedding_grad", 2, 0, F32, { F32, I32 },
+                                 { "gradient", "ids" }, rule_embedding_grad, RUNS },
+    [KILN_OP_CAUSAL_SOFTMAX] = { "causal_softmax", 1, 0, F32, { F32 }, { "input" },
+                                 rule_causal, RUNS | GRAD },
+    [KILN_OP_CAUSAL_SOFTMAX_GRAD] = { "causal_softmax_grad", 2, 0, F32, { F32, F32 },
+                                      { "gradient", "y" }, rule_causal, RUNS },
 };
 /* clang-format on */
 

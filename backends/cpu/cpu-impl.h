@@ -146,6 +146,17 @@ typedef struct cpu_kernels {
     /* -- gradients (in their forward op's file) and optimiser steps
      *    (ops_optim.c); out may
      *    be any of the inputs, element for element                          */
+    /* out[i] = gelu(x[i]) (tanh approximation), i < n                      */
+    void (*gelu)(float *out, const float *x, size_t n);
+    /* out[i] = g[i] * gelu'(x[i]), i < n                                    */
+    void (*gelu_grad)(float *out, const float *g, const float *x, size_t n);
+    /* one row of n > 0 of LAYER_NORM: (x - mean) / sqrt(var + eps) * w + b,
+     * b NULL for none; statistics in double                                 */
+    void (*layer_norm_row)(float *out, const float *x, const float *w, const float *b,
+                           size_t n, float eps);
+    /* one row of n > 0 of LAYER_NORM_GRAD (backend.h)                       */
+    void (*layer_norm_grad_row)(float *out, const float *g, const float *x,
+                                const float *w, size_t n, float eps);
     /* out[i] = v, i < n: EXPAND's broadcast of one element                 */
     void (*fill)(float *out, float v, size_t n);
     /* out[i] = x[i] > 0 ? g[i] : 0, i < n: 0 where x is NaN                 */
@@ -176,6 +187,7 @@ void cpu_softmax_kernels_scalar(cpu_kernels *k);
 void cpu_loss_kernels_scalar(cpu_kernels *k);
 void cpu_matmul_kernels_scalar(cpu_kernels *k);
 void cpu_conv_kernels_scalar(cpu_kernels *k);
+void cpu_norm_kernels_scalar(cpu_kernels *k);
 /* The portable softmax_row, which the portable cross_entropy_grad_row uses. */
 void cpu_softmax_row_scalar(float *out, const float *x, size_t n, bool as_log);
 void cpu_optim_kernels_scalar(cpu_kernels *k);
@@ -328,21 +340,30 @@ kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_argmax(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_softmax(const cpu_device *dev, const kiln_node *node);
+/* CAUSAL_SOFTMAX and CAUSAL_SOFTMAX_GRAD */
+kiln_status cpu_op_causal_softmax(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_transpose(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_embedding(const cpu_device *dev, const kiln_node *node);
 
 /* gradients (each in its forward op's file) and optimiser steps (ops_optim.c) */
 kiln_status cpu_op_sum_to(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_relu_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_gelu(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_gelu_grad(const cpu_device *dev, const kiln_node *node);
+/* LAYER_NORM and LAYER_NORM_GRAD (ops_norm.c) */
+kiln_status cpu_op_layer_norm(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_layer_norm_grad_weight(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_cross_entropy_grad(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_embedding_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_sgd_step(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_adam_step(const cpu_device *dev, const kiln_node *node);
 

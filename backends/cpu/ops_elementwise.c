@@ -1,4 +1,5 @@
-/* ops_elementwise.c — binary ops with broadcasting, unary ops, and RELU_GRAD.
+/* ops_elementwise.c — binary ops with broadcasting, unary ops, RELU_GRAD, and
+ * GELU with its gradient GELU_GRAD.
  *
  * Broadcasting (backend.h): out[i] = a[i % na] OP b[i % nb], where one operand
  * has the output's numel n and the other's divides it. The op cuts that into
@@ -92,8 +93,56 @@ static void cpu_relu_grad_scalar(float *out, const float *g, const float *x, siz
         out[i] = x[i] > 0.0f ? g[i] : 0.0f;
 }
 
+/* GELU's tanh form as x * s with s = 0.5 (1 + tanh(u)) = sigmoid(2u),
+ * u = sqrt(2/pi) (x + 0.044715 x^3): with e = exp(-|2u|) <= 1, s is 1 / (1 + e)
+ * or e / (1 + e) and s (1 - s) = e / (1 + e)^2, so nothing cancels (1 + tanh
+ * would, for negative x) and nothing overflows: a huge |x| makes 2u infinite
+ * and e 0. s is NaN when x is. */
+#define CPU_GELU_K0 0.7978845608028654f /* sqrt(2 / pi) */
+#define CPU_GELU_K1 0.044715f
+
+static inline float cpu_gelu_s(float x, float *q)
+{
+    float u2 = 2.0f * CPU_GELU_K0 * x * (1.0f + CPU_GELU_K1 * x * x);
+    float e  = expf(-fabsf(u2));
+    float r  = 1.0f / (1.0f + e);
+    *q       = e * r * r;
+    return u2 >= 0.0f ? r : e * r;
+}
+
+/* s = 0 only where x * s would be -inf * 0 or a product that is 0 anyway. */
+static inline float cpu_gelu1(float x)
+{
+    float q, s = cpu_gelu_s(x, &q);
+    return s == 0.0f ? 0.0f : x * s;
+}
+
+/* gelu'(x) = s + x * ds/dx, ds/dx = 2 sqrt(2/pi) (1 + 3 0.044715 x^2) s (1 - s);
+ * where s (1 - s) is 0 the second term is 0 (x^3 may be infinite there). */
+static inline float cpu_gelu_grad1(float x)
+{
+    float q, s = cpu_gelu_s(x, &q);
+    if (q == 0.0f)
+        return s;
+    return s + x * (2.0f * CPU_GELU_K0) * (1.0f + 3.0f * CPU_GELU_K1 * x * x) * q;
+}
+
+static void cpu_gelu_scalar(float *out, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = cpu_gelu1(x[i]);
+}
+
+static void cpu_gelu_grad_scalar(float *out, const float *g, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = g[i] * cpu_gelu_grad1(x[i]);
+}
+
 void cpu_elementwise_kernels_scalar(cpu_kernels *k)
 {
+    k->gelu               = cpu_gelu_scalar;
+    k->gelu_grad          = cpu_gelu_grad_scalar;
     k->add_relu           = cpu_add_relu_scalar;
     k->binary[CPU_ADD]    = cpu_add_scalar;
     k->binary[CPU_SUB]    = cpu_sub_scalar;
@@ -232,5 +281,39 @@ kiln_status cpu_op_relu_grad(const cpu_device *dev, const kiln_node *node)
                              cpu_f32(node)};
     cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN,
                      cpu_relu_grad_range, &job);
+    return KILN_OK;
+}
+
+/* ---- GELU, GELU_GRAD ------------------------------------------------------- */
+
+typedef struct cpu_gelu_job {
+    const cpu_device *dev;
+    const float      *g, *x; /* g: NULL for GELU itself */
+    float            *out;
+} cpu_gelu_job;
+
+static void cpu_gelu_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_gelu_job *j = arg;
+    if (j->g)
+        j->dev->k.gelu_grad(j->out + lo, j->g + lo, j->x + lo, hi - lo);
+    else
+        j->dev->k.gelu(j->out + lo, j->x + lo, hi - lo);
+}
+
+kiln_status cpu_op_gelu(const cpu_device *dev, const kiln_node *node)
+{
+    cpu_gelu_job job = {dev, NULL, cpu_cf32(node->src[0]), cpu_f32(node)};
+    cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN, cpu_gelu_range,
+                     &job);
+    return KILN_OK;
+}
+
+kiln_status cpu_op_gelu_grad(const cpu_device *dev, const kiln_node *node)
+{
+    cpu_gelu_job job = {dev, cpu_cf32(node->src[0]), cpu_cf32(node->src[1]),
+                        cpu_f32(node)};
+    cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN, cpu_gelu_range,
+                     &job);
     return KILN_OK;
 }

@@ -1,5 +1,5 @@
-/* ops_loss.c — MSE_LOSS and CROSS_ENTROPY, each reduced by the mean to a
- * scalar, and CROSS_ENTROPY_GRAD. Both accumulate in double; the mean over no
+/* ops_loss.c — MSE_LOSS and CROSS_ENTROPY (over the rows of the logits' last
+ * axis), each reduced by the mean to a scalar, and CROSS_ENTROPY_GRAD. Both accumulate in double; the mean over no
  * elements (or no rows) is NaN, as torch's is. */
 #include <math.h>
 
@@ -70,7 +70,7 @@ kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node)
 kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *logits = node->src[0];
-    int64_t          N = logits->dims[0], C = logits->dims[1];
+    int64_t          N = kiln__rows(logits), C = kiln__last_dim(logits);
     const float     *x      = cpu_cf32(logits);
     const int32_t   *labels = cpu_data(node->src[1]);
     double           s      = 0.0;
@@ -105,12 +105,13 @@ static void cpu_cross_entropy_grad_range(void *arg, size_t lo, size_t hi)
                                          j->cols, (size_t)j->labels[r], j->scale);
 }
 
-/* g * (softmax(logits) - one_hot(labels)) / N. Every label is checked before
+/* g * (softmax(logits) - one_hot(labels)) / N, N the rows of logits [..., C]
+ * (every axis but the last). Every label is checked before
  * any row is written, so the rows can then go to threads. */
 kiln_status cpu_op_cross_entropy_grad(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *logits = node->src[1];
-    int64_t          N = logits->dims[0], C = logits->dims[1];
+    int64_t          N = kiln__rows(logits), C = kiln__last_dim(logits);
     const int32_t   *labels = cpu_data(node->src[2]);
     kiln_status      st     = cpu_check_labels(dev, node, labels, N, C);
     if (st != KILN_OK)

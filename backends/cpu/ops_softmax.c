@@ -1,10 +1,12 @@
 /* ops_softmax.c — SOFTMAX and LOG_SOFTMAX along the last axis, and their
- * gradients SOFTMAX_GRAD and LOG_SOFTMAX_GRAD (sums in double).
+ * gradients SOFTMAX_GRAD and LOG_SOFTMAX_GRAD (sums in double); the causal
+ * (masked) softmax of attention and its gradient.
  *
  * Each row subtracts its maximum before exp, so exp never overflows and the
  * largest term is 1, which keeps the sum at least 1 (its log finite). A NaN in
  * a row makes the maximum NaN, and so the whole row NaN. */
 #include <math.h>
+#include <string.h>
 
 #include "cpu-impl.h"
 
@@ -124,5 +126,64 @@ kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node)
         return KILN_OK; /* no elements at all */
     cpu_parallel_for(dev, (size_t)kiln__rows(ynode), 1, cpu_row_grain(job.cols),
                      cpu_softmax_grad_range, &job);
+    return KILN_OK;
+}
+
+/* ---- CAUSAL_SOFTMAX, CAUSAL_SOFTMAX_GRAD --------------------------------------- */
+
+/* Rows of T x T matrices; row r is row r % T of its matrix and keeps its
+ * first r % T + 1 columns. The kept part goes through the ISA's softmax
+ * (or softmax-gradient) row kernel and SCALE; the rest is written 0, never
+ * read. */
+typedef struct cpu_causal_job {
+    const cpu_device *dev;
+    const float      *g; /* the gradient (CAUSAL_SOFTMAX_GRAD only)       */
+    const float      *x; /* the input, or y for the gradient              */
+    float            *out;
+    size_t            t;
+    float             scale;
+} cpu_causal_job;
+
+static void cpu_causal_softmax_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_causal_job *j = arg;
+    for (size_t r = lo; r < hi; r++) {
+        size_t       keep = r % j->t + 1;
+        float       *out  = j->out + r * j->t;
+        const float *x    = j->x + r * j->t;
+        j->dev->k.unary[CPU_SCALE](out, x, keep, j->scale);
+        j->dev->k.softmax_row(out, out, keep, false);
+        memset(out + keep, 0, (j->t - keep) * sizeof *out);
+    }
+}
+
+static void cpu_causal_softmax_grad_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_causal_job *j = arg;
+    for (size_t r = lo; r < hi; r++) {
+        size_t keep = r % j->t + 1;
+        float *out  = j->out + r * j->t;
+        j->dev->k.softmax_grad_row(out, j->g + r * j->t, j->x + r * j->t, keep, false);
+        j->dev->k.unary[CPU_SCALE](out, out, keep, j->scale);
+        memset(out + keep, 0, (j->t - keep) * sizeof *out);
+    }
+}
+
+kiln_status cpu_op_causal_softmax(const cpu_device *dev, const kiln_node *node)
+{
+    bool           grad = node->op == KILN_OP_CAUSAL_SOFTMAX_GRAD;
+    cpu_causal_job job  = {
+         .dev   = dev,
+         .g     = grad ? cpu_cf32(node->src[0]) : NULL,
+         .x     = cpu_cf32(node->src[grad ? 1 : 0]),
+         .out   = cpu_f32(node),
+         .t     = (size_t)kiln__last_dim(node),
+         .scale = node->fparam[0],
+    };
+    if (node->numel == 0)
+        return KILN_OK;
+    cpu_parallel_for(dev, (size_t)kiln__rows(node), 1, cpu_row_grain(job.t),
+                     grad ? cpu_causal_softmax_grad_range : cpu_causal_softmax_range,
+                     &job);
     return KILN_OK;
 }

@@ -167,6 +167,7 @@ static void cpu_kernels_select(cpu_kernels *k, cpu_isa isa)
     cpu_loss_kernels_scalar(k);
     cpu_matmul_kernels_scalar(k);
     cpu_conv_kernels_scalar(k);
+    cpu_norm_kernels_scalar(k);
     cpu_optim_kernels_scalar(k);
 #if defined(__x86_64__)
     if (isa == CPU_ISA_AVX2)

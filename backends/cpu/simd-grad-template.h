@@ -1,4 +1,4 @@
-/* simd-grad-template.h — the gradient kernels (relu_grad, fill,
+/* simd-grad-template.h — the gradient kernels (relu_grad, gelu_grad, fill,
  * softmax_grad_row, cross_entropy_grad_row, whose portable twins live with
  * their forward ops) and the optimiser steps of ops_optim.c, written once
  * over simd.h's vocabulary and compiled for each x86 ISA. The including
@@ -43,6 +43,29 @@ CPU_INLINE cpu_vf CPU_SN(v_relu_grad)(cpu_vf g, cpu_vf x)
 static void CPU_SN(relu_grad)(float *out, const float *g, const float *x, size_t n)
 {
     CPU_SN(binary_loop)(out, g, 1, x, 1, n, CPU_SN(v_relu_grad));
+}
+
+/* ---- GELU_GRAD ------------------------------------------------------------------- */
+
+/* g (s + x 2 sqrt(2/pi) (1 + 3 0.044715 x^2) s (1 - s)), s (1 - s) = e r^2;
+ * where |2u| > 80 the second term is below 1e-33 and is dropped (x^3 may be
+ * infinite there), and gelu' is 1 or 0. */
+CPU_INLINE cpu_vf CPU_SN(v_gelu_grad)(cpu_vf g, cpu_vf x)
+{
+    cpu_vf u2, e, r, s = CPU_SN(gelu_s)(x, &u2, &e, &r);
+    cpu_vf q   = CPU_VMUL(e, CPU_VMUL(r, r));
+    cpu_vf dx  = CPU_VMUL(CPU_VMUL(x, CPU_VBCAST(2.0f * 0.7978845608028654f)),
+                          CPU_VFMA(CPU_VMUL(x, x), CPU_VBCAST(3.0f * 0.044715f),
+                                   CPU_VBCAST(1.0f)));
+    cpu_vf d   = CPU_VFMA(dx, q, s);
+    cpu_vf ax  = CPU_VXOR(u2, CPU_VAND(u2, CPU_VBCAST(-0.0f)));
+    cpu_vf sat = CPU_VSELECT(CPU_VCMP_LT(u2, CPU_VZERO()), CPU_VZERO(), CPU_VBCAST(1.0f));
+    return CPU_VMUL(g, CPU_VSELECT(CPU_VCMP_GT(ax, CPU_VBCAST(80.0f)), sat, d));
+}
+
+static void CPU_SN(gelu_grad)(float *out, const float *g, const float *x, size_t n)
+{
+    CPU_SN(binary_loop)(out, g, 1, x, 1, n, CPU_SN(v_gelu_grad));
 }
 
 /* ---- EXPAND ----------------------------------------------------------------------- */
@@ -225,6 +248,7 @@ void CPU_SN(simd_grad_kernels)(cpu_kernels *k)
     k->cross_entropy_grad_row = CPU_SN(cross_entropy_grad_row);
     k->sgd_step               = CPU_SN(sgd_step);
     k->adam_step              = CPU_SN(adam_step);
+    k->gelu_grad              = CPU_SN(gelu_grad);
 }
 
 #undef CPU_SN

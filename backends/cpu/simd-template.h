@@ -134,6 +134,30 @@ CPU_INLINE cpu_vf CPU_SN(vsigmoid)(cpu_vf x)
     return CPU_SN(vrcp)(CPU_VADD(CPU_VBCAST(1.0f), e));
 }
 
+/* GELU's parts, with the portable kernel's formulas (ops_elementwise.c):
+ * 2u = 2 sqrt(2/pi) x (1 + 0.044715 x^2), e = exp(-|2u|) <= 1 (so 1 + e
+ * is in the reciprocal's range), r = 1 / (1 + e), and s = sigmoid(2u), r
+ * or e r. A NaN x makes every part NaN. */
+CPU_INLINE cpu_vf CPU_SN(gelu_s)(cpu_vf x, cpu_vf *u2, cpu_vf *e, cpu_vf *r)
+{
+    const cpu_vf sign = CPU_VBCAST(-0.0f), one = CPU_VBCAST(1.0f);
+    cpu_vf       x2 = CPU_VMUL(x, x);
+    *u2             = CPU_VMUL(CPU_VMUL(x, CPU_VBCAST(2.0f * 0.7978845608028654f)),
+                               CPU_VFMA(x2, CPU_VBCAST(0.044715f), one));
+    cpu_vf ax       = CPU_VXOR(*u2, CPU_VAND(*u2, sign));
+    *e              = CPU_SN(vexp)(CPU_VXOR(ax, sign));
+    *r              = CPU_SN(vrcp)(CPU_VADD(one, *e));
+    return CPU_VSELECT(CPU_VCMP_LT(*u2, CPU_VZERO()), CPU_VMUL(*e, *r), *r);
+}
+
+/* x s; 0 where 2u < -80, where x s is below 1e-33 anyway (vexp's clamp
+ * would otherwise leave -inf * a tiny s = -inf for x = -inf). */
+CPU_INLINE cpu_vf CPU_SN(vgelu)(cpu_vf x)
+{
+    cpu_vf u2, e, r, s = CPU_SN(gelu_s)(x, &u2, &e, &r);
+    return CPU_VSELECT(CPU_VCMP_LT(u2, CPU_VBCAST(-80.0f)), CPU_VZERO(), CPU_VMUL(x, s));
+}
+
 /* ---- elementwise loops ---------------------------------------------------- */
 
 typedef cpu_vf (*CPU_SN(vunary))(cpu_vf x, cpu_vf p);
@@ -281,6 +305,11 @@ CPU_INLINE cpu_vf CPU_SN(v_tanh)(cpu_vf x, cpu_vf p)
     (void)p;
     return CPU_SN(vtanh)(x);
 }
+CPU_INLINE cpu_vf CPU_SN(v_gelu)(cpu_vf x, cpu_vf p)
+{
+    (void)p;
+    return CPU_SN(vgelu)(x);
+}
 CPU_INLINE cpu_vf CPU_SN(v_scale)(cpu_vf x, cpu_vf p)
 {
     return CPU_VMUL(x, p);
@@ -300,6 +329,11 @@ CPU_SIMD_UNARY(relu)
 CPU_SIMD_UNARY(sigmoid)
 CPU_SIMD_UNARY(tanh)
 CPU_SIMD_UNARY(scale)
+
+static void CPU_SN(gelu)(float *out, const float *x, size_t n)
+{
+    CPU_SN(unary_loop)(out, x, n, 0.0f, CPU_SN(v_gelu));
+}
 
 static void CPU_SN(add_relu)(float *sum, float *relu, const float *a, size_t a_step,
                              const float *b, size_t b_step, size_t n)
@@ -609,6 +643,7 @@ void CPU_SN(simd_kernels)(cpu_kernels *k)
     k->unary[CPU_SIGMOID] = CPU_SN(sigmoid);
     k->unary[CPU_TANH]    = CPU_SN(tanh);
     k->unary[CPU_SCALE]   = CPU_SN(scale);
+    k->gelu               = CPU_SN(gelu);
     k->add_relu           = CPU_SN(add_relu);
     k->sum                = CPU_SN(sum);
     k->sum_rows           = CPU_SN(sum_rows);

@@ -124,6 +124,12 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(SCALE, "kiln_scale")                   \
     X(FILL, "kiln_fill")                     \
     X(RELU_GRAD, "kiln_relu_grad")           \
+    X(GELU, "kiln_gelu")                     \
+    X(GELU_GRAD, "kiln_gelu_grad")           \
+    X(LAYER_NORM, "kiln_layer_norm")         \
+    X(LAYER_NORM_GRAD, "kiln_layer_norm_grad") \
+    X(LAYER_NORM_STATS, "kiln_layer_norm_stats") \
+    X(LAYER_NORM_GRAD_WEIGHT, "kiln_layer_norm_grad_weight") \
     X(EXPAND, "kiln_expand")                 \
     X(SUM_AXIS, "kiln_sum_axis")             \
     X(MAX_LAST, "kiln_max_last")             \
@@ -142,7 +148,11 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(MAX_POOL_GRAD, "kiln_max_pool2d_grad") \
     X(TRANSPOSE, "kiln_transpose")           \
     X(SGD_STEP, "kiln_sgd_step")             \
-    X(ADAM_STEP, "kiln_adam_step")
+    X(ADAM_STEP, "kiln_adam_step")           \
+    X(EMBEDDING, "kiln_embedding")           \
+    X(EMBEDDING_GRAD, "kiln_embedding_grad") \
+    X(CAUSAL_SOFTMAX, "kiln_causal_softmax") \
+    X(CAUSAL_SOFTMAX_GRAD, "kiln_causal_softmax_grad")
 /* clang-format on */
 
 typedef enum ocl_kernel_id {
@@ -158,12 +168,14 @@ typedef struct ocl_buffer {
     size_t size; /* bytes asked for */
 } ocl_buffer;
 
-/* Label checks a graph_compute enqueued: each has a slot of the error
- * buffer, where kernels leave the lowest row whose label is out of range. */
+/* Label checks a graph_compute enqueued (cross-entropy's labels, an
+ * embedding's ids): each has a slot of the error buffer, where kernels leave
+ * the lowest row (position) whose label (id) is out of range. */
 #define OCL_MAX_CHECKS 8
 
 typedef struct ocl_label_check {
     const char *op;   /* kiln's op name, for the message   */
+    bool        ids;  /* an embedding's ids, not labels    */
     size_t      node; /* its index in graph_compute's list */
     cl_mem      labels;
     size_t      offset; /* of the labels, in elements        */
@@ -307,6 +319,12 @@ kiln_status ocl_refuse(const ocl_device *dev, size_t i, const kiln_node *node,
 kiln_status ocl_op_binary(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_unary(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_relu_grad(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_gelu(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_gelu_grad(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_layer_norm(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_layer_norm_grad(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_layer_norm_grad_weight(ocl_device *dev, const kiln_node *node,
+                                          size_t i);
 kiln_status ocl_op_expand(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_matmul(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_transpose(ocl_device *dev, const kiln_node *node, size_t i);
@@ -317,6 +335,8 @@ kiln_status ocl_op_argmax(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_max_grad(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_softmax(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_softmax_grad(ocl_device *dev, const kiln_node *node, size_t i);
+/* CAUSAL_SOFTMAX and CAUSAL_SOFTMAX_GRAD */
+kiln_status ocl_op_causal_softmax(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_mse_loss(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_cross_entropy(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_cross_entropy_grad(ocl_device *dev, const kiln_node *node, size_t i);
@@ -327,6 +347,8 @@ kiln_status ocl_op_max_pool2d(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_max_pool2d_grad(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_sgd_step(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_adam_step(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_embedding(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_embedding_grad(ocl_device *dev, const kiln_node *node, size_t i);
 
 /* out[o, j] = the sum (or mean) over k of x[o, k, j], x being [outer, r,
  * inner] at element offset xo of a buffer (ops_reduce.c). */

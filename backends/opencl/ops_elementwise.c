@@ -1,5 +1,5 @@
-/* ops_elementwise.c — binary ops with broadcasting, unary ops and
- * RELU_GRAD: one work-item per output element. */
+/* ops_elementwise.c — binary ops with broadcasting, unary ops, RELU_GRAD,
+ * GELU and GELU_GRAD: one work-item per output element. */
 #include "ocl-impl.h"
 
 _Static_assert(OCL_K_SUB - OCL_K_ADD == KILN_OP_SUB - KILN_OP_ADD &&
@@ -50,6 +50,31 @@ kiln_status ocl_op_relu_grad(ocl_device *dev, const kiln_node *node, size_t i)
     if (node->numel == 0)
         return KILN_OK;
     ocl_launch l = ocl_begin(dev, OCL_K_RELU_GRAD);
+    ocl_arg_node(&l, node);
+    ocl_arg_node(&l, node->src[0]);
+    ocl_arg_node(&l, node->src[1]);
+    ocl_arg_u64(&l, (uint64_t)node->numel);
+    return ocl_run(&l, (uint64_t)node->numel);
+}
+
+kiln_status ocl_op_gelu(ocl_device *dev, const kiln_node *node, size_t i)
+{
+    (void)i;
+    if (node->numel == 0)
+        return KILN_OK;
+    ocl_launch l = ocl_begin(dev, OCL_K_GELU);
+    ocl_arg_node(&l, node);
+    ocl_arg_node(&l, node->src[0]);
+    ocl_arg_u64(&l, (uint64_t)node->numel);
+    return ocl_run(&l, (uint64_t)node->numel);
+}
+
+kiln_status ocl_op_gelu_grad(ocl_device *dev, const kiln_node *node, size_t i)
+{
+    (void)i;
+    if (node->numel == 0)
+        return KILN_OK;
+    ocl_launch l = ocl_begin(dev, OCL_K_GELU_GRAD);
     ocl_arg_node(&l, node);
     ocl_arg_node(&l, node->src[0]);
     ocl_arg_node(&l, node->src[1]);

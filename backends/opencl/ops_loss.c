@@ -1,6 +1,7 @@
 /* ops_loss.c — MSE_LOSS, CROSS_ENTROPY and CROSS_ENTROPY_GRAD.
  *
- * Cross-entropy writes one loss per row into scratch, then takes their mean
+ * Cross-entropy sees logits [..., C] as rows of C (every axis but the last
+ * flattened). It writes one loss per row into scratch, then takes their mean
  * with the reduction kernel. A label outside [0, C) cannot stop a kernel: the
  * row gets NaN, the lowest such row goes to the device's error buffer, and
  * synchronize turns it into an error naming the row and the label. */
@@ -47,7 +48,8 @@ static kiln_status arg_label_check(ocl_launch *l, const kiln_node *node, size_t 
 kiln_status ocl_op_cross_entropy(ocl_device *dev, const kiln_node *node, size_t i)
 {
     const kiln_node *logits = node->src[0], *labels = node->src[1];
-    uint64_t rows = (uint64_t)logits->dims[0], classes = (uint64_t)logits->dims[1];
+    uint64_t         rows = (uint64_t)kiln__rows(logits),
+             classes      = (uint64_t)kiln__last_dim(logits);
     if (rows == 0)
         return fill(dev, node, NAN); /* the mean of nothing */
     cl_mem      loss;
@@ -72,11 +74,12 @@ kiln_status ocl_op_cross_entropy(ocl_device *dev, const kiln_node *node, size_t 
     return ocl_sum_axis(dev, node, loss, 0, 1, rows, 1, true);
 }
 
-/* src: g (one element), logits [N, C], labels [N]. */
+/* src: g (one element), logits [..., C], labels [...]: N rows. */
 kiln_status ocl_op_cross_entropy_grad(ocl_device *dev, const kiln_node *node, size_t i)
 {
     const kiln_node *g = node->src[0], *logits = node->src[1], *labels = node->src[2];
-    uint64_t rows = (uint64_t)logits->dims[0], classes = (uint64_t)logits->dims[1];
+    uint64_t         rows = (uint64_t)kiln__rows(logits),
+             classes      = (uint64_t)kiln__last_dim(logits);
     if (node->numel == 0)
         return KILN_OK;
     size_t     group = ocl_group_for(dev, classes);

@@ -1,5 +1,5 @@
-/* ops_softmax.c — SOFTMAX, LOG_SOFTMAX and their gradients, a row per
- * work-group (the rows of the output's last axis). */
+/* ops_softmax.c — SOFTMAX, LOG_SOFTMAX, CAUSAL_SOFTMAX and their gradients,
+ * a row per work-group (the rows of the output's last axis). */
 #include "ocl-impl.h"
 
 kiln_status ocl_op_softmax(ocl_device *dev, const kiln_node *node, size_t i)
@@ -27,4 +27,26 @@ kiln_status ocl_op_softmax_grad(ocl_device *dev, const kiln_node *node, size_t i
                            .flag    = node->op == KILN_OP_LOG_SOFTMAX_GRAD,
                            .each    = OCL_ACC_BYTES};
     return node->numel ? ocl_run_rows(dev, &rows) : KILN_OK;
+}
+
+/* CAUSAL_SOFTMAX (src: x) and CAUSAL_SOFTMAX_GRAD (src: g, y): a row of the
+ * T x T matrices per work-group, the scale from fparam[0]. */
+kiln_status ocl_op_causal_softmax(ocl_device *dev, const kiln_node *node, size_t i)
+{
+    (void)i;
+    bool     grad = node->op == KILN_OP_CAUSAL_SOFTMAX_GRAD;
+    uint64_t t    = (uint64_t)kiln__last_dim(node);
+    if (node->numel == 0)
+        return KILN_OK;
+    size_t     group = ocl_group_for(dev, t);
+    ocl_launch l     = ocl_begin(dev,
+                             grad ? OCL_K_CAUSAL_SOFTMAX_GRAD : OCL_K_CAUSAL_SOFTMAX);
+    ocl_arg_node(&l, node);
+    ocl_arg_node(&l, node->src[0]);
+    if (grad)
+        ocl_arg_node(&l, node->src[1]);
+    ocl_arg_u64(&l, t);
+    ocl_arg_f32(&l, node->fparam[0]);
+    ocl_arg_local(&l, OCL_ACC_BYTES, group);
+    return ocl_run_groups(&l, (uint64_t)kiln__rows(node), group);
 }

@@ -150,10 +150,11 @@ kiln_status ocl_label_slot(ocl_device *dev, const kiln_node *node, size_t i,
     int  k     = fresh ? dev->n_checks++ : OCL_MAX_CHECKS - 1;
     if (fresh)
         dev->checks[k] = (ocl_label_check){
-            .op      = kiln__op_name(node->op),
-            .node    = i,
-            .labels  = ocl_mem(dev, labels),
-            .offset  = ocl_elem_offset(labels),
+            .op     = kiln__op_name(node->op),
+            .ids    = node->op == KILN_OP_EMBEDDING || node->op == KILN_OP_EMBEDDING_GRAD,
+            .node   = i,
+            .labels = ocl_mem(dev, labels),
+            .offset = ocl_elem_offset(labels),
             .classes = classes,
         };
     dev->err_pending = true;
@@ -162,7 +163,8 @@ kiln_status ocl_label_slot(ocl_device *dev, const kiln_node *node, size_t i,
 }
 
 /* Reads the label checks queued since the last read (blocking) and reports
- * the first bad row with its label, as the cpu backend words it. */
+ * the first bad row with its label (position with its id), as the cpu
+ * backend words it. */
 static kiln_status ocl_check_labels(ocl_device *dev)
 {
     if (!dev->err_pending)
@@ -186,9 +188,10 @@ static kiln_status ocl_check_labels(ocl_device *dev)
         if (err != CL_SUCCESS)
             return ocl_cl_fail(dev->host, "clEnqueueReadBuffer", err, "a bad label");
         return dev->host->error(KILN_ERR_INVALID_ARG,
-                                "%s (node %zu): label %d at row "
+                                "%s (node %zu): %s %d at %s "
                                 "%d is outside [0, %lld)",
-                                c->op, c->node, (int)label, (int)rows[k],
+                                c->op, c->node, c->ids ? "id" : "label", (int)label,
+                                c->ids ? "position" : "row", (int)rows[k],
                                 (long long)c->classes);
     }
     return KILN_OK;

@@ -101,6 +101,7 @@ static void backward_unary(backward *bw, kiln_tensor *y, kiln_tensor *gy)
     case KILN_OP_LOG: gx = kiln_div(g, gy, x); break;
     case KILN_OP_SQRT: gx = kiln_div(g, gy, kiln_scale(g, y, 2.0f)); break;
     case KILN_OP_RELU: gx = kiln__relu_grad(g, gy, x); break;
+    case KILN_OP_GELU: gx = kiln__gelu_grad(g, gy, x); break;
     case KILN_OP_SIGMOID:
         gx = kiln_mul(g, gy, kiln_mul(g, y, kiln_sub(g, one(bw), y)));
         break;
@@ -147,7 +148,8 @@ static void backward_reduce(backward *bw, kiln_tensor *t, kiln_tensor *gy)
     accumulate(bw, a, kiln__expand(bw->g, gy, axis, a->node.ndim, a->node.dims));
 }
 
-/* The ops whose gradient goes to their first source alone, through one
+/* The ops whose gradient goes to their first source alone (the ids of an
+ * embedding and labels, being i32, get none), through one
  * gradient op (or view) of gy and the forward node t. */
 static void backward_first(backward *bw, kiln_tensor *t, kiln_tensor *gy)
 {
@@ -164,6 +166,8 @@ static void backward_first(backward *bw, kiln_tensor *t, kiln_tensor *gy)
     case KILN_OP_RESHAPE: ga = kiln_reshape(g, gy, a->node.ndim, a->node.dims); break;
     case KILN_OP_TRANSPOSE: ga = kiln_transpose(g, gy); break;
     case KILN_OP_MAX_POOL2D: ga = kiln__max_pool2d_grad(g, gy, t); break;
+    case KILN_OP_EMBEDDING: ga = kiln__embedding_grad(g, gy, t); break;
+    case KILN_OP_CAUSAL_SOFTMAX: ga = kiln__causal_softmax_grad(g, gy, t); break;
     default: ga = kiln__cross_entropy_grad(g, gy, t); break;
     }
     accumulate(bw, a, ga);
@@ -187,6 +191,21 @@ static void backward_conv2d(backward *bw, kiln_tensor *t, kiln_tensor *gy)
     }
 }
 
+/* layer_norm: x and weight through their gradient ops (which recompute each
+ * row's mean and 1 / std from x); the bias gets gy summed over the rows. */
+static void backward_layer_norm(backward *bw, kiln_tensor *t, kiln_tensor *gy)
+{
+    kiln_graph  *g = bw->g;
+    kiln_tensor *x = src_of(t, 0), *w = src_of(t, 1), *bias = src_of(t, 2);
+    if (wants(bw, x))
+        accumulate(bw, x, kiln__layer_norm_grad(g, KILN_OP_LAYER_NORM_GRAD, gy, t));
+    if (wants(bw, w))
+        accumulate(bw, w,
+                   kiln__layer_norm_grad(g, KILN_OP_LAYER_NORM_GRAD_WEIGHT, gy, t));
+    if (wants(bw, bias))
+        accumulate(bw, bias, kiln__sum_to(g, gy, bias->node.ndim, bias->node.dims));
+}
+
 /* mean((p - q)^2): dp = 2 (p - q) gy / n, dq = -dp. */
 static void backward_mse(backward *bw, kiln_tensor *t, kiln_tensor *gy)
 {
@@ -207,18 +226,20 @@ static void backward_mse(backward *bw, kiln_tensor *t, kiln_tensor *gy)
 typedef void (*grad_rule)(backward *bw, kiln_tensor *t, kiln_tensor *gy);
 
 static const grad_rule grad_rules[KILN_OP_COUNT] = {
-    [KILN_OP_ADD] = backward_binary,    [KILN_OP_SUB] = backward_binary,
-    [KILN_OP_MUL] = backward_binary,    [KILN_OP_DIV] = backward_binary,
-    [KILN_OP_NEG] = backward_unary,     [KILN_OP_EXP] = backward_unary,
-    [KILN_OP_LOG] = backward_unary,     [KILN_OP_SQRT] = backward_unary,
-    [KILN_OP_RELU] = backward_unary,    [KILN_OP_SIGMOID] = backward_unary,
-    [KILN_OP_TANH] = backward_unary,    [KILN_OP_SCALE] = backward_unary,
-    [KILN_OP_MATMUL] = backward_matmul, [KILN_OP_SUM] = backward_reduce,
-    [KILN_OP_MEAN] = backward_reduce,   [KILN_OP_MAX] = backward_first,
-    [KILN_OP_SOFTMAX] = backward_first, [KILN_OP_LOG_SOFTMAX] = backward_first,
-    [KILN_OP_RESHAPE] = backward_first, [KILN_OP_TRANSPOSE] = backward_first,
-    [KILN_OP_CONV2D] = backward_conv2d, [KILN_OP_MAX_POOL2D] = backward_first,
-    [KILN_OP_MSE_LOSS] = backward_mse,  [KILN_OP_CROSS_ENTROPY] = backward_first,
+    [KILN_OP_ADD] = backward_binary,      [KILN_OP_SUB] = backward_binary,
+    [KILN_OP_MUL] = backward_binary,      [KILN_OP_DIV] = backward_binary,
+    [KILN_OP_NEG] = backward_unary,       [KILN_OP_EXP] = backward_unary,
+    [KILN_OP_LOG] = backward_unary,       [KILN_OP_SQRT] = backward_unary,
+    [KILN_OP_RELU] = backward_unary,      [KILN_OP_SIGMOID] = backward_unary,
+    [KILN_OP_TANH] = backward_unary,      [KILN_OP_SCALE] = backward_unary,
+    [KILN_OP_MATMUL] = backward_matmul,   [KILN_OP_SUM] = backward_reduce,
+    [KILN_OP_MEAN] = backward_reduce,     [KILN_OP_MAX] = backward_first,
+    [KILN_OP_SOFTMAX] = backward_first,   [KILN_OP_LOG_SOFTMAX] = backward_first,
+    [KILN_OP_RESHAPE] = backward_first,   [KILN_OP_TRANSPOSE] = backward_first,
+    [KILN_OP_CONV2D] = backward_conv2d,   [KILN_OP_MAX_POOL2D] = backward_first,
+    [KILN_OP_MSE_LOSS] = backward_mse,    [KILN_OP_CROSS_ENTROPY] = backward_first,
+    [KILN_OP_EMBEDDING] = backward_first, [KILN_OP_CAUSAL_SOFTMAX] = backward_first,
+    [KILN_OP_GELU] = backward_unary,      [KILN_OP_LAYER_NORM] = backward_layer_norm,
 };
 
 /* Pushes t's gradient on to those of its sources that want one. */

@@ -101,6 +101,11 @@ KILN_API kiln_tensor *kiln_tanh(kiln_graph *g, kiln_tensor *a)
     return unary(g, KILN_OP_TANH, a);
 }
 
+KILN_API kiln_tensor *kiln_gelu(kiln_graph *g, kiln_tensor *a)
+{
+    return unary(g, KILN_OP_GELU, a);
+}
+
 KILN_API kiln_tensor *kiln_scale(kiln_graph *g, kiln_tensor *a, float s)
 {
     kiln_tensor *t = unary(g, KILN_OP_SCALE, a);

@@ -1,5 +1,6 @@
 /* core/graph/ops_grad.c — constructors of the gradient ops kiln_backward appends
- * (backend.h: SUM_TO .. CROSS_ENTROPY_GRAD).
+ * (backend.h: SUM_TO .. CROSS_ENTROPY_GRAD, the transformer ops' GELU_GRAD,
+ * LAYER_NORM_GRAD and LAYER_NORM_GRAD_WEIGHT, and EMBEDDING_GRAD ..).
  *
  * Only autodiff.c calls these, with shapes it derived itself. They check
  * anyway, as every constructor does, so that a wrong backward rule is a graph
@@ -85,6 +86,18 @@ kiln_tensor *kiln__relu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
         return mismatch(g, KILN_OP_RELU_GRAD, "gradient", &gy->node, "x", &x->node,
                         "equal shapes");
     return kiln__node_new(g, KILN_OP_RELU_GRAD, KILN_F32, x->node.ndim, x->node.dims, src,
+                          2);
+}
+
+kiln_tensor *kiln__gelu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
+{
+    kiln_tensor *src[] = {gy, x};
+    if (!kiln__check_sources(g, KILN_OP_GELU_GRAD, src, 2))
+        return g ? g->poison : NULL;
+    if (!same_shape(&gy->node, &x->node))
+        return mismatch(g, KILN_OP_GELU_GRAD, "gradient", &gy->node, "x", &x->node,
+                        "equal shapes");
+    return kiln__node_new(g, KILN_OP_GELU_GRAD, KILN_F32, x->node.ndim, x->node.dims, src,
                           2);
 }
 
@@ -192,4 +205,58 @@ kiln_tensor *kiln__cross_entropy_grad(kiln_graph *g, kiln_tensor *gy, kiln_tenso
     kiln_tensor *logits = (kiln_tensor *)fwd->node.src[0];
     kiln_tensor *src[]  = {gy, logits, (kiln_tensor *)fwd->node.src[1]};
     return grad_node(g, KILN_OP_CROSS_ENTROPY_GRAD, src, 3, logits, fwd);
+}
+
+kiln_tensor *kiln__embedding_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd)
+{
+    const kiln_op op = KILN_OP_EMBEDDING_GRAD;
+    if (!fwd || fwd->node.op != KILN_OP_EMBEDDING)
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "%s: the forward node is %s, expected %s",
+                                kiln__op_name(op),
+                                fwd ? kiln__op_name(fwd->node.op) : "NULL",
+                                kiln__op_name(KILN_OP_EMBEDDING));
+    kiln_tensor *table = (kiln_tensor *)fwd->node.src[0];
+    kiln_tensor *src[] = {gy, (kiln_tensor *)fwd->node.src[1]};
+    if (!kiln__check_sources(g, op, src, 2))
+        return g ? g->poison : NULL;
+    if (!same_shape(&gy->node, &fwd->node))
+        return mismatch(g, op, "gradient", &gy->node, "forward output", &fwd->node,
+                        "equal shapes");
+    return grad_node(g, op, src, 2, table, fwd);
+}
+
+kiln_tensor *kiln__causal_softmax_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *y)
+{
+    const kiln_op op = KILN_OP_CAUSAL_SOFTMAX_GRAD;
+    if (!check_fwd(g, op, gy, y, KILN_OP_CAUSAL_SOFTMAX))
+        return g ? g->poison : NULL;
+    kiln_tensor *src[] = {gy, y};
+    kiln_tensor *t     = grad_node(g, op, src, 2, y, y);
+    if (!(t->flags & KILN__POISON))
+        t->node.fparam[0] = y->node.fparam[0];
+    return t;
+}
+
+kiln_tensor *kiln__layer_norm_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
+                                   kiln_tensor *fwd)
+{
+    if (op != KILN_OP_LAYER_NORM_GRAD && op != KILN_OP_LAYER_NORM_GRAD_WEIGHT)
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "kiln__layer_norm_grad: op %s, expected %s or %s",
+                                kiln__op_name(op), kiln__op_name(KILN_OP_LAYER_NORM_GRAD),
+                                kiln__op_name(KILN_OP_LAYER_NORM_GRAD_WEIGHT));
+    if (!check_fwd(g, op, gy, fwd, KILN_OP_LAYER_NORM))
+        return g ? g->poison : NULL;
+    kiln_tensor *x     = (kiln_tensor *)fwd->node.src[0],
+                *w     = (kiln_tensor *)fwd->node.src[1];
+    kiln_tensor *src[] = {gy, x, w};
+    kiln_tensor *t     = op == KILN_OP_LAYER_NORM_GRAD
+                             ? kiln__node_new(g, op, KILN_F32, x->node.ndim, x->node.dims,
+                                              src, 3)
+                             : kiln__node_new(g, op, KILN_F32, w->node.ndim, w->node.dims,
+                                              src, 2);
+    if (!(t->flags & KILN__POISON))
+        t->node.fparam[0] = fwd->node.fparam[0];
+    return t;
 }

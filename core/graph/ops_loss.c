@@ -1,4 +1,5 @@
-/* core/graph/ops_loss.c — mse_loss and softmax cross-entropy. */
+/* core/graph/ops_loss.c — mse_loss and softmax cross-entropy (over the last
+ * axis of logits of any rank). */
 #include "../kiln-impl.h"
 
 KILN_API kiln_tensor *kiln_mse_loss(kiln_graph *g, kiln_tensor *pred, kiln_tensor *target)
@@ -33,15 +34,24 @@ KILN_API kiln_tensor *kiln_cross_entropy(kiln_graph *g, kiln_tensor *logits,
     const kiln_node *l = &logits->node, *y = &labels->node;
     kiln__shape_str(sl, l->ndim, l->dims);
     kiln__shape_str(sy, y->ndim, y->dims);
-    if (l->ndim != 2 || y->ndim != 1 || y->dims[0] != l->dims[0])
+    bool match = l->ndim >= 1 && y->ndim == l->ndim - 1;
+    for (int d = 0; match && d < y->ndim; d++)
+        match = y->dims[d] == l->dims[d];
+    if (!match)
         return kiln__graph_fail(g, KILN_ERR_SHAPE,
                                 "%s: logits %s and labels "
-                                "%s: expected logits [N, C] and labels [N]",
+                                "%s: expected logits [..., C] and labels [...], the "
+                                "logits' shape without the last axis",
                                 name, sl, sy);
-    if (l->dims[1] == 0)
+    if (l->dims[l->ndim - 1] == 0)
         return kiln__graph_fail(g, KILN_ERR_SHAPE,
                                 "%s: logits %s have no "
                                 "classes, expected C >= 1",
+                                name, sl);
+    if (l->dims[l->ndim - 1] > INT32_MAX)
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: logits %s have more classes than an i32 label "
+                                "can name",
                                 name, sl);
     return kiln__node_new(g, KILN_OP_CROSS_ENTROPY, KILN_F32, 0, NULL, src, 2);
 }

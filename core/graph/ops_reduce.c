@@ -1,6 +1,8 @@
 /* core/graph/ops_reduce.c — sum, mean, max, argmax, softmax and log_softmax. */
 #include "../kiln-impl.h"
 
+#include <math.h>
+
 static kiln_tensor *reduce_all(kiln_graph *g, kiln_op op, kiln_tensor *a)
 {
     if (!kiln__check_sources(g, op, &a, 1))
@@ -121,4 +123,27 @@ KILN_API kiln_tensor *kiln_softmax(kiln_graph *g, kiln_tensor *a)
 KILN_API kiln_tensor *kiln_log_softmax(kiln_graph *g, kiln_tensor *a)
 {
     return normalise_last(g, KILN_OP_LOG_SOFTMAX, a);
+}
+
+KILN_API kiln_tensor *kiln_causal_softmax(kiln_graph *g, kiln_tensor *x, float scale)
+{
+    const kiln_op op = KILN_OP_CAUSAL_SOFTMAX;
+    if (!kiln__check_sources(g, op, &x, 1))
+        return g ? g->poison : NULL;
+    const kiln_node *n = &x->node;
+    char             s[KILN__SHAPE_STR];
+    kiln__shape_str(s, n->ndim, n->dims);
+    if (n->ndim < 2 || n->dims[n->ndim - 2] != n->dims[n->ndim - 1])
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: input %s: expected [..., T, T], at least 2-D with "
+                                "the last two axes equal",
+                                kiln__op_name(op), s);
+    if (!isfinite(scale))
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "%s: scale %g: expected a finite number",
+                                kiln__op_name(op), (double)scale);
+    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, n->ndim, n->dims, &x, 1);
+    if (!(t->flags & KILN__POISON))
+        t->node.fparam[0] = scale;
+    return t;
 }

@@ -74,8 +74,11 @@ typedef enum kiln_op {
     /* iparam: kernel_h, kernel_w, stride_h, stride_w                          */
     KILN_OP_MAX_POOL2D,
 
-    KILN_OP_MSE_LOSS,      /* mean((pred - target)^2), equal shapes; a scalar  */
-    KILN_OP_CROSS_ENTROPY, /* src: logits [N,C] f32, labels [N] i32; a scalar  */
+    KILN_OP_MSE_LOSS, /* mean((pred - target)^2), equal shapes; a scalar  */
+    /* src: logits [..., C] f32, labels [...] i32 (the logits' shape without
+     * the last axis); the mean over every row of logsumexp - the labelled
+     * logit, a scalar. A label outside [0, C) is an error at run time. */
+    KILN_OP_CROSS_ENTROPY,
 
     /* ---- gradients (appended by kiln_backward) ---------------------------- */
 
@@ -104,10 +107,32 @@ typedef enum kiln_op {
      * the first maximum of its window; overlapping windows add up; iparam
      * as MAX_POOL2D                                                         */
     KILN_OP_MAX_POOL2D_GRAD,
-    /* src: g (one element), logits [N,C], labels [N] i32:
-     * g * (softmax(logits) - one_hot(labels)) / N; labels checked as in
-     * CROSS_ENTROPY                                                         */
+    /* src: g (one element), logits [..., C], labels [...] i32; out has the
+     * logits' shape: g * (softmax(logits) - one_hot(labels)) / N, N the
+     * number of rows; labels checked as in CROSS_ENTROPY                    */
     KILN_OP_CROSS_ENTROPY_GRAD,
+
+    /* ---- transformer ops ---------------------------------------------------- */
+
+    /* unary, f32, same shape: GELU, tanh approximation,
+     *   0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)));
+     * +inf gives +inf, -inf gives 0 (the limits), NaN gives NaN            */
+    KILN_OP_GELU,
+    /* src: g, x (equal numel): g * gelu'(x); 0 where gelu' is 0 (x = -inf),
+     * g where it is 1 (x = +inf)                                            */
+    KILN_OP_GELU_GRAD,
+    /* src: x [..., C], weight [C], bias [C] or NULL; fparam[0]: eps >= 0.
+     * Along the last axis, each row r: (x - mean) / sqrt(var + eps) * weight
+     * + bias, var the biased variance (PyTorch's LayerNorm); x's shape      */
+    KILN_OP_LAYER_NORM,
+    /* src: g, x [..., C], weight [C]; fparam[0]: eps. The gradient for x:
+     * rstd * (g w - mean(g w) - xhat * mean(g w xhat)) per row, with
+     * xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps); x's shape       */
+    KILN_OP_LAYER_NORM_GRAD,
+    /* src: g, x [..., C]; fparam[0]: eps. Out [C]: the gradient for weight,
+     * sum over rows of g * xhat (the bias's is SUM_TO of g)                 */
+    KILN_OP_LAYER_NORM_GRAD_WEIGHT,
+
 
     /* ---- optimiser steps: in place, the output IS src[0] (same buffer and
      * offset); they may also update the state tensors named below -------- */
@@ -133,6 +158,26 @@ typedef enum kiln_op {
      *   m = beta1 * m + (1 - beta1) * d;  v = beta2 * v + (1 - beta2) * d^2;
      *   param -= lr * (m * hp[5]) / (sqrt(v * hp[6]) + eps)                */
     KILN_OP_ADAM_STEP,
+
+    /* ---- transformers (ABI 4) ---------------------------------------------- */
+
+    /* src: table [V, C] f32, ids [...] i32; out [..., C]: out[p] = table[ids[p]]
+     * for each position p of ids. An id outside [0, V) is an error at run
+     * time naming the id, its position and V, as labels are in
+     * CROSS_ENTROPY (the OpenCL device reports it at synchronize, after
+     * writing NaN to that position's row).                                   */
+    KILN_OP_EMBEDDING,
+    /* src: g [..., C], ids [...] i32; out [V, C] (node->dims): out[v] = the sum
+     * of g[p] over every position p with ids[p] == v, 0 where there is none
+     * (the gradient of EMBEDDING's table); ids checked as in EMBEDDING      */
+    KILN_OP_EMBEDDING_GRAD,
+    /* x [..., T, T] f32, same shape; fparam[0]: scale. Along the last axis,
+     * row i of each T x T matrix is softmax(scale * x[i, 0..i]) in columns
+     * j <= i and exactly 0 in columns j > i (as if those were -inf).        */
+    KILN_OP_CAUSAL_SOFTMAX,
+    /* src: g, y = causal_softmax(x); fparam[0]: scale. Per row, over its
+     * columns j <= i: scale * y * (g - sum_j(g * y)); 0 in columns j > i.   */
+    KILN_OP_CAUSAL_SOFTMAX_GRAD,
 
     KILN_OP_COUNT
 } kiln_op;

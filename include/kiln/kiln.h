@@ -207,6 +207,10 @@ KILN_API kiln_tensor *kiln_relu(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_sigmoid(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_tanh(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_scale(kiln_graph *g, kiln_tensor *a, float s);
+/* GELU, tanh approximation (PyTorch's approximate="tanh", GPT-2's):
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Saturates for large |x|
+ * (x for large x, 0 for large negative x, -inf included); NaN stays NaN. */
+KILN_API kiln_tensor *kiln_gelu(kiln_graph *g, kiln_tensor *a);
 
 /* 2-D matrix product a @ b, [M, K] @ [K, N] -> [M, N]. */
 KILN_API kiln_tensor *kiln_matmul(kiln_graph *g, kiln_tensor *a, kiln_tensor *b);
@@ -230,6 +234,29 @@ KILN_API kiln_tensor *kiln_argmax(kiln_graph *g, kiln_tensor *a);
 /* Along the last axis, numerically stable (the row maximum is subtracted). */
 KILN_API kiln_tensor *kiln_softmax(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_log_softmax(kiln_graph *g, kiln_tensor *a);
+/* Causal (masked) softmax for attention: x [..., T, T] (at least 2-D; the
+ * leading axes are batch and heads), same shape. Row i of each T x T matrix
+ * is softmax(scale * x[i, 0..i]) in columns j <= i and exactly 0 in columns
+ * j > i, which are never read. scale is usually 1 / sqrt(head_dim); it must
+ * be finite. */
+KILN_API kiln_tensor *kiln_causal_softmax(kiln_graph *g, kiln_tensor *x, float scale);
+
+/* Embedding lookup: table [V, C] f32, ids [...] i32 (up to 3 axes) ->
+ * [..., C], row ids[p] of the table at each position p. An id outside
+ * [0, V) is never read: kiln_graph_run fails naming the id, its position
+ * and V. Differentiable with respect to the table (repeated ids add up). */
+KILN_API kiln_tensor *kiln_embedding(kiln_graph *g, kiln_tensor *table, kiln_tensor *ids);
+
+/* Layer normalisation over the last axis (torch.nn.functional.layer_norm with
+ * normalized_shape [C]): x [..., C] f32, any leading dimensions; weight [C];
+ * bias [C] or NULL (none). Each row r of C elements becomes
+ * (x - mean_r) / sqrt(var_r + eps) * weight + bias, var_r the biased
+ * variance (divided by C); eps >= 0 and finite (GPT-2 uses 1e-5). The
+ * statistics are taken in two passes, in double where the backend has it,
+ * so that rows far from 0 keep their precision. The last axis must not be
+ * empty. Differentiable in x, weight and bias. */
+KILN_API kiln_tensor *kiln_layer_norm(kiln_graph *g, kiln_tensor *x, kiln_tensor *weight,
+                                      kiln_tensor *bias, float eps);
 
 /* Shape ops. reshape takes one -1 to be inferred; flatten keeps dimension 0
  * and merges the rest ([N, C, H, W] -> [N, C*H*W], as torch.nn.Flatten).
@@ -252,7 +279,11 @@ KILN_API kiln_tensor *kiln_max_pool2d(kiln_graph *g, kiln_tensor *x, int kernel,
 /* Losses, reduced by the mean to a scalar. */
 KILN_API kiln_tensor *kiln_mse_loss(kiln_graph *g, kiln_tensor *pred,
                                     kiln_tensor *target);
-/* logits [N, C] f32, labels [N] i32 in [0, C): mean of -log_softmax[label]. */
+/* logits [..., C] f32, labels [...] i32 in [0, C) (the logits' shape
+ * without the last axis; [N, C] and [N] for a classifier, [B, T, V] and
+ * [B, T] for a language model): the mean over every position of
+ * -log_softmax(logits)[label]. A label outside [0, C) makes kiln_graph_run
+ * fail, naming the label and its position. */
 KILN_API kiln_tensor *kiln_cross_entropy(kiln_graph *g, kiln_tensor *logits,
                                          kiln_tensor *labels);
 

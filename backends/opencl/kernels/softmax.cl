@@ -1,5 +1,6 @@
-/* softmax.cl — SOFTMAX, LOG_SOFTMAX, their gradients, and CROSS_ENTROPY with
- * its gradient: everything that works on rows through a logsumexp.
+/* softmax.cl — SOFTMAX, LOG_SOFTMAX, CAUSAL_SOFTMAX, their gradients, and
+ * CROSS_ENTROPY with its gradient: everything that works on rows through a
+ * logsumexp.
  *
  * One row per work-group. The row maximum is subtracted before exp, so exp
  * never overflows and the sum is at least 1; a NaN in a row makes the
@@ -102,4 +103,42 @@ __kernel void kiln_cross_entropy_grad(GF *out, ulong oo, GCF *g, ulong go, GCF *
         float p = exp(xr[c] - l.m) * inv;
         outr[c] = ok ? scale * (p - (c == (ulong)label ? 1.0f : 0.0f)) : NAN;
     }
+}
+
+/* CAUSAL_SOFTMAX: row `row` of the [rows, t] view is row row % t of its
+ * T x T matrix and keeps its first row % t + 1 columns, of scale * x; the
+ * others are written 0. Maximum and sum as in row_logsumexp. */
+__kernel void kiln_causal_softmax(GF *out, ulong oo, GCF *x, ulong xo, ulong t,
+                                  float scale, __local acc_t *scratch)
+{
+    ulong row = get_group_id(0), keep = row % t + 1;
+    GCF *xr = x + xo + row * t;
+    GF *outr = out + oo + row * t;
+    float m = scale * xr[0];
+    for (ulong c = get_local_id(0); c < keep; c += get_local_size(0))
+        m = max_nan(m, scale * xr[c]);
+    m = group_max(m, (__local float *)scratch);
+    kiln_sum s = sum_zero();
+    for (ulong c = get_local_id(0); c < keep; c += get_local_size(0))
+        s = sum_add(s, exp(scale * xr[c] - m));
+    float inv = (float)(1 / group_sum(s.s, scratch));
+    for (ulong c = get_local_id(0); c < t; c += get_local_size(0))
+        outr[c] = c < keep ? exp(scale * xr[c] - m) * inv : 0.0f;
+}
+
+/* CAUSAL_SOFTMAX_GRAD: scale * y * (g - sum(g * y)) over the kept columns,
+ * 0 in the others. */
+__kernel void kiln_causal_softmax_grad(GF *out, ulong oo, GCF *g, ulong go, GCF *y,
+                                       ulong yo, ulong t, float scale,
+                                       __local acc_t *scratch)
+{
+    ulong row = get_group_id(0), keep = row % t + 1;
+    GCF *gr = g + go + row * t, *yr = y + yo + row * t;
+    GF *outr = out + oo + row * t;
+    kiln_sum s = sum_zero();
+    for (ulong c = get_local_id(0); c < keep; c += get_local_size(0))
+        s = sum_add(s, (acc_t)gr[c] * (acc_t)yr[c]);
+    float total = (float)group_sum(s.s, scratch);
+    for (ulong c = get_local_id(0); c < t; c += get_local_size(0))
+        outr[c] = c < keep ? scale * (yr[c] * (gr[c] - total)) : 0.0f;
 }
