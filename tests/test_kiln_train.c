@@ -13,6 +13,7 @@
 #include "expect.h"
 
 #include <ftw.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,4 +315,111 @@ Test(kiln_train_paths, an_empty_test_set_is_refused_not_reported_as_nan)
     make_data(0, 2);
     expect_refused_before_training("", "the training set is empty",
                                    in_data(p, sizeof p, "train-images-idx3-ubyte"));
+}
+
+/* ---- --model gpt ----------------------------------------------------------------- */
+
+static char gpt_text[256];
+
+/* A text of n bytes with structure a small model learns in a few steps:
+ * "the cat sat on the mat. " and the like, from a fixed generator. */
+static void make_text(size_t n)
+{
+    snprintf(gpt_text, sizeof gpt_text, "/tmp/kiln-gpt-text-XXXXXX");
+    int fd = mkstemp(gpt_text);
+    cr_assert(fd >= 0, "mkstemp");
+    FILE *f = fdopen(fd, "wb");
+    cr_assert_not_null(f);
+    static const char *const words[] = {"the ", "cat ", "sat ", "on ", "mat. ", "a ",
+                                        "dog ", "ran ", "to ", "it. "};
+    uint64_t s = 7;
+    for (size_t i = 0; i < n;) {
+        s              = s * 6364136223846793005u + 1442695040888963407u;
+        const char *w  = words[(s >> 33) % 10];
+        size_t      wn = strlen(w);
+        fwrite(w, 1, wn, f);
+        i += wn;
+    }
+    cr_assert_eq(fclose(f), 0);
+}
+
+static void remove_text(void)
+{
+    if (gpt_text[0])
+        remove(gpt_text);
+}
+
+TestSuite(kiln_train_gpt, .fini = remove_text);
+
+/* The value after `key` in the last line of out that has it, or NAN. */
+static double value_after(const char *out, const char *key)
+{
+    double      v = NAN;
+    const char *p = out;
+    while ((p = strstr(p, key))) {
+        p += strlen(key);
+        v = strtod(p, NULL);
+    }
+    return v;
+}
+
+#define GPT_TINY "--model gpt --layers 1 --heads 2 --embd 16 --ctx 16 --batch 4 --seed 3"
+
+Test(kiln_train_gpt, learns_a_small_text_and_prints_its_lines)
+{
+    make_text(20000);
+    char args[1024], out[16384];
+    snprintf(args, sizeof args,
+             GPT_TINY " --data %s --steps 60 --warmup 5 --lr 0.01 --eval-every 30",
+             gpt_text);
+    int rc = run(args, out, sizeof out);
+    cr_assert_eq(rc, 0, "kiln-train %s exited %d: %s", args, rc, out);
+    cr_assert(strstr(out, "step 30 train ") && strstr(out, "step 60 train "), "%s", out);
+    cr_assert(strstr(out, " ms/step ") && strstr(out, " tok/s "), "%s", out);
+    double val = value_after(out, "final val ");
+    /* a uniform guess over 256 bytes is ln 256 = 5.55; ten words of 2 to 5
+     * letters are far easier */
+    cr_assert(val < 3.0, "validation loss %g after 60 steps: %s", val, out);
+}
+
+Test(kiln_train_gpt, cpu_and_opencl_agree_on_the_first_step)
+{
+    const kiln_device_report *d;
+    size_t                    nd = kiln_devices(&d);
+    bool                      cl = false;
+    for (size_t i = 0; i < nd; i++)
+        cl |= strcmp(d[i].backend, "opencl") == 0 && !d[i].unusable;
+    if (!cl)
+        cr_skip_test("no usable OpenCL device");
+    make_text(5000);
+    double first[2];
+    for (int k = 0; k < 2; k++) {
+        char args[1024], out[8192];
+        snprintf(args, sizeof args, GPT_TINY " --data %s --steps 1 --eval-every 1",
+                 gpt_text);
+        setenv("KILN_BACKEND", k ? "opencl" : "cpu", 1);
+        int rc = run(args, out, sizeof out);
+        unsetenv("KILN_BACKEND");
+        cr_assert_eq(rc, 0, "kiln-train %s exited %d: %s", args, rc, out);
+        first[k] = value_after(out, "step 1 train ");
+        cr_assert(isfinite(first[k]), "no loss in: %s", out);
+    }
+    cr_assert(fabs(first[0] - first[1]) < 1e-3, "first-step loss: cpu %.6f, opencl %.6f",
+              first[0], first[1]);
+}
+
+Test(kiln_train_gpt, its_options_are_checked)
+{
+    expect_usage_error("--model gpt", "--model gpt needs --data TEXTFILE");
+    expect_usage_error("--model gpt --data x --epochs 2", "--epochs does not apply");
+    expect_usage_error("--layers 2", "--layers applies to --model gpt only");
+    expect_usage_error("--model gpt --data x --embd 10 --heads 4",
+                       "--embd 10 is not a multiple of --heads 4");
+    expect_usage_error("--model gpt --data x --ctx 0", "--ctx '0'");
+    make_text(100);
+    char args[512], out[4096];
+    snprintf(args, sizeof args, "--model gpt --data %s --ctx 64", gpt_text);
+    int rc = run(args, out, sizeof out);
+    cr_assert_eq(rc, 1, "%s: exit %d: %s", args, rc, out);
+    cr_assert(strstr(out, "must each hold 65 bytes"), "%s", out);
 }
