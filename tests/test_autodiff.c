@@ -336,6 +336,30 @@ BACKEND_TEST(grad_matmul, matches_finite_differences_for_every_transpose)
     kiln_context_free(ctx);
 }
 
+BACKEND_TEST(grad_matmul, batched_matches_finite_differences_for_every_transpose)
+{
+    enum { M = 3, K = 4, N = 2 };
+    kiln_context *ctx = test_backend_context(backend);
+    for (int nb = 1; nb <= 2; nb++) {
+        for (int t = 0; t < 4; t++) {
+            bool      ta = t & 1, tb = t & 2;
+            ref_shape sa = ref_shape_of(KILN_SHAPE(2, 2, ta ? K : M, ta ? M : K));
+            ref_shape sb = ref_shape_of(KILN_SHAPE(2, 2, tb ? N : K, tb ? K : N));
+            if (nb == 1) { /* [2, ...]: drop the first batch axis */
+                sa = ref_shape_of(3, sa.dims + 1);
+                sb = ref_shape_of(3, sb.dims + 1);
+            }
+            gcheck gc;
+            gc_begin(&gc, ctx, backend->label, "batched (%d) matmul_t(a, b, %d, %d)",
+                     nb, ta, tb);
+            kiln_tensor *a = gc_param(&gc, "a", sa, FILL_ANY);
+            kiln_tensor *b = gc_param(&gc, "b", sb, FILL_ANY);
+            gc_check(&gc, kiln_matmul_t(gc.g, a, b, ta, tb));
+        }
+    }
+    kiln_context_free(ctx);
+}
+
 /* ---- reductions ----------------------------------------------------------------- */
 
 BACKEND_TEST(grad_reduce, sum_and_mean_over_everything)

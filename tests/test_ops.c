@@ -703,6 +703,90 @@ BACKEND_TEST(matmul, gives_zeros_for_k_0_and_empty_results_for_m_or_n_0)
     kiln_context_free(ctx);
 }
 
+/* A batched product: a and b with the batch axes `batch` (ndim_b of them,
+ * 1 or 2) before their matrices, for every transpose combination. */
+static void check_matmul_batched(kiln_context *ctx, const char *spec, int ndim_b,
+                                 const int64_t *batch, int64_t m, int64_t k, int64_t n)
+{
+    int64_t entries = 1;
+    for (int d = 0; d < ndim_b; d++)
+        entries *= batch[d];
+    for (int t = 0; t < 4; t++) {
+        bool    ta = t & 1, tb = t & 2;
+        op_case c;
+        case_begin(&c, ctx, spec, "batched matmul_t [%lld%s%lld] M=%lld K=%lld N=%lld%s%s",
+                   (long long)batch[0], ndim_b > 1 ? ", " : "",
+                   ndim_b > 1 ? (long long)batch[1] : 0LL, (long long)m, (long long)k,
+                   (long long)n, ta ? " a^T" : "", tb ? " b^T" : "");
+        ref_shape sa = scalar_shape(), sb = scalar_shape(), so = scalar_shape();
+        sa.ndim = sb.ndim = so.ndim = ndim_b + 2;
+        for (int d = 0; d < ndim_b; d++)
+            sa.dims[d] = sb.dims[d] = so.dims[d] = batch[d];
+        sa.dims[ndim_b]     = ta ? k : m;
+        sa.dims[ndim_b + 1] = ta ? m : k;
+        sb.dims[ndim_b]     = tb ? n : k;
+        sb.dims[ndim_b + 1] = tb ? k : n;
+        so.dims[ndim_b]     = m;
+        so.dims[ndim_b + 1] = n;
+        leaf        *a = case_input(&c, "a", sa, FILL_ANY);
+        leaf        *b = case_param(&c, "b", sb, FILL_ANY);
+        kiln_tensor *y = kiln_matmul_t(c.g, a->t, b->t, ta, tb);
+        case_compile(&c, y);
+        float *want = case_scratch(&c, ref_numel(so) + 1, sizeof *want);
+        for (int r = 0; r < RUNS; r++) {
+            case_run(&c);
+            ref_matmul_batched(a->f, b->f, entries, m, k, n, ta, tb, want);
+            case_expect(&c, y, want, so, tol_for_sum(k));
+        }
+        case_end(&c);
+    }
+}
+
+BACKEND_TEST(matmul, batched_matches_reference_per_entry_for_every_transpose)
+{
+    static const int64_t b1[] = {1}, b3[] = {3}, b32[] = {3, 2}, b5[] = {5};
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof odd_matmul_shapes / sizeof odd_matmul_shapes[0]; i++) {
+        const mnk *s = &odd_matmul_shapes[i];
+        check_matmul_batched(ctx, backend->label, 1, b1, s->m, s->k, s->n);
+        check_matmul_batched(ctx, backend->label, 2, b32, s->m, s->k, s->n);
+    }
+    /* attention's shapes: many small products, and a few large ones */
+    check_matmul_batched(ctx, backend->label, 2, (const int64_t[]){2, 4}, 33, 32, 33);
+    check_matmul_batched(ctx, backend->label, 1, b3, 200, 65, 97);
+    check_matmul_batched(ctx, backend->label, 1, b5, 7, 0, 13);
+    check_matmul_batched(ctx, backend->label, 1, b3, 0, 5, 7);
+    check_matmul_batched(ctx, backend->label, 2, (const int64_t[]){0, 2}, 3, 5, 7);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(matmul, refuses_batches_that_differ_or_ndims_that_differ)
+{
+    static const struct {
+        int     na, nb;
+        int64_t a[4], b[4];
+    } bad[] = {
+        {3, 3, {2, 3, 4}, {3, 4, 5}},   /* batch 2 vs 3          */
+        {3, 2, {2, 3, 4}, {4, 5}},      /* no broadcasting       */
+        {4, 4, {2, 2, 3, 4}, {2, 3, 4, 5}},
+        {1, 1, {4}, {4}},               /* vectors               */
+        {3, 3, {2, 3, 4}, {2, 5, 4}},   /* inner dims            */
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *a = kiln_input(g, "a", KILN_F32, bad[i].na, bad[i].a);
+        kiln_tensor *b = kiln_input(g, "b", KILN_F32, bad[i].nb, bad[i].b);
+        kiln_matmul(g, a, b);
+        cr_expect_eq(kiln_graph_status(g), KILN_ERR_SHAPE, "case %zu on %s: %s", i,
+                     backend->label, kiln_status_name(kiln_graph_status(g)));
+        cr_expect(strstr(kiln_graph_error(g), "matmul") != NULL, "case %zu: \"%s\"", i,
+                  kiln_graph_error(g));
+        kiln_graph_free(g);
+    }
+    kiln_context_free(ctx);
+}
+
 /* Sizes on each side of every register tile and cache block of the cpu
  * backend's packed GEMM, for each of its ISAs: tiles of MR x NR = 4 x 8
  * (portable), 6 x 16 (AVX2), 14 x 32 (AVX-512), with a kernel for each row

@@ -114,17 +114,24 @@ static const char *rule_max_grad(const kiln_node *node)
 
 /* ---- linear algebra ------------------------------------------------------------ */
 
-/* MATMUL: op(a) [M,K] @ op(b) [K,N], iparam[0] and [1] the transposes. */
+/* MATMUL: op(a) [..., M,K] @ op(b) [..., K,N], iparam[0] and [1] the
+ * transposes; 2-D, or 3-D and 4-D with the same batch axes in a, b and the
+ * output. */
 static const char *rule_matmul(const kiln_node *node)
 {
     const kiln_node *a = node->src[0], *b = node->src[1];
-    if (a->ndim != 2 || b->ndim != 2 || node->ndim != 2)
-        return "matmul takes and gives 2-D tensors";
+    int              nd = node->ndim, r = nd - 2;
+    if (nd < 2 || a->ndim != nd || b->ndim != nd)
+        return "matmul takes and gives tensors of one ndim, 2-D to 4-D";
+    for (int d = 0; d < r; d++)
+        if (a->dims[d] != node->dims[d] || b->dims[d] != node->dims[d])
+            return "a, b and the output differ in a batch axis";
     bool ta = node->iparam[0] != 0, tb = node->iparam[1] != 0;
-    if (a->dims[ta ? 0 : 1] != b->dims[tb ? 1 : 0])
+    if (a->dims[r + (ta ? 0 : 1)] != b->dims[r + (tb ? 1 : 0)])
         return "the inner dimensions of a and b differ";
-    if (node->dims[0] != a->dims[ta ? 1 : 0] || node->dims[1] != b->dims[tb ? 0 : 1])
-        return "the output is not [M, N]";
+    if (node->dims[r] != a->dims[r + (ta ? 1 : 0)] ||
+        node->dims[r + 1] != b->dims[r + (tb ? 0 : 1)])
+        return "the output is not [..., M, N]";
     return NULL;
 }
 

@@ -309,6 +309,8 @@ kiln_status ocl_op_unary(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_relu_grad(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_expand(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_matmul(ocl_device *dev, const kiln_node *node, size_t i);
+/* MATMUL's limit: CLBlast's int offsets (ops_matmul.c). */
+const char *ocl_matmul_check(const kiln_node *node);
 kiln_status ocl_op_transpose(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_sum_mean(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_sum_to(ocl_device *dev, const kiln_node *node, size_t i);

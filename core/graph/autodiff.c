@@ -114,7 +114,8 @@ static void backward_unary(backward *bw, kiln_tensor *y, kiln_tensor *gy)
 
 /* C = op(A) op(B): d op(A) = gy op(B)^T and d op(B) = op(A)^T gy, each
  * transposed back when the operand was read transposed; matmul_t's flags
- * express every case without a transpose node. */
+ * express every case without a transpose node. Batched, the same holds per
+ * batch entry, and gy has the batch axes of a and b. */
 static void backward_matmul(backward *bw, kiln_tensor *t, kiln_tensor *gy)
 {
     kiln_graph  *g = bw->g;

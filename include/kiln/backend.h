@@ -52,7 +52,11 @@ typedef enum kiln_op {
     KILN_OP_TANH,
     KILN_OP_SCALE, /* fparam[0]: the factor                            */
 
-    KILN_OP_MATMUL, /* iparam[0]: transpose a, iparam[1]: transpose b   */
+    /* op(a) [..., M, K] @ op(b) [..., K, N]; iparam[0]: transpose a (stored
+     * [..., K, M]), iparam[1]: transpose b (stored [..., N, K]). a, b and the
+     * output have one ndim, 2 to 4; with 3 or 4 the leading (batch) axes are
+     * the same in all three and each batch entry is one product            */
+    KILN_OP_MATMUL,
 
     /* iparam[0]: an axis in [0, ndim) of src[0], or -1 for every element;
      * the output shape says whether the axis is kept with size 1            */

@@ -208,9 +208,13 @@ KILN_API kiln_tensor *kiln_sigmoid(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_tanh(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_scale(kiln_graph *g, kiln_tensor *a, float s);
 
-/* 2-D matrix product a @ b, [M, K] @ [K, N] -> [M, N]. */
+/* Matrix product a @ b, [M, K] @ [K, N] -> [M, N]. Batched: a and b 3-D or
+ * 4-D with the same leading (batch) axes, [..., M, K] @ [..., K, N] ->
+ * [..., M, N], one product per batch entry (torch.matmul without
+ * broadcasting: reshape a [B, T, C] to [B*T, C] to multiply it by [C, N]). */
 KILN_API kiln_tensor *kiln_matmul(kiln_graph *g, kiln_tensor *a, kiln_tensor *b);
-/* As kiln_matmul, with a and/or b read transposed. */
+/* As kiln_matmul, with a and/or b read transposed (the last two axes of
+ * each batch entry swapped: a stored [..., K, M], b stored [..., N, K]). */
 KILN_API kiln_tensor *kiln_matmul_t(kiln_graph *g, kiln_tensor *a, kiln_tensor *b,
                                     bool transpose_a, bool transpose_b);
 
