@@ -489,6 +489,25 @@ BACKEND_TEST(grad_shape, reshape_flatten_and_transpose)
     kiln_context_free(ctx);
 }
 
+BACKEND_TEST(grad_shape, permute_sends_the_gradient_back_through_the_inverse_order)
+{
+    static const int perms[][4] = {{0, 2, 1, 3}, {3, 1, 0, 2}, {1, 2, 3, 0}};
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t p = 0; p < sizeof perms / sizeof perms[0]; p++) {
+        gcheck gc;
+        gc_begin(&gc, ctx, backend->label, "permute {%d,%d,%d,%d} of [2, 3, 2, 4]",
+                 perms[p][0], perms[p][1], perms[p][2], perms[p][3]);
+        kiln_tensor *x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(2, 3, 2, 4)), FILL_ANY);
+        gc_check(&gc, kiln_tanh(gc.g, kiln_permute(gc.g, x, perms[p])));
+    }
+    gcheck gc;
+    gc_begin(&gc, ctx, backend->label, "permute {2,0,1} of [3, 2, 5], then matmul");
+    kiln_tensor *x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(3, 2, 5)), FILL_ANY);
+    kiln_tensor *w = gc_param(&gc, "w", ref_shape_of(KILN_SHAPE(5, 2, 4)), FILL_ANY);
+    gc_check(&gc, kiln_matmul(gc.g, kiln_permute(gc.g, x, (const int[]){2, 0, 1}), w));
+    kiln_context_free(ctx);
+}
+
 /* ---- convolution and pooling ---------------------------------------------------- */
 
 BACKEND_TEST(grad_conv2d, data_weights_and_bias_match_finite_differences)

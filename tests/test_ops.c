@@ -1228,6 +1228,80 @@ BACKEND_TEST(transpose, matches_reference_for_odd_shapes)
     kiln_context_free(ctx);
 }
 
+static void check_permute(kiln_context *ctx, const char *spec, ref_shape s,
+                          const int *perm)
+{
+    op_case   c;
+    ref_shape so = s;
+    char      ptext[32] = "";
+    for (int d = 0; d < s.ndim; d++) {
+        so.dims[d] = s.dims[perm[d]];
+        snprintf(ptext + strlen(ptext), sizeof ptext - strlen(ptext), "%s%d",
+                 d ? "," : "", perm[d]);
+    }
+    case_begin(&c, ctx, spec, "permute {%s} of %s", ptext, ref_shape_text(s));
+    leaf        *x = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *y = kiln_permute(c.g, x->t, perm);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, x->n + 1, sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_permute(x->f, s, perm, want);
+        case_expect(&c, y, want, so, TOL_EXACT);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(permute, matches_reference_for_every_3d_order)
+{
+    static const int perms[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2},
+                                    {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+    kiln_context *ctx = test_backend_context(backend);
+    for (int p = 0; p < 6; p++) {
+        check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(5, 37, 33)), perms[p]);
+        check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(1, 7, 1)), perms[p]);
+        check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(3, 0, 2)), perms[p]);
+    }
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(permute, matches_reference_for_4d_orders_and_low_ranks)
+{
+    static const int perms[][4] = {
+        {0, 2, 1, 3}, /* [B,T,H,D] <-> [B,H,T,D] */
+        {0, 2, 3, 1}, {0, 3, 1, 2}, {3, 1, 0, 2}, {1, 0, 3, 2}, {3, 2, 1, 0}, {0, 1, 2, 3},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t p = 0; p < sizeof perms / sizeof perms[0]; p++) {
+        check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(2, 33, 3, 17)),
+                      perms[p]);
+        check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(3, 65, 4, 40)),
+                      perms[p]);
+    }
+    check_permute(ctx, backend->label, shape2(13, 31), (const int[]){1, 0});
+    check_permute(ctx, backend->label, shape2(67, 129), (const int[]){1, 0});
+    check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(7)), (const int[]){0});
+    check_permute(ctx, backend->label, scalar_shape(), NULL);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(permute, refuses_a_perm_that_is_not_a_permutation)
+{
+    static const int bad[][3] = {{0, 1, 1}, {0, 1, 3}, {-1, 0, 1}};
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(2, 3, 4));
+        kiln_permute(g, x, bad[i]);
+        cr_expect_eq(kiln_graph_status(g), KILN_ERR_INVALID_ARG, "case %zu on %s: %s", i,
+                     backend->label, kiln_status_name(kiln_graph_status(g)));
+        cr_expect(strstr(kiln_graph_error(g), "permute") != NULL, "case %zu: \"%s\"", i,
+                  kiln_graph_error(g));
+        kiln_graph_free(g);
+    }
+    kiln_context_free(ctx);
+}
+
 /* ---- convolution and pooling ------------------------------------------------------------ */
 
 typedef struct conv_case {

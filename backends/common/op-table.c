@@ -145,6 +145,24 @@ static const char *rule_transpose(const kiln_node *node)
     return NULL;
 }
 
+/* PERMUTE: out's axis d is the input's axis iparam[d]. */
+static const char *rule_permute(const kiln_node *node)
+{
+    const kiln_node *src  = node->src[0];
+    unsigned         seen = 0;
+    if (node->ndim != src->ndim)
+        return "the output's ndim differs from the input's";
+    for (int d = 0; d < node->ndim; d++) {
+        int32_t p = node->iparam[d];
+        if (p < 0 || p >= node->ndim || (seen & (1u << p)))
+            return "iparam[0, ndim) is not a permutation of the input's axes";
+        seen |= 1u << p;
+        if (node->dims[d] != src->dims[p])
+            return "the output's axis d is not the input's axis iparam[d]";
+    }
+    return NULL;
+}
+
 /* ---- convolution and pooling --------------------------------------------------- */
 
 /* x [N,C,H,W], w [O,C,KH,KW] and y [N,O,OH,OW] of one convolution, whichever
@@ -362,6 +380,9 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
     [KILN_OP_CROSS_ENTROPY_GRAD] = { "cross_entropy_grad", 3, 0, F32, { F32, F32, I32 },
                                      { "gradient", "logits", "labels" },
                                      rule_cross_entropy_grad, RUNS },
+
+    [KILN_OP_PERMUTE] = { "permute", 1, 0, F32, { F32 }, { "input" },
+                          rule_permute, RUNS | GRAD },
 
     [KILN_OP_SGD_STEP] = { "sgd_step", 4, 1, F32, { F32, F32, F32, F32, F32 },
                            { "param", "grad", "velocity", "hyper-parameters",

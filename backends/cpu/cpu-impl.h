@@ -329,6 +329,7 @@ kiln_status cpu_op_max(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_argmax(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_softmax(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_transpose(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_permute(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node);

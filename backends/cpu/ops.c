@@ -45,6 +45,7 @@ static const cpu_op_fn cpu_ops[KILN_OP_COUNT] = {
     [KILN_OP_MSE_LOSS]           = cpu_op_mse_loss,
     [KILN_OP_CROSS_ENTROPY]      = cpu_op_cross_entropy,
     [KILN_OP_CROSS_ENTROPY_GRAD] = cpu_op_cross_entropy_grad,
+    [KILN_OP_PERMUTE]            = cpu_op_permute,
     [KILN_OP_SGD_STEP]           = cpu_op_sgd_step,
     [KILN_OP_ADAM_STEP]          = cpu_op_adam_step,
 };

@@ -113,6 +113,14 @@ typedef enum kiln_op {
      * CROSS_ENTROPY                                                         */
     KILN_OP_CROSS_ENTROPY_GRAD,
 
+    /* ---- attention's shape ops (before the steps, whose values the
+     * in-tree backends' tables only name) ------------------------------- */
+
+    /* out = src[0] with its axes permuted, contiguous: out's axis d is the
+     * source's axis iparam[d], d < ndim (up to 4); the gradient is the
+     * inverse permutation                                                   */
+    KILN_OP_PERMUTE,
+
     /* ---- optimiser steps: in place, the output IS src[0] (same buffer and
      * offset); they may also update the state tensors named below -------- */
 

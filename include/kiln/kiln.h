@@ -242,6 +242,11 @@ KILN_API kiln_tensor *kiln_reshape(kiln_graph *g, kiln_tensor *a, int ndim,
                                    const int64_t *dims);
 KILN_API kiln_tensor *kiln_flatten(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_transpose(kiln_graph *g, kiln_tensor *a);
+/* x with its axes in a new order, copied to a contiguous tensor (up to 4-D):
+ * the output's axis d is x's axis perm[d], perm an array of x's ndim
+ * entries naming each axis once (torch.permute, numpy.transpose(x, perm)):
+ * [B, T, H, D] with {0, 2, 1, 3} gives [B, H, T, D]. */
+KILN_API kiln_tensor *kiln_permute(kiln_graph *g, kiln_tensor *x, const int *perm);
 
 /* 2-D convolution (cross-correlation, as PyTorch), NCHW.
  * x [N, C, H, W], w [O, C, KH, KW], bias [O] or NULL -> [N, O, OH, OW] with
