@@ -260,6 +260,8 @@ kiln_tensor *kiln__conv2d_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
                                kiln_tensor *fwd);
 kiln_tensor *kiln__max_pool2d_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
 kiln_tensor *kiln__cross_entropy_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
+/* gy, the gradient of a SLICE node fwd, in zeros of fwd's input's shape */
+kiln_tensor *kiln__slice_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
 
 /* Refreshes every optimiser's hyper-parameters on the device and counts the
  * step; kiln_graph_run calls it before each run (kiln_graph_eval does not). */

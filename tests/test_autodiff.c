@@ -508,6 +508,27 @@ BACKEND_TEST(grad_shape, permute_sends_the_gradient_back_through_the_inverse_ord
     kiln_context_free(ctx);
 }
 
+BACKEND_TEST(grad_shape, slice_puts_the_gradient_in_its_window_and_zeros_elsewhere)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    for (int axis = 0; axis < 3; axis++) {
+        gcheck gc;
+        gc_begin(&gc, ctx, backend->label, "slice of [3, 4, 5] along %d from 1 for 2",
+                 axis);
+        kiln_tensor *x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(3, 4, 5)), FILL_ANY);
+        gc_check(&gc, kiln_tanh(gc.g, kiln_slice(gc.g, x, axis, 1, 2)));
+    }
+    /* attention's split: q, k and v from one [B, T, 3C], each used */
+    gcheck gc;
+    gc_begin(&gc, ctx, backend->label, "q * k + v of a fused [2, 3, 3 * 4]");
+    kiln_tensor *qkv = gc_param(&gc, "qkv", ref_shape_of(KILN_SHAPE(2, 3, 12)), FILL_ANY);
+    kiln_tensor *q   = kiln_slice(gc.g, qkv, -1, 0, 4);
+    kiln_tensor *k   = kiln_slice(gc.g, qkv, -1, 4, 4);
+    kiln_tensor *v   = kiln_slice(gc.g, qkv, -1, 8, 4);
+    gc_check(&gc, kiln_add(gc.g, kiln_mul(gc.g, q, k), v));
+    kiln_context_free(ctx);
+}
+
 /* ---- convolution and pooling ---------------------------------------------------- */
 
 BACKEND_TEST(grad_conv2d, data_weights_and_bias_match_finite_differences)

@@ -1302,6 +1302,79 @@ BACKEND_TEST(permute, refuses_a_perm_that_is_not_a_permutation)
     kiln_context_free(ctx);
 }
 
+static void check_slice(kiln_context *ctx, const char *spec, ref_shape s, int axis,
+                        int64_t start, int64_t length)
+{
+    op_case   c;
+    int       a  = axis < 0 ? axis + s.ndim : axis;
+    ref_shape so = s;
+    so.dims[a]   = length;
+    case_begin(&c, ctx, spec, "slice of %s along %d from %lld for %lld", ref_shape_text(s),
+               axis, (long long)start, (long long)length);
+    leaf        *x = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *y = kiln_slice(c.g, x->t, axis, start, length);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, ref_numel(so) + 1, sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_slice(x->f, s, a, start, length, want);
+        case_expect(&c, y, want, so, TOL_EXACT);
+    }
+    case_end(&c);
+}
+
+/* Windows at the start, in the middle and at the end of every axis, one
+ * element, the whole axis and none. */
+static void check_slices_of(kiln_context *ctx, const char *spec, ref_shape s)
+{
+    for (int a = 0; a < s.ndim; a++) {
+        int64_t n = s.dims[a];
+        check_slice(ctx, spec, s, a, 0, n / 2 ? n / 2 : 1);
+        check_slice(ctx, spec, s, a, n / 3, n - 2 * (n / 3) ? n - 2 * (n / 3) : 1);
+        check_slice(ctx, spec, s, a, n - 1, 1);
+        check_slice(ctx, spec, s, a, 0, n);
+        check_slice(ctx, spec, s, a, n / 2, 0);
+    }
+}
+
+BACKEND_TEST(slice, matches_reference_at_the_start_middle_and_end_of_each_axis)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    check_slices_of(ctx, backend->label, ref_shape_of(KILN_SHAPE(5, 7, 33)));
+    check_slices_of(ctx, backend->label, ref_shape_of(KILN_SHAPE(2, 3, 4, 17)));
+    check_slices_of(ctx, backend->label, ref_shape_of(KILN_SHAPE(37)));
+    /* a fused qkv [B, T, 3C] cut along the last axis */
+    for (int k = 0; k < 3; k++)
+        check_slice(ctx, backend->label, ref_shape_of(KILN_SHAPE(2, 5, 3 * 24)), -1,
+                    k * 24, 24);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(slice, refuses_a_window_outside_the_axis)
+{
+    static const struct {
+        int     axis;
+        int64_t start, length;
+        bool    shape; /* KILN_ERR_SHAPE, else KILN_ERR_INVALID_ARG (axis) */
+    } bad[] = {
+        {1, 3, 2, true}, {1, -1, 2, true}, {1, 0, -1, true}, {0, 3, 0, true},
+        {3, 0, 1, false}, {-4, 0, 1, false},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(2, 4, 3));
+        kiln_slice(g, x, bad[i].axis, bad[i].start, bad[i].length);
+        kiln_status want = bad[i].shape ? KILN_ERR_SHAPE : KILN_ERR_INVALID_ARG;
+        cr_expect_eq(kiln_graph_status(g), want, "case %zu on %s: %s", i, backend->label,
+                     kiln_status_name(kiln_graph_status(g)));
+        cr_expect(strstr(kiln_graph_error(g), "slice") != NULL, "case %zu: \"%s\"", i,
+                  kiln_graph_error(g));
+        kiln_graph_free(g);
+    }
+    kiln_context_free(ctx);
+}
+
 /* ---- convolution and pooling ------------------------------------------------------------ */
 
 typedef struct conv_case {

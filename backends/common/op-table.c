@@ -163,6 +163,35 @@ static const char *rule_permute(const kiln_node *node)
     return NULL;
 }
 
+/* big and small alike but along axis p[0], where small is big's window
+ * [p[1], p[1] + length): SLICE (big the input) and SLICE_GRAD (big the
+ * output). */
+static const char *rule_window(const kiln_node *big, const kiln_node *small,
+                               const int32_t *p)
+{
+    int axis = p[0];
+    if (big->ndim != small->ndim)
+        return "the input and the output differ in ndim";
+    if (axis < 0 || axis >= big->ndim)
+        return "the axis (iparam[0]) is not an axis of the input";
+    for (int d = 0; d < big->ndim; d++)
+        if (d != axis && big->dims[d] != small->dims[d])
+            return "the input and the output differ in an axis besides the sliced one";
+    if (p[1] < 0 || (int64_t)p[1] + small->dims[axis] > big->dims[axis])
+        return "the window [start, start + length) does not lie inside the axis";
+    return NULL;
+}
+
+static const char *rule_slice(const kiln_node *node)
+{
+    return rule_window(node->src[0], node, node->iparam);
+}
+
+static const char *rule_slice_grad(const kiln_node *node)
+{
+    return rule_window(node, node->src[0], node->iparam);
+}
+
 /* ---- convolution and pooling --------------------------------------------------- */
 
 /* x [N,C,H,W], w [O,C,KH,KW] and y [N,O,OH,OW] of one convolution, whichever
@@ -383,6 +412,10 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
 
     [KILN_OP_PERMUTE] = { "permute", 1, 0, F32, { F32 }, { "input" },
                           rule_permute, RUNS | GRAD },
+    [KILN_OP_SLICE]   = { "slice", 1, 0, F32, { F32 }, { "input" },
+                          rule_slice, RUNS | GRAD },
+    [KILN_OP_SLICE_GRAD] = { "slice_grad", 1, 0, F32, { F32 }, { "gradient" },
+                             rule_slice_grad, RUNS },
 
     [KILN_OP_SGD_STEP] = { "sgd_step", 4, 1, F32, { F32, F32, F32, F32, F32 },
                            { "param", "grad", "velocity", "hyper-parameters",

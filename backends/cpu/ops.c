@@ -46,6 +46,8 @@ static const cpu_op_fn cpu_ops[KILN_OP_COUNT] = {
     [KILN_OP_CROSS_ENTROPY]      = cpu_op_cross_entropy,
     [KILN_OP_CROSS_ENTROPY_GRAD] = cpu_op_cross_entropy_grad,
     [KILN_OP_PERMUTE]            = cpu_op_permute,
+    [KILN_OP_SLICE]              = cpu_op_slice,
+    [KILN_OP_SLICE_GRAD]         = cpu_op_slice,
     [KILN_OP_SGD_STEP]           = cpu_op_sgd_step,
     [KILN_OP_ADAM_STEP]          = cpu_op_adam_step,
 };

@@ -1,4 +1,5 @@
-/* ops_shape.c — TRANSPOSE of a 2-D tensor and PERMUTE of up to 4 axes.
+/* ops_shape.c — TRANSPOSE of a 2-D tensor, PERMUTE of up to 4 axes, SLICE
+ * and its gradient.
  * (RESHAPE never reaches a backend: it is a view of its source's storage.)
  *
  * Tiles of CPU_TILE x CPU_TILE keep both the rows read and the rows written in
@@ -127,5 +128,65 @@ kiln_status cpu_op_permute(const cpu_device *dev, const kiln_node *node)
     size_t  each  = (size_t)(CPU_TILE * p.od[3]); /* elements per unit, at most */
     size_t  grain = CPU_ELEMENTWISE_GRAIN / each ? CPU_ELEMENTWISE_GRAIN / each : 1;
     cpu_parallel_for(dev, units, 1, grain, cpu_perm_tiles, &p);
+    return KILN_OK;
+}
+
+/* ---- SLICE and SLICE_GRAD ---------------------------------------------------- */
+
+/* Both seen as [outer, R, inner] (the whole axis R, in x) and [outer, L,
+ * inner] (the window of L from start): each outer index is one contiguous
+ * run of L * inner elements in the slice, at start * inner in x's run of
+ * R * inner. */
+typedef struct cpu_window {
+    const float *src;
+    float       *out;
+    size_t       run, whole, skip; /* L * inner, R * inner, start * inner */
+} cpu_window;
+
+static cpu_window cpu_window_of(const kiln_node *node, const kiln_node *x)
+{
+    int64_t    outer, r, inner;
+    int        axis = node->iparam[0];
+    cpu_window w    = {.src = cpu_cf32(node->src[0]), .out = cpu_f32(node)};
+    kiln__axis_extent(x, axis, &outer, &r, &inner);
+    w.whole = (size_t)(r * inner);
+    w.run   = (size_t)(kiln__dims_product(node->op == KILN_OP_SLICE ? node : node->src[0],
+                                          axis, axis + 1) *
+                     inner);
+    w.skip  = (size_t)node->iparam[1] * (size_t)inner;
+    return w;
+}
+
+static void cpu_slice_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_window *w = arg;
+    for (size_t o = lo; o < hi; o++)
+        memcpy(w->out + o * w->run, w->src + o * w->whole + w->skip,
+               w->run * sizeof(float));
+}
+
+/* Each output run: zeros, the gradient's run, zeros. */
+static void cpu_slice_grad_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_window *w = arg;
+    for (size_t o = lo; o < hi; o++) {
+        float *out = w->out + o * w->whole;
+        memset(out, 0, w->skip * sizeof(float));
+        if (w->run) /* an empty slice's gradient may have no data */
+            memcpy(out + w->skip, w->src + o * w->run, w->run * sizeof(float));
+        memset(out + w->skip + w->run, 0, (w->whole - w->skip - w->run) * sizeof(float));
+    }
+}
+
+kiln_status cpu_op_slice(const cpu_device *dev, const kiln_node *node)
+{
+    const kiln_node *x     = node->op == KILN_OP_SLICE ? node->src[0] : node;
+    bool             grad  = node->op == KILN_OP_SLICE_GRAD;
+    cpu_window       w     = cpu_window_of(node, x);
+    int64_t          outer = kiln__dims_product(x, 0, node->iparam[0]);
+    if (node->numel == 0)
+        return KILN_OK;
+    cpu_parallel_for(dev, (size_t)outer, 1, cpu_row_grain(grad ? w.whole : w.run),
+                     grad ? cpu_slice_grad_range : cpu_slice_range, &w);
     return KILN_OK;
 }

@@ -143,6 +143,8 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(TRANSPOSE, "kiln_transpose")           \
     X(PERMUTE, "kiln_permute")               \
     X(PERMUTE_WIDE, "kiln_permute_wide")     \
+    X(SLICE, "kiln_slice")                   \
+    X(SLICE_GRAD, "kiln_slice_grad")         \
     X(SGD_STEP, "kiln_sgd_step")             \
     X(ADAM_STEP, "kiln_adam_step")
 /* clang-format on */
@@ -316,6 +318,8 @@ kiln_status ocl_op_matmul(ocl_device *dev, const kiln_node *node, size_t i);
 const char *ocl_matmul_check(const kiln_node *node);
 kiln_status ocl_op_transpose(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_permute(ocl_device *dev, const kiln_node *node, size_t i);
+/* SLICE and SLICE_GRAD */
+kiln_status ocl_op_slice(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_sum_mean(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_sum_to(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_max(ocl_device *dev, const kiln_node *node, size_t i);

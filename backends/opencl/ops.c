@@ -89,6 +89,8 @@ static const ocl_op ocl_ops[KILN_OP_COUNT] = {
     [KILN_OP_CROSS_ENTROPY]      = {ocl_op_cross_entropy, NULL, false},
     [KILN_OP_CROSS_ENTROPY_GRAD] = {ocl_op_cross_entropy_grad, NULL, false},
     [KILN_OP_PERMUTE]            = {ocl_op_permute, NULL, false},
+    [KILN_OP_SLICE]              = {ocl_op_slice, NULL, false},
+    [KILN_OP_SLICE_GRAD]         = {ocl_op_slice, NULL, false},
     [KILN_OP_SGD_STEP]           = {ocl_op_sgd_step, NULL, false},
     [KILN_OP_ADAM_STEP]          = {ocl_op_adam_step, NULL, false},
 };

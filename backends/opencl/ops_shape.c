@@ -1,5 +1,5 @@
-/* ops_shape.c — TRANSPOSE of a 2-D tensor and PERMUTE of up to 4 axes, one
- * work-item per output element. (RESHAPE never reaches a backend: it is a
+/* ops_shape.c — TRANSPOSE of a 2-D tensor, PERMUTE of up to 4 axes, SLICE
+ * and SLICE_GRAD, one work-item per output element. (RESHAPE never reaches a backend: it is a
  * view of its source's storage.) */
 #include <limits.h>
 
@@ -53,5 +53,38 @@ kiln_status ocl_op_permute(ocl_device *dev, const kiln_node *node, size_t i)
     for (int k = 0; k < 4; k++)
         narrow ? ocl_arg_u32(&l, (uint32_t)s[k]) : ocl_arg_u64(&l, s[k]);
     narrow ? ocl_arg_u32(&l, (uint32_t)node->numel) : ocl_arg_u64(&l, (uint64_t)node->numel);
+    return ocl_run(&l, (uint64_t)node->numel);
+}
+
+/* The whole output 0: the gradient of an empty slice. */
+static kiln_status ocl_zeros(ocl_device *dev, const kiln_node *node)
+{
+    ocl_launch l = ocl_begin(dev, OCL_K_FILL);
+    ocl_arg_node(&l, node);
+    ocl_arg_u64(&l, (uint64_t)node->numel);
+    ocl_arg_f32(&l, 0.0f);
+    return ocl_run(&l, (uint64_t)node->numel);
+}
+
+kiln_status ocl_op_slice(ocl_device *dev, const kiln_node *node, size_t i)
+{
+    (void)i;
+    bool             grad = node->op == KILN_OP_SLICE_GRAD;
+    const kiln_node *x = grad ? node : node->src[0], *y = grad ? node->src[0] : node;
+    int              axis = node->iparam[0];
+    int64_t          outer, r, inner;
+    kiln__axis_extent(x, axis, &outer, &r, &inner);
+    uint64_t run = (uint64_t)(y->dims[axis] * inner);
+    if (node->numel == 0)
+        return KILN_OK;
+    if (run == 0) /* an empty slice: nothing to read, and the kernel divides by run */
+        return grad ? ocl_zeros(dev, node) : KILN_OK;
+    ocl_launch l = ocl_begin(dev, grad ? OCL_K_SLICE_GRAD : OCL_K_SLICE);
+    ocl_arg_node(&l, node);
+    ocl_arg_node(&l, node->src[0]);
+    ocl_arg_u64(&l, run);
+    ocl_arg_u64(&l, (uint64_t)(r * inner));
+    ocl_arg_u64(&l, (uint64_t)node->iparam[1] * (uint64_t)inner);
+    ocl_arg_u64(&l, (uint64_t)node->numel);
     return ocl_run(&l, (uint64_t)node->numel);
 }

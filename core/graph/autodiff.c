@@ -164,6 +164,7 @@ static void backward_first(backward *bw, kiln_tensor *t, kiln_tensor *gy)
         break;
     case KILN_OP_RESHAPE: ga = kiln_reshape(g, gy, a->node.ndim, a->node.dims); break;
     case KILN_OP_TRANSPOSE: ga = kiln_transpose(g, gy); break;
+    case KILN_OP_SLICE: ga = kiln__slice_grad(g, gy, t); break;
     case KILN_OP_PERMUTE: {
         int inverse[KILN_MAX_DIMS];
         for (int d = 0; d < t->node.ndim; d++)
@@ -227,7 +228,7 @@ static const grad_rule grad_rules[KILN_OP_COUNT] = {
     [KILN_OP_RESHAPE] = backward_first, [KILN_OP_TRANSPOSE] = backward_first,
     [KILN_OP_CONV2D] = backward_conv2d, [KILN_OP_MAX_POOL2D] = backward_first,
     [KILN_OP_MSE_LOSS] = backward_mse,  [KILN_OP_CROSS_ENTROPY] = backward_first,
-    [KILN_OP_PERMUTE] = backward_first,
+    [KILN_OP_PERMUTE] = backward_first, [KILN_OP_SLICE] = backward_first,
 };
 
 /* Pushes t's gradient on to those of its sources that want one. */

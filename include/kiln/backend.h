@@ -120,6 +120,12 @@ typedef enum kiln_op {
      * source's axis iparam[d], d < ndim (up to 4); the gradient is the
      * inverse permutation                                                   */
     KILN_OP_PERMUTE,
+    /* out = src[0] along axis iparam[0] from iparam[1] (start, >= 0) for the
+     * output's dims[axis] (the length), contiguous; the other axes as src  */
+    KILN_OP_SLICE,
+    /* SLICE's gradient: src g has the slice's shape; out (x's shape) is 0
+     * but for g at [start, start + length) along the axis; iparam as SLICE */
+    KILN_OP_SLICE_GRAD,
 
     /* ---- optimiser steps: in place, the output IS src[0] (same buffer and
      * offset); they may also update the state tensors named below -------- */

@@ -247,6 +247,15 @@ KILN_API kiln_tensor *kiln_transpose(kiln_graph *g, kiln_tensor *a);
  * entries naming each axis once (torch.permute, numpy.transpose(x, perm)):
  * [B, T, H, D] with {0, 2, 1, 3} gives [B, H, T, D]. */
 KILN_API kiln_tensor *kiln_permute(kiln_graph *g, kiln_tensor *x, const int *perm);
+/* Elements [start, start + length) of x along axis (negative counts from
+ * the end), copied to a contiguous tensor of x's shape with length on that
+ * axis (x.narrow(axis, start, length) in PyTorch): a fused qkv [B, T, 3C]
+ * gives q, k and v with axis -1 and starts 0, C and 2C. The window must lie
+ * inside the axis; length may be 0. The gradient is g in a zero tensor of
+ * x's shape, so each slice of one tensor costs a tensor of x's size in the
+ * backward pass. */
+KILN_API kiln_tensor *kiln_slice(kiln_graph *g, kiln_tensor *x, int axis, int64_t start,
+                                 int64_t length);
 
 /* 2-D convolution (cross-correlation, as PyTorch), NCHW.
  * x [N, C, H, W], w [O, C, KH, KW], bias [O] or NULL -> [N, O, OH, OW] with

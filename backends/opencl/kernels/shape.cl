@@ -1,4 +1,5 @@
-/* shape.cl — PERMUTE of up to 4 axes, one work-item per output element.
+/* shape.cl — PERMUTE of up to 4 axes, SLICE and SLICE_GRAD, one work-item
+ * per output element.
  *
  * The op is seen as 4-D (leading axes of 1): d0..d3 are the output's dims
  * and s0..s3 the input's stride along each output axis. Dividing by the
@@ -32,4 +33,26 @@ __kernel void kiln_permute_wide(GF *out, ulong oo, GCF *x, ulong xo, ulong d1, u
     r /= d2;
     ulong i1 = r % d1, i0 = r / d1;
     out[oo + i] = x[xo + i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3];
+}
+
+/* SLICE and SLICE_GRAD see the tensors as [outer, R, inner] (x) and
+ * [outer, L, inner] (the slice): run = L * inner, whole = R * inner,
+ * skip = start * inner. */
+__kernel void kiln_slice(GF *out, ulong oo, GCF *x, ulong xo, ulong run, ulong whole,
+                         ulong skip, ulong n)
+{
+    ulong i = get_global_id(0);
+    if (i >= n)
+        return;
+    out[oo + i] = x[xo + i / run * whole + skip + i % run];
+}
+
+__kernel void kiln_slice_grad(GF *out, ulong oo, GCF *g, ulong go, ulong run, ulong whole,
+                              ulong skip, ulong n)
+{
+    ulong i = get_global_id(0);
+    if (i >= n)
+        return;
+    ulong o = i / whole, at = i % whole;
+    out[oo + i] = at >= skip && at - skip < run ? g[go + o * run + at - skip] : 0.0f;
 }
