@@ -350,8 +350,8 @@ BACKEND_TEST(grad_matmul, batched_matches_finite_differences_for_every_transpose
                 sb = ref_shape_of(3, sb.dims + 1);
             }
             gcheck gc;
-            gc_begin(&gc, ctx, backend->label, "batched (%d) matmul_t(a, b, %d, %d)",
-                     nb, ta, tb);
+            gc_begin(&gc, ctx, backend->label, "batched (%d) matmul_t(a, b, %d, %d)", nb,
+                     ta, tb);
             kiln_tensor *a = gc_param(&gc, "a", sa, FILL_ANY);
             kiln_tensor *b = gc_param(&gc, "b", sb, FILL_ANY);
             gc_check(&gc, kiln_matmul_t(gc.g, a, b, ta, tb));
@@ -492,12 +492,13 @@ BACKEND_TEST(grad_shape, reshape_flatten_and_transpose)
 BACKEND_TEST(grad_shape, permute_sends_the_gradient_back_through_the_inverse_order)
 {
     static const int perms[][4] = {{0, 2, 1, 3}, {3, 1, 0, 2}, {1, 2, 3, 0}};
-    kiln_context *ctx = test_backend_context(backend);
+    kiln_context    *ctx        = test_backend_context(backend);
     for (size_t p = 0; p < sizeof perms / sizeof perms[0]; p++) {
         gcheck gc;
         gc_begin(&gc, ctx, backend->label, "permute {%d,%d,%d,%d} of [2, 3, 2, 4]",
                  perms[p][0], perms[p][1], perms[p][2], perms[p][3]);
-        kiln_tensor *x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(2, 3, 2, 4)), FILL_ANY);
+        kiln_tensor *x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(2, 3, 2, 4)),
+                                  FILL_ANY);
         gc_check(&gc, kiln_tanh(gc.g, kiln_permute(gc.g, x, perms[p])));
     }
     gcheck gc;

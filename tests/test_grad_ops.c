@@ -952,15 +952,15 @@ Test(grad_ops, optimiser_steps_match_the_reference_at_every_size_and_alignment)
 static void check_slice_grad(ref_shape sx, int axis, int64_t start, int64_t length,
                              size_t shift)
 {
-    op_case   c  = {0};
-    ref_shape sg = sx;
+    op_case   c   = {0};
+    ref_shape sg  = sx;
     sg.dims[axis] = length;
     tensor *g     = input(&c, sg.ndim, sg.dims, 5);
     misalign(g, shift);
     char label[160];
     snprintf(label, sizeof label, "slice_grad into %s along %d from %lld for %lld",
              ref_shape_text(sx), axis, (long long)start, (long long)length);
-    tensor *out    = out_node(KILN_OP_SLICE_GRAD, sx.ndim, sx.dims, &c, label);
+    tensor *out         = out_node(KILN_OP_SLICE_GRAD, sx.ndim, sx.dims, &c, label);
     out->node.iparam[0] = axis;
     out->node.iparam[1] = (int32_t)start;
     misalign(out, shift);

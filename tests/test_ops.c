@@ -714,7 +714,8 @@ static void check_matmul_batched(kiln_context *ctx, const char *spec, int ndim_b
     for (int t = 0; t < 4; t++) {
         bool    ta = t & 1, tb = t & 2;
         op_case c;
-        case_begin(&c, ctx, spec, "batched matmul_t [%lld%s%lld] M=%lld K=%lld N=%lld%s%s",
+        case_begin(&c, ctx, spec,
+                   "batched matmul_t [%lld%s%lld] M=%lld K=%lld N=%lld%s%s",
                    (long long)batch[0], ndim_b > 1 ? ", " : "",
                    ndim_b > 1 ? (long long)batch[1] : 0LL, (long long)m, (long long)k,
                    (long long)n, ta ? " a^T" : "", tb ? " b^T" : "");
@@ -728,9 +729,9 @@ static void check_matmul_batched(kiln_context *ctx, const char *spec, int ndim_b
         sb.dims[ndim_b + 1] = tb ? k : n;
         so.dims[ndim_b]     = m;
         so.dims[ndim_b + 1] = n;
-        leaf        *a = case_input(&c, "a", sa, FILL_ANY);
-        leaf        *b = case_param(&c, "b", sb, FILL_ANY);
-        kiln_tensor *y = kiln_matmul_t(c.g, a->t, b->t, ta, tb);
+        leaf        *a      = case_input(&c, "a", sa, FILL_ANY);
+        leaf        *b      = case_param(&c, "b", sb, FILL_ANY);
+        kiln_tensor *y      = kiln_matmul_t(c.g, a->t, b->t, ta, tb);
         case_compile(&c, y);
         float *want = case_scratch(&c, ref_numel(so) + 1, sizeof *want);
         for (int r = 0; r < RUNS; r++) {
@@ -745,7 +746,7 @@ static void check_matmul_batched(kiln_context *ctx, const char *spec, int ndim_b
 BACKEND_TEST(matmul, batched_matches_reference_per_entry_for_every_transpose)
 {
     static const int64_t b1[] = {1}, b3[] = {3}, b32[] = {3, 2}, b5[] = {5};
-    kiln_context *ctx = test_backend_context(backend);
+    kiln_context        *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof odd_matmul_shapes / sizeof odd_matmul_shapes[0]; i++) {
         const mnk *s = &odd_matmul_shapes[i];
         check_matmul_batched(ctx, backend->label, 1, b1, s->m, s->k, s->n);
@@ -766,11 +767,10 @@ BACKEND_TEST(matmul, refuses_batches_that_differ_or_ndims_that_differ)
         int     na, nb;
         int64_t a[4], b[4];
     } bad[] = {
-        {3, 3, {2, 3, 4}, {3, 4, 5}},   /* batch 2 vs 3          */
-        {3, 2, {2, 3, 4}, {4, 5}},      /* no broadcasting       */
-        {4, 4, {2, 2, 3, 4}, {2, 3, 4, 5}},
-        {1, 1, {4}, {4}},               /* vectors               */
-        {3, 3, {2, 3, 4}, {2, 5, 4}},   /* inner dims            */
+        {3, 3, {2, 3, 4}, {3, 4, 5}},                         /* batch 2 vs 3          */
+        {3, 2, {2, 3, 4}, {4, 5}},                            /* no broadcasting       */
+        {4, 4, {2, 2, 3, 4}, {2, 3, 4, 5}}, {1, 1, {4}, {4}}, /* vectors               */
+        {3, 3, {2, 3, 4}, {2, 5, 4}},                         /* inner dims            */
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -1232,7 +1232,7 @@ static void check_permute(kiln_context *ctx, const char *spec, ref_shape s,
                           const int *perm)
 {
     op_case   c;
-    ref_shape so = s;
+    ref_shape so        = s;
     char      ptext[32] = "";
     for (int d = 0; d < s.ndim; d++) {
         so.dims[d] = s.dims[perm[d]];
@@ -1256,7 +1256,7 @@ BACKEND_TEST(permute, matches_reference_for_every_3d_order)
 {
     static const int perms[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2},
                                     {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
-    kiln_context *ctx = test_backend_context(backend);
+    kiln_context    *ctx         = test_backend_context(backend);
     for (int p = 0; p < 6; p++) {
         check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(5, 37, 33)), perms[p]);
         check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(1, 7, 1)), perms[p]);
@@ -1269,7 +1269,8 @@ BACKEND_TEST(permute, matches_reference_for_4d_orders_and_low_ranks)
 {
     static const int perms[][4] = {
         {0, 2, 1, 3}, /* [B,T,H,D] <-> [B,H,T,D] */
-        {0, 2, 3, 1}, {0, 3, 1, 2}, {3, 1, 0, 2}, {1, 0, 3, 2}, {3, 2, 1, 0}, {0, 1, 2, 3},
+        {0, 2, 3, 1}, {0, 3, 1, 2}, {3, 1, 0, 2},
+        {1, 0, 3, 2}, {3, 2, 1, 0}, {0, 1, 2, 3},
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t p = 0; p < sizeof perms / sizeof perms[0]; p++) {
@@ -1288,7 +1289,7 @@ BACKEND_TEST(permute, matches_reference_for_4d_orders_and_low_ranks)
 BACKEND_TEST(permute, refuses_a_perm_that_is_not_a_permutation)
 {
     static const int bad[][3] = {{0, 1, 1}, {0, 1, 3}, {-1, 0, 1}};
-    kiln_context *ctx = test_backend_context(backend);
+    kiln_context    *ctx      = test_backend_context(backend);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         kiln_graph  *g = kiln_graph_new(ctx);
         kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(2, 3, 4));
@@ -1309,8 +1310,8 @@ static void check_slice(kiln_context *ctx, const char *spec, ref_shape s, int ax
     int       a  = axis < 0 ? axis + s.ndim : axis;
     ref_shape so = s;
     so.dims[a]   = length;
-    case_begin(&c, ctx, spec, "slice of %s along %d from %lld for %lld", ref_shape_text(s),
-               axis, (long long)start, (long long)length);
+    case_begin(&c, ctx, spec, "slice of %s along %d from %lld for %lld",
+               ref_shape_text(s), axis, (long long)start, (long long)length);
     leaf        *x = case_input(&c, "x", s, FILL_ANY);
     kiln_tensor *y = kiln_slice(c.g, x->t, axis, start, length);
     case_compile(&c, y);
@@ -1357,8 +1358,8 @@ BACKEND_TEST(slice, refuses_a_window_outside_the_axis)
         int64_t start, length;
         bool    shape; /* KILN_ERR_SHAPE, else KILN_ERR_INVALID_ARG (axis) */
     } bad[] = {
-        {1, 3, 2, true}, {1, -1, 2, true}, {1, 0, -1, true}, {0, 3, 0, true},
-        {3, 0, 1, false}, {-4, 0, 1, false},
+        {1, 3, 2, true}, {1, -1, 2, true}, {1, 0, -1, true},
+        {0, 3, 0, true}, {3, 0, 1, false}, {-4, 0, 1, false},
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -54,7 +54,7 @@ typedef struct cpu_perm {
 static cpu_perm cpu_perm_of(const kiln_node *node)
 {
     const kiln_node *src = node->src[0];
-    int              nd = node->ndim, pad = 4 - nd;
+    int              nd = node->ndim, pad      = 4 - nd;
     int64_t          stride[KILN_MAX_DIMS], st = 1;
     for (int d = nd; d-- > 0;) {
         stride[d] = st;
@@ -80,7 +80,8 @@ static void cpu_perm_rows(void *arg, size_t lo, size_t hi)
     for (size_t r = lo; r < hi; r++) {
         int64_t i2 = (int64_t)r % p->od[2], i1 = (int64_t)r / p->od[2] % p->od[1];
         int64_t i0 = (int64_t)r / p->od[2] / p->od[1];
-        memcpy(p->out + (int64_t)r * n, p->x + i0 * p->is[0] + i1 * p->is[1] + i2 * p->is[2],
+        memcpy(p->out + (int64_t)r * n,
+               p->x + i0 * p->is[0] + i1 * p->is[1] + i2 * p->is[2],
                (size_t)n * sizeof(float));
     }
 }
@@ -100,8 +101,8 @@ static void cpu_perm_tiles(void *arg, size_t lo, size_t hi)
     for (size_t w = lo; w < hi; w++) {
         int64_t t = (int64_t)w % p->q_tiles, rest = (int64_t)w / p->q_tiles;
         int64_t iv = rest % p->od[v], iu = rest / p->od[v];
-        int64_t q0 = t * CPU_TILE, q1 = q0 + CPU_TILE < p->od[p->q] ? q0 + CPU_TILE
-                                                                    : p->od[p->q];
+        int64_t q0       = t * CPU_TILE,
+                q1       = q0 + CPU_TILE < p->od[p->q] ? q0 + CPU_TILE : p->od[p->q];
         const float *x   = p->x + iu * p->is[u] + iv * p->is[v];
         float       *out = p->out + iu * os[u] + iv * os[v];
         for (int64_t j0 = 0; j0 < p->od[3]; j0 += CPU_TILE) {
@@ -151,7 +152,7 @@ static cpu_window cpu_window_of(const kiln_node *node, const kiln_node *x)
     kiln__axis_extent(x, axis, &outer, &r, &inner);
     w.whole = (size_t)(r * inner);
     w.run   = (size_t)(kiln__dims_product(node->op == KILN_OP_SLICE ? node : node->src[0],
-                                          axis, axis + 1) *
+                                        axis, axis + 1) *
                      inner);
     w.skip  = (size_t)node->iparam[1] * (size_t)inner;
     return w;

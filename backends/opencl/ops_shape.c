@@ -24,7 +24,7 @@ kiln_status ocl_op_transpose(ocl_device *dev, const kiln_node *node, size_t i)
 static void ocl_perm_geometry(const kiln_node *node, uint64_t *d, uint64_t *s)
 {
     const kiln_node *src = node->src[0];
-    int              nd = node->ndim, pad = 4 - nd;
+    int              nd = node->ndim, pad      = 4 - nd;
     uint64_t         stride[KILN_MAX_DIMS], st = 1;
     for (int k = nd; k-- > 0;) {
         stride[k] = st;
@@ -48,11 +48,14 @@ kiln_status ocl_op_permute(ocl_device *dev, const kiln_node *node, size_t i)
     ocl_launch l      = ocl_begin(dev, narrow ? OCL_K_PERMUTE : OCL_K_PERMUTE_WIDE);
     ocl_arg_node(&l, node);
     ocl_arg_node(&l, node->src[0]);
-    for (int k = 1; k < 4; k++)
-        narrow ? ocl_arg_u32(&l, (uint32_t)d[k]) : ocl_arg_u64(&l, d[k]);
-    for (int k = 0; k < 4; k++)
-        narrow ? ocl_arg_u32(&l, (uint32_t)s[k]) : ocl_arg_u64(&l, s[k]);
-    narrow ? ocl_arg_u32(&l, (uint32_t)node->numel) : ocl_arg_u64(&l, (uint64_t)node->numel);
+    /* d1, d2, d3, s0 .. s3, n: d0 is implied by n */
+    uint64_t v[8] = {d[1], d[2], d[3], s[0], s[1], s[2], s[3], (uint64_t)node->numel};
+    for (int k = 0; k < 8; k++) {
+        if (narrow)
+            ocl_arg_u32(&l, (uint32_t)v[k]);
+        else
+            ocl_arg_u64(&l, v[k]);
+    }
     return ocl_run(&l, (uint64_t)node->numel);
 }
 

@@ -40,8 +40,8 @@ KILN_API kiln_tensor *kiln_matmul_t(kiln_graph *g, kiln_tensor *a, kiln_tensor *
                                 name, sa, transpose_a ? " (transposed)" : "", sb,
                                 transpose_b ? " (transposed)" : "", (long long)ka,
                                 (long long)kb);
-    dims[r]     = m;
-    dims[r + 1] = n;
+    dims[r]        = m;
+    dims[r + 1]    = n;
     kiln_tensor *t = kiln__node_new(g, KILN_OP_MATMUL, KILN_F32, nd, dims, ab, 2);
     if (!(t->flags & KILN__POISON)) {
         t->node.iparam[0] = transpose_a;
