@@ -269,6 +269,8 @@ kiln_tensor *kiln__causal_softmax_grad(kiln_graph *g, kiln_tensor *gy, kiln_tens
  * the weight) of the layer_norm node fwd; eps is fwd's */
 kiln_tensor *kiln__layer_norm_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
                                    kiln_tensor *fwd);
+/* gy, the gradient of a SLICE node fwd, in zeros of fwd's input's shape */
+kiln_tensor *kiln__slice_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
 
 /* Refreshes every optimiser's hyper-parameters on the device and counts the
  * step; kiln_graph_run calls it before each run (kiln_graph_eval does not). */

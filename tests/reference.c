@@ -414,6 +414,74 @@ void ref_transpose(const float *a, int64_t rows, int64_t cols, float *out)
             out[j * rows + i] = a[i * cols + j];
 }
 
+void ref_matmul_batched(const float *a, const float *b, int64_t batch, int64_t m,
+                        int64_t k, int64_t n, bool transpose_a, bool transpose_b,
+                        float *out)
+{
+    for (int64_t e = 0; e < batch; e++)
+        ref_matmul(a + e * m * k, b + e * k * n, m, k, n, transpose_a, transpose_b,
+                   out + e * m * n);
+}
+
+/* Row-major strides of s. */
+static void ref_strides(ref_shape s, int64_t *stride)
+{
+    int64_t st = 1;
+    for (int d = s.ndim; d-- > 0;) {
+        stride[d] = st;
+        st *= s.dims[d];
+    }
+}
+
+/* out's element i, through the coordinates of out's shape, read from a at
+ * the coordinates mapped back: each output coordinate d is a's axis perm[d]. */
+void ref_permute(const float *a, ref_shape s, const int *perm, float *out)
+{
+    int64_t   in_stride[REF_MAX_DIMS];
+    ref_shape so = s;
+    ref_strides(s, in_stride);
+    for (int d = 0; d < s.ndim; d++)
+        so.dims[d] = s.dims[perm[d]];
+    size_t n = ref_numel(s);
+    for (size_t i = 0; i < n; i++) {
+        size_t  rest = i;
+        int64_t src  = 0;
+        for (int d = so.ndim; d-- > 0;) {
+            int64_t c = (int64_t)(rest % (size_t)so.dims[d]);
+            rest /= (size_t)so.dims[d];
+            src += c * in_stride[perm[d]];
+        }
+        out[i] = a[src];
+    }
+}
+
+/* The elements whose coordinate along axis lies in the window, in
+ * row-major order. */
+void ref_slice(const float *a, ref_shape s, int axis, int64_t start, int64_t length,
+               float *out)
+{
+    int64_t stride[REF_MAX_DIMS];
+    ref_strides(s, stride);
+    size_t n = ref_numel(s), j = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t c = (int64_t)(i / (size_t)stride[axis]) % s.dims[axis];
+        if (c >= start && c < start + length)
+            out[j++] = a[i];
+    }
+}
+
+void ref_slice_grad(const float *g, ref_shape s, int axis, int64_t start, int64_t length,
+                    float *out)
+{
+    int64_t stride[REF_MAX_DIMS];
+    ref_strides(s, stride);
+    size_t n = ref_numel(s), j = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t c = (int64_t)(i / (size_t)stride[axis]) % s.dims[axis];
+        out[i]    = c >= start && c < start + length ? g[j++] : 0.0f;
+    }
+}
+
 void ref_reshape(const float *a, size_t n, float *out)
 {
     for (size_t i = 0; i < n; i++)

@@ -126,6 +126,20 @@ double ref_gelu_grad(double x);
  * b is stored [K, N], or [N, K] if transpose_b. K = 0 gives zeros. */
 void ref_matmul(const float *a, const float *b, int64_t m, int64_t k, int64_t n,
                 bool transpose_a, bool transpose_b, float *out);
+/* ref_matmul once per batch entry: a [batch, (M, K)], b [batch, (K, N)]
+ * stored as ref_matmul's, out [batch, M, N]. */
+void ref_matmul_batched(const float *a, const float *b, int64_t batch, int64_t m,
+                        int64_t k, int64_t n, bool transpose_a, bool transpose_b,
+                        float *out);
+/* out = a [s] with its axes permuted: out's axis d is a's axis perm[d]. */
+void ref_permute(const float *a, ref_shape s, const int *perm, float *out);
+/* out = a [s] restricted to [start, start + length) along axis. */
+void ref_slice(const float *a, ref_shape s, int axis, int64_t start, int64_t length,
+               float *out);
+/* out [s] = zeros, with g (s with length along axis) at [start, start +
+ * length) along axis: the gradient of ref_slice. */
+void ref_slice_grad(const float *g, ref_shape s, int axis, int64_t start, int64_t length,
+                    float *out);
 /* out [cols, rows] = a [rows, cols] transposed */
 void ref_transpose(const float *a, int64_t rows, int64_t cols, float *out);
 /* reshape and flatten keep the row-major order: the data is copied as is. */

@@ -353,6 +353,30 @@ BACKEND_TEST(grad_matmul, matches_finite_differences_for_every_transpose)
     kiln_context_free(ctx);
 }
 
+BACKEND_TEST(grad_matmul, batched_matches_finite_differences_for_every_transpose)
+{
+    enum { M = 3, K = 4, N = 2 };
+    kiln_context *ctx = test_backend_context(backend);
+    for (int nb = 1; nb <= 2; nb++) {
+        for (int t = 0; t < 4; t++) {
+            bool      ta = t & 1, tb = t & 2;
+            ref_shape sa = ref_shape_of(KILN_SHAPE(2, 2, ta ? K : M, ta ? M : K));
+            ref_shape sb = ref_shape_of(KILN_SHAPE(2, 2, tb ? N : K, tb ? K : N));
+            if (nb == 1) { /* [2, ...]: drop the first batch axis */
+                sa = ref_shape_of(3, sa.dims + 1);
+                sb = ref_shape_of(3, sb.dims + 1);
+            }
+            gcheck gc;
+            gc_begin(&gc, ctx, backend->label, "batched (%d) matmul_t(a, b, %d, %d)", nb,
+                     ta, tb);
+            kiln_tensor *a = gc_param(&gc, "a", sa, FILL_ANY);
+            kiln_tensor *b = gc_param(&gc, "b", sb, FILL_ANY);
+            gc_check(&gc, kiln_matmul_t(gc.g, a, b, ta, tb));
+        }
+    }
+    kiln_context_free(ctx);
+}
+
 /* ---- reductions ----------------------------------------------------------------- */
 
 BACKEND_TEST(grad_reduce, sum_and_mean_over_everything)
@@ -520,6 +544,47 @@ BACKEND_TEST(grad_shape, reshape_flatten_and_transpose)
     x              = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(3, 5)), FILL_ANY);
     kiln_tensor *c = gc_input(&gc, "c", ref_shape_of(KILN_SHAPE(5, 3)), FILL_ANY);
     gc_check(&gc, kiln_mul(gc.g, kiln_transpose(gc.g, x), c));
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(grad_shape, permute_sends_the_gradient_back_through_the_inverse_order)
+{
+    static const int perms[][4] = {{0, 2, 1, 3}, {3, 1, 0, 2}, {1, 2, 3, 0}};
+    kiln_context    *ctx        = test_backend_context(backend);
+    for (size_t p = 0; p < sizeof perms / sizeof perms[0]; p++) {
+        gcheck gc;
+        gc_begin(&gc, ctx, backend->label, "permute {%d,%d,%d,%d} of [2, 3, 2, 4]",
+                 perms[p][0], perms[p][1], perms[p][2], perms[p][3]);
+        kiln_tensor *x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(2, 3, 2, 4)),
+                                  FILL_ANY);
+        gc_check(&gc, kiln_tanh(gc.g, kiln_permute(gc.g, x, perms[p])));
+    }
+    gcheck gc;
+    gc_begin(&gc, ctx, backend->label, "permute {2,0,1} of [3, 2, 5], then matmul");
+    kiln_tensor *x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(3, 2, 5)), FILL_ANY);
+    kiln_tensor *w = gc_param(&gc, "w", ref_shape_of(KILN_SHAPE(5, 2, 4)), FILL_ANY);
+    gc_check(&gc, kiln_matmul(gc.g, kiln_permute(gc.g, x, (const int[]){2, 0, 1}), w));
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(grad_shape, slice_puts_the_gradient_in_its_window_and_zeros_elsewhere)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    for (int axis = 0; axis < 3; axis++) {
+        gcheck gc;
+        gc_begin(&gc, ctx, backend->label, "slice of [3, 4, 5] along %d from 1 for 2",
+                 axis);
+        kiln_tensor *x = gc_param(&gc, "x", ref_shape_of(KILN_SHAPE(3, 4, 5)), FILL_ANY);
+        gc_check(&gc, kiln_tanh(gc.g, kiln_slice(gc.g, x, axis, 1, 2)));
+    }
+    /* attention's split: q, k and v from one [B, T, 3C], each used */
+    gcheck gc;
+    gc_begin(&gc, ctx, backend->label, "q * k + v of a fused [2, 3, 3 * 4]");
+    kiln_tensor *qkv = gc_param(&gc, "qkv", ref_shape_of(KILN_SHAPE(2, 3, 12)), FILL_ANY);
+    kiln_tensor *q   = kiln_slice(gc.g, qkv, -1, 0, 4);
+    kiln_tensor *k   = kiln_slice(gc.g, qkv, -1, 4, 4);
+    kiln_tensor *v   = kiln_slice(gc.g, qkv, -1, 8, 4);
+    gc_check(&gc, kiln_add(gc.g, kiln_mul(gc.g, q, k), v));
     kiln_context_free(ctx);
 }
 

@@ -1269,6 +1269,47 @@ Test(grad_ops, optimiser_steps_match_the_reference_at_every_size_and_alignment)
     }
 }
 
+/* ---- SLICE_GRAD -------------------------------------------------------------------- */
+
+static void check_slice_grad(ref_shape sx, int axis, int64_t start, int64_t length,
+                             size_t shift)
+{
+    op_case   c   = {0};
+    ref_shape sg  = sx;
+    sg.dims[axis] = length;
+    tensor *g     = input(&c, sg.ndim, sg.dims, 5);
+    misalign(g, shift);
+    char label[160];
+    snprintf(label, sizeof label, "slice_grad into %s along %d from %lld for %lld",
+             ref_shape_text(sx), axis, (long long)start, (long long)length);
+    tensor *out         = out_node(KILN_OP_SLICE_GRAD, sx.ndim, sx.dims, &c, label);
+    out->node.iparam[0] = axis;
+    out->node.iparam[1] = (int32_t)start;
+    misalign(out, shift);
+    float *want = calloc(ref_numel(sx) + 1, sizeof *want);
+    cr_assert_not_null(want);
+    ref_slice_grad(g->f, sx, axis, start, length, want);
+    run_case(&c, want, NULL, NULL, 0, (ref_tol){0.0, 0.0});
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, slice_grad_writes_the_gradient_in_its_window_and_zeros_elsewhere)
+{
+    ref_shape s = ref_shape_of(KILN_SHAPE(3, 5, 37));
+    for (int axis = 0; axis < 3; axis++)
+        for (size_t shift = 0; shift <= 3; shift += 3) {
+            int64_t n = s.dims[axis];
+            check_slice_grad(s, axis, 0, 1, shift);
+            check_slice_grad(s, axis, 1, n - 2, shift);
+            check_slice_grad(s, axis, n - 1, 1, shift);
+            check_slice_grad(s, axis, 2, 0, shift);
+            check_slice_grad(s, axis, 0, n, shift);
+        }
+    check_slice_grad(ref_shape_of(KILN_SHAPE(70001)), 0, 1000, 33333, 0);
+    check_slice_grad(ref_shape_of(KILN_SHAPE(4, 300, 96)), 2, 32, 32, 3);
+}
+
 /* ---- shape rules ----------------------------------------------------------------- */
 
 /* A node of op over sources whose shapes are given as dims lists (-1 ends
@@ -1345,6 +1386,18 @@ Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
           {2, 5, END},
           {{2, 3, END}, {4, 5, END}, NONE},
           -1}},
+        {{"matmul [2,2,3] @ [2,3,5]",
+          KILN_OP_MATMUL,
+          {0},
+          {2, 2, 5, END},
+          {{2, 2, 3, END}, {2, 3, 5, END}, NONE},
+          -1},
+         {"matmul [2,2,3] @ [3,3,5]",
+          KILN_OP_MATMUL,
+          {0},
+          {2, 2, 5, END},
+          {{2, 2, 3, END}, {3, 3, 5, END}, NONE},
+          -1}},
         {{"transpose [2,3] -> [3,2]",
           KILN_OP_TRANSPOSE,
           {0},
@@ -1356,6 +1409,42 @@ Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
           {0},
           {2, 3, END},
           {{2, 3, END}, NONE},
+          -1}},
+        {{"permute {2,0,1} of [2,3,4]",
+          KILN_OP_PERMUTE,
+          {2, 0, 1},
+          {4, 2, 3, END},
+          {{2, 3, 4, END}, NONE},
+          -1},
+         {"permute {2,0,0} of [2,3,4]",
+          KILN_OP_PERMUTE,
+          {2, 0, 0},
+          {4, 2, 2, END},
+          {{2, 3, 4, END}, NONE},
+          -1}},
+        {{"slice [2,4,3] along 1 from 2 for 2",
+          KILN_OP_SLICE,
+          {1, 2},
+          {2, 2, 3, END},
+          {{2, 4, 3, END}, NONE},
+          -1},
+         {"slice [2,4,3] along 1 from 3 for 2",
+          KILN_OP_SLICE,
+          {1, 3},
+          {2, 2, 3, END},
+          {{2, 4, 3, END}, NONE},
+          -1}},
+        {{"slice_grad [2,2,3] into [2,4,3] from 2",
+          KILN_OP_SLICE_GRAD,
+          {1, 2},
+          {2, 4, 3, END},
+          {{2, 2, 3, END}, NONE},
+          -1},
+         {"slice_grad [2,2,3] into [2,4,4] from 2",
+          KILN_OP_SLICE_GRAD,
+          {1, 2},
+          {2, 4, 4, END},
+          {{2, 2, 3, END}, NONE},
           -1}},
         {{"sum axis 1 of [2,3]", KILN_OP_SUM, {1}, {2, END}, {{2, 3, END}, NONE}, -1},
          {"sum axis 2 of [2,3]", KILN_OP_SUM, {2}, {2, END}, {{2, 3, END}, NONE}, -1}},

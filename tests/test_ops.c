@@ -745,6 +745,90 @@ BACKEND_TEST(matmul, gives_zeros_for_k_0_and_empty_results_for_m_or_n_0)
     kiln_context_free(ctx);
 }
 
+/* A batched product: a and b with the batch axes `batch` (ndim_b of them,
+ * 1 or 2) before their matrices, for every transpose combination. */
+static void check_matmul_batched(kiln_context *ctx, const char *spec, int ndim_b,
+                                 const int64_t *batch, int64_t m, int64_t k, int64_t n)
+{
+    int64_t entries = 1;
+    for (int d = 0; d < ndim_b; d++)
+        entries *= batch[d];
+    for (int t = 0; t < 4; t++) {
+        bool    ta = t & 1, tb = t & 2;
+        op_case c;
+        case_begin(&c, ctx, spec,
+                   "batched matmul_t [%lld%s%lld] M=%lld K=%lld N=%lld%s%s",
+                   (long long)batch[0], ndim_b > 1 ? ", " : "",
+                   ndim_b > 1 ? (long long)batch[1] : 0LL, (long long)m, (long long)k,
+                   (long long)n, ta ? " a^T" : "", tb ? " b^T" : "");
+        ref_shape sa = scalar_shape(), sb = scalar_shape(), so = scalar_shape();
+        sa.ndim = sb.ndim = so.ndim = ndim_b + 2;
+        for (int d = 0; d < ndim_b; d++)
+            sa.dims[d] = sb.dims[d] = so.dims[d] = batch[d];
+        sa.dims[ndim_b]     = ta ? k : m;
+        sa.dims[ndim_b + 1] = ta ? m : k;
+        sb.dims[ndim_b]     = tb ? n : k;
+        sb.dims[ndim_b + 1] = tb ? k : n;
+        so.dims[ndim_b]     = m;
+        so.dims[ndim_b + 1] = n;
+        leaf        *a      = case_input(&c, "a", sa, FILL_ANY);
+        leaf        *b      = case_param(&c, "b", sb, FILL_ANY);
+        kiln_tensor *y      = kiln_matmul_t(c.g, a->t, b->t, ta, tb);
+        case_compile(&c, y);
+        float *want = case_scratch(&c, ref_numel(so) + 1, sizeof *want);
+        for (int r = 0; r < RUNS; r++) {
+            case_run(&c);
+            ref_matmul_batched(a->f, b->f, entries, m, k, n, ta, tb, want);
+            case_expect(&c, y, want, so, tol_for_sum(k));
+        }
+        case_end(&c);
+    }
+}
+
+BACKEND_TEST(matmul, batched_matches_reference_per_entry_for_every_transpose)
+{
+    static const int64_t b1[] = {1}, b3[] = {3}, b32[] = {3, 2}, b5[] = {5};
+    kiln_context        *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof odd_matmul_shapes / sizeof odd_matmul_shapes[0]; i++) {
+        const mnk *s = &odd_matmul_shapes[i];
+        check_matmul_batched(ctx, backend->label, 1, b1, s->m, s->k, s->n);
+        check_matmul_batched(ctx, backend->label, 2, b32, s->m, s->k, s->n);
+    }
+    /* attention's shapes: many small products, and a few large ones */
+    check_matmul_batched(ctx, backend->label, 2, (const int64_t[]){2, 4}, 33, 32, 33);
+    check_matmul_batched(ctx, backend->label, 1, b3, 200, 65, 97);
+    check_matmul_batched(ctx, backend->label, 1, b5, 7, 0, 13);
+    check_matmul_batched(ctx, backend->label, 1, b3, 0, 5, 7);
+    check_matmul_batched(ctx, backend->label, 2, (const int64_t[]){0, 2}, 3, 5, 7);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(matmul, refuses_batches_that_differ_or_ndims_that_differ)
+{
+    static const struct {
+        int     na, nb;
+        int64_t a[4], b[4];
+    } bad[] = {
+        {3, 3, {2, 3, 4}, {3, 4, 5}},                         /* batch 2 vs 3          */
+        {3, 2, {2, 3, 4}, {4, 5}},                            /* no broadcasting       */
+        {4, 4, {2, 2, 3, 4}, {2, 3, 4, 5}}, {1, 1, {4}, {4}}, /* vectors               */
+        {3, 3, {2, 3, 4}, {2, 5, 4}},                         /* inner dims            */
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *a = kiln_input(g, "a", KILN_F32, bad[i].na, bad[i].a);
+        kiln_tensor *b = kiln_input(g, "b", KILN_F32, bad[i].nb, bad[i].b);
+        kiln_matmul(g, a, b);
+        cr_expect_eq(kiln_graph_status(g), KILN_ERR_SHAPE, "case %zu on %s: %s", i,
+                     backend->label, kiln_status_name(kiln_graph_status(g)));
+        cr_expect(strstr(kiln_graph_error(g), "matmul") != NULL, "case %zu: \"%s\"", i,
+                  kiln_graph_error(g));
+        kiln_graph_free(g);
+    }
+    kiln_context_free(ctx);
+}
+
 /* Sizes on each side of every register tile and cache block of the cpu
  * backend's packed GEMM, for each of its ISAs: tiles of MR x NR = 4 x 8
  * (portable), 6 x 16 (AVX2), 14 x 32 (AVX-512), with a kernel for each row
@@ -1295,6 +1379,154 @@ BACKEND_TEST(transpose, matches_reference_for_odd_shapes)
     kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         check_transpose(ctx, backend->label, shapes[s][0], shapes[s][1]);
+    kiln_context_free(ctx);
+}
+
+static void check_permute(kiln_context *ctx, const char *spec, ref_shape s,
+                          const int *perm)
+{
+    op_case   c;
+    ref_shape so        = s;
+    char      ptext[32] = "";
+    for (int d = 0; d < s.ndim; d++) {
+        so.dims[d] = s.dims[perm[d]];
+        snprintf(ptext + strlen(ptext), sizeof ptext - strlen(ptext), "%s%d",
+                 d ? "," : "", perm[d]);
+    }
+    case_begin(&c, ctx, spec, "permute {%s} of %s", ptext, ref_shape_text(s));
+    leaf        *x = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *y = kiln_permute(c.g, x->t, perm);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, x->n + 1, sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_permute(x->f, s, perm, want);
+        case_expect(&c, y, want, so, TOL_EXACT);
+    }
+    case_end(&c);
+}
+
+BACKEND_TEST(permute, matches_reference_for_every_3d_order)
+{
+    static const int perms[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2},
+                                    {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+    kiln_context    *ctx         = test_backend_context(backend);
+    for (int p = 0; p < 6; p++) {
+        check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(5, 37, 33)), perms[p]);
+        check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(1, 7, 1)), perms[p]);
+        check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(3, 0, 2)), perms[p]);
+    }
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(permute, matches_reference_for_4d_orders_and_low_ranks)
+{
+    static const int perms[][4] = {
+        {0, 2, 1, 3}, /* [B,T,H,D] <-> [B,H,T,D] */
+        {0, 2, 3, 1}, {0, 3, 1, 2}, {3, 1, 0, 2},
+        {1, 0, 3, 2}, {3, 2, 1, 0}, {0, 1, 2, 3},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t p = 0; p < sizeof perms / sizeof perms[0]; p++) {
+        check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(2, 33, 3, 17)),
+                      perms[p]);
+        check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(3, 65, 4, 40)),
+                      perms[p]);
+    }
+    check_permute(ctx, backend->label, shape2(13, 31), (const int[]){1, 0});
+    check_permute(ctx, backend->label, shape2(67, 129), (const int[]){1, 0});
+    check_permute(ctx, backend->label, ref_shape_of(KILN_SHAPE(7)), (const int[]){0});
+    check_permute(ctx, backend->label, scalar_shape(), NULL);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(permute, refuses_a_perm_that_is_not_a_permutation)
+{
+    static const int bad[][3] = {{0, 1, 1}, {0, 1, 3}, {-1, 0, 1}};
+    kiln_context    *ctx      = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(2, 3, 4));
+        kiln_permute(g, x, bad[i]);
+        cr_expect_eq(kiln_graph_status(g), KILN_ERR_INVALID_ARG, "case %zu on %s: %s", i,
+                     backend->label, kiln_status_name(kiln_graph_status(g)));
+        cr_expect(strstr(kiln_graph_error(g), "permute") != NULL, "case %zu: \"%s\"", i,
+                  kiln_graph_error(g));
+        kiln_graph_free(g);
+    }
+    kiln_context_free(ctx);
+}
+
+static void check_slice(kiln_context *ctx, const char *spec, ref_shape s, int axis,
+                        int64_t start, int64_t length)
+{
+    op_case   c;
+    int       a  = axis < 0 ? axis + s.ndim : axis;
+    ref_shape so = s;
+    so.dims[a]   = length;
+    case_begin(&c, ctx, spec, "slice of %s along %d from %lld for %lld",
+               ref_shape_text(s), axis, (long long)start, (long long)length);
+    leaf        *x = case_input(&c, "x", s, FILL_ANY);
+    kiln_tensor *y = kiln_slice(c.g, x->t, axis, start, length);
+    case_compile(&c, y);
+    float *want = case_scratch(&c, ref_numel(so) + 1, sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_slice(x->f, s, a, start, length, want);
+        case_expect(&c, y, want, so, TOL_EXACT);
+    }
+    case_end(&c);
+}
+
+/* Windows at the start, in the middle and at the end of every axis, one
+ * element, the whole axis and none. */
+static void check_slices_of(kiln_context *ctx, const char *spec, ref_shape s)
+{
+    for (int a = 0; a < s.ndim; a++) {
+        int64_t n = s.dims[a];
+        check_slice(ctx, spec, s, a, 0, n / 2 ? n / 2 : 1);
+        check_slice(ctx, spec, s, a, n / 3, n - 2 * (n / 3) ? n - 2 * (n / 3) : 1);
+        check_slice(ctx, spec, s, a, n - 1, 1);
+        check_slice(ctx, spec, s, a, 0, n);
+        check_slice(ctx, spec, s, a, n / 2, 0);
+    }
+}
+
+BACKEND_TEST(slice, matches_reference_at_the_start_middle_and_end_of_each_axis)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    check_slices_of(ctx, backend->label, ref_shape_of(KILN_SHAPE(5, 7, 33)));
+    check_slices_of(ctx, backend->label, ref_shape_of(KILN_SHAPE(2, 3, 4, 17)));
+    check_slices_of(ctx, backend->label, ref_shape_of(KILN_SHAPE(37)));
+    /* a fused qkv [B, T, 3C] cut along the last axis */
+    for (int k = 0; k < 3; k++)
+        check_slice(ctx, backend->label, ref_shape_of(KILN_SHAPE(2, 5, 3 * 24)), -1,
+                    k * 24, 24);
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(slice, refuses_a_window_outside_the_axis)
+{
+    static const struct {
+        int     axis;
+        int64_t start, length;
+        bool    shape; /* KILN_ERR_SHAPE, else KILN_ERR_INVALID_ARG (axis) */
+    } bad[] = {
+        {1, 3, 2, true}, {1, -1, 2, true}, {1, 0, -1, true},
+        {0, 3, 0, true}, {3, 0, 1, false}, {-4, 0, 1, false},
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(2, 4, 3));
+        kiln_slice(g, x, bad[i].axis, bad[i].start, bad[i].length);
+        kiln_status want = bad[i].shape ? KILN_ERR_SHAPE : KILN_ERR_INVALID_ARG;
+        cr_expect_eq(kiln_graph_status(g), want, "case %zu on %s: %s", i, backend->label,
+                     kiln_status_name(kiln_graph_status(g)));
+        cr_expect(strstr(kiln_graph_error(g), "slice") != NULL, "case %zu: \"%s\"", i,
+                  kiln_graph_error(g));
+        kiln_graph_free(g);
+    }
     kiln_context_free(ctx);
 }
 

@@ -126,17 +126,24 @@ static const char *rule_max_grad(const kiln_node *node)
 
 /* ---- linear algebra ------------------------------------------------------------ */
 
-/* MATMUL: op(a) [M,K] @ op(b) [K,N], iparam[0] and [1] the transposes. */
+/* MATMUL: op(a) [..., M,K] @ op(b) [..., K,N], iparam[0] and [1] the
+ * transposes; 2-D, or 3-D and 4-D with the same batch axes in a, b and the
+ * output. */
 static const char *rule_matmul(const kiln_node *node)
 {
     const kiln_node *a = node->src[0], *b = node->src[1];
-    if (a->ndim != 2 || b->ndim != 2 || node->ndim != 2)
-        return "matmul takes and gives 2-D tensors";
+    int              nd = node->ndim, r = nd - 2;
+    if (nd < 2 || a->ndim != nd || b->ndim != nd)
+        return "matmul takes and gives tensors of one ndim, 2-D to 4-D";
+    for (int d = 0; d < r; d++)
+        if (a->dims[d] != node->dims[d] || b->dims[d] != node->dims[d])
+            return "a, b and the output differ in a batch axis";
     bool ta = node->iparam[0] != 0, tb = node->iparam[1] != 0;
-    if (a->dims[ta ? 0 : 1] != b->dims[tb ? 1 : 0])
+    if (a->dims[r + (ta ? 0 : 1)] != b->dims[r + (tb ? 1 : 0)])
         return "the inner dimensions of a and b differ";
-    if (node->dims[0] != a->dims[ta ? 1 : 0] || node->dims[1] != b->dims[tb ? 0 : 1])
-        return "the output is not [M, N]";
+    if (node->dims[r] != a->dims[r + (ta ? 1 : 0)] ||
+        node->dims[r + 1] != b->dims[r + (tb ? 0 : 1)])
+        return "the output is not [..., M, N]";
     return NULL;
 }
 
@@ -148,6 +155,53 @@ static const char *rule_transpose(const kiln_node *node)
     if (node->dims[0] != src->dims[1] || node->dims[1] != src->dims[0])
         return "the output is not [cols, rows] of the input";
     return NULL;
+}
+
+/* PERMUTE: out's axis d is the input's axis iparam[d]. */
+static const char *rule_permute(const kiln_node *node)
+{
+    const kiln_node *src  = node->src[0];
+    unsigned         seen = 0;
+    if (node->ndim != src->ndim)
+        return "the output's ndim differs from the input's";
+    for (int d = 0; d < node->ndim; d++) {
+        int32_t p = node->iparam[d];
+        if (p < 0 || p >= node->ndim || (seen & (1u << p)))
+            return "iparam[0, ndim) is not a permutation of the input's axes";
+        seen |= 1u << p;
+        if (node->dims[d] != src->dims[p])
+            return "the output's axis d is not the input's axis iparam[d]";
+    }
+    return NULL;
+}
+
+/* big and small alike but along axis p[0], where small is big's window
+ * [p[1], p[1] + length): SLICE (big the input) and SLICE_GRAD (big the
+ * output). */
+static const char *rule_window(const kiln_node *big, const kiln_node *small,
+                               const int32_t *p)
+{
+    int axis = p[0];
+    if (big->ndim != small->ndim)
+        return "the input and the output differ in ndim";
+    if (axis < 0 || axis >= big->ndim)
+        return "the axis (iparam[0]) is not an axis of the input";
+    for (int d = 0; d < big->ndim; d++)
+        if (d != axis && big->dims[d] != small->dims[d])
+            return "the input and the output differ in an axis besides the sliced one";
+    if (p[1] < 0 || (int64_t)p[1] + small->dims[axis] > big->dims[axis])
+        return "the window [start, start + length) does not lie inside the axis";
+    return NULL;
+}
+
+static const char *rule_slice(const kiln_node *node)
+{
+    return rule_window(node->src[0], node, node->iparam);
+}
+
+static const char *rule_slice_grad(const kiln_node *node)
+{
+    return rule_window(node, node->src[0], node->iparam);
 }
 
 /* ---- convolution and pooling --------------------------------------------------- */
@@ -499,6 +553,12 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
     [KILN_OP_LAYER_NORM_GRAD_WEIGHT] = { "layer_norm_grad_weight", 2, 0, F32,
                                          { F32, F32 }, { "gradient", "x" },
                                          rule_layer_norm_grad_weight, RUNS },
+    [KILN_OP_PERMUTE] = { "permute", 1, 0, F32, { F32 }, { "input" },
+                          rule_permute, RUNS | GRAD },
+    [KILN_OP_SLICE]   = { "slice", 1, 0, F32, { F32 }, { "input" },
+                          rule_slice, RUNS | GRAD },
+    [KILN_OP_SLICE_GRAD] = { "slice_grad", 1, 0, F32, { F32 }, { "gradient" },
+                             rule_slice_grad, RUNS },
 
     [KILN_OP_SGD_STEP] = { "sgd_step", 4, 1, F32, { F32, F32, F32, F32, F32 },
                            { "param", "grad", "velocity", "hyper-parameters",

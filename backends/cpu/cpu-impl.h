@@ -343,6 +343,9 @@ kiln_status cpu_op_softmax(const cpu_device *dev, const kiln_node *node);
 /* CAUSAL_SOFTMAX and CAUSAL_SOFTMAX_GRAD */
 kiln_status cpu_op_causal_softmax(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_transpose(const cpu_device *dev, const kiln_node *node);
+kiln_status cpu_op_permute(const cpu_device *dev, const kiln_node *node);
+/* SLICE and SLICE_GRAD */
+kiln_status cpu_op_slice(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node);

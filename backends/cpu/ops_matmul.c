@@ -1,5 +1,12 @@
-/* ops_matmul.c — MATMUL: the packed GEMM of gemm.c on the device's threads.
- * The other GEMM-shaped ops (conv2d and its gradients) call cpu_gemm too. */
+/* ops_matmul.c — MATMUL: the packed GEMM of gemm.c on the device's threads,
+ * once per batch entry for a 3-D or 4-D product. The other GEMM-shaped ops
+ * (conv2d and its gradients) call cpu_gemm too.
+ *
+ * A batch of small products (attention: [B*H] of [T, D] @ [D, T]) is split
+ * between threads by whole entries, each product on one thread: a product
+ * too small for cpu_gemm to thread would otherwise run on one thread while
+ * the others wait. A batch of large products leaves the threading to
+ * cpu_gemm, which splits each product. */
 #include "cpu-impl.h"
 
 void cpu_matmul_kernels_scalar(cpu_kernels *k)
@@ -9,45 +16,68 @@ void cpu_matmul_kernels_scalar(cpu_kernels *k)
 
 /* ---- MATMUL --------------------------------------------------------------- */
 
-/* M, K of op(a) and K, N of op(b), from the stored shapes and the flags. */
-typedef struct cpu_mm_shape {
-    int64_t M, N, Ka, Kb;
-    bool    ta, tb;
-} cpu_mm_shape;
+/* Below this many flops a product gains nothing from a second thread inside
+ * it (cpu_gemm keeps it on one), so a batch of them is split by entries. */
+#define CPU_MATMUL_ENTRY_FLOPS 3000000.0
 
-static cpu_mm_shape cpu_mm_shape_of(const kiln_node *node)
+/* One batch entry's GEMM, with the entry's strides in elements. */
+typedef struct cpu_bmm {
+    const cpu_device *dev;
+    cpu_gemm_args     g; /* entry 0 */
+    size_t            batch, sa, sb, sc;
+} cpu_bmm;
+
+static void cpu_bmm_entry(const cpu_bmm *job, size_t e)
 {
-    const kiln_node *a = node->src[0], *b = node->src[1];
-    cpu_mm_shape     s;
-    s.ta = node->iparam[0] != 0;
-    s.tb = node->iparam[1] != 0;
-    s.M  = a->dims[s.ta ? 1 : 0];
-    s.Ka = a->dims[s.ta ? 0 : 1];
-    s.Kb = b->dims[s.tb ? 1 : 0];
-    s.N  = b->dims[s.tb ? 0 : 1];
-    return s;
+    cpu_gemm_args g = job->g;
+    if (job->sa) /* a and b may have no data, when K = 0 */
+        g.a += e * job->sa;
+    if (job->sb)
+        g.b += e * job->sb;
+    g.c += e * job->sc;
+    cpu_gemm(job->dev, &g); /* inside a job: on this thread alone */
 }
 
+/* Entries [lo, hi). */
+static void cpu_bmm_range(void *arg, size_t lo, size_t hi)
+{
+    for (size_t e = lo; e < hi; e++)
+        cpu_bmm_entry(arg, e);
+}
 
 kiln_status cpu_op_matmul(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *a = node->src[0], *b = node->src[1];
-    cpu_mm_shape     s = cpu_mm_shape_of(node);
-    if (s.M == 0 || s.N == 0)
+    int              r  = node->ndim - 2;
+    bool             ta = node->iparam[0] != 0, tb = node->iparam[1] != 0;
+    size_t           M = (size_t)node->dims[r], N = (size_t)node->dims[r + 1];
+    size_t           K = (size_t)a->dims[r + (ta ? 0 : 1)];
+    if (node->numel == 0)
         return KILN_OK;
-    cpu_gemm_args g = {
-        .M   = (size_t)s.M,
-        .N   = (size_t)s.N,
-        .K   = (size_t)s.Ka,
-        .a   = cpu_cf32(a),
-        .lda = (size_t)a->dims[1],
-        .ta  = s.ta,
-        .b   = cpu_cf32(b),
-        .ldb = (size_t)b->dims[1],
-        .tb  = s.tb,
-        .c   = cpu_f32(node),
-        .ldc = (size_t)s.N,
+    cpu_bmm job = {
+        .dev   = dev,
+        .g     = {.M   = M,
+                  .N   = N,
+                  .K   = K,
+                  .a   = cpu_cf32(a),
+                  .lda = (size_t)a->dims[r + 1],
+                  .ta  = ta,
+                  .b   = cpu_cf32(b),
+                  .ldb = (size_t)b->dims[r + 1],
+                  .tb  = tb,
+                  .c   = cpu_f32(node),
+                  .ldc = N},
+        .batch = (size_t)kiln__dims_product(node, 0, r),
+        .sa    = M * K,
+        .sb    = K * N,
+        .sc    = M * N,
     };
-    cpu_gemm(dev, &g);
+    double flops = 2.0 * (double)M * (double)N * (double)(K ? K : 1);
+    if (job.batch > 1 && flops < CPU_MATMUL_ENTRY_FLOPS) {
+        cpu_parallel_for(dev, job.batch, 1, 1, cpu_bmm_range, &job);
+        return KILN_OK;
+    }
+    for (size_t e = 0; e < job.batch; e++)
+        cpu_bmm_entry(&job, e);
     return KILN_OK;
 }

@@ -147,6 +147,10 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(MAX_POOL, "kiln_max_pool2d")           \
     X(MAX_POOL_GRAD, "kiln_max_pool2d_grad") \
     X(TRANSPOSE, "kiln_transpose")           \
+    X(PERMUTE, "kiln_permute")               \
+    X(PERMUTE_WIDE, "kiln_permute_wide")     \
+    X(SLICE, "kiln_slice")                   \
+    X(SLICE_GRAD, "kiln_slice_grad")         \
     X(SGD_STEP, "kiln_sgd_step")             \
     X(ADAM_STEP, "kiln_adam_step")           \
     X(EMBEDDING, "kiln_embedding")           \
@@ -233,6 +237,7 @@ void       ocl_arg_mem(ocl_launch *l, cl_mem mem);
 /* The tensor's buffer and its offset in elements: two arguments. */
 void ocl_arg_node(ocl_launch *l, const kiln_node *t);
 void ocl_arg_u64(ocl_launch *l, uint64_t v);
+void ocl_arg_u32(ocl_launch *l, uint32_t v);
 void ocl_arg_i32(ocl_launch *l, int32_t v);
 void ocl_arg_f32(ocl_launch *l, float v);
 /* __local scratch of `each` bytes per work-item of a group of `group`. */
@@ -327,7 +332,12 @@ kiln_status ocl_op_layer_norm_grad_weight(ocl_device *dev, const kiln_node *node
                                           size_t i);
 kiln_status ocl_op_expand(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_matmul(ocl_device *dev, const kiln_node *node, size_t i);
+/* MATMUL's limit: CLBlast's int offsets (ops_matmul.c). */
+const char *ocl_matmul_check(const kiln_node *node);
 kiln_status ocl_op_transpose(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_permute(ocl_device *dev, const kiln_node *node, size_t i);
+/* SLICE and SLICE_GRAD */
+kiln_status ocl_op_slice(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_sum_mean(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_sum_to(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_max(ocl_device *dev, const kiln_node *node, size_t i);

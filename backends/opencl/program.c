@@ -295,6 +295,12 @@ void ocl_arg_u64(ocl_launch *l, uint64_t v)
     ocl_arg(l, sizeof u, &u);
 }
 
+void ocl_arg_u32(ocl_launch *l, uint32_t v)
+{
+    cl_uint u = v;
+    ocl_arg(l, sizeof u, &u);
+}
+
 void ocl_arg_i32(ocl_launch *l, int32_t v)
 {
     cl_int i = v;

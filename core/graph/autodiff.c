@@ -115,7 +115,8 @@ static void backward_unary(backward *bw, kiln_tensor *y, kiln_tensor *gy)
 
 /* C = op(A) op(B): d op(A) = gy op(B)^T and d op(B) = op(A)^T gy, each
  * transposed back when the operand was read transposed; matmul_t's flags
- * express every case without a transpose node. */
+ * express every case without a transpose node. Batched, the same holds per
+ * batch entry, and gy has the batch axes of a and b. */
 static void backward_matmul(backward *bw, kiln_tensor *t, kiln_tensor *gy)
 {
     kiln_graph  *g = bw->g;
@@ -165,6 +166,14 @@ static void backward_first(backward *bw, kiln_tensor *t, kiln_tensor *gy)
         break;
     case KILN_OP_RESHAPE: ga = kiln_reshape(g, gy, a->node.ndim, a->node.dims); break;
     case KILN_OP_TRANSPOSE: ga = kiln_transpose(g, gy); break;
+    case KILN_OP_SLICE: ga = kiln__slice_grad(g, gy, t); break;
+    case KILN_OP_PERMUTE: {
+        int inverse[KILN_MAX_DIMS];
+        for (int d = 0; d < t->node.ndim; d++)
+            inverse[t->node.iparam[d]] = d;
+        ga = kiln_permute(g, gy, inverse);
+        break;
+    }
     case KILN_OP_MAX_POOL2D: ga = kiln__max_pool2d_grad(g, gy, t); break;
     case KILN_OP_EMBEDDING: ga = kiln__embedding_grad(g, gy, t); break;
     case KILN_OP_CAUSAL_SOFTMAX: ga = kiln__causal_softmax_grad(g, gy, t); break;
@@ -240,6 +249,7 @@ static const grad_rule grad_rules[KILN_OP_COUNT] = {
     [KILN_OP_MSE_LOSS] = backward_mse,    [KILN_OP_CROSS_ENTROPY] = backward_first,
     [KILN_OP_EMBEDDING] = backward_first, [KILN_OP_CAUSAL_SOFTMAX] = backward_first,
     [KILN_OP_GELU] = backward_unary,      [KILN_OP_LAYER_NORM] = backward_layer_norm,
+    [KILN_OP_PERMUTE] = backward_first,   [KILN_OP_SLICE] = backward_first,
 };
 
 /* Pushes t's gradient on to those of its sources that want one. */

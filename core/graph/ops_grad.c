@@ -1,6 +1,6 @@
 /* core/graph/ops_grad.c — constructors of the gradient ops kiln_backward appends
  * (backend.h: SUM_TO .. CROSS_ENTROPY_GRAD, the transformer ops' GELU_GRAD,
- * LAYER_NORM_GRAD and LAYER_NORM_GRAD_WEIGHT, and EMBEDDING_GRAD ..).
+ * LAYER_NORM_GRAD and LAYER_NORM_GRAD_WEIGHT, SLICE_GRAD, and EMBEDDING_GRAD ..).
  *
  * Only autodiff.c calls these, with shapes it derived itself. They check
  * anyway, as every constructor does, so that a wrong backward rule is a graph
@@ -259,4 +259,21 @@ kiln_tensor *kiln__layer_norm_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
     if (!(t->flags & KILN__POISON))
         t->node.fparam[0] = fwd->node.fparam[0];
     return t;
+}
+
+kiln_tensor *kiln__slice_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd)
+{
+    if (!kiln__check_sources(g, KILN_OP_SLICE_GRAD, &gy, 1))
+        return g ? g->poison : NULL;
+    if (!fwd || fwd->node.op != KILN_OP_SLICE)
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "%s: the forward node is %s, expected %s",
+                                kiln__op_name(KILN_OP_SLICE_GRAD),
+                                fwd ? kiln__op_name(fwd->node.op) : "missing",
+                                kiln__op_name(KILN_OP_SLICE));
+    if (!same_shape(&gy->node, &fwd->node))
+        return mismatch(g, KILN_OP_SLICE_GRAD, "gradient", &gy->node, "forward output",
+                        &fwd->node, "equal shapes");
+    kiln_tensor *x = (kiln_tensor *)fwd->node.src[0];
+    return grad_node(g, KILN_OP_SLICE_GRAD, &gy, 1, x, fwd);
 }

@@ -13,15 +13,26 @@ KILN_API kiln_tensor *kiln_matmul_t(kiln_graph *g, kiln_tensor *a, kiln_tensor *
     char sa[KILN__SHAPE_STR], sb[KILN__SHAPE_STR];
     kiln__shape_str(sa, a->node.ndim, a->node.dims);
     kiln__shape_str(sb, b->node.ndim, b->node.dims);
-    if (a->node.ndim != 2 || b->node.ndim != 2)
+    int nd = a->node.ndim, r = nd - 2;
+    if (nd < 2 || b->node.ndim != nd)
         return kiln__graph_fail(g, KILN_ERR_SHAPE,
-                                "%s: a %s and b %s: both must "
-                                "be 2-D",
+                                "%s: a %s and b %s: both must be 2-D, or both 3-D "
+                                "or 4-D with the same batch axes",
                                 name, sa, sb);
-    int64_t m  = a->node.dims[transpose_a ? 1 : 0];
-    int64_t ka = a->node.dims[transpose_a ? 0 : 1];
-    int64_t kb = b->node.dims[transpose_b ? 1 : 0];
-    int64_t n  = b->node.dims[transpose_b ? 0 : 1];
+    int64_t dims[KILN_MAX_DIMS];
+    for (int d = 0; d < r; d++) {
+        if (a->node.dims[d] != b->node.dims[d])
+            return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                    "%s: a %s and b %s: batch axis %d differs "
+                                    "(%lld vs %lld); matmul does not broadcast",
+                                    name, sa, sb, d, (long long)a->node.dims[d],
+                                    (long long)b->node.dims[d]);
+        dims[d] = a->node.dims[d];
+    }
+    int64_t m  = a->node.dims[r + (transpose_a ? 1 : 0)];
+    int64_t ka = a->node.dims[r + (transpose_a ? 0 : 1)];
+    int64_t kb = b->node.dims[r + (transpose_b ? 1 : 0)];
+    int64_t n  = b->node.dims[r + (transpose_b ? 0 : 1)];
     if (ka != kb)
         return kiln__graph_fail(g, KILN_ERR_SHAPE,
                                 "%s: a %s%s and b %s%s: the "
@@ -29,8 +40,9 @@ KILN_API kiln_tensor *kiln_matmul_t(kiln_graph *g, kiln_tensor *a, kiln_tensor *
                                 name, sa, transpose_a ? " (transposed)" : "", sb,
                                 transpose_b ? " (transposed)" : "", (long long)ka,
                                 (long long)kb);
-    kiln_tensor *t = kiln__node_new(g, KILN_OP_MATMUL, KILN_F32, 2, (int64_t[]){m, n}, ab,
-                                    2);
+    dims[r]        = m;
+    dims[r + 1]    = n;
+    kiln_tensor *t = kiln__node_new(g, KILN_OP_MATMUL, KILN_F32, nd, dims, ab, 2);
     if (!(t->flags & KILN__POISON)) {
         t->node.iparam[0] = transpose_a;
         t->node.iparam[1] = transpose_b;

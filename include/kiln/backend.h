@@ -52,7 +52,11 @@ typedef enum kiln_op {
     KILN_OP_TANH,
     KILN_OP_SCALE, /* fparam[0]: the factor                            */
 
-    KILN_OP_MATMUL, /* iparam[0]: transpose a, iparam[1]: transpose b   */
+    /* op(a) [..., M, K] @ op(b) [..., K, N]; iparam[0]: transpose a (stored
+     * [..., K, M]), iparam[1]: transpose b (stored [..., N, K]). a, b and the
+     * output have one ndim, 2 to 4; with 3 or 4 the leading (batch) axes are
+     * the same in all three and each batch entry is one product            */
+    KILN_OP_MATMUL,
 
     /* iparam[0]: an axis in [0, ndim) of src[0], or -1 for every element;
      * the output shape says whether the axis is kept with size 1            */
@@ -133,6 +137,19 @@ typedef enum kiln_op {
      * sum over rows of g * xhat (the bias's is SUM_TO of g)                 */
     KILN_OP_LAYER_NORM_GRAD_WEIGHT,
 
+    /* ---- attention's shape ops (before the steps, whose values the
+     * in-tree backends' tables only name) ------------------------------- */
+
+    /* out = src[0] with its axes permuted, contiguous: out's axis d is the
+     * source's axis iparam[d], d < ndim (up to 4); the gradient is the
+     * inverse permutation                                                   */
+    KILN_OP_PERMUTE,
+    /* out = src[0] along axis iparam[0] from iparam[1] (start, >= 0) for the
+     * output's dims[axis] (the length), contiguous; the other axes as src  */
+    KILN_OP_SLICE,
+    /* SLICE's gradient: src g has the slice's shape; out (x's shape) is 0
+     * but for g at [start, start + length) along the axis; iparam as SLICE */
+    KILN_OP_SLICE_GRAD,
 
     /* ---- optimiser steps: in place, the output IS src[0] (same buffer and
      * offset); they may also update the state tensors named below -------- */

@@ -212,9 +212,13 @@ KILN_API kiln_tensor *kiln_scale(kiln_graph *g, kiln_tensor *a, float s);
  * (x for large x, 0 for large negative x, -inf included); NaN stays NaN. */
 KILN_API kiln_tensor *kiln_gelu(kiln_graph *g, kiln_tensor *a);
 
-/* 2-D matrix product a @ b, [M, K] @ [K, N] -> [M, N]. */
+/* Matrix product a @ b, [M, K] @ [K, N] -> [M, N]. Batched: a and b 3-D or
+ * 4-D with the same leading (batch) axes, [..., M, K] @ [..., K, N] ->
+ * [..., M, N], one product per batch entry (torch.matmul without
+ * broadcasting: reshape a [B, T, C] to [B*T, C] to multiply it by [C, N]). */
 KILN_API kiln_tensor *kiln_matmul(kiln_graph *g, kiln_tensor *a, kiln_tensor *b);
-/* As kiln_matmul, with a and/or b read transposed. */
+/* As kiln_matmul, with a and/or b read transposed (the last two axes of
+ * each batch entry swapped: a stored [..., K, M], b stored [..., N, K]). */
 KILN_API kiln_tensor *kiln_matmul_t(kiln_graph *g, kiln_tensor *a, kiln_tensor *b,
                                     bool transpose_a, bool transpose_b);
 
@@ -265,6 +269,20 @@ KILN_API kiln_tensor *kiln_reshape(kiln_graph *g, kiln_tensor *a, int ndim,
                                    const int64_t *dims);
 KILN_API kiln_tensor *kiln_flatten(kiln_graph *g, kiln_tensor *a);
 KILN_API kiln_tensor *kiln_transpose(kiln_graph *g, kiln_tensor *a);
+/* x with its axes in a new order, copied to a contiguous tensor (up to 4-D):
+ * the output's axis d is x's axis perm[d], perm an array of x's ndim
+ * entries naming each axis once (torch.permute, numpy.transpose(x, perm)):
+ * [B, T, H, D] with {0, 2, 1, 3} gives [B, H, T, D]. */
+KILN_API kiln_tensor *kiln_permute(kiln_graph *g, kiln_tensor *x, const int *perm);
+/* Elements [start, start + length) of x along axis (negative counts from
+ * the end), copied to a contiguous tensor of x's shape with length on that
+ * axis (x.narrow(axis, start, length) in PyTorch): a fused qkv [B, T, 3C]
+ * gives q, k and v with axis -1 and starts 0, C and 2C. The window must lie
+ * inside the axis; length may be 0. The gradient is g in a zero tensor of
+ * x's shape, so each slice of one tensor costs a tensor of x's size in the
+ * backward pass. */
+KILN_API kiln_tensor *kiln_slice(kiln_graph *g, kiln_tensor *x, int axis, int64_t start,
+                                 int64_t length);
 
 /* 2-D convolution (cross-correlation, as PyTorch), NCHW.
  * x [N, C, H, W], w [O, C, KH, KW], bias [O] or NULL -> [N, O, OH, OW] with

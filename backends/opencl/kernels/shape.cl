@@ -1,0 +1,58 @@
+/* shape.cl — PERMUTE of up to 4 axes, SLICE and SLICE_GRAD, one work-item
+ * per output element.
+ *
+ * The op is seen as 4-D (leading axes of 1): d0..d3 are the output's dims
+ * and s0..s3 the input's stride along each output axis. Dividing by the
+ * dims is most of the work, so where every index fits 32 bits
+ * (kiln_permute) it is done in uint, which GPUs divide far faster than
+ * ulong; kiln_permute_wide takes the rest. */
+
+__kernel void kiln_permute(GF *out, ulong oo, GCF *x, ulong xo, uint d1, uint d2,
+                           uint d3, uint s0, uint s1, uint s2, uint s3, uint n)
+{
+    uint i = get_global_id(0);
+    if (i >= n)
+        return;
+    uint r = i, i3 = r % d3;
+    r /= d3;
+    uint i2 = r % d2;
+    r /= d2;
+    uint i1 = r % d1, i0 = r / d1;
+    out[oo + i] = x[xo + i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3];
+}
+
+__kernel void kiln_permute_wide(GF *out, ulong oo, GCF *x, ulong xo, ulong d1, ulong d2,
+                                ulong d3, ulong s0, ulong s1, ulong s2, ulong s3, ulong n)
+{
+    ulong i = get_global_id(0);
+    if (i >= n)
+        return;
+    ulong r = i, i3 = r % d3;
+    r /= d3;
+    ulong i2 = r % d2;
+    r /= d2;
+    ulong i1 = r % d1, i0 = r / d1;
+    out[oo + i] = x[xo + i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3];
+}
+
+/* SLICE and SLICE_GRAD see the tensors as [outer, R, inner] (x) and
+ * [outer, L, inner] (the slice): run = L * inner, whole = R * inner,
+ * skip = start * inner. */
+__kernel void kiln_slice(GF *out, ulong oo, GCF *x, ulong xo, ulong run, ulong whole,
+                         ulong skip, ulong n)
+{
+    ulong i = get_global_id(0);
+    if (i >= n)
+        return;
+    out[oo + i] = x[xo + i / run * whole + skip + i % run];
+}
+
+__kernel void kiln_slice_grad(GF *out, ulong oo, GCF *g, ulong go, ulong run, ulong whole,
+                              ulong skip, ulong n)
+{
+    ulong i = get_global_id(0);
+    if (i >= n)
+        return;
+    ulong o = i / whole, at = i % whole;
+    out[oo + i] = at >= skip && at - skip < run ? g[go + o * run + at - skip] : 0.0f;
+}
