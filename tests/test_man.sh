@@ -29,7 +29,8 @@ check_tool() { # TOOL SOURCE
     opts=$(printf '%s\n' "$help" | grep -o -- '--[a-z][a-z0-9-]*' | sort -u)
     [ -n "$opts" ] || fail "$tool --help names no option"
     for opt in $opts; do
-        name=${opt#--}
+        # roff writes each hyphen of an option as \-
+        name=$(printf '%s' "${opt#--}" | sed 's/-/\\\\-/g')
         grep -q -- "\\\\-\\\\-$name\\b" "$man/$tool.1" ||
             fail "$man/$tool.1 lacks $opt, which $tool --help names"
     done
