@@ -46,6 +46,23 @@ static void add_backend(test_backend *out, size_t cap, size_t *count,
     (*count)++;
 }
 
+/* KILN_TEST_BACKENDS=opencl[,...] limits the list to those backends (a run
+ * that only changes one backend's behaviour, as test_no_fp64.sh does). */
+static bool wanted(const char *backend)
+{
+    const char *only = getenv("KILN_TEST_BACKENDS");
+    if (!only || !*only)
+        return true;
+    size_t n = strlen(backend);
+    for (const char *p = only; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, backend, n) == 0)
+            return true;
+        p += len + (p[len] == ',');
+    }
+    return false;
+}
+
 size_t test_backend_list(test_backend *out, size_t cap)
 {
     const kiln_device_report *devices = NULL;
@@ -56,7 +73,8 @@ size_t test_backend_list(test_backend *out, size_t cap)
 
     for (size_t i = 0; i < n; i++) {
         const kiln_device_report *d = &devices[i];
-        if (d->unusable != NULL || d->backend == NULL || is_test_plugin(d->backend))
+        if (d->unusable != NULL || d->backend == NULL || is_test_plugin(d->backend) ||
+            !wanted(d->backend))
             continue;
         if (strcmp(d->backend, "cpu") != 0) {
             add_backend(out, cap, &count, d, NULL);
