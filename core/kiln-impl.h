@@ -124,8 +124,8 @@ struct kiln_tensor {
     unsigned     flags;
     bool         written;  /* a leaf that holds a value                  */
     kiln_tensor *view_src; /* storage owner for views (reshape), or NULL */
-    /* A node that runs and writes into this tensor's storage instead of its
-     * own (in-place optimiser updates of parameters), or NULL. */
+    /* For a node that writes into another tensor's storage instead of its
+     * own (optimiser steps, store_slice): that tensor, else NULL. */
     kiln_tensor *inplace;
     /* The gradient of the loss with respect to this tensor, once
      * kiln_backward has appended it; gradients of several consumers add up. */

@@ -755,16 +755,22 @@ void ref_embedding_grad(const float *g, const int32_t *ids, int64_t positions,
 
 void ref_causal_softmax(const float *x, int64_t mats, int64_t t, float scale, float *out)
 {
-    for (int64_t r = 0; r < mats * t; r++) {
-        const float *row = x + r * t;
-        int64_t      i   = r % t; /* columns 0..i are kept */
+    ref_causal_softmax_offset(x, mats, t, t, 0, scale, out);
+}
+
+void ref_causal_softmax_offset(const float *x, int64_t mats, int64_t tq, int64_t tk,
+                               int64_t offset, float scale, float *out)
+{
+    for (int64_t r = 0; r < mats * tq; r++) {
+        const float *row = x + r * tk;
+        int64_t      i   = r % tq + offset; /* columns 0..i are kept */
         double       m = -INFINITY, s = 0.0;
-        for (int64_t j = 0; j <= i; j++)
+        for (int64_t j = 0; j <= i && j < tk; j++)
             if ((double)scale * row[j] > m)
                 m = (double)scale * row[j];
-        for (int64_t j = 0; j <= i; j++)
+        for (int64_t j = 0; j <= i && j < tk; j++)
             s += exp((double)scale * row[j] - m);
-        for (int64_t j = 0; j < t; j++)
-            out[r * t + j] = j <= i ? (float)(exp((double)scale * row[j] - m) / s) : 0.0f;
+        for (int64_t j = 0; j < tk; j++)
+            out[r * tk + j] = j <= i ? (float)(exp((double)scale * row[j] - m) / s) : 0.0f;
     }
 }

@@ -207,5 +207,9 @@ void ref_embedding_grad(const float *g, const int32_t *ids, int64_t positions,
 /* x [mats, t, t]: row i of each matrix is softmax(scale * x[i, 0..i]) in
  * columns j <= i, exactly 0 in the others */
 void ref_causal_softmax(const float *x, int64_t mats, int64_t t, float scale, float *out);
+/* The same with queries [mats, tq] against keys [tk]: row i keeps columns
+ * j <= i + offset (none when negative: the row is 0). */
+void ref_causal_softmax_offset(const float *x, int64_t mats, int64_t tq, int64_t tk,
+                               int64_t offset, float scale, float *out);
 
 #endif /* KILN_TESTS_REFERENCE_H */

@@ -448,17 +448,52 @@ static const char *rule_embedding_grad(const kiln_node *node)
     return NULL;
 }
 
-/* CAUSAL_SOFTMAX (x) and its gradient (g, y): T x T matrices along the last
- * two axes, the output's shape, a finite scale. */
+/* CAUSAL_SOFTMAX (x[, offset]) and its gradient (g, y[, offset]): T x T
+ * matrices along the last two axes, or [Tq, Tk] with an offset of one
+ * element; the output's shape, a finite scale. */
 static const char *rule_causal(const kiln_node *node)
 {
-    const char *why = rule_rows_alike(node);
-    if (!why &&
-        (node->ndim < 2 || node->dims[node->ndim - 2] != node->dims[node->ndim - 1]))
-        why = "the last two axes are not [T, T]";
+    int              n_data = node->op == KILN_OP_CAUSAL_SOFTMAX ? 1 : 2;
+    const kiln_node *offset = node->src[n_data];
+    const char      *why    = NULL;
+    for (int s = 0; !why && s < n_data; s++)
+        if (node->src[s]->numel != node->numel ||
+            kiln__last_dim(node->src[s]) != kiln__last_dim(node))
+            why = "a source differs from the output in shape";
+    if (!why && node->ndim < 2)
+        why = "the input is not at least 2-D";
+    if (!why && !offset && node->dims[node->ndim - 2] != node->dims[node->ndim - 1])
+        why = "the last two axes are not [T, T] (an offset allows [Tq, Tk])";
+    if (!why && offset && offset->numel != 1)
+        why = "the offset is not one element";
     if (!why && !isfinite(node->fparam[0]))
         why = "the scale (fparam[0]) is not finite";
     return why;
+}
+
+/* ---- caches ------------------------------------------------------------------------ */
+
+/* STORE_SLICE: dst, value (dst's shape but for the axis), start [1]; the
+ * output is dst's shape. */
+static const char *rule_store_slice(const kiln_node *node)
+{
+    const kiln_node *dst = node->src[0], *value = node->src[1];
+    int              axis = node->iparam[0];
+    if (!same_dims(node, dst))
+        return "the output is not the destination's shape";
+    if (axis < 0 || axis >= dst->ndim)
+        return "the axis (iparam[0]) is not an axis of the destination";
+    if (value->ndim != dst->ndim)
+        return "the value and the destination differ in ndim";
+    for (int d = 0; d < dst->ndim; d++)
+        if (d != axis && value->dims[d] != dst->dims[d])
+            return "the value and the destination differ in an axis other than the "
+                   "one written";
+    if (value->dims[axis] > dst->dims[axis])
+        return "the value is longer than the destination along the axis";
+    if (node->src[2]->numel != 1)
+        return "the start is not one element";
+    return NULL;
 }
 
 /* ---- the table ------------------------------------------------------------------------ */
@@ -469,6 +504,7 @@ static const char *rule_causal(const kiln_node *node)
 #define I32 KILN_I32
 #define RUNS KILN__OP_DISPATCHED
 #define GRAD KILN__OP_DIFFERENTIABLE
+#define LAST KILN__OP_RUNS_LAST
 
 #define BINARY(n) { n, 2, 0, F32, { F32, F32 }, { "a", "b" }, rule_binary, RUNS | GRAD }
 #define UNARY(n)  { n, 1, 0, F32, { F32 }, { "input" }, rule_same_numel, RUNS | GRAD }
@@ -563,20 +599,25 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
     [KILN_OP_SGD_STEP] = { "sgd_step", 4, 1, F32, { F32, F32, F32, F32, F32 },
                            { "param", "grad", "velocity", "hyper-parameters",
                              "sum of squares" },
-                           rule_step, RUNS | KILN__OP_IN_PLACE, 1u << 2 },
+                           rule_step, RUNS | KILN__OP_IN_PLACE | LAST, 1u << 2 },
     [KILN_OP_ADAM_STEP] = { "adam_step", 5, 1, F32, { F32, F32, F32, F32, F32, F32 },
                             { "param", "grad", "m", "v", "hyper-parameters",
                               "sum of squares" },
-                            rule_step, RUNS | KILN__OP_IN_PLACE, 1u << 2 | 1u << 3 },
+                            rule_step, RUNS | KILN__OP_IN_PLACE | LAST,
+                            1u << 2 | 1u << 3 },
 
     [KILN_OP_EMBEDDING] = { "embedding", 2, 0, F32, { F32, I32 }, { "table", "ids" },
                             rule_embedding, RUNS | GRAD },
     [KILN_OP_EMBEDDING_GRAD] = { "embedding_grad", 2, 0, F32, { F32, I32 },
                                  { "gradient", "ids" }, rule_embedding_grad, RUNS },
-    [KILN_OP_CAUSAL_SOFTMAX] = { "causal_softmax", 1, 0, F32, { F32 }, { "input" },
-                                 rule_causal, RUNS | GRAD },
-    [KILN_OP_CAUSAL_SOFTMAX_GRAD] = { "causal_softmax_grad", 2, 0, F32, { F32, F32 },
-                                      { "gradient", "y" }, rule_causal, RUNS },
+    [KILN_OP_CAUSAL_SOFTMAX] = { "causal_softmax", 1, 1, F32, { F32, I32 },
+                                 { "input", "offset" }, rule_causal, RUNS | GRAD },
+    [KILN_OP_CAUSAL_SOFTMAX_GRAD] = { "causal_softmax_grad", 2, 1, F32,
+                                      { F32, F32, I32 }, { "gradient", "y", "offset" },
+                                      rule_causal, RUNS },
+    [KILN_OP_STORE_SLICE] = { "store_slice", 3, 0, F32, { F32, F32, I32 },
+                              { "destination", "value", "start" }, rule_store_slice,
+                              RUNS | KILN__OP_IN_PLACE },
 };
 /* clang-format on */
 

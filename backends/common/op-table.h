@@ -35,8 +35,12 @@ enum {
     /* kiln_backward has a gradient rule for it (core/graph/autodiff.c)     */
     KILN__OP_DIFFERENTIABLE = 1u << 1,
     /* writes its src[0] where it lies: the output's buffer and offset are
-     * src[0]'s (the optimiser steps)                                      */
+     * src[0]'s (the optimiser steps, STORE_SLICE)                         */
     KILN__OP_IN_PLACE = 1u << 2,
+    /* runs after every other node, so that every reader of what it
+     * overwrites has read it first (the optimiser steps); an in-place op
+     * without it runs in graph order and its readers read its output      */
+    KILN__OP_RUNS_LAST = 1u << 3,
 };
 
 typedef struct kiln__op_def {

@@ -346,6 +346,8 @@ kiln_status cpu_op_transpose(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_permute(const cpu_device *dev, const kiln_node *node);
 /* SLICE and SLICE_GRAD */
 kiln_status cpu_op_slice(const cpu_device *dev, const kiln_node *node);
+/* STORE_SLICE, in place */
+kiln_status cpu_op_store_slice(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node);
@@ -423,6 +425,11 @@ static inline float *cpu_f32(const kiln_node *node)
 }
 
 static inline const float *cpu_cf32(const kiln_node *node)
+{
+    return cpu_data(node);
+}
+
+static inline const int32_t *cpu_ci32(const kiln_node *node)
 {
     return cpu_data(node);
 }

@@ -59,6 +59,7 @@ static const cpu_op_fn cpu_ops[KILN_OP_COUNT] = {
     [KILN_OP_EMBEDDING_GRAD]         = cpu_op_embedding_grad,
     [KILN_OP_CAUSAL_SOFTMAX]         = cpu_op_causal_softmax,
     [KILN_OP_CAUSAL_SOFTMAX_GRAD]    = cpu_op_causal_softmax,
+    [KILN_OP_STORE_SLICE]            = cpu_op_store_slice,
 };
 
 static cpu_op_fn cpu_op_lookup(kiln_op op)

@@ -191,3 +191,39 @@ kiln_status cpu_op_slice(const cpu_device *dev, const kiln_node *node)
                      grad ? cpu_slice_grad_range : cpu_slice_range, &w);
     return KILN_OK;
 }
+
+/* ---- STORE_SLICE ------------------------------------------------------------------- */
+
+/* src: dst [outer, R, inner] (the output: the same storage), value [outer,
+ * L, inner], start [1]: each outer index copies one run of L * inner. */
+static void cpu_store_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_window *w = arg;
+    for (size_t o = lo; o < hi; o++)
+        memcpy(w->out + o * w->whole + w->skip, w->src + o * w->run,
+               w->run * sizeof(float));
+}
+
+kiln_status cpu_op_store_slice(const cpu_device *dev, const kiln_node *node)
+{
+    const kiln_node *value = node->src[1];
+    int              axis  = node->iparam[0];
+    int64_t          outer, r, inner, n = value->dims[axis];
+    int32_t          start = cpu_ci32(node->src[2])[0];
+    kiln__axis_extent(node, axis, &outer, &r, &inner);
+    if (start < 0 || start > r - n)
+        return dev->host->error(KILN_ERR_INVALID_ARG,
+                                "%s: start %d is outside [0, %lld] (a value of %lld "
+                                "along axis %d into %lld)",
+                                kiln__op_name(node->op), (int)start, (long long)(r - n),
+                                (long long)n, axis, (long long)r);
+    cpu_window w = {.src   = cpu_cf32(value),
+                    .out   = cpu_f32(node),
+                    .run   = (size_t)(n * inner),
+                    .whole = (size_t)(r * inner),
+                    .skip  = (size_t)start * (size_t)inner};
+    if (w.run == 0 || outer == 0)
+        return KILN_OK;
+    cpu_parallel_for(dev, (size_t)outer, 1, cpu_row_grain(w.run), cpu_store_range, &w);
+    return KILN_OK;
+}

@@ -131,29 +131,39 @@ kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node)
 
 /* ---- CAUSAL_SOFTMAX, CAUSAL_SOFTMAX_GRAD --------------------------------------- */
 
-/* Rows of T x T matrices; row r is row r % T of its matrix and keeps its
- * first r % T + 1 columns. The kept part goes through the ISA's softmax
- * (or softmax-gradient) row kernel and SCALE; the rest is written 0, never
- * read. */
+/* Rows of [Tq, Tk] matrices (Tq = Tk without an offset); row r is row
+ * r % Tq of its matrix and keeps its first min(Tk, r % Tq + 1 + offset)
+ * columns (none when that is negative). The kept part goes through the
+ * ISA's softmax (or softmax-gradient) row kernel and SCALE; the rest is
+ * written 0, never read. */
 typedef struct cpu_causal_job {
     const cpu_device *dev;
     const float      *g; /* the gradient (CAUSAL_SOFTMAX_GRAD only)       */
     const float      *x; /* the input, or y for the gradient              */
     float            *out;
-    size_t            t;
+    size_t            tq, tk;
+    int64_t           offset;
     float             scale;
 } cpu_causal_job;
+
+static size_t cpu_causal_keep(const cpu_causal_job *j, size_t r)
+{
+    int64_t keep = (int64_t)(r % j->tq) + 1 + j->offset;
+    return keep < 0 ? 0 : (size_t)keep > j->tk ? j->tk : (size_t)keep;
+}
 
 static void cpu_causal_softmax_range(void *arg, size_t lo, size_t hi)
 {
     const cpu_causal_job *j = arg;
     for (size_t r = lo; r < hi; r++) {
-        size_t       keep = r % j->t + 1;
-        float       *out  = j->out + r * j->t;
-        const float *x    = j->x + r * j->t;
-        j->dev->k.unary[CPU_SCALE](out, x, keep, j->scale);
-        j->dev->k.softmax_row(out, out, keep, false);
-        memset(out + keep, 0, (j->t - keep) * sizeof *out);
+        size_t       keep = cpu_causal_keep(j, r);
+        float       *out  = j->out + r * j->tk;
+        const float *x    = j->x + r * j->tk;
+        if (keep) {
+            j->dev->k.unary[CPU_SCALE](out, x, keep, j->scale);
+            j->dev->k.softmax_row(out, out, keep, false);
+        }
+        memset(out + keep, 0, (j->tk - keep) * sizeof *out);
     }
 }
 
@@ -161,28 +171,34 @@ static void cpu_causal_softmax_grad_range(void *arg, size_t lo, size_t hi)
 {
     const cpu_causal_job *j = arg;
     for (size_t r = lo; r < hi; r++) {
-        size_t keep = r % j->t + 1;
-        float *out  = j->out + r * j->t;
-        j->dev->k.softmax_grad_row(out, j->g + r * j->t, j->x + r * j->t, keep, false);
-        j->dev->k.unary[CPU_SCALE](out, out, keep, j->scale);
-        memset(out + keep, 0, (j->t - keep) * sizeof *out);
+        size_t keep = cpu_causal_keep(j, r);
+        float *out  = j->out + r * j->tk;
+        if (keep) {
+            j->dev->k.softmax_grad_row(out, j->g + r * j->tk, j->x + r * j->tk, keep,
+                                       false);
+            j->dev->k.unary[CPU_SCALE](out, out, keep, j->scale);
+        }
+        memset(out + keep, 0, (j->tk - keep) * sizeof *out);
     }
 }
 
 kiln_status cpu_op_causal_softmax(const cpu_device *dev, const kiln_node *node)
 {
-    bool           grad = node->op == KILN_OP_CAUSAL_SOFTMAX_GRAD;
-    cpu_causal_job job  = {
-         .dev   = dev,
-         .g     = grad ? cpu_cf32(node->src[0]) : NULL,
-         .x     = cpu_cf32(node->src[grad ? 1 : 0]),
-         .out   = cpu_f32(node),
-         .t     = (size_t)kiln__last_dim(node),
-         .scale = node->fparam[0],
+    bool             grad   = node->op == KILN_OP_CAUSAL_SOFTMAX_GRAD;
+    const kiln_node *offset = node->src[grad ? 2 : 1];
+    cpu_causal_job   job    = {
+             .dev    = dev,
+             .g      = grad ? cpu_cf32(node->src[0]) : NULL,
+             .x      = cpu_cf32(node->src[grad ? 1 : 0]),
+             .out    = cpu_f32(node),
+             .tq     = (size_t)node->dims[node->ndim - 2],
+             .tk     = (size_t)kiln__last_dim(node),
+             .offset = offset ? cpu_ci32(offset)[0] : 0,
+             .scale  = node->fparam[0],
     };
     if (node->numel == 0)
         return KILN_OK;
-    cpu_parallel_for(dev, (size_t)kiln__rows(node), 1, cpu_row_grain(job.t),
+    cpu_parallel_for(dev, (size_t)kiln__rows(node), 1, cpu_row_grain(job.tk),
                      grad ? cpu_causal_softmax_grad_range : cpu_causal_softmax_range,
                      &job);
     return KILN_OK;

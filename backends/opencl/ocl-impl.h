@@ -156,7 +156,8 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(EMBEDDING, "kiln_embedding")           \
     X(EMBEDDING_GRAD, "kiln_embedding_grad") \
     X(CAUSAL_SOFTMAX, "kiln_causal_softmax") \
-    X(CAUSAL_SOFTMAX_GRAD, "kiln_causal_softmax_grad")
+    X(CAUSAL_SOFTMAX_GRAD, "kiln_causal_softmax_grad") \
+    X(STORE_SLICE, "kiln_store_slice")
 /* clang-format on */
 
 typedef enum ocl_kernel_id {
@@ -179,11 +180,14 @@ typedef struct ocl_buffer {
 
 typedef struct ocl_label_check {
     const char *op;   /* kiln's op name, for the message   */
-    bool        ids;  /* an embedding's ids, not labels    */
+    kiln_op     kind; /* the node's op                     */
     size_t      node; /* its index in graph_compute's list */
     cl_mem      labels;
-    size_t      offset; /* of the labels, in elements        */
-    int64_t     classes;
+    size_t      offset;  /* of the labels, in elements        */
+    int64_t     classes; /* labels lie in [0, classes)        */
+    /* STORE_SLICE: the axis, the value's length there, the destination's */
+    int     axis;
+    int64_t length, whole;
 } ocl_label_check;
 
 typedef struct ocl_device {
@@ -338,6 +342,8 @@ kiln_status ocl_op_transpose(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_permute(ocl_device *dev, const kiln_node *node, size_t i);
 /* SLICE and SLICE_GRAD */
 kiln_status ocl_op_slice(ocl_device *dev, const kiln_node *node, size_t i);
+/* STORE_SLICE, in place; its start checked as labels are */
+kiln_status ocl_op_store_slice(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_sum_mean(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_sum_to(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_max(ocl_device *dev, const kiln_node *node, size_t i);

@@ -102,6 +102,7 @@ static const ocl_op ocl_ops[KILN_OP_COUNT] = {
     [KILN_OP_EMBEDDING_GRAD]         = {ocl_op_embedding_grad, NULL, false},
     [KILN_OP_CAUSAL_SOFTMAX]         = {ocl_op_causal_softmax, NULL, false},
     [KILN_OP_CAUSAL_SOFTMAX_GRAD]    = {ocl_op_causal_softmax, NULL, false},
+    [KILN_OP_STORE_SLICE]            = {ocl_op_store_slice, NULL, false},
 };
 
 static const ocl_op *ocl_op_lookup(kiln_op op)

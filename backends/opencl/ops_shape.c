@@ -91,3 +91,32 @@ kiln_status ocl_op_slice(ocl_device *dev, const kiln_node *node, size_t i)
     ocl_arg_u64(&l, (uint64_t)node->numel);
     return ocl_run(&l, (uint64_t)node->numel);
 }
+
+/* src: dst (the output's storage), value, start [1]; a bad start is reported
+ * through an error slot at the next synchronize, and nothing is written. */
+kiln_status ocl_op_store_slice(ocl_device *dev, const kiln_node *node, size_t i)
+{
+    const kiln_node *value = node->src[1], *start = node->src[2];
+    int              axis  = node->iparam[0];
+    int64_t          outer, r, inner, n = value->dims[axis];
+    kiln__axis_extent(node, axis, &outer, &r, &inner);
+    if (value->numel == 0)
+        return KILN_OK;
+    cl_uint     slot;
+    kiln_status st = ocl_label_slot(dev, node, i, start, r - n + 1, &slot);
+    if (st != KILN_OK)
+        return st;
+    ocl_launch l = ocl_begin(dev, OCL_K_STORE_SLICE);
+    ocl_arg_node(&l, node);
+    ocl_arg_node(&l, value);
+    ocl_arg_node(&l, start);
+    ocl_arg_u64(&l, (uint64_t)(n * inner));
+    ocl_arg_u64(&l, (uint64_t)(r * inner));
+    ocl_arg_u64(&l, (uint64_t)inner);
+    cl_long limit = r - n;
+    ocl_arg(&l, sizeof limit, &limit);
+    ocl_arg_u64(&l, (uint64_t)value->numel);
+    ocl_arg_mem(&l, dev->err);
+    ocl_arg(&l, sizeof slot, &slot);
+    return ocl_run(&l, (uint64_t)value->numel);
+}

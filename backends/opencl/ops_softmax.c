@@ -29,23 +29,33 @@ kiln_status ocl_op_softmax_grad(ocl_device *dev, const kiln_node *node, size_t i
     return node->numel ? ocl_run_rows(dev, &rows) : KILN_OK;
 }
 
-/* CAUSAL_SOFTMAX (src: x) and CAUSAL_SOFTMAX_GRAD (src: g, y): a row of the
- * T x T matrices per work-group, the scale from fparam[0]. */
+/* CAUSAL_SOFTMAX (src: x[, offset]) and CAUSAL_SOFTMAX_GRAD (src: g, y[,
+ * offset]): a row of the [Tq, Tk] matrices per work-group, the scale from
+ * fparam[0]. */
 kiln_status ocl_op_causal_softmax(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
-    bool     grad = node->op == KILN_OP_CAUSAL_SOFTMAX_GRAD;
-    uint64_t t    = (uint64_t)kiln__last_dim(node);
+    bool             grad   = node->op == KILN_OP_CAUSAL_SOFTMAX_GRAD;
+    const kiln_node *offset = node->src[grad ? 2 : 1];
+    uint64_t         tk     = (uint64_t)kiln__last_dim(node);
     if (node->numel == 0)
         return KILN_OK;
-    size_t     group = ocl_group_for(dev, t);
+    size_t     group = ocl_group_for(dev, tk);
     ocl_launch l     = ocl_begin(dev,
-                             grad ? OCL_K_CAUSAL_SOFTMAX_GRAD : OCL_K_CAUSAL_SOFTMAX);
+                                 grad ? OCL_K_CAUSAL_SOFTMAX_GRAD : OCL_K_CAUSAL_SOFTMAX);
     ocl_arg_node(&l, node);
     ocl_arg_node(&l, node->src[0]);
     if (grad)
         ocl_arg_node(&l, node->src[1]);
-    ocl_arg_u64(&l, t);
+    ocl_arg_u64(&l, (uint64_t)node->dims[node->ndim - 2]);
+    ocl_arg_u64(&l, tk);
+    if (offset) {
+        ocl_arg_node(&l, offset);
+    } else {
+        ocl_arg_mem(&l, dev->dummy);
+        ocl_arg_u64(&l, 0);
+    }
+    ocl_arg_u32(&l, offset != NULL);
     ocl_arg_f32(&l, node->fparam[0]);
     ocl_arg_local(&l, OCL_ACC_BYTES, group);
     return ocl_run_groups(&l, (uint64_t)kiln__rows(node), group);

@@ -151,12 +151,17 @@ kiln_status ocl_label_slot(ocl_device *dev, const kiln_node *node, size_t i,
     if (fresh)
         dev->checks[k] = (ocl_label_check){
             .op     = kiln__op_name(node->op),
-            .ids    = node->op == KILN_OP_EMBEDDING || node->op == KILN_OP_EMBEDDING_GRAD,
+            .kind   = node->op,
             .node   = i,
             .labels = ocl_mem(dev, labels),
             .offset = ocl_elem_offset(labels),
             .classes = classes,
         };
+    if (fresh && node->op == KILN_OP_STORE_SLICE) {
+        dev->checks[k].axis   = node->iparam[0];
+        dev->checks[k].length = node->src[1]->dims[node->iparam[0]];
+        dev->checks[k].whole  = node->dims[node->iparam[0]];
+    }
     dev->err_pending = true;
     *slot            = (cl_uint)k;
     return KILN_OK;
@@ -187,11 +192,18 @@ static kiln_status ocl_check_labels(ocl_device *dev)
                                                            sizeof label, &label, 0, NULL, NULL);
         if (err != CL_SUCCESS)
             return ocl_cl_fail(dev->host, "clEnqueueReadBuffer", err, "a bad label");
+        if (c->kind == KILN_OP_STORE_SLICE)
+            return dev->host->error(KILN_ERR_INVALID_ARG,
+                                    "%s (node %zu): start %d is outside [0, %lld] (a "
+                                    "value of %lld along axis %d into %lld)",
+                                    c->op, c->node, (int)label, (long long)(c->classes - 1),
+                                    (long long)c->length, c->axis, (long long)c->whole);
+        bool ids = c->kind == KILN_OP_EMBEDDING || c->kind == KILN_OP_EMBEDDING_GRAD;
         return dev->host->error(KILN_ERR_INVALID_ARG,
                                 "%s (node %zu): %s %d at %s "
                                 "%d is outside [0, %lld)",
-                                c->op, c->node, c->ids ? "id" : "label", (int)label,
-                                c->ids ? "position" : "row", (int)rows[k],
+                                c->op, c->node, ids ? "id" : "label", (int)label,
+                                ids ? "position" : "row", (int)rows[k],
                                 (long long)c->classes);
     }
     return KILN_OK;

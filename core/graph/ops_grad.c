@@ -231,8 +231,8 @@ kiln_tensor *kiln__causal_softmax_grad(kiln_graph *g, kiln_tensor *gy, kiln_tens
     const kiln_op op = KILN_OP_CAUSAL_SOFTMAX_GRAD;
     if (!check_fwd(g, op, gy, y, KILN_OP_CAUSAL_SOFTMAX))
         return g ? g->poison : NULL;
-    kiln_tensor *src[] = {gy, y};
-    kiln_tensor *t     = grad_node(g, op, src, 2, y, y);
+    kiln_tensor *src[] = {gy, y, (kiln_tensor *)y->node.src[1]}; /* the offset, if any */
+    kiln_tensor *t     = grad_node(g, op, src, src[2] ? 3 : 2, y, y);
     if (!(t->flags & KILN__POISON))
         t->node.fparam[0] = y->node.fparam[0];
     return t;

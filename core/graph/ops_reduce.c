@@ -125,25 +125,54 @@ KILN_API kiln_tensor *kiln_log_softmax(kiln_graph *g, kiln_tensor *a)
     return normalise_last(g, KILN_OP_LOG_SOFTMAX, a);
 }
 
-KILN_API kiln_tensor *kiln_causal_softmax(kiln_graph *g, kiln_tensor *x, float scale)
+/* x [..., T, T], or [..., Tq, Tk] with an offset i32 [1]. */
+static kiln_tensor *causal_softmax(kiln_graph *g, kiln_tensor *x, float scale,
+                                   kiln_tensor *offset)
 {
-    const kiln_op op = KILN_OP_CAUSAL_SOFTMAX;
-    if (!kiln__check_sources(g, op, &x, 1))
+    const kiln_op op    = KILN_OP_CAUSAL_SOFTMAX;
+    kiln_tensor  *src[] = {x, offset};
+    if (!kiln__check_sources(g, op, src, offset ? 2 : 1))
         return g ? g->poison : NULL;
     const kiln_node *n = &x->node;
     char             s[KILN__SHAPE_STR];
     kiln__shape_str(s, n->ndim, n->dims);
-    if (n->ndim < 2 || n->dims[n->ndim - 2] != n->dims[n->ndim - 1])
+    if (!offset && (n->ndim < 2 || n->dims[n->ndim - 2] != n->dims[n->ndim - 1]))
         return kiln__graph_fail(g, KILN_ERR_SHAPE,
                                 "%s: input %s: expected [..., T, T], at least 2-D with "
                                 "the last two axes equal",
                                 kiln__op_name(op), s);
+    if (offset && n->ndim < 2)
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: input %s: expected [..., Tq, Tk], at least 2-D",
+                                kiln__op_name(op), s);
+    if (offset && offset->node.numel != 1) {
+        char o[KILN__SHAPE_STR];
+        return kiln__graph_fail(g, KILN_ERR_SHAPE,
+                                "%s: offset %s: expected one element", kiln__op_name(op),
+                                kiln__shape_str(o, offset->node.ndim, offset->node.dims));
+    }
     if (!isfinite(scale))
         return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
                                 "%s: scale %g: expected a finite number",
                                 kiln__op_name(op), (double)scale);
-    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, n->ndim, n->dims, &x, 1);
+    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, n->ndim, n->dims, src, offset ? 2 : 1);
     if (!(t->flags & KILN__POISON))
         t->node.fparam[0] = scale;
     return t;
+}
+
+KILN_API kiln_tensor *kiln_causal_softmax(kiln_graph *g, kiln_tensor *x, float scale)
+{
+    return causal_softmax(g, x, scale, NULL);
+}
+
+KILN_API kiln_tensor *kiln_causal_softmax_offset(kiln_graph *g, kiln_tensor *x, float scale,
+                                                 kiln_tensor *offset)
+{
+    if (g && !offset)
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "%s: offset is NULL: expected an i32 [1] tensor (or call "
+                                "kiln_causal_softmax)",
+                                kiln__op_name(KILN_OP_CAUSAL_SOFTMAX));
+    return causal_softmax(g, x, scale, offset);
 }

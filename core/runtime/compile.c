@@ -100,6 +100,12 @@ static bool is_leaf(const kiln_tensor *t)
     return (t->flags & KILN__LEAF) != 0;
 }
 
+/* An optimiser step: it runs after every other node (build_exec). */
+static bool runs_last(const kiln_tensor *t)
+{
+    return t->inplace && (kiln__op_def_of(t->node.op)->flags & KILN__OP_RUNS_LAST);
+}
+
 static kiln_tensor *src_tensor(const kiln_tensor *t, int i)
 {
     return (kiln_tensor *)t->node.src[i]; /* node is the first member */
@@ -116,10 +122,10 @@ static void compute_lifetimes(planner *p)
             kiln_tensor *src     = src_tensor(t, s);
             kiln_tensor *root    = kiln__storage(src);
             p->consumed[src->id] = true;
-            /* An in-place node runs last (build_exec), later than its index
-             * says, so what it reads must not be released at its index. */
+            /* A step runs last (build_exec), later than its index says, so
+             * what it reads must not be released at its index. */
             if (p->last_use[root->id] != LIVE_FOREVER)
-                p->last_use[root->id] = t->inplace ? LIVE_FOREVER : i;
+                p->last_use[root->id] = runs_last(t) ? LIVE_FOREVER : i;
         }
     }
     for (size_t i = 0; i < g->n_nodes; i++) {
@@ -244,12 +250,12 @@ static kiln_status build_exec(kiln_graph *g)
         kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "compile: out of memory");
         return KILN_ERR_NO_MEMORY;
     }
-    /* In-place updates (optimiser steps) go last, so that every reader of the
-     * tensor they overwrite has run, even one created after them. */
-    for (int inplace = 0; inplace <= 1; inplace++) {
+    /* Optimiser steps go last, so that every reader of the parameter they
+     * overwrite has run, even one created after them. */
+    for (int last = 0; last <= 1; last++) {
         for (size_t i = 0; i < g->n_nodes; i++) {
             const kiln_tensor *t = g->nodes[i];
-            if (!is_leaf(t) && !t->view_src && (t->inplace != NULL) == inplace)
+            if (!is_leaf(t) && !t->view_src && runs_last(t) == last)
                 plan->exec[plan->n_exec++] = &t->node;
         }
     }

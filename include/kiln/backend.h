@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to the structs or enums below. */
-#define KILN_BACKEND_ABI_VERSION 4
+#define KILN_BACKEND_ABI_VERSION 5
 
 #define KILN_BACKEND_ENTRY_SYMBOL "kiln_backend_entry"
 
@@ -190,11 +190,25 @@ typedef enum kiln_op {
     KILN_OP_EMBEDDING_GRAD,
     /* x [..., T, T] f32, same shape; fparam[0]: scale. Along the last axis,
      * row i of each T x T matrix is softmax(scale * x[i, 0..i]) in columns
-     * j <= i and exactly 0 in columns j > i (as if those were -inf).        */
+     * j <= i and exactly 0 in columns j > i (as if those were -inf).
+     * ABI 5: an optional src[1], offset i32 [1] (a key/value cache's
+     * position), shifts the mask: x is [..., Tq, Tk], row i keeps columns
+     * j <= i + offset[0] (none when that is negative: the row is all 0). */
     KILN_OP_CAUSAL_SOFTMAX,
-    /* src: g, y = causal_softmax(x); fparam[0]: scale. Per row, over its
-     * columns j <= i: scale * y * (g - sum_j(g * y)); 0 in columns j > i.   */
+    /* src: g, y = causal_softmax(x)[, offset as above, src[2]]; fparam[0]:
+     * scale. Per row, over its kept columns j: scale * y * (g - sum_j(g *
+     * y)); 0 in the others.                                                  */
     KILN_OP_CAUSAL_SOFTMAX_GRAD,
+
+    /* ---- key/value caches (ABI 5) ----------------------------------------- */
+
+    /* In place, the output IS src[0]: src: dst [...] f32, value (dst's shape
+     * but for axis iparam[0], of any length n), start i32 [1]. Writes value
+     * into dst along the axis at [start[0], start[0] + n); the rest of dst
+     * is kept. A start outside [0, dims[axis] - n] is an error at run time
+     * naming it (the OpenCL device reports it at synchronize, writing
+     * nothing).                                                              */
+    KILN_OP_STORE_SLICE,
 
     KILN_OP_COUNT
 } kiln_op;
@@ -210,7 +224,8 @@ KILN_API const char *kiln_op_name(kiln_op op);
  * is contiguous, row-major, numel elements of 4 bytes (f32 and i32). Every
  * element of the output must be written: buffers are not zeroed, and storage
  * is reused between nodes. A node's output never overlaps its sources,
- * except that an optimiser step's output is its src[0]. */
+ * except that an in-place op's output (an optimiser step's, STORE_SLICE's)
+ * is its src[0]. */
 typedef struct kiln_node {
     kiln_op                 op;
     kiln_dtype              dtype;

@@ -244,6 +244,14 @@ KILN_API kiln_tensor *kiln_log_softmax(kiln_graph *g, kiln_tensor *a);
  * j > i, which are never read. scale is usually 1 / sqrt(head_dim); it must
  * be finite. */
 KILN_API kiln_tensor *kiln_causal_softmax(kiln_graph *g, kiln_tensor *x, float scale);
+/* The same for incremental decoding, where the queries are the last Tq of
+ * the keys' positions: x [..., Tq, Tk] and offset an i32 [1] tensor whose
+ * value, read at run time, shifts the mask: row i keeps columns
+ * j <= i + offset (a row that keeps none is all 0). With a key/value cache
+ * of Tk positions holding p + 1 valid ones and the query at position p,
+ * Tq = 1 and offset = p. Differentiable in x. */
+KILN_API kiln_tensor *kiln_causal_softmax_offset(kiln_graph *g, kiln_tensor *x, float scale,
+                                                 kiln_tensor *offset);
 
 /* Embedding lookup: table [V, C] f32, ids [...] i32 (up to 3 axes) ->
  * [..., C], row ids[p] of the table at each position p. An id outside
@@ -283,6 +291,17 @@ KILN_API kiln_tensor *kiln_permute(kiln_graph *g, kiln_tensor *x, const int *per
  * backward pass. */
 KILN_API kiln_tensor *kiln_slice(kiln_graph *g, kiln_tensor *x, int axis, int64_t start,
                                  int64_t length);
+/* The inverse of kiln_slice, in place, for key/value caches: writes value
+ * into dst along axis (negative counts from the end) at [start, start + n),
+ * n value's length on that axis, and returns dst as it is after the write
+ * (use the result, not dst, so that readers run after the write). value has
+ * dst's shape on every other axis. start is an i32 [1] tensor read at run
+ * time; a start outside [0, dims[axis] - n] fails the run, naming it. dst
+ * must be an input (kiln_input), or what kiln_store_slice returned for one:
+ * its contents persist from run to run, and kiln writes it only here. Not
+ * differentiable. */
+KILN_API kiln_tensor *kiln_store_slice(kiln_graph *g, kiln_tensor *dst, kiln_tensor *value,
+                                       int axis, kiln_tensor *start);
 
 /* 2-D convolution (cross-correlation, as PyTorch), NCHW.
  * x [N, C, H, W], w [O, C, KH, KW], bias [O] or NULL -> [N, O, OH, OW] with

@@ -56,3 +56,23 @@ __kernel void kiln_slice_grad(GF *out, ulong oo, GCF *g, ulong go, ulong run, ul
     ulong o = i / whole, at = i % whole;
     out[oo + i] = at >= skip && at - skip < run ? g[go + o * run + at - skip] : 0.0f;
 }
+
+/* STORE_SLICE, in place: one work-item per element of value [outer, L,
+ * inner] (run = L * inner), into dst [outer, R, inner] (whole = R * inner)
+ * at start[0] * inner. A start outside [0, limit] writes nothing: work-item
+ * 0 reports it in err[slot] (the host names it at synchronize). */
+__kernel void kiln_store_slice(GF *out, ulong oo, GCF *value, ulong vo, GCI *start,
+                               ulong so, ulong run, ulong whole, ulong inner, long limit,
+                               ulong n, __global int *err, uint slot)
+{
+    ulong i = get_global_id(0);
+    if (i >= n)
+        return;
+    long at = start[so];
+    if (at < 0 || at > limit) {
+        if (i == 0)
+            atomic_min(err + slot, 0);
+        return;
+    }
+    out[oo + i / run * whole + (ulong)at * inner + i % run] = value[vo + i];
+}

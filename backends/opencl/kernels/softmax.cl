@@ -105,15 +105,25 @@ __kernel void kiln_cross_entropy_grad(GF *out, ulong oo, GCF *g, ulong go, GCF *
     }
 }
 
-/* CAUSAL_SOFTMAX: row `row` of the [rows, t] view is row row % t of its
- * T x T matrix and keeps its first row % t + 1 columns, of scale * x; the
+/* The columns row `row` of the [rows, tk] view keeps: it is row row % tq
+ * of its [tq, tk] matrix, shifted by the offset when there is one
+ * (has_offset; else tq = tk and off is not read), none when negative. */
+static ulong causal_keep(ulong row, ulong tq, ulong tk, GCI *off, ulong offo,
+                         uint has_offset)
+{
+    long keep = (long)(row % tq) + 1 + (has_offset ? (long)off[offo] : 0);
+    return keep < 0 ? 0 : min((ulong)keep, tk);
+}
+
+/* CAUSAL_SOFTMAX: each row keeps causal_keep columns, of scale * x; the
  * others are written 0. Maximum and sum as in row_logsumexp. */
-__kernel void kiln_causal_softmax(GF *out, ulong oo, GCF *x, ulong xo, ulong t,
+__kernel void kiln_causal_softmax(GF *out, ulong oo, GCF *x, ulong xo, ulong tq,
+                                  ulong tk, GCI *off, ulong offo, uint has_offset,
                                   float scale, __local acc_t *scratch)
 {
-    ulong row = get_group_id(0), keep = row % t + 1;
-    GCF *xr = x + xo + row * t;
-    GF *outr = out + oo + row * t;
+    ulong row = get_group_id(0), keep = causal_keep(row, tq, tk, off, offo, has_offset);
+    GCF *xr = x + xo + row * tk;
+    GF *outr = out + oo + row * tk;
     float m = scale * xr[0];
     for (ulong c = get_local_id(0); c < keep; c += get_local_size(0))
         m = max_nan(m, scale * xr[c]);
@@ -122,23 +132,24 @@ __kernel void kiln_causal_softmax(GF *out, ulong oo, GCF *x, ulong xo, ulong t,
     for (ulong c = get_local_id(0); c < keep; c += get_local_size(0))
         s = sum_add(s, exp(scale * xr[c] - m));
     float inv = (float)(1 / group_sum(s.s, scratch));
-    for (ulong c = get_local_id(0); c < t; c += get_local_size(0))
+    for (ulong c = get_local_id(0); c < tk; c += get_local_size(0))
         outr[c] = c < keep ? exp(scale * xr[c] - m) * inv : 0.0f;
 }
 
 /* CAUSAL_SOFTMAX_GRAD: scale * y * (g - sum(g * y)) over the kept columns,
  * 0 in the others. */
 __kernel void kiln_causal_softmax_grad(GF *out, ulong oo, GCF *g, ulong go, GCF *y,
-                                       ulong yo, ulong t, float scale,
+                                       ulong yo, ulong tq, ulong tk, GCI *off,
+                                       ulong offo, uint has_offset, float scale,
                                        __local acc_t *scratch)
 {
-    ulong row = get_group_id(0), keep = row % t + 1;
-    GCF *gr = g + go + row * t, *yr = y + yo + row * t;
-    GF *outr = out + oo + row * t;
+    ulong row = get_group_id(0), keep = causal_keep(row, tq, tk, off, offo, has_offset);
+    GCF *gr = g + go + row * tk, *yr = y + yo + row * tk;
+    GF *outr = out + oo + row * tk;
     kiln_sum s = sum_zero();
     for (ulong c = get_local_id(0); c < keep; c += get_local_size(0))
         s = sum_add(s, (acc_t)gr[c] * (acc_t)yr[c]);
     float total = (float)group_sum(s.s, scratch);
-    for (ulong c = get_local_id(0); c < t; c += get_local_size(0))
+    for (ulong c = get_local_id(0); c < tk; c += get_local_size(0))
         outr[c] = c < keep ? scale * (yr[c] * (gr[c] - total)) : 0.0f;
 }
