@@ -741,6 +741,29 @@ BACKEND_TEST(grad_causal_softmax, matches_finite_differences_with_a_scale)
     kiln_context_free(ctx);
 }
 
+BACKEND_TEST(grad_causal_softmax, with_an_offset_matches_finite_differences)
+{
+    static const struct {
+        ref_shape s;
+        int32_t   offset;
+    } cases[] = {
+        {{3, {2, 3, 5}}, 1},
+        {{3, {1, 1, 4}}, 2},
+        {{3, {2, 2, 3}}, -1}, /* the first row keeps nothing */
+        {{3, {1, 2, 3}}, 9},  /* every column kept */
+    };
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gcheck gc;
+        gc_begin(&gc, ctx, backend->label, "causal_softmax of %s, offset %d",
+                 ref_shape_text(cases[i].s), (int)cases[i].offset);
+        kiln_tensor *x = gc_param(&gc, "x", cases[i].s, FILL_ANY);
+        kiln_tensor *o = kiln_const(gc.g, KILN_I32, KILN_SHAPE(1), &cases[i].offset);
+        gc_check(&gc, kiln_causal_softmax_offset(gc.g, x, 0.5f, o));
+    }
+    kiln_context_free(ctx);
+}
+
 /* ---- accumulation and chains --------------------------------------------------------- */
 
 BACKEND_TEST(grad_graph, a_tensor_used_twice_gets_the_sum_of_both_gradients)

@@ -1056,6 +1056,53 @@ Test(grad_ops, causal_softmax_grad_uses_the_kept_columns_and_zeroes_the_rest)
     check_causal_softmax_grad(4, 150, 0.125f); /* two threads share it */
 }
 
+/* The same with queries [Tq] against keys [Tk] and an offset source. */
+static void check_causal_softmax_grad_offset(int64_t mats, int64_t tq, int64_t tk,
+                                             int32_t offset)
+{
+    char label[96];
+    snprintf(label, sizeof label, "causal_softmax_grad [%lld, %lld, %lld] offset %d",
+             (long long)mats, (long long)tq, (long long)tk, (int)offset);
+    op_case c = {0};
+    size_t  n = (size_t)(mats * tq * tk);
+    tensor *g = input(&c, KILN_SHAPE(mats, tq, tk), 74);
+    tensor *y = input(&c, KILN_SHAPE(mats, tq, tk), 75);
+    tensor *o = tensor_new(KILN_I32, KILN_SHAPE(1));
+    o->i[0]   = offset;
+    c.src[c.n_src++] = o;
+    float *x = malloc(n * sizeof *x), *want = malloc(n * sizeof *want);
+    cr_assert(x && want);
+    ref_fill(x, n, 76);
+    ref_causal_softmax_offset(x, mats, tq, tk, offset, 0.5f, y->f);
+    tensor *out = out_node(KILN_OP_CAUSAL_SOFTMAX_GRAD, KILN_SHAPE(mats, tq, tk), &c,
+                           label);
+    out->node.fparam[0] = 0.5f;
+    for (int64_t r = 0; r < mats * tq; r++) {
+        const float *gr = g->f + r * tk, *yr = y->f + r * tk;
+        int64_t      keep = r % tq + 1 + offset;
+        keep              = keep < 0 ? 0 : keep > tk ? tk : keep;
+        for (int64_t k = keep; k < tk; k++)
+            g->f[r * tk + k] = 1e6f; /* never read */
+        double s = 0.0;
+        for (int64_t k = 0; k < keep; k++)
+            s += (double)gr[k] * yr[k];
+        for (int64_t k = 0; k < tk; k++)
+            want[r * tk + k] = k < keep ? (float)(0.5f * yr[k] * (gr[k] - s)) : 0.0f;
+    }
+    run_case(&c, want, NULL, NULL, 0, TOL);
+    free(x);
+    free(want);
+    case_free(&c);
+}
+
+Test(grad_ops, causal_softmax_grad_with_an_offset_uses_the_kept_columns)
+{
+    check_causal_softmax_grad_offset(3, 1, 17, 5);
+    check_causal_softmax_grad_offset(2, 4, 9, 3);
+    check_causal_softmax_grad_offset(2, 3, 6, -2);
+    check_causal_softmax_grad_offset(1, 2, 150, 200);
+}
+
 /* ---- optimiser steps ------------------------------------------------------------------ */
 
 /* The reference's state of one optimiser: param, velocity or m, and v. */
