@@ -176,6 +176,9 @@ struct kiln_graph {
      * every optimiser step then reads, and the norm to clip to; or NULL */
     kiln_tensor *clip_sumsq;
     float        clip_max_norm;
+    /* kiln_graph_set_meta's pairs, a Jansson object owned and released by
+     * formats/safetensors.c, or NULL */
+    void           *meta;
     uint64_t        seed;       /* layer seed sequence (kiln_graph_seed)   */
     unsigned        n_layers;   /* layers made, for default layer names    */
     /* What other modules attached (the plan, the optimisers): each registers

@@ -818,3 +818,70 @@ Test(safetensors, null_arguments_are_refused)
     expect_error(kiln_load(NULL, "x"), KILN_ERR_INVALID_ARG, "graph is NULL", NULL);
     expect_error(kiln_load(g, NULL), KILN_ERR_INVALID_ARG, "path is NULL", NULL);
 }
+
+/* ---- metadata -------------------------------------------------------------------- */
+
+Test(safetensors, metadata_set_on_the_graph_is_saved_and_read_back)
+{
+    param(g, "dense.weight", KILN_SHAPE(2, 3), W);
+    expect_ok(kiln_graph_set_meta(g, "kiln.model", "gpt"), "set");
+    expect_ok(kiln_graph_set_meta(g, "kiln.heads", "3"), "set");
+    expect_ok(kiln_graph_set_meta(g, "kiln.heads", "4"), "set again"); /* replaces */
+    expect_ok(kiln_graph_set_meta(g, "unicod\xc3\xa9", "\xc3\xa7"), "set");
+    const char *path = in_dir("meta.safetensors");
+    expect_ok(kiln_save(g, path), "kiln_save");
+
+    /* the header as an independent reader sees it: JSON text */
+    size_t len;
+    char  *f = child_read_file(path, &len);
+    char   want[256];
+    snprintf(want, sizeof want,
+             "{\"__metadata__\":{\"producer\":\"kiln %s\",\"kiln.model\":\"gpt\","
+             "\"kiln.heads\":\"4\",\"unicod\xc3\xa9\":\"\xc3\xa7\"},",
+             kiln_version());
+    cr_assert(len > 8 + strlen(want) && memcmp(f + 8, want, strlen(want)) == 0,
+              "header starts\n%.*s\nexpected\n%s", (int)strlen(want), f + 8, want);
+    free(f);
+
+    char value[16];
+    expect_ok(kiln_file_meta(path, "kiln.model", value, sizeof value), "kiln_file_meta");
+    cr_assert_str_eq(value, "gpt");
+    expect_ok(kiln_file_meta(path, "kiln.heads", value, sizeof value), "kiln_file_meta");
+    cr_assert_str_eq(value, "4");
+    expect_ok(kiln_file_meta(path, "unicod\xc3\xa9", value, sizeof value), "kiln_file_meta");
+    cr_assert_str_eq(value, "\xc3\xa7");
+
+    cr_assert_eq(kiln_file_meta(path, "kiln.layers", value, sizeof value),
+                 KILN_ERR_NOT_FOUND);
+    cr_assert(strstr(kiln_last_error(), "has no metadata \"kiln.layers\""), "%s",
+              kiln_last_error());
+    cr_assert_eq(kiln_file_meta(path, "kiln.model", value, 3), KILN_ERR_INVALID_ARG);
+    cr_assert(strstr(kiln_last_error(), "\"kiln.model\" takes 4 bytes with its NUL, more "
+                                        "than the 3 given"),
+              "%s", kiln_last_error());
+    /* the loader still reads the weights of a file with metadata */
+    kiln_graph  *h = kiln_graph_new(ctx);
+    kiln_tensor *w = kiln_param(h, "dense.weight", KILN_SHAPE(2, 3));
+    expect_ok(kiln_load(h, path), "kiln_load");
+    expect_values(w, W, 6);
+    kiln_graph_free(h);
+}
+
+Test(safetensors, metadata_refuses_an_empty_key_and_text_that_is_not_utf8)
+{
+    cr_assert_eq(kiln_graph_set_meta(g, "", "x"), KILN_ERR_INVALID_ARG);
+    cr_assert(strstr(kiln_last_error(), "the key is empty"), "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_set_meta(g, "k", "caf\xe9"), KILN_ERR_INVALID_ARG);
+    cr_assert(strstr(kiln_last_error(), "the value \"caf\xe9\" is not valid UTF-8"), "%s",
+              kiln_last_error());
+    cr_assert_eq(kiln_graph_set_meta(g, "\xff", "x"), KILN_ERR_INVALID_ARG);
+    cr_assert_eq(kiln_graph_set_meta(g, "k", NULL), KILN_ERR_INVALID_ARG);
+    cr_assert_eq(kiln_graph_set_meta(NULL, "k", "v"), KILN_ERR_INVALID_ARG);
+    char v[8];
+    cr_assert_eq(kiln_file_meta(NULL, "k", v, sizeof v), KILN_ERR_INVALID_ARG);
+    /* a file without metadata (the independent writer's) and a missing one */
+    cr_assert_eq(kiln_file_meta(reference_file(), "k", v, sizeof v), KILN_ERR_NOT_FOUND);
+    cr_assert_eq(kiln_file_meta(in_dir("absent.safetensors"), "k", v, sizeof v),
+                 KILN_ERR_IO);
+    cr_assert(strstr(kiln_last_error(), "kiln_file_meta:"), "%s", kiln_last_error());
+}

@@ -174,6 +174,7 @@ static kiln_status build_header(const kiln_graph *g, char **out)
     bool    ok = root && meta &&
               json_object_set_new(meta, "producer",
                                   json_sprintf("kiln %s", kiln_version())) == 0 &&
+              (!g->meta || json_object_update(meta, g->meta) == 0) &&
               json_object_set(root, "__metadata__", meta) == 0;
     kiln_status st = ok ? KILN_OK : header_no_memory();
     if (st == KILN_OK)
@@ -183,6 +184,63 @@ static kiln_status build_header(const kiln_graph *g, char **out)
                                              "header as JSON");
     json_decref(meta);
     json_decref(root);
+    return st;
+}
+
+/* ---- metadata -------------------------------------------------------------------- */
+
+static void meta_free(kiln_graph *g)
+{
+    json_decref(g->meta);
+    g->meta = NULL;
+}
+
+/* A key or value as a JSON string: it must be valid UTF-8 without NUL
+ * (Jansson's json_string checks), and a key must not be empty. */
+static kiln_status meta_string(const char *what, const char *s, json_t **out)
+{
+    if (!s)
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_graph_set_meta: %s is NULL", what);
+    if (!*s && strcmp(what, "key") == 0)
+        return kiln__error(KILN_ERR_INVALID_ARG,
+                           "kiln_graph_set_meta: the key is empty: expected a name");
+    *out = json_string(s);
+    if (*out)
+        return KILN_OK;
+    /* NULL for text that is not UTF-8, or for no memory: tell them apart */
+    json_t *probe = json_string("");
+    if (!probe)
+        return kiln__error(KILN_ERR_NO_MEMORY, "kiln_graph_set_meta: out of memory");
+    json_decref(probe);
+    return kiln__error(KILN_ERR_INVALID_ARG,
+                       "kiln_graph_set_meta: the %s \"%.40s\" is not valid UTF-8: "
+                       "safetensors metadata is JSON text",
+                       what, s);
+}
+
+KILN_API kiln_status kiln_graph_set_meta(kiln_graph *g, const char *key,
+                                         const char *value)
+{
+    if (!g)
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_graph_set_meta: graph is NULL");
+    json_t     *k = NULL, *v = NULL;
+    kiln_status st = meta_string("key", key, &k);
+    if (st == KILN_OK)
+        st = meta_string("value", value, &v);
+    json_decref(k);
+    if (st == KILN_OK && !g->meta) {
+        g->meta = json_object();
+        if (g->meta)
+            kiln__graph_on_free(g, meta_free);
+        else
+            st = kiln__error(KILN_ERR_NO_MEMORY, "kiln_graph_set_meta: out of memory");
+    }
+    if (st == KILN_OK && json_object_set_new(g->meta, key, v) != 0) {
+        v  = NULL; /* json_object_set_new released it */
+        st = kiln__error(KILN_ERR_NO_MEMORY, "kiln_graph_set_meta: out of memory");
+    }
+    if (st != KILN_OK)
+        json_decref(v);
     return st;
 }
 
@@ -450,6 +508,7 @@ typedef struct entry {
 } entry;
 
 typedef struct file {
+    const char *call; /* "kiln_load", "kiln_file_meta": for messages */
     const char *path;
     FILE       *f;
     uint64_t    header_len, data_len;
@@ -467,8 +526,8 @@ static kiln_status malformed(const file *fl, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return kiln__error(KILN_ERR_IO, "kiln_load: %s is not a valid safetensors file: %s",
-                       fl->path, what);
+    return kiln__error(KILN_ERR_IO, "%s: %s is not a valid safetensors file: %s",
+                       fl->call, fl->path, what);
 }
 
 static size_t dtype_size(const char *dtype)
@@ -764,19 +823,19 @@ static kiln_status parse_failed(const file *fl, const char *json, size_t len,
     bool string;
     if (out_of_memory(err, json, len, &string))
         return string ? kiln__error(KILN_ERR_NO_MEMORY,
-                                    "kiln_load: out of memory parsing the header of %s "
+                                    "%s: out of memory parsing the header of %s "
                                     "(%zu bytes of JSON): Jansson could not copy the "
                                     "string ending at byte %d",
-                                    fl->path, len, err->position)
+                                    fl->call, fl->path, len, err->position)
                       : kiln__error(KILN_ERR_NO_MEMORY,
-                                    "kiln_load: out of memory parsing the header of %s "
+                                    "%s: out of memory parsing the header of %s "
                                     "(%zu bytes of JSON) into Jansson's values",
-                                    fl->path, len);
+                                    fl->call, fl->path, len);
     enum json_error_code code = json_error_code(err);
-    char        quote[JSON_ERROR_TEXT_LENGTH + 64];
-    int         what_len;
-    size_t      at   = error_at(err, json, len, &what_len, quote, sizeof quote);
-    const char *what = err->text, *hint = "";
+    char                 quote[JSON_ERROR_TEXT_LENGTH + 64];
+    int                  what_len;
+    size_t               at   = error_at(err, json, len, &what_len, quote, sizeof quote);
+    const char          *what = err->text, *hint = "";
     if (code == json_error_null_character) { /* "... without JSON_ALLOW_NUL" */
         what     = "\\u0000 is not allowed in a string";
         what_len = (int)strlen(what);
@@ -826,18 +885,18 @@ static kiln_status parse_header(file *fl, const char *json)
 static kiln_status read_at(const file *fl, uint64_t offset, void *buf, size_t n)
 {
     if (fseeko(fl->f, (off_t)offset, SEEK_SET) != 0)
-        return kiln__error(KILN_ERR_IO, "kiln_load: seeking in %s: %s", fl->path,
+        return kiln__error(KILN_ERR_IO, "%s: seeking in %s: %s", fl->call, fl->path,
                            strerror(errno));
     size_t got = fread(buf, 1, n, fl->f);
     if (got == n)
         return KILN_OK;
     if (ferror(fl->f))
-        return kiln__error(KILN_ERR_IO, "kiln_load: reading %s: %s", fl->path,
+        return kiln__error(KILN_ERR_IO, "%s: reading %s: %s", fl->call, fl->path,
                            strerror(errno));
     return kiln__error(KILN_ERR_IO,
-                       "kiln_load: %s ended after %llu bytes; expected %zu "
+                       "%s: %s ended after %llu bytes; expected %zu "
                        "more from byte %llu (was it changed while being read?)",
-                       fl->path, (unsigned long long)(offset + got), n - got,
+                       fl->call, fl->path, (unsigned long long)(offset + got), n - got,
                        (unsigned long long)offset);
 }
 
@@ -847,11 +906,11 @@ static kiln_status open_file(file *fl)
     uint64_t    size;
     kiln_status st = kiln__open_regular(fl->path, "weights file", &fd, &size);
     if (st != KILN_OK)
-        return kiln__error(st, "kiln_load: %s", kiln_last_error());
+        return kiln__error(st, "%s: %s", fl->call, kiln_last_error());
     fl->f = fdopen(fd, "rb");
     if (!fl->f) {
         close(fd);
-        return kiln__error(KILN_ERR_NO_MEMORY, "kiln_load: out of memory opening %s",
+        return kiln__error(KILN_ERR_NO_MEMORY, "%s: out of memory opening %s", fl->call,
                            fl->path);
     }
     unsigned char len[8];
@@ -872,14 +931,14 @@ static kiln_status open_file(file *fl)
                          (unsigned long long)(size - 8));
     if (fl->header_len > HEADER_MAX)
         return kiln__error(KILN_ERR_IO,
-                           "kiln_load: %s: the header length is %llu bytes, more than "
+                           "%s: %s: the header length is %llu bytes, more than "
                            "kiln reads (%llu bytes, 16 MiB)",
-                           fl->path, (unsigned long long)fl->header_len,
+                           fl->call, fl->path, (unsigned long long)fl->header_len,
                            (unsigned long long)HEADER_MAX);
     fl->data_len = size - 8 - fl->header_len;
     char *json   = kiln__malloc((size_t)fl->header_len, "a safetensors header");
     if (!json)
-        return kiln__error(KILN_ERR_NO_MEMORY, "kiln_load: %s: %s", fl->path,
+        return kiln__error(KILN_ERR_NO_MEMORY, "%s: %s: %s", fl->call, fl->path,
                            kiln_last_error());
     st = read_at(fl, 8, json, (size_t)fl->header_len);
     if (st == KILN_OK)
@@ -969,12 +1028,45 @@ static kiln_status load_params(kiln_graph *g, const file *fl)
     return st;
 }
 
+KILN_API kiln_status kiln_file_meta(const char *path, const char *key, char *value,
+                                    size_t size)
+{
+    if (!path || !key || (!value && size))
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_file_meta: %s is NULL",
+                           !path  ? "path"
+                           : !key ? "key"
+                                  : "value");
+    file        fl = {.call = "kiln_file_meta", .path = path};
+    kiln_status st = open_file(&fl);
+    if (st == KILN_OK) {
+        json_t     *meta = json_object_get(fl.header, "__metadata__");
+        const char *text = json_string_value(json_object_get(meta, key));
+        size_t      len  = text ? strlen(text) : 0;
+        if (!text)
+            st = kiln__error(KILN_ERR_NOT_FOUND,
+                             "kiln_file_meta: %s has no metadata \"%s\"%s", path, key,
+                             meta ? "" : " (it has no __metadata__ at all)");
+        else if (len >= size)
+            st = kiln__error(KILN_ERR_INVALID_ARG,
+                             "kiln_file_meta: %s: metadata \"%s\" takes %zu bytes with "
+                             "its NUL, more than the %zu given",
+                             path, key, len + 1, size);
+        else
+            memcpy(value, text, len + 1);
+    }
+    if (fl.f)
+        fclose(fl.f);
+    json_decref(fl.header);
+    free(fl.entries);
+    return st;
+}
+
 KILN_API kiln_status kiln_load(kiln_graph *g, const char *path)
 {
     if (!g || !path)
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_load: %s is NULL",
                            g ? "path" : "graph");
-    file        fl = {.path = path};
+    file        fl = {.call = "kiln_load", .path = path};
     kiln_status st = open_file(&fl);
     if (st == KILN_OK)
         st = load_params(g, &fl);

@@ -459,6 +459,20 @@ KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path);
  * folder) is refused before any read, and a JSON header longer than 16 MiB
  * by its length. A failed load changes no parameter. */
 KILN_API kiln_status kiln_load(kiln_graph *g, const char *path);
+/* Metadata that kiln_save writes into the file's "__metadata__" (strings,
+ * as safetensors allows; PyTorch's safe_open(...).metadata() reads them):
+ * what a program needs to rebuild the graph, such as a model's shape.
+ * Setting a key again replaces its value. Both must be valid UTF-8, the key
+ * not empty. kiln writes "producer" ("kiln <version>") unless it is set. */
+KILN_API kiln_status kiln_graph_set_meta(kiln_graph *g, const char *key,
+                                         const char *value);
+/* Reads the metadata `key` of a safetensors file into value (size bytes,
+ * NUL included). The file is checked as kiln_load checks it.
+ * KILN_ERR_NOT_FOUND when the file has no such key, KILN_ERR_INVALID_ARG
+ * when value is too small (the message says how much it needs), KILN_ERR_IO
+ * for a file that cannot be read or is not valid safetensors. */
+KILN_API kiln_status kiln_file_meta(const char *path, const char *key, char *value,
+                                    size_t size);
 
 /* ---- data: IDX files (MNIST, Fashion-MNIST), gzipped or not ---------------- */
 
