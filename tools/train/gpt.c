@@ -1,11 +1,7 @@
 /* tools/train/gpt.c — kiln-train --model gpt: a byte-level GPT-2 trained on
  * a text file.
  *
- * The model is GPT-2's block, as nanoGPT writes it: pre-LayerNorm, one
- * fused qkv projection, causal attention over heads, a 4x MLP with
- * tanh-GELU, biases on every linear layer; learned position embeddings, a
- * final layer norm and the output head tied to the byte embedding (vocabulary:
- * the 256 byte values). One graph holds the forward pass, its gradient,
+ * The model is tools/gpt/model.c's. One graph holds the forward pass, its gradient,
  * clipping by the global norm and AdamW; each step is one run of it, and
  * kiln_graph_eval runs its forward pass alone for the validation loss.
  *
@@ -15,10 +11,10 @@
  * offsets come from a fixed seed, so runs with different --seed compare on
  * the same text.
  *
- * Parameters have PyTorch-style names (transformer.h.0.attn.c_attn.weight,
- * ...); a dense weight is [in, out], kiln's layout, the transpose of
- * torch.nn.Linear's.
+ * --save writes the weights with the model's shape in the file's metadata,
+ * which kiln-generate reads.
  */
+#include "../gpt/model.h"
 #include "train.h"
 
 #include <errno.h>
@@ -29,7 +25,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define VOCAB       256
 #define VAL_BATCHES 20
 #define VAL_SEED    0x5EEDull
 
@@ -78,104 +73,22 @@ typedef struct gpt {
     uint64_t           init_state; /* splitmix64: each parameter's seed */
 } gpt;
 
-static kiln_tensor *param(gpt *m, const char *name, int ndim, const int64_t *dims,
-                          float stddev)
-{
-    kiln_tensor *p = kiln_param(m->g, name, ndim, dims);
-    if (!p)
-        die(1, "parameter %s: %s", name, kiln_last_error());
-    kiln_status st = stddev > 0 ? kiln_init_normal(p, 0.0f, stddev, next_random(&m->init_state))
-                                : kiln_init_constant(p, stddev < 0 ? 1.0f : 0.0f);
-    check(st, name);
-    return p;
-}
-
-/* x [rows, in] @ name.weight [in, out] + name.bias [out], weight N(0, std). */
-static kiln_tensor *linear(gpt *m, kiln_tensor *x, int64_t in, int64_t out,
-                           const char *name, float stddev)
-{
-    char w[160], b[160];
-    snprintf(w, sizeof w, "%s.weight", name);
-    snprintf(b, sizeof b, "%s.bias", name);
-    kiln_tensor *weight = param(m, w, KILN_SHAPE(in, out), stddev);
-    kiln_tensor *bias   = param(m, b, KILN_SHAPE(out), 0.0f);
-    return kiln_add(m->g, kiln_matmul(m->g, x, weight), bias);
-}
-
-/* name.weight (ones) and name.bias (zeros) over the last axis, eps 1e-5. */
-static kiln_tensor *layer_norm(gpt *m, kiln_tensor *x, int64_t c, const char *name)
-{
-    char w[160], b[160];
-    snprintf(w, sizeof w, "%s.weight", name);
-    snprintf(b, sizeof b, "%s.bias", name);
-    return kiln_layer_norm(m->g, x, param(m, w, KILN_SHAPE(c), -1.0f),
-                           param(m, b, KILN_SHAPE(c), 0.0f), 1e-5f);
-}
-
-/* [B, T, C] rows of qkv from `at` to [B, H, T, D]. */
-static kiln_tensor *heads_of(gpt *m, kiln_tensor *qkv, int64_t at)
-{
-    const gpt_options *o = m->o;
-    int64_t            D = o->embd / o->heads;
-    kiln_tensor       *s = kiln_slice(m->g, qkv, 2, at, o->embd);
-    s = kiln_reshape(m->g, s, KILN_SHAPE(o->batch, o->ctx, o->heads, D));
-    return kiln_permute(m->g, s, (const int[]){0, 2, 1, 3});
-}
-
-/* One block on x [B, T, C]: x + attn(ln_1(x)), then + mlp(ln_2(x)). */
-static kiln_tensor *block(gpt *m, kiln_tensor *x, int layer)
-{
-    const gpt_options *o = m->o;
-    kiln_graph        *g = m->g;
-    int64_t B = o->batch, T = o->ctx, C = o->embd, H = o->heads, D = C / H, BT = B * T;
-    /* GPT-2 scales the two projections into the residual by 1/sqrt(2 layers) */
-    float std = 0.02f, resid_std = 0.02f / sqrtf(2.0f * (float)o->layers);
-    char  name[128];
-
-    snprintf(name, sizeof name, "transformer.h.%d.ln_1", layer);
-    kiln_tensor *h = kiln_reshape(g, layer_norm(m, x, C, name), KILN_SHAPE(BT, C));
-    snprintf(name, sizeof name, "transformer.h.%d.attn.c_attn", layer);
-    kiln_tensor *qkv = kiln_reshape(g, linear(m, h, C, 3 * C, name, std),
-                                    KILN_SHAPE(B, T, 3 * C));
-    kiln_tensor *q = heads_of(m, qkv, 0), *k = heads_of(m, qkv, C),
-                *v   = heads_of(m, qkv, 2 * C);
-    kiln_tensor *att = kiln_causal_softmax(g, kiln_matmul_t(g, q, k, false, true),
-                                           1.0f / sqrtf((float)D));
-    kiln_tensor *y   = kiln_permute(g, kiln_matmul(g, att, v), (const int[]){0, 2, 1, 3});
-    y                = kiln_reshape(g, y, KILN_SHAPE(BT, C));
-    snprintf(name, sizeof name, "transformer.h.%d.attn.c_proj", layer);
-    y = kiln_reshape(g, linear(m, y, C, C, name, resid_std), KILN_SHAPE(B, T, C));
-    x = kiln_add(g, x, y);
-
-    snprintf(name, sizeof name, "transformer.h.%d.ln_2", layer);
-    h = kiln_reshape(g, layer_norm(m, x, C, name), KILN_SHAPE(BT, C));
-    snprintf(name, sizeof name, "transformer.h.%d.mlp.c_fc", layer);
-    h = kiln_gelu(g, linear(m, h, C, 4 * C, name, std));
-    snprintf(name, sizeof name, "transformer.h.%d.mlp.c_proj", layer);
-    h = kiln_reshape(g, linear(m, h, 4 * C, C, name, resid_std), KILN_SHAPE(B, T, C));
-    return kiln_add(g, x, h);
-}
-
 static gpt build(kiln_context *ctx, const gpt_options *o)
 {
     gpt m = {.o = o, .g = kiln_graph_new(ctx), .init_state = o->seed};
     if (!m.g)
         die(1, "%s", kiln_last_error());
-    kiln_graph *g = m.g;
-    int64_t     B = o->batch, T = o->ctx, C = o->embd;
-    m.ids         = kiln_input(g, "ids", KILN_I32, KILN_SHAPE(B, T));
-    m.targets     = kiln_input(g, "targets", KILN_I32, KILN_SHAPE(B * T));
-    m.pos         = kiln_input(g, "positions", KILN_I32, KILN_SHAPE(T));
-    kiln_tensor *wte = param(&m, "transformer.wte.weight", KILN_SHAPE(VOCAB, C), 0.02f);
-    kiln_tensor *wpe = param(&m, "transformer.wpe.weight", KILN_SHAPE(T, C), 0.02f);
-    kiln_tensor *x   = kiln_add(g, kiln_embedding(g, wte, m.ids), kiln_embedding(g, wpe, m.pos));
-    for (int l = 0; l < o->layers; l++)
-        x = block(&m, x, l);
-    x = kiln_reshape(g, layer_norm(&m, x, C, "transformer.ln_f"), KILN_SHAPE(B * T, C));
-    kiln_tensor *logits = kiln_matmul_t(g, x, wte, false, true); /* tied head */
-    m.loss              = kiln_cross_entropy(g, logits, m.targets);
+    kiln_graph  *g = m.g;
+    int64_t      B = o->batch, T = o->ctx;
+    gpt_shape    s = {o->layers, o->heads, o->embd, o->ctx};
+    kiln_tensor *logits = gpt_build(g, &s, B, T, &m.init_state, NULL, &m.ids, &m.pos);
+    if (!logits)
+        die(1, "building the model: %s", gpt_error(g));
+    m.targets = kiln_input(g, "targets", KILN_I32, KILN_SHAPE(B * T));
+    m.loss    = kiln_cross_entropy(g, logits, m.targets);
     if (kiln_graph_status(g) != KILN_OK)
         die(1, "building the model: %s", kiln_graph_error(g));
+    check(gpt_shape_save(g, &s), "recording the model's shape");
     check(kiln_output(g, m.loss), "the loss");
     check(kiln_backward(g, m.loss), "kiln_backward");
     m.norm = kiln_clip_grad_norm(g, 1.0f);
