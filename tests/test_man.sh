@@ -39,6 +39,7 @@ check_tool() { # TOOL SOURCE
 check_tool kiln-info tools/info/main.c
 check_tool kiln-bench tools/bench/main.c
 check_tool kiln-train tools/train/main.c
+check_tool kiln-generate tools/generate/main.c
 
 vars=$(cd "$src" && grep -rhoE 'getenv\("KILN_[A-Z0-9_]+"\)' core backends tools |
     sed 's/getenv("\(.*\)")/\1/' | sort -u)
@@ -47,7 +48,8 @@ for v in $vars; do
     grep -q "^\.B $v\$" "$man/kiln.7" || fail "kiln(7) does not describe $v, which kiln reads"
 done
 
-for page in "$man"/kiln-info.1 "$man"/kiln-bench.1 "$man"/kiln-train.1 "$man"/kiln.7; do
+for page in "$man"/kiln-info.1 "$man"/kiln-bench.1 "$man"/kiln-train.1 \
+    "$man"/kiln-generate.1 "$man"/kiln.7; do
     out=$(groff -ww -z -t -man -Tutf8 "$page" 2>&1) || fail "groff failed on $page"
     [ -z "$out" ] || fail "groff warns on $page: $out"
     if command -v man >/dev/null; then
