@@ -138,22 +138,24 @@ static bool cpu_reduce_by_rows(const cpu_device *dev, cpu_reduce_job *j)
     return true;
 }
 
-kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node)
+/* x seen as [outer, r, inner] summed (or averaged) over r into out [outer,
+ * inner]: one thread per share of a long single reduction, per share of
+ * rows for one output row, else per chunk of columns. */
+static kiln_status cpu_reduce(const cpu_device *dev, const kiln_node *node, const float *x,
+                              float *out, int64_t outer, int64_t r, int64_t inner, bool mean)
 {
-    int64_t outer, r, inner;
-    kiln__axis_extent(node->src[0], node->iparam[0], &outer, &r, &inner);
     cpu_reduce_job *job = malloc(sizeof *job);
     if (!job)
         return dev->host->error(KILN_ERR_NO_MEMORY, "%s: cannot allocate %zu bytes",
                                 kiln__op_name(node->op), sizeof *job);
     job->dev    = dev;
-    job->x      = cpu_cf32(node->src[0]);
-    job->out    = cpu_f32(node);
+    job->x      = x;
+    job->out    = out;
     job->outer  = (size_t)outer;
     job->r      = (size_t)r;
     job->inner  = (size_t)inner;
     job->chunks = (job->inner + CPU_SUM_COLS - 1) / CPU_SUM_COLS;
-    job->mean   = node->op == KILN_OP_MEAN;
+    job->mean   = mean;
 
     if (outer == 1 && inner == 1) {
         int nt = (int)(job->r / CPU_ELEMENTWISE_GRAIN);
@@ -175,6 +177,14 @@ kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node)
     }
     free(job);
     return KILN_OK;
+}
+
+kiln_status cpu_op_sum_mean(const cpu_device *dev, const kiln_node *node)
+{
+    int64_t outer, r, inner;
+    kiln__axis_extent(node->src[0], node->iparam[0], &outer, &r, &inner);
+    return cpu_reduce(dev, node, cpu_cf32(node->src[0]), cpu_f32(node), outer, r, inner,
+                      node->op == KILN_OP_MEAN);
 }
 
 /* ---- MAX, ARGMAX ---------------------------------------------------------- */
@@ -225,14 +235,13 @@ kiln_status cpu_op_argmax(const cpu_device *dev, const kiln_node *node)
 
 /* ---- SUM_TO, EXPAND, MAX_GRAD: the gradients of reductions ------------------ */
 
+/* out[j] sums x[i] over i % n == j: x as [repeats, n] summed over its rows
+ * (a bias's gradient), by the threads and the vector kernels of SUM. */
 kiln_status cpu_op_sum_to(const cpu_device *dev, const kiln_node *node)
 {
-    size_t n = (size_t)node->numel, repeats = n ? (size_t)node->src[0]->numel / n : 0;
-    const float *x   = cpu_cf32(node->src[0]);
-    float       *out = cpu_f32(node);
-    for (size_t j = 0; j < n; j++)
-        out[j] = repeats ? (float)dev->k.sum(x + j, repeats, n) : 0.0f;
-    return KILN_OK;
+    int64_t n = node->numel, repeats = n ? node->src[0]->numel / n : 0;
+    return cpu_reduce(dev, node, cpu_cf32(node->src[0]), cpu_f32(node), 1, repeats, n,
+                      false);
 }
 
 
