@@ -157,6 +157,10 @@ typedef struct cpu_kernels {
     /* one row of n > 0 of LAYER_NORM_GRAD (backend.h)                       */
     void (*layer_norm_grad_row)(float *out, const float *g, const float *x,
                                 const float *w, size_t n, float eps);
+    /* acc[i] += g[i] * xhat[i], i < n, for one row of n > 0 (the weight's
+     * gradient in LAYER_NORM_GRAD_WEIGHT)                                  */
+    void (*layer_norm_weight_row)(double *acc, const float *g, const float *x, size_t n,
+                                  float eps);
     /* out[i] = v, i < n: EXPAND's broadcast of one element                 */
     void (*fill)(float *out, float v, size_t n);
     /* out[i] = x[i] > 0 ? g[i] : 0, i < n: 0 where x is NaN                 */

@@ -56,10 +56,20 @@ static void cpu_layer_norm_grad_row_scalar(float *out, const float *g, const flo
     }
 }
 
+static void cpu_layer_norm_weight_row_scalar(double *acc, const float *g, const float *x,
+                                             size_t n, float eps)
+{
+    double m, r;
+    cpu_norm_stats(x, n, eps, &m, &r);
+    for (size_t c = 0; c < n; c++)
+        acc[c] += (double)g[c] * (((double)x[c] - m) * r);
+}
+
 void cpu_norm_kernels_scalar(cpu_kernels *k)
 {
-    k->layer_norm_row      = cpu_layer_norm_row_scalar;
-    k->layer_norm_grad_row = cpu_layer_norm_grad_row_scalar;
+    k->layer_norm_row        = cpu_layer_norm_row_scalar;
+    k->layer_norm_grad_row   = cpu_layer_norm_grad_row_scalar;
+    k->layer_norm_weight_row = cpu_layer_norm_weight_row_scalar;
 }
 
 /* ---- LAYER_NORM, LAYER_NORM_GRAD: a row at a time ------------------------------ */
@@ -112,7 +122,8 @@ kiln_status cpu_op_layer_norm(const cpu_device *dev, const kiln_node *node)
  * (in double); the shares are added after. The rows are the long side in a
  * transformer (batch x time against the width), so they are what is cut. */
 typedef struct cpu_norm_weight_job {
-    const float *g, *x;
+    const cpu_device *dev;
+    const float      *g, *x;
     double      *acc;
     size_t       rows, cols;
     float        eps;
@@ -124,19 +135,15 @@ static void cpu_norm_weight_task(void *arg, int tid, int nt)
     size_t                     n   = j->cols, lo, hi;
     double                    *acc = j->acc + (size_t)tid * n;
     cpu_split(j->rows, 1, tid, nt, &lo, &hi);
-    for (size_t r = lo; r < hi; r++) {
-        const float *gr = j->g + r * n, *xr = j->x + r * n;
-        double       m, rs;
-        cpu_norm_stats(xr, n, j->eps, &m, &rs);
-        for (size_t c = 0; c < n; c++)
-            acc[c] += (double)gr[c] * (((double)xr[c] - m) * rs);
-    }
+    for (size_t r = lo; r < hi; r++)
+        j->dev->k.layer_norm_weight_row(acc, j->g + r * n, j->x + r * n, n, j->eps);
 }
 
 kiln_status cpu_op_layer_norm_grad_weight(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node    *x   = node->src[1];
     cpu_norm_weight_job job = {
+        .dev  = dev,
         .g    = cpu_cf32(node->src[0]),
         .x    = cpu_cf32(x),
         .rows = (size_t)kiln__rows(x),

@@ -629,8 +629,122 @@ static double CPU_SN(sum_sq_diff)(const float *a, const float *b, size_t n)
     return CPU_VD_HSUM(CPU_VD_ADD(s0, s1));
 }
 
+/* ---- LAYER_NORM's rows: statistics and xhat in double (ops_norm.c) --------- */
+
+/* A row's mean and 1 / sqrt(var + eps), var the biased variance, in two
+ * passes in double. Full vectors, then the few elements past the last one
+ * one at a time: a masked lane would add (0 - mean)^2. */
+CPU_INLINE void CPU_SN(norm_stats)(const float *x, size_t n, float eps, double *mean,
+                                   double *rstd)
+{
+    double m  = CPU_SN(sum)(x, n, 1) / (double)n;
+    cpu_vd vm = CPU_VD_BCAST(m), s0 = CPU_VD_ZERO(), s1 = CPU_VD_ZERO();
+    size_t i  = 0;
+    for (; i + CPU_VL <= n; i += CPU_VL) {
+        cpu_vf a  = CPU_VLOADU(x + i);
+        cpu_vd lo = CPU_VD_SUB(CPU_VD_LO(a), vm), hi = CPU_VD_SUB(CPU_VD_HI(a), vm);
+        s0        = CPU_VD_FMA(lo, lo, s0);
+        s1        = CPU_VD_FMA(hi, hi, s1);
+    }
+    double v = CPU_VD_HSUM(CPU_VD_ADD(s0, s1));
+    for (; i < n; i++)
+        v += ((double)x[i] - m) * ((double)x[i] - m);
+    *mean = m;
+    *rstd = 1.0 / sqrt(v / (double)n + (double)eps);
+}
+
+/* xhat of 8 or 16 elements, in double halves */
+CPU_INLINE void CPU_SN(norm_xhat)(const float *x, cpu_vd vm, cpu_vd vr, cpu_vd *lo,
+                                  cpu_vd *hi)
+{
+    cpu_vf a = CPU_VLOADU(x);
+    *lo      = CPU_VD_MUL(CPU_VD_SUB(CPU_VD_LO(a), vm), vr);
+    *hi      = CPU_VD_MUL(CPU_VD_SUB(CPU_VD_HI(a), vm), vr);
+}
+
+/* out = xhat * w + b: xhat rounded to float once, then one FMA. */
+static void CPU_SN(layer_norm_row)(float *out, const float *x, const float *w,
+                                   const float *b, size_t n, float eps)
+{
+    double m, r;
+    CPU_SN(norm_stats)(x, n, eps, &m, &r);
+    cpu_vd vm = CPU_VD_BCAST(m), vr = CPU_VD_BCAST(r);
+    size_t i  = 0;
+    for (; i + CPU_VL <= n; i += CPU_VL) {
+        cpu_vd lo, hi;
+        CPU_SN(norm_xhat)(x + i, vm, vr, &lo, &hi);
+        cpu_vf xh = CPU_VD_TO_F(lo, hi);
+        CPU_VSTOREU(out + i, CPU_VFMA(xh, CPU_VLOADU(w + i),
+                                      b ? CPU_VLOADU(b + i) : CPU_VZERO()));
+    }
+    for (; i < n; i++)
+        out[i] = (float)(((double)x[i] - m) * r) * w[i] + (b ? b[i] : 0.0f);
+}
+
+/* dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)), gw = g * w, in
+ * double throughout. */
+static void CPU_SN(layer_norm_grad_row)(float *out, const float *g, const float *x,
+                                        const float *w, size_t n, float eps)
+{
+    double m, r;
+    CPU_SN(norm_stats)(x, n, eps, &m, &r);
+    cpu_vd vm = CPU_VD_BCAST(m), vr = CPU_VD_BCAST(r);
+    cpu_vd sg = CPU_VD_ZERO(), sgx = CPU_VD_ZERO();
+    size_t i  = 0;
+    for (; i + CPU_VL <= n; i += CPU_VL) {
+        cpu_vd lo, hi;
+        CPU_SN(norm_xhat)(x + i, vm, vr, &lo, &hi);
+        cpu_vf gw = CPU_VMUL(CPU_VLOADU(g + i), CPU_VLOADU(w + i));
+        sg        = CPU_VD_ADD(sg, CPU_VD_ADD(CPU_VD_LO(gw), CPU_VD_HI(gw)));
+        sgx = CPU_VD_FMA(CPU_VD_LO(gw), lo, CPU_VD_FMA(CPU_VD_HI(gw), hi, sgx));
+    }
+    double sgs = CPU_VD_HSUM(sg), sgxs = CPU_VD_HSUM(sgx);
+    for (size_t t = i; t < n; t++) {
+        double gw = (double)(g[t] * w[t]);
+        sgs += gw;
+        sgxs += gw * (((double)x[t] - m) * r);
+    }
+    double a = sgs / (double)n, c = sgxs / (double)n;
+    cpu_vd va = CPU_VD_BCAST(a), vc = CPU_VD_BCAST(c);
+    for (i = 0; i + CPU_VL <= n; i += CPU_VL) {
+        cpu_vd lo, hi;
+        CPU_SN(norm_xhat)(x + i, vm, vr, &lo, &hi);
+        cpu_vf gw = CPU_VMUL(CPU_VLOADU(g + i), CPU_VLOADU(w + i));
+        lo = CPU_VD_MUL(vr, CPU_VD_SUB(CPU_VD_SUB(CPU_VD_LO(gw), va), CPU_VD_MUL(lo, vc)));
+        hi = CPU_VD_MUL(vr, CPU_VD_SUB(CPU_VD_SUB(CPU_VD_HI(gw), va), CPU_VD_MUL(hi, vc)));
+        CPU_VSTOREU(out + i, CPU_VD_TO_F(lo, hi));
+    }
+    for (; i < n; i++) {
+        double xhat = ((double)x[i] - m) * r;
+        out[i]      = (float)(r * ((double)(g[i] * w[i]) - a - xhat * c));
+    }
+}
+
+/* acc[c] += g[c] * xhat[c] over one row (LAYER_NORM_GRAD_WEIGHT). */
+static void CPU_SN(layer_norm_weight_row)(double *acc, const float *g, const float *x,
+                                          size_t n, float eps)
+{
+    double m, r;
+    CPU_SN(norm_stats)(x, n, eps, &m, &r);
+    cpu_vd vm = CPU_VD_BCAST(m), vr = CPU_VD_BCAST(r);
+    size_t i  = 0;
+    for (; i + CPU_VL <= n; i += CPU_VL) {
+        cpu_vd lo, hi;
+        CPU_SN(norm_xhat)(x + i, vm, vr, &lo, &hi);
+        cpu_vf gv = CPU_VLOADU(g + i);
+        CPU_VD_STOREU(acc + i, CPU_VD_FMA(CPU_VD_LO(gv), lo, CPU_VD_LOADU(acc + i)));
+        CPU_VD_STOREU(acc + i + CPU_VL / 2,
+                      CPU_VD_FMA(CPU_VD_HI(gv), hi, CPU_VD_LOADU(acc + i + CPU_VL / 2)));
+    }
+    for (; i < n; i++)
+        acc[i] += (double)g[i] * (((double)x[i] - m) * r);
+}
+
 void CPU_SN(simd_kernels)(cpu_kernels *k)
 {
+    k->layer_norm_row        = CPU_SN(layer_norm_row);
+    k->layer_norm_grad_row   = CPU_SN(layer_norm_grad_row);
+    k->layer_norm_weight_row = CPU_SN(layer_norm_weight_row);
     k->binary[CPU_ADD]    = CPU_SN(add);
     k->binary[CPU_SUB]    = CPU_SN(sub);
     k->binary[CPU_MUL]    = CPU_SN(mul);
