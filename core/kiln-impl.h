@@ -268,6 +268,8 @@ kiln_tensor *kiln__cross_entropy_grad(kiln_graph *g, kiln_tensor *gy, kiln_tenso
 kiln_tensor *kiln__embedding_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
 /* The input's gradient of a causal_softmax node y, from y and its scale. */
 kiln_tensor *kiln__causal_softmax_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *y);
+/* The qkv gradient of a causal_attention node fwd, from gy [B, T, C]. */
+kiln_tensor *kiln__causal_attention_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
 /* op: KILN_OP_LAYER_NORM_GRAD (for x) or KILN_OP_LAYER_NORM_GRAD_WEIGHT (for
  * the weight) of the layer_norm node fwd; eps is fwd's */
 kiln_tensor *kiln__layer_norm_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,

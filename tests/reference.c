@@ -774,3 +774,35 @@ void ref_causal_softmax_offset(const float *x, int64_t mats, int64_t tq, int64_t
             out[r * tk + j] = j <= i ? (float)(exp((double)scale * row[j] - m) / s) : 0.0f;
     }
 }
+
+void ref_causal_attention(const float *qkv, int64_t B, int64_t T, int64_t C, int64_t H,
+                          float scale, float *out)
+{
+    int64_t D = C / H;
+    double *p = malloc((size_t)(T > 0 ? T : 1) * sizeof *p);
+    if (!p)
+        abort();
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t t = 0; t < T; t++) {
+                const float *q = qkv + (b * T + t) * 3 * C + h * D;
+                double       m = -INFINITY, s = 0.0;
+                for (int64_t j = 0; j <= t; j++) {
+                    const float *k = qkv + (b * T + j) * 3 * C + C + h * D;
+                    double       d = 0.0;
+                    for (int64_t e = 0; e < D; e++)
+                        d += (double)q[e] * k[e];
+                    p[j] = (double)scale * d;
+                    m    = p[j] > m ? p[j] : m;
+                }
+                for (int64_t j = 0; j <= t; j++)
+                    s += p[j] = exp(p[j] - m);
+                for (int64_t e = 0; e < D; e++) {
+                    double y = 0.0;
+                    for (int64_t j = 0; j <= t; j++)
+                        y += p[j] / s * qkv[(b * T + j) * 3 * C + 2 * C + h * D + e];
+                    out[(b * T + t) * C + h * D + e] = (float)y;
+                }
+            }
+    free(p);
+}

@@ -209,6 +209,10 @@ void ref_embedding_grad(const float *g, const int32_t *ids, int64_t positions,
 void ref_causal_softmax(const float *x, int64_t mats, int64_t t, float scale, float *out);
 /* The same with queries [mats, tq] against keys [tk]: row i keeps columns
  * j <= i + offset (none when negative: the row is 0). */
+/* qkv [B, T, 3C] with H heads -> out [B, T, C]: GPT-2's causal attention
+ * (kiln_causal_attention), in double */
+void ref_causal_attention(const float *qkv, int64_t B, int64_t T, int64_t C, int64_t H,
+                          float scale, float *out);
 void ref_causal_softmax_offset(const float *x, int64_t mats, int64_t tq, int64_t tk,
                                int64_t offset, float scale, float *out);
 

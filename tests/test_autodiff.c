@@ -764,6 +764,24 @@ BACKEND_TEST(grad_causal_softmax, with_an_offset_matches_finite_differences)
     kiln_context_free(ctx);
 }
 
+BACKEND_TEST(grad_causal_attention, matches_finite_differences)
+{
+    static const struct {
+        int64_t B, T, C;
+        int     H;
+    } cases[] = {{1, 3, 2, 1}, {2, 4, 4, 2}, {1, 35, 2, 1}, {1, 2, 6, 3}};
+    kiln_context *ctx = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gcheck    gc;
+        ref_shape s = ref_shape_of(KILN_SHAPE(cases[i].B, cases[i].T, 3 * cases[i].C));
+        gc_begin(&gc, ctx, backend->label, "causal_attention of %s, %d heads",
+                 ref_shape_text(s), cases[i].H);
+        kiln_tensor *qkv = gc_param(&gc, "qkv", s, FILL_ANY);
+        gc_check(&gc, kiln_causal_attention(gc.g, qkv, cases[i].H, 0.6f));
+    }
+    kiln_context_free(ctx);
+}
+
 /* ---- accumulation and chains --------------------------------------------------------- */
 
 BACKEND_TEST(grad_graph, a_tensor_used_twice_gets_the_sum_of_both_gradients)

@@ -2016,6 +2016,72 @@ Test(causal_softmax, refuses_an_offset_that_is_not_one_i32)
     kiln_context_free(ctx);
 }
 
+/* ---- causal_attention ---------------------------------------------------------------- */
+
+static void check_attention(kiln_context *ctx, const char *spec, int64_t B, int64_t T,
+                            int64_t C, int H, float scale, fill_kind fill)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "causal_attention B=%lld T=%lld C=%lld H=%d %s",
+               (long long)B, (long long)T, (long long)C, H, fill_names[fill]);
+    ref_shape    s   = ref_shape_of(KILN_SHAPE(B, T, 3 * C));
+    leaf        *qkv = case_input(&c, "qkv", s, fill);
+    kiln_tensor *y   = kiln_causal_attention(c.g, qkv->t, H, scale);
+    case_compile(&c, y);
+    ref_shape out  = ref_shape_of(KILN_SHAPE(B, T, C));
+    float    *want = case_scratch(&c, ref_numel(out), sizeof *want);
+    for (int r = 0; r < RUNS; r++) {
+        case_run(&c);
+        ref_causal_attention(qkv->f, B, T, C, H, scale, want);
+        case_expect(&c, y, want, out, (ref_tol){2e-5, 2e-5});
+    }
+    case_end(&c);
+}
+
+/* Rows of queries in blocks of 32 on the cpu: T around and past the blocks,
+ * one head and several, D from 1 to 64. */
+BACKEND_TEST(causal_attention, matches_reference)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    check_attention(ctx, backend->label, 1, 1, 4, 1, 0.5f, FILL_ANY);
+    check_attention(ctx, backend->label, 2, 5, 6, 3, 0.7f, FILL_ANY);
+    check_attention(ctx, backend->label, 2, 31, 8, 2, 0.5f, FILL_ANY);
+    check_attention(ctx, backend->label, 1, 33, 16, 4, 0.5f, FILL_ANY);
+    check_attention(ctx, backend->label, 3, 70, 64, 1, 0.125f, FILL_ANY);
+    check_attention(ctx, backend->label, 2, 128, 32, 4, 0.35f, FILL_ANY);
+    check_attention(ctx, backend->label, 1, 9, 4, 4, 1.0f, FILL_ANY); /* D = 1 */
+    check_attention(ctx, backend->label, 1, 40, 8, 2, 0.3f, FILL_PLUS_MINUS_1000);
+    check_attention(ctx, backend->label, 0, 5, 8, 2, 0.3f, FILL_ANY); /* no batch */
+    kiln_context_free(ctx);
+}
+
+Test(causal_attention, refuses_a_qkv_that_is_not_three_wide_and_heads_that_do_not_divide)
+{
+    kiln_context *ctx = test_context(test_first_spec());
+    static const struct {
+        int         ndim;
+        int64_t     dims[3];
+        int         heads;
+        float       scale;
+        const char *msg;
+    } bad[] = {
+        {3, {2, 4, 10}, 1, 1.0f, "causal_attention: qkv [2, 4, 10]: expected [B, T, 3C]"},
+        {2, {4, 12}, 1, 1.0f, "causal_attention: qkv [4, 12]: expected [B, T, 3C]"},
+        {3, {2, 4, 12}, 3, 1.0f, "3 heads: expected a number of heads that divides C = 4"},
+        {3, {2, 4, 12}, 0, 1.0f, "0 heads"},
+        {3, {2, 4, 12}, 2, NAN, "causal_attention: scale nan: expected a finite number"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *x = kiln_input(g, "qkv", KILN_F32, bad[i].ndim, bad[i].dims);
+        kiln_causal_attention(g, x, bad[i].heads, bad[i].scale);
+        cr_assert(strstr(graph_error(g), bad[i].msg), "case %zu: expected \"%s\" in: %s", i,
+                  bad[i].msg, graph_error(g));
+        kiln_graph_free(g);
+    }
+    kiln_context_free(ctx);
+}
+
 /* ---- store_slice ------------------------------------------------------------------------ */
 
 /* The reference: value [outer, n, inner] into dst [outer, r, inner] at start. */

@@ -496,6 +496,31 @@ static const char *rule_store_slice(const kiln_node *node)
     return NULL;
 }
 
+/* CAUSAL_ATTENTION (qkv) and its gradient (g, qkv): qkv [B, T, 3C], H
+ * heads dividing C, a finite scale; the output [B, T, C], or qkv's shape
+ * for the gradient, whose g is [B, T, C]. */
+static const char *rule_attention(const kiln_node *node)
+{
+    bool             grad = node->op == KILN_OP_CAUSAL_ATTENTION_GRAD;
+    const kiln_node *qkv  = node->src[grad ? 1 : 0];
+    const kiln_node *y    = grad ? node->src[0] : node;
+    int              h    = node->iparam[0];
+    if (qkv->ndim != 3 || qkv->dims[2] % 3 != 0)
+        return "qkv is not [B, T, 3C]";
+    int64_t c = qkv->dims[2] / 3;
+    if (y->ndim != 3 || y->dims[0] != qkv->dims[0] || y->dims[1] != qkv->dims[1] ||
+        y->dims[2] != c)
+        return "the output (or the gradient) is not [B, T, C] for qkv [B, T, 3C]";
+    if (grad && (node->ndim != 3 || node->numel != qkv->numel ||
+                 node->dims[2] != qkv->dims[2]))
+        return "the gradient's output is not qkv's shape";
+    if (h < 1 || c % h != 0)
+        return "the heads (iparam[0]) do not divide C";
+    if (!isfinite(node->fparam[0]))
+        return "the scale (fparam[0]) is not finite";
+    return NULL;
+}
+
 /* ---- the table ------------------------------------------------------------------------ */
 
 /* One row per op, its fields in columns. */
@@ -615,6 +640,10 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
     [KILN_OP_CAUSAL_SOFTMAX_GRAD] = { "causal_softmax_grad", 2, 1, F32,
                                       { F32, F32, I32 }, { "gradient", "y", "offset" },
                                       rule_causal, RUNS },
+    [KILN_OP_CAUSAL_ATTENTION] = { "causal_attention", 1, 0, F32, { F32 }, { "qkv" },
+                                   rule_attention, RUNS | GRAD },
+    [KILN_OP_CAUSAL_ATTENTION_GRAD] = { "causal_attention_grad", 2, 0, F32, { F32, F32 },
+                                        { "gradient", "qkv" }, rule_attention, RUNS },
     [KILN_OP_STORE_SLICE] = { "store_slice", 3, 0, F32, { F32, F32, I32 },
                               { "destination", "value", "start" }, rule_store_slice,
                               RUNS | KILN__OP_IN_PLACE },

@@ -300,6 +300,7 @@ typedef struct cpu_gemm_args {
     float            *c;
     size_t            ldc;
     const float      *row_bias; /* NULL, or c[i,:] += bias[i] */
+    bool              accumulate; /* c += a b instead of c = a b (no row_bias) */
 } cpu_gemm_args;
 
 /* The packed GEMM on the device's threads (on the calling thread alone
@@ -350,6 +351,8 @@ kiln_status cpu_op_transpose(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_permute(const cpu_device *dev, const kiln_node *node);
 /* SLICE and SLICE_GRAD */
 kiln_status cpu_op_slice(const cpu_device *dev, const kiln_node *node);
+/* CAUSAL_ATTENTION and CAUSAL_ATTENTION_GRAD */
+kiln_status cpu_op_causal_attention(const cpu_device *dev, const kiln_node *node);
 /* STORE_SLICE, in place */
 kiln_status cpu_op_store_slice(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node);

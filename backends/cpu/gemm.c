@@ -147,7 +147,8 @@ static void cpu_gemm_block(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
     if (m0 >= m1 || n0 >= n1)
         return;
     if (g->K == 0) {
-        cpu_gemm_fill(g, m0, m1, n0, n1);
+        if (!g->accumulate)
+            cpu_gemm_fill(g, m0, m1, n0, n1);
         return;
     }
     /* K in equal blocks of at most kc: no short last block */
@@ -164,8 +165,8 @@ static void cpu_gemm_block(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
             for (size_t ic = m0; ic < m1; ic += uk->mc) {
                 size_t mcur = CPU_MIN(uk->mc, m1 - ic);
                 uk->pack_a(ws->a, g->a, g->lda, g->ta, ic, pc, mcur, kcur);
-                cpu_gemm_macro(uk, ws, g, ic, mcur, jc, ncur, kcur, pc > 0,
-                               pc + kcur >= g->K);
+                cpu_gemm_macro(uk, ws, g, ic, mcur, jc, ncur, kcur,
+                               pc > 0 || g->accumulate, pc + kcur >= g->K);
             }
         }
     }
@@ -237,7 +238,7 @@ void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
         return;
     const cpu_gemm_ukernel *uk = dev->k.gemm;
     if (uk->small_n && g->N <= uk->small_n_max && g->N < uk->nr && !g->tb && !g->im2col &&
-        !g->row_bias && (g->ta || g->M <= CPU_GEMM_SMALL_N_ROWS)) {
+        !g->row_bias && !g->accumulate && (g->ta || g->M <= CPU_GEMM_SMALL_N_ROWS)) {
         double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
         if (flops < 2.0 * CPU_GEMM_SMALL_N_FLOPS_PER_THREAD ||
             cpu_pool_tid(dev->pool) >= 0) {

@@ -60,6 +60,8 @@ static const cpu_op_fn cpu_ops[KILN_OP_COUNT] = {
     [KILN_OP_CAUSAL_SOFTMAX]         = cpu_op_causal_softmax,
     [KILN_OP_CAUSAL_SOFTMAX_GRAD]    = cpu_op_causal_softmax,
     [KILN_OP_STORE_SLICE]            = cpu_op_store_slice,
+    [KILN_OP_CAUSAL_ATTENTION]       = cpu_op_causal_attention,
+    [KILN_OP_CAUSAL_ATTENTION_GRAD]  = cpu_op_causal_attention,
 };
 
 static cpu_op_fn cpu_op_lookup(kiln_op op)

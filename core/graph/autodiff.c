@@ -177,6 +177,7 @@ static void backward_first(backward *bw, kiln_tensor *t, kiln_tensor *gy)
     case KILN_OP_MAX_POOL2D: ga = kiln__max_pool2d_grad(g, gy, t); break;
     case KILN_OP_EMBEDDING: ga = kiln__embedding_grad(g, gy, t); break;
     case KILN_OP_CAUSAL_SOFTMAX: ga = kiln__causal_softmax_grad(g, gy, t); break;
+    case KILN_OP_CAUSAL_ATTENTION: ga = kiln__causal_attention_grad(g, gy, t); break;
     default: ga = kiln__cross_entropy_grad(g, gy, t); break;
     }
     accumulate(bw, a, ga);
@@ -250,6 +251,7 @@ static const grad_rule grad_rules[KILN_OP_COUNT] = {
     [KILN_OP_EMBEDDING] = backward_first, [KILN_OP_CAUSAL_SOFTMAX] = backward_first,
     [KILN_OP_GELU] = backward_unary,      [KILN_OP_LAYER_NORM] = backward_layer_norm,
     [KILN_OP_PERMUTE] = backward_first,   [KILN_OP_SLICE] = backward_first,
+    [KILN_OP_CAUSAL_ATTENTION] = backward_first,
 };
 
 /* Pushes t's gradient on to those of its sources that want one. */

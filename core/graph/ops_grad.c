@@ -238,6 +238,19 @@ kiln_tensor *kiln__causal_softmax_grad(kiln_graph *g, kiln_tensor *gy, kiln_tens
     return t;
 }
 
+kiln_tensor *kiln__causal_attention_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd)
+{
+    const kiln_op op = KILN_OP_CAUSAL_ATTENTION_GRAD;
+    if (!check_fwd(g, op, gy, fwd, KILN_OP_CAUSAL_ATTENTION))
+        return g ? g->poison : NULL;
+    kiln_tensor *qkv   = (kiln_tensor *)fwd->node.src[0];
+    kiln_tensor *src[] = {gy, qkv};
+    kiln_tensor *t     = grad_node(g, op, src, 2, qkv, fwd);
+    if (!(t->flags & KILN__POISON))
+        t->node.fparam[0] = fwd->node.fparam[0];
+    return t;
+}
+
 kiln_tensor *kiln__layer_norm_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
                                    kiln_tensor *fwd)
 {

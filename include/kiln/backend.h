@@ -210,6 +210,19 @@ typedef enum kiln_op {
      * nothing).                                                              */
     KILN_OP_STORE_SLICE,
 
+    /* ---- fused causal attention (ABI 5) ----------------------------------- */
+
+    /* src: qkv [B, T, 3C] f32 (GPT-2's fused projection: q, k, v side by
+     * side, each C = H * D wide, head h at columns h*D of each); iparam[0]:
+     * H (> 0, dividing C); fparam[0]: scale (finite). out [B, T, C]: for
+     * each b, h and t, out[b, t, hD..hD+D) = sum over j <= t of
+     * softmax_j(scale * q_t . k_j) v_j. No [T, T] matrix is kept.           */
+    KILN_OP_CAUSAL_ATTENTION,
+    /* src: g [B, T, C], qkv [B, T, 3C]; iparam and fparam as above. out
+     * [B, T, 3C]: the gradient of CAUSAL_ATTENTION for qkv (the softmax is
+     * recomputed from qkv).                                                  */
+    KILN_OP_CAUSAL_ATTENTION_GRAD,
+
     KILN_OP_COUNT
 } kiln_op;
 

@@ -253,6 +253,17 @@ KILN_API kiln_tensor *kiln_causal_softmax(kiln_graph *g, kiln_tensor *x, float s
 KILN_API kiln_tensor *kiln_causal_softmax_offset(kiln_graph *g, kiln_tensor *x, float scale,
                                                  kiln_tensor *offset);
 
+/* Causal self-attention in one op, from GPT-2's fused projection: qkv
+ * [B, T, 3C] holds q, k and v side by side, each of `heads` heads of
+ * D = C / heads columns. Gives y [B, T, C] whose head h at position t is
+ * sum over j <= t of softmax_j(scale * q_t . k_j) v_j (scale usually
+ * 1 / sqrt(D)): what kiln_slice, kiln_permute, kiln_matmul_t,
+ * kiln_causal_softmax and kiln_matmul compute, without the [T, T] matrix of
+ * each head, the masked half of the products, or the copies. Differentiable
+ * in qkv (the softmax is recomputed in the backward pass). */
+KILN_API kiln_tensor *kiln_causal_attention(kiln_graph *g, kiln_tensor *qkv, int heads,
+                                            float scale);
+
 /* Embedding lookup: table [V, C] f32, ids [...] i32 (up to 3 axes) ->
  * [..., C], row ids[p] of the table at each position p. An id outside
  * [0, V) is never read: kiln_graph_run fails naming the id, its position

@@ -92,20 +92,21 @@ static kiln_tensor *block(builder *b, kiln_tensor *x, int layer)
     snprintf(name, sizeof name, "transformer.h.%d.attn.c_attn", layer);
     kiln_tensor *qkv = kiln_reshape(g, linear(b, h, C, 3 * C, name, std),
                                     KILN_SHAPE(B, T, 3 * C));
-    kiln_tensor *q = heads_of(b, qkv, 0), *k = heads_of(b, qkv, C),
-                *v = heads_of(b, qkv, 2 * C), *att;
+    kiln_tensor *y;
     if (b->cache) {
         /* the new keys and values join the cache; the queries see it all,
          * up to their own positions */
-        k   = kiln_store_slice(g, b->cache->k[layer], k, 2, b->cache->at);
-        v   = kiln_store_slice(g, b->cache->v[layer], v, 2, b->cache->at);
-        att = kiln_causal_softmax_offset(g, kiln_matmul_t(g, q, k, false, true), scale,
-                                         b->cache->at);
+        kiln_tensor *q = heads_of(b, qkv, 0), *k = heads_of(b, qkv, C),
+                    *v = heads_of(b, qkv, 2 * C);
+        k = kiln_store_slice(g, b->cache->k[layer], k, 2, b->cache->at);
+        v = kiln_store_slice(g, b->cache->v[layer], v, 2, b->cache->at);
+        kiln_tensor *att = kiln_causal_softmax_offset(
+            g, kiln_matmul_t(g, q, k, false, true), scale, b->cache->at);
+        y = kiln_permute(g, kiln_matmul(g, att, v), (const int[]){0, 2, 1, 3});
     } else {
-        att = kiln_causal_softmax(g, kiln_matmul_t(g, q, k, false, true), scale);
+        y = kiln_causal_attention(g, qkv, (int)H, scale);
     }
-    kiln_tensor *y = kiln_permute(g, kiln_matmul(g, att, v), (const int[]){0, 2, 1, 3});
-    y              = kiln_reshape(g, y, KILN_SHAPE(BT, C));
+    y = kiln_reshape(g, y, KILN_SHAPE(BT, C));
     snprintf(name, sizeof name, "transformer.h.%d.attn.c_proj", layer);
     y = kiln_reshape(g, linear(b, y, C, C, name, resid_std), KILN_SHAPE(B, T, C));
     x = kiln_add(g, x, y);
