@@ -157,7 +157,10 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(EMBEDDING_GRAD, "kiln_embedding_grad") \
     X(CAUSAL_SOFTMAX, "kiln_causal_softmax") \
     X(CAUSAL_SOFTMAX_GRAD, "kiln_causal_softmax_grad") \
-    X(STORE_SLICE, "kiln_store_slice")
+    X(STORE_SLICE, "kiln_store_slice")       \
+    X(ATTENTION, "kiln_causal_attention")    \
+    X(ATTENTION_GRAD_Q, "kiln_causal_attention_grad_q") \
+    X(ATTENTION_GRAD_KV, "kiln_causal_attention_grad_kv")
 /* clang-format on */
 
 typedef enum ocl_kernel_id {
@@ -342,6 +345,9 @@ kiln_status ocl_op_transpose(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_permute(ocl_device *dev, const kiln_node *node, size_t i);
 /* SLICE and SLICE_GRAD */
 kiln_status ocl_op_slice(ocl_device *dev, const kiln_node *node, size_t i);
+/* CAUSAL_ATTENTION and its gradient; heads wider than ATTN_D_MAX refused */
+kiln_status ocl_op_causal_attention(ocl_device *dev, const kiln_node *node, size_t i);
+const char *ocl_attention_limits(const kiln_node *node);
 /* STORE_SLICE, in place; its start checked as labels are */
 kiln_status ocl_op_store_slice(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_sum_mean(ocl_device *dev, const kiln_node *node, size_t i);
