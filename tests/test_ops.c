@@ -747,6 +747,20 @@ BACKEND_TEST(matmul, gives_zeros_for_k_0_and_empty_results_for_m_or_n_0)
 
 /* A batched product: a and b with the batch axes `batch` (ndim_b of them,
  * 1 or 2) before their matrices, for every transpose combination. */
+/* Products of one row (a transformer decoding one position) take their own
+ * unpacked path on the cpu: every transpose, N around its blocks of four
+ * vectors, K around a vector, and wide enough to be split between threads. */
+BACKEND_TEST(matmul, one_row_products_match_reference_for_every_transpose)
+{
+    static const int64_t kn[][2] = {{128, 512}, {37, 13}, {5, 70}, {1, 1},
+                                    {9, 33},    {64, 3},  {3000, 1100}};
+    kiln_context        *ctx     = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof kn / sizeof kn[0]; i++)
+        for (int t = 0; t < 4; t++)
+            check_matmul(ctx, backend->label, 1, kn[i][0], kn[i][1], t & 1, t & 2, true);
+    kiln_context_free(ctx);
+}
+
 static void check_matmul_batched(kiln_context *ctx, const char *spec, int ndim_b,
                                  const int64_t *batch, int64_t m, int64_t k, int64_t n)
 {

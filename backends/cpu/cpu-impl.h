@@ -92,6 +92,11 @@ typedef struct cpu_gemm_ukernel {
     void (*small_n)(size_t M, size_t N, size_t K, const float *a, size_t lda, bool ta,
                     const float *b, size_t ldb, float *c, size_t ldc);
     size_t small_n_max; /* the widest N small_n takes                      */
+    /* (optional) columns [n0, n1) of c [1,N] = a [1,K] @ op(b), b stored
+     * [K,N] (ldb) or [N,K] when tb, a's elements inca apart (1 with tb);
+     * without packing, for products of one row                            */
+    void (*gemv)(size_t n0, size_t n1, size_t K, const float *a, size_t inca,
+                 const float *b, size_t ldb, bool tb, float *c);
 } cpu_gemm_ukernel;
 
 /* The kernels of one ISA for the packed GEMM. */

@@ -341,9 +341,62 @@ static void CPU_GT(small_n)(size_t M, size_t N, size_t K, const float *restrict 
 }
 #define CPU_GT_SMALL_N     CPU_GT(small_n)
 #define CPU_GT_SMALL_N_MAX CPU_VL
+
+/* One row of C, columns [n0, n1): c = a @ op(b) without packing (packing B
+ * would copy the whole matrix for one use: a transformer decoding one
+ * position). Without tb, four vectors of columns at a time against a
+ * broadcast element of a per k; with tb (b stored [N,K]) a dot product of
+ * a with each row of b, four rows at a time. a's elements are inca apart
+ * (a stored [K,1] when the caller's A is transposed); with tb inca is 1. */
+static void CPU_GT(gemv)(size_t n0, size_t n1, size_t K, const float *restrict a,
+                         size_t inca, const float *restrict b, size_t ldb, bool tb,
+                         float *restrict c)
+{
+    size_t n = n0;
+    if (!tb) {
+        for (; n + 4 * CPU_VL <= n1; n += 4 * CPU_VL) {
+            CPU_V acc0 = CPU_VZERO(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+            for (size_t k = 0; k < K; k++) {
+                CPU_V        av = CPU_VBCAST(a[k * inca]);
+                const float *bk = b + k * ldb + n;
+                acc0            = CPU_VFMA(av, CPU_VLOADU(bk), acc0);
+                acc1            = CPU_VFMA(av, CPU_VLOADU(bk + CPU_VL), acc1);
+                acc2            = CPU_VFMA(av, CPU_VLOADU(bk + 2 * CPU_VL), acc2);
+                acc3            = CPU_VFMA(av, CPU_VLOADU(bk + 3 * CPU_VL), acc3);
+            }
+            CPU_VSTOREU(c + n, acc0);
+            CPU_VSTOREU(c + n + CPU_VL, acc1);
+            CPU_VSTOREU(c + n + 2 * CPU_VL, acc2);
+            CPU_VSTOREU(c + n + 3 * CPU_VL, acc3);
+        }
+        for (; n < n1; n += CPU_VL) {
+            size_t w   = n1 - n < CPU_VL ? n1 - n : CPU_VL;
+            CPU_V  acc = CPU_VZERO();
+            for (size_t k = 0; k < K; k++)
+                acc = CPU_VFMA(CPU_VBCAST(a[k * inca]), cpu_vload_part(b + k * ldb + n, w),
+                               acc);
+            cpu_vstore_part(c + n, acc, w);
+        }
+        return;
+    }
+    for (; n < n1; n += 4) {
+        size_t rows = n1 - n < 4 ? n1 - n : 4;
+        CPU_V  acc[4] = {CPU_VZERO(), CPU_VZERO(), CPU_VZERO(), CPU_VZERO()};
+        for (size_t k = 0; k < K; k += CPU_VL) {
+            size_t w  = K - k < CPU_VL ? K - k : CPU_VL;
+            CPU_V  av = cpu_vload_part(a + k, w);
+            for (size_t r = 0; r < rows; r++)
+                acc[r] = CPU_VFMA(av, cpu_vload_part(b + (n + r) * ldb + k, w), acc[r]);
+        }
+        for (size_t r = 0; r < rows; r++)
+            c[n + r] = cpu_vhsum(acc[r]);
+    }
+}
+#define CPU_GT_GEMV CPU_GT(gemv)
 #else
 #define CPU_GT_SMALL_N     NULL
 #define CPU_GT_SMALL_N_MAX 0
+#define CPU_GT_GEMV        NULL
 #endif
 
 const cpu_gemm_ukernel CPU_GEMM_NAME = {
@@ -358,6 +411,7 @@ const cpu_gemm_ukernel CPU_GEMM_NAME = {
     .pack_b      = CPU_GT(pack_b),
     .small_n     = CPU_GT_SMALL_N,
     .small_n_max = CPU_GT_SMALL_N_MAX,
+    .gemv        = CPU_GT_GEMV,
 };
 
 #undef CPU_GT_SMALL_N

@@ -232,11 +232,37 @@ static void cpu_gemm_small_n_range(void *arg, size_t lo, size_t hi)
                    g->ta, g->b, g->ldb, g->c + lo * g->ldc, g->ldc);
 }
 
+typedef struct cpu_gemv_job {
+    const cpu_gemm_ukernel *uk;
+    const cpu_gemm_args    *g;
+} cpu_gemv_job;
+
+/* Columns [lo, hi) of a one-row product. */
+static void cpu_gemv_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_gemv_job  *j = arg;
+    const cpu_gemm_args *g = j->g;
+    j->uk->gemv(lo, hi, g->K, g->a, g->ta ? g->lda : 1, g->b, g->ldb, g->tb, g->c);
+}
+
 void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
 {
     if (g->M == 0 || g->N == 0)
         return;
     const cpu_gemm_ukernel *uk = dev->k.gemm;
+    if (uk->gemv && g->M == 1 && g->K > 0 && !g->im2col && !g->row_bias &&
+        !g->accumulate && !(g->tb && g->ta)) {
+        /* one row (decoding a position): B streams once, unpacked; threads
+         * take columns when there is enough of them */
+        cpu_gemv_job job   = {uk, g};
+        double       flops = 2.0 * (double)g->N * (double)g->K;
+        size_t       grain = (size_t)(CPU_GEMM_FLOPS_PER_THREAD / (2.0 * (double)g->K));
+        if (flops < 2.0 * CPU_GEMM_FLOPS_PER_THREAD || cpu_pool_tid(dev->pool) >= 0)
+            cpu_gemv_range(&job, 0, g->N);
+        else
+            cpu_parallel_for(dev, g->N, 64, grain > 64 ? grain : 64, cpu_gemv_range, &job);
+        return;
+    }
     if (uk->small_n && g->N <= uk->small_n_max && g->N < uk->nr && !g->tb && !g->im2col &&
         !g->row_bias && !g->accumulate && (g->ta || g->M <= CPU_GEMM_SMALL_N_ROWS)) {
         double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;

@@ -72,7 +72,9 @@ static kiln_tensor *heads_of(builder *b, kiln_tensor *qkv, int64_t at)
     const gpt_shape *s = b->s;
     int64_t          D = s->embd / s->heads;
     kiln_tensor     *x = kiln_slice(b->g, qkv, 2, at, s->embd);
-    x                  = kiln_reshape(b->g, x, KILN_SHAPE(b->batch, b->t, s->heads, D));
+    if (b->t == 1) /* [B, 1, H, D] is [B, H, 1, D] in memory: no copy */
+        return kiln_reshape(b->g, x, KILN_SHAPE(b->batch, s->heads, 1, D));
+    x = kiln_reshape(b->g, x, KILN_SHAPE(b->batch, b->t, s->heads, D));
     return kiln_permute(b->g, x, (const int[]){0, 2, 1, 3});
 }
 
@@ -102,7 +104,9 @@ static kiln_tensor *block(builder *b, kiln_tensor *x, int layer)
         v = kiln_store_slice(g, b->cache->v[layer], v, 2, b->cache->at);
         kiln_tensor *att = kiln_causal_softmax_offset(
             g, kiln_matmul_t(g, q, k, false, true), scale, b->cache->at);
-        y = kiln_permute(g, kiln_matmul(g, att, v), (const int[]){0, 2, 1, 3});
+        y = kiln_matmul(g, att, v); /* [B, H, T, D] */
+        if (T > 1)
+            y = kiln_permute(g, y, (const int[]){0, 2, 1, 3});
     } else {
         y = kiln_causal_attention(g, qkv, (int)H, scale);
     }
