@@ -2,18 +2,6 @@
 #include "../kiln-impl.h"
 
 #include <stdlib.h>
-#include <stdio.h>
-#include <string.h>
-#include <time.h>
-static struct { char key[160]; double t; long n; } prof[512];
-static int nprof;
-static void prof_dump(void) {
-    double tot=0; for(int i=0;i<nprof;i++) tot+=prof[i].t;
-    for(int i=0;i<nprof;i++) for(int j=i+1;j<nprof;j++) if(prof[j].t>prof[i].t){__typeof__(prof[0]) x=prof[i];prof[i]=prof[j];prof[j]=x;}
-    for(int i=0;i<nprof && i<45;i++) fprintf(stderr,"%8.1f ms %5.1f%% %6ld  %s\n",prof[i].t*1e3,100*prof[i].t/tot,prof[i].n,prof[i].key);
-    fprintf(stderr,"total %.1f ms\n",tot*1e3);
-}
-static double tnow(void){struct timespec ts;clock_gettime(CLOCK_MONOTONIC,&ts);return ts.tv_sec+1e-9*ts.tv_nsec;}
 
 /* Every input and parameter a node reads must hold a value, or the run would
  * compute on whatever the device memory held. */
@@ -47,22 +35,6 @@ static kiln_status run_plan(kiln_graph *g, const bool *run)
         bool end = i == plan->n_exec;
         if (!end && run && !run[i])
             continue;
-        if (!end && !plan->fallback[i] && getenv("KPROF")) {
-            static int reg; if(!reg){reg=1;atexit(prof_dump);}
-            const kiln_node *nd = plan->exec[i];
-            char key[160], sh[96]; kiln__shape_str(sh, nd->ndim, nd->dims);
-            char s0[96]="", s1[96]="";
-            if (nd->src[0]) kiln__shape_str(s0, nd->src[0]->ndim, nd->src[0]->dims);
-            if (nd->src[1]) kiln__shape_str(s1, nd->src[1]->ndim, nd->src[1]->dims);
-            snprintf(key,sizeof key,"%s %s <- %s %s t%d%d", kiln__op_name(nd->op), sh, s0, s1, nd->iparam[0], nd->iparam[1]);
-            double t0=tnow();
-            st = dev->iface->graph_compute(dev->context, &plan->exec[i], 1);
-            if (dev->iface->synchronize) dev->iface->synchronize(dev->context);
-            double dt=tnow()-t0; int k; for(k=0;k<nprof;k++) if(!strcmp(prof[k].key,key)) break;
-            if(k==nprof && nprof<512){strcpy(prof[nprof].key,key);nprof++;}
-            if(k<512){prof[k].t+=dt;prof[k].n++;}
-            continue;
-        }
         if (!end && !plan->fallback[i]) {
             plan->batch[n++] = plan->exec[i];
             continue;
