@@ -98,6 +98,7 @@ struct kiln_context {
     const kiln_plugin *plugin;
     int                index; /* device index within the plugin           */
     kiln_device        device;
+    uint64_t           max_alloc; /* the largest buffer it allocates, 0: any */
     char               label[320];
     /* The cpu backend's device, opened on first need, that runs the nodes
      * the selected device does not support (see runtime/schedule.c). */
@@ -143,6 +144,12 @@ typedef struct kiln__fallback {
 } kiln__fallback;
 
 /* A compiled graph: what runs, on which device, and where everything lives. */
+/* The device buffers of one part of a plan, one per segment. */
+typedef struct kiln__buffers {
+    void **buf;
+    size_t n;
+} kiln__buffers;
+
 typedef struct kiln__plan {
     const kiln_node **exec; /* nodes dispatched, in order              */
     size_t            n_exec;
@@ -151,10 +158,13 @@ typedef struct kiln__plan {
     const kiln_node **batch;    /* scratch: consecutive nodes of one device */
     void             *staging;  /* host memory for the fallback's copies   */
     size_t            staging_size;
-    void             *leaves; /* device buffer for leaves (persistent)   */
+    kiln__buffers     leaves; /* device buffers for leaves (persistent)  */
     size_t            leaves_size;
-    void             *arena; /* device buffer shared by intermediates   */
+    kiln__buffers     arena; /* device buffers shared by intermediates  */
     size_t            arena_size;
+    /* the bytes of each buffer but the last, no tensor straddling two
+     * (the device's largest allocation), or SIZE_MAX for one buffer        */
+    size_t segment;
     size_t            unshared; /* what the arena would be without sharing */
 } kiln__plan;
 

@@ -5,6 +5,8 @@
  *   graph_runner           an MLP and a small CNN, forward: every output
  *                          element as a C99 hex float, one per line, after a
  *                          line "output NAME COUNT"
+ *   graph_runner tiny      log and sqrt of a subnormal float, 1e-40:
+ *                          "log L sqrt S"
  *
  * The data is fixed (a seeded generator), so two runs on two devices print
  * comparable numbers. Exit status 0, or 1 with kiln's message on stderr.
@@ -17,6 +19,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 
 enum { N = 5, D = 13, H = 17, C = 7, IMG = 8, CH = 2, O = 3 };
@@ -73,13 +76,36 @@ static int limit_address_space(void)
     return setrlimit(RLIMIT_AS, &lim) == 0 ? 0 : fail("setrlimit", "RLIMIT_AS");
 }
 
-int main(void)
+/* log and sqrt of [1e-40, 4]: -92.1 and 1e-20 where subnormals are kept. */
+static int tiny(kiln_context *ctx)
+{
+    kiln_graph  *g = kiln_graph_new(ctx);
+    kiln_tensor *x = g ? kiln_input(g, "x", KILN_F32, KILN_SHAPE(2)) : NULL;
+    kiln_tensor *l = kiln_log(g, x), *q = kiln_sqrt(g, x);
+    if (!g || kiln_output(g, l) != KILN_OK || kiln_output(g, q) != KILN_OK ||
+        kiln_graph_compile(g) != KILN_OK)
+        return fail("building", g ? kiln_graph_error(g) : kiln_last_error());
+    const float in[2] = {1e-40f, 4.0f};
+    float       lv[2], qv[2];
+    if (kiln_tensor_write(x, in, sizeof in) != KILN_OK || kiln_graph_run(g) != KILN_OK ||
+        kiln_tensor_read(l, lv, sizeof lv) != KILN_OK ||
+        kiln_tensor_read(q, qv, sizeof qv) != KILN_OK)
+        return fail("running", kiln_last_error());
+    printf("log %.9g sqrt %.9g\n", (double)lv[0], (double)qv[0]);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+    return 0;
+}
+
+int main(int argc, char **argv)
 {
     if (limit_address_space() != 0)
         return 1;
     kiln_context *ctx = kiln_context_new();
     if (!ctx)
         return fail("kiln_context_new", kiln_last_error());
+    if (argc > 1 && strcmp(argv[1], "tiny") == 0)
+        return tiny(ctx);
     kiln_graph *g = kiln_graph_new(ctx);
     if (!g)
         return fail("kiln_graph_new", kiln_last_error());

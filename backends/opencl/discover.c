@@ -28,23 +28,41 @@ const char *ocl_type_name(cl_device_type type)
     return "device";
 }
 
-/* GPU, accelerator, CPU, anything else. */
-static int type_rank(cl_device_type type)
+/* The kinds of device in the order kiln prefers them. A device with more
+ * than one of the GPU, accelerator and CPU type bits (Oclgrind's simulator
+ * has all three) comes last: it lacks a real device's properties. */
+enum { KIND_DISCRETE_GPU, KIND_INTEGRATED_GPU, KIND_ACCELERATOR, KIND_CPU, KIND_OTHER };
+
+static int ocl_kind(const ocl_info *d)
 {
-    if (type & CL_DEVICE_TYPE_GPU)
-        return 0;
-    if (type & CL_DEVICE_TYPE_ACCELERATOR)
-        return 1;
-    if (type & CL_DEVICE_TYPE_CPU)
-        return 2;
-    return 3;
+    cl_device_type t = d->type & (CL_DEVICE_TYPE_GPU | CL_DEVICE_TYPE_ACCELERATOR |
+                                  CL_DEVICE_TYPE_CPU);
+    if (t == CL_DEVICE_TYPE_GPU)
+        return d->unified ? KIND_INTEGRATED_GPU : KIND_DISCRETE_GPU;
+    if (t == CL_DEVICE_TYPE_ACCELERATOR)
+        return KIND_ACCELERATOR;
+    if (t == CL_DEVICE_TYPE_CPU)
+        return KIND_CPU;
+    return KIND_OTHER;
+}
+
+const char *ocl_kind_name(const ocl_info *d)
+{
+    static const char *const names[] = {"discrete_gpu", "integrated_gpu", "accelerator",
+                                        "cpu", "simulator_or_unknown"};
+    return names[ocl_kind(d)];
 }
 
 static int cmp_info(const void *pa, const void *pb)
 {
     const ocl_info *a = pa, *b = pb;
-    if (type_rank(a->type) != type_rank(b->type))
-        return type_rank(a->type) - type_rank(b->type);
+    if (ocl_kind(a) != ocl_kind(b))
+        return ocl_kind(a) - ocl_kind(b);
+    /* throughput, roughly: a card of more units at a higher clock first */
+    uint64_t pa_ = (uint64_t)a->compute_units * a->clock_mhz,
+             pb_ = (uint64_t)b->compute_units * b->clock_mhz;
+    if (pa_ != pb_)
+        return pa_ > pb_ ? -1 : 1;
     if (a->memory != b->memory)
         return a->memory > b->memory ? -1 : 1;
     if (a->platform_index != b->platform_index)
@@ -115,6 +133,11 @@ static void describe(ocl_info *d)
               OCL_SCALAR_INFO(id, CL_DEVICE_AVAILABLE, available) &&
               OCL_SCALAR_INFO(id, CL_DEVICE_COMPILER_AVAILABLE, compiler) &&
               OCL_SCALAR_INFO(id, CL_DEVICE_SINGLE_FP_CONFIG, fp32);
+    cl_bool unified = CL_FALSE;
+    d->unified      = OCL_SCALAR_INFO(id, CL_DEVICE_HOST_UNIFIED_MEMORY, unified) &&
+                 unified == CL_TRUE;
+    if (!OCL_SCALAR_INFO(id, CL_DEVICE_MAX_CLOCK_FREQUENCY, d->clock_mhz))
+        d->clock_mhz = 0;
     /* 0 (or an error) on a device without double precision */
     if (!OCL_SCALAR_INFO(id, CL_DEVICE_DOUBLE_FP_CONFIG, fp64))
         fp64 = 0;
@@ -134,6 +157,7 @@ static void describe(ocl_info *d)
     d->fp16           = has_extension(id, "cl_khr_fp16");
     d->fp64           = fp64 != 0 && has_extension(id, "cl_khr_fp64");
     d->exact_div_sqrt = (fp32 & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) != 0;
+    d->denorms        = (fp32 & CL_FP_DENORM) != 0;
 
     char  *why = d->unusable;
     size_t len = sizeof d->unusable;
@@ -230,14 +254,10 @@ kiln_status ocl_discover(const kiln_host *host, ocl_info **infos, int *count)
 
 int ocl_score(const ocl_info *infos, int count)
 {
-    int best = 0;
-    for (int i = 0; i < count; i++) {
-        const ocl_info *d     = &infos[i];
-        int             score = d->type & CL_DEVICE_TYPE_GPU           ? 100
-                                : d->type & CL_DEVICE_TYPE_ACCELERATOR ? 90
-                                                                       : 10;
-        if (!d->unusable[0] && score > best)
-            best = score;
-    }
+    static const int scores[] = {100, 95, 90, 10, 5};
+    int              best     = 0;
+    for (int i = 0; i < count; i++)
+        if (!infos[i].unusable[0] && scores[ocl_kind(&infos[i])] > best)
+            best = scores[ocl_kind(&infos[i])];
     return best;
 }

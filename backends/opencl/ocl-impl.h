@@ -45,7 +45,9 @@ typedef struct ocl_info {
     char           c_version[64]; /* CL_DEVICE_OPENCL_C_VERSION */
     int            c_major, c_minor;
     cl_ulong       memory, max_alloc, local_mem;
-    cl_uint        compute_units;
+    cl_uint        compute_units, clock_mhz; /* CL_DEVICE_MAX_CLOCK_FREQUENCY */
+    bool           unified; /* CL_DEVICE_HOST_UNIFIED_MEMORY: the host's RAM   */
+    bool           denorms; /* fp32 subnormals kept (CL_FP_DENORM)             */
     size_t         max_group; /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
     bool           fp16, fp64;
     bool           exact_div_sqrt; /* correctly rounded / and sqrt */
@@ -55,13 +57,21 @@ typedef struct ocl_info {
     char gemm_note[160];
 } ocl_info;
 
-/* Every device of every platform, in kiln's order: GPU, accelerator, CPU,
- * then more memory first, then platform and device order. *infos is
- * malloc'd (NULL when count is 0). Fails only when out of memory or when
- * the OpenCL loader itself fails; no platform at all is a count of 0. */
+/* Every device of every platform, in kiln's order (ocl_kind): GPUs with
+ * memory of their own, GPUs that share the host's, accelerators, CPUs, then
+ * devices that claim several of those types at once (a simulator such as
+ * Oclgrind's); within a kind, more compute units x clock first, then more
+ * memory, then platform and device order. *infos is malloc'd (NULL when
+ * count is 0). Fails only when out of memory or when the OpenCL loader
+ * itself fails; no platform at all is a count of 0. */
 kiln_status ocl_discover(const kiln_host *host, ocl_info **infos, int *count);
-/* 100 for a usable GPU, 90 accelerator, 10 CPU: the best of them; 0 if none. */
+/* The best usable device's score: 100 a GPU with its own memory, 95 one
+ * sharing the host's, 90 an accelerator, 10 a CPU, 5 a device of several
+ * types (below kiln's cpu backend, 50: never the default); 0 if none. */
 int         ocl_score(const ocl_info *infos, int count);
+/* "discrete_gpu", "integrated_gpu", "accelerator", "cpu" or
+ * "simulator_or_unknown" (kiln-info's capability "kind") */
+const char *ocl_kind_name(const ocl_info *d);
 const char *ocl_type_name(cl_device_type type);
 
 /* ---- errors (errors.c) ------------------------------------------------------ */

@@ -134,6 +134,11 @@ const char *ocl_check_node(const ocl_device *dev, const kiln_node *node,
         return "the op is never dispatched to a backend";
     if (o->gemm && !dev->gemm_ok)
         return "CLBlast's GEMM did not pass its check on this device";
+    /* log(1e-40) is -92.1, but -inf where subnormals are flushed to 0;
+     * sqrt(1e-40) 1e-20, but 0: those run where subnormals are kept */
+    if ((node->op == KILN_OP_LOG || node->op == KILN_OP_SQRT) && !dev->info->denorms)
+        return "the device flushes subnormal floats to zero (no CL_FP_DENORM), which "
+               "would make the results of tiny inputs -inf or 0";
     const char *why = kiln__op_check(node);
     if (!why && check_storage)
         why = kiln__op_check_storage(node, extent_ok);

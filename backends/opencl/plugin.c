@@ -455,15 +455,18 @@ static kiln_status ocl_device_desc(int index, kiln_device_desc *desc)
     if (n >= (int)sizeof desc->description)
         ocl_host->log(KILN_LOG_DEBUG, "opencl: device %d's description was cut", index);
     snprintf(desc->capabilities, sizeof desc->capabilities,
-             "opencl_c=%d.%d fp16=%s fp64=%s max_work_group=%zu max_alloc_bytes=%llu "
-             "local_memory_bytes=%llu correctly_rounded_divide_sqrt=%s",
-             d->c_major, d->c_minor, d->fp16 ? "yes" : "no", d->fp64 ? "yes" : "no",
-             d->max_group, (unsigned long long)d->max_alloc,
-             (unsigned long long)d->local_mem, d->exact_div_sqrt ? "yes" : "no");
+             "kind=%s opencl_c=%d.%d fp16=%s fp64=%s max_work_group=%zu "
+             "max_alloc_bytes=%llu local_memory_bytes=%llu unified_memory=%s "
+             "clock_mhz=%u denormals=%s correctly_rounded_divide_sqrt=%s",
+             ocl_kind_name(d), d->c_major, d->c_minor, d->fp16 ? "yes" : "no",
+             d->fp64 ? "yes" : "no", d->max_group, (unsigned long long)d->max_alloc,
+             (unsigned long long)d->local_mem, d->unified ? "yes" : "no", d->clock_mhz,
+             d->denorms ? "yes" : "no", d->exact_div_sqrt ? "yes" : "no");
     desc->type          = d->type & CL_DEVICE_TYPE_GPU           ? KILN_DEVICE_GPU
                           : d->type & CL_DEVICE_TYPE_ACCELERATOR ? KILN_DEVICE_ACCELERATOR
                                                                  : KILN_DEVICE_CPU;
     desc->memory        = d->memory;
+    desc->max_alloc     = d->max_alloc;
     desc->compute_units = d->compute_units <= INT_MAX ? (int)d->compute_units : INT_MAX;
     snprintf(desc->unusable, sizeof desc->unusable, "%s", d->unusable);
     return KILN_OK;

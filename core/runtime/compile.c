@@ -10,6 +10,11 @@
  * do not overlap share bytes. Views (reshape) use their source's storage and
  * extend its lifetime. Everything is allocated here, so a graph that does not
  * fit fails at compile, not in the middle of a run.
+ *
+ * A device may allocate less in one buffer than it has in all (OpenCL's
+ * CL_DEVICE_MAX_MEM_ALLOC_SIZE: about a quarter of the memory on NVIDIA).
+ * Offsets are then planned in segments of that size, no tensor straddling
+ * two, and each segment is a buffer of its own, for leaves and arena alike.
  */
 #include "../kiln-impl.h"
 
@@ -29,34 +34,62 @@ typedef struct arena {
     block *free;
     size_t n_free, cap_free;
     size_t top;
+    size_t segment; /* no block straddles a multiple of it (SIZE_MAX: none) */
 } arena;
+
+/* Where `size` bytes start, at the earliest from `at`, without straddling a
+ * segment boundary: at itself, or the next boundary. */
+static size_t segment_fit(size_t segment, size_t at, size_t size)
+{
+    if (segment == SIZE_MAX || size == 0 || at % segment + size <= segment)
+        return at;
+    return (at / segment + 1) * segment;
+}
+
+static bool arena_release(arena *a, size_t offset, size_t size);
+
+/* Removes free block i and gives back what lies before `start` in it and,
+ * when `rest`, what lies after start + size. */
+static bool take_from(arena *a, size_t i, size_t start, size_t size, bool rest)
+{
+    block b    = a->free[i];
+    a->free[i] = a->free[--a->n_free];
+    bool ok    = start == b.offset || arena_release(a, b.offset, start - b.offset);
+    if (ok && rest && b.offset + b.size > start + size)
+        ok = arena_release(a, start + size, b.offset + b.size - start - size);
+    return ok;
+}
 
 static bool arena_alloc(arena *a, size_t size, size_t *offset)
 {
-    size_t best = SIZE_MAX;
-    for (size_t i = 0; i < a->n_free; i++)
-        if (a->free[i].size >= size &&
-            (best == SIZE_MAX || a->free[i].size < a->free[best].size))
-            best = i;
+    /* best fit among the free blocks that hold it within one segment */
+    size_t best = SIZE_MAX, best_at = 0;
+    for (size_t i = 0; i < a->n_free; i++) {
+        size_t at = segment_fit(a->segment, a->free[i].offset, size);
+        if (at + size <= a->free[i].offset + a->free[i].size &&
+            (best == SIZE_MAX || a->free[i].size < a->free[best].size)) {
+            best    = i;
+            best_at = at;
+        }
+    }
     if (best != SIZE_MAX) {
-        *offset = a->free[best].offset;
-        a->free[best].offset += size;
-        a->free[best].size -= size;
-        if (a->free[best].size == 0)
-            a->free[best] = a->free[--a->n_free];
-        return true;
+        *offset = best_at;
+        return take_from(a, best, best_at, size, true);
     }
     /* A free block that ends at the top can be grown instead of starting anew. */
     for (size_t i = 0; i < a->n_free; i++) {
         if (a->free[i].offset + a->free[i].size == a->top) {
-            *offset    = a->free[i].offset;
-            a->top     = a->free[i].offset + size;
-            a->free[i] = a->free[--a->n_free];
-            return true;
+            size_t at = segment_fit(a->segment, a->free[i].offset, size);
+            *offset   = at;
+            a->top    = at + size;
+            return take_from(a, i, at, size, false);
         }
     }
-    *offset = a->top;
-    a->top += size;
+    size_t at = segment_fit(a->segment, a->top, size);
+    if (at > a->top && !arena_release(a, a->top, at - a->top))
+        return false;
+    *offset = at;
+    a->top  = at + size;
     return true;
 }
 
@@ -141,18 +174,45 @@ static void compute_lifetimes(planner *p)
     }
 }
 
+/* The segment size of g's device: its largest buffer, rounded down to the
+ * alignment, or SIZE_MAX when it has no such limit. */
+static size_t device_segment(const kiln_graph *g)
+{
+    uint64_t m = g->ctx->max_alloc / KILN__ALIGN * KILN__ALIGN;
+    return m == 0 || m >= SIZE_MAX ? SIZE_MAX : (size_t)m;
+}
+
+/* A tensor larger than the device's largest buffer cannot be placed. */
+static kiln_status check_fits(kiln_graph *g, const kiln_tensor *t, size_t size,
+                              size_t segment)
+{
+    if (size <= segment)
+        return KILN_OK;
+    char s[KILN__SHAPE_STR];
+    kiln__graph_fail(g, KILN_ERR_NO_MEMORY,
+                     "compile: %s %s%s%s takes %zu bytes, more than %s allocates in one "
+                     "buffer (%zu bytes)",
+                     kiln_op_name(t->node.op),
+                     kiln__shape_str(s, t->node.ndim, t->node.dims), t->name ? " " : "",
+                     t->name ? t->name : "", size, kiln_context_device(g->ctx), segment);
+    return KILN_ERR_NO_MEMORY;
+}
+
 /* Assigns offsets: leaves packed one after another, intermediates in the arena. */
 static kiln_status assign_offsets(planner *p)
 {
     kiln_graph *g      = p->g;
-    arena       a      = {0};
+    arena       a      = {.segment = device_segment(g)};
     size_t      leaves = 0, unshared = 0;
     kiln_status st = KILN_OK;
     for (size_t i = 0; i < g->n_nodes && st == KILN_OK; i++) {
         kiln_tensor *t    = g->nodes[i];
         size_t       size = kiln__align_up(kiln__tensor_bytes(t));
+        if ((is_leaf(t) || (!t->view_src && !t->inplace)) &&
+            (st = check_fits(g, t, size, a.segment)) != KILN_OK)
+            break;
         if (is_leaf(t)) {
-            p->offset[i] = leaves;
+            p->offset[i] = leaves = segment_fit(a.segment, leaves, size);
             leaves += size;
             continue;
         }
@@ -163,11 +223,19 @@ static kiln_status assign_offsets(planner *p)
             /* Storage read after a run (outputs, and what output views show)
              * takes fresh bytes: kiln_graph_eval reruns some earlier nodes
              * alone, and one that had used these bytes would overwrite them. */
+            bool ok;
             if (p->last_use[i] == LIVE_FOREVER) {
-                p->offset[i] = a.top;
-                a.top += size;
+                size_t at = segment_fit(a.segment, a.top, size);
+                ok        = at == a.top || arena_release(&a, a.top, at - a.top);
+                p->offset[i] = at;
+                a.top        = at + size;
             } else {
-                arena_alloc(&a, size, &p->offset[i]);
+                ok = arena_alloc(&a, size, &p->offset[i]);
+            }
+            if (!ok) {
+                kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "compile: out of memory while "
+                                                        "planning");
+                st = KILN_ERR_NO_MEMORY;
             }
         }
         for (int s = 0; s < KILN_MAX_SRC; s++) {
@@ -193,17 +261,44 @@ static kiln_status assign_offsets(planner *p)
     g->plan.leaves_size = leaves;
     g->plan.arena_size  = a.top;
     g->plan.unshared    = unshared;
+    g->plan.segment     = a.segment;
     return st;
+}
+
+/* One buffer per segment of `size` bytes (one, possibly empty, without
+ * segments). */
+static kiln_status alloc_segments(kiln_graph *g, size_t size, kiln__buffers *b)
+{
+    const kiln_device *dev = &g->ctx->device;
+    size_t             seg = g->plan.segment;
+    size_t             n   = seg == SIZE_MAX || size == 0 ? 1 : (size + seg - 1) / seg;
+    b->buf                 = kiln__calloc(n, sizeof *b->buf, "the plan's buffers");
+    if (!b->buf)
+        return KILN_ERR_NO_MEMORY;
+    for (; b->n < n; b->n++) {
+        size_t part = n == 1 ? size : b->n + 1 < n ? seg : size - b->n * seg;
+        kiln_status st = dev->iface->buffer_alloc(dev->context, part, &b->buf[b->n]);
+        if (st != KILN_OK)
+            return st;
+    }
+    return KILN_OK;
+}
+
+static void free_segments(kiln_graph *g, kiln__buffers *b)
+{
+    const kiln_device *dev = &g->ctx->device;
+    for (size_t i = 0; i < b->n; i++)
+        dev->iface->buffer_free(dev->context, b->buf[i]);
+    free(b->buf);
+    memset(b, 0, sizeof *b);
 }
 
 static kiln_status alloc_buffers(kiln_graph *g)
 {
-    const kiln_device *dev  = &g->ctx->device;
-    kiln__plan        *plan = &g->plan;
-    kiln_status        st   = dev->iface->buffer_alloc(dev->context, plan->leaves_size,
-                                                       &plan->leaves);
+    kiln__plan *plan = &g->plan;
+    kiln_status st   = alloc_segments(g, plan->leaves_size, &plan->leaves);
     if (st == KILN_OK)
-        st = dev->iface->buffer_alloc(dev->context, plan->arena_size, &plan->arena);
+        st = alloc_segments(g, plan->arena_size, &plan->arena);
     if (st != KILN_OK) {
         kiln__graph_fail(g, st,
                          "compile: cannot reserve %zu bytes for parameters and "
@@ -223,8 +318,10 @@ static kiln_status bind_and_upload(planner *p)
     for (size_t i = 0; i < g->n_nodes; i++) {
         kiln_tensor *t    = g->nodes[i];
         kiln_tensor *root = kiln__storage(t);
-        t->node.buffer    = is_leaf(root) ? g->plan.leaves : g->plan.arena;
-        t->node.offset    = p->offset[root->id];
+        const kiln__buffers *b   = is_leaf(root) ? &g->plan.leaves : &g->plan.arena;
+        size_t               off = p->offset[root->id], seg = g->plan.segment;
+        t->node.buffer           = b->buf[seg == SIZE_MAX ? 0 : off / seg];
+        t->node.offset           = seg == SIZE_MAX ? off : off % seg;
         if (!is_leaf(t) || !t->staged)
             continue;
         kiln_status st = dev->iface->buffer_write(dev->context, t->node.buffer,
@@ -282,12 +379,9 @@ static kiln_status build_exec(kiln_graph *g)
  * kiln__graph_on_free, and called when a compile fails). */
 static void plan_free(kiln_graph *g)
 {
-    kiln__plan        *plan = &g->plan;
-    const kiln_device *dev  = &g->ctx->device;
-    if (plan->leaves)
-        dev->iface->buffer_free(dev->context, plan->leaves);
-    if (plan->arena)
-        dev->iface->buffer_free(dev->context, plan->arena);
+    kiln__plan *plan = &g->plan;
+    free_segments(g, &plan->leaves);
+    free_segments(g, &plan->arena);
     kiln__schedule_free(g);
     free(plan->exec);
     memset(plan, 0, sizeof *plan);
@@ -337,6 +431,12 @@ KILN_API kiln_status kiln_graph_compile(kiln_graph *g)
               "%zu of intermediates (%zu unshared)",
               g->n_nodes, g->plan.n_exec, kiln_context_device(g->ctx),
               g->plan.leaves_size, g->plan.arena_size, g->plan.unshared);
+    if (g->plan.segment != SIZE_MAX)
+        kiln__log(KILN_LOG_DEBUG,
+                  "the device allocates at most %zu bytes a buffer: leaves in %zu and "
+                  "intermediates in %zu buffers (in %zu KiB buffers)",
+                  g->plan.segment, g->plan.leaves.n, g->plan.arena.n,
+                  g->plan.segment / 1024);
     return KILN_OK;
 }
 

@@ -24,6 +24,7 @@ KILN_API kiln_context *kiln_context_new_for(const char *spec)
         return NULL;
     ctx->plugin    = p->table;
     ctx->index     = d->index;
+    ctx->max_alloc = r->descs[k].max_alloc;
     kiln_status st = p->table->device_open(d->index, &ctx->device);
     if (st != KILN_OK) {
         kiln__error(st, "cannot open %s:%d (%s): %s", d->backend, d->index, d->name,

@@ -297,14 +297,17 @@ typedef struct kiln_device_desc {
     char             description[256]; /* platform, version, threads ...     */
     kiln_device_type type;
     uint64_t         memory; /* bytes, 0 if unknown                */
-    int              compute_units;
+    /* (ABI 5) the largest buffer buffer_alloc takes, or 0 for no limit below
+     * memory: kiln plans a graph's storage in buffers of at most this size  */
+    uint64_t max_alloc;
+    int      compute_units;
     /* empty if kiln can use the device, else why not                        */
     char unusable[256];
     /* what the device can do, as space-separated key=value words for
      * programs to read (kiln-info --json): "isa=avx2 isas=[avx2,scalar]".
      * A value is yes or no, a decimal integer, [a,b,...] (a list), or a
      * word; keys are lower case with underscores. May be empty.           */
-    char capabilities[256];
+    char capabilities[512];
 } kiln_device_desc;
 
 typedef struct kiln_plugin {

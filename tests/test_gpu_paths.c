@@ -1,0 +1,195 @@
+/* tests/test_gpu_paths.c — the paths kiln takes for real GPUs, run on POCL
+ * through tests/cl-props.c, a preloaded shim that makes the device report
+ * other properties (and refuse buffers above a smaller largest allocation,
+ * as drivers do).
+ *
+ * Each case runs a program in a child process with the shim preloaded:
+ * kiln-info --json for the choice of device, tests/graph_runner for a graph
+ * whose storage must be split across buffers. Skipped without a usable
+ * OpenCL device.
+ */
+#include "backends.h"
+#include "expect.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdint.h>
+#include <unistd.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#define SHIM "tests/.libs/cl-props.so"
+
+static void need_opencl(void)
+{
+    const kiln_device_report *d;
+    size_t                    nd = kiln_devices(&d);
+    for (size_t i = 0; i < nd; i++)
+        if (strcmp(d[i].backend, "opencl") == 0 && !d[i].unusable)
+            return;
+    cr_skip_test("no usable OpenCL device");
+}
+
+/* Runs `cmd` with the shim and `props`; its exit status and output. */
+static int run_with(const char *props, const char *cmd, char *out, size_t len)
+{
+    char full[2048];
+    snprintf(full, sizeof full,
+             "env LD_PRELOAD=%s KILN_TEST_CL_PROPS='%s' timeout 600 %s 2>&1", SHIM, props,
+             cmd);
+    FILE *p = popen(full, "r");
+    cr_assert_not_null(p, "popen %s", full);
+    size_t n = 0, got;
+    char   drain[4096];
+    /* read to the end, so that the program never blocks on a full pipe */
+    while ((got = fread(n < len - 1 ? out + n : drain, 1,
+                        n < len - 1 ? len - 1 - n : sizeof drain, p)) > 0)
+        n += n < len - 1 ? got : 0;
+    out[n]     = '\0';
+    int status = pclose(p);
+    cr_assert(WIFEXITED(status), "%s did not exit normally: %s", full, out);
+    return WEXITSTATUS(status);
+}
+
+/* kiln-info --json under the shim: the selected device and the OpenCL
+ * device's capabilities. */
+static void selection(const char *props, char *device, size_t len, char *kind,
+                      size_t kind_len)
+{
+    static char out[1 << 16];
+    int         rc = run_with(props, "./tools/kiln-info --json", out, sizeof out);
+    cr_assert(rc == 0 || rc == 1, "kiln-info exited %d: %s", rc, out);
+    json_error_t err;
+    json_t      *root = json_loads(out, 0, &err);
+    cr_assert_not_null(root, "kiln-info --json with %s: %s: %s", props, err.text, out);
+    const char *sel = json_string_value(json_object_get(json_object_get(root, "selection"),
+                                                        "device"));
+    snprintf(device, len, "%s", sel ? sel : "");
+    kind[0] = '\0';
+    json_t *devices = json_object_get(root, "devices");
+    for (size_t i = 0; i < json_array_size(devices); i++) {
+        json_t *d = json_array_get(devices, i);
+        if (strcmp(json_string_value(json_object_get(d, "backend")), "opencl") == 0) {
+            const char *k =
+                json_string_value(json_object_get(json_object_get(d, "capabilities"), "kind"));
+            snprintf(kind, kind_len, "%s", k ? k : "(none)");
+        }
+    }
+    json_decref(root);
+}
+
+Test(gpu_paths, a_device_of_several_types_is_never_the_default)
+{
+    need_opencl();
+    char device[64], kind[64];
+    /* Oclgrind's simulator says it is a GPU, an accelerator and a CPU */
+    selection("type=gpu+cpu+accelerator", device, sizeof device, kind, sizeof kind);
+    cr_assert_str_eq(kind, "simulator_or_unknown");
+    cr_assert_str_eq(device, "cpu:0", "a simulator was chosen: %s", device);
+    /* a GPU of its own memory is */
+    selection("type=gpu,unified=0", device, sizeof device, kind, sizeof kind);
+    cr_assert_str_eq(kind, "discrete_gpu");
+    cr_assert_str_eq(device, "opencl:0");
+    selection("type=gpu,unified=1", device, sizeof device, kind, sizeof kind);
+    cr_assert_str_eq(kind, "integrated_gpu");
+    cr_assert_str_eq(device, "opencl:0");
+    /* POCL as it is: a CPU device, below kiln's cpu backend */
+    selection("", device, sizeof device, kind, sizeof kind);
+    cr_assert_str_eq(kind, "cpu");
+    cr_assert_str_eq(device, "cpu:0");
+}
+
+/* A text of words to train on, written once per test. */
+static char text_path[64];
+
+static void write_text(void)
+{
+    snprintf(text_path, sizeof text_path, "/tmp/kiln-gpu-text-XXXXXX");
+    int fd = mkstemp(text_path);
+    cr_assert(fd >= 0, "mkstemp");
+    FILE *f = fdopen(fd, "wb");
+    cr_assert_not_null(f);
+    static const char *const words[] = {"the ", "cat ", "sat ", "on ", "mat. "};
+    uint64_t                 s       = 5;
+    for (int i = 0; i < 3000; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        fputs(words[(s >> 33) % 5], f);
+    }
+    cr_assert_eq(fclose(f), 0);
+}
+
+static void remove_text(void)
+{
+    if (text_path[0])
+        remove(text_path);
+}
+
+static double final_val(const char *out)
+{
+    const char *p = strstr(out, "final val ");
+    return p ? strtod(p + 10, NULL) : NAN;
+}
+
+/* A GPT's training step whose tensors add up to megabytes, each at most 512
+ * KiB, on a device whose largest buffer is 1 MiB: the storage goes in
+ * several buffers and the losses are the cpu backend's. A batch whose
+ * logits take 2 MiB is refused, naming the tensor and the limit. The
+ * matmuls run on the cpu backend (KILN_DEBUG_REFUSE), as in
+ * test_kiln_train: CLBlast compiling for every shape takes minutes on POCL. */
+Test(gpu_paths, storage_is_split_at_the_largest_allocation, .fini = remove_text)
+{
+    need_opencl();
+    write_text();
+    static char out[1 << 22], ref[1 << 14];
+    char        cmd[512];
+    const char *gpt = "./tools/kiln-train --model gpt --layers 2 --heads 2 --embd 32 "
+                      "--ctx 32 --steps 3 --eval-every 3";
+    snprintf(cmd, sizeof cmd, "env KILN_BACKEND=cpu %s --batch 16 --data %s", gpt,
+             text_path);
+    int rc = run_with("", cmd, ref, sizeof ref);
+    cr_assert_eq(rc, 0, "%s: %s", cmd, ref);
+    snprintf(cmd, sizeof cmd,
+             "env KILN_BACKEND=opencl KILN_DEBUG_REFUSE=matmul KILN_LOG=debug %s --batch 16 "
+             "--data %s",
+             gpt, text_path);
+    rc = run_with("max_alloc=1048576", cmd, out, sizeof out);
+    cr_assert_eq(rc, 0, "%s with 1 MiB buffers: %s", cmd, out);
+    cr_assert(strstr(out, "in 1024 KiB buffers"), "the plan was not split: %s", out);
+    double a = final_val(ref), b = final_val(out);
+    cr_assert(fabs(a - b) < 1e-3, "final val: cpu %.6f, opencl in small buffers %.6f", a,
+              b);
+
+    snprintf(cmd, sizeof cmd,
+             "env KILN_BACKEND=opencl KILN_DEBUG_REFUSE=matmul %s --batch 64 --data %s", gpt,
+             text_path);
+    rc = run_with("max_alloc=1048576", cmd, out, sizeof out);
+    cr_assert_eq(rc, 1, "a tensor above the largest buffer: exit %d: %s", rc, out);
+    cr_assert(strstr(out, "matmul [2048, 256] takes 2097152 bytes, more than opencl:0") &&
+                  strstr(out, "allocates in one buffer (1048576 bytes)"),
+              "%s", out);
+}
+
+/* On a device that flushes subnormal floats, log and sqrt run on the cpu
+ * backend, so that log(1e-40) is -92.1 and sqrt(1e-40) is 1e-20, not -inf
+ * and 0; kiln-info says so. */
+Test(gpu_paths, log_and_sqrt_keep_subnormals_on_a_device_that_flushes_them)
+{
+    need_opencl();
+    char out[1 << 14];
+    int  rc = run_with("denorm=0", "env KILN_BACKEND=opencl KILN_LOG=debug ./tests/graph_runner tiny",
+                       out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "(log [2]) runs on cpu:0 (fallback: not supported there"), "%s",
+              out);
+    double l, q;
+    const char *p = strstr(out, "\nlog -");
+    cr_assert(p && sscanf(p + 1, "log %lf sqrt %lf", &l, &q) == 2, "%s", out);
+    cr_assert(fabs(l - log(1e-40)) < 1e-3 && fabs(q / 1e-20 - 1) < 1e-3,
+              "log %g sqrt %g of 1e-40: %s", l, q, out);
+    static char info[1 << 16];
+    rc = run_with("denorm=0", "./tools/kiln-info --json", info, sizeof info);
+    cr_assert(strstr(info, "\"denormals\": false"), "%s", info);
+}
