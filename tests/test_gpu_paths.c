@@ -193,3 +193,48 @@ Test(gpu_paths, log_and_sqrt_keep_subnormals_on_a_device_that_flushes_them)
     rc = run_with("denorm=0", "./tools/kiln-info --json", info, sizeof info);
     cr_assert(strstr(info, "\"denormals\": false"), "%s", info);
 }
+
+/* The outcome of the GEMM check is kept per device and driver: a second
+ * process reads it instead of checking again (on a GPU, a 2048^3 product
+ * every start) and computes the same numbers; a damaged entry is checked
+ * again and replaced, and KILN_OPENCL_TUNE=off is a decision of its own. */
+Test(gpu_paths, the_gemm_check_is_kept_per_device_and_driver)
+{
+    need_opencl();
+    char dir[] = "/tmp/kiln-gemm-cache-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    static char first[1 << 16], again[1 << 16], broken[1 << 16], off[1 << 16];
+    char        cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "env KILN_CACHE_DIR=%s KILN_BACKEND=opencl KILN_LOG=debug ./tests/graph_runner",
+             dir);
+    cr_assert_eq(run_with("", cmd, first, sizeof first), 0, "%s", first);
+    cr_assert(!strstr(first, "GEMM decision read"), "%s", first);
+    cr_assert_eq(run_with("", cmd, again, sizeof again), 0, "%s", again);
+    cr_assert(strstr(again, "GEMM decision read from"), "not kept: %s", again);
+    /* the outputs: everything after the device line */
+    const char *a = strstr(first, "\noutput "), *b = strstr(again, "\noutput ");
+    cr_assert(a && b && strcmp(a, b) == 0, "the outputs differ:\n%s\n%s", first, again);
+
+    char damage[1024];
+    snprintf(damage, sizeof damage,
+             "for f in %s/opencl-gemm-*.txt; do printf 'state=ok\\nset=nonsense\\n' >> \"$f\"; "
+             "done",
+             dir);
+    cr_assert_eq(system(damage), 0);
+    cr_assert_eq(run_with("", cmd, broken, sizeof broken), 0, "%s", broken);
+    cr_assert(!strstr(broken, "GEMM decision read from"), "a damaged entry was used: %s",
+              broken);
+    b = strstr(broken, "\noutput ");
+    cr_assert(b && strcmp(a, b) == 0, "the outputs differ after a damaged entry");
+
+    snprintf(cmd, sizeof cmd,
+             "env KILN_CACHE_DIR=%s KILN_BACKEND=opencl KILN_LOG=debug KILN_OPENCL_TUNE=off "
+             "./tests/graph_runner",
+             dir);
+    cr_assert_eq(run_with("", cmd, off, sizeof off), 0, "%s", off);
+    cr_assert(!strstr(off, "GEMM decision read from"), "tuning off read tuning on's: %s",
+              off);
+    snprintf(damage, sizeof damage, "rm -rf %s", dir);
+    cr_assert_eq(system(damage), 0);
+}

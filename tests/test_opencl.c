@@ -62,8 +62,8 @@ static child_result run_cached(const char *dir)
     return r;
 }
 
-/* The one cache entry in dir (asserts there is exactly one, and no temp
- * file left behind). */
+/* The one program entry in dir (asserts there is exactly one, and no temp
+ * file left behind); the GEMM decision kept beside it is not counted. */
 static void only_entry(const char *dir, char *path, size_t len)
 {
     DIR *d = opendir(dir);
@@ -71,9 +71,9 @@ static void only_entry(const char *dir, char *path, size_t len)
     int            entries = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
         cr_assert_null(strstr(e->d_name, ".tmp"), "a temp file was left: %s", e->d_name);
+        if (e->d_name[0] == '.' || strncmp(e->d_name, "opencl-gemm-", 12) == 0)
+            continue;
         snprintf(path, len, "%s/%s", dir, e->d_name);
         entries++;
     }

@@ -1,5 +1,7 @@
 /* gemm.c — GEMM through CLBlast's C API on the device's own queue, and the
- * once-per-process check that CLBlast computes the right thing here.
+ * check that CLBlast computes the right thing here, once per device and
+ * driver: its outcome is kept in kiln's cache folder (KILN_CACHE_DIR) and
+ * read back by later processes instead of checking again.
  *
  * CLBlast picks kernel parameters from its database by device name. On an
  * OpenCL CPU device (POCL) its defaults are slow, and a parameter set that
@@ -356,7 +358,20 @@ static kiln_status set_min_indirect(ocl_device *dev, size_t size)
     if (s != CLBlastSuccess)
         return ocl_clblast_fail(dev->host, "CLBlastOverrideParameters", s,
                                 "GemmRoutine XGEMM_MIN_INDIRECT_SIZE=%zu", size);
+    dev->info->gemm_min_indirect = size;
     return KILN_OK;
+}
+
+/* Puts CPU set i in force. */
+static CLBlastStatusCode use_xgemm_set(ocl_device *dev, size_t i)
+{
+    CLBlastStatusCode s = CLBlastOverrideParameters(
+        dev->info->id, "Xgemm", CLBlastPrecisionSingle, XGEMM_PARAMS,
+        (const char **)xgemm_names, xgemm_cpu_sets[i].v);
+    if (s == CLBlastSuccess)
+        snprintf(dev->info->gemm_set, sizeof dev->info->gemm_set, "%s",
+                 xgemm_cpu_sets[i].name);
+    return s;
 }
 
 /* Products that take the indirect kernel once the threshold is 64, with
@@ -383,11 +398,7 @@ static kiln_status tune_cpu(ocl_device *dev, char *note, size_t note_len)
                            unfit);
             continue;
         }
-        CLBlastStatusCode s = CLBlastOverrideParameters(dev->info->id, "Xgemm",
-                                                        CLBlastPrecisionSingle,
-                                                        XGEMM_PARAMS,
-                                                        (const char **)xgemm_names,
-                                                        xgemm_cpu_sets[i].v);
+        CLBlastStatusCode s = use_xgemm_set(dev, i);
         if (s != CLBlastSuccess) {
             dev->host->log(KILN_LOG_DEBUG,
                            "opencl: Xgemm set %s refused by CLBlast: "
@@ -452,7 +463,127 @@ static kiln_status warm_indirect(ocl_device *dev, char *note, size_t note_len)
     return set_min_indirect(dev, OCL_DIRECT_ONLY);
 }
 
+/* ---- the decision, kept on disk per device and driver --------------------------- */
+
+static kiln_status gemm_check_and_tune(ocl_device *dev);
+
+/* What the decision depends on: CLBlast's version, the device and its
+ * driver, the limits that rule sets out, the sets themselves, and
+ * KILN_OPENCL_TUNE. */
+static void decision_key(const ocl_info *info, bool tuning, char *key, size_t len)
+{
+    uint64_t h = OCL_FNV_SEED;
+    for (size_t i = 0; i < sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0]; i++) {
+        h = ocl_fnv1a(h, xgemm_cpu_sets[i].name, strlen(xgemm_cpu_sets[i].name));
+        h = ocl_fnv1a(h, xgemm_cpu_sets[i].v, sizeof xgemm_cpu_sets[i].v);
+    }
+    snprintf(key, len,
+             "kiln-opencl GEMM decision, format 1\n"
+             "clblast: %d.%d; sets fnv1a %016llx; min indirect %d; tuning %s\n"
+             "device: %s | %s | type %llu | group %zu | local %llu | memory %llu\n"
+             "driver: %s\n"
+             "platform: %s | %s\n",
+             CLBLAST_VERSION_MAJOR, CLBLAST_VERSION_MINOR, (unsigned long long)h,
+             OCL_CPU_MIN_INDIRECT, tuning ? "on" : "off", info->name, info->version,
+             (unsigned long long)info->type, info->max_group,
+             (unsigned long long)info->local_mem, (unsigned long long)info->memory,
+             info->driver, info->platform_name, info->platform_version);
+}
+
+/* The entry's path for key, into path; false when the cache is off. */
+static bool decision_path(const char *key, char *dir, size_t dir_len, char *path,
+                          size_t path_len)
+{
+    char why[512] = "";
+    if (!ocl_cache_dir(dir, dir_len, why, sizeof why))
+        return false;
+    snprintf(path, path_len, "%s/opencl-gemm-%016llx.txt", dir,
+             (unsigned long long)ocl_fnv1a(OCL_FNV_SEED, key, strlen(key)));
+    return true;
+}
+
+/* Applies a stored decision ("state=ok\nset=NAME\nmin_indirect=N\nnote=...")
+ * without checking again; false when there is none, or it cannot be used. */
+static bool decision_load(ocl_device *dev, bool tuning)
+{
+    char key[2048], dir[3072], path[4096], why[512] = "";
+    decision_key(dev->info, tuning, key, sizeof key);
+    if (!decision_path(key, dir, sizeof dir, path, sizeof path))
+        return false;
+    unsigned char   *data = NULL;
+    size_t           len  = 0;
+    ocl_cache_result r    = ocl_cache_load(path, key, &data, &len, why, sizeof why);
+    if (r == OCL_CACHE_BAD)
+        dev->host->log(KILN_LOG_INFO, "opencl: GEMM decision %s was unusable (%s)", path,
+                       why);
+    if (r != OCL_CACHE_HIT)
+        return false;
+    char   text[512], state[16] = "", set[32] = "", note[160] = "";
+    size_t min_indirect = 0;
+    snprintf(text, sizeof text, "%.*s", (int)(len < sizeof text ? len : sizeof text - 1),
+             (const char *)data);
+    free(data);
+    bool parsed = sscanf(text, "state=%15[a-z]\nset=%31[^\n]\nmin_indirect=%zu\nnote=%159[^\n]",
+                         state, set, &min_indirect, note) == 4;
+    if (!parsed) /* "set=" with no name reads as none */
+        parsed = sscanf(text, "state=%15[a-z]\nset=\nmin_indirect=%zu\nnote=%159[^\n]",
+                        state, &min_indirect, note) == 3;
+    bool ok = parsed && (strcmp(state, "ok") == 0 || strcmp(state, "broken") == 0);
+    for (size_t i = 0; ok && set[0] && i <= sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0];
+         i++) {
+        if (i == sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0])
+            ok = false; /* a set this kiln does not have */
+        else if (strcmp(set, xgemm_cpu_sets[i].name) == 0) {
+            ok = use_xgemm_set(dev, i) == CLBlastSuccess;
+            break;
+        }
+    }
+    if (ok && min_indirect)
+        ok = set_min_indirect(dev, min_indirect) == KILN_OK;
+    if (!ok) {
+        dev->host->log(KILN_LOG_INFO, "opencl: GEMM decision %s not used: checking again",
+                       path);
+        return false;
+    }
+    dev->info->gemm_state = strcmp(state, "ok") == 0 ? GEMM_OK : GEMM_BROKEN;
+    snprintf(dev->info->gemm_note, sizeof dev->info->gemm_note, "%.120s (checked before)",
+             note);
+    dev->host->log(KILN_LOG_DEBUG, "opencl: GEMM decision read from %s", path);
+    return true;
+}
+
+static void decision_store(ocl_device *dev, bool tuning)
+{
+    char key[2048], dir[3072], path[4096], text[512], why[512] = "";
+    decision_key(dev->info, tuning, key, sizeof key);
+    if (!decision_path(key, dir, sizeof dir, path, sizeof path))
+        return;
+    int n = snprintf(text, sizeof text, "state=%s\nset=%s\nmin_indirect=%zu\nnote=%s\n",
+                     dev->info->gemm_state == GEMM_OK ? "ok" : "broken", dev->info->gemm_set,
+                     dev->info->gemm_min_indirect, dev->info->gemm_note);
+    if (n > 0 && (size_t)n < sizeof text &&
+        !ocl_cache_store(dir, path, key, (const unsigned char *)text, (size_t)n, why,
+                         sizeof why))
+        dev->host->log(KILN_LOG_WARN, "opencl: GEMM decision not kept: %s", why);
+}
+
+/* The decision kept for this device and driver, else the checks (and the
+ * tuning on CPU devices), whose outcome is then kept: the checks take
+ * seconds (a 2048^3 product on a GPU, the candidate sets on a CPU device),
+ * every process. Running out of memory decides nothing and keeps nothing. */
 static kiln_status gemm_decide(ocl_device *dev)
+{
+    const char *tune_env = getenv("KILN_OPENCL_TUNE");
+    bool        tune_on  = !(tune_env && strcmp(tune_env, "off") == 0);
+    if (decision_load(dev, tune_on))
+        return KILN_OK;
+    kiln_status st = gemm_check_and_tune(dev);
+    if (st == KILN_OK)
+        decision_store(dev, tune_on);
+    return st;
+}
+
+static kiln_status gemm_check_and_tune(ocl_device *dev)
 {
     ocl_info   *info     = dev->info;
     char        why[256] = "";

@@ -52,9 +52,13 @@ typedef struct ocl_info {
     bool           fp16, fp64;
     bool           exact_div_sqrt; /* correctly rounded / and sqrt */
     char           unusable[256];  /* empty if kiln can use it    */
-    /* CLBlast's state for this device in this process (gemm.c) */
-    int  gemm_state;
-    char gemm_note[160];
+    /* CLBlast's state for this device in this process (gemm.c): the
+     * decision, the Xgemm set kiln put in force (or ""), the size from which
+     * the indirect kernel runs (0: CLBlast's own) */
+    int    gemm_state;
+    char   gemm_note[160];
+    char   gemm_set[32];
+    size_t gemm_min_indirect;
 } ocl_info;
 
 /* Every device of every platform, in kiln's order (ocl_kind): GPUs with
