@@ -238,3 +238,41 @@ Test(gpu_paths, the_gemm_check_is_kept_per_device_and_driver)
     snprintf(damage, sizeof damage, "rm -rf %s", dir);
     cr_assert_eq(system(damage), 0);
 }
+
+/* Sums take compensated float on a GPU (double precision runs at 1/32 of
+ * single on many) unless KILN_OPENCL_FP64=on, and double on a CPU device;
+ * the results agree with the cpu backend's either way. */
+Test(gpu_paths, a_gpu_sums_in_compensated_float_unless_asked_for_double)
+{
+    need_opencl();
+    static char gpu[1 << 16], on[1 << 16], cpu[1 << 16], ref[1 << 16];
+    const char *run = "env KILN_BACKEND=opencl KILN_LOG=debug ./tests/graph_runner";
+    cr_assert_eq(run_with("type=gpu", run, gpu, sizeof gpu), 0, "%s", gpu);
+    cr_assert(strstr(gpu, "sums in compensated float"), "%s", gpu);
+    cr_assert_eq(run_with("type=gpu", "env KILN_OPENCL_FP64=on KILN_BACKEND=opencl "
+                                      "KILN_LOG=debug ./tests/graph_runner",
+                          on, sizeof on),
+                 0, "%s", on);
+    cr_assert(strstr(on, "sums in double"), "%s", on);
+    cr_assert_eq(run_with("", run, cpu, sizeof cpu), 0, "%s", cpu);
+    cr_assert(strstr(cpu, "sums in double"), "%s", cpu);
+    cr_assert_eq(run_with("", "env KILN_BACKEND=cpu ./tests/graph_runner", ref, sizeof ref), 0,
+                 "%s", ref);
+    /* every output element within float rounding of the cpu backend's */
+    const char *lines[] = {strstr(gpu, "\noutput "), strstr(on, "\noutput "),
+                           strstr(ref, "\noutput ")};
+    cr_assert(lines[0] && lines[1] && lines[2], "no outputs");
+    for (int k = 0; k < 2; k++) {
+        const char *p = lines[k], *q = lines[2];
+        int         n = 0;
+        while ((p = strchr(p + 1, '\n')) && (q = strchr(q + 1, '\n')) && p[1] && q[1]) {
+            if (strncmp(p + 1, "output", 6) == 0 || strncmp(p + 1, "kiln", 4) == 0)
+                continue;
+            double x = strtod(p + 1, NULL), y = strtod(q + 1, NULL);
+            cr_assert(fabs(x - y) <= 1e-5 * (1 + fabs(y)), "element %d: %g against %g", n,
+                      x, y);
+            n++;
+        }
+        cr_assert(n > 10, "only %d elements compared", n);
+    }
+}
