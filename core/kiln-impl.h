@@ -165,7 +165,7 @@ typedef struct kiln__plan {
     /* the bytes of each buffer but the last, no tensor straddling two
      * (the device's largest allocation), or SIZE_MAX for one buffer        */
     size_t segment;
-    size_t            unshared; /* what the arena would be without sharing */
+    size_t unshared; /* what the arena would be without sharing */
 } kiln__plan;
 
 #define KILN__GRAPH_RELEASE_MAX 4
@@ -188,9 +188,9 @@ struct kiln_graph {
     float        clip_max_norm;
     /* kiln_graph_set_meta's pairs, a Jansson object owned and released by
      * formats/safetensors.c, or NULL */
-    void           *meta;
-    uint64_t        seed;       /* layer seed sequence (kiln_graph_seed)   */
-    unsigned        n_layers;   /* layers made, for default layer names    */
+    void    *meta;
+    uint64_t seed;     /* layer seed sequence (kiln_graph_seed)   */
+    unsigned n_layers; /* layers made, for default layer names    */
     /* What other modules attached (the plan, the optimisers): each registers
      * its own release with kiln__graph_on_free, and kiln_graph_free calls
      * them, last registered first, so graph.c needs none of them. */
@@ -279,7 +279,8 @@ kiln_tensor *kiln__embedding_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *f
 /* The input's gradient of a causal_softmax node y, from y and its scale. */
 kiln_tensor *kiln__causal_softmax_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *y);
 /* The qkv gradient of a causal_attention node fwd, from gy [B, T, C]. */
-kiln_tensor *kiln__causal_attention_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
+kiln_tensor *kiln__causal_attention_grad(kiln_graph *g, kiln_tensor *gy,
+                                         kiln_tensor *fwd);
 /* op: KILN_OP_LAYER_NORM_GRAD (for x) or KILN_OP_LAYER_NORM_GRAD_WEIGHT (for
  * the weight) of the layer_norm node fwd; eps is fwd's */
 kiln_tensor *kiln__layer_norm_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,

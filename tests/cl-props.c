@@ -125,7 +125,8 @@ SHIM_API cl_int clGetDeviceInfo(cl_device_id device, cl_device_info param,
         break;
     case CL_DEVICE_MAX_CLOCK_FREQUENCY:
     case CL_DEVICE_MAX_COMPUTE_UNITS:
-        if (*prop(param == CL_DEVICE_MAX_CLOCK_FREQUENCY ? "clock" : "units", v, sizeof v)) {
+        if (*prop(param == CL_DEVICE_MAX_CLOCK_FREQUENCY ? "clock" : "units", v,
+                  sizeof v)) {
             cl_uint u = (cl_uint)strtoul(v, NULL, 10);
             answer(value, value_size, size_ret, &u, sizeof u);
         }

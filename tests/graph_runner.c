@@ -71,7 +71,7 @@ static int limit_address_space(void)
     const char *mb = getenv("KILN_TEST_ADDRESS_LIMIT_MB");
     if (!mb)
         return 0;
-    struct rlimit lim = { .rlim_cur = (rlim_t)strtoull(mb, NULL, 10) << 20 };
+    struct rlimit lim = {.rlim_cur = (rlim_t)strtoull(mb, NULL, 10) << 20};
     lim.rlim_max      = lim.rlim_cur;
     return setrlimit(RLIMIT_AS, &lim) == 0 ? 0 : fail("setrlimit", "RLIMIT_AS");
 }

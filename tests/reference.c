@@ -771,7 +771,8 @@ void ref_causal_softmax_offset(const float *x, int64_t mats, int64_t tq, int64_t
         for (int64_t j = 0; j <= i && j < tk; j++)
             s += exp((double)scale * row[j] - m);
         for (int64_t j = 0; j < tk; j++)
-            out[r * tk + j] = j <= i ? (float)(exp((double)scale * row[j] - m) / s) : 0.0f;
+            out[r * tk + j] = j <= i ? (float)(exp((double)scale * row[j] - m) / s)
+                                     : 0.0f;
     }
 }
 

@@ -769,7 +769,7 @@ BACKEND_TEST(grad_causal_attention, matches_finite_differences)
     static const struct {
         int64_t B, T, C;
         int     H;
-    } cases[] = {{1, 3, 2, 1}, {2, 4, 4, 2}, {1, 35, 2, 1}, {1, 2, 6, 3}};
+    } cases[]         = {{1, 3, 2, 1}, {2, 4, 4, 2}, {1, 35, 2, 1}, {1, 2, 6, 3}};
     kiln_context *ctx = test_backend_context(backend);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         gcheck    gc;

@@ -65,16 +65,16 @@ static void selection(const char *props, char *device, size_t len, char *kind,
     json_error_t err;
     json_t      *root = json_loads(out, 0, &err);
     cr_assert_not_null(root, "kiln-info --json with %s: %s: %s", props, err.text, out);
-    const char *sel = json_string_value(json_object_get(json_object_get(root, "selection"),
-                                                        "device"));
+    const char *sel = json_string_value(
+        json_object_get(json_object_get(root, "selection"), "device"));
     snprintf(device, len, "%s", sel ? sel : "");
-    kind[0] = '\0';
+    kind[0]         = '\0';
     json_t *devices = json_object_get(root, "devices");
     for (size_t i = 0; i < json_array_size(devices); i++) {
         json_t *d = json_array_get(devices, i);
         if (strcmp(json_string_value(json_object_get(d, "backend")), "opencl") == 0) {
-            const char *k =
-                json_string_value(json_object_get(json_object_get(d, "capabilities"), "kind"));
+            const char *k = json_string_value(
+                json_object_get(json_object_get(d, "capabilities"), "kind"));
             snprintf(kind, kind_len, "%s", k ? k : "(none)");
         }
     }
@@ -152,7 +152,8 @@ Test(gpu_paths, storage_is_split_at_the_largest_allocation, .fini = remove_text)
     int rc = run_with("", cmd, ref, sizeof ref);
     cr_assert_eq(rc, 0, "%s: %s", cmd, ref);
     snprintf(cmd, sizeof cmd,
-             "env KILN_BACKEND=opencl KILN_DEBUG_REFUSE=matmul KILN_LOG=debug %s --batch 16 "
+             "env KILN_BACKEND=opencl KILN_DEBUG_REFUSE=matmul KILN_LOG=debug %s --batch "
+             "16 "
              "--data %s",
              gpt, text_path);
     rc = run_with("max_alloc=1048576", cmd, out, sizeof out);
@@ -163,8 +164,8 @@ Test(gpu_paths, storage_is_split_at_the_largest_allocation, .fini = remove_text)
               b);
 
     snprintf(cmd, sizeof cmd,
-             "env KILN_BACKEND=opencl KILN_DEBUG_REFUSE=matmul %s --batch 64 --data %s", gpt,
-             text_path);
+             "env KILN_BACKEND=opencl KILN_DEBUG_REFUSE=matmul %s --batch 64 --data %s",
+             gpt, text_path);
     rc = run_with("max_alloc=1048576", cmd, out, sizeof out);
     cr_assert_eq(rc, 1, "a tensor above the largest buffer: exit %d: %s", rc, out);
     cr_assert(strstr(out, "matmul [2048, 256] takes 2097152 bytes, more than opencl:0") &&
@@ -179,12 +180,13 @@ Test(gpu_paths, log_and_sqrt_keep_subnormals_on_a_device_that_flushes_them)
 {
     need_opencl();
     char out[1 << 14];
-    int  rc = run_with("denorm=0", "env KILN_BACKEND=opencl KILN_LOG=debug ./tests/graph_runner tiny",
+    int  rc = run_with("denorm=0",
+                       "env KILN_BACKEND=opencl KILN_LOG=debug ./tests/graph_runner tiny",
                        out, sizeof out);
     cr_assert_eq(rc, 0, "%s", out);
     cr_assert(strstr(out, "(log [2]) runs on cpu:0 (fallback: not supported there"), "%s",
               out);
-    double l, q;
+    double      l, q;
     const char *p = strstr(out, "\nlog -");
     cr_assert(p && sscanf(p + 1, "log %lf sqrt %lf", &l, &q) == 2, "%s", out);
     cr_assert(fabs(l - log(1e-40)) < 1e-3 && fabs(q / 1e-20 - 1) < 1e-3,
@@ -206,7 +208,8 @@ Test(gpu_paths, the_gemm_check_is_kept_per_device_and_driver)
     static char first[1 << 16], again[1 << 16], broken[1 << 16], off[1 << 16];
     char        cmd[512];
     snprintf(cmd, sizeof cmd,
-             "env KILN_CACHE_DIR=%s KILN_BACKEND=opencl KILN_LOG=debug ./tests/graph_runner",
+             "env KILN_CACHE_DIR=%s KILN_BACKEND=opencl KILN_LOG=debug "
+             "./tests/graph_runner",
              dir);
     cr_assert_eq(run_with("", cmd, first, sizeof first), 0, "%s", first);
     cr_assert(!strstr(first, "GEMM decision read"), "%s", first);
@@ -218,7 +221,8 @@ Test(gpu_paths, the_gemm_check_is_kept_per_device_and_driver)
 
     char damage[1024];
     snprintf(damage, sizeof damage,
-             "for f in %s/opencl-gemm-*.txt; do printf 'state=ok\\nset=nonsense\\n' >> \"$f\"; "
+             "for f in %s/opencl-gemm-*.txt; do printf 'state=ok\\nset=nonsense\\n' >> "
+             "\"$f\"; "
              "done",
              dir);
     cr_assert_eq(system(damage), 0);
@@ -229,7 +233,8 @@ Test(gpu_paths, the_gemm_check_is_kept_per_device_and_driver)
     cr_assert(b && strcmp(a, b) == 0, "the outputs differ after a damaged entry");
 
     snprintf(cmd, sizeof cmd,
-             "env KILN_CACHE_DIR=%s KILN_BACKEND=opencl KILN_LOG=debug KILN_OPENCL_TUNE=off "
+             "env KILN_CACHE_DIR=%s KILN_BACKEND=opencl KILN_LOG=debug "
+             "KILN_OPENCL_TUNE=off "
              "./tests/graph_runner",
              dir);
     cr_assert_eq(run_with("", cmd, off, sizeof off), 0, "%s", off);
@@ -249,15 +254,17 @@ Test(gpu_paths, a_gpu_sums_in_compensated_float_unless_asked_for_double)
     const char *run = "env KILN_BACKEND=opencl KILN_LOG=debug ./tests/graph_runner";
     cr_assert_eq(run_with("type=gpu", run, gpu, sizeof gpu), 0, "%s", gpu);
     cr_assert(strstr(gpu, "sums in compensated float"), "%s", gpu);
-    cr_assert_eq(run_with("type=gpu", "env KILN_OPENCL_FP64=on KILN_BACKEND=opencl "
-                                      "KILN_LOG=debug ./tests/graph_runner",
+    cr_assert_eq(run_with("type=gpu",
+                          "env KILN_OPENCL_FP64=on KILN_BACKEND=opencl "
+                          "KILN_LOG=debug ./tests/graph_runner",
                           on, sizeof on),
                  0, "%s", on);
     cr_assert(strstr(on, "sums in double"), "%s", on);
     cr_assert_eq(run_with("", run, cpu, sizeof cpu), 0, "%s", cpu);
     cr_assert(strstr(cpu, "sums in double"), "%s", cpu);
-    cr_assert_eq(run_with("", "env KILN_BACKEND=cpu ./tests/graph_runner", ref, sizeof ref), 0,
-                 "%s", ref);
+    cr_assert_eq(run_with("", "env KILN_BACKEND=cpu ./tests/graph_runner", ref,
+                          sizeof ref),
+                 0, "%s", ref);
     /* every output element within float rounding of the cpu backend's */
     const char *lines[] = {strstr(gpu, "\noutput "), strstr(on, "\noutput "),
                            strstr(ref, "\noutput ")};

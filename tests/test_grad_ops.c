@@ -921,8 +921,8 @@ static void expect_refused_at_run(op_case *c, const char *op, const char *messag
         kiln_status      st      = io->graph_compute(d->dev.context, list, 1);
         if (st == KILN_OK && io->synchronize)
             st = io->synchronize(d->dev.context);
-        cr_expect_eq(st, KILN_ERR_INVALID_ARG, "%s on %s gave status %d: %s", op, d->label,
-                     (int)st, kiln_last_error());
+        cr_expect_eq(st, KILN_ERR_INVALID_ARG, "%s on %s gave status %d: %s", op,
+                     d->label, (int)st, kiln_last_error());
         if (message)
             cr_expect(strstr(kiln_last_error(), message), "%s: %s", d->label,
                       kiln_last_error());
@@ -1063,12 +1063,12 @@ static void check_causal_softmax_grad_offset(int64_t mats, int64_t tq, int64_t t
     char label[96];
     snprintf(label, sizeof label, "causal_softmax_grad [%lld, %lld, %lld] offset %d",
              (long long)mats, (long long)tq, (long long)tk, (int)offset);
-    op_case c = {0};
-    size_t  n = (size_t)(mats * tq * tk);
-    tensor *g = input(&c, KILN_SHAPE(mats, tq, tk), 74);
-    tensor *y = input(&c, KILN_SHAPE(mats, tq, tk), 75);
-    tensor *o = tensor_new(KILN_I32, KILN_SHAPE(1));
-    o->i[0]   = offset;
+    op_case c        = {0};
+    size_t  n        = (size_t)(mats * tq * tk);
+    tensor *g        = input(&c, KILN_SHAPE(mats, tq, tk), 74);
+    tensor *y        = input(&c, KILN_SHAPE(mats, tq, tk), 75);
+    tensor *o        = tensor_new(KILN_I32, KILN_SHAPE(1));
+    o->i[0]          = offset;
     c.src[c.n_src++] = o;
     float *x = malloc(n * sizeof *x), *want = malloc(n * sizeof *want);
     cr_assert(x && want);
@@ -1131,7 +1131,7 @@ static void ref_step(step_kind kind, step_ref *r, const float *grad, double clip
             continue;
         }
         double lr = h[0], b1 = h[1], b2 = h[2], eps = h[3], wd = h[4];
-        double p  = r->p[i], dd = gi;
+        double p = r->p[i], dd = gi;
         if (kind == STEP_ADAMW)
             p *= 1.0 - lr * wd;
         else
@@ -1182,7 +1182,7 @@ static void check_steps(step_kind kind, bool clip, int64_t P, size_t shift)
         tensor       *g = input(&c, KILN_SHAPE(P), 0);
         tensor       *m = input(&c, KILN_SHAPE(P), 0);
         tensor       *v = adam ? input(&c, KILN_SHAPE(P), 0) : NULL;
-        tensor *hp = adam ? input(&c, KILN_SHAPE(12), 0) : input(&c, KILN_SHAPE(4), 0);
+        tensor *hp    = adam ? input(&c, KILN_SHAPE(12), 0) : input(&c, KILN_SHAPE(4), 0);
         tensor *sumsq = clip ? input(&c, KILN_SHAPE(1), 0) : NULL;
         memcpy(p->f, param, bytes);
         memset(m->f, 0, bytes);
@@ -1215,7 +1215,7 @@ static void check_steps(step_kind kind, bool clip, int64_t P, size_t shift)
             float  s_value   = clip ? (float)(want_norm * want_norm) : 0.0f;
             double scale     = clip ? fmin(1.0, max_norm / (sqrt((double)s_value) + 1e-6))
                                     : 1.0;
-            float h[12] = {lr, momentum, wd, clip ? max_norm : 0.0f};
+            float  h[12]     = {lr, momentum, wd, clip ? max_norm : 0.0f};
             if (adam) {
                 float hh[12] = {lr,
                                 b1,

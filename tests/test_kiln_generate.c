@@ -32,16 +32,17 @@ static int run_tool(int limit, const char *cmd, char *out, size_t len, char *err
     snprintf(full, sizeof full, "timeout %d %s 2>%s", limit, cmd, err_path);
     FILE *p = popen(full, "r");
     cr_assert_not_null(p, "popen %s", full);
-    size_t n   = fread(out, 1, len - 1, p);
-    out[n]     = '\0';
-    int status = pclose(p);
-    FILE *e    = fopen(err_path, "rb");
+    size_t n     = fread(out, 1, len - 1, p);
+    out[n]       = '\0';
+    int   status = pclose(p);
+    FILE *e      = fopen(err_path, "rb");
     cr_assert_not_null(e);
     n      = fread(err, 1, err_len - 1, e);
     err[n] = '\0';
     fclose(e);
     cr_assert(WIFEXITED(status), "%s did not exit normally: %s", full, err);
-    cr_assert_neq(WEXITSTATUS(status), 124, "%s did not end in %d s: %s", full, limit, err);
+    cr_assert_neq(WEXITSTATUS(status), 124, "%s did not end in %d s: %s", full, limit,
+                  err);
     return WEXITSTATUS(status);
 }
 
@@ -100,8 +101,8 @@ static void expect_generated(const char *spec, const char *args, char *out, size
 {
     char err[4096];
     int  rc = generate(spec, args, out, len, err, sizeof err);
-    cr_assert_eq(rc, 0, "kiln-generate %s on %s: exit %d: %s", args, spec ? spec : "default",
-                 rc, err);
+    cr_assert_eq(rc, 0, "kiln-generate %s on %s: exit %d: %s", args,
+                 spec ? spec : "default", rc, err);
     cr_assert(strstr(err, " tokens/s "), "no speed on stderr: %s", err);
 }
 
@@ -114,7 +115,8 @@ Test(kiln_generate, the_cache_and_the_whole_context_give_the_same_greedy_text)
     expect_generated("cpu", "--prompt 'the cat ' --tokens 100 --temperature 0 --no-cache",
                      b, sizeof b);
     cr_assert_eq(strlen(a), 8 + 100, "%zu bytes: \"%s\"", strlen(a), a);
-    cr_assert(strncmp(a, "the cat ", 8) == 0, "the prompt does not come first: \"%s\"", a);
+    cr_assert(strncmp(a, "the cat ", 8) == 0, "the prompt does not come first: \"%s\"",
+              a);
     cr_assert_str_eq(a, b, "with the cache:\n%s\nwithout:\n%s", a, b);
 }
 
@@ -127,7 +129,8 @@ Test(kiln_generate, the_same_seed_gives_the_same_text)
     expect_generated("cpu", "--prompt 'a dog ' --tokens 120 --seed 6", c, sizeof c);
     cr_assert_str_eq(a, b);
     cr_assert_str_neq(a, c, "seeds 5 and 6 gave the same 120 bytes: %s", a);
-    expect_generated("cpu", "--prompt 'a dog ' --tokens 50 --top-k 1 --seed 9", c, sizeof c);
+    expect_generated("cpu", "--prompt 'a dog ' --tokens 50 --top-k 1 --seed 9", c,
+                     sizeof c);
     expect_generated("cpu", "--prompt 'a dog ' --tokens 50 --temperature 0", d, sizeof d);
     cr_assert_str_eq(c, d);
     /* the model learnt its words: greedy text is made of them */
@@ -155,7 +158,8 @@ Test(kiln_generate, cpu_and_opencl_give_the_same_greedy_text)
     if (!cl)
         cr_skip_test("no usable OpenCL device");
     char a[4096], b[4096];
-    expect_generated("cpu", "--prompt 'on the ' --tokens 40 --temperature 0", a, sizeof a);
+    expect_generated("cpu", "--prompt 'on the ' --tokens 40 --temperature 0", a,
+                     sizeof a);
     setenv("KILN_DEBUG_REFUSE", "matmul", 1);
     expect_generated("opencl", "--prompt 'on the ' --tokens 40 --temperature 0", b,
                      sizeof b);
@@ -167,8 +171,8 @@ static void expect_refused(const char *args, int status, const char *message)
 {
     char out[4096], err[4096];
     int  rc = generate(NULL, args, out, sizeof out, err, sizeof err);
-    cr_assert_eq(rc, status, "kiln-generate %s: exit %d, expected %d: %s", args, rc, status,
-                 err);
+    cr_assert_eq(rc, status, "kiln-generate %s: exit %d, expected %d: %s", args, rc,
+                 status, err);
     cr_assert(strstr(err, message), "kiln-generate %s said \"%s\", expected \"%s\"", args,
               err, message);
     cr_assert_str_eq(out, "", "stdout holds text after a refusal");
@@ -185,8 +189,8 @@ Test(kiln_generate, bad_arguments_and_files_are_refused_by_name)
     int  rc = run_tool(60, GENERATE " --tokens 3", out, sizeof out, err, sizeof err);
     cr_assert_eq(rc, 2, "no --weights: exit %d: %s", rc, err);
     cr_assert(strstr(err, "--weights FILE is needed"), "%s", err);
-    rc = run_tool(60, GENERATE " --weights /nonexistent/w.safetensors", out, sizeof out, err,
-                  sizeof err);
+    rc = run_tool(60, GENERATE " --weights /nonexistent/w.safetensors", out, sizeof out,
+                  err, sizeof err);
     cr_assert_eq(rc, 1, "a missing file: exit %d: %s", rc, err);
     cr_assert(strstr(err, "/nonexistent/w.safetensors"), "%s", err);
     /* weights without a recorded model (an independent writer's file) */

@@ -567,7 +567,7 @@ Test(opencl, a_tight_address_space_limit_is_an_error_not_a_crash)
     for (int mb = 300; mb <= 1400; mb += 100) {
         char limit[64];
         snprintf(limit, sizeof limit, "KILN_TEST_ADDRESS_LIMIT_MB=%d", mb);
-        const char  *env[] = { "KILN_BACKEND=opencl", limit, NULL };
+        const char  *env[] = {"KILN_BACKEND=opencl", limit, NULL};
         child_result r     = child_run("graph_runner", env);
         cr_expect(r.status == 0 || r.status == 1,
                   "graph_runner under %d MiB ended with status %d:\n%s", mb, r.status,

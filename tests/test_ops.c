@@ -752,7 +752,7 @@ BACKEND_TEST(matmul, gives_zeros_for_k_0_and_empty_results_for_m_or_n_0)
  * vectors, K around a vector, and wide enough to be split between threads. */
 BACKEND_TEST(matmul, one_row_products_match_reference_for_every_transpose)
 {
-    static const int64_t kn[][2] = {{128, 512}, {37, 13}, {5, 70}, {1, 1},
+    static const int64_t kn[][2] = {{128, 512}, {37, 13}, {5, 70},     {1, 1},
                                     {9, 33},    {64, 3},  {3000, 1100}};
     kiln_context        *ctx     = test_backend_context(backend);
     for (size_t i = 0; i < sizeof kn / sizeof kn[0]; i++)
@@ -1972,11 +1972,11 @@ BACKEND_TEST(causal_softmax, with_an_offset_matches_reference_for_every_offset)
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         ref_shape    s  = shapes[i];
         int64_t      tq = s.dims[s.ndim - 2], tk = s.dims[s.ndim - 1];
-        size_t       n  = ref_numel(s);
-        kiln_graph  *g  = kiln_graph_new(ctx);
-        kiln_tensor *x  = kiln_input(g, "x", KILN_F32, s.ndim, s.dims);
-        kiln_tensor *o  = kiln_input(g, "offset", KILN_I32, KILN_SHAPE(1));
-        kiln_tensor *y  = kiln_causal_softmax_offset(g, x, 0.25f, o);
+        size_t       n = ref_numel(s);
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *x = kiln_input(g, "x", KILN_F32, s.ndim, s.dims);
+        kiln_tensor *o = kiln_input(g, "offset", KILN_I32, KILN_SHAPE(1));
+        kiln_tensor *y = kiln_causal_softmax_offset(g, x, 0.25f, o);
         cr_assert_eq(kiln_output(g, y), KILN_OK, "%s", graph_error(g));
         cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", graph_error(g));
         float *xs = ref_calloc(n, sizeof *xs), *got = ref_calloc(n, sizeof *got),
@@ -2019,13 +2019,14 @@ Test(causal_softmax, refuses_an_offset_that_is_not_one_i32)
     g = kiln_graph_new(ctx);
     x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(2, 1, 5));
     kiln_causal_softmax_offset(g, x, 1.0f, kiln_input(g, "o", KILN_F32, KILN_SHAPE(1)));
-    cr_assert(strstr(graph_error(g), "causal_softmax: offset [1] is f32, expected i32"), "%s",
-              graph_error(g));
+    cr_assert(strstr(graph_error(g), "causal_softmax: offset [1] is f32, expected i32"),
+              "%s", graph_error(g));
     kiln_graph_free(g);
     g = kiln_graph_new(ctx);
     x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(2, 1, 5));
     kiln_causal_softmax_offset(g, x, 1.0f, NULL);
-    cr_assert(strstr(graph_error(g), "causal_softmax: offset is NULL"), "%s", graph_error(g));
+    cr_assert(strstr(graph_error(g), "causal_softmax: offset is NULL"), "%s",
+              graph_error(g));
     kiln_graph_free(g);
     kiln_context_free(ctx);
 }
@@ -2081,7 +2082,11 @@ Test(causal_attention, refuses_a_qkv_that_is_not_three_wide_and_heads_that_do_no
     } bad[] = {
         {3, {2, 4, 10}, 1, 1.0f, "causal_attention: qkv [2, 4, 10]: expected [B, T, 3C]"},
         {2, {4, 12}, 1, 1.0f, "causal_attention: qkv [4, 12]: expected [B, T, 3C]"},
-        {3, {2, 4, 12}, 3, 1.0f, "3 heads: expected a number of heads that divides C = 4"},
+        {3,
+         {2, 4, 12},
+         3,
+         1.0f,
+         "3 heads: expected a number of heads that divides C = 4"},
         {3, {2, 4, 12}, 0, 1.0f, "0 heads"},
         {3, {2, 4, 12}, 2, NAN, "causal_attention: scale nan: expected a finite number"},
     };
@@ -2089,8 +2094,8 @@ Test(causal_attention, refuses_a_qkv_that_is_not_three_wide_and_heads_that_do_no
         kiln_graph  *g = kiln_graph_new(ctx);
         kiln_tensor *x = kiln_input(g, "qkv", KILN_F32, bad[i].ndim, bad[i].dims);
         kiln_causal_attention(g, x, bad[i].heads, bad[i].scale);
-        cr_assert(strstr(graph_error(g), bad[i].msg), "case %zu: expected \"%s\" in: %s", i,
-                  bad[i].msg, graph_error(g));
+        cr_assert(strstr(graph_error(g), bad[i].msg), "case %zu: expected \"%s\" in: %s",
+                  i, bad[i].msg, graph_error(g));
         kiln_graph_free(g);
     }
     kiln_context_free(ctx);
@@ -2112,16 +2117,16 @@ static void ref_store(float *dst, const float *value, int64_t outer, int64_t r, 
 static void check_store_slice(const char *spec, kiln_context *ctx, ref_shape ds, int axis,
                               int64_t n, const int32_t *starts, int n_starts)
 {
-    int       ax = axis < 0 ? axis + ds.ndim : axis;
-    ref_shape vs = ds;
-    vs.dims[ax]  = n;
+    int       ax  = axis < 0 ? axis + ds.ndim : axis;
+    ref_shape vs  = ds;
+    vs.dims[ax]   = n;
     int64_t outer = 1, inner = 1, r = ds.dims[ax];
     for (int d = 0; d < ax; d++)
         outer *= ds.dims[d];
     for (int d = ax + 1; d < ds.ndim; d++)
         inner *= ds.dims[d];
     size_t       nd = ref_numel(ds), nv = ref_numel(vs);
-    kiln_graph  *g  = kiln_graph_new(ctx);
+    kiln_graph  *g     = kiln_graph_new(ctx);
     kiln_tensor *dst   = kiln_input(g, "cache", KILN_F32, ds.ndim, ds.dims);
     kiln_tensor *value = kiln_input(g, "value", KILN_F32, vs.ndim, vs.dims);
     kiln_tensor *start = kiln_input(g, "start", KILN_I32, KILN_SHAPE(1));
@@ -2212,7 +2217,8 @@ BACKEND_TEST(store_slice, refuses_a_start_outside_the_destination_at_run_time)
     kiln_context_free(ctx);
 }
 
-Test(store_slice, refuses_a_destination_that_is_not_an_input_and_a_value_that_does_not_fit)
+Test(store_slice,
+     refuses_a_destination_that_is_not_an_input_and_a_value_that_does_not_fit)
 {
     kiln_context *ctx = test_context(test_first_spec());
     kiln_graph   *g   = kiln_graph_new(ctx);
@@ -2220,7 +2226,8 @@ Test(store_slice, refuses_a_destination_that_is_not_an_input_and_a_value_that_do
     kiln_tensor  *v   = kiln_input(g, "v", KILN_F32, KILN_SHAPE(2, 1, 3));
     kiln_tensor  *s   = kiln_input(g, "s", KILN_I32, KILN_SHAPE(1));
     kiln_store_slice(g, p, v, 1, s);
-    cr_assert(strstr(graph_error(g), "store_slice: destination [2, 6, 3] w is not an input"),
+    cr_assert(strstr(graph_error(g),
+                     "store_slice: destination [2, 6, 3] w is not an input"),
               "%s", graph_error(g));
     kiln_graph_free(g);
     static const struct {
@@ -2229,8 +2236,11 @@ Test(store_slice, refuses_a_destination_that_is_not_an_input_and_a_value_that_do
         int         axis;
         const char *msg;
     } bad[] = {
-        {3, {2, 1, 4}, 1, "store_slice: value [2, 1, 4] into destination [2, 6, 3] along "
-                          "axis 1: expected the destination's shape"},
+        {3,
+         {2, 1, 4},
+         1,
+         "store_slice: value [2, 1, 4] into destination [2, 6, 3] along "
+         "axis 1: expected the destination's shape"},
         {3, {2, 7, 3}, 1, "store_slice: value [2, 7, 3] into destination [2, 6, 3]"},
         {2, {2, 3}, 1, "store_slice: value [2, 3] into destination [2, 6, 3]"},
         {3, {2, 1, 3}, 3, "store_slice: destination [2, 6, 3]: axis 3, expected -3 to 2"},
@@ -2241,16 +2251,16 @@ Test(store_slice, refuses_a_destination_that_is_not_an_input_and_a_value_that_do
         v              = kiln_input(g, "v", KILN_F32, bad[i].ndim, bad[i].dims);
         s              = kiln_input(g, "s", KILN_I32, KILN_SHAPE(1));
         kiln_store_slice(g, d, v, bad[i].axis, s);
-        cr_assert(strstr(graph_error(g), bad[i].msg), "case %zu: expected \"%s\" in: %s", i,
-                  bad[i].msg, graph_error(g));
+        cr_assert(strstr(graph_error(g), bad[i].msg), "case %zu: expected \"%s\" in: %s",
+                  i, bad[i].msg, graph_error(g));
         kiln_graph_free(g);
     }
     g              = kiln_graph_new(ctx);
     kiln_tensor *d = kiln_input(g, "cache", KILN_F32, KILN_SHAPE(2, 6, 3));
     v              = kiln_input(g, "v", KILN_F32, KILN_SHAPE(2, 1, 3));
     kiln_store_slice(g, d, v, 1, kiln_input(g, "s", KILN_I32, KILN_SHAPE(2)));
-    cr_assert(strstr(graph_error(g), "store_slice: start [2]: expected one element"), "%s",
-              graph_error(g));
+    cr_assert(strstr(graph_error(g), "store_slice: start [2]: expected one element"),
+              "%s", graph_error(g));
     kiln_graph_free(g);
     kiln_context_free(ctx);
 }
@@ -2280,7 +2290,8 @@ BACKEND_TEST(chain, cached_attention_matches_causal_attention_position_by_positi
     cr_assert_eq(kiln_tensor_write(k, ks, sizeof ks), KILN_OK);
     cr_assert_eq(kiln_tensor_write(v, vs, sizeof vs), KILN_OK);
     cr_assert_eq(kiln_graph_run(ga), KILN_OK, "%s", kiln_last_error());
-    cr_assert_eq(kiln_tensor_read(ya, full, sizeof full), KILN_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_tensor_read(ya, full, sizeof full), KILN_OK, "%s",
+                 kiln_last_error());
 
     /* one position per run */
     kiln_graph  *gb  = kiln_graph_new(ctx);
@@ -2292,7 +2303,8 @@ BACKEND_TEST(chain, cached_attention_matches_causal_attention_position_by_positi
     kiln_tensor *pos = kiln_input(gb, "pos", KILN_I32, KILN_SHAPE(1));
     kiln_tensor *kn  = kiln_store_slice(gb, kc, k1, 1, pos);
     kiln_tensor *vn  = kiln_store_slice(gb, vc, v1, 1, pos);
-    kiln_tensor *att = kiln_causal_softmax_offset(gb, kiln_matmul_t(gb, q1, kn, false, true),
+    kiln_tensor *att = kiln_causal_softmax_offset(gb,
+                                                  kiln_matmul_t(gb, q1, kn, false, true),
                                                   scale, pos);
     kiln_tensor *yb  = kiln_matmul(gb, att, vn);
     cr_assert_eq(kiln_output(gb, yb), KILN_OK, "%s", graph_error(gb));

@@ -848,7 +848,8 @@ Test(safetensors, metadata_set_on_the_graph_is_saved_and_read_back)
     cr_assert_str_eq(value, "gpt");
     expect_ok(kiln_file_meta(path, "kiln.heads", value, sizeof value), "kiln_file_meta");
     cr_assert_str_eq(value, "4");
-    expect_ok(kiln_file_meta(path, "unicod\xc3\xa9", value, sizeof value), "kiln_file_meta");
+    expect_ok(kiln_file_meta(path, "unicod\xc3\xa9", value, sizeof value),
+              "kiln_file_meta");
     cr_assert_str_eq(value, "\xc3\xa7");
 
     cr_assert_eq(kiln_file_meta(path, "kiln.layers", value, sizeof value),

@@ -511,8 +511,8 @@ static const char *rule_attention(const kiln_node *node)
     if (y->ndim != 3 || y->dims[0] != qkv->dims[0] || y->dims[1] != qkv->dims[1] ||
         y->dims[2] != c)
         return "the output (or the gradient) is not [B, T, C] for qkv [B, T, 3C]";
-    if (grad && (node->ndim != 3 || node->numel != qkv->numel ||
-                 node->dims[2] != qkv->dims[2]))
+    if (grad &&
+        (node->ndim != 3 || node->numel != qkv->numel || node->dims[2] != qkv->dims[2]))
         return "the gradient's output is not qkv's shape";
     if (h < 1 || c % h != 0)
         return "the heads (iparam[0]) do not divide C";

@@ -304,7 +304,7 @@ typedef struct cpu_gemm_args {
     const cpu_im2col *im2col;
     float            *c;
     size_t            ldc;
-    const float      *row_bias; /* NULL, or c[i,:] += bias[i] */
+    const float      *row_bias;   /* NULL, or c[i,:] += bias[i] */
     bool              accumulate; /* c += a b instead of c = a b (no row_bias) */
 } cpu_gemm_args;
 

@@ -108,13 +108,14 @@ static void CPU_GT(kernel_part)(size_t rows, size_t cols, size_t kc,
         CPU_GT_CASE(2)
         CPU_GT_CASE(3)
 #if CPU_MR > 4
-            CPU_GT_CASE(4) CPU_GT_CASE(5)
+        CPU_GT_CASE(4)
+        CPU_GT_CASE(5)
 #endif
 #if CPU_MR > 6
-                CPU_GT_CASE(6) CPU_GT_CASE(7) CPU_GT_CASE(8) CPU_GT_CASE(9)
-                    CPU_GT_CASE(10) CPU_GT_CASE(11) CPU_GT_CASE(12) CPU_GT_CASE(13)
+            CPU_GT_CASE(6) CPU_GT_CASE(7) CPU_GT_CASE(8) CPU_GT_CASE(9) CPU_GT_CASE(10)
+                CPU_GT_CASE(11) CPU_GT_CASE(12) CPU_GT_CASE(13)
 #endif
-                        default : CPU_GT_CASE(CPU_MR)
+                    default : CPU_GT_CASE(CPU_MR)
     }
 #undef CPU_GT_CASE
 }
@@ -326,8 +327,9 @@ static void CPU_GT(small_n)(size_t M, size_t N, size_t K, const float *restrict 
     switch (N) {
         CPU_GT_TA_CASE(1)
         CPU_GT_TA_CASE(2)
-        CPU_GT_TA_CASE(3) CPU_GT_TA_CASE(4) CPU_GT_TA_CASE(5) CPU_GT_TA_CASE(6)
-            CPU_GT_TA_CASE(7) CPU_GT_TA_CASE(8)
+        CPU_GT_TA_CASE(3)
+        CPU_GT_TA_CASE(4) CPU_GT_TA_CASE(5) CPU_GT_TA_CASE(6) CPU_GT_TA_CASE(7)
+            CPU_GT_TA_CASE(8)
 #if CPU_VL > 8
                 CPU_GT_TA_CASE(9) CPU_GT_TA_CASE(10) CPU_GT_TA_CASE(11) CPU_GT_TA_CASE(12)
                     CPU_GT_TA_CASE(13) CPU_GT_TA_CASE(14) CPU_GT_TA_CASE(15)
@@ -373,14 +375,14 @@ static void CPU_GT(gemv)(size_t n0, size_t n1, size_t K, const float *restrict a
             size_t w   = n1 - n < CPU_VL ? n1 - n : CPU_VL;
             CPU_V  acc = CPU_VZERO();
             for (size_t k = 0; k < K; k++)
-                acc = CPU_VFMA(CPU_VBCAST(a[k * inca]), cpu_vload_part(b + k * ldb + n, w),
-                               acc);
+                acc = CPU_VFMA(CPU_VBCAST(a[k * inca]),
+                               cpu_vload_part(b + k * ldb + n, w), acc);
             cpu_vstore_part(c + n, acc, w);
         }
         return;
     }
     for (; n < n1; n += 4) {
-        size_t rows = n1 - n < 4 ? n1 - n : 4;
+        size_t rows   = n1 - n < 4 ? n1 - n : 4;
         CPU_V  acc[4] = {CPU_VZERO(), CPU_VZERO(), CPU_VZERO(), CPU_VZERO()};
         for (size_t k = 0; k < K; k += CPU_VL) {
             size_t w  = K - k < CPU_VL ? K - k : CPU_VL;

@@ -218,29 +218,25 @@ static void cpu_gemm_grid(const cpu_gemm_ukernel *uk, const cpu_gemm_args *g, in
     }
 }
 
-typedef struct cpu_small_n_job {
+/* A product split by rows (small_n) or columns (gemv) between threads. */
+typedef struct cpu_split_job {
     const cpu_gemm_ukernel *uk;
     const cpu_gemm_args    *g;
-} cpu_small_n_job;
+} cpu_split_job;
 
 /* Rows [lo, hi) of a narrow product. */
 static void cpu_gemm_small_n_range(void *arg, size_t lo, size_t hi)
 {
-    const cpu_small_n_job *j = arg;
-    const cpu_gemm_args   *g = j->g;
+    const cpu_split_job *j = arg;
+    const cpu_gemm_args *g = j->g;
     j->uk->small_n(hi - lo, g->N, g->K, g->ta ? g->a + lo : g->a + lo * g->lda, g->lda,
                    g->ta, g->b, g->ldb, g->c + lo * g->ldc, g->ldc);
 }
 
-typedef struct cpu_gemv_job {
-    const cpu_gemm_ukernel *uk;
-    const cpu_gemm_args    *g;
-} cpu_gemv_job;
-
 /* Columns [lo, hi) of a one-row product. */
 static void cpu_gemv_range(void *arg, size_t lo, size_t hi)
 {
-    const cpu_gemv_job  *j = arg;
+    const cpu_split_job *j = arg;
     const cpu_gemm_args *g = j->g;
     j->uk->gemv(lo, hi, g->K, g->a, g->ta ? g->lda : 1, g->b, g->ldb, g->tb, g->c);
 }
@@ -254,13 +250,14 @@ void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
         !g->accumulate && !(g->tb && g->ta)) {
         /* one row (decoding a position): B streams once, unpacked; threads
          * take columns when there is enough of them */
-        cpu_gemv_job job   = {uk, g};
-        double       flops = 2.0 * (double)g->N * (double)g->K;
-        size_t       grain = (size_t)(CPU_GEMM_FLOPS_PER_THREAD / (2.0 * (double)g->K));
+        cpu_split_job job   = {uk, g};
+        double        flops = 2.0 * (double)g->N * (double)g->K;
+        size_t        grain = (size_t)(CPU_GEMM_FLOPS_PER_THREAD / (2.0 * (double)g->K));
         if (flops < 2.0 * CPU_GEMM_FLOPS_PER_THREAD || cpu_pool_tid(dev->pool) >= 0)
             cpu_gemv_range(&job, 0, g->N);
         else
-            cpu_parallel_for(dev, g->N, 64, grain > 64 ? grain : 64, cpu_gemv_range, &job);
+            cpu_parallel_for(dev, g->N, 64, grain > 64 ? grain : 64, cpu_gemv_range,
+                             &job);
         return;
     }
     if (uk->small_n && g->N <= uk->small_n_max && g->N < uk->nr && !g->tb && !g->im2col &&
@@ -273,9 +270,9 @@ void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
             return;
         }
         /* flops >= 120000 implies K >= 1 */
-        size_t          grain = (size_t)(CPU_GEMM_SMALL_N_FLOPS_PER_THREAD /
+        size_t        grain = (size_t)(CPU_GEMM_SMALL_N_FLOPS_PER_THREAD /
                                 (2.0 * (double)g->N * (double)g->K));
-        cpu_small_n_job job   = {uk, g};
+        cpu_split_job job   = {uk, g};
         cpu_parallel_for(dev, g->M, 8, grain > 8 ? grain : 8, cpu_gemm_small_n_range,
                          &job);
         return;

@@ -44,8 +44,16 @@ static void cpu_attn_probs(const cpu_attn_job *j, const float *q, const float *k
                            size_t i0, size_t rows, float *p)
 {
     size_t        ld = 3 * j->C, n = i0 + rows;
-    cpu_gemm_args s  = {.M = rows, .N = n, .K = j->D, .a = q + i0 * ld, .lda = ld,
-                        .b = k, .ldb = ld, .tb = true, .c = p, .ldc = j->T};
+    cpu_gemm_args s = {.M   = rows,
+                       .N   = n,
+                       .K   = j->D,
+                       .a   = q + i0 * ld,
+                       .lda = ld,
+                       .b   = k,
+                       .ldb = ld,
+                       .tb  = true,
+                       .c   = p,
+                       .ldc = j->T};
     cpu_gemm(j->dev, &s);
     for (size_t r = 0; r < rows; r++) {
         float *row  = p + r * j->T;
@@ -59,18 +67,26 @@ static void cpu_attn_probs(const cpu_attn_job *j, const float *q, const float *k
 /* Units [lo, hi) of (batch, head) of the forward pass. */
 static void cpu_attn_range(void *arg, size_t lo, size_t hi)
 {
-    const cpu_attn_job *j = arg;
-    float              *p = cpu_attn_scratch(j);
+    const cpu_attn_job *j  = arg;
+    float              *p  = cpu_attn_scratch(j);
     size_t              ld = 3 * j->C;
     for (size_t u = lo; u < hi; u++) {
         size_t       b = u / j->H, h = u % j->H;
-        const float *q = j->qkv + b * j->T * ld + h * j->D, *k = q + j->C, *v = q + 2 * j->C;
-        float       *y = j->out + b * j->T * j->C + h * j->D;
+        const float *q = j->qkv + b * j->T * ld + h * j->D, *k = q + j->C,
+                    *v = q + 2 * j->C;
+        float *y       = j->out + b * j->T * j->C + h * j->D;
         for (size_t i0 = 0; i0 < j->T; i0 += CPU_ATTN_ROWS) {
             size_t rows = j->T - i0 < CPU_ATTN_ROWS ? j->T - i0 : CPU_ATTN_ROWS;
             cpu_attn_probs(j, q, k, i0, rows, p);
-            cpu_gemm_args o = {.M = rows, .N = j->D, .K = i0 + rows, .a = p, .lda = j->T,
-                               .b = v, .ldb = ld, .c = y + i0 * j->C, .ldc = j->C};
+            cpu_gemm_args o = {.M   = rows,
+                               .N   = j->D,
+                               .K   = i0 + rows,
+                               .a   = p,
+                               .lda = j->T,
+                               .b   = v,
+                               .ldb = ld,
+                               .c   = y + i0 * j->C,
+                               .ldc = j->C};
             cpu_gemm(j->dev, &o);
         }
     }
@@ -79,15 +95,16 @@ static void cpu_attn_range(void *arg, size_t lo, size_t hi)
 /* Units [lo, hi) of (batch, head) of the gradient. */
 static void cpu_attn_grad_range(void *arg, size_t lo, size_t hi)
 {
-    const cpu_attn_job *j  = arg;
-    float              *p  = cpu_attn_scratch(j), *dp = p + CPU_ATTN_ROWS * j->T;
+    const cpu_attn_job *j = arg;
+    float              *p = cpu_attn_scratch(j), *dp = p + CPU_ATTN_ROWS * j->T;
     size_t              ld = 3 * j->C;
     for (size_t u = lo; u < hi; u++) {
         size_t       b = u / j->H, h = u % j->H;
-        const float *q = j->qkv + b * j->T * ld + h * j->D, *k = q + j->C, *v = q + 2 * j->C;
+        const float *q = j->qkv + b * j->T * ld + h * j->D, *k = q + j->C,
+                    *v  = q + 2 * j->C;
         const float *gy = j->g + b * j->T * j->C + h * j->D;
         float       *dq = j->out + b * j->T * ld + h * j->D, *dk = dq + j->C,
-              *dv       = dq + 2 * j->C;
+              *dv = dq + 2 * j->C;
         for (size_t t = 0; t < j->T; t++) { /* dK and dV gather from every block */
             memset(dk + t * ld, 0, j->D * sizeof *dk);
             memset(dv + t * ld, 0, j->D * sizeof *dv);
@@ -96,27 +113,57 @@ static void cpu_attn_grad_range(void *arg, size_t lo, size_t hi)
             size_t rows = j->T - i0 < CPU_ATTN_ROWS ? j->T - i0 : CPU_ATTN_ROWS;
             size_t n    = i0 + rows;
             cpu_attn_probs(j, q, k, i0, rows, p);
-            cpu_gemm_args a = {.M = rows, .N = n, .K = j->D, .a = gy + i0 * j->C,
-                               .lda = j->C, .b = v, .ldb = ld, .tb = true, .c = dp,
+            cpu_gemm_args a = {.M   = rows,
+                               .N   = n,
+                               .K   = j->D,
+                               .a   = gy + i0 * j->C,
+                               .lda = j->C,
+                               .b   = v,
+                               .ldb = ld,
+                               .tb  = true,
+                               .c   = dp,
                                .ldc = j->T};
             cpu_gemm(j->dev, &a); /* dP = dY V^T */
             for (size_t r = 0; r < rows; r++) {
-                float *row = dp + r * j->T;
+                float *row  = dp + r * j->T;
                 size_t keep = i0 + r + 1;
                 j->dev->k.softmax_grad_row(row, row, p + r * j->T, keep, false);
                 j->dev->k.unary[CPU_SCALE](row, row, keep, j->scale);
                 memset(row + keep, 0, (n - keep) * sizeof *row);
             }
-            cpu_gemm_args gq = {.M = rows, .N = j->D, .K = n, .a = dp, .lda = j->T,
-                                .b = k, .ldb = ld, .c = dq + i0 * ld, .ldc = ld};
+            cpu_gemm_args gq = {.M   = rows,
+                                .N   = j->D,
+                                .K   = n,
+                                .a   = dp,
+                                .lda = j->T,
+                                .b   = k,
+                                .ldb = ld,
+                                .c   = dq + i0 * ld,
+                                .ldc = ld};
             cpu_gemm(j->dev, &gq); /* dQ = dS K */
-            cpu_gemm_args gk = {.M = n, .N = j->D, .K = rows, .a = dp, .lda = j->T,
-                                .ta = true, .b = q + i0 * ld, .ldb = ld, .c = dk,
-                                .ldc = ld, .accumulate = true};
+            cpu_gemm_args gk = {.M          = n,
+                                .N          = j->D,
+                                .K          = rows,
+                                .a          = dp,
+                                .lda        = j->T,
+                                .ta         = true,
+                                .b          = q + i0 * ld,
+                                .ldb        = ld,
+                                .c          = dk,
+                                .ldc        = ld,
+                                .accumulate = true};
             cpu_gemm(j->dev, &gk); /* dK += dS^T Q */
-            cpu_gemm_args gv = {.M = n, .N = j->D, .K = rows, .a = p, .lda = j->T,
-                                .ta = true, .b = gy + i0 * j->C, .ldb = j->C, .c = dv,
-                                .ldc = ld, .accumulate = true};
+            cpu_gemm_args gv = {.M          = n,
+                                .N          = j->D,
+                                .K          = rows,
+                                .a          = p,
+                                .lda        = j->T,
+                                .ta         = true,
+                                .b          = gy + i0 * j->C,
+                                .ldb        = j->C,
+                                .c          = dv,
+                                .ldc        = ld,
+                                .accumulate = true};
             cpu_gemm(j->dev, &gv); /* dV += P^T dY */
         }
     }
@@ -146,8 +193,8 @@ kiln_status cpu_op_causal_attention(const cpu_device *dev, const kiln_node *node
     if (!job.scratch)
         return dev->host->error(KILN_ERR_NO_MEMORY, "%s: cannot allocate %zu bytes",
                                 kiln__op_name(node->op), bytes);
-    cpu_parallel_for(dev, job.B * job.H, 1, 1, grad ? cpu_attn_grad_range : cpu_attn_range,
-                     &job);
+    cpu_parallel_for(dev, job.B * job.H, 1, 1,
+                     grad ? cpu_attn_grad_range : cpu_attn_range, &job);
     free(job.scratch);
     return KILN_OK;
 }

@@ -124,9 +124,9 @@ kiln_status cpu_op_layer_norm(const cpu_device *dev, const kiln_node *node)
 typedef struct cpu_norm_weight_job {
     const cpu_device *dev;
     const float      *g, *x;
-    double      *acc;
-    size_t       rows, cols;
-    float        eps;
+    double           *acc;
+    size_t            rows, cols;
+    float             eps;
 } cpu_norm_weight_job;
 
 static void cpu_norm_weight_task(void *arg, int tid, int nt)

@@ -141,8 +141,9 @@ static bool cpu_reduce_by_rows(const cpu_device *dev, cpu_reduce_job *j)
 /* x seen as [outer, r, inner] summed (or averaged) over r into out [outer,
  * inner]: one thread per share of a long single reduction, per share of
  * rows for one output row, else per chunk of columns. */
-static kiln_status cpu_reduce(const cpu_device *dev, const kiln_node *node, const float *x,
-                              float *out, int64_t outer, int64_t r, int64_t inner, bool mean)
+static kiln_status cpu_reduce(const cpu_device *dev, const kiln_node *node,
+                              const float *x, float *out, int64_t outer, int64_t r,
+                              int64_t inner, bool mean)
 {
     cpu_reduce_job *job = malloc(sizeof *job);
     if (!job)

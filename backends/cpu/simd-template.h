@@ -639,12 +639,12 @@ CPU_INLINE void CPU_SN(norm_stats)(const float *x, size_t n, float eps, double *
 {
     double m  = CPU_SN(sum)(x, n, 1) / (double)n;
     cpu_vd vm = CPU_VD_BCAST(m), s0 = CPU_VD_ZERO(), s1 = CPU_VD_ZERO();
-    size_t i  = 0;
+    size_t i = 0;
     for (; i + CPU_VL <= n; i += CPU_VL) {
         cpu_vf a  = CPU_VLOADU(x + i);
         cpu_vd lo = CPU_VD_SUB(CPU_VD_LO(a), vm), hi = CPU_VD_SUB(CPU_VD_HI(a), vm);
-        s0        = CPU_VD_FMA(lo, lo, s0);
-        s1        = CPU_VD_FMA(hi, hi, s1);
+        s0 = CPU_VD_FMA(lo, lo, s0);
+        s1 = CPU_VD_FMA(hi, hi, s1);
     }
     double v = CPU_VD_HSUM(CPU_VD_ADD(s0, s1));
     for (; i < n; i++)
@@ -669,13 +669,13 @@ static void CPU_SN(layer_norm_row)(float *out, const float *x, const float *w,
     double m, r;
     CPU_SN(norm_stats)(x, n, eps, &m, &r);
     cpu_vd vm = CPU_VD_BCAST(m), vr = CPU_VD_BCAST(r);
-    size_t i  = 0;
+    size_t i = 0;
     for (; i + CPU_VL <= n; i += CPU_VL) {
         cpu_vd lo, hi;
         CPU_SN(norm_xhat)(x + i, vm, vr, &lo, &hi);
         cpu_vf xh = CPU_VD_TO_F(lo, hi);
-        CPU_VSTOREU(out + i, CPU_VFMA(xh, CPU_VLOADU(w + i),
-                                      b ? CPU_VLOADU(b + i) : CPU_VZERO()));
+        CPU_VSTOREU(out + i,
+                    CPU_VFMA(xh, CPU_VLOADU(w + i), b ? CPU_VLOADU(b + i) : CPU_VZERO()));
     }
     for (; i < n; i++)
         out[i] = (float)(((double)x[i] - m) * r) * w[i] + (b ? b[i] : 0.0f);
@@ -690,13 +690,13 @@ static void CPU_SN(layer_norm_grad_row)(float *out, const float *g, const float 
     CPU_SN(norm_stats)(x, n, eps, &m, &r);
     cpu_vd vm = CPU_VD_BCAST(m), vr = CPU_VD_BCAST(r);
     cpu_vd sg = CPU_VD_ZERO(), sgx = CPU_VD_ZERO();
-    size_t i  = 0;
+    size_t i = 0;
     for (; i + CPU_VL <= n; i += CPU_VL) {
         cpu_vd lo, hi;
         CPU_SN(norm_xhat)(x + i, vm, vr, &lo, &hi);
         cpu_vf gw = CPU_VMUL(CPU_VLOADU(g + i), CPU_VLOADU(w + i));
         sg        = CPU_VD_ADD(sg, CPU_VD_ADD(CPU_VD_LO(gw), CPU_VD_HI(gw)));
-        sgx = CPU_VD_FMA(CPU_VD_LO(gw), lo, CPU_VD_FMA(CPU_VD_HI(gw), hi, sgx));
+        sgx       = CPU_VD_FMA(CPU_VD_LO(gw), lo, CPU_VD_FMA(CPU_VD_HI(gw), hi, sgx));
     }
     double sgs = CPU_VD_HSUM(sg), sgxs = CPU_VD_HSUM(sgx);
     for (size_t t = i; t < n; t++) {
@@ -710,8 +710,10 @@ static void CPU_SN(layer_norm_grad_row)(float *out, const float *g, const float 
         cpu_vd lo, hi;
         CPU_SN(norm_xhat)(x + i, vm, vr, &lo, &hi);
         cpu_vf gw = CPU_VMUL(CPU_VLOADU(g + i), CPU_VLOADU(w + i));
-        lo = CPU_VD_MUL(vr, CPU_VD_SUB(CPU_VD_SUB(CPU_VD_LO(gw), va), CPU_VD_MUL(lo, vc)));
-        hi = CPU_VD_MUL(vr, CPU_VD_SUB(CPU_VD_SUB(CPU_VD_HI(gw), va), CPU_VD_MUL(hi, vc)));
+        lo        = CPU_VD_MUL(vr,
+                               CPU_VD_SUB(CPU_VD_SUB(CPU_VD_LO(gw), va), CPU_VD_MUL(lo, vc)));
+        hi        = CPU_VD_MUL(vr,
+                               CPU_VD_SUB(CPU_VD_SUB(CPU_VD_HI(gw), va), CPU_VD_MUL(hi, vc)));
         CPU_VSTOREU(out + i, CPU_VD_TO_F(lo, hi));
     }
     for (; i < n; i++) {
@@ -727,7 +729,7 @@ static void CPU_SN(layer_norm_weight_row)(double *acc, const float *g, const flo
     double m, r;
     CPU_SN(norm_stats)(x, n, eps, &m, &r);
     cpu_vd vm = CPU_VD_BCAST(m), vr = CPU_VD_BCAST(r);
-    size_t i  = 0;
+    size_t i = 0;
     for (; i + CPU_VL <= n; i += CPU_VL) {
         cpu_vd lo, hi;
         CPU_SN(norm_xhat)(x + i, vm, vr, &lo, &hi);
@@ -745,29 +747,29 @@ void CPU_SN(simd_kernels)(cpu_kernels *k)
     k->layer_norm_row        = CPU_SN(layer_norm_row);
     k->layer_norm_grad_row   = CPU_SN(layer_norm_grad_row);
     k->layer_norm_weight_row = CPU_SN(layer_norm_weight_row);
-    k->binary[CPU_ADD]    = CPU_SN(add);
-    k->binary[CPU_SUB]    = CPU_SN(sub);
-    k->binary[CPU_MUL]    = CPU_SN(mul);
-    k->binary[CPU_DIV]    = CPU_SN(div);
-    k->unary[CPU_NEG]     = CPU_SN(neg);
-    k->unary[CPU_EXP]     = CPU_SN(exp);
-    k->unary[CPU_LOG]     = CPU_SN(log);
-    k->unary[CPU_SQRT]    = CPU_SN(sqrt);
-    k->unary[CPU_RELU]    = CPU_SN(relu);
-    k->unary[CPU_SIGMOID] = CPU_SN(sigmoid);
-    k->unary[CPU_TANH]    = CPU_SN(tanh);
-    k->unary[CPU_SCALE]   = CPU_SN(scale);
-    k->gelu               = CPU_SN(gelu);
-    k->add_relu           = CPU_SN(add_relu);
-    k->sum                = CPU_SN(sum);
-    k->sum_rows           = CPU_SN(sum_rows);
-    k->max                = CPU_SN(max);
-    k->argmax             = CPU_SN(argmax);
-    k->softmax_row        = CPU_SN(softmax_row);
-    k->logsumexp          = CPU_SN(logsumexp);
-    k->sum_sq_diff        = CPU_SN(sum_sq_diff);
-    k->pool_max_row       = CPU_SN(pool_max_row);
-    k->pool_argmax_row    = CPU_SN(pool_argmax_row);
+    k->binary[CPU_ADD]       = CPU_SN(add);
+    k->binary[CPU_SUB]       = CPU_SN(sub);
+    k->binary[CPU_MUL]       = CPU_SN(mul);
+    k->binary[CPU_DIV]       = CPU_SN(div);
+    k->unary[CPU_NEG]        = CPU_SN(neg);
+    k->unary[CPU_EXP]        = CPU_SN(exp);
+    k->unary[CPU_LOG]        = CPU_SN(log);
+    k->unary[CPU_SQRT]       = CPU_SN(sqrt);
+    k->unary[CPU_RELU]       = CPU_SN(relu);
+    k->unary[CPU_SIGMOID]    = CPU_SN(sigmoid);
+    k->unary[CPU_TANH]       = CPU_SN(tanh);
+    k->unary[CPU_SCALE]      = CPU_SN(scale);
+    k->gelu                  = CPU_SN(gelu);
+    k->add_relu              = CPU_SN(add_relu);
+    k->sum                   = CPU_SN(sum);
+    k->sum_rows              = CPU_SN(sum_rows);
+    k->max                   = CPU_SN(max);
+    k->argmax                = CPU_SN(argmax);
+    k->softmax_row           = CPU_SN(softmax_row);
+    k->logsumexp             = CPU_SN(logsumexp);
+    k->sum_sq_diff           = CPU_SN(sum_sq_diff);
+    k->pool_max_row          = CPU_SN(pool_max_row);
+    k->pool_argmax_row       = CPU_SN(pool_argmax_row);
 }
 
 #undef CPU_SIMD_BINARY

@@ -117,15 +117,15 @@ typedef __m512d cpu_vd;
 #define CPU_VD_LO(v)        _mm512_cvtps_pd(_mm512_castps512_ps256(v))
 #define CPU_VD_HI(v) \
     _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
-#define CPU_VD_HSUM(v) _mm512_reduce_add_pd(v)
-#define CPU_VD_SUB(a, b)    _mm512_sub_pd(a, b)
-#define CPU_VD_MUL(a, b)    _mm512_mul_pd(a, b)
-#define CPU_VD_BCAST(x)     _mm512_set1_pd(x)
+#define CPU_VD_HSUM(v)   _mm512_reduce_add_pd(v)
+#define CPU_VD_SUB(a, b) _mm512_sub_pd(a, b)
+#define CPU_VD_MUL(a, b) _mm512_mul_pd(a, b)
+#define CPU_VD_BCAST(x)  _mm512_set1_pd(x)
 /* two vectors of doubles (lanes 0-7, 8-15) rounded to one of floats */
-#define CPU_VD_TO_F(lo, hi)                                                         \
-    _mm512_castpd_ps(_mm512_insertf64x4(                                            \
-        _mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo))),              \
-        _mm256_castps_pd(_mm512_cvtpd_ps(hi)), 1))
+#define CPU_VD_TO_F(lo, hi)                                                      \
+    _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512( \
+                                            _mm512_cvtpd_ps(lo))),               \
+                                        _mm256_castps_pd(_mm512_cvtpd_ps(hi)), 1))
 
 #elif defined(CPU_SIMD_AVX2)
 

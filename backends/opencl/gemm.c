@@ -92,10 +92,12 @@ static CLBlastStatusCode sgemm(ocl_device *dev, const ocl_gemm *g, bool *fail)
 {
     size_t            temp = 0;
     cl_mem            buf  = dev->dummy;
-    CLBlastStatusCode s    = CLBlastSGemmTempBufferSize(
-        CLBlastLayoutRowMajor, transpose(g->ta), transpose(g->tb), g->m, g->n, g->k, g->ao,
-        g->lda, g->bo, g->ldb, g->co, g->ldc, &dev->queue, &temp);
-    *fail = false;
+    CLBlastStatusCode s    = CLBlastSGemmTempBufferSize(CLBlastLayoutRowMajor,
+                                                        transpose(g->ta), transpose(g->tb),
+                                                        g->m, g->n, g->k, g->ao, g->lda,
+                                                        g->bo, g->ldb, g->co, g->ldc,
+                                                        &dev->queue, &temp);
+    *fail                  = false;
     if (s != CLBlastSuccess)
         return s;
     if (temp > 0 && ocl_grow_buffer(dev, &dev->gemm_temp, &dev->gemm_temp_size, temp,
@@ -365,9 +367,10 @@ static kiln_status set_min_indirect(ocl_device *dev, size_t size)
 /* Puts CPU set i in force. */
 static CLBlastStatusCode use_xgemm_set(ocl_device *dev, size_t i)
 {
-    CLBlastStatusCode s = CLBlastOverrideParameters(
-        dev->info->id, "Xgemm", CLBlastPrecisionSingle, XGEMM_PARAMS,
-        (const char **)xgemm_names, xgemm_cpu_sets[i].v);
+    CLBlastStatusCode s = CLBlastOverrideParameters(dev->info->id, "Xgemm",
+                                                    CLBlastPrecisionSingle, XGEMM_PARAMS,
+                                                    (const char **)xgemm_names,
+                                                    xgemm_cpu_sets[i].v);
     if (s == CLBlastSuccess)
         snprintf(dev->info->gemm_set, sizeof dev->info->gemm_set, "%s",
                  xgemm_cpu_sets[i].name);
@@ -523,14 +526,15 @@ static bool decision_load(ocl_device *dev, bool tuning)
     snprintf(text, sizeof text, "%.*s", (int)(len < sizeof text ? len : sizeof text - 1),
              (const char *)data);
     free(data);
-    bool parsed = sscanf(text, "state=%15[a-z]\nset=%31[^\n]\nmin_indirect=%zu\nnote=%159[^\n]",
+    bool parsed = sscanf(text,
+                         "state=%15[a-z]\nset=%31[^\n]\nmin_indirect=%zu\nnote=%159[^\n]",
                          state, set, &min_indirect, note) == 4;
     if (!parsed) /* "set=" with no name reads as none */
         parsed = sscanf(text, "state=%15[a-z]\nset=\nmin_indirect=%zu\nnote=%159[^\n]",
                         state, &min_indirect, note) == 3;
     bool ok = parsed && (strcmp(state, "ok") == 0 || strcmp(state, "broken") == 0);
-    for (size_t i = 0; ok && set[0] && i <= sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0];
-         i++) {
+    for (size_t i = 0;
+         ok && set[0] && i <= sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0]; i++) {
         if (i == sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0])
             ok = false; /* a set this kiln does not have */
         else if (strcmp(set, xgemm_cpu_sets[i].name) == 0) {
@@ -559,8 +563,9 @@ static void decision_store(ocl_device *dev, bool tuning)
     if (!decision_path(key, dir, sizeof dir, path, sizeof path))
         return;
     int n = snprintf(text, sizeof text, "state=%s\nset=%s\nmin_indirect=%zu\nnote=%s\n",
-                     dev->info->gemm_state == GEMM_OK ? "ok" : "broken", dev->info->gemm_set,
-                     dev->info->gemm_min_indirect, dev->info->gemm_note);
+                     dev->info->gemm_state == GEMM_OK ? "ok" : "broken",
+                     dev->info->gemm_set, dev->info->gemm_min_indirect,
+                     dev->info->gemm_note);
     if (n > 0 && (size_t)n < sizeof text &&
         !ocl_cache_store(dir, path, key, (const unsigned char *)text, (size_t)n, why,
                          sizeof why))

@@ -46,8 +46,8 @@ typedef struct ocl_info {
     int            c_major, c_minor;
     cl_ulong       memory, max_alloc, local_mem;
     cl_uint        compute_units, clock_mhz; /* CL_DEVICE_MAX_CLOCK_FREQUENCY */
-    bool           unified; /* CL_DEVICE_HOST_UNIFIED_MEMORY: the host's RAM   */
-    bool           denorms; /* fp32 subnormals kept (CL_FP_DENORM)             */
+    bool           unified;   /* CL_DEVICE_HOST_UNIFIED_MEMORY: the host's RAM   */
+    bool           denorms;   /* fp32 subnormals kept (CL_FP_DENORM)             */
     size_t         max_group; /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
     bool           fp16, fp64;
     bool           exact_div_sqrt; /* correctly rounded / and sqrt */
@@ -72,7 +72,7 @@ kiln_status ocl_discover(const kiln_host *host, ocl_info **infos, int *count);
 /* The best usable device's score: 100 a GPU with its own memory, 95 one
  * sharing the host's, 90 an accelerator, 10 a CPU, 5 a device of several
  * types (below kiln's cpu backend, 50: never the default); 0 if none. */
-int         ocl_score(const ocl_info *infos, int count);
+int ocl_score(const ocl_info *infos, int count);
 /* "discrete_gpu", "integrated_gpu", "accelerator", "cpu" or
  * "simulator_or_unknown" (kiln-info's capability "kind") */
 const char *ocl_kind_name(const ocl_info *d);

@@ -103,8 +103,9 @@ static const ocl_op ocl_ops[KILN_OP_COUNT] = {
     [KILN_OP_CAUSAL_SOFTMAX]         = {ocl_op_causal_softmax, NULL, false},
     [KILN_OP_CAUSAL_SOFTMAX_GRAD]    = {ocl_op_causal_softmax, NULL, false},
     [KILN_OP_STORE_SLICE]            = {ocl_op_store_slice, NULL, false},
-    [KILN_OP_CAUSAL_ATTENTION]       = {ocl_op_causal_attention, ocl_attention_limits, false},
-    [KILN_OP_CAUSAL_ATTENTION_GRAD]  = {ocl_op_causal_attention, ocl_attention_limits, false},
+    [KILN_OP_CAUSAL_ATTENTION] = {ocl_op_causal_attention, ocl_attention_limits, false},
+    [KILN_OP_CAUSAL_ATTENTION_GRAD] = {ocl_op_causal_attention, ocl_attention_limits,
+                                       false},
 };
 
 static const ocl_op *ocl_op_lookup(kiln_op op)

@@ -31,7 +31,7 @@ kiln_status ocl_op_causal_attention(ocl_device *dev, const kiln_node *node, size
     (void)i;
     bool             grad = node->op == KILN_OP_CAUSAL_ATTENTION_GRAD;
     const kiln_node *qkv  = node->src[grad ? 1 : 0];
-    uint64_t rows = (uint64_t)qkv->dims[0] * (uint64_t)qkv->dims[1] *
+    uint64_t         rows = (uint64_t)qkv->dims[0] * (uint64_t)qkv->dims[1] *
                     (uint64_t)node->iparam[0];
     if (node->numel == 0)
         return KILN_OK;
@@ -47,7 +47,8 @@ kiln_status ocl_op_causal_attention(ocl_device *dev, const kiln_node *node, size
     if (st != KILN_OK)
         return st;
     for (int pass = 0; pass < 2 && st == KILN_OK; pass++) {
-        ocl_launch l = ocl_begin(dev, pass ? OCL_K_ATTENTION_GRAD_KV : OCL_K_ATTENTION_GRAD_Q);
+        ocl_launch l = ocl_begin(dev,
+                                 pass ? OCL_K_ATTENTION_GRAD_KV : OCL_K_ATTENTION_GRAD_Q);
         ocl_arg_node(&l, node);
         ocl_arg_node(&l, node->src[0]);
         ocl_arg_node(&l, qkv);

@@ -97,7 +97,7 @@ kiln_status ocl_op_slice(ocl_device *dev, const kiln_node *node, size_t i)
 kiln_status ocl_op_store_slice(ocl_device *dev, const kiln_node *node, size_t i)
 {
     const kiln_node *value = node->src[1], *start = node->src[2];
-    int              axis  = node->iparam[0];
+    int              axis = node->iparam[0];
     int64_t          outer, r, inner, n = value->dims[axis];
     kiln__axis_extent(node, axis, &outer, &r, &inner);
     if (value->numel == 0)

@@ -42,7 +42,7 @@ kiln_status ocl_op_causal_softmax(ocl_device *dev, const kiln_node *node, size_t
         return KILN_OK;
     size_t     group = ocl_group_for(dev, tk);
     ocl_launch l     = ocl_begin(dev,
-                                 grad ? OCL_K_CAUSAL_SOFTMAX_GRAD : OCL_K_CAUSAL_SOFTMAX);
+                             grad ? OCL_K_CAUSAL_SOFTMAX_GRAD : OCL_K_CAUSAL_SOFTMAX);
     ocl_arg_node(&l, node);
     ocl_arg_node(&l, node->src[0]);
     if (grad)

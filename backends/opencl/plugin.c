@@ -150,11 +150,11 @@ kiln_status ocl_label_slot(ocl_device *dev, const kiln_node *node, size_t i,
     int  k     = fresh ? dev->n_checks++ : OCL_MAX_CHECKS - 1;
     if (fresh)
         dev->checks[k] = (ocl_label_check){
-            .op     = kiln__op_name(node->op),
-            .kind   = node->op,
-            .node   = i,
-            .labels = ocl_mem(dev, labels),
-            .offset = ocl_elem_offset(labels),
+            .op      = kiln__op_name(node->op),
+            .kind    = node->op,
+            .node    = i,
+            .labels  = ocl_mem(dev, labels),
+            .offset  = ocl_elem_offset(labels),
             .classes = classes,
         };
     if (fresh && node->op == KILN_OP_STORE_SLICE) {
@@ -196,8 +196,9 @@ static kiln_status ocl_check_labels(ocl_device *dev)
             return dev->host->error(KILN_ERR_INVALID_ARG,
                                     "%s (node %zu): start %d is outside [0, %lld] (a "
                                     "value of %lld along axis %d into %lld)",
-                                    c->op, c->node, (int)label, (long long)(c->classes - 1),
-                                    (long long)c->length, c->axis, (long long)c->whole);
+                                    c->op, c->node, (int)label,
+                                    (long long)(c->classes - 1), (long long)c->length,
+                                    c->axis, (long long)c->whole);
         bool ids = c->kind == KILN_OP_EMBEDDING || c->kind == KILN_OP_EMBEDDING_GRAD;
         return dev->host->error(KILN_ERR_INVALID_ARG,
                                 "%s (node %zu): %s %d at %s "
@@ -385,10 +386,10 @@ static kiln_status ocl_device_open(int index, kiln_device *device)
                                "opencl: cannot allocate %zu bytes "
                                "for a device",
                                sizeof *dev);
-    dev->host      = ocl_host;
-    dev->info      = info;
-    dev->index     = index;
-    st             = ocl_device_setup(dev);
+    dev->host  = ocl_host;
+    dev->info  = info;
+    dev->index = index;
+    st         = ocl_device_setup(dev);
     if (st != KILN_OK) {
         ocl_device_free(dev);
         return st;

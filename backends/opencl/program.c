@@ -414,7 +414,8 @@ kiln_status ocl_grow_buffer(ocl_device *dev, cl_mem *buf, size_t *size, size_t b
                                     "opencl: clCreateBuffer failed: "
                                     "CL_INVALID_BUFFER_SIZE (%d): %zu bytes of %s "
                                     "exceed the device's largest allocation (%llu)",
-                                    err, at, what, (unsigned long long)dev->info->max_alloc);
+                                    err, at, what,
+                                    (unsigned long long)dev->info->max_alloc);
         return ocl_cl_fail(dev->host, "clCreateBuffer", err, "%zu bytes of %s", at, what);
     }
     *size = at;

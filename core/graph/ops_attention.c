@@ -20,7 +20,8 @@ KILN_API kiln_tensor *kiln_causal_attention(kiln_graph *g, kiln_tensor *qkv, int
     kiln__shape_str(s, n->ndim, n->dims);
     if (n->ndim != 3 || n->dims[2] % 3 != 0)
         return kiln__graph_fail(g, KILN_ERR_SHAPE,
-                                "%s: qkv %s: expected [B, T, 3C], q, k and v side by side",
+                                "%s: qkv %s: expected [B, T, 3C], q, k and v side by "
+                                "side",
                                 name, s);
     int64_t c = n->dims[2] / 3;
     if (heads < 1 || c % heads != 0)
@@ -32,8 +33,8 @@ KILN_API kiln_tensor *kiln_causal_attention(kiln_graph *g, kiln_tensor *qkv, int
         return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
                                 "%s: scale %g: expected a finite number", name,
                                 (double)scale);
-    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, KILN_SHAPE(n->dims[0], n->dims[1], c),
-                                    &qkv, 1);
+    kiln_tensor *t = kiln__node_new(g, op, KILN_F32,
+                                    KILN_SHAPE(n->dims[0], n->dims[1], c), &qkv, 1);
     if (!(t->flags & KILN__POISON)) {
         t->node.iparam[0] = heads;
         t->node.fparam[0] = scale;

@@ -147,15 +147,16 @@ static kiln_tensor *causal_softmax(kiln_graph *g, kiln_tensor *x, float scale,
                                 kiln__op_name(op), s);
     if (offset && offset->node.numel != 1) {
         char o[KILN__SHAPE_STR];
-        return kiln__graph_fail(g, KILN_ERR_SHAPE,
-                                "%s: offset %s: expected one element", kiln__op_name(op),
+        return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: offset %s: expected one element",
+                                kiln__op_name(op),
                                 kiln__shape_str(o, offset->node.ndim, offset->node.dims));
     }
     if (!isfinite(scale))
         return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
                                 "%s: scale %g: expected a finite number",
                                 kiln__op_name(op), (double)scale);
-    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, n->ndim, n->dims, src, offset ? 2 : 1);
+    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, n->ndim, n->dims, src,
+                                    offset ? 2 : 1);
     if (!(t->flags & KILN__POISON))
         t->node.fparam[0] = scale;
     return t;
@@ -166,8 +167,8 @@ KILN_API kiln_tensor *kiln_causal_softmax(kiln_graph *g, kiln_tensor *x, float s
     return causal_softmax(g, x, scale, NULL);
 }
 
-KILN_API kiln_tensor *kiln_causal_softmax_offset(kiln_graph *g, kiln_tensor *x, float scale,
-                                                 kiln_tensor *offset)
+KILN_API kiln_tensor *kiln_causal_softmax_offset(kiln_graph *g, kiln_tensor *x,
+                                                 float scale, kiln_tensor *offset)
 {
     if (g && !offset)
         return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,

@@ -75,8 +75,8 @@ KILN_API kiln_tensor *kiln_slice(kiln_graph *g, kiln_tensor *x, int axis, int64_
     return t;
 }
 
-KILN_API kiln_tensor *kiln_store_slice(kiln_graph *g, kiln_tensor *dst, kiln_tensor *value,
-                                       int axis, kiln_tensor *start)
+KILN_API kiln_tensor *kiln_store_slice(kiln_graph *g, kiln_tensor *dst,
+                                       kiln_tensor *value, int axis, kiln_tensor *start)
 {
     const kiln_op op    = KILN_OP_STORE_SLICE;
     const char   *name  = kiln__op_name(op);
@@ -92,11 +92,12 @@ KILN_API kiln_tensor *kiln_store_slice(kiln_graph *g, kiln_tensor *dst, kiln_ten
                                 "%s: destination %s%s%s is not an input: expected a "
                                 "tensor from kiln_input (or kiln_store_slice), whose "
                                 "contents persist from run to run",
-                                name, s, dst->name ? " " : "", dst->name ? dst->name : "");
+                                name, s, dst->name ? " " : "",
+                                dst->name ? dst->name : "");
     if (axis < -nd || axis >= nd)
         return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
-                                "%s: destination %s: axis %d, expected -%d to %d", name, s,
-                                axis, nd, nd - 1);
+                                "%s: destination %s: axis %d, expected -%d to %d", name,
+                                s, axis, nd, nd - 1);
     if (axis < 0)
         axis += nd;
     bool fits = value->node.ndim == nd && value->node.dims[axis] <= dst->node.dims[axis];

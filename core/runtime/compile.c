@@ -225,16 +225,17 @@ static kiln_status assign_offsets(planner *p)
              * alone, and one that had used these bytes would overwrite them. */
             bool ok;
             if (p->last_use[i] == LIVE_FOREVER) {
-                size_t at = segment_fit(a.segment, a.top, size);
-                ok        = at == a.top || arena_release(&a, a.top, at - a.top);
+                size_t at    = segment_fit(a.segment, a.top, size);
+                ok           = at == a.top || arena_release(&a, a.top, at - a.top);
                 p->offset[i] = at;
                 a.top        = at + size;
             } else {
                 ok = arena_alloc(&a, size, &p->offset[i]);
             }
             if (!ok) {
-                kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "compile: out of memory while "
-                                                        "planning");
+                kiln__graph_fail(g, KILN_ERR_NO_MEMORY,
+                                 "compile: out of memory while "
+                                 "planning");
                 st = KILN_ERR_NO_MEMORY;
             }
         }
@@ -276,8 +277,8 @@ static kiln_status alloc_segments(kiln_graph *g, size_t size, kiln__buffers *b)
     if (!b->buf)
         return KILN_ERR_NO_MEMORY;
     for (; b->n < n; b->n++) {
-        size_t part = n == 1 ? size : b->n + 1 < n ? seg : size - b->n * seg;
-        kiln_status st = dev->iface->buffer_alloc(dev->context, part, &b->buf[b->n]);
+        size_t      part = n == 1 ? size : b->n + 1 < n ? seg : size - b->n * seg;
+        kiln_status st   = dev->iface->buffer_alloc(dev->context, part, &b->buf[b->n]);
         if (st != KILN_OK)
             return st;
     }
@@ -316,12 +317,12 @@ static kiln_status bind_and_upload(planner *p)
     kiln_graph        *g   = p->g;
     const kiln_device *dev = &g->ctx->device;
     for (size_t i = 0; i < g->n_nodes; i++) {
-        kiln_tensor *t    = g->nodes[i];
-        kiln_tensor *root = kiln__storage(t);
-        const kiln__buffers *b   = is_leaf(root) ? &g->plan.leaves : &g->plan.arena;
+        kiln_tensor         *t    = g->nodes[i];
+        kiln_tensor         *root = kiln__storage(t);
+        const kiln__buffers *b    = is_leaf(root) ? &g->plan.leaves : &g->plan.arena;
         size_t               off = p->offset[root->id], seg = g->plan.segment;
-        t->node.buffer           = b->buf[seg == SIZE_MAX ? 0 : off / seg];
-        t->node.offset           = seg == SIZE_MAX ? off : off % seg;
+        t->node.buffer = b->buf[seg == SIZE_MAX ? 0 : off / seg];
+        t->node.offset = seg == SIZE_MAX ? off : off % seg;
         if (!is_leaf(t) || !t->staged)
             continue;
         kiln_status st = dev->iface->buffer_write(dev->context, t->node.buffer,

@@ -118,7 +118,7 @@ typedef struct kiln_device_report {
     const char      *unusable; /* NULL if kiln can use it, else why not   */
     /* "key=value ..." words (<kiln/backend.h>, kiln_device_desc): what the
      * device can do, for programs; "" when the backend says nothing.      */
-    const char      *capabilities;
+    const char *capabilities;
 } kiln_device_report;
 
 /* Loads the plugins (on first use) and lists every attempt, usable or
@@ -250,8 +250,8 @@ KILN_API kiln_tensor *kiln_causal_softmax(kiln_graph *g, kiln_tensor *x, float s
  * j <= i + offset (a row that keeps none is all 0). With a key/value cache
  * of Tk positions holding p + 1 valid ones and the query at position p,
  * Tq = 1 and offset = p. Differentiable in x. */
-KILN_API kiln_tensor *kiln_causal_softmax_offset(kiln_graph *g, kiln_tensor *x, float scale,
-                                                 kiln_tensor *offset);
+KILN_API kiln_tensor *kiln_causal_softmax_offset(kiln_graph *g, kiln_tensor *x,
+                                                 float scale, kiln_tensor *offset);
 
 /* Causal self-attention in one op, from GPT-2's fused projection: qkv
  * [B, T, 3C] holds q, k and v side by side, each of `heads` heads of
@@ -311,8 +311,8 @@ KILN_API kiln_tensor *kiln_slice(kiln_graph *g, kiln_tensor *x, int axis, int64_
  * must be an input (kiln_input), or what kiln_store_slice returned for one:
  * its contents persist from run to run, and kiln writes it only here. Not
  * differentiable. */
-KILN_API kiln_tensor *kiln_store_slice(kiln_graph *g, kiln_tensor *dst, kiln_tensor *value,
-                                       int axis, kiln_tensor *start);
+KILN_API kiln_tensor *kiln_store_slice(kiln_graph *g, kiln_tensor *dst,
+                                       kiln_tensor *value, int axis, kiln_tensor *start);
 
 /* 2-D convolution (cross-correlation, as PyTorch), NCHW.
  * x [N, C, H, W], w [O, C, KH, KW], bias [O] or NULL -> [N, O, OH, OW] with

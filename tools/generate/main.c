@@ -65,8 +65,15 @@ static const char usage[] =
     "The speed goes to stderr: the prompt's bytes, then the sampled ones, in\n"
     "tokens/s.\n";
 
-enum { OPT_WEIGHTS = 256, OPT_PROMPT, OPT_TOKENS, OPT_TEMPERATURE, OPT_TOP_K, OPT_SEED,
-       OPT_NO_CACHE };
+enum {
+    OPT_WEIGHTS = 256,
+    OPT_PROMPT,
+    OPT_TOKENS,
+    OPT_TEMPERATURE,
+    OPT_TOP_K,
+    OPT_SEED,
+    OPT_NO_CACHE
+};
 
 static const struct option long_options[] = {
     {"weights", required_argument, NULL, OPT_WEIGHTS},
@@ -114,7 +121,8 @@ static double parse_temperature(const char *text)
 
 static options parse_args(int argc, char **argv)
 {
-    options o = {.prompt = "", .tokens = 256, .temperature = 1.0, .seed = 1, .cache = true};
+    options o = {
+        .prompt = "", .tokens = 256, .temperature = 1.0, .seed = 1, .cache = true};
     cli_init(argv, "kiln-generate");
     int c;
     while ((c = getopt_long(argc, argv, "hV", long_options, NULL)) != -1) {
@@ -123,9 +131,13 @@ static options parse_args(int argc, char **argv)
         case 'V': printf("kiln-generate %s\n", kiln_version()); exit(0);
         case OPT_WEIGHTS: o.weights = optarg; break;
         case OPT_PROMPT: o.prompt = optarg; break;
-        case OPT_TOKENS: o.tokens = cli_parse_int("--tokens", optarg, 0, 1000000000); break;
+        case OPT_TOKENS:
+            o.tokens = cli_parse_int("--tokens", optarg, 0, 1000000000);
+            break;
         case OPT_TEMPERATURE: o.temperature = parse_temperature(optarg); break;
-        case OPT_TOP_K: o.top_k = (int)cli_parse_int("--top-k", optarg, 0, GPT_VOCAB); break;
+        case OPT_TOP_K:
+            o.top_k = (int)cli_parse_int("--top-k", optarg, 0, GPT_VOCAB);
+            break;
         case OPT_SEED:
             o.seed = (uint64_t)cli_parse_int("--seed", optarg, 0, INT64_MAX);
             break;
@@ -277,7 +289,8 @@ static void push(decoder *d, int32_t b)
 static const float *next_logits(decoder *d)
 {
     if (d->o->cache) {
-        check(kiln_tensor_read(d->logits, d->out, GPT_VOCAB * sizeof *d->out), "the logits");
+        check(kiln_tensor_read(d->logits, d->out, GPT_VOCAB * sizeof *d->out),
+              "the logits");
         return d->out;
     }
     /* the whole context; what follows the last byte cannot reach it */
@@ -285,7 +298,8 @@ static const float *next_logits(decoder *d)
           "the context");
     check(kiln_graph_run(d->g), "decoding");
     d->runs++;
-    check(kiln_tensor_read(d->logits, d->out, (size_t)d->s.ctx * GPT_VOCAB * sizeof *d->out),
+    check(kiln_tensor_read(d->logits, d->out,
+                           (size_t)d->s.ctx * GPT_VOCAB * sizeof *d->out),
           "the logits");
     return d->out + (size_t)(d->n - 1) * GPT_VOCAB;
 }

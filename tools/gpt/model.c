@@ -99,12 +99,13 @@ static kiln_tensor *block(builder *b, kiln_tensor *x, int layer)
         /* the new keys and values join the cache; the queries see it all,
          * up to their own positions */
         kiln_tensor *q = heads_of(b, qkv, 0), *k = heads_of(b, qkv, C),
-                    *v = heads_of(b, qkv, 2 * C);
-        k = kiln_store_slice(g, b->cache->k[layer], k, 2, b->cache->at);
-        v = kiln_store_slice(g, b->cache->v[layer], v, 2, b->cache->at);
-        kiln_tensor *att = kiln_causal_softmax_offset(
-            g, kiln_matmul_t(g, q, k, false, true), scale, b->cache->at);
-        y = kiln_matmul(g, att, v); /* [B, H, T, D] */
+                    *v   = heads_of(b, qkv, 2 * C);
+        k                = kiln_store_slice(g, b->cache->k[layer], k, 2, b->cache->at);
+        v                = kiln_store_slice(g, b->cache->v[layer], v, 2, b->cache->at);
+        kiln_tensor *att = kiln_causal_softmax_offset(g,
+                                                      kiln_matmul_t(g, q, k, false, true),
+                                                      scale, b->cache->at);
+        y                = kiln_matmul(g, att, v); /* [B, H, T, D] */
         if (T > 1)
             y = kiln_permute(g, y, (const int[]){0, 2, 1, 3});
     } else {
@@ -145,18 +146,22 @@ kiln_tensor *gpt_build(kiln_graph *g, const gpt_shape *s, int64_t batch, int64_t
         cache->at = kiln_input(g, "cache.at", KILN_I32, KILN_SHAPE(1));
         for (int l = 0; l < s->layers; l++) {
             snprintf(name, sizeof name, "cache.%d.k", l);
-            cache->k[l] = kiln_input(g, name, KILN_F32, KILN_SHAPE(1, s->heads, s->ctx, D));
+            cache->k[l] = kiln_input(g, name, KILN_F32,
+                                     KILN_SHAPE(1, s->heads, s->ctx, D));
             snprintf(name, sizeof name, "cache.%d.v", l);
-            cache->v[l] = kiln_input(g, name, KILN_F32, KILN_SHAPE(1, s->heads, s->ctx, D));
+            cache->v[l] = kiln_input(g, name, KILN_F32,
+                                     KILN_SHAPE(1, s->heads, s->ctx, D));
         }
     }
-    kiln_tensor *wte = param(&b, "transformer.wte.weight", KILN_SHAPE(GPT_VOCAB, C), 0.02f);
+    kiln_tensor *wte = param(&b, "transformer.wte.weight", KILN_SHAPE(GPT_VOCAB, C),
+                             0.02f);
     kiln_tensor *wpe = param(&b, "transformer.wpe.weight", KILN_SHAPE(s->ctx, C), 0.02f);
-    kiln_tensor *x =
-        kiln_add(g, kiln_embedding(g, wte, *ids), kiln_embedding(g, wpe, *positions));
+    kiln_tensor *x   = kiln_add(g, kiln_embedding(g, wte, *ids),
+                                kiln_embedding(g, wpe, *positions));
     for (int l = 0; l < s->layers; l++)
         x = block(&b, x, l);
-    x = kiln_reshape(g, layer_norm(&b, x, C, "transformer.ln_f"), KILN_SHAPE(batch * t, C));
+    x                   = kiln_reshape(g, layer_norm(&b, x, C, "transformer.ln_f"),
+                                       KILN_SHAPE(batch * t, C));
     kiln_tensor *logits = kiln_matmul_t(g, x, wte, false, true); /* tied head */
     if (b.st != KILN_OK) {
         static char why[512];
@@ -178,8 +183,8 @@ const char *gpt_shape_problem(const gpt_shape *s, char *buf, size_t len)
     if (s->layers < 1 || s->layers > GPT_MAX_LAYERS)
         snprintf(buf, len, "%d layers: expected 1 to %d", s->layers, GPT_MAX_LAYERS);
     else if (s->heads < 1 || s->embd < 1 || s->ctx < 1)
-        snprintf(buf, len, "heads %d, embd %d, ctx %d: expected each at least 1", s->heads,
-                 s->embd, s->ctx);
+        snprintf(buf, len, "heads %d, embd %d, ctx %d: expected each at least 1",
+                 s->heads, s->embd, s->ctx);
     else if (s->embd % s->heads != 0)
         snprintf(buf, len, "embd %d is not a multiple of heads %d", s->embd, s->heads);
     else
@@ -216,7 +221,8 @@ kiln_status gpt_shape_load(const char *path, gpt_shape *s)
     kiln_status st = kiln_file_meta(path, "kiln.model", v, sizeof v);
     if (st == KILN_ERR_NOT_FOUND) {
         snprintf(load_error, sizeof load_error,
-                 "%s records no model (no metadata \"kiln.model\"): expected weights saved "
+                 "%s records no model (no metadata \"kiln.model\"): expected weights "
+                 "saved "
                  "by kiln-train --model gpt --save",
                  path);
         return st;

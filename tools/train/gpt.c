@@ -41,7 +41,8 @@ static text read_text(const char *path, int ctx)
     if (stat(path, &sb) != 0)
         die(1, "--data %s: %s", path, strerror(errno));
     if (!S_ISREG(sb.st_mode))
-        die(1, "--data %s is not a regular file: --model gpt trains on a text file", path);
+        die(1, "--data %s is not a regular file: --model gpt trains on a text file",
+            path);
     FILE *f = fopen(path, "rb");
     if (!f)
         die(1, "--data %s: %s", path, strerror(errno));
@@ -80,7 +81,7 @@ static gpt build(kiln_context *ctx, const gpt_options *o)
         die(1, "%s", kiln_last_error());
     kiln_graph  *g = m.g;
     int64_t      B = o->batch, T = o->ctx;
-    gpt_shape    s = {o->layers, o->heads, o->embd, o->ctx};
+    gpt_shape    s      = {o->layers, o->heads, o->embd, o->ctx};
     kiln_tensor *logits = gpt_build(g, &s, B, T, &m.init_state, NULL, &m.ids, &m.pos);
     if (!logits)
         die(1, "building the model: %s", gpt_error(g));
@@ -191,10 +192,10 @@ int gpt_train(const gpt_options *o)
     if (!b.ids || !b.targets)
         die(1, "out of memory for a batch of %d x %d", o->batch, o->ctx);
 
-    bool     tty   = isatty(STDOUT_FILENO);
-    uint64_t state = o->seed;
+    bool     tty       = isatty(STDOUT_FILENO);
+    uint64_t state     = o->seed;
     double   train_sum = 0, step_time = 0, all_time = 0, last_val = 0;
-    int      since     = 0;
+    int      since = 0;
     for (int step = 0; step < o->steps; step++) {
         check(kiln_optimizer_set_lr(m.opt, (float)lr_at(o, step)), "the learning rate");
         fill(&m, &t, 0, t.n_train, &state, &b);
@@ -211,10 +212,11 @@ int gpt_train(const gpt_options *o)
             draw(step + 1, o->steps, loss, (double)n / (took + 1e-12));
         if ((step + 1) % o->eval_every != 0 && step + 1 != o->steps)
             continue;
-        last_val     = val_loss(&m, &t, &b);
-        double ms    = 1e3 * step_time / since;
-        printf("%sstep %d train %.4f val %.4f ms/step %.1f tok/s %.0f\n", tty ? "\r\033[K" : "",
-               step + 1, train_sum / since, last_val, ms, (double)n / (ms / 1e3));
+        last_val  = val_loss(&m, &t, &b);
+        double ms = 1e3 * step_time / since;
+        printf("%sstep %d train %.4f val %.4f ms/step %.1f tok/s %.0f\n",
+               tty ? "\r\033[K" : "", step + 1, train_sum / since, last_val, ms,
+               (double)n / (ms / 1e3));
         fflush(stdout);
         train_sum = step_time = 0;
         since                 = 0;
