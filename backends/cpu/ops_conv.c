@@ -232,6 +232,42 @@ static void cpu_patches(const cpu_conv2d_geom *cv, const float *x_in, float *x_o
                 }
 }
 
+/* The patches of one image transposed, cols [C*KH*KW, OH*OW]: row
+ * (c, kh, kw) holds x[c, oh*sh + kh - ph, ow*sw + kw - pw] over the output
+ * pixels, 0 in the padding. Each row is runs of one image row (copies when
+ * the stride is 1), its padded edges found once per row rather than tested
+ * per element. */
+static void cpu_patches_t(const cpu_conv2d_geom *cv, const float *x, float *cols)
+{
+    for (size_t c = 0; c < cv->C; c++)
+        for (size_t kh = 0; kh < cv->KH; kh++)
+            for (size_t kw = 0; kw < cv->KW; kw++) {
+                /* the output columns whose iw = ow*sw + kw - pw lies in [0, W) */
+                size_t lo = kw >= cv->pw ? 0 : (cv->pw - kw + cv->sw - 1) / cv->sw;
+                size_t hi = cv->W + cv->pw > kw
+                                ? (cv->W + cv->pw - kw + cv->sw - 1) / cv->sw
+                                : 0;
+                hi        = hi < cv->OW ? hi : cv->OW;
+                lo        = lo < hi ? lo : hi;
+                for (size_t oh = 0; oh < cv->OH; oh++, cols += cv->OW) {
+                    size_t ih = oh * cv->sh + kh -
+                                cv->ph; /* wraps above H in the padding */
+                    if (ih >= cv->H) {
+                        memset(cols, 0, cv->OW * sizeof *cols);
+                        continue;
+                    }
+                    const float *row = x + (c * cv->H + ih) * cv->W + kw - cv->pw;
+                    memset(cols, 0, lo * sizeof *cols);
+                    if (cv->sw == 1)
+                        memcpy(cols + lo, row + lo, (hi - lo) * sizeof *cols);
+                    else
+                        for (size_t ow = lo; ow < hi; ow++)
+                            cols[ow] = row[ow * cv->sw];
+                    memset(cols + hi, 0, (cv->OW - hi) * sizeof *cols);
+                }
+            }
+}
+
 /* n floats, or NULL (with the error set) when they cannot be had. */
 static float *cpu_scratch(const cpu_device *dev, const char *op, size_t a, size_t b)
 {
@@ -274,32 +310,74 @@ static void cpu_conv_grad_input(const cpu_device *dev, const cpu_conv2d_geom *cv
     }
 }
 
-/* dw = sum over n of gy[n] @ patches(x[n]); tmp holds one image's term. */
-static void cpu_conv_grad_weight(const cpu_device *dev, const cpu_conv2d_geom *cv,
-                                 const float *gy, const float *x, float *dw, float *rows,
-                                 float *tmp)
+/* dw = sum over n of gy[n] @ patches(x[n]). The images are split between
+ * the threads: each builds its images' patches (transposed, row copies) in
+ * its own rows and adds
+ * their products into its own partial dw (the GEMM accumulating, on that
+ * thread alone); the partials are added at the end. A small kernel's
+ * product has a long K (the pixels) and a short N (C*KH*KW), which one
+ * thread runs well: it is the images that give the threads work. */
+typedef struct cpu_grad_weight_job {
+    const cpu_device      *dev;
+    const cpu_conv2d_geom *cv;
+    const float           *gy, *x;
+    float                 *rows;    /* per thread: ckk x spatial       */
+    float                 *partial; /* per thread: O x ckk             */
+} cpu_grad_weight_job;
+
+static void cpu_grad_weight_task(void *arg, int tid, int nt)
+{
+    const cpu_grad_weight_job *j       = arg;
+    const cpu_conv2d_geom     *cv      = j->cv;
+    size_t                     spatial = cv->OH * cv->OW, ckk = cv->C * cv->KH * cv->KW;
+    size_t                     image = cv->C * cv->H * cv->W, lo, hi;
+    float                     *rows  = j->rows + (size_t)tid * spatial * ckk;
+    float                     *dw    = j->partial + (size_t)tid * cv->O * ckk;
+    cpu_split(cv->N, 1, tid, nt, &lo, &hi);
+    if (lo == hi)
+        memset(dw, 0, cv->O * ckk * sizeof *dw);
+    for (size_t n = lo; n < hi; n++) {
+        cpu_patches_t(cv, j->x + n * image, rows);
+        cpu_gemm_args g = {
+            .M          = cv->O,
+            .N          = ckk,
+            .K          = spatial,
+            .a          = j->gy + n * cv->O * spatial,
+            .lda        = spatial,
+            .b          = rows,
+            .ldb        = spatial,
+            .tb         = true,
+            .c          = dw,
+            .ldc        = ckk,
+            .accumulate = n > lo,
+        };
+        cpu_gemm_serial(j->dev, tid, &g);
+    }
+}
+
+static kiln_status cpu_conv_grad_weight(const cpu_device *dev, const cpu_conv2d_geom *cv,
+                                        const float *gy, const float *x, float *dw)
 {
     size_t spatial = cv->OH * cv->OW, ckk = cv->C * cv->KH * cv->KW;
-    size_t image = cv->C * cv->H * cv->W;
-    if (cv->N == 0)
-        memset(dw, 0, cv->O * ckk * sizeof *dw);
-    for (size_t n = 0; n < cv->N; n++) {
-        cpu_patches(cv, x + n * image, NULL, rows);
-        cpu_gemm_args g = {
-            .M   = cv->O,
-            .N   = ckk,
-            .K   = spatial,
-            .a   = gy + n * cv->O * spatial,
-            .lda = spatial,
-            .b   = rows,
-            .ldb = ckk,
-            .c   = n == 0 ? dw : tmp,
-            .ldc = ckk,
-        };
-        cpu_gemm(dev, &g);
-        if (n > 0)
-            dev->k.binary[CPU_ADD](dw, dw, 1, tmp, 1, cv->O * ckk);
+    size_t nt = (size_t)cpu_pool_size(dev->pool);
+    if (nt > cv->N)
+        nt = cv->N > 0 ? cv->N : 1;
+    const char *name = kiln__op_name(KILN_OP_CONV2D_GRAD_WEIGHT);
+    float      *rows = cpu_scratch(dev, name, nt * spatial, ckk);
+    float      *part = cpu_scratch(dev, name, nt * cv->O, ckk);
+    if (!rows || !part) {
+        free(rows);
+        free(part);
+        return KILN_ERR_NO_MEMORY;
     }
+    cpu_grad_weight_job job = {dev, cv, gy, x, rows, part};
+    cpu_pool_run(dev->pool, (int)nt, cpu_grad_weight_task, &job);
+    memcpy(dw, part, cv->O * ckk * sizeof *dw);
+    for (size_t t = 1; t < nt; t++)
+        dev->k.binary[CPU_ADD](dw, dw, 1, part + t * cv->O * ckk, 1, cv->O * ckk);
+    free(rows);
+    free(part);
+    return KILN_OK;
 }
 
 kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node)
@@ -311,22 +389,16 @@ kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node)
     /* Not empty, so C, KH, KW >= 1 and the checked gy has OH, OW >= 1. */
     const int64_t *x, *w;
     cpu_conv_grad_dims(node, &x, &w);
-    cpu_conv2d_geom cv   = cpu_conv2d_geom_of(x, w, node->src[0]->dims, node->iparam);
-    size_t          ckk  = cv.C * cv.KH * cv.KW;
-    float          *rows = cpu_scratch(dev, name, cv.OH * cv.OW, ckk);
-    float          *tmp  = !input && cv.N > 1 ? cpu_scratch(dev, name, cv.O, ckk) : NULL;
-    if (!rows || (!input && cv.N > 1 && !tmp)) {
-        free(rows);
-        free(tmp);
+    cpu_conv2d_geom cv  = cpu_conv2d_geom_of(x, w, node->src[0]->dims, node->iparam);
+    size_t          ckk = cv.C * cv.KH * cv.KW;
+    const float    *gy = cpu_cf32(node->src[0]), *other = cpu_cf32(node->src[1]);
+    if (!input)
+        return cpu_conv_grad_weight(dev, &cv, gy, other, cpu_f32(node));
+    float *rows = cpu_scratch(dev, name, cv.OH * cv.OW, ckk);
+    if (!rows)
         return KILN_ERR_NO_MEMORY;
-    }
-    const float *gy = cpu_cf32(node->src[0]), *other = cpu_cf32(node->src[1]);
-    if (input)
-        cpu_conv_grad_input(dev, &cv, gy, other, cpu_f32(node), rows);
-    else
-        cpu_conv_grad_weight(dev, &cv, gy, other, cpu_f32(node), rows, tmp);
+    cpu_conv_grad_input(dev, &cv, gy, other, cpu_f32(node), rows);
     free(rows);
-    free(tmp);
     return KILN_OK;
 }
 
