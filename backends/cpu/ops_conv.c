@@ -88,7 +88,11 @@ typedef struct cpu_conv_job {
     const cpu_device *dev;
     const kiln_node  *node;
     cpu_conv          cv;
+    cpu_conv2d_geom   geom;
+    float            *cols; /* per thread: C*KH*KW x OH*OW, or NULL */
 } cpu_conv_job;
+
+static void cpu_patches_t(const cpu_conv2d_geom *cv, const float *x, float *cols);
 
 /* Images [lo, hi), each a GEMM on this thread alone. */
 static void cpu_conv_images_task(void *arg, int tid, int nt)
@@ -100,19 +104,37 @@ static void cpu_conv_images_task(void *arg, int tid, int nt)
         cpu_im2col    im;
         cpu_gemm_args g;
         cpu_conv_gemm_args(&job->cv, job->node, n, &im, &g);
+        if (g.im2col && job->cols) {
+            /* patches by row copies, then a plain GEMM */
+            float *cols = job->cols + (size_t)tid * g.K * g.N;
+            cpu_patches_t(&job->geom, g.b, cols);
+            g.im2col = NULL;
+            g.b      = cols;
+            g.ldb    = g.N;
+        }
         cpu_gemm_serial(job->dev, tid, &g);
     }
 }
 
 kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node)
 {
-    cpu_conv_job job = {dev, node, cpu_conv_of(node)};
+    cpu_conv_job job = {dev, node, cpu_conv_of(node), {0}, NULL};
     if (node->numel == 0)
         return KILN_OK;
     int nt = cpu_pool_size(dev->pool);
     /* whole images per thread when that splits evenly enough */
     if (nt > 1 && (job.cv.N % (size_t)nt == 0 || job.cv.N >= 4 * (size_t)nt)) {
+        job.geom = (cpu_conv2d_geom){job.cv.N,  job.cv.C,  job.cv.H,  job.cv.W,
+                                     job.cv.O,  job.cv.KH, job.cv.KW, job.cv.OH,
+                                     job.cv.OW, job.cv.sh, job.cv.sw, job.cv.ph,
+                                     job.cv.pw};
+        /* without memory for them the patches are packed from the image */
+        size_t ckk = job.cv.C * job.cv.KH * job.cv.KW, spatial = job.cv.OH * job.cv.OW;
+        job.cols = ckk * spatial <= ((size_t)1 << 22)
+                       ? malloc((size_t)nt * ckk * spatial * sizeof *job.cols)
+                       : NULL;
         cpu_pool_run(dev->pool, nt, cpu_conv_images_task, &job);
+        free(job.cols);
         return KILN_OK;
     }
     for (size_t n = 0; n < job.cv.N; n++) {
