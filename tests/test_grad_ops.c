@@ -815,6 +815,7 @@ Test(grad_ops, max_pool2d_grad_goes_to_the_first_maximum_and_adds_up_overlaps)
     check_pool_grad(1, 2, 7, 7, 2, 3);   /* gaps between windows */
     check_pool_grad(2, 2, 5, 300, 2, 1); /* stride 1, rows of windows past 256 */
     check_pool_grad(1, 3, 6, 613, 2, 2); /* stride 2, 306 windows a row */
+    check_pool_grad(2, 3, 9, 11, 2, 2);  /* 2x2 stride 2, a row and a column past */
     check_pool_grad(1, 2, 3, 37, 1, 1);  /* 1x1 windows: the gradient itself */
 }
 
