@@ -168,7 +168,7 @@ typedef struct kiln__plan {
     size_t unshared; /* what the arena would be without sharing */
 } kiln__plan;
 
-#define KILN__GRAPH_RELEASE_MAX 4
+#define KILN__GRAPH_RELEASE_MAX 5
 
 struct kiln_graph {
     kiln_context   *ctx;
@@ -188,15 +188,28 @@ struct kiln_graph {
     float        clip_max_norm;
     /* kiln_graph_set_meta's pairs, a Jansson object owned and released by
      * formats/safetensors.c, or NULL */
-    void    *meta;
-    uint64_t seed;     /* layer seed sequence (kiln_graph_seed)   */
-    unsigned n_layers; /* layers made, for default layer names    */
+    void *meta;
+    /* per-op times under KILN_PROFILE (runtime/profile.c), or NULL */
+    struct kiln__profile *profile;
+    uint64_t              seed;     /* layer seed sequence (kiln_graph_seed)   */
+    unsigned              n_layers; /* layers made, for default layer names    */
     /* What other modules attached (the plan, the optimisers): each registers
      * its own release with kiln__graph_on_free, and kiln_graph_free calls
      * them, last registered first, so graph.c needs none of them. */
     void (*release[KILN__GRAPH_RELEASE_MAX])(kiln_graph *g);
     int n_release;
 };
+
+/* ---- profiling (runtime/profile.c) ---------------------------------------- */
+
+typedef struct kiln__profile kiln__profile;
+/* Starts g's profile when KILN_PROFILE asks for one (at compile). */
+kiln_status kiln__profile_start(kiln_graph *g);
+double      kiln__profile_now(void); /* seconds, monotonic */
+void        kiln__profile_run(kiln_graph *g);
+/* Adds one node's time (and a call) to its op and shape's row. */
+void kiln__profile_add(kiln_graph *g, const kiln_node *node, bool fallback,
+                       double seconds);
 
 /* Registers release to run when g is freed; registering it again does
  * nothing. */

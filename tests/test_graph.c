@@ -804,3 +804,67 @@ Test(fallback, refused_ops_run_on_the_cpu_backend_with_equal_results)
     kiln_graph_free(g1);
     kiln_context_free(ctx);
 }
+
+/* ---- profiling ------------------------------------------------------------------ */
+
+/* x [4, 3] @ w [3, 5], relu: two ops, each run three times. */
+static kiln_graph *profiled_graph(kiln_context *ctx, kiln_tensor **out)
+{
+    kiln_graph  *g = kiln_graph_new(ctx);
+    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(4, 3));
+    kiln_tensor *w = kiln_param(g, "w", KILN_SHAPE(3, 5));
+    *out           = kiln_relu(g, kiln_matmul(g, x, w));
+    cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", kiln_graph_error(g));
+    float v[15] = {0};
+    cr_assert_eq(kiln_tensor_write(x, v, 12 * sizeof *v), KILN_OK);
+    cr_assert_eq(kiln_tensor_write(w, v, 15 * sizeof *v), KILN_OK);
+    return g;
+}
+
+Test(graph, a_profile_has_a_row_per_op_and_shape_with_its_calls)
+{
+    setenv("KILN_PROFILE", "1", 1);
+    kiln_context *ctx = test_context(test_first_spec());
+    kiln_tensor  *y;
+    kiln_graph   *g = profiled_graph(ctx, &y);
+    for (int r = 0; r < 3; r++)
+        cr_assert_eq(kiln_graph_run(g), KILN_OK, "%s", kiln_last_error());
+    char text[4096];
+    cr_assert_eq(kiln_graph_profile(g, text, sizeof text), KILN_OK, "%s",
+                 kiln_last_error());
+    cr_assert(strstr(text, "3 runs on "), "%s", text);
+    const char *rows[] = {"matmul [4, 5]", "relu [4, 5]"};
+    for (int i = 0; i < 2; i++) {
+        const char *row = strstr(text, rows[i]);
+        cr_assert_not_null(row, "no row \"%s\" in:\n%s", rows[i], text);
+        /* the calls are on the row's own line, before its name */
+        const char *line = row;
+        while (line > text && line[-1] != '\n')
+            line--;
+        cr_assert(strstr(line, "       3 calls  ") &&
+                      strstr(line, "       3 calls  ") < row,
+                  "%s", text);
+    }
+    /* a buffer too small for the table gets its start, still terminated */
+    char small[16];
+    cr_assert_eq(kiln_graph_profile(g, small, sizeof small), KILN_OK);
+    cr_assert_eq(strlen(small), sizeof small - 1);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
+
+Test(graph, a_profile_needs_kiln_profile_at_compile)
+{
+    unsetenv("KILN_PROFILE");
+    kiln_context *ctx = test_context(test_first_spec());
+    kiln_tensor  *y;
+    kiln_graph   *g = profiled_graph(ctx, &y);
+    cr_assert_eq(kiln_graph_run(g), KILN_OK, "%s", kiln_last_error());
+    char text[256];
+    cr_assert_eq(kiln_graph_profile(g, text, sizeof text), KILN_ERR_STATE);
+    cr_assert(strstr(kiln_last_error(), "set KILN_PROFILE=1 before kiln_graph_compile"),
+              "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_profile(NULL, text, sizeof text), KILN_ERR_INVALID_ARG);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}

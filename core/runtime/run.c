@@ -31,10 +31,20 @@ static kiln_status run_plan(kiln_graph *g, const bool *run)
     const kiln_device *dev  = &g->ctx->device;
     kiln_status        st   = check_leaves_written(g);
     size_t             n    = 0;
+    kiln__profile_run(g);
     for (size_t i = 0; i <= plan->n_exec && st == KILN_OK; i++) {
         bool end = i == plan->n_exec;
         if (!end && run && !run[i])
             continue;
+        if (!end && !plan->fallback[i] && g->profile) {
+            /* profiled: this node alone, waited for */
+            double t0 = kiln__profile_now();
+            st        = dev->iface->graph_compute(dev->context, &plan->exec[i], 1);
+            if (st == KILN_OK && dev->iface->synchronize)
+                st = dev->iface->synchronize(dev->context);
+            kiln__profile_add(g, plan->exec[i], false, kiln__profile_now() - t0);
+            continue;
+        }
         if (!end && !plan->fallback[i]) {
             plan->batch[n++] = plan->exec[i];
             continue;
@@ -42,8 +52,12 @@ static kiln_status run_plan(kiln_graph *g, const bool *run)
         if (n)
             st = dev->iface->graph_compute(dev->context, plan->batch, n);
         n = 0;
-        if (st == KILN_OK && !end)
-            st = kiln__fallback_run(g, plan->fallback[i], plan->exec[i]);
+        if (st == KILN_OK && !end) {
+            double t0 = g->profile ? kiln__profile_now() : 0.0;
+            st        = kiln__fallback_run(g, plan->fallback[i], plan->exec[i]);
+            if (g->profile)
+                kiln__profile_add(g, plan->exec[i], true, kiln__profile_now() - t0);
+        }
     }
     if (st == KILN_OK && dev->iface->synchronize)
         st = dev->iface->synchronize(dev->context);

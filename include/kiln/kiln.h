@@ -353,6 +353,15 @@ KILN_API kiln_status kiln_graph_memory(const kiln_graph *g, size_t *planned,
  * forward pass of a training graph, for evaluation. t must be readable after
  * it (a leaf or an output). */
 KILN_API kiln_status kiln_graph_eval(kiln_graph *g, kiln_tensor *t);
+/* Where the graph's runs spend their time, op by op: with KILN_PROFILE=1 in
+ * the environment when the graph is compiled, each run goes node by node,
+ * waiting for each, and kiln_graph_profile writes a table into text (size
+ * bytes, NUL included; cut short when it does not fit): one row per op and
+ * output shape, longest total first, with its milliseconds, share and
+ * calls; rows of nodes the cpu backend ran for the device say so. Waiting
+ * after each node makes profiled runs slower than others. KILN_ERR_STATE
+ * when the graph was compiled without KILN_PROFILE. */
+KILN_API kiln_status kiln_graph_profile(kiln_graph *g, char *text, size_t size);
 
 /* The graph's parameters, in creation order, and one by name (NULL if none). */
 KILN_API size_t       kiln_graph_param_count(const kiln_graph *g);

@@ -226,6 +226,7 @@ int gpt_train(const gpt_options *o)
         check(kiln_save(m.g, o->save), "--save");
         printf("weights saved to %s\n", o->save);
     }
+    print_profile(m.g);
     kiln_graph_free(m.g);
     kiln_context_free(ctx);
     free(b.ids);

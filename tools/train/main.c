@@ -125,7 +125,10 @@ static const char *parse_choice(const char *opt, const char *text,
     char list[128] = "";
     for (size_t i = 0; i < n; i++)
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
-                 i == 0 ? "" : i + 1 == n ? " or " : ", ", choices[i]);
+                 i == 0       ? ""
+                 : i + 1 == n ? " or "
+                              : ", ",
+                 choices[i]);
     die(2, "%s '%s': expected %s", opt, text, list);
 }
 
@@ -242,7 +245,9 @@ static options parse_args(int argc, char **argv)
         case OPT_LAYERS:
             o.gpt.layers = (int)cli_parse_int("--layers", optarg, 1, 256);
             break;
-        case OPT_HEADS: o.gpt.heads = (int)cli_parse_int("--heads", optarg, 1, 1024); break;
+        case OPT_HEADS:
+            o.gpt.heads = (int)cli_parse_int("--heads", optarg, 1, 1024);
+            break;
         case OPT_EMBD: o.gpt.embd = (int)cli_parse_int("--embd", optarg, 1, 65536); break;
         case OPT_CTX: o.gpt.ctx = (int)cli_parse_int("--ctx", optarg, 1, 65536); break;
         case OPT_STEPS:
@@ -260,12 +265,14 @@ static options parse_args(int argc, char **argv)
     o.data_given = given[OPT_DATA - OPT_MODEL] != NULL;
     bool gpt     = strcmp(o.model, "gpt") == 0;
     /* options of the classifiers only, and of the GPT only */
-    static const int classifier_only[] = {OPT_OPTIMIZER, OPT_SCHEDULE, OPT_EPOCHS, OPT_EVAL};
-    static const int gpt_only[] = {OPT_LAYERS, OPT_HEADS,  OPT_EMBD,      OPT_CTX,
-                                   OPT_STEPS,  OPT_WARMUP, OPT_EVAL_EVERY};
+    static const int classifier_only[] = {OPT_OPTIMIZER, OPT_SCHEDULE, OPT_EPOCHS,
+                                          OPT_EVAL};
+    static const int gpt_only[]        = {OPT_LAYERS, OPT_HEADS,  OPT_EMBD,      OPT_CTX,
+                                          OPT_STEPS,  OPT_WARMUP, OPT_EVAL_EVERY};
     for (size_t i = 0; gpt && i < sizeof classifier_only / sizeof *classifier_only; i++)
         if (given[classifier_only[i] - OPT_MODEL])
-            die(2, "--%s does not apply to --model gpt (it trains with AdamW for --steps)",
+            die(2,
+                "--%s does not apply to --model gpt (it trains with AdamW for --steps)",
                 given[classifier_only[i] - OPT_MODEL]);
     for (size_t i = 0; !gpt && i < sizeof gpt_only / sizeof *gpt_only; i++)
         if (given[gpt_only[i] - OPT_MODEL])
@@ -471,6 +478,13 @@ static void gather(const dataset *d, const int64_t *idx, int rows, int batch, fl
 }
 
 /* splitmix64: the shuffling sequence of --seed. */
+void print_profile(kiln_graph *g)
+{
+    static char text[1 << 16];
+    if (kiln_graph_profile(g, text, sizeof text) == KILN_OK)
+        fprintf(stderr, "kiln-train: profile (KILN_PROFILE): %s", text);
+}
+
 uint64_t next_random(uint64_t *state)
 {
     uint64_t z = (*state += 0x9E3779B97F4A7C15u);
@@ -758,11 +772,11 @@ int main(int argc, char **argv)
     if (!ctx)
         die(1, "%s", kiln_last_error());
     printf("backend: %s\n", kiln_context_device(ctx));
-    model   m    = build(ctx, &o, !o.eval);
-    batch   b    = {malloc((size_t)o.batch * PIXELS * sizeof *b.x),
-                    malloc((size_t)o.batch * sizeof *b.y),
-                    malloc((size_t)o.batch * sizeof *b.idx),
-                    malloc((size_t)o.batch * sizeof *b.pred)};
+    model m = build(ctx, &o, !o.eval);
+    batch b = {malloc((size_t)o.batch * PIXELS * sizeof *b.x),
+               malloc((size_t)o.batch * sizeof *b.y),
+               malloc((size_t)o.batch * sizeof *b.idx),
+               malloc((size_t)o.batch * sizeof *b.pred)};
     if (!b.x || !b.y || !b.idx || !b.pred)
         die(1, "out of memory for a batch of %d", o.batch);
 
@@ -782,6 +796,7 @@ int main(int argc, char **argv)
             printf("weights saved to %s\n", o.save);
         }
     }
+    print_profile(m.g);
     kiln_graph_free(m.g);
     kiln_context_free(ctx);
     dataset_free(&test);

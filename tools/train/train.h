@@ -17,6 +17,8 @@ void check_save(const char *opt, const char *path, int links);
 /* splitmix64 */
 uint64_t  next_random(uint64_t *state);
 long long param_count(const kiln_graph *g);
+/* The graph's profile on stderr when KILN_PROFILE made one (kiln(7)). */
+void print_profile(kiln_graph *g);
 double    now(void); /* seconds, monotonic */
 
 /* --model gpt's options (kiln-train(1)). */
