@@ -1,7 +1,8 @@
 /* tools/bench/compare.h — another library's SGEMM, run by kiln-bench on the
  * same shapes in the same run (--compare NAME), to print the ratio.
  *
- * A reference is a table of functions in its own file (compare_openblas.c);
+ * A reference is a table of functions in its own file (compare_openblas.c,
+ * compare_onednn.c);
  * adding one is a new file and a line in gemm.c's list. Matrices are
  * row-major, as in kiln: C [M,N] = op(A) [M,K] @ op(B) [K,N], op a transpose
  * or not.
@@ -39,7 +40,22 @@ extern const bench_reference *const bench_references[];
 /* The reference called `name`, or NULL for none or an unknown one (gemm.c). */
 const bench_reference *bench_find_reference(const char *name);
 
+/* ---- references that multiply host matrices (compare_host.c) ---------- */
+
+typedef struct bench_host_state {
+    int          m, n, k;
+    bool         ta, tb;
+    const float *a, *b; /* kiln's side's operands           */
+    float       *c;     /* the reference's own [m, n] result */
+} bench_host_state;
+
+void *bench_host_setup(int m, int n, int k, bool ta, bool tb, const float *a,
+                       const float *b);
+bool  bench_host_result(void *state, float *c);
+void  bench_host_teardown(void *state);
+
 extern const bench_reference bench_openblas;
+extern const bench_reference bench_onednn;
 #ifdef KILN_BENCH_CLBLAST
 extern const bench_reference bench_clblast; /* built with the OpenCL backend */
 #endif

@@ -6,8 +6,6 @@
 
 #include <dlfcn.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 /* cblas.h's values, so that no header is needed */
 enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
@@ -19,13 +17,6 @@ typedef void (*set_threads_fn)(int n);
 
 static void          *openblas_lib;
 static cblas_sgemm_fn openblas_sgemm;
-
-typedef struct openblas_state {
-    int          m, n, k;
-    bool         ta, tb;
-    const float *a, *b;
-    float       *c;
-} openblas_state;
 
 static bool openblas_open(const kiln_context *ctx, char *why, size_t len)
 {
@@ -52,52 +43,16 @@ static bool openblas_open(const kiln_context *ctx, char *why, size_t len)
     return true;
 }
 
-static void *openblas_setup(int m, int n, int k, bool ta, bool tb, const float *a,
-                            const float *b)
-{
-    openblas_state *s = calloc(1, sizeof *s);
-    if (!s)
-        return NULL;
-    s->m  = m;
-    s->n  = n;
-    s->k  = k;
-    s->ta = ta;
-    s->tb = tb;
-    s->a  = a;
-    s->b  = b;
-    s->c  = malloc((size_t)m * (size_t)n * sizeof *s->c + 1);
-    if (!s->c) {
-        free(s);
-        return NULL;
-    }
-    return s;
-}
-
 static double openblas_run(void *state)
 {
-    openblas_state *s   = state;
-    double          t0  = bench_now();
-    int             lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
+    bench_host_state *s   = state;
+    double            t0  = bench_now();
+    int               lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
     openblas_sgemm(CBLAS_ROW_MAJOR, s->ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
                    s->tb ? CBLAS_TRANS : CBLAS_NO_TRANS, s->m, s->n, s->k, 1.0f, s->a,
                    lda > 0 ? lda : 1, s->b, ldb > 0 ? ldb : 1, 0.0f, s->c,
                    s->n > 0 ? s->n : 1);
     return bench_now() - t0;
-}
-
-static bool openblas_result(void *state, float *c)
-{
-    openblas_state *s = state;
-    memcpy(c, s->c, (size_t)s->m * (size_t)s->n * sizeof *c);
-    return true;
-}
-
-static void openblas_teardown(void *state)
-{
-    openblas_state *s = state;
-    if (s)
-        free(s->c);
-    free(s);
 }
 
 static void openblas_close(void)
@@ -111,9 +66,9 @@ static void openblas_close(void)
 const bench_reference bench_openblas = {
     .name     = "openblas",
     .open     = openblas_open,
-    .setup    = openblas_setup,
+    .setup    = bench_host_setup,
     .run      = openblas_run,
-    .result   = openblas_result,
-    .teardown = openblas_teardown,
+    .result   = bench_host_result,
+    .teardown = bench_host_teardown,
     .close    = openblas_close,
 };

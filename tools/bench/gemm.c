@@ -14,6 +14,7 @@ int bench_reference_threads;
 
 const bench_reference *const bench_references[] = {
     &bench_openblas,
+    &bench_onednn,
 #ifdef KILN_BENCH_CLBLAST
     &bench_clblast,
 #endif

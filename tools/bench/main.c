@@ -3,7 +3,7 @@
  * API only. This file reads the command line, measures the machine and runs
  * one subcommand (gemm.c, conv.c, ops.c).
  *
- *   kiln-bench gemm [--compare openblas|clblast] [--threads N] [--repeat N] [--json]
+ *   kiln-bench gemm [--compare openblas|onednn|clblast] [--threads N] [--repeat N] [--json]
  *   kiln-bench conv [--threads N] [--repeat N] [--json]
  *   kiln-bench ops  [--threads N] [--repeat N] [--json]
  *
@@ -56,6 +56,7 @@ static const char usage[] =
     "options:\n"
     "  --compare openblas   also run cblas_sgemm (libopenblas.so.0) on the same\n"
     "                       shapes, with as many threads, and print kiln/it\n"
+    "  --compare onednn     the same with oneDNN's dnnl_sgemm (libdnnl.so.2)\n"
     "  --compare clblast    also run CLBlastSgemm directly on the OpenCL device\n"
     "                       kiln uses (KILN_BACKEND=opencl...), data resident,\n"
     "                       and print kiln/it: kiln's overhead\n"
