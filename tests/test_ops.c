@@ -747,6 +747,22 @@ BACKEND_TEST(matmul, gives_zeros_for_k_0_and_empty_results_for_m_or_n_0)
 
 /* A batched product: a and b with the batch axes `batch` (ndim_b of them,
  * 1 or 2) before their matrices, for every transpose combination. */
+/* Narrow products (a classifier's 10 outputs) take an unpacked path on the
+ * cpu for N under two vectors: N around one and two vectors of AVX2 and
+ * AVX-512, rows around its blocks of 4 and 8, every transpose. */
+BACKEND_TEST(matmul, narrow_products_match_reference_for_every_transpose)
+{
+    static const int64_t mkn[][3] = {{64, 128, 10}, {13, 7, 9},    {5, 33, 15},
+                                     {9, 3, 17},    {300, 50, 13}, {1, 64, 31},
+                                     {7, 1, 11},    {130, 64, 10}};
+    kiln_context        *ctx      = test_backend_context(backend);
+    for (size_t i = 0; i < sizeof mkn / sizeof mkn[0]; i++)
+        for (int t = 0; t < 4; t++)
+            check_matmul(ctx, backend->label, mkn[i][0], mkn[i][1], mkn[i][2], t & 1,
+                         t & 2, true);
+    kiln_context_free(ctx);
+}
+
 /* Products of one row (a transformer decoding one position) take their own
  * unpacked path on the cpu: every transpose, N around its blocks of four
  * vectors, K around a vector, and wide enough to be split between threads. */

@@ -86,7 +86,7 @@ typedef struct cpu_gemm_ukernel {
     void (*pack_b)(float *dst, const float *b, size_t ldb, bool tb, size_t k0, size_t j0,
                    size_t k, size_t n);
     /* (optional) c [M,N] = op(a) [M,K] @ b [K,N], a stored [M,K], or [K,M]
-     * when ta; N at most one vector, without packing: for the narrow
+     * when ta; N under two vectors, without packing: for the narrow
      * products of a classifier's last layer (forward, and the weight's
      * gradient x^T @ g) packing costs more than the arithmetic              */
     void (*small_n)(size_t M, size_t N, size_t K, const float *a, size_t lda, bool ta,

@@ -112,10 +112,11 @@ static void CPU_GT(kernel_part)(size_t rows, size_t cols, size_t kc,
         CPU_GT_CASE(5)
 #endif
 #if CPU_MR > 6
-            CPU_GT_CASE(6) CPU_GT_CASE(7) CPU_GT_CASE(8) CPU_GT_CASE(9) CPU_GT_CASE(10)
-                CPU_GT_CASE(11) CPU_GT_CASE(12) CPU_GT_CASE(13)
+        CPU_GT_CASE(6)
+        CPU_GT_CASE(7) CPU_GT_CASE(8) CPU_GT_CASE(9) CPU_GT_CASE(10) CPU_GT_CASE(11)
+            CPU_GT_CASE(12) CPU_GT_CASE(13)
 #endif
-                    default : CPU_GT_CASE(CPU_MR)
+                default : CPU_GT_CASE(CPU_MR)
     }
 #undef CPU_GT_CASE
 }
@@ -278,6 +279,50 @@ CPU_GT(small_n_rows)(size_t M, size_t N, size_t K, const float *restrict a, size
 #undef CPU_GT_A
 }
 
+/* The same for N of one to two vectors (CPU_VL < N < 2 CPU_VL): rows in
+ * blocks of 4, two accumulators each (the second a partial vector), so
+ * that a classifier's 10 columns on AVX2 are not padded to a 16-wide tile. */
+static inline __attribute__((always_inline)) void
+CPU_GT(small_n_rows2)(size_t M, size_t N, size_t K, const float *restrict a, size_t lda,
+                      const bool ta, const float *restrict b, size_t ldb,
+                      float *restrict c, size_t ldc)
+{
+#define CPU_GT_A(i, k) (ta ? a[(k)*lda + (i)] : a[(i)*lda + (k)])
+    size_t n1 = N - CPU_VL, i = 0;
+    for (; i + 4 <= M; i += 4) {
+        CPU_V lo[4], hi[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+            lo[r] = hi[r] = CPU_VZERO();
+        for (size_t k = 0; k < K; k++) {
+            CPU_V b0 = CPU_VLOADU(b + k * ldb),
+                  b1 = cpu_vload_part(b + k * ldb + CPU_VL, n1);
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                CPU_V av = CPU_VBCAST(CPU_GT_A(i + r, k));
+                lo[r]    = CPU_VFMA(av, b0, lo[r]);
+                hi[r]    = CPU_VFMA(av, b1, hi[r]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            CPU_VSTOREU(c + (i + r) * ldc, lo[r]);
+            cpu_vstore_part(c + (i + r) * ldc + CPU_VL, hi[r], n1);
+        }
+    }
+    for (; i < M; i++) {
+        CPU_V lo = CPU_VZERO(), hi = CPU_VZERO();
+        for (size_t k = 0; k < K; k++) {
+            CPU_V av = CPU_VBCAST(CPU_GT_A(i, k));
+            lo       = CPU_VFMA(av, CPU_VLOADU(b + k * ldb), lo);
+            hi       = CPU_VFMA(av, cpu_vload_part(b + k * ldb + CPU_VL, n1), hi);
+        }
+        CPU_VSTOREU(c + i * ldc, lo);
+        cpu_vstore_part(c + i * ldc + CPU_VL, hi, n1);
+    }
+#undef CPU_GT_A
+}
+
 /* With A stored [K,M] the CPU_VL rows of a k are one vector: n accumulators,
  * one per column of C, each FMA a whole vector of rows against one element
  * of B broadcast, every lane used; the block is stored through a transposed
@@ -318,6 +363,13 @@ static void CPU_GT(small_n)(size_t M, size_t N, size_t K, const float *restrict 
                             size_t lda, bool ta, const float *restrict b, size_t ldb,
                             float *restrict c, size_t ldc)
 {
+    if (N > CPU_VL) { /* two vectors */
+        if (ta)
+            CPU_GT(small_n_rows2)(M, N, K, a, lda, true, b, ldb, c, ldc);
+        else
+            CPU_GT(small_n_rows2)(M, N, K, a, lda, false, b, ldb, c, ldc);
+        return;
+    }
     if (!ta) {
         CPU_GT(small_n_rows)(M, N, K, a, lda, false, b, ldb, c, ldc);
         return;
@@ -328,21 +380,21 @@ static void CPU_GT(small_n)(size_t M, size_t N, size_t K, const float *restrict 
         CPU_GT_TA_CASE(1)
         CPU_GT_TA_CASE(2)
         CPU_GT_TA_CASE(3)
-        CPU_GT_TA_CASE(4) CPU_GT_TA_CASE(5) CPU_GT_TA_CASE(6) CPU_GT_TA_CASE(7)
-            CPU_GT_TA_CASE(8)
+        CPU_GT_TA_CASE(4)
+        CPU_GT_TA_CASE(5) CPU_GT_TA_CASE(6) CPU_GT_TA_CASE(7) CPU_GT_TA_CASE(8)
 #if CPU_VL > 8
-                CPU_GT_TA_CASE(9) CPU_GT_TA_CASE(10) CPU_GT_TA_CASE(11) CPU_GT_TA_CASE(12)
-                    CPU_GT_TA_CASE(13) CPU_GT_TA_CASE(14) CPU_GT_TA_CASE(15)
-                        CPU_GT_TA_CASE(16)
+            CPU_GT_TA_CASE(9) CPU_GT_TA_CASE(10) CPU_GT_TA_CASE(11) CPU_GT_TA_CASE(12)
+                CPU_GT_TA_CASE(13) CPU_GT_TA_CASE(14) CPU_GT_TA_CASE(15)
+                    CPU_GT_TA_CASE(16)
 #endif
-                            default
+                        default
             : /* N is at most one vector: not reached */
               CPU_GT(small_n_rows)(M, N, K, a, lda, true, b, ldb, c, ldc);
     }
 #undef CPU_GT_TA_CASE
 }
 #define CPU_GT_SMALL_N     CPU_GT(small_n)
-#define CPU_GT_SMALL_N_MAX CPU_VL
+#define CPU_GT_SMALL_N_MAX (2 * CPU_VL - 1)
 
 /* One row of C, columns [n0, n1): c = a @ op(b) without packing (packing B
  * would copy the whole matrix for one use: a transformer decoding one
