@@ -17,38 +17,15 @@
 
 #include "cpu-impl.h"
 
-/* The sizes of one convolution, as size_t once checked. */
-typedef struct cpu_conv {
-    size_t N, C, H, W;     /* x                                   */
-    size_t O, KH, KW;      /* w                                   */
-    size_t OH, OW;         /* output                              */
-    size_t sh, sw, ph, pw; /* stride, padding                     */
-} cpu_conv;
-
-static cpu_conv cpu_conv_of(const kiln_node *node)
+/* The sizes of one convolution: the node's x, w and output, and iparam. */
+static cpu_conv2d_geom cpu_conv_of(const kiln_node *node)
 {
-    const kiln_node *x = node->src[0], *w = node->src[1];
-    cpu_conv         cv = {
-                .N  = (size_t)x->dims[0],
-                .C  = (size_t)x->dims[1],
-                .H  = (size_t)x->dims[2],
-                .W  = (size_t)x->dims[3],
-                .O  = (size_t)w->dims[0],
-                .KH = (size_t)w->dims[2],
-                .KW = (size_t)w->dims[3],
-                .OH = (size_t)node->dims[2],
-                .OW = (size_t)node->dims[3],
-                .sh = (size_t)node->iparam[0],
-                .sw = (size_t)node->iparam[1],
-                .ph = (size_t)node->iparam[2],
-                .pw = (size_t)node->iparam[3],
-    };
-    return cv;
+    return cpu_conv2d_geom_of(node->src[0]->dims, node->src[1]->dims, node->dims,
+                              node->iparam);
 }
 
-
 /* The GEMM of image n: out[n] [O, OH*OW] = w @ im2col(x[n]) + bias. */
-static void cpu_conv_gemm_args(const cpu_conv *cv, const kiln_node *node, size_t n,
+static void cpu_conv_gemm_args(const cpu_conv2d_geom *cv, const kiln_node *node, size_t n,
                                cpu_im2col *im, cpu_gemm_args *g)
 {
     const float *x       = cpu_cf32(node->src[0]) + n * cv->C * cv->H * cv->W;
@@ -87,8 +64,7 @@ static void cpu_conv_gemm_args(const cpu_conv *cv, const kiln_node *node, size_t
 typedef struct cpu_conv_job {
     const cpu_device *dev;
     const kiln_node  *node;
-    cpu_conv          cv;
-    cpu_conv2d_geom   geom;
+    cpu_conv2d_geom   cv;
     float            *cols; /* per thread: C*KH*KW x OH*OW, or NULL */
 } cpu_conv_job;
 
@@ -107,7 +83,7 @@ static void cpu_conv_images_task(void *arg, int tid, int nt)
         if (g.im2col && job->cols) {
             /* patches by row copies, then a plain GEMM */
             float *cols = job->cols + (size_t)tid * g.K * g.N;
-            cpu_patches_t(&job->geom, g.b, cols);
+            cpu_patches_t(&job->cv, g.b, cols);
             g.im2col = NULL;
             g.b      = cols;
             g.ldb    = g.N;
@@ -118,16 +94,12 @@ static void cpu_conv_images_task(void *arg, int tid, int nt)
 
 kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node)
 {
-    cpu_conv_job job = {dev, node, cpu_conv_of(node), {0}, NULL};
+    cpu_conv_job job = {dev, node, cpu_conv_of(node), NULL};
     if (node->numel == 0)
         return KILN_OK;
     int nt = cpu_pool_size(dev->pool);
     /* whole images per thread when that splits evenly enough */
     if (nt > 1 && (job.cv.N % (size_t)nt == 0 || job.cv.N >= 4 * (size_t)nt)) {
-        job.geom = (cpu_conv2d_geom){job.cv.N,  job.cv.C,  job.cv.H,  job.cv.W,
-                                     job.cv.O,  job.cv.KH, job.cv.KW, job.cv.OH,
-                                     job.cv.OW, job.cv.sh, job.cv.sw, job.cv.ph,
-                                     job.cv.pw};
         /* without memory for them the patches are packed from the image */
         size_t ckk = job.cv.C * job.cv.KH * job.cv.KW, spatial = job.cv.OH * job.cv.OW;
         job.cols = ckk * spatial <= ((size_t)1 << 22)

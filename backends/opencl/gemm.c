@@ -419,6 +419,8 @@ static kiln_status tune_cpu(ocl_device *dev, char *note, size_t note_len)
                            "check on %s (%s); not used",
                            name, dev->info->name, why);
     }
+    if (!chosen) /* a set that failed its check is not one kiln uses */
+        dev->info->gemm_set[0] = '\0';
     if (st == KILN_OK)
         st = set_min_indirect(dev, chosen ? OCL_CPU_MIN_INDIRECT : OCL_DIRECT_ONLY);
     if (st != KILN_OK)
@@ -481,7 +483,7 @@ static void decision_key(const ocl_info *info, bool tuning, char *key, size_t le
         h = ocl_fnv1a(h, xgemm_cpu_sets[i].v, sizeof xgemm_cpu_sets[i].v);
     }
     snprintf(key, len,
-             "kiln-opencl GEMM decision, format 1\n"
+             "kiln-opencl GEMM decision, format 2\n"
              "clblast: %d.%d; sets fnv1a %016llx; min indirect %d; tuning %s\n"
              "device: %s | %s | type %llu | group %zu | local %llu | memory %llu\n"
              "driver: %s\n"
@@ -505,7 +507,7 @@ static bool decision_path(const char *key, char *dir, size_t dir_len, char *path
     return true;
 }
 
-/* Applies a stored decision ("state=ok\nset=NAME\nmin_indirect=N\nnote=...")
+/* Applies a stored decision ("state=ok\nset=NAME or -\nmin_indirect=N\nnote=...")
  * without checking again; false when there is none, or it cannot be used. */
 static bool decision_load(ocl_device *dev, bool tuning)
 {
@@ -526,21 +528,16 @@ static bool decision_load(ocl_device *dev, bool tuning)
     snprintf(text, sizeof text, "%.*s", (int)(len < sizeof text ? len : sizeof text - 1),
              (const char *)data);
     free(data);
-    bool parsed = sscanf(text,
-                         "state=%15[a-z]\nset=%31[^\n]\nmin_indirect=%zu\nnote=%159[^\n]",
-                         state, set, &min_indirect, note) == 4;
-    if (!parsed) /* "set=" with no name reads as none */
-        parsed = sscanf(text, "state=%15[a-z]\nset=\nmin_indirect=%zu\nnote=%159[^\n]",
-                        state, &min_indirect, note) == 3;
-    bool ok = parsed && (strcmp(state, "ok") == 0 || strcmp(state, "broken") == 0);
-    for (size_t i = 0;
-         ok && set[0] && i <= sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0]; i++) {
-        if (i == sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0])
-            ok = false; /* a set this kiln does not have */
-        else if (strcmp(set, xgemm_cpu_sets[i].name) == 0) {
-            ok = use_xgemm_set(dev, i) == CLBlastSuccess;
-            break;
-        }
+    /* "set=-": CLBlast's own parameters, no set of kiln's */
+    bool ok = sscanf(text,
+                     "state=%15[a-z]\nset=%31[^\n]\nmin_indirect=%zu\nnote=%159[^\n]",
+                     state, set, &min_indirect, note) == 4 &&
+              (strcmp(state, "ok") == 0 || strcmp(state, "broken") == 0);
+    if (ok && strcmp(set, "-") != 0) {
+        size_t i = 0, n = sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0];
+        while (i < n && strcmp(set, xgemm_cpu_sets[i].name) != 0)
+            i++;
+        ok = i < n && use_xgemm_set(dev, i) == CLBlastSuccess; /* one this kiln has */
     }
     if (ok && min_indirect)
         ok = set_min_indirect(dev, min_indirect) == KILN_OK;
@@ -564,8 +561,8 @@ static void decision_store(ocl_device *dev, bool tuning)
         return;
     int n = snprintf(text, sizeof text, "state=%s\nset=%s\nmin_indirect=%zu\nnote=%s\n",
                      dev->info->gemm_state == GEMM_OK ? "ok" : "broken",
-                     dev->info->gemm_set, dev->info->gemm_min_indirect,
-                     dev->info->gemm_note);
+                     dev->info->gemm_set[0] ? dev->info->gemm_set : "-",
+                     dev->info->gemm_min_indirect, dev->info->gemm_note);
     if (n > 0 && (size_t)n < sizeof text &&
         !ocl_cache_store(dir, path, key, (const unsigned char *)text, (size_t)n, why,
                          sizeof why))

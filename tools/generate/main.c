@@ -18,6 +18,7 @@
  */
 #include "../cli.h"
 #include "../gpt/model.h"
+#include "../random.h"
 
 #include <kiln/kiln.h>
 
@@ -154,14 +155,6 @@ static options parse_args(int argc, char **argv)
 }
 
 /* ---- sampling ------------------------------------------------------------------------ */
-
-static uint64_t next_random(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z          = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* The next byte from logits [256]: the most likely (the lowest on a tie)
  * at temperature 0, else a draw from softmax(logits / T) over the top k. */

@@ -2,6 +2,8 @@
  * (model.h). */
 #include "model.h"
 
+#include "../random.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -19,15 +21,6 @@ typedef struct builder {
     char             why[512];
 } builder;
 
-/* splitmix64, as kiln-train draws every seed */
-static uint64_t next_seed(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z          = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* A parameter: N(0, stddev) for stddev > 0, zeros for 0, ones for < 0. */
 static kiln_tensor *param(builder *b, const char *name, int ndim, const int64_t *dims,
                           float stddev)
@@ -35,7 +28,7 @@ static kiln_tensor *param(builder *b, const char *name, int ndim, const int64_t 
     kiln_tensor *p = kiln_param(b->g, name, ndim, dims);
     if (!p || !b->init || b->st != KILN_OK || kiln_graph_status(b->g) != KILN_OK)
         return p;
-    kiln_status st = stddev > 0 ? kiln_init_normal(p, 0.0f, stddev, next_seed(b->init))
+    kiln_status st = stddev > 0 ? kiln_init_normal(p, 0.0f, stddev, next_random(b->init))
                                 : kiln_init_constant(p, stddev < 0 ? 1.0f : 0.0f);
     if (st != KILN_OK) {
         b->st = st;

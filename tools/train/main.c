@@ -477,20 +477,11 @@ static void gather(const dataset *d, const int64_t *idx, int rows, int batch, fl
     memset(y + rows, 0, (size_t)(batch - rows) * sizeof *y);
 }
 
-/* splitmix64: the shuffling sequence of --seed. */
 void print_profile(kiln_graph *g)
 {
     static char text[1 << 16];
     if (kiln_graph_profile(g, text, sizeof text) == KILN_OK)
         fprintf(stderr, "kiln-train: profile (KILN_PROFILE): %s", text);
-}
-
-uint64_t next_random(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15u);
-    z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
-    z          = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
-    return z ^ (z >> 31);
 }
 
 static void shuffle(int64_t *idx, int64_t n, uint64_t *state)
