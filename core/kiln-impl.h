@@ -9,6 +9,7 @@
 #define KILN_IMPL_H
 
 #include <kiln/backend.h>
+#include <kiln/comm.h>
 #include <kiln/kiln.h>
 
 #include "backends/common/op-table.h"
@@ -168,7 +169,7 @@ typedef struct kiln__plan {
     size_t unshared; /* what the arena would be without sharing */
 } kiln__plan;
 
-#define KILN__GRAPH_RELEASE_MAX 5
+#define KILN__GRAPH_RELEASE_MAX 8
 
 struct kiln_graph {
     kiln_context   *ctx;
@@ -191,6 +192,8 @@ struct kiln_graph {
     void *meta;
     /* per-op times under KILN_PROFILE (runtime/profile.c), or NULL */
     struct kiln__profile *profile;
+    /* kiln_graph_allreduce_grads's buckets (comm/grads.c), or NULL */
+    struct kiln__dp *dp;
     uint64_t              seed;     /* layer seed sequence (kiln_graph_seed)   */
     unsigned              n_layers; /* layers made, for default layer names    */
     /* What other modules attached (the plan, the optimisers): each registers
@@ -199,6 +202,35 @@ struct kiln_graph {
     void (*release[KILN__GRAPH_RELEASE_MAX])(kiln_graph *g);
     int n_release;
 };
+
+/* ---- communicators (comm/) ----------------------------------------------- */
+
+struct kiln_comm {
+    const kiln_comm_plugin *plugin;
+    void                   *state;
+    kiln_comm_info          info;
+    double                  timeout; /* seconds, KILN_COMM_TIMEOUT        */
+    uint64_t                bytes;   /* payload given to collectives      */
+};
+
+/* Sums (or averages, see comm.c) n elements of data over the job, waiting
+ * for the result; errors are prefixed with call. */
+kiln_status kiln__comm_allreduce(kiln_comm *c, void *data, size_t n, kiln_comm_dtype dt,
+                                 const char *call);
+
+typedef struct kiln__dp kiln__dp;
+/* At compile, after the exec list is built: where each bucket of gradients
+ * is complete and where the run must wait for them all (comm/grads.c). */
+kiln_status kiln__dp_plan(kiln_graph *g);
+/* During a run: after exec[i] ran (i = SIZE_MAX: before the first node),
+ * starts the buckets complete there and lets started ones progress; before
+ * exec[i] runs, waits for them all when i is the first node that reads
+ * the averaged gradients. Each returns whether anything is to be done at
+ * i, so that run.c hands the device the nodes queued so far first. */
+bool        kiln__dp_after(const kiln_graph *g, size_t i);
+bool        kiln__dp_before(const kiln_graph *g, size_t i);
+kiln_status kiln__dp_run_after(kiln_graph *g, size_t i);
+kiln_status kiln__dp_run_before(kiln_graph *g, size_t i);
 
 /* ---- profiling (runtime/profile.c) ---------------------------------------- */
 
@@ -300,6 +332,26 @@ kiln_tensor *kiln__layer_norm_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
                                    kiln_tensor *fwd);
 /* gy, the gradient of a SLICE node fwd, in zeros of fwd's input's shape */
 kiln_tensor *kiln__slice_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *fwd);
+
+/* A tensor kiln saves beside the parameters, under a name of its own. */
+typedef struct kiln__named {
+    kiln_tensor *t;
+    char        *name; /* from malloc */
+} kiln__named;
+
+/* Every optimiser state tensor of g with its checkpoint name
+ * ("optim.<param>.exp_avg", ...), in a list from malloc (kiln__named_free);
+ * with the optimisers' kind ("adam", "adamw", "sgd", or "" for none) and
+ * step count. */
+kiln_status kiln__optim_state(const kiln_graph *g, kiln__named **list, size_t *n,
+                              const char **kind, uint64_t *step);
+void        kiln__optim_set_step(kiln_graph *g, uint64_t step);
+void        kiln__named_free(kiln__named *list, size_t n);
+
+/* Writes a leaf's value, parameter, input or kiln's own (optimiser state),
+ * staged before compile and on the device after; kiln_tensor_write is this
+ * for inputs and parameters. */
+kiln_status kiln__leaf_write(kiln_tensor *t, const void *data, size_t nbytes);
 
 /* Refreshes every optimiser's hyper-parameters on the device and counts the
  * step; kiln_graph_run calls it before each run (kiln_graph_eval does not). */

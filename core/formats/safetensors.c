@@ -116,10 +116,10 @@ static json_t *tensor_entry(const kiln_tensor *t, uint64_t begin, uint64_t end)
 
 /* Why json_object_set_new refused parameter t's entry: its name is not UTF-8,
  * which the unchecked json_stringn_nocheck accepts, or memory ran out. */
-static kiln_status name_refused(const kiln_tensor *t, size_t index)
+static kiln_status name_refused(const char *name, const kiln_tensor *t, size_t index)
 {
-    json_t *checked   = json_string(t->name);
-    json_t *unchecked = checked ? NULL : json_stringn_nocheck(t->name, strlen(t->name));
+    json_t *checked   = json_string(name);
+    json_t *unchecked = checked ? NULL : json_stringn_nocheck(name, strlen(name));
     bool    not_utf8  = !checked && unchecked;
     json_decref(checked);
     json_decref(unchecked);
@@ -132,22 +132,71 @@ static kiln_status name_refused(const kiln_tensor *t, size_t index)
                        index, kiln__shape_str(s, t->node.ndim, t->node.dims));
 }
 
-/* One member of the header for each of g's parameters, in creation order. */
-static kiln_status add_params(const kiln_graph *g, json_t *root)
+/* What a file holds: tensors under their names, in order. */
+typedef struct saved {
+    kiln__named *list;
+    size_t       n;
+    bool         own_names; /* the names are the list's (from malloc)   */
+} saved;
+
+static void saved_free(saved *sv)
+{
+    if (sv->own_names)
+        kiln__named_free(sv->list, sv->n);
+    else
+        free(sv->list);
+    memset(sv, 0, sizeof *sv);
+}
+
+/* g's parameters, in creation order, under their own names; with
+ * optimiser, its state after them. */
+static kiln_status saved_of(const kiln_graph *g, bool optimiser, saved *sv, const char **kind,
+                            uint64_t *step)
+{
+    kiln__named *opt   = NULL;
+    size_t       n_opt = 0, params = kiln_graph_param_count(g);
+    memset(sv, 0, sizeof *sv);
+    kiln_status st = KILN_OK;
+    if (optimiser && (st = kiln__optim_state(g, &opt, &n_opt, kind, step)) != KILN_OK)
+        return st;
+    sv->list = kiln__calloc(params + n_opt + 1, sizeof *sv->list, "the tensors to save");
+    if (!sv->list) {
+        kiln__named_free(opt, n_opt);
+        return KILN_ERR_NO_MEMORY;
+    }
+    sv->own_names = true;
+    for (size_t i = 0; i < params && st == KILN_OK; i++) {
+        kiln_tensor *t = kiln_graph_param(g, i);
+        sv->list[i].t  = t;
+        if (t->name && !(sv->list[i].name = kiln__strdup(t->name, "a tensor name")))
+            st = KILN_ERR_NO_MEMORY;
+    }
+    for (size_t i = 0; i < n_opt; i++) {
+        sv->list[params + i] = opt[i]; /* the names move over */
+        opt[i].name          = NULL;
+    }
+    sv->n = params + n_opt;
+    kiln__named_free(opt, n_opt);
+    if (st != KILN_OK)
+        saved_free(sv);
+    return st;
+}
+
+/* One member of the header for each tensor of sv, in order. */
+static kiln_status add_params(const saved *sv, json_t *root)
 {
     uint64_t offset = 0;
     size_t   index  = 0;
-    for (size_t i = 0; i < g->n_nodes; i++) {
-        const kiln_tensor *t = g->nodes[i];
+    for (size_t i = 0; i < sv->n; i++) {
+        const kiln_tensor *t = sv->list[i].t;
+        const char        *name = sv->list[i].name;
         char               s[KILN__SHAPE_STR];
-        if (!(t->flags & KILN__PARAM))
-            continue;
-        if (!t->name)
+        if (!name)
             return kiln__error(KILN_ERR_INVALID_ARG,
                                "kiln_save: parameter %zu %s has "
                                "no name; weight files identify tensors by name",
                                index, kiln__shape_str(s, t->node.ndim, t->node.dims));
-        if (strcmp(t->name, "__metadata__") == 0)
+        if (strcmp(name, "__metadata__") == 0)
             return kiln__error(KILN_ERR_INVALID_ARG,
                                "kiln_save: parameter %zu %s is "
                                "named __metadata__, which safetensors keeps for the "
@@ -157,8 +206,8 @@ static kiln_status add_params(const kiln_graph *g, json_t *root)
         json_t  *entry = tensor_entry(t, offset, offset + size);
         if (!entry)
             return header_no_memory();
-        if (json_object_set_new(root, t->name, entry) != 0)
-            return name_refused(t, index);
+        if (json_object_set_new(root, name, entry) != 0)
+            return name_refused(name, t, index);
         offset += size;
         index++;
     }
@@ -168,17 +217,23 @@ static kiln_status add_params(const kiln_graph *g, json_t *root)
 /* The header of g's parameters as compact JSON, "__metadata__" first, then the
  * parameters in creation order (Jansson keeps objects in insertion order), in
  * a string from malloc. */
-static kiln_status build_header(const kiln_graph *g, char **out)
+static kiln_status build_header(const kiln_graph *g, const saved *sv, const char *kind,
+                                uint64_t step, char **out)
 {
     json_t *root = json_object(), *meta = json_object();
     bool    ok = root && meta &&
               json_object_set_new(meta, "producer",
                                   json_sprintf("kiln %s", kiln_version())) == 0 &&
               (!g->meta || json_object_update(meta, g->meta) == 0) &&
+              (!kind ||
+               (json_object_set_new(meta, "kiln.optim.kind", json_string(kind)) == 0 &&
+                json_object_set_new(meta, "kiln.optim.step",
+                                    json_sprintf("%llu", (unsigned long long)step)) ==
+                    0)) &&
               json_object_set(root, "__metadata__", meta) == 0;
     kiln_status st = ok ? KILN_OK : header_no_memory();
     if (st == KILN_OK)
-        st = add_params(g, root);
+        st = add_params(sv, root);
     if (st == KILN_OK && !(*out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER)))
         st = kiln__error(KILN_ERR_NO_MEMORY, "kiln_save: out of memory writing the "
                                              "header as JSON");
@@ -391,14 +446,12 @@ static kiln_status keep_mode(const target *t, FILE *f, const char *tmp)
 
 /* ---- saving: the file --------------------------------------------------------- */
 
-/* Every parameter's value, little-endian, in creation order. */
-static kiln_status write_data(const kiln_graph *g, FILE *f, const char *tmp)
+/* Every tensor's value, little-endian, in order. */
+static kiln_status write_data(const saved *sv, FILE *f, const char *tmp)
 {
-    for (size_t i = 0; i < g->n_nodes; i++) {
-        const kiln_tensor *t = g->nodes[i];
-        if (!(t->flags & KILN__PARAM))
-            continue;
-        size_t n = kiln__tensor_bytes(t);
+    for (size_t i = 0; i < sv->n; i++) {
+        const kiln_tensor *t = sv->list[i].t;
+        size_t             n = kiln__tensor_bytes(t);
         float *v = kiln__malloc(n, "a parameter's value");
         if (!v)
             return KILN_ERR_NO_MEMORY;
@@ -418,19 +471,18 @@ static kiln_status write_data(const kiln_graph *g, FILE *f, const char *tmp)
     return KILN_OK;
 }
 
-/* The bytes of every parameter. */
-static uint64_t data_bytes(const kiln_graph *g)
+/* The bytes of every tensor. */
+static uint64_t data_bytes(const saved *sv)
 {
     uint64_t n = 0;
-    for (size_t i = 0; i < g->n_nodes; i++)
-        if (g->nodes[i]->flags & KILN__PARAM)
-            n += kiln__tensor_bytes(g->nodes[i]);
+    for (size_t i = 0; i < sv->n; i++)
+        n += kiln__tensor_bytes(sv->list[i].t);
     return n;
 }
 
 /* The file into a temporary file in t's folder, renamed over t once whole;
  * every failure removes the temporary file. */
-static kiln_status write_file(const kiln_graph *g, const target *t, const char *h)
+static kiln_status write_file(const saved *sv, const target *t, const char *h)
 {
     size_t tmp_len = strlen(t->path) + 48;
     char  *tmp     = kiln__malloc(tmp_len, "a file name");
@@ -448,7 +500,7 @@ static kiln_status write_file(const kiln_graph *g, const target *t, const char *
                           fwrite("        ", 1, pad, f) != pad))
         st = kiln__error(KILN_ERR_IO, "kiln_save: writing %s: %s", tmp, strerror(errno));
     if (st == KILN_OK)
-        st = write_data(g, f, tmp);
+        st = write_data(sv, f, tmp);
     /* The data reaches the disk before the rename makes it the file. */
     if (st == KILN_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
         st = kiln__error(KILN_ERR_IO, "kiln_save: writing %s: %s", tmp, strerror(errno));
@@ -463,27 +515,45 @@ static kiln_status write_file(const kiln_graph *g, const target *t, const char *
     return st;
 }
 
-KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
+/* kiln_save, and with optimiser kiln_checkpoint_save. */
+static kiln_status save(const kiln_graph *g, const char *path, bool optimiser)
 {
+    const char *call = optimiser ? "kiln_checkpoint_save" : "kiln_save";
     if (!g || !path)
-        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_save: %s is NULL",
+        return kiln__error(KILN_ERR_INVALID_ARG, "%s: %s is NULL", call,
                            g ? "path" : "graph");
-    char       *h  = NULL;
-    target      t  = {0};
-    kiln_status st = build_header(g, &h);
+    char       *h    = NULL;
+    target      t    = {0};
+    saved       sv   = {0};
+    const char *kind = NULL;
+    uint64_t    step = 0;
+    kiln_status st   = saved_of(g, optimiser, &sv, &kind, &step);
+    if (st == KILN_OK)
+        st = build_header(g, &sv, optimiser ? kind : NULL, step, &h);
     if (st == KILN_OK)
         st = resolve(path, &t);
     if (st == KILN_OK)
         st = check_target(path, &t);
     if (st == KILN_OK) {
         size_t h_len = strlen(h);
-        st = check_size_limit(path, 8 + h_len + (8 - h_len % 8) % 8 + data_bytes(g));
+        st = check_size_limit(path, 8 + h_len + (8 - h_len % 8) % 8 + data_bytes(&sv));
     }
     if (st == KILN_OK)
-        st = write_file(g, &t, h);
+        st = write_file(&sv, &t, h);
     free(t.path);
     free(h);
+    saved_free(&sv);
     return st;
+}
+
+KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
+{
+    return save(g, path, false);
+}
+
+KILN_API kiln_status kiln_checkpoint_save(const kiln_graph *g, const char *path)
+{
+    return save(g, path, true);
 }
 
 /* ---- loading: the header ------------------------------------------------------ */
@@ -950,29 +1020,33 @@ static kiln_status open_file(file *fl)
 /* ---- loading: the parameters -------------------------------------------------- */
 
 /* The entry for parameter t, which must exist as F32 of t's shape. */
-static kiln_status match_param(const file *fl, const kiln_tensor *t, const entry **found)
+static kiln_status match_param(const file *fl, const kiln__named *nt, const entry **found)
 {
-    char s[KILN__SHAPE_STR], fs[KILN__SHAPE_STR];
+    char               s[KILN__SHAPE_STR], fs[KILN__SHAPE_STR];
+    const kiln_tensor *t = nt->t;
     kiln__shape_str(s, t->node.ndim, t->node.dims);
-    if (!t->name)
+    if (!nt->name)
         return kiln__error(KILN_ERR_INVALID_ARG,
                            "kiln_load: a parameter %s has no "
                            "name; weight files identify tensors by name",
                            s);
-    entry        key = {.name = t->name};
+    entry        key = {.name = nt->name};
     const entry *e   = bsearch(&key, fl->entries, fl->n_entries, sizeof *fl->entries,
                                by_name);
     if (!e)
         return kiln__error(KILN_ERR_NOT_FOUND,
                            "kiln_load: %s has no tensor \"%s\" for "
-                           "parameter %s %s (the file holds %zu tensors)",
-                           fl->path, t->name, t->name, s, fl->n_entries);
+                           "%s %s (the file holds %zu tensors)",
+                           fl->path, nt->name,
+                           (t->flags & KILN__PARAM) ? "the parameter of that name"
+                                                    : "the optimiser's state",
+                           s, fl->n_entries);
     if (strcmp(e->dtype, "F32") != 0)
         return kiln__error(KILN_ERR_SHAPE,
                            "kiln_load: %s: tensor \"%s\" is %s; kiln "
                            "parameters are F32 (convert the file, e.g. with "
                            "tensor.float() in PyTorch)",
-                           fl->path, t->name, e->dtype);
+                           fl->path, nt->name, e->dtype);
     bool same = json_array_size(e->shape) == (size_t)t->node.ndim;
     for (int d = 0; same && d < t->node.ndim; d++)
         same = json_integer_value(json_array_get(e->shape, (size_t)d)) == t->node.dims[d];
@@ -980,36 +1054,32 @@ static kiln_status match_param(const file *fl, const kiln_tensor *t, const entry
         return kiln__error(KILN_ERR_SHAPE,
                            "kiln_load: %s: tensor \"%s\" is %s in the "
                            "file but %s in the graph",
-                           fl->path, t->name, json_shape_str(fs, e->shape), s);
+                           fl->path, nt->name, json_shape_str(fs, e->shape), s);
     *found = e;
     return KILN_OK;
 }
 
-/* Checks every parameter against the file and reads them all, before any is
- * written, so that a failed load leaves the graph as it was. */
-static kiln_status load_params(kiln_graph *g, const file *fl)
+/* Checks every tensor of sv against the file and reads them all, before any
+ * is written, so that a failed load leaves the graph as it was. */
+static kiln_status load_params(const saved *sv, const file *fl)
 {
     size_t total = 0;
-    for (size_t i = 0; i < g->n_nodes; i++) {
+    for (size_t i = 0; i < sv->n; i++) {
         const entry *e;
-        if (!(g->nodes[i]->flags & KILN__PARAM))
-            continue;
-        kiln_status st = match_param(fl, g->nodes[i], &e);
+        kiln_status  st = match_param(fl, &sv->list[i], &e);
         if (st != KILN_OK)
             return st;
-        total += kiln__tensor_bytes(g->nodes[i]);
+        total += kiln__tensor_bytes(sv->list[i].t);
     }
     float *values = kiln__malloc(total, "parameter values");
     if (!values)
         return KILN_ERR_NO_MEMORY;
     kiln_status st  = KILN_OK;
     size_t      pos = 0;
-    for (size_t i = 0; st == KILN_OK && i < g->n_nodes; i++) {
+    for (size_t i = 0; st == KILN_OK && i < sv->n; i++) {
         const entry *e;
-        if (!(g->nodes[i]->flags & KILN__PARAM))
-            continue;
-        size_t n = kiln__tensor_bytes(g->nodes[i]);
-        st       = match_param(fl, g->nodes[i], &e);
+        size_t       n = kiln__tensor_bytes(sv->list[i].t);
+        st             = match_param(fl, &sv->list[i], &e);
         if (st == KILN_OK)
             st = read_at(fl, 8 + fl->header_len + e->begin, (char *)values + pos, n);
         pos += n;
@@ -1017,11 +1087,9 @@ static kiln_status load_params(kiln_graph *g, const file *fl)
     if (st == KILN_OK)
         f32_from_le(values, total / 4);
     pos = 0;
-    for (size_t i = 0; st == KILN_OK && i < g->n_nodes; i++) {
-        if (!(g->nodes[i]->flags & KILN__PARAM))
-            continue;
-        size_t n = kiln__tensor_bytes(g->nodes[i]);
-        st       = kiln_tensor_write(g->nodes[i], (char *)values + pos, n);
+    for (size_t i = 0; st == KILN_OK && i < sv->n; i++) {
+        size_t n = kiln__tensor_bytes(sv->list[i].t);
+        st       = kiln__leaf_write(sv->list[i].t, (char *)values + pos, n);
         pos += n;
     }
     free(values);
@@ -1061,18 +1129,71 @@ KILN_API kiln_status kiln_file_meta(const char *path, const char *key, char *val
     return st;
 }
 
-KILN_API kiln_status kiln_load(kiln_graph *g, const char *path)
+/* The optimiser of a checkpoint: its kind must be g's, and its step count
+ * a number. */
+static kiln_status checkpoint_optimiser(const file *fl, const char *kind, uint64_t *step)
 {
+    json_t     *meta  = json_object_get(fl->header, "__metadata__");
+    const char *their = json_string_value(json_object_get(meta, "kiln.optim.kind"));
+    const char *count = json_string_value(json_object_get(meta, "kiln.optim.step"));
+    if (!their || !count)
+        return kiln__error(KILN_ERR_NOT_FOUND,
+                           "kiln_checkpoint_load: %s is not a checkpoint: it has no "
+                           "optimiser state (\"kiln.optim.kind\" in its metadata); "
+                           "kiln_save's files load with kiln_load",
+                           fl->path);
+    if (strcmp(their, kind) != 0)
+        return kiln__error(KILN_ERR_SHAPE,
+                           "kiln_checkpoint_load: %s holds the state of optimiser "
+                           "\"%s\", and the graph has %s%s%s",
+                           fl->path, their, *kind ? "\"" : "", *kind ? kind : "none",
+                           *kind ? "\"" : "");
+    char *end;
+    errno                   = 0;
+    unsigned long long step_n = strtoull(count, &end, 10);
+    if (errno || end == count || *end)
+        return kiln__error(KILN_ERR_IO,
+                           "kiln_checkpoint_load: %s: kiln.optim.step \"%s\" is not a "
+                           "count of steps",
+                           fl->path, count);
+    *step = (uint64_t)step_n;
+    return KILN_OK;
+}
+
+/* kiln_load, and with optimiser kiln_checkpoint_load. */
+static kiln_status load(kiln_graph *g, const char *path, bool optimiser)
+{
+    const char *call = optimiser ? "kiln_checkpoint_load" : "kiln_load";
     if (!g || !path)
-        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_load: %s is NULL",
+        return kiln__error(KILN_ERR_INVALID_ARG, "%s: %s is NULL", call,
                            g ? "path" : "graph");
-    file        fl = {.call = "kiln_load", .path = path};
-    kiln_status st = open_file(&fl);
+    file        fl   = {.call = call, .path = path};
+    saved       sv   = {0};
+    const char *kind = "";
+    uint64_t    step = 0, theirs = 0;
+    kiln_status st   = saved_of(g, optimiser, &sv, &kind, &step);
     if (st == KILN_OK)
-        st = load_params(g, &fl);
+        st = open_file(&fl);
+    if (st == KILN_OK && optimiser)
+        st = checkpoint_optimiser(&fl, kind, &theirs);
+    if (st == KILN_OK)
+        st = load_params(&sv, &fl);
+    if (st == KILN_OK && optimiser)
+        kiln__optim_set_step(g, theirs);
     if (fl.f)
         fclose(fl.f);
     json_decref(fl.header);
     free(fl.entries);
+    saved_free(&sv);
     return st;
+}
+
+KILN_API kiln_status kiln_load(kiln_graph *g, const char *path)
+{
+    return load(g, path, false);
+}
+
+KILN_API kiln_status kiln_checkpoint_load(kiln_graph *g, const char *path)
+{
+    return load(g, path, true);
 }

@@ -84,6 +84,13 @@ KILN_API kiln_status kiln_tensor_write(kiln_tensor *t, const void *data, size_t 
                            "kiln_tensor_write: %s is not an input "
                            "or a parameter",
                            kiln__describe(d, sizeof d, t));
+    return kiln__leaf_write(t, data, nbytes);
+}
+
+kiln_status kiln__leaf_write(kiln_tensor *t, const void *data, size_t nbytes)
+{
+    kiln_status st;
+    char        d[160];
     t->written = true;
     if (nbytes == 0)
         return KILN_OK;

@@ -414,6 +414,8 @@ KILN_API kiln_status kiln_graph_compile(kiln_graph *g)
             st = bind_and_upload(&p);
         if (st == KILN_OK)
             st = build_exec(g);
+        if (st == KILN_OK && (st = kiln__dp_plan(g)) != KILN_OK)
+            kiln__graph_fail(g, st, "compile: %s", kiln_last_error());
         if (st == KILN_OK && (st = kiln__profile_start(g)) != KILN_OK)
             kiln__graph_fail(g, st, "compile: out of memory for the profile");
         if (st == KILN_OK && (st = kiln__schedule(g)) != KILN_OK)

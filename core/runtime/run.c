@@ -22,43 +22,60 @@ static kiln_status check_leaves_written(const kiln_graph *g)
     return KILN_OK;
 }
 
+/* Hands the device the n nodes queued in the plan's batch. */
+static kiln_status flush(kiln_graph *g, size_t *n)
+{
+    const kiln_device *dev = &g->ctx->device;
+    kiln_status        st  = KILN_OK;
+    if (*n)
+        st = dev->iface->graph_compute(dev->context, g->plan.batch, *n);
+    *n = 0;
+    return st;
+}
+
 /* Runs the plan's nodes for which run[i] is true (all when run is NULL):
  * consecutive nodes of the selected device go to it in one call, and each
- * fallback node runs between them with its copies. */
+ * fallback node runs between them with its copies. A whole run also
+ * averages the gradients where kiln_graph_allreduce_grads asked for it
+ * (comm/grads.c): the queued nodes are handed over first. */
 static kiln_status run_plan(kiln_graph *g, const bool *run)
 {
     const kiln__plan  *plan = &g->plan;
     const kiln_device *dev  = &g->ctx->device;
     kiln_status        st   = check_leaves_written(g);
     size_t             n    = 0;
+    bool               dp   = !run && g->dp;
     kiln__profile_run(g);
     for (size_t i = 0; i <= plan->n_exec && st == KILN_OK; i++) {
-        bool end = i == plan->n_exec;
-        if (!end && run && !run[i])
+        if (i < plan->n_exec && run && !run[i])
             continue;
-        if (!end && !plan->fallback[i] && g->profile) {
+        if (dp && kiln__dp_before(g, i) && (st = flush(g, &n)) == KILN_OK)
+            st = kiln__dp_run_before(g, i);
+        if (st != KILN_OK || i == plan->n_exec)
+            break;
+        if (plan->fallback[i]) {
+            st        = flush(g, &n);
+            double t0 = g->profile ? kiln__profile_now() : 0.0;
+            if (st == KILN_OK)
+                st = kiln__fallback_run(g, plan->fallback[i], plan->exec[i]);
+            if (g->profile)
+                kiln__profile_add(g, plan->exec[i], true, kiln__profile_now() - t0);
+        } else if (g->profile) {
             /* profiled: this node alone, waited for */
             double t0 = kiln__profile_now();
             st        = dev->iface->graph_compute(dev->context, &plan->exec[i], 1);
             if (st == KILN_OK && dev->iface->synchronize)
                 st = dev->iface->synchronize(dev->context);
             kiln__profile_add(g, plan->exec[i], false, kiln__profile_now() - t0);
-            continue;
-        }
-        if (!end && !plan->fallback[i]) {
+        } else {
             plan->batch[n++] = plan->exec[i];
-            continue;
         }
-        if (n)
-            st = dev->iface->graph_compute(dev->context, plan->batch, n);
-        n = 0;
-        if (st == KILN_OK && !end) {
-            double t0 = g->profile ? kiln__profile_now() : 0.0;
-            st        = kiln__fallback_run(g, plan->fallback[i], plan->exec[i]);
-            if (g->profile)
-                kiln__profile_add(g, plan->exec[i], true, kiln__profile_now() - t0);
-        }
+        if (st == KILN_OK && dp && kiln__dp_after(g, i) &&
+            (st = flush(g, &n)) == KILN_OK)
+            st = kiln__dp_run_after(g, i);
     }
+    if (st == KILN_OK)
+        st = flush(g, &n);
     if (st == KILN_OK && dev->iface->synchronize)
         st = dev->iface->synchronize(dev->context);
     if (st != KILN_OK)

@@ -13,6 +13,7 @@
 #include "../kiln-impl.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +32,7 @@ struct kiln_optimizer {
     kiln_tensor    *hp;    /* f32 [4] (SGD) or [12] (Adam)              */
     kiln_tensor    *hp_no_decay; /* AdamW's, for 1-D parameters, or NULL */
     kiln_tensor   **state; /* velocity, or m and v, of every parameter  */
+    kiln_tensor   **state_of; /* the parameter of each state tensor     */
     size_t          n_state;
 };
 
@@ -79,13 +81,18 @@ static kiln_tensor *zero_leaf(kiln_graph *g, const char *call, int ndim,
     return t;
 }
 
-static bool push_state(kiln_optimizer *opt, kiln_tensor *t)
+static bool push_state(kiln_optimizer *opt, kiln_tensor *t, kiln_tensor *param)
 {
     kiln_tensor **grown = realloc(opt->state, (opt->n_state + 1) * sizeof *grown);
     if (!grown)
         return false;
-    opt->state                 = grown;
-    opt->state[opt->n_state++] = t;
+    opt->state = grown;
+    grown      = realloc(opt->state_of, (opt->n_state + 1) * sizeof *grown);
+    if (!grown)
+        return false;
+    opt->state_of                 = grown;
+    opt->state[opt->n_state]      = t;
+    opt->state_of[opt->n_state++] = param;
     return true;
 }
 
@@ -106,7 +113,7 @@ static kiln_tensor *step_node(kiln_optimizer *opt, kiln_tensor *p)
         src[2 + i] = zero_leaf(g, opt->call, p->node.ndim, p->node.dims);
         if ((src[2 + i]->flags & KILN__POISON))
             return src[2 + i];
-        if (!push_state(opt, src[2 + i]))
+        if (!push_state(opt, src[2 + i], p))
             return kiln__graph_fail(g, KILN_ERR_NO_MEMORY, "%s: out of memory",
                                     opt->call);
     }
@@ -181,6 +188,7 @@ static void optim_free(kiln_graph *g)
     while (opt) {
         kiln_optimizer *next = opt->next;
         free(opt->state);
+        free(opt->state_of);
         free(opt);
         opt = next;
     }
@@ -337,4 +345,62 @@ kiln_status kiln__optim_before_run(kiln_graph *g)
             return st;
     }
     return KILN_OK;
+}
+
+/* ---- the state, for checkpoints and broadcasts --------------------------------- */
+
+void kiln__named_free(kiln__named *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++)
+        free(list[i].name);
+    free(list);
+}
+
+/* PyTorch's names for the state of torch.optim.SGD and Adam. */
+static const char *state_suffix(const kiln_optimizer *opt, size_t i)
+{
+    if (opt->op == KILN_OP_SGD_STEP)
+        return "momentum_buffer";
+    return i % 2 == 0 ? "exp_avg" : "exp_avg_sq"; /* m and v, in step_node's order */
+}
+
+static const char *optim_kind(const kiln_optimizer *opt)
+{
+    return opt->op == KILN_OP_SGD_STEP ? "sgd" : opt->decoupled ? "adamw" : "adam";
+}
+
+kiln_status kiln__optim_state(const kiln_graph *g, kiln__named **list, size_t *n,
+                              const char **kind, uint64_t *step)
+{
+    const kiln_optimizer *opt = g->optimizers; /* a graph has at most one */
+    *list                     = NULL;
+    *n                        = 0;
+    *kind                     = opt ? optim_kind(opt) : "";
+    *step                     = opt ? opt->step : 0;
+    if (!opt || opt->n_state == 0)
+        return KILN_OK;
+    *list = kiln__calloc(opt->n_state, sizeof **list, "the optimiser's state");
+    if (!*list)
+        return KILN_ERR_NO_MEMORY;
+    for (size_t i = 0; i < opt->n_state; i++) {
+        const char *param = opt->state_of[i]->name ? opt->state_of[i]->name : "";
+        const char *what  = state_suffix(opt, i);
+        size_t      len   = strlen(param) + strlen(what) + 8;
+        char       *name  = kiln__malloc(len, "a state tensor's name");
+        if (!name) {
+            kiln__named_free(*list, i);
+            *list = NULL;
+            return KILN_ERR_NO_MEMORY;
+        }
+        snprintf(name, len, "optim.%s.%s", param, what);
+        (*list)[i] = (kiln__named){.t = opt->state[i], .name = name};
+    }
+    *n = opt->n_state;
+    return KILN_OK;
+}
+
+void kiln__optim_set_step(kiln_graph *g, uint64_t step)
+{
+    if (g->optimizers)
+        g->optimizers->step = step;
 }

@@ -1,0 +1,190 @@
+/* core/comm/params.c — whole graphs over a communicator: the same initial
+ * weights (and a resumed optimiser) on every process, federated averaging
+ * of the weights, and one device per process of a machine.
+ *
+ * The tensors go through one host buffer in the graph's creation order, so
+ * a process needs memory for all its parameters once more.
+ */
+#include "../kiln-impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* The graph's parameters, and with state its optimiser's state tensors,
+ * in one list (from malloc; the names are not set). */
+static kiln_status gather_list(const kiln_graph *g, bool state, kiln__named **list,
+                               size_t *n, uint64_t *step)
+{
+    kiln__named *opt    = NULL;
+    size_t       n_opt  = 0;
+    const char  *kind   = "";
+    *step               = 0;
+    kiln_status st      = state ? kiln__optim_state(g, &opt, &n_opt, &kind, step)
+                                : KILN_OK;
+    size_t       params = kiln_graph_param_count(g);
+    *list               = st == KILN_OK
+                              ? kiln__calloc(params + n_opt + 1, sizeof **list, "a tensor list")
+                              : NULL;
+    if (!*list) {
+        kiln__named_free(opt, n_opt);
+        return st == KILN_OK ? KILN_ERR_NO_MEMORY : st;
+    }
+    for (size_t i = 0; i < params; i++)
+        (*list)[i].t = kiln_graph_param(g, i);
+    for (size_t i = 0; i < n_opt; i++)
+        (*list)[params + i].t = opt[i].t;
+    *n = params + n_opt;
+    kiln__named_free(opt, n_opt);
+    return KILN_OK;
+}
+
+static kiln_status check_args(const kiln_comm *c, const kiln_graph *g, const char *call)
+{
+    if (!c || !g)
+        return kiln__error(KILN_ERR_INVALID_ARG, "%s: %s is NULL", call,
+                           c ? "the graph" : "the communicator");
+    if (g->status != KILN_OK)
+        return kiln__error(g->status, "%s: the graph has an error: %s", call,
+                           kiln_graph_error(g));
+    return KILN_OK;
+}
+
+/* The values of list[0, n) into one buffer (from malloc), or back. */
+static kiln_status pack(const kiln__named *list, size_t n, size_t *floats, float **out)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += (size_t)list[i].t->node.numel;
+    float *buf = kiln__malloc(total * sizeof *buf + 8, "the values to communicate");
+    if (!buf)
+        return KILN_ERR_NO_MEMORY;
+    kiln_status st = KILN_OK;
+    size_t      at = 0;
+    for (size_t i = 0; i < n && st == KILN_OK; i++) {
+        const kiln_tensor *t = list[i].t;
+        st                   = kiln_tensor_read(t, buf + at, kiln__tensor_bytes(t));
+        at += (size_t)t->node.numel;
+    }
+    if (st != KILN_OK) {
+        free(buf);
+        return st;
+    }
+    *floats = total;
+    *out    = buf;
+    return KILN_OK;
+}
+
+static kiln_status unpack(const kiln__named *list, size_t n, const float *buf)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        kiln_tensor *t  = list[i].t;
+        kiln_status  st = kiln__leaf_write(t, buf + at, kiln__tensor_bytes(t));
+        if (st != KILN_OK)
+            return st;
+        at += (size_t)t->node.numel;
+    }
+    return KILN_OK;
+}
+
+KILN_API kiln_status kiln_comm_broadcast_params(kiln_comm *c, kiln_graph *g, int root,
+                                                bool optimizer_state)
+{
+    const char *call = "kiln_comm_broadcast_params";
+    kiln_status st   = check_args(c, g, call);
+    if (st != KILN_OK)
+        return st;
+    kiln__named *list;
+    size_t       n, floats = 0;
+    uint64_t     step;
+    float       *buf = NULL;
+    if ((st = gather_list(g, optimizer_state, &list, &n, &step)) != KILN_OK)
+        return st;
+    /* root's values; every parameter must hold one there */
+    if (c->info.rank == root)
+        st = pack(list, n, &floats, &buf);
+    else
+        for (size_t i = 0; i < n; i++)
+            floats += (size_t)list[i].t->node.numel;
+    if (st == KILN_OK && !buf)
+        buf = kiln__malloc(floats * sizeof *buf + 8, "the values to communicate");
+    if (st == KILN_OK && !buf)
+        st = KILN_ERR_NO_MEMORY;
+    /* a status first, so that a root that failed to read stops the others */
+    double ok = st == KILN_OK ? 1.0 : 0.0, head[2] = {ok, (double)step};
+    if (c->info.rank == root || st == KILN_OK) {
+        kiln_status bst = kiln_comm_broadcast(c, head, sizeof head, root);
+        if (bst != KILN_OK)
+            st = bst;
+        else if (head[0] != 1.0 && st == KILN_OK)
+            st = kiln__error(KILN_ERR_STATE, "%s: rank %d could not read its parameters",
+                             call, root);
+    }
+    if (st == KILN_OK)
+        st = kiln_comm_broadcast(c, buf, floats * sizeof *buf, root);
+    if (st == KILN_OK && c->info.rank != root)
+        st = unpack(list, n, buf);
+    if (st == KILN_OK && optimizer_state)
+        kiln__optim_set_step(g, (uint64_t)head[1]);
+    free(buf);
+    free(list);
+    if (st != KILN_OK)
+        return kiln__error(st, "%s: %s", call, kiln_last_error());
+    return KILN_OK;
+}
+
+KILN_API kiln_status kiln_comm_average_params(kiln_comm *c, kiln_graph *g)
+{
+    const char *call = "kiln_comm_average_params";
+    kiln_status st   = check_args(c, g, call);
+    if (st != KILN_OK)
+        return st;
+    kiln__named *list;
+    size_t       n, floats = 0;
+    uint64_t     step;
+    float       *buf = NULL;
+    if ((st = gather_list(g, false, &list, &n, &step)) != KILN_OK)
+        return st;
+    st = pack(list, n, &floats, &buf);
+    if (st == KILN_OK)
+        st = kiln__comm_allreduce(c, buf, floats, KILN_COMM_F32, call);
+    float scale = 1.0f / (float)c->info.size;
+    for (size_t i = 0; st == KILN_OK && i < floats; i++)
+        buf[i] *= scale;
+    if (st == KILN_OK)
+        st = unpack(list, n, buf);
+    free(buf);
+    free(list);
+    return st;
+}
+
+/* ---- a device per process ---------------------------------------------------------- */
+
+KILN_API kiln_context *kiln_comm_context_new(const kiln_comm *c)
+{
+    const char *spec = getenv("KILN_BACKEND");
+    if (!c || c->info.local_size <= 1 || (spec && strpbrk(spec, ":,")))
+        return kiln_context_new_for(spec); /* one process here, or a device named */
+    size_t k;
+    if (kiln_select(spec, &k) != KILN_OK)
+        return NULL;
+    const kiln_device_report *devs;
+    size_t                    n_devs = kiln_devices(&devs), usable = 0;
+    for (size_t i = 0; i < n_devs; i++)
+        usable += strcmp(devs[i].backend, devs[k].backend) == 0 && !devs[i].unusable;
+    size_t want = usable ? (size_t)c->info.local_rank % usable : 0;
+    for (size_t i = 0; i < n_devs; i++) {
+        if (strcmp(devs[i].backend, devs[k].backend) != 0 || devs[i].unusable)
+            continue;
+        if (want-- == 0) {
+            char one[96];
+            snprintf(one, sizeof one, "%s:%d", devs[i].backend, devs[i].index);
+            kiln__log(KILN_LOG_INFO, "local rank %d of %d takes %s (%zu usable)",
+                      c->info.local_rank, c->info.local_size, one, usable);
+            return kiln_context_new_for(one);
+        }
+    }
+    return kiln_context_new_for(spec);
+}
