@@ -494,6 +494,93 @@ KILN_API kiln_status kiln_graph_set_meta(kiln_graph *g, const char *key,
 KILN_API kiln_status kiln_file_meta(const char *path, const char *key, char *value,
                                     size_t size);
 
+/* ---- checkpoints: everything a training run needs to go on ------------------ */
+
+/* Saves what kiln_save saves plus every optimiser's state (SGD's velocity,
+ * Adam's moments, as tensors "optim.<param>.momentum_buffer", ".exp_avg" and
+ * ".exp_avg_sq", PyTorch's names) and its step count (metadata
+ * "kiln.optim.step" and "kiln.optim.kind"), atomically as kiln_save does: a
+ * crash while writing leaves the previous file whole. The program's own
+ * position (epoch, step, random state) goes in with kiln_graph_set_meta. */
+KILN_API kiln_status kiln_checkpoint_save(const kiln_graph *g, const char *path);
+/* Loads a file of kiln_checkpoint_save into a graph built as the one that
+ * saved it: the parameters, the optimiser's state and its step count. A
+ * missing tensor or an optimiser of another kind is an error naming it, and
+ * a failed load changes nothing. */
+KILN_API kiln_status kiln_checkpoint_load(kiln_graph *g, const char *path);
+
+/* ---- data-parallel training: communicators ------------------------------------ */
+
+/* A communicator joins the processes of one job (mpirun -np N ...), so
+ * that each trains on its share of every batch and the gradients are
+ * averaged, as PyTorch DDP and Horovod do. The engine is a plugin
+ * (<kiln/comm.h>) found in KILN_COMM_PATH, then in kiln_comm_dir(): "mpi"
+ * (Open MPI, MPICH), or "loopback", a job of this one process. */
+typedef struct kiln_comm kiln_comm;
+
+/* Opens the communicator spec names ("mpi", "loopback"); NULL or "" means
+ * KILN_COMM's, and when that is unset too the plugin whose probe scores
+ * this process highest: mpi under mpirun, else loopback. One per process
+ * (MPI cannot start twice): a second open fails while one is open. NULL on
+ * failure, the message listing the plugins found and why each was refused. */
+KILN_API kiln_comm *kiln_comm_open(const char *spec);
+/* Leaves the job; every process must call it. NULL is ignored. */
+KILN_API void        kiln_comm_close(kiln_comm *c);
+KILN_API const char *kiln_comm_name(const kiln_comm *c); /* "mpi"           */
+KILN_API int         kiln_comm_rank(const kiln_comm *c);
+KILN_API int         kiln_comm_size(const kiln_comm *c);
+/* This process's rank among those of its machine, and their number. */
+KILN_API int kiln_comm_local_rank(const kiln_comm *c);
+KILN_API int kiln_comm_local_size(const kiln_comm *c);
+/* The folder searched for communicator plugins after KILN_COMM_PATH. */
+KILN_API const char *kiln_comm_dir(void);
+
+/* Collectives over host memory; every process of the job makes the same
+ * calls in the same order. Each waits at most KILN_COMM_TIMEOUT seconds
+ * (default 60) for the others, then fails with KILN_ERR_BACKEND: a process
+ * died or hangs, and the job should end (kiln_comm_abort). */
+KILN_API kiln_status kiln_comm_barrier(kiln_comm *c);
+KILN_API kiln_status kiln_comm_broadcast(kiln_comm *c, void *data, size_t nbytes,
+                                         int root);
+/* data[i] becomes the sum over the processes, or with average their mean. */
+KILN_API kiln_status kiln_comm_allreduce(kiln_comm *c, double *data, size_t n,
+                                         bool average);
+/* Root's parameters to every process (the same initial weights everywhere),
+ * and with optimizer_state its optimisers' state and step count too (after
+ * root alone loaded a checkpoint). The graphs must be built alike. */
+KILN_API kiln_status kiln_comm_broadcast_params(kiln_comm *c, kiln_graph *g, int root,
+                                                bool optimizer_state);
+/* Every parameter becomes its mean over the processes: federated averaging
+ * (local SGD), after each process took steps on its own data. */
+KILN_API kiln_status kiln_comm_average_params(kiln_comm *c, kiln_graph *g);
+/* Payload bytes this process gave to collectives so far (an allreduce of n
+ * floats counts 4n, whatever the engine sends on the wire). */
+KILN_API uint64_t kiln_comm_bytes(const kiln_comm *c);
+/* Ends every process of the job with exit status code (MPI_Abort), so that
+ * none waits forever for one that failed. Returns only for the loopback,
+ * whose caller then exits alone. */
+KILN_API void kiln_comm_abort(kiln_comm *c, int code);
+
+/* A context on the device KILN_BACKEND selects, where each process of a
+ * machine takes its own: when KILN_BACKEND names a backend but no device
+ * ("opencl", or unset and opencl chosen), the process of local rank r
+ * takes that backend's usable device r modulo their number. A device the
+ * user named ("opencl:1") is taken as it is. */
+KILN_API kiln_context *kiln_comm_context_new(const kiln_comm *c);
+
+/* Data-parallel training: every run of g averages its parameters'
+ * gradients over the processes of c before the gradient clipping and the
+ * optimiser's steps read them. Call after kiln_backward and before
+ * kiln_clip_grad_norm, the optimiser and compile. The gradients travel in
+ * buckets of about bucket_bytes (0: 1 MiB), in the order backward finishes
+ * them; each bucket's allreduce starts as soon as its last gradient is
+ * computed, while backward goes on with earlier layers. The loss must be a
+ * mean over this process's share of the batch, so that the mean of the
+ * processes' gradients is the gradient of the whole batch. With one process
+ * it does nothing. c must outlive the graph's runs. */
+KILN_API kiln_status kiln_graph_allreduce_grads(kiln_graph *g, kiln_comm *c,
+                                                size_t bucket_bytes);
+
 /* ---- data: IDX files (MNIST, Fashion-MNIST), gzipped or not ---------------- */
 
 typedef struct kiln_idx {
