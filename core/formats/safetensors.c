@@ -280,6 +280,12 @@ KILN_API kiln_status kiln_graph_set_meta(kiln_graph *g, const char *key,
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_graph_set_meta: graph is NULL");
     json_t     *k = NULL, *v = NULL;
     kiln_status st = meta_string("key", key, &k);
+    if (st == KILN_OK && !value) { /* removes the key */
+        json_decref(k);
+        if (g->meta)
+            json_object_del(g->meta, key);
+        return KILN_OK;
+    }
     if (st == KILN_OK)
         st = meta_string("value", value, &v);
     json_decref(k);

@@ -482,8 +482,8 @@ KILN_API kiln_status kiln_load(kiln_graph *g, const char *path);
 /* Metadata that kiln_save writes into the file's "__metadata__" (strings,
  * as safetensors allows; PyTorch's safe_open(...).metadata() reads them):
  * what a program needs to rebuild the graph, such as a model's shape.
- * Setting a key again replaces its value. Both must be valid UTF-8, the key
- * not empty. kiln writes "producer" ("kiln <version>") unless it is set. */
+ * Setting a key again replaces its value; a NULL value removes the key.
+ * Both must be valid UTF-8, the key not empty. kiln writes "producer" ("kiln <version>") unless it is set. */
 KILN_API kiln_status kiln_graph_set_meta(kiln_graph *g, const char *key,
                                          const char *value);
 /* Reads the metadata `key` of a safetensors file into value (size bytes,

@@ -13,6 +13,12 @@
  *
  * --save writes the weights with the model's shape in the file's metadata,
  * which kiln-generate reads.
+ *
+ * On N processes (mpirun), every process draws the same --batch windows
+ * and trains on its 1/N of them, the gradients averaged before clipping;
+ * the validation batches are split the same way. --checkpoint writes the
+ * weights, AdamW's state, the step and the sampler's state every
+ * --checkpoint-every steps and at the end; --resume goes on from there.
  */
 #include "../gpt/model.h"
 #include "train.h"
@@ -80,7 +86,7 @@ static gpt build(kiln_context *ctx, const gpt_options *o)
     if (!m.g)
         die(1, "%s", kiln_last_error());
     kiln_graph  *g = m.g;
-    int64_t      B = o->batch, T = o->ctx;
+    int64_t      B = o->batch / parallel_size(), T = o->ctx; /* this process's rows */
     gpt_shape    s      = {o->layers, o->heads, o->embd, o->ctx};
     kiln_tensor *logits = gpt_build(g, &s, B, T, &m.init_state, NULL, &m.ids, &m.pos);
     if (!logits)
@@ -92,6 +98,7 @@ static gpt build(kiln_context *ctx, const gpt_options *o)
     check(gpt_shape_save(g, &s), "recording the model's shape");
     check(kiln_output(g, m.loss), "the loss");
     check(kiln_backward(g, m.loss), "kiln_backward");
+    check(kiln_graph_allreduce_grads(g, parallel_comm(), 0), "averaging the gradients");
     m.norm = kiln_clip_grad_norm(g, 1.0f);
     if (!m.norm)
         die(1, "kiln_clip_grad_norm: %s", kiln_last_error());
@@ -99,6 +106,8 @@ static gpt build(kiln_context *ctx, const gpt_options *o)
     if (!m.opt)
         die(1, "kiln_adamw: %s", kiln_last_error());
     check(kiln_graph_compile(g), "compiling the model");
+    check(kiln_comm_broadcast_params(parallel_comm(), g, 0, false),
+          "sending rank 0's weights");
     int32_t *pos = malloc((size_t)T * sizeof *pos);
     if (!pos)
         die(1, "out of memory");
@@ -127,21 +136,26 @@ typedef struct batch {
     int32_t *ids, *targets;
 } batch;
 
-/* Windows at random offsets of [lo, hi) into b, and onto the device. */
+/* --batch windows at random offsets of [lo, hi), of which this process's
+ * share goes into b and onto the device. */
 static void fill(const gpt *m, const text *t, size_t lo, size_t hi, uint64_t *state,
                  batch *b)
 {
     const gpt_options *o    = m->o;
     size_t             span = hi - lo - (size_t)o->ctx; /* offsets: [lo, lo + span) */
-    for (int r = 0; r < o->batch; r++) {
-        size_t               at  = lo + (size_t)(next_random(state) % span);
+    int                rows = o->batch / parallel_size(), first = parallel_rank() * rows;
+    for (int w = 0; w < o->batch; w++) {
+        size_t at = lo + (size_t)(next_random(state) % span);
+        int    r  = w - first;
+        if (r < 0 || r >= rows)
+            continue; /* another process's window */
         const unsigned char *src = t->bytes + at;
         for (int i = 0; i < o->ctx; i++) {
             b->ids[(size_t)r * (size_t)o->ctx + (size_t)i]     = src[i];
             b->targets[(size_t)r * (size_t)o->ctx + (size_t)i] = src[i + 1];
         }
     }
-    size_t bytes = (size_t)o->batch * (size_t)o->ctx * sizeof(int32_t);
+    size_t bytes = (size_t)rows * (size_t)o->ctx * sizeof(int32_t);
     check(kiln_tensor_write(m->ids, b->ids, bytes), "a batch");
     check(kiln_tensor_write(m->targets, b->targets, bytes), "a batch");
 }
@@ -157,7 +171,7 @@ static double val_loss(const gpt *m, const text *t, batch *b)
         check(kiln_tensor_read(m->loss, &loss, sizeof loss), "the loss");
         sum += loss;
     }
-    return sum / VAL_BATCHES;
+    return parallel_mean(sum / VAL_BATCHES);
 }
 
 /* A bar redrawn in place on a terminal between the loss lines. */
@@ -173,21 +187,49 @@ static void draw(int step, int steps, double loss, double tok_s)
     fflush(stdout);
 }
 
+/* ---- checkpoints ------------------------------------------------------------------ */
+
+enum { META_STEP, META_SAMPLER, N_META = 11 };
+
+/* The position (steps done, the sampler's state), then the options that
+ * must be the same to resume. */
+static void run_meta_of(const gpt_options *o, run_meta meta[N_META], int step,
+                        uint64_t sampler)
+{
+    const run_meta all[N_META] = {
+        {"kiln.train.step", NULL, ""},         {"kiln.train.sampler", NULL, ""},
+        {"kiln.train.model", "--model", "gpt"}, {"kiln.train.layers", "--layers", ""},
+        {"kiln.train.heads", "--heads", ""},   {"kiln.train.embd", "--embd", ""},
+        {"kiln.train.ctx", "--ctx", ""},       {"kiln.train.batch", "--batch", ""},
+        {"kiln.train.steps", "--steps", ""},   {"kiln.train.lr", "--lr", ""},
+        {"kiln.train.seed", "--seed", ""},
+    };
+    memcpy(meta, all, sizeof all);
+    snprintf(meta[0].value, sizeof meta[0].value, "%d", step);
+    snprintf(meta[1].value, sizeof meta[1].value, "%llu", (unsigned long long)sampler);
+    snprintf(meta[3].value, sizeof meta[3].value, "%d", o->layers);
+    snprintf(meta[4].value, sizeof meta[4].value, "%d", o->heads);
+    snprintf(meta[5].value, sizeof meta[5].value, "%d", o->embd);
+    snprintf(meta[6].value, sizeof meta[6].value, "%d", o->ctx);
+    snprintf(meta[7].value, sizeof meta[7].value, "%d", o->batch);
+    snprintf(meta[8].value, sizeof meta[8].value, "%d", o->steps);
+    snprintf(meta[9].value, sizeof meta[9].value, "%.17g", o->lr);
+    snprintf(meta[10].value, sizeof meta[10].value, "%llu", (unsigned long long)o->seed);
+}
+
 int gpt_train(const gpt_options *o)
 {
     if (o->save)
-        check_save(o->save, o->save, 0);
+        check_save("--save", o->save, o->save, 0);
     text          t   = read_text(o->data, o->ctx);
-    kiln_context *ctx = kiln_context_new();
-    if (!ctx)
-        die(1, "%s", kiln_last_error());
+    kiln_context *ctx = parallel_context();
     printf("backend: %s\n", kiln_context_device(ctx));
     gpt m = build(ctx, o);
     printf("model gpt: %d layers, %d heads, embd %d, ctx %d (%lld parameters); %zu bytes "
            "train, %zu validate\n",
            o->layers, o->heads, o->embd, o->ctx, param_count(m.g), t.n_train,
            t.n - t.n_train);
-    size_t n = (size_t)o->batch * (size_t)o->ctx;
+    size_t n = (size_t)o->batch * (size_t)o->ctx; /* tokens a step, all processes */
     batch  b = {malloc(n * sizeof *b.ids), malloc(n * sizeof *b.targets)};
     if (!b.ids || !b.targets)
         die(1, "out of memory for a batch of %d x %d", o->batch, o->ctx);
@@ -195,8 +237,20 @@ int gpt_train(const gpt_options *o)
     bool     tty       = isatty(STDOUT_FILENO);
     uint64_t state     = o->seed;
     double   train_sum = 0, step_time = 0, all_time = 0, last_val = 0;
-    int      since = 0;
-    for (int step = 0; step < o->steps; step++) {
+    int      since = 0, first = 0;
+    run_meta meta[N_META];
+    if (o->resume) {
+        run_meta_of(o, meta, 0, 0);
+        checkpoint_resume(m.g, o->resume, meta, N_META);
+        first = atoi(meta[META_STEP].value);
+        state = strtoull(meta[META_SAMPLER].value, NULL, 10);
+        printf("resumed from %s at step %d\n", o->resume, first);
+    }
+    if (parallel_size() > 1)
+        printf("data-parallel: %d processes (%s), %d sequences each per step\n",
+               parallel_size(), kiln_comm_name(parallel_comm()),
+               o->batch / parallel_size());
+    for (int step = first; step < o->steps; step++) {
         check(kiln_optimizer_set_lr(m.opt, (float)lr_at(o, step)), "the learning rate");
         fill(&m, &t, 0, t.n_train, &state, &b);
         double start = now();
@@ -210,19 +264,28 @@ int gpt_train(const gpt_options *o)
         since++;
         if (tty)
             draw(step + 1, o->steps, loss, (double)n / (took + 1e-12));
+        if (o->checkpoint && ((o->checkpoint_every && (step + 1) % o->checkpoint_every == 0) ||
+                              step + 1 == o->steps)) {
+            run_meta_of(o, meta, step + 1, state);
+            checkpoint_write(m.g, o->checkpoint, meta, N_META);
+        }
         if ((step + 1) % o->eval_every != 0 && step + 1 != o->steps)
             continue;
-        last_val  = val_loss(&m, &t, &b);
-        double ms = 1e3 * step_time / since;
+        last_val     = val_loss(&m, &t, &b);
+        double ms    = 1e3 * step_time / since;
+        double train = parallel_mean(train_sum / since);
         printf("%sstep %d train %.4f val %.4f ms/step %.1f tok/s %.0f\n",
-               tty ? "\r\033[K" : "", step + 1, train_sum / since, last_val, ms,
+               tty ? "\r\033[K" : "", step + 1, train, last_val, ms,
                (double)n / (ms / 1e3));
         fflush(stdout);
         train_sum = step_time = 0;
         since                 = 0;
     }
-    printf("final val %.4f ms/step %.1f\n", last_val, 1e3 * all_time / o->steps);
-    if (o->save) {
+    if (first >= o->steps)
+        last_val = val_loss(&m, &t, &b);
+    printf("final val %.4f ms/step %.1f\n", last_val,
+           1e3 * all_time / (o->steps > first ? o->steps - first : 1));
+    if (o->save && parallel_rank() == 0) {
         check(kiln_save(m.g, o->save), "--save");
         printf("weights saved to %s\n", o->save);
     }

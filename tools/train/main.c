@@ -49,6 +49,10 @@ typedef struct options {
     uint64_t    seed;
     const char *data, *save, *eval;
     bool        data_given;
+    const char *checkpoint, *resume; /* or NULL                         */
+    int         checkpoint_every;    /* steps; 0: at the end of epochs  */
+    int         local_steps;         /* 0: average gradients every step */
+    const char *shard;               /* "none", "iid", "by-label"       */
     gpt_options gpt; /* --model gpt */
 } options;
 
@@ -82,13 +86,32 @@ static const char usage[] =
     "  --save FILE             write the trained weights to FILE (safetensors)\n"
     "  --eval FILE             train nothing: load weights from FILE and report\n"
     "                          the test accuracy of the --model they fit\n"
+    "  --checkpoint FILE       write FILE (atomically) at the end of every epoch:\n"
+    "                          weights, optimiser state and the run's position\n"
+    "  --checkpoint-every N    and every N steps within an epoch\n"
+    "  --resume FILE           go on from a --checkpoint FILE, with the options\n"
+    "                          of the run that wrote it and any number of\n"
+    "                          processes\n"
+    "\n"
+    "Many processes: mpirun -np N kiln-train ... trains data-parallel (every\n"
+    "--model): each process takes 1/N of every --batch (which N must divide)\n"
+    "and the gradients are averaged; only rank 0 prints and writes files.\n"
+    "  --local-steps K         federated averaging: each process takes K steps\n"
+    "                          on its own data, then the weights are averaged\n"
+    "                          (and at the end of every epoch)\n"
+    "  --shard none|iid|by-label\n"
+    "                          none: every process draws from the whole\n"
+    "                          training set (default); iid: each keeps a random\n"
+    "                          1/N of it; by-label: each keeps a 1/N sorted by\n"
+    "                          label, so that processes see different classes\n"
     "\n"
     "--model gpt: pre-LayerNorm blocks with causal attention and a 4x GELU MLP,\n"
     "learned positions, the output head tied to the byte embedding; AdamW\n"
     "(betas 0.9, 0.95, weight decay 0.1 on matrices), gradients clipped at norm\n"
     "1, linear warmup then cosine decay to 0. The first 90% of --data trains,\n"
     "the last 10% validates. --batch (default 32), --lr (default 0.001),\n"
-    "--seed and --save apply; --epochs, --optimizer, --schedule and --eval do not.\n"
+    "--seed, --save, --checkpoint, --checkpoint-every and --resume apply;\n"
+    "--epochs, --optimizer, --schedule, --eval, --local-steps and --shard do not.\n"
     "  --layers N              transformer blocks (default 4)\n"
     "  --heads N               attention heads (default 4)\n"
     "  --embd N                embedding width, a multiple of --heads (default 128)\n"
@@ -104,10 +127,14 @@ void die(int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("kiln-train: ", stderr);
+    if (parallel_size() > 1)
+        fprintf(stderr, "kiln-train (rank %d of %d): ", parallel_rank(), parallel_size());
+    else
+        fputs("kiln-train: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+    parallel_fail(status); /* the other processes must not wait for this one */
     exit(status);
 }
 
@@ -150,6 +177,11 @@ enum {
     OPT_STEPS,
     OPT_WARMUP,
     OPT_EVAL_EVERY,
+    OPT_CHECKPOINT, /* both kinds of model */
+    OPT_CHECKPOINT_EVERY,
+    OPT_RESUME,
+    OPT_LOCAL_STEPS, /* the classifiers' */
+    OPT_SHARD,
 };
 
 static const struct option long_options[] = {
@@ -170,6 +202,11 @@ static const struct option long_options[] = {
     {"steps", required_argument, NULL, OPT_STEPS},
     {"warmup", required_argument, NULL, OPT_WARMUP},
     {"eval-every", required_argument, NULL, OPT_EVAL_EVERY},
+    {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+    {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
+    {"resume", required_argument, NULL, OPT_RESUME},
+    {"local-steps", required_argument, NULL, OPT_LOCAL_STEPS},
+    {"shard", required_argument, NULL, OPT_SHARD},
     {"version", no_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -195,7 +232,8 @@ static options parse_args(int argc, char **argv)
                  .batch     = 64,
                  .seed      = 1,
                  .cosine    = true,
-                 .data      = DEFAULT_DATA};
+                 .data      = DEFAULT_DATA,
+                 .shard     = "none"};
     cli_init(argv, "kiln-train");
     o.gpt = (gpt_options){.layers     = 4,
                           .heads      = 4,
@@ -208,10 +246,10 @@ static options parse_args(int argc, char **argv)
                           .lr         = 1e-3,
                           .seed       = 1};
     /* which options were given, to refuse those of the other kind of model */
-    const char *given[OPT_EVAL_EVERY - OPT_MODEL + 1] = {0};
+    const char *given[OPT_SHARD - OPT_MODEL + 1] = {0};
     int         c, at;
     while ((c = getopt_long(argc, argv, "hV", long_options, &at)) != -1) {
-        if (c >= OPT_MODEL && c <= OPT_EVAL_EVERY)
+        if (c >= OPT_MODEL && c <= OPT_SHARD)
             given[c - OPT_MODEL] = long_options[at].name;
         switch (c) {
         case 'h': fputs(usage, stdout); exit(0);
@@ -259,6 +297,19 @@ static options parse_args(int argc, char **argv)
         case OPT_EVAL_EVERY:
             o.gpt.eval_every = (int)cli_parse_int("--eval-every", optarg, 1, 100000000);
             break;
+        case OPT_CHECKPOINT: o.checkpoint = optarg; break;
+        case OPT_CHECKPOINT_EVERY:
+            o.checkpoint_every = (int)cli_parse_int("--checkpoint-every", optarg, 1,
+                                                    100000000);
+            break;
+        case OPT_RESUME: o.resume = optarg; break;
+        case OPT_LOCAL_STEPS:
+            o.local_steps = (int)cli_parse_int("--local-steps", optarg, 1, 100000000);
+            break;
+        case OPT_SHARD:
+            o.shard = parse_choice("--shard", optarg,
+                                   (const char *const[]){"none", "iid", "by-label", NULL});
+            break;
         default: /* getopt said what was wrong */ cli_try_help();
         }
     }
@@ -266,7 +317,7 @@ static options parse_args(int argc, char **argv)
     bool gpt     = strcmp(o.model, "gpt") == 0;
     /* options of the classifiers only, and of the GPT only */
     static const int classifier_only[] = {OPT_OPTIMIZER, OPT_SCHEDULE, OPT_EPOCHS,
-                                          OPT_EVAL};
+                                          OPT_EVAL,      OPT_LOCAL_STEPS, OPT_SHARD};
     static const int gpt_only[]        = {OPT_LAYERS, OPT_HEADS,  OPT_EMBD,      OPT_CTX,
                                           OPT_STEPS,  OPT_WARMUP, OPT_EVAL_EVERY};
     for (size_t i = 0; gpt && i < sizeof classifier_only / sizeof *classifier_only; i++)
@@ -282,8 +333,11 @@ static options parse_args(int argc, char **argv)
             die(2, "--model gpt needs --data TEXTFILE, the text to train on");
         if (o.gpt.embd % o.gpt.heads != 0)
             die(2, "--embd %d is not a multiple of --heads %d", o.gpt.embd, o.gpt.heads);
-        o.gpt.data = o.data;
-        o.gpt.save = o.save;
+        o.gpt.data             = o.data;
+        o.gpt.save             = o.save;
+        o.gpt.checkpoint       = o.checkpoint;
+        o.gpt.checkpoint_every = o.checkpoint_every;
+        o.gpt.resume           = o.resume;
         o.gpt.seed = o.seed;
         if (given[OPT_BATCH - OPT_MODEL])
             o.gpt.batch = o.batch;
@@ -295,6 +349,16 @@ static options parse_args(int argc, char **argv)
     if (o.eval && o.save)
         die(2, "--eval and --save together: --eval trains nothing, so there is nothing "
                "to save");
+    if (o.eval && (o.checkpoint || o.resume))
+        die(2, "--eval and --%s together: --eval trains nothing",
+            o.checkpoint ? "checkpoint" : "resume");
+    if (o.checkpoint_every && !o.checkpoint)
+        die(2, "--checkpoint-every needs --checkpoint FILE, the file to write");
+    if (o.checkpoint_every && o.local_steps && o.checkpoint_every % o.local_steps != 0)
+        die(2,
+            "--checkpoint-every %d is not a multiple of --local-steps %d: checkpoints are "
+            "written when the processes' weights have just been averaged",
+            o.checkpoint_every, o.local_steps);
     if (o.lr == 0)
         o.lr = strcmp(o.optimizer, "adam") == 0 ? 0.001 : 0.02;
     return o;
@@ -399,17 +463,18 @@ static void check_data_dir(const char *dir)
             find_idx(dir, idx_names[split][k], path, sizeof path);
 }
 
-/* --eval's weights: a regular file this process can read. */
-static void check_eval(const char *path)
+/* --eval's weights or --resume's checkpoint: a regular file this process
+ * can read. */
+static void check_eval(const char *option, const char *path)
 {
     struct stat sb;
     if (stat(path, &sb) != 0)
-        die(1, "--eval %s: %s", path, strerror(errno));
+        die(1, "%s %s: %s", option, path, strerror(errno));
     if (!S_ISREG(sb.st_mode))
-        die(1, "--eval %s is %s, expected a weights file (safetensors, as --save writes)",
-            path, file_kind(sb.st_mode));
+        die(1, "%s %s is %s, expected a weights file (safetensors, as --save writes)",
+            option, path, file_kind(sb.st_mode));
     if (access(path, R_OK) != 0)
-        die(1, "--eval %s: cannot read it: %s", path, strerror(errno));
+        die(1, "%s %s: cannot read it: %s", option, path, strerror(errno));
 }
 
 /* --save's file (opt, the option's value; path, the file it names after
@@ -417,7 +482,7 @@ static void check_eval(const char *path)
  * process may write, checked now rather than after the training run. A
  * dangling link names the file to create, as for kiln_save, which refuses
  * the same things; this is earlier. */
-void check_save(const char *opt, const char *path, int links)
+void check_save(const char *option, const char *opt, const char *path, int links)
 {
     struct stat sb;
     char        at[PATH_MAX];
@@ -426,31 +491,31 @@ void check_save(const char *opt, const char *path, int links)
         ssize_t     n     = readlink(path, at, sizeof at - 1);
         const char *slash = strrchr(path, '/');
         if (n < 0 || links >= 40)
-            die(1, "--save %s: following the symbolic link %s: %s", opt, path,
+            die(1, "%s %s: following the symbolic link %s: %s", option, opt, path,
                 n < 0 ? strerror(errno) : "more than 40 links");
         at[n] = '\0';
         char next[2 * PATH_MAX];
         snprintf(next, sizeof next, "%.*s%s",
                  at[0] == '/' || !slash ? 0 : (int)(slash - path + 1), path, at);
-        check_save(opt, next, links + 1);
+        check_save(option, opt, next, links + 1);
         return;
     }
     bool exists = stat(path, &sb) == 0;
     if (!exists && errno != ENOENT)
-        die(1, "--save %s: %s", opt, strerror(errno));
+        die(1, "%s %s: %s", option, opt, strerror(errno));
     if (exists && !S_ISREG(sb.st_mode))
-        die(1, "--save %s is %s, expected a regular file or the name of a new one", opt,
+        die(1, "%s %s is %s, expected a regular file or the name of a new one", option, opt,
             file_kind(sb.st_mode));
     /* The folder the file goes in: the final target's, for a link to one. */
     char copy[PATH_MAX];
     snprintf(copy, sizeof copy, "%s", exists && realpath(path, at) ? at : path);
     const char *dir = dirname(copy);
     if (stat(dir, &sb) != 0)
-        die(1, "--save %s: its folder %s: %s", opt, dir, strerror(errno));
+        die(1, "%s %s: its folder %s: %s", option, opt, dir, strerror(errno));
     if (!S_ISDIR(sb.st_mode))
-        die(1, "--save %s: %s is %s, not a directory", opt, dir, file_kind(sb.st_mode));
+        die(1, "%s %s: %s is %s, not a directory", option, opt, dir, file_kind(sb.st_mode));
     if (access(dir, W_OK | X_OK) != 0)
-        die(1, "--save %s: cannot write in its folder %s: %s", opt, dir, strerror(errno));
+        die(1, "%s %s: cannot write in its folder %s: %s", option, opt, dir, strerror(errno));
 }
 
 /* Fashion-MNIST's training-set pixel mean and standard deviation (of values
@@ -529,24 +594,29 @@ static void fail_kiln(const char *what, const kiln_graph *g)
  * when training. */
 static model build(kiln_context *ctx, const options *o, bool train)
 {
-    model m = {.g = kiln_graph_new(ctx), .batch = o->batch};
+    /* each process computes its share of every batch */
+    model m = {.g = kiln_graph_new(ctx), .batch = o->batch / parallel_size()};
     if (!m.g)
         fail_kiln("kiln_graph_new", NULL);
     kiln_graph *g = m.g;
     kiln_graph_seed(g, o->seed);
     m.x                 = strcmp(o->model, "cnn") == 0
-                              ? kiln_input(g, "x", KILN_F32, KILN_SHAPE(o->batch, 1, 28, 28))
-                              : kiln_input(g, "x", KILN_F32, KILN_SHAPE(o->batch, PIXELS));
+                              ? kiln_input(g, "x", KILN_F32, KILN_SHAPE(m.batch, 1, 28, 28))
+                              : kiln_input(g, "x", KILN_F32, KILN_SHAPE(m.batch, PIXELS));
     kiln_tensor *logits = logits_of(g, o->model, m.x);
     m.pred              = kiln_argmax(g, logits);
     kiln_output(g, m.pred);
     if (train) {
-        m.labels = kiln_input(g, "labels", KILN_I32, KILN_SHAPE(o->batch));
+        m.labels = kiln_input(g, "labels", KILN_I32, KILN_SHAPE(m.batch));
         m.loss   = kiln_cross_entropy(g, logits, m.labels);
         kiln_output(g, m.loss);
         if (kiln_graph_status(g) != KILN_OK)
             fail_kiln("building the model", g);
         if (kiln_backward(g, m.loss) != KILN_OK)
+            die(1, "%s", kiln_last_error());
+        /* federated averaging averages weights instead, every K steps */
+        if (!o->local_steps &&
+            kiln_graph_allreduce_grads(g, parallel_comm(), 0) != KILN_OK)
             die(1, "%s", kiln_last_error());
         m.opt = strcmp(o->optimizer, "adam") == 0
                     ? kiln_adam(g, (float)o->lr, 0.9f, 0.999f, 1e-8f, 0.0f)
@@ -556,6 +626,9 @@ static model build(kiln_context *ctx, const options *o, bool train)
     }
     if (kiln_graph_compile(g) != KILN_OK)
         fail_kiln("kiln_graph_compile", g);
+    /* the same initial weights everywhere, whatever the backend drew */
+    check(kiln_comm_broadcast_params(parallel_comm(), g, 0, false),
+          "sending rank 0's weights");
     return m;
 }
 
@@ -628,11 +701,13 @@ void check(kiln_status st, const char *what)
         die(1, "%s: %s", what, kiln_last_error());
 }
 
-/* Correct predictions over the whole test set. */
+/* Correct predictions over the whole test set: each process takes every
+ * N-th batch, and the counts are added up. */
 static int64_t evaluate(const model *m, const dataset *test, batch *b)
 {
-    int64_t correct = 0;
-    for (int64_t start = 0; start < test->n; start += m->batch) {
+    int64_t correct = 0, stride = (int64_t)m->batch * parallel_size();
+    for (int64_t start = (int64_t)m->batch * parallel_rank(); start < test->n;
+         start += stride) {
         int rows = test->n - start < m->batch ? (int)(test->n - start) : m->batch;
         for (int r = 0; r < rows; r++)
             b->idx[r] = start + r;
@@ -645,7 +720,7 @@ static int64_t evaluate(const model *m, const dataset *test, batch *b)
         for (int r = 0; r < rows; r++) /* padding rows are not counted */
             correct += b->pred[r] == b->y[r];
     }
-    return correct;
+    return (int64_t)parallel_sum((double)correct);
 }
 
 /* The learning rate of step `step` of `steps`: lr, or with the cosine
@@ -658,18 +733,164 @@ static float lr_at(const options *o, int64_t step, int64_t steps)
     return (float)(o->lr * 0.5 * (1.0 + cos(M_PI * (double)step / (double)steps)));
 }
 
-/* One pass over the shuffled training set; the mean loss of its steps. */
-static double train_epoch(const options *o, const model *m, const dataset *set,
-                          progress *p, batch *b, int64_t *order, uint64_t *rng)
+/* ---- the data's order, and its split over the processes ------------------------- */
+
+/* Which samples this process trains on, step by step. */
+typedef struct split {
+    const options *o;
+    const dataset *set;
+    int64_t       *shard;   /* a sharded run's samples of this process       */
+    int64_t        n_shard; /* or 0: every process draws from the whole set  */
+    int64_t       *order;   /* this epoch's order                            */
+    int64_t        steps;   /* per epoch, the same on every process          */
+    int            local;   /* rows per step of this process                 */
+} split;
+
+static void shuffle_with(int64_t *idx, int64_t n, uint64_t seed)
 {
-    int64_t steps = set->n / m->batch;
+    uint64_t state = seed;
+    shuffle(idx, n, &state);
+}
+
+/* Epoch e's order, from the seed and e alone, so that a resumed run and
+ * every process draw the same one. */
+static uint64_t epoch_seed(const options *o, int epoch)
+{
+    return o->seed + 0x632BE59BD9B4E019ull * (uint64_t)epoch;
+}
+
+/* The labels by_label sorts by (qsort passes no context). */
+static const uint8_t *by_label_labels;
+
+static int by_label(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    int     lx = by_label_labels[x], ly = by_label_labels[y];
+    return lx != ly ? lx - ly : (x > y) - (x < y);
+}
+
+static split split_new(const options *o, const dataset *set, const model *m)
+{
+    int     size = parallel_size(), rank = parallel_rank();
+    split   sp   = {.o = o, .set = set, .local = m->batch};
+    int64_t n    = set->n;
+    sp.order     = malloc((size_t)n * sizeof *sp.order);
+    if (!sp.order)
+        die(1, "out of memory for %lld indices", (long long)n);
+    sp.steps = n / o->batch;
+    if (strcmp(o->shard, "none") != 0) {
+        /* the whole set in a fixed order, cut in N parts */
+        for (int64_t i = 0; i < n; i++)
+            sp.order[i] = i;
+        if (strcmp(o->shard, "iid") == 0) {
+            shuffle_with(sp.order, n, o->seed ^ 0x5A4D5EEDull);
+        } else {
+            by_label_labels = set->labels.data;
+            qsort(sp.order, (size_t)n, sizeof *sp.order, by_label);
+        }
+        int64_t lo = n * rank / size, hi = n * (rank + 1) / size;
+        sp.n_shard = hi - lo;
+        sp.shard   = malloc((size_t)(hi - lo) * sizeof *sp.shard + 1);
+        if (!sp.shard)
+            die(1, "out of memory for %lld indices", (long long)(hi - lo));
+        memcpy(sp.shard, sp.order + lo, (size_t)(hi - lo) * sizeof *sp.shard);
+        sp.steps = (n / size) / sp.local; /* the smallest shard's */
+    }
+    if (sp.steps == 0)
+        die(2, "--batch %d is larger than the %lld training images%s", o->batch,
+            (long long)(sp.n_shard ? n / size * size : n),
+            sp.n_shard ? " (each process's shard holds its batch's share)" : "");
+    return sp;
+}
+
+/* Epoch e's order of this process's samples. */
+static void split_epoch(split *sp, int epoch)
+{
+    uint64_t seed = epoch_seed(sp->o, epoch);
+    if (sp->n_shard) {
+        memcpy(sp->order, sp->shard, (size_t)sp->n_shard * sizeof *sp->order);
+        shuffle_with(sp->order, sp->n_shard, seed + (uint64_t)parallel_rank());
+        return;
+    }
+    for (int64_t i = 0; i < sp->set->n; i++)
+        sp->order[i] = i;
+    shuffle_with(sp->order, sp->set->n, seed);
+}
+
+/* The samples of this process in step s of the epoch. */
+static const int64_t *split_rows(const split *sp, int64_t s)
+{
+    if (sp->n_shard)
+        return sp->order + s * sp->local;
+    return sp->order + s * sp->o->batch + (int64_t)parallel_rank() * sp->local;
+}
+
+static void split_free(split *sp)
+{
+    free(sp->order);
+    free(sp->shard);
+}
+
+/* ---- checkpoints ------------------------------------------------------------------- */
+
+enum { META_EPOCH, META_STEP, N_META = 11 };
+
+/* What a checkpoint records: the position (epochs done, steps into the
+ * next), then the options that must be the same to resume. */
+static void run_meta_of(const options *o, run_meta meta[N_META], int epochs_done,
+                        int64_t step)
+{
+    const run_meta all[N_META] = {
+        {"kiln.train.epoch", NULL, ""},      {"kiln.train.step", NULL, ""},
+        {"kiln.train.model", "--model", ""}, {"kiln.train.optimizer", "--optimizer", ""},
+        {"kiln.train.batch", "--batch", ""}, {"kiln.train.lr", "--lr", ""},
+        {"kiln.train.schedule", "--schedule", ""}, {"kiln.train.epochs", "--epochs", ""},
+        {"kiln.train.seed", "--seed", ""},   {"kiln.train.local_steps", "--local-steps", ""},
+        {"kiln.train.shard", "--shard", ""},
+    };
+    memcpy(meta, all, sizeof all);
+    snprintf(meta[0].value, sizeof meta[0].value, "%d", epochs_done);
+    snprintf(meta[1].value, sizeof meta[1].value, "%lld", (long long)step);
+    snprintf(meta[2].value, sizeof meta[2].value, "%s", o->model);
+    snprintf(meta[3].value, sizeof meta[3].value, "%s", o->optimizer);
+    snprintf(meta[4].value, sizeof meta[4].value, "%d", o->batch);
+    snprintf(meta[5].value, sizeof meta[5].value, "%.17g", o->lr);
+    snprintf(meta[6].value, sizeof meta[6].value, "%s", o->cosine ? "cosine" : "constant");
+    snprintf(meta[7].value, sizeof meta[7].value, "%d", o->epochs);
+    snprintf(meta[8].value, sizeof meta[8].value, "%llu", (unsigned long long)o->seed);
+    snprintf(meta[9].value, sizeof meta[9].value, "%d", o->local_steps);
+    snprintf(meta[10].value, sizeof meta[10].value, "%s", o->shard);
+}
+
+static void save_checkpoint(const options *o, const model *m, int epochs_done,
+                            int64_t step)
+{
+    run_meta meta[N_META];
+    run_meta_of(o, meta, epochs_done, step);
+    checkpoint_write(m->g, o->checkpoint, meta, N_META);
+}
+
+/* ---- training ----------------------------------------------------------------------- */
+
+/* Federated averaging: the weights become their mean over the processes. */
+static void average_weights(const model *m)
+{
+    check(kiln_comm_average_params(parallel_comm(), m->g), "averaging the weights");
+}
+
+/* One pass over the shuffled training set from step `first`; the mean loss
+ * of its steps over every process. */
+static double train_epoch(const options *o, const model *m, split *sp, progress *p,
+                          batch *b, int64_t first)
+{
+    int64_t steps = sp->steps;
     double  sum   = 0;
-    shuffle(order, set->n, rng);
-    p->total   = steps * m->batch;
+    split_epoch(sp, p->epoch);
+    p->total   = steps * o->batch;
     p->start   = now();
     p->quarter = 0;
-    for (int64_t s = 0; s < steps; s++) {
-        gather(set, order + s * m->batch, m->batch, m->batch, b->x, b->y);
+    for (int64_t s = first; s < steps; s++) {
+        gather(sp->set, split_rows(sp, s), m->batch, m->batch, b->x, b->y);
         check(kiln_tensor_write(m->x, b->x, (size_t)m->batch * PIXELS * sizeof *b->x),
               "x");
         check(kiln_tensor_write(m->labels, b->y, (size_t)m->batch * sizeof *b->y),
@@ -689,11 +910,17 @@ static double train_epoch(const options *o, const model *m, const dataset *set,
                 (double)loss, p->epoch, (long long)s + 1);
         }
         sum += loss;
-        report(p, (s + 1) * m->batch, sum / (double)(s + 1));
+        if (o->local_steps && (s + 1) % o->local_steps == 0)
+            average_weights(m);
+        if (o->checkpoint_every && (s + 1) % o->checkpoint_every == 0 && s + 1 < steps)
+            save_checkpoint(o, m, p->epoch - 1, s + 1);
+        report(p, (s + 1) * o->batch, sum / (double)(s - first + 1));
     }
+    if (o->local_steps && steps % o->local_steps != 0)
+        average_weights(m);
     if (p->tty)
         printf("\r\033[K");
-    return steps ? sum / (double)steps : NAN;
+    return steps > first ? parallel_mean(sum / (double)(steps - first)) : NAN;
 }
 
 static void print_accuracy(const char *label, int64_t correct, int64_t n)
@@ -708,42 +935,66 @@ static void dataset_free(dataset *d)
     kiln_idx_free(&d->labels);
 }
 
-/* Trains for o->epochs, reporting each; the correct test predictions of the
- * last epoch. */
+/* Trains for o->epochs (from --resume's position), reporting each; the
+ * correct test predictions of the last epoch. */
 static int64_t train(const options *o, const model *m, const dataset *test, batch *b)
 {
-    dataset  set   = load_set(o->data, false);
-    int64_t *order = malloc((size_t)set.n * sizeof *order);
-    if (!order)
-        die(1, "out of memory for %lld indices", (long long)set.n);
-    for (int64_t i = 0; i < set.n; i++)
-        order[i] = i;
+    dataset set = load_set(o->data, false);
     if (set.n < o->batch)
         die(2, "--batch %d is larger than the %lld training images", o->batch,
             (long long)set.n);
+    split   sp          = split_new(o, &set, m);
+    int     first_epoch = 1;
+    int64_t first_step  = 0;
+    if (o->resume) {
+        run_meta meta[N_META];
+        run_meta_of(o, meta, 0, 0);
+        checkpoint_resume(m->g, o->resume, meta, N_META);
+        first_epoch = atoi(meta[META_EPOCH].value) + 1;
+        first_step  = atoll(meta[META_STEP].value);
+        printf("resumed from %s: epoch %d, step %lld\n", o->resume, first_epoch,
+               (long long)first_step);
+    }
     printf("model %s (%lld parameters), %s lr %g (%s), batch %d, %d epoch%s, seed %llu\n",
            o->model, param_count(m->g), o->optimizer, o->lr,
            o->cosine ? "cosine schedule" : "constant", o->batch, o->epochs,
            o->epochs == 1 ? "" : "s", (unsigned long long)o->seed);
+    if (parallel_size() > 1 && !o->local_steps)
+        printf("data-parallel: %d processes (%s), %d samples each per step, gradients "
+               "averaged every step, shard %s\n",
+               parallel_size(), kiln_comm_name(parallel_comm()), m->batch, o->shard);
+    if (parallel_size() > 1 && o->local_steps)
+        printf("federated averaging: %d processes (%s), %d samples each per step, "
+               "weights averaged every %d step%s, shard %s\n",
+               parallel_size(), kiln_comm_name(parallel_comm()), m->batch,
+               o->local_steps, o->local_steps == 1 ? "" : "s", o->shard);
     printf("data: %s (%lld training, %lld test images)\n", o->data, (long long)set.n,
            (long long)test->n);
     fflush(stdout);
 
-    uint64_t rng     = o->seed;
     progress p       = {.tty = isatty(STDOUT_FILENO), .epochs = o->epochs};
     int64_t  correct = 0;
-    for (p.epoch = 1; p.epoch <= o->epochs; p.epoch++) {
-        double t0   = now();
-        double loss = train_epoch(o, m, &set, &p, b, order, &rng);
-        double t1   = now();
-        correct     = evaluate(m, test, b);
+    for (p.epoch = first_epoch; p.epoch <= o->epochs; p.epoch++) {
+        uint64_t sent = kiln_comm_bytes(parallel_comm());
+        double   t0   = now();
+        double   loss = train_epoch(o, m, &sp, &p, b, p.epoch == first_epoch ? first_step : 0);
+        double   t1   = now();
+        sent          = kiln_comm_bytes(parallel_comm()) - sent;
+        correct       = evaluate(m, test, b);
+        char comm[64] = "";
+        if (parallel_size() > 1)
+            snprintf(comm, sizeof comm, "  comm %.1f MB", (double)sent / 1e6);
         printf("epoch %d/%d  loss %.4f  time %.2f s  %.0f samples/s  test accuracy "
-               "%.2f%%  (eval %.2f s)\n",
+               "%.2f%%  (eval %.2f s)%s\n",
                p.epoch, o->epochs, loss, t1 - t0, (double)p.total / (t1 - t0),
-               100.0 * (double)correct / (double)test->n, now() - t1);
+               100.0 * (double)correct / (double)test->n, now() - t1, comm);
         fflush(stdout);
+        if (o->checkpoint)
+            save_checkpoint(o, m, p.epoch, 0);
     }
-    free(order);
+    if (first_epoch > o->epochs)
+        correct = evaluate(m, test, b);
+    split_free(&sp);
     dataset_free(&set);
     return correct;
 }
@@ -751,17 +1002,27 @@ static int64_t train(const options *o, const model *m, const dataset *test, batc
 int main(int argc, char **argv)
 {
     options o = parse_args(argc, argv);
-    if (strcmp(o.model, "gpt") == 0)
-        return gpt_train(&o.gpt);
+    parallel_start();
+    int size = parallel_size();
+    if (o.batch % size != 0)
+        die(2, "--batch %d does not split evenly over %d processes: give a multiple of %d",
+            o.batch, size, size);
+    if (o.checkpoint)
+        check_save("--checkpoint", o.checkpoint, o.checkpoint, 0);
+    if (o.resume)
+        check_eval("--resume", o.resume);
+    if (strcmp(o.model, "gpt") == 0) {
+        int status = gpt_train(&o.gpt);
+        parallel_end();
+        return status;
+    }
     check_data_dir(o.data);
     if (o.eval)
-        check_eval(o.eval);
+        check_eval("--eval", o.eval);
     if (o.save)
-        check_save(o.save, o.save, 0);
+        check_save("--save", o.save, o.save, 0);
     dataset       test = load_set(o.data, true);
-    kiln_context *ctx  = kiln_context_new();
-    if (!ctx)
-        die(1, "%s", kiln_last_error());
+    kiln_context *ctx  = parallel_context();
     printf("backend: %s\n", kiln_context_device(ctx));
     model m = build(ctx, &o, !o.eval);
     batch b = {malloc((size_t)o.batch * PIXELS * sizeof *b.x),
@@ -782,7 +1043,7 @@ int main(int argc, char **argv)
         print_accuracy("test accuracy:", evaluate(&m, &test, &b), test.n);
     } else {
         print_accuracy("final test accuracy:", train(&o, &m, &test, &b), test.n);
-        if (o.save) {
+        if (o.save && parallel_rank() == 0) {
             check(kiln_save(m.g, o.save), "--save");
             printf("weights saved to %s\n", o.save);
         }
@@ -795,5 +1056,6 @@ int main(int argc, char **argv)
     free(b.y);
     free(b.idx);
     free(b.pred);
+    parallel_end();
     return 0;
 }
