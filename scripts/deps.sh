@@ -2,11 +2,12 @@
 # Installs the Debian packages kiln needs that are not installed yet.
 # Sourced by scripts/quickstart and scripts/check; runs apt-get only when
 # something is missing (as root, or through sudo).
-# libopenblas0-pthread is only for `kiln-bench gemm --compare openblas`.
+# libopenblas0-pthread is only for `kiln-bench gemm --compare openblas`;
+# Open MPI builds the mpi communicator plugin and runs tests/test_mpi.sh.
 KILN_DEBS="gcc make autoconf automake libtool pkg-config libc6-dev
   libcriterion-dev ocl-icd-opencl-dev opencl-headers libclblast-dev
   pocl-opencl-icd zlib1g-dev libjansson-dev dataset-fashion-mnist libopenblas0-pthread
-  groff-base"
+  groff-base libopenmpi-dev openmpi-bin"
 
 kiln_install_deps() {
     missing=
