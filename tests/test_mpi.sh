@@ -25,6 +25,11 @@ command -v mpirun >/dev/null || { echo "no mpirun (openmpi-bin): skipped"; exit 
 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 KILN_NUM_THREADS=1
 export OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM KILN_NUM_THREADS
 mpirun() { command mpirun --oversubscribe --mca btl self,vader,tcp "$@"; }
+# Under ASan, Open MPI's components (dlopen'd, unloaded at MPI_Finalize, so
+# their frames have no module name to suppress) leave allocations at exit:
+# leaks are checked where no MPI is loaded (test_comm on the loopback).
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+export ASAN_OPTIONS
 tmp=$(mktemp -d)
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
@@ -61,16 +66,16 @@ mpirun -np 3 "$train" $args >"$tmp/three" 2>&1 && fail "--batch 64 on 3 processe
 grep -q -- "--batch 64 does not split evenly over 3 processes" "$tmp/three" || { cat "$tmp/three"; fail "message"; }
 
 echo "== 3. a rank killed, a checkpoint, a resumed run"
-args="--model mlp --epochs 2 --batch 64 --seed 3"
+args="--model mlp --epochs 1 --batch 128 --seed 3"
 mpirun -np 2 "$train" $args --save "$tmp/whole.st" >"$tmp/whole" 2>&1 || { cat "$tmp/whole"; fail "the uninterrupted run"; }
 ck=$tmp/ck.st
-mpirun -np 2 "$train" $args --checkpoint "$ck" --checkpoint-every 150 >"$tmp/killed" 2>&1 &
+mpirun -np 2 "$train" $args --checkpoint "$ck" --checkpoint-every 100 >"$tmp/killed" 2>&1 &
 job=$!
 i=0
 while [ ! -f "$ck" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 [ -f "$ck" ] || fail "no checkpoint after 60 s"
 # a rank, not mpirun: the processes whose command line ends with ours
-rank=$(pgrep -f -- "--checkpoint $ck --checkpoint-every 150" | while read -r p; do
+rank=$(pgrep -f -- "--checkpoint $ck --checkpoint-every 100" | while read -r p; do
     [ "$(cat /proc/$p/comm)" != mpirun ] && echo "$p"; done | tail -n 1)
 [ -n "$rank" ] || fail "no rank to kill"
 t0=$(now)
@@ -89,7 +94,7 @@ echo "resumed on 2 processes: the same weights, bit for bit"
 echo "resumed on 1 process: $(acc "$tmp/resumed1")%, uninterrupted $(acc "$tmp/whole")%"
 near "$(acc "$tmp/resumed1")" "$(acc "$tmp/whole")" || fail "accuracy after resuming on one process"
 "$train" $args --batch 32 --resume "$ck" >"$tmp/other" 2>&1 && fail "resumed with another --batch"
-grep -q "was written by a run with --batch 64, and this one has --batch 32" "$tmp/other" || { cat "$tmp/other"; fail "message"; }
+grep -q "was written by a run with --batch 128, and this one has --batch 32" "$tmp/other" || { cat "$tmp/other"; fail "message"; }
 
 echo "== 4. a rank that stops answering"
 rm -f "$ck"

@@ -234,7 +234,7 @@ int gpt_train(const gpt_options *o)
     if (!b.ids || !b.targets)
         die(1, "out of memory for a batch of %d x %d", o->batch, o->ctx);
 
-    bool     tty       = isatty(STDOUT_FILENO);
+    bool     tty       = isatty(STDOUT_FILENO) && parallel_size() == 1; /* see main.c */
     uint64_t state     = o->seed;
     double   train_sum = 0, step_time = 0, all_time = 0, last_val = 0;
     int      since = 0, first = 0;

@@ -972,7 +972,10 @@ static int64_t train(const options *o, const model *m, const dataset *test, batc
            (long long)test->n);
     fflush(stdout);
 
-    progress p       = {.tty = isatty(STDOUT_FILENO), .epochs = o->epochs};
+    /* under mpirun, stdout is a pseudo-terminal even when it goes to a file:
+     * lines, not a bar redrawn in place */
+    progress p       = {.tty = isatty(STDOUT_FILENO) && parallel_size() == 1,
+                        .epochs = o->epochs};
     int64_t  correct = 0;
     for (p.epoch = first_epoch; p.epoch <= o->epochs; p.epoch++) {
         uint64_t sent = kiln_comm_bytes(parallel_comm());
