@@ -3,6 +3,9 @@
  * every rank can compute, and data-parallel training against one process
  * that trains on the whole batch.
  *
+ * With the argument "device", each rank prints only the device
+ * kiln_comm_context_new gave it.
+ *
  * Each rank prints "ok" lines and exits 0, or names the first check that
  * failed and exits 1. The reference for the data-parallel steps is a second
  * graph on the same rank: the same model with the whole global batch, no
@@ -152,12 +155,23 @@ static void averaging(kiln_comm *c, kiln_context *ctx)
     kiln_graph_free(g);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     kiln_comm *c = kiln_comm_open(NULL);
     if (!c)
         fail("kiln_comm_open", kiln_last_error());
     rank = kiln_comm_rank(c);
+    if (argc > 1 && strcmp(argv[1], "device") == 0) {
+        /* only which device each process takes */
+        kiln_context *ctx = kiln_comm_context_new(c);
+        if (!ctx)
+            fail("kiln_comm_context_new", kiln_last_error());
+        printf("rank %d of %d, local %d: %s\n", rank, kiln_comm_size(c),
+               kiln_comm_local_rank(c), kiln_context_device(ctx));
+        kiln_context_free(ctx);
+        kiln_comm_close(c);
+        return 0;
+    }
     if (kiln_comm_open(NULL))
         fail("kiln_comm_open", "a second communicator opened");
     if (B % kiln_comm_size(c) != 0)

@@ -13,6 +13,8 @@
 #     KILN_COMM_TIMEOUT with a message, and the job ends.
 #  5. Federated averaging (--local-steps, --shard by-label) runs and sends
 #     a fraction of the gradient averaging's bytes.
+#  6. Each process of a machine takes its own device of the backend
+#     KILN_BACKEND names (a test plugin with two), unless one is named.
 # Skipped (77) without mpirun or without Fashion-MNIST (dataset-fashion-mnist).
 set -eu
 B=$KILN_TEST_BUILDDIR
@@ -122,4 +124,13 @@ grep '^federated averaging: 2 processes' "$tmp/fed"
 mb() { sed -n 's/.*comm \([0-9.]*\) MB$/\1/p' "$1" | tail -n 1; }
 echo "bytes per epoch: every step $(mb "$tmp/ddp") MB, every 8 steps $(mb "$tmp/fed") MB; accuracy $(acc "$tmp/fed")%"
 awk -v a="$(mb "$tmp/fed")" -v b="$(mb "$tmp/ddp")" 'BEGIN { exit !(a > 0 && a * 6 < b) }' || fail "bytes"
+echo "== 6. a device per process"
+devices() { KILN_PLUGIN_PATH=$KILN_TEST_PLUGINS/good/.libs KILN_BACKEND=$1 mpirun -np 2 "$B/comm_runner" device >"$tmp/dev" 2>&1 ||
+    { cat "$tmp/dev"; fail "comm_runner device"; }; }
+devices good
+grep -q "^rank 0 of 2, local 0: good:0 " "$tmp/dev" && grep -q "^rank 1 of 2, local 1: good:1 " "$tmp/dev" ||
+    { cat "$tmp/dev"; fail "KILN_BACKEND=good: not a device per local rank"; }
+sort "$tmp/dev"
+devices good:1
+[ "$(grep -c ': good:1 ' "$tmp/dev")" -eq 2 ] || { cat "$tmp/dev"; fail "KILN_BACKEND=good:1 named one device for both"; }
 echo "all passed"

@@ -226,7 +226,7 @@ static kiln_status mpi_allreduce_start(void *state, void *data, size_t count,
     return KILN_OK;
 }
 
-static kiln_status mpi_progress(void *state, void *request)
+static kiln_status mpi_progress(void *state, void *request, bool *done)
 {
     (void)state;
     mpi_request *r    = request;
@@ -234,6 +234,7 @@ static kiln_status mpi_progress(void *state, void *request)
     /* A completed request stays usable: MPI_Test sets it to
      * MPI_REQUEST_NULL, which wait's MPI_Test then reports done. */
     int rc = MPI_Test(&r->req, &flag, MPI_STATUS_IGNORE);
+    *done  = flag != 0;
     return rc == MPI_SUCCESS ? KILN_OK : mpi_failed(rc, "MPI_Test");
 }
 

@@ -17,9 +17,10 @@
  *    bucket_bytes, PyTorch DDP's scheme; a bucket is started as soon as its
  *    last gradient is complete.
  * At run time, a bucket's gradients are copied into one host buffer, its
- * allreduce started, and the started ones let progress at each later
- * bucket; at the boundary all are waited for, divided by the number of
- * processes and written back in place. A gradient's storage lives until
+ * allreduce started, and, while any is under way, the engine is let
+ * progress after every node (the nodes then go to the device one by one);
+ * at the boundary all are waited for, divided by the number of processes
+ * and written back in place. A gradient's storage lives until
  * the steps that read it (the optimiser's steps run last), so nothing else
  * is placed in it meanwhile. Gradients stored in a leaf (a constant) are
  * the same on every process and left alone.
@@ -37,6 +38,7 @@ typedef struct bucket {
     float *host;
     size_t ready;   /* the exec index after which it is complete        */
     void  *request; /* the allreduce under way, or NULL                 */
+    bool   done;    /* the engine said it finished (wait is still due)  */
 } bucket;
 
 struct kiln__dp {
@@ -49,6 +51,7 @@ struct kiln__dp {
     size_t        n_buckets;
     size_t        boundary; /* exec index of the first reader of averages   */
     size_t        next;     /* during a run: the next bucket to start       */
+    size_t        pending;  /* started buckets not known to be done         */
     bool          broken;   /* a collective failed: the job must end         */
 };
 
@@ -212,7 +215,8 @@ kiln_status kiln__dp_plan(kiln_graph *g)
 bool kiln__dp_after(const kiln_graph *g, size_t i)
 {
     const kiln__dp *dp = g->dp;
-    return dp && dp->next < dp->n_buckets && dp->buckets[dp->next].ready == i;
+    return dp && ((dp->next < dp->n_buckets && dp->buckets[dp->next].ready == i) ||
+                  (dp->pending && dp->comm->plugin->progress && i < dp->boundary));
 }
 
 bool kiln__dp_before(const kiln_graph *g, size_t i)
@@ -246,8 +250,11 @@ static kiln_status start(kiln_graph *g, bucket *b)
     kiln_status st = c->plugin->allreduce_start(c->state, b->host, b->floats,
                                                 KILN_COMM_F32, &b->request);
     c->bytes += b->floats * sizeof(float);
+    b->done = false;
     if (st != KILN_OK)
         b->request = NULL;
+    else
+        dp->pending++;
     return st;
 }
 
@@ -260,8 +267,13 @@ kiln_status kiln__dp_run_after(kiln_graph *g, size_t i)
     while (st == KILN_OK && dp->next < dp->n_buckets && dp->buckets[dp->next].ready == i)
         st = start(g, &dp->buckets[dp->next++]);
     kiln_comm *c = dp->comm;
-    for (size_t k = 0; st == KILN_OK && c->plugin->progress && k + 1 < dp->next; k++)
-        st = c->plugin->progress(c->state, dp->buckets[k].request);
+    for (size_t k = 0; st == KILN_OK && c->plugin->progress && k < dp->next; k++) {
+        bucket *b = &dp->buckets[k];
+        if (b->request && !b->done &&
+            (st = c->plugin->progress(c->state, b->request, &b->done)) == KILN_OK &&
+            b->done)
+            dp->pending--;
+    }
     if (st != KILN_OK) {
         dp->broken = true;
         return kiln__error(st, "averaging gradients: %s", kiln_last_error());
@@ -298,7 +310,8 @@ kiln_status kiln__dp_run_before(kiln_graph *g, size_t i)
             at += t->node.numel;
         }
     }
-    dp->next = 0;
+    dp->next    = 0;
+    dp->pending = 0;
     if (st != KILN_OK) {
         dp->broken = true;
         return kiln__error(st, "averaging gradients: %s", kiln_last_error());

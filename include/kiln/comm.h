@@ -64,10 +64,12 @@ typedef struct kiln_comm_plugin {
      * until wait returns. */
     kiln_status (*allreduce_start)(void *state, void *data, size_t count,
                                    kiln_comm_dtype dtype, void **request);
-    /* (optional) lets started requests move on without waiting (an MPI_Test):
-     * kiln calls it while it computes, so that engines without a progress
-     * thread of their own overlap communication with computation. */
-    kiln_status (*progress)(void *state, void *request);
+    /* (optional) lets a started request move on without waiting (an
+     * MPI_Test) and says in *done whether it has finished (wait must still
+     * be called): kiln calls it between the nodes it computes while a
+     * request is under way, so that engines without a progress thread of
+     * their own overlap communication with computation. */
+    kiln_status (*progress)(void *state, void *request, bool *done);
     /* Waits until the request is done and releases it, whatever the result. */
     kiln_status (*wait)(void *state, void *request, double timeout);
     kiln_status (*barrier)(void *state, double timeout);
