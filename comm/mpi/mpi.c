@@ -73,6 +73,13 @@ static kiln_status mpi_open(const kiln_host *host, void **state, kiln_comm_info 
     if (!s)
         return host->error(KILN_ERR_NO_MEMORY, "mpi: out of memory");
     if (!inited) {
+        /* Open MPI's non-blocking allreduce picks a tree by default, 4.5x
+         * slower than its ring for kiln's buckets (0.1 to 4 MB: 804554
+         * floats took 2.5 ms against 0.56 ms on 2 processes, and 0.2 ms
+         * against 0.8 for 235146), and slower than the blocking
+         * MPI_Allreduce. The ring is the default here; a value the user
+         * set stays. */
+        setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0);
         int provided = 0;
         rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
         if (rc != MPI_SUCCESS) {

@@ -98,7 +98,8 @@ static gpt build(kiln_context *ctx, const gpt_options *o)
     check(gpt_shape_save(g, &s), "recording the model's shape");
     check(kiln_output(g, m.loss), "the loss");
     check(kiln_backward(g, m.loss), "kiln_backward");
-    check(kiln_graph_allreduce_grads(g, parallel_comm(), 0), "averaging the gradients");
+    check(kiln_graph_allreduce_grads(g, parallel_comm(), (size_t)(o->bucket_mb * 1e6)),
+          "averaging the gradients");
     m.norm = kiln_clip_grad_norm(g, 1.0f);
     if (!m.norm)
         die(1, "kiln_clip_grad_norm: %s", kiln_last_error());

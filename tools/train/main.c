@@ -53,6 +53,7 @@ typedef struct options {
     int         checkpoint_every;    /* steps; 0: at the end of epochs  */
     int         local_steps;         /* 0: average gradients every step */
     const char *shard;               /* "none", "iid", "by-label"       */
+    double      bucket_mb;           /* gradient buckets; 0: kiln's     */
     gpt_options gpt; /* --model gpt */
 } options;
 
@@ -104,6 +105,9 @@ static const char usage[] =
     "                          training set (default); iid: each keeps a random\n"
     "                          1/N of it; by-label: each keeps a 1/N sorted by\n"
     "                          label, so that processes see different classes\n"
+    "  --bucket-mb X           gradients travel in buckets of about X MB, each\n"
+    "                          sent as soon as backward has computed it\n"
+    "                          (default 1)\n"
     "\n"
     "--model gpt: pre-LayerNorm blocks with causal attention and a 4x GELU MLP,\n"
     "learned positions, the output head tied to the byte embedding; AdamW\n"
@@ -182,6 +186,7 @@ enum {
     OPT_RESUME,
     OPT_LOCAL_STEPS, /* the classifiers' */
     OPT_SHARD,
+    OPT_BUCKET_MB,
 };
 
 static const struct option long_options[] = {
@@ -207,6 +212,7 @@ static const struct option long_options[] = {
     {"resume", required_argument, NULL, OPT_RESUME},
     {"local-steps", required_argument, NULL, OPT_LOCAL_STEPS},
     {"shard", required_argument, NULL, OPT_SHARD},
+    {"bucket-mb", required_argument, NULL, OPT_BUCKET_MB},
     {"version", no_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -246,10 +252,10 @@ static options parse_args(int argc, char **argv)
                           .lr         = 1e-3,
                           .seed       = 1};
     /* which options were given, to refuse those of the other kind of model */
-    const char *given[OPT_SHARD - OPT_MODEL + 1] = {0};
+    const char *given[OPT_BUCKET_MB - OPT_MODEL + 1] = {0};
     int         c, at;
     while ((c = getopt_long(argc, argv, "hV", long_options, &at)) != -1) {
-        if (c >= OPT_MODEL && c <= OPT_SHARD)
+        if (c >= OPT_MODEL && c <= OPT_BUCKET_MB)
             given[c - OPT_MODEL] = long_options[at].name;
         switch (c) {
         case 'h': fputs(usage, stdout); exit(0);
@@ -310,6 +316,14 @@ static options parse_args(int argc, char **argv)
             o.shard = parse_choice("--shard", optarg,
                                    (const char *const[]){"none", "iid", "by-label", NULL});
             break;
+        case OPT_BUCKET_MB: {
+            char *end;
+            o.bucket_mb = strtod(optarg, &end);
+            if (end == optarg || *end || !(o.bucket_mb > 0) || o.bucket_mb > 1e6)
+                die(2, "--bucket-mb '%s': expected a number of megabytes above 0, e.g. 1",
+                    optarg);
+            break;
+        }
         default: /* getopt said what was wrong */ cli_try_help();
         }
     }
@@ -338,6 +352,7 @@ static options parse_args(int argc, char **argv)
         o.gpt.checkpoint       = o.checkpoint;
         o.gpt.checkpoint_every = o.checkpoint_every;
         o.gpt.resume           = o.resume;
+        o.gpt.bucket_mb        = o.bucket_mb;
         o.gpt.seed = o.seed;
         if (given[OPT_BATCH - OPT_MODEL])
             o.gpt.batch = o.batch;
@@ -616,7 +631,8 @@ static model build(kiln_context *ctx, const options *o, bool train)
             die(1, "%s", kiln_last_error());
         /* federated averaging averages weights instead, every K steps */
         if (!o->local_steps &&
-            kiln_graph_allreduce_grads(g, parallel_comm(), 0) != KILN_OK)
+            kiln_graph_allreduce_grads(g, parallel_comm(), (size_t)(o->bucket_mb * 1e6)) !=
+                KILN_OK)
             die(1, "%s", kiln_last_error());
         m.opt = strcmp(o->optimizer, "adam") == 0
                     ? kiln_adam(g, (float)o->lr, 0.9f, 0.999f, 1e-8f, 0.0f)

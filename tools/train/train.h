@@ -63,6 +63,7 @@ typedef struct gpt_options {
     const char *save; /* or NULL                                        */
     const char *checkpoint, *resume; /* or NULL                         */
     int         checkpoint_every;    /* steps, or 0: at the end only    */
+    double      bucket_mb;           /* gradient buckets; 0: kiln's     */
     int         layers, heads, embd, ctx, batch, steps, warmup, eval_every;
     double      lr;
     uint64_t    seed;
