@@ -346,6 +346,11 @@ typedef struct kiln__named {
 kiln_status kiln__optim_state(const kiln_graph *g, kiln__named **list, size_t *n,
                               const char **kind, uint64_t *step);
 void        kiln__optim_set_step(kiln_graph *g, uint64_t step);
+/* g's parameters in creation order under their names, and with optimiser
+ * the optimiser's state after them (kiln__optim_state): what a weights
+ * file or a checkpoint holds, and what a broadcast sends. */
+kiln_status kiln__state_list(const kiln_graph *g, bool optimiser, kiln__named **list,
+                             size_t *n, const char **kind, uint64_t *step);
 void        kiln__named_free(kiln__named *list, size_t n);
 
 /* Writes a leaf's value, parameter, input or kiln's own (optimiser state),

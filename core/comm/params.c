@@ -12,35 +12,10 @@
 #include <string.h>
 #include <strings.h>
 
-/* The graph's parameters, and with state its optimiser's state tensors,
- * in one list (from malloc; the names are not set). */
-static kiln_status gather_list(const kiln_graph *g, bool state, kiln__named **list,
-                               size_t *n, uint64_t *step)
-{
-    kiln__named *opt    = NULL;
-    size_t       n_opt  = 0;
-    const char  *kind   = "";
-    *step               = 0;
-    kiln_status st      = state ? kiln__optim_state(g, &opt, &n_opt, &kind, step)
-                                : KILN_OK;
-    size_t       params = kiln_graph_param_count(g);
-    *list               = st == KILN_OK
-                              ? kiln__calloc(params + n_opt + 1, sizeof **list, "a tensor list")
-                              : NULL;
-    if (!*list) {
-        kiln__named_free(opt, n_opt);
-        return st == KILN_OK ? KILN_ERR_NO_MEMORY : st;
-    }
-    for (size_t i = 0; i < params; i++)
-        (*list)[i].t = kiln_graph_param(g, i);
-    for (size_t i = 0; i < n_opt; i++)
-        (*list)[params + i].t = opt[i].t;
-    *n = params + n_opt;
-    kiln__named_free(opt, n_opt);
-    return KILN_OK;
-}
-
-static kiln_status check_args(const kiln_comm *c, const kiln_graph *g, const char *call)
+/* Checks the arguments and lists g's parameters (and with state its
+ * optimiser's state) for call. */
+static kiln_status begin(const kiln_comm *c, const kiln_graph *g, const char *call,
+                         bool state, kiln__named **list, size_t *n, uint64_t *step)
 {
     if (!c || !g)
         return kiln__error(KILN_ERR_INVALID_ARG, "%s: %s is NULL", call,
@@ -48,7 +23,8 @@ static kiln_status check_args(const kiln_comm *c, const kiln_graph *g, const cha
     if (g->status != KILN_OK)
         return kiln__error(g->status, "%s: the graph has an error: %s", call,
                            kiln_graph_error(g));
-    return KILN_OK;
+    const char *kind;
+    return kiln__state_list(g, state, list, n, &kind, step);
 }
 
 /* The values of list[0, n) into one buffer (from malloc), or back. */
@@ -92,15 +68,13 @@ static kiln_status unpack(const kiln__named *list, size_t n, const float *buf)
 KILN_API kiln_status kiln_comm_broadcast_params(kiln_comm *c, kiln_graph *g, int root,
                                                 bool optimizer_state)
 {
-    const char *call = "kiln_comm_broadcast_params";
-    kiln_status st   = check_args(c, g, call);
-    if (st != KILN_OK)
-        return st;
+    const char  *call = "kiln_comm_broadcast_params";
     kiln__named *list;
     size_t       n, floats = 0;
     uint64_t     step;
     float       *buf = NULL;
-    if ((st = gather_list(g, optimizer_state, &list, &n, &step)) != KILN_OK)
+    kiln_status  st  = begin(c, g, call, optimizer_state, &list, &n, &step);
+    if (st != KILN_OK)
         return st;
     /* root's values; every parameter must hold one there */
     if (c->info.rank == root)
@@ -129,7 +103,7 @@ KILN_API kiln_status kiln_comm_broadcast_params(kiln_comm *c, kiln_graph *g, int
     if (st == KILN_OK && optimizer_state)
         kiln__optim_set_step(g, (uint64_t)head[1]);
     free(buf);
-    free(list);
+    kiln__named_free(list, n);
     if (st != KILN_OK)
         return kiln__error(st, "%s: %s", call, kiln_last_error());
     return KILN_OK;
@@ -137,15 +111,13 @@ KILN_API kiln_status kiln_comm_broadcast_params(kiln_comm *c, kiln_graph *g, int
 
 KILN_API kiln_status kiln_comm_average_params(kiln_comm *c, kiln_graph *g)
 {
-    const char *call = "kiln_comm_average_params";
-    kiln_status st   = check_args(c, g, call);
-    if (st != KILN_OK)
-        return st;
+    const char  *call = "kiln_comm_average_params";
     kiln__named *list;
     size_t       n, floats = 0;
     uint64_t     step;
     float       *buf = NULL;
-    if ((st = gather_list(g, false, &list, &n, &step)) != KILN_OK)
+    kiln_status  st  = begin(c, g, call, false, &list, &n, &step);
+    if (st != KILN_OK)
         return st;
     st = pack(list, n, &floats, &buf);
     if (st == KILN_OK)
@@ -156,7 +128,7 @@ KILN_API kiln_status kiln_comm_average_params(kiln_comm *c, kiln_graph *g)
     if (st == KILN_OK)
         st = unpack(list, n, buf);
     free(buf);
-    free(list);
+    kiln__named_free(list, n);
     return st;
 }
 

@@ -136,50 +136,21 @@ static kiln_status name_refused(const char *name, const kiln_tensor *t, size_t i
 typedef struct saved {
     kiln__named *list;
     size_t       n;
-    bool         own_names; /* the names are the list's (from malloc)   */
 } saved;
 
 static void saved_free(saved *sv)
 {
-    if (sv->own_names)
-        kiln__named_free(sv->list, sv->n);
-    else
-        free(sv->list);
+    kiln__named_free(sv->list, sv->n);
     memset(sv, 0, sizeof *sv);
 }
 
 /* g's parameters, in creation order, under their own names; with
- * optimiser, its state after them. */
+ * optimiser, its state after them (optim.c). */
 static kiln_status saved_of(const kiln_graph *g, bool optimiser, saved *sv, const char **kind,
                             uint64_t *step)
 {
-    kiln__named *opt   = NULL;
-    size_t       n_opt = 0, params = kiln_graph_param_count(g);
     memset(sv, 0, sizeof *sv);
-    kiln_status st = KILN_OK;
-    if (optimiser && (st = kiln__optim_state(g, &opt, &n_opt, kind, step)) != KILN_OK)
-        return st;
-    sv->list = kiln__calloc(params + n_opt + 1, sizeof *sv->list, "the tensors to save");
-    if (!sv->list) {
-        kiln__named_free(opt, n_opt);
-        return KILN_ERR_NO_MEMORY;
-    }
-    sv->own_names = true;
-    for (size_t i = 0; i < params && st == KILN_OK; i++) {
-        kiln_tensor *t = kiln_graph_param(g, i);
-        sv->list[i].t  = t;
-        if (t->name && !(sv->list[i].name = kiln__strdup(t->name, "a tensor name")))
-            st = KILN_ERR_NO_MEMORY;
-    }
-    for (size_t i = 0; i < n_opt; i++) {
-        sv->list[params + i] = opt[i]; /* the names move over */
-        opt[i].name          = NULL;
-    }
-    sv->n = params + n_opt;
-    kiln__named_free(opt, n_opt);
-    if (st != KILN_OK)
-        saved_free(sv);
-    return st;
+    return kiln__state_list(g, optimiser, &sv->list, &sv->n, kind, step);
 }
 
 /* One member of the header for each tensor of sv, in order. */

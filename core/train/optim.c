@@ -404,3 +404,40 @@ void kiln__optim_set_step(kiln_graph *g, uint64_t step)
     if (g->optimizers)
         g->optimizers->step = step;
 }
+
+kiln_status kiln__state_list(const kiln_graph *g, bool optimiser, kiln__named **list,
+                             size_t *n, const char **kind, uint64_t *step)
+{
+    kiln__named *opt   = NULL;
+    size_t       n_opt = 0, params = kiln_graph_param_count(g);
+    *list              = NULL;
+    *n                 = 0;
+    *kind              = "";
+    *step              = 0;
+    kiln_status st     = KILN_OK;
+    if (optimiser && (st = kiln__optim_state(g, &opt, &n_opt, kind, step)) != KILN_OK)
+        return st;
+    kiln__named *all = kiln__calloc(params + n_opt + 1, sizeof *all, "a list of tensors");
+    if (!all) {
+        kiln__named_free(opt, n_opt);
+        return KILN_ERR_NO_MEMORY;
+    }
+    for (size_t i = 0; i < params && st == KILN_OK; i++) {
+        kiln_tensor *t = kiln_graph_param(g, i);
+        all[i].t       = t;
+        if (t->name && !(all[i].name = kiln__strdup(t->name, "a tensor name")))
+            st = KILN_ERR_NO_MEMORY;
+    }
+    for (size_t i = 0; i < n_opt; i++) {
+        all[params + i] = opt[i]; /* the names move over */
+        opt[i].name     = NULL;
+    }
+    kiln__named_free(opt, n_opt);
+    if (st != KILN_OK) {
+        kiln__named_free(all, params + n_opt);
+        return st;
+    }
+    *list = all;
+    *n    = params + n_opt;
+    return KILN_OK;
+}
