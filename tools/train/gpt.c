@@ -220,7 +220,7 @@ static void run_meta_of(const gpt_options *o, run_meta meta[N_META], int step,
 
 int gpt_train(const gpt_options *o)
 {
-    if (o->save)
+    if (o->save && parallel_rank() == 0) /* rank 0 writes it */
         check_save("--save", o->save, o->save, 0);
     text          t   = read_text(o->data, o->ctx);
     kiln_context *ctx = parallel_context();

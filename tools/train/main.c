@@ -1026,9 +1026,12 @@ int main(int argc, char **argv)
     if (o.batch % size != 0)
         die(2, "--batch %d does not split evenly over %d processes: give a multiple of %d",
             o.batch, size, size);
-    if (o.checkpoint)
+    /* rank 0 alone writes the files and reads the checkpoint: another
+     * machine's processes may not see the folder */
+    bool writer = parallel_rank() == 0;
+    if (o.checkpoint && writer)
         check_save("--checkpoint", o.checkpoint, o.checkpoint, 0);
-    if (o.resume)
+    if (o.resume && writer)
         check_eval("--resume", o.resume);
     if (strcmp(o.model, "gpt") == 0) {
         int status = gpt_train(&o.gpt);
@@ -1038,7 +1041,7 @@ int main(int argc, char **argv)
     check_data_dir(o.data);
     if (o.eval)
         check_eval("--eval", o.eval);
-    if (o.save)
+    if (o.save && writer)
         check_save("--save", o.save, o.save, 0);
     dataset       test = load_set(o.data, true);
     kiln_context *ctx  = parallel_context();
