@@ -211,6 +211,8 @@ struct kiln_comm {
     kiln_comm_info          info;
     double                  timeout; /* seconds, KILN_COMM_TIMEOUT        */
     uint64_t                bytes;   /* payload given to collectives      */
+    float                  *scratch; /* params.c's buffer, kept for reuse */
+    size_t                  n_scratch;
 };
 
 /* Sums (or averages, see comm.c) n elements of data over the job, waiting

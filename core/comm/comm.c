@@ -318,6 +318,7 @@ KILN_API void kiln_comm_close(kiln_comm *c)
     if (!c)
         return;
     c->plugin->close(c->state);
+    free(c->scratch);
     free(c);
     pthread_mutex_lock(&open_mu);
     is_open = false;

@@ -3,7 +3,10 @@
  * of the weights, and one device per process of a machine.
  *
  * The tensors go through one host buffer in the graph's creation order, so
- * a process needs memory for all its parameters once more.
+ * a process needs memory for all its parameters once more. The buffer stays
+ * with the communicator for the next call: federated averaging every few
+ * steps would otherwise map fresh pages each time, which the engine then
+ * touches for the first time too.
  */
 #include "../kiln-impl.h"
 
@@ -27,13 +30,34 @@ static kiln_status begin(const kiln_comm *c, const kiln_graph *g, const char *ca
     return kiln__state_list(g, state, list, n, &kind, step);
 }
 
-/* The values of list[0, n) into one buffer (from malloc), or back. */
-static kiln_status pack(const kiln__named *list, size_t n, size_t *floats, float **out)
+/* The communicator's buffer, of at least floats elements. */
+static float *scratch(kiln_comm *c, size_t floats)
+{
+    if (floats > c->n_scratch || !c->scratch) {
+        float *grown = kiln__malloc(floats * sizeof *grown + 8, "the values to communicate");
+        if (!grown)
+            return NULL;
+        free(c->scratch);
+        c->scratch   = grown;
+        c->n_scratch = floats;
+    }
+    return c->scratch;
+}
+
+static size_t count_floats(const kiln__named *list, size_t n)
 {
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += (size_t)list[i].t->node.numel;
-    float *buf = kiln__malloc(total * sizeof *buf + 8, "the values to communicate");
+    return total;
+}
+
+/* The values of list[0, n) into the communicator's buffer, or back. */
+static kiln_status pack(kiln_comm *c, const kiln__named *list, size_t n, size_t *floats,
+                        float **out)
+{
+    size_t total = count_floats(list, n);
+    float *buf   = scratch(c, total);
     if (!buf)
         return KILN_ERR_NO_MEMORY;
     kiln_status st = KILN_OK;
@@ -43,10 +67,8 @@ static kiln_status pack(const kiln__named *list, size_t n, size_t *floats, float
         st                   = kiln_tensor_read(t, buf + at, kiln__tensor_bytes(t));
         at += (size_t)t->node.numel;
     }
-    if (st != KILN_OK) {
-        free(buf);
+    if (st != KILN_OK)
         return st;
-    }
     *floats = total;
     *out    = buf;
     return KILN_OK;
@@ -78,13 +100,8 @@ KILN_API kiln_status kiln_comm_broadcast_params(kiln_comm *c, kiln_graph *g, int
         return st;
     /* root's values; every parameter must hold one there */
     if (c->info.rank == root)
-        st = pack(list, n, &floats, &buf);
-    else
-        for (size_t i = 0; i < n; i++)
-            floats += (size_t)list[i].t->node.numel;
-    if (st == KILN_OK && !buf)
-        buf = kiln__malloc(floats * sizeof *buf + 8, "the values to communicate");
-    if (st == KILN_OK && !buf)
+        st = pack(c, list, n, &floats, &buf);
+    else if (!(buf = scratch(c, floats = count_floats(list, n))))
         st = KILN_ERR_NO_MEMORY;
     /* a status first, so that a root that failed to read stops the others */
     double ok = st == KILN_OK ? 1.0 : 0.0, head[2] = {ok, (double)step};
@@ -102,7 +119,6 @@ KILN_API kiln_status kiln_comm_broadcast_params(kiln_comm *c, kiln_graph *g, int
         st = unpack(list, n, buf);
     if (st == KILN_OK && optimizer_state)
         kiln__optim_set_step(g, (uint64_t)head[1]);
-    free(buf);
     kiln__named_free(list, n);
     if (st != KILN_OK)
         return kiln__error(st, "%s: %s", call, kiln_last_error());
@@ -119,7 +135,7 @@ KILN_API kiln_status kiln_comm_average_params(kiln_comm *c, kiln_graph *g)
     kiln_status  st  = begin(c, g, call, false, &list, &n, &step);
     if (st != KILN_OK)
         return st;
-    st = pack(list, n, &floats, &buf);
+    st = pack(c, list, n, &floats, &buf);
     if (st == KILN_OK)
         st = kiln__comm_allreduce(c, buf, floats, KILN_COMM_F32, call);
     float scale = 1.0f / (float)c->info.size;
@@ -127,7 +143,6 @@ KILN_API kiln_status kiln_comm_average_params(kiln_comm *c, kiln_graph *g)
         buf[i] *= scale;
     if (st == KILN_OK)
         st = unpack(list, n, buf);
-    free(buf);
     kiln__named_free(list, n);
     return st;
 }
