@@ -15,6 +15,7 @@
 #include <kiln/comm.h>
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,24 @@ Test(comm, a_name_that_matches_no_plugin_lists_what_was_found)
     const char *e = kiln_last_error();
     cr_assert(strstr(e, "no communicator plugin is named \"nccl\""), "%s", e);
     cr_assert(strstr(e, "Found: ") && strstr(e, "loopback"), "%s", e);
+}
+
+Test(comm, the_plugins_found_are_listed_with_their_probes)
+{
+    const kiln_plugin_report *r;
+    size_t                    n = kiln_comm_plugins(&r);
+    bool                      loopback = false;
+    for (size_t i = 0; i < n; i++) {
+        cr_assert(r[i].reason || r[i].name, "%s: neither a name nor a reason", r[i].path);
+        loopback |= r[i].name && strcmp(r[i].name, "loopback") == 0 && r[i].score == 1;
+        /* not started by mpirun: the mpi plugin is usable but scores 0 */
+        if (r[i].name && strcmp(r[i].name, "mpi") == 0)
+            cr_assert_eq(r[i].score, 0);
+    }
+    cr_assert(loopback, "the loopback is not among the %zu communicators", n);
+    const kiln_plugin_report *again;
+    cr_assert_eq(kiln_comm_plugins(&again), n);
+    cr_assert_eq(again, r, "a second call made a new list");
 }
 
 Test(comm, a_bad_timeout_is_refused_by_its_value)

@@ -91,6 +91,19 @@ Test(kiln_info, lists_what_the_library_lists)
         cr_assert_eq(json_integer_value(json_object_get(o, "devices")), p[i].n_devices);
     }
 
+    /* the communicators too, the loopback always among them */
+    size_t  nc    = kiln_comm_plugins(&p);
+    json_t *comms = json_object_get(doc, "communicators");
+    cr_assert_eq(json_array_size(comms), nc);
+    bool loopback = false;
+    for (size_t i = 0; i < nc; i++) {
+        json_t *o = json_array_get(comms, i);
+        cr_assert_str_eq(str(o, "path"), p[i].path);
+        cr_assert_eq(json_integer_value(json_object_get(o, "probe")), p[i].score);
+        loopback |= p[i].name && strcmp(p[i].name, "loopback") == 0 && p[i].score == 1;
+    }
+    cr_assert(loopback, "no loopback communicator among %zu", nc);
+
     const kiln_device_report *d;
     size_t                    nd      = kiln_devices(&d);
     json_t                   *devices = json_object_get(doc, "devices");

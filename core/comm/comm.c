@@ -216,6 +216,52 @@ static void list_found(const candidates *cs, char *buf, size_t len)
                                   cs->c[i].why);
 }
 
+/* ---- listing them ---------------------------------------------------------------- */
+
+/* The list kiln_comm_plugins gives: made once, kept for the process. */
+static kiln_plugin_report *listed;
+static size_t              n_listed;
+static bool                have_listed;
+
+static bool copy_report(kiln_plugin_report *r, const candidate *c)
+{
+    r->path   = kiln__strdup(c->path, "a plugin path");
+    r->name   = c->table ? kiln__strdup(c->table->name, "a plugin name") : NULL;
+    r->reason = c->table ? NULL : kiln__strdup(c->why, "a plugin's refusal");
+    r->score  = c->table ? c->score : 0;
+    return r->path && (c->table ? r->name != NULL : r->reason != NULL);
+}
+
+KILN_API size_t kiln_comm_plugins(const kiln_plugin_report **reports)
+{
+    pthread_mutex_lock(&open_mu);
+    if (!have_listed) {
+        candidates cs = {0};
+        bool       ok = scan(&cs);
+        listed = ok ? kiln__calloc(cs.n + 1, sizeof *listed, "the communicator list") : NULL;
+        for (size_t i = 0; listed && i < cs.n; i++)
+            if (!copy_report(&listed[i], &cs.c[i])) {
+                for (size_t k = 0; k <= i; k++) {
+                    free((char *)listed[k].path);
+                    free((char *)listed[k].name);
+                    free((char *)listed[k].reason);
+                }
+                free(listed);
+                listed = NULL;
+            }
+        if (listed) {
+            n_listed    = cs.n;
+            have_listed = true;
+        }
+        release(&cs, NULL);
+    }
+    if (reports)
+        *reports = listed;
+    size_t n = have_listed ? n_listed : 0;
+    pthread_mutex_unlock(&open_mu);
+    return n;
+}
+
 /* ---- opening one ---------------------------------------------------------------- */
 
 /* KILN_COMM_TIMEOUT in seconds, or the default; false for a bad value. */

@@ -534,6 +534,11 @@ KILN_API int kiln_comm_local_rank(const kiln_comm *c);
 KILN_API int kiln_comm_local_size(const kiln_comm *c);
 /* The folder searched for communicator plugins after KILN_COMM_PATH. */
 KILN_API const char *kiln_comm_dir(void);
+/* Every communicator plugin file found, in search order, usable or refused
+ * (with its reason), and its probe's score for this process (n_devices is
+ * 0). Made on the first call; the array lives until the process ends. 0,
+ * with the reason in kiln_last_error(), when memory ran out. */
+KILN_API size_t kiln_comm_plugins(const kiln_plugin_report **reports);
 
 /* Collectives over host memory; every process of the job makes the same
  * calls in the same order. Each waits at most KILN_COMM_TIMEOUT seconds

@@ -98,6 +98,23 @@ static json_t *plugins(void)
     return list;
 }
 
+static json_t *communicators(void)
+{
+    const kiln_plugin_report *p;
+    size_t                    n    = kiln_comm_plugins(&p);
+    json_t                   *list = json_array();
+    for (size_t i = 0; list && i < n; i++) {
+        json_t *o = json_pack("{s:s, s:o, s:b, s:i, s:o}", "path", p[i].path, "name",
+                              string_or_null(p[i].name), "usable", !p[i].reason, "probe",
+                              p[i].score, "refused", string_or_null(p[i].reason));
+        if (!o || json_array_append_new(list, o) != 0) {
+            json_decref(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
 static json_t *devices(void)
 {
     const kiln_device_report *d;
@@ -146,10 +163,10 @@ int info_print_json(const info_selection *sel)
 {
     const char *path = getenv("KILN_PLUGIN_PATH");
     json_t     *out  = json_pack(
-        "{s:s, s:{s:o, s:s}, s:o, s:o, s:o}", "kiln_version", kiln_version(), "plugin_path",
-        "KILN_PLUGIN_PATH", string_or_null(path && *path ? path : NULL), "installed",
-        kiln_plugin_dir(), "plugins", plugins(), "devices", devices(), "selection",
-        selection(sel));
+        "{s:s, s:{s:o, s:s}, s:o, s:o, s:o, s:o}", "kiln_version", kiln_version(),
+        "plugin_path", "KILN_PLUGIN_PATH", string_or_null(path && *path ? path : NULL),
+        "installed", kiln_plugin_dir(), "plugins", plugins(), "devices", devices(),
+        "selection", selection(sel), "communicators", communicators());
     if (!out || json_dumpf(out, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII) != 0 ||
         putchar('\n') == EOF || fflush(stdout) != 0) {
         fprintf(stderr, "kiln-info: could not write the JSON output%s\n",

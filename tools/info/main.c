@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 const char *info_type_name(kiln_device_type t)
 {
@@ -128,6 +129,40 @@ static void print_plugins(void)
     }
 }
 
+/* The communicator plugins, and the one kiln_comm_open(NULL) would take. */
+static void print_comms(void)
+{
+    const kiln_plugin_report *p;
+    size_t                    n    = kiln_comm_plugins(&p);
+    const char               *path = getenv("KILN_COMM_PATH");
+    const char               *want = getenv("KILN_COMM");
+    printf("\ncommunicators (");
+    if (path && *path)
+        printf("KILN_COMM_PATH %s, then ", path);
+    printf("%s):\n", kiln_comm_dir());
+    const kiln_plugin_report *chosen = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i].reason)
+            continue;
+        printf("  %-10s probe %-3d %s\n", p[i].name, p[i].score, p[i].path);
+        if (want && *want ? strcasecmp(p[i].name, want) == 0
+                          : p[i].score > 0 && (!chosen || p[i].score > chosen->score))
+            chosen = &p[i];
+    }
+    for (size_t i = 0; i < n; i++)
+        if (p[i].reason)
+            printf("  refused: %s\n      %s\n", p[i].path, p[i].reason);
+    if (chosen)
+        printf("  -> %s (%s)\n", chosen->name,
+               want && *want ? "KILN_COMM names it"
+               : strcmp(chosen->name, "loopback") == 0
+                   ? "one process: not started by mpirun"
+                   : "the highest probe: this process belongs to a job");
+    else
+        printf("  -> none%s%s%s\n", want && *want ? ": KILN_COMM=" : " usable",
+               want && *want ? want : "", want && *want ? " names none of them" : "");
+}
+
 static void print_devices(void)
 {
     const kiln_device_report *d;
@@ -210,5 +245,7 @@ int main(int argc, char **argv)
     printf("kiln %s\n", kiln_version());
     print_plugins();
     print_devices();
-    return print_selection(&sel);
+    int status = print_selection(&sel);
+    print_comms();
+    return status;
 }
