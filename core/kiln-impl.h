@@ -233,6 +233,8 @@ bool        kiln__dp_after(const kiln_graph *g, size_t i);
 bool        kiln__dp_before(const kiln_graph *g, size_t i);
 kiln_status kiln__dp_run_after(kiln_graph *g, size_t i);
 kiln_status kiln__dp_run_before(kiln_graph *g, size_t i);
+/* A run failed: with an allreduce left under way, later runs refuse. */
+void kiln__dp_run_failed(kiln_graph *g);
 
 /* ---- profiling (runtime/profile.c) ---------------------------------------- */
 

@@ -318,3 +318,13 @@ kiln_status kiln__dp_run_before(kiln_graph *g, size_t i)
     }
     return KILN_OK;
 }
+
+void kiln__dp_run_failed(kiln_graph *g)
+{
+    kiln__dp *dp = g->dp;
+    /* an allreduce started and never waited for: the processes are out of
+     * step, and a new one must not take its place */
+    for (size_t k = 0; dp && k < dp->n_buckets; k++)
+        if (dp->buckets[k].request)
+            dp->broken = true;
+}

@@ -78,6 +78,8 @@ static kiln_status run_plan(kiln_graph *g, const bool *run)
         st = flush(g, &n);
     if (st == KILN_OK && dev->iface->synchronize)
         st = dev->iface->synchronize(dev->context);
+    if (st != KILN_OK && dp)
+        kiln__dp_run_failed(g);
     if (st != KILN_OK)
         return kiln__error(st, "kiln_graph_run on %s: %s", kiln_context_device(g->ctx),
                            kiln_last_error());
