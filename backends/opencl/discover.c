@@ -132,7 +132,9 @@ static void describe(ocl_info *d)
               OCL_SCALAR_INFO(id, CL_DEVICE_MAX_WORK_GROUP_SIZE, d->max_group) &&
               OCL_SCALAR_INFO(id, CL_DEVICE_AVAILABLE, available) &&
               OCL_SCALAR_INFO(id, CL_DEVICE_COMPILER_AVAILABLE, compiler) &&
-              OCL_SCALAR_INFO(id, CL_DEVICE_SINGLE_FP_CONFIG, fp32);
+              OCL_SCALAR_INFO(id, CL_DEVICE_SINGLE_FP_CONFIG, fp32) &&
+              OCL_SCALAR_INFO(id, CL_DEVICE_MEM_BASE_ADDR_ALIGN, d->base_align);
+    d->base_align = d->base_align >= 8 ? d->base_align / 8 : 1; /* bits to bytes */
     cl_bool unified = CL_FALSE;
     d->unified      = OCL_SCALAR_INFO(id, CL_DEVICE_HOST_UNIFIED_MEMORY, unified) &&
                  unified == CL_TRUE;

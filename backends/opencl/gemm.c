@@ -29,6 +29,7 @@
  * rather than to CLBlast's unverified defaults. Running these checks also
  * compiles CLBlast's kernels, so the first training step does not.
  */
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -111,14 +112,82 @@ static CLBlastStatusCode sgemm(ocl_device *dev, const ocl_gemm *g, bool *fail)
                                       g->co, g->ldc, &dev->queue, NULL, buf);
 }
 
-kiln_status ocl_sgemm(ocl_device *dev, const ocl_gemm *g)
+size_t ocl_rebase_above(void)
 {
-    if (g->m == 0 || g->n == 0)
+    const char *env = getenv("KILN_OPENCL_REBASE_ABOVE");
+    char       *end;
+    if (!env || !*env)
+        return INT_MAX;
+    unsigned long long v = strtoull(env, &end, 10);
+    return *end || v > INT_MAX ? INT_MAX : (size_t)v;
+}
+
+/* Operand mem at element offset *off, touching `extent` elements from
+ * there: when they reach past dev->rebase_above, a sub-buffer whose origin
+ * is the last address at or below the offset that the device's alignment
+ * allows replaces mem in *mem (and in *sub, to release), and *off counts
+ * from it. An operand too large for int indices even so is refused. */
+static kiln_status rebase(ocl_device *dev, cl_mem *mem, size_t *off, size_t extent,
+                          cl_mem *sub)
+{
+    *sub = NULL;
+    if (*off + extent <= dev->rebase_above)
         return KILN_OK;
-    if (g->k == 0)
-        return gemm_empty_k(dev, g);
-    bool              temp_failed;
-    CLBlastStatusCode s = sgemm(dev, g, &temp_failed);
+    size_t align  = dev->info->base_align;
+    size_t origin = *off * sizeof(float) / align * align;
+    size_t rest   = *off - origin / sizeof(float);
+    if (rest + extent > INT_MAX)
+        return dev->host->error(KILN_ERR_INVALID_ARG,
+                                "opencl: a GEMM operand of %zu elements is too large for "
+                                "CLBlast's int indices",
+                                extent);
+    cl_buffer_region region = {origin, (rest + extent) * sizeof(float)};
+    cl_int           err;
+    *sub = clCreateSubBuffer(*mem, 0, CL_BUFFER_CREATE_TYPE_REGION, &region, &err);
+    if (!*sub)
+        return ocl_cl_fail(dev->host, "clCreateSubBuffer", err,
+                           "a GEMM operand at element %zu (%zu bytes from byte %zu)",
+                           *off, region.size, origin);
+    *mem = *sub;
+    *off = rest;
+    return KILN_OK;
+}
+
+/* The elements a row-major operand of rows x cols with leading dimension
+ * ld touches. */
+static size_t extent_of(size_t rows, size_t cols, size_t ld)
+{
+    return (rows - 1) * ld + cols;
+}
+
+kiln_status ocl_sgemm(ocl_device *dev, const ocl_gemm *given)
+{
+    if (given->m == 0 || given->n == 0)
+        return KILN_OK;
+    if (given->k == 0)
+        return gemm_empty_k(dev, given);
+    ocl_gemm    rebased = *given, *g = &rebased;
+    cl_mem      subs[3] = {NULL, NULL, NULL};
+    kiln_status st      = rebase(dev, &g->a, &g->ao,
+                                 g->ta ? extent_of(g->k, g->m, g->lda)
+                                            : extent_of(g->m, g->k, g->lda),
+                                 &subs[0]);
+    if (st == KILN_OK)
+        st = rebase(dev, &g->b, &g->bo,
+                    g->tb ? extent_of(g->n, g->k, g->ldb) : extent_of(g->k, g->n, g->ldb),
+                    &subs[1]);
+    if (st == KILN_OK)
+        st = rebase(dev, &g->c, &g->co, extent_of(g->m, g->n, g->ldc), &subs[2]);
+    bool              temp_failed = false;
+    CLBlastStatusCode s           = CLBlastSuccess;
+    if (st == KILN_OK)
+        s = sgemm(dev, g, &temp_failed);
+    /* the queue keeps what its commands use: releasing now is safe */
+    for (int i = 0; i < 3; i++)
+        if (subs[i])
+            clReleaseMemObject(subs[i]);
+    if (st != KILN_OK)
+        return st;
     if (temp_failed)
         return KILN_ERR_NO_MEMORY; /* recorded by ocl_grow_buffer */
     if (s != CLBlastSuccess)

@@ -45,6 +45,7 @@ typedef struct ocl_info {
     char           c_version[64]; /* CL_DEVICE_OPENCL_C_VERSION */
     int            c_major, c_minor;
     cl_ulong       memory, max_alloc, local_mem;
+    cl_uint        base_align; /* CL_DEVICE_MEM_BASE_ADDR_ALIGN, in bytes */
     cl_uint        compute_units, clock_mhz; /* CL_DEVICE_MAX_CLOCK_FREQUENCY */
     bool           unified;   /* CL_DEVICE_HOST_UNIFIED_MEMORY: the host's RAM   */
     bool           denorms;   /* fp32 subnormals kept (CL_FP_DENORM)             */
@@ -227,6 +228,9 @@ typedef struct ocl_device {
     int              n_checks;
     bool             err_pending; /* label checks not yet read back    */
     bool             gemm_ok;     /* CLBlast verified on this device   */
+    /* the elements past which a GEMM operand is given to CLBlast in a
+     * sub-buffer (gemm.c): INT_MAX, or KILN_OPENCL_REBASE_ABOVE's value */
+    size_t rebase_above;
 } ocl_device;
 
 /* ---- programs and launches (program.c) -------------------------------------- */
@@ -313,7 +317,12 @@ typedef struct ocl_gemm {
     size_t lda, ldb, ldc;
 } ocl_gemm;
 
+/* Operands that lie past INT_MAX elements into their buffer, where
+ * CLBlast's int indices cannot reach, go to it as sub-buffers. */
 kiln_status ocl_sgemm(ocl_device *dev, const ocl_gemm *g);
+/* INT_MAX, or the value of KILN_OPENCL_REBASE_ABOVE (a test's: it makes
+ * every operand past that many elements take the sub-buffer path). */
+size_t ocl_rebase_above(void);
 /* Once per process and device: checks CLBlast's GEMM against a host
  * reference, choosing CPU-device parameters where they verify, and so
  * compiles CLBlast's kernels before the first graph runs. Sets gemm_ok. */

@@ -10,14 +10,16 @@
 
 #include "ocl-impl.h"
 
-/* CLBlast's kernels take offsets and sizes as int: every element of a, b
- * and the output, at its offset, must be addressable by one. */
+/* CLBlast's kernels take offsets and sizes as int. An operand far into its
+ * buffer is given to CLBlast as a sub-buffer that starts near it (gemm.c),
+ * so only its own size counts: it must be addressable by an int from an
+ * aligned origin (up to 4096 bytes before it). */
 const char *ocl_matmul_check(const kiln_node *node)
 {
     for (int s = 0; s < 3; s++) {
         const kiln_node *t = s < 2 ? node->src[s] : node;
-        if ((uint64_t)t->numel + ocl_elem_offset(t) > INT_MAX)
-            return "a tensor is too large for CLBlast's int offsets";
+        if ((uint64_t)t->numel > INT_MAX - 1024)
+            return "a tensor is too large for CLBlast's int indices";
     }
     return NULL;
 }

@@ -386,10 +386,11 @@ static kiln_status ocl_device_open(int index, kiln_device *device)
                                "opencl: cannot allocate %zu bytes "
                                "for a device",
                                sizeof *dev);
-    dev->host  = ocl_host;
-    dev->info  = info;
-    dev->index = index;
-    st         = ocl_device_setup(dev);
+    dev->host         = ocl_host;
+    dev->info         = info;
+    dev->index        = index;
+    dev->rebase_above = ocl_rebase_above();
+    st                = ocl_device_setup(dev);
     if (st != KILN_OK) {
         ocl_device_free(dev);
         return st;
