@@ -85,6 +85,15 @@ typedef struct kiln__registry {
  * into its devices names the same device in every later one. */
 const kiln__registry *kiln__registry_get(void);
 
+/* Calls visit(arg, path) for every plugin file of a search (search.c): each
+ * absolute entry of the colon-separated list the variable var holds (a .so
+ * file, or a folder whose .so files go in name order), then the folder dir.
+ * Stops and returns false when visit does, or when kiln runs out of memory
+ * (the error set). */
+typedef bool (*kiln__plugin_visit)(void *arg, const char *path);
+bool kiln__plugin_search(const char *var, const char *dir, kiln__plugin_visit visit,
+                         void *arg);
+
 /* Whether path may be given to dlopen: a regular file holding an ELF shared
  * object for this machine, whole (elf.c). KILN_OK, or an error whose message
  * says what is wrong with it. Allocates nothing. */

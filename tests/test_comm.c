@@ -73,6 +73,17 @@ Test(comm, the_plugins_found_are_listed_with_their_probes)
     const kiln_plugin_report *again;
     cr_assert_eq(kiln_comm_plugins(&again), n);
     cr_assert_eq(again, r, "a second call made a new list");
+    /* the choice kiln_comm_open makes: no mpirun here, so the loopback */
+    size_t k;
+    expect_ok(kiln_comm_select(NULL, &k), "kiln_comm_select");
+    cr_assert(k < n && strcmp(r[k].name, "loopback") == 0, "chose %s",
+              k < n ? r[k].path : "nothing");
+    expect_ok(kiln_comm_select("LOOPBACK", &k), "kiln_comm_select by name");
+    cr_assert_str_eq(r[k].name, "loopback");
+    cr_assert_eq(kiln_comm_select("nccl", &k), KILN_ERR_NOT_FOUND);
+    cr_assert(strstr(kiln_last_error(), "no communicator plugin is named \"nccl\""), "%s",
+              kiln_last_error());
+    cr_assert_eq(kiln_comm_select(NULL, NULL), KILN_ERR_INVALID_ARG);
 }
 
 Test(comm, a_bad_timeout_is_refused_by_its_value)

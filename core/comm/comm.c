@@ -1,29 +1,26 @@
 /* core/comm/comm.c — communicator plugins: finding, choosing and opening one,
  * and the collectives of the public API over it.
  *
- * Search order, as for the compute backends (runtime/registry.c): each
- * absolute entry of KILN_COMM_PATH (a folder, or one .so file), then
- * KILN_COMM_DIR; in a folder, files ending in ".so" in name order. Each file
- * is checked before dlopen sees it (elf.c). KILN_COMM (or the spec) names
- * the plugin; otherwise the highest probe wins: mpi under mpirun, the
- * loopback elsewhere. The plugins not chosen are closed again; the chosen
- * one never is (an MPI library must not be unloaded), and one communicator
- * at most is open in the process at a time, since MPI starts once.
+ * The files are found as the compute backends' are (runtime/search.c):
+ * KILN_COMM_PATH, then KILN_COMM_DIR. Each is checked before dlopen sees it
+ * (elf.c), loaded, probed and closed again once per process, for the list
+ * kiln_comm_plugins gives; kiln_comm_select chooses from that list (the
+ * plugin KILN_COMM or the spec names, else the highest probe: mpi under
+ * mpirun, the loopback elsewhere), and kiln_comm_open loads the chosen file
+ * for good (an MPI library must not be unloaded). One communicator at most
+ * is open in the process at a time, since MPI starts once.
  */
 #include "../kiln-impl.h"
 
 #include <kiln/comm.h>
 
-#include <dirent.h>
 #include <dlfcn.h>
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
 #ifndef KILN_COMM_DIR
 #error "KILN_COMM_DIR must name the installed communicator folder"
@@ -40,226 +37,172 @@ KILN_API const char *kiln_comm_dir(void)
     return KILN_COMM_DIR;
 }
 
-/* ---- finding the plugins ------------------------------------------------------ */
+/* ---- one file ------------------------------------------------------------------- */
 
-typedef struct candidate {
-    char                   *path;
-    void                   *handle;
-    const kiln_comm_plugin *table; /* NULL if refused */
-    int                     score;
-    char                    why[320]; /* why refused */
-} candidate;
-
-typedef struct candidates {
-    candidate *c;
-    size_t     n;
-} candidates;
-
-static void try_file(candidate *c)
+/* Checks and dlopens path and vets its table: the table and its handle, or
+ * NULL with why it was refused in why. */
+static const kiln_comm_plugin *load(const char *path, void **handle, char *why,
+                                    size_t len)
 {
-    if (kiln__plugin_file_check(c->path) != KILN_OK) {
-        snprintf(c->why, sizeof c->why, "%s", kiln_last_error());
-        return;
+    *handle = NULL;
+    if (kiln__plugin_file_check(path) != KILN_OK) {
+        snprintf(why, len, "%s", kiln_last_error());
+        return NULL;
     }
     dlerror();
-    c->handle = dlopen(c->path, RTLD_NOW | RTLD_LOCAL);
-    if (!c->handle) {
+    if (!(*handle = dlopen(path, RTLD_NOW | RTLD_LOCAL))) {
         const char *e = dlerror();
-        snprintf(c->why, sizeof c->why, "dlopen failed: %s", e ? e : "unknown error");
-        return;
+        snprintf(why, len, "dlopen failed: %s", e ? e : "unknown error");
+        return NULL;
     }
     dlerror();
-    void *sym = dlsym(c->handle, KILN_COMM_ENTRY_SYMBOL);
-    if (!sym) {
-        snprintf(c->why, sizeof c->why,
-                 "no symbol " KILN_COMM_ENTRY_SYMBOL ": not a communicator plugin");
-        return;
+    void                   *sym = dlsym(*handle, KILN_COMM_ENTRY_SYMBOL);
+    const kiln_comm_plugin *t   = NULL;
+    if (sym) {
+        kiln_comm_entry_fn entry;
+        memcpy(&entry, &sym, sizeof entry); /* object to function pointer */
+        t = entry();
     }
-    kiln_comm_entry_fn entry;
-    memcpy(&entry, &sym, sizeof entry); /* object to function pointer */
-    const kiln_comm_plugin *t = entry();
-    if (!t)
-        snprintf(c->why, sizeof c->why, KILN_COMM_ENTRY_SYMBOL " returned NULL");
+    if (!sym)
+        snprintf(why, len, "no symbol " KILN_COMM_ENTRY_SYMBOL ": not a communicator plugin");
+    else if (!t)
+        snprintf(why, len, KILN_COMM_ENTRY_SYMBOL " returned NULL");
     else if (t->abi_version != KILN_COMM_ABI_VERSION)
-        snprintf(c->why, sizeof c->why,
+        snprintf(why, len,
                  "communicator ABI version %u, kiln expects %u: rebuild the plugin "
                  "against this kiln's <kiln/comm.h>",
                  (unsigned)t->abi_version, (unsigned)KILN_COMM_ABI_VERSION);
     else if (!t->name || !*t->name || !t->probe || !t->open || !t->close ||
              !t->broadcast || !t->allreduce_start || !t->wait || !t->barrier || !t->abort)
-        snprintf(c->why, sizeof c->why, "its table lacks a required entry");
-    else {
-        c->table = t;
-        c->score = t->probe(&kiln__host);
-    }
+        snprintf(why, len, "its table lacks a required entry");
+    else
+        return t;
+    dlclose(*handle);
+    *handle = NULL;
+    return NULL;
 }
 
-static bool add(candidates *cs, const char *path)
-{
-    candidate *grown = realloc(cs->c, (cs->n + 1) * sizeof *grown);
-    if (!grown) {
-        kiln__error(KILN_ERR_NO_MEMORY, "out of memory listing communicator plugins");
-        return false;
-    }
-    cs->c         = grown;
-    candidate *c  = memset(&cs->c[cs->n], 0, sizeof *c);
-    c->path       = kiln__strdup(path, "a plugin path");
-    if (!c->path)
-        return false;
-    cs->n++;
-    try_file(c);
-    /* a name seen before is refused: the first on the path wins */
-    for (size_t i = 0; c->table && i + 1 < cs->n; i++)
-        if (cs->c[i].table && strcmp(cs->c[i].table->name, c->table->name) == 0) {
-            snprintf(c->why, sizeof c->why,
-                     "a communicator named \"%s\" was found first in %s", c->table->name,
-                     cs->c[i].path);
-            c->table = NULL;
-        }
-    return true;
-}
+/* ---- the list of them ----------------------------------------------------------- */
 
-static int by_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static bool scan_dir(candidates *cs, const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) {
-        kiln__log(KILN_LOG_DEBUG, "comm folder %s: %s", dir, strerror(errno));
-        return true;
-    }
-    char         **names = NULL;
-    size_t         n = 0, cap = 0;
-    bool           ok = true;
-    struct dirent *e;
-    while (ok && (e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        if (len <= 3 || strcmp(e->d_name + len - 3, ".so") != 0)
-            continue;
-        if (n == cap) {
-            cap          = cap ? 2 * cap : 8;
-            char **grown = realloc(names, cap * sizeof *grown);
-            if (!grown) {
-                ok = false;
-                break;
-            }
-            names = grown;
-        }
-        size_t need = strlen(dir) + len + 2;
-        if (!(names[n] = malloc(need)))
-            ok = false;
-        else
-            snprintf(names[n++], need, "%s/%s", dir, e->d_name);
-    }
-    closedir(d);
-    if (!ok)
-        kiln__error(KILN_ERR_NO_MEMORY, "out of memory reading %s", dir);
-    if (n > 1)
-        qsort(names, n, sizeof *names, by_name);
-    for (size_t i = 0; i < n; i++) {
-        ok = ok && add(cs, names[i]);
-        free(names[i]);
-    }
-    free(names);
-    return ok;
-}
-
-static bool scan(candidates *cs)
-{
-    const char *path = getenv("KILN_COMM_PATH");
-    char       *copy = path && *path ? kiln__strdup(path, "KILN_COMM_PATH") : NULL;
-    bool        ok   = !(path && *path) || copy;
-    for (char *save = NULL, *tok = copy ? strtok_r(copy, ":", &save) : NULL; ok && tok;
-         tok = strtok_r(NULL, ":", &save)) {
-        struct stat sb;
-        if (tok[0] != '/')
-            kiln__log(KILN_LOG_WARN,
-                      "KILN_COMM_PATH entry \"%s\" ignored: expected an absolute path",
-                      tok);
-        else if (stat(tok, &sb) == 0 && S_ISREG(sb.st_mode))
-            ok = add(cs, tok);
-        else
-            ok = scan_dir(cs, tok);
-    }
-    free(copy);
-    return ok && scan_dir(cs, KILN_COMM_DIR);
-}
-
-static void release(candidates *cs, const candidate *keep)
-{
-    for (size_t i = 0; i < cs->n; i++) {
-        if (&cs->c[i] != keep && cs->c[i].handle)
-            dlclose(cs->c[i].handle);
-        free(cs->c[i].path);
-    }
-    free(cs->c);
-}
-
-/* "Found: mpi (score 0: not started by mpirun), loopback (score 1). Refused:
- * path (why)." */
-static void list_found(const candidates *cs, char *buf, size_t len)
-{
-    size_t n = (size_t)snprintf(buf, len, "Found:");
-    for (size_t i = 0; i < cs->n && n < len; i++)
-        if (cs->c[i].table)
-            n += (size_t)snprintf(buf + n, len - n, " %s (%s, probe %d)",
-                                  cs->c[i].table->name, cs->c[i].path, cs->c[i].score);
-    if (n < len && cs->n == 0)
-        n += (size_t)snprintf(buf + n, len - n, " no plugin in KILN_COMM_PATH or %s",
-                              KILN_COMM_DIR);
-    for (size_t i = 0; i < cs->n && n < len; i++)
-        if (!cs->c[i].table)
-            n += (size_t)snprintf(buf + n, len - n, " Refused: %s (%s).", cs->c[i].path,
-                                  cs->c[i].why);
-}
-
-/* ---- listing them ---------------------------------------------------------------- */
-
-/* The list kiln_comm_plugins gives: made once, kept for the process. */
+/* kiln_comm_plugins's list: made once, kept for the process. */
+static pthread_mutex_t     list_mu = PTHREAD_MUTEX_INITIALIZER;
 static kiln_plugin_report *listed;
 static size_t              n_listed;
 static bool                have_listed;
 
-static bool copy_report(kiln_plugin_report *r, const candidate *c)
+/* One more report for path (a kiln__plugin_visit): loaded, probed, closed. */
+static bool add_report(void *arg, const char *path)
 {
-    r->path   = kiln__strdup(c->path, "a plugin path");
-    r->name   = c->table ? kiln__strdup(c->table->name, "a plugin name") : NULL;
-    r->reason = c->table ? NULL : kiln__strdup(c->why, "a plugin's refusal");
-    r->score  = c->table ? c->score : 0;
-    return r->path && (c->table ? r->name != NULL : r->reason != NULL);
+    (void)arg;
+    kiln_plugin_report *grown = realloc(listed, (n_listed + 1) * sizeof *grown);
+    if (!grown) {
+        kiln__error(KILN_ERR_NO_MEMORY, "out of memory listing communicator plugins");
+        return false;
+    }
+    listed                  = grown;
+    kiln_plugin_report *r   = memset(&listed[n_listed], 0, sizeof *r);
+    char                why[320];
+    void               *handle;
+    const kiln_comm_plugin *t = load(path, &handle, why, sizeof why);
+    /* a name seen before is refused: the first on the path wins */
+    for (size_t i = 0; t && i < n_listed; i++)
+        if (listed[i].name && strcmp(listed[i].name, t->name) == 0) {
+            snprintf(why, sizeof why, "a communicator named \"%s\" was found first in %s",
+                     t->name, listed[i].path);
+            t = NULL;
+        }
+    r->path   = kiln__strdup(path, "a plugin path");
+    r->name   = t ? kiln__strdup(t->name, "a plugin name") : NULL;
+    r->reason = t ? NULL : kiln__strdup(why, "a plugin's refusal");
+    r->score  = t ? t->probe(&kiln__host) : 0;
+    if (handle)
+        dlclose(handle);
+    n_listed++; /* counted even when a copy failed, so that it is freed */
+    return r->path && (t ? r->name != NULL : r->reason != NULL);
+}
+
+/* The list in *reports and *n; false (the error set) when memory ran out
+ * making it, and then the next call tries again. */
+static bool listing(const kiln_plugin_report **reports, size_t *n)
+{
+    pthread_mutex_lock(&list_mu);
+    if (!have_listed) {
+        have_listed = kiln__plugin_search("KILN_COMM_PATH", KILN_COMM_DIR, add_report, NULL);
+        if (!have_listed) { /* out of memory: the next call tries again */
+            for (size_t i = 0; i < n_listed; i++) {
+                free((char *)listed[i].path);
+                free((char *)listed[i].name);
+                free((char *)listed[i].reason);
+            }
+            free(listed);
+            listed   = NULL;
+            n_listed = 0;
+        }
+    }
+    *reports = listed;
+    *n       = n_listed;
+    bool ok  = have_listed;
+    pthread_mutex_unlock(&list_mu);
+    return ok;
 }
 
 KILN_API size_t kiln_comm_plugins(const kiln_plugin_report **reports)
 {
-    pthread_mutex_lock(&open_mu);
-    if (!have_listed) {
-        candidates cs = {0};
-        bool       ok = scan(&cs);
-        listed = ok ? kiln__calloc(cs.n + 1, sizeof *listed, "the communicator list") : NULL;
-        for (size_t i = 0; listed && i < cs.n; i++)
-            if (!copy_report(&listed[i], &cs.c[i])) {
-                for (size_t k = 0; k <= i; k++) {
-                    free((char *)listed[k].path);
-                    free((char *)listed[k].name);
-                    free((char *)listed[k].reason);
-                }
-                free(listed);
-                listed = NULL;
-            }
-        if (listed) {
-            n_listed    = cs.n;
-            have_listed = true;
-        }
-        release(&cs, NULL);
-    }
+    const kiln_plugin_report *r;
+    size_t                    n;
+    listing(&r, &n);
     if (reports)
-        *reports = listed;
-    size_t n = have_listed ? n_listed : 0;
-    pthread_mutex_unlock(&open_mu);
+        *reports = r;
     return n;
+}
+
+/* "Found: mpi (path, probe 0), loopback (path, probe 1). Refused: path (why)." */
+static void list_found(const kiln_plugin_report *r, size_t count, char *buf, size_t len)
+{
+    size_t n = (size_t)snprintf(buf, len, "Found:");
+    for (size_t i = 0; i < count && n < len; i++)
+        if (!r[i].reason)
+            n += (size_t)snprintf(buf + n, len - n, " %s (%s, probe %d)", r[i].name,
+                                  r[i].path, r[i].score);
+    if (n < len && count == 0)
+        n += (size_t)snprintf(buf + n, len - n, " no plugin in KILN_COMM_PATH or %s",
+                              KILN_COMM_DIR);
+    for (size_t i = 0; i < count && n < len; i++)
+        if (r[i].reason)
+            n += (size_t)snprintf(buf + n, len - n, " Refused: %s (%s).", r[i].path,
+                                  r[i].reason);
+}
+
+KILN_API kiln_status kiln_comm_select(const char *spec, size_t *index)
+{
+    if (!index)
+        return kiln__error(KILN_ERR_INVALID_ARG, "kiln_comm_select: index is NULL");
+    if (!spec || !*spec)
+        spec = getenv("KILN_COMM");
+    bool                      named = spec && *spec;
+    const kiln_plugin_report *r;
+    size_t                    n, best = SIZE_MAX;
+    if (!listing(&r, &n))
+        return KILN_ERR_NO_MEMORY;
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].reason)
+            continue;
+        if (named ? strcasecmp(r[i].name, spec) == 0
+                  : r[i].score > 0 && (best == SIZE_MAX || r[i].score > r[best].score))
+            best = i;
+        if (named && best != SIZE_MAX)
+            break;
+    }
+    if (best != SIZE_MAX) {
+        *index = best;
+        return KILN_OK;
+    }
+    char list[1536];
+    list_found(r, n, list, sizeof list);
+    return kiln__error(KILN_ERR_NOT_FOUND,
+                       named ? "no communicator plugin is named \"%s\" (KILN_COMM). %s"
+                             : "no communicator plugin accepts this process%s. %s",
+                       named ? spec : "", list);
 }
 
 /* ---- opening one ---------------------------------------------------------------- */
@@ -284,17 +227,27 @@ static bool read_timeout(double *out)
     return true;
 }
 
-static kiln_comm *open_chosen(const candidate *c, double timeout)
+/* Loads the plugin at path for good and joins its job. */
+static kiln_comm *open_path(const char *path, double timeout)
 {
-    kiln_comm *comm = kiln__calloc(1, sizeof *comm, "a communicator");
-    if (!comm)
+    char                    why[320];
+    void                   *handle;
+    const kiln_comm_plugin *t = load(path, &handle, why, sizeof why);
+    if (!t) {
+        kiln__error(KILN_ERR_BACKEND, "cannot load communicator %s: %s", path, why);
         return NULL;
-    comm->plugin  = c->table;
-    comm->timeout = timeout;
-    kiln_status st = c->table->open(&kiln__host, &comm->state, &comm->info);
+    }
+    kiln_comm *comm = kiln__calloc(1, sizeof *comm, "a communicator");
+    if (!comm) {
+        dlclose(handle);
+        return NULL;
+    }
+    comm->plugin   = t;
+    comm->timeout  = timeout;
+    kiln_status st = t->open(&kiln__host, &comm->state, &comm->info);
     if (st != KILN_OK) {
-        kiln__error(st, "cannot open communicator \"%s\" (%s): %s", c->table->name,
-                    c->path, kiln_last_error());
+        kiln__error(st, "cannot open communicator \"%s\" (%s): %s", t->name, path,
+                    kiln_last_error());
         free(comm);
         return NULL;
     }
@@ -304,57 +257,35 @@ static kiln_comm *open_chosen(const candidate *c, double timeout)
         kiln__error(KILN_ERR_BACKEND,
                     "communicator \"%s\" says rank %d of %d, local %d of %d: not a "
                     "possible job",
-                    c->table->name, i->rank, i->size, i->local_rank, i->local_size);
-        c->table->close(comm->state);
+                    t->name, i->rank, i->size, i->local_rank, i->local_size);
+        t->close(comm->state);
         free(comm);
         return NULL;
     }
-    kiln__log(KILN_LOG_INFO, "communicator %s: rank %d of %d", c->table->name, i->rank,
-              i->size);
-    return comm;
+    kiln__log(KILN_LOG_INFO, "communicator %s: rank %d of %d", t->name, i->rank, i->size);
+    return comm; /* the handle stays open for the life of the process */
 }
 
 KILN_API kiln_comm *kiln_comm_open(const char *spec)
 {
-    double timeout;
-    if (!read_timeout(&timeout))
+    double      timeout;
+    size_t      k;
+    kiln_status st = read_timeout(&timeout) ? kiln_comm_select(spec, &k)
+                                            : KILN_ERR_INVALID_ARG;
+    if (st != KILN_OK) {
+        kiln__error(st, "kiln_comm_open: %s", kiln_last_error());
         return NULL;
-    if (!spec || !*spec)
-        spec = getenv("KILN_COMM");
-    bool named = spec && *spec;
+    }
+    const kiln_plugin_report *r;
+    kiln_comm_plugins(&r);
     pthread_mutex_lock(&open_mu);
-    if (is_open) {
-        pthread_mutex_unlock(&open_mu);
+    kiln_comm *comm = NULL;
+    if (is_open)
         kiln__error(KILN_ERR_STATE, "kiln_comm_open: a communicator is open already in "
                                     "this process; close it first");
-        return NULL;
-    }
-    candidates cs     = {0};
-    candidate *chosen = NULL;
-    kiln_comm *comm   = NULL;
-    if (scan(&cs)) {
-        for (size_t i = 0; i < cs.n; i++) {
-            candidate *c = &cs.c[i];
-            if (!c->table)
-                continue;
-            if (named ? strcasecmp(c->table->name, spec) == 0
-                      : c->score > 0 && (!chosen || c->score > chosen->score))
-                chosen = c;
-        }
-        char list[1536];
-        list_found(&cs, list, sizeof list);
-        if (!chosen)
-            kiln__error(KILN_ERR_NOT_FOUND,
-                        named ? "kiln_comm_open: no communicator plugin is named \"%s\" "
-                                "(KILN_COMM). %s"
-                              : "kiln_comm_open: no communicator plugin accepts this "
-                                "process%s. %s",
-                        named ? spec : "", list);
-        else
-            comm = open_chosen(chosen, timeout);
-    }
-    release(&cs, comm ? chosen : NULL);
-    is_open = comm != NULL;
+    else
+        comm = open_path(r[k].path, timeout);
+    is_open = is_open || comm != NULL;
     pthread_mutex_unlock(&open_mu);
     return comm;
 }

@@ -110,22 +110,6 @@ static bool reads_averages(const kiln_graph *g, const kiln_tensor *t)
            (t->inplace && (kiln__op_def_of(t->node.op)->flags & KILN__OP_RUNS_LAST));
 }
 
-/* The exec index after which root is complete: the last node before the
- * boundary that writes or reads its storage; SIZE_MAX if none does. */
-static size_t complete_after(const kiln_graph *g, const kiln_tensor *root)
-{
-    size_t last = SIZE_MAX;
-    for (size_t i = 0; i < g->dp->boundary; i++) {
-        kiln_tensor *t    = (kiln_tensor *)g->plan.exec[i];
-        bool         uses = kiln__storage(t) == root;
-        for (int s = 0; s < KILN_MAX_SRC && !uses; s++)
-            uses = t->node.src[s] && kiln__storage((kiln_tensor *)t->node.src[s]) == root;
-        if (uses)
-            last = i;
-    }
-    return last;
-}
-
 typedef struct pending {
     kiln_tensor *root;
     size_t       ready;
@@ -140,26 +124,41 @@ static int by_ready(const void *a, const void *b)
 }
 
 /* The gradients' storage roots, each once, with the exec index after which
- * each is complete, sorted by it; *n of them. */
+ * each is complete (the last node before the boundary that writes or reads
+ * its storage), sorted by it; *n of them. */
 static pending *collect(kiln_graph *g, size_t *n)
 {
-    kiln__dp *dp = g->dp;
-    pending  *p  = kiln__calloc(g->n_nodes, sizeof *p, "the gradients to average");
-    *n           = 0;
-    if (!p)
+    kiln__dp *dp   = g->dp;
+    pending  *p    = kiln__calloc(g->n_nodes, sizeof *p, "the gradients to average");
+    size_t   *last = kiln__malloc(g->n_nodes * sizeof *last, "the gradients to average");
+    *n             = 0;
+    if (!p || !last) {
+        free(p);
+        free(last);
         return NULL;
+    }
+    /* per storage root (by node id): the last node before the boundary that
+     * uses it, or SIZE_MAX */
+    for (size_t i = 0; i < g->n_nodes; i++)
+        last[i] = SIZE_MAX;
+    for (size_t i = 0; i < dp->boundary; i++) {
+        kiln_tensor *t = (kiln_tensor *)g->plan.exec[i];
+        last[kiln__storage(t)->id] = i;
+        for (int s = 0; s < KILN_MAX_SRC; s++)
+            if (t->node.src[s])
+                last[kiln__storage((kiln_tensor *)t->node.src[s])->id] = i;
+    }
     for (size_t i = 0; i < dp->sync_from; i++) {
         kiln_tensor *param = g->nodes[i];
         if (!(param->flags & KILN__PARAM) || !param->grad)
             continue;
         kiln_tensor *root = kiln__storage(param->grad);
-        bool         seen = (root->flags & KILN__LEAF) != 0;
-        for (size_t k = 0; k < *n && !seen; k++)
-            seen = p[k].root == root;
-        size_t ready = seen ? SIZE_MAX : complete_after(g, root);
-        if (!seen && ready != SIZE_MAX)
-            p[(*n)++] = (pending){root, ready};
+        if ((root->flags & KILN__LEAF) || last[root->id] == SIZE_MAX)
+            continue; /* a constant, the same everywhere; or taken already */
+        p[(*n)++]      = (pending){root, last[root->id]};
+        last[root->id] = SIZE_MAX; /* a second parameter may share it */
     }
+    free(last);
     qsort(p, *n, sizeof *p, by_ready);
     return p;
 }

@@ -1,8 +1,8 @@
 /* core/runtime/registry.c — finding, loading and vetting backend plugins.
  *
- * Search order: each entry of KILN_PLUGIN_PATH (a directory, or one .so file),
- * then KILN_PLUGIN_DIR (the installed plugin directory); never the current
- * directory. In a directory, files ending in ".so" are tried in name order, so
+ * Search order (search.c): each entry of KILN_PLUGIN_PATH (a directory, or one
+ * .so file), then KILN_PLUGIN_DIR (the installed plugin directory); never the
+ * current directory; in a directory, files ending in ".so" in name order, so
  * the result does not depend on the file system. Each file is checked before
  * dlopen sees it (elf.c), since dlopen of a truncated file kills the process
  * and of a FIFO blocks it: a bad file is listed as refused, with its reason,
@@ -26,14 +26,12 @@
  */
 #include "../kiln-impl.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #ifndef KILN_PLUGIN_DIR
 #error "KILN_PLUGIN_DIR must name the installed plugin directory"
@@ -277,9 +275,11 @@ static load_result plugin_load(kiln__registry *r, const kiln__registry *older,
     return LOAD_OK;
 }
 
-/* Appends an attempt on path to r; false when kiln ran out of memory. */
-static bool add_candidate(kiln__registry *r, const char *path)
+/* Appends an attempt on path to the registry arg; false when kiln ran out
+ * of memory. */
+static bool add_candidate(void *arg, const char *path)
 {
+    kiln__registry *r = arg;
     kiln__plugin *grown = grow(r->plugins, r->n_plugins + 1, sizeof *grown,
                                "the list of plugins");
     if (!grown)
@@ -295,129 +295,6 @@ static bool add_candidate(kiln__registry *r, const char *path)
     load_result lr = plugin_load(r, NULL, p);
     r->transient |= p->transient;
     return lr != LOAD_FAILED;
-}
-
-/* ---- directories ----------------------------------------------------------- */
-
-static bool has_so_suffix(const char *name)
-{
-    size_t n = strlen(name);
-    return n > 3 && strcmp(name + n - 3, ".so") == 0;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The names of dir's files ending in ".so", unsorted, into *names and *n;
- * false when kiln ran out of memory. A directory that cannot be read holds
- * nothing, unless it could not be read for lack of memory. */
-static bool list_dir(const char *dir, char ***names, size_t *n)
-{
-    DIR *d = opendir(dir);
-    if (!d) {
-        if (errno == ENOMEM) {
-            kiln__error(KILN_ERR_NO_MEMORY,
-                        "out of memory opening the plugin directory %s", dir);
-            return false;
-        }
-        kiln__log(KILN_LOG_DEBUG, "plugin directory %s: cannot open (%s)", dir,
-                  strerror(errno));
-        return true;
-    }
-    size_t cap = 0;
-    bool   ok  = true;
-    for (;;) {
-        errno            = 0;
-        struct dirent *e = readdir(d);
-        if (!e) {
-            if (errno == ENOMEM) {
-                kiln__error(KILN_ERR_NO_MEMORY,
-                            "out of memory reading the plugin directory %s", dir);
-                ok = false;
-            } else if (errno) {
-                kiln__log(KILN_LOG_WARN, "plugin directory %s: cannot read on (%s)", dir,
-                          strerror(errno));
-            }
-            break;
-        }
-        if (!has_so_suffix(e->d_name))
-            continue;
-        if (*n == cap) {
-            size_t grown_cap = cap ? 2 * cap : 16;
-            char **grown = grow(*names, grown_cap, sizeof *grown, "plugin file names");
-            if (!grown) {
-                ok = false;
-                break;
-            }
-            *names = grown;
-            cap    = grown_cap;
-        }
-        (*names)[*n] = kiln__strdup(e->d_name, "a plugin file name");
-        if (!(*names)[*n]) {
-            ok = false;
-            break;
-        }
-        ++*n;
-    }
-    closedir(d);
-    return ok;
-}
-
-static bool scan_dir(kiln__registry *r, const char *dir)
-{
-    char **names = NULL;
-    size_t n     = 0;
-    bool   ok    = list_dir(dir, &names, &n);
-    if (ok && n > 1)
-        qsort(names, n, sizeof *names, cmp_str);
-    for (size_t i = 0; ok && i < n; i++) {
-        size_t len  = strlen(dir) + strlen(names[i]) + 2;
-        char  *path = kiln__malloc(len, "a plugin path");
-        if (path) {
-            snprintf(path, len, "%s/%s", dir, names[i]);
-            ok = add_candidate(r, path);
-        } else {
-            ok = false;
-        }
-        free(path);
-    }
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
-    return ok;
-}
-
-static bool scan_entry(kiln__registry *r, const char *entry)
-{
-    struct stat st;
-    if (stat(entry, &st) == 0 && S_ISREG(st.st_mode))
-        return add_candidate(r, entry);
-    return scan_dir(r, entry);
-}
-
-static bool scan_path(kiln__registry *r, const char *list)
-{
-    char *copy = kiln__strdup(list, "a copy of KILN_PLUGIN_PATH");
-    if (!copy)
-        return false;
-    bool ok = true;
-    for (char *save = NULL, *tok = strtok_r(copy, ":", &save); ok && tok;
-         tok = strtok_r(NULL, ":", &save)) {
-        /* An empty or relative entry could make the current directory a
-         * plugin source; only absolute paths are searched. */
-        if (tok[0] != '/') {
-            kiln__log(KILN_LOG_WARN,
-                      "KILN_PLUGIN_PATH entry \"%s\" ignored: "
-                      "expected an absolute path",
-                      tok);
-            continue;
-        }
-        ok = scan_entry(r, tok);
-    }
-    free(copy);
-    return ok;
 }
 
 /* ---- reports ----------------------------------------------------------------- */
@@ -513,10 +390,8 @@ static kiln__registry *registry_build(void)
     kiln__registry *r = kiln__calloc(1, sizeof *r, "the plugin registry");
     if (!r)
         return NULL;
-    const char *path = getenv("KILN_PLUGIN_PATH");
-    bool        ok   = !(path && *path) || scan_path(r, path);
-    ok               = ok && scan_dir(r, KILN_PLUGIN_DIR);
-    ok               = ok && build_plugin_reports(r) && build_device_reports(r);
+    bool ok = kiln__plugin_search("KILN_PLUGIN_PATH", KILN_PLUGIN_DIR, add_candidate, r);
+    ok      = ok && build_plugin_reports(r) && build_device_reports(r);
     if (!ok) {
         registry_free(r);
         return NULL;

@@ -520,7 +520,8 @@ typedef struct kiln_comm kiln_comm;
 
 /* Opens the communicator spec names ("mpi", "loopback"); NULL or "" means
  * KILN_COMM's, and when that is unset too the plugin whose probe scores
- * this process highest: mpi under mpirun, else loopback. One per process
+ * this process highest: mpi under mpirun, else loopback (kiln_comm_select;
+ * the plugins are found and probed once per process). One per process
  * (MPI cannot start twice): a second open fails while one is open. NULL on
  * failure, the message listing the plugins found and why each was refused. */
 KILN_API kiln_comm *kiln_comm_open(const char *spec);
@@ -539,6 +540,11 @@ KILN_API const char *kiln_comm_dir(void);
  * 0). Made on the first call; the array lives until the process ends. 0,
  * with the reason in kiln_last_error(), when memory ran out. */
 KILN_API size_t kiln_comm_plugins(const kiln_plugin_report **reports);
+/* The plugin kiln_comm_open(spec) would open, as an index into
+ * kiln_comm_plugins(): the one spec names (NULL or "": KILN_COMM's), else
+ * the highest probe above 0. KILN_ERR_NOT_FOUND, the message listing what
+ * was found and refused, when there is none. */
+KILN_API kiln_status kiln_comm_select(const char *spec, size_t *index);
 
 /* Collectives over host memory; every process of the job makes the same
  * calls in the same order. Each waits at most KILN_COMM_TIMEOUT seconds

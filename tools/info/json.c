@@ -80,17 +80,22 @@ static json_t *capabilities(const char *text)
     return obj;
 }
 
-static json_t *plugins(void)
+/* One object per plugin report: a backend's probe is its "score", with its
+ * devices; a communicator's is its "probe". */
+static json_t *reports(const kiln_plugin_report *p, size_t n, bool backend)
 {
-    const kiln_plugin_report *p;
-    size_t                    n    = kiln_plugins(&p);
-    json_t                   *list = json_array();
+    json_t *list = json_array();
     for (size_t i = 0; list && i < n; i++) {
-        json_t *o = json_pack("{s:s, s:o, s:b, s:i, s:i, s:o}", "path", p[i].path, "name",
-                              string_or_null(p[i].name), "usable", !p[i].reason, "score",
-                              p[i].score, "devices", p[i].n_devices, "refused",
+        json_t *o = json_pack("{s:s, s:o, s:b, s:i, s:o}", "path", p[i].path, "name",
+                              string_or_null(p[i].name), "usable", !p[i].reason,
+                              backend ? "score" : "probe", p[i].score, "refused",
                               string_or_null(p[i].reason));
-        if (!o || json_array_append_new(list, o) != 0) {
+        if (o && backend &&
+            json_object_set_new(o, "devices", json_integer(p[i].n_devices)) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+        if (!o || json_array_append_new(list, o) != 0) { /* which released o */
             json_decref(list);
             return NULL;
         }
@@ -98,21 +103,18 @@ static json_t *plugins(void)
     return list;
 }
 
+static json_t *plugins(void)
+{
+    const kiln_plugin_report *p;
+    size_t                    n = kiln_plugins(&p);
+    return reports(p, n, true);
+}
+
 static json_t *communicators(void)
 {
     const kiln_plugin_report *p;
-    size_t                    n    = kiln_comm_plugins(&p);
-    json_t                   *list = json_array();
-    for (size_t i = 0; list && i < n; i++) {
-        json_t *o = json_pack("{s:s, s:o, s:b, s:i, s:o}", "path", p[i].path, "name",
-                              string_or_null(p[i].name), "usable", !p[i].reason, "probe",
-                              p[i].score, "refused", string_or_null(p[i].reason));
-        if (!o || json_array_append_new(list, o) != 0) {
-            json_decref(list);
-            return NULL;
-        }
-    }
-    return list;
+    size_t                    n = kiln_comm_plugins(&p);
+    return reports(p, n, false);
 }
 
 static json_t *devices(void)

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 const char *info_type_name(kiln_device_type t)
 {
@@ -133,34 +132,27 @@ static void print_plugins(void)
 static void print_comms(void)
 {
     const kiln_plugin_report *p;
-    size_t                    n    = kiln_comm_plugins(&p);
+    size_t                    n    = kiln_comm_plugins(&p), k;
     const char               *path = getenv("KILN_COMM_PATH");
     const char               *want = getenv("KILN_COMM");
     printf("\ncommunicators (");
     if (path && *path)
         printf("KILN_COMM_PATH %s, then ", path);
     printf("%s):\n", kiln_comm_dir());
-    const kiln_plugin_report *chosen = NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i].reason)
-            continue;
-        printf("  %-10s probe %-3d %s\n", p[i].name, p[i].score, p[i].path);
-        if (want && *want ? strcasecmp(p[i].name, want) == 0
-                          : p[i].score > 0 && (!chosen || p[i].score > chosen->score))
-            chosen = &p[i];
-    }
+    for (size_t i = 0; i < n; i++)
+        if (!p[i].reason)
+            printf("  %-10s probe %-3d %s\n", p[i].name, p[i].score, p[i].path);
     for (size_t i = 0; i < n; i++)
         if (p[i].reason)
             printf("  refused: %s\n      %s\n", p[i].path, p[i].reason);
-    if (chosen)
-        printf("  -> %s (%s)\n", chosen->name,
+    if (kiln_comm_select(NULL, &k) != KILN_OK)
+        printf("  -> none: %s\n", kiln_last_error());
+    else
+        printf("  -> %s (%s)\n", p[k].name,
                want && *want ? "KILN_COMM names it"
-               : strcmp(chosen->name, "loopback") == 0
+               : strcmp(p[k].name, "loopback") == 0
                    ? "one process: not started by mpirun"
                    : "the highest probe: this process belongs to a job");
-    else
-        printf("  -> none%s%s%s\n", want && *want ? ": KILN_COMM=" : " usable",
-               want && *want ? want : "", want && *want ? " names none of them" : "");
 }
 
 static void print_devices(void)

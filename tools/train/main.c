@@ -955,11 +955,8 @@ static void dataset_free(dataset *d)
  * correct test predictions of the last epoch. */
 static int64_t train(const options *o, const model *m, const dataset *test, batch *b)
 {
-    dataset set = load_set(o->data, false);
-    if (set.n < o->batch)
-        die(2, "--batch %d is larger than the %lld training images", o->batch,
-            (long long)set.n);
-    split   sp          = split_new(o, &set, m);
+    dataset set         = load_set(o->data, false);
+    split   sp          = split_new(o, &set, m); /* refuses a --batch above the set */
     int     first_epoch = 1;
     int64_t first_step  = 0;
     if (o->resume) {
