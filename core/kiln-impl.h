@@ -266,7 +266,8 @@ kiln_tensor *kiln__graph_fail(kiln_graph *g, kiln_status status, const char *fmt
     __attribute__((format(printf, 3, 4)));
 
 /* A new node of op with its shape; sources NULL-terminated in src (up to
- * KILN_MAX_SRC). Returns the poison tensor on failure. */
+ * KILN_MAX_SRC). dtype KILN__FLOAT: src[0]'s (the op's float type). Returns
+ * the poison tensor on failure. */
 kiln_tensor *kiln__node_new(kiln_graph *g, kiln_op op, kiln_dtype dtype, int ndim,
                             const int64_t *dims, kiln_tensor *const *src, int n_src);
 
@@ -275,18 +276,20 @@ kiln_tensor *kiln__node_new(kiln_graph *g, kiln_op op, kiln_dtype dtype, int ndi
  * an earlier one) when the op must return the poison tensor. */
 bool kiln__check_operands(kiln_graph *g, const char *op, kiln_tensor *const *t, int n);
 
-/* f32 operand check with a message naming the op. */
-bool kiln__check_f32(kiln_graph *g, const char *op, const char *which,
-                     const kiln_tensor *t);
+/* Float (f32, f16 or bf16) operand check with a message naming the op. */
+bool kiln__check_float(kiln_graph *g, const char *op, const char *which,
+                       const kiln_tensor *t);
 
 /* The n operands of op usable (kiln__check_operands) and of the dtypes the
- * op table gives its sources; else records "add: a [2] is i32, expected f32"
- * and returns false. */
+ * op table gives its sources, its float sources of one type (the first
+ * one's); else records "add: b [2] is f16, expected f32 (cast it with
+ * kiln_cast)" and returns false. An op's float output has that type: the
+ * constructors give it their first source's dtype. */
 bool kiln__check_sources(kiln_graph *g, kiln_op op, kiln_tensor *const *t, int n);
 
 int64_t     kiln__numel(int ndim, const int64_t *dims);
 size_t      kiln__dtype_size(kiln_dtype dtype);
-const char *kiln__dtype_name(kiln_dtype dtype); /* "f32", "i32" */
+const char *kiln__dtype_name(kiln_dtype dtype); /* "f32", "i32", "f16", "bf16" */
 size_t      kiln__tensor_bytes(const kiln_tensor *t);
 
 /* "tensor 'x' [64, 784]", or "matmul [64, 10]" for an unnamed node, into buf,

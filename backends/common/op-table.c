@@ -531,8 +531,10 @@ static const char *rule_attention(const kiln_node *node)
 #define GRAD KILN__OP_DIFFERENTIABLE
 #define LAST KILN__OP_RUNS_LAST
 
-#define BINARY(n) { n, 2, 0, F32, { F32, F32 }, { "a", "b" }, rule_binary, RUNS | GRAD }
-#define UNARY(n)  { n, 1, 0, F32, { F32 }, { "input" }, rule_same_numel, RUNS | GRAD }
+#define FLT  KILN__FLOAT
+#define ANYF KILN__ANY_FLOAT
+#define BINARY(n) { n, 2, 0, FLT, { FLT, FLT }, { "a", "b" }, rule_binary, RUNS | GRAD }
+#define UNARY(n)  { n, 1, 0, FLT, { FLT }, { "input" }, rule_same_numel, RUNS | GRAD }
 
 static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
     [KILN_OP_LEAF]    = { "leaf", 0, 0, F32, { F32 }, { NULL }, NULL, 0 },
@@ -552,73 +554,73 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
     [KILN_OP_TANH]    = UNARY("tanh"),
     [KILN_OP_SCALE]   = UNARY("scale"),
 
-    [KILN_OP_MATMUL]  = { "matmul", 2, 0, F32, { F32, F32 }, { "a", "b" },
+    [KILN_OP_MATMUL]  = { "matmul", 2, 0, FLT, { FLT, FLT }, { "a", "b" },
                           rule_matmul, RUNS | GRAD },
-    [KILN_OP_SUM]     = { "sum", 1, 0, F32, { F32 }, { "input" },
+    [KILN_OP_SUM]     = { "sum", 1, 0, FLT, { FLT }, { "input" },
                           rule_reduce_axis, RUNS | GRAD },
-    [KILN_OP_MEAN]    = { "mean", 1, 0, F32, { F32 }, { "input" },
+    [KILN_OP_MEAN]    = { "mean", 1, 0, FLT, { FLT }, { "input" },
                           rule_reduce_axis, RUNS | GRAD },
-    [KILN_OP_MAX]     = { "max", 1, 0, F32, { F32 }, { "input" },
+    [KILN_OP_MAX]     = { "max", 1, 0, FLT, { FLT }, { "input" },
                           rule_pick_last, RUNS | GRAD },
-    [KILN_OP_ARGMAX]  = { "argmax", 1, 0, I32, { F32 }, { "input" },
+    [KILN_OP_ARGMAX]  = { "argmax", 1, 0, I32, { FLT }, { "input" },
                           rule_pick_last, RUNS },
-    [KILN_OP_SOFTMAX] = { "softmax", 1, 0, F32, { F32 }, { "input" },
+    [KILN_OP_SOFTMAX] = { "softmax", 1, 0, FLT, { FLT }, { "input" },
                           rule_rows_alike, RUNS | GRAD },
-    [KILN_OP_LOG_SOFTMAX] = { "log_softmax", 1, 0, F32, { F32 }, { "input" },
+    [KILN_OP_LOG_SOFTMAX] = { "log_softmax", 1, 0, FLT, { FLT }, { "input" },
                               rule_rows_alike, RUNS | GRAD },
-    [KILN_OP_TRANSPOSE] = { "transpose", 1, 0, F32, { F32 }, { "input" },
+    [KILN_OP_TRANSPOSE] = { "transpose", 1, 0, FLT, { FLT }, { "input" },
                             rule_transpose, RUNS | GRAD },
-    [KILN_OP_CONV2D]  = { "conv2d", 2, 1, F32, { F32, F32, F32 }, { "x", "w", "bias" },
+    [KILN_OP_CONV2D]  = { "conv2d", 2, 1, FLT, { FLT, FLT, FLT }, { "x", "w", "bias" },
                           rule_conv2d, RUNS | GRAD },
-    [KILN_OP_MAX_POOL2D] = { "max_pool2d", 1, 0, F32, { F32 }, { "x" },
+    [KILN_OP_MAX_POOL2D] = { "max_pool2d", 1, 0, FLT, { FLT }, { "x" },
                              rule_max_pool2d, RUNS | GRAD },
-    [KILN_OP_MSE_LOSS] = { "mse_loss", 2, 0, F32, { F32, F32 }, { "pred", "target" },
+    [KILN_OP_MSE_LOSS] = { "mse_loss", 2, 0, FLT, { FLT, FLT }, { "pred", "target" },
                            rule_mse_loss, RUNS | GRAD },
-    [KILN_OP_CROSS_ENTROPY] = { "cross_entropy", 2, 0, F32, { F32, I32 },
+    [KILN_OP_CROSS_ENTROPY] = { "cross_entropy", 2, 0, FLT, { FLT, I32 },
                                 { "logits", "labels" }, rule_cross_entropy,
                                 RUNS | GRAD },
 
     /* gradients: src[0] is the incoming gradient */
-    [KILN_OP_SUM_TO]  = { "sum_to", 1, 0, F32, { F32 }, { "gradient" },
+    [KILN_OP_SUM_TO]  = { "sum_to", 1, 0, FLT, { FLT }, { "gradient" },
                           rule_sum_to, RUNS },
-    [KILN_OP_EXPAND]  = { "expand", 1, 0, F32, { F32 }, { "gradient" },
+    [KILN_OP_EXPAND]  = { "expand", 1, 0, FLT, { FLT }, { "gradient" },
                           rule_expand, RUNS },
-    [KILN_OP_RELU_GRAD] = { "relu_grad", 2, 0, F32, { F32, F32 }, { "gradient", "x" },
+    [KILN_OP_RELU_GRAD] = { "relu_grad", 2, 0, FLT, { FLT, FLT }, { "gradient", "x" },
                             rule_same_numel, RUNS },
-    [KILN_OP_MAX_GRAD] = { "max_grad", 2, 0, F32, { F32, F32 }, { "gradient", "x" },
+    [KILN_OP_MAX_GRAD] = { "max_grad", 2, 0, FLT, { FLT, FLT }, { "gradient", "x" },
                            rule_max_grad, RUNS },
-    [KILN_OP_SOFTMAX_GRAD] = { "softmax_grad", 2, 0, F32, { F32, F32 },
+    [KILN_OP_SOFTMAX_GRAD] = { "softmax_grad", 2, 0, FLT, { FLT, FLT },
                                { "gradient", "y" }, rule_rows_alike, RUNS },
-    [KILN_OP_LOG_SOFTMAX_GRAD] = { "log_softmax_grad", 2, 0, F32, { F32, F32 },
+    [KILN_OP_LOG_SOFTMAX_GRAD] = { "log_softmax_grad", 2, 0, FLT, { FLT, FLT },
                                    { "gradient", "y" }, rule_rows_alike, RUNS },
-    [KILN_OP_CONV2D_GRAD_INPUT] = { "conv2d_grad_input", 2, 0, F32, { F32, F32 },
+    [KILN_OP_CONV2D_GRAD_INPUT] = { "conv2d_grad_input", 2, 0, FLT, { FLT, FLT },
                                     { "gradient", "w" }, rule_conv2d_grad_input, RUNS },
-    [KILN_OP_CONV2D_GRAD_WEIGHT] = { "conv2d_grad_weight", 2, 0, F32, { F32, F32 },
+    [KILN_OP_CONV2D_GRAD_WEIGHT] = { "conv2d_grad_weight", 2, 0, FLT, { FLT, FLT },
                                      { "gradient", "x" }, rule_conv2d_grad_weight,
                                      RUNS },
-    [KILN_OP_MAX_POOL2D_GRAD] = { "max_pool2d_grad", 2, 0, F32, { F32, F32 },
+    [KILN_OP_MAX_POOL2D_GRAD] = { "max_pool2d_grad", 2, 0, FLT, { FLT, FLT },
                                   { "gradient", "x" }, rule_max_pool2d_grad, RUNS },
-    [KILN_OP_CROSS_ENTROPY_GRAD] = { "cross_entropy_grad", 3, 0, F32, { F32, F32, I32 },
+    [KILN_OP_CROSS_ENTROPY_GRAD] = { "cross_entropy_grad", 3, 0, FLT, { FLT, FLT, I32 },
                                      { "gradient", "logits", "labels" },
                                      rule_cross_entropy_grad, RUNS },
 
     /* transformer ops */
     [KILN_OP_GELU]    = UNARY("gelu"),
-    [KILN_OP_GELU_GRAD] = { "gelu_grad", 2, 0, F32, { F32, F32 }, { "gradient", "x" },
+    [KILN_OP_GELU_GRAD] = { "gelu_grad", 2, 0, FLT, { FLT, FLT }, { "gradient", "x" },
                             rule_same_numel, RUNS },
-    [KILN_OP_LAYER_NORM] = { "layer_norm", 2, 1, F32, { F32, F32, F32 },
+    [KILN_OP_LAYER_NORM] = { "layer_norm", 2, 1, FLT, { FLT, FLT, FLT },
                              { "x", "weight", "bias" }, rule_layer_norm, RUNS | GRAD },
-    [KILN_OP_LAYER_NORM_GRAD] = { "layer_norm_grad", 3, 0, F32, { F32, F32, F32 },
+    [KILN_OP_LAYER_NORM_GRAD] = { "layer_norm_grad", 3, 0, FLT, { FLT, FLT, FLT },
                                   { "gradient", "x", "weight" }, rule_layer_norm_grad,
                                   RUNS },
-    [KILN_OP_LAYER_NORM_GRAD_WEIGHT] = { "layer_norm_grad_weight", 2, 0, F32,
-                                         { F32, F32 }, { "gradient", "x" },
+    [KILN_OP_LAYER_NORM_GRAD_WEIGHT] = { "layer_norm_grad_weight", 2, 0, FLT,
+                                         { FLT, FLT }, { "gradient", "x" },
                                          rule_layer_norm_grad_weight, RUNS },
-    [KILN_OP_PERMUTE] = { "permute", 1, 0, F32, { F32 }, { "input" },
+    [KILN_OP_PERMUTE] = { "permute", 1, 0, FLT, { FLT }, { "input" },
                           rule_permute, RUNS | GRAD },
-    [KILN_OP_SLICE]   = { "slice", 1, 0, F32, { F32 }, { "input" },
+    [KILN_OP_SLICE]   = { "slice", 1, 0, FLT, { FLT }, { "input" },
                           rule_slice, RUNS | GRAD },
-    [KILN_OP_SLICE_GRAD] = { "slice_grad", 1, 0, F32, { F32 }, { "gradient" },
+    [KILN_OP_SLICE_GRAD] = { "slice_grad", 1, 0, FLT, { FLT }, { "gradient" },
                              rule_slice_grad, RUNS },
 
     [KILN_OP_SGD_STEP] = { "sgd_step", 4, 1, F32, { F32, F32, F32, F32, F32 },
@@ -631,22 +633,25 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
                             rule_step, RUNS | KILN__OP_IN_PLACE | LAST,
                             1u << 2 | 1u << 3 },
 
-    [KILN_OP_EMBEDDING] = { "embedding", 2, 0, F32, { F32, I32 }, { "table", "ids" },
+    [KILN_OP_EMBEDDING] = { "embedding", 2, 0, FLT, { FLT, I32 }, { "table", "ids" },
                             rule_embedding, RUNS | GRAD },
-    [KILN_OP_EMBEDDING_GRAD] = { "embedding_grad", 2, 0, F32, { F32, I32 },
+    [KILN_OP_EMBEDDING_GRAD] = { "embedding_grad", 2, 0, FLT, { FLT, I32 },
                                  { "gradient", "ids" }, rule_embedding_grad, RUNS },
-    [KILN_OP_CAUSAL_SOFTMAX] = { "causal_softmax", 1, 1, F32, { F32, I32 },
+    [KILN_OP_CAUSAL_SOFTMAX] = { "causal_softmax", 1, 1, FLT, { FLT, I32 },
                                  { "input", "offset" }, rule_causal, RUNS | GRAD },
-    [KILN_OP_CAUSAL_SOFTMAX_GRAD] = { "causal_softmax_grad", 2, 1, F32,
-                                      { F32, F32, I32 }, { "gradient", "y", "offset" },
+    [KILN_OP_CAUSAL_SOFTMAX_GRAD] = { "causal_softmax_grad", 2, 1, FLT,
+                                      { FLT, FLT, I32 }, { "gradient", "y", "offset" },
                                       rule_causal, RUNS },
-    [KILN_OP_CAUSAL_ATTENTION] = { "causal_attention", 1, 0, F32, { F32 }, { "qkv" },
+    [KILN_OP_CAUSAL_ATTENTION] = { "causal_attention", 1, 0, FLT, { FLT }, { "qkv" },
                                    rule_attention, RUNS | GRAD },
-    [KILN_OP_CAUSAL_ATTENTION_GRAD] = { "causal_attention_grad", 2, 0, F32, { F32, F32 },
+    [KILN_OP_CAUSAL_ATTENTION_GRAD] = { "causal_attention_grad", 2, 0, FLT, { FLT, FLT },
                                         { "gradient", "qkv" }, rule_attention, RUNS },
-    [KILN_OP_STORE_SLICE] = { "store_slice", 3, 0, F32, { F32, F32, I32 },
+    [KILN_OP_STORE_SLICE] = { "store_slice", 3, 0, FLT, { FLT, FLT, I32 },
                               { "destination", "value", "start" }, rule_store_slice,
                               RUNS | KILN__OP_IN_PLACE },
+
+    [KILN_OP_CAST]    = { "cast", 1, 0, ANYF, { ANYF }, { "input" },
+                          rule_same_numel, RUNS | GRAD },
 };
 /* clang-format on */
 
@@ -675,10 +680,46 @@ static bool shape_ok(const kiln_node *t)
     return p == t->numel;
 }
 
-static const char *check_tensor(const kiln_node *t, kiln_dtype dtype)
+bool kiln__is_float(kiln_dtype dtype)
 {
-    if (t->dtype != dtype)
-        return dtype == KILN_F32 ? "a tensor is not f32" : "a tensor is not i32";
+    return dtype == KILN_F32 || dtype == KILN_F16 || dtype == KILN_BF16;
+}
+
+kiln_dtype kiln__op_float(const kiln__op_def *d, const kiln_dtype *out,
+                          const kiln_dtype *src)
+{
+    if (out && d->out_dtype == KILN__FLOAT)
+        return *out;
+    for (int s = 0; s < d->n_src + d->n_opt; s++)
+        if (d->src_dtype[s] == KILN__FLOAT)
+            return src[s];
+    return KILN_F32;
+}
+
+const char *kiln__dtype_check(kiln_dtype have, kiln_dtype want, kiln_dtype flt)
+{
+    switch ((int)want) {
+    case KILN__ANY_FLOAT:
+        return kiln__is_float(have) ? NULL : "a tensor is not f32, f16 or bf16";
+    case KILN__FLOAT:
+        if (!kiln__is_float(have))
+            return "a tensor is not f32, f16 or bf16";
+        return have == flt ? NULL
+                           : "the float tensors differ in dtype (the op takes one "
+                             "float type: cast one of them with kiln_cast)";
+    default:
+        if (have == want)
+            return NULL;
+        return want == KILN_F32 ? "a tensor is not f32 (the op runs in f32 only)"
+                                : "a tensor is not i32";
+    }
+}
+
+static const char *check_tensor(const kiln_node *t, kiln_dtype dtype, kiln_dtype flt)
+{
+    const char *why = kiln__dtype_check(t->dtype, dtype, flt);
+    if (why)
+        return why;
     if (!shape_ok(t))
         return "a tensor's ndim, dims and numel disagree";
     return NULL;
@@ -689,13 +730,17 @@ const char *kiln__op_check(const kiln_node *node)
     const kiln__op_def *d = kiln__op_def_of(node->op);
     if (!d || !(d->flags & KILN__OP_DISPATCHED))
         return "the op is never dispatched to a backend";
-    const char *why = check_tensor(node, d->out_dtype);
+    kiln_dtype src_dtype[KILN_MAX_SRC] = {0};
+    for (int s = 0; s < KILN_MAX_SRC; s++)
+        src_dtype[s] = node->src[s] ? node->src[s]->dtype : (kiln_dtype)-1;
+    kiln_dtype  flt = kiln__op_float(d, &node->dtype, src_dtype);
+    const char *why = check_tensor(node, d->out_dtype, flt);
     for (int s = 0; !why && s < d->n_src + d->n_opt; s++) {
         const kiln_node *src = node->src[s];
         if (!src && s < d->n_src)
             why = "a source is missing";
         else if (src)
-            why = check_tensor(src, d->src_dtype[s]);
+            why = check_tensor(src, d->src_dtype[s], flt);
     }
     return why ? why : d->rule(node);
 }

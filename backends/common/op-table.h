@@ -43,6 +43,15 @@ enum {
     KILN__OP_RUNS_LAST = 1u << 3,
 };
 
+/* Markers in a row's dtypes besides KILN_F32 and KILN_I32: KILN__FLOAT is
+ * the op's float type, one of f32, f16 and bf16, the same for the output
+ * and every source marked so (the output's, or the first such source's when
+ * the output is not marked); KILN__ANY_FLOAT is any of the three, unrelated
+ * to the rest (CAST). KILN_F32 in a row means f32 only (the optimiser's
+ * steps, whose parameters and state are f32). */
+#define KILN__FLOAT     ((kiln_dtype)0x100)
+#define KILN__ANY_FLOAT ((kiln_dtype)0x101)
+
 typedef struct kiln__op_def {
     const char *name;  /* "matmul": kiln_op_name      */
     int         n_src; /* sources that must be there  */
@@ -62,6 +71,16 @@ typedef struct kiln__op_def {
 const kiln__op_def *kiln__op_def_of(kiln_op op);
 /* The op's name, or "unknown op". */
 const char *kiln__op_name(kiln_op op);
+
+/* f32, f16 or bf16. */
+bool kiln__is_float(kiln_dtype dtype);
+/* The op's float type for an output of dtype *out (NULL: not known yet) and
+ * sources of src[] (the row's order): what KILN__FLOAT stands for. */
+kiln_dtype kiln__op_float(const kiln__op_def *d, const kiln_dtype *out,
+                          const kiln_dtype *src);
+/* Why a tensor of dtype `have` cannot stand where the row says `want` in an
+ * op whose float type is flt, or NULL. */
+const char *kiln__dtype_check(kiln_dtype have, kiln_dtype want, kiln_dtype flt);
 
 /* Why the node breaks its op's row, or NULL: an op that reaches backends,
  * the output's and each source's dtype, required sources present, each

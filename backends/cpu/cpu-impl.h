@@ -118,6 +118,9 @@ typedef void (*cpu_add_relu_fn)(float *sum, float *relu, const float *a, size_t 
 typedef struct cpu_kernels {
     /* "scalar", "avx2", ...: what kiln-info and the device description say */
     const char     *isa;
+    /* n f16 or bf16 (dtype) to f32 and back, rounding to nearest even     */
+    void (*widen)(float *out, const uint16_t *x, size_t n, kiln_dtype dtype);
+    void (*narrow)(uint16_t *out, const float *x, size_t n, kiln_dtype dtype);
     cpu_binary_fn   binary[CPU_BINARY_COUNT];
     cpu_unary_fn    unary[CPU_UNARY_COUNT];
     cpu_add_relu_fn add_relu;
@@ -329,6 +332,20 @@ size_t cpu_fuse(const cpu_device *dev, const kiln_node *const *nodes, size_t i, 
 
 /* Computes one node, writing every element of its output. */
 typedef kiln_status (*cpu_op_fn)(const cpu_device *dev, const kiln_node *node);
+
+/* ---- f16 and bf16 (ops_half.c) ---------------------------------------------- */
+
+/* The conversion kernels: F16C's where `vector` and the CPU has it. */
+void cpu_half_kernels(cpu_kernels *k, bool vector);
+bool cpu_is_half(kiln_dtype dtype);
+/* n elements between float types, on the device's threads when many. */
+void cpu_convert(const cpu_device *dev, void *dst, kiln_dtype dst_dtype, const void *src,
+                 kiln_dtype src_dtype, size_t n);
+kiln_status cpu_op_cast(const cpu_device *dev, const kiln_node *node);
+/* Runs a node with 16-bit float tensors through its f32 kernel: sources
+ * widened into scratch, the output rounded back. */
+kiln_status cpu_run_widened(const cpu_device *dev, const kiln_node *node,
+                            cpu_op_fn kernel);
 
 /* Which ops run here (ops.c). Why the device cannot run the node, or NULL:
  * the op table's checks, and with check_storage (a node about to run, not

@@ -19,8 +19,8 @@ static bool cpu_overlaps(const kiln_node *a, const kiln_node *b)
 {
     if (!a->buffer || a->buffer != b->buffer || a->numel == 0 || b->numel == 0)
         return false;
-    size_t a_end = a->offset + (size_t)a->numel * 4,
-           b_end = b->offset + (size_t)b->numel * 4;
+    size_t a_end = a->offset + (size_t)a->numel * (cpu_is_half(a->dtype) ? 2 : 4),
+           b_end = b->offset + (size_t)b->numel * (cpu_is_half(b->dtype) ? 2 : 4);
     return a->offset < b_end && b->offset < a_end;
 }
 
@@ -32,8 +32,10 @@ static bool cpu_same_storage(const kiln_node *a, const kiln_node *b)
 static bool cpu_add_relu_fusable(const kiln_node *add, const kiln_node *relu,
                                  cpu_node_ok_fn checked)
 {
+    /* the fused kernel is f32's */
     if (relu->op != KILN_OP_RELU || relu->src[0] != add || relu->numel != add->numel ||
-        add->numel == 0 || !checked(relu))
+        add->numel == 0 || add->dtype != KILN_F32 || add->src[0]->dtype != KILN_F32 ||
+        !checked(relu))
         return false;
     for (int s = 0; s < 2; s++) {
         const kiln_node *src = add->src[s];

@@ -62,6 +62,13 @@ static const cpu_op_fn cpu_ops[KILN_OP_COUNT] = {
     [KILN_OP_STORE_SLICE]            = cpu_op_store_slice,
     [KILN_OP_CAUSAL_ATTENTION]       = cpu_op_causal_attention,
     [KILN_OP_CAUSAL_ATTENTION_GRAD]  = cpu_op_causal_attention,
+    [KILN_OP_CAST]                   = cpu_op_cast,
+};
+
+/* The ops whose kernels read and write f16 and bf16 themselves; the others
+ * run a 16-bit node through cpu_run_widened. */
+static const bool cpu_half_native[KILN_OP_COUNT] = {
+    [KILN_OP_CAST] = true,
 };
 
 static cpu_op_fn cpu_op_lookup(kiln_op op)
@@ -71,7 +78,7 @@ static cpu_op_fn cpu_op_lookup(kiln_op op)
 
 /* ---- node checks ---------------------------------------------------------- */
 
-/* numel * 4 bytes at offset lie inside the buffer (or there are none). */
+/* numel elements at offset lie inside the buffer (or there are none). */
 static bool cpu_extent_ok(const kiln_node *t)
 {
     const cpu_buffer *b = t->buffer;
@@ -79,7 +86,7 @@ static bool cpu_extent_ok(const kiln_node *t)
         return t->numel == 0;
     if (t->offset > b->size)
         return false;
-    return (uint64_t)t->numel <= (b->size - t->offset) / 4;
+    return (uint64_t)t->numel <= (b->size - t->offset) / (cpu_is_half(t->dtype) ? 2 : 4);
 }
 
 /* Why this device cannot run the node, or NULL if it can. Storage is
@@ -103,7 +110,19 @@ kiln_status cpu_refuse(const cpu_device *dev, size_t i, const kiln_node *node,
     return dev->host->error(st, "%s", msg);
 }
 
+/* Whether the node has a 16-bit float tensor. */
+static bool cpu_has_half(const kiln_node *node)
+{
+    bool half = cpu_is_half(node->dtype);
+    for (int s = 0; !half && s < KILN_MAX_SRC && node->src[s]; s++)
+        half = cpu_is_half(node->src[s]->dtype);
+    return half;
+}
+
 kiln_status cpu_run_node(const cpu_device *dev, const kiln_node *node)
 {
-    return cpu_op_lookup(node->op)(dev, node);
+    cpu_op_fn kernel = cpu_op_lookup(node->op);
+    if (!cpu_half_native[node->op] && cpu_has_half(node))
+        return cpu_run_widened(dev, node, kernel);
+    return kernel(dev, node);
 }

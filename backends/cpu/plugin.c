@@ -169,6 +169,7 @@ static void cpu_kernels_select(cpu_kernels *k, cpu_isa isa)
     cpu_conv_kernels_scalar(k);
     cpu_norm_kernels_scalar(k);
     cpu_optim_kernels_scalar(k);
+    cpu_half_kernels(k, isa != CPU_ISA_SCALAR);
 #if defined(__x86_64__)
     if (isa == CPU_ISA_AVX2)
         cpu_kernels_avx2(k);

@@ -175,7 +175,10 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(STORE_SLICE, "kiln_store_slice")       \
     X(ATTENTION, "kiln_causal_attention")    \
     X(ATTENTION_GRAD_Q, "kiln_causal_attention_grad_q") \
-    X(ATTENTION_GRAD_KV, "kiln_causal_attention_grad_kv")
+    X(ATTENTION_GRAD_KV, "kiln_causal_attention_grad_kv") \
+    X(WIDEN, "kiln_widen")                   \
+    X(NARROW, "kiln_narrow")                 \
+    X(RECAST16, "kiln_recast16")
 /* clang-format on */
 
 typedef enum ocl_kernel_id {
@@ -222,6 +225,9 @@ typedef struct ocl_device {
     size_t           scratch_size;
     cl_mem           gemm_temp; /* CLBlast's temporary buffer, grown the same way */
     size_t           gemm_temp_size;
+    /* f32 copies of a 16-bit node's sources and output (ops_half.c)       */
+    cl_mem           widen[KILN_MAX_SRC + 1];
+    size_t           widen_size[KILN_MAX_SRC + 1];
     cl_mem           dummy; /* bound where a tensor has no storage */
     cl_mem           err;   /* OCL_MAX_CHECKS ints               */
     ocl_label_check  checks[OCL_MAX_CHECKS];
@@ -334,6 +340,14 @@ kiln_status ocl_gemm_prepare(ocl_device *dev);
 typedef const char *(*ocl_check_fn)(const kiln_node *node);
 /* Enqueues one node; i is its index in graph_compute's list. */
 typedef kiln_status (*ocl_op_fn)(ocl_device *dev, const kiln_node *node, size_t i);
+
+/* ---- f16 and bf16 (ops_half.c) ------------------------------------------------ */
+
+bool        ocl_is_half(kiln_dtype dtype);
+kiln_status ocl_op_cast(ocl_device *dev, const kiln_node *node, size_t i);
+/* Runs a node with 16-bit float tensors through its f32 kernel `run`. */
+kiln_status ocl_run_widened(ocl_device *dev, const kiln_node *node, size_t i,
+                            ocl_op_fn run);
 
 /* Why this device cannot run the node, or NULL: CLBlast where the op needs
  * it, the op table's checks, the storage with check_storage (a node about to

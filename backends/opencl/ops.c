@@ -106,6 +106,7 @@ static const ocl_op ocl_ops[KILN_OP_COUNT] = {
     [KILN_OP_CAUSAL_ATTENTION] = {ocl_op_causal_attention, ocl_attention_limits, false},
     [KILN_OP_CAUSAL_ATTENTION_GRAD] = {ocl_op_causal_attention, ocl_attention_limits,
                                        false},
+    [KILN_OP_CAST]                  = {ocl_op_cast, NULL, false},
 };
 
 static const ocl_op *ocl_op_lookup(kiln_op op)
@@ -115,16 +116,17 @@ static const ocl_op *ocl_op_lookup(kiln_op op)
 
 /* ---- checks --------------------------------------------------------------------- */
 
-/* numel * 4 bytes at offset lie inside the buffer, and the offset is a
+/* numel elements at offset lie inside the buffer, and the offset is a
  * whole number of elements (kernels take offsets in elements). */
 static bool extent_ok(const kiln_node *t)
 {
-    const ocl_buffer *b = t->buffer;
+    const ocl_buffer *b    = t->buffer;
+    size_t            size = ocl_is_half(t->dtype) ? 2 : 4;
     if (!b)
         return t->numel == 0;
-    if (t->offset > b->size || t->offset % 4 != 0)
+    if (t->offset > b->size || t->offset % size != 0)
         return false;
-    return (uint64_t)t->numel <= (b->size - t->offset) / 4;
+    return (uint64_t)t->numel <= (b->size - t->offset) / size;
 }
 
 const char *ocl_check_node(const ocl_device *dev, const kiln_node *node,
@@ -148,9 +150,21 @@ const char *ocl_check_node(const ocl_device *dev, const kiln_node *node,
     return why;
 }
 
+/* Whether the node has a 16-bit float tensor. */
+static bool has_half(const kiln_node *node)
+{
+    bool half = ocl_is_half(node->dtype);
+    for (int s = 0; !half && s < KILN_MAX_SRC && node->src[s]; s++)
+        half = ocl_is_half(node->src[s]->dtype);
+    return half;
+}
+
 kiln_status ocl_run_node(ocl_device *dev, const kiln_node *node, size_t i)
 {
-    return ocl_op_lookup(node->op)->run(dev, node, i);
+    ocl_op_fn run = ocl_op_lookup(node->op)->run;
+    if (node->op != KILN_OP_CAST && has_half(node))
+        return ocl_run_widened(dev, node, i, run);
+    return run(dev, node, i);
 }
 
 kiln_status ocl_refuse(const ocl_device *dev, size_t i, const kiln_node *node,

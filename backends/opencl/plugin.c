@@ -264,6 +264,9 @@ static void ocl_device_free(void *ctx)
     for (size_t k = 0; k < sizeof mems / sizeof mems[0]; k++)
         if (mems[k])
             clReleaseMemObject(mems[k]);
+    for (size_t k = 0; k < sizeof dev->widen / sizeof dev->widen[0]; k++)
+        if (dev->widen[k])
+            clReleaseMemObject(dev->widen[k]);
     if (dev->queue)
         clReleaseCommandQueue(dev->queue);
     if (dev->ctx)

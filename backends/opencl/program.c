@@ -15,7 +15,7 @@
 #include "ocl-impl.h"
 
 /* Bumped when the cache key or what a cached program must contain changes. */
-#define OCL_PROGRAM_FORMAT 1
+#define OCL_PROGRAM_FORMAT 2
 
 /* Elementwise kernels run in groups of this size (or the kernel's limit). */
 #define OCL_ELEMENTWISE_GROUP 64
@@ -288,7 +288,7 @@ cl_mem ocl_mem(const ocl_device *dev, const kiln_node *t)
 
 uint64_t ocl_elem_offset(const kiln_node *t)
 {
-    return t->offset / 4;
+    return t->offset / (t->dtype == KILN_F16 || t->dtype == KILN_BF16 ? 2 : 4);
 }
 
 void ocl_arg_node(ocl_launch *l, const kiln_node *t)

@@ -4,7 +4,7 @@
  * Creation order is topological, so walking from the loss down to the first
  * node visits every consumer of a tensor before the tensor itself: when a node
  * is reached its gradient is complete (the sum of what each consumer gave)
- * and can be pushed on to its sources. Only f32 tensors that depend on a
+ * and can be pushed on to its sources. Only float tensors that depend on a
  * parameter get a gradient; inputs, constants, whatever is computed from them
  * alone, and i32 tensors (argmax, labels) are skipped, so no node is spent on
  * a gradient nobody reads.
@@ -15,8 +15,9 @@
 
 typedef struct backward {
     kiln_graph  *g;
-    bool        *wants; /* per node id: f32 and computed from a parameter   */
-    kiln_tensor *one;   /* the constant 1, made when a rule first needs it  */
+    bool        *wants; /* per node id: a float, computed from a parameter  */
+    /* the constant 1 per float type, made when a rule first needs it       */
+    kiln_tensor *one[KILN_BF16 + 1];
 } backward;
 
 static kiln_tensor *src_of(const kiln_tensor *t, int i)
@@ -29,11 +30,23 @@ static bool wants(const backward *bw, const kiln_tensor *t)
     return t && bw->wants[t->id];
 }
 
-static kiln_tensor *one(backward *bw)
+/* A 1 in a float type, shaped [], [1], [1, 1] ... */
+static kiln_tensor *const_one(kiln_graph *g, kiln_dtype dtype, int ndim,
+                              const int64_t *dims)
 {
-    if (!bw->one)
-        bw->one = kiln_scalar(bw->g, 1.0f);
-    return bw->one;
+    uint32_t    bits = 0; /* f32 or 16 bits, in the low bytes */
+    const float v    = 1.0f;
+    kiln_convert(&bits, dtype, &v, KILN_F32, 1);
+    return kiln_const(g, dtype, ndim, dims, &bits);
+}
+
+/* 1 in t's type. */
+static kiln_tensor *one(backward *bw, const kiln_tensor *t)
+{
+    kiln_dtype d = t->node.dtype;
+    if (!bw->one[d])
+        bw->one[d] = const_one(bw->g, d, 0, NULL);
+    return bw->one[d];
 }
 
 /* Adds a consumer's contribution to src's gradient. */
@@ -103,11 +116,12 @@ static void backward_unary(backward *bw, kiln_tensor *y, kiln_tensor *gy)
     case KILN_OP_RELU: gx = kiln__relu_grad(g, gy, x); break;
     case KILN_OP_GELU: gx = kiln__gelu_grad(g, gy, x); break;
     case KILN_OP_SIGMOID:
-        gx = kiln_mul(g, gy, kiln_mul(g, y, kiln_sub(g, one(bw), y)));
+        gx = kiln_mul(g, gy, kiln_mul(g, y, kiln_sub(g, one(bw, y), y)));
         break;
     case KILN_OP_TANH:
-        gx = kiln_mul(g, gy, kiln_sub(g, one(bw), kiln_mul(g, y, y)));
+        gx = kiln_mul(g, gy, kiln_sub(g, one(bw, y), kiln_mul(g, y, y)));
         break;
+    case KILN_OP_CAST: gx = kiln_cast(g, gy, x->node.dtype); break;
     default: gx = kiln_scale(g, gy, y->node.fparam[0]); break; /* SCALE */
     }
     accumulate(bw, x, gx);
@@ -267,6 +281,7 @@ static const grad_rule grad_rules[KILN_OP_COUNT] = {
     [KILN_OP_PERMUTE]          = backward_first,
     [KILN_OP_SLICE]            = backward_first,
     [KILN_OP_CAUSAL_ATTENTION] = backward_first,
+    [KILN_OP_CAST]             = backward_unary,
 };
 
 /* Pushes t's gradient on to those of its sources that want one. */
@@ -289,12 +304,12 @@ static void backward_node(backward *bw, kiln_tensor *t)
         rule(bw, t, t->grad);
 }
 
-/* Marks the f32 nodes up to `last` that are computed from a parameter. */
+/* Marks the float nodes up to `last` that are computed from a parameter. */
 static void mark_wanted(backward *bw, size_t last)
 {
     for (size_t i = 0; i <= last; i++) {
         const kiln_tensor *t = bw->g->nodes[i];
-        if (t->node.dtype != KILN_F32)
+        if (!kiln__is_float(t->node.dtype))
             continue;
         bool w = (t->flags & KILN__PARAM) != 0;
         for (int s = 0; !w && !(t->flags & KILN__LEAF) && s < KILN_MAX_SRC; s++)
@@ -326,12 +341,12 @@ static kiln_status check_backward(kiln_graph *g, const kiln_tensor *loss)
                                            "graph; it may be called once");
     char s[KILN__SHAPE_STR];
     kiln__shape_str(s, loss->node.ndim, loss->node.dims);
-    if (loss->node.numel != 1 || loss->node.dtype != KILN_F32)
+    if (loss->node.numel != 1 || !kiln__is_float(loss->node.dtype))
         return kiln__error(KILN_ERR_SHAPE,
                            "kiln_backward: the loss %s %s is not a "
-                           "scalar: expected one f32 element (reduce it with kiln_sum "
+                           "scalar: expected one float element (reduce it with kiln_sum "
                            "or kiln_mean)",
-                           loss->node.dtype == KILN_F32 ? "f32" : "i32", s);
+                           kiln__dtype_name(loss->node.dtype), s);
     return KILN_OK;
 }
 
@@ -355,8 +370,7 @@ KILN_API kiln_status kiln_backward(kiln_graph *g, kiln_tensor *loss)
                            kiln__shape_str(s, loss->node.ndim, loss->node.dims));
     }
     g->loss    = loss;
-    float seed = 1.0f;
-    loss->grad = kiln_const(g, KILN_F32, loss->node.ndim, loss->node.dims, &seed);
+    loss->grad = const_one(g, loss->node.dtype, loss->node.ndim, loss->node.dims);
     /* New nodes are appended above the loss, so the walk never meets them;
      * g->nodes may move as it grows, so it is indexed afresh each time. */
     for (size_t i = loss->id + 1; i-- > 0 && g->status == KILN_OK;) {

@@ -96,17 +96,6 @@ int64_t kiln__numel(int ndim, const int64_t *dims)
     return n;
 }
 
-const char *kiln__dtype_name(kiln_dtype dtype)
-{
-    return dtype == KILN_I32 ? "i32" : dtype == KILN_F32 ? "f32" : "an unknown dtype";
-}
-
-size_t kiln__dtype_size(kiln_dtype dtype)
-{
-    (void)dtype; /* f32 and i32 are both 4 bytes */
-    return 4;
-}
-
 size_t kiln__tensor_bytes(const kiln_tensor *t)
 {
     return (size_t)t->node.numel * kiln__dtype_size(t->node.dtype);
@@ -151,15 +140,24 @@ bool kiln__check_operands(kiln_graph *g, const char *op, kiln_tensor *const *t, 
     return true;
 }
 
-bool kiln__check_f32(kiln_graph *g, const char *op, const char *which,
-                     const kiln_tensor *t)
+bool kiln__check_float(kiln_graph *g, const char *op, const char *which,
+                       const kiln_tensor *t)
 {
-    if (t->node.dtype == KILN_F32)
+    if (kiln__is_float(t->node.dtype))
         return true;
     char s[KILN__SHAPE_STR];
-    kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %s %s is i32, expected f32", op, which,
-                     kiln__shape_str(s, t->node.ndim, t->node.dims));
+    kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %s %s is %s, expected f32, f16 or bf16", op,
+                     which, kiln__shape_str(s, t->node.ndim, t->node.dims),
+                     kiln__dtype_name(t->node.dtype));
     return false;
+}
+
+/* What the row wants in words: "f32", "i32", "f16" (the op's float type). */
+static const char *wanted(kiln_dtype want, kiln_dtype flt)
+{
+    if (want == KILN__ANY_FLOAT)
+        return "f32, f16 or bf16";
+    return kiln__dtype_name(want == KILN__FLOAT ? flt : want);
 }
 
 bool kiln__check_sources(kiln_graph *g, kiln_op op, kiln_tensor *const *t, int n)
@@ -167,15 +165,26 @@ bool kiln__check_sources(kiln_graph *g, kiln_op op, kiln_tensor *const *t, int n
     const kiln__op_def *d = kiln__op_def_of(op);
     if (!kiln__check_operands(g, d->name, t, n))
         return false;
+    kiln_dtype src[KILN_MAX_SRC];
+    for (int i = 0; i < KILN_MAX_SRC; i++)
+        src[i] = i < n && t[i] ? t[i]->node.dtype : (kiln_dtype)-1;
+    kiln_dtype flt = kiln__op_float(d, NULL, src);
+    if (!kiln__is_float(flt))
+        flt = KILN_F32; /* a first float source of the wrong type: say f32 */
     for (int i = 0; i < n; i++) {
         kiln_dtype want = d->src_dtype[i];
-        if (t[i]->node.dtype == want)
+        if (!t[i] || !kiln__dtype_check(t[i]->node.dtype, want, flt))
             continue;
         char s[KILN__SHAPE_STR];
-        kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %s %s is %s, expected %s", d->name,
+        const char *hint = kiln__is_float(t[i]->node.dtype) && kiln__is_float(flt)
+                               ? " (cast it with kiln_cast)"
+                               : "";
+        if (want == KILN_F32 && kiln__is_float(t[i]->node.dtype))
+            hint = " (this op runs in f32 only)";
+        kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: %s %s is %s, expected %s%s", d->name,
                          d->src_name[i],
                          kiln__shape_str(s, t[i]->node.ndim, t[i]->node.dims),
-                         kiln__dtype_name(t[i]->node.dtype), kiln__dtype_name(want));
+                         kiln__dtype_name(t[i]->node.dtype), wanted(want, flt), hint);
         return false;
     }
     return true;
@@ -242,7 +251,7 @@ kiln_tensor *kiln__node_new(kiln_graph *g, kiln_op op, kiln_dtype dtype, int ndi
     }
     t->graph      = g;
     t->node.op    = op;
-    t->node.dtype = dtype;
+    t->node.dtype = dtype == KILN__FLOAT ? src[0]->node.dtype : dtype;
     t->node.ndim  = ndim;
     for (int i = 0; i < ndim; i++)
         t->node.dims[i] = dims[i];
@@ -260,10 +269,10 @@ static kiln_tensor *leaf_new(kiln_graph *g, const char *what, unsigned flags,
 {
     if (!kiln__check_operands(g, what, NULL, 0))
         return g ? g->poison : NULL;
-    if (dtype != KILN_F32 && dtype != KILN_I32)
+    if ((unsigned)dtype > KILN_BF16)
         return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
                                 "%s: dtype %d, expected "
-                                "KILN_F32 or KILN_I32",
+                                "KILN_F32, KILN_I32, KILN_F16 or KILN_BF16",
                                 what, (int)dtype);
     if (!check_dims(g, what, ndim, dims))
         return g->poison;

@@ -33,7 +33,7 @@ KILN_API kiln_tensor *kiln_causal_attention(kiln_graph *g, kiln_tensor *qkv, int
         return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
                                 "%s: scale %g: expected a finite number", name,
                                 (double)scale);
-    kiln_tensor *t = kiln__node_new(g, op, KILN_F32,
+    kiln_tensor *t = kiln__node_new(g, op, KILN__FLOAT,
                                     KILN_SHAPE(n->dims[0], n->dims[1], c), &qkv, 1);
     if (!(t->flags & KILN__POISON)) {
         t->node.iparam[0] = heads;

@@ -41,7 +41,7 @@ KILN_API kiln_tensor *kiln_conv2d(kiln_graph *g, kiln_tensor *x, kiln_tensor *w,
                                 "smaller than the kernel of w %s",
                                 name, sx, padding, sw);
     int64_t      oh = (hp - wd[2]) / stride + 1, ow = (wp - wd[3]) / stride + 1;
-    kiln_tensor *t = kiln__node_new(g, KILN_OP_CONV2D, KILN_F32, 4,
+    kiln_tensor *t = kiln__node_new(g, KILN_OP_CONV2D, KILN__FLOAT, 4,
                                     (int64_t[]){xd[0], wd[0], oh, ow}, src, 3);
     if (!(t->flags & KILN__POISON)) {
         t->node.iparam[0] = t->node.iparam[1] = stride;
@@ -75,7 +75,7 @@ KILN_API kiln_tensor *kiln_max_pool2d(kiln_graph *g, kiln_tensor *x, int kernel,
                                 "the %dx%d window",
                                 name, sx, kernel, kernel);
     int64_t      oh = (xd[2] - kernel) / stride + 1, ow = (xd[3] - kernel) / stride + 1;
-    kiln_tensor *t = kiln__node_new(g, KILN_OP_MAX_POOL2D, KILN_F32, 4,
+    kiln_tensor *t = kiln__node_new(g, KILN_OP_MAX_POOL2D, KILN__FLOAT, 4,
                                     (int64_t[]){xd[0], xd[1], oh, ow}, &x, 1);
     if (!(t->flags & KILN__POISON)) {
         t->node.iparam[0] = t->node.iparam[1] = kernel;

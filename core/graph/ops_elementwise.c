@@ -42,7 +42,7 @@ static kiln_tensor *binary(kiln_graph *g, kiln_op op, kiln_tensor *a, kiln_tenso
                                 name, kiln__shape_str(sa, a->node.ndim, a->node.dims),
                                 kiln__shape_str(sb, b->node.ndim, b->node.dims));
     }
-    return kiln__node_new(g, op, KILN_F32, big->ndim, big->dims, ab, 2);
+    return kiln__node_new(g, op, KILN__FLOAT, big->ndim, big->dims, ab, 2);
 }
 
 KILN_API kiln_tensor *kiln_add(kiln_graph *g, kiln_tensor *a, kiln_tensor *b)
@@ -69,7 +69,7 @@ static kiln_tensor *unary(kiln_graph *g, kiln_op op, kiln_tensor *a)
 {
     if (!kiln__check_sources(g, op, &a, 1))
         return g ? g->poison : NULL;
-    return kiln__node_new(g, op, KILN_F32, a->node.ndim, a->node.dims, &a, 1);
+    return kiln__node_new(g, op, KILN__FLOAT, a->node.ndim, a->node.dims, &a, 1);
 }
 
 KILN_API kiln_tensor *kiln_neg(kiln_graph *g, kiln_tensor *a)
@@ -112,4 +112,18 @@ KILN_API kiln_tensor *kiln_scale(kiln_graph *g, kiln_tensor *a, float s)
     if (t && !(t->flags & KILN__POISON))
         t->node.fparam[0] = s;
     return t;
+}
+
+KILN_API kiln_tensor *kiln_cast(kiln_graph *g, kiln_tensor *a, kiln_dtype dtype)
+{
+    if (!kiln__check_sources(g, KILN_OP_CAST, &a, 1))
+        return g ? g->poison : NULL;
+    if (!kiln__is_float(dtype))
+        return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
+                                "cast: dtype %s (%d), expected KILN_F32, KILN_F16 or "
+                                "KILN_BF16",
+                                kiln__dtype_name(dtype), (int)dtype);
+    if (a->node.dtype == dtype)
+        return a;
+    return kiln__node_new(g, KILN_OP_CAST, dtype, a->node.ndim, a->node.dims, &a, 1);
 }

@@ -26,5 +26,5 @@ KILN_API kiln_tensor *kiln_embedding(kiln_graph *g, kiln_tensor *table, kiln_ten
     for (int d = 0; d < i->ndim; d++)
         dims[d] = i->dims[d];
     dims[i->ndim] = t->dims[1];
-    return kiln__node_new(g, KILN_OP_EMBEDDING, KILN_F32, i->ndim + 1, dims, src, 2);
+    return kiln__node_new(g, KILN_OP_EMBEDDING, KILN__FLOAT, i->ndim + 1, dims, src, 2);
 }

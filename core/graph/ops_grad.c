@@ -46,7 +46,7 @@ kiln_tensor *kiln__sum_to(kiln_graph *g, kiln_tensor *a, int ndim, const int64_t
         return mismatch(g, KILN_OP_SUM_TO, "input", &a->node, "target", &target,
                         "a target whose element count divides the input's");
     }
-    return kiln__node_new(g, KILN_OP_SUM_TO, KILN_F32, ndim, dims, &a, 1);
+    return kiln__node_new(g, KILN_OP_SUM_TO, KILN__FLOAT, ndim, dims, &a, 1);
 }
 
 kiln_tensor *kiln__expand(kiln_graph *g, kiln_tensor *a, int axis, int ndim,
@@ -71,7 +71,7 @@ kiln_tensor *kiln__expand(kiln_graph *g, kiln_tensor *a, int axis, int ndim,
                         axis < 0 ? "one element"
                                  : "the target's shape without the "
                                    "axis, or with it of size 1");
-    kiln_tensor *t = kiln__node_new(g, KILN_OP_EXPAND, KILN_F32, ndim, dims, &a, 1);
+    kiln_tensor *t = kiln__node_new(g, KILN_OP_EXPAND, KILN__FLOAT, ndim, dims, &a, 1);
     if (!(t->flags & KILN__POISON))
         t->node.iparam[0] = axis;
     return t;
@@ -85,7 +85,7 @@ kiln_tensor *kiln__relu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
     if (!same_shape(&gy->node, &x->node))
         return mismatch(g, KILN_OP_RELU_GRAD, "gradient", &gy->node, "x", &x->node,
                         "equal shapes");
-    return kiln__node_new(g, KILN_OP_RELU_GRAD, KILN_F32, x->node.ndim, x->node.dims, src,
+    return kiln__node_new(g, KILN_OP_RELU_GRAD, KILN__FLOAT, x->node.ndim, x->node.dims, src,
                           2);
 }
 
@@ -97,7 +97,7 @@ kiln_tensor *kiln__gelu_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
     if (!same_shape(&gy->node, &x->node))
         return mismatch(g, KILN_OP_GELU_GRAD, "gradient", &gy->node, "x", &x->node,
                         "equal shapes");
-    return kiln__node_new(g, KILN_OP_GELU_GRAD, KILN_F32, x->node.ndim, x->node.dims, src,
+    return kiln__node_new(g, KILN_OP_GELU_GRAD, KILN__FLOAT, x->node.ndim, x->node.dims, src,
                           2);
 }
 
@@ -113,7 +113,7 @@ kiln_tensor *kiln__max_grad(kiln_graph *g, kiln_tensor *gy, kiln_tensor *x)
         return mismatch(g, KILN_OP_MAX_GRAD, "gradient", &gy->node, "x", xn,
                         "x of at least 1 dimension, with a non-empty last axis, and "
                         "a gradient of x's shape without its last axis");
-    return kiln__node_new(g, KILN_OP_MAX_GRAD, KILN_F32, xn->ndim, xn->dims, src, 2);
+    return kiln__node_new(g, KILN_OP_MAX_GRAD, KILN__FLOAT, xn->ndim, xn->dims, src, 2);
 }
 
 kiln_tensor *kiln__softmax_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
@@ -131,7 +131,7 @@ kiln_tensor *kiln__softmax_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
     if (y->node.ndim < 1 || !same_shape(&gy->node, &y->node))
         return mismatch(g, op, "gradient", &gy->node, "y", &y->node,
                         "equal shapes of at least 1 dimension");
-    return kiln__node_new(g, op, KILN_F32, y->node.ndim, y->node.dims, src, 2);
+    return kiln__node_new(g, op, KILN__FLOAT, y->node.ndim, y->node.dims, src, 2);
 }
 
 /* gy must be the gradient of fwd's output, and fwd a node of op `want`. */
@@ -162,7 +162,7 @@ static bool check_fwd(kiln_graph *g, kiln_op op, kiln_tensor *gy, kiln_tensor *f
 static kiln_tensor *grad_node(kiln_graph *g, kiln_op op, kiln_tensor *const *src, int n,
                               const kiln_tensor *like, const kiln_tensor *fwd)
 {
-    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, like->node.ndim, like->node.dims,
+    kiln_tensor *t = kiln__node_new(g, op, KILN__FLOAT, like->node.ndim, like->node.dims,
                                     src, n);
     if (!(t->flags & KILN__POISON))
         for (int i = 0; i < KILN_MAX_IPARAM; i++)
@@ -265,9 +265,9 @@ kiln_tensor *kiln__layer_norm_grad(kiln_graph *g, kiln_op op, kiln_tensor *gy,
                 *w     = (kiln_tensor *)fwd->node.src[1];
     kiln_tensor *src[] = {gy, x, w};
     kiln_tensor *t     = op == KILN_OP_LAYER_NORM_GRAD
-                             ? kiln__node_new(g, op, KILN_F32, x->node.ndim, x->node.dims,
+                             ? kiln__node_new(g, op, KILN__FLOAT, x->node.ndim, x->node.dims,
                                               src, 3)
-                             : kiln__node_new(g, op, KILN_F32, w->node.ndim, w->node.dims,
+                             : kiln__node_new(g, op, KILN__FLOAT, w->node.ndim, w->node.dims,
                                               src, 2);
     if (!(t->flags & KILN__POISON))
         t->node.fparam[0] = fwd->node.fparam[0];

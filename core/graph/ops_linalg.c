@@ -42,7 +42,7 @@ KILN_API kiln_tensor *kiln_matmul_t(kiln_graph *g, kiln_tensor *a, kiln_tensor *
                                 (long long)kb);
     dims[r]        = m;
     dims[r + 1]    = n;
-    kiln_tensor *t = kiln__node_new(g, KILN_OP_MATMUL, KILN_F32, nd, dims, ab, 2);
+    kiln_tensor *t = kiln__node_new(g, KILN_OP_MATMUL, KILN__FLOAT, nd, dims, ab, 2);
     if (!(t->flags & KILN__POISON)) {
         t->node.iparam[0] = transpose_a;
         t->node.iparam[1] = transpose_b;
@@ -64,7 +64,7 @@ KILN_API kiln_tensor *kiln_transpose(kiln_graph *g, kiln_tensor *a)
         return kiln__graph_fail(g, KILN_ERR_SHAPE, "%s: input %s must be 2-D",
                                 kiln__op_name(KILN_OP_TRANSPOSE),
                                 kiln__shape_str(s, a->node.ndim, a->node.dims));
-    return kiln__node_new(g, KILN_OP_TRANSPOSE, KILN_F32, 2,
+    return kiln__node_new(g, KILN_OP_TRANSPOSE, KILN__FLOAT, 2,
                           (int64_t[]){a->node.dims[1], a->node.dims[0]}, &a, 1);
 }
 

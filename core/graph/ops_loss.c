@@ -20,7 +20,7 @@ KILN_API kiln_tensor *kiln_mse_loss(kiln_graph *g, kiln_tensor *pred, kiln_tenso
                                 name, kiln__shape_str(sp, p->ndim, p->dims),
                                 kiln__shape_str(st, t->ndim, t->dims));
     }
-    return kiln__node_new(g, KILN_OP_MSE_LOSS, KILN_F32, 0, NULL, src, 2);
+    return kiln__node_new(g, KILN_OP_MSE_LOSS, KILN__FLOAT, 0, NULL, src, 2);
 }
 
 KILN_API kiln_tensor *kiln_cross_entropy(kiln_graph *g, kiln_tensor *logits,
@@ -53,5 +53,5 @@ KILN_API kiln_tensor *kiln_cross_entropy(kiln_graph *g, kiln_tensor *logits,
                                 "%s: logits %s have more classes than an i32 label "
                                 "can name",
                                 name, sl);
-    return kiln__node_new(g, KILN_OP_CROSS_ENTROPY, KILN_F32, 0, NULL, src, 2);
+    return kiln__node_new(g, KILN_OP_CROSS_ENTROPY, KILN__FLOAT, 0, NULL, src, 2);
 }

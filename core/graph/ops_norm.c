@@ -36,7 +36,7 @@ KILN_API kiln_tensor *kiln_layer_norm(kiln_graph *g, kiln_tensor *x, kiln_tensor
         return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
                                 "%s: eps %g: expected a finite eps >= 0 (1e-5 is usual)",
                                 name, (double)eps);
-    kiln_tensor *t = kiln__node_new(g, KILN_OP_LAYER_NORM, KILN_F32, x->node.ndim,
+    kiln_tensor *t = kiln__node_new(g, KILN_OP_LAYER_NORM, KILN__FLOAT, x->node.ndim,
                                     x->node.dims, src, 3);
     if (!(t->flags & KILN__POISON))
         t->node.fparam[0] = eps;

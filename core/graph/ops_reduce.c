@@ -7,7 +7,7 @@ static kiln_tensor *reduce_all(kiln_graph *g, kiln_op op, kiln_tensor *a)
 {
     if (!kiln__check_sources(g, op, &a, 1))
         return g ? g->poison : NULL;
-    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, 0, NULL, &a, 1);
+    kiln_tensor *t = kiln__node_new(g, op, KILN__FLOAT, 0, NULL, &a, 1);
     if (!(t->flags & KILN__POISON))
         t->node.iparam[0] = -1;
     return t;
@@ -38,7 +38,7 @@ static kiln_tensor *reduce_axis(kiln_graph *g, kiln_op op, kiln_tensor *a, int a
         else if (keepdim)
             dims[n++] = 1;
     }
-    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, n, dims, &a, 1);
+    kiln_tensor *t = kiln__node_new(g, op, KILN__FLOAT, n, dims, &a, 1);
     if (!(t->flags & KILN__POISON))
         t->node.iparam[0] = axis;
     return t;
@@ -100,7 +100,7 @@ static kiln_tensor *pick_last(kiln_graph *g, kiln_op op, kiln_dtype dtype, kiln_
 
 KILN_API kiln_tensor *kiln_max(kiln_graph *g, kiln_tensor *a)
 {
-    return pick_last(g, KILN_OP_MAX, KILN_F32, a);
+    return pick_last(g, KILN_OP_MAX, KILN__FLOAT, a);
 }
 
 KILN_API kiln_tensor *kiln_argmax(kiln_graph *g, kiln_tensor *a)
@@ -112,7 +112,7 @@ static kiln_tensor *normalise_last(kiln_graph *g, kiln_op op, kiln_tensor *a)
 {
     if (!check_last_axis(g, op, a, false))
         return g ? g->poison : NULL;
-    return kiln__node_new(g, op, KILN_F32, a->node.ndim, a->node.dims, &a, 1);
+    return kiln__node_new(g, op, KILN__FLOAT, a->node.ndim, a->node.dims, &a, 1);
 }
 
 KILN_API kiln_tensor *kiln_softmax(kiln_graph *g, kiln_tensor *a)
@@ -155,7 +155,7 @@ static kiln_tensor *causal_softmax(kiln_graph *g, kiln_tensor *x, float scale,
         return kiln__graph_fail(g, KILN_ERR_INVALID_ARG,
                                 "%s: scale %g: expected a finite number",
                                 kiln__op_name(op), (double)scale);
-    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, n->ndim, n->dims, src,
+    kiln_tensor *t = kiln__node_new(g, op, KILN__FLOAT, n->ndim, n->dims, src,
                                     offset ? 2 : 1);
     if (!(t->flags & KILN__POISON))
         t->node.fparam[0] = scale;

@@ -30,7 +30,7 @@ KILN_API kiln_tensor *kiln_permute(kiln_graph *g, kiln_tensor *x, const int *per
         seen |= 1u << perm[d];
         dims[d] = x->node.dims[perm[d]];
     }
-    kiln_tensor *t = kiln__node_new(g, KILN_OP_PERMUTE, KILN_F32, nd, dims, &x, 1);
+    kiln_tensor *t = kiln__node_new(g, KILN_OP_PERMUTE, KILN__FLOAT, nd, dims, &x, 1);
     if (!(t->flags & KILN__POISON))
         for (int d = 0; d < nd; d++)
             t->node.iparam[d] = perm[d];
@@ -67,7 +67,7 @@ KILN_API kiln_tensor *kiln_slice(kiln_graph *g, kiln_tensor *x, int axis, int64_
     int64_t dims[KILN_MAX_DIMS];
     for (int d = 0; d < nd; d++)
         dims[d] = d == axis ? length : x->node.dims[d];
-    kiln_tensor *t = kiln__node_new(g, KILN_OP_SLICE, KILN_F32, nd, dims, &x, 1);
+    kiln_tensor *t = kiln__node_new(g, KILN_OP_SLICE, KILN__FLOAT, nd, dims, &x, 1);
     if (!(t->flags & KILN__POISON)) {
         t->node.iparam[0] = axis;
         t->node.iparam[1] = (int32_t)start;
@@ -115,7 +115,7 @@ KILN_API kiln_tensor *kiln_store_slice(kiln_graph *g, kiln_tensor *dst,
                                 name,
                                 kiln__shape_str(o, start->node.ndim, start->node.dims));
     }
-    kiln_tensor *t = kiln__node_new(g, op, KILN_F32, nd, dst->node.dims, src, 3);
+    kiln_tensor *t = kiln__node_new(g, op, KILN__FLOAT, nd, dst->node.dims, src, 3);
     if (!(t->flags & KILN__POISON)) {
         t->node.iparam[0] = axis;
         t->inplace        = dst;

@@ -61,11 +61,11 @@ static bool layer_new(kiln_graph *g, const char *kind, const char *name, int ndi
     return true;
 }
 
-/* x must be an f32 operand of g with `ndim` dimensions, `layout` naming them. */
+/* x must be a float operand of g with `ndim` dimensions, `layout` naming them. */
 static bool check_input(kiln_graph *g, const char *op, kiln_tensor *x, int ndim,
                         const char *layout)
 {
-    if (!kiln__check_operands(g, op, &x, 1) || !kiln__check_f32(g, op, "x", x))
+    if (!kiln__check_operands(g, op, &x, 1) || !kiln__check_float(g, op, "x", x))
         return false;
     if (x->node.ndim == ndim)
         return true;
@@ -89,7 +89,9 @@ KILN_API kiln_tensor *kiln_dense(kiln_graph *g, kiln_tensor *x, int64_t out,
     layer l;
     if (!layer_new(g, "dense", name, KILN_SHAPE(x->node.dims[1], out), out, &l))
         return g->poison;
-    return kiln_add(g, kiln_matmul(g, x, l.weight), l.bias);
+    /* f32 parameters, used in x's type (mixed precision) */
+    kiln_dtype t = x->node.dtype;
+    return kiln_add(g, kiln_matmul(g, x, kiln_cast(g, l.weight, t)), kiln_cast(g, l.bias, t));
 }
 
 KILN_API kiln_tensor *kiln_conv2d_layer(kiln_graph *g, kiln_tensor *x,
@@ -108,5 +110,7 @@ KILN_API kiln_tensor *kiln_conv2d_layer(kiln_graph *g, kiln_tensor *x,
                    KILN_SHAPE(out_channels, x->node.dims[1], kernel, kernel),
                    out_channels, &l))
         return g->poison;
-    return kiln_conv2d(g, x, l.weight, l.bias, stride, padding);
+    kiln_dtype t = x->node.dtype;
+    return kiln_conv2d(g, x, kiln_cast(g, l.weight, t), kiln_cast(g, l.bias, t), stride,
+                       padding);
 }

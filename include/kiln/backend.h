@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to the structs or enums below. */
-#define KILN_BACKEND_ABI_VERSION 5
+#define KILN_BACKEND_ABI_VERSION 6
 
 #define KILN_BACKEND_ENTRY_SYMBOL "kiln_backend_entry"
 
@@ -223,6 +223,12 @@ typedef enum kiln_op {
      * recomputed from qkv).                                                  */
     KILN_OP_CAUSAL_ATTENTION_GRAD,
 
+    /* ---- 16-bit floats (ABI 6) -------------------------------------------- */
+
+    /* src[0] of one float type converted to the output's (f32, f16, bf16),
+     * same shape: round to nearest, ties to even; NaN and Inf kept.         */
+    KILN_OP_CAST,
+
     KILN_OP_COUNT
 } kiln_op;
 
@@ -234,7 +240,9 @@ KILN_API const char *kiln_op_name(kiln_op op);
 
 /* One tensor of a compiled graph, as a backend sees it. Data lives at `offset`
  * bytes into `buffer`, a handle the device's buffer_alloc returned; the extent
- * is contiguous, row-major, numel elements of 4 bytes (f32 and i32). Every
+ * is contiguous, row-major, numel elements of 4 bytes (f32, i32) or, from
+ * ABI 6, 2 bytes (f16, bf16: the ops that take a float type take these as
+ * well, computing in f32, unless the op table says f32). Every
  * element of the output must be written: buffers are not zeroed, and storage
  * is reused between nodes. A node's output never overlaps its sources,
  * except that an in-place op's output (an optimiser step's, STORE_SLICE's)

@@ -162,10 +162,29 @@ KILN_API kiln_status kiln_context_device_index(const kiln_context *ctx, size_t *
 
 /* ---- tensors and graphs ------------------------------------------------- */
 
+/* Element types. f16 is IEEE 754 binary16 and bf16 the upper half of an f32
+ * (bfloat16), each stored as 2 bytes: kiln_tensor_write and kiln_tensor_read
+ * take their bits (uint16_t), and kiln_convert turns them to and from f32.
+ * Ops on f16 and bf16 tensors read and write that type and compute in f32
+ * (a product accumulates in f32); an op's float operands must share one
+ * type (kiln_cast changes it). Parameters and optimiser state are f32. */
 typedef enum kiln_dtype {
-    KILN_F32 = 0,
-    KILN_I32 = 1,
+    KILN_F32  = 0,
+    KILN_I32  = 1,
+    KILN_F16  = 2,
+    KILN_BF16 = 3,
 } kiln_dtype;
+
+/* "f32", "i32", "f16", "bf16", or "unknown" for a value outside kiln_dtype. */
+KILN_API const char *kiln_dtype_name(kiln_dtype dtype);
+/* Bytes per element (4 or 2), or 0 for a value outside kiln_dtype. */
+KILN_API size_t kiln_dtype_size(kiln_dtype dtype);
+/* Converts n elements between f32, f16 and bf16 (or copies one type):
+ * round to nearest, ties to even; NaN and Inf kept, values past f16's range
+ * become Inf. dst and src must not overlap. KILN_ERR_INVALID_ARG for i32 or
+ * a value outside kiln_dtype, naming it. */
+KILN_API kiln_status kiln_convert(void *dst, kiln_dtype dst_dtype, const void *src,
+                                  kiln_dtype src_dtype, size_t n);
 
 typedef struct kiln_graph  kiln_graph;
 typedef struct kiln_tensor kiln_tensor;
@@ -211,6 +230,11 @@ KILN_API kiln_tensor *kiln_scale(kiln_graph *g, kiln_tensor *a, float s);
  * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Saturates for large |x|
  * (x for large x, 0 for large negative x, -inf included); NaN stays NaN. */
 KILN_API kiln_tensor *kiln_gelu(kiln_graph *g, kiln_tensor *a);
+
+/* a converted to a float type (KILN_F32, KILN_F16 or KILN_BF16), rounding to
+ * nearest even; a itself when it already has that type. Its gradient is
+ * cast back to a's type. */
+KILN_API kiln_tensor *kiln_cast(kiln_graph *g, kiln_tensor *a, kiln_dtype dtype);
 
 /* Matrix product a @ b, [M, K] @ [K, N] -> [M, N]. Batched: a and b 3-D or
  * 4-D with the same leading (batch) axes, [..., M, K] @ [..., K, N] ->
