@@ -111,7 +111,32 @@ Test(op_table, check_refuses_dtypes_missing_sources_and_bad_extents)
     cr_assert_str_eq(kiln__op_check(&relu), "a tensor's ndim, dims and numel disagree");
     x.numel    = 4;
     relu.dtype = KILN_I32;
-    cr_assert_str_eq(kiln__op_check(&relu), "a tensor is not f32");
+    cr_assert_str_eq(kiln__op_check(&relu), "a tensor is not f32, f16 or bf16");
+    /* one float type: an f16 relu of an f32 tensor is refused, of f16 runs */
+    relu.dtype = KILN_F16;
+    cr_assert_str_eq(kiln__op_check(&relu),
+                     "the float tensors differ in dtype (the op takes one float type: "
+                     "cast one of them with kiln_cast)");
+    x.dtype = KILN_F16;
+    cr_assert_null(kiln__op_check(&relu));
+    /* the optimiser's steps are f32 only */
+    kiln_node p = tensor(KILN_F16, 1, (int64_t[]){4}), gr = tensor(KILN_F32, 1, (int64_t[]){4});
+    kiln_node m = tensor(KILN_F32, 1, (int64_t[]){4}), h = tensor(KILN_F32, 1, (int64_t[]){8});
+    kiln_node step = tensor(KILN_F16, 1, (int64_t[]){4});
+    step.op        = KILN_OP_SGD_STEP;
+    step.src[0]    = &p;
+    step.src[1]    = &gr;
+    step.src[2]    = &m;
+    step.src[3]    = &h;
+    cr_assert_str_eq(kiln__op_check(&step), "a tensor is not f32 (the op runs in f32 only)");
+    /* CAST: any float type to any */
+    kiln_node cast = tensor(KILN_BF16, 1, (int64_t[]){4});
+    cast.op        = KILN_OP_CAST;
+    cast.src[0]    = &x;
+    cr_assert_null(kiln__op_check(&cast));
+    x.dtype = KILN_I32;
+    cr_assert_str_eq(kiln__op_check(&cast), "a tensor is not f32, f16 or bf16");
+    x.dtype = KILN_F32;
 
     kiln_node logits = tensor(KILN_F32, 2, (int64_t[]){4, 3});
     kiln_node ce     = tensor(KILN_F32, 0, NULL);
