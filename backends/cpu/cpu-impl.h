@@ -273,8 +273,9 @@ void cpu_parallel_for(const cpu_device *dev, size_t n, size_t align, size_t grai
 
 /* One thread's packing buffers, allocated at device open and reused. */
 typedef struct cpu_pack {
-    float *a; /* mc x kc of op(A)  */
-    float *b; /* kc x nc of op(B)  */
+    float *a;     /* mc x kc of op(A)  */
+    float *b;     /* kc x nc of op(B)  */
+    float *stage; /* a block of a 16-bit A or B in f32, before its packing */
 } cpu_pack;
 
 struct cpu_device {
@@ -309,6 +310,10 @@ typedef struct cpu_gemm_args {
     size_t            ldc;
     const float      *row_bias;   /* NULL, or c[i,:] += bias[i] */
     bool              accumulate; /* c += a b instead of c = a b (no row_bias) */
+    /* A or B in f16 or bf16 (a_type, b_type), read through ah, bh instead of
+     * a, b: each block is widened to f32 as it is packed (never im2col)    */
+    kiln_dtype      a_type, b_type;
+    const uint16_t *ah, *bh;
 } cpu_gemm_args;
 
 /* The packed GEMM on the device's threads (on the calling thread alone

@@ -84,6 +84,46 @@ static void cpu_pack_b_im2col(float *dst, const cpu_im2col *cv, size_t nr, size_
     }
 }
 
+/* ---- 16-bit operands ------------------------------------------------------------ */
+
+/* Rows [r0, r0 + rows) x columns [c0, c0 + cols) of a 16-bit row-major
+ * matrix (ld) widened into stage, row-major with ld cols. */
+static void cpu_widen_block(const cpu_kernels *k, float *stage, const uint16_t *x,
+                            size_t ld, kiln_dtype dtype, size_t r0, size_t rows, size_t c0,
+                            size_t cols)
+{
+    for (size_t r = 0; r < rows; r++)
+        k->widen(stage + r * cols, x + (r0 + r) * ld + c0, cols, dtype);
+}
+
+/* pack_a of op(A) rows [i0, i0 + m) x k [k0, k0 + kc), from a 16-bit A. */
+static void cpu_pack_a_half(const cpu_kernels *k, const cpu_pack *ws,
+                            const cpu_gemm_args *g, size_t i0, size_t k0, size_t m,
+                            size_t kc)
+{
+    if (g->ta) { /* stored [K, M] */
+        cpu_widen_block(k, ws->stage, g->ah, g->lda, g->a_type, k0, kc, i0, m);
+        k->gemm->pack_a(ws->a, ws->stage, m, true, 0, 0, m, kc);
+    } else {
+        cpu_widen_block(k, ws->stage, g->ah, g->lda, g->a_type, i0, m, k0, kc);
+        k->gemm->pack_a(ws->a, ws->stage, kc, false, 0, 0, m, kc);
+    }
+}
+
+/* pack_b of op(B) k [k0, k0 + kc) x columns [j0, j0 + n), from a 16-bit B. */
+static void cpu_pack_b_half(const cpu_kernels *k, const cpu_pack *ws,
+                            const cpu_gemm_args *g, size_t k0, size_t j0, size_t kc,
+                            size_t n)
+{
+    if (g->tb) { /* stored [N, K] */
+        cpu_widen_block(k, ws->stage, g->bh, g->ldb, g->b_type, j0, n, k0, kc);
+        k->gemm->pack_b(ws->b, ws->stage, kc, true, 0, 0, kc, n);
+    } else {
+        cpu_widen_block(k, ws->stage, g->bh, g->ldb, g->b_type, k0, kc, j0, n);
+        k->gemm->pack_b(ws->b, ws->stage, n, false, 0, 0, kc, n);
+    }
+}
+
 /* ---- one thread's block --------------------------------------------------------- */
 
 /* c[0..m, 0..n) (ldc) = tile (ld nr), or += when accumulate. */
@@ -140,10 +180,11 @@ static void cpu_gemm_macro(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
     }
 }
 
-static void cpu_gemm_block(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
+static void cpu_gemm_block(const cpu_kernels *k, const cpu_pack *ws,
                            const cpu_gemm_args *g, size_t m0, size_t m1, size_t n0,
                            size_t n1)
 {
+    const cpu_gemm_ukernel *uk = k->gemm;
     if (m0 >= m1 || n0 >= n1)
         return;
     if (g->K == 0) {
@@ -160,11 +201,16 @@ static void cpu_gemm_block(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
             size_t kcur = CPU_MIN(kc, g->K - pc);
             if (g->im2col)
                 cpu_pack_b_im2col(ws->b, g->im2col, uk->nr, pc, jc, kcur, ncur);
+            else if (g->bh)
+                cpu_pack_b_half(k, ws, g, pc, jc, kcur, ncur);
             else
                 uk->pack_b(ws->b, g->b, g->ldb, g->tb, pc, jc, kcur, ncur);
             for (size_t ic = m0; ic < m1; ic += uk->mc) {
                 size_t mcur = CPU_MIN(uk->mc, m1 - ic);
-                uk->pack_a(ws->a, g->a, g->lda, g->ta, ic, pc, mcur, kcur);
+                if (g->ah)
+                    cpu_pack_a_half(k, ws, g, ic, pc, mcur, kcur);
+                else
+                    uk->pack_a(ws->a, g->a, g->lda, g->ta, ic, pc, mcur, kcur);
                 cpu_gemm_macro(uk, ws, g, ic, mcur, jc, ncur, kcur,
                                pc > 0 || g->accumulate, pc + kcur >= g->K);
             }
@@ -174,7 +220,7 @@ static void cpu_gemm_block(const cpu_gemm_ukernel *uk, const cpu_pack *ws,
 
 void cpu_gemm_serial(const cpu_device *dev, int tid, const cpu_gemm_args *g)
 {
-    cpu_gemm_block(dev->k.gemm, &dev->pack[tid], g, 0, g->M, 0, g->N);
+    cpu_gemm_block(&dev->k, &dev->pack[tid], g, 0, g->M, 0, g->N);
 }
 
 /* ---- threads -------------------------------------------------------------------- */
@@ -193,7 +239,7 @@ static void cpu_gemm_task(void *arg, int tid, int nt)
     (void)nt;
     cpu_split(job->g->M, uk->mr, tid / job->tn, job->tm, &m0, &m1);
     cpu_split(job->g->N, uk->nr, tid % job->tn, job->tn, &n0, &n1);
-    cpu_gemm_block(uk, &job->dev->pack[tid], job->g, m0, m1, n0, n1);
+    cpu_gemm_block(&job->dev->k, &job->dev->pack[tid], job->g, m0, m1, n0, n1);
 }
 
 /* The tm x tn grid of nt threads whose largest block is smallest, counting
@@ -246,7 +292,8 @@ void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
     if (g->M == 0 || g->N == 0)
         return;
     const cpu_gemm_ukernel *uk = dev->k.gemm;
-    if (uk->gemv && g->M == 1 && g->K > 0 && !g->im2col && !g->row_bias &&
+    bool half = g->ah || g->bh; /* widened in the packing: the packed path */
+    if (uk->gemv && !half && g->M == 1 && g->K > 0 && !g->im2col && !g->row_bias &&
         !g->accumulate && !(g->tb && g->ta)) {
         /* one row (decoding a position): B streams once, unpacked; threads
          * take columns when there is enough of them */
@@ -260,7 +307,8 @@ void cpu_gemm(const cpu_device *dev, const cpu_gemm_args *g)
                              &job);
         return;
     }
-    if (uk->small_n && g->N <= uk->small_n_max && g->N < uk->nr && !g->tb && !g->im2col &&
+    if (uk->small_n && !half && g->N <= uk->small_n_max && g->N < uk->nr && !g->tb &&
+        !g->im2col &&
         !g->row_bias && !g->accumulate && (g->ta || g->M <= CPU_GEMM_SMALL_N_ROWS)) {
         double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
         if (flops < 2.0 * CPU_GEMM_SMALL_N_FLOPS_PER_THREAD ||
@@ -312,7 +360,9 @@ kiln_status cpu_gemm_buffers_alloc(cpu_device *dev)
     for (int t = 0; t < n; t++) {
         dev->pack[t].a = cpu_pack_alloc(uk->mc * uk->kc);
         dev->pack[t].b = cpu_pack_alloc(uk->kc * uk->nc);
-        if (!dev->pack[t].a || !dev->pack[t].b)
+        /* the larger block; its pages are touched only by 16-bit products */
+        dev->pack[t].stage = cpu_pack_alloc((uk->mc > uk->nc ? uk->mc : uk->nc) * uk->kc);
+        if (!dev->pack[t].a || !dev->pack[t].b || !dev->pack[t].stage)
             return KILN_ERR_NO_MEMORY; /* the caller frees what was made */
     }
     return KILN_OK;
@@ -325,6 +375,7 @@ void cpu_gemm_buffers_free(cpu_device *dev)
     for (int t = 0; t < cpu_pool_size(dev->pool); t++) {
         free(dev->pack[t].a);
         free(dev->pack[t].b);
+        free(dev->pack[t].stage);
     }
     free(dev->pack);
     dev->pack = NULL;

@@ -68,7 +68,8 @@ static const cpu_op_fn cpu_ops[KILN_OP_COUNT] = {
 /* The ops whose kernels read and write f16 and bf16 themselves; the others
  * run a 16-bit node through cpu_run_widened. */
 static const bool cpu_half_native[KILN_OP_COUNT] = {
-    [KILN_OP_CAST] = true,
+    [KILN_OP_CAST]   = true,
+    [KILN_OP_MATMUL] = true,
 };
 
 static cpu_op_fn cpu_op_lookup(kiln_op op)

@@ -7,6 +7,8 @@
  * too small for cpu_gemm to thread would otherwise run on one thread while
  * the others wait. A batch of large products leaves the threading to
  * cpu_gemm, which splits each product. */
+#include <stdlib.h>
+
 #include "cpu-impl.h"
 
 void cpu_matmul_kernels_scalar(cpu_kernels *k)
@@ -34,6 +36,10 @@ static void cpu_bmm_entry(const cpu_bmm *job, size_t e)
         g.a += e * job->sa;
     if (job->sb)
         g.b += e * job->sb;
+    if (g.ah)
+        g.ah += e * job->sa;
+    if (g.bh)
+        g.bh += e * job->sb;
     g.c += e * job->sc;
     cpu_gemm(job->dev, &g); /* inside a job: on this thread alone */
 }
@@ -54,30 +60,48 @@ kiln_status cpu_op_matmul(const cpu_device *dev, const kiln_node *node)
     size_t           K = (size_t)a->dims[r + (ta ? 0 : 1)];
     if (node->numel == 0)
         return KILN_OK;
+    /* 16-bit operands are widened block by block as they are packed; a
+     * 16-bit product is computed in f32 and rounded once at the end */
+    bool   ha = cpu_is_half(a->dtype), hb = cpu_is_half(b->dtype);
+    bool   hc = cpu_is_half(node->dtype);
+    float *c  = hc ? malloc((size_t)node->numel * sizeof(float)) : cpu_f32(node);
+    if (!c)
+        return dev->host->error(KILN_ERR_NO_MEMORY,
+                                "cpu: out of memory for a %s product's f32 result "
+                                "(%zu bytes)",
+                                kiln_dtype_name(node->dtype),
+                                (size_t)node->numel * sizeof(float));
     cpu_bmm job = {
         .dev   = dev,
         .g     = {.M   = M,
                   .N   = N,
                   .K   = K,
-                  .a   = cpu_cf32(a),
-                  .lda = (size_t)a->dims[r + 1],
-                  .ta  = ta,
-                  .b   = cpu_cf32(b),
-                  .ldb = (size_t)b->dims[r + 1],
-                  .tb  = tb,
-                  .c   = cpu_f32(node),
-                  .ldc = N},
+                  .a      = ha ? NULL : cpu_cf32(a),
+                  .lda    = (size_t)a->dims[r + 1],
+                  .ta     = ta,
+                  .b      = hb ? NULL : cpu_cf32(b),
+                  .ldb    = (size_t)b->dims[r + 1],
+                  .tb     = tb,
+                  .c      = c,
+                  .ldc    = N,
+                  .a_type = a->dtype,
+                  .b_type = b->dtype,
+                  .ah     = ha ? cpu_data(a) : NULL,
+                  .bh     = hb ? cpu_data(b) : NULL},
         .batch = (size_t)kiln__dims_product(node, 0, r),
         .sa    = M * K,
         .sb    = K * N,
         .sc    = M * N,
     };
     double flops = 2.0 * (double)M * (double)N * (double)(K ? K : 1);
-    if (job.batch > 1 && flops < CPU_MATMUL_ENTRY_FLOPS) {
+    if (job.batch > 1 && flops < CPU_MATMUL_ENTRY_FLOPS)
         cpu_parallel_for(dev, job.batch, 1, 1, cpu_bmm_range, &job);
-        return KILN_OK;
+    else
+        for (size_t e = 0; e < job.batch; e++)
+            cpu_bmm_entry(&job, e);
+    if (hc) {
+        cpu_convert(dev, cpu_data(node), node->dtype, c, KILN_F32, (size_t)node->numel);
+        free(c);
     }
-    for (size_t e = 0; e < job.batch; e++)
-        cpu_bmm_entry(&job, e);
     return KILN_OK;
 }
