@@ -196,6 +196,15 @@ struct kiln_graph {
      * every optimiser step then reads, and the norm to clip to; or NULL */
     kiln_tensor *clip_sumsq;
     float        clip_max_norm;
+    /* kiln_loss_scale's state (train/scale.c)                              */
+    struct {
+        bool         on;
+        float        value;    /* the scale of the next run              */
+        int          interval; /* good runs before it doubles            */
+        int          good;     /* good runs since the last change        */
+        uint64_t     skipped;  /* runs whose steps an overflow skipped   */
+        kiln_tensor *seed;     /* the backward pass's seed, a kiln leaf  */
+    } scale;
     /* kiln_graph_set_meta's pairs, a Jansson object owned and released by
      * formats/safetensors.c, or NULL */
     void *meta;
@@ -377,5 +386,21 @@ kiln_status kiln__leaf_write(kiln_tensor *t, const void *data, size_t nbytes);
 /* Refreshes every optimiser's hyper-parameters on the device and counts the
  * step; kiln_graph_run calls it before each run (kiln_graph_eval does not). */
 kiln_status kiln__optim_before_run(kiln_graph *g);
+/* Takes back each optimiser's step count of a run whose steps were
+ * skipped (loss scaling found an overflow). */
+void kiln__optim_unstep(kiln_graph *g);
+/* The gradients' sum of squares, f32 [1], an output of g (clip.c): for
+ * clipping and for loss scaling's overflow check. NULL after an error. */
+kiln_tensor *kiln__grad_sumsq(kiln_graph *g, const char *call);
+
+/* ---- loss scaling (train/scale.c) ------------------------------------------- */
+
+/* The backward pass's seed under loss scaling: a leaf of the loss's shape
+ * and dtype holding the scale. */
+kiln_tensor *kiln__scale_seed(kiln_graph *g, kiln_tensor *loss);
+/* Writes the scale into the seed before a run. */
+kiln_status kiln__scale_before_run(kiln_graph *g);
+/* Reads whether the run's gradients overflowed and updates the scale. */
+kiln_status kiln__scale_after_run(kiln_graph *g);
 
 #endif /* KILN_IMPL_H */

@@ -1183,7 +1183,7 @@ static void check_steps(step_kind kind, bool clip, int64_t P, size_t shift)
         tensor       *g = input(&c, KILN_SHAPE(P), 0);
         tensor       *m = input(&c, KILN_SHAPE(P), 0);
         tensor       *v = adam ? input(&c, KILN_SHAPE(P), 0) : NULL;
-        tensor *hp    = adam ? input(&c, KILN_SHAPE(12), 0) : input(&c, KILN_SHAPE(4), 0);
+        tensor *hp    = adam ? input(&c, KILN_SHAPE(12), 0) : input(&c, KILN_SHAPE(8), 0);
         tensor *sumsq = clip ? input(&c, KILN_SHAPE(1), 0) : NULL;
         memcpy(p->f, param, bytes);
         memset(m->f, 0, bytes);
@@ -1235,7 +1235,7 @@ static void check_steps(step_kind kind, bool clip, int64_t P, size_t shift)
             d->dev.iface->buffer_write(d->dev.context, g->node.buffer, g->offset, grad,
                                        bytes);
             d->dev.iface->buffer_write(d->dev.context, hp->node.buffer, hp->offset, h,
-                                       adam ? 48 : 16);
+                                       adam ? 48 : 32);
             if (sumsq)
                 d->dev.iface->buffer_write(d->dev.context, sumsq->node.buffer,
                                            sumsq->offset, &s_value, sizeof s_value);
@@ -1579,11 +1579,11 @@ Test(grad_ops, every_device_refuses_nodes_that_break_the_shape_rules)
           {2, 3, 4, END},
           {{2, 3, 4, END}, NONE},
           -1}},
-        {{"sgd_step, hp [4]",
+        {{"sgd_step, hp [8]",
           KILN_OP_SGD_STEP,
           {0},
           {5, END},
-          {{5, END}, {5, END}, {5, END}, {4, END}, NONE},
+          {{5, END}, {5, END}, {5, END}, {8, END}, NONE},
           -1},
          {"sgd_step, hp [3]",
           KILN_OP_SGD_STEP,

@@ -531,3 +531,102 @@ Test(half_refusals, mixed_float_types_and_half_optimiser_state_are_named)
     kiln_graph_free(g);
     kiln_context_free(ctx);
 }
+
+/* ---- loss scaling --------------------------------------------------------------------- */
+
+/* loss = sum(cast(cast(w, f16) * x, f32)) * k over f16 x: dloss/dw = x * k,
+ * computed in f16 through the cast's gradient. */
+typedef struct scaled {
+    kiln_graph  *g;
+    kiln_tensor *w, *x;
+} scaled;
+
+static scaled scaled_model(kiln_context *ctx, float k, float init, int interval, float lr)
+{
+    scaled s = {kiln_graph_new(ctx), NULL, NULL};
+    s.w      = kiln_param(s.g, "w", KILN_SHAPE(4));
+    s.x      = kiln_input(s.g, "x", KILN_F16, KILN_SHAPE(4));
+    kiln_tensor *y    = kiln_mul(s.g, kiln_cast(s.g, s.w, KILN_F16), s.x);
+    kiln_tensor *loss = kiln_scale(s.g, kiln_sum(s.g, kiln_cast(s.g, y, KILN_F32)), k);
+    if (init > 0)
+        expect_ok(kiln_loss_scale(s.g, init, interval), "kiln_loss_scale");
+    expect_ok(kiln_backward(s.g, loss), "backward");
+    cr_assert_not_null(kiln_sgd(s.g, lr, 0.0f, 0.0f), "%s", kiln_last_error());
+    cr_assert_eq(kiln_graph_compile(s.g), KILN_OK, "%s", graph_error(s.g));
+    const float w[4] = {1, 2, 3, 4}, x[4] = {0.5f, -0.25f, 1.0f, 2.0f};
+    uint16_t    xh[4];
+    expect_ok(kiln_convert(xh, KILN_F16, x, KILN_F32, 4), "x");
+    expect_ok(kiln_tensor_write(s.w, w, sizeof w), "w");
+    expect_ok(kiln_tensor_write(s.x, xh, sizeof xh), "x");
+    return s;
+}
+
+BACKEND_TEST(loss_scale, keeps_f16_gradients_that_would_vanish)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    /* dloss/dw = x * 1e-8: 0 in f16 (below 2^-24) unless scaled */
+    const float k = 1e-8f, lr = 1e6f, x[4] = {0.5f, -0.25f, 1.0f, 2.0f};
+    for (int scaled_run = 0; scaled_run < 2; scaled_run++) {
+        scaled s = scaled_model(ctx, k, scaled_run ? 8192.0f : 0.0f, 2000, lr);
+        expect_ok(kiln_graph_run(s.g), "run");
+        float w[4];
+        expect_ok(kiln_tensor_read(s.w, w, sizeof w), "w");
+        for (int i = 0; i < 4; i++) {
+            double want = scaled_run ? (i + 1) - (double)lr * k * x[i] : i + 1;
+            /* the f16 gradient x * k * 8192 carries f16's rounding */
+            cr_assert(fabs(w[i] - want) <= 1e-3 * fabs(want - (i + 1)) + 1e-6,
+                      "%s: %s: w[%d] = %.7g, expected %.7g", backend->label,
+                      scaled_run ? "scaled" : "unscaled", i, (double)w[i], want);
+        }
+        kiln_graph_free(s.g);
+    }
+    kiln_context_free(ctx);
+}
+
+BACKEND_TEST(loss_scale, an_overflow_skips_the_step_and_halves_the_scale)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    /* dloss/dw = x * scale in f16, x up to 2: every scale from 2^15 up
+     * overflows (2 * 2^15 is past 65504), 2^14 does not. interval 2: after
+     * two good runs the scale doubles, and overflows again */
+    scaled s = scaled_model(ctx, 1.0f, 0x1p17f, 2, 0.5f);
+    float  scale, w[4];
+    uint64_t skipped;
+    const float    expect_scale[]   = {0x1p16f, 0x1p15f, 0x1p14f, 0x1p14f, 0x1p15f, 0x1p14f};
+    const uint64_t expect_skipped[] = {1, 2, 3, 3, 3, 4};
+    int            good             = 0;
+    for (int r = 0; r < 6; r++) {
+        expect_ok(kiln_graph_run(s.g), "run");
+        expect_ok(kiln_loss_scale_state(s.g, &scale, &skipped), "state");
+        cr_assert_eq(scale, expect_scale[r], "%s: run %d: scale %g, expected %g",
+                     backend->label, r, (double)scale, (double)expect_scale[r]);
+        cr_assert_eq(skipped, expect_skipped[r], "%s: run %d: %llu skipped, expected %llu",
+                     backend->label, r, (unsigned long long)skipped,
+                     (unsigned long long)expect_skipped[r]);
+        good += r == 3 || r == 4; /* the runs at 2^14, which did not overflow */
+        expect_ok(kiln_tensor_read(s.w, w, sizeof w), "w");
+        const float x[4] = {0.5f, -0.25f, 1.0f, 2.0f};
+        for (int i = 0; i < 4; i++)
+            cr_assert_float_eq(w[i], (i + 1) - good * 0.5f * x[i], 1e-5,
+                               "%s: run %d: w[%d] = %g after %d good steps",
+                               backend->label, r, i, (double)w[i], good);
+    }
+    kiln_graph_free(s.g);
+    kiln_context_free(ctx);
+}
+
+Test(loss_scale, refuses_bad_arguments_and_a_late_call)
+{
+    kiln_context *ctx = test_context(test_first_spec());
+    kiln_graph   *g   = kiln_graph_new(ctx);
+    expect_error(kiln_loss_scale(g, 0.0f, 10), KILN_ERR_INVALID_ARG, "init 0", "2^24");
+    expect_error(kiln_loss_scale(g, 1024.0f, 0), KILN_ERR_INVALID_ARG, "interval 0", NULL);
+    expect_error(kiln_loss_scale_state(g, NULL, NULL), KILN_ERR_STATE, "no loss scaling",
+                 NULL);
+    kiln_tensor *w = kiln_param(g, "w", KILN_SHAPE(2));
+    expect_ok(kiln_backward(g, kiln_sum(g, w)), "backward");
+    expect_error(kiln_loss_scale(g, 1024.0f, 10), KILN_ERR_STATE, "before kiln_backward",
+                 NULL);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}

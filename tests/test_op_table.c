@@ -160,7 +160,7 @@ Test(op_table, storage_check_finds_data_outside_and_a_moved_in_place_output)
 {
     static int buffer;
     kiln_node  p    = tensor(KILN_F32, 1, (int64_t[]){2});
-    kiln_node  hp   = tensor(KILN_F32, 1, (int64_t[]){4});
+    kiln_node  hp   = tensor(KILN_F32, 1, (int64_t[]){8});
     kiln_node  step = p;
     step.op         = KILN_OP_SGD_STEP;
     step.src[0] = step.src[1] = step.src[2] = &p;

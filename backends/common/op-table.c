@@ -401,13 +401,13 @@ static const char *rule_layer_norm_grad_weight(const kiln_node *node)
 static const char *rule_step(const kiln_node *node)
 {
     int     n_state = node->op == KILN_OP_SGD_STEP ? 1 : 2;
-    int64_t n_hp    = n_state == 1 ? 4 : 12;
+    int64_t n_hp    = n_state == 1 ? 8 : 12;
     for (int s = 0; s < 2 + n_state; s++)
         if (node->src[s]->numel != node->numel)
             return "the parameter, its gradient and its state differ in number "
                    "of elements";
     if (node->src[2 + n_state]->numel != n_hp)
-        return "the hyper-parameters are not f32 [4] (SGD) or [12] (Adam)";
+        return "the hyper-parameters are not f32 [8] (SGD) or [12] (Adam)";
     if (3 + n_state < KILN_MAX_SRC && node->src[3 + n_state] &&
         node->src[3 + n_state]->numel != 1)
         return "the gradients' sum of squares is not one element";

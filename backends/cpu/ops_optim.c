@@ -58,16 +58,21 @@ typedef struct cpu_step_job {
     const float      *g, *hp;
 } cpu_step_job;
 
-/* The factor every gradient is scaled by: min(1, max_norm / (sqrt(s) +
- * 1e-6)) when the node has the sum of squares s (its source `at`) and
- * max_norm > 0, as torch.nn.utils.clip_grad_norm_; 1 otherwise. */
-static float cpu_grad_scale(const kiln_node *node, int at, float max_norm)
+/* The factor every gradient is scaled by: `unscale` (0: 1), then min(1,
+ * max_norm / (norm + 1e-6)) with norm = sqrt(s) * unscale when the node has
+ * the sum of squares s (its source `at`) and max_norm > 0, as
+ * torch.nn.utils.clip_grad_norm_. *skip: `skip` is set and s is not finite
+ * (loss scaling found an overflow): the step must change nothing. */
+static float cpu_grad_scale(const kiln_node *node, int at, float max_norm, float unscale,
+                            float skip, bool *skipped)
 {
-    if (at >= KILN_MAX_SRC || !node->src[at] || !(max_norm > 0.0f))
-        return 1.0f;
-    float s     = cpu_cf32(node->src[at])[0];
-    float scale = max_norm / (sqrtf(s) + 1e-6f);
-    return scale < 1.0f ? scale : 1.0f; /* a NaN norm gives NaN, as PyTorch */
+    const float *s = at < KILN_MAX_SRC && node->src[at] ? cpu_cf32(node->src[at]) : NULL;
+    float        u = unscale != 0.0f ? unscale : 1.0f;
+    *skipped       = s && skip != 0.0f && !isfinite(s[0]);
+    if (!s || !(max_norm > 0.0f))
+        return u;
+    float scale = max_norm / (sqrtf(s[0]) * u + 1e-6f);
+    return u * (scale < 1.0f ? scale : 1.0f); /* a NaN norm gives NaN, as PyTorch */
 }
 
 static void cpu_sgd_range(void *arg, size_t lo, size_t hi)
@@ -78,8 +83,12 @@ static void cpu_sgd_range(void *arg, size_t lo, size_t hi)
 
 kiln_status cpu_op_sgd_step(const cpu_device *dev, const kiln_node *node)
 {
-    const float *hp     = cpu_cf32(node->src[3]);
-    const float  eff[4] = {hp[0], hp[1], hp[2], cpu_grad_scale(node, 4, hp[3])};
+    const float *hp = cpu_cf32(node->src[3]);
+    bool         skip;
+    const float  eff[4] = {hp[0], hp[1], hp[2],
+                           cpu_grad_scale(node, 4, hp[3], hp[4], hp[5], &skip)};
+    if (skip)
+        return KILN_OK;
     cpu_step_job job    = {dev,  cpu_f32(node),          cpu_f32(node->src[2]),
                            NULL, cpu_cf32(node->src[1]), eff};
     cpu_parallel_for(dev, (size_t)node->numel, 16, CPU_ELEMENTWISE_GRAIN, cpu_sgd_range,
@@ -97,8 +106,11 @@ kiln_status cpu_op_adam_step(const cpu_device *dev, const kiln_node *node)
 {
     /* AdamW (hp[7] = 1) shrinks the weights and adds no decay to d */
     const float *hp        = cpu_cf32(node->src[4]);
-    bool         decoupled = hp[7] != 0.0f;
-    const float  eff[9]    = {hp[0],
+    bool         decoupled = hp[7] != 0.0f, skip;
+    const float  gs        = cpu_grad_scale(node, 5, hp[8], hp[9], hp[10], &skip);
+    if (skip)
+        return KILN_OK;
+    const float eff[9] = {hp[0],
                               hp[1],
                               hp[2],
                               hp[3],
@@ -106,7 +118,7 @@ kiln_status cpu_op_adam_step(const cpu_device *dev, const kiln_node *node)
                               hp[5],
                               hp[6],
                               decoupled ? 1.0f - hp[0] * hp[4] : 1.0f,
-                              cpu_grad_scale(node, 5, hp[8])};
+                              gs};
     cpu_step_job job       = {dev,
                               cpu_f32(node),
                               cpu_f32(node->src[2]),

@@ -11,7 +11,7 @@ static void arg_sumsq(ocl_launch *l, const kiln_node *node, int at, const kiln_n
     ocl_arg_i32(l, s != NULL);
 }
 
-/* src: param, grad, velocity, hp [4][, sum of squares] */
+/* src: param, grad, velocity, hp [8][, sum of squares] */
 kiln_status ocl_op_sgd_step(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;

@@ -370,7 +370,9 @@ KILN_API kiln_status kiln_backward(kiln_graph *g, kiln_tensor *loss)
                            kiln__shape_str(s, loss->node.ndim, loss->node.dims));
     }
     g->loss    = loss;
-    loss->grad = const_one(g, loss->node.dtype, loss->node.ndim, loss->node.dims);
+    loss->grad = g->scale.on ? kiln__scale_seed(g, loss)
+                             : const_one(g, loss->node.dtype, loss->node.ndim,
+                                         loss->node.dims);
     /* New nodes are appended above the loss, so the walk never meets them;
      * g->nodes may move as it grows, so it is indexed afresh each time. */
     for (size_t i = loss->id + 1; i-- > 0 && g->status == KILN_OK;) {

@@ -98,9 +98,11 @@ KILN_API kiln_status kiln_graph_run(kiln_graph *g)
                                                 : "the graph is not compiled; call "
                                                   "kiln_graph_compile first");
     kiln_status st = kiln__optim_before_run(g); /* one optimiser step per run */
-    if (st != KILN_OK)
-        return st;
-    return run_plan(g, NULL);
+    if (st == KILN_OK)
+        st = kiln__scale_before_run(g);
+    if (st == KILN_OK)
+        st = run_plan(g, NULL);
+    return st == KILN_OK ? kiln__scale_after_run(g) : st;
 }
 
 KILN_API kiln_status kiln_graph_eval(kiln_graph *g, kiln_tensor *t)

@@ -44,10 +44,8 @@ static kiln_status check(const kiln_graph *g, float max_norm)
     return KILN_OK;
 }
 
-KILN_API kiln_tensor *kiln_clip_grad_norm(kiln_graph *g, float max_norm)
+kiln_tensor *kiln__grad_sumsq(kiln_graph *g, const char *call)
 {
-    if (check(g, max_norm) != KILN_OK)
-        return NULL;
     kiln_tensor *sumsq = NULL;
     size_t       last  = g->loss->id; /* parameters come before the loss */
     for (size_t i = 0; i <= last && g->status == KILN_OK; i++) {
@@ -58,21 +56,35 @@ KILN_API kiln_tensor *kiln_clip_grad_norm(kiln_graph *g, float max_norm)
         sumsq          = sumsq ? kiln_add(g, sumsq, s) : s;
     }
     if (g->status != KILN_OK) {
-        kiln__error(g->status, "kiln_clip_grad_norm: %s", kiln_graph_error(g));
+        kiln__error(g->status, "%s: %s", call, kiln_graph_error(g));
         return NULL;
     }
     if (!sumsq) {
         kiln__error(KILN_ERR_STATE,
-                    "kiln_clip_grad_norm: no parameter has a gradient: the loss "
-                    "depends on none");
+                    "%s: no parameter has a gradient: the loss depends on none", call);
         return NULL;
     }
+    if (kiln_output(g, sumsq) != KILN_OK) {
+        kiln__error(g->status, "%s: %s", call, kiln_graph_error(g));
+        return NULL;
+    }
+    g->clip_sumsq    = sumsq;
+    g->clip_max_norm = 0.0f; /* no clipping unless kiln_clip_grad_norm says */
+    return sumsq;
+}
+
+KILN_API kiln_tensor *kiln_clip_grad_norm(kiln_graph *g, float max_norm)
+{
+    if (check(g, max_norm) != KILN_OK)
+        return NULL;
+    kiln_tensor *sumsq = kiln__grad_sumsq(g, "kiln_clip_grad_norm");
+    if (!sumsq)
+        return NULL;
     kiln_tensor *norm = kiln_sqrt(g, sumsq);
     if (kiln_output(g, norm) != KILN_OK) {
         kiln__error(g->status, "kiln_clip_grad_norm: %s", kiln_graph_error(g));
         return NULL;
     }
-    g->clip_sumsq    = sumsq;
     g->clip_max_norm = max_norm;
     return norm;
 }

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HP_MAX 12
+#define HP_MAX 12 /* the larger hyper-parameter vector: Adam's */
 
 struct kiln_optimizer {
     kiln_graph     *g;
@@ -29,7 +29,7 @@ struct kiln_optimizer {
     float           beta2, eps, weight_decay;
     bool            decoupled; /* AdamW: decay the weights, not the grads */
     uint64_t        step;  /* runs since creation or the last reset     */
-    kiln_tensor    *hp;    /* f32 [4] (SGD) or [12] (Adam)              */
+    kiln_tensor    *hp;    /* f32 [8] (SGD) or [12] (Adam)              */
     kiln_tensor    *hp_no_decay; /* AdamW's, for 1-D parameters, or NULL */
     kiln_tensor   **state; /* velocity, or m and v, of every parameter  */
     kiln_tensor   **state_of; /* the parameter of each state tensor     */
@@ -42,12 +42,18 @@ static size_t hyper_params(const kiln_optimizer *opt, bool decay, float hp[HP_MA
 {
     memset(hp, 0, HP_MAX * sizeof *hp);
     float max_norm = opt->g->clip_sumsq ? opt->g->clip_max_norm : 0.0f;
-    hp[0]          = opt->lr;
+    /* loss scaling: the gradients are divided by the scale, and a run whose
+     * gradients overflowed changes nothing */
+    float unscale = opt->g->scale.on ? 1.0f / opt->g->scale.value : 0.0f;
+    float skip    = opt->g->scale.on ? 1.0f : 0.0f;
+    hp[0]         = opt->lr;
     if (opt->op == KILN_OP_SGD_STEP) {
         hp[1] = opt->beta1;
         hp[2] = decay ? opt->weight_decay : 0.0f;
         hp[3] = max_norm;
-        return 4;
+        hp[4] = unscale;
+        hp[5] = skip;
+        return 8;
     }
     /* bias corrections 1 / (1 - beta^t); t >= 1 whenever a step runs */
     double t = opt->step > 0 ? (double)opt->step : 1.0;
@@ -59,6 +65,8 @@ static size_t hyper_params(const kiln_optimizer *opt, bool decay, float hp[HP_MA
     hp[6]    = (float)(1.0 / (1.0 - pow(opt->beta2, t)));
     hp[7]    = opt->decoupled ? 1.0f : 0.0f;
     hp[8]    = max_norm;
+    hp[9]    = unscale;
+    hp[10]   = skip;
     return 12;
 }
 
@@ -207,6 +215,9 @@ static kiln_optimizer *optimizer_new(kiln_graph *g, const kiln_optimizer *proto)
     opt->next     = g->optimizers;
     g->optimizers = opt; /* owned from here on, whatever happens below */
     kiln__graph_on_free(g, optim_free);
+    /* loss scaling reads the sum of squares for overflows, clipped or not */
+    if (g->scale.on && !g->clip_sumsq && !kiln__grad_sumsq(g, proto->call))
+        return NULL;
     size_t last = g->loss->id; /* parameters are created before the loss */
     for (size_t i = 0; i <= last && g->status == KILN_OK; i++) {
         kiln_tensor *p = g->nodes[i];
@@ -325,6 +336,13 @@ KILN_API kiln_status kiln_optimizer_reset(kiln_optimizer *opt)
         st = leaf_upload(opt->state[i], zeros, "kiln_optimizer_reset");
     free(zeros);
     return st;
+}
+
+void kiln__optim_unstep(kiln_graph *g)
+{
+    for (kiln_optimizer *opt = g->optimizers; opt; opt = opt->next)
+        if (opt->step > 0)
+            opt->step--;
 }
 
 kiln_status kiln__optim_before_run(kiln_graph *g)

@@ -159,16 +159,21 @@ typedef enum kiln_op {
      * the global norm (kiln_clip_grad_norm). With s and max_norm > 0, the
      * gradient is first scaled by min(1, max_norm / (sqrt(s) + 1e-6)), as
      * torch.nn.utils.clip_grad_norm_ does; without s, or with max_norm 0,
-     * it is used as it is.                                                  */
+     * it is used as it is.
+     * ABI 6, loss scaling (kiln_loss_scale): a non-zero `unscale` multiplies
+     * every gradient first (s then being the scaled gradients' sum, the norm
+     * is sqrt(s) * unscale); with `skip` non-zero and s not finite (a
+     * gradient overflowed), the step changes nothing: neither the parameter
+     * nor its state.                                                        */
 
-    /* src: param, grad, velocity (param's shape), hp f32 [4] =
-     * {lr, momentum, weight_decay, max_norm}[, s]:
+    /* src: param, grad, velocity (param's shape), hp f32 [8] =
+     * {lr, momentum, weight_decay, max_norm, unscale, skip, 0, 0}[, s]:
      *   d = grad + weight_decay * param;  velocity = momentum * velocity + d;
      *   param -= lr * velocity                   (PyTorch SGD, dampening 0) */
     KILN_OP_SGD_STEP,
     /* src: param, grad, m, v (param's shape), hp f32 [12] =
      * {lr, beta1, beta2, eps, weight_decay, 1/(1-beta1^t), 1/(1-beta2^t),
-     *  decoupled, max_norm, 0, 0, 0}[, s]:
+     *  decoupled, max_norm, unscale, skip, 0}[, s]:
      *   decoupled 0 (PyTorch Adam): d = grad + weight_decay * param;
      *   decoupled 1 (PyTorch AdamW): d = grad, and first
      *     param *= 1 - lr * weight_decay;

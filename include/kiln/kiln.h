@@ -444,6 +444,19 @@ KILN_API kiln_optimizer *kiln_adamw(kiln_graph *g, float lr, float beta1, float 
 KILN_API kiln_tensor *kiln_clip_grad_norm(kiln_graph *g, float max_norm);
 /* Takes effect from the next run. */
 KILN_API kiln_status kiln_optimizer_set_lr(kiln_optimizer *opt, float lr);
+
+/* Dynamic loss scaling, for training in f16 (as torch.amp.GradScaler):
+ * kiln_backward seeds the gradients with the scale (from `init`; 65536 is
+ * usual) so that small ones survive f16's range, the optimiser's steps
+ * divide them by it, and a run whose gradients overflowed (Inf or NaN)
+ * changes no parameter and no optimiser state, and halves the scale;
+ * `interval` runs in a row without an overflow double it (2000 is usual).
+ * Call before kiln_backward. kiln_graph_run then reads one number back
+ * after each run. */
+KILN_API kiln_status kiln_loss_scale(kiln_graph *g, float init, int interval);
+/* The scale the next run uses, and how many runs skipped their step. */
+KILN_API kiln_status kiln_loss_scale_state(const kiln_graph *g, float *scale,
+                                           uint64_t *skipped);
 /* Zeroes the momentum / moment estimates and the step count. */
 KILN_API kiln_status kiln_optimizer_reset(kiln_optimizer *opt);
 
