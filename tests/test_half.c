@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- the reference conversions ---------------------------------------------- */
 
@@ -628,5 +629,68 @@ Test(loss_scale, refuses_bad_arguments_and_a_late_call)
     expect_error(kiln_loss_scale(g, 1024.0f, 10), KILN_ERR_STATE, "before kiln_backward",
                  NULL);
     kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
+
+/* ---- weights saved in 16 bits ------------------------------------------------------- */
+
+Test(save_as, f16_and_bf16_files_hold_the_rounded_weights_and_load_back)
+{
+    kiln_context *ctx = test_context(test_first_spec());
+    kiln_dtype    half[] = {KILN_F16, KILN_BF16};
+    const char   *names[] = {"F16", "BF16"};
+    float         w[37];
+    uint64_t      state = 99;
+    for (int i = 0; i < 37; i++)
+        w[i] = fill_value(ANY, &state, 0) * 1000.0f;
+    for (int t = 0; t < 2; t++) {
+        char path[] = "/tmp/kiln-half-XXXXXX";
+        int  fd     = mkstemp(path);
+        cr_assert(fd >= 0);
+        close(fd);
+        kiln_graph  *g = kiln_graph_new(ctx);
+        kiln_tensor *p = kiln_param(g, "layer.weight", KILN_SHAPE(37));
+        kiln_output(g, p);
+        expect_ok(kiln_graph_compile(g), "compile");
+        expect_ok(kiln_tensor_write(p, w, sizeof w), "write");
+        expect_ok(kiln_save_as(g, path, half[t]), "kiln_save_as");
+        /* the header says the type, and the data is 2 bytes per value */
+        FILE *f = fopen(path, "rb");
+        cr_assert(f);
+        unsigned char len[8];
+        cr_assert_eq(fread(len, 1, 8, f), 8);
+        uint64_t hl = 0;
+        for (int i = 7; i >= 0; i--)
+            hl = hl << 8 | len[i];
+        char *h = calloc(1, hl + 1);
+        cr_assert(h && fread(h, 1, hl, f) == hl);
+        char want[64];
+        snprintf(want, sizeof want, "\"dtype\":\"%s\"", names[t]);
+        cr_assert(strstr(h, want), "header %s lacks %s", h, want);
+        cr_assert(strstr(h, "\"data_offsets\":[0,74]"), "header %s", h);
+        uint16_t bits[37];
+        cr_assert_eq(fread(bits, 2, 37, f), 37); /* little-endian, as this host */
+        fclose(f);
+        free(h);
+        for (int i = 0; i < 37; i++)
+            cr_assert(same_bits(bits[i], ref_encode(w[i], half[t]), half[t]),
+                      "%s: value %d", names[t], i);
+        /* loading widens into the f32 parameter */
+        kiln_graph  *g2 = kiln_graph_new(ctx);
+        kiln_tensor *p2 = kiln_param(g2, "layer.weight", KILN_SHAPE(37));
+        kiln_output(g2, p2);
+        expect_ok(kiln_graph_compile(g2), "compile");
+        expect_ok(kiln_load(g2, path), "kiln_load");
+        float back[37];
+        expect_ok(kiln_tensor_read(p2, back, sizeof back), "read");
+        for (int i = 0; i < 37; i++)
+            cr_assert_eq(back[i], (float)ref_decode(bits[i], half[t]), "%s: value %d",
+                         names[t], i);
+        expect_error(kiln_save_as(g, path, KILN_I32), KILN_ERR_INVALID_ARG, "i32",
+                     "KILN_BF16");
+        kiln_graph_free(g);
+        kiln_graph_free(g2);
+        unlink(path);
+    }
     kiln_context_free(ctx);
 }

@@ -93,16 +93,23 @@ static kiln_status header_no_memory(void)
                        "kiln_save: out of memory building the header");
 }
 
-/* {"dtype":"F32","shape":[...],"data_offsets":[begin,end]} for parameter t;
- * NULL when memory runs out. */
-static json_t *tensor_entry(const kiln_tensor *t, uint64_t begin, uint64_t end)
+/* safetensors' name of a float type. */
+static const char *st_dtype(kiln_dtype dtype)
+{
+    return dtype == KILN_F16 ? "F16" : dtype == KILN_BF16 ? "BF16" : "F32";
+}
+
+/* {"dtype":"F32","shape":[...],"data_offsets":[begin,end]} for parameter t,
+ * stored as dtype; NULL when memory runs out. */
+static json_t *tensor_entry(const kiln_tensor *t, kiln_dtype dtype, uint64_t begin,
+                            uint64_t end)
 {
     json_t *entry = json_object(), *shape = json_array();
     json_t *offsets = json_pack("[II]", (json_int_t)begin, (json_int_t)end);
     bool    ok      = entry && shape && offsets;
     for (int d = 0; ok && d < t->node.ndim; d++)
         ok = json_array_append_new(shape, json_integer(t->node.dims[d])) == 0;
-    ok = ok && json_object_set_new(entry, "dtype", json_string("F32")) == 0 &&
+    ok = ok && json_object_set_new(entry, "dtype", json_string(st_dtype(dtype))) == 0 &&
          json_object_set(entry, "shape", shape) == 0 &&
          json_object_set(entry, "data_offsets", offsets) == 0;
     json_decref(shape);
@@ -132,11 +139,19 @@ static kiln_status name_refused(const char *name, const kiln_tensor *t, size_t i
                        index, kiln__shape_str(s, t->node.ndim, t->node.dims));
 }
 
-/* What a file holds: tensors under their names, in order. */
+/* What a file holds: tensors under their names, in order, stored as
+ * dtype (f32; kiln_save_as may store parameters as f16 or bf16). */
 typedef struct saved {
     kiln__named *list;
     size_t       n;
+    kiln_dtype   dtype;
 } saved;
+
+/* The bytes tensor t takes in the file. */
+static uint64_t stored_bytes(const saved *sv, const kiln_tensor *t)
+{
+    return (uint64_t)t->node.numel * kiln__dtype_size(sv->dtype);
+}
 
 static void saved_free(saved *sv)
 {
@@ -173,8 +188,8 @@ static kiln_status add_params(const saved *sv, json_t *root)
                                "named __metadata__, which safetensors keeps for the "
                                "file's metadata",
                                index, kiln__shape_str(s, t->node.ndim, t->node.dims));
-        uint64_t size  = kiln__tensor_bytes(t);
-        json_t  *entry = tensor_entry(t, offset, offset + size);
+        uint64_t size  = stored_bytes(sv, t);
+        json_t  *entry = tensor_entry(t, sv->dtype, offset, offset + size);
         if (!entry)
             return header_no_memory();
         if (json_object_set_new(root, name, entry) != 0)
@@ -423,19 +438,46 @@ static kiln_status keep_mode(const target *t, FILE *f, const char *tmp)
 
 /* ---- saving: the file --------------------------------------------------------- */
 
-/* Every tensor's value, little-endian, in order. */
+/* n 16-bit values to little-endian bytes, in place. */
+static void u16_to_le(uint16_t *v, size_t n)
+{
+    unsigned char *b = (unsigned char *)v;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t u   = v[i];
+        b[2 * i]     = (unsigned char)(u & 0xff);
+        b[2 * i + 1] = (unsigned char)(u >> 8);
+    }
+}
+
+/* n little-endian 16-bit values to host order, in place. */
+static void u16_from_le(uint16_t *v, size_t n)
+{
+    const unsigned char *b = (const unsigned char *)v;
+    for (size_t i = 0; i < n; i++)
+        v[i] = (uint16_t)(b[2 * i] | b[2 * i + 1] << 8);
+}
+
+/* Every tensor's value, little-endian, in order, rounded to the file's
+ * type. */
 static kiln_status write_data(const saved *sv, FILE *f, const char *tmp)
 {
     for (size_t i = 0; i < sv->n; i++) {
         const kiln_tensor *t = sv->list[i].t;
-        size_t             n = kiln__tensor_bytes(t);
+        size_t             n = kiln__tensor_bytes(t), out = (size_t)stored_bytes(sv, t);
         float *v = kiln__malloc(n, "a parameter's value");
         if (!v)
             return KILN_ERR_NO_MEMORY;
         kiln_status st = kiln_tensor_read(t, v, n);
         if (st == KILN_OK) {
-            f32_to_le(v, v, n / 4);
-            if (fwrite(v, 1, n, f) != n)
+            size_t count = (size_t)t->node.numel;
+            if (sv->dtype == KILN_F32) {
+                f32_to_le(v, v, count);
+            } else { /* in place: kiln_convert runs forward, each 16-bit value
+                      * landing on floats it has already read */
+                kiln_convert(v, sv->dtype, v, KILN_F32, count);
+                u16_to_le((uint16_t *)v, count);
+            }
+            if (fwrite(v, 1, out, f) != out)
                 st = kiln__error(KILN_ERR_IO, "kiln_save: writing %s: %s", tmp,
                                  strerror(errno));
         } else {
@@ -453,7 +495,7 @@ static uint64_t data_bytes(const saved *sv)
 {
     uint64_t n = 0;
     for (size_t i = 0; i < sv->n; i++)
-        n += kiln__tensor_bytes(sv->list[i].t);
+        n += stored_bytes(sv, sv->list[i].t);
     return n;
 }
 
@@ -492,19 +534,26 @@ static kiln_status write_file(const saved *sv, const target *t, const char *h)
     return st;
 }
 
-/* kiln_save, and with optimiser kiln_checkpoint_save. */
-static kiln_status save(const kiln_graph *g, const char *path, bool optimiser)
+/* kiln_save_as, and with optimiser kiln_checkpoint_save. */
+static kiln_status save(const kiln_graph *g, const char *path, bool optimiser,
+                        kiln_dtype dtype)
 {
     const char *call = optimiser ? "kiln_checkpoint_save" : "kiln_save";
     if (!g || !path)
         return kiln__error(KILN_ERR_INVALID_ARG, "%s: %s is NULL", call,
                            g ? "path" : "graph");
+    if (!kiln__is_float(dtype))
+        return kiln__error(KILN_ERR_INVALID_ARG,
+                           "kiln_save_as: dtype %s (%d), expected KILN_F32, KILN_F16 or "
+                           "KILN_BF16",
+                           kiln_dtype_name(dtype), (int)dtype);
     char       *h    = NULL;
     target      t    = {0};
     saved       sv   = {0};
     const char *kind = NULL;
     uint64_t    step = 0;
     kiln_status st   = saved_of(g, optimiser, &sv, &kind, &step);
+    sv.dtype         = dtype;
     if (st == KILN_OK)
         st = build_header(g, &sv, optimiser ? kind : NULL, step, &h);
     if (st == KILN_OK)
@@ -525,12 +574,17 @@ static kiln_status save(const kiln_graph *g, const char *path, bool optimiser)
 
 KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path)
 {
-    return save(g, path, false);
+    return save(g, path, false, KILN_F32);
+}
+
+KILN_API kiln_status kiln_save_as(const kiln_graph *g, const char *path, kiln_dtype dtype)
+{
+    return save(g, path, false, dtype);
 }
 
 KILN_API kiln_status kiln_checkpoint_save(const kiln_graph *g, const char *path)
 {
-    return save(g, path, true);
+    return save(g, path, true, KILN_F32);
 }
 
 /* ---- loading: the header ------------------------------------------------------ */
@@ -1018,11 +1072,12 @@ static kiln_status match_param(const file *fl, const kiln__named *nt, const entr
                            (t->flags & KILN__PARAM) ? "the parameter of that name"
                                                     : "the optimiser's state",
                            s, fl->n_entries);
-    if (strcmp(e->dtype, "F32") != 0)
+    if (strcmp(e->dtype, "F32") != 0 && strcmp(e->dtype, "F16") != 0 &&
+        strcmp(e->dtype, "BF16") != 0)
         return kiln__error(KILN_ERR_SHAPE,
                            "kiln_load: %s: tensor \"%s\" is %s; kiln "
-                           "parameters are F32 (convert the file, e.g. with "
-                           "tensor.float() in PyTorch)",
+                           "reads F32, F16 and BF16 into its f32 parameters (convert "
+                           "the file, e.g. with tensor.float() in PyTorch)",
                            fl->path, nt->name, e->dtype);
     bool same = json_array_size(e->shape) == (size_t)t->node.ndim;
     for (int d = 0; same && d < t->node.ndim; d++)
@@ -1055,14 +1110,29 @@ static kiln_status load_params(const saved *sv, const file *fl)
     size_t      pos = 0;
     for (size_t i = 0; st == KILN_OK && i < sv->n; i++) {
         const entry *e;
-        size_t       n = kiln__tensor_bytes(sv->list[i].t);
-        st             = match_param(fl, &sv->list[i], &e);
-        if (st == KILN_OK)
-            st = read_at(fl, 8 + fl->header_len + e->begin, (char *)values + pos, n);
+        size_t       n     = kiln__tensor_bytes(sv->list[i].t);
+        size_t       count = (size_t)sv->list[i].t->node.numel;
+        float       *at    = (float *)((char *)values + pos);
+        st                 = match_param(fl, &sv->list[i], &e);
+        kiln_dtype   type  = strcmp(e ? e->dtype : "F32", "F16") == 0    ? KILN_F16
+                             : strcmp(e ? e->dtype : "F32", "BF16") == 0 ? KILN_BF16
+                                                                          : KILN_F32;
+        if (st == KILN_OK && type == KILN_F32) {
+            st = read_at(fl, 8 + fl->header_len + e->begin, at, n);
+            if (st == KILN_OK)
+                f32_from_le(at, count);
+        } else if (st == KILN_OK) {
+            /* 16 bits each, read into the upper half and widened in place */
+            uint16_t *h = (uint16_t *)at + count;
+            st          = read_at(fl, 8 + fl->header_len + e->begin, h, count * 2);
+            if (st == KILN_OK) {
+                u16_from_le(h, count);
+                for (size_t j = 0; j < count; j++) /* forward: never overtakes h */
+                    kiln_convert(at + j, KILN_F32, h + j, type, 1);
+            }
+        }
         pos += n;
     }
-    if (st == KILN_OK)
-        f32_from_le(values, total / 4);
     pos = 0;
     for (size_t i = 0; st == KILN_OK && i < sv->n; i++) {
         size_t n = kiln__tensor_bytes(sv->list[i].t);

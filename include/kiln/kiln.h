@@ -506,6 +506,11 @@ KILN_API kiln_tensor *kiln_conv2d_layer(kiln_graph *g, kiln_tensor *x,
  * names a FIFO, a device or a folder is refused (KILN_ERR_IO), as is a file
  * larger than RLIMIT_FSIZE allows; a failed save leaves no file behind. */
 KILN_API kiln_status kiln_save(const kiln_graph *g, const char *path);
+/* kiln_save with the parameters rounded to dtype (KILN_F32, KILN_F16 or
+ * KILN_BF16; "F16"/"BF16" in the file, which PyTorch's safetensors loads
+ * as torch.float16/bfloat16). kiln_load reads any of the three into the
+ * f32 parameters. */
+KILN_API kiln_status kiln_save_as(const kiln_graph *g, const char *path, kiln_dtype dtype);
 /* Loads every parameter of g from a file; a parameter missing from the file,
  * a shape or dtype mismatch, or a malformed file is an error naming it.
  * Tensors in the file that g lacks are ignored. Works before and after
