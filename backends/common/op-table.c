@@ -533,6 +533,7 @@ static const char *rule_attention(const kiln_node *node)
 
 #define FLT  KILN__FLOAT
 #define ANYF KILN__ANY_FLOAT
+#define FLT_OR_F32 KILN__FLOAT_OR_F32
 #define BINARY(n) { n, 2, 0, FLT, { FLT, FLT }, { "a", "b" }, rule_binary, RUNS | GRAD }
 #define UNARY(n)  { n, 1, 0, FLT, { FLT }, { "input" }, rule_same_numel, RUNS | GRAD }
 
@@ -554,7 +555,7 @@ static const kiln__op_def kiln__ops[KILN_OP_COUNT] = {
     [KILN_OP_TANH]    = UNARY("tanh"),
     [KILN_OP_SCALE]   = UNARY("scale"),
 
-    [KILN_OP_MATMUL]  = { "matmul", 2, 0, FLT, { FLT, FLT }, { "a", "b" },
+    [KILN_OP_MATMUL]  = { "matmul", 2, 0, FLT_OR_F32, { FLT, FLT }, { "a", "b" },
                           rule_matmul, RUNS | GRAD },
     [KILN_OP_SUM]     = { "sum", 1, 0, FLT, { FLT }, { "input" },
                           rule_reduce_axis, RUNS | GRAD },
@@ -699,14 +700,18 @@ kiln_dtype kiln__op_float(const kiln__op_def *d, const kiln_dtype *out,
 const char *kiln__dtype_check(kiln_dtype have, kiln_dtype want, kiln_dtype flt)
 {
     switch ((int)want) {
-    case KILN__ANY_FLOAT:
-        return kiln__is_float(have) ? NULL : "a tensor is not f32, f16 or bf16";
+    case KILN__FLOAT_OR_F32:
+        if (have == KILN_F32 && kiln__is_float(flt))
+            return NULL;
+        /* fall through */
     case KILN__FLOAT:
         if (!kiln__is_float(have))
             return "a tensor is not f32, f16 or bf16";
         return have == flt ? NULL
                            : "the float tensors differ in dtype (the op takes one "
                              "float type: cast one of them with kiln_cast)";
+    case KILN__ANY_FLOAT:
+        return kiln__is_float(have) ? NULL : "a tensor is not f32, f16 or bf16";
     default:
         if (have == want)
             return NULL;

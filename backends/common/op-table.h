@@ -51,6 +51,9 @@ enum {
  * steps, whose parameters and state are f32). */
 #define KILN__FLOAT     ((kiln_dtype)0x100)
 #define KILN__ANY_FLOAT ((kiln_dtype)0x101)
+/* An output of the sources' float type, or f32 (MATMUL: a 16-bit product
+ * accumulates in f32, and may stay there rather than be rounded). */
+#define KILN__FLOAT_OR_F32 ((kiln_dtype)0x102)
 
 typedef struct kiln__op_def {
     const char *name;  /* "matmul": kiln_op_name      */

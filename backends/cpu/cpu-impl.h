@@ -351,6 +351,11 @@ kiln_status cpu_op_cast(const cpu_device *dev, const kiln_node *node);
  * widened into scratch, the output rounded back. */
 kiln_status cpu_run_widened(const cpu_device *dev, const kiln_node *node,
                             cpu_op_fn kernel);
+/* Whether a 16-bit node is elementwise, for cpu_run_chunked: a unary or
+ * binary op, RELU_GRAD, GELU or GELU_GRAD, a broadcast source small. */
+bool cpu_chunkable(const kiln_node *node);
+/* Runs it chunk by chunk through its f32 kernel, converting on the way. */
+kiln_status cpu_run_chunked(const cpu_device *dev, const kiln_node *node, cpu_op_fn kernel);
 
 /* Which ops run here (ops.c). Why the device cannot run the node, or NULL:
  * the op table's checks, and with check_storage (a node about to run, not

@@ -124,6 +124,7 @@ kiln_status cpu_run_node(const cpu_device *dev, const kiln_node *node)
 {
     cpu_op_fn kernel = cpu_op_lookup(node->op);
     if (!cpu_half_native[node->op] && cpu_has_half(node))
-        return cpu_run_widened(dev, node, kernel);
+        return cpu_chunkable(node) ? cpu_run_chunked(dev, node, kernel)
+                                   : cpu_run_widened(dev, node, kernel);
     return kernel(dev, node);
 }

@@ -12,8 +12,11 @@
  * f32 scratch buffer, the op's f32 kernel runs on a copy of the node that
  * points at them, and its f32 output is rounded into the node's storage: the
  * op computes in f32 as the 16-bit contract says, at the price of the copies.
- * MATMUL and the ops a training step runs most have kernels that convert as
- * they read instead (ops_matmul.c).
+ * MATMUL widens as it packs instead (gemm.c), and the elementwise ops run
+ * chunk by chunk (cpu_run_chunked): each thread widens a few thousand
+ * elements of each source into buffers on its stack, runs the f32 kernel on
+ * them and narrows the result, so that the data makes one pass through
+ * memory in 16 bits and nothing is allocated.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -232,5 +235,117 @@ kiln_status cpu_run_widened(const cpu_device *dev, const kiln_node *node,
                     (size_t)node->numel);
     while (made > 0)
         free(buf[--made].data);
+    return st;
+}
+
+/* ---- elementwise ops, chunk by chunk ------------------------------------------------- */
+
+/* The most elements a chunk holds: four f32 buffers of it on the stack. */
+#define CPU_CHUNK 2048
+
+typedef struct cpu_chunk_job {
+    const cpu_device *dev;
+    const kiln_node  *node;
+    cpu_op_fn         kernel;
+    size_t            chunk;                /* elements, a multiple of small */
+    const float      *small[KILN_MAX_SRC];  /* a broadcast source, widened */
+    size_t            small_n[KILN_MAX_SRC];
+} cpu_chunk_job;
+
+/* Chunks [lo, hi): each one's sources widened, the f32 kernel on a 1-D
+ * view of them, and the output narrowed into place. A broadcast source
+ * repeats within the chunk as it does within the node, the chunk starting
+ * at a multiple of its size. */
+static void cpu_chunk_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_chunk_job *j    = arg;
+    const kiln_node     *node = j->node;
+    size_t               n    = (size_t)node->numel;
+    float                buf[KILN_MAX_SRC > 3 ? 3 : KILN_MAX_SRC][CPU_CHUNK];
+    float                out[CPU_CHUNK];
+    for (size_t c = lo; c < hi; c++) {
+        size_t     at = c * j->chunk, len = n - at < j->chunk ? n - at : j->chunk;
+        kiln_node  src[3], view = *node;
+        cpu_buffer sb[3], ob = {out, sizeof out};
+        for (int s = 0; s < 3 && node->src[s]; s++) {
+            src[s]       = *node->src[s];
+            src[s].dtype = KILN_F32;
+            src[s].ndim  = 1;
+            src[s].offset = 0;
+            if (j->small[s]) {
+                src[s].dims[0] = src[s].numel = (int64_t)j->small_n[s];
+                sb[s]          = (cpu_buffer){(void *)j->small[s], j->small_n[s] * 4};
+            } else {
+                src[s].dims[0] = src[s].numel = (int64_t)len;
+                j->dev->k.widen(buf[s], (const uint16_t *)cpu_data(node->src[s]) + at, len,
+                                node->src[s]->dtype);
+                sb[s] = (cpu_buffer){buf[s], sizeof buf[s]};
+            }
+            src[s].buffer = &sb[s];
+            view.src[s]   = &src[s];
+        }
+        view.dtype   = KILN_F32;
+        view.ndim    = 1;
+        view.dims[0] = view.numel = (int64_t)len;
+        view.buffer  = &ob;
+        view.offset  = 0;
+        j->kernel(j->dev, &view); /* under the grain: on this thread */
+        j->dev->k.narrow((uint16_t *)cpu_data(node) + at, out, len, node->dtype);
+    }
+}
+
+bool cpu_chunkable(const kiln_node *node)
+{
+    switch (node->op) {
+    case KILN_OP_ADD: case KILN_OP_SUB: case KILN_OP_MUL: case KILN_OP_DIV:
+    case KILN_OP_NEG: case KILN_OP_EXP: case KILN_OP_LOG: case KILN_OP_SQRT:
+    case KILN_OP_RELU: case KILN_OP_SIGMOID: case KILN_OP_TANH: case KILN_OP_SCALE:
+    case KILN_OP_RELU_GRAD: case KILN_OP_GELU: case KILN_OP_GELU_GRAD:
+        break;
+    default:
+        return false;
+    }
+    /* one float type throughout (the op table's rule), 16-bit; a broadcast
+     * source small enough to repeat whole within a chunk */
+    if (!cpu_is_half(node->dtype))
+        return false;
+    for (int s = 0; s < KILN_MAX_SRC && node->src[s]; s++)
+        if (s >= 3 || (node->src[s]->numel != node->numel &&
+                       node->src[s]->numel > CPU_CHUNK / 2))
+            return false;
+    return true;
+}
+
+kiln_status cpu_run_chunked(const cpu_device *dev, const kiln_node *node, cpu_op_fn kernel)
+{
+    size_t        n     = (size_t)node->numel;
+    size_t        small = 1;
+    cpu_chunk_job job   = {.dev = dev, .node = node, .kernel = kernel};
+    kiln_status   st    = KILN_OK;
+    if (n == 0)
+        return KILN_OK;
+    for (int s = 0; s < KILN_MAX_SRC && node->src[s] && st == KILN_OK; s++) {
+        const kiln_node *src = node->src[s];
+        if ((size_t)src->numel == n)
+            continue;
+        size_t m       = (size_t)src->numel;
+        float *w       = malloc(m * sizeof *w);
+        job.small[s]   = w;
+        job.small_n[s] = m;
+        small          = m;
+        if (!w)
+            st = dev->host->error(KILN_ERR_NO_MEMORY, "cpu: out of memory widening a "
+                                                      "broadcast operand");
+        else
+            dev->k.widen(w, cpu_data(src), m, src->dtype);
+    }
+    job.chunk = CPU_CHUNK / small * small;
+    if (st == KILN_OK) {
+        size_t chunks = (n + job.chunk - 1) / job.chunk;
+        size_t grain  = CPU_ELEMENTWISE_GRAIN / job.chunk;
+        cpu_parallel_for(dev, chunks, 1, grain ? grain : 1, cpu_chunk_range, &job);
+    }
+    for (int s = 0; s < KILN_MAX_SRC; s++)
+        free((void *)job.small[s]);
     return st;
 }

@@ -121,7 +121,18 @@ static void backward_unary(backward *bw, kiln_tensor *y, kiln_tensor *gy)
     case KILN_OP_TANH:
         gx = kiln_mul(g, gy, kiln_sub(g, one(bw, y), kiln_mul(g, y, y)));
         break;
-    case KILN_OP_CAST: gx = kiln_cast(g, gy, x->node.dtype); break;
+    case KILN_OP_CAST:
+        /* an f32 weight used in 16 bits: its gradient, a product that only
+         * this rule reads (made by the backward pass), keeps the f32 it
+         * accumulated in instead of being rounded and widened again */
+        if (x->node.dtype == KILN_F32 && gy->node.op == KILN_OP_MATMUL &&
+            gy->id > bw->g->loss->id && gy->node.dtype != KILN_F32) {
+            gy->node.dtype = KILN_F32;
+            gx             = gy;
+        } else {
+            gx = kiln_cast(g, gy, x->node.dtype);
+        }
+        break;
     default: gx = kiln_scale(g, gy, y->node.fparam[0]); break; /* SCALE */
     }
     accumulate(bw, x, gx);

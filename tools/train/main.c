@@ -54,6 +54,8 @@ typedef struct options {
     int         local_steps;         /* 0: average gradients every step */
     const char *shard;               /* "none", "iid", "by-label"       */
     double      bucket_mb;           /* gradient buckets; 0: kiln's     */
+    kiln_dtype  precision;           /* the forward and backward passes' */
+    kiln_dtype  save_dtype;          /* --save's weights                 */
     gpt_options gpt; /* --model gpt */
 } options;
 
@@ -85,6 +87,15 @@ static const char usage[] =
     "                          " DEFAULT_DATA ",\n"
     "                          from the Debian package dataset-fashion-mnist)\n"
     "  --save FILE             write the trained weights to FILE (safetensors)\n"
+    "  --save-dtype f32|f16|bf16\n"
+    "                          the type of --save's weights (default f32);\n"
+    "                          --eval and --resume read any of them\n"
+    "  --precision f32|bf16|f16\n"
+    "                          mixed precision: the forward and backward\n"
+    "                          passes in bf16 or f16, the weights and the\n"
+    "                          optimiser's state in f32 (default f32); f16\n"
+    "                          scales the loss dynamically and reports the\n"
+    "                          steps an overflow skipped\n"
     "  --eval FILE             train nothing: load weights from FILE and report\n"
     "                          the test accuracy of the --model they fit\n"
     "  --checkpoint FILE       write FILE (atomically) at the end of every epoch:\n"
@@ -187,6 +198,8 @@ enum {
     OPT_LOCAL_STEPS, /* the classifiers' */
     OPT_SHARD,
     OPT_BUCKET_MB,
+    OPT_PRECISION, /* both kinds of model */
+    OPT_SAVE_DTYPE,
 };
 
 static const struct option long_options[] = {
@@ -213,10 +226,18 @@ static const struct option long_options[] = {
     {"local-steps", required_argument, NULL, OPT_LOCAL_STEPS},
     {"shard", required_argument, NULL, OPT_SHARD},
     {"bucket-mb", required_argument, NULL, OPT_BUCKET_MB},
+    {"precision", required_argument, NULL, OPT_PRECISION},
+    {"save-dtype", required_argument, NULL, OPT_SAVE_DTYPE},
     {"version", no_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
+
+/* "f32", "f16", "bf16" as a kiln_dtype. */
+static kiln_dtype dtype_of(const char *name)
+{
+    return strcmp(name, "f16") == 0 ? KILN_F16 : strcmp(name, "bf16") == 0 ? KILN_BF16 : KILN_F32;
+}
 
 static double parse_lr(const char *text)
 {
@@ -252,10 +273,10 @@ static options parse_args(int argc, char **argv)
                           .lr         = 1e-3,
                           .seed       = 1};
     /* which options were given, to refuse those of the other kind of model */
-    const char *given[OPT_BUCKET_MB - OPT_MODEL + 1] = {0};
+    const char *given[OPT_SAVE_DTYPE - OPT_MODEL + 1] = {0};
     int         c, at;
     while ((c = getopt_long(argc, argv, "hV", long_options, &at)) != -1) {
-        if (c >= OPT_MODEL && c <= OPT_BUCKET_MB)
+        if (c >= OPT_MODEL && c <= OPT_SAVE_DTYPE)
             given[c - OPT_MODEL] = long_options[at].name;
         switch (c) {
         case 'h': fputs(usage, stdout); exit(0);
@@ -324,6 +345,16 @@ static options parse_args(int argc, char **argv)
                     optarg);
             break;
         }
+        case OPT_PRECISION:
+            o.precision = dtype_of(parse_choice("--precision", optarg,
+                                                (const char *const[]){"f32", "bf16", "f16",
+                                                                      NULL}));
+            break;
+        case OPT_SAVE_DTYPE:
+            o.save_dtype = dtype_of(parse_choice("--save-dtype", optarg,
+                                                 (const char *const[]){"f32", "f16", "bf16",
+                                                                       NULL}));
+            break;
         default: /* getopt said what was wrong */ cli_try_help();
         }
     }
@@ -353,6 +384,8 @@ static options parse_args(int argc, char **argv)
         o.gpt.checkpoint_every = o.checkpoint_every;
         o.gpt.resume           = o.resume;
         o.gpt.bucket_mb        = o.bucket_mb;
+        o.gpt.precision        = o.precision;
+        o.gpt.save_dtype       = o.save_dtype;
         o.gpt.seed = o.seed;
         if (given[OPT_BATCH - OPT_MODEL])
             o.gpt.batch = o.batch;
@@ -369,6 +402,8 @@ static options parse_args(int argc, char **argv)
             o.checkpoint ? "checkpoint" : "resume");
     if (o.checkpoint_every && !o.checkpoint)
         die(2, "--checkpoint-every needs --checkpoint FILE, the file to write");
+    if (given[OPT_SAVE_DTYPE - OPT_MODEL] && !o.save)
+        die(2, "--save-dtype needs --save FILE, the weights to write");
     if (o.checkpoint_every && o.local_steps && o.checkpoint_every % o.local_steps != 0)
         die(2,
             "--checkpoint-every %d is not a multiple of --local-steps %d: checkpoints are "
@@ -618,7 +653,10 @@ static model build(kiln_context *ctx, const options *o, bool train)
     m.x                 = strcmp(o->model, "cnn") == 0
                               ? kiln_input(g, "x", KILN_F32, KILN_SHAPE(m.batch, 1, 28, 28))
                               : kiln_input(g, "x", KILN_F32, KILN_SHAPE(m.batch, PIXELS));
-    kiln_tensor *logits = logits_of(g, o->model, m.x);
+    /* mixed precision: the layers run in their input's type with the f32
+     * weights cast to it; the loss is computed in f32 */
+    kiln_tensor *logits = kiln_cast(g, logits_of(g, o->model, kiln_cast(g, m.x, o->precision)),
+                                    KILN_F32);
     m.pred              = kiln_argmax(g, logits);
     kiln_output(g, m.pred);
     if (train) {
@@ -627,6 +665,9 @@ static model build(kiln_context *ctx, const options *o, bool train)
         kiln_output(g, m.loss);
         if (kiln_graph_status(g) != KILN_OK)
             fail_kiln("building the model", g);
+        /* f16's range needs the loss scaled (bf16 has f32's) */
+        if (o->precision == KILN_F16 && kiln_loss_scale(g, 65536.0f, 2000) != KILN_OK)
+            die(1, "%s", kiln_last_error());
         if (kiln_backward(g, m.loss) != KILN_OK)
             die(1, "%s", kiln_last_error());
         /* federated averaging averages weights instead, every K steps */
@@ -968,10 +1009,12 @@ static int64_t train(const options *o, const model *m, const dataset *test, batc
         printf("resumed from %s: epoch %d, step %lld\n", o->resume, first_epoch,
                (long long)first_step);
     }
-    printf("model %s (%lld parameters), %s lr %g (%s), batch %d, %d epoch%s, seed %llu\n",
+    printf("model %s (%lld parameters), %s lr %g (%s), batch %d, %d epoch%s, seed %llu, "
+           "precision %s\n",
            o->model, param_count(m->g), o->optimizer, o->lr,
            o->cosine ? "cosine schedule" : "constant", o->batch, o->epochs,
-           o->epochs == 1 ? "" : "s", (unsigned long long)o->seed);
+           o->epochs == 1 ? "" : "s", (unsigned long long)o->seed,
+           kiln_dtype_name(o->precision));
     if (parallel_size() > 1 && !o->local_steps)
         printf("data-parallel: %d processes (%s), %d samples each per step, gradients "
                "averaged every step, shard %s\n",
@@ -997,9 +1040,17 @@ static int64_t train(const options *o, const model *m, const dataset *test, batc
         double   t1   = now();
         sent          = kiln_comm_bytes(parallel_comm()) - sent;
         correct       = evaluate(m, test, b);
-        char comm[64] = "";
+        char comm[128] = "";
         if (parallel_size() > 1)
             snprintf(comm, sizeof comm, "  comm %.1f MB", (double)sent / 1e6);
+        if (o->precision == KILN_F16) {
+            float    scale;
+            uint64_t skipped;
+            check(kiln_loss_scale_state(m->g, &scale, &skipped), "the loss scale");
+            snprintf(comm + strlen(comm), sizeof comm - strlen(comm),
+                     "  loss scale %g, %llu step%s skipped", (double)scale,
+                     (unsigned long long)skipped, skipped == 1 ? "" : "s");
+        }
         printf("epoch %d/%d  loss %.4f  time %.2f s  %.0f samples/s  test accuracy "
                "%.2f%%  (eval %.2f s)%s\n",
                p.epoch, o->epochs, loss, t1 - t0, (double)p.total / (t1 - t0),
@@ -1063,8 +1114,8 @@ int main(int argc, char **argv)
     } else {
         print_accuracy("final test accuracy:", train(&o, &m, &test, &b), test.n);
         if (o.save && parallel_rank() == 0) {
-            check(kiln_save(m.g, o.save), "--save");
-            printf("weights saved to %s\n", o.save);
+            check(kiln_save_as(m.g, o.save, o.save_dtype), "--save");
+            printf("weights saved to %s (%s)\n", o.save, kiln_dtype_name(o.save_dtype));
         }
     }
     print_profile(m.g);

@@ -64,6 +64,8 @@ typedef struct gpt_options {
     const char *checkpoint, *resume; /* or NULL                         */
     int         checkpoint_every;    /* steps, or 0: at the end only    */
     double      bucket_mb;           /* gradient buckets; 0: kiln's     */
+    kiln_dtype  precision;           /* --precision                      */
+    kiln_dtype  save_dtype;          /* --save-dtype                     */
     int         layers, heads, embd, ctx, batch, steps, warmup, eval_every;
     double      lr;
     uint64_t    seed;
