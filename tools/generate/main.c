@@ -220,7 +220,7 @@ static void open_model(decoder *d, kiln_context *ctx)
     if (!d->g)
         die("%s", kiln_last_error());
     int64_t t = o->cache ? 1 : d->s.ctx;
-    d->logits = gpt_build(d->g, &d->s, 1, t, NULL, o->cache ? &d->cache : NULL, &d->ids,
+    d->logits = gpt_build(d->g, &d->s, 1, t, NULL, o->cache ? &d->cache : NULL, KILN_F32, &d->ids,
                           &d->pos);
     if (!d->logits)
         die("building the model: %s", gpt_error(d->g));

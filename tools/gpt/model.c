@@ -17,24 +17,26 @@ typedef struct builder {
     int64_t          batch, t;
     uint64_t        *init; /* or NULL: parameters are loaded */
     gpt_cache       *cache;
+    kiln_dtype       dtype; /* what the layers compute in (f32, f16, bf16) */
     kiln_status      st; /* the first initialisation that failed */
     char             why[512];
 } builder;
 
-/* A parameter: N(0, stddev) for stddev > 0, zeros for 0, ones for < 0. */
+/* A parameter: N(0, stddev) for stddev > 0, zeros for 0, ones for < 0; in
+ * the layers' type (an f32 parameter cast to it). */
 static kiln_tensor *param(builder *b, const char *name, int ndim, const int64_t *dims,
                           float stddev)
 {
     kiln_tensor *p = kiln_param(b->g, name, ndim, dims);
     if (!p || !b->init || b->st != KILN_OK || kiln_graph_status(b->g) != KILN_OK)
-        return p;
+        return kiln_cast(b->g, p, b->dtype);
     kiln_status st = stddev > 0 ? kiln_init_normal(p, 0.0f, stddev, next_random(b->init))
                                 : kiln_init_constant(p, stddev < 0 ? 1.0f : 0.0f);
     if (st != KILN_OK) {
         b->st = st;
         snprintf(b->why, sizeof b->why, "initialising %s: %s", name, kiln_last_error());
     }
-    return p;
+    return kiln_cast(b->g, p, b->dtype);
 }
 
 /* x [rows, in] @ name.weight [in, out] + name.bias [out], weight N(0, std). */
@@ -122,15 +124,21 @@ static kiln_tensor *block(builder *b, kiln_tensor *x, int layer)
 static const char *last_error;
 
 kiln_tensor *gpt_build(kiln_graph *g, const gpt_shape *s, int64_t batch, int64_t t,
-                       uint64_t *init, gpt_cache *cache, kiln_tensor **ids,
-                       kiln_tensor **positions)
+                       uint64_t *init, gpt_cache *cache, kiln_dtype dtype,
+                       kiln_tensor **ids, kiln_tensor **positions)
 {
     static char problem[160];
     if (gpt_shape_problem(s, problem, sizeof problem)) {
         last_error = problem;
         return NULL;
     }
-    builder b = {.g = g, .s = s, .batch = batch, .t = t, .init = init, .cache = cache};
+    builder b = {.g     = g,
+                 .s     = s,
+                 .batch = batch,
+                 .t     = t,
+                 .init  = init,
+                 .cache = cache,
+                 .dtype = dtype};
     int64_t C = s->embd, D = s->embd / s->heads;
     *ids       = kiln_input(g, "ids", KILN_I32, KILN_SHAPE(batch, t));
     *positions = kiln_input(g, "positions", KILN_I32, KILN_SHAPE(t));
@@ -139,10 +147,10 @@ kiln_tensor *gpt_build(kiln_graph *g, const gpt_shape *s, int64_t batch, int64_t
         cache->at = kiln_input(g, "cache.at", KILN_I32, KILN_SHAPE(1));
         for (int l = 0; l < s->layers; l++) {
             snprintf(name, sizeof name, "cache.%d.k", l);
-            cache->k[l] = kiln_input(g, name, KILN_F32,
+            cache->k[l] = kiln_input(g, name, dtype,
                                      KILN_SHAPE(1, s->heads, s->ctx, D));
             snprintf(name, sizeof name, "cache.%d.v", l);
-            cache->v[l] = kiln_input(g, name, KILN_F32,
+            cache->v[l] = kiln_input(g, name, dtype,
                                      KILN_SHAPE(1, s->heads, s->ctx, D));
         }
     }
@@ -155,7 +163,8 @@ kiln_tensor *gpt_build(kiln_graph *g, const gpt_shape *s, int64_t batch, int64_t
         x = block(&b, x, l);
     x                   = kiln_reshape(g, layer_norm(&b, x, C, "transformer.ln_f"),
                                        KILN_SHAPE(batch * t, C));
-    kiln_tensor *logits = kiln_matmul_t(g, x, wte, false, true); /* tied head */
+    /* the tied head; logits in f32 for the loss and sampling */
+    kiln_tensor *logits = kiln_cast(g, kiln_matmul_t(g, x, wte, false, true), KILN_F32);
     if (b.st != KILN_OK) {
         static char why[512];
         memcpy(why, b.why, sizeof why);

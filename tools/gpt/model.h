@@ -42,11 +42,13 @@ typedef struct gpt_cache {
  * the position embedding), both made here. With a cache (batch 1), its
  * tensors are made here too, and attention reaches back over the cached
  * positions. Parameters are drawn from *init (splitmix64) as GPT-2
- * initialises them, or left unset when init is NULL (to be loaded).
+ * initialises them, or left unset when init is NULL (to be loaded). The
+ * layers compute in dtype (f32, or f16/bf16 for mixed precision, the f32
+ * parameters cast to it, the cache too); the logits are f32.
  * Returns NULL on failure, and gpt_error says why. */
 kiln_tensor *gpt_build(kiln_graph *g, const gpt_shape *s, int64_t batch, int64_t t,
-                       uint64_t *init, gpt_cache *cache, kiln_tensor **ids,
-                       kiln_tensor **positions);
+                       uint64_t *init, gpt_cache *cache, kiln_dtype dtype,
+                       kiln_tensor **ids, kiln_tensor **positions);
 /* Why the last gpt_build on g failed. */
 const char *gpt_error(const kiln_graph *g);
 

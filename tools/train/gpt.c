@@ -88,7 +88,8 @@ static gpt build(kiln_context *ctx, const gpt_options *o)
     kiln_graph  *g = m.g;
     int64_t      B = o->batch / parallel_size(), T = o->ctx; /* this process's rows */
     gpt_shape    s      = {o->layers, o->heads, o->embd, o->ctx};
-    kiln_tensor *logits = gpt_build(g, &s, B, T, &m.init_state, NULL, &m.ids, &m.pos);
+    kiln_tensor *logits =
+        gpt_build(g, &s, B, T, &m.init_state, NULL, o->precision, &m.ids, &m.pos);
     if (!logits)
         die(1, "building the model: %s", gpt_error(g));
     m.targets = kiln_input(g, "targets", KILN_I32, KILN_SHAPE(B * T));
@@ -97,6 +98,8 @@ static gpt build(kiln_context *ctx, const gpt_options *o)
         die(1, "building the model: %s", kiln_graph_error(g));
     check(gpt_shape_save(g, &s), "recording the model's shape");
     check(kiln_output(g, m.loss), "the loss");
+    if (o->precision == KILN_F16) /* f16's range needs the loss scaled */
+        check(kiln_loss_scale(g, 65536.0f, 2000), "kiln_loss_scale");
     check(kiln_backward(g, m.loss), "kiln_backward");
     check(kiln_graph_allreduce_grads(g, parallel_comm(), (size_t)(o->bucket_mb * 1e6)),
           "averaging the gradients");
@@ -286,9 +289,16 @@ int gpt_train(const gpt_options *o)
         last_val = val_loss(&m, &t, &b);
     printf("final val %.4f ms/step %.1f\n", last_val,
            1e3 * all_time / (o->steps > first ? o->steps - first : 1));
+    if (o->precision == KILN_F16) {
+        float    scale;
+        uint64_t skipped;
+        check(kiln_loss_scale_state(m.g, &scale, &skipped), "the loss scale");
+        printf("loss scale %g, %llu step%s skipped\n", (double)scale,
+               (unsigned long long)skipped, skipped == 1 ? "" : "s");
+    }
     if (o->save && parallel_rank() == 0) {
-        check(kiln_save(m.g, o->save), "--save");
-        printf("weights saved to %s\n", o->save);
+        check(kiln_save_as(m.g, o->save, o->save_dtype), "--save");
+        printf("weights saved to %s (%s)\n", o->save, kiln_dtype_name(o->save_dtype));
     }
     print_profile(m.g);
     kiln_graph_free(m.g);
