@@ -63,6 +63,9 @@ Test(kiln_train, bad_arguments_exit_2_naming_the_value)
     expect_usage_error("--optimizer rmsprop", "expected sgd or adam");
     expect_usage_error("extra", "kiln-train: unexpected argument 'extra'");
     expect_usage_error("--eval a --save b", "--eval and --save together");
+    expect_usage_error("--precision f64", "--precision 'f64': expected f32, bf16 or f16");
+    expect_usage_error("--save-dtype f8", "--save-dtype 'f8': expected f32, f16 or bf16");
+    expect_usage_error("--save-dtype bf16", "--save-dtype needs --save FILE");
 }
 
 /* Past the command line, kiln-train looks for its data first: a run that
@@ -304,6 +307,35 @@ Test(kiln_train_paths, save_then_eval_on_a_tiny_data_set)
     cr_assert_eq(rc, 0, "kiln-train %s exited %d: %s", args, rc, out);
     cr_assert(strstr(out, "weights saved to") && strstr(out, " of 1)"), "%s", out);
     snprintf(args, sizeof args, "--data %s --model linear --eval %s", data_dir, w);
+    rc = run(args, out, sizeof out);
+    cr_assert_eq(rc, 0, "kiln-train %s exited %d: %s", args, rc, out);
+    cr_assert(strstr(out, "test accuracy:"), "%s", out);
+}
+
+/* Mixed precision on the tiny data set: f16 reports its loss scale, the
+ * weights are saved as BF16 and --eval reads them back. */
+Test(kiln_train_paths, f16_training_saves_bf16_weights_that_eval_reads)
+{
+    char w[512], args[1024], out[8192];
+    make_data(4, 2);
+    in_data(w, sizeof w, "w.safetensors");
+    snprintf(args, sizeof args,
+             "--data %s --model mlp --epochs 2 --batch 2 --precision f16 --save %s "
+             "--save-dtype bf16",
+             data_dir, w);
+    int rc = run(args, out, sizeof out);
+    cr_assert_eq(rc, 0, "kiln-train %s exited %d: %s", args, rc, out);
+    cr_assert(strstr(out, "precision f16") && strstr(out, "loss scale ") &&
+                  strstr(out, "skipped") && strstr(out, "(bf16)"),
+              "%s", out);
+    FILE *f = fopen(w, "rb");
+    cr_assert_not_null(f);
+    char head[4096];
+    size_t n  = fread(head, 1, sizeof head - 1, f);
+    head[n]   = '\0';
+    fclose(f);
+    cr_assert(strstr(head + 8, "\"dtype\":\"BF16\""), "the file is not BF16");
+    snprintf(args, sizeof args, "--data %s --model mlp --eval %s", data_dir, w);
     rc = run(args, out, sizeof out);
     cr_assert_eq(rc, 0, "kiln-train %s exited %d: %s", args, rc, out);
     cr_assert(strstr(out, "test accuracy:"), "%s", out);
