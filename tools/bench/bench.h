@@ -41,6 +41,7 @@ typedef struct bench_options {
     const char *compare; /* NULL or a reference's name */
     const char *sizes;   /* NULL or "1024,2048x64x784" */
     int         threads; /* 0: the backend's default */
+    kiln_dtype  dtype;   /* gemm --dtype: the operands' and result's type */
     int         repeat;
     bool        json;
     double      min_s; /* time per repeat */
@@ -51,6 +52,8 @@ typedef struct bench_machine {
     int         threads;     /* the backend's threads                   */
     double      peak_gflops; /* FMA peak of the widest ISA, that many   */
     const char *peak_isa;
+    /* how the cpu multiplies f16 and bf16 on this machine, for gemm --dtype */
+    const char *half_path;
 } bench_machine;
 
 /* ---- graphs (graph.c) ------------------------------------------------------ */

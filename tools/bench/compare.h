@@ -27,11 +27,17 @@ typedef struct bench_reference {
     bool (*result)(void *state, float *c); /* copies C out, for a correctness check */
     void (*teardown)(void *state);
     void (*close)(void);
+    /* whether it has a bf16 GEMM (kiln-bench gemm --dtype bf16); none has
+     * an f16 one */
+    bool bf16;
 } bench_reference;
 
 /* The thread count the reference should use (kiln-bench sets it before open);
  * 0 leaves the library's default. */
 extern int bench_reference_threads;
+/* The operands' type (kiln-bench gemm --dtype, set before open): KILN_F32,
+ * or KILN_BF16 for a reference with .bf16 (a bf16 GEMM with f32 results). */
+extern kiln_dtype bench_reference_dtype;
 
 /* Every reference kiln-bench knows, by --compare name; NULL ends the list
  * (gemm.c). */
@@ -47,6 +53,8 @@ typedef struct bench_host_state {
     bool         ta, tb;
     const float *a, *b; /* kiln's side's operands           */
     float       *c;     /* the reference's own [m, n] result */
+    /* with bench_reference_dtype KILN_BF16: a and b rounded to it        */
+    uint16_t *a16, *b16;
 } bench_host_state;
 
 void *bench_host_setup(int m, int n, int k, bool ta, bool tb, const float *a,

@@ -14,8 +14,17 @@ void *bench_host_setup(int m, int n, int k, bool ta, bool tb, const float *a,
         return NULL;
     *s   = (bench_host_state){.m = m, .n = n, .k = k, .ta = ta, .tb = tb, .a = a, .b = b};
     s->c = malloc((size_t)m * (size_t)n * sizeof *s->c + 1);
-    if (!s->c) {
-        free(s);
+    if (s->c && bench_reference_dtype == KILN_BF16) {
+        size_t na = (size_t)m * (size_t)k, nb = (size_t)k * (size_t)n;
+        s->a16    = malloc(na * 2 + 2);
+        s->b16    = malloc(nb * 2 + 2);
+        if (s->a16 && s->b16) {
+            kiln_convert(s->a16, KILN_BF16, a, KILN_F32, na);
+            kiln_convert(s->b16, KILN_BF16, b, KILN_F32, nb);
+        }
+    }
+    if (!s->c || (bench_reference_dtype == KILN_BF16 && (!s->a16 || !s->b16))) {
+        bench_host_teardown(s);
         return NULL;
     }
     return s;
@@ -31,7 +40,10 @@ bool bench_host_result(void *state, float *c)
 void bench_host_teardown(void *state)
 {
     bench_host_state *s = state;
-    if (s)
+    if (s) {
         free(s->c);
+        free(s->a16);
+        free(s->b16);
+    }
     free(s);
 }

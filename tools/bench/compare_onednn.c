@@ -17,8 +17,15 @@ typedef int (*dnnl_sgemm_fn)(char ta, char tb, int64_t m, int64_t n, int64_t k,
                              float alpha, const float *a, int64_t lda, const float *b,
                              int64_t ldb, float beta, float *c, int64_t ldc);
 
-static void         *onednn_lib;
-static dnnl_sgemm_fn onednn_sgemm;
+/* dnnl_gemm_bf16bf16f32: bf16 operands (as uint16_t), f32 C */
+typedef int (*dnnl_gemm_bf16_fn)(char ta, char tb, int64_t m, int64_t n, int64_t k,
+                                 float alpha, const uint16_t *a, int64_t lda,
+                                 const uint16_t *b, int64_t ldb, float beta, float *c,
+                                 int64_t ldc);
+
+static void             *onednn_lib;
+static dnnl_sgemm_fn     onednn_sgemm;
+static dnnl_gemm_bf16_fn onednn_bf16;
 
 static bool onednn_open(const kiln_context *ctx, char *why, size_t len)
 {
@@ -39,8 +46,13 @@ static bool onednn_open(const kiln_context *ctx, char *why, size_t len)
         return false;
     }
     onednn_sgemm = (dnnl_sgemm_fn)dlsym(onednn_lib, "dnnl_sgemm");
-    if (!onednn_sgemm) {
-        snprintf(why, len, "libdnnl has no dnnl_sgemm: %s", dlerror());
+    onednn_bf16  = (dnnl_gemm_bf16_fn)dlsym(onednn_lib, "dnnl_gemm_bf16bf16f32");
+    if (bench_reference_dtype == KILN_F16 || !onednn_sgemm ||
+        (bench_reference_dtype == KILN_BF16 && !onednn_bf16)) {
+        snprintf(why, len, "libdnnl has no %s",
+                 bench_reference_dtype == KILN_F16    ? "f16 GEMM function"
+                 : bench_reference_dtype == KILN_BF16 ? "dnnl_gemm_bf16bf16f32"
+                                                      : "dnnl_sgemm");
         dlclose(onednn_lib);
         onednn_lib = NULL;
         return false;
@@ -53,10 +65,17 @@ static double onednn_run(void *state)
     bench_host_state *s   = state;
     double            t0  = bench_now();
     int64_t           lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
-    int    st = onednn_sgemm(s->ta ? 'T' : 'N', s->tb ? 'T' : 'N', s->m, s->n, s->k, 1.0f,
-                          s->a, lda > 0 ? lda : 1, s->b, ldb > 0 ? ldb : 1, 0.0f, s->c,
-                          s->n > 0 ? s->n : 1);
+    int    st = s->a16 ? onednn_bf16(s->ta ? 'T' : 'N', s->tb ? 'T' : 'N', s->m, s->n, s->k,
+                                     1.0f, s->a16, lda > 0 ? lda : 1, s->b16,
+                                     ldb > 0 ? ldb : 1, 0.0f, s->c, s->n > 0 ? s->n : 1)
+                       : onednn_sgemm(s->ta ? 'T' : 'N', s->tb ? 'T' : 'N', s->m, s->n,
+                                      s->k, 1.0f, s->a, lda > 0 ? lda : 1, s->b,
+                                      ldb > 0 ? ldb : 1, 0.0f, s->c, s->n > 0 ? s->n : 1);
     double t  = bench_now() - t0;
+    if (st != 0) /* 3 is dnnl_unimplemented: no kernel for this type on this CPU */
+        fprintf(stderr, "kiln-bench: onednn: %s returned status %d%s\n",
+                s->a16 ? "dnnl_gemm_bf16bf16f32" : "dnnl_sgemm", st,
+                st == 3 ? " (unimplemented on this CPU)" : "");
     return st == 0 ? t : -1.0;
 }
 
@@ -66,6 +85,7 @@ static void onednn_close(void)
         dlclose(onednn_lib);
     onednn_lib   = NULL;
     onednn_sgemm = NULL;
+    onednn_bf16  = NULL;
 }
 
 const bench_reference bench_onednn = {
@@ -76,4 +96,5 @@ const bench_reference bench_onednn = {
     .result   = bench_host_result,
     .teardown = bench_host_teardown,
     .close    = onednn_close,
+    .bf16     = true,
 };

@@ -5,6 +5,7 @@
 #include "bench.h"
 
 #include <dlfcn.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* cblas.h's values, so that no header is needed */
@@ -13,10 +14,14 @@ enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
 typedef void (*cblas_sgemm_fn)(int order, int ta, int tb, int m, int n, int k,
                                float alpha, const float *a, int lda, const float *b,
                                int ldb, float beta, float *c, int ldc);
+typedef void (*cblas_sbgemm_fn)(int order, int ta, int tb, int m, int n, int k,
+                                float alpha, const uint16_t *a, int lda, const uint16_t *b,
+                                int ldb, float beta, float *c, int ldc);
 typedef void (*set_threads_fn)(int n);
 
-static void          *openblas_lib;
-static cblas_sgemm_fn openblas_sgemm;
+static void           *openblas_lib;
+static cblas_sgemm_fn  openblas_sgemm;
+static cblas_sbgemm_fn openblas_sbgemm; /* OpenBLAS 0.3.10 on, bf16 */
 
 static bool openblas_open(const kiln_context *ctx, char *why, size_t len)
 {
@@ -29,9 +34,14 @@ static bool openblas_open(const kiln_context *ctx, char *why, size_t len)
                  dlerror());
         return false;
     }
-    openblas_sgemm = (cblas_sgemm_fn)dlsym(openblas_lib, "cblas_sgemm");
-    if (!openblas_sgemm) {
-        snprintf(why, len, "libopenblas.so.0 has no cblas_sgemm: %s", dlerror());
+    const char *sym = bench_reference_dtype == KILN_BF16 ? "cblas_sbgemm" : "cblas_sgemm";
+    openblas_sgemm  = (cblas_sgemm_fn)dlsym(openblas_lib, "cblas_sgemm");
+    openblas_sbgemm = (cblas_sbgemm_fn)dlsym(openblas_lib, "cblas_sbgemm");
+    if (bench_reference_dtype == KILN_F16 ||
+        !(bench_reference_dtype == KILN_BF16 ? (void *)openblas_sbgemm
+                                             : (void *)openblas_sgemm)) {
+        snprintf(why, len, "libopenblas.so.0 has no %s",
+                 bench_reference_dtype == KILN_F16 ? "f16 GEMM" : sym);
         dlclose(openblas_lib);
         openblas_lib = NULL;
         return false;
@@ -48,10 +58,16 @@ static double openblas_run(void *state)
     bench_host_state *s   = state;
     double            t0  = bench_now();
     int               lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
-    openblas_sgemm(CBLAS_ROW_MAJOR, s->ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
-                   s->tb ? CBLAS_TRANS : CBLAS_NO_TRANS, s->m, s->n, s->k, 1.0f, s->a,
-                   lda > 0 ? lda : 1, s->b, ldb > 0 ? ldb : 1, 0.0f, s->c,
-                   s->n > 0 ? s->n : 1);
+    if (s->a16)
+        openblas_sbgemm(CBLAS_ROW_MAJOR, s->ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
+                        s->tb ? CBLAS_TRANS : CBLAS_NO_TRANS, s->m, s->n, s->k, 1.0f,
+                        s->a16, lda > 0 ? lda : 1, s->b16, ldb > 0 ? ldb : 1, 0.0f, s->c,
+                        s->n > 0 ? s->n : 1);
+    else
+        openblas_sgemm(CBLAS_ROW_MAJOR, s->ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
+                       s->tb ? CBLAS_TRANS : CBLAS_NO_TRANS, s->m, s->n, s->k, 1.0f, s->a,
+                       lda > 0 ? lda : 1, s->b, ldb > 0 ? ldb : 1, 0.0f, s->c,
+                       s->n > 0 ? s->n : 1);
     return bench_now() - t0;
 }
 
@@ -59,8 +75,9 @@ static void openblas_close(void)
 {
     if (openblas_lib)
         dlclose(openblas_lib);
-    openblas_lib   = NULL;
-    openblas_sgemm = NULL;
+    openblas_lib    = NULL;
+    openblas_sgemm  = NULL;
+    openblas_sbgemm = NULL;
 }
 
 const bench_reference bench_openblas = {
@@ -71,4 +88,5 @@ const bench_reference bench_openblas = {
     .result   = bench_host_result,
     .teardown = bench_host_teardown,
     .close    = openblas_close,
+    .bf16     = true,
 };

@@ -10,7 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-int bench_reference_threads;
+int        bench_reference_threads;
+kiln_dtype bench_reference_dtype = KILN_F32;
 
 const bench_reference *const bench_references[] = {
     &bench_openblas,
@@ -80,6 +81,8 @@ typedef struct gemm_result {
     bench_stats ref;
     double      rel_error;
     bool        have_ref;
+    bench_stats f32;       /* --dtype f16/bf16: kiln's f32 on the same shape */
+    double      f32_error; /* the 16-bit result against it                  */
 } gemm_result;
 
 static bool gemm_reference(const bench_options *o, const bench_reference *ref,
@@ -107,45 +110,104 @@ static bool gemm_reference(const bench_options *o, const bench_reference *ref,
     return ok;
 }
 
+/* One product as a compiled graph: operands and result of dtype, a and b
+ * (f32 values, exact in dtype) written in; NULL after a message. */
+static kiln_graph *gemm_graph(kiln_context *ctx, const gemm_shape *s, kiln_dtype dtype,
+                              const float *a, const float *b, kiln_tensor **tc)
+{
+    size_t       na = (size_t)s->m * s->k, nb = (size_t)s->k * s->n;
+    kiln_graph  *g  = kiln_graph_new(ctx);
+    kiln_tensor *ta = s->ta ? kiln_input(g, "a", dtype, KILN_SHAPE(s->k, s->m))
+                            : kiln_input(g, "a", dtype, KILN_SHAPE(s->m, s->k));
+    kiln_tensor *tb = s->tb ? kiln_input(g, "b", dtype, KILN_SHAPE(s->n, s->k))
+                            : kiln_input(g, "b", dtype, KILN_SHAPE(s->k, s->n));
+    *tc             = kiln_matmul_t(g, ta, tb, s->ta, s->tb);
+    size_t size     = kiln_dtype_size(dtype);
+    void  *buf      = malloc((na > nb ? na : nb) * size + 4);
+    bool   ok       = g && buf && bench_compile(g, *tc) &&
+              kiln_convert(buf, dtype, a, KILN_F32, na) == KILN_OK &&
+              kiln_tensor_write(ta, buf, na * size) == KILN_OK &&
+              kiln_convert(buf, dtype, b, KILN_F32, nb) == KILN_OK &&
+              kiln_tensor_write(tb, buf, nb * size) == KILN_OK;
+    free(buf);
+    if (!ok) {
+        fprintf(stderr, "kiln-bench: %s\n",
+                g && kiln_graph_error(g) ? kiln_graph_error(g) : kiln_last_error());
+        kiln_graph_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* Times g (one product of `work` FLOP) into *stats and reads its result as
+ * f32 into c (nc elements of dtype). */
+static bool gemm_time(const bench_options *o, kiln_graph *g, kiln_tensor *tc,
+                      kiln_dtype dtype, double work, float *c, size_t nc,
+                      bench_stats *stats)
+{
+    double secs[64];
+    void  *raw = malloc(nc * 4 + 4);
+    bool   ok  = raw && bench_time(bench_run_graph, g, o->repeat, o->min_s, secs) &&
+              kiln_tensor_read(tc, raw, nc * kiln_dtype_size(dtype)) == KILN_OK &&
+              kiln_convert(c, KILN_F32, raw, dtype, nc) == KILN_OK;
+    if (ok)
+        *stats = bench_rate_stats(secs, o->repeat, work);
+    free(raw);
+    return ok;
+}
+
 static bool bench_gemm_shape(const bench_options *o, kiln_context *ctx,
                              const bench_reference *ref, const gemm_shape *s,
                              gemm_result *res)
 {
-    bool   ok = false;
-    double secs[64];
-    size_t na = (size_t)s->m * s->k, nb = (size_t)s->k * s->n, nc = (size_t)s->m * s->n;
-    float *a = bench_random_floats(na, 1), *b = bench_random_floats(nb, 2);
-    float *c        = malloc((nc ? nc : 1) * sizeof *c);
-    kiln_graph  *g  = kiln_graph_new(ctx);
-    kiln_tensor *ta = s->ta ? kiln_input(g, "a", KILN_F32, KILN_SHAPE(s->k, s->m))
-                            : kiln_input(g, "a", KILN_F32, KILN_SHAPE(s->m, s->k));
-    kiln_tensor *tb = s->tb ? kiln_input(g, "b", KILN_F32, KILN_SHAPE(s->n, s->k))
-                            : kiln_input(g, "b", KILN_F32, KILN_SHAPE(s->k, s->n));
-    kiln_tensor *tc = kiln_matmul_t(g, ta, tb, s->ta, s->tb);
+    bool        ok = false;
+    double      secs[64];
+    kiln_dtype  dt = o->dtype;
+    size_t      na = (size_t)s->m * s->k, nb = (size_t)s->k * s->n, nc = (size_t)s->m * s->n;
+    float      *a = bench_random_floats(na, 1), *b = bench_random_floats(nb, 2);
+    float      *c  = malloc((nc ? nc : 1) * sizeof *c);
+    float      *c32 = dt != KILN_F32 ? malloc((nc ? nc : 1) * sizeof *c32) : NULL;
+    kiln_tensor *tc, *tc32;
+    kiln_graph  *g = NULL, *g32 = NULL;
     memset(res, 0, sizeof *res);
-    if (!a || !b || !c || !g || !bench_compile(g, tc) ||
-        kiln_tensor_write(ta, a, na * 4) != KILN_OK ||
-        kiln_tensor_write(tb, b, nb * 4) != KILN_OK)
+    if (!a || !b || !c || (dt != KILN_F32 && !c32))
         goto out;
+    /* 16 bits: the operands rounded to it, so that f32 and the reference
+     * multiply the same values */
+    for (size_t i = 0; dt != KILN_F32 && i < na + nb; i++) {
+        float   *v = i < na ? &a[i] : &b[i - na];
+        uint16_t h;
+        kiln_convert(&h, dt, v, KILN_F32, 1);
+        kiln_convert(v, KILN_F32, &h, dt, 1);
+    }
     double work = 2.0 * s->m * s->n * (double)s->k;
-    if (!bench_time(bench_run_graph, g, o->repeat, o->min_s, secs) ||
-        kiln_tensor_read(tc, c, nc * 4) != KILN_OK)
+    if (!(g = gemm_graph(ctx, s, dt, a, b, &tc)) ||
+        !gemm_time(o, g, tc, dt, work, c, nc, &res->kiln))
         goto out;
-    res->kiln = bench_rate_stats(secs, o->repeat, work);
-    ok        = !ref || gemm_reference(o, ref, s, a, b, c, res, secs);
-    /* the second kiln measurement, after the reference's: the best of both */
-    if (ok && ref && bench_time(bench_run_graph, g, o->repeat, o->min_s, secs)) {
+    if (dt != KILN_F32) { /* kiln's f32, side by side */
+        if (!(g32 = gemm_graph(ctx, s, KILN_F32, a, b, &tc32)) ||
+            !gemm_time(o, g32, tc32, KILN_F32, work, c32, nc, &res->f32))
+            goto out;
+        res->f32_error = max_rel_error(c, c32, nc);
+    }
+    /* a reference that fails leaves kiln's figures, without its column */
+    ok = true;
+    if (ref && !gemm_reference(o, ref, s, a, b, c, res, secs))
+        fprintf(stderr, "kiln-bench: %s failed on %dx%dx%d: no comparison for it\n",
+                ref->name, s->m, s->k, s->n);
+    /* the second kiln measurement, after the others: the best of both */
+    if (ok && (ref || g32) && bench_time(bench_run_graph, g, o->repeat, o->min_s, secs)) {
         bench_stats again = bench_rate_stats(secs, o->repeat, work);
         if (again.median > res->kiln.median)
             res->kiln = again;
     }
 out:
-    if (!ok && g && kiln_graph_error(g))
-        fprintf(stderr, "kiln-bench: %s\n", kiln_graph_error(g));
     kiln_graph_free(g);
+    kiln_graph_free(g32);
     free(a);
     free(b);
     free(c);
+    free(c32);
     return ok;
 }
 
@@ -187,12 +249,23 @@ static int parse_gemm_sizes(const char *list, gemm_shape *out, int cap)
 
 /* One row of --json: the shape, kiln's figures and the reference's. */
 static json_t *gemm_json(const gemm_shape *s, const char *label, const gemm_result *r,
-                         double pct, const bench_reference *ref)
+                         double pct, const bench_reference *ref, kiln_dtype o_dtype)
 {
     json_t *row = json_pack("{s:s, s:i, s:i, s:i, s:b, s:b, s:o, s:o}", "shape", label,
                             "m", s->m, "k", s->k, "n", s->n, "ta", s->ta, "tb", s->tb,
                             "gflops", bench_json_stats(&r->kiln), "percent_of_peak",
                             bench_json_fixed(pct, 1));
+    if (row && o_dtype != KILN_F32 &&
+        (json_object_set_new(row, "dtype", json_string(kiln_dtype_name(o_dtype))) != 0 ||
+         json_object_set_new(row, "f32",
+                             json_pack("{s:o, s:o, s:o}", "gflops",
+                                       bench_json_stats(&r->f32), "ratio",
+                                       bench_json_fixed(r->kiln.median / r->f32.median, 3),
+                                       "max_rel_error",
+                                       bench_json_sci(r->f32_error, 2))) != 0)) {
+        json_decref(row);
+        return NULL;
+    }
     if (row && r->have_ref &&
         json_object_set_new(row, "reference",
                             json_pack("{s:s, s:o, s:o, s:o}", "name", ref->name, "gflops",
@@ -217,6 +290,13 @@ int bench_gemm(const bench_options *o, kiln_context *ctx, const bench_machine *m
 
     const bench_reference *ref      = bench_find_reference(o->compare);
     char                   why[256] = "";
+    bool                   half     = o->dtype != KILN_F32;
+    bench_reference_dtype           = o->dtype;
+    if (ref && half && !(o->dtype == KILN_BF16 && ref->bf16)) {
+        fprintf(results ? stderr : stdout, "%s: no %s GEMM, no comparison\n", ref->name,
+                kiln_dtype_name(o->dtype));
+        ref = NULL;
+    }
     if (ref) {
         bench_reference_threads = mach->threads;
         if (!ref->open(ctx, why, sizeof why)) {
@@ -225,8 +305,13 @@ int bench_gemm(const bench_options *o, kiln_context *ctx, const bench_machine *m
             ref = NULL;
         }
     }
+    if (!results && half)
+        printf("%s GEMM (f32 accumulation): %s; beside kiln's f32 on the same values\n",
+               kiln_dtype_name(o->dtype), mach->half_path);
     if (!results) {
         printf("%-16s %8s %8s %8s %7s", "MxKxN", "worst", "median", "best", "%peak");
+        if (half)
+            printf(" %8s %8s %9s", "f32", "x f32", "err.f32");
         if (ref)
             printf(" %10s %9s %9s", ref->name, "ratio", "rel.err");
         printf("   (GFLOP/s, %d repeats)\n", o->repeat);
@@ -245,11 +330,15 @@ int bench_gemm(const bench_options *o, kiln_context *ctx, const bench_machine *m
         double pct = mach->peak_gflops > 0 ? 100.0 * r.kiln.median / mach->peak_gflops
                                            : 0;
         if (results) {
-            if (!bench_json_append(results, gemm_json(&shapes[i], label, &r, pct, ref)))
+            if (!bench_json_append(results,
+                                   gemm_json(&shapes[i], label, &r, pct, ref, o->dtype)))
                 status = 1;
         } else {
             printf("%-16s %8.1f %8.1f %8.1f %6.1f%%", label, r.kiln.min, r.kiln.median,
                    r.kiln.max, pct);
+            if (half)
+                printf(" %8.1f %7.2fx %9.1e", r.f32.median, r.kiln.median / r.f32.median,
+                       r.f32_error);
             if (r.have_ref)
                 printf(" %10.1f %8.2fx %9.1e", r.ref.median, r.kiln.median / r.ref.median,
                        r.rel_error);

@@ -61,6 +61,10 @@ static const char usage[] =
     "                       kiln uses (KILN_BACKEND=opencl...), data resident,\n"
     "                       and print kiln/it: kiln's overhead\n"
     "  --threads N          sets KILN_NUM_THREADS (and the reference's threads)\n"
+    "  --dtype f32|f16|bf16 gemm's operands and result (f32 accumulation), with\n"
+    "                       kiln's f32 on the same shapes beside it; bf16\n"
+    "                       compares with openblas's cblas_sbgemm or onednn's\n"
+    "                       dnnl_gemm_bf16bf16f32\n"
     "  --sizes LIST         gemm shapes: N (square) or MxKxN, comma-separated;\n"
     "                       :tn, :nt or :tt after one reads A, B or both\n"
     "                       transposed (64x128x256:nt is g @ w^T)\n"
@@ -69,7 +73,7 @@ static const char usage[] =
     "  --version            print kiln's version and exit\n"
     "  --help               print this and exit\n";
 
-enum { OPT_COMPARE = 256, OPT_SIZES, OPT_THREADS, OPT_REPEAT, OPT_JSON };
+enum { OPT_COMPARE = 256, OPT_SIZES, OPT_THREADS, OPT_REPEAT, OPT_JSON, OPT_DTYPE };
 
 static const struct option long_options[] = {
     {"compare", required_argument, NULL, OPT_COMPARE},
@@ -77,6 +81,7 @@ static const struct option long_options[] = {
     {"threads", required_argument, NULL, OPT_THREADS},
     {"repeat", required_argument, NULL, OPT_REPEAT},
     {"json", no_argument, NULL, OPT_JSON},
+    {"dtype", required_argument, NULL, OPT_DTYPE},
     {"version", no_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -105,6 +110,16 @@ static void parse_args(int argc, char **argv, bench_options *o)
         case OPT_JSON: o->json = true; break;
         case OPT_COMPARE: o->compare = optarg; break;
         case OPT_SIZES: o->sizes = optarg; break;
+        case OPT_DTYPE:
+            if (strcmp(optarg, "f32") == 0)
+                o->dtype = KILN_F32;
+            else if (strcmp(optarg, "f16") == 0)
+                o->dtype = KILN_F16;
+            else if (strcmp(optarg, "bf16") == 0)
+                o->dtype = KILN_BF16;
+            else
+                cli_usage_error("--dtype '%s': expected f32, f16 or bf16", optarg);
+            break;
         case OPT_THREADS:
             o->threads = (int)cli_parse_int("--threads", optarg, 1, 4096);
             break;
@@ -120,6 +135,8 @@ static void parse_args(int argc, char **argv, bench_options *o)
     }
     if (optind < argc)
         cli_usage_error("unexpected argument '%s'", argv[optind]);
+    if (o->dtype != KILN_F32 && o->what && strcmp(o->what, "gemm") != 0)
+        cli_usage_error("--dtype applies to gemm only");
     if (!o->what) {
         fputs(usage, stderr);
         exit(2);
@@ -170,6 +187,11 @@ static int device_threads(const kiln_context *ctx)
 
 static void measure_machine(kiln_context *ctx, const bench_options *o, bench_machine *m)
 {
+    /* no 16-bit arithmetic of its own yet on either backend: each widens */
+    m->half_path = strncmp(kiln_context_device(ctx), "cpu", 3) == 0
+                       ? "widened to f32 as the GEMM packs it (F16C for f16, a shift for "
+                         "bf16), then the f32 FMA kernel, so the f32 peak bounds it"
+                       : "widened to f32 on the device, then CLBlast's SGEMM";
     m->threads     = o->threads ? o->threads : device_threads(ctx);
     m->peak_isa    = "avx512";
     m->peak_gflops = bench_fma_peak("avx512", m->threads);
