@@ -472,8 +472,7 @@ static kiln_status write_data(const saved *sv, FILE *f, const char *tmp)
             size_t count = (size_t)t->node.numel;
             if (sv->dtype == KILN_F32) {
                 f32_to_le(v, v, count);
-            } else { /* in place: kiln_convert runs forward, each 16-bit value
-                      * landing on floats it has already read */
+            } else { /* narrowed in place, as kiln_convert allows */
                 kiln_convert(v, sv->dtype, v, KILN_F32, count);
                 u16_to_le((uint16_t *)v, count);
             }

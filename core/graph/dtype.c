@@ -62,7 +62,9 @@ KILN_API kiln_status kiln_convert(void *dst, kiln_dtype dst_dtype, const void *s
     if (n > 0 && (!dst || !src))
         return kiln__error(KILN_ERR_INVALID_ARG, "kiln_convert: %s is NULL for %zu elements",
                            dst ? "src" : "dst", n);
-    /* a 16-bit type to its own kind passes f32 exactly: one loop serves all */
+    /* a 16-bit type to its own kind passes f32 exactly: one loop serves all;
+     * forward, so that narrowing in place (dst == src) reads each element
+     * before anything overwrites it */
     for (size_t i = 0; i < n; i++)
         store(dst, dst_dtype, i, load(src, src_dtype, i));
     return KILN_OK;

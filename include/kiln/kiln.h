@@ -181,8 +181,9 @@ KILN_API const char *kiln_dtype_name(kiln_dtype dtype);
 KILN_API size_t kiln_dtype_size(kiln_dtype dtype);
 /* Converts n elements between f32, f16 and bf16 (or copies one type):
  * round to nearest, ties to even; NaN and Inf kept, values past f16's range
- * become Inf. dst and src must not overlap. KILN_ERR_INVALID_ARG for i32 or
- * a value outside kiln_dtype, naming it. */
+ * become Inf. dst may be src itself when dst's type is no wider (narrowing
+ * in place); otherwise they must not overlap. KILN_ERR_INVALID_ARG for i32
+ * or a value outside kiln_dtype, naming it. */
 KILN_API kiln_status kiln_convert(void *dst, kiln_dtype dst_dtype, const void *src,
                                   kiln_dtype src_dtype, size_t n);
 

@@ -65,7 +65,8 @@ bool bench_run_graph(void *graph);
 /* n floats in [-1, 1) from `seed`; NULL when out of memory. */
 float *bench_random_floats(size_t n, unsigned seed);
 
-/* Writes random data to a leaf; false with a message on failure. */
+/* Writes random data to a leaf (f32, f16 or bf16); false with a message on
+ * failure. */
 bool bench_fill_leaf(kiln_tensor *t, unsigned seed);
 
 /* Marks `out` an output and compiles g; false with a message on failure. */

@@ -28,9 +28,12 @@ float *bench_random_floats(size_t n, unsigned seed)
 
 bool bench_fill_leaf(kiln_tensor *t, unsigned seed)
 {
-    size_t n  = (size_t)kiln_tensor_numel(t);
-    float *x  = bench_random_floats(n, seed);
-    bool   ok = x && kiln_tensor_write(t, x, n * sizeof *x) == KILN_OK;
+    size_t     n  = (size_t)kiln_tensor_numel(t);
+    kiln_dtype dt = kiln_tensor_dtype(t);
+    float     *x  = bench_random_floats(n, seed);
+    /* a 16-bit leaf gets the same values rounded, in place */
+    bool ok = x && kiln_convert(x, dt, x, KILN_F32, n) == KILN_OK &&
+              kiln_tensor_write(t, x, n * kiln_dtype_size(dt)) == KILN_OK;
     if (!ok)
         fprintf(stderr, "kiln-bench: cannot fill an input: %s\n",
                 x ? kiln_last_error() : "out of memory");

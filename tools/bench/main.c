@@ -64,7 +64,7 @@ static const char usage[] =
     "  --dtype f32|f16|bf16 gemm's operands and result (f32 accumulation), with\n"
     "                       kiln's f32 on the same shapes beside it; bf16\n"
     "                       compares with openblas's cblas_sbgemm or onednn's\n"
-    "                       dnnl_gemm_bf16bf16f32\n"
+    "                       dnnl_gemm_bf16bf16f32; ops' tensors (GB/s of them)\n"
     "  --sizes LIST         gemm shapes: N (square) or MxKxN, comma-separated;\n"
     "                       :tn, :nt or :tt after one reads A, B or both\n"
     "                       transposed (64x128x256:nt is g @ w^T)\n"
@@ -135,8 +135,8 @@ static void parse_args(int argc, char **argv, bench_options *o)
     }
     if (optind < argc)
         cli_usage_error("unexpected argument '%s'", argv[optind]);
-    if (o->dtype != KILN_F32 && o->what && strcmp(o->what, "gemm") != 0)
-        cli_usage_error("--dtype applies to gemm only");
+    if (o->dtype != KILN_F32 && o->what && strcmp(o->what, "conv") == 0)
+        cli_usage_error("--dtype applies to gemm and ops");
     if (!o->what) {
         fputs(usage, stderr);
         exit(2);

@@ -42,21 +42,21 @@ static const op_info op_infos[OP_COUNT] = {
     [OP_SOFTMAX]   = {"softmax", 2},
 };
 
-/* rows x cols of f32; a bias has cols elements. */
-static kiln_tensor *build_op(kiln_graph *g, op_kind op, int64_t rows, int64_t cols,
-                             kiln_tensor **extra)
+/* rows x cols of dt; a bias has cols elements. */
+static kiln_tensor *build_op(kiln_graph *g, op_kind op, kiln_dtype dt, int64_t rows,
+                             int64_t cols, kiln_tensor **extra)
 {
-    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(rows, cols));
+    kiln_tensor *x = kiln_input(g, "x", dt, KILN_SHAPE(rows, cols));
     *extra         = NULL;
     switch (op) {
     case OP_ADD:
-        *extra = kiln_input(g, "y", KILN_F32, KILN_SHAPE(rows, cols));
+        *extra = kiln_input(g, "y", dt, KILN_SHAPE(rows, cols));
         return kiln_add(g, x, *extra);
     case OP_ADD_BIAS:
-        *extra = kiln_input(g, "b", KILN_F32, KILN_SHAPE(cols));
+        *extra = kiln_input(g, "b", dt, KILN_SHAPE(cols));
         return kiln_add(g, x, *extra);
     case OP_ADD_RELU: {
-        *extra         = kiln_input(g, "b", KILN_F32, KILN_SHAPE(cols));
+        *extra         = kiln_input(g, "b", dt, KILN_SHAPE(cols));
         kiln_tensor *s = kiln_add(g, x, *extra);
         kiln_output(g, s); /* both written, as in a graph that reads the sum */
         return kiln_relu(g, s);
@@ -80,13 +80,14 @@ static bool bench_op(const bench_options *o, kiln_context *ctx, op_kind op, int6
 {
     double       secs[64];
     kiln_graph  *g = kiln_graph_new(ctx);
-    kiln_tensor *extra, *y = build_op(g, op, rows, cols, &extra);
+    kiln_tensor *extra, *y = build_op(g, op, o->dtype, rows, cols, &extra);
     bool ok = g && bench_compile(g, y) && bench_fill_leaf(kiln_graph_find(g, "x"), 1) &&
               (!extra || bench_fill_leaf(extra, 2)) &&
               bench_time(bench_run_graph, g, o->repeat, o->min_s, secs);
     if (ok)
         *st = bench_rate_stats(secs, o->repeat,
-                               4.0 * (double)rows * (double)cols * op_infos[op].streams);
+                               (double)kiln_dtype_size(o->dtype) * (double)rows *
+                                   (double)cols * op_infos[op].streams);
     kiln_graph_free(g);
     return ok;
 }
@@ -234,11 +235,16 @@ int bench_ops(const bench_options *o, kiln_context *ctx, const bench_machine *ma
     } else {
         printf("memcpy of %zu MiB: %.1f GB/s on 1 thread, %.1f on %d (read + written)\n",
                big >> 20, copy1, copyn, mach->threads);
+        if (o->dtype != KILN_F32)
+            printf("%s tensors, computed in f32; the training ops are left out: "
+                   "parameters and optimiser state are f32\n",
+                   kiln_dtype_name(o->dtype));
         printf("%-16s %-12s %8s %8s %8s %9s   (GB/s read + written, %d repeats)\n", "op",
                "rows x cols", "worst", "median", "best", "/memcpy", o->repeat);
     }
-    /* the one-op graphs, then the training ops */
-    for (int row = 0; row < OP_COUNT + GRAD_COUNT; row++) {
+    /* the one-op graphs, then (in f32) the training ops */
+    int rows = o->dtype == KILN_F32 ? OP_COUNT + GRAD_COUNT : OP_COUNT;
+    for (int row = 0; row < rows; row++) {
         bool        grad = row >= OP_COUNT;
         const char *name = grad ? grad_infos[row - OP_COUNT].name : op_infos[row].name;
         for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
