@@ -22,6 +22,12 @@ void cpu_matmul_kernels_scalar(cpu_kernels *k)
  * it (cpu_gemm keeps it on one), so a batch of them is split by entries. */
 #define CPU_MATMUL_ENTRY_FLOPS 3000000.0
 
+/* 16-bit operands of at most this many elements together are widened whole
+ * before the product, which then takes the f32 paths for small and narrow
+ * shapes (gemv, small_n) that read unpacked operands; larger ones are
+ * widened block by block as they are packed. */
+#define CPU_MATMUL_WIDEN_WHOLE ((size_t)1 << 18)
+
 /* One batch entry's GEMM, with the entry's strides in elements. */
 typedef struct cpu_bmm {
     const cpu_device *dev;
@@ -65,21 +71,40 @@ kiln_status cpu_op_matmul(const cpu_device *dev, const kiln_node *node)
     bool   ha = cpu_is_half(a->dtype), hb = cpu_is_half(b->dtype);
     bool   hc = cpu_is_half(node->dtype);
     float *c  = hc ? malloc((size_t)node->numel * sizeof(float)) : cpu_f32(node);
-    if (!c)
+    float *wa = NULL, *wb = NULL; /* small 16-bit operands, widened whole */
+    if ((ha || hb) && (size_t)(a->numel + b->numel) <= CPU_MATMUL_WIDEN_WHOLE) {
+        wa = ha ? malloc((size_t)a->numel * sizeof(float) + 4) : NULL;
+        wb = hb ? malloc((size_t)b->numel * sizeof(float) + 4) : NULL;
+        if ((ha && !wa) || (hb && !wb)) {
+            free(wa);
+            free(wb);
+            wa = wb = NULL; /* block by block, then */
+        } else {
+            if (wa)
+                cpu_convert(dev, wa, KILN_F32, cpu_data(a), a->dtype, (size_t)a->numel);
+            if (wb)
+                cpu_convert(dev, wb, KILN_F32, cpu_data(b), b->dtype, (size_t)b->numel);
+            ha = hb = false;
+        }
+    }
+    if (!c) {
+        free(wa);
+        free(wb);
         return dev->host->error(KILN_ERR_NO_MEMORY,
                                 "cpu: out of memory for a %s product's f32 result "
                                 "(%zu bytes)",
                                 kiln_dtype_name(node->dtype),
                                 (size_t)node->numel * sizeof(float));
+    }
     cpu_bmm job = {
         .dev   = dev,
         .g     = {.M   = M,
                   .N   = N,
                   .K   = K,
-                  .a      = ha ? NULL : cpu_cf32(a),
+                  .a      = wa ? wa : ha ? NULL : cpu_cf32(a),
                   .lda    = (size_t)a->dims[r + 1],
                   .ta     = ta,
-                  .b      = hb ? NULL : cpu_cf32(b),
+                  .b      = wb ? wb : hb ? NULL : cpu_cf32(b),
                   .ldb    = (size_t)b->dims[r + 1],
                   .tb     = tb,
                   .c      = c,
@@ -103,5 +128,7 @@ kiln_status cpu_op_matmul(const cpu_device *dev, const kiln_node *node)
         cpu_convert(dev, cpu_data(node), node->dtype, c, KILN_F32, (size_t)node->numel);
         free(c);
     }
+    free(wa);
+    free(wb);
     return KILN_OK;
 }
