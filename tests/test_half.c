@@ -698,3 +698,31 @@ Test(save_as, f16_and_bf16_files_hold_the_rounded_weights_and_load_back)
     }
     kiln_context_free(ctx);
 }
+
+Test(loss_scale, a_checkpoint_keeps_the_scale)
+{
+    kiln_context *ctx = test_context(test_first_spec());
+    scaled        s   = scaled_model(ctx, 1.0f, 0x1p17f, 2, 0.5f);
+    for (int r = 0; r < 4; r++) /* three overflows, then one good run */
+        expect_ok(kiln_graph_run(s.g), "run");
+    char path[] = "/tmp/kiln-scale-XXXXXX";
+    int  fd     = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    expect_ok(kiln_checkpoint_save(s.g, path), "kiln_checkpoint_save");
+    scaled   t = scaled_model(ctx, 1.0f, 65536.0f, 2, 0.5f);
+    float    scale;
+    uint64_t skipped;
+    expect_ok(kiln_checkpoint_load(t.g, path), "kiln_checkpoint_load");
+    expect_ok(kiln_loss_scale_state(t.g, &scale, &skipped), "state");
+    cr_assert_eq(scale, 0x1p14f, "scale %g after loading", (double)scale);
+    cr_assert_eq(skipped, 3);
+    /* one good run recorded: the next doubles it, as in the saved run */
+    expect_ok(kiln_graph_run(t.g), "run");
+    expect_ok(kiln_loss_scale_state(t.g, &scale, &skipped), "state");
+    cr_assert_eq(scale, 0x1p15f, "scale %g after a good run", (double)scale);
+    unlink(path);
+    kiln_graph_free(s.g);
+    kiln_graph_free(t.g);
+    kiln_context_free(ctx);
+}

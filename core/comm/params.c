@@ -104,7 +104,10 @@ KILN_API kiln_status kiln_comm_broadcast_params(kiln_comm *c, kiln_graph *g, int
     else if (!(buf = scratch(c, floats = count_floats(list, n))))
         st = KILN_ERR_NO_MEMORY;
     /* a status first, so that a root that failed to read stops the others */
-    double ok = st == KILN_OK ? 1.0 : 0.0, head[2] = {ok, (double)step};
+    /* with the optimiser's state go its step and the loss scale's state */
+    double ok = st == KILN_OK ? 1.0 : 0.0;
+    double head[5] = {ok, (double)step, g->scale.value, g->scale.good,
+                      (double)g->scale.skipped};
     if (c->info.rank == root || st == KILN_OK) {
         kiln_status bst = kiln_comm_broadcast(c, head, sizeof head, root);
         if (bst != KILN_OK)
@@ -119,6 +122,11 @@ KILN_API kiln_status kiln_comm_broadcast_params(kiln_comm *c, kiln_graph *g, int
         st = unpack(list, n, buf);
     if (st == KILN_OK && optimizer_state)
         kiln__optim_set_step(g, (uint64_t)head[1]);
+    if (st == KILN_OK && optimizer_state && g->scale.on) {
+        g->scale.value   = (float)head[2];
+        g->scale.good    = (int)head[3];
+        g->scale.skipped = (uint64_t)head[4];
+    }
     kiln__named_free(list, n);
     if (st != KILN_OK)
         return kiln__error(st, "%s: %s", call, kiln_last_error());

@@ -216,6 +216,13 @@ static kiln_status build_header(const kiln_graph *g, const saved *sv, const char
                 json_object_set_new(meta, "kiln.optim.step",
                                     json_sprintf("%llu", (unsigned long long)step)) ==
                     0)) &&
+              /* a checkpoint of a loss-scaled run goes on at its scale */
+              (!kind || !g->scale.on ||
+               json_object_set_new(meta, "kiln.loss_scale",
+                                   json_sprintf("%.9g %d %llu", (double)g->scale.value,
+                                                g->scale.good,
+                                                (unsigned long long)g->scale.skipped)) ==
+                   0) &&
               json_object_set(root, "__metadata__", meta) == 0;
     kiln_status st = ok ? KILN_OK : header_no_memory();
     if (st == KILN_OK)
@@ -1206,6 +1213,24 @@ static kiln_status checkpoint_optimiser(const file *fl, const char *kind, uint64
     return KILN_OK;
 }
 
+/* The loss scale of a checkpoint ("kiln.loss_scale": scale, good runs,
+ * skipped runs), into g, which scales its loss; a file without one (or
+ * with one out of range) leaves g's scale as it is. */
+static void checkpoint_scale(const file *fl, kiln_graph *g)
+{
+    json_t     *meta = json_object_get(fl->header, "__metadata__");
+    const char *text = json_string_value(json_object_get(meta, "kiln.loss_scale"));
+    float       scale;
+    int         good;
+    unsigned long long skipped;
+    if (text && sscanf(text, "%g %d %llu", &scale, &good, &skipped) == 3 &&
+        scale >= 0x1p-24f && scale <= 0x1p24f && good >= 0) {
+        g->scale.value   = scale;
+        g->scale.good    = good < g->scale.interval ? good : 0;
+        g->scale.skipped = skipped;
+    }
+}
+
 /* kiln_load, and with optimiser kiln_checkpoint_load. */
 static kiln_status load(kiln_graph *g, const char *path, bool optimiser)
 {
@@ -1226,6 +1251,8 @@ static kiln_status load(kiln_graph *g, const char *path, bool optimiser)
         st = load_params(&sv, &fl);
     if (st == KILN_OK && optimiser)
         kiln__optim_set_step(g, theirs);
+    if (st == KILN_OK && optimiser && g->scale.on)
+        checkpoint_scale(&fl, g);
     if (fl.f)
         fclose(fl.f);
     json_decref(fl.header);

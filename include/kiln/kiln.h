@@ -453,7 +453,7 @@ KILN_API kiln_status kiln_optimizer_set_lr(kiln_optimizer *opt, float lr);
  * changes no parameter and no optimiser state, and halves the scale;
  * `interval` runs in a row without an overflow double it (2000 is usual).
  * Call before kiln_backward. kiln_graph_run then reads one number back
- * after each run. */
+ * after each run. Checkpoints keep the scale (kiln_checkpoint_save). */
 KILN_API kiln_status kiln_loss_scale(kiln_graph *g, float init, int interval);
 /* The scale the next run uses, and how many runs skipped their step. */
 KILN_API kiln_status kiln_loss_scale_state(const kiln_graph *g, float *scale,
@@ -600,8 +600,9 @@ KILN_API kiln_status kiln_comm_broadcast(kiln_comm *c, void *data, size_t nbytes
 KILN_API kiln_status kiln_comm_allreduce(kiln_comm *c, double *data, size_t n,
                                          bool average);
 /* Root's parameters to every process (the same initial weights everywhere),
- * and with optimizer_state its optimisers' state and step count too (after
- * root alone loaded a checkpoint). The graphs must be built alike. */
+ * and with optimizer_state its optimisers' state and step count too, and
+ * its loss scale (after root alone loaded a checkpoint). The graphs must be
+ * built alike. */
 KILN_API kiln_status kiln_comm_broadcast_params(kiln_comm *c, kiln_graph *g, int root,
                                                 bool optimizer_state);
 /* Every parameter becomes its mean over the processes: federated averaging
