@@ -726,3 +726,36 @@ Test(loss_scale, a_checkpoint_keeps_the_scale)
     kiln_graph_free(t.g);
     kiln_context_free(ctx);
 }
+
+BACKEND_TEST(loss_scale, the_clipped_norm_is_of_the_true_gradients)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    kiln_graph   *g   = kiln_graph_new(ctx);
+    kiln_tensor  *w   = kiln_param(g, "w", KILN_SHAPE(4));
+    kiln_tensor  *x   = kiln_input(g, "x", KILN_F16, KILN_SHAPE(4));
+    kiln_tensor  *y   = kiln_mul(g, kiln_cast(g, w, KILN_F16), x);
+    expect_ok(kiln_loss_scale(g, 1024.0f, 2000), "kiln_loss_scale");
+    expect_ok(kiln_backward(g, kiln_sum(g, kiln_cast(g, y, KILN_F32))), "backward");
+    kiln_tensor *norm = kiln_clip_grad_norm(g, 1.0f);
+    cr_assert_not_null(norm, "%s", kiln_last_error());
+    cr_assert_not_null(kiln_sgd(g, 0.1f, 0.0f, 0.0f), "%s", kiln_last_error());
+    expect_ok(kiln_graph_compile(g), "compile");
+    const float wv[4] = {1, 2, 3, 4}, xv[4] = {0.5f, -0.25f, 1.0f, 2.0f};
+    uint16_t    xh[4];
+    kiln_convert(xh, KILN_F16, xv, KILN_F32, 4);
+    expect_ok(kiln_tensor_write(w, wv, sizeof wv), "w");
+    expect_ok(kiln_tensor_write(x, xh, sizeof xh), "x");
+    expect_ok(kiln_graph_run(g), "run");
+    float n, got[4];
+    expect_ok(kiln_tensor_read(norm, &n, sizeof n), "norm");
+    double want = sqrt(0.25 + 0.0625 + 1.0 + 4.0); /* |dloss/dw| = |x| */
+    cr_assert(fabs(n - want) < 1e-5, "%s: norm %g, expected %g", backend->label,
+              (double)n, want);
+    /* clipped to norm 1: w -= 0.1 * x / |x| */
+    expect_ok(kiln_tensor_read(w, got, sizeof got), "w");
+    for (int i = 0; i < 4; i++)
+        cr_assert(fabs(got[i] - (wv[i] - 0.1 * xv[i] / want)) < 1e-5,
+                  "%s: w[%d] = %g", backend->label, i, (double)got[i]);
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+}

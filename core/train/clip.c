@@ -81,6 +81,11 @@ KILN_API kiln_tensor *kiln_clip_grad_norm(kiln_graph *g, float max_norm)
     if (!sumsq)
         return NULL;
     kiln_tensor *norm = kiln_sqrt(g, sumsq);
+    /* under loss scaling the gradients are scaled: the norm reported is of
+     * the true ones (the steps unscale before they clip) */
+    if (g->scale.on && g->scale.seed)
+        norm = kiln_div(g, norm,
+                        kiln_reshape(g, kiln_cast(g, g->scale.seed, KILN_F32), 0, NULL));
     if (kiln_output(g, norm) != KILN_OK) {
         kiln__error(g->status, "kiln_clip_grad_norm: %s", kiln_graph_error(g));
         return NULL;

@@ -441,7 +441,8 @@ KILN_API kiln_optimizer *kiln_adamw(kiln_graph *g, float lr, float beta1, float 
  * 1e-6)), norm the L2 norm of all the parameters' gradients together. Call
  * after kiln_backward and before adding the optimiser. Returns the norm
  * before clipping, a scalar output of the graph to read after a run, or NULL
- * with the reason in kiln_last_error(). */
+ * with the reason in kiln_last_error(). Under kiln_loss_scale it is the norm
+ * of the true gradients, the scale divided out. */
 KILN_API kiln_tensor *kiln_clip_grad_norm(kiln_graph *g, float max_norm);
 /* Takes effect from the next run. */
 KILN_API kiln_status kiln_optimizer_set_lr(kiln_optimizer *opt, float lr);
