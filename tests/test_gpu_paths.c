@@ -269,6 +269,43 @@ Test(gpu_paths, the_gemm_check_is_kept_per_device_and_driver)
     cr_assert_eq(system(damage), 0);
 }
 
+/* KILN_OPENCL_TUNE=search:SECONDS searches CLBlast's Xgemm parameters as
+ * the device opens (every candidate checked against the host) and keeps the
+ * winner, which a later process without it reads and uses, computing the
+ * same numbers; kiln-bench tune refuses a device that is not OpenCL. */
+Test(gpu_paths, a_searched_gemm_set_is_kept_and_used_by_later_processes)
+{
+    need_opencl();
+    char dir[] = "/tmp/kiln-gemm-search-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    static char searched[1 << 16], later[1 << 16], ref[1 << 16], tune[1 << 14];
+    char        cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "env KILN_CACHE_DIR=%s KILN_BACKEND=opencl KILN_LOG=debug "
+             "KILN_OPENCL_TUNE=search:2 ./tests/graph_runner",
+             dir);
+    cr_assert_eq(run_with("", cmd, searched, sizeof searched), 0, "%s", searched);
+    cr_assert(strstr(searched, "Xgemm search"), "no search: %s", searched);
+    cr_assert(!strstr(searched, "GEMM decision read"), "%s", searched);
+    snprintf(cmd, sizeof cmd,
+             "env KILN_CACHE_DIR=%s KILN_BACKEND=opencl KILN_LOG=debug ./tests/graph_runner",
+             dir);
+    cr_assert_eq(run_with("", cmd, later, sizeof later), 0, "%s", later);
+    cr_assert(strstr(later, "GEMM decision read from") && strstr(later, "Xgemm search"),
+              "the search was not kept: %s", later);
+    cr_assert_eq(run_with("", "env KILN_BACKEND=cpu ./tests/graph_runner", ref, sizeof ref),
+                 0, "%s", ref);
+    const char *a = strstr(searched, "\noutput "), *b = strstr(later, "\noutput "),
+               *c = strstr(ref, "\noutput ");
+    cr_assert(a && b && strcmp(a, b) == 0, "the outputs differ:\n%s\n%s", searched, later);
+    cr_assert(c, "%s", ref);
+    int rc = run_with("", "env KILN_BACKEND=cpu ./tools/kiln-bench tune --seconds 1", tune,
+                      sizeof tune);
+    cr_assert(rc == 2 && strstr(tune, "KILN_BACKEND=opencl"), "exit %d: %s", rc, tune);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
 /* Sums take compensated float on a GPU (double precision runs at 1/32 of
  * single on many) unless KILN_OPENCL_FP64=on, and double on a CPU device;
  * the results agree with the cpu backend's either way. */

@@ -42,11 +42,6 @@
 
 enum { GEMM_UNCHECKED = 0, GEMM_OK, GEMM_BROKEN };
 
-/* The indirect kernel takes over from products of this size cubed on CPU
- * devices with a verified set: on POCL here the tuned indirect kernel beat
- * the direct one from 128 up (19 against 5 GFLOP/s at 128^3) and they were
- * even at 96. */
-#define OCL_CPU_MIN_INDIRECT 128
 /* A threshold no product reaches: direct kernels only. */
 #define OCL_DIRECT_ONLY (1u << 20)
 
@@ -352,29 +347,9 @@ static kiln_status gemm_check_all(ocl_device *dev, const gemm_case *cases, int n
 
 /* ---- CPU-device parameters --------------------------------------------------- */
 
-/* CLBlast 1.5's Xgemm parameters, in the order of xgemm_names. */
-enum { XGEMM_PARAMS = 16 };
-static const char *const xgemm_names[XGEMM_PARAMS] = {
+const char *const ocl_xgemm_names[OCL_XGEMM_PARAMS] = {
     "GEMMK", "KREG", "KWG", "KWI", "MDIMA", "MDIMC", "MWG", "NDIMB",
     "NDIMC", "NWG",  "SA",  "SB",  "STRM",  "STRN",  "VWM", "VWN",
-};
-enum {
-    P_GEMMK,
-    P_KREG,
-    P_KWG,
-    P_KWI,
-    P_MDIMA,
-    P_MDIMC,
-    P_MWG,
-    P_NDIMB,
-    P_NDIMC,
-    P_NWG,
-    P_SA,
-    P_SB,
-    P_STRM,
-    P_STRN,
-    P_VWM,
-    P_VWN
 };
 
 /* Sets for CPU devices, best first: without local memory (a CPU's caches
@@ -382,7 +357,7 @@ enum {
  * Zen 5 cores: about 55 and 50 GFLOP/s, against 14 for CLBlast's defaults. */
 static const struct {
     const char *name;
-    size_t      v[XGEMM_PARAMS];
+    size_t      v[OCL_XGEMM_PARAMS];
 } xgemm_cpu_sets[] = {
     {"cpu-128x128-v8", {0, 1, 32, 2, 16, 16, 128, 16, 16, 128, 0, 0, 0, 0, 8, 8}},
     {"cpu-64x64-v8", {0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 8, 8}},
@@ -393,9 +368,7 @@ static bool multiple(size_t x, size_t of)
     return of != 0 && x % of == 0;
 }
 
-/* Why CLBlast's Xgemm kernel cannot run with set v on this device (its
- * tuner's constraints, the device's work-group and local memory), or NULL. */
-static const char *xgemm_set_unfit(const size_t *v, const ocl_info *info)
+const char *ocl_xgemm_unfit(const size_t *v, const ocl_info *info)
 {
     if (v[P_GEMMK] != 0)
         return "only GEMMK=0 sets are checked here";
@@ -420,7 +393,7 @@ static const char *xgemm_set_unfit(const size_t *v, const ocl_info *info)
     return NULL;
 }
 
-static kiln_status set_min_indirect(ocl_device *dev, size_t size)
+kiln_status ocl_gemm_set_min_indirect(ocl_device *dev, size_t size)
 {
     const char       *name = "XGEMM_MIN_INDIRECT_SIZE";
     CLBlastStatusCode s    = CLBlastOverrideParameters(dev->info->id, "GemmRoutine",
@@ -433,17 +406,22 @@ static kiln_status set_min_indirect(ocl_device *dev, size_t size)
     return KILN_OK;
 }
 
+int ocl_xgemm_apply(ocl_device *dev, const size_t *v, const char *name)
+{
+    CLBlastStatusCode s = CLBlastOverrideParameters(dev->info->id, "Xgemm",
+                                                    CLBlastPrecisionSingle, OCL_XGEMM_PARAMS,
+                                                    (const char **)ocl_xgemm_names, v);
+    if (s == CLBlastSuccess) {
+        snprintf(dev->info->gemm_set, sizeof dev->info->gemm_set, "%s", name);
+        memcpy(dev->info->gemm_params, v, sizeof dev->info->gemm_params);
+    }
+    return s;
+}
+
 /* Puts CPU set i in force. */
 static CLBlastStatusCode use_xgemm_set(ocl_device *dev, size_t i)
 {
-    CLBlastStatusCode s = CLBlastOverrideParameters(dev->info->id, "Xgemm",
-                                                    CLBlastPrecisionSingle, XGEMM_PARAMS,
-                                                    (const char **)xgemm_names,
-                                                    xgemm_cpu_sets[i].v);
-    if (s == CLBlastSuccess)
-        snprintf(dev->info->gemm_set, sizeof dev->info->gemm_set, "%s",
-                 xgemm_cpu_sets[i].name);
-    return s;
+    return ocl_xgemm_apply(dev, xgemm_cpu_sets[i].v, xgemm_cpu_sets[i].name);
 }
 
 /* Products that take the indirect kernel once the threshold is 64, with
@@ -453,18 +431,30 @@ static const gemm_case indirect_cases[] = {
     {67, 130, 75, true, true, 0},
 };
 
+kiln_status ocl_gemm_check_indirect(ocl_device *dev, bool *ok, char *why, size_t len)
+{
+    return gemm_check_all(dev, indirect_cases, 2, ok, why, len);
+}
+
+kiln_status ocl_gemm_check_square(ocl_device *dev, size_t n, bool *ok, char *why,
+                                  size_t len)
+{
+    gemm_case c = {n, n, n, false, false, 61};
+    return gemm_check(dev, &c, ok, why, len);
+}
+
 /* Tries the CPU sets; leaves the first that verifies in place, or makes
  * every product take the direct kernels. */
 static kiln_status tune_cpu(ocl_device *dev, char *note, size_t note_len)
 {
-    kiln_status st       = set_min_indirect(dev, 64);
+    kiln_status st       = ocl_gemm_set_min_indirect(dev, 64);
     const char *chosen   = NULL;
     char        why[256] = "";
     for (size_t i = 0;
          st == KILN_OK && !chosen && i < sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0];
          i++) {
         const char *name  = xgemm_cpu_sets[i].name;
-        const char *unfit = xgemm_set_unfit(xgemm_cpu_sets[i].v, dev->info);
+        const char *unfit = ocl_xgemm_unfit(xgemm_cpu_sets[i].v, dev->info);
         if (unfit) {
             dev->host->log(KILN_LOG_DEBUG, "opencl: Xgemm set %s skipped: %s", name,
                            unfit);
@@ -491,7 +481,7 @@ static kiln_status tune_cpu(ocl_device *dev, char *note, size_t note_len)
     if (!chosen) /* a set that failed its check is not one kiln uses */
         dev->info->gemm_set[0] = '\0';
     if (st == KILN_OK)
-        st = set_min_indirect(dev, chosen ? OCL_CPU_MIN_INDIRECT : OCL_DIRECT_ONLY);
+        st = ocl_gemm_set_min_indirect(dev, chosen ? OCL_CPU_MIN_INDIRECT : OCL_DIRECT_ONLY);
     if (st != KILN_OK)
         return st;
     if (chosen)
@@ -534,7 +524,7 @@ static kiln_status warm_indirect(ocl_device *dev, char *note, size_t note_len)
                    "on %s (%s); using its direct kernels only",
                    dev->info->name, why);
     snprintf(note, note_len, "direct kernels only (the indirect one failed its check)");
-    return set_min_indirect(dev, OCL_DIRECT_ONLY);
+    return ocl_gemm_set_min_indirect(dev, OCL_DIRECT_ONLY);
 }
 
 /* ---- the decision, kept on disk per device and driver --------------------------- */
@@ -544,7 +534,7 @@ static kiln_status gemm_check_and_tune(ocl_device *dev);
 /* What the decision depends on: CLBlast's version, the device and its
  * driver, the limits that rule sets out, the sets themselves, and
  * KILN_OPENCL_TUNE. */
-static void decision_key(const ocl_info *info, bool tuning, char *key, size_t len)
+static void decision_key(const ocl_info *info, const char *tuning, char *key, size_t len)
 {
     uint64_t h = OCL_FNV_SEED;
     for (size_t i = 0; i < sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0]; i++) {
@@ -552,13 +542,13 @@ static void decision_key(const ocl_info *info, bool tuning, char *key, size_t le
         h = ocl_fnv1a(h, xgemm_cpu_sets[i].v, sizeof xgemm_cpu_sets[i].v);
     }
     snprintf(key, len,
-             "kiln-opencl GEMM decision, format 2\n"
+             "kiln-opencl GEMM decision, format 3\n"
              "clblast: %d.%d; sets fnv1a %016llx; min indirect %d; tuning %s\n"
              "device: %s | %s | type %llu | group %zu | local %llu | memory %llu\n"
              "driver: %s\n"
              "platform: %s | %s\n",
              CLBLAST_VERSION_MAJOR, CLBLAST_VERSION_MINOR, (unsigned long long)h,
-             OCL_CPU_MIN_INDIRECT, tuning ? "on" : "off", info->name, info->version,
+             OCL_CPU_MIN_INDIRECT, tuning, info->name, info->version,
              (unsigned long long)info->type, info->max_group,
              (unsigned long long)info->local_mem, (unsigned long long)info->memory,
              info->driver, info->platform_name, info->platform_version);
@@ -576,9 +566,25 @@ static bool decision_path(const char *key, char *dir, size_t dir_len, char *path
     return true;
 }
 
-/* Applies a stored decision ("state=ok\nset=NAME or -\nmin_indirect=N\nnote=...")
- * without checking again; false when there is none, or it cannot be used. */
-static bool decision_load(ocl_device *dev, bool tuning)
+/* The 16 comma-separated values of a searched set; false if malformed. */
+static bool parse_params(const char *text, size_t *v)
+{
+    for (int i = 0; i < OCL_XGEMM_PARAMS; i++) {
+        char *end;
+        unsigned long x = strtoul(text, &end, 10);
+        if (end == text || x > 4096 || *end != (i + 1 < OCL_XGEMM_PARAMS ? ',' : '\0'))
+            return false;
+        v[i] = x;
+        text = end + 1;
+    }
+    return true;
+}
+
+/* Applies a stored decision ("state=ok\nset=NAME or -\nparams=...\n
+ * min_indirect=N\nnote=...") without checking again; false when there is
+ * none, or it cannot be used. A set named "search" is one kiln's search
+ * found (tune.c), its values in params. */
+static bool decision_load(ocl_device *dev, const char *tuning)
 {
     char key[2048], dir[3072], path[4096], why[512] = "";
     decision_key(dev->info, tuning, key, sizeof key);
@@ -592,24 +598,28 @@ static bool decision_load(ocl_device *dev, bool tuning)
                        why);
     if (r != OCL_CACHE_HIT)
         return false;
-    char   text[512], state[16] = "", set[32] = "", note[160] = "";
-    size_t min_indirect = 0;
+    char   text[768], state[16] = "", set[32] = "", params[256] = "", note[160] = "";
+    size_t min_indirect = 0, v[OCL_XGEMM_PARAMS];
     snprintf(text, sizeof text, "%.*s", (int)(len < sizeof text ? len : sizeof text - 1),
              (const char *)data);
     free(data);
     /* "set=-": CLBlast's own parameters, no set of kiln's */
     bool ok = sscanf(text,
-                     "state=%15[a-z]\nset=%31[^\n]\nmin_indirect=%zu\nnote=%159[^\n]",
-                     state, set, &min_indirect, note) == 4 &&
+                     "state=%15[a-z]\nset=%31[^\n]\nparams=%255[^\n]\nmin_indirect=%zu\n"
+                     "note=%159[^\n]",
+                     state, set, params, &min_indirect, note) == 5 &&
               (strcmp(state, "ok") == 0 || strcmp(state, "broken") == 0);
-    if (ok && strcmp(set, "-") != 0) {
+    if (ok && strcmp(set, "search") == 0) {
+        ok = parse_params(params, v) && !ocl_xgemm_unfit(v, dev->info) &&
+             ocl_xgemm_apply(dev, v, "search") == CLBlastSuccess;
+    } else if (ok && strcmp(set, "-") != 0) {
         size_t i = 0, n = sizeof xgemm_cpu_sets / sizeof xgemm_cpu_sets[0];
         while (i < n && strcmp(set, xgemm_cpu_sets[i].name) != 0)
             i++;
         ok = i < n && use_xgemm_set(dev, i) == CLBlastSuccess; /* one this kiln has */
     }
     if (ok && min_indirect)
-        ok = set_min_indirect(dev, min_indirect) == KILN_OK;
+        ok = ocl_gemm_set_min_indirect(dev, min_indirect) == KILN_OK;
     if (!ok) {
         dev->host->log(KILN_LOG_INFO, "opencl: GEMM decision %s not used: checking again",
                        path);
@@ -622,15 +632,19 @@ static bool decision_load(ocl_device *dev, bool tuning)
     return true;
 }
 
-static void decision_store(ocl_device *dev, bool tuning)
+static void decision_store(ocl_device *dev, const char *tuning)
 {
-    char key[2048], dir[3072], path[4096], text[512], why[512] = "";
+    char key[2048], dir[3072], path[4096], text[768], params[256] = "", why[512] = "";
     decision_key(dev->info, tuning, key, sizeof key);
     if (!decision_path(key, dir, sizeof dir, path, sizeof path))
         return;
-    int n = snprintf(text, sizeof text, "state=%s\nset=%s\nmin_indirect=%zu\nnote=%s\n",
+    for (int i = 0, at = 0; i < OCL_XGEMM_PARAMS; i++)
+        at += snprintf(params + at, sizeof params - (size_t)at, "%s%zu", i ? "," : "",
+                       dev->info->gemm_params[i]);
+    int n = snprintf(text, sizeof text,
+                     "state=%s\nset=%s\nparams=%s\nmin_indirect=%zu\nnote=%s\n",
                      dev->info->gemm_state == GEMM_OK ? "ok" : "broken",
-                     dev->info->gemm_set[0] ? dev->info->gemm_set : "-",
+                     dev->info->gemm_set[0] ? dev->info->gemm_set : "-", params,
                      dev->info->gemm_min_indirect, dev->info->gemm_note);
     if (n > 0 && (size_t)n < sizeof text &&
         !ocl_cache_store(dir, path, key, (const unsigned char *)text, (size_t)n, why,
@@ -638,19 +652,26 @@ static void decision_store(ocl_device *dev, bool tuning)
         dev->host->log(KILN_LOG_WARN, "opencl: GEMM decision not kept: %s", why);
 }
 
-/* The decision kept for this device and driver, else the checks (and the
- * tuning on CPU devices), whose outcome is then kept: the checks take
- * seconds (a 2048^3 product on a GPU, the candidate sets on a CPU device),
- * every process. Running out of memory decides nothing and keeps nothing. */
+/* The decision kept for this device and driver (a search's first), else
+ * the checks (and the tuning on CPU devices), whose outcome is then kept:
+ * the checks take seconds (a 2048^3 product on a GPU, the candidate sets on
+ * a CPU device), every process. KILN_OPENCL_TUNE=search[:SECONDS] searches
+ * afresh and keeps the result where later processes look first. Running
+ * out of memory decides nothing and keeps nothing. */
 static kiln_status gemm_decide(ocl_device *dev)
 {
     const char *tune_env = getenv("KILN_OPENCL_TUNE");
-    bool        tune_on  = !(tune_env && strcmp(tune_env, "off") == 0);
-    if (decision_load(dev, tune_on))
+    bool        search   = ocl_tune_budget() > 0;
+    const char *mode     = search                                       ? "search"
+                           : tune_env && strcmp(tune_env, "off") == 0 ? "off"
+                                                                       : "on";
+    if (!search && strcmp(mode, "on") == 0 && decision_load(dev, "search"))
+        return KILN_OK;
+    if (!search && decision_load(dev, mode))
         return KILN_OK;
     kiln_status st = gemm_check_and_tune(dev);
     if (st == KILN_OK)
-        decision_store(dev, tune_on);
+        decision_store(dev, mode);
     return st;
 }
 
@@ -678,6 +699,13 @@ static kiln_status gemm_check_and_tune(ocl_device *dev)
         st = tune_cpu(dev, info->gemm_note, sizeof info->gemm_note);
     else if (!(info->type & CL_DEVICE_TYPE_CPU))
         st = warm_indirect(dev, info->gemm_note, sizeof info->gemm_note);
+    /* a search starts from the set that verified, if any */
+    if (st == KILN_OK && ocl_tune_budget() > 0) {
+        size_t best[OCL_XGEMM_PARAMS];
+        st = ocl_tune_search(dev, ocl_tune_budget(), info->gemm_set[0] ? info->gemm_params
+                                                                      : NULL,
+                             best, info->gemm_note, sizeof info->gemm_note);
+    }
     /* running out of memory says nothing of CLBlast: decide again next time */
     if (st == KILN_ERR_NO_MEMORY)
         return st;

@@ -59,6 +59,7 @@ typedef struct ocl_info {
     int    gemm_state;
     char   gemm_note[160];
     char   gemm_set[32];
+    size_t gemm_params[16]; /* the set's values, OCL_XGEMM_PARAMS of them  */
     size_t gemm_min_indirect;
 } ocl_info;
 
@@ -333,6 +334,61 @@ size_t ocl_rebase_above(void);
  * reference, choosing CPU-device parameters where they verify, and so
  * compiles CLBlast's kernels before the first graph runs. Sets gemm_ok. */
 kiln_status ocl_gemm_prepare(ocl_device *dev);
+
+/* The indirect kernel takes over from products of this size cubed on CPU
+ * devices with a verified set: on POCL here the tuned indirect kernel beat
+ * the direct one from 128 up (19 against 5 GFLOP/s at 128^3) and they were
+ * even at 96. */
+#define OCL_CPU_MIN_INDIRECT 128
+
+/* CLBlast 1.5's Xgemm parameters, in the order of ocl_xgemm_names. */
+enum { OCL_XGEMM_PARAMS = 16 };
+_Static_assert(sizeof ((ocl_info *)0)->gemm_params == OCL_XGEMM_PARAMS * sizeof(size_t),
+               "ocl_info.gemm_params holds one set");
+enum {
+    P_GEMMK,
+    P_KREG,
+    P_KWG,
+    P_KWI,
+    P_MDIMA,
+    P_MDIMC,
+    P_MWG,
+    P_NDIMB,
+    P_NDIMC,
+    P_NWG,
+    P_SA,
+    P_SB,
+    P_STRM,
+    P_STRN,
+    P_VWM,
+    P_VWN
+};
+extern const char *const ocl_xgemm_names[OCL_XGEMM_PARAMS];
+/* Why CLBlast's Xgemm kernel cannot run with set v on this device (its
+ * tuner's constraints, the device's work-group and local memory), or NULL. */
+const char *ocl_xgemm_unfit(const size_t *v, const ocl_info *info);
+/* Puts set v (called `name` in notes) in force; a CLBlastStatusCode. */
+int ocl_xgemm_apply(ocl_device *dev, const size_t *v, const char *name);
+/* Products from `size` cubed up take the Xgemm (indirect) kernel. */
+kiln_status ocl_gemm_set_min_indirect(ocl_device *dev, size_t size);
+/* Checks products that take the indirect kernel (partial tiles, every
+ * transpose) against the host: *ok, or why not. */
+kiln_status ocl_gemm_check_indirect(ocl_device *dev, bool *ok, char *why, size_t len);
+/* Checks an n^3 product on a sample of rows: *ok, or why not. */
+kiln_status ocl_gemm_check_square(ocl_device *dev, size_t n, bool *ok, char *why,
+                                  size_t len);
+
+/* ---- searching Xgemm's parameters (tune.c) -------------------------------------- */
+
+/* KILN_OPENCL_TUNE=search[:SECONDS]: the seconds to search for (> 0), or 0
+ * when it does not ask for a search. */
+double ocl_tune_budget(void);
+/* Searches Xgemm parameter sets for `budget` seconds from `start` (a set
+ * that verifies, or NULL for none), each one checked against the host
+ * before it is timed at 1024^3 (smaller on a device with little memory),
+ * and leaves the fastest in force, in `best`, with a note. */
+kiln_status ocl_tune_search(ocl_device *dev, double budget, const size_t *start,
+                            size_t best[OCL_XGEMM_PARAMS], char *note, size_t len);
 
 /* ---- ops (ops.c, ops_*.c) ------------------------------------------------------ */
 

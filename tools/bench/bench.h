@@ -42,6 +42,7 @@ typedef struct bench_options {
     const char *sizes;   /* NULL or "1024,2048x64x784" */
     int         threads; /* 0: the backend's default */
     kiln_dtype  dtype;   /* gemm --dtype: the operands' and result's type */
+    int         seconds; /* tune --seconds, 0: the default            */
     int         repeat;
     bool        json;
     double      min_s; /* time per repeat */

@@ -29,10 +29,22 @@ typedef struct subcommand {
                json_t *results);
 } subcommand;
 
+/* kiln-bench tune: the device opened with KILN_OPENCL_TUNE=search (main
+ * sets it), which searched; then the GEMM figures that result. */
+static int bench_tune(const bench_options *o, kiln_context *ctx, const bench_machine *m,
+                      json_t *results)
+{
+    bench_options g = *o;
+    if (!g.sizes)
+        g.sizes = "1024";
+    return bench_gemm(&g, ctx, m, results);
+}
+
 static const subcommand subcommands[] = {
     {"gemm", bench_gemm},
     {"conv", bench_conv},
     {"ops", bench_ops},
+    {"tune", bench_tune},
 };
 
 /* The subcommand called `name`, or NULL. */
@@ -45,7 +57,7 @@ static const subcommand *find_subcommand(const char *name)
 }
 
 static const char usage[] =
-    "usage: kiln-bench gemm|conv|ops [options]\n"
+    "usage: kiln-bench gemm|conv|ops|tune [options]\n"
     "Times kiln graphs on the backend KILN_BACKEND selects (min/median/max of\n"
     "repeated runs after a warm-up).\n"
     "  gemm   matmul: square 128..2048 and the shapes of a batch-64 MLP, in\n"
@@ -53,6 +65,10 @@ static const char usage[] =
     "  conv   conv2d (implicit GEMM) and max_pool2d\n"
     "  ops    elementwise, reductions, softmax and training ops (the gradient\n"
     "         of sum and relu, an Adam step) in GB/s, next to memcpy\n"
+    "  tune   searches CLBlast's GEMM parameters for the OpenCL device\n"
+    "         (KILN_BACKEND=opencl...) for --seconds, keeps the fastest that\n"
+    "         verifies for every later process, then times gemm (--sizes,\n"
+    "         default 1024)\n"
     "options:\n"
     "  --compare openblas   also run cblas_sgemm (libopenblas.so.0) on the same\n"
     "                       shapes, with as many threads, and print kiln/it\n"
@@ -69,11 +85,20 @@ static const char usage[] =
     "                       :tn, :nt or :tt after one reads A, B or both\n"
     "                       transposed (64x128x256:nt is g @ w^T)\n"
     "  --repeat N           repeats per figure (default 7, at most 64)\n"
+    "  --seconds N          tune: how long to search (default 60)\n"
     "  --json               one JSON object on stdout instead of the table\n"
     "  --version            print kiln's version and exit\n"
     "  --help               print this and exit\n";
 
-enum { OPT_COMPARE = 256, OPT_SIZES, OPT_THREADS, OPT_REPEAT, OPT_JSON, OPT_DTYPE };
+enum {
+    OPT_COMPARE = 256,
+    OPT_SIZES,
+    OPT_THREADS,
+    OPT_REPEAT,
+    OPT_JSON,
+    OPT_DTYPE,
+    OPT_SECONDS
+};
 
 static const struct option long_options[] = {
     {"compare", required_argument, NULL, OPT_COMPARE},
@@ -82,6 +107,7 @@ static const struct option long_options[] = {
     {"repeat", required_argument, NULL, OPT_REPEAT},
     {"json", no_argument, NULL, OPT_JSON},
     {"dtype", required_argument, NULL, OPT_DTYPE},
+    {"seconds", required_argument, NULL, OPT_SECONDS},
     {"version", no_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -124,19 +150,25 @@ static void parse_args(int argc, char **argv, bench_options *o)
             o->threads = (int)cli_parse_int("--threads", optarg, 1, 4096);
             break;
         case OPT_REPEAT: o->repeat = (int)cli_parse_int("--repeat", optarg, 1, 64); break;
+        case OPT_SECONDS:
+            o->seconds = (int)cli_parse_int("--seconds", optarg, 1, 86400);
+            break;
         default: /* getopt said what was wrong */ cli_try_help();
         }
     }
     if (!o->what && optind < argc) {
         o->what = argv[optind++];
         if (!find_subcommand(o->what))
-            cli_usage_error("unknown subcommand '%s': expected gemm, conv or ops",
+            cli_usage_error("unknown subcommand '%s': expected gemm, conv, ops or tune",
                             o->what);
     }
     if (optind < argc)
         cli_usage_error("unexpected argument '%s'", argv[optind]);
-    if (o->dtype != KILN_F32 && o->what && strcmp(o->what, "conv") == 0)
+    if (o->dtype != KILN_F32 && o->what && (strcmp(o->what, "conv") == 0 ||
+                                            strcmp(o->what, "tune") == 0))
         cli_usage_error("--dtype applies to gemm and ops");
+    if (o->seconds && o->what && strcmp(o->what, "tune") != 0)
+        cli_usage_error("--seconds applies to tune only");
     if (!o->what) {
         fputs(usage, stderr);
         exit(2);
@@ -222,10 +254,27 @@ int main(int argc, char **argv)
         snprintf(buf, sizeof buf, "%d", o.threads);
         setenv("KILN_NUM_THREADS", buf, 1);
     }
+    bool tune = strcmp(o.what, "tune") == 0;
+    if (tune) { /* the device searches as it opens; info shows the progress */
+        char buf[32];
+        snprintf(buf, sizeof buf, "search:%d", o.seconds ? o.seconds : 60);
+        setenv("KILN_OPENCL_TUNE", buf, 1);
+        setenv("KILN_LOG", "info", 0);
+        fprintf(stderr, "kiln-bench: searching CLBlast's GEMM parameters for %s s...\n",
+                buf + 7);
+    }
     kiln_context *ctx = kiln_context_new();
     if (!ctx) {
         fprintf(stderr, "kiln-bench: no context: %s\n", kiln_last_error());
         return 1;
+    }
+    if (tune && strncmp(kiln_context_device(ctx), "opencl", 6) != 0) {
+        fprintf(stderr,
+                "kiln-bench: tune searches the GEMM parameters of an OpenCL device, and "
+                "this context is on %s: run it with KILN_BACKEND=opencl (or opencl:N)\n",
+                kiln_context_device(ctx));
+        kiln_context_free(ctx);
+        return 2;
     }
     bench_machine mach;
     measure_machine(ctx, &o, &mach);
