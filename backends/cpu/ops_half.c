@@ -25,6 +25,7 @@
 #include "cpu-impl.h"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -106,8 +107,11 @@ void cpu_half_kernels(cpu_kernels *k, bool vector)
     k->widen  = cpu_widen_scalar;
     k->narrow = cpu_narrow_scalar;
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (vector && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
+    /* `vector`: the chosen kernels are AVX2's or AVX-512's, so AVX2 and its
+     * register state are there (isa.c); F16C is cpuid 1, ecx bit 29 (clang
+     * has no __builtin_cpu_supports("f16c")) */
+    unsigned a, b, c, d;
+    if (vector && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C)) {
         k->widen  = cpu_widen_f16c;
         k->narrow = cpu_narrow_f16c;
     }
