@@ -307,8 +307,9 @@ static const op_case cases[] = {
     {"sub",     2, {2, 2}, {{5, 33}, {5, 33}}, {ANY, ANY},     0, b_sub},
     {"mul",     2, {2, 0}, {{5, 33}, {0}},    {ANY, ANY},      0, b_mul},
     {"div",     2, {2, 2}, {{5, 33}, {5, 33}}, {ANY, NONZERO}, 0, b_div},
-    /* many chunks of the cpu's elementwise path, a bias repeating in each */
-    {"add, chunks", 2, {2, 1}, {{300, 33}, {33}}, {ANY, ANY}, 0, b_add},
+    /* many chunks of the cpu's elementwise path (on both threads), a bias
+     * repeating in each */
+    {"add, chunks", 2, {2, 1}, {{2100, 33}, {33}}, {ANY, ANY}, 0, b_add},
     {"relu, chunks", 1, {2}, {{300, 33}}, {ANY}, 0, b_relu},
     {"neg",     1, {2}, {{7, 9}}, {ANY}, 0, b_neg},
     {"exp",     1, {2}, {{7, 9}}, {ANY}, 0, b_exp},
