@@ -324,6 +324,9 @@ static const op_case cases[] = {
     {"matmul batched", 2, {3, 3}, {{3, 9, 40}, {3, 40, 17}}, {ANY, ANY}, 0, b_matmul},
     {"matmul tt", 2, {2, 2}, {{70, 37}, {19, 70}}, {ANY, ANY}, 0, b_matmul_tt},
     {"matmul large", 2, {2, 2}, {{130, 300}, {300, 140}}, {ANY, ANY}, 0, b_matmul},
+    /* narrow products: the cpu widens them whole for its gemv and small_n */
+    {"matmul N=10", 2, {2, 2}, {{37, 70}, {70, 10}}, {ANY, ANY}, 0, b_matmul},
+    {"matmul M=1", 2, {2, 2}, {{1, 70}, {70, 40}}, {ANY, ANY}, 0, b_matmul},
     {"sum",     1, {2}, {{31, 17}}, {POSITIVE}, 0, b_sum},
     {"mean axis", 1, {2}, {{31, 17}}, {ANY}, 0, b_mean_axis},
     {"max",     1, {2}, {{31, 17}}, {ANY}, 0, b_max},

@@ -22,10 +22,11 @@ void cpu_matmul_kernels_scalar(cpu_kernels *k)
  * it (cpu_gemm keeps it on one), so a batch of them is split by entries. */
 #define CPU_MATMUL_ENTRY_FLOPS 3000000.0
 
-/* 16-bit operands of at most this many elements together are widened whole
- * before the product, which then takes the f32 paths for small and narrow
- * shapes (gemv, small_n) that read unpacked operands; larger ones are
- * widened block by block as they are packed. */
+/* 16-bit operands of a narrow product (one row, or fewer columns than the
+ * register tile) of at most this many elements together are widened whole
+ * before it, so that it takes the f32 paths for such shapes (gemv,
+ * small_n), which read unpacked operands; the others are widened block by
+ * block as they are packed, which costs less than a pass over both. */
 #define CPU_MATMUL_WIDEN_WHOLE ((size_t)1 << 18)
 
 /* One batch entry's GEMM, with the entry's strides in elements. */
@@ -72,7 +73,8 @@ kiln_status cpu_op_matmul(const cpu_device *dev, const kiln_node *node)
     bool   hc = cpu_is_half(node->dtype);
     float *c  = hc ? malloc((size_t)node->numel * sizeof(float)) : cpu_f32(node);
     float *wa = NULL, *wb = NULL; /* small 16-bit operands, widened whole */
-    if ((ha || hb) && (size_t)(a->numel + b->numel) <= CPU_MATMUL_WIDEN_WHOLE) {
+    bool narrow = M == 1 || N < dev->k.gemm->nr;
+    if ((ha || hb) && narrow && (size_t)(a->numel + b->numel) <= CPU_MATMUL_WIDEN_WHOLE) {
         wa = ha ? malloc((size_t)a->numel * sizeof(float) + 4) : NULL;
         wb = hb ? malloc((size_t)b->numel * sizeof(float) + 4) : NULL;
         if ((ha && !wa) || (hb && !wb)) {
