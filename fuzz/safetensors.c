@@ -77,27 +77,40 @@ static json_t *parse_header(const uint8_t *data, size_t size, size_t *data_at)
                       JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
 }
 
-/* After a successful load, parameter t must hold the bytes of its tensor in
- * the file (little-endian F32, as this host stores floats). */
+/* After a successful load, parameter t must hold the values of its tensor
+ * in the file: its bytes for F32, the F16 or BF16 values widened otherwise
+ * (little-endian, as this host stores them). */
 static void check_value(const kiln_tensor *t, json_t *header, const uint8_t *data,
                         size_t size, size_t data_at)
 {
     const char *name  = kiln_tensor_name(t);
-    json_t     *offs  = json_object_get(json_object_get(header, name), "data_offsets");
+    json_t     *entry = json_object_get(header, name);
+    json_t     *offs  = json_object_get(entry, "data_offsets");
     json_int_t  begin = json_integer_value(json_array_get(offs, 0));
-    size_t      n     = kiln_tensor_nbytes(t);
+    const char *type  = json_string_value(json_object_get(entry, "dtype"));
+    kiln_dtype  dt    = type && strcmp(type, "F16") == 0    ? KILN_F16
+                        : type && strcmp(type, "BF16") == 0 ? KILN_BF16
+                                                             : KILN_F32;
+    size_t      count = (size_t)kiln_tensor_numel(t), n = kiln_tensor_nbytes(t);
+    size_t      stored = count * kiln_dtype_size(dt);
     if (!header || begin < 0 || (uint64_t)begin > size - data_at ||
-        n > size - data_at - (size_t)begin)
+        stored > size - data_at - (size_t)begin)
         fuzz_fail("kiln_load accepted tensor \"%s\" whose offsets the header "
                   "does not hold",
                   name);
-    unsigned char *got = malloc(n ? n : 1);
-    if (!got)
+    unsigned char *got = malloc(n ? n : 1), *want = malloc(n ? n : 1);
+    unsigned char *file = malloc(stored ? stored : 1); /* aligned for widening */
+    if (!got || !want || !file)
         fuzz_fail("out of memory");
+    memcpy(file, data + data_at + (size_t)begin, stored);
     must(kiln_tensor_read(t, got, n), "reading a loaded parameter");
-    if (memcmp(got, data + data_at + (size_t)begin, n) != 0)
-        fuzz_fail("parameter \"%s\" does not hold the file's bytes", name);
+    must(kiln_convert(want, KILN_F32, file, dt, count), "widening the file's values");
+    free(file);
+    /* compared as bits: a NaN's payload widens the same way both times */
+    if (memcmp(got, want, n) != 0)
+        fuzz_fail("parameter \"%s\" does not hold the file's values", name);
     free(got);
+    free(want);
 }
 
 static void load_fixed(const char *path, json_t *header, const uint8_t *data, size_t size,
