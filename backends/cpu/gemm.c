@@ -92,6 +92,10 @@ static void cpu_widen_block(const cpu_kernels *k, float *stage, const uint16_t *
                             size_t ld, kiln_dtype dtype, size_t r0, size_t rows, size_t c0,
                             size_t cols)
 {
+    if (cols == ld) { /* whole rows (a short K): one run, not one per row */
+        k->widen(stage, x + r0 * ld, rows * cols, dtype);
+        return;
+    }
     for (size_t r = 0; r < rows; r++)
         k->widen(stage + r * cols, x + (r0 + r) * ld + c0, cols, dtype);
 }
