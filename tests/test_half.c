@@ -311,6 +311,10 @@ static const op_case cases[] = {
      * repeating in each */
     {"add, chunks", 2, {2, 1}, {{2100, 33}, {33}}, {ANY, ANY}, 0, b_add},
     {"relu, chunks", 1, {2}, {{300, 33}}, {ANY}, 0, b_relu},
+    /* a bias wider than half a chunk, and wider than a chunk: cut where it
+     * repeats */
+    {"add, wide bias", 2, {2, 1}, {{5, 1500}, {1500}}, {ANY, ANY}, 0, b_add},
+    {"mul, wider bias", 2, {1, 2}, {{5000}, {3, 5000}}, {ANY, ANY}, 0, b_mul},
     {"neg",     1, {2}, {{7, 9}}, {ANY}, 0, b_neg},
     {"exp",     1, {2}, {{7, 9}}, {ANY}, 0, b_exp},
     {"log",     1, {2}, {{7, 9}}, {POSITIVE}, 0, b_log},

@@ -256,45 +256,67 @@ typedef struct cpu_chunk_job {
     size_t            small_n[KILN_MAX_SRC];
 } cpu_chunk_job;
 
-/* Chunks [lo, hi): each one's sources widened, the f32 kernel on a 1-D
- * view of them, and the output narrowed into place. A broadcast source
- * repeats within the chunk as it does within the node, the chunk starting
- * at a multiple of its size. */
+/* Elements [at, at + len) of the node: each source widened (a broadcast
+ * source read from its widened copy), the f32 kernel on 1-D views of them,
+ * and the output narrowed into place. A broadcast source repeats within
+ * the piece as it does within the node: the piece starts at a multiple of
+ * its size m, or (m wider than half a chunk) lies within one repeat, where
+ * the source's view is the part of that repeat it covers. */
+static void cpu_chunk_piece(const cpu_chunk_job *j, size_t at, size_t len, float *buf,
+                            float *out)
+{
+    const kiln_node *node = j->node;
+    kiln_node        src[3], view = *node;
+    cpu_buffer       sb[3], ob = {out, len * sizeof *out};
+    for (int s = 0; s < 3 && node->src[s]; s++) {
+        src[s]        = *node->src[s];
+        src[s].dtype  = KILN_F32;
+        src[s].ndim   = 1;
+        src[s].offset = 0;
+        size_t m      = j->small_n[s];
+        if (j->small[s] && m <= CPU_CHUNK / 2) { /* whole, repeating */
+            src[s].dims[0] = src[s].numel = (int64_t)m;
+            sb[s]          = (cpu_buffer){(void *)j->small[s], m * sizeof(float)};
+        } else if (j->small[s]) { /* the part of one repeat the piece covers */
+            src[s].dims[0] = src[s].numel = (int64_t)len;
+            sb[s] = (cpu_buffer){(void *)(j->small[s] + at % m), len * sizeof(float)};
+        } else {
+            src[s].dims[0] = src[s].numel = (int64_t)len;
+            float *b                      = buf + (size_t)s * CPU_CHUNK;
+            j->dev->k.widen(b, (const uint16_t *)cpu_data(node->src[s]) + at, len,
+                            node->src[s]->dtype);
+            sb[s] = (cpu_buffer){b, len * sizeof(float)};
+        }
+        src[s].buffer = &sb[s];
+        view.src[s]   = &src[s];
+    }
+    view.dtype   = KILN_F32;
+    view.ndim    = 1;
+    view.dims[0] = view.numel = (int64_t)len;
+    view.buffer  = &ob;
+    view.offset  = 0;
+    j->kernel(j->dev, &view); /* under the grain: on this thread */
+    j->dev->k.narrow((uint16_t *)cpu_data(node) + at, out, len, node->dtype);
+}
+
+/* Chunks [lo, hi), each cut where a wide broadcast source repeats. */
 static void cpu_chunk_range(void *arg, size_t lo, size_t hi)
 {
-    const cpu_chunk_job *j    = arg;
-    const kiln_node     *node = j->node;
-    size_t               n    = (size_t)node->numel;
-    float                buf[KILN_MAX_SRC > 3 ? 3 : KILN_MAX_SRC][CPU_CHUNK];
-    float                out[CPU_CHUNK];
+    const cpu_chunk_job *j = arg;
+    size_t               n = (size_t)j->node->numel;
+    float                buf[3 * CPU_CHUNK], out[CPU_CHUNK];
     for (size_t c = lo; c < hi; c++) {
-        size_t     at = c * j->chunk, len = n - at < j->chunk ? n - at : j->chunk;
-        kiln_node  src[3], view = *node;
-        cpu_buffer sb[3], ob = {out, sizeof out};
-        for (int s = 0; s < 3 && node->src[s]; s++) {
-            src[s]       = *node->src[s];
-            src[s].dtype = KILN_F32;
-            src[s].ndim  = 1;
-            src[s].offset = 0;
-            if (j->small[s]) {
-                src[s].dims[0] = src[s].numel = (int64_t)j->small_n[s];
-                sb[s]          = (cpu_buffer){(void *)j->small[s], j->small_n[s] * 4};
-            } else {
-                src[s].dims[0] = src[s].numel = (int64_t)len;
-                j->dev->k.widen(buf[s], (const uint16_t *)cpu_data(node->src[s]) + at, len,
-                                node->src[s]->dtype);
-                sb[s] = (cpu_buffer){buf[s], sizeof buf[s]};
+        size_t at = c * j->chunk, end = n - at < j->chunk ? n : at + j->chunk;
+        while (at < end) {
+            size_t len = end - at;
+            for (int s = 0; s < 3; s++) {
+                size_t m = j->small_n[s];
+                if (j->small[s] && m > CPU_CHUNK / 2 && m - at % m < len)
+                    len = m - at % m;
             }
-            src[s].buffer = &sb[s];
-            view.src[s]   = &src[s];
+            cpu_chunk_piece(j, at, len, buf, out);
+            at += len;
         }
-        view.dtype   = KILN_F32;
-        view.ndim    = 1;
-        view.dims[0] = view.numel = (int64_t)len;
-        view.buffer  = &ob;
-        view.offset  = 0;
-        j->kernel(j->dev, &view); /* under the grain: on this thread */
-        j->dev->k.narrow((uint16_t *)cpu_data(node) + at, out, len, node->dtype);
     }
 }
 
@@ -309,13 +331,12 @@ bool cpu_chunkable(const kiln_node *node)
     default:
         return false;
     }
-    /* one float type throughout (the op table's rule), 16-bit; a broadcast
-     * source small enough to repeat whole within a chunk */
+    /* one float type throughout (the op table's rule), 16-bit, at most
+     * three sources */
     if (!cpu_is_half(node->dtype))
         return false;
-    for (int s = 0; s < KILN_MAX_SRC && node->src[s]; s++)
-        if (s >= 3 || (node->src[s]->numel != node->numel &&
-                       node->src[s]->numel > CPU_CHUNK / 2))
+    for (int s = 3; s < KILN_MAX_SRC; s++)
+        if (node->src[s])
             return false;
     return true;
 }
@@ -343,7 +364,9 @@ kiln_status cpu_run_chunked(const cpu_device *dev, const kiln_node *node, cpu_op
         else
             dev->k.widen(w, cpu_data(src), m, src->dtype);
     }
-    job.chunk = CPU_CHUNK / small * small;
+    /* a chunk starts at a multiple of a narrow broadcast source's size; a
+     * wide one is cut where it repeats (cpu_chunk_range) */
+    job.chunk = small <= CPU_CHUNK / 2 ? CPU_CHUNK / small * small : CPU_CHUNK;
     if (st == KILN_OK) {
         size_t chunks = (n + job.chunk - 1) / job.chunk;
         size_t grain  = CPU_ELEMENTWISE_GRAIN / job.chunk;
