@@ -100,31 +100,23 @@ static void cpu_widen_block(const cpu_kernels *k, float *stage, const uint16_t *
         k->widen(stage + r * cols, x + (r0 + r) * ld + c0, cols, dtype);
 }
 
-/* pack_a of op(A) rows [i0, i0 + m) x k [k0, k0 + kc), from a 16-bit A. */
-static void cpu_pack_a_half(const cpu_kernels *k, const cpu_pack *ws,
-                            const cpu_gemm_args *g, size_t i0, size_t k0, size_t m,
-                            size_t kc)
-{
-    if (g->ta) { /* stored [K, M] */
-        cpu_widen_block(k, ws->stage, g->ah, g->lda, g->a_type, k0, kc, i0, m);
-        k->gemm->pack_a(ws->a, ws->stage, m, true, 0, 0, m, kc);
-    } else {
-        cpu_widen_block(k, ws->stage, g->ah, g->lda, g->a_type, i0, m, k0, kc);
-        k->gemm->pack_a(ws->a, ws->stage, kc, false, 0, 0, m, kc);
-    }
-}
+/* A packing function of the micro-kernel's (pack_a, pack_b): op(X) rows
+ * [p0, p0 + pn) x columns [q0, q0 + qn) of X, stored transposed when t. */
+typedef void (*cpu_pack_fn)(float *dst, const float *x, size_t ld, bool t, size_t p0,
+                            size_t q0, size_t pn, size_t qn);
 
-/* pack_b of op(B) k [k0, k0 + kc) x columns [j0, j0 + n), from a 16-bit B. */
-static void cpu_pack_b_half(const cpu_kernels *k, const cpu_pack *ws,
-                            const cpu_gemm_args *g, size_t k0, size_t j0, size_t kc,
-                            size_t n)
+/* pack of that block of a 16-bit X (ld), widened into the stage first: the
+ * stored rows are op's rows, or its columns when X is transposed. */
+static void cpu_pack_half(cpu_pack_fn pack, const cpu_kernels *k, float *dst, float *stage,
+                          const uint16_t *x, size_t ld, kiln_dtype dtype, bool t,
+                          size_t p0, size_t q0, size_t pn, size_t qn)
 {
-    if (g->tb) { /* stored [N, K] */
-        cpu_widen_block(k, ws->stage, g->bh, g->ldb, g->b_type, j0, n, k0, kc);
-        k->gemm->pack_b(ws->b, ws->stage, kc, true, 0, 0, kc, n);
+    if (t) {
+        cpu_widen_block(k, stage, x, ld, dtype, q0, qn, p0, pn);
+        pack(dst, stage, pn, true, 0, 0, pn, qn);
     } else {
-        cpu_widen_block(k, ws->stage, g->bh, g->ldb, g->b_type, k0, kc, j0, n);
-        k->gemm->pack_b(ws->b, ws->stage, n, false, 0, 0, kc, n);
+        cpu_widen_block(k, stage, x, ld, dtype, p0, pn, q0, qn);
+        pack(dst, stage, qn, false, 0, 0, pn, qn);
     }
 }
 
@@ -206,13 +198,15 @@ static void cpu_gemm_block(const cpu_kernels *k, const cpu_pack *ws,
             if (g->im2col)
                 cpu_pack_b_im2col(ws->b, g->im2col, uk->nr, pc, jc, kcur, ncur);
             else if (g->bh)
-                cpu_pack_b_half(k, ws, g, pc, jc, kcur, ncur);
+                cpu_pack_half(uk->pack_b, k, ws->b, ws->stage, g->bh, g->ldb, g->b_type,
+                              g->tb, pc, jc, kcur, ncur);
             else
                 uk->pack_b(ws->b, g->b, g->ldb, g->tb, pc, jc, kcur, ncur);
             for (size_t ic = m0; ic < m1; ic += uk->mc) {
                 size_t mcur = CPU_MIN(uk->mc, m1 - ic);
                 if (g->ah)
-                    cpu_pack_a_half(k, ws, g, ic, pc, mcur, kcur);
+                    cpu_pack_half(uk->pack_a, k, ws->a, ws->stage, g->ah, g->lda,
+                                  g->a_type, g->ta, ic, pc, mcur, kcur);
                 else
                     uk->pack_a(ws->a, g->a, g->lda, g->ta, ic, pc, mcur, kcur);
                 cpu_gemm_macro(uk, ws, g, ic, mcur, jc, ncur, kcur,
