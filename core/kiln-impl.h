@@ -297,7 +297,6 @@ bool kiln__check_float(kiln_graph *g, const char *op, const char *which,
 bool kiln__check_sources(kiln_graph *g, kiln_op op, kiln_tensor *const *t, int n);
 
 int64_t     kiln__numel(int ndim, const int64_t *dims);
-size_t      kiln__dtype_size(kiln_dtype dtype);
 const char *kiln__dtype_name(kiln_dtype dtype); /* "f32", "i32", "f16", "bf16" */
 size_t      kiln__tensor_bytes(const kiln_tensor *t);
 

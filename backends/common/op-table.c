@@ -686,6 +686,14 @@ bool kiln__is_float(kiln_dtype dtype)
     return dtype == KILN_F32 || dtype == KILN_F16 || dtype == KILN_BF16;
 }
 
+bool kiln__node_has_half(const kiln_node *node)
+{
+    bool half = kiln__is_half(node->dtype);
+    for (int s = 0; !half && s < KILN_MAX_SRC && node->src[s]; s++)
+        half = kiln__is_half(node->src[s]->dtype);
+    return half;
+}
+
 kiln_dtype kiln__op_float(const kiln__op_def *d, const kiln_dtype *out,
                           const kiln_dtype *src)
 {

@@ -77,6 +77,22 @@ const char *kiln__op_name(kiln_op op);
 
 /* f32, f16 or bf16. */
 bool kiln__is_float(kiln_dtype dtype);
+
+/* f16 or bf16. */
+static inline bool kiln__is_half(kiln_dtype dtype)
+{
+    return dtype == KILN_F16 || dtype == KILN_BF16;
+}
+
+/* Bytes per element: 2 for f16 and bf16, 4 for f32 and i32. */
+static inline size_t kiln__elem_size(kiln_dtype dtype)
+{
+    return kiln__is_half(dtype) ? 2 : 4;
+}
+
+/* Whether the node or one of its sources is f16 or bf16 (a backend whose
+ * kernel for the op is f32's runs it on widened copies). */
+bool kiln__node_has_half(const kiln_node *node);
 /* The op's float type for an output of dtype *out (NULL: not known yet) and
  * sources of src[] (the row's order): what KILN__FLOAT stands for. */
 kiln_dtype kiln__op_float(const kiln__op_def *d, const kiln_dtype *out,

@@ -342,7 +342,6 @@ typedef kiln_status (*cpu_op_fn)(const cpu_device *dev, const kiln_node *node);
 
 /* The conversion kernels: F16C's where `vector` and the CPU has it. */
 void cpu_half_kernels(cpu_kernels *k, bool vector);
-bool cpu_is_half(kiln_dtype dtype);
 /* n elements between float types, on the device's threads when many. */
 void cpu_convert(const cpu_device *dev, void *dst, kiln_dtype dst_dtype, const void *src,
                  kiln_dtype src_dtype, size_t n);

@@ -19,8 +19,8 @@ static bool cpu_overlaps(const kiln_node *a, const kiln_node *b)
 {
     if (!a->buffer || a->buffer != b->buffer || a->numel == 0 || b->numel == 0)
         return false;
-    size_t a_end = a->offset + (size_t)a->numel * (cpu_is_half(a->dtype) ? 2 : 4),
-           b_end = b->offset + (size_t)b->numel * (cpu_is_half(b->dtype) ? 2 : 4);
+    size_t a_end = a->offset + (size_t)a->numel * kiln__elem_size(a->dtype),
+           b_end = b->offset + (size_t)b->numel * kiln__elem_size(b->dtype);
     return a->offset < b_end && b->offset < a_end;
 }
 

@@ -87,7 +87,7 @@ static bool cpu_extent_ok(const kiln_node *t)
         return t->numel == 0;
     if (t->offset > b->size)
         return false;
-    return (uint64_t)t->numel <= (b->size - t->offset) / (cpu_is_half(t->dtype) ? 2 : 4);
+    return (uint64_t)t->numel <= (b->size - t->offset) / kiln__elem_size(t->dtype);
 }
 
 /* Why this device cannot run the node, or NULL if it can. Storage is
@@ -111,19 +111,10 @@ kiln_status cpu_refuse(const cpu_device *dev, size_t i, const kiln_node *node,
     return dev->host->error(st, "%s", msg);
 }
 
-/* Whether the node has a 16-bit float tensor. */
-static bool cpu_has_half(const kiln_node *node)
-{
-    bool half = cpu_is_half(node->dtype);
-    for (int s = 0; !half && s < KILN_MAX_SRC && node->src[s]; s++)
-        half = cpu_is_half(node->src[s]->dtype);
-    return half;
-}
-
 kiln_status cpu_run_node(const cpu_device *dev, const kiln_node *node)
 {
     cpu_op_fn kernel = cpu_op_lookup(node->op);
-    if (!cpu_half_native[node->op] && cpu_has_half(node))
+    if (!cpu_half_native[node->op] && kiln__node_has_half(node))
         return cpu_chunkable(node) ? cpu_run_chunked(dev, node, kernel)
                                    : cpu_run_widened(dev, node, kernel);
     return kernel(dev, node);

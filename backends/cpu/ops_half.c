@@ -172,11 +172,6 @@ kiln_status cpu_op_cast(const cpu_device *dev, const kiln_node *node)
 
 /* ---- widening ------------------------------------------------------------------------ */
 
-bool cpu_is_half(kiln_dtype dtype)
-{
-    return dtype == KILN_F16 || dtype == KILN_BF16;
-}
-
 /* An f32 twin of a 16-bit tensor, in its own buffer; `fill` copies its data. */
 static kiln_status cpu_twin(const cpu_device *dev, const kiln_node *t, bool fill,
                             kiln_node *twin, cpu_buffer *buf)
@@ -206,7 +201,7 @@ kiln_status cpu_run_widened(const cpu_device *dev, const kiln_node *node,
     kiln_status st   = KILN_OK;
     out              = *node;
     for (int s = 0; s < KILN_MAX_SRC && node->src[s] && st == KILN_OK; s++) {
-        if (!cpu_is_half(node->src[s]->dtype))
+        if (!kiln__is_half(node->src[s]->dtype))
             continue;
         st = cpu_twin(dev, node->src[s], true, &src[s], &buf[made]);
         if (st == KILN_OK) {
@@ -214,10 +209,10 @@ kiln_status cpu_run_widened(const cpu_device *dev, const kiln_node *node,
             out.src[s] = &src[s];
         }
     }
-    bool in_place = cpu_is_half(node->dtype) && node->src[0] &&
+    bool in_place = kiln__is_half(node->dtype) && node->src[0] &&
                     node->buffer == node->src[0]->buffer &&
                     node->offset == node->src[0]->offset && out.src[0] != node->src[0];
-    if (st == KILN_OK && cpu_is_half(node->dtype)) {
+    if (st == KILN_OK && kiln__is_half(node->dtype)) {
         if (in_place) { /* STORE_SLICE: the output is src[0]'s twin */
             out.dtype  = KILN_F32;
             out.buffer = out.src[0]->buffer;
@@ -234,7 +229,7 @@ kiln_status cpu_run_widened(const cpu_device *dev, const kiln_node *node,
     }
     if (st == KILN_OK)
         st = kernel(dev, &out);
-    if (st == KILN_OK && cpu_is_half(node->dtype))
+    if (st == KILN_OK && kiln__is_half(node->dtype))
         cpu_convert(dev, cpu_data(node), node->dtype, cpu_data(&out), KILN_F32,
                     (size_t)node->numel);
     while (made > 0)
@@ -333,7 +328,7 @@ bool cpu_chunkable(const kiln_node *node)
     }
     /* one float type throughout (the op table's rule), 16-bit, at most
      * three sources */
-    if (!cpu_is_half(node->dtype))
+    if (!kiln__is_half(node->dtype))
         return false;
     for (int s = 3; s < KILN_MAX_SRC; s++)
         if (node->src[s])

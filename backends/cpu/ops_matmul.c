@@ -69,8 +69,8 @@ kiln_status cpu_op_matmul(const cpu_device *dev, const kiln_node *node)
         return KILN_OK;
     /* 16-bit operands are widened block by block as they are packed; a
      * 16-bit product is computed in f32 and rounded once at the end */
-    bool   ha = cpu_is_half(a->dtype), hb = cpu_is_half(b->dtype);
-    bool   hc = cpu_is_half(node->dtype);
+    bool   ha = kiln__is_half(a->dtype), hb = kiln__is_half(b->dtype);
+    bool   hc = kiln__is_half(node->dtype);
     float *c  = hc ? malloc((size_t)node->numel * sizeof(float)) : cpu_f32(node);
     float *wa = NULL, *wb = NULL; /* small 16-bit operands, widened whole */
     bool narrow = M == 1 || N < dev->k.gemm->nr;

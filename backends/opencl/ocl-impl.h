@@ -399,7 +399,6 @@ typedef kiln_status (*ocl_op_fn)(ocl_device *dev, const kiln_node *node, size_t 
 
 /* ---- f16 and bf16 (ops_half.c) ------------------------------------------------ */
 
-bool        ocl_is_half(kiln_dtype dtype);
 kiln_status ocl_op_cast(ocl_device *dev, const kiln_node *node, size_t i);
 /* Runs a node with 16-bit float tensors through its f32 kernel `run`. */
 kiln_status ocl_run_widened(ocl_device *dev, const kiln_node *node, size_t i,

@@ -121,7 +121,7 @@ static const ocl_op *ocl_op_lookup(kiln_op op)
 static bool extent_ok(const kiln_node *t)
 {
     const ocl_buffer *b    = t->buffer;
-    size_t            size = ocl_is_half(t->dtype) ? 2 : 4;
+    size_t            size = kiln__elem_size(t->dtype);
     if (!b)
         return t->numel == 0;
     if (t->offset > b->size || t->offset % size != 0)
@@ -150,19 +150,10 @@ const char *ocl_check_node(const ocl_device *dev, const kiln_node *node,
     return why;
 }
 
-/* Whether the node has a 16-bit float tensor. */
-static bool has_half(const kiln_node *node)
-{
-    bool half = ocl_is_half(node->dtype);
-    for (int s = 0; !half && s < KILN_MAX_SRC && node->src[s]; s++)
-        half = ocl_is_half(node->src[s]->dtype);
-    return half;
-}
-
 kiln_status ocl_run_node(ocl_device *dev, const kiln_node *node, size_t i)
 {
     ocl_op_fn run = ocl_op_lookup(node->op)->run;
-    if (node->op != KILN_OP_CAST && has_half(node))
+    if (node->op != KILN_OP_CAST && kiln__node_has_half(node))
         return ocl_run_widened(dev, node, i, run);
     return run(dev, node, i);
 }

@@ -8,11 +8,6 @@
  * for the output), like the scratch buffer. */
 #include "ocl-impl.h"
 
-bool ocl_is_half(kiln_dtype dtype)
-{
-    return dtype == KILN_F16 || dtype == KILN_BF16;
-}
-
 /* dst (its dtype) = src (its dtype), n elements, both of which may be f32
  * views on widening buffers. */
 static kiln_status convert(ocl_device *dev, const kiln_node *dst, const kiln_node *src,
@@ -81,10 +76,10 @@ kiln_status ocl_run_widened(ocl_device *dev, const kiln_node *node, size_t i,
     ocl_buffer  buf[KILN_MAX_SRC + 1];
     kiln_status st = KILN_OK;
     for (int s = 0; s < KILN_MAX_SRC && node->src[s] && st == KILN_OK; s++)
-        if (ocl_is_half(node->src[s]->dtype) &&
+        if (kiln__is_half(node->src[s]->dtype) &&
             (st = twin(dev, s, node->src[s], true, &src[s], &buf[s])) == KILN_OK)
             out.src[s] = &src[s];
-    if (st != KILN_OK || !ocl_is_half(node->dtype))
+    if (st != KILN_OK || !kiln__is_half(node->dtype))
         return st == KILN_OK ? run(dev, &out, i) : st;
     if (node->src[0] && out.src[0] != node->src[0] && node->buffer == node->src[0]->buffer &&
         node->offset == node->src[0]->offset) {

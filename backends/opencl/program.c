@@ -288,7 +288,7 @@ cl_mem ocl_mem(const ocl_device *dev, const kiln_node *t)
 
 uint64_t ocl_elem_offset(const kiln_node *t)
 {
-    return t->offset / (t->dtype == KILN_F16 || t->dtype == KILN_BF16 ? 2 : 4);
+    return t->offset / kiln__elem_size(t->dtype);
 }
 
 void ocl_arg_node(ocl_launch *l, const kiln_node *t)

@@ -32,24 +32,20 @@
 #define TUNE_SEEN 4096
 
 /* The values each parameter takes in the search: CLBlast's tuner's ranges
- * for GEMMK=0 (its "xgemm" kernel family), 0-terminated. */
-static const size_t tune_range[OCL_XGEMM_PARAMS][6] = {
-    [P_GEMMK] = {0},         [P_KREG] = {1},
-    [P_KWG] = {16, 32},      [P_KWI] = {2, 8},
-    [P_MDIMA] = {8, 16, 32}, [P_MDIMC] = {8, 16, 32},
-    [P_MWG] = {16, 32, 64, 128},
-    [P_NDIMB] = {8, 16, 32}, [P_NDIMC] = {8, 16, 32},
-    [P_NWG] = {16, 32, 64, 128},
-    [P_SA] = {0, 1},         [P_SB] = {0, 1},
-    [P_STRM] = {0, 1},       [P_STRN] = {0, 1},
-    [P_VWM] = {1, 2, 4, 8},  [P_VWN] = {1, 2, 4, 8},
-};
-/* How many values of tune_range a parameter has (GEMMK and KREG: 1, and
- * their 0 ends nothing: KREG's only value is 1, GEMMK's is 0). */
-static const int tune_count[OCL_XGEMM_PARAMS] = {
-    [P_GEMMK] = 1, [P_KREG] = 1, [P_KWG] = 2,  [P_KWI] = 2,  [P_MDIMA] = 3, [P_MDIMC] = 3,
-    [P_MWG] = 4,   [P_NDIMB] = 3, [P_NDIMC] = 3, [P_NWG] = 4, [P_SA] = 2,   [P_SB] = 2,
-    [P_STRM] = 2,  [P_STRN] = 2,  [P_VWM] = 4,  [P_VWN] = 4,
+ * for GEMMK=0 (its "xgemm" kernel family). */
+static const struct {
+    int    n;
+    size_t v[4];
+} tune_range[OCL_XGEMM_PARAMS] = {
+    [P_GEMMK] = {1, {0}},          [P_KREG] = {1, {1}},
+    [P_KWG] = {2, {16, 32}},       [P_KWI] = {2, {2, 8}},
+    [P_MDIMA] = {3, {8, 16, 32}},  [P_MDIMC] = {3, {8, 16, 32}},
+    [P_MWG] = {4, {16, 32, 64, 128}},
+    [P_NDIMB] = {3, {8, 16, 32}},  [P_NDIMC] = {3, {8, 16, 32}},
+    [P_NWG] = {4, {16, 32, 64, 128}},
+    [P_SA] = {2, {0, 1}},          [P_SB] = {2, {0, 1}},
+    [P_STRM] = {2, {0, 1}},        [P_STRN] = {2, {0, 1}},
+    [P_VWM] = {4, {1, 2, 4, 8}},   [P_VWN] = {4, {1, 2, 4, 8}},
 };
 
 /* Where a search starts when no set verified: CLBlast's tuner's defaults
@@ -159,10 +155,10 @@ static void tune_neighbour(tune *t, const size_t *best, size_t *v)
         int p;
         do /* a parameter with a choice */
             p = (int)(tune_random(t) % OCL_XGEMM_PARAMS);
-        while (tune_count[p] < 2);
+        while (tune_range[p].n < 2);
         size_t was = v[p];
         while (v[p] == was)
-            v[p] = tune_range[p][tune_random(t) % (uint64_t)tune_count[p]];
+            v[p] = tune_range[p].v[tune_random(t) % (uint64_t)tune_range[p].n];
     }
 }
 

@@ -150,7 +150,7 @@ typedef struct saved {
 /* The bytes tensor t takes in the file. */
 static uint64_t stored_bytes(const saved *sv, const kiln_tensor *t)
 {
-    return (uint64_t)t->node.numel * kiln__dtype_size(sv->dtype);
+    return (uint64_t)t->node.numel * kiln__elem_size(sv->dtype);
 }
 
 static void saved_free(saved *sv)
@@ -1127,15 +1127,15 @@ static kiln_status load_params(const saved *sv, const file *fl)
             st = read_at(fl, 8 + fl->header_len + e->begin, at, n);
             if (st == KILN_OK)
                 f32_from_le(at, count);
-        } else if (st == KILN_OK) {
-            /* 16 bits each, read into the upper half and widened in place */
-            uint16_t *h = (uint16_t *)at + count;
-            st          = read_at(fl, 8 + fl->header_len + e->begin, h, count * 2);
+        } else if (st == KILN_OK) { /* 16 bits each, widened */
+            uint16_t *h = kiln__malloc(count * 2 + 2, "a 16-bit tensor");
+            st = h ? read_at(fl, 8 + fl->header_len + e->begin, h, count * 2)
+                   : KILN_ERR_NO_MEMORY;
             if (st == KILN_OK) {
                 u16_from_le(h, count);
-                for (size_t j = 0; j < count; j++) /* forward: never overtakes h */
-                    kiln_convert(at + j, KILN_F32, h + j, type, 1);
+                st = kiln_convert(at, KILN_F32, h, type, count);
             }
+            free(h);
         }
         pos += n;
     }

@@ -16,11 +16,6 @@ const char *kiln__dtype_name(kiln_dtype dtype)
     return "an unknown dtype";
 }
 
-size_t kiln__dtype_size(kiln_dtype dtype)
-{
-    return dtype == KILN_F16 || dtype == KILN_BF16 ? 2 : 4;
-}
-
 KILN_API const char *kiln_dtype_name(kiln_dtype dtype)
 {
     return (unsigned)dtype <= KILN_BF16 ? kiln__dtype_name(dtype) : "unknown";
@@ -28,7 +23,7 @@ KILN_API const char *kiln_dtype_name(kiln_dtype dtype)
 
 KILN_API size_t kiln_dtype_size(kiln_dtype dtype)
 {
-    return (unsigned)dtype <= KILN_BF16 ? kiln__dtype_size(dtype) : 0;
+    return (unsigned)dtype <= KILN_BF16 ? kiln__elem_size(dtype) : 0;
 }
 
 /* Element i of a float array as f32. */

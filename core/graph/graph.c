@@ -98,7 +98,7 @@ int64_t kiln__numel(int ndim, const int64_t *dims)
 
 size_t kiln__tensor_bytes(const kiln_tensor *t)
 {
-    return (size_t)t->node.numel * kiln__dtype_size(t->node.dtype);
+    return (size_t)t->node.numel * kiln__elem_size(t->node.dtype);
 }
 
 kiln_tensor *kiln__storage(kiln_tensor *t)

@@ -20,7 +20,7 @@
 
 static size_t node_bytes(const kiln_node *n)
 {
-    return (size_t)n->numel * kiln__dtype_size(n->dtype);
+    return (size_t)n->numel * kiln__elem_size(n->dtype);
 }
 
 /* Whether `name` is in the comma-separated list (case-sensitive op names). */

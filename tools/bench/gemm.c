@@ -174,11 +174,17 @@ static bool bench_gemm_shape(const bench_options *o, kiln_context *ctx,
         goto out;
     /* 16 bits: the operands rounded to it, so that f32 and the reference
      * multiply the same values */
-    for (size_t i = 0; dt != KILN_F32 && i < na + nb; i++) {
-        float   *v = i < na ? &a[i] : &b[i - na];
-        uint16_t h;
-        kiln_convert(&h, dt, v, KILN_F32, 1);
-        kiln_convert(v, KILN_F32, &h, dt, 1);
+    if (dt != KILN_F32) {
+        uint16_t *h = malloc((na > nb ? na : nb) * sizeof *h + 2);
+        if (!h)
+            goto out;
+        float *both[2] = {a, b};
+        size_t count[2] = {na, nb};
+        for (int i = 0; i < 2; i++) {
+            kiln_convert(h, dt, both[i], KILN_F32, count[i]);
+            kiln_convert(both[i], KILN_F32, h, dt, count[i]);
+        }
+        free(h);
     }
     double work = 2.0 * s->m * s->n * (double)s->k;
     if (!(g = gemm_graph(ctx, s, dt, a, b, &tc)) ||
