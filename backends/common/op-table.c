@@ -808,3 +808,33 @@ kiln_status kiln__refusal(char *buf, size_t len, const char *backend, size_t i,
     const kiln__op_def *d = kiln__op_def_of(node->op);
     return d && (d->flags & KILN__OP_DISPATCHED) ? KILN_ERR_SHAPE : KILN_ERR_INVALID_ARG;
 }
+
+/* ---- fusion ------------------------------------------------------------------ */
+
+/* Whether a and b share bytes of one buffer. */
+static bool overlaps(const kiln_node *a, const kiln_node *b)
+{
+    if (!a->buffer || a->buffer != b->buffer || a->numel == 0 || b->numel == 0)
+        return false;
+    size_t a_end = a->offset + (size_t)a->numel * kiln__elem_size(a->dtype),
+           b_end = b->offset + (size_t)b->numel * kiln__elem_size(b->dtype);
+    return a->offset < b_end && b->offset < a_end;
+}
+
+static bool same_storage(const kiln_node *a, const kiln_node *b)
+{
+    return a->buffer == b->buffer && a->offset == b->offset && a->numel == b->numel;
+}
+
+bool kiln__add_relu_fusable(const kiln_node *add, const kiln_node *relu)
+{
+    if (add->op != KILN_OP_ADD || relu->op != KILN_OP_RELU || relu->src[0] != add ||
+        relu->numel != add->numel || add->numel == 0 || add->dtype != KILN_F32 ||
+        relu->dtype != KILN_F32 || add->src[0]->dtype != KILN_F32 ||
+        add->src[1]->dtype != KILN_F32)
+        return false;
+    for (int s = 0; s < 2; s++)
+        if (overlaps(relu, add->src[s]) && !same_storage(relu, add->src[s]))
+            return false;
+    return true;
+}

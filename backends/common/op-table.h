@@ -116,6 +116,17 @@ typedef bool (*kiln__extent_fn)(const kiln_node *t);
  * its src[0]. For a node about to run, after kiln__op_check. */
 const char *kiln__op_check_storage(const kiln_node *node, kiln__extent_fn extent_ok);
 
+/* ---- fusion ------------------------------------------------------------------ */
+
+/* Whether a backend may compute ADD `add` and the RELU `relu` of it in one
+ * pass that writes both outputs (a dense layer's bias and activation), f32
+ * only: relu reads add alone, and its output either overlaps none of add's
+ * operands or is one of them exactly (read, then written at the same index).
+ * The memory planner may give the RELU the storage of an operand the ADD was
+ * the last to read; any other overlap must run the two one after the other.
+ * The caller still checks that relu itself may run. */
+bool kiln__add_relu_fusable(const kiln_node *add, const kiln_node *relu);
+
 /* ---- messages ------------------------------------------------------------- */
 
 /* "[3, 4]" (at most KILN__SHAPE_STR bytes, cut short with "...]"). */

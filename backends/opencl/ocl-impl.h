@@ -167,6 +167,7 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(PERMUTE_WIDE, "kiln_permute_wide")     \
     X(SLICE, "kiln_slice")                   \
     X(SLICE_GRAD, "kiln_slice_grad")         \
+    X(ADD_RELU, "kiln_add_relu")             \
     X(SGD_STEP, "kiln_sgd_step")             \
     X(ADAM_STEP, "kiln_adam_step")           \
     X(EMBEDDING, "kiln_embedding")           \
@@ -234,6 +235,10 @@ typedef struct ocl_device {
     ocl_label_check  checks[OCL_MAX_CHECKS];
     int              n_checks;
     bool             err_pending; /* label checks not yet read back    */
+    /* copies of what buffer_write queued without waiting (plugin.c), freed
+     * when the host next waits for the queue */
+    struct ocl_staged *staged;
+    size_t             staged_bytes;
     bool             gemm_ok;     /* CLBlast verified on this device   */
     /* the elements past which a GEMM operand is given to CLBlast in a
      * sub-buffer (gemm.c): INT_MAX, or KILN_OPENCL_REBASE_ABOVE's value */
@@ -266,7 +271,8 @@ typedef struct ocl_launch {
 ocl_launch ocl_begin(ocl_device *dev, ocl_kernel_id id);
 void       ocl_arg(ocl_launch *l, size_t size, const void *value);
 void       ocl_arg_mem(ocl_launch *l, cl_mem mem);
-/* The tensor's buffer and its offset in elements: two arguments. */
+/* The tensor's buffer and its offset in elements: two arguments (the
+ * dummy buffer and 0 for NULL, an unused slot). */
 void ocl_arg_node(ocl_launch *l, const kiln_node *t);
 void ocl_arg_u64(ocl_launch *l, uint64_t v);
 void ocl_arg_u32(ocl_launch *l, uint32_t v);
@@ -274,8 +280,10 @@ void ocl_arg_i32(ocl_launch *l, int32_t v);
 void ocl_arg_f32(ocl_launch *l, float v);
 /* __local scratch of `each` bytes per work-item of a group of `group`. */
 void ocl_arg_local(ocl_launch *l, size_t each, size_t group);
-/* One work-item per element (n > 0), in groups the device likes. */
+/* One work-item per element (n > 0), in groups the device likes: of
+ * ocl_run_group work-items for kernel id. */
 kiln_status ocl_run(ocl_launch *l, uint64_t n);
+size_t      ocl_run_group(const ocl_device *dev, ocl_kernel_id id);
 /* `groups` work-groups of `group` work-items each (from ocl_group_for). */
 kiln_status ocl_run_groups(ocl_launch *l, uint64_t groups, size_t group);
 /* The work-group size for a reduction over n elements. */
@@ -459,8 +467,13 @@ kiln_status ocl_op_conv2d_grad_input(ocl_device *dev, const kiln_node *node, siz
 kiln_status ocl_op_conv2d_grad_weight(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_max_pool2d(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_max_pool2d_grad(ocl_device *dev, const kiln_node *node, size_t i);
-kiln_status ocl_op_sgd_step(ocl_device *dev, const kiln_node *node, size_t i);
-kiln_status ocl_op_adam_step(ocl_device *dev, const kiln_node *node, size_t i);
+/* SGD_STEP and ADAM_STEP: one node, or (ocl_op_steps) up to OCL_STEP_SLOTS
+ * nodes of one op sharing their sum of squares (ocl_step_sumsq, or NULL),
+ * each checked, in one launch */
+#define OCL_STEP_SLOTS 8
+kiln_status      ocl_op_step(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status      ocl_op_steps(ocl_device *dev, const kiln_node *const *nodes, size_t count);
+const kiln_node *ocl_step_sumsq(const kiln_node *node);
 kiln_status ocl_op_embedding(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_embedding_grad(ocl_device *dev, const kiln_node *node, size_t i);
 
@@ -468,6 +481,15 @@ kiln_status ocl_op_embedding_grad(ocl_device *dev, const kiln_node *node, size_t
  * inner] at element offset xo of a buffer (ops_reduce.c). */
 kiln_status ocl_sum_axis(ocl_device *dev, const kiln_node *out, cl_mem x, uint64_t xo,
                          uint64_t outer, uint64_t r, uint64_t inner, bool mean);
+
+/* ---- fusion (fuse.c) ------------------------------------------------------- */
+
+/* ADD then the RELU of it (kiln__add_relu_fusable), in one pass. */
+kiln_status ocl_op_add_relu(ocl_device *dev, const kiln_node *add, const kiln_node *relu);
+/* How many nodes from nodes[i] (checked already) one launch runs, with
+ * *status its result, or 0 when node i runs alone. */
+size_t ocl_fuse(ocl_device *dev, const kiln_node *const *nodes, size_t i, size_t n,
+                kiln_status *status);
 
 /* Reserves an error slot for a node whose labels a kernel will check
  * (plugin.c); the slot is reported at the next synchronize. */

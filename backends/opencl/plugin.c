@@ -91,6 +91,31 @@ static kiln_status ocl_buffer_range(const ocl_device *dev, const char *what,
 
 static kiln_status ocl_check_labels(ocl_device *dev);
 
+/* A write the host did not wait for: its source, copied, lives until the
+ * host next waits for the queue (synchronize, a read, a blocking write), when
+ * the device has certainly read it. A training step's inputs, labels and
+ * hyper-parameters so cost no wait each; a write above OCL_STAGE_ONE, or one
+ * that would hold more than OCL_STAGE_ALL copied between waits, or whose
+ * copy cannot be allocated, waits as before. */
+typedef struct ocl_staged {
+    struct ocl_staged *next;
+    unsigned char      data[];
+} ocl_staged;
+
+#define OCL_STAGE_ONE ((size_t)4 << 20)
+#define OCL_STAGE_ALL ((size_t)64 << 20)
+
+/* After the host has waited for everything queued. */
+static void ocl_release_staged(ocl_device *dev)
+{
+    for (ocl_staged *s = dev->staged, *next; s; s = next) {
+        next = s->next;
+        free(s);
+    }
+    dev->staged       = NULL;
+    dev->staged_bytes = 0;
+}
+
 static kiln_status ocl_buffer_write(void *ctx, void *buffer, size_t offset,
                                     const void *src, size_t size)
 {
@@ -99,11 +124,26 @@ static kiln_status ocl_buffer_write(void *ctx, void *buffer, size_t offset,
     kiln_status st  = ocl_buffer_range(dev, "buffer_write", b, offset, size);
     if (st != KILN_OK || size == 0)
         return st;
-    cl_int err = clEnqueueWriteBuffer(dev->queue, b->mem, CL_TRUE, offset, size, src, 0,
-                                      NULL, NULL);
-    if (err != CL_SUCCESS)
+    ocl_staged *copy = size <= OCL_STAGE_ONE && size <= OCL_STAGE_ALL - dev->staged_bytes
+                           ? malloc(sizeof *copy + size)
+                           : NULL;
+    if (copy)
+        memcpy(copy->data, src, size);
+    cl_int err = clEnqueueWriteBuffer(dev->queue, b->mem, copy ? CL_FALSE : CL_TRUE,
+                                      offset, size, copy ? copy->data : src, 0, NULL,
+                                      NULL);
+    if (err != CL_SUCCESS) {
+        free(copy);
         return ocl_cl_fail(dev->host, "clEnqueueWriteBuffer", err,
                            "%zu bytes at offset %zu", size, offset);
+    }
+    if (!copy) { /* the queue has drained */
+        ocl_release_staged(dev);
+        return KILN_OK;
+    }
+    copy->next = dev->staged;
+    dev->staged = copy;
+    dev->staged_bytes += size;
     return KILN_OK;
 }
 
@@ -122,6 +162,7 @@ static kiln_status ocl_buffer_read(void *ctx, void *buffer, size_t offset, void 
     if (err != CL_SUCCESS)
         return ocl_cl_fail(dev->host, "clEnqueueReadBuffer", err,
                            "%zu bytes at offset %zu", size, offset);
+    ocl_release_staged(dev);
     return ocl_check_labels(dev);
 }
 
@@ -182,6 +223,7 @@ static kiln_status ocl_check_labels(ocl_device *dev)
                                            (size_t)n * sizeof *rows, rows, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return ocl_cl_fail(dev->host, "clEnqueueReadBuffer", err, "the label checks");
+    ocl_release_staged(dev); /* the queue has drained */
     for (int k = 0; k < n; k++) {
         if (rows[k] == INT_MAX)
             continue;
@@ -229,8 +271,13 @@ static kiln_status ocl_graph_compute(void *ctx, const kiln_node *const *nodes,
             st = dev->host->error(KILN_ERR_INVALID_ARG, "opencl: node %zu is NULL", i);
         else if (why)
             st = ocl_refuse(dev, i, node, why);
-        else
-            st = ocl_run_node(dev, node, i);
+        else {
+            size_t fused = ocl_fuse(dev, nodes, i, n_nodes, &st);
+            if (fused > 0)
+                i += fused - 1;
+            else
+                st = ocl_run_node(dev, node, i);
+        }
     }
     if (st != KILN_OK) {
         /* the run is failing: its label checks must not outlive it */
@@ -243,13 +290,18 @@ static kiln_status ocl_graph_compute(void *ctx, const kiln_node *const *nodes,
     return err == CL_SUCCESS ? KILN_OK : ocl_cl_fail(dev->host, "clFlush", err, NULL);
 }
 
+/* One wait: the label checks' blocking read where some are pending (it
+ * completes after everything queued before it), else clFinish. */
 static kiln_status ocl_synchronize(void *ctx)
 {
     ocl_device *dev = ctx;
-    cl_int      err = clFinish(dev->queue);
+    if (dev->err_pending)
+        return ocl_check_labels(dev);
+    cl_int err = clFinish(dev->queue);
     if (err != CL_SUCCESS)
         return ocl_cl_fail(dev->host, "clFinish", err, "on %s", dev->info->name);
-    return ocl_check_labels(dev);
+    ocl_release_staged(dev);
+    return KILN_OK;
 }
 
 static void ocl_device_free(void *ctx)
@@ -259,6 +311,7 @@ static void ocl_device_free(void *ctx)
         return;
     if (dev->queue)
         clFinish(dev->queue);
+    ocl_release_staged(dev);
     ocl_program_close(dev);
     cl_mem mems[] = {dev->scratch, dev->gemm_temp, dev->dummy, dev->err};
     for (size_t k = 0; k < sizeof mems / sizeof mems[0]; k++)

@@ -293,8 +293,8 @@ uint64_t ocl_elem_offset(const kiln_node *t)
 
 void ocl_arg_node(ocl_launch *l, const kiln_node *t)
 {
-    ocl_arg_mem(l, ocl_mem(l->dev, t));
-    ocl_arg_u64(l, ocl_elem_offset(t));
+    ocl_arg_mem(l, t ? ocl_mem(l->dev, t) : l->dev->dummy);
+    ocl_arg_u64(l, t ? ocl_elem_offset(t) : 0);
 }
 
 void ocl_arg_u64(ocl_launch *l, uint64_t v)
@@ -364,10 +364,15 @@ static kiln_status enqueue(ocl_launch *l, size_t global, size_t local)
     return KILN_OK;
 }
 
+size_t ocl_run_group(const ocl_device *dev, ocl_kernel_id id)
+{
+    size_t kg = dev->kernel_group[id];
+    return floor_pow2(kg < OCL_ELEMENTWISE_GROUP ? kg : OCL_ELEMENTWISE_GROUP);
+}
+
 kiln_status ocl_run(ocl_launch *l, uint64_t n)
 {
-    size_t kg    = l->dev->kernel_group[l->id];
-    size_t local = floor_pow2(kg < OCL_ELEMENTWISE_GROUP ? kg : OCL_ELEMENTWISE_GROUP);
+    size_t local = ocl_run_group(l->dev, l->id);
     if (n > SIZE_MAX - local)
         return l->dev->host->error(KILN_ERR_INVALID_ARG,
                                    "opencl: %llu work-items do "

@@ -283,8 +283,12 @@ typedef struct kiln_device_iface {
     /* allocate size bytes (size may be 0); the handle is stored in nodes     */
     kiln_status (*buffer_alloc)(void *dev, size_t size, void **buffer);
     void (*buffer_free)(void *dev, void *buffer);
-    /* copy between host memory and [offset, offset + size) of a buffer; the
-     * copy is complete on return, and ordered after the work already queued */
+    /* copy between host memory and [offset, offset + size) of a buffer,
+     * ordered after the work already queued and before what is queued next.
+     * buffer_read's copy is complete on return; buffer_write's source may be
+     * reused on return, but the device may still be writing its copy (the
+     * OpenCL backend queues small writes from a copy of its own, so that the
+     * host does not wait for them).                                          */
     kiln_status (*buffer_write)(void *dev, void *buffer, size_t offset, const void *src,
                                 size_t size);
     kiln_status (*buffer_read)(void *dev, void *buffer, size_t offset, void *dst,

@@ -19,45 +19,88 @@ int kiln_step_skipped(GCF *s, ulong so, int has_s, float skip)
     return has_s && skip != 0.0f && !isfinite(s[so]);
 }
 
+/* Each launch steps up to KILN_STEP_SLOTS parameters (the optimiser's nodes
+ * that a graph runs back to back), so a model's step is one launch rather
+ * than one per tensor. Slot k takes the work-items [at_k, at_k + n_k); the
+ * host starts every slot on a work-group boundary, so a group steps one
+ * tensor, and gives unused slots n = 0. s (the gradients' sum of squares)
+ * is shared by the slots; each has its own hyper-parameters (a bias may not
+ * decay). */
+#define KILN_STEP_SLOTS 8
+
 /* d = gs * grad + wd * p;  v = momentum * v + d;  p -= lr * v
  * (hp: lr, momentum, wd, max_norm, unscale, skip) */
-__kernel void kiln_sgd_step(GF *p, ulong po, GCF *g, ulong go, GF *v, ulong vo,
-                            GCF *hp, ulong ho, GCF *s, ulong so, int has_s, ulong n)
+void kiln_sgd_one(GF *p, GCF *g, GF *v, GCF *hp, GCF *s, ulong so, int has_s)
+{
+    if (kiln_step_skipped(s, so, has_s, hp[5]))
+        return;
+    float lr = hp[0], momentum = hp[1], wd = hp[2];
+    float gs = kiln_grad_scale(s, so, has_s, hp[3], hp[4]);
+    float pi = *p;
+    float d = gs * *g + wd * pi;
+    float vi = momentum * *v + d;
+    *v = vi;
+    *p = pi - lr * vi;
+}
+
+#define KILN_SGD_SLOT(k)                                                       \
+    GF *p##k, ulong po##k, GCF *g##k, ulong go##k, GF *v##k, ulong vo##k,      \
+        GCF *hp##k, ulong ho##k, ulong at##k, ulong n##k
+#define KILN_SGD_RUN(k)                                                        \
+    if (i - at##k < n##k) {                                                    \
+        ulong j = i - at##k;                                                   \
+        kiln_sgd_one(p##k + po##k + j, g##k + go##k + j, v##k + vo##k + j,      \
+                     hp##k + ho##k, s, so, has_s);                             \
+        return;                                                                \
+    }
+
+__kernel void kiln_sgd_step(GCF *s, ulong so, int has_s, KILN_SGD_SLOT(0),
+                            KILN_SGD_SLOT(1), KILN_SGD_SLOT(2), KILN_SGD_SLOT(3),
+                            KILN_SGD_SLOT(4), KILN_SGD_SLOT(5), KILN_SGD_SLOT(6),
+                            KILN_SGD_SLOT(7))
 {
     ulong i = get_global_id(0);
-    if (i >= n)
-        return;
-    if (kiln_step_skipped(s, so, has_s, hp[ho + 5]))
-        return;
-    float lr = hp[ho], momentum = hp[ho + 1], wd = hp[ho + 2];
-    float gs = kiln_grad_scale(s, so, has_s, hp[ho + 3], hp[ho + 4]);
-    float pi = p[po + i];
-    float d = gs * g[go + i] + wd * pi;
-    float vi = momentum * v[vo + i] + d;
-    v[vo + i] = vi;
-    p[po + i] = pi - lr * vi;
+    /* i - at wraps past n where i < at: one compare per slot */
+    KILN_SGD_RUN(0) KILN_SGD_RUN(1) KILN_SGD_RUN(2) KILN_SGD_RUN(3)
+    KILN_SGD_RUN(4) KILN_SGD_RUN(5) KILN_SGD_RUN(6) KILN_SGD_RUN(7)
 }
 
 /* hp: lr, beta1, beta2, eps, wd, 1/(1-beta1^t), 1/(1-beta2^t), decoupled,
  * max_norm, unscale, skip. Decoupled (AdamW): p *= 1 - lr * wd, and d has no decay. */
-__kernel void kiln_adam_step(GF *p, ulong po, GCF *g, ulong go, GF *m, ulong mo,
-                             GF *v, ulong vo, GCF *hp, ulong ho, GCF *s, ulong so,
-                             int has_s, ulong n)
+void kiln_adam_one(GF *p, GCF *g, GF *m, GF *v, GCF *hp, GCF *s, ulong so, int has_s)
+{
+    if (kiln_step_skipped(s, so, has_s, hp[10]))
+        return;
+    float lr = hp[0], b1 = hp[1], b2 = hp[2], eps = hp[3];
+    float wd = hp[4], c1 = hp[5], c2 = hp[6];
+    int decoupled = hp[7] != 0.0f;
+    float gs = kiln_grad_scale(s, so, has_s, hp[8], hp[9]);
+    float pi = decoupled ? (1.0f - lr * wd) * *p : *p;
+    float d = gs * *g + (decoupled ? 0.0f : wd) * pi;
+    float mi = b1 * *m + (1.0f - b1) * d;
+    float vi = b2 * *v + (1.0f - b2) * d * d;
+    *m = mi;
+    *v = vi;
+    *p = pi - lr * (mi * c1) / (sqrt(vi * c2) + eps);
+}
+
+#define KILN_ADAM_SLOT(k)                                                      \
+    GF *p##k, ulong po##k, GCF *g##k, ulong go##k, GF *m##k, ulong mo##k,      \
+        GF *v##k, ulong vo##k, GCF *hp##k, ulong ho##k, ulong at##k, ulong n##k
+#define KILN_ADAM_RUN(k)                                                       \
+    if (i - at##k < n##k) {                                                    \
+        ulong j = i - at##k;                                                   \
+        kiln_adam_one(p##k + po##k + j, g##k + go##k + j, m##k + mo##k + j,     \
+                      v##k + vo##k + j, hp##k + ho##k, s, so, has_s);          \
+        return;                                                                \
+    }
+
+__kernel void kiln_adam_step(GCF *s, ulong so, int has_s, KILN_ADAM_SLOT(0),
+                             KILN_ADAM_SLOT(1), KILN_ADAM_SLOT(2), KILN_ADAM_SLOT(3),
+                             KILN_ADAM_SLOT(4), KILN_ADAM_SLOT(5), KILN_ADAM_SLOT(6),
+                             KILN_ADAM_SLOT(7))
 {
     ulong i = get_global_id(0);
-    if (i >= n)
-        return;
-    if (kiln_step_skipped(s, so, has_s, hp[ho + 10]))
-        return;
-    float lr = hp[ho], b1 = hp[ho + 1], b2 = hp[ho + 2], eps = hp[ho + 3];
-    float wd = hp[ho + 4], c1 = hp[ho + 5], c2 = hp[ho + 6];
-    int decoupled = hp[ho + 7] != 0.0f;
-    float gs = kiln_grad_scale(s, so, has_s, hp[ho + 8], hp[ho + 9]);
-    float pi = decoupled ? (1.0f - lr * wd) * p[po + i] : p[po + i];
-    float d = gs * g[go + i] + (decoupled ? 0.0f : wd) * pi;
-    float mi = b1 * m[mo + i] + (1.0f - b1) * d;
-    float vi = b2 * v[vo + i] + (1.0f - b2) * d * d;
-    m[mo + i] = mi;
-    v[vo + i] = vi;
-    p[po + i] = pi - lr * (mi * c1) / (sqrt(vi * c2) + eps);
+    KILN_ADAM_RUN(0) KILN_ADAM_RUN(1) KILN_ADAM_RUN(2) KILN_ADAM_RUN(3)
+    KILN_ADAM_RUN(4) KILN_ADAM_RUN(5) KILN_ADAM_RUN(6) KILN_ADAM_RUN(7)
 }
