@@ -58,6 +58,18 @@ static void make_cache_dir(void)
 
 child_result child_run(const char *program, const char *const *env)
 {
+    return child_run_args(program, NULL, env);
+}
+
+child_result child_run_args(const char *program, const char *const *args,
+                            const char *const *env)
+{
+    const char *argv[16] = {NULL};
+    size_t      argc     = 1;
+    for (; args && args[argc - 1]; argc++)
+        cr_assert(argc < sizeof argv / sizeof argv[0] - 1, "too many arguments");
+    for (size_t k = 1; k < argc; k++)
+        argv[k] = args[k - 1];
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", builddir(), program);
     make_cache_dir();
@@ -78,7 +90,8 @@ child_result child_run(const char *program, const char *const *env)
         }
         dup2(out, STDOUT_FILENO);
         dup2(err, STDERR_FILENO);
-        execl(path, path, (char *)NULL);
+        argv[0] = path;
+        execv(path, (char *const *)argv);
         fprintf(stderr, "exec %s: %s\n", path, strerror(errno));
         _exit(127);
     }
@@ -184,8 +197,9 @@ void runner_outputs_free(runner_output *outputs, size_t n)
 void runner_expect_same(const char *what, const child_result *got,
                         const child_result *want, double tol)
 {
-    runner_output g[4], w[4];
-    size_t ng = runner_outputs(got->out, g, 4), nw = runner_outputs(want->out, w, 4);
+    enum { CAP = 32 };
+    runner_output g[CAP], w[CAP];
+    size_t ng = runner_outputs(got->out, g, CAP), nw = runner_outputs(want->out, w, CAP);
     cr_assert(nw > 0, "%s: the reference run printed no output:\n%s", what, want->err);
     cr_assert_eq(ng, nw, "%s: %zu outputs, the reference has %zu", what, ng, nw);
     for (size_t k = 0; k < nw; k++) {
@@ -194,11 +208,31 @@ void runner_expect_same(const char *what, const child_result *got,
                      w[k].name, g[k].n, w[k].n);
         char      label[256];
         ref_shape shape = ref_shape_of(KILN_SHAPE((int64_t)w[k].n));
-        snprintf(label, sizeof label, "%s: the reference's output %s", what, w[k].name);
+        snprintf(label, sizeof label, "%.180s: the reference's output %.31s", what,
+                 w[k].name);
         ref_expect_finite(label, w[k].v, shape);
-        snprintf(label, sizeof label, "%s: output %s", what, w[k].name);
+        snprintf(label, sizeof label, "%.180s: output %.31s", what, w[k].name);
         ref_expect_close(label, g[k].v, w[k].v, shape, (ref_tol){tol, tol});
     }
     runner_outputs_free(g, ng);
     runner_outputs_free(w, nw);
+}
+
+const char *child_asan_runtime(void)
+{
+    static char path[4096];
+#ifdef __SANITIZE_ADDRESS__
+    FILE *maps = fopen("/proc/self/maps", "r");
+    char  line[4608];
+    while (maps && !path[0] && fgets(line, sizeof line, maps)) {
+        char *p = strchr(line, '/');
+        if (p && strstr(p, "libasan.so")) {
+            p[strcspn(p, "\n")] = '\0';
+            snprintf(path, sizeof path, "%s", p);
+        }
+    }
+    if (maps)
+        fclose(maps);
+#endif
+    return path;
 }

@@ -19,7 +19,15 @@ typedef struct child_result {
  * changed by env: "NAME=value" sets, "-NAME" unsets; NULL-terminated.
  * Asserts (Criterion) that the program could be started. */
 child_result child_run(const char *program, const char *const *env);
+/* The same with arguments: args NULL-terminated (at most 14). */
+child_result child_run_args(const char *program, const char *const *args,
+                            const char *const *env);
 void         child_free(child_result *r);
+
+/* Under AddressSanitizer its runtime must come first among a child's
+ * preloaded libraries (LD_PRELOAD="runtime shim"): the path of the one this
+ * process loaded, or "". */
+const char *child_asan_runtime(void);
 
 /* An empty folder under $KILN_TEST_BUILDDIR/cache for this test; asserts.
  * child_remove_dir removes it and everything in it. */

@@ -7,6 +7,12 @@
  *                          line "output NAME COUNT"
  *   graph_runner tiny      log and sqrt of a subnormal float, 1e-40:
  *                          "log L sqrt S"
+ *   graph_runner train STEPS LAYERS adam|sgd|sgd-clip
+ *                          an MLP of LAYERS hidden dense+relu layers (two
+ *                          parameters each, and the output layer's two)
+ *                          trained STEPS steps on fresh inputs and labels,
+ *                          each step written and run without a read; then
+ *                          every parameter, as the first form prints them
  *
  * The data is fixed (a seeded generator), so two runs on two devices print
  * comparable numbers. Exit status 0, or 1 with kiln's message on stderr.
@@ -16,6 +22,7 @@
  */
 #include <kiln/kiln.h>
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +104,48 @@ static int tiny(kiln_context *ctx)
     return 0;
 }
 
+/* STEPS steps of an MLP with `layers` hidden layers, then its parameters. */
+static int train(kiln_context *ctx, int steps, int layers, const char *opt)
+{
+    enum { B = 6, IN = 9, W = 11, K = 4 };
+    kiln_graph *g = kiln_graph_new(ctx);
+    if (!g)
+        return fail("kiln_graph_new", kiln_last_error());
+    kiln_graph_seed(g, 7);
+    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(B, IN));
+    kiln_tensor *y = kiln_input(g, "y", KILN_I32, KILN_SHAPE(B));
+    kiln_tensor *h = x;
+    for (int l = 0; l < layers; l++)
+        h = kiln_relu(g, kiln_dense(g, h, W, NULL));
+    kiln_tensor *loss = kiln_cross_entropy(g, kiln_dense(g, h, K, NULL), y);
+    bool         sgd  = strncmp(opt, "sgd", 3) == 0;
+    if (kiln_backward(g, loss) != KILN_OK ||
+        (strcmp(opt, "sgd-clip") == 0 && !kiln_clip_grad_norm(g, 0.5f)) ||
+        !(sgd ? kiln_sgd(g, 0.05f, 0.9f, 0.01f) : kiln_adam(g, 0.01f, 0.9f, 0.999f, 1e-8f, 0.0f)) ||
+        kiln_graph_compile(g) != KILN_OK)
+        return fail("building", kiln_graph_error(g));
+    uint64_t seed = 3;
+    for (int s = 0; s < steps; s++) {
+        int32_t labels[B];
+        for (int i = 0; i < B; i++)
+            labels[i] = (int32_t)((next_value(&seed) + 1.0f) * 0.5f * K) % K;
+        if (write_leaf(x, &seed) != 0)
+            return 1;
+        if (kiln_tensor_write(y, labels, sizeof labels) != KILN_OK ||
+            kiln_graph_run(g) != KILN_OK)
+            return fail("running", kiln_last_error());
+    }
+    printf("device %s\n", kiln_context_device(ctx));
+    for (size_t p = 0; p < kiln_graph_param_count(g); p++) {
+        const kiln_tensor *t = kiln_graph_param(g, p);
+        if (print_output(kiln_tensor_name(t), t) != 0)
+            return 1;
+    }
+    kiln_graph_free(g);
+    kiln_context_free(ctx);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (limit_address_space() != 0)
@@ -106,6 +155,8 @@ int main(int argc, char **argv)
         return fail("kiln_context_new", kiln_last_error());
     if (argc > 1 && strcmp(argv[1], "tiny") == 0)
         return tiny(ctx);
+    if (argc == 5 && strcmp(argv[1], "train") == 0)
+        return train(ctx, atoi(argv[2]), atoi(argv[3]), argv[4]);
     kiln_graph *g = kiln_graph_new(ctx);
     if (!g)
         return fail("kiln_graph_new", kiln_last_error());

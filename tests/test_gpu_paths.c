@@ -9,6 +9,7 @@
  * OpenCL device.
  */
 #include "backends.h"
+#include "child.h"
 #include "expect.h"
 
 #include <jansson.h>
@@ -33,38 +34,17 @@ static void need_opencl(void)
     cr_skip_test("no usable OpenCL device");
 }
 
-/* Under AddressSanitizer its runtime must come first among the preloaded
- * libraries: the path of the one this process loaded, or "". */
-static const char *asan_runtime(void)
-{
-    static char path[4096];
-#ifdef __SANITIZE_ADDRESS__
-    FILE *maps = fopen("/proc/self/maps", "r");
-    char  line[4608];
-    while (maps && !path[0] && fgets(line, sizeof line, maps)) {
-        char *p = strchr(line, '/');
-        if (p && strstr(p, "libasan.so")) {
-            p[strcspn(p, "\n")] = '\0';
-            snprintf(path, sizeof path, "%s", p);
-        }
-    }
-    if (maps)
-        fclose(maps);
-#endif
-    return path;
-}
-
 /* Runs `cmd` with the shim and `props`; its exit status and output. */
 static int run_with(const char *props, const char *cmd, char *out, size_t len)
 {
     char full[8192];
     snprintf(full, sizeof full,
              "env LD_PRELOAD='%s %s' %s KILN_TEST_CL_PROPS='%s' timeout 600 %s 2>&1",
-             asan_runtime(), SHIM,
+             child_asan_runtime(), SHIM,
              /* the preloaded runtime reaches the shell tools of libtool's
               * wrappers too, whose leaks are not kiln's: memory errors are
               * still caught, and the suite's own processes check leaks */
-             asan_runtime()[0] ? "ASAN_OPTIONS=detect_leaks=0" : "", props, cmd);
+             child_asan_runtime()[0] ? "ASAN_OPTIONS=detect_leaks=0" : "", props, cmd);
     FILE *p = popen(full, "r");
     cr_assert_not_null(p, "popen %s", full);
     size_t n = 0, got;
