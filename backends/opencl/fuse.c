@@ -6,8 +6,8 @@
  *    one pass writes both (the sum too: other nodes may read it). Which
  *    pairs may is the op table's rule, kiln__add_relu_fusable.
  *  - The optimiser's steps, which run last and back to back: up to
- *    OCL_STEP_SLOTS of one op and one sum of squares per launch
- *    (ops_optim.c).
+ *    OCL_STEP_SLOTS per launch, of one op, one sum of squares, and tensors
+ *    in the same buffers (ops_optim.c).
  *
  * Every node but the first is checked here as graph_compute checks it; one
  * that fails ends the run of nodes, and graph_compute refuses it in turn.
@@ -43,11 +43,9 @@ size_t ocl_fuse(ocl_device *dev, const kiln_node *const *nodes, size_t i, size_t
         return 2;
     }
     if (node->op == KILN_OP_SGD_STEP || node->op == KILN_OP_ADAM_STEP) {
-        const kiln_node *s = ocl_step_sumsq(node);
-        size_t           k = 1;
+        size_t k = 1;
         while (k < OCL_STEP_SLOTS && i + k < n && nodes[i + k] &&
-               nodes[i + k]->op == node->op && ocl_step_sumsq(nodes[i + k]) == s &&
-               runnable(dev, nodes[i + k]))
+               ocl_steps_together(dev, node, nodes[i + k]) && runnable(dev, nodes[i + k]))
             k++;
         if (k > 1) {
             *status = ocl_op_steps(dev, nodes + i, k);

@@ -468,12 +468,13 @@ kiln_status ocl_op_conv2d_grad_weight(ocl_device *dev, const kiln_node *node, si
 kiln_status ocl_op_max_pool2d(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_max_pool2d_grad(ocl_device *dev, const kiln_node *node, size_t i);
 /* SGD_STEP and ADAM_STEP: one node, or (ocl_op_steps) up to OCL_STEP_SLOTS
- * nodes of one op sharing their sum of squares (ocl_step_sumsq, or NULL),
- * each checked, in one launch */
+ * nodes, each checked, of which every two may go together, in one launch */
 #define OCL_STEP_SLOTS 8
-kiln_status      ocl_op_step(ocl_device *dev, const kiln_node *node, size_t i);
-kiln_status      ocl_op_steps(ocl_device *dev, const kiln_node *const *nodes, size_t count);
-const kiln_node *ocl_step_sumsq(const kiln_node *node);
+kiln_status ocl_op_step(ocl_device *dev, const kiln_node *node, size_t i);
+kiln_status ocl_op_steps(ocl_device *dev, const kiln_node *const *nodes, size_t count);
+/* Whether two step nodes may share a launch: one op, one sum of squares (or
+ * none), and each of their tensors in the same buffer as the other's. */
+bool ocl_steps_together(const ocl_device *dev, const kiln_node *a, const kiln_node *b);
 kiln_status ocl_op_embedding(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_embedding_grad(ocl_device *dev, const kiln_node *node, size_t i);
 

@@ -2,54 +2,81 @@
  * parameter (src[0]), and the state tensors are updated where they lie.
  *
  * One launch steps up to OCL_STEP_SLOTS parameters: the optimiser's nodes
- * run last and back to back, so fuse.c hands a run of them here together,
- * and a model's step is one launch (or a few) rather than one per tensor.
- * Each tensor starts on a work-group boundary, so that a group steps one. */
+ * run last and back to back, so fuse.c hands a run of them here together
+ * (ocl_steps_together says which), and a model's step is one launch, or a
+ * few, rather than one per tensor. A work-item steps OCL_STEP_RUNS
+ * elements, and each tensor starts at a multiple of what a group steps, so
+ * that a group steps one (kernels/optim.cl says why). */
 #include "ocl-impl.h"
 
-_Static_assert(OCL_STEP_SLOTS == 8, "kernels/optim.cl's KILN_STEP_SLOTS");
+_Static_assert(OCL_STEP_SLOTS == 8, "kernels/optim.cl's ulong8 slots");
+/* elements per work-item: kernels/optim.cl's KILN_STEP_RUNS */
+#define OCL_STEP_RUNS 8
 
-/* src: param, grad, [m,] v, hp[, sum of squares]: the sum of squares'
- * index (hp's is one less). */
-static int sumsq_at(const kiln_node *node)
+/* src: param, grad, [m,] v, hp[, sum of squares]: how many tensors before
+ * the sum of squares. */
+static int step_tensors(const kiln_node *node)
 {
     return node->op == KILN_OP_ADAM_STEP ? 5 : 4;
 }
 
-const kiln_node *ocl_step_sumsq(const kiln_node *node)
+static const kiln_node *step_sumsq(const kiln_node *node)
 {
-    int at = sumsq_at(node);
+    int at = step_tensors(node);
     return at < KILN_MAX_SRC ? node->src[at] : NULL;
+}
+
+/* The node's k-th tensor (0: the output, the parameter). */
+static const kiln_node *step_tensor(const kiln_node *node, int k)
+{
+    return k == 0 ? node : node->src[k];
+}
+
+bool ocl_steps_together(const ocl_device *dev, const kiln_node *a, const kiln_node *b)
+{
+    if (a->op != b->op || step_sumsq(a) != step_sumsq(b))
+        return false;
+    for (int k = 0; k < step_tensors(a); k++)
+        if (ocl_mem(dev, step_tensor(a, k)) != ocl_mem(dev, step_tensor(b, k)))
+            return false;
+    return true;
 }
 
 kiln_status ocl_op_steps(ocl_device *dev, const kiln_node *const *nodes, size_t count)
 {
     const kiln_node *first = nodes[0];
-    bool             adam  = first->op == KILN_OP_ADAM_STEP;
-    ocl_kernel_id    id    = adam ? OCL_K_ADAM_STEP : OCL_K_SGD_STEP;
+    int              nt    = step_tensors(first);
+    ocl_kernel_id    id    = first->op == KILN_OP_ADAM_STEP ? OCL_K_ADAM_STEP : OCL_K_SGD_STEP;
     size_t           group = ocl_run_group(dev, id);
-    const kiln_node *s     = ocl_step_sumsq(first);
-    int              hp_at = sumsq_at(first) - 1;
-    ocl_launch       l     = ocl_begin(dev, id);
-    /* without a sum of squares the kernel gets a tensor in its place */
-    ocl_arg_node(&l, s ? s : first->src[hp_at]);
-    ocl_arg_i32(&l, s != NULL);
-    uint64_t at = 0;
-    for (size_t k = 0; k < OCL_STEP_SLOTS; k++) {
-        const kiln_node *node = k < count ? nodes[k] : NULL;
-        uint64_t         n    = node ? (uint64_t)node->numel : 0;
-        for (int src = 0; src < hp_at + 1; src++) /* output, grad, state, hp */
-            ocl_arg_node(&l, !node ? NULL : src == 0 ? node : node->src[src]);
-        ocl_arg_u64(&l, at);
-        ocl_arg_u64(&l, n);
-        if (n > UINT64_MAX - at - group)
+    uint64_t         span  = (uint64_t)group * OCL_STEP_RUNS; /* one group's */
+    const kiln_node *s     = step_sumsq(first);
+    /* per slot: at, n, then each tensor's offset */
+    cl_ulong slots[2 + 5][OCL_STEP_SLOTS] = {{0}};
+    uint64_t at                           = 0;
+    for (size_t k = 0; k < count; k++) {
+        uint64_t n = (uint64_t)nodes[k]->numel;
+        if (n > UINT64_MAX - at - span)
             return dev->host->error(KILN_ERR_INVALID_ARG,
                                     "opencl: %zu optimiser steps of %llu elements and "
                                     "more do not fit one launch",
                                     count, (unsigned long long)n);
-        at = (at + n + group - 1) / group * group;
+        slots[0][k] = at;
+        slots[1][k] = n;
+        for (int t = 0; t < nt; t++)
+            slots[2 + t][k] = ocl_elem_offset(step_tensor(nodes[k], t));
+        at = (at + n + span - 1) / span * span;
     }
-    return at ? ocl_run(&l, at) : KILN_OK;
+    if (at == 0)
+        return KILN_OK;
+    ocl_launch l = ocl_begin(dev, id);
+    for (int t = 0; t < nt; t++)
+        ocl_arg_mem(&l, ocl_mem(dev, step_tensor(first, t)));
+    /* without a sum of squares the kernel gets a tensor in its place */
+    ocl_arg_node(&l, s ? s : first);
+    ocl_arg_i32(&l, s != NULL);
+    for (int v = 0; v < 2 + nt; v++)
+        ocl_arg(&l, sizeof slots[v], slots[v]);
+    return ocl_run(&l, at / OCL_STEP_RUNS);
 }
 
 /* One node alone (a profiled run, or one that no other step follows). */

@@ -19,88 +19,89 @@ int kiln_step_skipped(GCF *s, ulong so, int has_s, float skip)
     return has_s && skip != 0.0f && !isfinite(s[so]);
 }
 
-/* Each launch steps up to KILN_STEP_SLOTS parameters (the optimiser's nodes
- * that a graph runs back to back), so a model's step is one launch rather
- * than one per tensor. Slot k takes the work-items [at_k, at_k + n_k); the
- * host starts every slot on a work-group boundary, so a group steps one
- * tensor, and gives unused slots n = 0. s (the gradients' sum of squares)
- * is shared by the slots; each has its own hyper-parameters (a bias may not
- * decay). */
-#define KILN_STEP_SLOTS 8
+/* Each launch steps up to 8 parameters (the optimiser's nodes that a graph
+ * runs back to back), so a model's step is one launch rather than one per
+ * tensor. The parameters, their gradients, their state and their
+ * hyper-parameters each lie in one buffer (p, g, m, v, hp; the host groups
+ * only such nodes), at offsets given per slot: slot k takes the work-items
+ * elements [at.sk, at.sk + n.sk) and unused slots n = 0. A work-group of G
+ * work-items steps KILN_STEP_RUNS * G elements of one slot, work-item l
+ * those at l, l + G, ...: neighbours read neighbouring addresses, and the
+ * choice of slot, the same for the whole group, is made once for
+ * KILN_STEP_RUNS elements (POCL, which runs a group as a loop, made it per
+ * element at 1.3x the time of the one-tensor kernel). The host starts every
+ * slot at a multiple of KILN_STEP_RUNS * G. s (the gradients' sum of
+ * squares) is shared; each slot has its own hyper-parameters (a bias may
+ * not decay). */
+#define KILN_STEP_RUNS 8
+
+/* The group's slot, the one whose range holds `first`: where it begins
+ * (at0), its length, and the offsets of its tensors. */
+#define KILN_SGD_PICK(k)                                                       \
+    if (first - at.s##k < n.s##k) {                                            \
+        at0 = at.s##k;                                                         \
+        len = n.s##k;                                                          \
+        op = po.s##k;                                                          \
+        og = go.s##k;                                                          \
+        ov = vo.s##k;                                                          \
+        oh = ho.s##k;                                                          \
+    }
+#define KILN_ADAM_PICK(k)                                                      \
+    KILN_SGD_PICK(k)                                                           \
+    if (first - at.s##k < n.s##k)                                              \
+        om = mo.s##k;
 
 /* d = gs * grad + wd * p;  v = momentum * v + d;  p -= lr * v
  * (hp: lr, momentum, wd, max_norm, unscale, skip) */
-void kiln_sgd_one(GF *p, GCF *g, GF *v, GCF *hp, GCF *s, ulong so, int has_s)
+__kernel void kiln_sgd_step(GF *p, GCF *g, GF *v, GCF *hp, GCF *s, ulong so, int has_s,
+                            ulong8 at, ulong8 n, ulong8 po, ulong8 go, ulong8 vo,
+                            ulong8 ho)
 {
-    if (kiln_step_skipped(s, so, has_s, hp[5]))
+    ulong G = get_local_size(0), first = get_group_id(0) * G * KILN_STEP_RUNS;
+    ulong at0 = 0, len = 0, op = 0, og = 0, ov = 0, oh = 0;
+    KILN_SGD_PICK(0) KILN_SGD_PICK(1) KILN_SGD_PICK(2) KILN_SGD_PICK(3)
+    KILN_SGD_PICK(4) KILN_SGD_PICK(5) KILN_SGD_PICK(6) KILN_SGD_PICK(7)
+    GCF *h = hp + oh;
+    if (len == 0 || kiln_step_skipped(s, so, has_s, h[5]))
         return;
-    float lr = hp[0], momentum = hp[1], wd = hp[2];
-    float gs = kiln_grad_scale(s, so, has_s, hp[3], hp[4]);
-    float pi = *p;
-    float d = gs * *g + wd * pi;
-    float vi = momentum * *v + d;
-    *v = vi;
-    *p = pi - lr * vi;
-}
-
-#define KILN_SGD_SLOT(k)                                                       \
-    GF *p##k, ulong po##k, GCF *g##k, ulong go##k, GF *v##k, ulong vo##k,      \
-        GCF *hp##k, ulong ho##k, ulong at##k, ulong n##k
-#define KILN_SGD_RUN(k)                                                        \
-    if (i - at##k < n##k) {                                                    \
-        ulong j = i - at##k;                                                   \
-        kiln_sgd_one(p##k + po##k + j, g##k + go##k + j, v##k + vo##k + j,      \
-                     hp##k + ho##k, s, so, has_s);                             \
-        return;                                                                \
+    float lr = h[0], momentum = h[1], wd = h[2];
+    float gs = kiln_grad_scale(s, so, has_s, h[3], h[4]);
+    ulong j = first - at0 + get_local_id(0);
+    for (int r = 0; r < KILN_STEP_RUNS && j < len; r++, j += G) {
+        float pi = p[op + j];
+        float d = gs * g[og + j] + wd * pi;
+        float vi = momentum * v[ov + j] + d;
+        v[ov + j] = vi;
+        p[op + j] = pi - lr * vi;
     }
-
-__kernel void kiln_sgd_step(GCF *s, ulong so, int has_s, KILN_SGD_SLOT(0),
-                            KILN_SGD_SLOT(1), KILN_SGD_SLOT(2), KILN_SGD_SLOT(3),
-                            KILN_SGD_SLOT(4), KILN_SGD_SLOT(5), KILN_SGD_SLOT(6),
-                            KILN_SGD_SLOT(7))
-{
-    ulong i = get_global_id(0);
-    /* i - at wraps past n where i < at: one compare per slot */
-    KILN_SGD_RUN(0) KILN_SGD_RUN(1) KILN_SGD_RUN(2) KILN_SGD_RUN(3)
-    KILN_SGD_RUN(4) KILN_SGD_RUN(5) KILN_SGD_RUN(6) KILN_SGD_RUN(7)
 }
 
 /* hp: lr, beta1, beta2, eps, wd, 1/(1-beta1^t), 1/(1-beta2^t), decoupled,
  * max_norm, unscale, skip. Decoupled (AdamW): p *= 1 - lr * wd, and d has no decay. */
-void kiln_adam_one(GF *p, GCF *g, GF *m, GF *v, GCF *hp, GCF *s, ulong so, int has_s)
+__kernel void kiln_adam_step(GF *p, GCF *g, GF *m, GF *v, GCF *hp, GCF *s, ulong so,
+                             int has_s, ulong8 at, ulong8 n, ulong8 po, ulong8 go,
+                             ulong8 mo, ulong8 vo, ulong8 ho)
 {
-    if (kiln_step_skipped(s, so, has_s, hp[10]))
+    ulong G = get_local_size(0), first = get_group_id(0) * G * KILN_STEP_RUNS;
+    ulong at0 = 0, len = 0, op = 0, og = 0, om = 0, ov = 0, oh = 0;
+    KILN_ADAM_PICK(0) KILN_ADAM_PICK(1) KILN_ADAM_PICK(2) KILN_ADAM_PICK(3)
+    KILN_ADAM_PICK(4) KILN_ADAM_PICK(5) KILN_ADAM_PICK(6) KILN_ADAM_PICK(7)
+    GCF *h = hp + oh;
+    if (len == 0 || kiln_step_skipped(s, so, has_s, h[10]))
         return;
-    float lr = hp[0], b1 = hp[1], b2 = hp[2], eps = hp[3];
-    float wd = hp[4], c1 = hp[5], c2 = hp[6];
-    int decoupled = hp[7] != 0.0f;
-    float gs = kiln_grad_scale(s, so, has_s, hp[8], hp[9]);
-    float pi = decoupled ? (1.0f - lr * wd) * *p : *p;
-    float d = gs * *g + (decoupled ? 0.0f : wd) * pi;
-    float mi = b1 * *m + (1.0f - b1) * d;
-    float vi = b2 * *v + (1.0f - b2) * d * d;
-    *m = mi;
-    *v = vi;
-    *p = pi - lr * (mi * c1) / (sqrt(vi * c2) + eps);
-}
-
-#define KILN_ADAM_SLOT(k)                                                      \
-    GF *p##k, ulong po##k, GCF *g##k, ulong go##k, GF *m##k, ulong mo##k,      \
-        GF *v##k, ulong vo##k, GCF *hp##k, ulong ho##k, ulong at##k, ulong n##k
-#define KILN_ADAM_RUN(k)                                                       \
-    if (i - at##k < n##k) {                                                    \
-        ulong j = i - at##k;                                                   \
-        kiln_adam_one(p##k + po##k + j, g##k + go##k + j, m##k + mo##k + j,     \
-                      v##k + vo##k + j, hp##k + ho##k, s, so, has_s);          \
-        return;                                                                \
+    float lr = h[0], b1 = h[1], b2 = h[2], eps = h[3];
+    float wd = h[4], c1 = h[5], c2 = h[6];
+    int decoupled = h[7] != 0.0f;
+    float gs = kiln_grad_scale(s, so, has_s, h[8], h[9]);
+    float shrink = decoupled ? 1.0f - lr * wd : 1.0f, wd_grad = decoupled ? 0.0f : wd;
+    ulong j = first - at0 + get_local_id(0);
+    for (int r = 0; r < KILN_STEP_RUNS && j < len; r++, j += G) {
+        float pi = decoupled ? shrink * p[op + j] : p[op + j];
+        float d = gs * g[og + j] + wd_grad * pi;
+        float mi = b1 * m[om + j] + (1.0f - b1) * d;
+        float vi = b2 * v[ov + j] + (1.0f - b2) * d * d;
+        m[om + j] = mi;
+        v[ov + j] = vi;
+        p[op + j] = pi - lr * (mi * c1) / (sqrt(vi * c2) + eps);
     }
-
-__kernel void kiln_adam_step(GCF *s, ulong so, int has_s, KILN_ADAM_SLOT(0),
-                             KILN_ADAM_SLOT(1), KILN_ADAM_SLOT(2), KILN_ADAM_SLOT(3),
-                             KILN_ADAM_SLOT(4), KILN_ADAM_SLOT(5), KILN_ADAM_SLOT(6),
-                             KILN_ADAM_SLOT(7))
-{
-    ulong i = get_global_id(0);
-    KILN_ADAM_RUN(0) KILN_ADAM_RUN(1) KILN_ADAM_RUN(2) KILN_ADAM_RUN(3)
-    KILN_ADAM_RUN(4) KILN_ADAM_RUN(5) KILN_ADAM_RUN(6) KILN_ADAM_RUN(7)
 }
