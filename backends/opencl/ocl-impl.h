@@ -147,7 +147,9 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(LAYER_NORM_STATS, "kiln_layer_norm_stats") \
     X(LAYER_NORM_GRAD_WEIGHT, "kiln_layer_norm_grad_weight") \
     X(EXPAND, "kiln_expand")                 \
-    X(SUM_AXIS, "kiln_sum_axis")             \
+    X(SUM_ROWS, "kiln_sum_rows")             \
+    X(SUM_COLS, "kiln_sum_cols")             \
+    X(SUM_PARTS, "kiln_sum_parts")           \
     X(MAX_LAST, "kiln_max_last")             \
     X(ARGMAX_LAST, "kiln_argmax_last")       \
     X(MAX_GRAD, "kiln_max_grad")             \
@@ -227,6 +229,8 @@ typedef struct ocl_device {
     size_t           scratch_size;
     cl_mem           gemm_temp; /* CLBlast's temporary buffer, grown the same way */
     size_t           gemm_temp_size;
+    cl_mem           parts; /* reductions' partial sums, grown the same way */
+    size_t           parts_size;
     /* f32 copies of a 16-bit node's sources and output (ops_half.c)       */
     cl_mem           widen[KILN_MAX_SRC + 1];
     size_t           widen_size[KILN_MAX_SRC + 1];
@@ -286,6 +290,12 @@ kiln_status ocl_run(ocl_launch *l, uint64_t n);
 size_t      ocl_run_group(const ocl_device *dev, ocl_kernel_id id);
 /* `groups` work-groups of `group` work-items each (from ocl_group_for). */
 kiln_status ocl_run_groups(ocl_launch *l, uint64_t groups, size_t group);
+/* `groups` work-groups of lx x ly work-items, the groups along dimension 0
+ * (so no dimension's count of groups other than the first grows). */
+kiln_status ocl_run_groups_2d(ocl_launch *l, uint64_t groups, size_t lx, size_t ly);
+/* TRANSPOSE's tile edge (KILN_TILE in shape.cl): its kernel needs work-groups
+ * of at least that many work-items. */
+#define OCL_TILE 32
 /* The work-group size for a reduction over n elements. */
 size_t ocl_group_for(const ocl_device *dev, uint64_t n);
 
@@ -481,6 +491,20 @@ kiln_status ocl_op_embedding_grad(ocl_device *dev, const kiln_node *node, size_t
  * inner] at element offset xo of a buffer (ops_reduce.c). */
 kiln_status ocl_sum_axis(ocl_device *dev, const kiln_node *out, cl_mem x, uint64_t xo,
                          uint64_t outer, uint64_t r, uint64_t inner, bool mean);
+/* The parts to cut runs of r into when `units` outputs (work-groups or
+ * work-items) run and `want` (ocl_reduce_want: groups, or work-items when
+ * `items`) would fill the device, each part keeping `least` elements: 1 when
+ * no cut is worth it. */
+uint64_t ocl_reduce_parts(uint64_t units, uint64_t want, uint64_t r, uint64_t least);
+uint64_t ocl_reduce_want(const ocl_device *dev, bool items);
+/* A device buffer of `count` partial sums (acc_t), valid as ocl_scratch's
+ * is, but another buffer, so a node may use both. */
+kiln_status ocl_reduce_part_buffer(ocl_device *dev, uint64_t count, cl_mem *mem);
+/* The second pass: out [outer, inner] (n elements) from the sums in part
+ * [outer, parts, inner], divided by r when mean. */
+kiln_status ocl_sum_parts(ocl_device *dev, const kiln_node *out, cl_mem part,
+                          uint64_t parts, uint64_t inner, uint64_t r, bool mean,
+                          uint64_t n);
 
 /* ---- fusion (fuse.c) ------------------------------------------------------- */
 

@@ -349,19 +349,27 @@ kiln_status ocl_run_rows(ocl_device *dev, const ocl_row_launch *r)
     return r->rows ? ocl_run_groups(&l, r->rows, group) : KILN_OK;
 }
 
-static kiln_status enqueue(ocl_launch *l, size_t global, size_t local)
+/* global[d] work-items in groups of local[d], over dims dimensions. */
+static kiln_status enqueue_nd(ocl_launch *l, cl_uint dims, const size_t *global,
+                              const size_t *local)
 {
     const char *name = ocl_kernel_names[l->id];
     if (l->err != CL_SUCCESS)
         return ocl_cl_fail(l->dev->host, "clSetKernelArg", l->err,
                            "kernel %s, argument %u", name, (unsigned)l->bad_arg);
-    cl_int err = clEnqueueNDRangeKernel(l->dev->queue, l->dev->kernels[l->id], 1, NULL,
-                                        &global, &local, 0, NULL, NULL);
+    cl_int err = clEnqueueNDRangeKernel(l->dev->queue, l->dev->kernels[l->id], dims, NULL,
+                                        global, local, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return ocl_cl_fail(l->dev->host, "clEnqueueNDRangeKernel", err,
-                           "kernel %s, %zu work-items in groups of %zu", name, global,
-                           local);
+                           "kernel %s, %zu x %zu work-items in groups of %zu x %zu",
+                           name, global[0], dims > 1 ? global[1] : 1, local[0],
+                           dims > 1 ? local[1] : 1);
     return KILN_OK;
+}
+
+static kiln_status enqueue(ocl_launch *l, size_t global, size_t local)
+{
+    return enqueue_nd(l, 1, &global, &local);
 }
 
 size_t ocl_run_group(const ocl_device *dev, ocl_kernel_id id)
@@ -390,6 +398,17 @@ kiln_status ocl_run_groups(ocl_launch *l, uint64_t groups, size_t group)
                                    "%zu do not fit a size_t",
                                    (unsigned long long)groups, group);
     return enqueue(l, (size_t)groups * group, group);
+}
+
+kiln_status ocl_run_groups_2d(ocl_launch *l, uint64_t groups, size_t lx, size_t ly)
+{
+    if (groups > SIZE_MAX / lx)
+        return l->dev->host->error(KILN_ERR_INVALID_ARG,
+                                   "opencl: %llu work-groups of "
+                                   "%zu x %zu do not fit a size_t",
+                                   (unsigned long long)groups, lx, ly);
+    size_t global[2] = {(size_t)groups * lx, ly}, local[2] = {lx, ly};
+    return enqueue_nd(l, 2, global, local);
 }
 
 /* ---- scratch ---------------------------------------------------------------- */

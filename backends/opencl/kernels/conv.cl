@@ -1,5 +1,5 @@
 /* conv.cl — the layout kernels around CONV2D's GEMMs, MAX_POOL2D and its
- * gradient, and TRANSPOSE.
+ * gradient.
  *
  * Convolution is GEMM on "columns": for a chunk of nc images starting at
  * image n0, col [C*KH*KW, nc*S] (S = OH*OW) holds every patch, one image
@@ -146,14 +146,4 @@ __kernel void kiln_max_pool2d_grad(GF *gx, ulong gxo, GCF *gy, ulong go, GCF *x,
         }
     }
     gx[gxo + i] = (float)s.s;
-}
-
-__kernel void kiln_transpose(GF *out, ulong oo, GCF *x, ulong xo, ulong rows,
-                             ulong cols)
-{
-    ulong i = get_global_id(0);
-    if (i >= rows * cols)
-        return;
-    ulong r = i / cols, c = i % cols;
-    out[oo + c * rows + r] = x[xo + i];
 }
