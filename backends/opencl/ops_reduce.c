@@ -197,11 +197,11 @@ kiln_status ocl_op_expand(ocl_device *dev, const kiln_node *node, size_t i)
     uint64_t   inner = axis == -1
                            ? 1
                            : (uint64_t)kiln__dims_product(node, axis + 1, node->ndim);
-    ocl_launch l     = ocl_begin(dev, OCL_K_EXPAND);
+    ocl_launch l     = ocl_begin_indexed(dev, OCL_K_EXPAND, (uint64_t)node->numel);
     ocl_arg_node(&l, node);
     ocl_arg_node(&l, node->src[0]);
-    ocl_arg_u64(&l, r);
-    ocl_arg_u64(&l, inner);
-    ocl_arg_u64(&l, (uint64_t)node->numel);
+    ocl_arg_idx(&l, r);
+    ocl_arg_idx(&l, inner);
+    ocl_arg_idx(&l, (uint64_t)node->numel);
     return ocl_run(&l, (uint64_t)node->numel);
 }
