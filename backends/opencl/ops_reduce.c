@@ -6,9 +6,12 @@
 
 /* A reduction aims for this many work-groups per compute unit (rows), or
  * this many groups' worth of work-items (columns), cutting r into parts
- * when the outputs alone give fewer; kiln_sum_parts adds up at most
- * OCL_MAX_PARTS parts per output, one work-item each. */
+ * when the outputs alone give fewer, but only parts of at least 4 elements
+ * per work-item of a group (rows) or OCL_COLUMN_PART elements (columns):
+ * below that a second launch costs more than it saves. kiln_sum_parts adds
+ * up at most OCL_MAX_PARTS parts per output, one work-item each. */
 #define OCL_REDUCE_WAVES 4
+#define OCL_COLUMN_PART  256
 #define OCL_MAX_PARTS    1024
 
 uint64_t ocl_reduce_parts(uint64_t units, uint64_t want, uint64_t r, uint64_t least)
@@ -81,7 +84,8 @@ static kiln_status sum_rows(ocl_device *dev, const kiln_node *out, cl_mem x, uin
 static kiln_status sum_cols(ocl_device *dev, const kiln_node *out, cl_mem x, uint64_t xo,
                             uint64_t outer, uint64_t r, uint64_t inner, bool mean)
 {
-    uint64_t parts = ocl_reduce_parts(outer * inner, ocl_reduce_want(dev, true), r, 16);
+    uint64_t parts =
+        ocl_reduce_parts(outer * inner, ocl_reduce_want(dev, true), r, OCL_COLUMN_PART);
     uint64_t chunk = r / parts + (r % parts != 0), n = outer * parts * inner;
     cl_mem   part  = dev->dummy;
     kiln_status st = parts > 1 ? ocl_reduce_part_buffer(dev, n, &part) : KILN_OK;
