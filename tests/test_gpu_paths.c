@@ -5,7 +5,8 @@
  *
  * Each case runs a program in a child process with the shim preloaded:
  * kiln-info --json for the choice of device, tests/graph_runner for a graph
- * whose storage must be split across buffers. Skipped without a usable
+ * whose storage must be split across buffers, tests/test_ops for sums that
+ * a GPU with many compute units cuts into many parts. Skipped without a usable
  * OpenCL device.
  */
 #include "backends.h"
@@ -324,4 +325,24 @@ Test(gpu_paths, a_gpu_sums_in_compensated_float_unless_asked_for_double)
         }
         cr_assert(n > 10, "only %d elements compared", n);
     }
+}
+
+/* On a GPU with many compute units, sums are cut into many more parts than
+ * on POCL's two, each summed in compensated float: the op suite's sums,
+ * sums over an axis, mse_loss and cross-entropy still match their
+ * references, and repeat bit for bit. */
+Test(gpu_paths, sums_in_many_parts_on_a_gpu_with_many_units_match_the_reference,
+     .timeout = 600)
+{
+    need_opencl();
+    static char out[1 << 16];
+    /* without BXFI_MAP, which would make the inner suite take itself for a
+     * test's sandbox (this process is one) and abort */
+    int rc = run_with("type=gpu,units=64",
+                      "env -u BXFI_MAP KILN_TEST_BACKENDS=opencl "
+                      "CRITERION_TEST_PATTERN='@(sum|sum_axis|mse_loss|"
+                      "cross_entropy)/*' ./tests/test_ops",
+                      out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "Failing: 0") && !strstr(out, "Tested: 0 "), "%s", out);
 }

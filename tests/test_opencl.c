@@ -11,7 +11,9 @@
  *  - errors: memory that cannot be had and labels out of range are errors
  *    that say what and where, never a crash;
  *  - GEMM past CLBlast's direct-kernel range (where kiln's verified
- *    parameters for CPU devices act) against the reference.
+ *    parameters for CPU devices act) against the reference;
+ *  - kernels with 32-bit and with 64-bit indices on either side of the
+ *    limit between them (KILN_OPENCL_WIDE_ABOVE).
  *
  * Each test needs a usable OpenCL device and is skipped without one.
  */
@@ -549,6 +551,56 @@ Test(opencl_gemm, a_batched_conv2d_with_a_large_gemm_matches_the_reference)
     free(got);
     free(want);
     kiln_graph_free(g);
+    kiln_context_free(ctx);
+}
+
+/* ---- 32-bit and 64-bit indices ----------------------------------------------------- */
+
+/* y = x + b, x [rows, cols] and b [cols], exactly as the reference. */
+static void check_broadcast_add(kiln_context *ctx, int64_t rows, int64_t cols)
+{
+    kiln_graph  *g = kiln_graph_new(ctx);
+    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(rows, cols));
+    kiln_tensor *b = kiln_input(g, "b", KILN_F32, KILN_SHAPE(cols));
+    kiln_tensor *y = kiln_add(g, x, b);
+    kiln_output(g, y);
+    cr_assert_eq(kiln_graph_compile(g), KILN_OK, "%s", kiln_graph_error(g));
+    size_t n  = (size_t)(rows * cols);
+    float *xv = malloc(n * 4), *bv = malloc((size_t)cols * 4);
+    float *got = malloc(n * 4), *want = malloc(n * 4);
+    cr_assert(xv && bv && got && want, "out of memory");
+    ref_fill(xv, n, 31);
+    ref_fill(bv, (size_t)cols, 32);
+    kiln_tensor_write(x, xv, n * 4);
+    kiln_tensor_write(b, bv, (size_t)cols * 4);
+    cr_assert_eq(kiln_graph_run(g), KILN_OK, "%s", kiln_last_error());
+    kiln_tensor_read(y, got, n * 4);
+    ref_shape sx = ref_shape_of(KILN_SHAPE(rows, cols)), sb = ref_shape_of(KILN_SHAPE(cols));
+    ref_binary(REF_ADD, xv, sx, bv, sb, want, sx);
+    char what[96];
+    snprintf(what, sizeof what, "add of [%lld, %lld] and [%lld]", (long long)rows,
+             (long long)cols, (long long)cols);
+    ref_expect_close(what, got, want, sx, (ref_tol){0.0, 0.0});
+    free(xv);
+    free(bv);
+    free(got);
+    free(want);
+    kiln_graph_free(g);
+}
+
+/* Kernels that divide indices take 32-bit ones up to KILN_OPENCL_WIDE_ABOVE
+ * elements and 64-bit ones past it: at 1000, an add of 1000 elements takes
+ * the first and one of 1001 the second, each with its arguments' widths, and
+ * both match the reference. */
+Test(opencl_index, both_sides_of_the_32_bit_limit_match_the_reference)
+{
+    cr_assert_eq(setenv("KILN_OPENCL_WIDE_ABOVE", "1000", 1), 0);
+    kiln_context *ctx = kiln_context_new_for(opencl_spec());
+    cr_assert_not_null(ctx, "%s", kiln_last_error());
+    check_broadcast_add(ctx, 8, 125);
+    check_broadcast_add(ctx, 7, 143);
+    check_broadcast_add(ctx, 1, 1000);
+    check_broadcast_add(ctx, 1, 1001);
     kiln_context_free(ctx);
 }
 

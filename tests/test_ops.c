@@ -989,10 +989,12 @@ static void check_reduce_all(kiln_context *ctx, const char *spec, bool mean, ref
     case_end(&c);
 }
 
-/* Includes empty tensors: their sum is 0 and their mean NaN (kiln.h). */
+/* Includes empty tensors: their sum is 0 and their mean NaN (kiln.h); and
+ * ones long enough that a device cuts them into parts summed by many
+ * work-groups, one with a last part shorter than the others. */
 static const ref_shape reduce_all_shapes[] = {
     {0, {0}},          {1, {1}},        {1, {7}},    {2, {13, 31}}, {3, {31, 1, 13}},
-    {4, {2, 3, 5, 7}}, {2, {257, 129}}, {2, {0, 5}}, {1, {0}},
+    {4, {2, 3, 5, 7}}, {2, {257, 129}}, {2, {0, 5}}, {1, {0}},      {1, {100003}},
 };
 
 BACKEND_TEST(sum, matches_reference_over_all_elements_and_is_0_when_empty)
@@ -1008,6 +1010,49 @@ BACKEND_TEST(mean, matches_reference_over_all_elements_and_is_nan_when_empty)
     kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < sizeof reduce_all_shapes / sizeof reduce_all_shapes[0]; s++)
         check_reduce_all(ctx, backend->label, true, reduce_all_shapes[s]);
+    kiln_context_free(ctx);
+}
+
+/* A sum over `axis` (-1: over everything) of 10^6 values in [0.1, 2]: added
+ * in order in float they drift by about 1e-4 of the total; in parts over
+ * many work-groups, within a few roundings of the exact sum. A second run
+ * on the same data gives the same bits: the partition does not depend on
+ * timing. */
+static void check_long_sum(kiln_context *ctx, const char *spec, ref_shape s, int axis)
+{
+    op_case c;
+    case_begin(&c, ctx, spec, "sum of %s over axis %d", ref_shape_text(s), axis);
+    leaf        *x = case_input(&c, "x", s, FILL_POSITIVE);
+    kiln_tensor *y = axis < 0 ? kiln_sum(c.g, x->t) : kiln_sum_axis(c.g, x->t, axis, false);
+    case_compile(&c, y);
+    ref_shape so   = axis < 0 ? scalar_shape() : ref_reduce_shape(s, axis, false);
+    size_t    n    = ref_numel(so);
+    float    *want = case_scratch(&c, n, sizeof *want);
+    float    *once = case_scratch(&c, n, sizeof *once);
+    float    *again = case_scratch(&c, n, sizeof *again);
+    case_run(&c);
+    if (axis < 0)
+        want[0] = ref_sum_all(x->f, x->n);
+    else
+        ref_sum_axis(x->f, s, axis, want);
+    case_expect(&c, y, want, so, (ref_tol){0.0, 2e-6});
+    read_output(&c, y, once, n);
+    cr_assert_eq(kiln_graph_run(c.g), KILN_OK, "%s on %s: %s", c.label, spec,
+                 kiln_last_error());
+    read_output(&c, y, again, n);
+    cr_assert(memcmp(once, again, n * sizeof *once) == 0,
+              "%s on %s: a second run on the same data gave other bits", c.label, spec);
+    case_end(&c);
+}
+
+BACKEND_TEST(sum, keeps_precision_over_a_million_terms_and_repeats_bit_for_bit)
+{
+    kiln_context *ctx = test_backend_context(backend);
+    check_long_sum(ctx, backend->label, ref_shape_of(KILN_SHAPE(1000003)), -1);
+    /* a few long runs; few columns, many rows; many columns */
+    check_long_sum(ctx, backend->label, ref_shape_of(KILN_SHAPE(3, 333337)), 1);
+    check_long_sum(ctx, backend->label, ref_shape_of(KILN_SHAPE(250007, 4)), 0);
+    check_long_sum(ctx, backend->label, ref_shape_of(KILN_SHAPE(1009, 997)), 0);
     kiln_context_free(ctx);
 }
 
@@ -1041,6 +1086,7 @@ static void check_every_axis(kiln_context *ctx, const char *spec, bool mean)
         {1, {7}},       {1, {1}},          {2, {13, 31}},  {2, {1, 31}},
         {3, {3, 5, 7}}, {4, {2, 3, 5, 7}}, {2, {129, 67}}, {2, {3, 0}},
         {3, {0, 4, 5}}, {2, {600, 129}}, /* enough rows to be split across threads */
+        {3, {5, 1000, 3}}, /* r cut into parts */
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int axis = -shapes[s].ndim; axis < shapes[s].ndim; axis++)
@@ -1404,7 +1450,9 @@ static void check_transpose(kiln_context *ctx, const char *spec, int64_t rows,
 BACKEND_TEST(transpose, matches_reference_for_odd_shapes)
 {
     static const int64_t shapes[][2] = {
-        {1, 1}, {1, 7}, {7, 1}, {13, 31}, {31, 13}, {16, 16}, {67, 129}, {0, 5}, {5, 0},
+        {1, 1},  {1, 7},   {7, 1},  {13, 31}, {31, 13},   {16, 16},   {67, 129},
+        {0, 5},  {5, 0},   {32, 32}, {64, 96}, {33, 65}, {1, 1000}, {1000, 1},
+        {257, 3}, {3, 257}, /* whole tiles, partial tiles in either direction */
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -1696,6 +1744,7 @@ BACKEND_TEST(mse_loss, matches_reference_mean_of_squared_errors)
 {
     static const ref_shape shapes[] = {
         {0, {0}}, {1, {1}}, {1, {7}}, {2, {13, 31}}, {3, {3, 5, 7}}, {2, {128, 200}},
+        {1, {100003}}, {2, {300, 1001}}, /* in parts over many work-groups */
     };
     kiln_context *ctx = test_backend_context(backend);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -1730,6 +1779,7 @@ BACKEND_TEST(cross_entropy, matches_reference_for_one_and_many_rows)
     check_cross_entropy(ctx, backend->label, 13, 1, FILL_ANY); /* always 0 */
     check_cross_entropy(ctx, backend->label, 64, 31, FILL_ANY);
     check_cross_entropy(ctx, backend->label, 3, 129, FILL_ANY);
+    check_cross_entropy(ctx, backend->label, 5003, 3, FILL_ANY); /* a mean in parts */
     check_cross_entropy(ctx, backend->label, 5, 7, FILL_NEAR_PLUS_1000);
     check_cross_entropy(ctx, backend->label, 5, 7, FILL_PLUS_MINUS_1000);
     kiln_context_free(ctx);

@@ -126,10 +126,6 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
 /* Every kernel of kernels/\*.cl: the enum name and the kernel's name. */
 /* clang-format off */
 #define OCL_KERNELS(X)                       \
-    X(ADD, "kiln_add")                       \
-    X(SUB, "kiln_sub")                       \
-    X(MUL, "kiln_mul")                       \
-    X(DIV, "kiln_div")                       \
     X(NEG, "kiln_neg")                       \
     X(EXP, "kiln_exp")                       \
     X(LOG, "kiln_log")                       \
@@ -146,8 +142,9 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(LAYER_NORM_GRAD, "kiln_layer_norm_grad") \
     X(LAYER_NORM_STATS, "kiln_layer_norm_stats") \
     X(LAYER_NORM_GRAD_WEIGHT, "kiln_layer_norm_grad_weight") \
-    X(EXPAND, "kiln_expand")                 \
-    X(SUM_AXIS, "kiln_sum_axis")             \
+    X(SUM_ROWS, "kiln_sum_rows")             \
+    X(SUM_COLS, "kiln_sum_cols")             \
+    X(SUM_PARTS, "kiln_sum_parts")           \
     X(MAX_LAST, "kiln_max_last")             \
     X(ARGMAX_LAST, "kiln_argmax_last")       \
     X(MAX_GRAD, "kiln_max_grad")             \
@@ -156,12 +153,6 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(SOFTMAX_GRAD, "kiln_softmax_grad")     \
     X(CE_ROWS, "kiln_cross_entropy_rows")    \
     X(CE_GRAD, "kiln_cross_entropy_grad")    \
-    X(IM2COL, "kiln_im2col")                 \
-    X(CONV_OUT, "kiln_conv_out")             \
-    X(CONV_COLS, "kiln_conv_cols")           \
-    X(COL2IM, "kiln_col2im")                 \
-    X(MAX_POOL, "kiln_max_pool2d")           \
-    X(MAX_POOL_GRAD, "kiln_max_pool2d_grad") \
     X(TRANSPOSE, "kiln_transpose")           \
     X(PERMUTE, "kiln_permute")               \
     X(PERMUTE_WIDE, "kiln_permute_wide")     \
@@ -181,14 +172,36 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(WIDEN, "kiln_widen")                   \
     X(NARROW, "kiln_narrow")                 \
     X(RECAST16, "kiln_recast16")
+/* The kernels of the indexed files (embed.sh), each built twice: OCL_K_ADD
+ * is kiln_add, with 32-bit indices, and OCL_K_ADD_WIDE kiln_add_wide. */
+#define OCL_INDEXED_KERNELS(X)               \
+    X(ADD, "kiln_add")                   \
+    X(SUB, "kiln_sub")                   \
+    X(MUL, "kiln_mul")                   \
+    X(DIV, "kiln_div")                   \
+    X(EXPAND, "kiln_expand")             \
+    X(IM2COL, "kiln_im2col")             \
+    X(CONV_OUT, "kiln_conv_out")         \
+    X(CONV_COLS, "kiln_conv_cols")       \
+    X(COL2IM, "kiln_col2im")             \
+    X(MAX_POOL, "kiln_max_pool2d")       \
+    X(MAX_POOL_GRAD, "kiln_max_pool2d_grad")
 /* clang-format on */
 
 typedef enum ocl_kernel_id {
-#define OCL_KERNEL_ENUM(id, name) OCL_K_##id,
-    OCL_KERNELS(OCL_KERNEL_ENUM)
+#define OCL_KERNEL_ENUM(id, name)      OCL_K_##id,
+#define OCL_KERNEL_ENUM_WIDE(id, name) OCL_K_##id##_WIDE,
+    OCL_KERNELS(OCL_KERNEL_ENUM) OCL_INDEXED_KERNELS(OCL_KERNEL_ENUM)
+        OCL_INDEXED_KERNELS(OCL_KERNEL_ENUM_WIDE)
 #undef OCL_KERNEL_ENUM
-        OCL_K_COUNT
+#undef OCL_KERNEL_ENUM_WIDE
+            OCL_K_COUNT
 } ocl_kernel_id;
+
+/* How far an indexed kernel's wide twin lies from it in ocl_kernel_id. */
+#define OCL_KERNEL_ONE(id, name) +1
+enum { OCL_K_WIDE_SHIFT = 0 OCL_INDEXED_KERNELS(OCL_KERNEL_ONE) };
+#undef OCL_KERNEL_ONE
 
 /* The handle buffer_alloc returns and kiln stores in kiln_node.buffer. */
 typedef struct ocl_buffer {
@@ -227,6 +240,8 @@ typedef struct ocl_device {
     size_t           scratch_size;
     cl_mem           gemm_temp; /* CLBlast's temporary buffer, grown the same way */
     size_t           gemm_temp_size;
+    cl_mem           parts; /* reductions' partial sums, grown the same way */
+    size_t           parts_size;
     /* f32 copies of a 16-bit node's sources and output (ops_half.c)       */
     cl_mem           widen[KILN_MAX_SRC + 1];
     size_t           widen_size[KILN_MAX_SRC + 1];
@@ -243,6 +258,8 @@ typedef struct ocl_device {
     /* the elements past which a GEMM operand is given to CLBlast in a
      * sub-buffer (gemm.c): INT_MAX, or KILN_OPENCL_REBASE_ABOVE's value */
     size_t rebase_above;
+    /* the largest extent an indexed kernel's 32-bit build takes */
+    uint64_t narrow_max;
 } ocl_device;
 
 /* ---- programs and launches (program.c) -------------------------------------- */
@@ -266,9 +283,19 @@ typedef struct ocl_launch {
     cl_uint       next;
     cl_int        err;
     cl_uint       bad_arg;
+    bool          wide; /* an indexed kernel's 64-bit twin */
 } ocl_launch;
 
 ocl_launch ocl_begin(ocl_device *dev, ocl_kernel_id id);
+/* An indexed kernel (OCL_INDEXED_KERNELS) whose indices, sizes and padded
+ * extents stay below `extent`: its 32-bit build when extent is at most
+ * dev->narrow_max, else its _WIDE twin. Its sizes go in with ocl_arg_idx. */
+ocl_launch ocl_begin_indexed(ocl_device *dev, ocl_kernel_id id, uint64_t extent);
+/* A size as the launch's idx_t: a uint, or a ulong when wide. */
+void ocl_arg_idx(ocl_launch *l, uint64_t v);
+/* INT32_MAX, or KILN_OPENCL_WIDE_ABOVE's value (a test's: every launch
+ * past that many elements takes the 64-bit kernels; 0, all of them). */
+uint64_t ocl_narrow_max(void);
 void       ocl_arg(ocl_launch *l, size_t size, const void *value);
 void       ocl_arg_mem(ocl_launch *l, cl_mem mem);
 /* The tensor's buffer and its offset in elements: two arguments (the
@@ -286,6 +313,12 @@ kiln_status ocl_run(ocl_launch *l, uint64_t n);
 size_t      ocl_run_group(const ocl_device *dev, ocl_kernel_id id);
 /* `groups` work-groups of `group` work-items each (from ocl_group_for). */
 kiln_status ocl_run_groups(ocl_launch *l, uint64_t groups, size_t group);
+/* `groups` work-groups of lx x ly work-items, the groups along dimension 0
+ * (so no dimension's count of groups other than the first grows). */
+kiln_status ocl_run_groups_2d(ocl_launch *l, uint64_t groups, size_t lx, size_t ly);
+/* TRANSPOSE's tile edge (KILN_TILE in shape.cl): its kernel needs work-groups
+ * of at least that many work-items. */
+#define OCL_TILE 32
 /* The work-group size for a reduction over n elements. */
 size_t ocl_group_for(const ocl_device *dev, uint64_t n);
 
@@ -482,6 +515,20 @@ kiln_status ocl_op_embedding_grad(ocl_device *dev, const kiln_node *node, size_t
  * inner] at element offset xo of a buffer (ops_reduce.c). */
 kiln_status ocl_sum_axis(ocl_device *dev, const kiln_node *out, cl_mem x, uint64_t xo,
                          uint64_t outer, uint64_t r, uint64_t inner, bool mean);
+/* The parts to cut runs of r into when `units` outputs (work-groups or
+ * work-items) run and `want` (ocl_reduce_want: groups, or work-items when
+ * `items`) would fill the device, each part keeping `least` elements: 1 when
+ * no cut is worth it. */
+uint64_t ocl_reduce_parts(uint64_t units, uint64_t want, uint64_t r, uint64_t least);
+uint64_t ocl_reduce_want(const ocl_device *dev, bool items);
+/* A device buffer of `count` partial sums (acc_t), valid as ocl_scratch's
+ * is, but another buffer, so a node may use both. */
+kiln_status ocl_reduce_part_buffer(ocl_device *dev, uint64_t count, cl_mem *mem);
+/* The second pass: out [outer, inner] (n elements) from the sums in part
+ * [outer, parts, inner], divided by r when mean. */
+kiln_status ocl_sum_parts(ocl_device *dev, const kiln_node *out, cl_mem part,
+                          uint64_t parts, uint64_t inner, uint64_t r, bool mean,
+                          uint64_t n);
 
 /* ---- fusion (fuse.c) ------------------------------------------------------- */
 

@@ -142,6 +142,9 @@ const char *ocl_check_node(const ocl_device *dev, const kiln_node *node,
     if ((node->op == KILN_OP_LOG || node->op == KILN_OP_SQRT) && !dev->info->denorms)
         return "the device flushes subnormal floats to zero (no CL_FP_DENORM), which "
                "would make the results of tiny inputs -inf or 0";
+    if (node->op == KILN_OP_TRANSPOSE && dev->kernel_group[OCL_K_TRANSPOSE] < OCL_TILE)
+        return "the transpose kernel's work-groups cannot hold a row of its tile "
+               "(CL_KERNEL_WORK_GROUP_SIZE below 32)";
     const char *why = kiln__op_check(node);
     if (!why && check_storage)
         why = kiln__op_check_storage(node, extent_ok);

@@ -21,6 +21,9 @@
 typedef struct conv {
     size_t  N, C, H, W, O, KH, KW, OH, OW;
     size_t  S, CKK; /* OH*OW, C*KH*KW */
+    /* above every index, size and padded extent the kernels compute (the
+     * launches' extent for ocl_begin_indexed) */
+    uint64_t extent;
     cl_int8 da;     /* C, H, W, KH, KW, OH, OW, pad_h */
     cl_int4 db;     /* stride_h, stride_w, pad_w, O    */
 } conv;
@@ -45,6 +48,9 @@ static conv conv_of(const kiln_node *x, const kiln_node *w, const kiln_node *y,
     cl_int da[8] = {(cl_int)c.C,  (cl_int)c.H,  (cl_int)c.W,  (cl_int)c.KH,
                     (cl_int)c.KW, (cl_int)c.OH, (cl_int)c.OW, p[2]};
     cl_int db[4] = {p[0], p[1], p[3], (cl_int)c.O};
+    c.extent     = (uint64_t)c.N * c.C * c.H * c.W + (uint64_t)c.N * c.S * (c.CKK + c.O) +
+               (uint64_t)c.H + c.W + 2 * ((uint64_t)p[2] + (uint64_t)p[3]) + (uint64_t)p[0] +
+               (uint64_t)p[1];
     for (int k = 0; k < 8; k++)
         c.da.s[k] = da[k];
     for (int k = 0; k < 4; k++)
@@ -72,14 +78,14 @@ static kiln_status im2col(ocl_device *dev, const conv *c, cl_mem col, size_t co,
 {
     if (c->CKK * nc * c->S == 0)
         return KILN_OK;
-    ocl_launch l = ocl_begin(dev, OCL_K_IM2COL);
+    ocl_launch l = ocl_begin_indexed(dev, OCL_K_IM2COL, c->extent);
     ocl_arg_mem(&l, col);
     ocl_arg_u64(&l, co);
     ocl_arg_node(&l, x);
     ocl_arg(&l, sizeof c->da, &c->da);
     ocl_arg(&l, sizeof c->db, &c->db);
-    ocl_arg_u64(&l, n0);
-    ocl_arg_u64(&l, nc);
+    ocl_arg_idx(&l, n0);
+    ocl_arg_idx(&l, nc);
     return ocl_run(&l, c->CKK * nc * c->S);
 }
 
@@ -89,14 +95,14 @@ static kiln_status conv_cols(ocl_device *dev, const conv *c, cl_mem gyc, size_t 
 {
     if (nc * c->O * c->S == 0)
         return KILN_OK;
-    ocl_launch l = ocl_begin(dev, OCL_K_CONV_COLS);
+    ocl_launch l = ocl_begin_indexed(dev, OCL_K_CONV_COLS, c->extent);
     ocl_arg_mem(&l, gyc);
     ocl_arg_u64(&l, go);
     ocl_arg_node(&l, gy);
-    ocl_arg_u64(&l, c->O);
-    ocl_arg_u64(&l, c->S);
-    ocl_arg_u64(&l, n0);
-    ocl_arg_u64(&l, nc);
+    ocl_arg_idx(&l, c->O);
+    ocl_arg_idx(&l, c->S);
+    ocl_arg_idx(&l, n0);
+    ocl_arg_idx(&l, nc);
     return ocl_run(&l, nc * c->O * c->S);
 }
 
@@ -105,16 +111,16 @@ static kiln_status conv_out(ocl_device *dev, const conv *c, const kiln_node *out
                             cl_mem tmp, size_t to, const kiln_node *bias, size_t n0,
                             size_t nc)
 {
-    ocl_launch l = ocl_begin(dev, OCL_K_CONV_OUT);
+    ocl_launch l = ocl_begin_indexed(dev, OCL_K_CONV_OUT, c->extent);
     ocl_arg_node(&l, out);
     ocl_arg_mem(&l, tmp);
     ocl_arg_u64(&l, to);
     ocl_arg_node(&l, bias ? bias : out); /* any buffer when no bias */
     ocl_arg_i32(&l, bias != NULL);
-    ocl_arg_u64(&l, c->O);
-    ocl_arg_u64(&l, c->S);
-    ocl_arg_u64(&l, n0);
-    ocl_arg_u64(&l, nc);
+    ocl_arg_idx(&l, c->O);
+    ocl_arg_idx(&l, c->S);
+    ocl_arg_idx(&l, n0);
+    ocl_arg_idx(&l, nc);
     return ocl_run(&l, nc * c->O * c->S);
 }
 
@@ -122,14 +128,14 @@ static kiln_status conv_out(ocl_device *dev, const conv *c, const kiln_node *out
 static kiln_status col2im(ocl_device *dev, const conv *c, const kiln_node *gx, cl_mem col,
                           size_t co, size_t n0, size_t nc)
 {
-    ocl_launch l = ocl_begin(dev, OCL_K_COL2IM);
+    ocl_launch l = ocl_begin_indexed(dev, OCL_K_COL2IM, c->extent);
     ocl_arg_node(&l, gx);
     ocl_arg_mem(&l, col);
     ocl_arg_u64(&l, co);
     ocl_arg(&l, sizeof c->da, &c->da);
     ocl_arg(&l, sizeof c->db, &c->db);
-    ocl_arg_u64(&l, n0);
-    ocl_arg_u64(&l, nc);
+    ocl_arg_idx(&l, n0);
+    ocl_arg_idx(&l, nc);
     return ocl_run(&l, nc * c->C * c->H * c->W);
 }
 
@@ -265,16 +271,24 @@ static void arg_pool(ocl_launch *l, const kiln_node *x, const kiln_node *y,
     ocl_arg(l, sizeof plane, &plane);
 }
 
+/* Above every index and window edge the pool kernels compute. */
+static uint64_t pool_extent(const kiln_node *x, const kiln_node *y, const int32_t *p)
+{
+    return (uint64_t)x->numel + (uint64_t)y->numel + (uint64_t)p[0] + (uint64_t)p[1] +
+           (uint64_t)p[2] + (uint64_t)p[3];
+}
+
 kiln_status ocl_op_max_pool2d(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
     if (node->numel == 0)
         return KILN_OK;
-    ocl_launch l = ocl_begin(dev, OCL_K_MAX_POOL);
+    ocl_launch l =
+        ocl_begin_indexed(dev, OCL_K_MAX_POOL, pool_extent(node->src[0], node, node->iparam));
     ocl_arg_node(&l, node);
     ocl_arg_node(&l, node->src[0]);
     arg_pool(&l, node->src[0], node, node->iparam);
-    ocl_arg_u64(&l, (uint64_t)node->numel);
+    ocl_arg_idx(&l, (uint64_t)node->numel);
     return ocl_run(&l, (uint64_t)node->numel);
 }
 
@@ -285,11 +299,12 @@ kiln_status ocl_op_max_pool2d_grad(ocl_device *dev, const kiln_node *node, size_
     const kiln_node *gy = node->src[0], *x = node->src[1];
     if (node->numel == 0)
         return KILN_OK;
-    ocl_launch l = ocl_begin(dev, OCL_K_MAX_POOL_GRAD);
+    ocl_launch l =
+        ocl_begin_indexed(dev, OCL_K_MAX_POOL_GRAD, pool_extent(x, gy, node->iparam));
     ocl_arg_node(&l, node);
     ocl_arg_node(&l, gy);
     ocl_arg_node(&l, x);
     arg_pool(&l, x, gy, node->iparam);
-    ocl_arg_u64(&l, (uint64_t)node->numel);
+    ocl_arg_idx(&l, (uint64_t)node->numel);
     return ocl_run(&l, (uint64_t)node->numel);
 }

@@ -1,5 +1,6 @@
-/* ops_elementwise.c — binary ops with broadcasting, unary ops, RELU_GRAD,
- * GELU and GELU_GRAD: one work-item per output element. */
+/* ops_elementwise.c — binary ops with broadcasting (32-bit or 64-bit
+ * indices, broadcast.cl), unary ops, RELU_GRAD, GELU and GELU_GRAD: one
+ * work-item per output element. */
 #include "ocl-impl.h"
 
 _Static_assert(OCL_K_SUB - OCL_K_ADD == KILN_OP_SUB - KILN_OP_ADD &&
@@ -21,13 +22,15 @@ kiln_status ocl_op_binary(ocl_device *dev, const kiln_node *node, size_t i)
     const kiln_node *a = node->src[0], *b = node->src[1];
     if (node->numel == 0)
         return KILN_OK;
-    ocl_launch l = ocl_begin(dev, (ocl_kernel_id)(OCL_K_ADD + (node->op - KILN_OP_ADD)));
+    /* a and b broadcast as suffixes of the output: no index passes its size */
+    ocl_launch l = ocl_begin_indexed(
+        dev, (ocl_kernel_id)(OCL_K_ADD + (node->op - KILN_OP_ADD)), (uint64_t)node->numel);
     ocl_arg_node(&l, node);
     ocl_arg_node(&l, a);
-    ocl_arg_u64(&l, (uint64_t)a->numel);
+    ocl_arg_idx(&l, (uint64_t)a->numel);
     ocl_arg_node(&l, b);
-    ocl_arg_u64(&l, (uint64_t)b->numel);
-    ocl_arg_u64(&l, (uint64_t)node->numel);
+    ocl_arg_idx(&l, (uint64_t)b->numel);
+    ocl_arg_idx(&l, (uint64_t)node->numel);
     return ocl_run(&l, (uint64_t)node->numel);
 }
 

@@ -9,18 +9,32 @@
 
 #include "ocl-impl.h"
 
+/* As a sum of one run (ops_reduce.c): in parts when it would fill more
+ * work-groups than one. */
 kiln_status ocl_op_mse_loss(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
-    uint64_t   n     = (uint64_t)node->src[0]->numel;
-    size_t     group = ocl_group_for(dev, n);
-    ocl_launch l     = ocl_begin(dev, OCL_K_MSE_LOSS);
+    uint64_t    n     = (uint64_t)node->src[0]->numel;
+    size_t      group = ocl_group_for(dev, n);
+    uint64_t    parts = ocl_reduce_parts(1, ocl_reduce_want(dev, false), n, 4 * group);
+    uint64_t    chunk = n / parts + (n % parts != 0);
+    cl_mem      part  = dev->dummy;
+    kiln_status st    = parts > 1 ? ocl_reduce_part_buffer(dev, parts, &part) : KILN_OK;
+    if (st != KILN_OK)
+        return st;
+    ocl_launch l = ocl_begin(dev, OCL_K_MSE_LOSS);
     ocl_arg_node(&l, node);
+    ocl_arg_mem(&l, part);
     ocl_arg_node(&l, node->src[0]);
     ocl_arg_node(&l, node->src[1]);
     ocl_arg_u64(&l, n);
+    ocl_arg_u64(&l, parts);
+    ocl_arg_u64(&l, chunk);
     ocl_arg_local(&l, OCL_ACC_BYTES, group);
-    return ocl_run_groups(&l, 1, group);
+    st = ocl_run_groups(&l, parts, group);
+    if (st == KILN_OK && parts > 1)
+        st = ocl_sum_parts(dev, node, part, parts, 1, n, true, 1);
+    return st;
 }
 
 static kiln_status fill(ocl_device *dev, const kiln_node *node, float value)

@@ -1,22 +1,31 @@
-/* ops_shape.c — TRANSPOSE of a 2-D tensor, PERMUTE of up to 4 axes, SLICE
- * and SLICE_GRAD, one work-item per output element. (RESHAPE never reaches a backend: it is a
+/* ops_shape.c — TRANSPOSE of a 2-D tensor, by tiles; PERMUTE of up to 4
+ * axes, SLICE and SLICE_GRAD, one work-item per output element. (RESHAPE never reaches a backend: it is a
  * view of its source's storage.) */
 #include <limits.h>
 
 #include "ocl-impl.h"
 
+/* A tile of OCL_TILE x OCL_TILE per work-group (shape.cl). */
 kiln_status ocl_op_transpose(ocl_device *dev, const kiln_node *node, size_t i)
 {
     (void)i;
     const kiln_node *src = node->src[0];
     if (node->numel == 0)
         return KILN_OK;
+    uint64_t rows = (uint64_t)src->dims[0], cols = (uint64_t)src->dims[1];
+    uint64_t tiles_x = (cols + OCL_TILE - 1) / OCL_TILE;
+    uint64_t tiles   = tiles_x * ((rows + OCL_TILE - 1) / OCL_TILE);
+    /* OCL_TILE x b work-items, b a power of 2 up to 8 that the kernel allows */
+    size_t b = 8;
+    while (b > 1 && OCL_TILE * b > dev->kernel_group[OCL_K_TRANSPOSE])
+        b /= 2;
     ocl_launch l = ocl_begin(dev, OCL_K_TRANSPOSE);
     ocl_arg_node(&l, node);
     ocl_arg_node(&l, src);
-    ocl_arg_u64(&l, (uint64_t)src->dims[0]);
-    ocl_arg_u64(&l, (uint64_t)src->dims[1]);
-    return ocl_run(&l, (uint64_t)node->numel);
+    ocl_arg_u64(&l, rows);
+    ocl_arg_u64(&l, cols);
+    ocl_arg_u64(&l, tiles_x);
+    return ocl_run_groups_2d(&l, tiles, OCL_TILE, b);
 }
 
 /* The output's dims as 4-D, and the input's stride along each of its axes:

@@ -313,7 +313,7 @@ static void ocl_device_free(void *ctx)
         clFinish(dev->queue);
     ocl_release_staged(dev);
     ocl_program_close(dev);
-    cl_mem mems[] = {dev->scratch, dev->gemm_temp, dev->dummy, dev->err};
+    cl_mem mems[] = {dev->scratch, dev->gemm_temp, dev->parts, dev->dummy, dev->err};
     for (size_t k = 0; k < sizeof mems / sizeof mems[0]; k++)
         if (mems[k])
             clReleaseMemObject(mems[k]);

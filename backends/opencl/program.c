@@ -23,9 +23,12 @@
 #define OCL_REDUCE_GROUP 256
 
 static const char *const ocl_kernel_names[OCL_K_COUNT] = {
-#define OCL_KERNEL_NAME(id, name) name,
-    OCL_KERNELS(OCL_KERNEL_NAME)
+#define OCL_KERNEL_NAME(id, name)      name,
+#define OCL_KERNEL_NAME_WIDE(id, name) name "_wide",
+    OCL_KERNELS(OCL_KERNEL_NAME) OCL_INDEXED_KERNELS(OCL_KERNEL_NAME)
+        OCL_INDEXED_KERNELS(OCL_KERNEL_NAME_WIDE)
 #undef OCL_KERNEL_NAME
+#undef OCL_KERNEL_NAME_WIDE
 };
 
 static size_t floor_pow2(size_t n)
@@ -240,8 +243,19 @@ static kiln_status create_kernels(ocl_device *dev)
     return KILN_OK;
 }
 
+uint64_t ocl_narrow_max(void)
+{
+    const char *env = getenv("KILN_OPENCL_WIDE_ABOVE");
+    char       *end;
+    if (!env || !*env)
+        return INT32_MAX;
+    unsigned long long v = strtoull(env, &end, 10);
+    return *end || v > INT32_MAX ? INT32_MAX : (uint64_t)v;
+}
+
 kiln_status ocl_program_open(ocl_device *dev)
 {
+    dev->narrow_max = ocl_narrow_max();
     kiln_status st = build_program(dev);
     return st == KILN_OK ? create_kernels(dev) : st;
 }
@@ -263,6 +277,24 @@ ocl_launch ocl_begin(ocl_device *dev, ocl_kernel_id id)
 {
     ocl_launch l = {.dev = dev, .id = id, .next = 0, .err = CL_SUCCESS};
     return l;
+}
+
+/* Every index below INT32_MAX (and the global size, rounded up to a
+ * group, below UINT32_MAX): idx_t uint and sidx_t int hold them all. */
+ocl_launch ocl_begin_indexed(ocl_device *dev, ocl_kernel_id id, uint64_t extent)
+{
+    bool       wide = extent > dev->narrow_max;
+    ocl_launch l    = ocl_begin(dev, wide ? (ocl_kernel_id)(id + OCL_K_WIDE_SHIFT) : id);
+    l.wide          = wide;
+    return l;
+}
+
+void ocl_arg_idx(ocl_launch *l, uint64_t v)
+{
+    if (l->wide)
+        ocl_arg_u64(l, v);
+    else
+        ocl_arg_u32(l, (uint32_t)v);
 }
 
 void ocl_arg(ocl_launch *l, size_t size, const void *value)
@@ -349,19 +381,27 @@ kiln_status ocl_run_rows(ocl_device *dev, const ocl_row_launch *r)
     return r->rows ? ocl_run_groups(&l, r->rows, group) : KILN_OK;
 }
 
-static kiln_status enqueue(ocl_launch *l, size_t global, size_t local)
+/* global[d] work-items in groups of local[d], over dims dimensions. */
+static kiln_status enqueue_nd(ocl_launch *l, cl_uint dims, const size_t *global,
+                              const size_t *local)
 {
     const char *name = ocl_kernel_names[l->id];
     if (l->err != CL_SUCCESS)
         return ocl_cl_fail(l->dev->host, "clSetKernelArg", l->err,
                            "kernel %s, argument %u", name, (unsigned)l->bad_arg);
-    cl_int err = clEnqueueNDRangeKernel(l->dev->queue, l->dev->kernels[l->id], 1, NULL,
-                                        &global, &local, 0, NULL, NULL);
+    cl_int err = clEnqueueNDRangeKernel(l->dev->queue, l->dev->kernels[l->id], dims, NULL,
+                                        global, local, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return ocl_cl_fail(l->dev->host, "clEnqueueNDRangeKernel", err,
-                           "kernel %s, %zu work-items in groups of %zu", name, global,
-                           local);
+                           "kernel %s, %zu x %zu work-items in groups of %zu x %zu",
+                           name, global[0], dims > 1 ? global[1] : 1, local[0],
+                           dims > 1 ? local[1] : 1);
     return KILN_OK;
+}
+
+static kiln_status enqueue(ocl_launch *l, size_t global, size_t local)
+{
+    return enqueue_nd(l, 1, &global, &local);
 }
 
 size_t ocl_run_group(const ocl_device *dev, ocl_kernel_id id)
@@ -390,6 +430,17 @@ kiln_status ocl_run_groups(ocl_launch *l, uint64_t groups, size_t group)
                                    "%zu do not fit a size_t",
                                    (unsigned long long)groups, group);
     return enqueue(l, (size_t)groups * group, group);
+}
+
+kiln_status ocl_run_groups_2d(ocl_launch *l, uint64_t groups, size_t lx, size_t ly)
+{
+    if (groups > SIZE_MAX / lx)
+        return l->dev->host->error(KILN_ERR_INVALID_ARG,
+                                   "opencl: %llu work-groups of "
+                                   "%zu x %zu do not fit a size_t",
+                                   (unsigned long long)groups, lx, ly);
+    size_t global[2] = {(size_t)groups * lx, ly}, local[2] = {lx, ly};
+    return enqueue_nd(l, 2, global, local);
 }
 
 /* ---- scratch ---------------------------------------------------------------- */

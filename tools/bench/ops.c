@@ -1,6 +1,6 @@
-/* tools/bench/ops.c — kiln-bench ops: elementwise ops, reductions, softmax
- * and training ops (the gradient of sum and relu, an Adam step) in GB/s, in
- * and beyond the caches, next to memcpy's bandwidth. */
+/* tools/bench/ops.c — kiln-bench ops: elementwise ops, reductions, softmax,
+ * transpose, mse_loss and training ops (the gradient of sum and relu, an
+ * Adam step) in GB/s, in and beyond the caches, next to memcpy's bandwidth. */
 #include "bench.h"
 
 #include <stdint.h>
@@ -19,6 +19,8 @@ typedef enum op_kind {
     OP_SUM_AXIS0,
     OP_MAX,
     OP_SOFTMAX,
+    OP_TRANSPOSE,
+    OP_MSE_LOSS,
     OP_COUNT
 } op_kind;
 
@@ -40,6 +42,8 @@ static const op_info op_infos[OP_COUNT] = {
     [OP_SUM_AXIS0] = {"sum axis 0", 1},
     [OP_MAX]       = {"max last axis", 1},
     [OP_SOFTMAX]   = {"softmax", 2},
+    [OP_TRANSPOSE] = {"transpose", 2},
+    [OP_MSE_LOSS]  = {"mse_loss", 2}, /* x and y read */
 };
 
 /* rows x cols of dt; a bias has cols elements. */
@@ -70,6 +74,10 @@ static kiln_tensor *build_op(kiln_graph *g, op_kind op, kiln_dtype dt, int64_t r
     case OP_SUM_AXIS0: return kiln_sum_axis(g, x, 0, false);
     case OP_MAX: return kiln_max(g, x);
     case OP_SOFTMAX: return kiln_softmax(g, x);
+    case OP_TRANSPOSE: return kiln_transpose(g, x);
+    case OP_MSE_LOSS:
+        *extra = kiln_input(g, "y", dt, KILN_SHAPE(rows, cols));
+        return kiln_mse_loss(g, x, *extra);
     case OP_COUNT: break;
     }
     return NULL;

@@ -50,6 +50,20 @@ kiln_sum sum_add(kiln_sum a, acc_t x)
     return a;
 }
 
+/* What a running sum holds: s less the part that rounding added. */
+acc_t sum_value(kiln_sum a)
+{
+    return a.s - a.c;
+}
+
+/* A sum of r terms, or their mean (NaN when r is 0). */
+float sum_or_mean(acc_t total, ulong r, int mean)
+{
+    if (!mean)
+        return (float)total;
+    return r > 0 ? (float)(total / (acc_t)r) : NAN;
+}
+
 /* The larger of m and x; once NaN, stays NaN (fmax would drop it). */
 float max_nan(float m, float x)
 {

@@ -1,25 +1,7 @@
-/* elementwise.cl — binary ops with kiln's broadcasting, unary ops, fill,
- * RELU_GRAD, GELU, GELU_GRAD and EXPAND. One work-item per output element; the global size is
- * rounded up to the work-group size, so every kernel checks its bound. */
-
-/* out[i] = a[i % na] OP b[i % nb] (backend.h): the operand with n elements
- * is read directly, the smaller one repeats. */
-#define KILN_BINARY(name, expr)                                                \
-__kernel void name(GF *out, ulong oo, GCF *a, ulong ao, ulong na,              \
-                   GCF *b, ulong bo, ulong nb, ulong n)                        \
-{                                                                              \
-    ulong i = get_global_id(0);                                                \
-    if (i >= n)                                                                \
-        return;                                                                \
-    float x = a[ao + (na == n ? i : i % na)];                                  \
-    float y = b[bo + (nb == n ? i : i % nb)];                                  \
-    out[oo + i] = (expr);                                                      \
-}
-
-KILN_BINARY(kiln_add, x + y)
-KILN_BINARY(kiln_sub, x - y)
-KILN_BINARY(kiln_mul, x * y)
-KILN_BINARY(kiln_div, x / y)
+/* elementwise.cl — unary ops, fill, RELU_GRAD, GELU and GELU_GRAD (the
+ * binary ops, which divide indices, are in broadcast.cl). One work-item per
+ * output element; the global size is rounded up to the work-group size, so
+ * every kernel checks its bound. */
 
 /* 1 / (1 + e^-x) without overflow: e^-|x| is at most 1. */
 float sigmoid1(float x)
@@ -102,16 +84,4 @@ __kernel void kiln_gelu_grad(GF *out, ulong oo, GCF *g, ulong go, GCF *x, ulong 
                         : s + v * (2.0f * 0.7978845608028654f) *
                                   (1.0f + 3.0f * 0.044715f * v * v) * q;
     out[oo + i] = g[go + i] * d;
-}
-
-/* The output seen as [outer, r, inner] takes src [outer, inner], repeated
- * along r (EXPAND over one axis; over everything, r = n and inner = 1). */
-__kernel void kiln_expand(GF *out, ulong oo, GCF *src, ulong so, ulong r,
-                          ulong inner, ulong n)
-{
-    ulong i = get_global_id(0);
-    if (i >= n)
-        return;
-    ulong o = i / (r * inner), j = i % inner;
-    out[oo + i] = src[so + o * inner + j];
 }

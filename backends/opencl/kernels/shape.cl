@@ -1,11 +1,40 @@
-/* shape.cl — PERMUTE of up to 4 axes, SLICE and SLICE_GRAD, one work-item
- * per output element.
+/* shape.cl — TRANSPOSE through local memory; PERMUTE of up to 4 axes,
+ * SLICE and SLICE_GRAD, one work-item per output element.
  *
  * The op is seen as 4-D (leading axes of 1): d0..d3 are the output's dims
  * and s0..s3 the input's stride along each output axis. Dividing by the
  * dims is most of the work, so where every index fits 32 bits
  * (kiln_permute) it is done in uint, which GPUs divide far faster than
  * ulong; kiln_permute_wide takes the rest. */
+
+/* out [cols, rows] = x [rows, cols]^T, a KILN_TILE x KILN_TILE tile per
+ * work-group of KILN_TILE x b work-items (b divides KILN_TILE), the tiles
+ * taken along dimension 0 (tiles_x of them across x's columns). A group
+ * reads its tile's rows into local memory and writes the tile's columns as
+ * the output's rows, so that both its reads and its writes are runs of
+ * adjacent addresses; the padding column keeps a column read off a single
+ * bank. */
+#define KILN_TILE 32
+
+__kernel void kiln_transpose(GF *out, ulong oo, GCF *x, ulong xo, ulong rows,
+                             ulong cols, ulong tiles_x)
+{
+    __local float tile[KILN_TILE][KILN_TILE + 1];
+    size_t lx = get_local_id(0), b = get_local_size(1);
+    ulong  t = get_group_id(0);
+    ulong  r0 = t / tiles_x * KILN_TILE, c0 = t % tiles_x * KILN_TILE;
+    for (size_t k = get_local_id(1); k < KILN_TILE; k += b) {
+        ulong r = r0 + k, c = c0 + lx;
+        if (r < rows && c < cols)
+            tile[k][lx] = x[xo + r * cols + c];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (size_t k = get_local_id(1); k < KILN_TILE; k += b) {
+        ulong c = c0 + k, r = r0 + lx;
+        if (c < cols && r < rows)
+            out[oo + c * rows + r] = tile[lx][k];
+    }
+}
 
 __kernel void kiln_permute(GF *out, ulong oo, GCF *x, ulong xo, uint d1, uint d2,
                            uint d3, uint s0, uint s1, uint s2, uint s3, uint n)
