@@ -816,6 +816,9 @@ Test(grad_ops, max_pool2d_grad_goes_to_the_first_maximum_and_adds_up_overlaps)
     check_pool_grad(2, 2, 5, 300, 2, 1); /* stride 1, rows of windows past 256 */
     check_pool_grad(1, 3, 6, 613, 2, 2); /* stride 2, 306 windows a row */
     check_pool_grad(2, 3, 9, 11, 2, 2);  /* 2x2 stride 2, a row and a column past */
+    check_pool_grad(2, 3, 28, 28, 2, 2); /* 14 windows a row: the last vector overlaps */
+    check_pool_grad(1, 2, 5, 17, 2, 2);  /* 8 windows and a column past */
+    check_pool_grad(1, 2, 6, 70, 3, 3);  /* tiling windows 3 wide: the general path */
     check_pool_grad(1, 2, 3, 37, 1, 1);  /* 1x1 windows: the gradient itself */
 }
 

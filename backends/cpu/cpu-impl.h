@@ -143,6 +143,13 @@ typedef struct cpu_kernels {
      * that the plane and sw * 64 fit an int32 (gather offsets)            */
     void (*pool_argmax_row)(int32_t *arg, const float *x, size_t W, size_t n, size_t kh,
                             size_t kw, size_t sw);
+    /* MAX_POOL2D_GRAD of n windows kh rows by 2 columns at stride 2 along
+     * the row (the usual pooling; windows that do not overlap): of the kh
+     * rows out, out + W, .. (row stride W), columns [0, 2n), the element
+     * at the first maximum of x's window (x[r*W + 2j + c], r < kh, c < 2;
+     * the first NaN, if any) gets gy[j] and the others 0: each written once */
+    void (*pool_grad_w2)(float *out, const float *gy, const float *x, size_t W, size_t n,
+                         size_t kh);
     /* softmax (or log_softmax when as_log) of one row of n; out may be x    */
     void (*softmax_row)(float *out, const float *x, size_t n, bool as_log);
     /* log(sum(exp(x))) of n > 0 values, their max taken out first; NaN if

@@ -141,10 +141,22 @@ static void cpu_pool_argmax_row_scalar(int32_t *arg, const float *x, size_t W, s
         arg[j] = (int32_t)cpu_window_argmax(x + j * sw, W, kh, kw);
 }
 
+static void cpu_pool_grad_w2_scalar(float *out, const float *gy, const float *x, size_t W,
+                                    size_t n, size_t kh)
+{
+    for (size_t j = 0; j < n; j++) {
+        size_t at = cpu_window_argmax(x + 2 * j, W, kh, 2);
+        for (size_t r = 0; r < kh; r++)
+            out[r * W + 2 * j] = out[r * W + 2 * j + 1] = 0.0f;
+        out[2 * j + at] = gy[j];
+    }
+}
+
 void cpu_conv_kernels_scalar(cpu_kernels *k)
 {
     k->pool_max_row    = cpu_pool_max_row_scalar;
     k->pool_argmax_row = cpu_pool_argmax_row_scalar;
+    k->pool_grad_w2    = cpu_pool_grad_w2_scalar;
 }
 
 typedef struct cpu_pool_job {
@@ -442,6 +454,31 @@ static void cpu_pool_grad_range(void *arg, size_t lo, size_t hi)
     }
 }
 
+/* Planes [lo, hi) when the windows tile the rows without overlapping, 2
+ * columns wide at stride 2 and as high as their vertical stride: each band
+ * of kh rows is written once by the kernel, the rows and columns no window
+ * covers (the ragged bottom and right edges) set to 0. */
+static void cpu_pool_grad_w2_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_pool_grad_job *j     = arg;
+    size_t                   plane = j->H * j->W, used = 2 * j->OW;
+    for (size_t p = lo; p < hi; p++) {
+        float       *out = j->out + p * plane;
+        const float *x   = j->x + p * plane;
+        for (size_t oh = 0; oh < j->OH; oh++) {
+            size_t row = oh * j->sh * j->W;
+            j->dev->k.pool_grad_w2(out + row, j->gy + (p * j->OH + oh) * j->OW, x + row,
+                                   j->W, j->OW, j->kh);
+            if (used < j->W)
+                for (size_t r = 0; r < j->kh; r++)
+                    memset(out + row + r * j->W + used, 0,
+                           (j->W - used) * sizeof *out);
+        }
+        size_t covered = j->OH * j->sh * j->W;
+        memset(out + covered, 0, (plane - covered) * sizeof *out);
+    }
+}
+
 kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node  *src    = node->src[1];
@@ -462,7 +499,8 @@ kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
     };
     if (node->numel == 0)
         return KILN_OK;
-    cpu_parallel_for(dev, planes, 1, cpu_row_grain(job.H * job.W), cpu_pool_grad_range,
-                     &job);
+    bool tiled = job.kw == 2 && job.sw == 2 && job.kh == job.sh;
+    cpu_parallel_for(dev, planes, 1, cpu_row_grain(job.H * job.W),
+                     tiled ? cpu_pool_grad_w2_range : cpu_pool_grad_range, &job);
     return KILN_OK;
 }

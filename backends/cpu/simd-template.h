@@ -481,6 +481,98 @@ CPU_INLINE cpu_vf CPU_SN(strided_part)(const float *x, size_t sw, cpu_vi idx, si
     return cpu_vgather_part(x, idx, k);
 }
 
+/* NaN-sticky max: maxps gives its second operand when either is NaN, so a
+ * NaN already in m stays, and a NaN in v is selected in. */
+CPU_INLINE cpu_vf CPU_SN(max_nan)(cpu_vf m, cpu_vf v)
+{
+    return CPU_VSELECT(CPU_VCMP_NAN(v), v, CPU_VMAX(v, m));
+}
+
+/* pool_max_row for windows 2 columns wide at stride 2 (the usual pooling),
+ * n >= CPU_VL: each window row is one load pair split into its even and odd
+ * columns; the last vector overlaps the one before it rather than being
+ * masked (the same outputs again, with the same values). */
+static void CPU_SN(pool_max_row_w2)(float *out, const float *x, size_t W, size_t n,
+                                    size_t kh)
+{
+    for (size_t j = 0;; j += CPU_VL) {
+        if (j + CPU_VL > n)
+            j = n - CPU_VL;
+        cpu_vf m = CPU_VBCAST(-INFINITY);
+        for (size_t r = 0; r < kh; r++) {
+            cpu_vf e, o;
+            cpu_vdeinterleave(x + r * W + 2 * j, &e, &o);
+            m = CPU_SN(max_nan)(CPU_SN(max_nan)(m, e), o);
+        }
+        CPU_VSTOREU(out + j, m);
+        if (j + CPU_VL >= n)
+            break;
+    }
+}
+
+/* MAX_POOL2D_GRAD for windows kh rows by 2 columns, stride 2 along the row,
+ * n of them side by side (rows x .. x + (kh-1)*W, columns 0 .. 2n): out at
+ * each window's first maximum (first NaN, if any) in row-major order is
+ * gy[j], its other elements 0. Every element of the 2n columns of the kh
+ * rows is written once, so that windows that tile the plane need no zeroing
+ * and no scatter. Which element won is kept as its number r*2 + c, a float. */
+CPU_INLINE void CPU_SN(pool_grad_w2_vec)(float *out, const float *gy, const float *x,
+                                         size_t W, size_t kh, size_t k)
+{
+    cpu_vf m = CPU_VZERO(), win = CPU_VZERO(), e, o;
+    for (size_t r = 0; r < kh; r++) {
+        if (k == CPU_VL) {
+            cpu_vdeinterleave(x + r * W, &e, &o);
+        } else {
+            e = cpu_vload_even_part(x + r * W, k);
+            o = cpu_vload_even_part(x + r * W + 1, k);
+        }
+        for (int c = 0; c < 2; c++) {
+            cpu_vf v = c ? o : e;
+            if (r == 0 && c == 0) {
+                m = v;
+                continue;
+            }
+            cpu_vmask take = CPU_VMASK_OR(CPU_VCMP_GT(v, m),
+                                          CPU_VMASK_ANDNOT(CPU_VCMP_NAN(v), CPU_VCMP_NAN(m)));
+            m              = CPU_VSELECT(take, v, m);
+            win            = CPU_VSELECT(take, CPU_VBCAST((float)(2 * r + (size_t)c)), win);
+        }
+    }
+    cpu_vf g = k == CPU_VL ? CPU_VLOADU(gy) : cpu_vload_part(gy, k), zero = CPU_VZERO();
+    for (size_t r = 0; r < kh; r++) {
+        cpu_vf ge = CPU_VSELECT(CPU_VCMP_EQ(win, CPU_VBCAST((float)(2 * r))), g, zero);
+        cpu_vf go = CPU_VSELECT(CPU_VCMP_EQ(win, CPU_VBCAST((float)(2 * r + 1))), g, zero);
+        cpu_vf lo, hi;
+        cpu_vinterleave(ge, go, &lo, &hi);
+        if (k == CPU_VL) {
+            CPU_VSTOREU(out + r * W, lo);
+            CPU_VSTOREU(out + r * W + CPU_VL, hi);
+        } else {
+            cpu_vstore_part(out + r * W, lo, 2 * k < CPU_VL ? 2 * k : CPU_VL);
+            if (2 * k > CPU_VL)
+                cpu_vstore_part(out + r * W + CPU_VL, hi, 2 * k - CPU_VL);
+        }
+    }
+}
+
+static void CPU_SN(pool_grad_w2)(float *out, const float *gy, const float *x, size_t W,
+                                 size_t n, size_t kh)
+{
+    if (n < CPU_VL) {
+        if (n > 0)
+            CPU_SN(pool_grad_w2_vec)(out, gy, x, W, kh, n);
+        return;
+    }
+    for (size_t j = 0;; j += CPU_VL) {
+        if (j + CPU_VL > n)
+            j = n - CPU_VL; /* overlaps: the same values written again */
+        CPU_SN(pool_grad_w2_vec)(out + 2 * j, gy + j, x + 2 * j, W, kh, CPU_VL);
+        if (j + CPU_VL >= n)
+            break;
+    }
+}
+
 /* The window's columns for CPU_VL outputs at a time (strided_part), with the
  * max kept NaN-sticky: maxps gives its
  * second operand when either is NaN, so a NaN already in m stays, and a NaN
@@ -496,6 +588,10 @@ static void CPU_SN(pool_max_row)(float *out, const float *x, size_t W, size_t n,
                     m = cpu_max2(m, x[r * W + j * sw + c]);
             out[j] = m;
         }
+        return;
+    }
+    if (kw == 2 && sw == 2 && n >= CPU_VL) {
+        CPU_SN(pool_max_row_w2)(out, x, W, n, kh);
         return;
     }
     cpu_vi idx = CPU_SN(lane_offsets)(sw);
@@ -770,6 +866,7 @@ void CPU_SN(simd_kernels)(cpu_kernels *k)
     k->sum_sq_diff           = CPU_SN(sum_sq_diff);
     k->pool_max_row          = CPU_SN(pool_max_row);
     k->pool_argmax_row       = CPU_SN(pool_argmax_row);
+    k->pool_grad_w2          = CPU_SN(pool_grad_w2);
 }
 
 #undef CPU_SIMD_BINARY
