@@ -1,5 +1,7 @@
 /* tools/bench/conv.c — kiln-bench conv: conv2d (implicit GEMM) in GFLOP/s on
- * the layers of small CNNs and a ResNet, and max_pool2d in GB/s. */
+ * the layers of small CNNs and a ResNet, max_pool2d in GB/s, and the first
+ * block of kiln-train's cnn (conv, relu, max-pool) forward and backward, in
+ * milliseconds a step. */
 #include "bench.h"
 
 #include <stdio.h>
@@ -54,6 +56,34 @@ static bool bench_pool_shape(const bench_options *o, kiln_context *ctx, bench_st
     return ok;
 }
 
+/* A training step of kiln-train --model cnn's first block on a batch of 64:
+ * loss = sum(max_pool2d(relu(conv2d(x, w, b))), 2), and the gradients of w
+ * and b (x is data: no gradient of its own). */
+static bool bench_block(const bench_options *o, kiln_context *ctx, bench_stats *st)
+{
+    double       secs[64];
+    kiln_graph  *g = kiln_graph_new(ctx);
+    kiln_tensor *x = kiln_input(g, "x", KILN_F32, KILN_SHAPE(64, 1, 28, 28));
+    kiln_tensor *w = kiln_param(g, "w", KILN_SHAPE(32, 1, 3, 3));
+    kiln_tensor *b = kiln_param(g, "b", KILN_SHAPE(32));
+    kiln_tensor *loss =
+        kiln_sum(g, kiln_max_pool2d(g, kiln_relu(g, kiln_conv2d(g, x, w, b, 1, 1)), 2, 2));
+    bool ok = g && loss && kiln_output(g, loss) == KILN_OK &&
+              kiln_backward(g, loss) == KILN_OK && kiln_graph_compile(g) == KILN_OK;
+    if (!ok)
+        fprintf(stderr, "kiln-bench: building the cnn block graph failed: %s\n",
+                g && kiln_graph_error(g) ? kiln_graph_error(g) : kiln_last_error());
+    ok = ok && bench_fill_leaf(x, 1) && bench_fill_leaf(w, 2) && bench_fill_leaf(b, 3) &&
+         bench_time(bench_run_graph, g, o->repeat, o->min_s, secs);
+    if (ok) {
+        for (int r = 0; r < o->repeat; r++)
+            secs[r] *= 1e3;
+        *st = bench_stats_of(secs, o->repeat);
+    }
+    kiln_graph_free(g);
+    return ok;
+}
+
 int bench_conv(const bench_options *o, kiln_context *ctx, const bench_machine *mach,
                json_t *results)
 {
@@ -99,6 +129,20 @@ int bench_conv(const bench_options *o, kiln_context *ctx, const bench_machine *m
     } else {
         printf("%-14s %-30s %8.1f %8.1f %8.1f  GB/s\n", "max_pool2d",
                "64x32x28x28, 2x2, stride 2", st.min, st.median, st.max);
+    }
+    fflush(stdout);
+    if (!bench_block(o, ctx, &st))
+        return 1;
+    if (results) {
+        json_t *row = json_pack("{s:s, s:s, s:o}", "op", "cnn block", "shape",
+                                "64x1x28x28 -> 32, 3x3, 1, 1; relu; max-pool 2; backward",
+                                "ms", bench_json_stats(&st));
+        if (!bench_json_append(results, row))
+            status = 1;
+    } else {
+        /* the best is the least time: worst and best swap */
+        printf("%-14s %-30s %8.2f %8.2f %8.2f  ms a step\n", "cnn block",
+               "conv1, relu, pool; fwd+bwd", st.max, st.median, st.min);
     }
     return status;
 }
