@@ -130,6 +130,11 @@ typedef struct cpu_kernels {
     double (*sum)(const float *x, size_t n, size_t stride);
     /* acc[j] += x[j], j < n: one row of a reduction over a leading axis     */
     void (*sum_rows)(double *acc, const float *x, size_t n);
+    /* c [M,N] (ldc) = (accumulate ? c : 0) + a [M,K] @ b [N,K]^T without
+     * packing, each element a dot product along K: for a small output and
+     * a long K (conv's weight gradient with a small C*KH*KW)              */
+    void (*dot_nt)(float *c, size_t ldc, const float *a, size_t lda, const float *b,
+                   size_t ldb, size_t M, size_t N, size_t K, bool accumulate);
     /* the largest of x[0..n), n > 0; NaN if any element is NaN              */
     float (*max)(const float *x, size_t n);
     /* the first index of max(x, n), n > 0 (of the first NaN, if any)       */

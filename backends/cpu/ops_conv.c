@@ -152,8 +152,22 @@ static void cpu_pool_grad_w2_scalar(float *out, const float *gy, const float *x,
     }
 }
 
+static void cpu_dot_nt_scalar(float *c, size_t ldc, const float *a, size_t lda,
+                              const float *b, size_t ldb, size_t M, size_t N, size_t K,
+                              bool accumulate)
+{
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) {
+            float s = 0.0f;
+            for (size_t k = 0; k < K; k++)
+                s += a[i * lda + k] * b[j * ldb + k];
+            c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + s;
+        }
+}
+
 void cpu_conv_kernels_scalar(cpu_kernels *k)
 {
+    k->dot_nt          = cpu_dot_nt_scalar;
     k->pool_max_row    = cpu_pool_max_row_scalar;
     k->pool_argmax_row = cpu_pool_argmax_row_scalar;
     k->pool_grad_w2    = cpu_pool_grad_w2_scalar;
@@ -331,6 +345,11 @@ typedef struct cpu_grad_weight_job {
     float                 *partial; /* per thread: O x ckk             */
 } cpu_grad_weight_job;
 
+/* Up to this C*KH*KW the product of an image is dot products of its rows
+ * (kernel dot_nt): the packed GEMM would pad N = C*KH*KW to its tile and
+ * pack gy's rows again for every image. */
+#define CPU_DOT_NT_MAX 32
+
 static void cpu_grad_weight_task(void *arg, int tid, int nt)
 {
     const cpu_grad_weight_job *j       = arg;
@@ -344,6 +363,11 @@ static void cpu_grad_weight_task(void *arg, int tid, int nt)
         memset(dw, 0, cv->O * ckk * sizeof *dw);
     for (size_t n = lo; n < hi; n++) {
         cpu_patches_t(cv, j->x + n * image, rows);
+        if (ckk <= CPU_DOT_NT_MAX) {
+            j->dev->k.dot_nt(dw, ckk, j->gy + n * cv->O * spatial, spatial, rows, spatial,
+                             cv->O, ckk, spatial, n > lo);
+            continue;
+        }
         cpu_gemm_args g = {
             .M          = cv->O,
             .N          = ckk,

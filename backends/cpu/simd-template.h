@@ -390,6 +390,86 @@ static void CPU_SN(sum_rows)(double *acc, const float *x, size_t n)
         acc[i] += x[i];
 }
 
+/* ---- products of long rows ------------------------------------------------------- */
+
+/* One block of dot_nt: rows i < mi of a against rows j < nj of b (mi <= 3,
+ * nj <= 4, constants once inlined), each pair in a vector accumulator that
+ * runs along K and is added up at the end: 12 accumulators, 7 loads per 12
+ * FMAs. */
+CPU_INLINE void CPU_SN(dot_nt_block)(float *c, size_t ldc, const float *a, size_t lda,
+                                     const float *b, size_t ldb, size_t K, bool accumulate,
+                                     int mi, int nj)
+{
+    cpu_vf acc[3][4];
+#pragma GCC unroll 3
+    for (int i = 0; i < mi; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nj; j++)
+            acc[i][j] = CPU_VZERO();
+    size_t k = 0;
+    for (; k < K; k += CPU_VL) {
+        size_t len = K - k < CPU_VL ? K - k : CPU_VL;
+        cpu_vf va[3], vb[4];
+#pragma GCC unroll 3
+        for (int i = 0; i < mi; i++)
+            va[i] = len == CPU_VL ? CPU_VLOADU(a + (size_t)i * lda + k)
+                                  : cpu_vload_part(a + (size_t)i * lda + k, len);
+#pragma GCC unroll 4
+        for (int j = 0; j < nj; j++)
+            vb[j] = len == CPU_VL ? CPU_VLOADU(b + (size_t)j * ldb + k)
+                                  : cpu_vload_part(b + (size_t)j * ldb + k, len);
+#pragma GCC unroll 3
+        for (int i = 0; i < mi; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < nj; j++)
+                acc[i][j] = CPU_VFMA(va[i], vb[j], acc[i][j]);
+    }
+#pragma GCC unroll 3
+    for (int i = 0; i < mi; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nj; j++) {
+            float *out = c + (size_t)i * ldc + j;
+            *out       = (accumulate ? *out : 0.0f) + cpu_vhsum(acc[i][j]);
+        }
+}
+
+/* c [M,N] (ldc) = (accumulate ? c : 0) + a [M,K] @ b [N,K]^T, both read along
+ * their rows (lda, ldb): for a short output and a long K, where packing
+ * would cost more than the arithmetic (a convolution's weight gradient when
+ * C*KH*KW is small: K is the pixels of an image). */
+static void CPU_SN(dot_nt)(float *c, size_t ldc, const float *a, size_t lda, const float *b,
+                           size_t ldb, size_t M, size_t N, size_t K, bool accumulate)
+{
+    for (size_t i = 0; i < M; i += 3) {
+        int mi = M - i < 3 ? (int)(M - i) : 3;
+        for (size_t j = 0; j < N; j += 4) {
+            int          nj = N - j < 4 ? (int)(N - j) : 4;
+            float       *cb = c + i * ldc + j;
+            const float *ab = a + i * lda, *bb = b + j * ldb;
+            /* each case its own unrolled copy */
+#define CPU_DOT_NT_CASE(MI, NJ)                                                        \
+    case (MI) * 8 + (NJ):                                                              \
+        CPU_SN(dot_nt_block)(cb, ldc, ab, lda, bb, ldb, K, accumulate, MI, NJ);        \
+        break;
+            switch (mi * 8 + nj) {
+                CPU_DOT_NT_CASE(3, 4)
+                CPU_DOT_NT_CASE(3, 3)
+                CPU_DOT_NT_CASE(3, 2)
+                CPU_DOT_NT_CASE(3, 1)
+                CPU_DOT_NT_CASE(2, 4)
+                CPU_DOT_NT_CASE(2, 3)
+                CPU_DOT_NT_CASE(2, 2)
+                CPU_DOT_NT_CASE(2, 1)
+                CPU_DOT_NT_CASE(1, 4)
+                CPU_DOT_NT_CASE(1, 3)
+                CPU_DOT_NT_CASE(1, 2)
+                CPU_DOT_NT_CASE(1, 1)
+            }
+#undef CPU_DOT_NT_CASE
+        }
+    }
+}
+
 /* The largest element; NaN (the scalar scan's) if any is NaN. Two
  * accumulators, so that the loop is not one chain of max latencies. */
 static float CPU_SN(max)(const float *x, size_t n)
@@ -867,6 +947,7 @@ void CPU_SN(simd_kernels)(cpu_kernels *k)
     k->pool_max_row          = CPU_SN(pool_max_row);
     k->pool_argmax_row       = CPU_SN(pool_argmax_row);
     k->pool_grad_w2          = CPU_SN(pool_grad_w2);
+    k->dot_nt                = CPU_SN(dot_nt);
 }
 
 #undef CPU_SIMD_BINARY
