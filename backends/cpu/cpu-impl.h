@@ -400,6 +400,13 @@ kiln_status cpu_op_causal_attention(const cpu_device *dev, const kiln_node *node
 kiln_status cpu_op_store_slice(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node);
+/* Whether a CONV2D goes image by image on threads (or on one), so that a
+ * RELU and MAX_POOL2D after it can run on each image as it comes out. */
+bool cpu_conv2d_fusable(const cpu_device *dev, const kiln_node *conv);
+/* A CONV2D, the RELU of its output and (pool not NULL) the MAX_POOL2D of
+ * that, image by image, each output written (fuse.c). */
+kiln_status cpu_op_conv2d_relu_pool(const cpu_device *dev, const kiln_node *conv,
+                                    const kiln_node *relu, const kiln_node *pool);
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_embedding(const cpu_device *dev, const kiln_node *node);
@@ -417,6 +424,10 @@ kiln_status cpu_op_max_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node);
+/* A MAX_POOL2D_GRAD and the RELU_GRAD of its output, plane by plane, both
+ * written (fuse.c). */
+kiln_status cpu_op_max_pool2d_relu_grad(const cpu_device *dev, const kiln_node *pool_grad,
+                                        const kiln_node *relu_grad);
 kiln_status cpu_op_cross_entropy_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_embedding_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_sgd_step(const cpu_device *dev, const kiln_node *node);

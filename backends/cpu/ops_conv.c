@@ -66,9 +66,13 @@ typedef struct cpu_conv_job {
     const kiln_node  *node;
     cpu_conv2d_geom   cv;
     float            *cols; /* per thread: C*KH*KW x OH*OW, or NULL */
+    /* fused followers (fuse.c), each run on an image as soon as it is out:
+     * RELU of the output and MAX_POOL2D of that, or NULL */
+    const kiln_node *relu, *pool;
 } cpu_conv_job;
 
 static void cpu_patches_t(const cpu_conv2d_geom *cv, const float *x, float *cols);
+static void cpu_conv_followers(const cpu_conv_job *job, size_t n);
 
 /* Images [lo, hi), each a GEMM on this thread alone. */
 static void cpu_conv_images_task(void *arg, int tid, int nt)
@@ -89,33 +93,61 @@ static void cpu_conv_images_task(void *arg, int tid, int nt)
             g.ldb    = g.N;
         }
         cpu_gemm_serial(job->dev, tid, &g);
+        cpu_conv_followers(job, n);
     }
 }
 
-kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node)
+/* Whether images go to threads whole: when they split evenly enough. */
+static bool cpu_conv_by_images(int nt, size_t N)
 {
-    cpu_conv_job job = {dev, node, cpu_conv_of(node), NULL};
+    return nt > 1 && (N % (size_t)nt == 0 || N >= 4 * (size_t)nt);
+}
+
+bool cpu_conv2d_fusable(const cpu_device *dev, const kiln_node *conv)
+{
+    int nt = cpu_pool_size(dev->pool);
+    return nt == 1 || cpu_conv_by_images(nt, (size_t)conv->dims[0]);
+}
+
+static kiln_status cpu_conv2d_run(cpu_conv_job *job)
+{
+    const cpu_device *dev  = job->dev;
+    const kiln_node  *node = job->node;
     if (node->numel == 0)
         return KILN_OK;
     int nt = cpu_pool_size(dev->pool);
     /* whole images per thread when that splits evenly enough */
-    if (nt > 1 && (job.cv.N % (size_t)nt == 0 || job.cv.N >= 4 * (size_t)nt)) {
+    if (cpu_conv_by_images(nt, job->cv.N)) {
         /* without memory for them the patches are packed from the image */
-        size_t ckk = job.cv.C * job.cv.KH * job.cv.KW, spatial = job.cv.OH * job.cv.OW;
-        job.cols = ckk * spatial <= ((size_t)1 << 22)
-                       ? malloc((size_t)nt * ckk * spatial * sizeof *job.cols)
-                       : NULL;
-        cpu_pool_run(dev->pool, nt, cpu_conv_images_task, &job);
-        free(job.cols);
+        size_t ckk = job->cv.C * job->cv.KH * job->cv.KW, spatial = job->cv.OH * job->cv.OW;
+        job->cols = ckk * spatial <= ((size_t)1 << 22)
+                        ? malloc((size_t)nt * ckk * spatial * sizeof *job->cols)
+                        : NULL;
+        cpu_pool_run(dev->pool, nt, cpu_conv_images_task, job);
+        free(job->cols);
         return KILN_OK;
     }
-    for (size_t n = 0; n < job.cv.N; n++) {
+    for (size_t n = 0; n < job->cv.N; n++) {
         cpu_im2col    im;
         cpu_gemm_args g;
-        cpu_conv_gemm_args(&job.cv, node, n, &im, &g);
+        cpu_conv_gemm_args(&job->cv, node, n, &im, &g);
         cpu_gemm(dev, &g);
+        cpu_conv_followers(job, n);
     }
     return KILN_OK;
+}
+
+kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node)
+{
+    cpu_conv_job job = {dev, node, cpu_conv_of(node), NULL, NULL, NULL};
+    return cpu_conv2d_run(&job);
+}
+
+kiln_status cpu_op_conv2d_relu_pool(const cpu_device *dev, const kiln_node *conv,
+                                    const kiln_node *relu, const kiln_node *pool)
+{
+    cpu_conv_job job = {dev, conv, cpu_conv_of(conv), NULL, relu, pool};
+    return cpu_conv2d_run(&job);
 }
 
 /* ---- MAX_POOL2D ----------------------------------------------------------- */
@@ -192,22 +224,43 @@ static void cpu_max_pool_range(void *arg, size_t lo, size_t hi)
                                    j->kh, j->kw, j->sw);
 }
 
-kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node)
+static cpu_pool_job cpu_pool_job_of(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *src = node->src[0];
-    cpu_pool_job     job = {
-            .dev  = dev,
-            .node = node,
-            .H    = (size_t)src->dims[2],
-            .W    = (size_t)src->dims[3],
-            .OH   = (size_t)node->dims[2],
-            .OW   = (size_t)node->dims[3],
-            .kh   = (size_t)node->iparam[0],
-            .kw   = (size_t)node->iparam[1],
-            .sh   = (size_t)node->iparam[2],
-            .sw   = (size_t)node->iparam[3],
+    return (cpu_pool_job){
+        .dev  = dev,
+        .node = node,
+        .H    = (size_t)src->dims[2],
+        .W    = (size_t)src->dims[3],
+        .OH   = (size_t)node->dims[2],
+        .OW   = (size_t)node->dims[3],
+        .kh   = (size_t)node->iparam[0],
+        .kw   = (size_t)node->iparam[1],
+        .sh   = (size_t)node->iparam[2],
+        .sw   = (size_t)node->iparam[3],
     };
-    size_t planes = (size_t)(src->dims[0] * src->dims[1]);
+}
+
+/* The fused RELU and MAX_POOL2D of image n of a convolution's output, on
+ * this thread, while the image is still in its caches. */
+static void cpu_conv_followers(const cpu_conv_job *job, size_t n)
+{
+    if (!job->relu)
+        return;
+    size_t image = job->cv.O * job->cv.OH * job->cv.OW;
+    job->dev->k.unary[CPU_RELU](cpu_f32(job->relu) + n * image,
+                                cpu_cf32(job->node) + n * image, image, 0.0f);
+    if (job->pool) {
+        cpu_pool_job pj = cpu_pool_job_of(job->dev, job->pool);
+        cpu_max_pool_range(&pj, n * job->cv.O, (n + 1) * job->cv.O);
+    }
+}
+
+kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node)
+{
+    const kiln_node *src    = node->src[0];
+    cpu_pool_job     job    = cpu_pool_job_of(dev, node);
+    size_t           planes = (size_t)(src->dims[0] * src->dims[1]);
     cpu_parallel_for(dev, planes, 1, cpu_row_grain(job.H * job.W), cpu_max_pool_range,
                      &job);
     return KILN_OK;
@@ -439,6 +492,10 @@ typedef struct cpu_pool_grad_job {
     size_t            H, W, OH, OW, kh, kw, sh, sw;
     const float      *gy, *x;
     float            *out;
+    /* a fused RELU_GRAD of out (fuse.c), run on each plane as soon as it is
+     * out: relu_out = relu_x > 0 ? out : 0; or NULL */
+    const float *relu_x;
+    float       *relu_out;
 } cpu_pool_grad_job;
 
 /* Outputs per call of the kernel that finds where each window's max was. */
@@ -475,6 +532,9 @@ static void cpu_pool_grad_range(void *arg, size_t lo, size_t hi)
                 }
             }
         }
+        if (j->relu_out)
+            j->dev->k.relu_grad(j->relu_out + p * plane, j->out + p * plane,
+                                j->relu_x + p * plane, plane);
     }
 }
 
@@ -500,10 +560,13 @@ static void cpu_pool_grad_w2_range(void *arg, size_t lo, size_t hi)
         }
         size_t covered = j->OH * j->sh * j->W;
         memset(out + covered, 0, (plane - covered) * sizeof *out);
+        if (j->relu_out)
+            j->dev->k.relu_grad(j->relu_out + p * plane, out, j->relu_x + p * plane, plane);
     }
 }
 
-kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
+static kiln_status cpu_pool_grad_run(const cpu_device *dev, const kiln_node *node,
+                                     const kiln_node *relu_grad)
 {
     const kiln_node  *src    = node->src[1];
     size_t            planes = (size_t)(src->dims[0] * src->dims[1]);
@@ -523,8 +586,23 @@ kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
     };
     if (node->numel == 0)
         return KILN_OK;
+    if (relu_grad) {
+        job.relu_x   = cpu_cf32(relu_grad->src[1]);
+        job.relu_out = cpu_f32(relu_grad);
+    }
     bool tiled = job.kw == 2 && job.sw == 2 && job.kh == job.sh;
     cpu_parallel_for(dev, planes, 1, cpu_row_grain(job.H * job.W),
                      tiled ? cpu_pool_grad_w2_range : cpu_pool_grad_range, &job);
     return KILN_OK;
+}
+
+kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
+{
+    return cpu_pool_grad_run(dev, node, NULL);
+}
+
+kiln_status cpu_op_max_pool2d_relu_grad(const cpu_device *dev, const kiln_node *pool_grad,
+                                        const kiln_node *relu_grad)
+{
+    return cpu_pool_grad_run(dev, pool_grad, relu_grad);
 }
