@@ -606,24 +606,31 @@ static int first_max(const float *x, int n)
     return best;
 }
 
-Test(grad_ops, max_grad_goes_to_the_first_maximum_of_each_row)
+static void check_max_grad(int64_t R, int64_t C)
 {
-    enum { R = 6, C = 9 };
     op_case c = {0};
     tensor *g = input(&c, KILN_SHAPE(R), 5);
     tensor *x = input(&c, KILN_SHAPE(R, C), 6);
-    ref_fill_ties(x->f, R * C, 6);
+    ref_fill_ties(x->f, (size_t)(R * C), 6);
     x->f[2 * C + 4] = NAN; /* a NaN wins its row */
     x->f[2 * C + 7] = NAN;
     out_node(KILN_OP_MAX_GRAD, KILN_SHAPE(R, C), &c, "max_grad");
-    float want[R * C];
-    for (int r = 0; r < R; r++) {
-        int at = first_max(x->f + r * C, C);
-        for (int k = 0; k < C; k++)
+    float *want = malloc((size_t)(R * C) * sizeof *want);
+    cr_assert_not_null(want);
+    for (int64_t r = 0; r < R; r++) {
+        int at = first_max(x->f + r * C, (int)C);
+        for (int64_t k = 0; k < C; k++)
             want[r * C + k] = k == at ? g->f[r] : 0.0f;
     }
     run_case(&c, want, NULL, NULL, 0, (ref_tol){0, 0});
+    free(want);
     case_free(&c);
+}
+
+Test(grad_ops, max_grad_goes_to_the_first_maximum_of_each_row)
+{
+    check_max_grad(6, 9);
+    check_max_grad(3000, 37); /* rows split between the threads */
 }
 
 static void check_softmax_grad(bool as_log, int64_t rows, int64_t cols)

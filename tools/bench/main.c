@@ -65,7 +65,7 @@ static const char usage[] =
     "  conv   conv2d (implicit GEMM), max_pool2d, and a training step of\n"
     "         kiln-train's cnn first block (conv, relu, pool) in ms\n"
     "  ops    elementwise, reductions, softmax and training ops (the gradient\n"
-    "         of sum and relu, an Adam step) in GB/s, next to memcpy\n"
+    "         of sum, relu and max, an Adam step) in GB/s, next to memcpy\n"
     "  tune   searches CLBlast's GEMM parameters for the OpenCL device\n"
     "         (KILN_BACKEND=opencl...) for --seconds, keeps the fastest that\n"
     "         verifies for every later process, then times gemm (--sizes,\n"
