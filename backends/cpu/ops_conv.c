@@ -9,9 +9,13 @@
  * different threads when there are enough of them; otherwise each GEMM is
  * split across the threads.
  *
- * The gradients go through patch matrices (im2col and col2im) and the GEMM;
- * a pooling window's gradient goes to the first maximum of the window, a NaN
- * counting as one, where the forward op took its value from. */
+ * The gradients go through patch matrices (im2col and col2im, both in runs
+ * of an image row) and the GEMM, or, for the weights' gradient of a small
+ * C*KH*KW, dot products of the rows (dot_nt); a pooling window's gradient
+ * goes to the first maximum of the window, a NaN counting as one, where the
+ * forward op took its value from. A RELU and MAX_POOL2D after a convolution
+ * can run inside it image by image, and a RELU_GRAD after MAX_POOL2D_GRAD
+ * plane by plane (fuse.c picks the chains). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -278,50 +282,28 @@ static void cpu_conv_grad_dims(const kiln_node *node, const int64_t **x,
 }
 
 
-/* The patch matrix of one image x [C,H,W] is rows [OH*OW, C*KH*KW]: row p is
- * the window under output pixel p, zero where it covers padding. With x_in
- * it is gathered from x_in (im2col, transposed); with x_in NULL every entry
- * of rows is added to the pixel of x_out it came from, so that overlapping
- * windows add up (col2im). */
-static void cpu_patches(const cpu_conv2d_geom *cv, const float *x_in, float *x_out,
-                        float *rows)
-{
-    float *at_row = rows;
-    for (size_t oh = 0; oh < cv->OH; oh++)
-        for (size_t ow = 0; ow < cv->OW; ow++)
-            for (size_t c = 0; c < cv->C; c++)
-                for (size_t kh = 0; kh < cv->KH; kh++) {
-                    /* ih, iw as unsigned: "negative" (in the padding) wraps above H */
-                    size_t ih = oh * cv->sh + kh - cv->ph;
-                    for (size_t kw = 0; kw < cv->KW; kw++, at_row++) {
-                        size_t iw     = ow * cv->sw + kw - cv->pw;
-                        bool   inside = ih < cv->H && iw < cv->W;
-                        size_t at     = (c * cv->H + ih) * cv->W + iw;
-                        if (x_in)
-                            *at_row = inside ? x_in[at] : 0.0f;
-                        else if (inside)
-                            x_out[at] += *at_row;
-                    }
-                }
-}
-
 /* The patches of one image transposed, cols [C*KH*KW, OH*OW]: row
  * (c, kh, kw) holds x[c, oh*sh + kh - ph, ow*sw + kw - pw] over the output
  * pixels, 0 in the padding. Each row is runs of one image row (copies when
  * the stride is 1), its padded edges found once per row rather than tested
  * per element. */
+/* The output columns [lo, hi) whose iw = ow*sw + kw - pw lies in [0, W). */
+static void cpu_patch_cols(const cpu_conv2d_geom *cv, size_t kw, size_t *lo, size_t *hi)
+{
+    size_t l = kw >= cv->pw ? 0 : (cv->pw - kw + cv->sw - 1) / cv->sw;
+    size_t h = cv->W + cv->pw > kw ? (cv->W + cv->pw - kw + cv->sw - 1) / cv->sw : 0;
+    h        = h < cv->OW ? h : cv->OW;
+    *lo      = l < h ? l : h;
+    *hi      = h;
+}
+
 static void cpu_patches_t(const cpu_conv2d_geom *cv, const float *x, float *cols)
 {
     for (size_t c = 0; c < cv->C; c++)
         for (size_t kh = 0; kh < cv->KH; kh++)
             for (size_t kw = 0; kw < cv->KW; kw++) {
-                /* the output columns whose iw = ow*sw + kw - pw lies in [0, W) */
-                size_t lo = kw >= cv->pw ? 0 : (cv->pw - kw + cv->sw - 1) / cv->sw;
-                size_t hi = cv->W + cv->pw > kw
-                                ? (cv->W + cv->pw - kw + cv->sw - 1) / cv->sw
-                                : 0;
-                hi        = hi < cv->OW ? hi : cv->OW;
-                lo        = lo < hi ? lo : hi;
+                size_t lo, hi;
+                cpu_patch_cols(cv, kw, &lo, &hi);
                 for (size_t oh = 0; oh < cv->OH; oh++, cols += cv->OW) {
                     size_t ih = oh * cv->sh + kh -
                                 cv->ph; /* wraps above H in the padding */
@@ -356,30 +338,57 @@ static float *cpu_scratch(const cpu_device *dev, const char *op, size_t a, size_
     return p;
 }
 
-/* dx[n] = col2im(gy[n]^T @ w): each output pixel's gradient spread over its
- * window through the weights. */
+/* The inverse of cpu_patches_t (col2im): every entry of cols [C*KH*KW,
+ * OH*OW] added to the pixel of x [C,H,W] it came from, so that overlapping
+ * windows add up; a run of one image row at a time, a vector add when the
+ * stride is 1. */
+static void cpu_col2im_t(const cpu_device *dev, const cpu_conv2d_geom *cv, const float *cols,
+                         float *x)
+{
+    for (size_t c = 0; c < cv->C; c++)
+        for (size_t kh = 0; kh < cv->KH; kh++)
+            for (size_t kw = 0; kw < cv->KW; kw++) {
+                size_t lo, hi;
+                cpu_patch_cols(cv, kw, &lo, &hi);
+                for (size_t oh = 0; oh < cv->OH; oh++, cols += cv->OW) {
+                    size_t ih = oh * cv->sh + kh - cv->ph; /* wraps above H */
+                    if (ih >= cv->H || lo == hi)
+                        continue;
+                    float *row = x + (c * cv->H + ih) * cv->W + kw - cv->pw;
+                    if (cv->sw == 1)
+                        dev->k.binary[CPU_ADD](row + lo, row + lo, 1, cols + lo, 1, hi - lo);
+                    else
+                        for (size_t ow = lo; ow < hi; ow++)
+                            row[ow * cv->sw] += cols[ow];
+                }
+            }
+}
+
+/* dx[n] = col2im(w^T @ gy[n]): each output pixel's gradient spread over its
+ * window through the weights. The product is the patches transposed,
+ * [C*KH*KW, OH*OW], so that col2im adds whole runs of a row. */
 static void cpu_conv_grad_input(const cpu_device *dev, const cpu_conv2d_geom *cv,
-                                const float *gy, const float *w, float *dx, float *rows)
+                                const float *gy, const float *w, float *dx, float *cols)
 {
     size_t spatial = cv->OH * cv->OW, ckk = cv->C * cv->KH * cv->KW;
     size_t image = cv->C * cv->H * cv->W;
     for (size_t n = 0; n < cv->N; n++) {
         /* O = 0 (K = 0): the GEMM writes zeros */
         cpu_gemm_args g = {
-            .M   = spatial,
-            .N   = ckk,
+            .M   = ckk,
+            .N   = spatial,
             .K   = cv->O,
-            .a   = gy + n * cv->O * spatial,
-            .lda = spatial,
+            .a   = w,
+            .lda = ckk,
             .ta  = true,
-            .b   = w,
-            .ldb = ckk,
-            .c   = rows,
-            .ldc = ckk,
+            .b   = gy + n * cv->O * spatial,
+            .ldb = spatial,
+            .c   = cols,
+            .ldc = spatial,
         };
         cpu_gemm(dev, &g);
         memset(dx + n * image, 0, image * sizeof *dx);
-        cpu_patches(cv, NULL, dx + n * image, rows);
+        cpu_col2im_t(dev, cv, cols, dx + n * image);
     }
 }
 
