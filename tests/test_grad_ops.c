@@ -316,6 +316,13 @@ Test(grad_ops, sum_to_adds_up_every_repeat_of_a_broadcast_operand)
     check_sum_to(ref_shape_of(KILN_SHAPE(67, 129)), ref_shape_of(KILN_SHAPE(1, 129)));
     check_sum_to(ref_shape_of(KILN_SHAPE(2, 300)), ref_shape_of(0, NULL));
     check_sum_to(ref_shape_of(KILN_SHAPE(7)), ref_shape_of(KILN_SHAPE(7)));
+    /* rows ending in part of a vector: 4, 5, 12, 13 and 27 columns (the
+     * tails of 8 and 16 lanes), and rows the threads share */
+    check_sum_to(ref_shape_of(KILN_SHAPE(9, 4)), ref_shape_of(KILN_SHAPE(4)));
+    check_sum_to(ref_shape_of(KILN_SHAPE(40, 13)), ref_shape_of(KILN_SHAPE(13)));
+    check_sum_to(ref_shape_of(KILN_SHAPE(33, 12)), ref_shape_of(KILN_SHAPE(12)));
+    check_sum_to(ref_shape_of(KILN_SHAPE(9, 27)), ref_shape_of(KILN_SHAPE(27)));
+    check_sum_to(ref_shape_of(KILN_SHAPE(4000, 23)), ref_shape_of(KILN_SHAPE(23)));
 }
 
 static void check_expand(ref_shape so, int axis, size_t shift)

@@ -386,8 +386,33 @@ static void CPU_SN(sum_rows)(double *acc, const float *x, size_t n)
         CPU_VD_STOREU(acc + i + CPU_VL / 2,
                       CPU_VD_ADD(CPU_VD_LOADU(acc + i + CPU_VL / 2), CPU_VD_HI(a)));
     }
+#if defined(CPU_SIMD_AVX2)
+    /* the tail: four columns in one unmasked step, then scalars (AMD's
+     * masked stores cost more than the scalar adds they replace) */
+    if (n - i >= 4) {
+        __m256d a = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
+        CPU_VD_STOREU(acc + i, CPU_VD_ADD(CPU_VD_LOADU(acc + i), a));
+        i += 4;
+    }
     for (; i < n; i++)
         acc[i] += x[i];
+#else
+    if (i < n) { /* the tail: masked halves, a partial one or none past the first */
+        size_t k = n - i, k0 = k < CPU_VL / 2 ? k : CPU_VL / 2;
+        cpu_vf a = cpu_vload_part(x + i, k);
+        if (k0 == CPU_VL / 2)
+            CPU_VD_STOREU(acc + i, CPU_VD_ADD(CPU_VD_LOADU(acc + i), CPU_VD_LO(a)));
+        else
+            cpu_vd_store_part(acc + i, CPU_VD_ADD(cpu_vd_load_part(acc + i, k0), CPU_VD_LO(a)),
+                              k0);
+        if (k > CPU_VL / 2)
+            cpu_vd_store_part(acc + i + CPU_VL / 2,
+                              CPU_VD_ADD(cpu_vd_load_part(acc + i + CPU_VL / 2,
+                                                          k - CPU_VL / 2),
+                                         CPU_VD_HI(a)),
+                              k - CPU_VL / 2);
+    }
+#endif
 }
 
 /* ---- products of long rows ------------------------------------------------------- */

@@ -138,6 +138,15 @@ typedef __m512d cpu_vd;
 #define CPU_VD_LO(v)        _mm512_cvtps_pd(_mm512_castps512_ps256(v))
 #define CPU_VD_HI(v) \
     _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
+/* the first n < 8 lanes of doubles; the others read as 0 and not written */
+static inline cpu_vd cpu_vd_load_part(const double *p, size_t n)
+{
+    return _mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1u), p);
+}
+static inline void cpu_vd_store_part(double *p, cpu_vd v, size_t n)
+{
+    _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1u), v);
+}
 #define CPU_VD_HSUM(v)   _mm512_reduce_add_pd(v)
 #define CPU_VD_SUB(a, b) _mm512_sub_pd(a, b)
 #define CPU_VD_MUL(a, b) _mm512_mul_pd(a, b)
@@ -271,6 +280,19 @@ typedef __m256d      cpu_vd;
 #define CPU_VD_STOREU(p, v) _mm256_storeu_pd(p, v)
 #define CPU_VD_LO(v)        _mm256_cvtps_pd(_mm256_castps256_ps128(v))
 #define CPU_VD_HI(v)        _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))
+/* the first n < 4 lanes of doubles; the others read as 0 and not written */
+static inline __m256i cpu_vd_mask_first(size_t n)
+{
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)n), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+static inline cpu_vd cpu_vd_load_part(const double *p, size_t n)
+{
+    return _mm256_maskload_pd(p, cpu_vd_mask_first(n));
+}
+static inline void cpu_vd_store_part(double *p, cpu_vd v, size_t n)
+{
+    _mm256_maskstore_pd(p, cpu_vd_mask_first(n), v);
+}
 static inline double cpu_vd_hsum(cpu_vd v)
 {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
