@@ -316,6 +316,13 @@ Test(grad_ops, sum_to_adds_up_every_repeat_of_a_broadcast_operand)
     check_sum_to(ref_shape_of(KILN_SHAPE(67, 129)), ref_shape_of(KILN_SHAPE(1, 129)));
     check_sum_to(ref_shape_of(KILN_SHAPE(2, 300)), ref_shape_of(0, NULL));
     check_sum_to(ref_shape_of(KILN_SHAPE(7)), ref_shape_of(KILN_SHAPE(7)));
+    /* rows ending in part of a vector: 4, 5, 12, 13 and 27 columns (the
+     * tails of 8 and 16 lanes), and rows the threads share */
+    check_sum_to(ref_shape_of(KILN_SHAPE(9, 4)), ref_shape_of(KILN_SHAPE(4)));
+    check_sum_to(ref_shape_of(KILN_SHAPE(40, 13)), ref_shape_of(KILN_SHAPE(13)));
+    check_sum_to(ref_shape_of(KILN_SHAPE(33, 12)), ref_shape_of(KILN_SHAPE(12)));
+    check_sum_to(ref_shape_of(KILN_SHAPE(9, 27)), ref_shape_of(KILN_SHAPE(27)));
+    check_sum_to(ref_shape_of(KILN_SHAPE(4000, 23)), ref_shape_of(KILN_SHAPE(23)));
 }
 
 static void check_expand(ref_shape so, int axis, size_t shift)
@@ -606,24 +613,31 @@ static int first_max(const float *x, int n)
     return best;
 }
 
-Test(grad_ops, max_grad_goes_to_the_first_maximum_of_each_row)
+static void check_max_grad(int64_t R, int64_t C)
 {
-    enum { R = 6, C = 9 };
     op_case c = {0};
     tensor *g = input(&c, KILN_SHAPE(R), 5);
     tensor *x = input(&c, KILN_SHAPE(R, C), 6);
-    ref_fill_ties(x->f, R * C, 6);
+    ref_fill_ties(x->f, (size_t)(R * C), 6);
     x->f[2 * C + 4] = NAN; /* a NaN wins its row */
     x->f[2 * C + 7] = NAN;
     out_node(KILN_OP_MAX_GRAD, KILN_SHAPE(R, C), &c, "max_grad");
-    float want[R * C];
-    for (int r = 0; r < R; r++) {
-        int at = first_max(x->f + r * C, C);
-        for (int k = 0; k < C; k++)
+    float *want = malloc((size_t)(R * C) * sizeof *want);
+    cr_assert_not_null(want);
+    for (int64_t r = 0; r < R; r++) {
+        int at = first_max(x->f + r * C, (int)C);
+        for (int64_t k = 0; k < C; k++)
             want[r * C + k] = k == at ? g->f[r] : 0.0f;
     }
     run_case(&c, want, NULL, NULL, 0, (ref_tol){0, 0});
+    free(want);
     case_free(&c);
+}
+
+Test(grad_ops, max_grad_goes_to_the_first_maximum_of_each_row)
+{
+    check_max_grad(6, 9);
+    check_max_grad(3000, 37); /* rows split between the threads */
 }
 
 static void check_softmax_grad(bool as_log, int64_t rows, int64_t cols)
@@ -769,6 +783,29 @@ Test(grad_ops, conv2d_grads_match_the_reference)
     check_conv_grads((conv_geom){4, 8, 12, 12, 16, 3, 3, 1, 1, 1, 1});
 }
 
+/* MAX_POOL2D_GRAD's reference: want (zeroed, planes x h x w) gets each
+ * window's gy at its first maximum, or first NaN. */
+static void pool_grad_want(const float *x, const float *gy, int64_t planes, int64_t h,
+                           int64_t w, int k, int s, float *want)
+{
+    int64_t oh = (h - k) / s + 1, ow = (w - k) / s + 1;
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t i = 0; i < oh; i++)
+            for (int64_t j = 0; j < ow; j++) {
+                const float *plane = x + p * h * w;
+                int64_t      best  = (i * s) * w + j * s;
+                for (int a = 0; a < k; a++)
+                    for (int b = 0; b < k; b++) {
+                        int64_t at = (i * s + a) * w + j * s + b;
+                        if (isnan(plane[best]))
+                            continue;
+                        if (isnan(plane[at]) || plane[at] > plane[best])
+                            best = at;
+                    }
+                want[p * h * w + best] += gy[(p * oh + i) * ow + j];
+            }
+}
+
 static void check_pool_grad(int64_t n, int64_t ch, int64_t h, int64_t w, int k, int s)
 {
     int64_t oh = (h - k) / s + 1, ow = (w - k) / s + 1;
@@ -788,21 +825,8 @@ static void check_pool_grad(int64_t n, int64_t ch, int64_t h, int64_t w, int k, 
     memcpy(out->node.iparam, params, sizeof params);
     size_t nx   = (size_t)(n * ch * h * w);
     float *want = calloc(nx, sizeof *want);
-    for (int64_t p = 0; p < n * ch; p++)
-        for (int64_t i = 0; i < oh; i++)
-            for (int64_t j = 0; j < ow; j++) {
-                const float *plane = x->f + p * h * w;
-                int64_t      best  = (i * s) * w + j * s;
-                for (int a = 0; a < k; a++)
-                    for (int b = 0; b < k; b++) {
-                        int64_t at = (i * s + a) * w + j * s + b;
-                        if (isnan(plane[best]))
-                            continue;
-                        if (isnan(plane[at]) || plane[at] > plane[best])
-                            best = at;
-                    }
-                want[p * h * w + best] += gy->f[(p * oh + i) * ow + j];
-            }
+    cr_assert_not_null(want);
+    pool_grad_want(x->f, gy->f, n * ch, h, w, k, s, want);
     run_case(&c, want, NULL, NULL, 0, TOL);
     free(want);
     case_free(&c);
@@ -816,7 +840,181 @@ Test(grad_ops, max_pool2d_grad_goes_to_the_first_maximum_and_adds_up_overlaps)
     check_pool_grad(2, 2, 5, 300, 2, 1); /* stride 1, rows of windows past 256 */
     check_pool_grad(1, 3, 6, 613, 2, 2); /* stride 2, 306 windows a row */
     check_pool_grad(2, 3, 9, 11, 2, 2);  /* 2x2 stride 2, a row and a column past */
+    check_pool_grad(2, 3, 28, 28, 2, 2); /* 14 windows a row: the last vector overlaps */
+    check_pool_grad(1, 2, 5, 17, 2, 2);  /* 8 windows and a column past */
+    check_pool_grad(1, 2, 6, 70, 3, 3);  /* tiling windows 3 wide: the general path */
     check_pool_grad(1, 2, 3, 37, 1, 1);  /* 1x1 windows: the gradient itself */
+}
+
+/* ---- chains the cpu backend fuses ----------------------------------------------------- */
+
+/* Runs nodes[0..n) as one graph_compute on every device that supports them
+ * all, sources uploaded from src[0..n_src), and compares each node's output
+ * with want[k]. Each tensor has a buffer of its own, so a backend may fuse
+ * them (fuse.c: CONV2D, RELU, MAX_POOL2D; MAX_POOL2D_GRAD, RELU_GRAD). */
+static void run_chain(const char *label, tensor **src, int n_src, tensor **nodes, int n,
+                      const float *const *want, ref_tol tol, tensor *const *alias)
+{
+    int ran = 0;
+    for (int k = 0; k < n_devices; k++) {
+        const device            *d  = &devices[k];
+        const kiln_device_iface *io = d->dev.iface;
+        bool                     ok = true;
+        for (int i = 0; i < n; i++)
+            ok = ok && io->supports_op(d->dev.context, &nodes[i]->node);
+        if (!ok)
+            continue;
+        const kiln_node *list[4];
+        for (int s = 0; s < n_src; s++)
+            upload(d, src[s], false);
+        for (int i = 0; i < n; i++) {
+            if (alias && alias[i]) { /* in a source's storage, as a planner may put it */
+                nodes[i]->node.buffer = alias[i]->node.buffer;
+                nodes[i]->node.offset = alias[i]->node.offset;
+            } else {
+                upload(d, nodes[i], true);
+            }
+            list[i] = &nodes[i]->node;
+        }
+        cr_assert_eq(io->graph_compute(d->dev.context, list, (size_t)n), KILN_OK,
+                     "%s on %s: graph_compute: %s", label, d->label, kiln_last_error());
+        if (io->synchronize)
+            cr_assert_eq(io->synchronize(d->dev.context), KILN_OK, "%s on %s: %s", label,
+                         d->label, kiln_last_error());
+        for (int i = 0; i < n; i++) {
+            char   what[400];
+            float *got = malloc(nbytes(nodes[i]) + 4);
+            cr_assert_not_null(got);
+            download(d, nodes[i], got);
+            snprintf(what, sizeof what, "%.200s on %.150s, node %d", label, d->label, i);
+            ref_expect_close(what, got, want[i],
+                             ref_shape_of(nodes[i]->node.ndim, nodes[i]->node.dims), tol);
+            free(got);
+        }
+        for (int s = 0; s < n_src; s++)
+            release(d, src[s]);
+        for (int i = 0; i < n; i++) {
+            if (alias && alias[i])
+                nodes[i]->node.buffer = NULL;
+            else
+                release(d, nodes[i]);
+        }
+        ran++;
+    }
+    if (ran == 0)
+        cr_skip_test("no device runs %s", label);
+}
+
+/* conv2d 3x3 (padding 1) -> relu [-> max_pool2d k, stride k]: every output
+ * checked, with images that split between the two threads or not. */
+static void check_conv_relu_pool(int64_t n, int64_t c, int64_t hw, int64_t o, int k)
+{
+    char label[160];
+    snprintf(label, sizeof label, "conv2d [%lld,%lld,%lld,%lld] -> %lld, relu%s",
+             (long long)n, (long long)c, (long long)hw, (long long)hw, (long long)o,
+             k ? ", max_pool2d" : "");
+    op_case c_     = {0};
+    tensor *x      = input(&c_, KILN_SHAPE(n, c, hw, hw), 61);
+    tensor *w      = input(&c_, KILN_SHAPE(o, c, 3, 3), 62);
+    tensor *b      = input(&c_, KILN_SHAPE(o), 63);
+    tensor *conv   = out_node(KILN_OP_CONV2D, KILN_SHAPE(n, o, hw, hw), &c_, label);
+    int32_t cp[4]  = {1, 1, 1, 1};
+    memcpy(conv->node.iparam, cp, sizeof cp);
+    op_case r_     = {0};
+    r_.src[r_.n_src++] = conv;
+    tensor *relu   = out_node(KILN_OP_RELU, KILN_SHAPE(n, o, hw, hw), &r_, label);
+    int64_t ohw    = k ? (hw - k) / k + 1 : 0;
+    op_case p_     = {0};
+    tensor *pool   = NULL;
+    if (k) {
+        p_.src[p_.n_src++] = relu;
+        pool          = out_node(KILN_OP_MAX_POOL2D, KILN_SHAPE(n, o, ohw, ohw), &p_, label);
+        int32_t pp[4] = {k, k, k, k};
+        memcpy(pool->node.iparam, pp, sizeof pp);
+    }
+    size_t ny = (size_t)(n * o * hw * hw);
+    float *want_conv = malloc(ny * sizeof(float)), *want_relu = malloc(ny * sizeof(float));
+    float *want_pool = malloc((size_t)(n * o * (ohw ? ohw * ohw : 1)) * sizeof(float));
+    cr_assert(want_conv && want_relu && want_pool);
+    ref_conv2d(x->f, w->f, b->f, (ref_conv2d_shape){n, c, hw, hw, o, 3, 3, 1, 1},
+               want_conv);
+    ref_unary(REF_RELU, want_conv, ny, 0.0f, want_relu);
+    if (k)
+        ref_max_pool2d(want_relu, n, o, hw, hw, k, k, want_pool);
+    tensor      *src[]   = {x, w, b};
+    tensor      *nodes[] = {conv, relu, pool};
+    const float *want[]  = {want_conv, want_relu, want_pool};
+    run_chain(label, src, 3, nodes, k ? 3 : 2, want,
+              (ref_tol){2e-6 * (double)(c * 9 + 1), 1e-5}, NULL);
+    free(want_conv);
+    free(want_relu);
+    free(want_pool);
+    tensor_free(conv);
+    tensor_free(relu);
+    if (pool)
+        tensor_free(pool);
+    tensor_free(x);
+    tensor_free(w);
+    tensor_free(b);
+}
+
+Test(grad_ops, conv2d_relu_max_pool2d_in_one_graph_give_every_output)
+{
+    check_conv_relu_pool(4, 1, 28, 32, 2); /* kiln-train's cnn: images per thread */
+    check_conv_relu_pool(3, 2, 9, 5, 2);   /* 3 images: the GEMMs split instead */
+    check_conv_relu_pool(8, 3, 7, 4, 3);
+    check_conv_relu_pool(2, 2, 6, 3, 0); /* conv and relu alone */
+}
+
+/* max_pool2d_grad (k, stride k) -> relu_grad of its output against the conv
+ * output the relu read; with in_x, relu_grad's output takes the storage of
+ * the pool's x (the forward relu's output, dead by then in training). */
+static void check_pool_grad_relu(int64_t n, int64_t ch, int64_t hw, int k, bool in_x)
+{
+    char label[160];
+    snprintf(label, sizeof label, "max_pool2d_grad [%lld,%lld,%lld,%lld] k %d, relu_grad%s",
+             (long long)n, (long long)ch, (long long)hw, (long long)hw, k,
+             in_x ? " in x's storage" : "");
+    int64_t ohw = (hw - k) / k + 1;
+    op_case c   = {0};
+    tensor *gy  = input(&c, KILN_SHAPE(n, ch, ohw, ohw), 71);
+    tensor *x   = input(&c, KILN_SHAPE(n, ch, hw, hw), 72);
+    ref_fill_ties(x->f, (size_t)(n * ch * hw * hw), 72);
+    x->f[1] = NAN;
+    tensor *pg    = out_node(KILN_OP_MAX_POOL2D_GRAD, KILN_SHAPE(n, ch, hw, hw), &c, label);
+    int32_t pp[4] = {k, k, k, k};
+    memcpy(pg->node.iparam, pp, sizeof pp);
+    op_case r        = {0};
+    r.src[r.n_src++] = pg;
+    tensor *pre      = input(&r, KILN_SHAPE(n, ch, hw, hw), 73); /* the relu's input */
+    tensor *rg = out_node(KILN_OP_RELU_GRAD, KILN_SHAPE(n, ch, hw, hw), &r, label);
+    size_t  nx = (size_t)(n * ch * hw * hw);
+    float  *want_pg = calloc(nx, sizeof(float)), *want_rg = malloc(nx * sizeof(float));
+    cr_assert(want_pg && want_rg);
+    pool_grad_want(x->f, gy->f, n * ch, hw, hw, k, k, want_pg);
+    for (size_t i = 0; i < nx; i++)
+        want_rg[i] = pre->f[i] > 0 ? want_pg[i] : 0.0f;
+    tensor      *src[]   = {gy, x, pre};
+    tensor      *nodes[] = {pg, rg};
+    const float *want[]  = {want_pg, want_rg};
+    tensor      *alias[] = {NULL, in_x ? x : NULL};
+    run_chain(label, src, 3, nodes, 2, want, TOL, alias);
+    free(want_pg);
+    free(want_rg);
+    tensor_free(pg);
+    tensor_free(rg);
+    tensor_free(gy);
+    tensor_free(x);
+    tensor_free(pre);
+}
+
+Test(grad_ops, max_pool2d_grad_then_relu_grad_give_both_outputs)
+{
+    for (int in_x = 0; in_x < 2; in_x++) {
+        check_pool_grad_relu(4, 8, 28, 2, in_x); /* the 2-wide kernel, many planes */
+        check_pool_grad_relu(1, 3, 9, 2, in_x);  /* a row and a column past the windows */
+        check_pool_grad_relu(2, 3, 10, 3, in_x); /* the general path */
+    }
 }
 
 /* ---- CROSS_ENTROPY_GRAD ------------------------------------------------------------- */

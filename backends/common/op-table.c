@@ -811,8 +811,7 @@ kiln_status kiln__refusal(char *buf, size_t len, const char *backend, size_t i,
 
 /* ---- fusion ------------------------------------------------------------------ */
 
-/* Whether a and b share bytes of one buffer. */
-static bool overlaps(const kiln_node *a, const kiln_node *b)
+bool kiln__overlaps(const kiln_node *a, const kiln_node *b)
 {
     if (!a->buffer || a->buffer != b->buffer || a->numel == 0 || b->numel == 0)
         return false;
@@ -821,7 +820,7 @@ static bool overlaps(const kiln_node *a, const kiln_node *b)
     return a->offset < b_end && b->offset < a_end;
 }
 
-static bool same_storage(const kiln_node *a, const kiln_node *b)
+bool kiln__same_storage(const kiln_node *a, const kiln_node *b)
 {
     return a->buffer == b->buffer && a->offset == b->offset && a->numel == b->numel;
 }
@@ -834,7 +833,7 @@ bool kiln__add_relu_fusable(const kiln_node *add, const kiln_node *relu)
         add->src[1]->dtype != KILN_F32)
         return false;
     for (int s = 0; s < 2; s++)
-        if (overlaps(relu, add->src[s]) && !same_storage(relu, add->src[s]))
+        if (kiln__overlaps(relu, add->src[s]) && !kiln__same_storage(relu, add->src[s]))
             return false;
     return true;
 }

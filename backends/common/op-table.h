@@ -118,6 +118,11 @@ const char *kiln__op_check_storage(const kiln_node *node, kiln__extent_fn extent
 
 /* ---- fusion ------------------------------------------------------------------ */
 
+/* Whether a and b share bytes of one buffer; whether they are the same
+ * elements of it exactly. */
+bool kiln__overlaps(const kiln_node *a, const kiln_node *b);
+bool kiln__same_storage(const kiln_node *a, const kiln_node *b);
+
 /* Whether a backend may compute ADD `add` and the RELU `relu` of it in one
  * pass that writes both outputs (a dense layer's bias and activation), f32
  * only: relu reads add alone, and its output either overlaps none of add's

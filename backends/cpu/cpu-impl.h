@@ -130,6 +130,11 @@ typedef struct cpu_kernels {
     double (*sum)(const float *x, size_t n, size_t stride);
     /* acc[j] += x[j], j < n: one row of a reduction over a leading axis     */
     void (*sum_rows)(double *acc, const float *x, size_t n);
+    /* c [M,N] (ldc) = (accumulate ? c : 0) + a [M,K] @ b [N,K]^T without
+     * packing, each element a dot product along K: for a small output and
+     * a long K (conv's weight gradient with a small C*KH*KW)              */
+    void (*dot_nt)(float *c, size_t ldc, const float *a, size_t lda, const float *b,
+                   size_t ldb, size_t M, size_t N, size_t K, bool accumulate);
     /* the largest of x[0..n), n > 0; NaN if any element is NaN              */
     float (*max)(const float *x, size_t n);
     /* the first index of max(x, n), n > 0 (of the first NaN, if any)       */
@@ -143,6 +148,13 @@ typedef struct cpu_kernels {
      * that the plane and sw * 64 fit an int32 (gather offsets)            */
     void (*pool_argmax_row)(int32_t *arg, const float *x, size_t W, size_t n, size_t kh,
                             size_t kw, size_t sw);
+    /* MAX_POOL2D_GRAD of n windows kh rows by 2 columns at stride 2 along
+     * the row (the usual pooling; windows that do not overlap): of the kh
+     * rows out, out + W, .. (row stride W), columns [0, 2n), the element
+     * at the first maximum of x's window (x[r*W + 2j + c], r < kh, c < 2;
+     * the first NaN, if any) gets gy[j] and the others 0: each written once */
+    void (*pool_grad_w2)(float *out, const float *gy, const float *x, size_t W, size_t n,
+                         size_t kh);
     /* softmax (or log_softmax when as_log) of one row of n; out may be x    */
     void (*softmax_row)(float *out, const float *x, size_t n, bool as_log);
     /* log(sum(exp(x))) of n > 0 values, their max taken out first; NaN if
@@ -388,6 +400,13 @@ kiln_status cpu_op_causal_attention(const cpu_device *dev, const kiln_node *node
 kiln_status cpu_op_store_slice(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node);
+/* Whether a CONV2D goes image by image on threads (or on one), so that a
+ * RELU and MAX_POOL2D after it can run on each image as it comes out. */
+bool cpu_conv2d_fusable(const cpu_device *dev, const kiln_node *conv);
+/* A CONV2D, the RELU of its output and (pool not NULL) the MAX_POOL2D of
+ * that, image by image, each output written (fuse.c). */
+kiln_status cpu_op_conv2d_relu_pool(const cpu_device *dev, const kiln_node *conv,
+                                    const kiln_node *relu, const kiln_node *pool);
 kiln_status cpu_op_mse_loss(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_cross_entropy(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_embedding(const cpu_device *dev, const kiln_node *node);
@@ -405,6 +424,10 @@ kiln_status cpu_op_max_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_softmax_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_conv2d_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node);
+/* A MAX_POOL2D_GRAD and the RELU_GRAD of its output, plane by plane, both
+ * written (fuse.c). */
+kiln_status cpu_op_max_pool2d_relu_grad(const cpu_device *dev, const kiln_node *pool_grad,
+                                        const kiln_node *relu_grad);
 kiln_status cpu_op_cross_entropy_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_embedding_grad(const cpu_device *dev, const kiln_node *node);
 kiln_status cpu_op_sgd_step(const cpu_device *dev, const kiln_node *node);

@@ -9,9 +9,13 @@
  * different threads when there are enough of them; otherwise each GEMM is
  * split across the threads.
  *
- * The gradients go through patch matrices (im2col and col2im) and the GEMM;
- * a pooling window's gradient goes to the first maximum of the window, a NaN
- * counting as one, where the forward op took its value from. */
+ * The gradients go through patch matrices (im2col and col2im, both in runs
+ * of an image row) and the GEMM, or, for the weights' gradient of a small
+ * C*KH*KW, dot products of the rows (dot_nt); a pooling window's gradient
+ * goes to the first maximum of the window, a NaN counting as one, where the
+ * forward op took its value from. A RELU and MAX_POOL2D after a convolution
+ * can run inside it image by image, and a RELU_GRAD after MAX_POOL2D_GRAD
+ * plane by plane (fuse.c picks the chains). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,9 +70,13 @@ typedef struct cpu_conv_job {
     const kiln_node  *node;
     cpu_conv2d_geom   cv;
     float            *cols; /* per thread: C*KH*KW x OH*OW, or NULL */
+    /* fused followers (fuse.c), each run on an image as soon as it is out:
+     * RELU of the output and MAX_POOL2D of that, or NULL */
+    const kiln_node *relu, *pool;
 } cpu_conv_job;
 
 static void cpu_patches_t(const cpu_conv2d_geom *cv, const float *x, float *cols);
+static void cpu_conv_followers(const cpu_conv_job *job, size_t n);
 
 /* Images [lo, hi), each a GEMM on this thread alone. */
 static void cpu_conv_images_task(void *arg, int tid, int nt)
@@ -89,33 +97,61 @@ static void cpu_conv_images_task(void *arg, int tid, int nt)
             g.ldb    = g.N;
         }
         cpu_gemm_serial(job->dev, tid, &g);
+        cpu_conv_followers(job, n);
     }
 }
 
-kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node)
+/* Whether images go to threads whole: when they split evenly enough. */
+static bool cpu_conv_by_images(int nt, size_t N)
 {
-    cpu_conv_job job = {dev, node, cpu_conv_of(node), NULL};
+    return nt > 1 && (N % (size_t)nt == 0 || N >= 4 * (size_t)nt);
+}
+
+bool cpu_conv2d_fusable(const cpu_device *dev, const kiln_node *conv)
+{
+    int nt = cpu_pool_size(dev->pool);
+    return nt == 1 || cpu_conv_by_images(nt, (size_t)conv->dims[0]);
+}
+
+static kiln_status cpu_conv2d_run(cpu_conv_job *job)
+{
+    const cpu_device *dev  = job->dev;
+    const kiln_node  *node = job->node;
     if (node->numel == 0)
         return KILN_OK;
     int nt = cpu_pool_size(dev->pool);
     /* whole images per thread when that splits evenly enough */
-    if (nt > 1 && (job.cv.N % (size_t)nt == 0 || job.cv.N >= 4 * (size_t)nt)) {
+    if (cpu_conv_by_images(nt, job->cv.N)) {
         /* without memory for them the patches are packed from the image */
-        size_t ckk = job.cv.C * job.cv.KH * job.cv.KW, spatial = job.cv.OH * job.cv.OW;
-        job.cols = ckk * spatial <= ((size_t)1 << 22)
-                       ? malloc((size_t)nt * ckk * spatial * sizeof *job.cols)
-                       : NULL;
-        cpu_pool_run(dev->pool, nt, cpu_conv_images_task, &job);
-        free(job.cols);
+        size_t ckk = job->cv.C * job->cv.KH * job->cv.KW, spatial = job->cv.OH * job->cv.OW;
+        job->cols = ckk * spatial <= ((size_t)1 << 22)
+                        ? malloc((size_t)nt * ckk * spatial * sizeof *job->cols)
+                        : NULL;
+        cpu_pool_run(dev->pool, nt, cpu_conv_images_task, job);
+        free(job->cols);
         return KILN_OK;
     }
-    for (size_t n = 0; n < job.cv.N; n++) {
+    for (size_t n = 0; n < job->cv.N; n++) {
         cpu_im2col    im;
         cpu_gemm_args g;
-        cpu_conv_gemm_args(&job.cv, node, n, &im, &g);
+        cpu_conv_gemm_args(&job->cv, node, n, &im, &g);
         cpu_gemm(dev, &g);
+        cpu_conv_followers(job, n);
     }
     return KILN_OK;
+}
+
+kiln_status cpu_op_conv2d(const cpu_device *dev, const kiln_node *node)
+{
+    cpu_conv_job job = {dev, node, cpu_conv_of(node), NULL, NULL, NULL};
+    return cpu_conv2d_run(&job);
+}
+
+kiln_status cpu_op_conv2d_relu_pool(const cpu_device *dev, const kiln_node *conv,
+                                    const kiln_node *relu, const kiln_node *pool)
+{
+    cpu_conv_job job = {dev, conv, cpu_conv_of(conv), NULL, relu, pool};
+    return cpu_conv2d_run(&job);
 }
 
 /* ---- MAX_POOL2D ----------------------------------------------------------- */
@@ -141,10 +177,36 @@ static void cpu_pool_argmax_row_scalar(int32_t *arg, const float *x, size_t W, s
         arg[j] = (int32_t)cpu_window_argmax(x + j * sw, W, kh, kw);
 }
 
+static void cpu_pool_grad_w2_scalar(float *out, const float *gy, const float *x, size_t W,
+                                    size_t n, size_t kh)
+{
+    for (size_t j = 0; j < n; j++) {
+        size_t at = cpu_window_argmax(x + 2 * j, W, kh, 2);
+        for (size_t r = 0; r < kh; r++)
+            out[r * W + 2 * j] = out[r * W + 2 * j + 1] = 0.0f;
+        out[2 * j + at] = gy[j];
+    }
+}
+
+static void cpu_dot_nt_scalar(float *c, size_t ldc, const float *a, size_t lda,
+                              const float *b, size_t ldb, size_t M, size_t N, size_t K,
+                              bool accumulate)
+{
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) {
+            float s = 0.0f;
+            for (size_t k = 0; k < K; k++)
+                s += a[i * lda + k] * b[j * ldb + k];
+            c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + s;
+        }
+}
+
 void cpu_conv_kernels_scalar(cpu_kernels *k)
 {
+    k->dot_nt          = cpu_dot_nt_scalar;
     k->pool_max_row    = cpu_pool_max_row_scalar;
     k->pool_argmax_row = cpu_pool_argmax_row_scalar;
+    k->pool_grad_w2    = cpu_pool_grad_w2_scalar;
 }
 
 typedef struct cpu_pool_job {
@@ -166,22 +228,43 @@ static void cpu_max_pool_range(void *arg, size_t lo, size_t hi)
                                    j->kh, j->kw, j->sw);
 }
 
-kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node)
+static cpu_pool_job cpu_pool_job_of(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *src = node->src[0];
-    cpu_pool_job     job = {
-            .dev  = dev,
-            .node = node,
-            .H    = (size_t)src->dims[2],
-            .W    = (size_t)src->dims[3],
-            .OH   = (size_t)node->dims[2],
-            .OW   = (size_t)node->dims[3],
-            .kh   = (size_t)node->iparam[0],
-            .kw   = (size_t)node->iparam[1],
-            .sh   = (size_t)node->iparam[2],
-            .sw   = (size_t)node->iparam[3],
+    return (cpu_pool_job){
+        .dev  = dev,
+        .node = node,
+        .H    = (size_t)src->dims[2],
+        .W    = (size_t)src->dims[3],
+        .OH   = (size_t)node->dims[2],
+        .OW   = (size_t)node->dims[3],
+        .kh   = (size_t)node->iparam[0],
+        .kw   = (size_t)node->iparam[1],
+        .sh   = (size_t)node->iparam[2],
+        .sw   = (size_t)node->iparam[3],
     };
-    size_t planes = (size_t)(src->dims[0] * src->dims[1]);
+}
+
+/* The fused RELU and MAX_POOL2D of image n of a convolution's output, on
+ * this thread, while the image is still in its caches. */
+static void cpu_conv_followers(const cpu_conv_job *job, size_t n)
+{
+    if (!job->relu)
+        return;
+    size_t image = job->cv.O * job->cv.OH * job->cv.OW;
+    job->dev->k.unary[CPU_RELU](cpu_f32(job->relu) + n * image,
+                                cpu_cf32(job->node) + n * image, image, 0.0f);
+    if (job->pool) {
+        cpu_pool_job pj = cpu_pool_job_of(job->dev, job->pool);
+        cpu_max_pool_range(&pj, n * job->cv.O, (n + 1) * job->cv.O);
+    }
+}
+
+kiln_status cpu_op_max_pool2d(const cpu_device *dev, const kiln_node *node)
+{
+    const kiln_node *src    = node->src[0];
+    cpu_pool_job     job    = cpu_pool_job_of(dev, node);
+    size_t           planes = (size_t)(src->dims[0] * src->dims[1]);
     cpu_parallel_for(dev, planes, 1, cpu_row_grain(job.H * job.W), cpu_max_pool_range,
                      &job);
     return KILN_OK;
@@ -199,50 +282,28 @@ static void cpu_conv_grad_dims(const kiln_node *node, const int64_t **x,
 }
 
 
-/* The patch matrix of one image x [C,H,W] is rows [OH*OW, C*KH*KW]: row p is
- * the window under output pixel p, zero where it covers padding. With x_in
- * it is gathered from x_in (im2col, transposed); with x_in NULL every entry
- * of rows is added to the pixel of x_out it came from, so that overlapping
- * windows add up (col2im). */
-static void cpu_patches(const cpu_conv2d_geom *cv, const float *x_in, float *x_out,
-                        float *rows)
-{
-    float *at_row = rows;
-    for (size_t oh = 0; oh < cv->OH; oh++)
-        for (size_t ow = 0; ow < cv->OW; ow++)
-            for (size_t c = 0; c < cv->C; c++)
-                for (size_t kh = 0; kh < cv->KH; kh++) {
-                    /* ih, iw as unsigned: "negative" (in the padding) wraps above H */
-                    size_t ih = oh * cv->sh + kh - cv->ph;
-                    for (size_t kw = 0; kw < cv->KW; kw++, at_row++) {
-                        size_t iw     = ow * cv->sw + kw - cv->pw;
-                        bool   inside = ih < cv->H && iw < cv->W;
-                        size_t at     = (c * cv->H + ih) * cv->W + iw;
-                        if (x_in)
-                            *at_row = inside ? x_in[at] : 0.0f;
-                        else if (inside)
-                            x_out[at] += *at_row;
-                    }
-                }
-}
-
 /* The patches of one image transposed, cols [C*KH*KW, OH*OW]: row
  * (c, kh, kw) holds x[c, oh*sh + kh - ph, ow*sw + kw - pw] over the output
  * pixels, 0 in the padding. Each row is runs of one image row (copies when
  * the stride is 1), its padded edges found once per row rather than tested
  * per element. */
+/* The output columns [lo, hi) whose iw = ow*sw + kw - pw lies in [0, W). */
+static void cpu_patch_cols(const cpu_conv2d_geom *cv, size_t kw, size_t *lo, size_t *hi)
+{
+    size_t l = kw >= cv->pw ? 0 : (cv->pw - kw + cv->sw - 1) / cv->sw;
+    size_t h = cv->W + cv->pw > kw ? (cv->W + cv->pw - kw + cv->sw - 1) / cv->sw : 0;
+    h        = h < cv->OW ? h : cv->OW;
+    *lo      = l < h ? l : h;
+    *hi      = h;
+}
+
 static void cpu_patches_t(const cpu_conv2d_geom *cv, const float *x, float *cols)
 {
     for (size_t c = 0; c < cv->C; c++)
         for (size_t kh = 0; kh < cv->KH; kh++)
             for (size_t kw = 0; kw < cv->KW; kw++) {
-                /* the output columns whose iw = ow*sw + kw - pw lies in [0, W) */
-                size_t lo = kw >= cv->pw ? 0 : (cv->pw - kw + cv->sw - 1) / cv->sw;
-                size_t hi = cv->W + cv->pw > kw
-                                ? (cv->W + cv->pw - kw + cv->sw - 1) / cv->sw
-                                : 0;
-                hi        = hi < cv->OW ? hi : cv->OW;
-                lo        = lo < hi ? lo : hi;
+                size_t lo, hi;
+                cpu_patch_cols(cv, kw, &lo, &hi);
                 for (size_t oh = 0; oh < cv->OH; oh++, cols += cv->OW) {
                     size_t ih = oh * cv->sh + kh -
                                 cv->ph; /* wraps above H in the padding */
@@ -277,30 +338,57 @@ static float *cpu_scratch(const cpu_device *dev, const char *op, size_t a, size_
     return p;
 }
 
-/* dx[n] = col2im(gy[n]^T @ w): each output pixel's gradient spread over its
- * window through the weights. */
+/* The inverse of cpu_patches_t (col2im): every entry of cols [C*KH*KW,
+ * OH*OW] added to the pixel of x [C,H,W] it came from, so that overlapping
+ * windows add up; a run of one image row at a time, a vector add when the
+ * stride is 1. */
+static void cpu_col2im_t(const cpu_device *dev, const cpu_conv2d_geom *cv, const float *cols,
+                         float *x)
+{
+    for (size_t c = 0; c < cv->C; c++)
+        for (size_t kh = 0; kh < cv->KH; kh++)
+            for (size_t kw = 0; kw < cv->KW; kw++) {
+                size_t lo, hi;
+                cpu_patch_cols(cv, kw, &lo, &hi);
+                for (size_t oh = 0; oh < cv->OH; oh++, cols += cv->OW) {
+                    size_t ih = oh * cv->sh + kh - cv->ph; /* wraps above H */
+                    if (ih >= cv->H || lo == hi)
+                        continue;
+                    float *row = x + (c * cv->H + ih) * cv->W + kw - cv->pw;
+                    if (cv->sw == 1)
+                        dev->k.binary[CPU_ADD](row + lo, row + lo, 1, cols + lo, 1, hi - lo);
+                    else
+                        for (size_t ow = lo; ow < hi; ow++)
+                            row[ow * cv->sw] += cols[ow];
+                }
+            }
+}
+
+/* dx[n] = col2im(w^T @ gy[n]): each output pixel's gradient spread over its
+ * window through the weights. The product is the patches transposed,
+ * [C*KH*KW, OH*OW], so that col2im adds whole runs of a row. */
 static void cpu_conv_grad_input(const cpu_device *dev, const cpu_conv2d_geom *cv,
-                                const float *gy, const float *w, float *dx, float *rows)
+                                const float *gy, const float *w, float *dx, float *cols)
 {
     size_t spatial = cv->OH * cv->OW, ckk = cv->C * cv->KH * cv->KW;
     size_t image = cv->C * cv->H * cv->W;
     for (size_t n = 0; n < cv->N; n++) {
         /* O = 0 (K = 0): the GEMM writes zeros */
         cpu_gemm_args g = {
-            .M   = spatial,
-            .N   = ckk,
+            .M   = ckk,
+            .N   = spatial,
             .K   = cv->O,
-            .a   = gy + n * cv->O * spatial,
-            .lda = spatial,
+            .a   = w,
+            .lda = ckk,
             .ta  = true,
-            .b   = w,
-            .ldb = ckk,
-            .c   = rows,
-            .ldc = ckk,
+            .b   = gy + n * cv->O * spatial,
+            .ldb = spatial,
+            .c   = cols,
+            .ldc = spatial,
         };
         cpu_gemm(dev, &g);
         memset(dx + n * image, 0, image * sizeof *dx);
-        cpu_patches(cv, NULL, dx + n * image, rows);
+        cpu_col2im_t(dev, cv, cols, dx + n * image);
     }
 }
 
@@ -319,6 +407,11 @@ typedef struct cpu_grad_weight_job {
     float                 *partial; /* per thread: O x ckk             */
 } cpu_grad_weight_job;
 
+/* Up to this C*KH*KW the product of an image is dot products of its rows
+ * (kernel dot_nt): the packed GEMM would pad N = C*KH*KW to its tile and
+ * pack gy's rows again for every image. */
+#define CPU_DOT_NT_MAX 32
+
 static void cpu_grad_weight_task(void *arg, int tid, int nt)
 {
     const cpu_grad_weight_job *j       = arg;
@@ -332,6 +425,11 @@ static void cpu_grad_weight_task(void *arg, int tid, int nt)
         memset(dw, 0, cv->O * ckk * sizeof *dw);
     for (size_t n = lo; n < hi; n++) {
         cpu_patches_t(cv, j->x + n * image, rows);
+        if (ckk <= CPU_DOT_NT_MAX) {
+            j->dev->k.dot_nt(dw, ckk, j->gy + n * cv->O * spatial, spatial, rows, spatial,
+                             cv->O, ckk, spatial, n > lo);
+            continue;
+        }
         cpu_gemm_args g = {
             .M          = cv->O,
             .N          = ckk,
@@ -403,6 +501,10 @@ typedef struct cpu_pool_grad_job {
     size_t            H, W, OH, OW, kh, kw, sh, sw;
     const float      *gy, *x;
     float            *out;
+    /* a fused RELU_GRAD of out (fuse.c), run on each plane as soon as it is
+     * out: relu_out = relu_x > 0 ? out : 0; or NULL */
+    const float *relu_x;
+    float       *relu_out;
 } cpu_pool_grad_job;
 
 /* Outputs per call of the kernel that finds where each window's max was. */
@@ -439,10 +541,41 @@ static void cpu_pool_grad_range(void *arg, size_t lo, size_t hi)
                 }
             }
         }
+        if (j->relu_out)
+            j->dev->k.relu_grad(j->relu_out + p * plane, j->out + p * plane,
+                                j->relu_x + p * plane, plane);
     }
 }
 
-kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
+/* Planes [lo, hi) when the windows tile the rows without overlapping, 2
+ * columns wide at stride 2 and as high as their vertical stride: each band
+ * of kh rows is written once by the kernel, the rows and columns no window
+ * covers (the ragged bottom and right edges) set to 0. */
+static void cpu_pool_grad_w2_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_pool_grad_job *j     = arg;
+    size_t                   plane = j->H * j->W, used = 2 * j->OW;
+    for (size_t p = lo; p < hi; p++) {
+        float       *out = j->out + p * plane;
+        const float *x   = j->x + p * plane;
+        for (size_t oh = 0; oh < j->OH; oh++) {
+            size_t row = oh * j->sh * j->W;
+            j->dev->k.pool_grad_w2(out + row, j->gy + (p * j->OH + oh) * j->OW, x + row,
+                                   j->W, j->OW, j->kh);
+            if (used < j->W)
+                for (size_t r = 0; r < j->kh; r++)
+                    memset(out + row + r * j->W + used, 0,
+                           (j->W - used) * sizeof *out);
+        }
+        size_t covered = j->OH * j->sh * j->W;
+        memset(out + covered, 0, (plane - covered) * sizeof *out);
+        if (j->relu_out)
+            j->dev->k.relu_grad(j->relu_out + p * plane, out, j->relu_x + p * plane, plane);
+    }
+}
+
+static kiln_status cpu_pool_grad_run(const cpu_device *dev, const kiln_node *node,
+                                     const kiln_node *relu_grad)
 {
     const kiln_node  *src    = node->src[1];
     size_t            planes = (size_t)(src->dims[0] * src->dims[1]);
@@ -462,7 +595,23 @@ kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
     };
     if (node->numel == 0)
         return KILN_OK;
-    cpu_parallel_for(dev, planes, 1, cpu_row_grain(job.H * job.W), cpu_pool_grad_range,
-                     &job);
+    if (relu_grad) {
+        job.relu_x   = cpu_cf32(relu_grad->src[1]);
+        job.relu_out = cpu_f32(relu_grad);
+    }
+    bool tiled = job.kw == 2 && job.sw == 2 && job.kh == job.sh;
+    cpu_parallel_for(dev, planes, 1, cpu_row_grain(job.H * job.W),
+                     tiled ? cpu_pool_grad_w2_range : cpu_pool_grad_range, &job);
     return KILN_OK;
+}
+
+kiln_status cpu_op_max_pool2d_grad(const cpu_device *dev, const kiln_node *node)
+{
+    return cpu_pool_grad_run(dev, node, NULL);
+}
+
+kiln_status cpu_op_max_pool2d_relu_grad(const cpu_device *dev, const kiln_node *pool_grad,
+                                        const kiln_node *relu_grad)
+{
+    return cpu_pool_grad_run(dev, pool_grad, relu_grad);
 }

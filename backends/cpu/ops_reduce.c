@@ -286,16 +286,35 @@ kiln_status cpu_op_expand(const cpu_device *dev, const kiln_node *node)
     return KILN_OK;
 }
 
+typedef struct cpu_max_grad_job {
+    const cpu_device *dev;
+    const float      *g, *x;
+    float            *out;
+    size_t            cols;
+} cpu_max_grad_job;
+
+/* Rows [lo, hi): each row's gradient at its (first) maximum, 0 elsewhere. */
+static void cpu_max_grad_range(void *arg, size_t lo, size_t hi)
+{
+    const cpu_max_grad_job *j = arg;
+    for (size_t r = lo; r < hi; r++) {
+        float *row = j->out + r * j->cols;
+        size_t at  = j->dev->k.argmax(j->x + r * j->cols, j->cols);
+        float  g   = j->g[r];
+        memset(row, 0, j->cols * sizeof *row);
+        row[at] = g;
+    }
+}
+
+/* Rows split between the threads like MAX's (argmax reads x, the row of out
+ * is written after). */
 kiln_status cpu_op_max_grad(const cpu_device *dev, const kiln_node *node)
 {
     const kiln_node *src  = node->src[1];
     size_t           rows = (size_t)kiln__rows(src), cols = (size_t)kiln__last_dim(src);
-    const float     *g = cpu_cf32(node->src[0]), *x = cpu_cf32(src);
-    float           *out = cpu_f32(node);
-    for (size_t r = 0; r < rows; r++) {
-        float *row = out + r * cols;
-        memset(row, 0, cols * sizeof *row);
-        row[dev->k.argmax(x + r * cols, cols)] = g[r];
-    }
+    cpu_max_grad_job job  = {dev, cpu_cf32(node->src[0]), cpu_cf32(src), cpu_f32(node),
+                             cols};
+    if (cols > 0)
+        cpu_parallel_for(dev, rows, 1, cpu_row_grain(cols), cpu_max_grad_range, &job);
     return KILN_OK;
 }

@@ -386,8 +386,113 @@ static void CPU_SN(sum_rows)(double *acc, const float *x, size_t n)
         CPU_VD_STOREU(acc + i + CPU_VL / 2,
                       CPU_VD_ADD(CPU_VD_LOADU(acc + i + CPU_VL / 2), CPU_VD_HI(a)));
     }
+#if defined(CPU_SIMD_AVX2)
+    /* the tail: four columns in one unmasked step, then scalars (AMD's
+     * masked stores cost more than the scalar adds they replace) */
+    if (n - i >= 4) {
+        __m256d a = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
+        CPU_VD_STOREU(acc + i, CPU_VD_ADD(CPU_VD_LOADU(acc + i), a));
+        i += 4;
+    }
     for (; i < n; i++)
         acc[i] += x[i];
+#else
+    if (i < n) { /* the tail: masked halves, a partial one or none past the first */
+        size_t k = n - i, k0 = k < CPU_VL / 2 ? k : CPU_VL / 2;
+        cpu_vf a = cpu_vload_part(x + i, k);
+        if (k0 == CPU_VL / 2)
+            CPU_VD_STOREU(acc + i, CPU_VD_ADD(CPU_VD_LOADU(acc + i), CPU_VD_LO(a)));
+        else
+            cpu_vd_store_part(acc + i, CPU_VD_ADD(cpu_vd_load_part(acc + i, k0), CPU_VD_LO(a)),
+                              k0);
+        if (k > CPU_VL / 2)
+            cpu_vd_store_part(acc + i + CPU_VL / 2,
+                              CPU_VD_ADD(cpu_vd_load_part(acc + i + CPU_VL / 2,
+                                                          k - CPU_VL / 2),
+                                         CPU_VD_HI(a)),
+                              k - CPU_VL / 2);
+    }
+#endif
+}
+
+/* ---- products of long rows ------------------------------------------------------- */
+
+/* One block of dot_nt: rows i < mi of a against rows j < nj of b (mi <= 3,
+ * nj <= 4, constants once inlined), each pair in a vector accumulator that
+ * runs along K and is added up at the end: 12 accumulators, 7 loads per 12
+ * FMAs. */
+CPU_INLINE void CPU_SN(dot_nt_block)(float *c, size_t ldc, const float *a, size_t lda,
+                                     const float *b, size_t ldb, size_t K, bool accumulate,
+                                     int mi, int nj)
+{
+    cpu_vf acc[3][4];
+#pragma GCC unroll 3
+    for (int i = 0; i < mi; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nj; j++)
+            acc[i][j] = CPU_VZERO();
+    size_t k = 0;
+    for (; k < K; k += CPU_VL) {
+        size_t len = K - k < CPU_VL ? K - k : CPU_VL;
+        cpu_vf va[3], vb[4];
+#pragma GCC unroll 3
+        for (int i = 0; i < mi; i++)
+            va[i] = len == CPU_VL ? CPU_VLOADU(a + (size_t)i * lda + k)
+                                  : cpu_vload_part(a + (size_t)i * lda + k, len);
+#pragma GCC unroll 4
+        for (int j = 0; j < nj; j++)
+            vb[j] = len == CPU_VL ? CPU_VLOADU(b + (size_t)j * ldb + k)
+                                  : cpu_vload_part(b + (size_t)j * ldb + k, len);
+#pragma GCC unroll 3
+        for (int i = 0; i < mi; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < nj; j++)
+                acc[i][j] = CPU_VFMA(va[i], vb[j], acc[i][j]);
+    }
+#pragma GCC unroll 3
+    for (int i = 0; i < mi; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nj; j++) {
+            float *out = c + (size_t)i * ldc + j;
+            *out       = (accumulate ? *out : 0.0f) + cpu_vhsum(acc[i][j]);
+        }
+}
+
+/* c [M,N] (ldc) = (accumulate ? c : 0) + a [M,K] @ b [N,K]^T, both read along
+ * their rows (lda, ldb): for a short output and a long K, where packing
+ * would cost more than the arithmetic (a convolution's weight gradient when
+ * C*KH*KW is small: K is the pixels of an image). */
+static void CPU_SN(dot_nt)(float *c, size_t ldc, const float *a, size_t lda, const float *b,
+                           size_t ldb, size_t M, size_t N, size_t K, bool accumulate)
+{
+    for (size_t i = 0; i < M; i += 3) {
+        int mi = M - i < 3 ? (int)(M - i) : 3;
+        for (size_t j = 0; j < N; j += 4) {
+            int          nj = N - j < 4 ? (int)(N - j) : 4;
+            float       *cb = c + i * ldc + j;
+            const float *ab = a + i * lda, *bb = b + j * ldb;
+            /* each case its own unrolled copy */
+#define CPU_DOT_NT_CASE(MI, NJ)                                                        \
+    case (MI) * 8 + (NJ):                                                              \
+        CPU_SN(dot_nt_block)(cb, ldc, ab, lda, bb, ldb, K, accumulate, MI, NJ);        \
+        break;
+            switch (mi * 8 + nj) {
+                CPU_DOT_NT_CASE(3, 4)
+                CPU_DOT_NT_CASE(3, 3)
+                CPU_DOT_NT_CASE(3, 2)
+                CPU_DOT_NT_CASE(3, 1)
+                CPU_DOT_NT_CASE(2, 4)
+                CPU_DOT_NT_CASE(2, 3)
+                CPU_DOT_NT_CASE(2, 2)
+                CPU_DOT_NT_CASE(2, 1)
+                CPU_DOT_NT_CASE(1, 4)
+                CPU_DOT_NT_CASE(1, 3)
+                CPU_DOT_NT_CASE(1, 2)
+                CPU_DOT_NT_CASE(1, 1)
+            }
+#undef CPU_DOT_NT_CASE
+        }
+    }
 }
 
 /* The largest element; NaN (the scalar scan's) if any is NaN. Two
@@ -481,6 +586,98 @@ CPU_INLINE cpu_vf CPU_SN(strided_part)(const float *x, size_t sw, cpu_vi idx, si
     return cpu_vgather_part(x, idx, k);
 }
 
+/* NaN-sticky max: maxps gives its second operand when either is NaN, so a
+ * NaN already in m stays, and a NaN in v is selected in. */
+CPU_INLINE cpu_vf CPU_SN(max_nan)(cpu_vf m, cpu_vf v)
+{
+    return CPU_VSELECT(CPU_VCMP_NAN(v), v, CPU_VMAX(v, m));
+}
+
+/* pool_max_row for windows 2 columns wide at stride 2 (the usual pooling),
+ * n >= CPU_VL: each window row is one load pair split into its even and odd
+ * columns; the last vector overlaps the one before it rather than being
+ * masked (the same outputs again, with the same values). */
+static void CPU_SN(pool_max_row_w2)(float *out, const float *x, size_t W, size_t n,
+                                    size_t kh)
+{
+    for (size_t j = 0;; j += CPU_VL) {
+        if (j + CPU_VL > n)
+            j = n - CPU_VL;
+        cpu_vf m = CPU_VBCAST(-INFINITY);
+        for (size_t r = 0; r < kh; r++) {
+            cpu_vf e, o;
+            cpu_vdeinterleave(x + r * W + 2 * j, &e, &o);
+            m = CPU_SN(max_nan)(CPU_SN(max_nan)(m, e), o);
+        }
+        CPU_VSTOREU(out + j, m);
+        if (j + CPU_VL >= n)
+            break;
+    }
+}
+
+/* MAX_POOL2D_GRAD for windows kh rows by 2 columns, stride 2 along the row,
+ * n of them side by side (rows x .. x + (kh-1)*W, columns 0 .. 2n): out at
+ * each window's first maximum (first NaN, if any) in row-major order is
+ * gy[j], its other elements 0. Every element of the 2n columns of the kh
+ * rows is written once, so that windows that tile the plane need no zeroing
+ * and no scatter. Which element won is kept as its number r*2 + c, a float. */
+CPU_INLINE void CPU_SN(pool_grad_w2_vec)(float *out, const float *gy, const float *x,
+                                         size_t W, size_t kh, size_t k)
+{
+    cpu_vf m = CPU_VZERO(), win = CPU_VZERO(), e, o;
+    for (size_t r = 0; r < kh; r++) {
+        if (k == CPU_VL) {
+            cpu_vdeinterleave(x + r * W, &e, &o);
+        } else {
+            e = cpu_vload_even_part(x + r * W, k);
+            o = cpu_vload_even_part(x + r * W + 1, k);
+        }
+        for (int c = 0; c < 2; c++) {
+            cpu_vf v = c ? o : e;
+            if (r == 0 && c == 0) {
+                m = v;
+                continue;
+            }
+            cpu_vmask take = CPU_VMASK_OR(CPU_VCMP_GT(v, m),
+                                          CPU_VMASK_ANDNOT(CPU_VCMP_NAN(v), CPU_VCMP_NAN(m)));
+            m              = CPU_VSELECT(take, v, m);
+            win            = CPU_VSELECT(take, CPU_VBCAST((float)(2 * r + (size_t)c)), win);
+        }
+    }
+    cpu_vf g = k == CPU_VL ? CPU_VLOADU(gy) : cpu_vload_part(gy, k), zero = CPU_VZERO();
+    for (size_t r = 0; r < kh; r++) {
+        cpu_vf ge = CPU_VSELECT(CPU_VCMP_EQ(win, CPU_VBCAST((float)(2 * r))), g, zero);
+        cpu_vf go = CPU_VSELECT(CPU_VCMP_EQ(win, CPU_VBCAST((float)(2 * r + 1))), g, zero);
+        cpu_vf lo, hi;
+        cpu_vinterleave(ge, go, &lo, &hi);
+        if (k == CPU_VL) {
+            CPU_VSTOREU(out + r * W, lo);
+            CPU_VSTOREU(out + r * W + CPU_VL, hi);
+        } else {
+            cpu_vstore_part(out + r * W, lo, 2 * k < CPU_VL ? 2 * k : CPU_VL);
+            if (2 * k > CPU_VL)
+                cpu_vstore_part(out + r * W + CPU_VL, hi, 2 * k - CPU_VL);
+        }
+    }
+}
+
+static void CPU_SN(pool_grad_w2)(float *out, const float *gy, const float *x, size_t W,
+                                 size_t n, size_t kh)
+{
+    if (n < CPU_VL) {
+        if (n > 0)
+            CPU_SN(pool_grad_w2_vec)(out, gy, x, W, kh, n);
+        return;
+    }
+    for (size_t j = 0;; j += CPU_VL) {
+        if (j + CPU_VL > n)
+            j = n - CPU_VL; /* overlaps: the same values written again */
+        CPU_SN(pool_grad_w2_vec)(out + 2 * j, gy + j, x + 2 * j, W, kh, CPU_VL);
+        if (j + CPU_VL >= n)
+            break;
+    }
+}
+
 /* The window's columns for CPU_VL outputs at a time (strided_part), with the
  * max kept NaN-sticky: maxps gives its
  * second operand when either is NaN, so a NaN already in m stays, and a NaN
@@ -496,6 +693,10 @@ static void CPU_SN(pool_max_row)(float *out, const float *x, size_t W, size_t n,
                     m = cpu_max2(m, x[r * W + j * sw + c]);
             out[j] = m;
         }
+        return;
+    }
+    if (kw == 2 && sw == 2 && n >= CPU_VL) {
+        CPU_SN(pool_max_row_w2)(out, x, W, n, kh);
         return;
     }
     cpu_vi idx = CPU_SN(lane_offsets)(sw);
@@ -770,6 +971,8 @@ void CPU_SN(simd_kernels)(cpu_kernels *k)
     k->sum_sq_diff           = CPU_SN(sum_sq_diff);
     k->pool_max_row          = CPU_SN(pool_max_row);
     k->pool_argmax_row       = CPU_SN(pool_argmax_row);
+    k->pool_grad_w2          = CPU_SN(pool_grad_w2);
+    k->dot_nt                = CPU_SN(dot_nt);
 }
 
 #undef CPU_SIMD_BINARY

@@ -103,6 +103,27 @@ static inline cpu_vf cpu_vload_even_part(const float *p, size_t n)
     __m512        b = _mm512_maskz_loadu_ps(cpu_vmask_first(m > 16 ? m - 16 : 0), p + 16);
     return _mm512_maskz_mov_ps(cpu_vmask_first(n), _mm512_permutex2var_ps(a, even, b));
 }
+/* p[0 .. 2*CPU_VL) split into its even lanes (p[0], p[2], ...) and its odd */
+static inline void cpu_vdeinterleave(const float *p, cpu_vf *even, cpu_vf *odd)
+{
+    const __m512i e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                        28, 30);
+    const __m512i o = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27,
+                                        29, 31);
+    __m512        a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+    *even           = _mm512_permutex2var_ps(a, e, b);
+    *odd            = _mm512_permutex2var_ps(a, o, b);
+}
+/* e0 o0 e1 o1 ...: the first CPU_VL of them in lo, the rest in hi */
+static inline void cpu_vinterleave(cpu_vf e, cpu_vf o, cpu_vf *lo, cpu_vf *hi)
+{
+    const __m512i l = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
+                                        23);
+    const __m512i h = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14,
+                                        30, 15, 31);
+    *lo             = _mm512_permutex2var_ps(e, l, o);
+    *hi             = _mm512_permutex2var_ps(e, h, o);
+}
 static inline float cpu_vhsum(cpu_vf v)
 {
     return _mm512_reduce_add_ps(v);
@@ -117,6 +138,15 @@ typedef __m512d cpu_vd;
 #define CPU_VD_LO(v)        _mm512_cvtps_pd(_mm512_castps512_ps256(v))
 #define CPU_VD_HI(v) \
     _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
+/* the first n < 8 lanes of doubles; the others read as 0 and not written */
+static inline cpu_vd cpu_vd_load_part(const double *p, size_t n)
+{
+    return _mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1u), p);
+}
+static inline void cpu_vd_store_part(double *p, cpu_vd v, size_t n)
+{
+    _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1u), v);
+}
 #define CPU_VD_HSUM(v)   _mm512_reduce_add_pd(v)
 #define CPU_VD_SUB(a, b) _mm512_sub_pd(a, b)
 #define CPU_VD_MUL(a, b) _mm512_mul_pd(a, b)
@@ -213,6 +243,25 @@ static inline cpu_vf cpu_vload_even_part(const float *p, size_t n)
                _mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
     return cpu_vkeep_first(s, n);
 }
+/* p[0 .. 2*CPU_VL) split into its even lanes (p[0], p[2], ...) and its odd */
+static inline void cpu_vdeinterleave(const float *p, cpu_vf *even, cpu_vf *odd)
+{
+    __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+    __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)); /* a0 a2 b0 b2 a4 a6 b4 b6 */
+    __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)); /* a1 a3 b1 b3 a5 a7 b5 b7 */
+    *even    = _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+    *odd = _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+/* e0 o0 e1 o1 ...: the first CPU_VL of them in lo, the rest in hi */
+static inline void cpu_vinterleave(cpu_vf e, cpu_vf o, cpu_vf *lo, cpu_vf *hi)
+{
+    __m256 l = _mm256_unpacklo_ps(e, o); /* e0 o0 e1 o1 e4 o4 e5 o5 */
+    __m256 h = _mm256_unpackhi_ps(e, o); /* e2 o2 e3 o3 e6 o6 e7 o7 */
+    *lo      = _mm256_permute2f128_ps(l, h, 0x20);
+    *hi      = _mm256_permute2f128_ps(l, h, 0x31);
+}
 #define CPU_VI_SELECT(m, a, b) \
     _mm256_castps_si256(       \
         _mm256_blendv_ps(_mm256_castsi256_ps(b), _mm256_castsi256_ps(a), m))
@@ -231,6 +280,19 @@ typedef __m256d      cpu_vd;
 #define CPU_VD_STOREU(p, v) _mm256_storeu_pd(p, v)
 #define CPU_VD_LO(v)        _mm256_cvtps_pd(_mm256_castps256_ps128(v))
 #define CPU_VD_HI(v)        _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))
+/* the first n < 4 lanes of doubles; the others read as 0 and not written */
+static inline __m256i cpu_vd_mask_first(size_t n)
+{
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)n), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+static inline cpu_vd cpu_vd_load_part(const double *p, size_t n)
+{
+    return _mm256_maskload_pd(p, cpu_vd_mask_first(n));
+}
+static inline void cpu_vd_store_part(double *p, cpu_vd v, size_t n)
+{
+    _mm256_maskstore_pd(p, cpu_vd_mask_first(n), v);
+}
 static inline double cpu_vd_hsum(cpu_vd v)
 {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));

@@ -1,5 +1,5 @@
 /* tools/bench/ops.c — kiln-bench ops: elementwise ops, reductions, softmax,
- * transpose, mse_loss and training ops (the gradient of sum and relu, an
+ * transpose, mse_loss and training ops (the gradient of sum, relu and max, an
  * Adam step) in GB/s, in and beyond the caches, next to memcpy's bandwidth. */
 #include "bench.h"
 
@@ -106,7 +106,7 @@ static bool bench_op(const bench_options *o, kiln_context *ctx, op_kind op, int6
  * loss, so a training op is never a one-op graph. Its figure is the time of a
  * graph with it less that of the same work without it, the two timed in turn
  * in each repeat, over the bytes the op alone reads and writes. */
-typedef enum grad_kind { GRAD_SUM, GRAD_RELU, GRAD_ADAM, GRAD_COUNT } grad_kind;
+typedef enum grad_kind { GRAD_SUM, GRAD_RELU, GRAD_MAX, GRAD_ADAM, GRAD_COUNT } grad_kind;
 
 static const op_info grad_infos[GRAD_COUNT] = {
     /* sum(x) with its gradient, less the loss alone: the loss's gradient
@@ -116,6 +116,10 @@ static const op_info grad_infos[GRAD_COUNT] = {
      * gradient expanded to x's size (written), then relu_grad (that and x
      * read, x's gradient written) */
     [GRAD_RELU] = {"relu backward", 4},
+    /* sum(max(x)) over the last axis with its gradient, less the loss
+     * alone: max_grad (x read, x's gradient written; the row gradients are
+     * 1/cols of it) */
+    [GRAD_MAX] = {"max backward", 2},
     /* sum(p) with its gradient and an Adam step, less the same without the
      * step: p, g, m and v read, p, m and v written */
     [GRAD_ADAM] = {"adam step", 7},
@@ -137,7 +141,9 @@ static kiln_graph *build_grad(kiln_context *ctx, grad_kind kind, bool step, int6
         return NULL;
     }
     kiln_tensor *x = kiln_param(g, "x", KILN_SHAPE(rows, cols));
-    *loss          = kiln_sum(g, kind == GRAD_RELU ? kiln_relu(g, x) : x);
+    *loss          = kiln_sum(g, kind == GRAD_RELU  ? kiln_relu(g, x)
+                                 : kind == GRAD_MAX ? kiln_max(g, x)
+                                                    : x);
     bool ok = kiln_output(g, *loss) == KILN_OK && kiln_backward(g, *loss) == KILN_OK &&
               (!step || kiln_adam(g, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f)) &&
               kiln_graph_compile(g) == KILN_OK;
