@@ -41,12 +41,16 @@ typedef struct counts {
     long waits;
 } counts;
 
+/* Launches of kernel `name`, with its 64-bit-index twin's (name_wide). */
 static long launches_of(const counts *c, const char *name)
 {
+    long   n   = 0;
+    size_t len = strlen(name);
     for (int k = 0; k < c->count; k++)
-        if (strcmp(c->names[k], name) == 0)
-            return c->n[k];
-    return 0;
+        if (strncmp(c->names[k], name, len) == 0 &&
+            (!c->names[k][len] || strcmp(c->names[k] + len, "_wide") == 0))
+            n += c->n[k];
+    return n;
 }
 
 static long all_launches(const counts *c)
@@ -109,7 +113,9 @@ Test(launches, a_step_fuses_bias_relu_and_the_optimiser_and_waits_once)
 {
     need_opencl();
     counts one, four;
-    /* 2 hidden layers: 6 parameters */
+    /* 2 hidden layers: 6 parameters; the first run fills the caches (the
+     * program, CLBlast's check) that the counted ones then read alike */
+    count_training("1", "2", "adam", &one, NULL);
     count_training("1", "2", "adam", &one, NULL);
     count_training("4", "2", "adam", &four, NULL);
     long total = (all_launches(&four) - all_launches(&one)) / 3;
@@ -128,23 +134,25 @@ Test(launches, more_parameters_than_a_launch_holds_take_several)
 {
     need_opencl();
     counts one, four;
-    /* 9 hidden layers: 20 parameters, 8 + 8 + 4 */
-    count_training("1", "9", "sgd", &one, NULL);
-    count_training("4", "9", "sgd", &four, NULL);
+    /* 9 hidden layers: 20 parameters, 8 + 8 + 4, all sharing clipping's
+     * sum of squares */
+    count_training("1", "9", "sgd-clip", &one, NULL);
+    count_training("4", "9", "sgd-clip", &four, NULL);
     cr_expect_eq(per_step(&one, &four, "kiln_sgd_step"), 3);
-    /* clipping's sum of squares is one tensor that all the steps share */
-    count_training("1", "2", "sgd-clip", &one, NULL);
-    count_training("4", "2", "sgd-clip", &four, NULL);
-    cr_expect_eq(per_step(&one, &four, "kiln_sgd_step"), 1);
 }
 
 /* The trained parameters: fused as above, unfused (KILN_PROFILE runs every
- * node alone), and on the cpu backend. */
+ * node alone), and on the cpu backend. The products run on the cpu backend
+ * (KILN_DEBUG_REFUSE) in both OpenCL runs: CLBlast compiling its kernels
+ * in every process is most of a run's time on POCL, and fusion does not
+ * touch them. */
 static void same_training(const char *layers, const char *opt)
 {
-    const char *const args[]     = {"train", "5", layers, opt, NULL};
-    const char *const fused[]    = {"KILN_BACKEND=opencl", "-KILN_PROFILE", NULL};
-    const char *const unfused[]  = {"KILN_BACKEND=opencl", "KILN_PROFILE=1", NULL};
+    const char *const args[]    = {"train", "5", layers, opt, NULL};
+    const char *const fused[]   = {"KILN_BACKEND=opencl", "KILN_DEBUG_REFUSE=matmul",
+                                   "-KILN_PROFILE", NULL};
+    const char *const unfused[] = {"KILN_BACKEND=opencl", "KILN_DEBUG_REFUSE=matmul",
+                                   "KILN_PROFILE=1", NULL};
     const char *const cpu[]      = {"KILN_BACKEND=cpu", "-KILN_PROFILE", NULL};
     child_result      a          = child_run_args("graph_runner", args, fused);
     child_result      b          = child_run_args("graph_runner", args, unfused);
@@ -166,6 +174,5 @@ Test(launches, fusing_changes_no_result)
 {
     need_opencl();
     same_training("2", "adam");
-    same_training("9", "sgd");
-    same_training("2", "sgd-clip");
+    same_training("9", "sgd-clip");
 }

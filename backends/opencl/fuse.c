@@ -17,14 +17,14 @@
 kiln_status ocl_op_add_relu(ocl_device *dev, const kiln_node *add, const kiln_node *relu)
 {
     const kiln_node *a = add->src[0], *b = add->src[1];
-    ocl_launch       l = ocl_begin(dev, OCL_K_ADD_RELU);
+    ocl_launch       l = ocl_begin_indexed(dev, OCL_K_ADD_RELU, (uint64_t)add->numel);
     ocl_arg_node(&l, add);
     ocl_arg_node(&l, relu);
     ocl_arg_node(&l, a);
-    ocl_arg_u64(&l, (uint64_t)a->numel);
+    ocl_arg_idx(&l, (uint64_t)a->numel);
     ocl_arg_node(&l, b);
-    ocl_arg_u64(&l, (uint64_t)b->numel);
-    ocl_arg_u64(&l, (uint64_t)add->numel);
+    ocl_arg_idx(&l, (uint64_t)b->numel);
+    ocl_arg_idx(&l, (uint64_t)add->numel);
     return ocl_run(&l, (uint64_t)add->numel);
 }
 

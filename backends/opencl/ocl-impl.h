@@ -158,7 +158,6 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(PERMUTE_WIDE, "kiln_permute_wide")     \
     X(SLICE, "kiln_slice")                   \
     X(SLICE_GRAD, "kiln_slice_grad")         \
-    X(ADD_RELU, "kiln_add_relu")             \
     X(SGD_STEP, "kiln_sgd_step")             \
     X(ADAM_STEP, "kiln_adam_step")           \
     X(EMBEDDING, "kiln_embedding")           \
@@ -179,6 +178,7 @@ bool ocl_cache_store(const char *dir, const char *path, const char *key,
     X(SUB, "kiln_sub")                   \
     X(MUL, "kiln_mul")                   \
     X(DIV, "kiln_div")                   \
+    X(ADD_RELU, "kiln_add_relu")         \
     X(EXPAND, "kiln_expand")             \
     X(IM2COL, "kiln_im2col")             \
     X(CONV_OUT, "kiln_conv_out")         \
