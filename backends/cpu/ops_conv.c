@@ -311,13 +311,15 @@ static void cpu_patches_t(const cpu_conv2d_geom *cv, const float *x, float *cols
                         memset(cols, 0, cv->OW * sizeof *cols);
                         continue;
                     }
-                    const float *row = x + (c * cv->H + ih) * cv->W + kw - cv->pw;
+                    /* iw = ow * sw + kw - pw, at least 0 from ow = lo on:
+                     * the row's pointer is never formed before x */
+                    const float *row = x + (c * cv->H + ih) * cv->W;
                     memset(cols, 0, lo * sizeof *cols);
-                    if (cv->sw == 1)
-                        memcpy(cols + lo, row + lo, (hi - lo) * sizeof *cols);
+                    if (cv->sw == 1 && lo < hi)
+                        memcpy(cols + lo, row + (lo + kw - cv->pw), (hi - lo) * sizeof *cols);
                     else
                         for (size_t ow = lo; ow < hi; ow++)
-                            cols[ow] = row[ow * cv->sw];
+                            cols[ow] = row[ow * cv->sw + kw - cv->pw];
                     memset(cols + hi, 0, (cv->OW - hi) * sizeof *cols);
                 }
             }
@@ -354,12 +356,14 @@ static void cpu_col2im_t(const cpu_device *dev, const cpu_conv2d_geom *cv, const
                     size_t ih = oh * cv->sh + kh - cv->ph; /* wraps above H */
                     if (ih >= cv->H || lo == hi)
                         continue;
-                    float *row = x + (c * cv->H + ih) * cv->W + kw - cv->pw;
-                    if (cv->sw == 1)
-                        dev->k.binary[CPU_ADD](row + lo, row + lo, 1, cols + lo, 1, hi - lo);
-                    else
+                    float *row = x + (c * cv->H + ih) * cv->W; /* as in patches */
+                    if (cv->sw == 1) {
+                        float *at = row + (lo + kw - cv->pw);
+                        dev->k.binary[CPU_ADD](at, at, 1, cols + lo, 1, hi - lo);
+                    } else {
                         for (size_t ow = lo; ow < hi; ow++)
-                            row[ow * cv->sw] += cols[ow];
+                            row[ow * cv->sw + kw - cv->pw] += cols[ow];
+                    }
                 }
             }
 }

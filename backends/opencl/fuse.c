@@ -33,6 +33,16 @@ static bool runnable(const ocl_device *dev, const kiln_node *node)
     return node && !ocl_check_node(dev, node, true);
 }
 
+/* Whether `next` may join the k steps of group[]. */
+static bool steps_together(const ocl_device *dev, const kiln_node *const *group, size_t k,
+                           const kiln_node *next)
+{
+    for (size_t j = 0; j < k; j++)
+        if (!ocl_steps_together(dev, group[j], next))
+            return false;
+    return true;
+}
+
 size_t ocl_fuse(ocl_device *dev, const kiln_node *const *nodes, size_t i, size_t n,
                 kiln_status *status)
 {
@@ -45,7 +55,7 @@ size_t ocl_fuse(ocl_device *dev, const kiln_node *const *nodes, size_t i, size_t
     if (node->op == KILN_OP_SGD_STEP || node->op == KILN_OP_ADAM_STEP) {
         size_t k = 1;
         while (k < OCL_STEP_SLOTS && i + k < n && nodes[i + k] &&
-               ocl_steps_together(dev, node, nodes[i + k]) && runnable(dev, nodes[i + k]))
+               steps_together(dev, nodes + i, k, nodes[i + k]) && runnable(dev, nodes[i + k]))
             k++;
         if (k > 1) {
             *status = ocl_op_steps(dev, nodes + i, k);

@@ -506,7 +506,8 @@ kiln_status ocl_op_max_pool2d_grad(ocl_device *dev, const kiln_node *node, size_
 kiln_status ocl_op_step(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_steps(ocl_device *dev, const kiln_node *const *nodes, size_t count);
 /* Whether two step nodes may share a launch: one op, one sum of squares (or
- * none), and each of their tensors in the same buffer as the other's. */
+ * none), each of their tensors in the same buffer as the other's, and
+ * nothing that one writes (parameter, state) overlapping the other's. */
 bool ocl_steps_together(const ocl_device *dev, const kiln_node *a, const kiln_node *b);
 kiln_status ocl_op_embedding(ocl_device *dev, const kiln_node *node, size_t i);
 kiln_status ocl_op_embedding_grad(ocl_device *dev, const kiln_node *node, size_t i);

@@ -10,7 +10,7 @@
 #include "ocl-impl.h"
 
 _Static_assert(OCL_STEP_SLOTS == 8, "kernels/optim.cl's ulong8 slots");
-/* elements per work-item: kernels/optim.cl's KILN_STEP_RUNS */
+/* elements per work-item (the kernels' `runs`) */
 #define OCL_STEP_RUNS 8
 
 /* src: param, grad, [m,] v, hp[, sum of squares]: how many tensors before
@@ -39,6 +39,13 @@ bool ocl_steps_together(const ocl_device *dev, const kiln_node *a, const kiln_no
     for (int k = 0; k < step_tensors(a); k++)
         if (ocl_mem(dev, step_tensor(a, k)) != ocl_mem(dev, step_tensor(b, k)))
             return false;
+    /* what one writes (the parameter, its state) the other must not touch:
+     * in one launch neither would see the other's update */
+    for (int k = 0; k < step_tensors(a) - 1; k++)
+        for (int t = 0; t < step_tensors(b); t++)
+            if (k != 1 && (kiln__overlaps(step_tensor(a, k), step_tensor(b, t)) ||
+                           kiln__overlaps(step_tensor(b, k), step_tensor(a, t))))
+                return false;
     return true;
 }
 
@@ -74,6 +81,7 @@ kiln_status ocl_op_steps(ocl_device *dev, const kiln_node *const *nodes, size_t 
     /* without a sum of squares the kernel gets a tensor in its place */
     ocl_arg_node(&l, s ? s : first);
     ocl_arg_i32(&l, s != NULL);
+    ocl_arg_u32(&l, OCL_STEP_RUNS);
     for (int v = 0; v < 2 + nt; v++)
         ocl_arg(&l, sizeof slots[v], slots[v]);
     return ocl_run(&l, at / OCL_STEP_RUNS);

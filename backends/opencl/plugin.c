@@ -99,21 +99,37 @@ static kiln_status ocl_check_labels(ocl_device *dev);
  * copy cannot be allocated, waits as before. */
 typedef struct ocl_staged {
     struct ocl_staged *next;
+    cl_event           done; /* the write's, for its status */
+    size_t             size, offset;
     unsigned char      data[];
 } ocl_staged;
 
 #define OCL_STAGE_ONE ((size_t)4 << 20)
 #define OCL_STAGE_ALL ((size_t)64 << 20)
 
-/* After the host has waited for everything queued. */
-static void ocl_release_staged(ocl_device *dev)
+/* After the host has waited for everything queued: frees the copies, and
+ * reports the first write that failed as it ran (a blocking write would
+ * have returned its error). */
+static kiln_status ocl_release_staged(ocl_device *dev)
 {
+    kiln_status st = KILN_OK;
     for (ocl_staged *s = dev->staged, *next; s; s = next) {
-        next = s->next;
+        next         = s->next;
+        cl_int state = CL_COMPLETE;
+        cl_int err   = clGetEventInfo(s->done, CL_EVENT_COMMAND_EXECUTION_STATUS,
+                                      sizeof state, &state, NULL);
+        if (st == KILN_OK && err != CL_SUCCESS)
+            st = ocl_cl_fail(dev->host, "clGetEventInfo", err, "a queued write's status");
+        else if (st == KILN_OK && state < 0)
+            st = ocl_cl_fail(dev->host, "clEnqueueWriteBuffer", state,
+                             "%zu bytes at offset %zu, queued without waiting", s->size,
+                             s->offset);
+        clReleaseEvent(s->done);
         free(s);
     }
     dev->staged       = NULL;
     dev->staged_bytes = 0;
+    return st;
 }
 
 static kiln_status ocl_buffer_write(void *ctx, void *buffer, size_t offset,
@@ -131,17 +147,17 @@ static kiln_status ocl_buffer_write(void *ctx, void *buffer, size_t offset,
         memcpy(copy->data, src, size);
     cl_int err = clEnqueueWriteBuffer(dev->queue, b->mem, copy ? CL_FALSE : CL_TRUE,
                                       offset, size, copy ? copy->data : src, 0, NULL,
-                                      NULL);
+                                      copy ? &copy->done : NULL);
     if (err != CL_SUCCESS) {
         free(copy);
         return ocl_cl_fail(dev->host, "clEnqueueWriteBuffer", err,
                            "%zu bytes at offset %zu", size, offset);
     }
-    if (!copy) { /* the queue has drained */
-        ocl_release_staged(dev);
-        return KILN_OK;
-    }
-    copy->next = dev->staged;
+    if (!copy) /* the queue has drained */
+        return ocl_release_staged(dev);
+    copy->size   = size;
+    copy->offset = offset;
+    copy->next   = dev->staged;
     dev->staged = copy;
     dev->staged_bytes += size;
     return KILN_OK;
@@ -162,8 +178,8 @@ static kiln_status ocl_buffer_read(void *ctx, void *buffer, size_t offset, void 
     if (err != CL_SUCCESS)
         return ocl_cl_fail(dev->host, "clEnqueueReadBuffer", err,
                            "%zu bytes at offset %zu", size, offset);
-    ocl_release_staged(dev);
-    return ocl_check_labels(dev);
+    st = ocl_release_staged(dev);
+    return st != KILN_OK ? st : ocl_check_labels(dev);
 }
 
 /* ---- label checks ------------------------------------------------------------- */
@@ -223,7 +239,9 @@ static kiln_status ocl_check_labels(ocl_device *dev)
                                            (size_t)n * sizeof *rows, rows, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return ocl_cl_fail(dev->host, "clEnqueueReadBuffer", err, "the label checks");
-    ocl_release_staged(dev); /* the queue has drained */
+    kiln_status st = ocl_release_staged(dev); /* the queue has drained */
+    if (st != KILN_OK)
+        return st;
     for (int k = 0; k < n; k++) {
         if (rows[k] == INT_MAX)
             continue;
@@ -300,8 +318,7 @@ static kiln_status ocl_synchronize(void *ctx)
     cl_int err = clFinish(dev->queue);
     if (err != CL_SUCCESS)
         return ocl_cl_fail(dev->host, "clFinish", err, "on %s", dev->info->name);
-    ocl_release_staged(dev);
-    return KILN_OK;
+    return ocl_release_staged(dev);
 }
 
 static void ocl_device_free(void *ctx)
@@ -311,7 +328,7 @@ static void ocl_device_free(void *ctx)
         return;
     if (dev->queue)
         clFinish(dev->queue);
-    ocl_release_staged(dev);
+    (void)ocl_release_staged(dev); /* closing: nobody left to tell */
     ocl_program_close(dev);
     cl_mem mems[] = {dev->scratch, dev->gemm_temp, dev->parts, dev->dummy, dev->err};
     for (size_t k = 0; k < sizeof mems / sizeof mems[0]; k++)

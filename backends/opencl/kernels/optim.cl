@@ -25,15 +25,15 @@ int kiln_step_skipped(GCF *s, ulong so, int has_s, float skip)
  * hyper-parameters each lie in one buffer (p, g, m, v, hp; the host groups
  * only such nodes), at offsets given per slot: slot k takes the work-items
  * elements [at.sk, at.sk + n.sk) and unused slots n = 0. A work-group of G
- * work-items steps KILN_STEP_RUNS * G elements of one slot, work-item l
+ * work-items steps runs * G elements of one slot (runs: the host's
+ * OCL_STEP_RUNS, 8), work-item l
  * those at l, l + G, ...: neighbours read neighbouring addresses, and the
- * choice of slot, the same for the whole group, is made once for
- * KILN_STEP_RUNS elements (POCL, which runs a group as a loop, made it per
- * element at 1.3x the time of the one-tensor kernel). The host starts every
- * slot at a multiple of KILN_STEP_RUNS * G. s (the gradients' sum of
+ * choice of slot, the same for the whole group, is made once for `runs`
+ * elements (POCL, which runs a group as a loop, made it per element at 1.3x
+ * the time of the one-tensor kernel). The host starts every slot at a
+ * multiple of runs * G. s (the gradients' sum of
  * squares) is shared; each slot has its own hyper-parameters (a bias may
  * not decay). */
-#define KILN_STEP_RUNS 8
 
 /* The group's slot, the one whose range holds `first`: where it begins
  * (at0), its length, and the offsets of its tensors. */
@@ -54,10 +54,10 @@ int kiln_step_skipped(GCF *s, ulong so, int has_s, float skip)
 /* d = gs * grad + wd * p;  v = momentum * v + d;  p -= lr * v
  * (hp: lr, momentum, wd, max_norm, unscale, skip) */
 __kernel void kiln_sgd_step(GF *p, GCF *g, GF *v, GCF *hp, GCF *s, ulong so, int has_s,
-                            ulong8 at, ulong8 n, ulong8 po, ulong8 go, ulong8 vo,
-                            ulong8 ho)
+                            uint runs, ulong8 at, ulong8 n, ulong8 po, ulong8 go,
+                            ulong8 vo, ulong8 ho)
 {
-    ulong G = get_local_size(0), first = get_group_id(0) * G * KILN_STEP_RUNS;
+    ulong G = get_local_size(0), first = get_group_id(0) * G * runs;
     ulong at0 = 0, len = 0, op = 0, og = 0, ov = 0, oh = 0;
     KILN_SGD_PICK(0) KILN_SGD_PICK(1) KILN_SGD_PICK(2) KILN_SGD_PICK(3)
     KILN_SGD_PICK(4) KILN_SGD_PICK(5) KILN_SGD_PICK(6) KILN_SGD_PICK(7)
@@ -67,7 +67,7 @@ __kernel void kiln_sgd_step(GF *p, GCF *g, GF *v, GCF *hp, GCF *s, ulong so, int
     float lr = h[0], momentum = h[1], wd = h[2];
     float gs = kiln_grad_scale(s, so, has_s, h[3], h[4]);
     ulong j = first - at0 + get_local_id(0);
-    for (int r = 0; r < KILN_STEP_RUNS && j < len; r++, j += G) {
+    for (uint r = 0; r < runs && j < len; r++, j += G) {
         float pi = p[op + j];
         float d = gs * g[og + j] + wd * pi;
         float vi = momentum * v[ov + j] + d;
@@ -79,10 +79,10 @@ __kernel void kiln_sgd_step(GF *p, GCF *g, GF *v, GCF *hp, GCF *s, ulong so, int
 /* hp: lr, beta1, beta2, eps, wd, 1/(1-beta1^t), 1/(1-beta2^t), decoupled,
  * max_norm, unscale, skip. Decoupled (AdamW): p *= 1 - lr * wd, and d has no decay. */
 __kernel void kiln_adam_step(GF *p, GCF *g, GF *m, GF *v, GCF *hp, GCF *s, ulong so,
-                             int has_s, ulong8 at, ulong8 n, ulong8 po, ulong8 go,
-                             ulong8 mo, ulong8 vo, ulong8 ho)
+                             int has_s, uint runs, ulong8 at, ulong8 n, ulong8 po,
+                             ulong8 go, ulong8 mo, ulong8 vo, ulong8 ho)
 {
-    ulong G = get_local_size(0), first = get_group_id(0) * G * KILN_STEP_RUNS;
+    ulong G = get_local_size(0), first = get_group_id(0) * G * runs;
     ulong at0 = 0, len = 0, op = 0, og = 0, om = 0, ov = 0, oh = 0;
     KILN_ADAM_PICK(0) KILN_ADAM_PICK(1) KILN_ADAM_PICK(2) KILN_ADAM_PICK(3)
     KILN_ADAM_PICK(4) KILN_ADAM_PICK(5) KILN_ADAM_PICK(6) KILN_ADAM_PICK(7)
@@ -95,7 +95,7 @@ __kernel void kiln_adam_step(GF *p, GCF *g, GF *m, GF *v, GCF *hp, GCF *s, ulong
     float gs = kiln_grad_scale(s, so, has_s, h[8], h[9]);
     float shrink = decoupled ? 1.0f - lr * wd : 1.0f, wd_grad = decoupled ? 0.0f : wd;
     ulong j = first - at0 + get_local_id(0);
-    for (int r = 0; r < KILN_STEP_RUNS && j < len; r++, j += G) {
+    for (uint r = 0; r < runs && j < len; r++, j += G) {
         float pi = decoupled ? shrink * p[op + j] : p[op + j];
         float d = gs * g[og + j] + wd_grad * pi;
         float mi = b1 * m[om + j] + (1.0f - b1) * d;
