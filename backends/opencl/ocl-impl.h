@@ -250,10 +250,6 @@ typedef struct ocl_device {
     ocl_label_check  checks[OCL_MAX_CHECKS];
     int              n_checks;
     bool             err_pending; /* label checks not yet read back    */
-    /* copies of what buffer_write queued without waiting (plugin.c), freed
-     * when the host next waits for the queue */
-    struct ocl_staged *staged;
-    size_t             staged_bytes;
     bool             gemm_ok;     /* CLBlast verified on this device   */
     /* the elements past which a GEMM operand is given to CLBlast in a
      * sub-buffer (gemm.c): INT_MAX, or KILN_OPENCL_REBASE_ABOVE's value */

@@ -91,46 +91,15 @@ static kiln_status ocl_buffer_range(const ocl_device *dev, const char *what,
 
 static kiln_status ocl_check_labels(ocl_device *dev);
 
-/* A write the host did not wait for: its source, copied, lives until the
- * host next waits for the queue (synchronize, a read, a blocking write), when
- * the device has certainly read it. A training step's inputs, labels and
- * hyper-parameters so cost no wait each; a write above OCL_STAGE_ONE, or one
- * that would hold more than OCL_STAGE_ALL copied between waits, or whose
- * copy cannot be allocated, waits as before. */
-typedef struct ocl_staged {
-    struct ocl_staged *next;
-    cl_event           done; /* the write's, for its status */
-    size_t             size, offset;
-    unsigned char      data[];
-} ocl_staged;
-
+/* A write up to OCL_STAGE_ONE does not wait: the driver copies the source
+ * into a buffer of its own as it creates it (CL_MEM_COPY_HOST_PTR), and a
+ * copy queued after the work already queued takes it to its place; the
+ * buffer goes once the copy has run (clReleaseMemObject defers it). A
+ * training step's inputs, labels and hyper-parameters so cost no wait. A
+ * larger write, or one whose buffer cannot be had, waits as before. (A
+ * non-blocking clEnqueueWriteBuffer from a copy kept until the next wait
+ * did the same on POCL, but Mesa 22.3's rusticl read zeros from it.) */
 #define OCL_STAGE_ONE ((size_t)4 << 20)
-#define OCL_STAGE_ALL ((size_t)64 << 20)
-
-/* After the host has waited for everything queued: frees the copies, and
- * reports the first write that failed as it ran (a blocking write would
- * have returned its error). */
-static kiln_status ocl_release_staged(ocl_device *dev)
-{
-    kiln_status st = KILN_OK;
-    for (ocl_staged *s = dev->staged, *next; s; s = next) {
-        next         = s->next;
-        cl_int state = CL_COMPLETE;
-        cl_int err   = clGetEventInfo(s->done, CL_EVENT_COMMAND_EXECUTION_STATUS,
-                                      sizeof state, &state, NULL);
-        if (st == KILN_OK && err != CL_SUCCESS)
-            st = ocl_cl_fail(dev->host, "clGetEventInfo", err, "a queued write's status");
-        else if (st == KILN_OK && state < 0)
-            st = ocl_cl_fail(dev->host, "clEnqueueWriteBuffer", state,
-                             "%zu bytes at offset %zu, queued without waiting", s->size,
-                             s->offset);
-        clReleaseEvent(s->done);
-        free(s);
-    }
-    dev->staged       = NULL;
-    dev->staged_bytes = 0;
-    return st;
-}
 
 static kiln_status ocl_buffer_write(void *ctx, void *buffer, size_t offset,
                                     const void *src, size_t size)
@@ -140,26 +109,25 @@ static kiln_status ocl_buffer_write(void *ctx, void *buffer, size_t offset,
     kiln_status st  = ocl_buffer_range(dev, "buffer_write", b, offset, size);
     if (st != KILN_OK || size == 0)
         return st;
-    ocl_staged *copy = size <= OCL_STAGE_ONE && size <= OCL_STAGE_ALL - dev->staged_bytes
-                           ? malloc(sizeof *copy + size)
-                           : NULL;
-    if (copy)
-        memcpy(copy->data, src, size);
-    cl_int err = clEnqueueWriteBuffer(dev->queue, b->mem, copy ? CL_FALSE : CL_TRUE,
-                                      offset, size, copy ? copy->data : src, 0, NULL,
-                                      copy ? &copy->done : NULL);
-    if (err != CL_SUCCESS) {
-        free(copy);
+    cl_int err   = CL_SUCCESS;
+    cl_mem stage = size <= OCL_STAGE_ONE
+                       ? clCreateBuffer(dev->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                        size, (void *)src, &err)
+                       : NULL;
+    if (stage) {
+        err = clEnqueueCopyBuffer(dev->queue, stage, b->mem, 0, offset, size, 0, NULL,
+                                  NULL);
+        clReleaseMemObject(stage);
+        if (err != CL_SUCCESS)
+            return ocl_cl_fail(dev->host, "clEnqueueCopyBuffer", err,
+                               "%zu bytes to offset %zu", size, offset);
+        return KILN_OK;
+    }
+    err = clEnqueueWriteBuffer(dev->queue, b->mem, CL_TRUE, offset, size, src, 0, NULL,
+                               NULL);
+    if (err != CL_SUCCESS)
         return ocl_cl_fail(dev->host, "clEnqueueWriteBuffer", err,
                            "%zu bytes at offset %zu", size, offset);
-    }
-    if (!copy) /* the queue has drained */
-        return ocl_release_staged(dev);
-    copy->size   = size;
-    copy->offset = offset;
-    copy->next   = dev->staged;
-    dev->staged = copy;
-    dev->staged_bytes += size;
     return KILN_OK;
 }
 
@@ -178,8 +146,7 @@ static kiln_status ocl_buffer_read(void *ctx, void *buffer, size_t offset, void 
     if (err != CL_SUCCESS)
         return ocl_cl_fail(dev->host, "clEnqueueReadBuffer", err,
                            "%zu bytes at offset %zu", size, offset);
-    st = ocl_release_staged(dev);
-    return st != KILN_OK ? st : ocl_check_labels(dev);
+    return ocl_check_labels(dev);
 }
 
 /* ---- label checks ------------------------------------------------------------- */
@@ -239,9 +206,6 @@ static kiln_status ocl_check_labels(ocl_device *dev)
                                            (size_t)n * sizeof *rows, rows, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return ocl_cl_fail(dev->host, "clEnqueueReadBuffer", err, "the label checks");
-    kiln_status st = ocl_release_staged(dev); /* the queue has drained */
-    if (st != KILN_OK)
-        return st;
     for (int k = 0; k < n; k++) {
         if (rows[k] == INT_MAX)
             continue;
@@ -318,7 +282,7 @@ static kiln_status ocl_synchronize(void *ctx)
     cl_int err = clFinish(dev->queue);
     if (err != CL_SUCCESS)
         return ocl_cl_fail(dev->host, "clFinish", err, "on %s", dev->info->name);
-    return ocl_release_staged(dev);
+    return KILN_OK;
 }
 
 static void ocl_device_free(void *ctx)
@@ -328,7 +292,6 @@ static void ocl_device_free(void *ctx)
         return;
     if (dev->queue)
         clFinish(dev->queue);
-    (void)ocl_release_staged(dev); /* closing: nobody left to tell */
     ocl_program_close(dev);
     cl_mem mems[] = {dev->scratch, dev->gemm_temp, dev->parts, dev->dummy, dev->err};
     for (size_t k = 0; k < sizeof mems / sizeof mems[0]; k++)

@@ -288,8 +288,7 @@ typedef struct kiln_device_iface {
      * buffer_read's copy is complete on return; buffer_write's source may be
      * reused on return, but the device may still be writing its copy (the
      * OpenCL backend queues small writes from a copy of its own, so that the
-     * host does not wait for them, and reports one that failed at the next
-     * call that waits: buffer_read, synchronize, a large write).            */
+     * host does not wait for them).                                          */
     kiln_status (*buffer_write)(void *dev, void *buffer, size_t offset, const void *src,
                                 size_t size);
     kiln_status (*buffer_read)(void *dev, void *buffer, size_t offset, void *dst,
