@@ -393,10 +393,20 @@ Test(opencl_select, scores_by_device_type_and_kiln_cpu_wins_over_an_opencl_cpu)
     for (size_t k = 0; k < n; k++) {
         if (strcmp(d[k].backend, "opencl") != 0 || d[k].unusable)
             continue;
-        int s = d[k].type == KILN_DEVICE_GPU           ? 100
-                : d[k].type == KILN_DEVICE_ACCELERATOR ? 90
-                                                       : 10;
-        best  = s > best ? s : best;
+        /* by kind (man kiln): a device of several types, as Oclgrind's
+         * simulator is, scores below a CPU */
+        static const struct {
+            const char *kind;
+            int         score;
+        } kinds[] = {{"kind=discrete_gpu ", 100}, {"kind=integrated_gpu ", 95},
+                     {"kind=accelerator ", 90},   {"kind=cpu ", 10},
+                     {"kind=simulator_or_unknown ", 5}};
+        int s = -1;
+        for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+            if (strncmp(d[k].capabilities, kinds[i].kind, strlen(kinds[i].kind)) == 0)
+                s = kinds[i].score;
+        cr_assert_geq(s, 0, "no kind in the capabilities: %s", d[k].capabilities);
+        best = s > best ? s : best;
         cr_assert(strstr(d[k].description, "fp64 ") &&
                       strstr(d[k].description, "fp16 ") &&
                       strstr(d[k].description, "OpenCL C"),
@@ -407,7 +417,7 @@ Test(opencl_select, scores_by_device_type_and_kiln_cpu_wins_over_an_opencl_cpu)
             score = p[i].score;
     cr_assert_eq(score, best, "the opencl plugin scores %d, its best device %d", score,
                  best);
-    if (best == 10)
+    if (best <= 10)
         cr_assert_str_eq(selected(NULL)->backend, "cpu",
                          "an OpenCL CPU device won over kiln's cpu backend");
 }
@@ -615,6 +625,15 @@ Test(opencl, a_tight_address_space_limit_is_an_error_not_a_crash)
 #ifdef __SANITIZE_ADDRESS__
     cr_skip_test("AddressSanitizer cannot run under an address-space limit");
 #else
+    /* Mesa 22.3's rusticl dies (SIGSEGV) inside clGetDeviceIDs when its own
+     * start-up (llvmpipe's threads, LLVM) runs out of address space: under
+     * 300 and 500 MiB, before kiln has a device to check */
+    const kiln_device_report *d;
+    size_t                    nd = kiln_devices(&d);
+    for (size_t k = 0; k < nd; k++)
+        if (strcmp(d[k].backend, "opencl") == 0 && !d[k].unusable &&
+            strncmp(d[k].description, "rusticl;", 8) == 0)
+            cr_skip_test("rusticl crashes in its own start-up under a tight limit");
     int ran = 0, refused = 0;
     for (int mb = 300; mb <= 1400; mb += 100) {
         char limit[64];

@@ -97,8 +97,11 @@ __kernel void kiln_store_slice(GF *out, ulong oo, GCF *value, ulong vo, GCI *sta
     ulong i = get_global_id(0);
     if (i >= n)
         return;
-    long at = start[so];
-    if (at < 0 || at > limit) {
+    /* compared as the int it is: Mesa 22.3's rusticl (llvmpipe) takes a
+     * widened int compared with a constant as unsigned, so a long start of
+     * -1 passed "at < 0" and wrote before the destination */
+    int at = start[so];
+    if (at < 0 || (long)at > limit) {
         if (i == 0)
             atomic_min(err + slot, 0);
         return;
