@@ -195,3 +195,13 @@ const kiln_plugin *test_backend_plugin(const test_backend *b, int *index)
                    describe_plugins());
     return NULL;
 }
+
+void test_need_opencl(void)
+{
+    const kiln_device_report *d;
+    size_t                    nd = kiln_devices(&d);
+    for (size_t i = 0; i < nd; i++)
+        if (strcmp(d[i].backend, "opencl") == 0 && !d[i].unusable)
+            return;
+    cr_skip_test("no usable OpenCL device");
+}

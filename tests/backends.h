@@ -28,6 +28,9 @@ typedef struct test_backend {
  * how many usable devices there are. */
 size_t test_backend_list(test_backend *out, size_t cap);
 
+/* Skips the running test (cr_skip_test) unless an OpenCL device is usable. */
+void test_need_opencl(void);
+
 /* The parameter array for ParameterizedTestParameters: one entry per device,
  * or a single entry with an empty spec when there is none. cr_malloc'd. */
 struct criterion_test_params test_backend_params(void);

@@ -16,32 +16,17 @@
 #define CL_TARGET_OPENCL_VERSION 120
 #include <CL/cl.h>
 
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define SHIM_API __attribute__((visibility("default")))
-
-/* The ICD loader's `name` (see cl-props.c). */
-static void *real_fn(const char *name)
-{
-    void *f = dlsym(RTLD_NEXT, name);
-    if (!f) {
-        void *icd = dlopen("libOpenCL.so.1", RTLD_NOW | RTLD_NOLOAD);
-        if (icd) {
-            f = dlsym(icd, name);
-            dlclose(icd);
-        }
-    }
-    return f;
-}
+#include "cl-shim.h"
 
 #define REAL(type, name)                                                       \
     static type real;                                                          \
     if (!real)                                                                 \
-        *(void **)&real = real_fn(#name);                                      \
+        *(void **)&real = cl_shim_real(#name);                                      \
     if (!real)                                                                 \
     return CL_INVALID_OPERATION
 
@@ -100,7 +85,7 @@ SHIM_API cl_int clEnqueueNDRangeKernel(cl_command_queue q, cl_kernel k, cl_uint 
 {
     static kernel_info_fn info;
     if (!info)
-        *(void **)&info = real_fn("clGetKernelInfo");
+        *(void **)&info = cl_shim_real("clGetKernelInfo");
     char name[64] = "?";
     if (info && info(k, CL_KERNEL_FUNCTION_NAME, sizeof name, name, NULL) != CL_SUCCESS)
         snprintf(name, sizeof name, "?");

@@ -14,11 +14,10 @@
 #define CL_TARGET_OPENCL_VERSION 120
 #include <CL/cl.h>
 
-#include <dlfcn.h>
 #include <stdatomic.h>
 #include <stddef.h>
 
-#define SHIM_API __attribute__((visibility("default")))
+#include "cl-shim.h"
 
 typedef cl_mem (*create_buffer_fn)(cl_context, cl_mem_flags, size_t, void *, cl_int *);
 
@@ -64,18 +63,9 @@ SHIM_API cl_mem clCreateBuffer(cl_context context, cl_mem_flags flags, size_t si
             *errcode_ret = atomic_load(&fail_status);
         return NULL;
     }
-    /* The ICD loader is loaded after the shim, and by a plugin opened with
-     * RTLD_LOCAL, so RTLD_NEXT may not see it: then ask it by name. */
     static create_buffer_fn real;
     if (!real)
-        *(void **)&real = dlsym(RTLD_NEXT, "clCreateBuffer");
-    if (!real) {
-        void *icd = dlopen("libOpenCL.so.1", RTLD_NOW | RTLD_NOLOAD);
-        if (icd) {
-            *(void **)&real = dlsym(icd, "clCreateBuffer");
-            dlclose(icd);
-        }
-    }
+        *(void **)&real = cl_shim_real("clCreateBuffer");
     if (!real) {
         if (errcode_ret)
             *errcode_ret = CL_OUT_OF_HOST_MEMORY;

@@ -20,30 +20,13 @@
 #define CL_USE_DEPRECATED_OPENCL_1_2_APIS
 #include <CL/cl.h>
 
-#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define SHIM_API __attribute__((visibility("default")))
+#include "cl-shim.h"
 
 typedef cl_int (*info_fn)(cl_device_id, cl_device_info, size_t, void *, size_t *);
 typedef cl_mem (*create_buffer_fn)(cl_context, cl_mem_flags, size_t, void *, cl_int *);
-
-/* The ICD loader's `name`. It is loaded after the shim, and by a plugin
- * opened with RTLD_LOCAL, so RTLD_NEXT may not see it: then ask it by name,
- * as cl-fail.c does. */
-static void *real_fn(const char *name)
-{
-    void *f = dlsym(RTLD_NEXT, name);
-    if (!f) {
-        void *icd = dlopen("libOpenCL.so.1", RTLD_NOW | RTLD_NOLOAD);
-        if (icd) {
-            f = dlsym(icd, name);
-            dlclose(icd);
-        }
-    }
-    return f;
-}
 
 /* The value of `key` in KILN_TEST_CL_PROPS ("" if absent), into buf. */
 static const char *prop(const char *key, char *buf, size_t len)
@@ -92,7 +75,7 @@ SHIM_API cl_int clGetDeviceInfo(cl_device_id device, cl_device_info param,
 {
     static info_fn real;
     if (!real)
-        *(void **)&real = real_fn("clGetDeviceInfo");
+        *(void **)&real = cl_shim_real("clGetDeviceInfo");
     if (!real)
         return CL_INVALID_OPERATION;
     cl_int err = real(device, param, value_size, value, size_ret);
@@ -142,7 +125,7 @@ SHIM_API cl_mem clCreateBuffer(cl_context context, cl_mem_flags flags, size_t si
     static create_buffer_fn real;
     char                    v[64];
     if (!real)
-        *(void **)&real = real_fn("clCreateBuffer");
+        *(void **)&real = cl_shim_real("clCreateBuffer");
     if (*prop("max_alloc", v, sizeof v) && size > strtoull(v, NULL, 10)) {
         if (errcode_ret)
             *errcode_ret = CL_INVALID_BUFFER_SIZE;

@@ -25,16 +25,6 @@
 
 #define SHIM "tests/.libs/cl-props.so"
 
-static void need_opencl(void)
-{
-    const kiln_device_report *d;
-    size_t                    nd = kiln_devices(&d);
-    for (size_t i = 0; i < nd; i++)
-        if (strcmp(d[i].backend, "opencl") == 0 && !d[i].unusable)
-            return;
-    cr_skip_test("no usable OpenCL device");
-}
-
 /* Whether the first usable OpenCL device has double precision (POCL's has,
  * Mesa's rusticl's has not). */
 static bool opencl_has_fp64(void)
@@ -101,7 +91,7 @@ static void selection(const char *props, char *device, size_t len, char *kind,
 
 Test(gpu_paths, a_device_of_several_types_is_never_the_default)
 {
-    need_opencl();
+    test_need_opencl();
     char device[64], kind[64];
     /* Oclgrind's simulator says it is a GPU, an accelerator and a CPU */
     selection("type=gpu+cpu+accelerator", device, sizeof device, kind, sizeof kind);
@@ -159,7 +149,7 @@ static double final_val(const char *out)
  * test_kiln_train: CLBlast compiling for every shape takes minutes on POCL. */
 Test(gpu_paths, storage_is_split_at_the_largest_allocation, .fini = remove_text)
 {
-    need_opencl();
+    test_need_opencl();
     write_text();
     static char out[1 << 22], ref[1 << 14];
     char        cmd[512];
@@ -196,7 +186,7 @@ Test(gpu_paths, storage_is_split_at_the_largest_allocation, .fini = remove_text)
  * and 0; kiln-info says so. */
 Test(gpu_paths, log_and_sqrt_keep_subnormals_on_a_device_that_flushes_them)
 {
-    need_opencl();
+    test_need_opencl();
     char out[1 << 14];
     int  rc = run_with("denorm=0",
                        "env KILN_BACKEND=opencl KILN_LOG=debug ./tests/graph_runner tiny",
@@ -220,7 +210,7 @@ Test(gpu_paths, log_and_sqrt_keep_subnormals_on_a_device_that_flushes_them)
  * again and replaced, and KILN_OPENCL_TUNE=off is a decision of its own. */
 Test(gpu_paths, the_gemm_check_is_kept_per_device_and_driver)
 {
-    need_opencl();
+    test_need_opencl();
     char dir[] = "/tmp/kiln-gemm-cache-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     static char first[1 << 16], again[1 << 16], broken[1 << 16], off[1 << 16];
@@ -268,7 +258,7 @@ Test(gpu_paths, the_gemm_check_is_kept_per_device_and_driver)
  * same numbers; kiln-bench tune refuses a device that is not OpenCL. */
 Test(gpu_paths, a_searched_gemm_set_is_kept_and_used_by_later_processes)
 {
-    need_opencl();
+    test_need_opencl();
     char dir[] = "/tmp/kiln-gemm-search-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     static char searched[1 << 16], later[1 << 16], ref[1 << 16], tune[1 << 14];
@@ -305,7 +295,7 @@ Test(gpu_paths, a_searched_gemm_set_is_kept_and_used_by_later_processes)
  * asked. The results agree with the cpu backend's either way. */
 Test(gpu_paths, a_gpu_sums_in_compensated_float_unless_asked_for_double)
 {
-    need_opencl();
+    test_need_opencl();
     static char gpu[1 << 16], on[1 << 16], cpu[1 << 16], ref[1 << 16];
     const char *run  = "env KILN_BACKEND=opencl KILN_LOG=debug ./tests/graph_runner";
     const char *wide = opencl_has_fp64() ? "sums in double" : "sums in compensated float";
@@ -348,7 +338,7 @@ Test(gpu_paths, a_gpu_sums_in_compensated_float_unless_asked_for_double)
 Test(gpu_paths, sums_in_many_parts_on_a_gpu_with_many_units_match_the_reference,
      .timeout = 600)
 {
-    need_opencl();
+    test_need_opencl();
     static char out[1 << 16];
     /* without BXFI_MAP, which would make the inner suite take itself for a
      * test's sandbox (this process is one) and abort */

@@ -24,16 +24,6 @@
 
 #define SHIM "tests/.libs/cl-count.so"
 
-static void need_opencl(void)
-{
-    const kiln_device_report *d;
-    size_t                    nd = kiln_devices(&d);
-    for (size_t i = 0; i < nd; i++)
-        if (strcmp(d[i].backend, "opencl") == 0 && !d[i].unusable)
-            return;
-    cr_skip_test("no usable OpenCL device");
-}
-
 typedef struct counts {
     char names[64][64];
     long n[64];
@@ -111,7 +101,7 @@ static long per_step(const counts *one, const counts *four, const char *name)
 
 Test(launches, a_step_fuses_bias_relu_and_the_optimiser_and_waits_once)
 {
-    need_opencl();
+    test_need_opencl();
     counts one, four;
     /* 2 hidden layers: 6 parameters; the first run fills the caches (the
      * program, CLBlast's check) that the counted ones then read alike */
@@ -132,7 +122,7 @@ Test(launches, a_step_fuses_bias_relu_and_the_optimiser_and_waits_once)
 
 Test(launches, more_parameters_than_a_launch_holds_take_several)
 {
-    need_opencl();
+    test_need_opencl();
     counts one, four;
     /* 9 hidden layers: 20 parameters, 8 + 8 + 4, all sharing clipping's
      * sum of squares */
@@ -172,7 +162,7 @@ static void same_training(const char *layers, const char *opt)
 
 Test(launches, fusing_changes_no_result)
 {
-    need_opencl();
+    test_need_opencl();
     same_training("2", "adam");
     same_training("9", "sgd-clip");
 }
